@@ -1,1 +1,1 @@
-"""location."""
+"""Location service: signed bindings, the merge rule, trust policy, expiry and lookups."""

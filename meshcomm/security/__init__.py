@@ -1,1 +1,1 @@
-"""security."""
+"""Identity, credentials, signing and signature-verification caching."""

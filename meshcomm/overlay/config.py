@@ -1,0 +1,64 @@
+"""Tunables of the gossip overlay (the ``[overlay]`` section of a field config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayConfig:
+    """Defaults suit a 10-200 node incident mesh on 802.11 ad-hoc at a few Mbit/s."""
+
+    #: HELLO beacon period and its uniform jitter fraction (avoids synchronised beacons).
+    hello_interval_s: float = 1.0
+    hello_jitter: float = 0.25
+    #: A neighbour not heard for this long is down.
+    neighbour_timeout_s: float = 4.0
+    #: Window (in HELLO periods) of the delivery-ratio estimate of a link.
+    link_window: int = 8
+    #: Links below this estimated delivery ratio are not used for routes.
+    min_link_quality: float = 0.2
+    #: Flooding: initial TTL and the random assessment delay before a rebroadcast.
+    flood_ttl: int = 16
+    rad_min_s: float = 0.002
+    rad_max_s: float = 0.06
+    #: Cancel a pending rebroadcast once this many copies were overheard (counter scheme).
+    suppress_copies: int = 3
+    #: Anti-entropy digest period (jittered) and how many records a pull reply may carry.
+    anti_entropy_interval_s: float = 2.0
+    #: Duplicate-suppression cache size (envelope digests).
+    seen_cache_entries: int = 8192
+    #: Per-hop unicast reliability.
+    ack_timeout_s: float = 0.15
+    max_retransmits: int = 4
+    #: Hop limit of the scoped flood used when no route is known.
+    scoped_flood_ttl: int = 8
+    #: A route not refreshed by a flood for this long is dropped.
+    route_timeout_s: float = 600.0
+    #: Per-neighbour token bucket: sustained frames/s and burst.
+    rate_limit_fps: float = 200.0
+    rate_burst: int = 400
+    #: Queue bound for unicast envelopes waiting for a route or an ack.
+    max_pending_unicast: int = 256
+
+    def validate(self) -> list[tuple[str, str]]:
+        """Return (field, problem) pairs; empty when the values are usable."""
+        problems: list[tuple[str, str]] = []
+        positive = ("hello_interval_s", "neighbour_timeout_s", "anti_entropy_interval_s",
+                    "ack_timeout_s", "route_timeout_s", "rate_limit_fps")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                problems.append((name, "must be > 0"))
+        if not 0 <= self.hello_jitter < 1:
+            problems.append(("hello_jitter", "must be in [0, 1)"))
+        if not 0 <= self.rad_min_s <= self.rad_max_s:
+            problems.append(("rad_max_s", "must be >= rad_min_s >= 0"))
+        if not 1 <= self.flood_ttl <= 32:
+            problems.append(("flood_ttl", "must be in 1..32"))
+        if not 1 <= self.scoped_flood_ttl <= 32:
+            problems.append(("scoped_flood_ttl", "must be in 1..32"))
+        if self.neighbour_timeout_s <= self.hello_interval_s:
+            problems.append(("neighbour_timeout_s", "must exceed hello_interval_s"))
+        if not 0 <= self.min_link_quality <= 1:
+            problems.append(("min_link_quality", "must be in [0, 1]"))
+        return problems

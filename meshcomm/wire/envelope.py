@@ -1,0 +1,129 @@
+"""Signed envelopes, the one shape of everything on the mesh.
+
+A frame on the radio is ``msgpack([signed_bytes, signature, hop])`` where
+
+* ``signed_bytes = msgpack([version, type, incident, origin_key, seq, payload])`` is signed
+  by the origin with Ed25519 (over a domain prefix plus ``signed_bytes``) and never changes
+  in transit, and
+* ``hop = [ttl, hops, metric, age_ms]`` holds the hop-mutable fields, outside the signature.
+
+Decoding checks structure and limits only; the signature is checked by the caller through
+a :class:`~meshcomm.security.verify.SignatureVerifier` so that it is done once per envelope.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from meshcomm.errors import DecodeError
+from meshcomm.security.identity import Identity, node_id_of
+from meshcomm.security.verify import SignatureVerifier
+from meshcomm.types import NodeId
+from meshcomm.wire import codec, limits
+
+SIGNATURE_DOMAIN = b"meshcomm-envelope-v1\x00"
+MAX_METRIC = 1 << 20
+MAX_AGE_MS = limits.MAX_LIFETIME_S * 1000
+
+
+class MsgType(IntEnum):
+    HELLO = 1      # one-hop beacon: neighbour discovery and link quality
+    BINDING = 2    # a signed registration (flooded, stored, pulled)
+    DIGEST = 3     # anti-entropy: bucket hashes of the binding table
+    SUMMARY = 4    # anti-entropy: (record id, seq) of the buckets that differ
+    PULL = 5       # anti-entropy: ids of records wanted
+    RECORDS = 6    # anti-entropy: binding envelopes carried inside
+    UNICAST = 7    # routed data for one destination node
+    ACK = 8        # per-hop acknowledgement of a UNICAST
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded envelope. ``signed_bytes`` + ``signature`` are exactly what came in."""
+
+    msg_type: MsgType
+    incident: str
+    origin_key: bytes
+    origin: NodeId
+    seq: int
+    payload: Any
+    signed_bytes: bytes
+    signature: bytes
+
+    @property
+    def digest(self) -> bytes:
+        """Identity of this envelope for duplicate suppression (16 bytes)."""
+        return hashlib.sha256(self.signature).digest()[:16]
+
+    def verify(self, verifier: SignatureVerifier) -> bool:
+        return verifier.verify(self.origin_key, SIGNATURE_DOMAIN + self.signed_bytes,
+                               self.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """Hop-mutable fields: remaining TTL, hops so far, path metric (1/16 units), age."""
+
+    ttl: int = 0
+    hops: int = 0
+    metric: int = 0
+    age_ms: int = 0
+
+
+NO_HOP = Hop()
+
+
+def seal(identity: Identity, msg_type: MsgType, incident: str, seq: int,
+         payload: object) -> Envelope:
+    """Build and sign an envelope originated by ``identity``."""
+    signed = codec.pack([limits.WIRE_VERSION, int(msg_type), incident, identity.public_key,
+                         seq, payload])
+    return Envelope(msg_type, incident, identity.public_key, identity.node_id, seq, payload,
+                    signed, identity.sign(SIGNATURE_DOMAIN + signed))
+
+
+def encode_frame(envelope: Envelope, hop: Hop = NO_HOP) -> bytes:
+    return codec.pack([envelope.signed_bytes, envelope.signature,
+                       [hop.ttl, hop.hops, hop.metric, hop.age_ms]])
+
+
+def decode_signed_untrusted(signed: bytes, signature: bytes) -> Envelope:
+    """Decode the signed part of an envelope (structure and limits; no signature check)."""
+    inner = codec.read_tuple(codec.unpack_untrusted(signed), "envelope", 6)
+    version = codec.read_int(inner[0], "version", 0, 255)
+    if version != limits.WIRE_VERSION:
+        raise DecodeError(f"unsupported wire version {version}", reason="version")
+    raw_type = codec.read_int(inner[1], "type", 0, 255)
+    try:
+        msg_type = MsgType(raw_type)
+    except ValueError as exc:
+        raise DecodeError(f"unknown message type {raw_type}", reason="unknown_type") from exc
+    origin_key = codec.read_bytes(inner[3], "origin", exact=32)
+    return Envelope(
+        msg_type=msg_type,
+        incident=codec.read_str(inner[2], "incident", limits.MAX_INCIDENT_LEN),
+        origin_key=origin_key,
+        origin=node_id_of(origin_key),
+        seq=codec.read_int(inner[4], "seq"),
+        payload=inner[5],
+        signed_bytes=signed,
+        signature=signature,
+    )
+
+
+def decode_frame_untrusted(data: bytes) -> tuple[Envelope, Hop]:
+    """Decode one radio datagram into its envelope and hop fields."""
+    outer = codec.read_tuple(codec.unpack_untrusted(data), "frame", 3)
+    signed = codec.read_bytes(outer[0], "signed", max_len=limits.MAX_DATAGRAM_BYTES)
+    signature = codec.read_bytes(outer[1], "signature", exact=64)
+    raw_hop = codec.read_tuple(outer[2], "hop", 4)
+    hop = Hop(
+        ttl=codec.read_int(raw_hop[0], "ttl", 0, limits.MAX_TTL),
+        hops=codec.read_int(raw_hop[1], "hops", 0, limits.MAX_HOPS),
+        metric=codec.read_int(raw_hop[2], "metric", 0, MAX_METRIC),
+        age_ms=codec.read_int(raw_hop[3], "age_ms", 0, MAX_AGE_MS),
+    )
+    return decode_signed_untrusted(signed, signature), hop

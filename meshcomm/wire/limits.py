@@ -1,0 +1,39 @@
+"""Named limits of the mesh wire format. Every bound a decoder enforces lives here."""
+
+from __future__ import annotations
+
+#: Largest datagram the mesh puts on a radio (fits an IPv6 minimum-MTU UDP payload).
+MAX_DATAGRAM_BYTES = 1200
+#: Deepest msgpack nesting accepted anywhere (envelope -> payload -> list -> item).
+MAX_NESTING_DEPTH = 6
+#: Largest msgpack array / map accepted while unpacking.
+MAX_ARRAY_ITEMS = 256
+MAX_MAP_ITEMS = 32
+MAX_STR_BYTES = 512
+MAX_BIN_BYTES = MAX_DATAGRAM_BYTES
+
+WIRE_VERSION = 1
+MAX_INCIDENT_LEN = 64
+MAX_TTL = 32
+MAX_HOPS = 64
+#: Largest (seq) value: 64-bit unsigned.
+MAX_SEQ = (1 << 64) - 1
+
+# Bindings
+MAX_AOR_LEN = 256
+MAX_CONTACTS = 8
+MAX_CONTACT_LEN = 256
+MAX_CAPS = 16
+MAX_CAP_LEN = 32
+MAX_LIFETIME_S = 24 * 3600
+MAX_CREDENTIAL_BYTES = 400
+#: A binding whose issue time is further than this ahead of our wall clock is rejected.
+MAX_FUTURE_SKEW_S = 24 * 3600
+
+# Overlay control
+MAX_HELLO_NEIGHBOURS = 48
+MAX_DIGEST_BUCKETS = 16
+MAX_SUMMARY_ENTRIES = 96
+MAX_PULL_IDS = 64
+MAX_RECORDS_PER_FRAME = 8
+MAX_UNICAST_BODY_BYTES = 900
