@@ -1,0 +1,43 @@
+"""Typed journal events: what the sans-IO protocol cores emit for the journal.
+
+A core never writes the journal itself and never reads a clock: it emits a
+:class:`JournalRecord` (type and data only). The node driver stamps it with monotonic and
+wall-clock time and appends it to the node's :class:`~meshcomm.journal.store.JournalStore`
+(or, in the simulator, to an in-memory :class:`~meshcomm.journal.chain.MemoryJournal`).
+
+``data`` values must be msgpack-able plain values: ``str``, ``int``, ``float``, ``bytes``,
+``bool``, ``None``, lists/tuples of those and ``str``-keyed dicts of those (see
+:mod:`meshcomm.journal.codec` for the exact limits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class JournalEventType(StrEnum):
+    """Event types of the node journal. The value is what is stored and exported."""
+
+    NODE_STARTED = "node.started"
+    NODE_STOPPED = "node.stopped"
+    NEIGHBOUR_UP = "neighbour.up"
+    NEIGHBOUR_DOWN = "neighbour.down"
+    BINDING_LEARNED = "binding.learned"
+    BINDING_UPDATED = "binding.updated"
+    BINDING_EXPIRED = "binding.expired"
+    BINDING_CONFLICT = "binding.conflict"
+    BINDING_REJECTED = "binding.rejected"
+    ENVELOPE_DROPPED = "envelope.dropped"
+    ROUTE_CHANGED = "route.changed"
+    SIP_MESSAGE = "sip.message"
+    CHECKPOINT = "journal.checkpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    """One journal event as a sans-IO core emits it: no timestamps, no node id."""
+
+    type: JournalEventType
+    data: Mapping[str, object]

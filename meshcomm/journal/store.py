@@ -1,0 +1,333 @@
+"""The SQLite adapter of the node journal (an IO adapter: it may touch the disk).
+
+One file per node: table ``entries`` (one row per entry, ``seq INTEGER PRIMARY KEY``) and
+a two-row ``meta`` table (format version, owner node id). WAL mode with
+``synchronous=FULL``: a commit is on disk when :meth:`JournalStore.flush` returns, so a
+``kill -9`` never loses an entry that was reported written.
+
+:meth:`JournalStore.append` only builds the entry and buffers it; the runtime calls
+:meth:`JournalStore.flush` once per event-loop turn, which writes the whole batch in one
+transaction (one fsync per turn, not per entry). Only flushed entries count as written.
+
+Rows read back are untrusted (the file may have been edited by hand):
+:func:`decode_row_untrusted` raises only :class:`~meshcomm.errors.DecodeError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from meshcomm.errors import ConfigError, DecodeError, LocalProtocolError
+from meshcomm.journal.chain import JournalChain, JournalEntry, Signer
+from meshcomm.journal.codec import (
+    FIRST_SEQ,
+    HASH_LEN,
+    MAX_NODE_ID_BYTES,
+    MAX_SEQ,
+    MAX_TYPE_BYTES,
+    decode_data_untrusted,
+)
+from meshcomm.journal.events import JournalEventType, JournalRecord
+
+log = logging.getLogger(__name__)
+
+#: On-disk format version, kept in ``meta``.
+FORMAT_VERSION: Final = 1
+#: File mode of a journal (and, through SQLite, of its -wal/-shm files).
+JOURNAL_FILE_MODE: Final = 0o600
+#: Rows fetched from SQLite per batch when iterating.
+READ_BATCH_ROWS: Final = 256
+#: Columns of ``entries`` in the order :func:`decode_row_untrusted` expects.
+ROW_COLUMNS: Final = "seq, mono_s, wall_s, node_id, type, data, prev_hash, entry_hash"
+_ROW_LEN: Final = 8
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY,
+    mono_s REAL NOT NULL,
+    wall_s REAL NOT NULL,
+    node_id BLOB NOT NULL,
+    type TEXT NOT NULL,
+    data BLOB NOT NULL,
+    prev_hash BLOB NOT NULL,
+    entry_hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+"""
+_INSERT: Final = f"INSERT INTO entries ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+class JournalOwnerError(ConfigError):
+    """The journal file belongs to another node (wrong data directory)."""
+
+
+def _as_bytes(value: object, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):  # only if a reader did not set text_factory=bytes
+        return value.encode("utf-8", "surrogatepass")
+    raise DecodeError(f"{what} is {type(value).__name__}, not bytes")
+
+
+def _as_float(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DecodeError(f"{what} is {type(value).__name__}, not a number")
+    try:
+        result = float(value)
+    except OverflowError:
+        raise DecodeError(f"{what} out of range") from None
+    if not math.isfinite(result):
+        raise DecodeError(f"{what} is not finite")
+    return result + 0.0
+
+
+def _as_hash(value: object, what: str) -> bytes:
+    raw = _as_bytes(value, what)
+    if len(raw) != HASH_LEN:
+        raise DecodeError(f"{what} is {len(raw)} bytes, not {HASH_LEN}")
+    return raw
+
+
+def _as_type_name(value: object) -> str:
+    raw = _as_bytes(value, "type")
+    if not 0 < len(raw) <= MAX_TYPE_BYTES:
+        raise DecodeError(f"type is {len(raw)} bytes, must be 1..{MAX_TYPE_BYTES}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError("type is not UTF-8") from None
+
+
+def decode_row_untrusted(row: Sequence[object]) -> JournalEntry:
+    """A stored ``entries`` row (columns :data:`ROW_COLUMNS`) as an entry; only DecodeError.
+
+    Only the shape is checked here; whether the hashes are right is the verifier's job.
+    """
+    if not isinstance(row, Sequence) or len(row) != _ROW_LEN:
+        raise DecodeError("journal row has the wrong number of columns")
+    seq = row[0]
+    if isinstance(seq, bool) or not isinstance(seq, int) or not FIRST_SEQ <= seq <= MAX_SEQ:
+        raise DecodeError(f"seq {seq!r} is not an integer in {FIRST_SEQ}..{MAX_SEQ}")
+    node_id = _as_bytes(row[3], "node_id")
+    if not 0 < len(node_id) <= MAX_NODE_ID_BYTES:
+        raise DecodeError(f"node_id is {len(node_id)} bytes, must be 1..{MAX_NODE_ID_BYTES}")
+    return JournalEntry(
+        seq=seq, mono_s=_as_float(row[1], "mono_s"), wall_s=_as_float(row[2], "wall_s"),
+        node_id=node_id, type=_as_type_name(row[4]),
+        data=decode_data_untrusted(_as_bytes(row[5], "data")),
+        prev_hash=_as_hash(row[6], "prev_hash"), entry_hash=_as_hash(row[7], "entry_hash"),
+    )
+
+
+def iter_rows(conn: sqlite3.Connection, start_seq: int = 0) -> Iterator[tuple[object, ...]]:
+    """Raw rows of ``entries`` with ``seq >= start_seq`` in seq order, in batches.
+
+    Set ``conn.text_factory = bytes`` first so a TEXT column holding invalid UTF-8 is
+    returned (and rejected by the decoder) instead of failing inside sqlite3.
+    """
+    cursor = conn.execute(
+        f"SELECT {ROW_COLUMNS} FROM entries WHERE seq >= ? ORDER BY seq", (start_seq,))
+    try:
+        while batch := cursor.fetchmany(READ_BATCH_ROWS):
+            yield from batch
+    finally:
+        cursor.close()
+
+
+def _create_private_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, JOURNAL_FILE_MODE)
+    try:
+        os.fchmod(fd, JOURNAL_FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    _create_private_file(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.text_factory = bytes
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        if mode is None or bytes(mode[0]).lower() != b"wal":
+            raise OSError(f"{path}: SQLite refused WAL mode")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.OperationalError):
+            raise
+        raise DecodeError(f"{path}: not a journal database ({exc})") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _load_head(conn: sqlite3.Connection, path: Path,
+               node_id: bytes) -> tuple[int, bytes] | None:
+    row = conn.execute(
+        f"SELECT {ROW_COLUMNS} FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    try:
+        last = decode_row_untrusted(row)
+    except DecodeError as exc:
+        raise DecodeError(f"{path}: last journal entry unreadable, cannot continue the "
+                          f"chain ({exc}); verify it and move it aside") from None
+    if last.node_id != node_id:
+        raise JournalOwnerError("journal", f"{path} belongs to node {last.node_id.hex()}, "
+                                f"not {node_id.hex()}")
+    return last.seq, last.entry_hash
+
+
+def _claim_owner(conn: sqlite3.Connection, path: Path, node_id: bytes) -> None:
+    rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    owner = rows.get(b"node_id")
+    version = rows.get(b"format")
+    if owner is not None and bytes(owner) != node_id:
+        raise JournalOwnerError("journal", f"{path} belongs to node {bytes(owner).hex()}, "
+                                f"not {node_id.hex()}")
+    if version is not None and version != FORMAT_VERSION:
+        raise ConfigError("journal", f"{path}: unsupported journal format {version!r}")
+    if owner is None or version is None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('node_id', ?)",
+                     (node_id,))
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('format', ?)",
+                     (FORMAT_VERSION,))
+        conn.execute("COMMIT")
+
+
+class JournalStore:
+    """A node's journal in one SQLite file. Build with :meth:`open`; not thread-safe."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, chain: JournalChain) -> None:
+        self._conn: sqlite3.Connection | None = conn
+        self._path = path
+        self._chain = chain
+        head = chain.head
+        self._durable_seq = 0 if head is None else head[0]
+        self._pending: list[tuple[object, ...]] = []
+
+    @classmethod
+    def open(cls, path: Path, node_id: bytes) -> JournalStore:
+        """Open (creating, mode 0600) the journal at ``path`` and resume its chain.
+
+        Raises :class:`JournalOwnerError` if the file belongs to another node id and
+        :class:`~meshcomm.errors.DecodeError` if it is not a journal or its last entry
+        cannot be read (the chain cannot be continued from it).
+        """
+        if not isinstance(node_id, bytes) or not 0 < len(node_id) <= MAX_NODE_ID_BYTES:
+            raise LocalProtocolError(f"node_id must be 1..{MAX_NODE_ID_BYTES} bytes")
+        path = Path(path)
+        conn = _connect(path)
+        try:
+            head = _load_head(conn, path, node_id)
+            _claim_owner(conn, path, node_id)
+        except BaseException:
+            conn.close()
+            raise
+        log.debug("journal %s opened at seq %s", path, head[0] if head else 0)
+        return cls(conn, path, JournalChain(node_id, head))
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def node_id(self) -> bytes:
+        return self._chain.node_id
+
+    @property
+    def durable_seq(self) -> int:
+        """Seq of the last entry committed to disk (0 if none)."""
+        return self._durable_seq
+
+    @property
+    def pending_count(self) -> int:
+        """Entries appended but not yet flushed."""
+        return len(self._pending)
+
+    def _require_open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise LocalProtocolError(f"journal {self._path} is closed")
+        return self._conn
+
+    def append(self, type: JournalEventType | str, data: Mapping[str, object],
+               mono_s: float, wall_s: float) -> JournalEntry:
+        """Build the next entry and buffer it; it is written by the next :meth:`flush`."""
+        self._require_open()
+        entry, data_bytes = self._chain.append_encoded(type, data, mono_s, wall_s)
+        self._buffer(entry, data_bytes)
+        return entry
+
+    def append_record(self, record: JournalRecord, mono_s: float,
+                      wall_s: float) -> JournalEntry:
+        return self.append(record.type, record.data, mono_s, wall_s)
+
+    def checkpoint(self, sign: Signer, mono_s: float, wall_s: float) -> JournalEntry:
+        """Buffer a checkpoint signed by ``sign`` (e.g. ``Identity.sign``) over the head."""
+        return self.append(JournalEventType.CHECKPOINT, self._chain.checkpoint_data(sign),
+                           mono_s, wall_s)
+
+    def _buffer(self, entry: JournalEntry, data_bytes: bytes) -> None:
+        self._pending.append((entry.seq, entry.mono_s, entry.wall_s, entry.node_id,
+                              entry.type, data_bytes, entry.prev_hash, entry.entry_hash))
+
+    def flush(self) -> int:
+        """Commit all buffered entries in one durable transaction; return the durable seq.
+
+        On an SQLite error the transaction is rolled back, the entries stay buffered for
+        the next flush, and the error propagates.
+        """
+        conn = self._require_open()
+        if not self._pending:
+            return self._durable_seq
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_INSERT, self._pending)
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        last_seq = self._pending[-1][0]
+        assert isinstance(last_seq, int)
+        self._durable_seq = last_seq
+        self._pending.clear()
+        return last_seq
+
+    def entries(self, start_seq: int = 0) -> Iterator[JournalEntry]:
+        """Flushed entries with ``seq >= start_seq`` in order; a bad row raises DecodeError."""
+        conn = self._require_open()
+        for row in iter_rows(conn, start_seq):
+            yield decode_row_untrusted(row)
+
+    def head(self) -> tuple[int, bytes] | None:
+        """(seq, hash) of the newest entry appended, flushed or not; None when empty."""
+        return self._chain.head
+
+    def close(self) -> None:
+        """Flush and close. Idempotent; the connection is closed even if the flush fails."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            self.flush()
+        finally:
+            self._conn = None
+            conn.close()
+
+    def __enter__(self) -> JournalStore:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
