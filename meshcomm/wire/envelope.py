@@ -5,7 +5,9 @@ A frame on the radio is ``msgpack([signed_bytes, signature, hop])`` where
 * ``signed_bytes = msgpack([version, type, incident, origin_key, seq, payload])`` is signed
   by the origin with Ed25519 (over a domain prefix plus ``signed_bytes``) and never changes
   in transit, and
-* ``hop = [ttl, hops, metric, age_ms]`` holds the hop-mutable fields, outside the signature.
+* ``hop = [ttl, hops, metric, age_ms, to]`` holds the hop-mutable fields, outside the
+  signature (``to`` is the 4-byte short id of the intended next hop of a routed unicast,
+  empty otherwise).
 
 Decoding checks structure and limits only; the signature is checked by the caller through
 a :class:`~meshcomm.security.verify.SignatureVerifier` so that it is done once per envelope.
@@ -27,6 +29,7 @@ from meshcomm.wire import codec, limits
 SIGNATURE_DOMAIN = b"meshcomm-envelope-v1\x00"
 MAX_METRIC = 1 << 20
 MAX_AGE_MS = limits.MAX_LIFETIME_S * 1000
+SHORT_ID_LEN = 4
 
 
 class MsgType(IntEnum):
@@ -55,8 +58,8 @@ class Envelope:
 
     @property
     def digest(self) -> bytes:
-        """Identity of this envelope for duplicate suppression (16 bytes)."""
-        return hashlib.sha256(self.signature).digest()[:16]
+        """Identity of these exact envelope bytes, for duplicate suppression (16 bytes)."""
+        return hashlib.sha256(self.signature + self.signed_bytes).digest()[:16]
 
     def verify(self, verifier: SignatureVerifier) -> bool:
         return verifier.verify(self.origin_key, SIGNATURE_DOMAIN + self.signed_bytes,
@@ -65,12 +68,14 @@ class Envelope:
 
 @dataclass(frozen=True, slots=True)
 class Hop:
-    """Hop-mutable fields: remaining TTL, hops so far, path metric (1/16 units), age."""
+    """Hop-mutable fields: remaining TTL, hops so far, path metric (1/16 units), age of
+    the carried record, and the short id of the intended next hop (unicast only)."""
 
     ttl: int = 0
     hops: int = 0
     metric: int = 0
     age_ms: int = 0
+    to: bytes = b""
 
 
 NO_HOP = Hop()
@@ -87,7 +92,7 @@ def seal(identity: Identity, msg_type: MsgType, incident: str, seq: int,
 
 def encode_frame(envelope: Envelope, hop: Hop = NO_HOP) -> bytes:
     return codec.pack([envelope.signed_bytes, envelope.signature,
-                       [hop.ttl, hop.hops, hop.metric, hop.age_ms]])
+                       [hop.ttl, hop.hops, hop.metric, hop.age_ms, hop.to]])
 
 
 def decode_signed_untrusted(signed: bytes, signature: bytes) -> Envelope:
@@ -119,11 +124,12 @@ def decode_frame_untrusted(data: bytes) -> tuple[Envelope, Hop]:
     outer = codec.read_tuple(codec.unpack_untrusted(data), "frame", 3)
     signed = codec.read_bytes(outer[0], "signed", max_len=limits.MAX_DATAGRAM_BYTES)
     signature = codec.read_bytes(outer[1], "signature", exact=64)
-    raw_hop = codec.read_tuple(outer[2], "hop", 4)
+    raw_hop = codec.read_tuple(outer[2], "hop", 5)
     hop = Hop(
         ttl=codec.read_int(raw_hop[0], "ttl", 0, limits.MAX_TTL),
         hops=codec.read_int(raw_hop[1], "hops", 0, limits.MAX_HOPS),
         metric=codec.read_int(raw_hop[2], "metric", 0, MAX_METRIC),
         age_ms=codec.read_int(raw_hop[3], "age_ms", 0, MAX_AGE_MS),
+        to=codec.read_bytes(raw_hop[4], "to", max_len=SHORT_ID_LEN),
     )
     return decode_signed_untrusted(signed, signature), hop
