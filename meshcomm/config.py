@@ -1,0 +1,481 @@
+"""Node configuration: frozen, validated dataclasses loaded from TOML (ARCHITECTURE.md rule 8).
+
+A field config has the sections ``[node]``, ``[trust]``, ``[overlay]``, ``[radio]``,
+``[journal]`` and ``[relay]``; every key is optional and falls back to the defaults below.
+One generic, type-hint driven loader turns a TOML mapping into :class:`NodeConfig`: an
+unknown key, a wrong type or a bad value is a :class:`ConfigError` naming the full key
+path (``overlay.helo_interval_s: unknown key``). Every problem in a file is collected, so
+``meshcomm config check`` can list them all at once (:class:`InvalidConfig`).
+
+No IO here except :func:`load_config` and :func:`load_profile` reading their file; the data
+directory, host name and environment are resolved by the CLI with the pure helpers at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import math
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from meshcomm.errors import ConfigError
+from meshcomm.location.table import TrustMode, TrustPolicy
+from meshcomm.overlay.config import OverlayConfig
+from meshcomm.security.identity import fingerprint
+from meshcomm.types import Aor
+from meshcomm.wire import limits
+
+#: The field profiles shipped with the source tree (``field-configs/NAME.toml``).
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "field-configs"
+PROFILE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+
+MIN_REGISTRATION_LIFETIME_S = 10
+MAX_NODE_NAME_LEN = 64
+MAX_DOMAIN_LEN = 253
+MAX_INTERFACES = 8
+#: Linux IFNAMSIZ - 1.
+MAX_IFACE_NAME_LEN = 15
+RADIO_KINDS = ("udp", "ether")
+MAX_STORE_MESSAGES = 1_000_000
+MAX_STORE_AGE_S = 7 * 24 * 3600
+AGENCY_KEY_HEX_LEN = 64
+#: Largest number of agency keys (own agency plus mutual-aid agencies).
+MAX_AGENCY_KEYS = 64
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*")
+_DOMAIN_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_INCIDENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+_HEX_KEY_RE = re.compile(r"[0-9a-fA-F]{64}")
+_IFACE_RE = re.compile(r"[A-Za-z0-9._@-]+")
+
+Problems = list[tuple[str, str]]
+
+
+class Role(StrEnum):
+    HANDSET = "handset"
+    RELAY = "relay"
+
+
+class InvalidConfig(ConfigError):
+    """One or more problems in a configuration; ``key_path`` names the first.
+
+    ``problems`` holds every (key path, message); ``source`` names the file (or ``<flags>``).
+    """
+
+    def __init__(self, source: str, problems: Problems):
+        key_path, message = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(key_path, message + more)
+        self.source = source
+        self.problems = list(problems)
+
+
+def _is_domain(text: str) -> bool:
+    return (0 < len(text) <= MAX_DOMAIN_LEN
+            and all(_DOMAIN_LABEL_RE.fullmatch(label) for label in text.split(".")))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """``[node]``: who this device is and which incident it joins."""
+
+    name: str | None = None
+    domain: str = "incident.local"
+    role: Role = Role.HANDSET
+    incident: str = "default"
+    registration_lifetime_s: int = 300
+    data_dir: str | None = None
+
+    def validate(self) -> Problems:
+        problems: Problems = []
+        if self.name is not None and not (
+                len(self.name) <= MAX_NODE_NAME_LEN and _NAME_RE.fullmatch(self.name)):
+            problems.append(("name", "must be 1-64 letters, digits or ._~- (a SIP user part)"))
+        if not _is_domain(self.domain):
+            problems.append(("domain", "must be a host name like fire.example"))
+        if not (len(self.incident) <= limits.MAX_INCIDENT_LEN
+                and _INCIDENT_RE.fullmatch(self.incident)):
+            problems.append(("incident", f"must be 1-{limits.MAX_INCIDENT_LEN} letters, "
+                                         "digits or ._:- (no spaces)"))
+        if not (MIN_REGISTRATION_LIFETIME_S <= self.registration_lifetime_s
+                <= limits.MAX_LIFETIME_S):
+            problems.append(("registration_lifetime_s", f"must be in "
+                             f"{MIN_REGISTRATION_LIFETIME_S}..{limits.MAX_LIFETIME_S} s"))
+        if self.data_dir is not None and not self.data_dir.strip():
+            problems.append(("data_dir", "must not be empty (leave it out for the default)"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class TrustSettings:
+    """``[trust]``: which bindings are accepted (see meshcomm.location.table)."""
+
+    policy: TrustMode = TrustMode.OPEN
+    agency_keys: tuple[str, ...] = ()
+
+    def validate(self) -> Problems:
+        problems: Problems = []
+        for index, key in enumerate(self.agency_keys):
+            if not _HEX_KEY_RE.fullmatch(key):
+                problems.append((f"agency_keys[{index}]", "not a 64-digit hex key"))
+        if len(self.agency_keys) > MAX_AGENCY_KEYS:
+            problems.append(("agency_keys", f"at most {MAX_AGENCY_KEYS} keys"))
+        if len({k.lower() for k in self.agency_keys}) != len(self.agency_keys):
+            problems.append(("agency_keys", "lists a key twice"))
+        if self.policy is TrustMode.AGENCY and not self.agency_keys:
+            problems.append(("agency_keys", "agency policy needs at least one agency key"))
+        return problems
+
+    def to_policy(self) -> TrustPolicy:
+        """The location-table policy (call only on a validated config)."""
+        return TrustPolicy(self.policy, frozenset(bytes.fromhex(k) for k in self.agency_keys))
+
+
+def _impairment_problem(spec: str) -> str:
+    """Empty if ``spec`` parses as an impairment, else the problem."""
+    if not spec.strip():
+        return ""
+    from radios.impair import parse_impairment  # lazy: radios pulls in asyncio
+
+    try:
+        parse_impairment(spec)
+    except ConfigError as exc:
+        return str(exc)
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class RadioSettings:
+    """``[radio]``: link drivers to open and an optional user-space impairment."""
+
+    interfaces: tuple[str, ...] = ()
+    impairment: str = ""
+
+    def validate(self) -> Problems:
+        problems: Problems = []
+        for index, spec in enumerate(self.interfaces):
+            kind, sep, iface = spec.partition(":")
+            if not sep or kind not in RADIO_KINDS:
+                problems.append((f"interfaces[{index}]",
+                                 f"{spec!r}: expected udp:IFACE or ether:IFACE"))
+            elif not (len(iface) <= MAX_IFACE_NAME_LEN and _IFACE_RE.fullmatch(iface)):
+                problems.append((f"interfaces[{index}]", f"{iface!r} is not an interface name"))
+        if len(self.interfaces) > MAX_INTERFACES:
+            problems.append(("interfaces", f"at most {MAX_INTERFACES} interfaces"))
+        if len(set(self.interfaces)) != len(self.interfaces):
+            problems.append(("interfaces", "lists an interface twice"))
+        problem = _impairment_problem(self.impairment)
+        if problem:
+            problems.append(("impairment", problem))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class JournalSettings:
+    """``[journal]``: what the tamper-evident journal records."""
+
+    keep_sip_bodies: bool = False
+
+    def validate(self) -> Problems:
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    """``[relay]``: store-and-forward bounds of a relay."""
+
+    store_and_forward_max_messages: int = 1000
+    store_and_forward_max_age_s: int = 86400
+
+    def validate(self) -> Problems:
+        problems: Problems = []
+        if not 0 <= self.store_and_forward_max_messages <= MAX_STORE_MESSAGES:
+            problems.append(("store_and_forward_max_messages",
+                             f"must be in 0..{MAX_STORE_MESSAGES} (0 disables)"))
+        if not 1 <= self.store_and_forward_max_age_s <= MAX_STORE_AGE_S:
+            problems.append(("store_and_forward_max_age_s", f"must be in 1..{MAX_STORE_AGE_S} s"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """The whole configuration of one node."""
+
+    node: NodeSettings = field(default_factory=NodeSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
+    overlay: OverlayConfig = field(default_factory=OverlayConfig)
+    radio: RadioSettings = field(default_factory=RadioSettings)
+    journal: JournalSettings = field(default_factory=JournalSettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)
+
+    def validate(self) -> Problems:
+        name = self.node.name or "x" * 12
+        if len(f"sip:{name}@{self.node.domain}") > limits.MAX_AOR_LEN:
+            return [("node.domain", f"the AoR would exceed {limits.MAX_AOR_LEN} characters")]
+        return []
+
+
+# --------------------------------------------------------------------------- generic loader
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type_name(hint: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _convert(hint: Any, value: Any, path: str, problems: Problems) -> Any:
+    """Convert one TOML value to ``hint``; on failure record a problem and return MISSING."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, path, problems)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, Mapping):
+            problems.append((path, "expected a table"))
+            return dataclasses.MISSING
+        return _build(hint, value, path, problems)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            problems.append((path, f"expected a list of {_type_name(args[0])}s"))
+            return dataclasses.MISSING
+        items = [_convert(args[0], v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return dataclasses.MISSING if dataclasses.MISSING in items else tuple(items)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        allowed = [m.value for m in hint]
+        if value not in allowed:
+            problems.append((path, "must be one of " + ", ".join(map(str, allowed))))
+            return dataclasses.MISSING
+        return hint(value)
+    return _convert_scalar(hint, value, path, problems)
+
+
+def _convert_scalar(hint: Any, value: Any, path: str, problems: Problems) -> Any:
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            problems.append((path, "must be a finite number"))
+            return dataclasses.MISSING
+        return float(value)
+    if hint in (bool, int, str) and type(value) is hint:
+        return value
+    if hint not in (bool, int, float, str):
+        raise TypeError(f"config loader cannot handle {hint!r} at {path}")
+    problems.append((path, f"expected {_type_name(hint)}, got {type(value).__name__}"))
+    return dataclasses.MISSING
+
+
+def _unknown_key(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return "unknown key" + (f" (did you mean {close[0]}?)" if close else "")
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], path: str, problems: Problems) -> Any:
+    """Build dataclass ``cls`` from ``data``, driven by its type hints; validate it."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    for key in data:
+        if key not in names:
+            problems.append((_join(path, str(key)), _unknown_key(str(key), names)))
+    before = len(problems)
+    values = {}
+    for name in names:
+        if name in data:
+            converted = _convert(hints[name], data[name], _join(path, name), problems)
+            if converted is not dataclasses.MISSING:
+                values[name] = converted
+    instance = cls(**values)
+    if len(problems) == before:
+        validate = getattr(instance, "validate", None)
+        if validate is not None:
+            for key, message in validate():
+                problems.append((_join(path, key), message))
+    return instance
+
+
+# --------------------------------------------------------------------------- public API
+def parse_config(data: Mapping[str, Any], source: str = "<config>") -> NodeConfig:
+    """Validate a TOML mapping into a NodeConfig; raise InvalidConfig listing all problems."""
+    problems: Problems = []
+    cfg = _build(NodeConfig, data, "", problems)
+    if problems:
+        raise InvalidConfig(source, problems)
+    assert isinstance(cfg, NodeConfig)
+    return cfg
+
+
+_TOML_LINE_RE = re.compile(r"at line (\d+)")
+
+
+def parse_toml(text: str, source: str) -> NodeConfig:
+    """Parse TOML text; a syntax error names ``source`` and the line."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = _TOML_LINE_RE.search(str(exc))
+        where = f"{source}:{match.group(1)}" if match else source
+        raise ConfigError(where, f"TOML syntax error: {exc}") from exc
+    return parse_config(data, source)
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read and validate a TOML field config."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "not UTF-8 text") from exc
+    return parse_toml(text, str(path))
+
+
+def profile_names() -> list[str]:
+    """Names of the shipped field profiles (``field-configs/*.toml``), sorted."""
+    if not PROFILE_DIR.is_dir():
+        return []
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def profile_path(name: str) -> Path:
+    names = profile_names()
+    if not PROFILE_NAME_RE.fullmatch(name) or name not in names:
+        raise ConfigError("profile", f"unknown profile {name!r}; known: " + ", ".join(names))
+    return PROFILE_DIR / f"{name}.toml"
+
+
+def load_profile(name: str) -> NodeConfig:
+    """Load the shipped profile ``name`` (for example ``handset`` or ``vehicle-relay``)."""
+    return load_config(profile_path(name))
+
+
+def to_mapping(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as plain TOML-able data (None fields left out, enums as strings)."""
+    result: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value is None:
+            continue
+        if dataclasses.is_dataclass(value):
+            result[f.name] = to_mapping(value)
+        elif isinstance(value, enum.Enum):
+            result[f.name] = value.value
+        elif isinstance(value, tuple):
+            result[f.name] = list(value)
+        else:
+            result[f.name] = value
+    return result
+
+
+def config_with_overrides(cfg: NodeConfig, overrides: Mapping[str, Any]) -> NodeConfig:
+    """Apply ``{"overlay.hello_interval_s": 0.5, ...}`` (CLI flags) and re-validate.
+
+    A value of None resets an optional key (``node.name``) to its default.
+    """
+    data = to_mapping(cfg)
+    problems: Problems = []
+    for key_path, value in overrides.items():
+        section, dot, key = key_path.partition(".")
+        if not dot or not isinstance(data.get(section), dict) or "." in key:
+            problems.append((key_path, "not a SECTION.KEY path"))
+        elif value is None:
+            data[section].pop(key, None)
+        else:
+            data[section][key] = list(value) if isinstance(value, tuple) else value
+    if problems:
+        raise InvalidConfig("<overrides>", problems)
+    return parse_config(data, "<overrides>")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse a ``--set KEY=VALUE`` flag; VALUE is read as TOML, else taken as a string."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise ConfigError(text, "expected SECTION.KEY=VALUE")
+    try:
+        return key, tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, raw
+
+
+# --------------------------------------------------------------------------- pure helpers
+def default_node_name(hostname: str, public_key: bytes) -> str:
+    """Host name (sanitised to a SIP user part) plus a short key fingerprint."""
+    host = re.sub(r"[^A-Za-z0-9-]+", "-", hostname.split(".")[0]).strip("-").lower()
+    host = host[: MAX_NODE_NAME_LEN - 9] or "node"
+    return f"{host}-{fingerprint(public_key)}"
+
+
+def node_aor(settings: NodeSettings, hostname: str, public_key: bytes) -> Aor:
+    """``sip:NAME@DOMAIN`` with NAME from the config or :func:`default_node_name`."""
+    name = settings.name or default_node_name(hostname, public_key)
+    return Aor(f"sip:{name}@{settings.domain}")
+
+
+def default_data_dir(settings: NodeSettings, env: Mapping[str, str], home: str) -> str:
+    """The configured data dir, else ``$XDG_DATA_HOME/meshcomm``, else under ``home``.
+
+    Returns a string path with ``~`` not yet expanded when it came from the config.
+    """
+    if settings.data_dir is not None:
+        return settings.data_dir
+    xdg = env.get("XDG_DATA_HOME", "")
+    if xdg and PurePosixPath(xdg).is_absolute():
+        return str(PurePosixPath(xdg) / "meshcomm")
+    return str(PurePosixPath(home) / ".local" / "share" / "meshcomm")
+
+
+# --------------------------------------------------------------------------- show
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = []
+        for ch in value:
+            if ch in '"\\':
+                escaped.append("\\" + ch)
+            elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+                escaped.append(f"\\u{ord(ch):04x}")
+            else:
+                escaped.append(ch)
+        return '"' + "".join(escaped) + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot format {type(value).__name__}")
+
+
+_UNSET_NOTES = {
+    ("node", "name"): "hostname + short key fingerprint",
+    ("node", "data_dir"): "$XDG_DATA_HOME/meshcomm or ~/.local/share/meshcomm",
+}
+
+
+def format_config(cfg: NodeConfig) -> str:
+    """The effective configuration as TOML text (parses back to an equal config)."""
+    lines: list[str] = []
+    data = to_mapping(cfg)
+    for section in (f.name for f in dataclasses.fields(cfg)):
+        if lines:
+            lines.append("")
+        lines.append(f"[{section}]")
+        for f in dataclasses.fields(getattr(cfg, section)):
+            if f.name in data[section]:
+                lines.append(f"{f.name} = {_toml_value(data[section][f.name])}")
+            else:
+                note = _UNSET_NOTES.get((section, f.name), "unset")
+                lines.append(f"# {f.name} unset: {note}")
+    return "\n".join(lines) + "\n"
