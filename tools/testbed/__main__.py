@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""python -m tools.testbed: build a namespace topology by hand, list or clean up leftovers.
+
+  python -m tools.testbed chain 5 [--loss 10]   build, print namespaces, hold until Ctrl-C
+  python -m tools.testbed star 4 | grid 3 3 | shared 4
+  python -m tools.testbed list                  namespaces made by test beds
+  python -m tools.testbed cleanup [--prefix P]  remove leftovers (default: of dead runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+
+from tools.testbed import netns
+
+
+def _build(args: argparse.Namespace) -> netns.Testbed:
+    if args.verb == "chain":
+        return netns.chain(args.n)
+    if args.verb == "star":
+        return netns.star(args.n)
+    if args.verb == "shared":
+        return netns.shared(args.n)
+    return netns.grid(args.width, args.height)
+
+
+def _hold(args: argparse.Namespace) -> int:
+    with _build(args) as bed:
+        if args.loss:
+            bed.set_loss_everywhere(args.loss)
+        for i in range(bed.n_nodes):
+            print(f"node {i}: {bed.ns(i)}  interfaces: {' '.join(bed.interfaces(i))}")
+        print("try: ip netns exec NAME bash   (Ctrl-C tears everything down)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.testbed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    for verb in ("chain", "star", "shared"):
+        sub = verbs.add_parser(verb, help=f"build a {verb} topology and hold it")
+        sub.add_argument("n", type=int)
+        sub.add_argument("--loss", type=int, default=0, help="loss percent per interface")
+    sub = verbs.add_parser("grid", help="build a grid topology and hold it")
+    sub.add_argument("width", type=int)
+    sub.add_argument("height", type=int)
+    sub.add_argument("--loss", type=int, default=0, help="loss percent per interface")
+    verbs.add_parser("list", help="list test-bed namespaces")
+    sub = verbs.add_parser("cleanup", help="remove leftover namespaces")
+    sub.add_argument("--prefix", help="remove every namespace starting with this")
+    args = parser.parse_args(argv)
+    if args.verb == "list":
+        for name in netns.list_namespaces():
+            if name.startswith(netns.NAME_ROOT):
+                print(name)
+        return 0
+    if args.verb == "cleanup":
+        for name in netns.cleanup(args.prefix):
+            print(f"removed {name}")
+        return 0
+    return _hold(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
