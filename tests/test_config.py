@@ -112,7 +112,7 @@ def test_handset_profile_lists_every_key() -> None:
 
 def test_unknown_profile_names_the_known_ones() -> None:
     for name in ("nope", "../handset", "HANDSET"):
-        with pytest.raises(ConfigError, match="known: .*handset") as info:
+        with pytest.raises(ConfigError, match=r"known: .*handset") as info:
             load_profile(name)
         assert info.value.key_path == "profile"
 
