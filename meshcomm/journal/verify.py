@@ -65,6 +65,9 @@ class ProblemKind(Enum):
     UNDECODABLE = "undecodable"
 
 
+_KIND_ORDER: Final = {kind: index for index, kind in enumerate(ProblemKind)}
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One finding; ``seq`` names the entry (for REMOVED: the first missing seq)."""
@@ -286,7 +289,7 @@ def verify_entries(entries: Iterable[JournalEntry | UndecodableRow],
     _report_removed(walk)
     if expected_head is not None:
         _check_expected_head(walk, expected_head)
-    problems = tuple(sorted(walk.problems, key=lambda problem: problem.seq))
+    problems = tuple(sorted(walk.problems, key=lambda p: (p.seq, _KIND_ORDER[p.kind])))
     head = None
     if walk.prev is not None and walk.prev.entry_hash is not None:
         head = (walk.prev.seq, walk.prev.entry_hash)
