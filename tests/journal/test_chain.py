@@ -76,7 +76,7 @@ def test_key_order_and_container_types_do_not_change_the_hash() -> None:
                                        -0.0, 0.0)
     assert one.entry_hash == two.entry_hash
     assert one.data == {"a": [1, 2], "b": {"x": 2, "y": 1}}
-    assert type(two.data["a"]) is list  # type: ignore[index]
+    assert type(two.data["a"]) is list
 
 
 def test_normalized_data_is_plain() -> None:
