@@ -134,6 +134,7 @@ def test_rows_with_one_bad_column_decode_or_raise(data: dict[str, object], colum
                     max_leaves=20))
 def test_canonical_data_untrusted_accepts_or_raises(value: object) -> None:
     try:
-        canonical_data_untrusted({"v": value})
+        encoded = canonical_data_untrusted({"v": value})
     except DecodeError:
-        pass
+        return
+    assert canonical_data_untrusted(decode_data_untrusted(encoded)) == encoded
