@@ -135,6 +135,11 @@ class ImpairedRadio(Radio):
     def is_open(self) -> bool:
         return self.inner.is_open
 
+    @property
+    def pending_deliveries(self) -> int:
+        """Received copies still held back by delay/jitter."""
+        return len(self._pending)
+
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.inner.open()

@@ -283,7 +283,9 @@ class Testbed:
 
     def _add_shared_medium(self) -> None:
         assert self.bridge_ns is not None
-        run_ip("-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
+        # A radio channel has no multicast snooping and no STP: frames reach every port.
+        run_ip("-n", self.bridge_ns, "link", "add", "br0", "type", "bridge",
+               "mcast_snooping", "0", "stp_state", "0")
         run_ip("-n", self.bridge_ns, "link", "set", "br0", "up")
         for i in range(self.n_nodes):
             port = f"p{i}"
