@@ -234,7 +234,8 @@ def _step_entry(walk: _Walk, entry: JournalEntry) -> None:
         walk.add(entry.seq, ProblemKind.REORDERED,
                  f"entry stored as seq {entry.seq} was written as seq {original}")
         walk.relocated.add(original)
-        if entry.prev_hash != GENESIS_HASH and entry.prev_hash not in walk.hash_to_seq:
+        if (original > FIRST_SEQ and entry.prev_hash != GENESIS_HASH
+                and entry.prev_hash not in walk.hash_to_seq):
             walk.removed.append((original - 1, original - 1, original))
     walk.prev = _Prev(entry.seq, entry.entry_hash, flagged=True)
 

@@ -223,3 +223,20 @@ def test_verify_entries_expected_head_detects_truncation() -> None:
 def test_verify_rejects_a_malformed_public_key() -> None:
     with pytest.raises(LocalProtocolError):
         verify_entries(build(1), b"short")
+
+
+def test_entry_linking_to_an_older_entry_is_reordered() -> None:
+    entries = build(5)
+    # A second writer resumed from a stale head: seq 6 links to entry 3, not entry 5.
+    stale = JournalChain(NODE_ID, head=(5, entries[2].entry_hash))
+    forked = stale.append(JournalEventType.NODE_STARTED, {}, 0.0, 0.0)
+    report = verify_entries([*entries, forked])
+    assert [(p.seq, p.kind) for p in report.problems] == [(6, ProblemKind.REORDERED)]
+    assert "links to entry 3" in report.problems[0].message
+
+
+def test_entry_with_foreign_data_types_is_undecodable_not_a_crash() -> None:
+    entries = build(3)
+    broken = dataclasses.replace(entries[1], data={"x": {1, 2}})
+    report = verify_entries([entries[0], broken, entries[2]])
+    assert [(p.seq, p.kind) for p in report.problems] == [(2, ProblemKind.UNDECODABLE)]

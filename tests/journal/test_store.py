@@ -14,7 +14,7 @@ import pytest
 from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.journal.chain import JournalChain, JournalEntry
 from meshcomm.journal.codec import normalize_data
-from meshcomm.journal.events import JournalEventType
+from meshcomm.journal.events import JournalEventType, JournalRecord
 from meshcomm.journal.store import JournalOwnerError, JournalStore
 from meshcomm.journal.verify import ProblemKind, verify_journal
 from tests.journal.helpers import NODE_ID, OTHER_NODE_ID, event_data, signer, signing_key
@@ -323,3 +323,14 @@ def test_missing_or_foreign_file(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     assert found(other) == [(1, ProblemKind.UNDECODABLE)]
+
+
+def test_records_from_cores_are_stamped_and_stored(store: JournalStore) -> None:
+    record = JournalRecord(JournalEventType.BINDING_CONFLICT,
+                           {"aor": "sip:medic-7@fire.example", "holder": b"\x01" * 32})
+    entry = store.append_record(record, mono_s=12.5, wall_s=1.7e9)
+    store.flush()
+    (stored,) = store.entries()
+    assert stored == entry
+    assert (stored.type, stored.mono_s, stored.wall_s) == ("binding.conflict", 12.5, 1.7e9)
+    assert stored.data == record.data
