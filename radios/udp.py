@@ -89,10 +89,12 @@ def _parse_dst(dst: str, family: int, index: int) -> tuple[str, int] | tuple[str
 class UdpRadio(Radio):
     """The zero-config UDP driver. See the module docstring."""
 
-    def __init__(self, name: str, iface: str, *, port: int = DEFAULT_PORT) -> None:
+    def __init__(self, name: str, iface: str, *, port: int = DEFAULT_PORT,
+                 address_wait_s: float = ADDRESS_WAIT_S) -> None:
         super().__init__(name, MESH_DATAGRAM_MAX_BYTES)
         self.iface = iface
         self.port = port
+        self.address_wait_s = address_wait_s
         self.family: int | None = None
         self.own_address: str | None = None
         self._index = 0
@@ -128,7 +130,7 @@ class UdpRadio(Radio):
     async def _wait_for_address(self, loop: asyncio.AbstractEventLoop) -> tuple[int, str]:
         """Wait out DAD for a link-local address; else fall back to the IPv4 address."""
         if net.ipv6_enabled(self.iface):
-            deadline = loop.time() + ADDRESS_WAIT_S
+            deadline = loop.time() + self.address_wait_s
             while True:
                 address = net.usable_link_local(self.iface, self._index)
                 if address is not None:
@@ -137,7 +139,7 @@ class UdpRadio(Radio):
                     break
                 await asyncio.sleep(ADDRESS_POLL_S)
             logger.warning("radio %s: no usable IPv6 link-local address after %.1f s",
-                           self.name, ADDRESS_WAIT_S)
+                           self.name, self.address_wait_s)
         v4 = net.iface_ipv4_address(self.iface)
         if v4 is None:
             raise ConfigError(
