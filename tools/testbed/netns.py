@@ -352,10 +352,12 @@ class Testbed:
         table = "mctb_loss_" + re.sub(r"[^A-Za-z0-9_]", "_", iface)
         script = f"add table netdev {table}\ndelete table netdev {table}\n"
         if percent:
+            # numgen values are 0..99, so 100% is a plain drop.
+            rule = "drop" if percent == 100 else f"numgen random mod 100 < {percent} drop"
             script += (
                 f"table netdev {table} {{\n  chain ingress {{\n"
                 f'    type filter hook ingress device "{iface}" priority 0; policy accept;\n'
-                f"    numgen random mod 100 < {percent} drop\n  }}\n}}\n"
+                f"    {rule}\n  }}\n}}\n"
             )
         self.run(node, ["nft", "-f", "-"], input_text=script)
 
