@@ -1,6 +1,7 @@
 """Fixtures for the radio conformance suite: three stations that all hear each other.
 
-* ``mem``: a fresh full-mesh in-process medium per test.
+* ``mem``: a fresh full-mesh in-process medium per test; ``mem+delay``: the same behind
+  the impairment wrapper.
 * ``udp``, ``ether``: three network namespaces on a shared bridge (tools.testbed.shared),
   each driver opened inside its namespace with setns.
 * ``udp4``: the same, with IPv6 disabled and IPv4 link-local addresses, so the UDP driver
@@ -19,12 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from radios import Radio, open_radio
+from radios import Impairment, Radio, open_radio
 from radios.mem import drop_medium
 from tests.envcheck import require_root
 from tools.testbed import Testbed, in_netns, shared
 
-KINDS = ["mem", "udp", "udp4", "ether"]
+KINDS = ["mem", "mem+delay", "udp", "udp4", "ether"]
+#: The impairment wrapper must pass the suite too (a delay keeps frame order intact).
+CONFORMANCE_DELAY = Impairment(delay_s=0.002)
 WAIT_S = 5.0
 
 
@@ -35,9 +38,11 @@ class Stations:
     kind: str
     specs: list[str]
     namespaces: list[str | None]
+    impairment: Impairment | None = None
 
     def make(self) -> list[Radio]:
-        return [open_radio(spec) for spec in self.specs]
+        return [open_radio(spec, impairment=self.impairment, seed=i)
+                for i, spec in enumerate(self.specs)]
 
     async def open(self, radios: list[Radio]) -> None:
         for index, radio in enumerate(radios):
@@ -115,9 +120,11 @@ def bed_v4() -> Iterator[Testbed]:
 @pytest.fixture(params=KINDS)
 def stations(request: pytest.FixtureRequest) -> Iterator[Stations]:
     kind: str = request.param
-    if kind == "mem":
+    if kind.startswith("mem"):
         medium = f"conf-{uuid.uuid4().hex[:8]}"
-        yield Stations(kind, [f"mem:{medium}/{s}" for s in "abc"], [None, None, None])
+        impairment = CONFORMANCE_DELAY if kind == "mem+delay" else None
+        yield Stations(kind, [f"mem:{medium}/{s}" for s in "abc"], [None, None, None],
+                       impairment)
         drop_medium(medium)
         return
     bed: Testbed = request.getfixturevalue("bed_v4" if kind == "udp4" else "bed_v6")
