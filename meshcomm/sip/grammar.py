@@ -207,8 +207,23 @@ def unescape(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------- hosts
+HOST_CACHE_ENTRIES: Final = 4096
+"""Validated host strings remembered (hosts recur in every message of a dialog)."""
+_host_cache: dict[str, str] = {}
+
+
 def parse_host(text: str) -> str:
     """Validate a host (hostname, IPv4address or IPv6reference) and return it lowercased."""
+    host = _host_cache.get(text)
+    if host is None:
+        host = _validate_host(text)
+        if len(_host_cache) >= HOST_CACHE_ENTRIES:
+            _host_cache.clear()
+        _host_cache[text] = host
+    return host
+
+
+def _validate_host(text: str) -> str:
     host = text.lower()
     if host.startswith("["):
         if not host.endswith("]"):
@@ -238,6 +253,8 @@ def parse_generic_params(text: str, start: int) -> tuple[tuple[tuple[str, str | 
 
     Returns the parameters and the index just after the last one read.
     """
+    if text.find(";", start) < 0:
+        return (), start
     params: list[tuple[str, str | None]] = []
     match = PARAM_RE.match
     pos = start

@@ -511,6 +511,7 @@ def _read_headers(lines: list[str]) -> tuple[list[str], list[str]]:
     names: list[str] = []
     values: list[str] = []
     entry = _name_entry
+    table = _NAME_TABLE
     for line in lines[1:]:
         c0 = line[:1]
         if c0 == " " or c0 == "\t":  # continuation of a folded line (§7.3.1)
@@ -523,7 +524,8 @@ def _read_headers(lines: list[str]) -> tuple[list[str], list[str]]:
         colon = line.find(":")
         if colon <= 0:
             raise DecodeError(f"header line without name or colon: {line[:40]!r}")
-        known = entry(line[:colon].rstrip(" \t"))
+        raw_name = line[:colon]
+        known = table.get(raw_name.lower()) or entry(raw_name.rstrip(" \t"))
         if known is None:
             raise DecodeError(f"bad header name {line[:colon][:40]!r}")
         names.append(known[0])

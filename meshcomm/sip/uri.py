@@ -119,7 +119,34 @@ def parse_uri_untrusted(text: str) -> SipUri:
     return _parse_sip(scheme, rest)
 
 
+# Fast path for the usual shapes: [user[:password]@]host[:port][;params] without escapes in
+# params and without ?headers. Anything else takes the general path below.
+_SIMPLE_SIP_RE: Final = re.compile(
+    rf"(?:((?:[{g.UNRESERVED}&=+$,;?/]|{_ESC})+)@)?"
+    r"(\[[0-9A-Fa-f:.]*\]|[A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?"
+    rf"((?:;[{g.UNRESERVED}\[\]/:&+$]+(?:=[{g.UNRESERVED}\[\]/:&+$]+)?)*)"
+)
+
+
 def _parse_sip(scheme: str, rest: str) -> SipUri:
+    m = _SIMPLE_SIP_RE.fullmatch(rest)
+    if m is None:
+        return _parse_sip_general(scheme, rest)
+    raw_user, host_text, port_text, param_text = m.groups()
+    user = None if raw_user is None else g.unescape(raw_user)
+    port = None if port_text is None else g.parse_port(port_text)
+    params: tuple[tuple[str, str | None], ...] = ()
+    if param_text:
+        items = param_text[1:].split(";")
+        if len(items) > g.MAX_URI_PARAMS:
+            raise DecodeError("too many URI parameters")
+        params = tuple(
+            (n.lower(), v if eq else None) for n, eq, v in (i.partition("=") for i in items)
+        )
+    return SipUri(scheme, user, None, g.parse_host(host_text), port, params)
+
+
+def _parse_sip_general(scheme: str, rest: str) -> SipUri:
     user = password = None
     at = rest.find("@")
     if at >= 0:
