@@ -139,6 +139,11 @@ class LocationTable:
     def offer(self, binding: Binding, now: float, wall_now: float,
               age_s: float = 0.0) -> MergeResult:
         """Merge one received (or locally made) binding. Never raises on remote input."""
+        # Authenticity first, so that a forged or foreign copy is counted as such and never
+        # as a duplicate or stale replay (the verifier caches, so true duplicates stay cheap).
+        reason = self._authenticity_reason(binding)
+        if reason:
+            return MergeResult(MergeOutcome.REJECTED, reason=reason)
         existing = self._records.get(binding.record_id)
         if existing is not None:
             if binding.seq == existing.binding.seq:
@@ -167,11 +172,14 @@ class LocationTable:
                    MergeOutcome.DEREGISTERED if binding.is_tombstone else MergeOutcome.UPDATED)
         return MergeResult(outcome, stored, previous_state=previous)
 
-    def _reject_reason(self, binding: Binding, wall_now: float, age_s: float) -> str:
+    def _authenticity_reason(self, binding: Binding) -> str:
         if binding.envelope.incident != self.incident:
             return "wrong_incident"
         if not binding.envelope.verify(self._verifier):
             return "bad_signature"
+        return ""
+
+    def _reject_reason(self, binding: Binding, wall_now: float, age_s: float) -> str:
         if binding.issued_at > wall_now + limits.MAX_FUTURE_SKEW_S:
             return "future_dated"
         life = binding.hold_s if binding.is_tombstone else binding.lifetime_s
