@@ -61,6 +61,8 @@ class StoredBinding:
     expires_at: float
     state: BindingState
     claim_order: int = field(default=0)
+    #: A valid agency credential vouched for the binding when it arrived (our wall clock).
+    credentialed: bool = False
 
     def age_s(self, now: float) -> float:
         """Age to report when passing this binding on: lifetime already used up."""
@@ -154,11 +156,12 @@ class LocationTable:
         if reason:
             return MergeResult(MergeOutcome.REJECTED, reason=reason)
         try:
-            self._credential_ok(binding, wall_now)
+            credentialed = self._credential_ok(binding, wall_now)
         except TrustError as exc:
             return MergeResult(MergeOutcome.REJECTED, reason=exc.reason)
         life = binding.hold_s if binding.is_tombstone else binding.lifetime_s
-        stored = StoredBinding(binding, now, now + life - age_s, BindingState.VERIFIED)
+        stored = StoredBinding(binding, now, now + life - age_s, BindingState.VERIFIED,
+                               credentialed=credentialed)
         previous = existing.state if existing else None
         if existing is not None:
             stored.claim_order = existing.claim_order
@@ -228,13 +231,9 @@ class LocationTable:
                 s.state = BindingState.CONFLICT
 
     def _open_holder_state(self, stored: StoredBinding) -> BindingState:
-        if not self.policy.agency_keys:
+        if not self.policy.agency_keys or stored.credentialed:
             return BindingState.VERIFIED
-        try:
-            ok = self._credential_ok(stored.binding, stored.binding.issued_at)
-        except TrustError:
-            ok = False
-        return BindingState.VERIFIED if ok else BindingState.UNVERIFIED
+        return BindingState.UNVERIFIED
 
     # ----------------------------------------------------------------- expiry
     def expire(self, now: float) -> list[StoredBinding]:

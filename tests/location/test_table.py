@@ -292,3 +292,17 @@ def test_forged_or_foreign_copy_is_never_counted_as_duplicate_or_stale() -> None
         foreign = t.offer(binding(ALICE, seq, incident="other"), 1.0, WALL)
         assert (foreign.outcome, foreign.reason) == (MergeOutcome.REJECTED, "wrong_incident")
     assert offer(t, binding(ALICE, 5)) is MergeOutcome.DUPLICATE
+
+
+def test_open_policy_backdated_binding_cannot_revive_an_expired_credential() -> None:
+    """Regression: under the open policy the credential was checked against the binding's own
+    (signer-chosen) issue time, so backdating it made an expired credential look valid."""
+    t = table(TrustMode.OPEN, frozenset({AGENCY.public_key}))
+    expired = credential(ALICE, expires_at=int(WALL) - 60)
+    backdated = binding(ALICE, 1, credential=expired, issued_at=WALL - 120)
+    result = t.offer(backdated, 0.0, WALL)
+    assert result.outcome is MergeOutcome.NEW
+    assert t.lookup(AOR)[0].state is BindingState.UNVERIFIED
+    valid = binding(ALICE, 2, credential=credential(ALICE), issued_at=WALL - 120)
+    offer(t, valid)
+    assert t.lookup(AOR)[0].state is BindingState.VERIFIED
