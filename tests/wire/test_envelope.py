@@ -179,3 +179,30 @@ def test_wrong_version_and_unknown_type_have_reasons() -> None:
                     [0, 0, 0, MAX_AGE_MS + 1], [0, 0, 0], [0, 0, 0, True]):
         with pytest.raises(DecodeError):
             decode_frame_untrusted(codec.pack([sample_envelope().signed_bytes, sig, bad_hop]))
+
+
+VALID_FRAME = encode_frame(sample_envelope(), Hop(ttl=5, hops=1, metric=16, age_ms=100))
+
+
+@settings(max_examples=800)
+@given(st.lists(st.tuples(st.integers(0, len(VALID_FRAME) - 1), st.integers(0, 255),
+                          st.sampled_from(["set", "insert", "delete"])), min_size=1,
+                max_size=6))
+def test_mutated_valid_frames_give_value_or_decode_error(
+        edits: list[tuple[int, int, str]]) -> None:
+    data = bytearray(VALID_FRAME)
+    for position, value, kind in edits:
+        position = min(position, len(data) - 1)
+        if kind == "set":
+            data[position] = value
+        elif kind == "insert":
+            data.insert(position, value)
+        elif len(data) > 1:
+            del data[position]
+    result = decode_or_error(bytes(data))
+    if isinstance(result, DecodeError):
+        return
+    decoded, _ = result
+    original = sample_envelope()
+    if (decoded.signed_bytes, decoded.signature) != (original.signed_bytes, original.signature):
+        assert not decoded.verify(SignatureVerifier())
