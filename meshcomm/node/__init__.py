@@ -1,1 +1,1 @@
-"""node."""
+"""Composes the protocol cores into one MeshNode (handset and relay roles)."""

@@ -1,1 +1,1 @@
-"""overlay."""
+"""Gossip mode: neighbours, controlled flooding, anti-entropy, routing and forwarding."""

@@ -1,1 +1,1 @@
-"""sim."""
+"""Deterministic simulator: drives the same cores in virtual time."""

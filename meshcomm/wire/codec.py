@@ -17,13 +17,21 @@ def pack(value: object) -> bytes:
     return data
 
 
-def _depth_ok(value: object, depth: int) -> bool:
-    if depth > limits.MAX_NESTING_DEPTH:
-        return False
-    if isinstance(value, list):
-        return all(_depth_ok(v, depth + 1) for v in value)
-    if isinstance(value, dict):
-        return all(_depth_ok(v, depth + 1) for v in value.values())
+def _too_deep(value: list[Any] | dict[Any, Any]) -> bool:
+    """True if any element sits deeper than MAX_NESTING_DEPTH (the top value is depth 0).
+
+    Iterative and breadth-first; only containers are visited."""
+    level: list[list[Any] | dict[Any, Any]] = [value]
+    for depth in range(limits.MAX_NESTING_DEPTH + 1):
+        nxt: list[list[Any] | dict[Any, Any]] = []
+        for item in level:
+            children = item if type(item) is list else item.values()  # type: ignore[union-attr]
+            if depth == limits.MAX_NESTING_DEPTH and len(item):
+                return True
+            nxt.extend(x for x in children if type(x) is list or type(x) is dict)
+        if not nxt:
+            return False
+        level = nxt
     return True
 
 
@@ -36,19 +44,18 @@ def unpack_untrusted(data: bytes, *, max_bytes: int = limits.MAX_DATAGRAM_BYTES)
         raise DecodeError("empty input", reason="truncated")
     try:
         value = msgpack.unpackb(
-            data, raw=False, strict_map_key=True, use_list=True,
-            max_buffer_size=max_bytes, max_str_len=limits.MAX_STR_BYTES,
+            data, raw=False, strict_map_key=True, use_list=True, max_str_len=limits.MAX_STR_BYTES,
             max_bin_len=max_bytes, max_array_len=limits.MAX_ARRAY_ITEMS,
             max_map_len=limits.MAX_MAP_ITEMS, max_ext_len=0,
         )
     except msgpack.ExtraData as exc:
         raise DecodeError("trailing bytes after msgpack value", reason="trailing") from exc
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+    except (ValueError, msgpack.UnpackException, RecursionError) as exc:
         reason = "truncated" if "incomplete" in str(exc).lower() else "malformed"
         raise DecodeError(f"bad msgpack: {exc}", reason=reason) from exc
     except Exception as exc:  # msgpack may raise other errors on hostile input
         raise DecodeError(f"bad msgpack: {type(exc).__name__}", reason="malformed") from exc
-    if not _depth_ok(value, 0):
+    if (type(value) is list or type(value) is dict) and _too_deep(value):
         raise DecodeError("nesting too deep", reason="malformed")
     return value
 

@@ -1,0 +1,376 @@
+"""The gossip overlay core (sans-IO): one instance per node, driven through
+``receive / to_send / next_timer / on_timer / next_event``.
+
+Message handling is dispatched by an explicit table keyed by :class:`MsgType`. Anti-entropy
+and unicast forwarding live in :mod:`.antientropy` and :mod:`.forwarding`; this module holds
+the shared state, HELLO beacons, controlled flooding and the timer wheel.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from meshcomm.errors import DecodeError
+from meshcomm.journal.events import JournalEventType as J
+from meshcomm.journal.events import JournalRecord
+from meshcomm.location.binding import Binding, binding_from_envelope_untrusted
+from meshcomm.location.table import LocationTable, MergeOutcome, MergeResult
+from meshcomm.overlay.antientropy import AntiEntropy
+from meshcomm.overlay.config import OverlayConfig
+from meshcomm.overlay.forwarding import Forwarder, UnicastReceived
+from meshcomm.overlay.neighbours import NeighbourTable
+from meshcomm.overlay.ratelimit import TokenBuckets
+from meshcomm.overlay.routing import RouteTable
+from meshcomm.overlay.timers import TimerKind
+from meshcomm.security.identity import Identity
+from meshcomm.security.verify import SignatureVerifier
+from meshcomm.types import Datagram, LinkAddr, NodeId
+from meshcomm.wire import codec, limits
+from meshcomm.wire.envelope import (
+    Envelope,
+    Hop,
+    MsgType,
+    decode_frame_untrusted,
+    encode_frame,
+    seal,
+)
+
+#: Decodes one datagram; raises only DecodeError. The simulator injects a memoising one
+#: (decoding is a pure function, so sharing results across nodes changes no outcome).
+FrameDecoder = Callable[[bytes], tuple[Envelope, Hop]]
+
+#: A drop of the same (reason, source) is journaled at most this often; the rest counted.
+DROP_JOURNAL_INTERVAL_S = 1.0
+MAX_DROP_JOURNAL_KEYS = 1024
+
+
+@dataclass(slots=True)
+class PendingFlood:
+    envelope: Envelope
+    hop: Hop
+    src: LinkAddr | None
+    received_at: float
+    copies: int
+
+
+@dataclass(frozen=True, slots=True)
+class WhoEntry:
+    aor: str
+    node_id: str
+    hops: int | None
+    next_hop: str | None
+    state: str
+    expires_s: float
+    contacts: tuple[str, ...]
+
+
+class GossipOverlay:
+    """Neighbours, flooding, anti-entropy, routes and forwarding of one node."""
+
+    def __init__(self, identity: Identity, incident: str, config: OverlayConfig,
+                 table: LocationTable, verifier: SignatureVerifier, rng: random.Random, *,
+                 now: float, role: str = "handset", seq_base: int = 0,
+                 wall_offset_s: float = 0.0,
+                 frame_decoder: FrameDecoder = decode_frame_untrusted) -> None:
+        self.identity = identity
+        self._decode_frame = frame_decoder
+        self.node_id: NodeId = identity.node_id
+        self.short_id = identity.node_id[:4]
+        self.incident = incident
+        self.config = config
+        self.table = table
+        self.verifier = verifier
+        self.rng = rng
+        self.role = role
+        self.wall_offset_s = wall_offset_s
+        self._seq = seq_base
+        self._hello_no = 0
+        self.neighbours = NeighbourTable(config.hello_interval_s, config.neighbour_timeout_s,
+                                         1.0 / max(1, config.link_window))
+        self.routes = RouteTable(config.route_timeout_s)
+        self.counters: Counter[str] = Counter()
+        self._out: list[Datagram] = []
+        self._events: deque[JournalRecord | UnicastReceived] = deque()
+        self._timers: list[tuple[float, int, TimerKind, bytes]] = []
+        self._timer_no = 0
+        self._seen: dict[bytes, bool] = {}
+        self._pending_floods: dict[bytes, PendingFlood] = {}
+        self._drop_journal: dict[tuple[str, str], float] = {}
+        self._limits = TokenBuckets(config.rate_limit_fps, config.rate_burst)
+        self.anti_entropy = AntiEntropy(self)
+        self.forwarder = Forwarder(self)
+        self._handlers: dict[MsgType, Callable[[Envelope, Hop, LinkAddr, float], None]] = {
+            MsgType.HELLO: self._on_hello,
+            MsgType.BINDING: self._on_binding,
+            MsgType.DIGEST: self.anti_entropy.on_digest,
+            MsgType.SUMMARY: self.anti_entropy.on_summary,
+            MsgType.PULL: self.anti_entropy.on_pull,
+            MsgType.RECORDS: self.anti_entropy.on_records,
+            MsgType.UNICAST: self.forwarder.on_unicast,
+            MsgType.ACK: self.forwarder.on_ack,
+        }
+        self._timer_handlers: dict[TimerKind, Callable[[bytes, float], None]] = {
+            TimerKind.HELLO: self._hello_due,
+            TimerKind.DIGEST: self.anti_entropy.digest_due,
+            TimerKind.REBROADCAST: self._rebroadcast_due,
+            TimerKind.RETRANSMIT: self.forwarder.retransmit_due,
+            TimerKind.HOUSEKEEPING: self._housekeeping_due,
+        }
+        self.schedule(now + rng.uniform(0, config.hello_interval_s * 0.1), TimerKind.HELLO)
+        self.schedule(now + config.anti_entropy_interval_s * rng.uniform(0.5, 1.0),
+                      TimerKind.DIGEST)
+        self.schedule(now + config.hello_interval_s, TimerKind.HOUSEKEEPING)
+
+    # ------------------------------------------------------------ driving API
+    def receive(self, data: bytes, src: LinkAddr, now: float) -> None:
+        self.counters["rx_frames"] += 1
+        self.counters["rx_bytes"] += len(data)
+        if len(data) > limits.MAX_DATAGRAM_BYTES:
+            self.drop("oversized", src, now)
+            return
+        if not self._limits.allow(src, now):
+            self.drop("rate_limited", src, now)
+            return
+        try:
+            env, hop = self._decode_frame(data)
+        except DecodeError as exc:
+            self.drop(exc.reason, src, now)
+            return
+        if env.origin == self.node_id:
+            self.counters["rx_own"] += 1
+            return
+        if env.incident != self.incident:
+            self.drop("wrong_incident", src, now)
+            return
+        try:
+            self._handlers[env.msg_type](env, hop, src, now)
+        except DecodeError as exc:
+            self.drop(exc.reason, src, now)
+
+    def to_send(self, now: float) -> list[Datagram]:
+        out, self._out = self._out, []
+        return out
+
+    def next_timer(self) -> float | None:
+        first = self._timers[0][0] if self._timers else None
+        expiry = self.table.next_expiry()
+        if expiry is None:
+            return first
+        return expiry if first is None else min(first, expiry)
+
+    def on_timer(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, _, kind, key = heapq.heappop(self._timers)
+            self._timer_handlers[kind](key, now)
+        expiry = self.table.next_expiry()
+        if expiry is not None and expiry <= now:
+            for stored in self.table.expire(now):
+                b = stored.binding
+                self.emit(J.BINDING_EXPIRED, aor=b.aor, node=b.node_id.hex(), seq=b.seq,
+                          tombstone=b.is_tombstone)
+
+    def next_event(self) -> JournalRecord | UnicastReceived | None:
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------ shared helpers
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def wall_time(self, now: float) -> float:
+        return now + self.wall_offset_s
+
+    def schedule(self, when: float, kind: TimerKind, key: bytes = b"") -> None:
+        self._timer_no += 1
+        heapq.heappush(self._timers, (when, self._timer_no, kind, key))
+
+    def emit(self, kind: J, **data: object) -> None:
+        self._events.append(JournalRecord(kind, data))
+
+    def post_event(self, event: UnicastReceived) -> None:
+        self._events.append(event)
+
+    def transmit(self, env: Envelope, hop: Hop, dst: LinkAddr | None, tag: str) -> None:
+        frame = encode_frame(env, hop)
+        self._out.append(Datagram(frame, dst))
+        self.counters["tx_frames"] += 1
+        self.counters["tx_bytes"] += len(frame)
+        self.counters[f"tx_{tag}"] += 1
+
+    def seal(self, msg_type: MsgType, payload: object) -> Envelope:
+        return seal(self.identity, msg_type, self.incident, self.next_seq(), payload)
+
+    def drop(self, reason: str, src: LinkAddr | None, now: float) -> None:
+        """Count a dropped input and journal it (rate-limited per reason and source)."""
+        self.counters[f"drop_{reason}"] += 1
+        key = (reason, src or "")
+        last = self._drop_journal.get(key)
+        if last is not None and now - last < DROP_JOURNAL_INTERVAL_S:
+            self.counters["drop_journal_suppressed"] += 1
+            return
+        if len(self._drop_journal) >= MAX_DROP_JOURNAL_KEYS:
+            self._drop_journal.clear()
+        self._drop_journal[key] = now
+        self.emit(J.ENVELOPE_DROPPED, reason=reason, src=src or "")
+
+    def seen(self, digest: bytes) -> bool | None:
+        return self._seen.get(digest)
+
+    def mark_seen(self, digest: bytes, ok: bool) -> None:
+        if len(self._seen) >= self.config.seen_cache_entries:
+            del self._seen[next(iter(self._seen))]
+        self._seen[digest] = ok
+
+    def verified_first_copy(self, env: Envelope, src: LinkAddr, now: float) -> bool:
+        """True for a new envelope whose signature checks out; counts duplicates."""
+        digest = env.digest
+        known = self._seen.get(digest)
+        if known is not None:
+            self.counters["rx_duplicates"] += 1
+            pending = self._pending_floods.get(digest)
+            if pending is not None:
+                pending.copies += 1
+            return False
+        ok = env.verify(self.verifier)
+        self.mark_seen(digest, ok)
+        if not ok:
+            self.drop("bad_signature", src, now)
+        return ok
+
+    def learn_route(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
+        nb = self.neighbours.get(src)
+        if nb is None or env.origin == self.node_id:
+            return
+        metric = hop.metric + self.neighbours.cost(src, now)
+        changed = self.routes.consider(env.origin, src, nb.node_id, metric, hop.hops + 1, now)
+        if changed is not None:
+            self.emit(J.ROUTE_CHANGED, dst=env.origin.hex(), next_hop=nb.node_id.hex(),
+                      hops=changed.hops, metric=metric)
+
+    # ------------------------------------------------------------ HELLO
+    def _hello_due(self, _key: bytes, now: float) -> None:
+        self._hello_no += 1
+        report = self.neighbours.hello_report(now, limits.MAX_HELLO_NEIGHBOURS)
+        env = self.seal(MsgType.HELLO, [self._hello_no, self.role, report])
+        self.transmit(env, Hop(), None, "hello")
+        jitter = self.config.hello_jitter
+        period = self.config.hello_interval_s * self.rng.uniform(1 - jitter, 1 + jitter)
+        self.schedule(now + period, TimerKind.HELLO)
+
+    def _on_hello(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
+        fields = codec.read_tuple(env.payload, "hello", 3)
+        hello_no = codec.read_int(fields[0], "hello.no")
+        role = codec.read_str(fields[1], "hello.role", 16)
+        report = codec.read_list(fields[2], "hello.neighbours", limits.MAX_HELLO_NEIGHBOURS)
+        known = self.neighbours.get(src)
+        if known is not None and known.node_id == env.origin and env.seq <= known.last_seq:
+            self.drop("replayed", src, now)
+            return
+        if not env.verify(self.verifier):
+            self.drop("bad_signature", src, now)
+            return
+        nb, is_new = self.neighbours.upsert(node_id=env.origin, key=env.origin_key, addr=src,
+                                            role=role, hello_no=hello_no, seq=env.seq, now=now)
+        for item in report:
+            entry = codec.read_tuple(item, "hello.neighbour", 2)
+            if entry[0] == self.short_id:
+                nb.q_rev = codec.read_int(entry[1], "hello.quality", 0, 255) / 255
+                break
+        if is_new:
+            self.emit(J.NEIGHBOUR_UP, neighbour=env.origin.hex(), addr=src, role=role)
+            self.anti_entropy.soon(now)
+        self.learn_route(env, Hop(), src, now)
+
+    def _housekeeping_due(self, _key: bytes, now: float) -> None:
+        for nb in self.neighbours.expire(now):
+            self.emit(J.NEIGHBOUR_DOWN, neighbour=nb.node_id.hex(), addr=nb.addr)
+            for route in self.routes.drop_via(nb.addr):
+                self.emit(J.ROUTE_CHANGED, dst=route.dst.hex(), next_hop=None, hops=None,
+                          metric=None)
+        self.schedule(now + self.config.hello_interval_s, TimerKind.HOUSEKEEPING)
+
+    # ------------------------------------------------------------ bindings and flooding
+    def announce(self, binding: Binding, now: float) -> MergeResult:
+        """Store our own new binding and flood it at once (no assessment delay)."""
+        result = self.table.offer(binding, now, self.wall_time(now))
+        self.journal_merge(result, binding, None)
+        if result.changed:
+            self.mark_seen(binding.envelope.digest, True)
+            self.transmit(binding.envelope, Hop(ttl=self.config.flood_ttl), None, "binding")
+            self.anti_entropy.soon(now)
+        return result
+
+    def _on_binding(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
+        if not self.verified_first_copy(env, src, now):
+            if self._seen.get(env.digest):
+                self.learn_route(env, hop, src, now)
+            return
+        self.learn_route(env, hop, src, now)
+        binding = binding_from_envelope_untrusted(env)
+        result = self.offer_binding(binding, now, hop.age_ms / 1000.0, src)
+        if result.changed and hop.ttl > 1:
+            delay = self.rng.uniform(self.config.rad_min_s, self.config.rad_max_s)
+            self._pending_floods[env.digest] = PendingFlood(env, hop, src, now, 1)
+            self.schedule(now + delay, TimerKind.REBROADCAST, env.digest)
+
+    def offer_binding(self, binding: Binding, now: float, age_s: float,
+                      src: LinkAddr | None) -> MergeResult:
+        result = self.table.offer(binding, now, self.wall_time(now), age_s)
+        self.journal_merge(result, binding, src)
+        if result.outcome is MergeOutcome.REJECTED:
+            self.drop(result.reason, src, now)
+        elif result.outcome is MergeOutcome.STALE:
+            self.counters["binding_stale"] += 1
+        return result
+
+    def journal_merge(self, result: MergeResult, binding: Binding, src: LinkAddr | None) -> None:
+        if not result.changed or result.stored is None:
+            if result.outcome is MergeOutcome.REJECTED:
+                self.emit(J.BINDING_REJECTED, aor=binding.aor, node=binding.node_id.hex(),
+                          seq=binding.seq, reason=result.reason, via=src or "")
+            return
+        state = result.stored.state.value
+        kind = J.BINDING_LEARNED if result.outcome is MergeOutcome.NEW else J.BINDING_UPDATED
+        self.emit(kind, aor=binding.aor, node=binding.node_id.hex(), seq=binding.seq,
+                  state=state, lifetime_s=binding.lifetime_s, via=src or "",
+                  record=binding.record_id)
+        if state == "conflict":
+            self.emit(J.BINDING_CONFLICT, aor=binding.aor, node=binding.node_id.hex(),
+                      seq=binding.seq)
+
+    def _rebroadcast_due(self, digest: bytes, now: float) -> None:
+        pending = self._pending_floods.pop(digest, None)
+        if pending is None:
+            return
+        if pending.copies >= self.config.suppress_copies:
+            self.counters["flood_suppressed"] += 1
+            return
+        hop = pending.hop
+        cost = self.neighbours.cost(pending.src, now) if pending.src else 0
+        age_ms = hop.age_ms + int((now - pending.received_at) * 1000)
+        self.transmit(pending.envelope,
+                      Hop(ttl=hop.ttl - 1, hops=hop.hops + 1, metric=hop.metric + cost,
+                          age_ms=age_ms), None, "binding")
+
+    # ------------------------------------------------------------ queries
+    def who(self, now: float) -> list[WhoEntry]:
+        out: list[WhoEntry] = []
+        for stored in self.table:
+            b = stored.binding
+            if b.is_tombstone:
+                continue
+            route = self.routes.get(b.node_id, now)
+            own = b.node_id == self.node_id
+            nb = self.neighbours.by_id.get(b.node_id)
+            out.append(WhoEntry(
+                aor=b.aor, node_id=b.node_id.hex(),
+                hops=0 if own else (route.hops if route else (1 if nb else None)),
+                next_hop=None if own or route is None else route.next_hop_id.hex(),
+                state=stored.state.value, expires_s=max(0.0, stored.expires_at - now),
+                contacts=b.contacts))
+        out.sort(key=lambda e: (e.aor, e.node_id))
+        return out

@@ -1,0 +1,13 @@
+"""Timer kinds of the overlay's single timer heap."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class TimerKind(Enum):
+    HELLO = "hello"
+    DIGEST = "digest"
+    REBROADCAST = "rebroadcast"
+    RETRANSMIT = "retransmit"
+    HOUSEKEEPING = "housekeeping"

@@ -1,0 +1,94 @@
+"""What a simulation run measures: coverage, convergence, cost on air, drops."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+#: Counters that are frames carrying binding records (for transmissions per binding).
+BINDING_FRAME_COUNTERS = ("tx_binding", "tx_records")
+
+
+@dataclass(slots=True)
+class _Announcement:
+    origin: str
+    seq: int
+    at: float
+    tombstone: bool
+    holders: set[str] = field(default_factory=set)
+    done_at: float | None = None
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.live: set[str] = set()
+        self._by_record: dict[bytes, list[_Announcement]] = {}
+        self._latest: dict[str, tuple[bytes, int, bool]] = {}
+        self.frames = 0
+        self.bytes_on_air = 0
+
+    def node_up(self, name: str) -> None:
+        self.live.add(name)
+
+    def node_down(self, name: str) -> None:
+        self.live.discard(name)
+
+    def transmitted(self, size: int) -> None:
+        self.frames += 1
+        self.bytes_on_air += size
+
+    def announced(self, origin: str, record: bytes, seq: int, tombstone: bool,
+                  now: float) -> None:
+        ann = _Announcement(origin, seq, now, tombstone)
+        self._by_record.setdefault(record, []).append(ann)
+        self._latest[origin] = (record, seq, tombstone)
+        self.learned(origin, record, seq, now)
+
+    def learned(self, name: str, record: bytes, seq: int, now: float) -> None:
+        for ann in self._by_record.get(record, ()):
+            if ann.done_at is not None or ann.seq > seq:
+                continue
+            ann.holders.add(name)
+            if len(ann.holders) >= len(self.live) and self.live <= ann.holders:
+                ann.done_at = now
+
+    def report(self, now: float, holdings: dict[str, dict[bytes, bool]],
+               counters: Counter[str]) -> dict[str, object]:
+        announcements = [a for anns in self._by_record.values() for a in anns]
+        done = [a.done_at - a.at for a in announcements if a.done_at is not None]
+        live_bindings = [(rec, seq) for origin, (rec, seq, tomb) in self._latest.items()
+                         if origin in self.live and not tomb]
+        pairs = len(holdings) * len(live_bindings)
+        # A node knows a binding when it holds a live (non-tombstone) copy of that
+        # (AoR, key) record; a refresh still spreading at the end does not count against it.
+        known = sum(1 for held in holdings.values() for rec, _ in live_bindings
+                    if held.get(rec) is False)
+        binding_frames = sum(counters.get(c, 0) for c in BINDING_FRAME_COUNTERS)
+        rejected = {k.removeprefix("drop_"): v for k, v in sorted(counters.items())
+                    if k.startswith("drop_") and k != "drop_journal_suppressed"}
+        return {
+            "nodes": len(holdings),
+            "bindings": len(live_bindings),
+            "announcements": len(announcements),
+            "coverage": round(known / pairs, 6) if pairs else 1.0,
+            "convergence_s": {
+                "p50": round(percentile(done, 0.5), 4),
+                "p99": round(percentile(done, 0.99), 4),
+                "max": round(max(done, default=0.0), 4),
+                "converged": len(done),
+            },
+            "unconverged": len(announcements) - len(done),
+            "transmissions_per_binding": round(binding_frames / max(1, len(announcements)), 3),
+            "frames_total": self.frames,
+            "bytes_on_air": self.bytes_on_air,
+            "duplicates_received": counters.get("rx_duplicates", 0),
+            "rejected": rejected,
+        }
