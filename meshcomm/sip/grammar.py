@@ -58,12 +58,12 @@ _FOLD_RE: Final = re.compile(r"\r\n[ \t]+")
 
 # One element of a comma-separated header value: quoted strings, <...> and (...) are opaque.
 _LIST_ELEMENT_RE: Final = re.compile(
-    r'(?:"(?:[^"\\]|\\[\s\S])*"|<[^<>]*>|\((?:[^()\\]|\\[\s\S])*\)|[^,"<(])+'
+    r'(?:"(?:[^"\\]|\\[\s\S])*+"|<[^<>]*>|\((?:[^()\\]|\\[\s\S])*+\)|[^,"<(])++'
 )
 
 # generic-param: ;name[=value] where value is a token, a host or a quoted string (§25.1)
 PARAM_RE: Final = re.compile(
-    rf'\s*;\s*([{TOKEN_CHARS}]+)(?:\s*=\s*("(?:[^"\\]|\\[\s\S])*"|[^\s;,"<>()]+))?'
+    rf'\s*;\s*([{TOKEN_CHARS}]+)(?:\s*=\s*("(?:[^"\\]|\\[\s\S])*+"|[^\s;,"<>()]+))?'
 )
 
 

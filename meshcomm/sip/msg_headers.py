@@ -15,9 +15,9 @@ from meshcomm.sip import grammar as g
 from meshcomm.sip.uri import SipUri, parse_uri_untrusted
 
 # display-name = *(token LWS) / quoted-string ; then LAQUOT addr-spec RAQUOT
-_NAME_ADDR_RE: Final = re.compile(
-    rf'\s*(?:"((?:[^"\\]|\\[\s\S])*)"\s*|((?:[{g.TOKEN_CHARS}]+(?:\s+[{g.TOKEN_CHARS}]+)*\s*)?))'
-    r"<([^<>\s]*)>"
+_NAME_ADDR_RE: Final = re.compile(  # atomic/possessive parts: linear time on any input
+    rf'\s*(?:"((?:[^"\\]|\\[\s\S])*+)"\s*|((?>[{g.TOKEN_CHARS}]+(?:\s+[{g.TOKEN_CHARS}]+)*+)\s*)?)'
+    r"<([^<>\s]*+)>"
 )
 _TOKEN_WORDS_RE: Final = re.compile(rf"[{g.TOKEN_CHARS}]+(?:\s+[{g.TOKEN_CHARS}]+)*")
 # addr-spec without brackets: the URI ends at the first ';' (RFC 3261 §20.10), and may not
