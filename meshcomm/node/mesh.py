@@ -64,6 +64,7 @@ class MeshNode:
                                      frame_decoder=frame_decoder)
         self._registrations: dict[str, _Registration] = {}
         self._stopped = False
+        self._next_refresh = float("inf")
         self.overlay.emit(J.NODE_STARTED, node=identity.node_id.hex(), role=settings.role,
                           incident=settings.incident)
 
@@ -84,6 +85,7 @@ class MeshNode:
 
     def deregister(self, aor: str, now: float) -> Binding | None:
         reg = self._registrations.pop(aor.lower(), None)
+        self._update_next_refresh()
         if reg is None:
             return None
         lifetime = self.settings.registration_lifetime_s
@@ -114,7 +116,12 @@ class MeshNode:
         factor = REFRESH_FRACTION * self.rng.uniform(1 - REFRESH_JITTER, 1 + REFRESH_JITTER)
         reg.refresh_at = now + lifetime * factor
         self.overlay.announce(binding, now)
+        self._update_next_refresh()
         return binding
+
+    def _update_next_refresh(self) -> None:
+        self._next_refresh = min((r.refresh_at for r in self._registrations.values()),
+                                 default=float("inf"))
 
     # ------------------------------------------------------------ driving API
     def receive(self, data: bytes, src: LinkAddr, now: float) -> None:
@@ -127,7 +134,7 @@ class MeshNode:
         overlay_t = self.overlay.next_timer()
         if self._stopped or not self._registrations:
             return overlay_t
-        refresh = min(r.refresh_at for r in self._registrations.values())
+        refresh = self._next_refresh
         return refresh if overlay_t is None else min(refresh, overlay_t)
 
     def on_timer(self, now: float) -> None:

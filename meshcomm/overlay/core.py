@@ -266,6 +266,7 @@ class GossipOverlay:
         hello_no = codec.read_int(fields[0], "hello.no")
         role = codec.read_str(fields[1], "hello.role", 16)
         report = codec.read_list(fields[2], "hello.neighbours", limits.MAX_HELLO_NEIGHBOURS)
+        q_rev = _our_quality_in_report(report, self.short_id)  # validates every entry
         known = self.neighbours.get(src)
         if known is not None and known.node_id == env.origin and env.seq <= known.last_seq:
             self.drop("replayed", src, now)
@@ -275,11 +276,8 @@ class GossipOverlay:
             return
         nb, is_new = self.neighbours.upsert(node_id=env.origin, key=env.origin_key, addr=src,
                                             role=role, hello_no=hello_no, seq=env.seq, now=now)
-        for item in report:
-            entry = codec.read_tuple(item, "hello.neighbour", 2)
-            if entry[0] == self.short_id:
-                nb.q_rev = codec.read_int(entry[1], "hello.quality", 0, 255) / 255
-                break
+        if q_rev is not None:
+            nb.q_rev = q_rev / 255
         if is_new:
             self.emit(J.NEIGHBOUR_UP, neighbour=env.origin.hex(), addr=src, role=role)
             self.anti_entropy.soon(now)
@@ -374,3 +372,16 @@ class GossipOverlay:
                 contacts=b.contacts))
         out.sort(key=lambda e: (e.aor, e.node_id))
         return out
+
+
+def _our_quality_in_report(report: list[object], short_id: bytes) -> int | None:
+    """Validate a HELLO's neighbour report ([[short id, quality 0-255], ...]) and return
+    the quality it gives ``short_id``. Inlined checks: this runs for every HELLO heard."""
+    found: int | None = None
+    for item in report:
+        if (type(item) is not list or len(item) != 2 or type(item[0]) is not bytes
+                or len(item[0]) != 4 or type(item[1]) is not int or not 0 <= item[1] <= 255):
+            raise DecodeError("hello.neighbours: malformed entry")
+        if item[0] == short_id:
+            found = item[1]
+    return found

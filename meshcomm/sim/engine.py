@@ -8,6 +8,7 @@ actions (join, leave, kill, restart, partition, heal) are applied at their times
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import random
@@ -92,6 +93,8 @@ class SimConfig:
     #: A node registers this long (uniform in the range) after it starts: the mesh forms,
     #: then responders register. (0, 0) registers at power-on.
     register_delay_s: tuple[float, float] = (2.0, 4.0)
+    #: per-node role ("handset" default, "relay")
+    roles: dict[str, str] = field(default_factory=dict)
 
 
 class _Ev(Enum):
@@ -103,6 +106,7 @@ class _Ev(Enum):
 
 
 Core = MeshNode | NaiveFloodNode
+Observer = Callable[[float, str, dict[str, object]], None]
 
 
 @dataclass(slots=True)
@@ -118,9 +122,11 @@ class _Slot:
 
 class Simulator:
     def __init__(self, config: SimConfig,
-                 progress: Callable[[float, float], None] | None = None) -> None:
+                 progress: Callable[[float, float], None] | None = None,
+                 observer: Observer | None = None) -> None:
         self.config = config
         self.progress = progress
+        self.observer = observer
         master = random.Random(config.seed)
         self._medium_rng = random.Random(master.getrandbits(64))
         self._verifier = SignatureVerifier(VERIFY_CACHE_ENTRIES)
@@ -134,9 +140,23 @@ class Simulator:
         self._n = 0
         self._cut: set[frozenset[str]] = set()
         self.now = 0.0
-        self.metrics = Metrics()
+        self.metrics = Metrics(self._converged if observer else None)
         self._trace = hashlib.sha256()
         self.counters: Counter[str] = Counter()
+
+    def _observe(self, kind: str, **info: object) -> None:
+        if self.observer is not None:
+            self.observer(self.now, kind, info)
+
+    def _converged(self, origin: str, seq: int, tombstone: bool, took_s: float) -> None:
+        self._observe("converged", node=origin, seq=seq, tombstone=tombstone, took_s=took_s,
+                      nodes=len(self.metrics.live))
+
+    def node_names(self) -> list[str]:
+        return list(self._slots)
+
+    def core(self, name: str) -> Core | None:
+        return self._slots[name].core
 
     # ------------------------------------------------------------ scheduling
     def _push(self, when: float, kind: _Ev, name: str, payload: object = None) -> None:
@@ -157,6 +177,9 @@ class Simulator:
     def _start(self, slot: _Slot) -> None:
         slot.boots += 1
         settings = self.config.settings
+        role = self.config.roles.get(slot.name, settings.role)
+        if role != settings.role:
+            settings = dataclasses.replace(settings, role=role)
         if self.config.baseline == "flood":
             slot.core = NaiveFloodNode(slot.identity, settings, verifier=self._verifier,
                                        rng=slot.rng, now=self.now, frame_decoder=self._decoder)
@@ -165,6 +188,7 @@ class Simulator:
                                  now=self.now, seq_base=slot.boots << 32,
                                  frame_decoder=self._decoder)
         self.metrics.node_up(slot.name)
+        self._observe("start", node=slot.name, role=role, boot=slot.boots)
         lo, hi = self.config.register_delay_s
         self._push(self.now + slot.rng.uniform(lo, hi), _Ev.REGISTER, slot.name, slot.boots)
         self._after(slot)
@@ -177,6 +201,7 @@ class Simulator:
             self._after(slot)
         slot.core = None
         self.metrics.node_down(slot.name)
+        self._observe("stop", node=slot.name, graceful=graceful)
         self._arm(slot)
 
     # ------------------------------------------------------------ the medium
@@ -229,6 +254,8 @@ class Simulator:
 
     # ------------------------------------------------------------ actions
     def _apply(self, action: Action) -> None:
+        self._observe("action", action=action.kind.value, nodes=list(action.nodes),
+                      groups=[list(g) for g in action.groups])
         if action.kind is ActionKind.PARTITION:
             groups = [set(g) for g in action.groups]
             for i, g in enumerate(groups):
@@ -280,6 +307,7 @@ class Simulator:
             return
         if kind is _Ev.REGISTER:
             if payload == slot.boots:
+                self._observe("register", node=slot.name)
                 core.register(f"sip:{slot.name}@{DOMAIN}", (f"mesh:{slot.name}",), self.now)
         elif kind is _Ev.DELIVER:
             assert isinstance(payload, tuple)

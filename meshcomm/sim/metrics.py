@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 #: Counters that are frames carrying binding records (for transmissions per binding).
@@ -27,8 +28,12 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
+ConvergedHook = Callable[[str, int, bool, float], None]
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, on_converged: ConvergedHook | None = None) -> None:
+        self.on_converged = on_converged
         self.live: set[str] = set()
         self._by_record: dict[bytes, list[_Announcement]] = {}
         self._latest: dict[str, tuple[bytes, int, bool]] = {}
@@ -59,6 +64,8 @@ class Metrics:
             ann.holders.add(name)
             if len(ann.holders) >= len(self.live) and self.live <= ann.holders:
                 ann.done_at = now
+                if self.on_converged is not None:
+                    self.on_converged(ann.origin, ann.seq, ann.tombstone, now - ann.at)
 
     def report(self, now: float, holdings: dict[str, dict[bytes, bool]],
                counters: Counter[str]) -> dict[str, object]:

@@ -1,0 +1,232 @@
+"""Simulation scenarios from TOML files, and from command-line style parameters.
+
+A scenario file::
+
+    [scenario]
+    duration_s = 120          # simulated seconds
+    seed = 7
+    topology = "random"       # chain | grid | random | explicit (nodes/links below)
+    nodes = 30                # for chain/grid/random
+    loss = 0.1                # default per-link loss probability
+    delay_ms = 2.0            # default per-link one-way delay
+    range = 0.2               # radio range for random/explicit positions (area: 100/unit^2)
+    register_delay_s = [2.0, 4.0]
+
+    [[node]]                  # explicit topology: positions, linked within `range`
+    name = "medic-1"
+    x = 0.1
+    y = 0.2
+    start_s = 0.0             # > 0: the node joins at that time
+    role = "handset"          # or "relay"
+
+    [[link]]                  # explicit links (added to position-based ones)
+    a = "medic-1"
+    b = "engine-7"
+    loss = 0.2
+    delay_ms = 5
+
+    [[event]]
+    at_s = 30
+    action = "kill"           # join | leave | kill | restart | partition | heal
+    nodes = ["medic-1"]
+    # groups = [["a", "b"], ["c"]]   for partition
+"""
+
+from __future__ import annotations
+
+import random
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meshcomm.errors import ConfigError
+from meshcomm.sim.engine import Action, ActionKind, SimConfig
+from meshcomm.sim.topology import (
+    DEFAULT_RANGE,
+    LinkSpec,
+    Topology,
+    chain,
+    grid,
+    random_geometric,
+)
+
+TOPOLOGIES = ("chain", "grid", "random", "explicit")
+MAX_SIM_NODES = 5000
+_SCENARIO_KEYS = {"duration_s", "seed", "topology", "nodes", "loss", "delay_ms", "range",
+                  "register_delay_s"}
+_NODE_KEYS = {"name", "x", "y", "start_s", "role"}
+_LINK_KEYS = {"a", "b", "loss", "delay_ms"}
+_EVENT_KEYS = {"at_s", "action", "nodes", "groups"}
+
+
+@dataclass(slots=True)
+class ScenarioParams:
+    topology: str = "random"
+    nodes: int = 30
+    loss: float = 0.0
+    delay_ms: float = 2.0
+    radio_range: float = DEFAULT_RANGE
+    duration_s: float = 60.0
+    seed: int = 1
+    register_delay_s: tuple[float, float] = (2.0, 4.0)
+    roles: dict[str, str] = field(default_factory=dict)
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], path: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{path}.{key}", "unknown key")
+
+
+def _num(table: Mapping[str, Any], key: str, path: str, default: float, lo: float,
+         hi: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{path}.{key}", "must be a number")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{path}.{key}", f"must be in [{lo}, {hi}]")
+    return float(value)
+
+
+def build_topology(params: ScenarioParams) -> Topology:
+    spec = LinkSpec(params.loss, params.delay_ms / 1000.0)
+    if not 1 <= params.nodes <= MAX_SIM_NODES:
+        raise ConfigError("nodes", f"must be in 1..{MAX_SIM_NODES}")
+    if params.topology == "chain":
+        return chain(params.nodes, spec)
+    if params.topology == "grid":
+        return grid(params.nodes, spec)
+    if params.topology == "random":
+        rng = random.Random(f"topology:{params.seed}")
+        return random_geometric(params.nodes, spec, rng, params.radio_range)
+    raise ConfigError("topology", f"must be one of {', '.join(TOPOLOGIES[:3])}")
+
+
+def sim_config(params: ScenarioParams, topology: Topology | None = None,
+               actions: list[Action] | None = None,
+               absent: frozenset[str] = frozenset(), baseline: str | None = None) -> SimConfig:
+    return SimConfig(topology=topology or build_topology(params), duration_s=params.duration_s,
+                     seed=params.seed, baseline=baseline, actions=actions or [],
+                     absent_at_start=absent, register_delay_s=params.register_delay_s,
+                     roles=dict(params.roles))
+
+
+def load_scenario(path: Path, baseline: str | None = None) -> SimConfig:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"TOML syntax error: {exc}") from exc
+    return parse_scenario(data, baseline)
+
+
+def parse_scenario(data: Mapping[str, Any], baseline: str | None = None) -> SimConfig:
+    _check_keys(data, {"scenario", "node", "link", "event"}, "")
+    head = data.get("scenario", {})
+    _check_keys(head, _SCENARIO_KEYS, "scenario")
+    params = ScenarioParams(
+        topology=str(head.get("topology", "explicit" if "node" in data else "random")),
+        nodes=int(_num(head, "nodes", "scenario", 30, 1, MAX_SIM_NODES)),
+        loss=_num(head, "loss", "scenario", 0.0, 0.0, 1.0),
+        delay_ms=_num(head, "delay_ms", "scenario", 2.0, 0.0, 10_000.0),
+        radio_range=_num(head, "range", "scenario", DEFAULT_RANGE, 0.0, 1e6),
+        duration_s=_num(head, "duration_s", "scenario", 60.0, 0.0, 1e7),
+        seed=int(_num(head, "seed", "scenario", 1, 0, 2**63)),
+    )
+    delay = head.get("register_delay_s", [2.0, 4.0])
+    if (not isinstance(delay, list) or len(delay) != 2
+            or not all(isinstance(v, (int, float)) for v in delay) or delay[0] > delay[1]):
+        raise ConfigError("scenario.register_delay_s", "must be [low, high] seconds")
+    params.register_delay_s = (float(delay[0]), float(delay[1]))
+    if params.topology not in TOPOLOGIES:
+        raise ConfigError("scenario.topology", f"must be one of {', '.join(TOPOLOGIES)}")
+    absent: set[str] = set()
+    actions: list[Action] = []
+    if params.topology == "explicit":
+        topo = _explicit_nodes(data.get("node", []), params, absent, actions)
+    else:
+        topo = build_topology(params)
+    _explicit_links(data.get("link", []), topo, params)
+    actions.extend(_events(data.get("event", []), set(topo.names)))
+    return sim_config(params, topo, actions, frozenset(absent), baseline)
+
+
+def _explicit_nodes(nodes: Any, params: ScenarioParams, absent: set[str],
+                    actions: list[Action]) -> Topology:
+    if not isinstance(nodes, list) or not nodes:
+        raise ConfigError("node", "an explicit topology needs [[node]] entries")
+    topo = Topology([])
+    for i, node in enumerate(nodes):
+        path = f"node[{i}]"
+        if not isinstance(node, dict):
+            raise ConfigError(path, "must be a table")
+        _check_keys(node, _NODE_KEYS, path)
+        name = node.get("name")
+        if not isinstance(name, str) or not name or name in topo.names:
+            raise ConfigError(f"{path}.name", "must be a unique non-empty string")
+        topo.names.append(name)
+        if "x" in node or "y" in node:
+            topo.positions[name] = (_num(node, "x", path, 0, -1e6, 1e6),
+                                    _num(node, "y", path, 0, -1e6, 1e6))
+        start = _num(node, "start_s", path, 0.0, 0.0, 1e7)
+        if start > 0:
+            absent.add(name)
+            actions.append(Action(start, ActionKind.JOIN, (name,)))
+        role = node.get("role", "handset")
+        if role not in ("handset", "relay"):
+            raise ConfigError(f"{path}.role", "must be handset or relay")
+        params.roles[name] = role
+    spec = LinkSpec(params.loss, params.delay_ms / 1000.0)
+    placed = list(topo.positions.items())
+    for i, (a, (ax, ay)) in enumerate(placed):
+        for b, (bx, by) in placed[i + 1:]:
+            if (ax - bx) ** 2 + (ay - by) ** 2 <= params.radio_range ** 2:
+                topo.add_link(a, b, spec)
+    return topo
+
+
+def _explicit_links(links: Any, topo: Topology, params: ScenarioParams) -> None:
+    if not isinstance(links, list):
+        raise ConfigError("link", "must be an array of tables")
+    for i, link in enumerate(links):
+        path = f"link[{i}]"
+        if not isinstance(link, dict):
+            raise ConfigError(path, "must be a table")
+        _check_keys(link, _LINK_KEYS, path)
+        a, b = link.get("a"), link.get("b")
+        for key, name in (("a", a), ("b", b)):
+            if name not in topo.names:
+                raise ConfigError(f"{path}.{key}", f"unknown node {name!r}")
+        spec = LinkSpec(_num(link, "loss", path, params.loss, 0.0, 1.0),
+                        _num(link, "delay_ms", path, params.delay_ms, 0.0, 10_000.0) / 1000.0)
+        topo.add_link(str(a), str(b), spec)
+
+
+def _events(events: Any, names: set[str]) -> list[Action]:
+    if not isinstance(events, list):
+        raise ConfigError("event", "must be an array of tables")
+    out: list[Action] = []
+    for i, event in enumerate(events):
+        path = f"event[{i}]"
+        if not isinstance(event, dict):
+            raise ConfigError(path, "must be a table")
+        _check_keys(event, _EVENT_KEYS, path)
+        try:
+            kind = ActionKind(event.get("action"))
+        except ValueError as exc:
+            choices = ", ".join(k.value for k in ActionKind)
+            raise ConfigError(f"{path}.action", f"must be one of {choices}") from exc
+        nodes = tuple(event.get("nodes", ()))
+        groups = tuple(tuple(g) for g in event.get("groups", ()))
+        for name in nodes + tuple(n for g in groups for n in g):
+            if name not in names:
+                raise ConfigError(f"{path}", f"unknown node {name!r}")
+        if kind is ActionKind.PARTITION and len(groups) < 2:
+            raise ConfigError(f"{path}.groups", "a partition needs at least two groups")
+        if kind not in (ActionKind.PARTITION, ActionKind.HEAL) and not nodes:
+            raise ConfigError(f"{path}.nodes", f"{kind.value} needs nodes")
+        out.append(Action(_num(event, "at_s", path, 0.0, 0.0, 1e7), kind, nodes, groups))
+    return out
