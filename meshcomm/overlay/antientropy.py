@@ -16,11 +16,18 @@ from typing import TYPE_CHECKING
 
 from meshcomm.errors import DecodeError
 from meshcomm.location.binding import RECORD_ID_LEN, binding_from_envelope_untrusted
-from meshcomm.location.table import DIGEST_BUCKETS, bucket_of
+from meshcomm.location.table import DIGEST_BUCKETS, MergeOutcome, bucket_of
 from meshcomm.overlay.timers import TimerKind
-from meshcomm.types import LinkAddr
+from meshcomm.types import LinkAddr, NodeId
 from meshcomm.wire import codec, limits
-from meshcomm.wire.envelope import MAX_AGE_MS, Envelope, Hop, MsgType, decode_signed_untrusted
+from meshcomm.wire.envelope import (
+    MAX_AGE_MS,
+    MAX_METRIC,
+    Envelope,
+    Hop,
+    MsgType,
+    decode_signed_untrusted,
+)
 
 if TYPE_CHECKING:
     from meshcomm.overlay.core import GossipOverlay
@@ -158,15 +165,24 @@ class AntiEntropy:
                 continue
             env = stored.binding.envelope
             age_ms = min(MAX_AGE_MS, int(stored.age_s(now) * 1000))
-            item_size = len(env.signed_bytes) + len(env.signature) + 16
+            metric, hops = self._route_to(stored.binding.node_id, now)
+            item_size = len(env.signed_bytes) + len(env.signature) + 24
             if page and (size + item_size > PAYLOAD_BUDGET_BYTES
                          or len(page) >= limits.MAX_RECORDS_PER_FRAME):
                 self._send_page(page)
                 page, size = [], 0
-            page.append([env.signed_bytes, env.signature, age_ms])
+            page.append([env.signed_bytes, env.signature, age_ms, metric, hops])
             size += item_size
         if page:
             self._send_page(page)
+
+    def _route_to(self, node: NodeId, now: float) -> tuple[int, int]:
+        """Our path metric and hop count to a record's origin (-1, -1 if unknown), so the
+        receiver also learns a route, not only the binding."""
+        if node == self.o.node_id:
+            return 0, 0
+        route = self.o.routes.get(node, now)
+        return (route.metric, route.hops) if route is not None else (-1, -1)
 
     def _send_page(self, page: list[list[object]]) -> None:
         self.o.transmit(self.o.seal(MsgType.RECORDS, page), Hop(), None, "records")
@@ -179,17 +195,21 @@ class AntiEntropy:
         changed = False
         for item in items:
             try:
-                fields = codec.read_tuple(item, "record", 3)
+                fields = codec.read_tuple(item, "record", 5)
                 inner = decode_signed_untrusted(
                     codec.read_bytes(fields[0], "record.signed"),
                     codec.read_bytes(fields[1], "record.signature", exact=64))
                 age_ms = codec.read_int(fields[2], "record.age_ms", 0, MAX_AGE_MS)
+                metric = codec.read_int(fields[3], "record.metric", -1, MAX_METRIC)
+                hops = codec.read_int(fields[4], "record.hops", -1, limits.MAX_HOPS)
                 binding = binding_from_envelope_untrusted(inner)
             except DecodeError as exc:
                 self.o.drop(exc.reason, src, now)
                 continue
             result = self.o.offer_binding(binding, now, age_ms / 1000.0, src)
             self._pulling.pop(binding.record_id, None)
+            if metric >= 0 and result.outcome is not MergeOutcome.REJECTED:
+                self.o.learn_route(inner, Hop(hops=hops, metric=metric), src, now)
             if result.changed:
                 self.o.counters["ae_learned"] += 1
                 self.o.mark_seen(inner.digest, True)
