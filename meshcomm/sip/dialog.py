@@ -123,8 +123,8 @@ class Dialog:
                      cseq: int | None = None) -> SipRequest:
         """An in-dialog request (§12.2.1.1). ACK and CANCEL reuse a given ``cseq``; every
         other method takes the next local sequence number."""
-        if self.state is DialogState.TERMINATED:
-            raise LocalProtocolError("dialog is terminated")
+        if self.state is DialogState.TERMINATED and method != "ACK":
+            raise LocalProtocolError("dialog is terminated")   # a late 2xx is still ACKed
         if cseq is None:
             if method in ("ACK", "CANCEL"):
                 raise LocalProtocolError(f"{method} needs the CSeq of its INVITE")

@@ -300,6 +300,11 @@ class TransactionLayer:
     def __len__(self) -> int:
         return len(self._by_key)
 
+    def enqueue(self, data: bytes, dest: Address) -> None:
+        """Queue a datagram the TU sends outside any transaction (ACK for 2xx, 2xx
+        retransmissions), in order with the transactions' own datagrams."""
+        self._outgoing.append((data, dest))
+
     def take_outgoing(self) -> list[tuple[bytes, Address]]:
         out = list(self._outgoing)
         self._outgoing.clear()

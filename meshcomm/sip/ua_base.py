@@ -21,6 +21,7 @@ from meshcomm.sip.message import NameAddr, SipRequest, SipResponse, Via
 from meshcomm.sip.transaction import DEFAULT_SIP_PORT, Transaction, TransactionLayer
 from meshcomm.sip.ua_events import (
     Address,
+    BadRequest,
     CallHandle,
     RequestHandle,
     SipDatagram,
@@ -40,7 +41,6 @@ ALLOW_HEADER = ", ".join(ALLOWED_METHODS)
 SUPPORTED_OPTION_TAGS: frozenset[str] = frozenset()
 #: Events we queue before a driver drains them (oldest are dropped beyond this).
 MAX_QUEUED_EVENTS = 10_000
-MAX_QUEUED_DATAGRAMS = 10_000
 
 
 class Purpose(enum.Enum):
@@ -131,7 +131,6 @@ class UaBase:
         except DecodeError as exc:
             raise LocalProtocolError(f"bad AoR {config.aor!r}: {exc}") from None
         self.txl = TransactionLayer(config.timers)
-        self._outbox: deque[SipDatagram] = deque()
         self._events: deque[UaEvent] = deque()
         self._commands: deque[Callable[[float], None]] = deque()
         self._client_ctx: dict[int, ClientContext] = {}
@@ -188,10 +187,29 @@ class UaBase:
         self._events.append(event)
 
     def send_raw(self, data: bytes, dest: Address) -> None:
-        if len(self._outbox) >= MAX_QUEUED_DATAGRAMS:
-            self._outbox.popleft()
-            self.count("datagrams_dropped")
-        self._outbox.append(SipDatagram(data, dest))
+        self.txl.enqueue(data, dest)
+
+    def take_datagrams(self) -> list[SipDatagram]:
+        return [SipDatagram(data, dest) for data, dest in self.txl.take_outgoing()]
+
+    def parse_target(self, to: str) -> SipUri:
+        """A command's target URI; our caller's mistake is a LocalProtocolError."""
+        try:
+            uri = parse_uri_untrusted(to)
+        except DecodeError as exc:
+            raise LocalProtocolError(f"bad target URI {to!r}: {exc}") from None
+        if not uri.is_sip:
+            raise LocalProtocolError(f"only sip:/sips: targets are supported: {to!r}")
+        return uri
+
+    def reject_request(self, tx: Transaction, request: SipRequest, status: int, now: float,
+                       *, reason: str | None = None,
+                       headers: Sequence[tuple[str, str]] = ()) -> None:
+        """Answer a request with an error before (or instead of) the application."""
+        self.count(f"rejected_{status}")
+        self.emit(BadRequest(request.method, status, tx.peer))
+        to_tag = None if request.to_addr.tag else self.new_tag()
+        self.respond_tx(tx, status, now, to_tag=to_tag, reason=reason, headers=headers)
 
     def start_client(self, request: SipRequest, dest: Address, purpose: Purpose, now: float,
                      *, handle: RequestHandle | None = None, call: CallHandle | None = None,
@@ -202,7 +220,7 @@ class UaBase:
         self._client_ctx[tx.tx_id] = ctx
         return ctx
 
-    def respond(self, tx: Transaction, status: int, now: float, *, to_tag: str | None = None,
+    def respond_tx(self, tx: Transaction, status: int, now: float, *, to_tag: str | None = None,
                 reason: str | None = None, contact: bool = False,
                 headers: Sequence[tuple[str, str]] = (), body: bytes = b"",
                 content_type: str | None = None) -> SipResponse:

@@ -29,8 +29,9 @@ from meshcomm.sip.sdp import (
     with_direction,
 )
 from meshcomm.sip.transaction import Transaction, TxState, server_key
-from meshcomm.sip.ua_base import Address, ClientContext, Purpose, UaBase
+from meshcomm.sip.ua_base import ALLOW_HEADER, ClientContext, Purpose, UaBase
 from meshcomm.sip.ua_events import (
+    Address,
     CallEnded,
     CallEndReason,
     CallEstablished,
@@ -72,6 +73,7 @@ class Call:
     cancel_requested: bool = False
     cancel_sent: bool = False
     bye_sent: bool = False
+    ringing_reported: bool = False
     on_hold: bool = False
     reinvite: SipRequest | None = None            # our re-INVITE in progress
     reinvite_offer: SessionDescription | None = None
@@ -150,9 +152,6 @@ class CallsMixin(UaBase):
         state = self._calls.get(call.call_id)
         return None if state is None else state.state
 
-    def parse_target(self, to: str) -> SipUri:
-        raise NotImplementedError  # provided by UserAgent
-
     # ========================================================== command bodies
     def _do_invite(self, handle: CallHandle, uri: SipUri, offer: SessionDescription,
                    now: float) -> None:
@@ -180,9 +179,9 @@ class CallsMixin(UaBase):
         state = self._incoming_call(call)
         if state is None:
             return
-        response = self.respond(state.invite_tx, 200, now, to_tag=state.local_tag,
-                                contact=True, headers=[("Allow", self._allow())],
-                                body=sdp.serialize(), content_type=SDP_CONTENT_TYPE)
+        response = self.respond_tx(state.invite_tx, 200, now, to_tag=state.local_tag,
+                                   contact=True, headers=[("Allow", ALLOW_HEADER)],
+                                   body=sdp.serialize(), content_type=SDP_CONTENT_TYPE)
         dialog = state.dialog or self._uas_dialog(state)
         dialog.on_input(DialogInput.SUCCESS)
         state.local_sdp = sdp
@@ -193,7 +192,7 @@ class CallsMixin(UaBase):
         state = self._incoming_call(call)
         if state is None:
             return
-        self.respond(state.invite_tx, status, now, to_tag=state.local_tag)
+        self.respond_tx(state.invite_tx, status, now, to_tag=state.local_tag)
         self._end_call(state, CallEndReason.DECLINED_LOCALLY, status)
 
     def _do_bye(self, call: CallHandle, handle: RequestHandle, now: float) -> None:
@@ -279,11 +278,11 @@ class CallsMixin(UaBase):
             self._register_call_dialog(state, state.dialog)
         if state.cancel_requested:
             self._send_cancel(state, now)
-        if response.status > 100 and state.state is CallState.CALLING:
+        if state.state is CallState.CALLING:
             state.state = CallState.EARLY
+        if response.status > 100 and not state.ringing_reported:
+            state.ringing_reported = True
             self.emit(CallRinging(state.handle, response.status))
-        elif state.state is CallState.CALLING:
-            state.state = CallState.EARLY
 
     def _invite_2xx(self, state: Call, request: SipRequest, response: SipResponse,
                     now: float) -> None:
@@ -334,12 +333,21 @@ class CallsMixin(UaBase):
         self.start_client(request, self.destination(dialog.next_hop_uri()), Purpose.BYE, now)
         self._dialogs.pop(dialog.dialog_id, None)
 
+    def on_stray_2xx(self, response: SipResponse) -> None:
+        """A 2xx after the INVITE transaction ended: ACK it again (§13.2.2.4)."""
+        dialog_id = response_dialog_id(response)
+        state = self._dialog_calls.get(dialog_id) if dialog_id else None
+        ack = None if state is None else state.acks.get(response.cseq.number)
+        if ack is not None:
+            self.send_raw(*ack)
+
     def on_reinvite_response(self, ctx: ClientContext, response: SipResponse | None,
                              now: float) -> None:
         state = self._calls.get(ctx.call.call_id) if ctx.call else None
         if state is None or state.dialog is None:
             return
-        if state.reinvite is None:                  # a retransmitted 2xx: ACK it again
+        if state.reinvite is None or state.state is CallState.ENDED:
+            state.reinvite = state.reinvite_offer = None   # late or retransmitted 2xx
             if response is not None and 200 <= response.status < 300:
                 self._ack(state.dialog, response.cseq.number, state)
             return
@@ -363,7 +371,7 @@ class CallsMixin(UaBase):
 
     # ================================================== requests (UAS side)
     def on_invite(self, request: SipRequest, tx: Transaction, now: float) -> None:
-        self.respond(tx, 100, now)
+        self.respond_tx(tx, 100, now)
         if request.to_addr.tag is not None:
             self._on_reinvite(request, tx, now)
             return
@@ -385,7 +393,7 @@ class CallsMixin(UaBase):
         self._calls[handle.call_id] = state
         self._invite_calls[tx.tx_id] = state
         if self.config.auto_ringing:
-            self.respond(tx, 180, now, to_tag=state.local_tag, contact=True)
+            self.respond_tx(tx, 180, now, to_tag=state.local_tag, contact=True)
             state.dialog = self._uas_dialog(state, early=True)
         self.emit(IncomingCall(handle, request.from_addr, request.to_addr, offer))
 
@@ -412,7 +420,7 @@ class CallsMixin(UaBase):
         if answer is None:
             self.reject_request(tx, request, 488, now)
             return
-        response = self.respond(tx, 200, now, contact=True, body=answer.serialize(),
+        response = self.respond_tx(tx, 200, now, contact=True, body=answer.serialize(),
                                 content_type=SDP_CONTENT_TYPE)
         state.local_sdp = answer
         state.remote_sdp = _sdp_or_none(request.body) or state.remote_sdp
@@ -457,10 +465,10 @@ class CallsMixin(UaBase):
         if state is None:
             self.reject_request(tx, request, 481, now)
             return
-        self.respond(tx, 200, now)
+        self.respond_tx(tx, 200, now)
         if (not state.outgoing and state.state is CallState.EARLY
                 and state.invite_tx.state is TxState.PROCEEDING):
-            self.respond(state.invite_tx, 487, now, to_tag=state.local_tag)
+            self.respond_tx(state.invite_tx, 487, now, to_tag=state.local_tag)
         if state.state is not CallState.ENDED:
             self._end_call(state, CallEndReason.REMOTE_BYE, None)
 
@@ -471,10 +479,10 @@ class CallsMixin(UaBase):
             self.reject_request(tx, request, 481, now)
             return
         state = self._invite_calls.get(invite_tx.tx_id)
-        self.respond(tx, 200, now, to_tag=state.local_tag if state else None)
+        self.respond_tx(tx, 200, now, to_tag=state.local_tag if state else None)
         if (state is not None and state.state is CallState.EARLY
                 and invite_tx.state is TxState.PROCEEDING):
-            self.respond(invite_tx, 487, now, to_tag=state.local_tag)
+            self.respond_tx(invite_tx, 487, now, to_tag=state.local_tag)
             self._end_call(state, CallEndReason.CANCELLED, 487)
 
     # ============================================================ plumbing
@@ -507,11 +515,3 @@ class CallsMixin(UaBase):
                 self._invite_calls.pop(state.invite_tx.tx_id, None)
                 if state.dialog is not None:
                     self._dialog_calls.pop(state.dialog.dialog_id, None)
-
-    def _allow(self) -> str:
-        raise NotImplementedError  # provided by UserAgent
-
-    def reject_request(self, tx: Transaction, request: SipRequest, status: int, now: float,
-                       *, reason: str | None = None,
-                       headers: list[tuple[str, str]] | None = None) -> None:
-        raise NotImplementedError  # provided by UserAgent
