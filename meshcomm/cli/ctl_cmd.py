@@ -1,0 +1,154 @@
+"""``meshcomm ctl``: talk to a running node over the unix socket in its data dir.
+
+``ctl who [--json]`` lists the bindings the node knows, ``ctl status [--json]`` shows the
+node, its neighbours, routes, counters and journal, ``ctl stop`` asks it to de-register and
+exit. A node that is not running gives one line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from meshcomm.config import NodeSettings, default_data_dir
+from meshcomm.runtime.app import data_dir_locked
+from meshcomm.runtime.control import (
+    CONTROL_SOCKET_FILE,
+    DEFAULT_CLIENT_TIMEOUT_S,
+    ControlCommand,
+    ControlError,
+    control_request,
+)
+
+EXIT_NOT_RUNNING = 1
+#: ``ctl stop --wait`` polls for the socket file to disappear this often.
+STOP_POLL_S = 0.05
+SHORT_ID_CHARS = 8
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``ctl`` with its actions ``who``, ``status`` and ``stop``."""
+    ctl = subparsers.add_parser("ctl", help="query or stop a running node",
+                                description="Talk to a running node through the control "
+                                            "socket in its data dir.")
+    ctl.add_argument("--data-dir", metavar="DIR", type=Path,
+                     help="the node's data dir (default $XDG_DATA_HOME/meshcomm or "
+                          "~/.local/share/meshcomm)")
+    ctl.add_argument("--timeout", metavar="SECONDS", type=float,
+                     default=DEFAULT_CLIENT_TIMEOUT_S, dest="timeout_s",
+                     help="how long to wait for the reply (default %(default)s)")
+    sub = ctl.add_subparsers(dest="ctl_command", metavar="ACTION", required=True)
+    who = sub.add_parser("who", help="list the bindings the node knows")
+    who.add_argument("--json", action="store_true", help="print a JSON list")
+    who.set_defaults(handler=run_who)
+    status = sub.add_parser("status", help="node, neighbours, routes, counters, journal")
+    status.add_argument("--json", action="store_true", help="print a JSON object")
+    status.set_defaults(handler=run_status)
+    stop = sub.add_parser("stop", help="de-register and stop the node")
+    stop.add_argument("--wait", action="store_true",
+                      help="return only after the node has exited (up to --timeout)")
+    stop.set_defaults(handler=run_stop)
+
+
+def socket_path(args: argparse.Namespace) -> Path:
+    if args.data_dir is not None:
+        data_dir = Path(args.data_dir).expanduser()
+    else:
+        data_dir = Path(default_data_dir(NodeSettings(), os.environ, str(Path.home())))
+    return data_dir / CONTROL_SOCKET_FILE
+
+
+def _request(args: argparse.Namespace, command: ControlCommand) -> tuple[bool, Any]:
+    try:
+        return True, control_request(socket_path(args), command, timeout_s=args.timeout_s)
+    except ControlError as exc:
+        print(f"meshcomm ctl {command.value}: {exc}", file=sys.stderr)
+        return False, None
+
+
+def _short(node_id: object) -> str:
+    return str(node_id)[:SHORT_ID_CHARS] if node_id else "-"
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [list(header), *rows]]
+    return "\n".join(lines)
+
+
+def format_who(entries: Sequence[dict[str, Any]]) -> str:
+    rows = [[str(e.get("aor")), _short(e.get("node_id")),
+             "-" if e.get("hops") is None else str(e.get("hops")),
+             _short(e.get("next_hop")), str(e.get("state")), f"{e.get('expires', 0):.0f} s"]
+            for e in entries]
+    table = format_table(["AOR", "NODE", "HOPS", "NEXT HOP", "STATE", "EXPIRES"], rows)
+    return f"{table}\n{len(entries)} binding(s)"
+
+
+def run_who(args: argparse.Namespace) -> int:
+    ok, result = _request(args, ControlCommand.WHO)
+    if not ok:
+        return EXIT_NOT_RUNNING
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_who(result))
+    return 0
+
+
+def format_status(st: dict[str, Any]) -> str:
+    journal = st.get("journal", {})
+    lines = [
+        f"node     {st.get('node_id')}",
+        f"aor      {st.get('aor')}  (contact {st.get('contact')})",
+        f"role     {st.get('role')}, incident {st.get('incident')!r}, "
+        f"up {st.get('uptime_s', 0):.1f} s, boot epoch {st.get('boot_epoch')}",
+        f"radios   {', '.join(st.get('radios', {})) or '-'}",
+        f"journal  {journal.get('path')} durable seq {journal.get('durable_seq')}",
+        f"bindings {st.get('bindings')}",
+        "",
+    ]
+    nbs = [[_short(n["node_id"]), str(n["addr"]), str(n["role"]), f"{n['quality']:.2f}",
+            f"{n['reverse_quality']:.2f}", str(n["cost"])] for n in st.get("neighbours", [])]
+    lines.append(format_table(["NEIGHBOUR", "ADDRESS", "ROLE", "Q", "Q REV", "COST"], nbs))
+    lines.append("")
+    routes = [[_short(r["dst"]), _short(r["next_hop"]), str(r["hops"]), str(r["metric"])]
+              for r in st.get("routes", [])]
+    lines.append(format_table(["ROUTE TO", "NEXT HOP", "HOPS", "METRIC"], routes))
+    lines.append("")
+    counters = st.get("counters", {})
+    lines.append("counters " + ", ".join(f"{k}={v}" for k, v in counters.items() if v))
+    return "\n".join(lines)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    ok, result = _request(args, ControlCommand.STATUS)
+    if not ok:
+        return EXIT_NOT_RUNNING
+    print(json.dumps(result, indent=2) if args.json else format_status(result))
+    return 0
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    ok, _ = _request(args, ControlCommand.STOP)
+    if not ok:
+        return EXIT_NOT_RUNNING
+    data_dir = socket_path(args).parent
+    if args.wait:
+        deadline = time.monotonic() + args.timeout_s
+        while data_dir_locked(data_dir):
+            if time.monotonic() > deadline:
+                print(f"meshcomm ctl stop: node still running after {args.timeout_s} s",
+                      file=sys.stderr)
+                return EXIT_NOT_RUNNING
+            time.sleep(STOP_POLL_S)
+    print("stopping" if not args.wait else "stopped")
+    return 0

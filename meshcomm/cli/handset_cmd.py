@@ -1,0 +1,135 @@
+"""``meshcomm handset`` and ``meshcomm relay``: run a real node until Ctrl-C or SIGTERM.
+
+Zero configuration: the identity is created on first start, the AoR is derived from
+``--name`` / the profile / the host name plus a key fingerprint, and the node registers,
+refreshes and, on exit, de-registers. Exit status: 0 after a clean stop, 1 when the node
+cannot start (missing interface or permission, data dir in use), 2 for a bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from meshcomm.cli.config_cmd import report_config_error
+from meshcomm.config import (
+    NodeConfig,
+    Role,
+    config_with_overrides,
+    default_data_dir,
+    load_config,
+    load_profile,
+    parse_override,
+    profile_names,
+)
+from meshcomm.errors import ConfigError
+from meshcomm.runtime.app import DEFAULT_SHUTDOWN_GRACE_S, NodeOptions, StartupError, run_node
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Exit status for a bad configuration (argparse uses 2 for usage errors as well).
+EXIT_CONFIG = 2
+EXIT_STARTUP = 1
+EXIT_INTERRUPTED = 130
+
+
+def _add_node_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--radio", metavar="SPEC", action="append", default=[],
+                        help="link to use: udp:IFACE (IPv6 link-local multicast) or "
+                             "ether:IFACE (raw frames, root); repeatable; default: the "
+                             "config's radio.interfaces")
+    parser.add_argument("--data-dir", metavar="DIR", type=Path,
+                        help="identity, journal and control socket (default: node.data_dir, "
+                             "else $XDG_DATA_HOME/meshcomm or ~/.local/share/meshcomm)")
+    parser.add_argument("--name", help="SIP user part (default: host name + key fingerprint)")
+    parser.add_argument("--domain", help="SIP domain of the incident")
+    parser.add_argument("--incident", help="incident (overlay) id")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--profile", metavar="NAME",
+                        help="a shipped field profile: " + ", ".join(profile_names()))
+    source.add_argument("--config", metavar="FILE", type=Path, help="a field config file")
+    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                        dest="overrides", help="override one config key (repeatable)")
+    parser.add_argument("--impair", metavar="SPEC",
+                        help="user-space impairment of received frames, e.g. loss=0.1 "
+                             "(tests and drills only)")
+    parser.add_argument("--shutdown-grace", metavar="SECONDS", type=float,
+                        default=DEFAULT_SHUTDOWN_GRACE_S, dest="shutdown_grace_s",
+                        help="keep running this long after de-registering (default "
+                             "%(default)s)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``handset`` and ``relay`` commands (same code, different role)."""
+    handset = subparsers.add_parser(
+        "handset", help="run a responder's handset node",
+        description="Run a handset node: creates its identity on first start, finds "
+                    "neighbours, registers sip:NAME@DOMAIN and de-registers on Ctrl-C.")
+    _add_node_arguments(handset)
+    handset.set_defaults(handler=run_handset, role=Role.HANDSET)
+    relay = subparsers.add_parser(
+        "relay", help="run a vehicle relay node",
+        description="Run a relay node (same as handset, with role relay).")
+    _add_node_arguments(relay)
+    relay.set_defaults(handler=run_handset, role=Role.RELAY)
+
+
+def _base_config(args: argparse.Namespace) -> NodeConfig:
+    if args.profile is not None:
+        return load_profile(args.profile)
+    if args.config is not None:
+        return load_config(args.config)
+    return NodeConfig()
+
+
+def build_config(args: argparse.Namespace) -> NodeConfig:
+    """The effective config: profile/file/defaults, then --set, then the dedicated flags."""
+    overrides: dict[str, Any] = dict(parse_override(text) for text in args.overrides)
+    flags = {"node.name": args.name, "node.domain": args.domain,
+             "node.incident": args.incident, "radio.impairment": args.impair}
+    overrides.update({key: value for key, value in flags.items() if value is not None})
+    role: Role = args.role
+    overrides["node.role"] = role.value
+    return config_with_overrides(_base_config(args), overrides)
+
+
+def resolve_data_dir(args: argparse.Namespace, cfg: NodeConfig) -> Path:
+    if args.data_dir is not None:
+        return Path(args.data_dir).expanduser()
+    text = default_data_dir(cfg.node, os.environ, str(Path.home()))
+    return Path(text).expanduser()
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+
+
+def run_handset(args: argparse.Namespace) -> int:
+    command = f"meshcomm {args.role.value}"
+    _setup_logging(args.log_level)
+    try:
+        cfg = build_config(args)
+    except ConfigError as exc:
+        report_config_error(exc, str(args.config) if args.config is not None else command)
+        return EXIT_CONFIG
+    options = NodeOptions(config=cfg, data_dir=resolve_data_dir(args, cfg),
+                          radio_specs=tuple(args.radio) or cfg.radio.interfaces,
+                          hostname=socket.gethostname(),
+                          shutdown_grace_s=max(0.0, args.shutdown_grace_s))
+    try:
+        return asyncio.run(run_node(options))
+    except StartupError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    except ConfigError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

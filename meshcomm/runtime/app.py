@@ -1,0 +1,258 @@
+"""Run one real node: data dir, identity, journal, radios, driver and control socket.
+
+:func:`run_node` is what ``meshcomm handset`` and ``meshcomm relay`` call. Startup problems
+that the user can fix (bad radio spec, missing interface, no permission for raw frames,
+another node on the same data dir) raise :class:`StartupError` with one clear line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import random
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from meshcomm.config import NodeConfig, node_aor
+from meshcomm.errors import ConfigError, DecodeError
+from meshcomm.journal.store import JournalStore
+from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.runtime.control import CONTROL_SOCKET_FILE, ControlError, ControlServer
+from meshcomm.runtime.driver import NodeDriver
+from meshcomm.runtime.handlers import NodeInfo, control_handlers
+from meshcomm.security.identity import Identity, fingerprint
+from meshcomm.security.keystore import (
+    load_credential_bytes,
+    load_or_create_identity,
+    next_boot_epoch,
+)
+from meshcomm.security.verify import SignatureVerifier
+from meshcomm.types import short_id
+from radios import Impairment, Radio, open_radio, parse_impairment
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE: Final = "journal.sqlite"
+LOCK_FILE: Final = "node.lock"
+#: After de-registering, keep running this long so tombstones (and an early anti-entropy
+#: digest carrying them) go out before the radios close.
+DEFAULT_SHUTDOWN_GRACE_S: Final = 1.0
+#: A signed journal checkpoint is written this often (and at a clean shutdown).
+CHECKPOINT_INTERVAL_S: Final = 60.0
+#: SIP host part of the contact a node registers: ``sip:NAME@<short node id>.mesh``.
+CONTACT_HOST_SUFFIX: Final = "mesh"
+
+
+class StartupError(Exception):
+    """The node cannot start; the message is one line for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    config: NodeConfig
+    data_dir: Path
+    radio_specs: tuple[str, ...]
+    hostname: str
+    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
+    #: Seeds the node's random.Random (tests); None draws one from the OS.
+    seed: int | None = None
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the data dir: one node per data dir."""
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StartupError(f"another meshcomm node is running with data dir {data_dir}") \
+                from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def data_dir_locked(data_dir: Path) -> bool:
+    """True while a node holds the lock of ``data_dir`` (it is running)."""
+    try:
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def radio_seed(node_id: bytes, spec: str) -> int:
+    """Per-radio impairment seed derived from the node id (radio names repeat across nodes)."""
+    digest = hashlib.sha256(b"meshcomm-radio-seed\x00" + node_id + spec.encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def mesh_settings(cfg: NodeConfig) -> NodeSettings:
+    return NodeSettings(incident=cfg.node.incident, role=cfg.node.role.value,
+                        registration_lifetime_s=cfg.node.registration_lifetime_s,
+                        trust=cfg.trust.to_policy(), overlay=cfg.overlay)
+
+
+def contact_for(aor: str, node_id: bytes) -> str:
+    user = aor.removeprefix("sip:").partition("@")[0]
+    return f"sip:{user}@{short_id(node_id)}.{CONTACT_HOST_SUFFIX}"
+
+
+def _capability_problem(spec: str, exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return (f"radio {spec}: permission denied ({exc.strerror}); raw frames need root "
+                "or CAP_NET_RAW")
+    return f"radio {spec}: cannot open: {exc.strerror or exc}"
+
+
+async def open_radios(specs: tuple[str, ...], impairment: Impairment | None,
+                      node_id: bytes) -> list[Radio]:
+    """Create and open every radio; on any failure close those opened and raise."""
+    if not specs:
+        raise StartupError("no radio: give --radio udp:IFACE (or ether:IFACE), or list "
+                           "radio.interfaces in the field config")
+    radios: list[Radio] = []
+    try:
+        for spec in specs:
+            radio = open_radio(spec, impairment=impairment, seed=radio_seed(node_id, spec))
+            try:
+                await radio.open()
+            except ConfigError as exc:
+                raise StartupError(str(exc)) from None
+            except OSError as exc:
+                raise StartupError(_capability_problem(spec, exc)) from None
+            radios.append(radio)
+    except BaseException:
+        for radio in radios:
+            radio.close()
+        raise
+    return radios
+
+
+def _load_identity(data_dir: Path) -> tuple[Identity, int, bytes | None]:
+    identity, created = load_or_create_identity(data_dir)
+    if created:
+        log.info("created a new identity in %s, fingerprint %s", data_dir,
+                 fingerprint(identity.public_key))
+    else:
+        log.info("identity fingerprint %s", fingerprint(identity.public_key))
+    return identity, next_boot_epoch(data_dir), load_credential_bytes(data_dir)
+
+
+def _open_journal(path: Path, node_id: bytes) -> JournalStore:
+    try:
+        return JournalStore.open(path, node_id)
+    except ConfigError as exc:
+        raise StartupError(f"journal {path}: {exc}") from None
+    except DecodeError as exc:
+        raise StartupError(f"journal {path} cannot be continued: {exc}") from None
+
+
+async def run_node(options: NodeOptions,
+                   on_ready: Callable[[NodeDriver, NodeInfo], None] | None = None) -> int:
+    """Run a node until SIGINT/SIGTERM or a ``stop`` request; returns the exit status."""
+    data_dir = options.data_dir
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create data dir {data_dir}: {exc.strerror}") from None
+    with data_dir_lock(data_dir):
+        return await _run_locked(options, on_ready)
+
+
+async def _run_locked(options: NodeOptions,
+                      on_ready: Callable[[NodeDriver, NodeInfo], None] | None) -> int:
+    cfg, data_dir = options.config, options.data_dir
+    identity, epoch, credential = _load_identity(data_dir)
+    aor = node_aor(cfg.node, options.hostname, identity.public_key)
+    info = NodeInfo(identity.node_id, identity.public_key, aor,
+                    contact_for(aor, identity.node_id), cfg.node.role.value,
+                    cfg.node.incident, data_dir, epoch)
+    impairment = parse_impairment(cfg.radio.impairment) if cfg.radio.impairment else None
+    radios = await open_radios(options.radio_specs, impairment, identity.node_id)
+    try:
+        journal = _open_journal(data_dir / JOURNAL_FILE, identity.node_id)
+    except BaseException:
+        for radio in radios:
+            radio.close()
+        raise
+    loop = asyncio.get_running_loop()
+    rng = random.Random(options.seed if options.seed is not None else secrets.randbits(64))
+    wall_offset_s = time.time() - time.monotonic()
+    node = MeshNode(identity, mesh_settings(cfg), verifier=SignatureVerifier(), rng=rng,
+                    now=loop.time(), seq_base=epoch << 32, wall_offset_s=wall_offset_s,
+                    credential=credential)
+    driver = NodeDriver(node, radios, journal, loop, wall_offset_s=wall_offset_s)
+    try:
+        return await _serve(driver, info, options, on_ready)
+    finally:
+        driver.close()
+
+
+async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,
+                 on_ready: Callable[[NodeDriver, NodeInfo], None] | None) -> int:
+    loop = driver.loop
+    stop = asyncio.Event()
+    server = ControlServer(options.data_dir / CONTROL_SOCKET_FILE,
+                           control_handlers(driver, info, stop.set))
+    try:
+        server.bind()
+    except (ControlError, OSError) as exc:
+        raise StartupError(f"control socket: {exc}") from None
+    driver.start()
+    driver.register(info.aor, (info.contact,))
+    log.info("node %s up: %s (%s, incident %r) on %s", short_id(info.node_id), info.aor,
+             info.role, info.incident, ", ".join(driver.radios))
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            serve_task = tg.create_task(server.serve(tg))
+            checkpoint_task = tg.create_task(_checkpoints(driver, info, stop))
+            if on_ready is not None:
+                on_ready(driver, info)
+            await stop.wait()
+            log.info("stopping: withdrawing %s", info.aor)
+            driver.shutdown()
+            await asyncio.sleep(options.shutdown_grace_s)
+            _checkpoint(driver, info)
+            serve_task.cancel()
+            checkpoint_task.cancel()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        server.close()
+    log.info("node %s stopped", short_id(info.node_id))
+    return 0
+
+
+def _checkpoint(driver: NodeDriver, info: NodeInfo) -> None:
+    journal = driver.journal
+    if journal is None or driver.closed:
+        return
+    now = driver.now()
+    journal.checkpoint(driver.node.identity.sign, now, driver.wall_time(now))
+    driver.flush_journal()
+
+
+async def _checkpoints(driver: NodeDriver, info: NodeInfo, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+        _checkpoint(driver, info)

@@ -1,0 +1,285 @@
+"""The control API of a running node: a unix socket in its data dir (``control.sock``, 0600).
+
+Protocol: one JSON object per line in, one JSON object per line out, any number of requests
+per connection. A request is ``{"cmd": "who"}`` (plus command arguments later); a reply is
+``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``. A bad request gets an
+error reply; an over-long line gets an error reply and the connection is closed. Nothing a
+client sends can stop the server except the ``stop`` command.
+
+Commands are an Enum and dispatch is an explicit table (:class:`ControlServer` takes it), so
+issue 4 can add ``send`` and ``inbox``. :func:`control_request` is the blocking client used by
+``meshcomm ctl`` and the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+from meshcomm.errors import DecodeError
+
+log = logging.getLogger(__name__)
+
+CONTROL_SOCKET_FILE: Final = "control.sock"
+CONTROL_SOCKET_MODE: Final = 0o600
+#: Longest request line accepted (bytes, newline included).
+MAX_REQUEST_BYTES: Final = 4096
+#: Largest reply a client reads (bytes).
+MAX_REPLY_BYTES: Final = 16 * 1024 * 1024
+#: Concurrent client connections; more are answered with an error and closed.
+MAX_CONNECTIONS: Final = 16
+#: A connection idle for this long is closed.
+IDLE_TIMEOUT_S: Final = 30.0
+#: Longest path a unix socket can be bound to (sun_path is 108 bytes with the NUL).
+MAX_SOCKET_PATH_BYTES: Final = 107
+DEFAULT_CLIENT_TIMEOUT_S: Final = 5.0
+LISTEN_BACKLOG: Final = 16
+
+
+class ControlCommand(StrEnum):
+    WHO = "who"
+    STATUS = "status"
+    STOP = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    command: ControlCommand
+    args: Mapping[str, object]
+
+
+#: A command handler: request -> JSON-able result. Raise DecodeError for bad arguments.
+Handler = Callable[[ControlRequest], object]
+
+
+class ControlError(Exception):
+    """The client could not get a reply (node not running, socket gone, bad reply)."""
+
+
+class NodeNotRunning(ControlError):
+    pass
+
+
+def decode_request_untrusted(line: bytes) -> ControlRequest:
+    """Parse one request line; raises only DecodeError."""
+    if len(line) > MAX_REQUEST_BYTES:
+        raise DecodeError("request too long", reason="oversized")
+    try:
+        obj = json.loads(line)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DecodeError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise DecodeError("request must be a JSON object")
+    cmd = obj.get("cmd")
+    if not isinstance(cmd, str):
+        raise DecodeError('request needs "cmd" (a string)')
+    try:
+        command = ControlCommand(cmd)
+    except ValueError:
+        known = ", ".join(c.value for c in ControlCommand)
+        raise DecodeError(f"unknown command {cmd[:40]!r}; known: {known}",
+                          reason="unknown_command") from None
+    args = {k: v for k, v in obj.items() if k != "cmd"}
+    return ControlRequest(command, args)
+
+
+def encode_reply(reply: Mapping[str, object]) -> bytes:
+    return json.dumps(reply, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def check_socket_path(path: Path) -> None:
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+        raise ControlError(f"control socket path {path} is longer than "
+                           f"{MAX_SOCKET_PATH_BYTES} bytes; use a shorter --data-dir")
+
+
+class ControlServer:
+    """Serves the control socket. ``serve()`` runs until cancelled; use it in a TaskGroup."""
+
+    def __init__(self, path: Path, handlers: Mapping[ControlCommand, Handler]) -> None:
+        self.path = path
+        self.handlers = dict(handlers)
+        self.counters: dict[str, int] = {"requests": 0, "bad_requests": 0, "errors": 0,
+                                         "refused_connections": 0}
+        self._sock: socket.socket | None = None
+        self._connections = 0
+
+    def bind(self) -> None:
+        """Create the socket file (mode 0600); removes a stale one left by a dead node."""
+        check_socket_path(self.path)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(os.fsencode(self.path))
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, CONTROL_SOCKET_MODE)
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+        self._sock = sock
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    async def serve(self, tg: asyncio.TaskGroup) -> None:
+        """Accept connections until cancelled; each connection is a task in ``tg``."""
+        if self._sock is None:
+            self.bind()
+        assert self._sock is not None
+        loop = asyncio.get_running_loop()
+        listener = self._sock
+        try:
+            while True:
+                conn, _ = await loop.sock_accept(listener)
+                tg.create_task(self._connection(conn))
+        finally:
+            self.close()
+
+    async def _connection(self, conn: socket.socket) -> None:
+        reader, writer = await asyncio.open_unix_connection(sock=conn, limit=MAX_REQUEST_BYTES)
+        try:
+            if self._connections >= MAX_CONNECTIONS:
+                self.counters["refused_connections"] += 1
+                writer.write(encode_reply({"ok": False, "error": "too many connections"}))
+                await writer.drain()
+                return
+            self._connections += 1
+            try:
+                await self._serve_lines(reader, writer)
+            finally:
+                self._connections -= 1
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _serve_lines(self, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(IDLE_TIMEOUT_S):
+                    line = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial.strip():
+                    writer.write(encode_reply(self.handle_line(exc.partial)))
+                    await writer.drain()
+                return
+            except asyncio.LimitOverrunError:
+                self.counters["bad_requests"] += 1
+                writer.write(encode_reply({"ok": False, "error": "request line too long"}))
+                await writer.drain()
+                return
+            if not line.strip():
+                continue
+            writer.write(encode_reply(self.handle_line(line)))
+            await writer.drain()
+
+    def handle_line(self, line: bytes) -> dict[str, object]:
+        """One request line -> one reply object (never raises for bad input)."""
+        try:
+            request = decode_request_untrusted(line)
+        except DecodeError as exc:
+            self.counters["bad_requests"] += 1
+            return {"ok": False, "error": str(exc)}
+        handler = self.handlers.get(request.command)
+        if handler is None:
+            self.counters["bad_requests"] += 1
+            return {"ok": False, "error": f"command {request.command.value!r} not available"}
+        self.counters["requests"] += 1
+        try:
+            result = handler(request)
+            json.dumps(result, allow_nan=False)
+        except DecodeError as exc:
+            self.counters["bad_requests"] += 1
+            return {"ok": False, "error": str(exc)}
+        except Exception:
+            self.counters["errors"] += 1
+            log.exception("control command %s failed", request.command.value)
+            return {"ok": False, "error": f"internal error in {request.command.value!r}"}
+        return {"ok": True, "result": result}
+
+
+# --------------------------------------------------------------------------- client
+def _connect(path: Path, timeout_s: float) -> socket.socket:
+    check_socket_path(path)
+    if not path.exists():
+        raise NodeNotRunning(f"no node is running with data dir {path.parent} "
+                             f"({path.name} not found)")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(os.fsencode(path))
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            raise NodeNotRunning(f"no node is running with data dir {path.parent} "
+                                 f"(stale {path.name})") from None
+        raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if b"\n" in chunk or size > MAX_REPLY_BYTES:
+            break
+    data = b"".join(chunks)
+    if b"\n" not in data:
+        raise ControlError("the node closed the connection without a complete reply")
+    return data.split(b"\n", 1)[0]
+
+
+def control_request(path: Path, command: ControlCommand | str, *,
+                    timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S, **args: Any) -> Any:
+    """Send one request to the node at control socket ``path``; return its ``result``.
+
+    Raises NodeNotRunning when nobody listens there, ControlError for an error reply,
+    a timeout or a malformed reply.
+    """
+    request = {"cmd": str(command), **args}
+    sock = _connect(path, timeout_s)
+    try:
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        line = _read_line(sock)
+    except TimeoutError:
+        raise ControlError(f"no reply from {path} within {timeout_s} s") from None
+    except OSError as exc:
+        raise ControlError(f"control socket {path}: {exc.strerror or exc}") from None
+    finally:
+        sock.close()
+    try:
+        reply = json.loads(line)
+    except ValueError as exc:
+        raise ControlError(f"malformed reply from the node: {exc}") from None
+    if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+        raise ControlError("malformed reply from the node")
+    if not reply["ok"]:
+        raise ControlError(str(reply.get("error", "error")))
+    return reply.get("result")

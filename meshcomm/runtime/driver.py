@@ -1,0 +1,207 @@
+"""NodeDriver: the thin asyncio edge of one node (ARCHITECTURE.md rule 3).
+
+The driver owns the sans-IO :class:`~meshcomm.node.mesh.MeshNode`, the opened radios and the
+node's journal. It only moves things between them:
+
+* a radio callback feeds ``node.receive(data, LinkAddr(f"{radio.name}|{src}"), loop.time())``;
+* after every input, command or timer it drains ``to_send`` (``dst`` None goes out on every
+  radio, otherwise the link address is split at the first ``"|"`` to pick the radio), drains
+  ``next_event`` (journal records are stamped with monotonic and wall-clock time and appended
+  to the journal; other events go to an optional sink, else are logged at debug level), and
+  arms exactly one loop timer for ``next_timer()``;
+* the journal is flushed (one durable SQLite transaction) at most once per loop turn:
+  appends schedule one ``call_soon`` flush.
+
+Time given to the core is ``loop.time()`` (monotonic); wall-clock time is
+``loop.time() + wall_offset_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+
+from meshcomm.errors import LocalProtocolError
+from meshcomm.journal.events import JournalRecord
+from meshcomm.journal.store import JournalStore
+from meshcomm.location.binding import Binding
+from meshcomm.node.mesh import MeshNode
+from meshcomm.overlay.core import WhoEntry
+from meshcomm.types import Datagram, LinkAddr
+from radios.base import LINK_ADDR_SEPARATOR, Radio
+
+log = logging.getLogger(__name__)
+
+#: Callback for core events other than journal records (e.g. unicast deliveries).
+EventSink = Callable[[object], None]
+
+
+class NodeDriver:
+    """Drives one MeshNode on an asyncio loop. Not thread-safe; use on the loop only."""
+
+    def __init__(self, node: MeshNode, radios: Sequence[Radio], journal: JournalStore | None,
+                 loop: asyncio.AbstractEventLoop, *, wall_offset_s: float,
+                 event_sink: EventSink | None = None) -> None:
+        names = [radio.name for radio in radios]
+        if len(set(names)) != len(names):
+            raise LocalProtocolError(f"radio names must be unique: {names}")
+        self.node = node
+        self.journal = journal
+        self.loop = loop
+        self.wall_offset_s = wall_offset_s
+        self.event_sink = event_sink
+        self.radios: dict[str, Radio] = {radio.name: radio for radio in radios}
+        self.started_at = loop.time()
+        self.counters: dict[str, int] = {"tx_unknown_radio": 0, "tx_errors": 0,
+                                         "journal_flush_errors": 0}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flush_pending = False
+        self._closed = False
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Install radio receivers and process what the core queued at construction."""
+        for radio in self.radios.values():
+            radio.set_receiver(self._receiver_for(radio.name))
+        self.pump()
+
+    def _receiver_for(self, radio_name: str) -> Callable[[bytes, str], None]:
+        def receive(data: bytes, src: str) -> None:
+            self.receive(radio_name, data, src)
+        return receive
+
+    def close(self) -> None:
+        """Cancel the timer, close the radios, flush and close the journal. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for radio in self.radios.values():
+            radio.close()
+        if self.journal is not None:
+            self.journal.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def wall_time(self, now: float) -> float:
+        return now + self.wall_offset_s
+
+    # ------------------------------------------------------------ inputs
+    def receive(self, radio_name: str, data: bytes, src: str) -> None:
+        if self._closed:
+            return
+        self.node.receive(data, LinkAddr(f"{radio_name}{LINK_ADDR_SEPARATOR}{src}"), self.now())
+        self.pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self._closed:
+            return
+        self.node.on_timer(self.now())
+        self.pump()
+
+    # ------------------------------------------------------------ commands
+    def register(self, aor: str, contacts: tuple[str, ...]) -> Binding:
+        binding = self.node.register(aor, contacts, self.now())
+        self.pump()
+        return binding
+
+    def deregister(self, aor: str) -> Binding | None:
+        binding = self.node.deregister(aor, self.now())
+        self.pump()
+        return binding
+
+    def shutdown(self) -> None:
+        """Withdraw the node's registrations (tombstones go out now) and stop refreshing."""
+        self.node.shutdown(self.now())
+        self.pump()
+
+    def who(self) -> list[WhoEntry]:
+        return self.node.overlay.who(self.now())
+
+    # ------------------------------------------------------------ outputs
+    def pump(self) -> None:
+        """Drain datagrams and events, re-arm the one timer."""
+        if self._closed:
+            return
+        now = self.now()
+        for dgram in self.node.to_send(now):
+            self._transmit(dgram)
+        while (event := self.node.next_event()) is not None:
+            if isinstance(event, JournalRecord):
+                self._journal(event, now)
+            elif self.event_sink is not None:
+                self.event_sink(event)
+            else:
+                log.debug("event without a consumer: %r", event)
+        self._arm()
+
+    def _transmit(self, dgram: Datagram) -> None:
+        if dgram.dst is None:
+            for radio in self.radios.values():
+                self._send(radio, dgram.data, None)
+            return
+        name, sep, addr = dgram.dst.partition(LINK_ADDR_SEPARATOR)
+        target = self.radios.get(name)
+        if not sep or target is None:
+            self.counters["tx_unknown_radio"] += 1
+            log.debug("datagram for unknown link address %r dropped", dgram.dst)
+            return
+        self._send(target, dgram.data, addr)
+
+    def _send(self, radio: Radio, data: bytes, dst: str | None) -> None:
+        try:
+            radio.send(data, dst)
+        except LocalProtocolError as exc:
+            # Oversize for this link or a malformed address: a bug above, not fatal.
+            self.counters["tx_errors"] += 1
+            log.warning("radio %s: %s", radio.name, exc)
+
+    def _journal(self, record: JournalRecord, now: float) -> None:
+        if self.journal is None:
+            log.debug("journal: %s %s", record.type.value, dict(record.data))
+            return
+        self.journal.append_record(record, now, self.wall_time(now))
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        if self.journal is None or self._closed:
+            return
+        try:
+            self.journal.flush()
+        except sqlite3.Error as exc:
+            # Entries stay buffered and are retried on the next flush.
+            self.counters["journal_flush_errors"] += 1
+            log.error("journal %s: flush failed: %s", self.journal.path, exc)
+
+    def flush_journal(self) -> int:
+        """Flush now; return the durable seq (0 without a journal)."""
+        if self.journal is None:
+            return 0
+        self._flush()
+        return self.journal.durable_seq
+
+    def _arm(self) -> None:
+        when = self.node.next_timer()
+        if when == self._timer_at and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            self._timer = self.loop.call_at(when, self._on_timer)
