@@ -90,6 +90,11 @@ class NodeDriver:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def armed_at(self) -> float | None:
+        """Loop time the one timer is armed for (None: no timer)."""
+        return self._timer_at if self._timer is not None else None
+
     def now(self) -> float:
         return self.loop.time()
 

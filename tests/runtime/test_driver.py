@@ -1,0 +1,199 @@
+"""NodeDriver with real MeshNodes on in-process mem radios (one asyncio loop)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from meshcomm.errors import LocalProtocolError
+from meshcomm.journal.events import JournalEventType
+from meshcomm.journal.verify import verify_journal
+from meshcomm.overlay.forwarding import UnicastReceived
+from meshcomm.runtime.driver import NodeDriver
+from radios import open_radio
+from radios.mem import drop_medium, get_medium
+from tests.runtime.helpers import aors, chain_medium, identity, make_driver, wait_until
+
+STATIONS = ["a", "b", "c"]
+
+
+def _aor(name: str) -> str:
+    return f"sip:{name}@test.example"
+
+
+async def _chain_of_three(medium: str, journal_dir: Path | None) -> list[NodeDriver]:
+    drivers = [await make_driver(n, [f"mem:{medium}/{n}"], journal_dir, seed=i)
+               for i, n in enumerate(STATIONS)]
+    for name, driver in zip(STATIONS, drivers, strict=True):
+        driver.register(_aor(name), (f"sip:{name}@{name}.mesh",))
+    return drivers
+
+
+def test_three_nodes_converge_over_two_hops_and_journal(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with chain_medium(STATIONS) as medium:
+            drivers = await _chain_of_three(medium.name, tmp_path)
+            try:
+                want = {_aor(n) for n in STATIONS}
+                await wait_until(lambda: all(aors(d) == want for d in drivers),
+                                 "every node to know all three bindings")
+                a, b, c = drivers
+                far = {e.aor: e for e in a.who()}[_aor("c")]
+                assert far.node_id == c.node.node_id.hex()
+                assert far.state == "verified"
+                await wait_until(lambda: {e.aor: e for e in a.who()}[_aor("c")].hops == 2,
+                                 "a route from a to c")
+                far = {e.aor: e for e in a.who()}[_aor("c")]
+                assert far.next_hop == b.node.node_id.hex()
+                assert {e.aor: e for e in a.who()}[_aor("a")].hops == 0
+                assert a.radios[f"mem:{medium.name}/a"].counters["tx"] > 0
+            finally:
+                for driver in drivers:
+                    driver.close()
+
+    asyncio.run(scenario())
+    for name in STATIONS:
+        report = verify_journal(tmp_path / f"{name}.sqlite", identity(name).public_key)
+        assert report.ok, report.problems
+        assert report.count > 3
+    from meshcomm.journal.store import JournalStore
+
+    with JournalStore.open(tmp_path / "a.sqlite", identity("a").node_id) as store:
+        types = [e.type for e in store.entries()]
+        learned = [e for e in store.entries() if e.type == JournalEventType.BINDING_LEARNED]
+    assert types[0] == JournalEventType.NODE_STARTED
+    assert JournalEventType.NEIGHBOUR_UP in types
+    assert len(learned) >= 3
+    assert all(e.wall_s - e.mono_s == pytest.approx(1.7e9) for e in learned)
+
+
+def test_journal_is_flushed_once_per_loop_turn(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with chain_medium(["a"]) as medium:
+            driver = await make_driver("a", [f"mem:{medium.name}/a"], tmp_path)
+            try:
+                journal = driver.journal
+                assert journal is not None
+                driver.register(_aor("a"), ())
+                driver.register(_aor("a2"), ())
+                assert journal.pending_count >= 2  # buffered, not yet written
+                head = journal.head()
+                assert head is not None
+                await asyncio.sleep(0)  # one loop turn: the coalesced flush runs
+                assert journal.pending_count == 0
+                assert journal.durable_seq == head[0]
+            finally:
+                driver.close()
+
+    asyncio.run(scenario())
+
+
+def test_exactly_one_timer_follows_next_timer(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with chain_medium(["a"]) as medium:
+            driver = await make_driver("a", [f"mem:{medium.name}/a"])
+            try:
+                assert driver.armed_at == driver.node.next_timer()
+                driver.register(_aor("a"), ())
+                assert driver.armed_at == driver.node.next_timer()
+                first = driver.armed_at
+                assert first is not None
+                await wait_until(lambda: driver.armed_at != first, "the timer to fire")
+                assert driver.armed_at == driver.node.next_timer()
+                assert driver.node.counters["tx_hello"] >= 1
+            finally:
+                driver.close()
+            assert driver.armed_at is None
+
+    asyncio.run(scenario())
+
+
+def test_unicast_goes_out_on_the_radio_of_its_link_address() -> None:
+    """b has two radios on two media; a's unicast to c must cross b's second radio."""
+    m1, m2 = "rt-uni-1", "rt-uni-2"
+    get_medium(m1)
+    get_medium(m2)
+    received: list[UnicastReceived] = []
+
+    async def scenario() -> None:
+        a = await make_driver("ua", [f"mem:{m1}/a"])
+        b = await make_driver("ub", [f"mem:{m1}/b", f"mem:{m2}/b"])
+        c = await make_driver("uc", [f"mem:{m2}/c"])
+        c.event_sink = lambda ev: received.append(ev) if isinstance(ev, UnicastReceived) else None
+        try:
+            c.register("sip:c@test.example", ())
+            await wait_until(lambda: a.node.overlay.routes.get(c.node.node_id, a.now())
+                             is not None, "a route from a to c")
+            a.node.send_unicast(c.node.node_id, 7, b"hello c", a.now())
+            a.pump()
+            await wait_until(lambda: bool(received), "c to receive the unicast")
+            assert received[0].body == b"hello c"
+            assert received[0].origin == a.node.node_id
+            assert b.radios[f"mem:{m2}/b"].counters["tx"] > 0
+            assert a.counters["tx_unknown_radio"] == b.counters["tx_unknown_radio"] == 0
+        finally:
+            for driver in (a, b, c):
+                driver.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        drop_medium(m1)
+        drop_medium(m2)
+
+
+def test_clean_shutdown_withdraws_the_binding_at_the_neighbour() -> None:
+    async def scenario() -> None:
+        with chain_medium(["a", "b"]) as medium:
+            a = await make_driver("a", [f"mem:{medium.name}/a"])
+            b = await make_driver("b", [f"mem:{medium.name}/b"])
+            try:
+                a.register(_aor("a"), ())
+                b.register(_aor("b"), ())
+                await wait_until(lambda: aors(b) == {_aor("a"), _aor("b")}, "convergence")
+                a.shutdown()
+                await wait_until(lambda: _aor("a") not in aors(b), "a's binding withdrawn")
+                stored = [s for s in b.node.table if s.binding.aor == _aor("a")]
+                assert stored and all(s.binding.is_tombstone for s in stored)
+                assert a.node.next_timer() is not None  # the overlay keeps running
+            finally:
+                a.close()
+                b.close()
+
+    asyncio.run(scenario())
+
+
+def test_garbage_from_a_radio_is_counted_not_fatal() -> None:
+    async def scenario() -> None:
+        with chain_medium(["a", "b"]) as medium:
+            a = await make_driver("a", [f"mem:{medium.name}/a"])
+            try:
+                name = f"mem:{medium.name}/a"
+                for junk in (b"", b"\x00" * 10, b"\xff" * 2000, b"\x93\x01\x02"):
+                    a.receive(name, junk, "b")
+                drops = sum(v for k, v in a.node.counters.items()
+                            if k.startswith("drop_") and k != "drop_journal_suppressed")
+                assert drops == 4
+                assert a.node.counters["rx_frames"] == 4
+                a.register(_aor("a"), ())
+                assert aors(a) == {_aor("a")}
+            finally:
+                a.close()
+
+    asyncio.run(scenario())
+
+
+def test_radio_names_must_be_unique() -> None:
+    async def scenario() -> None:
+        with chain_medium(["a"]) as medium:
+            driver = await make_driver("a", [f"mem:{medium.name}/a"])
+            try:
+                same = open_radio(f"mem:{medium.name}/a")
+                with pytest.raises(LocalProtocolError):
+                    NodeDriver(driver.node, [same, same], None, driver.loop, wall_offset_s=0)
+            finally:
+                driver.close()
+
+    asyncio.run(scenario())
