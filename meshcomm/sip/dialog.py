@@ -186,14 +186,13 @@ def dialog_from_uac(request: SipRequest, response: SipResponse) -> Dialog:
 def dialog_from_uas(request: SipRequest, local_tag: str, *, initial_local_seq: int,
                     early: bool = False) -> Dialog:
     """§12.1.1: the UAS's dialog for ``request`` answered with To tag ``local_tag``."""
-    contacts = request.contacts
-    if not contacts:
-        raise LocalProtocolError("a dialog-creating request needs a Contact (§8.1.1.8)")
+    contacts = request.contacts          # RFC 2543 peers may omit Contact: use From
     return Dialog(
         call_id=request.call_id, local_tag=local_tag,
         remote_tag=request.from_addr.tag or "",
         local_uri=NameAddr(request.to_addr.uri, request.to_addr.display_name),
         remote_uri=NameAddr(request.from_addr.uri, request.from_addr.display_name),
-        remote_target=contacts[0].uri, route_set=request.record_routes,
+        remote_target=contacts[0].uri if contacts else request.from_addr.uri,
+        route_set=request.record_routes,
         local_seq=initial_local_seq, remote_seq=request.cseq.number,
         state=DialogState.EARLY if early else DialogState.CONFIRMED, is_uac=False)

@@ -11,11 +11,13 @@ Sans-IO, with the driving API of the architecture guide::
     while (event := ua.next_event()) is not None: ...
 
 Incoming requests are checked in the order of §8.2 before any application sees them:
-parser defects -> 400, Max-Forwards 0 -> 483, unknown method -> 405 with Allow, non-SIP
-Request-URI -> 416, unsupported Require -> 420 with Unsupported, To tag without dialog ->
-481, out-of-order CSeq -> 500, merged request -> 482, unsupported body -> 415; an INVITE
-offer with nothing acceptable -> 488. A request the parser cannot read is dropped, except
-a wrong SIP version, which is answered 505.
+parser defects -> 400 (501 for an unknown method); Max-Forwards 0 -> 483 when the request
+is not addressed to our AoR (an endpoint processes it, RFC 4475 §3.3.11); a recognised but
+unimplemented method -> 405 with Allow, an unknown one -> 501; non-SIP Request-URI -> 416;
+unsupported Require -> 420 with Unsupported; To tag without dialog -> 481; out-of-order
+CSeq -> 500; merged request -> 482; unsupported body -> 415; an INVITE whose Accept excludes
+SDP -> 406, whose offer has nothing acceptable -> 488. A request the parser cannot read is
+dropped (there is no Via to answer), except a wrong SIP version, which is answered 505.
 """
 
 from __future__ import annotations
@@ -66,7 +68,13 @@ ACCEPTED_BODY_TYPES: dict[str, frozenset[str] | None] = {
     "INVITE": frozenset({"application/sdp"}),
     "NOTIFY": None, "MESSAGE": None,
 }
+#: Methods defined by SIP extensions that this core recognises but does not implement:
+#: 405 with Allow (§8.2.1). Any other unknown method gets 501 (§21.5.2).
+RECOGNISED_UNSUPPORTED = frozenset({"PRACK", "UPDATE", "INFO", "REFER", "PUBLISH"})
 _VERSION_RE = re.compile(rb"^([A-Za-z!%*_+`'~.-]+ \S+ )SIP/[0-9]+\.[0-9]+\r?\n")
+_VIA_VERSION_RE = re.compile(rb"SIP\s*/\s*[0-9]+\.[0-9]+\s*/")
+#: How much of an unsupported-version request is rewritten to read it for the 505.
+MAX_PATCH_BYTES = 4096
 #: Most pending (unanswered) incoming requests held for the application.
 MAX_PENDING_SERVER_REQUESTS = 1024
 
@@ -105,10 +113,14 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
         except DecodeError as exc:
             self._undecodable(data, src, exc, now)
             return
-        if isinstance(message, SipResponse):
-            self._on_response(message, now)
-        else:
-            self._on_request(message, src, now)
+        try:
+            if isinstance(message, SipResponse):
+                self._on_response(message, now)
+            else:
+                self._on_request(message, src, now)
+        except DecodeError as exc:      # a header only read on use turned out malformed
+            self.count(f"undecodable_{exc.reason}")
+            log.debug("dropping message from %s: %s", src, exc)
         self._process_notices(now)
 
     def to_send(self, now: float) -> list[SipDatagram]:
@@ -229,7 +241,9 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
         if exc.status_hint != 505:
             log.debug("dropping undecodable datagram from %s: %s", src, exc)
             return
-        patched = _VERSION_RE.sub(rb"\1SIP/2.0\r\n", data[:4096], count=1) + data[4096:]
+        head = _VERSION_RE.sub(rb"\1SIP/2.0\r\n", data[:MAX_PATCH_BYTES], count=1)
+        head = _VIA_VERSION_RE.sub(b"SIP/2.0/", head)
+        patched = head + data[MAX_PATCH_BYTES:]
         try:
             message = parse_message_untrusted(patched)
         except DecodeError:
@@ -266,16 +280,23 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
             status, headers = problem
             self.reject_request(tx, request, status, now, headers=headers)
             return
-        self._handlers[request.method](request, tx, now)
+        try:
+            self._handlers[request.method](request, tx, now)
+        except DecodeError as exc:
+            if tx.last_response is None or tx.last_response.status < 200:
+                self.reject_request(tx, request, exc.status_hint, now)
+            raise
 
     def _precheck(self, request: SipRequest) -> tuple[int, list[tuple[str, str]]] | None:
         """§8.2.1-§8.2.3 checks; (status, extra headers) of the error to answer."""
-        if request.defects:
-            return (400, [])
-        if request.max_forwards == 0:
-            return (483, [])
-        if request.method not in self._handlers:
-            return (405, [("Allow", ALLOW_HEADER)])
+        known = request.method in self._handlers
+        if request.defects:                      # RFC 4475 §3.1.2.18: 501 when unknown
+            return (400 if known else 501, [])
+        if request.max_forwards == 0 and not self._addressed_to_us(request):
+            return (483, [])                     # RFC 4475 §3.3.11: an endpoint answers
+        if not known:                            # §8.2.1 (405) and §21.5.2 (501)
+            status = 405 if request.method in RECOGNISED_UNSUPPORTED else 501
+            return (status, [("Allow", ALLOW_HEADER)])
         if not request.uri.is_sip:
             return (416, [])
         unsupported = [tag for value in request.header_values("Require")
@@ -288,6 +309,11 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
         if self._is_merged(request):
             return (482, [])
         return self._body_check(request)
+
+    def _addressed_to_us(self, request: SipRequest) -> bool:
+        """The Request-URI names our AoR's user (or no user): we are the endpoint, not a
+        hop that would have to forward it."""
+        return request.uri.user is None or request.uri.user == self.aor.user
 
     def _dialog_check(self, request: SipRequest) -> int | None:
         dialog_id = incoming_dialog_id(request)
@@ -343,6 +369,9 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
                                   request.body))
 
     def _on_register(self, request: SipRequest, tx: Transaction, now: float) -> None:
+        if not request.to_addr.uri.is_sip:        # §10.3 step 3; RFC 4475 §3.3.4
+            self.reject_request(tx, request, 416, now)
+            return
         if len(self._server_requests) >= MAX_PENDING_SERVER_REQUESTS:
             self.reject_request(tx, request, 503, now)
             return

@@ -89,6 +89,15 @@ def _sdp_or_none(body: bytes) -> SessionDescription | None:
         return None
 
 
+def _accepts_sdp(request: SipRequest) -> bool:
+    """Our answer carries SDP: the peer's Accept (if any) must allow it."""
+    values = request.header_values("Accept")
+    if not values:
+        return True
+    types = {v.split(";")[0].strip().lower() for v in values}
+    return bool(types & {SDP_CONTENT_TYPE, "application/*", "*/*"}) or types == {""}
+
+
 class CallsMixin(UaBase):
     """INVITE-related commands and request/response handling."""
 
@@ -374,6 +383,9 @@ class CallsMixin(UaBase):
         self.respond_tx(tx, 100, now)
         if request.to_addr.tag is not None:
             self._on_reinvite(request, tx, now)
+            return
+        if not _accepts_sdp(request):              # §21.4.7; RFC 4475 §3.3.15
+            self.reject_request(tx, request, 406, now)
             return
         offer: SessionDescription | None = None
         if request.body:
