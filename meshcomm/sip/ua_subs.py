@@ -136,10 +136,9 @@ class SubscriptionsMixin(UaBase):
         return handle
 
     def queue_notify(self, subscription: SubscriptionHandle, body: bytes,
-                     state: object) -> RequestHandle:
+                     state: SubscriptionState) -> RequestHandle:
         handle = RequestHandle(self.next_id())
-        wanted = state if isinstance(state, SubscriptionState) else SubscriptionState.ACTIVE
-        self._commands.append(lambda now: self._send_notify(subscription, body, wanted,
+        self._commands.append(lambda now: self._send_notify(subscription, body, state,
                                                             handle, now, "noresource"))
         return handle
 

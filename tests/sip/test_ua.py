@@ -62,7 +62,7 @@ class Net:
     def add(self, name: str, last_octet: int) -> Node:
         addr = (f"10.0.0.{last_octet}", 5060)
         cfg = UaConfig(aor=f"sip:{name}@mesh.example", local_host=addr[0], local_port=5060)
-        node = Node(UserAgent(cfg, random.Random(hash(name) % 1000 + last_octet)), addr)
+        node = Node(UserAgent(cfg, random.Random(f"{name}-{last_octet}")), addr)
         self.nodes[addr] = node
         return node
 
