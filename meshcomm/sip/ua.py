@@ -131,7 +131,8 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
         if self._commands:
             return self.now_s
         candidates = [t for t in (self.txl.next_timer(), self.ua_next_timer(),
-                                  self.subscriptions_next_timer()) if t is not None]
+                                  self.subscriptions_next_timer(), self.calls_next_timer())
+                      if t is not None]
         return min(candidates, default=None)
 
     def on_timer(self, now: float) -> None:
@@ -141,6 +142,7 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
         for pending in self.fire_2xx_retransmits(now):
             self.on_2xx_gave_up(pending.call, now)
         self.fire_subscription_timers(now)
+        self.fire_call_timers(now)
         self._process_notices(now)
         self._sweep()
 

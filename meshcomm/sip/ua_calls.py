@@ -78,6 +78,7 @@ class Call:
     reinvite: SipRequest | None = None            # our re-INVITE in progress
     reinvite_offer: SessionDescription | None = None
     acks: dict[int, tuple[bytes, Address]] = field(default_factory=dict)   # cseq -> ACK
+    ring_deadline_s: float | None = None          # UAS: unanswered-call guard (Timer C)
 
 
 def _sdp_or_none(body: bytes) -> SessionDescription | None:
@@ -355,10 +356,11 @@ class CallsMixin(UaBase):
         state = self._calls.get(ctx.call.call_id) if ctx.call else None
         if state is None or state.dialog is None:
             return
-        if state.reinvite is None or state.state is CallState.ENDED:
-            state.reinvite = state.reinvite_offer = None   # late or retransmitted 2xx
+        if state.state is CallState.ENDED:
+            state.reinvite = state.reinvite_offer = None
+        if state.reinvite is None or ctx.tx.request is not state.reinvite:
             if response is not None and 200 <= response.status < 300:
-                self._ack(state.dialog, response.cseq.number, state)
+                self._ack(state.dialog, response.cseq.number, state)   # late/retransmitted
             return
         if response is not None and response.status < 200:
             return
@@ -401,7 +403,7 @@ class CallsMixin(UaBase):
                 return
         handle = CallHandle(self.next_id())
         state = Call(handle, False, CallState.EARLY, request, tx, self.new_tag(),
-                     remote_sdp=offer)
+                     remote_sdp=offer, ring_deadline_s=now + self.config.timers.timer_c_s)
         self._calls[handle.call_id] = state
         self._invite_calls[tx.tx_id] = state
         if self.config.auto_ringing:
@@ -518,6 +520,23 @@ class CallsMixin(UaBase):
         if state.state is CallState.ANSWERED:
             self._send_bye(state, now)
             self._end_call(state, CallEndReason.TIMEOUT, None)
+
+    def calls_next_timer(self) -> float | None:
+        return min((c.ring_deadline_s for c in self._calls.values()
+                    if c.ring_deadline_s is not None and c.state is CallState.EARLY),
+                   default=None)
+
+    def fire_call_timers(self, now: float) -> None:
+        """An incoming call nobody answered within Timer C gets 480 (its caller may never
+        have been able to CANCEL: §9.1 forbids it before a provisional arrived)."""
+        for state in list(self._calls.values()):
+            deadline = state.ring_deadline_s
+            if (deadline is None or deadline > now or state.state is not CallState.EARLY
+                    or state.invite_tx.state is not TxState.PROCEEDING):
+                continue
+            state.ring_deadline_s = None
+            self.respond_tx(state.invite_tx, 480, now, to_tag=state.local_tag)
+            self._end_call(state, CallEndReason.TIMEOUT, 480)
 
     def sweep_calls(self) -> None:
         """Forget ended calls whose transactions and dialogs are gone."""
