@@ -102,6 +102,7 @@ class LocationTable:
         self._records: dict[bytes, StoredBinding] = {}
         self._by_aor: dict[str, set[bytes]] = {}
         self._buckets = [0] * DIGEST_BUCKETS
+        self._bucket_ids: list[set[bytes]] = [set() for _ in range(DIGEST_BUCKETS)]
         self._expiry: list[tuple[float, bytes, int]] = []
         self._claims = 0
 
@@ -125,8 +126,8 @@ class LocationTable:
         return list(self._buckets)
 
     def bucket_entries(self, bucket: int) -> list[tuple[bytes, int]]:
-        return sorted((rid, s.binding.seq) for rid, s in self._records.items()
-                      if bucket_of(rid) == bucket)
+        records = self._records
+        return sorted((rid, records[rid].binding.seq) for rid in self._bucket_ids[bucket])
 
     def next_expiry(self) -> float | None:
         while self._expiry:
@@ -254,6 +255,7 @@ class LocationTable:
         self._records[rid] = stored
         self._by_aor.setdefault(stored.binding.aor.lower(), set()).add(rid)
         self._buckets[bucket_of(rid)] ^= _entry_hash(rid, stored.binding.seq)
+        self._bucket_ids[bucket_of(rid)].add(rid)
         heapq.heappush(self._expiry, (stored.expires_at, rid, stored.binding.seq))
 
     def _remove(self, stored: StoredBinding) -> None:
@@ -266,3 +268,4 @@ class LocationTable:
             if not ids:
                 del self._by_aor[key]
         self._buckets[bucket_of(rid)] ^= _entry_hash(rid, stored.binding.seq)
+        self._bucket_ids[bucket_of(rid)].discard(rid)
