@@ -182,7 +182,9 @@ class AntiEntropy:
         if node == self.o.node_id:
             return 0, 0
         route = self.o.routes.get(node, now)
-        return (route.metric, route.hops) if route is not None else (-1, -1)
+        if route is None or route.hops < 0:  # unknown, or a fallback pointer
+            return -1, -1
+        return route.metric, route.hops
 
     def _send_page(self, page: list[list[object]]) -> None:
         self.o.transmit(self.o.seal(MsgType.RECORDS, page), Hop(), None, "records")
@@ -208,8 +210,13 @@ class AntiEntropy:
                 continue
             result = self.o.offer_binding(binding, now, age_ms / 1000.0, src)
             self._pulling.pop(binding.record_id, None)
-            if metric >= 0 and result.outcome is not MergeOutcome.REJECTED:
+            if result.outcome is MergeOutcome.REJECTED:
+                continue
+            if metric >= 0 and hops >= 0:
                 self.o.learn_route(inner, Hop(hops=hops, metric=metric), src, now)
+            elif result.changed:
+                # Only a record that is new to us proves the sender is nearer its origin.
+                self.o.learn_fallback_route(inner, src, now)
             if result.changed:
                 self.o.counters["ae_learned"] += 1
                 self.o.mark_seen(inner.digest, True)

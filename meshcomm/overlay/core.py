@@ -43,6 +43,9 @@ from meshcomm.wire.envelope import (
 #: (decoding is a pure function, so sharing results across nodes changes no outcome).
 FrameDecoder = Callable[[bytes], tuple[Envelope, Hop]]
 
+#: Path metric given to a route learned without one (see learn_fallback_route).
+FALLBACK_ROUTE_METRIC = 64 * 16
+
 #: A drop of the same (reason, source) is journaled at most this often; the rest counted.
 DROP_JOURNAL_INTERVAL_S = 1.0
 MAX_DROP_JOURNAL_KEYS = 1024
@@ -251,6 +254,17 @@ class GossipOverlay:
             self.emit(J.ROUTE_CHANGED, dst=env.origin.hex(), next_hop=nb.node_id.hex(),
                       hops=changed.hops, metric=metric)
 
+    def learn_fallback_route(self, env: Envelope, src: LinkAddr, now: float) -> None:
+        """A neighbour handed us a record of ``env.origin`` without knowing a path metric.
+
+        It held the record before we did, and so did whoever gave it to it: following
+        these pointers leads back to the origin. Use it as a route of unknown length
+        (hops -1, a high metric) until a flood or a record with a metric offers better."""
+        nb = self.neighbours.get(src)
+        if nb is None or env.origin == self.node_id or self.routes.get(env.origin, now):
+            return
+        self.routes.consider(env.origin, src, nb.node_id, FALLBACK_ROUTE_METRIC, -1, now)
+
     # ------------------------------------------------------------ HELLO
     def _hello_due(self, _key: bytes, now: float) -> None:
         self._hello_no += 1
@@ -319,10 +333,8 @@ class GossipOverlay:
                       src: LinkAddr | None) -> MergeResult:
         result = self.table.offer(binding, now, self.wall_time(now), age_s)
         self.journal_merge(result, binding, src)
-        if result.outcome is MergeOutcome.REJECTED:
+        if result.outcome is MergeOutcome.REJECTED or result.outcome is MergeOutcome.STALE:
             self.drop(result.reason, src, now)
-        elif result.outcome is MergeOutcome.STALE:
-            self.counters["binding_stale"] += 1
         return result
 
     def journal_merge(self, result: MergeResult, binding: Binding, src: LinkAddr | None) -> None:
@@ -366,7 +378,8 @@ class GossipOverlay:
             nb = self.neighbours.by_id.get(b.node_id)
             out.append(WhoEntry(
                 aor=b.aor, node_id=b.node_id.hex(),
-                hops=0 if own else (route.hops if route else (1 if nb else None)),
+                hops=0 if own else (1 if nb else (route.hops if route and route.hops > 0
+                                                   else None)),
                 next_hop=None if own or route is None else route.next_hop_id.hex(),
                 state=stored.state.value, expires_s=max(0.0, stored.expires_at - now),
                 contacts=b.contacts))

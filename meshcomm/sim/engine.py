@@ -23,6 +23,7 @@ from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
 from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.sim.baseline import NaiveFloodNode
@@ -103,6 +104,7 @@ class _Ev(Enum):
     ACTION = 2
     START = 3
     REGISTER = 4
+    CALL = 5
 
 
 Core = MeshNode | NaiveFloodNode
@@ -123,8 +125,11 @@ class _Slot:
 class Simulator:
     def __init__(self, config: SimConfig,
                  progress: Callable[[float, float], None] | None = None,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, keep_journal: bool = False) -> None:
         self.config = config
+        #: per node, every journal record it emitted (only with keep_journal)
+        self.journal: dict[str, list[tuple[float, JournalRecord]]] | None = (
+            {} if keep_journal else None)
         self.progress = progress
         self.observer = observer
         master = random.Random(config.seed)
@@ -143,6 +148,8 @@ class Simulator:
         self.metrics = Metrics(self._converged if observer else None)
         self._trace = hashlib.sha256()
         self.counters: Counter[str] = Counter()
+        #: (time, node, event) of every unicast delivered to its destination
+        self.unicasts: list[tuple[float, str, UnicastReceived]] = []
 
     def _observe(self, kind: str, **info: object) -> None:
         if self.observer is not None:
@@ -151,6 +158,14 @@ class Simulator:
     def _converged(self, origin: str, seq: int, tombstone: bool, took_s: float) -> None:
         self._observe("converged", node=origin, seq=seq, tombstone=tombstone, took_s=took_s,
                       nodes=len(self.metrics.live))
+
+    def call_at(self, when: float, fn: Callable[[Simulator], None]) -> None:
+        """Run ``fn(sim)`` at virtual time ``when`` (tests and demos inject commands)."""
+        self._push(when, _Ev.CALL, "", fn)
+
+    def after_command(self, name: str) -> None:
+        """Collect output of a node after a command was given to it directly."""
+        self._after(self._slots[name])
 
     def node_names(self) -> list[str]:
         return list(self._slots)
@@ -217,6 +232,8 @@ class Simulator:
         while (event := core.next_event()) is not None:
             if isinstance(event, JournalRecord):
                 self._record(slot.name, event)
+            else:
+                self.unicasts.append((self.now, slot.name, event))
         self._arm(slot)
 
     def _transmit(self, src: str, data: bytes, dst: LinkAddr | None) -> None:
@@ -239,6 +256,8 @@ class Simulator:
             self._push(self.now + spec.delay_s + airtime, _Ev.DELIVER, name, (data, src))
 
     def _record(self, name: str, rec: JournalRecord) -> None:
+        if self.journal is not None:
+            self.journal.setdefault(name, []).append((self.now, rec))
         self._trace.update(msgpack.packb([round(self.now, 6), name, rec.type.value,
                                           dict(rec.data)], use_bin_type=True))
         if rec.type in (J.BINDING_LEARNED, J.BINDING_UPDATED):
@@ -296,6 +315,10 @@ class Simulator:
         if kind is _Ev.ACTION:
             assert isinstance(payload, Action)
             self._apply(payload)
+            return
+        if kind is _Ev.CALL:
+            assert callable(payload)
+            payload(self)
             return
         slot = self._slots[name]
         if kind is _Ev.START:
