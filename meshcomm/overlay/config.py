@@ -10,10 +10,10 @@ class OverlayConfig:
     """Defaults suit a 10-200 node incident mesh on 802.11 ad-hoc at a few Mbit/s."""
 
     #: HELLO beacon period and its uniform jitter fraction (avoids synchronised beacons).
-    hello_interval_s: float = 1.0
+    hello_interval_s: float = 2.0
     hello_jitter: float = 0.25
     #: A neighbour not heard for this long is down.
-    neighbour_timeout_s: float = 4.0
+    neighbour_timeout_s: float = 7.0
     #: Window (in HELLO periods) of the delivery-ratio estimate of a link.
     link_window: int = 8
     #: Links below this estimated delivery ratio are not used for routes.
