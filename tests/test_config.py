@@ -152,7 +152,7 @@ def test_unknown_section_is_an_error() -> None:
     ({"node": {"registration_lifetime_s": 5}}, "node.registration_lifetime_s", "10..86400"),
     ({"node": {"registration_lifetime_s": 86401}}, "node.registration_lifetime_s", "10..86400"),
     ({"node": {"data_dir": " "}}, "node.data_dir", "empty"),
-    ({"overlay": {"hello_interval_s": 5.0}}, "overlay.neighbour_timeout_s", "exceed"),
+    ({"overlay": {"hello_interval_s": 8.0}}, "overlay.neighbour_timeout_s", "exceed"),
     ({"overlay": {"flood_ttl": 0}}, "overlay.flood_ttl", "1..32"),
     ({"radio": {"interfaces": ["wifi:wlan0"]}}, "radio.interfaces[0]", "udp:IFACE"),
     ({"radio": {"interfaces": ["udp:"]}}, "radio.interfaces[0]", "interface name"),
