@@ -52,7 +52,8 @@ def _add_node_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--incident", help="incident (overlay) id")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--profile", metavar="NAME",
-                        help="a shipped field profile: " + ", ".join(profile_names()))
+                        help="a shipped field profile: " + ", ".join(profile_names())
+                             + " (default: handset, or vehicle-relay for relay)")
     source.add_argument("--config", metavar="FILE", type=Path, help="a field config file")
     parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
                         dest="overrides", help="override one config key (repeatable)")
@@ -81,12 +82,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     relay.set_defaults(handler=run_handset, role=Role.RELAY)
 
 
+#: Profile used when neither --profile nor --config is given, per command.
+DEFAULT_PROFILES = {Role.HANDSET: "handset", Role.RELAY: "vehicle-relay"}
+
+
 def _base_config(args: argparse.Namespace) -> NodeConfig:
     if args.profile is not None:
         return load_profile(args.profile)
     if args.config is not None:
         return load_config(args.config)
-    return NodeConfig()
+    default = DEFAULT_PROFILES[args.role]
+    return load_profile(default) if default in profile_names() else NodeConfig()
 
 
 def build_config(args: argparse.Namespace) -> NodeConfig:

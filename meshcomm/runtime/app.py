@@ -46,6 +46,11 @@ LOCK_FILE: Final = "node.lock"
 #: After de-registering, keep running this long so tombstones (and an early anti-entropy
 #: digest carrying them) go out before the radios close.
 DEFAULT_SHUTDOWN_GRACE_S: Final = 1.0
+#: Announce this long after start (at most REGISTER_DELAY_HELLOS HELLO periods): the first
+#: HELLOs (sent within a tenth of a period) have been heard by then, so the first flood of our
+#: binding reaches known neighbours and every hop learns a route from it (join, then announce).
+REGISTER_DELAY_S: Final = 1.0
+REGISTER_DELAY_HELLOS: Final = 1.5
 #: A signed journal checkpoint is written this often (and at a clean shutdown).
 CHECKPOINT_INTERVAL_S: Final = 60.0
 #: SIP host part of the contact a node registers: ``sip:NAME@<short node id>.mesh``.
@@ -63,6 +68,8 @@ class NodeOptions:
     radio_specs: tuple[str, ...]
     hostname: str
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
+    #: Delay before the first announcement; None: REGISTER_DELAY_S (see there).
+    register_delay_s: float | None = None
     #: Seeds the node's random.Random (tests); None draws one from the OS.
     seed: int | None = None
 
@@ -216,9 +223,12 @@ async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,
     except (ControlError, OSError) as exc:
         raise StartupError(f"control socket: {exc}") from None
     driver.start()
-    driver.register(info.aor, (info.contact,))
     log.info("node %s up: %s (%s, incident %r) on %s", short_id(info.node_id), info.aor,
              info.role, info.incident, ", ".join(driver.radios))
+    delay_s = options.register_delay_s
+    if delay_s is None:
+        delay_s = min(REGISTER_DELAY_S,
+                      REGISTER_DELAY_HELLOS * options.config.overlay.hello_interval_s)
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
@@ -226,10 +236,12 @@ async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,
         async with asyncio.TaskGroup() as tg:
             serve_task = tg.create_task(server.serve(tg))
             checkpoint_task = tg.create_task(_checkpoints(driver, info, stop))
+            register_task = tg.create_task(_register_after(driver, info, delay_s))
             if on_ready is not None:
                 on_ready(driver, info)
             await stop.wait()
             log.info("stopping: withdrawing %s", info.aor)
+            register_task.cancel()
             driver.shutdown()
             await asyncio.sleep(options.shutdown_grace_s)
             _checkpoint(driver, info)
@@ -241,6 +253,13 @@ async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,
         server.close()
     log.info("node %s stopped", short_id(info.node_id))
     return 0
+
+
+async def _register_after(driver: NodeDriver, info: NodeInfo, delay_s: float) -> None:
+    if delay_s > 0:
+        await asyncio.sleep(delay_s)
+    driver.register(info.aor, (info.contact,))
+    log.info("announced %s (contact %s)", info.aor, info.contact)
 
 
 def _checkpoint(driver: NodeDriver, info: NodeInfo) -> None:

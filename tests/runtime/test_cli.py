@@ -102,6 +102,8 @@ def test_real_process_ctl_and_sigterm(tmp_path: Path, capsys: pytest.CaptureFixt
         stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
     try:
         _wait("the control socket", lambda: _answers(data_dir / CONTROL_SOCKET_FILE))
+        _wait("the announcement", lambda: control_request(data_dir / CONTROL_SOCKET_FILE,
+                                                          "who") != [])
         assert main(["ctl", "--data-dir", str(data_dir), "who", "--json"]) == 0
         who = json.loads(capsys.readouterr().out)
         assert [e["aor"] for e in who] == ["sip:medic-7@fire.example"]
