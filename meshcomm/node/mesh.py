@@ -25,6 +25,8 @@ from meshcomm.wire.envelope import decode_frame_untrusted
 #: Refresh at this fraction of the lifetime, +/- the jitter fraction.
 REFRESH_FRACTION = 0.5
 REFRESH_JITTER = 0.1
+#: A departing node sends each tombstone this many times: it cannot repair losses later.
+DEPARTURE_COPIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ class MeshNode:
         self._registrations[aor.lower()] = reg
         return self._announce(reg, now)
 
-    def deregister(self, aor: str, now: float) -> Binding | None:
+    def deregister(self, aor: str, now: float, copies: int = 1) -> Binding | None:
         reg = self._registrations.pop(aor.lower(), None)
         self._update_next_refresh()
         if reg is None:
@@ -93,13 +95,13 @@ class MeshNode:
                                seq=self.overlay.next_seq(), aor=reg.aor, contacts=(),
                                issued_at=self.overlay.wall_time(now), lifetime_s=0,
                                hold_s=lifetime, caps=(), credential=self.credential)
-        self.overlay.announce(binding, now)
+        self.overlay.announce(binding, now, copies)
         return binding
 
     def shutdown(self, now: float) -> None:
         """Withdraw every registration (tombstones flood out) and stop refreshing."""
         for aor in list(self._registrations):
-            self.deregister(aor, now)
+            self.deregister(aor, now, copies=DEPARTURE_COPIES)
         self._stopped = True
         self.overlay.emit(J.NODE_STOPPED, node=self.identity.node_id.hex())
 

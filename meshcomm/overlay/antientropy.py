@@ -213,10 +213,10 @@ class AntiEntropy:
             if result.outcome is MergeOutcome.REJECTED:
                 continue
             if metric >= 0 and hops >= 0:
-                self.o.learn_route(inner, Hop(hops=hops, metric=metric), src, now)
+                self.o.learn_route(inner, Hop(hops=hops, metric=metric), src, now, env.origin)
             elif result.changed:
                 # Only a record that is new to us proves the sender is nearer its origin.
-                self.o.learn_fallback_route(inner, src, now)
+                self.o.learn_fallback_route(inner, src, env.origin, now)
             if result.changed:
                 self.o.counters["ae_learned"] += 1
                 self.o.mark_seen(inner.digest, True)

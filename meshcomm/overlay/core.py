@@ -45,6 +45,8 @@ FrameDecoder = Callable[[bytes], tuple[Envelope, Hop]]
 
 #: Path metric given to a route learned without one (see learn_fallback_route).
 FALLBACK_ROUTE_METRIC = 64 * 16
+#: Link cost assumed for a neighbour not yet heard in a HELLO (ETX 2, 1/16 units).
+UNKNOWN_LINK_COST = 32
 
 #: A drop of the same (reason, source) is journaled at most this often; the rest counted.
 DROP_JOURNAL_INTERVAL_S = 1.0
@@ -244,26 +246,39 @@ class GossipOverlay:
             self.drop("bad_signature", src, now)
         return ok
 
-    def learn_route(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
+    def learn_route(self, env: Envelope, hop: Hop, src: LinkAddr, now: float,
+                    via: NodeId | None = None) -> None:
+        """Offer the path a frame from ``env.origin`` took to reach us via ``src``.
+
+        ``via`` names the neighbour at ``src`` when the frame itself proves it (it signed
+        the envelope that carried the record). A neighbour not yet heard in a HELLO gets
+        an assumed link cost; its id is looked up again when the route is used."""
         nb = self.neighbours.get(src)
-        if nb is None or env.origin == self.node_id:
+        if env.origin == self.node_id:
             return
-        metric = hop.metric + self.neighbours.cost(src, now)
-        changed = self.routes.consider(env.origin, src, nb.node_id, metric, hop.hops + 1, now)
+        if nb is not None:
+            via, cost = nb.node_id, self.neighbours.cost(src, now)
+        else:
+            via, cost = via or NodeId(b""), UNKNOWN_LINK_COST
+        metric = hop.metric + cost
+        hops = hop.hops + 1 if hop.hops >= 0 else -1
+        current = self.routes.get(env.origin, now)
+        if current is not None and current.next_hop not in self.neighbours.by_addr:
+            self.routes.drop(env.origin)
+        changed = self.routes.consider(env.origin, src, via, metric, hops, now)
         if changed is not None:
-            self.emit(J.ROUTE_CHANGED, dst=env.origin.hex(), next_hop=nb.node_id.hex(),
+            self.emit(J.ROUTE_CHANGED, dst=env.origin.hex(), next_hop=via.hex() or src,
                       hops=changed.hops, metric=metric)
 
-    def learn_fallback_route(self, env: Envelope, src: LinkAddr, now: float) -> None:
-        """A neighbour handed us a record of ``env.origin`` without knowing a path metric.
-
-        It held the record before we did, and so did whoever gave it to it: following
-        these pointers leads back to the origin. Use it as a route of unknown length
-        (hops -1, a high metric) until a flood or a record with a metric offers better."""
-        nb = self.neighbours.get(src)
-        if nb is None or env.origin == self.node_id or self.routes.get(env.origin, now):
+    def learn_fallback_route(self, env: Envelope, src: LinkAddr, via: NodeId,
+                             now: float) -> None:
+        """A neighbour handed us a record of ``env.origin`` that was new to us, without
+        knowing a path metric. It held the record before we did, and so did whoever gave
+        it to it: following these pointers leads back to the origin. Use it as a route of
+        unknown length until a flood or a record with a metric offers better."""
+        if env.origin == self.node_id or self.routes.get(env.origin, now):
             return
-        self.routes.consider(env.origin, src, nb.node_id, FALLBACK_ROUTE_METRIC, -1, now)
+        self.learn_route(env, Hop(hops=-2, metric=FALLBACK_ROUTE_METRIC), src, now, via)
 
     # ------------------------------------------------------------ HELLO
     def _hello_due(self, _key: bytes, now: float) -> None:
@@ -298,21 +313,26 @@ class GossipOverlay:
         self.learn_route(env, Hop(), src, now)
 
     def _housekeeping_due(self, _key: bytes, now: float) -> None:
+        # Routes via a silent neighbour are kept: HELLOs are lost more often than links
+        # die. A route is replaced by any path offered while its next hop is silent, and
+        # dropped when unicast over it goes unacknowledged.
         for nb in self.neighbours.expire(now):
             self.emit(J.NEIGHBOUR_DOWN, neighbour=nb.node_id.hex(), addr=nb.addr)
-            for route in self.routes.drop_via(nb.addr):
-                self.emit(J.ROUTE_CHANGED, dst=route.dst.hex(), next_hop=None, hops=None,
-                          metric=None)
         self.schedule(now + self.config.hello_interval_s, TimerKind.HOUSEKEEPING)
 
     # ------------------------------------------------------------ bindings and flooding
-    def announce(self, binding: Binding, now: float) -> MergeResult:
-        """Store our own new binding and flood it at once (no assessment delay)."""
+    def announce(self, binding: Binding, now: float, copies: int = 1) -> MergeResult:
+        """Store our own new binding and flood it at once (no assessment delay).
+
+        ``copies`` > 1 repeats the first transmission, for a departing node's tombstones:
+        it will not be around for anti-entropy to repair a lost copy."""
         result = self.table.offer(binding, now, self.wall_time(now))
         self.journal_merge(result, binding, None)
         if result.changed:
             self.mark_seen(binding.envelope.digest, True)
-            self.transmit(binding.envelope, Hop(ttl=self.config.flood_ttl), None, "binding")
+            for _ in range(copies):
+                self.transmit(binding.envelope, Hop(ttl=self.config.flood_ttl), None,
+                              "binding")
             self.anti_entropy.soon(now)
         return result
 
@@ -376,11 +396,12 @@ class GossipOverlay:
             route = self.routes.get(b.node_id, now)
             own = b.node_id == self.node_id
             nb = self.neighbours.by_id.get(b.node_id)
+            via = self.neighbours.get(route.next_hop) if route is not None else None
             out.append(WhoEntry(
                 aor=b.aor, node_id=b.node_id.hex(),
                 hops=0 if own else (1 if nb else (route.hops if route and route.hops > 0
                                                    else None)),
-                next_hop=None if own or route is None else route.next_hop_id.hex(),
+                next_hop=None if own or via is None else via.node_id.hex(),
                 state=stored.state.value, expires_s=max(0.0, stored.expires_at - now),
                 contacts=b.contacts))
         out.sort(key=lambda e: (e.aor, e.node_id))

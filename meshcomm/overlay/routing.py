@@ -51,11 +51,5 @@ class RouteTable:
         self._routes[dst] = route
         return route
 
-    def drop_via(self, next_hop: LinkAddr) -> list[Route]:
-        gone = [r for r in self._routes.values() if r.next_hop == next_hop]
-        for r in gone:
-            del self._routes[r.dst]
-        return gone
-
     def drop(self, dst: NodeId) -> None:
         self._routes.pop(dst, None)
