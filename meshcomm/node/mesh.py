@@ -105,8 +105,12 @@ class MeshNode:
         self._stopped = True
         self.overlay.emit(J.NODE_STOPPED, node=self.identity.node_id.hex())
 
-    def send_unicast(self, dst: bytes, kind: int, body: bytes, now: float) -> bytes:
-        return self.overlay.forwarder.send(NodeId(dst), kind, body, now)
+    def send_unicast(self, dst: bytes, kind: int, body: bytes, now: float, *,
+                     best_effort: bool = False) -> bytes:
+        """Send ``body`` (up to MAX_MESSAGE_BYTES, fragmented as needed) to node ``dst``;
+        best-effort skips per-hop acknowledgement (for media)."""
+        return self.overlay.forwarder.send(NodeId(dst), kind, body, now,
+                                           best_effort=best_effort)
 
     def _announce(self, reg: _Registration, now: float) -> Binding:
         lifetime = self.settings.registration_lifetime_s

@@ -165,26 +165,28 @@ class AntiEntropy:
                 continue
             env = stored.binding.envelope
             age_ms = min(MAX_AGE_MS, int(stored.age_s(now) * 1000))
-            metric, hops = self._route_to(stored.binding.node_id, now)
+            metric, hops, via = self._route_to(stored.binding.node_id, now)
             item_size = len(env.signed_bytes) + len(env.signature) + 24
             if page and (size + item_size > PAYLOAD_BUDGET_BYTES
                          or len(page) >= limits.MAX_RECORDS_PER_FRAME):
                 self._send_page(page)
                 page, size = [], 0
-            page.append([env.signed_bytes, env.signature, age_ms, metric, hops])
+            page.append([env.signed_bytes, env.signature, age_ms, metric, hops, via])
             size += item_size
         if page:
             self._send_page(page)
 
-    def _route_to(self, node: NodeId, now: float) -> tuple[int, int]:
-        """Our path metric and hop count to a record's origin (-1, -1 if unknown), so the
-        receiver also learns a route, not only the binding."""
+    def _route_to(self, node: NodeId, now: float) -> tuple[int, int, bytes]:
+        """Our path metric, hop count and next hop (short id) to a record's origin, so the
+        receiver also learns a route, not only the binding ((-1, -1, b"") if unknown).
+        The next hop lets a receiver that is that next hop ignore the offer (split
+        horizon: a route through the receiver itself would loop)."""
         if node == self.o.node_id:
-            return 0, 0
+            return 0, 0, b""
         route = self.o.routes.get(node, now)
         if route is None or route.hops < 0:  # unknown, or a fallback pointer
-            return -1, -1
-        return route.metric, route.hops
+            return -1, -1, b""
+        return route.metric, route.hops, route.next_hop_id[:4]
 
     def _send_page(self, page: list[list[object]]) -> None:
         self.o.transmit(self.o.seal(MsgType.RECORDS, page), Hop(), None, "records")
@@ -197,13 +199,15 @@ class AntiEntropy:
         changed = False
         for item in items:
             try:
-                fields = codec.read_tuple(item, "record", 5)
+                fields = codec.read_tuple(item, "record", 6)
                 inner = decode_signed_untrusted(
                     codec.read_bytes(fields[0], "record.signed"),
                     codec.read_bytes(fields[1], "record.signature", exact=64))
                 age_ms = codec.read_int(fields[2], "record.age_ms", 0, MAX_AGE_MS)
                 metric = codec.read_int(fields[3], "record.metric", -1, MAX_METRIC)
                 hops = codec.read_int(fields[4], "record.hops", -1, limits.MAX_HOPS)
+                through_us = codec.read_bytes(fields[5], "record.via", max_len=4) == \
+                    self.o.short_id
                 binding = binding_from_envelope_untrusted(inner)
             except DecodeError as exc:
                 self.o.drop(exc.reason, src, now)
@@ -212,7 +216,7 @@ class AntiEntropy:
             self._pulling.pop(binding.record_id, None)
             if result.outcome is MergeOutcome.REJECTED:
                 continue
-            if metric >= 0 and hops >= 0:
+            if metric >= 0 and hops >= 0 and not through_us:
                 self.o.learn_route(inner, Hop(hops=hops, metric=metric), src, now, env.origin)
             elif result.changed:
                 # Only a record that is new to us proves the sender is nearer its origin.

@@ -45,6 +45,7 @@ FrameDecoder = Callable[[bytes], tuple[Envelope, Hop]]
 
 #: Path metric given to a route learned without one (see learn_fallback_route).
 FALLBACK_ROUTE_METRIC = 64 * 16
+MAX_SILENT_TRACKED = 1024
 #: Link cost assumed for a neighbour not yet heard in a HELLO (ETX 2, 1/16 units).
 UNKNOWN_LINK_COST = 32
 
@@ -105,6 +106,8 @@ class GossipOverlay:
         self._seen: dict[bytes, bool] = {}
         self._pending_floods: dict[bytes, PendingFlood] = {}
         self._drop_journal: dict[tuple[str, str], float] = {}
+        #: link addresses of neighbours that went silent (routes via them yield to others)
+        self._silent: set[LinkAddr] = set()
         self._limits = TokenBuckets(config.rate_limit_fps, config.rate_burst)
         self.anti_entropy = AntiEntropy(self)
         self.forwarder = Forwarder(self)
@@ -263,7 +266,7 @@ class GossipOverlay:
         metric = hop.metric + cost
         hops = hop.hops + 1 if hop.hops >= 0 else -1
         current = self.routes.get(env.origin, now)
-        if current is not None and current.next_hop not in self.neighbours.by_addr:
+        if current is not None and current.next_hop in self._silent:
             self.routes.drop(env.origin)
         changed = self.routes.consider(env.origin, src, via, metric, hops, now)
         if changed is not None:
@@ -308,6 +311,7 @@ class GossipOverlay:
         if q_rev is not None:
             nb.q_rev = q_rev / 255
         if is_new:
+            self._silent.discard(src)
             self.emit(J.NEIGHBOUR_UP, neighbour=env.origin.hex(), addr=src, role=role)
             self.anti_entropy.soon(now)
         self.learn_route(env, Hop(), src, now)
@@ -318,6 +322,8 @@ class GossipOverlay:
         # dropped when unicast over it goes unacknowledged.
         for nb in self.neighbours.expire(now):
             self.emit(J.NEIGHBOUR_DOWN, neighbour=nb.node_id.hex(), addr=nb.addr)
+            if len(self._silent) < MAX_SILENT_TRACKED:
+                self._silent.add(nb.addr)
         self.schedule(now + self.config.hello_interval_s, TimerKind.HOUSEKEEPING)
 
     # ------------------------------------------------------------ bindings and flooding

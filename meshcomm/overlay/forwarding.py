@@ -1,7 +1,12 @@
 """Hop-by-hop forwarding of unicast envelopes with per-hop acknowledgement.
 
-A UNICAST envelope (payload ``[dst node id, kind, body]``) is signed by its origin and
-checked at every hop. Each hop sends it to the next hop of its route and waits for an ACK
+A UNICAST envelope (payload ``[dst node id, kind, body, flags, frag]``) is signed by its
+origin and checked at every hop. ``flags`` bit 0 marks best-effort traffic (media): no
+per-hop acknowledgement or retransmission. A body larger than one datagram is split into
+fragments (``frag = [message id, index, count]``, each fragment signed on its own) and
+reassembled at the destination within ``REASSEMBLY_TIMEOUT_S``.
+
+Each hop sends it to the next hop of its route and waits for an ACK
 (signed by the next hop, naming the envelope digest); it retransmits after
 ``ack_timeout_s`` with backoff, and after ``max_retransmits`` drops that route and falls
 back to a scoped flood (a TTL-limited broadcast that the destination recognises). With no
@@ -13,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from meshcomm.errors import LocalProtocolError
+from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.types import NODE_ID_LEN, LinkAddr, NodeId
@@ -25,7 +30,14 @@ if TYPE_CHECKING:
 
 MAX_UNICAST_KIND = 255
 BACKOFF_FACTOR = 1.5
-SCOPED_RAD_S = (0.002, 0.03)
+FLAG_BEST_EFFORT = 0x01
+MAX_FRAGMENTS = 16
+#: Largest unicast message, in bytes, after reassembly.
+MAX_MESSAGE_BYTES = MAX_FRAGMENTS * limits.MAX_UNICAST_BODY_BYTES
+MESSAGE_ID_LEN = 8
+REASSEMBLY_TIMEOUT_S = 30.0
+#: Incomplete messages held at once (oldest evicted first).
+MAX_REASSEMBLIES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,25 +61,53 @@ class PendingHop:
     due: float
 
 
+@dataclass(slots=True)
+class _Reassembly:
+    started: float
+    count: int
+    parts: dict[int, bytes]
+    hops: int
+
+
 class Forwarder:
     def __init__(self, overlay: GossipOverlay) -> None:
         self.o = overlay
         self._awaiting_ack: dict[bytes, PendingHop] = {}
+        self._reassembly: dict[tuple[bytes, bytes], _Reassembly] = {}
+        self._message_no = 0
 
     @property
     def pending(self) -> int:
         return len(self._awaiting_ack)
 
-    def send(self, dst: NodeId, kind: int, body: bytes, now: float) -> bytes:
-        """Originate a unicast envelope; returns its digest (message id)."""
-        if len(body) > limits.MAX_UNICAST_BODY_BYTES:
-            raise LocalProtocolError(f"unicast body over {limits.MAX_UNICAST_BODY_BYTES} bytes")
-        env = self.o.seal(MsgType.UNICAST, [dst, kind, body])
-        self.o.mark_seen(env.digest, True)
-        self._forward(env, Hop(ttl=self.o.config.flood_ttl), dst, now)
-        return env.digest
+    def send(self, dst: NodeId, kind: int, body: bytes, now: float, *,
+             best_effort: bool = False) -> bytes:
+        """Originate a unicast message; returns the digest of its (first) envelope.
 
-    def _forward(self, env: Envelope, hop: Hop, dst: NodeId, now: float) -> None:
+        Bodies over one datagram are fragmented (at most MAX_MESSAGE_BYTES)."""
+        if len(body) > MAX_MESSAGE_BYTES:
+            raise LocalProtocolError(f"unicast message over {MAX_MESSAGE_BYTES} bytes")
+        if not 0 <= kind <= MAX_UNICAST_KIND:
+            raise LocalProtocolError(f"unicast kind {kind} outside 0..{MAX_UNICAST_KIND}")
+        flags = FLAG_BEST_EFFORT if best_effort else 0
+        size = limits.MAX_UNICAST_BODY_BYTES
+        chunks = [body[i:i + size] for i in range(0, len(body), size)] or [b""]
+        frag: list[object] = []
+        first = b""
+        if len(chunks) > 1:
+            self._message_no += 1
+            msg_id = self._message_no.to_bytes(MESSAGE_ID_LEN, "big")
+        for index, chunk in enumerate(chunks):
+            if len(chunks) > 1:
+                frag = [msg_id, index, len(chunks)]
+            env = self.o.seal(MsgType.UNICAST, [dst, kind, chunk, flags, frag])
+            self.o.mark_seen(env.digest, True)
+            self._forward(env, Hop(ttl=self.o.config.flood_ttl), dst, now, best_effort)
+            first = first or env.digest
+        return first
+
+    def _forward(self, env: Envelope, hop: Hop, dst: NodeId, now: float,
+                 best_effort: bool) -> None:
         route = self.o.routes.get(dst, now)
         nb = self.o.neighbours.by_id.get(dst)
         next_addr = nb.addr if nb is not None else (route.next_hop if route else None)
@@ -78,6 +118,8 @@ class Forwarder:
         to = next_id.node_id[:4] if next_id is not None else b""
         out = Hop(ttl=hop.ttl, hops=hop.hops, metric=hop.metric, age_ms=0, to=to)
         self.o.transmit(env, out, next_addr, "unicast")
+        if best_effort:
+            return
         due = now + self.o.config.ack_timeout_s
         self._awaiting_ack[env.digest] = PendingHop(env, out, next_addr, 0, due)
         self.o.schedule(due, TimerKind.RETRANSMIT, env.digest)
@@ -100,7 +142,7 @@ class Forwarder:
             return
         del self._awaiting_ack[digest]
         self.o.counters["unicast_next_hop_failed"] += 1
-        dst = NodeId(pending.envelope.payload[0])
+        dst = _read_unicast(pending.envelope.payload)[0]
         route = self.o.routes.get(dst, now)
         if route is not None and route.next_hop == pending.next_hop:
             self.o.routes.drop(dst)
@@ -119,21 +161,18 @@ class Forwarder:
         self.o.counters["unicast_acked"] += 1
 
     def on_unicast(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
-        fields = codec.read_tuple(env.payload, "unicast", 3)
-        dst = NodeId(codec.read_bytes(fields[0], "unicast.dst", exact=NODE_ID_LEN))
-        kind = codec.read_int(fields[1], "unicast.kind", 0, MAX_UNICAST_KIND)
-        body = codec.read_bytes(fields[2], "unicast.body", max_len=limits.MAX_UNICAST_BODY_BYTES)
+        dst, kind, body, flags, frag = _read_unicast(env.payload)
+        best_effort = bool(flags & FLAG_BEST_EFFORT)
         addressed = hop.to == self.o.short_id
         first = self.o.verified_first_copy(env, src, now)
-        if addressed and self.o.seen(env.digest):
+        if addressed and not best_effort and self.o.seen(env.digest):
             ack = self.o.seal(MsgType.ACK, env.digest)
             self.o.transmit(ack, Hop(), src, "ack")
         if not first:
             return
         self.o.learn_route(env, hop, src, now)
         if dst == self.o.node_id:
-            self.o.post_event(UnicastReceived(env.origin, env.origin_key, kind, body,
-                                              hop.hops + 1, env.seq))
+            self._deliver(env, kind, body, frag, hop.hops + 1, now)
             return
         if hop.ttl <= 1:
             self.o.drop("ttl_expired", src, now)
@@ -141,6 +180,57 @@ class Forwarder:
         cost = self.o.neighbours.cost(src, now)
         nxt = Hop(ttl=hop.ttl - 1, hops=hop.hops + 1, metric=hop.metric + cost)
         if addressed or self.o.routes.get(dst, now) is not None:
-            self._forward(env, nxt, dst, now)
+            self._forward(env, nxt, dst, now, best_effort)
         else:
             self._scoped_flood(env, nxt, now)
+
+    def _deliver(self, env: Envelope, kind: int, body: bytes,
+                 frag: tuple[bytes, int, int] | None, hops: int, now: float) -> None:
+        if frag is None:
+            self.o.post_event(UnicastReceived(env.origin, env.origin_key, kind, body, hops,
+                                              env.seq))
+            return
+        msg_id, index, count = frag
+        key = (env.origin, msg_id)
+        slot = self._reassembly.get(key)
+        if slot is None:
+            self._expire_reassembly(now)
+            slot = self._reassembly[key] = _Reassembly(now, count, {}, hops)
+        if slot.count != count:
+            self.o.drop("bad_fragment", None, now)
+            return
+        slot.parts[index] = body
+        slot.hops = max(slot.hops, hops)
+        if len(slot.parts) == count:
+            del self._reassembly[key]
+            whole = b"".join(slot.parts[i] for i in range(count))
+            self.o.post_event(UnicastReceived(env.origin, env.origin_key, kind, whole,
+                                              slot.hops, env.seq))
+
+    def _expire_reassembly(self, now: float) -> None:
+        for key, slot in list(self._reassembly.items()):
+            if now - slot.started > REASSEMBLY_TIMEOUT_S:
+                del self._reassembly[key]
+                self.o.counters["unicast_reassembly_timeout"] += 1
+        while len(self._reassembly) >= MAX_REASSEMBLIES:
+            del self._reassembly[next(iter(self._reassembly))]
+            self.o.counters["unicast_reassembly_evicted"] += 1
+
+
+def _read_unicast(payload: object) -> tuple[NodeId, int, bytes, int,
+                                            tuple[bytes, int, int] | None]:
+    """Validate a UNICAST payload: [dst, kind, body, flags, frag]."""
+    fields = codec.read_tuple(payload, "unicast", 5)
+    dst = NodeId(codec.read_bytes(fields[0], "unicast.dst", exact=NODE_ID_LEN))
+    kind = codec.read_int(fields[1], "unicast.kind", 0, MAX_UNICAST_KIND)
+    body = codec.read_bytes(fields[2], "unicast.body", max_len=limits.MAX_UNICAST_BODY_BYTES)
+    flags = codec.read_int(fields[3], "unicast.flags", 0, 0xFF)
+    raw_frag = codec.read_list(fields[4], "unicast.frag", 3)
+    if not raw_frag:
+        return dst, kind, body, flags, None
+    if len(raw_frag) != 3:
+        raise DecodeError("unicast.frag: expected [message id, index, count]")
+    count = codec.read_int(raw_frag[2], "unicast.frag.count", 2, MAX_FRAGMENTS)
+    frag = (codec.read_bytes(raw_frag[0], "unicast.frag.id", exact=MESSAGE_ID_LEN),
+            codec.read_int(raw_frag[1], "unicast.frag.index", 0, count - 1), count)
+    return dst, kind, body, flags, frag

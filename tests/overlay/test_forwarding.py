@@ -60,3 +60,42 @@ def test_without_a_route_a_scoped_flood_reaches_the_destination() -> None:
     sim.run()
     assert deliveries(sim, "n4") == [b"no route"]
     assert sim.core("n0").counters["unicast_scoped_flood"] >= 1  # type: ignore[union-attr]
+
+
+def test_large_message_is_fragmented_and_reassembled_once() -> None:
+    body = bytes(range(256)) * 20  # 5120 bytes: 6 fragments
+    sim = chain_sim(loss=0.1, seed=3)
+    send(sim, "n0", "n5", body)
+    sim.run()
+    assert deliveries(sim, "n5") == [body]
+
+
+def test_best_effort_unicast_is_not_acknowledged() -> None:
+    sim = chain_sim(loss=0.0)
+
+    def go(s: Simulator) -> None:
+        a, b = s.core("n0"), s.core("n3")
+        assert a is not None and b is not None
+        for i in range(5):
+            a.send_unicast(b.node_id, 9, bytes([i]) * 100, s.now, best_effort=True)
+        s.after_command("n0")
+    sim.call_at(40.0, go)
+    sim.run()
+    assert deliveries(sim, "n3") == [bytes([i]) * 100 for i in range(5)]
+    total_acks = sum(sim.core(n).counters["tx_ack"] for n in sim.node_names())  # type: ignore[union-attr]
+    assert total_acks == 0
+
+
+def test_oversized_or_bad_kind_is_refused_locally() -> None:
+    import pytest
+
+    from meshcomm.errors import LocalProtocolError
+    from meshcomm.overlay.forwarding import MAX_MESSAGE_BYTES
+    sim = chain_sim(loss=0.0)
+    sim.run()
+    core = sim.core("n0")
+    assert core is not None
+    with pytest.raises(LocalProtocolError):
+        core.send_unicast(b"\x00" * 32, 1, b"x" * (MAX_MESSAGE_BYTES + 1), sim.now)
+    with pytest.raises(LocalProtocolError):
+        core.send_unicast(b"\x00" * 32, 300, b"x", sim.now)
