@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def test_two_nodes_register_see_each_other_and_stop_cleanly(tmp_path: Path) -> N
     infos: dict[str, NodeInfo] = {}
     seen: dict[str, set[str]] = {}
 
-    def ready(key: str) -> object:
+    def ready(key: str) -> Callable[[NodeDriver, NodeInfo], None]:
         def cb(driver: NodeDriver, info: NodeInfo) -> None:
             infos[key] = info
         return cb
@@ -62,10 +63,10 @@ def test_two_nodes_register_see_each_other_and_stop_cleanly(tmp_path: Path) -> N
         with chain_medium(["a", "b"]) as medium:
             async with asyncio.TaskGroup() as tg:
                 ta = tg.create_task(run_node(_options(dirs[0], (f"mem:{medium.name}/a",)),
-                                             ready("a")))  # type: ignore[arg-type]
+                                             ready("a")))
                 tb = tg.create_task(run_node(_options(dirs[1], (f"mem:{medium.name}/b",),
                                                       name="bravo"),
-                                             ready("b")))  # type: ignore[arg-type]
+                                             ready("b")))
                 await wait_until(lambda: len(infos) == 2, "both nodes up")
                 want = {infos["a"].aor, infos["b"].aor}
                 for _ in range(500):

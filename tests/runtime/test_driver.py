@@ -124,7 +124,7 @@ def test_unicast_goes_out_on_the_radio_of_its_link_address() -> None:
         c.event_sink = lambda ev: received.append(ev) if isinstance(ev, UnicastReceived) else None
         try:
             c.register("sip:c@test.example", ())
-            await wait_until(lambda: a.node.overlay.routes.get(c.node.node_id, a.now())
+            await wait_until(lambda: a.node.overlay.routes.get(c.node.identity.node_id, a.now())
                              is not None, "a route from a to c")
             a.node.send_unicast(c.node.node_id, 7, b"hello c", a.now())
             a.pump()
