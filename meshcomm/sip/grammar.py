@@ -248,6 +248,21 @@ def parse_port(text: str) -> int:
     return int(text)
 
 
+SIMPLE_PARAMS: Final = rf'(?:;[{TOKEN_CHARS}]+(?:=[^\s;,"<>()]+)?)*'
+"""Pattern text of the usual ``*(SEMI generic-param)``: no whitespace, no quoted values.
+PARAM_RE reads such text the same way split_simple_params does."""
+
+
+def split_simple_params(text: str) -> tuple[tuple[str, str | None], ...]:
+    """``;a=1;b`` -> ``(("a", "1"), ("b", None))``, names lowercased. Only for text a
+    pattern has already checked (no empty items, no ';' inside values)."""
+    out: list[tuple[str, str | None]] = []
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        out.append((name.lower(), value if eq else None))
+    return tuple(out)
+
+
 def parse_generic_params(text: str, start: int) -> tuple[tuple[tuple[str, str | None], ...], int]:
     """Read ``*( SEMI generic-param )`` from ``text[start:]``; names are lowercased.
 

@@ -475,19 +475,19 @@ def _parse(data: bytes) -> SipRequest | SipResponse:
     end = data.find(b"\r\n\r\n", start)
     if end < 0:
         raise DecodeError("no end of header section", reason="truncated")
-    lines_b = data[start:end].split(b"\r\n")
-    if len(lines_b) > MAX_PHYSICAL_LINES or max(map(len, lines_b)) > g.MAX_LINE_BYTES:
+    breaks = data.count(b"\r\n", start, end)
+    if breaks >= MAX_PHYSICAL_LINES or (
+        end - start > g.MAX_LINE_BYTES
+        and max(map(len, data[start:end].split(b"\r\n"))) > g.MAX_LINE_BYTES
+    ):
         raise DecodeError("header section too large", status_hint=513, reason="oversize")
-    head = data[start:end].decode("utf-8", "surrogateescape")
-    if head.count("\r") != len(lines_b) - 1 or head.count("\n") != len(lines_b) - 1:
+    if data.count(b"\r", start, end) != breaks or data.count(b"\n", start, end) != breaks:
         raise DecodeError("bare CR or LF in header section")
-    lines = head.split("\r\n")
-    names, values = _read_headers(lines)
-    idx: dict[str, list[str]] = {}
-    for name, value in zip(names, values, strict=True):
-        idx.setdefault(name.lower(), []).append(value)
-    body, headers = _frame_body(data, end + 4, names, values, idx)
-    first = lines[0]
+    head = data[start:end].decode("utf-8", "surrogateescape")
+    first_end = head.find("\r\n")
+    first = head if first_end < 0 else head[:first_end]
+    headers, idx = _read_headers(head)
+    body = _frame_body(data, end + 4, headers, idx)
     is_response = first.startswith("SIP/")
     start_line = _status_line(first) if is_response else _request_line(first)
     cache: dict[str, object] = {"idx": idx, "start": first}
@@ -496,57 +496,75 @@ def _parse(data: bytes) -> SipRequest | SipResponse:
         status, reason = cast(tuple[int, str], start_line)
         if reason != first[12:]:  # the start-line cache must stay canonical
             del cache["start"]
-        resp = _new_response(status, reason, headers, body, tuple(defects), None)
+        resp = _new_response(status, reason, tuple(headers), body, tuple(defects), None)
         _setattr(resp, "_cache", cache)
         return resp
     method, uri = cast(tuple[str, SipUri], start_line)
     _request_defects(method, uri, cache, defects)
-    req = _new_request(method, uri, headers, body, tuple(defects), None)
+    req = _new_request(method, uri, tuple(headers), body, tuple(defects), None)
     _setattr(req, "_cache", cache)
     return req
 
 
-def _read_headers(lines: list[str]) -> tuple[list[str], list[str]]:
-    """Unfold header lines into canonical names and stripped values."""
-    names: list[str] = []
-    values: list[str] = []
+def _read_headers(head: str) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
+    """Header lines as (canonical name, stripped value), and values by lowercased name."""
+    lines = head.split("\r\n")
+    del lines[0]  # the start line
+    if "\r\n " in head or "\r\n\t" in head:
+        lines = _unfold(lines)
+    headers: list[tuple[str, str]] = []
+    idx: dict[str, list[str]] = {}
     entry = _name_entry
     table = _NAME_TABLE
-    for line in lines[1:]:
-        c0 = line[:1]
-        if c0 == " " or c0 == "\t":  # continuation of a folded line (§7.3.1)
-            if not values:
-                raise DecodeError("continuation line before the first header")
-            more = line.strip()
-            if more:
-                values[-1] = f"{values[-1]} {more}" if values[-1] else more
-            continue
-        colon = line.find(":")
-        if colon <= 0:
+    for line in lines:
+        raw_name, colon, raw_value = line.partition(":")
+        if not raw_name or not colon:
             raise DecodeError(f"header line without name or colon: {line[:40]!r}")
-        raw_name = line[:colon]
         known = table.get(raw_name.lower()) or entry(raw_name.rstrip(" \t"))
         if known is None:
-            raise DecodeError(f"bad header name {line[:colon][:40]!r}")
-        names.append(known[0])
-        values.append(line[colon + 1 :].strip())
-    if len(names) > g.MAX_HEADERS:
+            raise DecodeError(f"bad header name {raw_name[:40]!r}")
+        value = raw_value.strip()
+        headers.append((known[0], value))
+        values = idx.get(known[1])
+        if values is None:
+            idx[known[1]] = [value]
+        else:
+            values.append(value)
+    if len(headers) > g.MAX_HEADERS:
         raise DecodeError("too many headers", status_hint=513, reason="oversize")
-    return names, values
+    return headers, idx
+
+
+def _unfold(lines: list[str]) -> list[str]:
+    """Join each continuation line (§7.3.1) to its header line: the stripped value, one SP,
+    the stripped continuation."""
+    out: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not out:
+                raise DecodeError("continuation line before the first header")
+            more = line.strip()
+            name, colon, value = out[-1].partition(":")
+            if more and colon:  # a line without colon is rejected by the caller
+                value = value.strip()
+                out[-1] = f"{name}:{value} {more}" if value else f"{name}:{more}"
+            continue
+        out.append(line)
+    return out
 
 
 def _frame_body(
-    data: bytes, body_start: int, names: list[str], values: list[str], idx: dict[str, list[str]]
-) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+    data: bytes, body_start: int, headers: list[tuple[str, str]], idx: dict[str, list[str]]
+) -> bytes:
     """Apply Content-Length (§18.3) and normalise its header entry."""
     lengths = idx.get("content-length")
     available = len(data) - body_start
     if lengths is None:
         body = data[body_start:]
-        names.append("Content-Length")
-        values.append(str(len(body)))
-        idx["content-length"] = [values[-1]]
-        return body, tuple(zip(names, values, strict=True))
+        size_text = str(len(body))
+        headers.append(("Content-Length", size_text))
+        idx["content-length"] = [size_text]
+        return body
     if len(lengths) > 1:
         raise DecodeError("more than one Content-Length", reason="framing")
     text = lengths[0]
@@ -556,10 +574,10 @@ def _frame_body(
     if size > available:
         raise DecodeError("body shorter than Content-Length", reason="truncated")
     if text != str(size):
-        i = names.index("Content-Length")
-        values[i] = str(size)
-        idx["content-length"] = [values[i]]
-    return data[body_start : body_start + size], tuple(zip(names, values, strict=True))
+        i = [name for name, _ in headers].index("Content-Length")
+        headers[i] = ("Content-Length", str(size))
+        idx["content-length"] = [headers[i][1]]
+    return data[body_start : body_start + size]
 
 
 def _check_mandatory(idx: dict[str, list[str]], cache: dict[str, object]) -> list[str]:

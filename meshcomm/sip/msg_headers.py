@@ -12,7 +12,12 @@ from typing import Final
 
 from meshcomm.errors import DecodeError
 from meshcomm.sip import grammar as g
-from meshcomm.sip.uri import SipUri, parse_uri_untrusted
+from meshcomm.sip.uri import (
+    SIMPLE_SIP_PATTERN,
+    SipUri,
+    parse_uri_untrusted,
+    simple_sip_uri_untrusted,
+)
 
 # display-name = *(token LWS) / quoted-string ; then LAQUOT addr-spec RAQUOT
 _NAME_ADDR_RE: Final = re.compile(  # atomic/possessive parts: linear time on any input
@@ -30,6 +35,22 @@ _VIA_RE: Final = re.compile(
 _COMMENT_RE: Final = re.compile(r"\s*\((?:[^()\\]|\\[\s\S]|\((?:[^()\\]|\\[\s\S])*\))*\)\s*")
 _CSEQ_RE: Final = re.compile(rf"\s*([0-9]+)\s+([{g.TOKEN_CHARS}]+)\s*")
 BRANCH_MAGIC_COOKIE: Final = "z9hG4bK"
+
+FAST_PATH_MAX_CHARS: Final = 1024
+"""Longer header values take the general parsers (which enforce the URI and count limits)."""
+# The usual name-addr in one match: an optional display name (quoted without escapes, or
+# tokens), a sip/sips URI of the simple shape, simple header parameters. Groups: quoted,
+# tokens, scheme, user, host, port, URI params, header params. The general parser reads
+# everything this accepts to the same value.
+_FAST_NAME_ADDR_RE: Final = re.compile(
+    rf'(?:"([^"\\]*)"\s*|([{g.TOKEN_CHARS}]+(?:\s+[{g.TOKEN_CHARS}]+)*)\s*)?'
+    rf"<(sips?):{SIMPLE_SIP_PATTERN}>({g.SIMPLE_PARAMS})"
+)
+# One via-parm of the usual shape. Groups: transport, host, port, params.
+_FAST_VIA_RE: Final = re.compile(
+    rf"SIP/2\.0/([{g.TOKEN_CHARS}]+) (\[[0-9A-Fa-f:.]*\]|[A-Za-z0-9\-.]+)(?::([0-9]{{1,5}}))?"
+    rf"({g.SIMPLE_PARAMS})"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +85,10 @@ def parse_name_addr_untrusted(text: str) -> NameAddr:
     """Parse ``name-addr`` or ``addr-spec`` followed by ``*(SEMI generic-param)``."""
     if not isinstance(text, str) or len(text) > g.MAX_LINE_BYTES:
         raise DecodeError("name-addr too long or not text")
+    if len(text) <= FAST_PATH_MAX_CHARS:
+        f = _FAST_NAME_ADDR_RE.fullmatch(text)
+        if f is not None:
+            return _fast_name_addr(f)
     m = _NAME_ADDR_RE.match(text)
     display: str | None
     if m is not None:
@@ -86,6 +111,22 @@ def parse_name_addr_untrusted(text: str) -> NameAddr:
     if text[end:].strip():
         raise DecodeError(f"junk after name-addr: {text[end : end + 40]!r}")
     return NameAddr(uri, display, params)
+
+
+def _fast_name_addr(m: re.Match[str]) -> NameAddr:
+    quoted, tokens, scheme, user, host, port, uri_params, params_text = m.groups()
+    uri = simple_sip_uri_untrusted(scheme, user, host, port, uri_params)
+    params: tuple[tuple[str, str | None], ...] = ()
+    if params_text:
+        if params_text.count(";") > g.MAX_URI_PARAMS:
+            raise DecodeError("too many parameters")
+        params = g.split_simple_params(params_text)
+    display = quoted if quoted is not None else tokens
+    addr: NameAddr = _new(NameAddr)
+    _set_na_uri(addr, uri)
+    _set_na_display(addr, display)
+    _set_na_params(addr, params)
+    return addr
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,17 +189,33 @@ class Via:
 
 def parse_via_untrusted(text: str) -> Via:
     """Parse one via-parm (one comma-separated element of a Via header)."""
-    m = _VIA_RE.match(text)
-    if m is None:
-        raise DecodeError(f"bad Via {text[:60]!r}")
-    host = g.parse_host(m.group(2))
-    port = None if m.group(3) is None else g.parse_port(m.group(3))
-    params, end = g.parse_generic_params(text, m.end())
-    rest = text[end:]
-    if rest.strip():
-        c = _COMMENT_RE.fullmatch(rest)
-        if c is None:
+    f = _FAST_VIA_RE.fullmatch(text) if len(text) <= FAST_PATH_MAX_CHARS else None
+    if f is not None:
+        transport, host_text, port_text, params_text = f.groups()
+        if params_text.count(";") > g.MAX_URI_PARAMS:
+            raise DecodeError("too many parameters")
+        params = g.split_simple_params(params_text) if params_text else ()
+    else:
+        m = _VIA_RE.match(text)
+        if m is None:
+            raise DecodeError(f"bad Via {text[:60]!r}")
+        transport, host_text, port_text = m.group(1, 2, 3)
+        params, end = g.parse_generic_params(text, m.end())
+        rest = text[end:]
+        if rest.strip() and _COMMENT_RE.fullmatch(rest) is None:
             raise DecodeError(f"junk in Via: {rest[:40]!r}")
+    host = g.parse_host(host_text)
+    port = None if port_text is None else g.parse_port(port_text)
+    _check_via_params(params)
+    via: Via = _new(Via)
+    _set_via_transport(via, transport.upper())
+    _set_via_host(via, host)
+    _set_via_port(via, port)
+    _set_via_params(via, params)
+    return via
+
+
+def _check_via_params(params: tuple[tuple[str, str | None], ...]) -> None:
     for name, value in params:
         if (
             name == "rport"
@@ -168,7 +225,16 @@ def parse_via_untrusted(text: str) -> Via:
             raise DecodeError("bad rport")
         if name in ("branch", "received", "maddr", "ttl") and value is None:
             raise DecodeError(f"Via {name} without value")
-    return Via(m.group(1).upper(), host, port, params)
+
+
+_new = object.__new__
+_set_na_uri = NameAddr.__dict__["uri"].__set__
+_set_na_display = NameAddr.__dict__["display_name"].__set__
+_set_na_params = NameAddr.__dict__["params"].__set__
+_set_via_transport = Via.__dict__["transport"].__set__
+_set_via_host = Via.__dict__["host"].__set__
+_set_via_port = Via.__dict__["port"].__set__
+_set_via_params = Via.__dict__["params"].__set__
 
 
 def parse_vias_untrusted(values: list[str]) -> tuple[Via, ...]:

@@ -107,6 +107,8 @@ def parse_uri_untrusted(text: str) -> SipUri:
         raise DecodeError("URI must be text")
     if len(text) > g.MAX_URI_BYTES:
         raise DecodeError("URI too long")
+    if text.startswith("sip:"):  # the usual case; the same result as the general route
+        return _parse_sip("sip", text[4:])
     m = _SCHEME_RE.match(text)
     if m is None:
         raise DecodeError(f"URI without scheme: {text[:60]!r}", status_hint=400)
@@ -119,31 +121,59 @@ def parse_uri_untrusted(text: str) -> SipUri:
     return _parse_sip(scheme, rest)
 
 
-# Fast path for the usual shapes: [user[:password]@]host[:port][;params] without escapes in
-# params and without ?headers. Anything else takes the general path below.
-_SIMPLE_SIP_RE: Final = re.compile(
-    rf"(?:((?:[{g.UNRESERVED}&=+$,;?/]|{_ESC})+)@)?"
+# Fast path for the usual shapes: [user@]host[:port][;params] without %-escapes, without a
+# password and without ?headers. Anything else takes the general path below, which gives
+# the same result for what this pattern accepts. Four groups: user, host, port, params.
+SIMPLE_SIP_PATTERN: Final = (
+    rf"(?:([{g.UNRESERVED}&=+$,;?/]+)@)?"
     r"(\[[0-9A-Fa-f:.]*\]|[A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?"
     rf"((?:;[{g.UNRESERVED}\[\]/:&+$]+(?:=[{g.UNRESERVED}\[\]/:&+$]+)?)*)"
 )
+_SIMPLE_SIP_RE: Final = re.compile(SIMPLE_SIP_PATTERN)
+_new = object.__new__
+_set_scheme = SipUri.__dict__["scheme"].__set__
+_set_user = SipUri.__dict__["user"].__set__
+_set_password = SipUri.__dict__["password"].__set__
+_set_host = SipUri.__dict__["host"].__set__
+_set_port = SipUri.__dict__["port"].__set__
+_set_params = SipUri.__dict__["params"].__set__
+_set_headers = SipUri.__dict__["headers"].__set__
+_set_opaque = SipUri.__dict__["opaque"].__set__
+
+
+def simple_sip_uri_untrusted(
+    scheme: str, user: str | None, host_text: str, port_text: str | None, param_text: str
+) -> SipUri:
+    """The URI of one match of SIMPLE_SIP_PATTERN (its four groups), built without the
+    frozen dataclass's per-field ``object.__setattr__`` calls. The caller has checked the
+    URI length (MAX_URI_BYTES); ``scheme`` is "sip" or "sips"."""
+    port = None
+    if port_text is not None:
+        port = int(port_text)  # 1 to 5 ASCII digits (the pattern)
+        if port > g.MAX_PORT:
+            raise DecodeError(f"bad port {port_text!r}")
+    params: tuple[tuple[str, str | None], ...] = ()
+    if param_text:
+        if param_text.count(";") > g.MAX_URI_PARAMS:
+            raise DecodeError("too many URI parameters")
+        params = g.split_simple_params(param_text)
+    uri: SipUri = _new(SipUri)
+    _set_scheme(uri, scheme)
+    _set_user(uri, user)
+    _set_password(uri, None)
+    _set_host(uri, g.parse_host(host_text))
+    _set_port(uri, port)
+    _set_params(uri, params)
+    _set_headers(uri, ())
+    _set_opaque(uri, None)
+    return uri
 
 
 def _parse_sip(scheme: str, rest: str) -> SipUri:
     m = _SIMPLE_SIP_RE.fullmatch(rest)
     if m is None:
         return _parse_sip_general(scheme, rest)
-    raw_user, host_text, port_text, param_text = m.groups()
-    user = None if raw_user is None else g.unescape(raw_user)
-    port = None if port_text is None else g.parse_port(port_text)
-    params: tuple[tuple[str, str | None], ...] = ()
-    if param_text:
-        items = param_text[1:].split(";")
-        if len(items) > g.MAX_URI_PARAMS:
-            raise DecodeError("too many URI parameters")
-        params = tuple(
-            (n.lower(), v if eq else None) for n, eq, v in (i.partition("=") for i in items)
-        )
-    return SipUri(scheme, user, None, g.parse_host(host_text), port, params)
+    return simple_sip_uri_untrusted(scheme, *m.groups())
 
 
 def _parse_sip_general(scheme: str, rest: str) -> SipUri:
