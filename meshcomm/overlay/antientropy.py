@@ -78,12 +78,12 @@ class AntiEntropy:
     def on_digest(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         fields = codec.read_tuple(env.payload, "digest", 2)
         theirs = fields[1]
+        mine = self.o.table.bucket_hashes()
+        if theirs == mine:  # the common case; equal to our ints means well-formed
+            return
         if (type(theirs) is not list or len(theirs) != DIGEST_BUCKETS
                 or not all(type(h) is int and 0 <= h < 1 << 64 for h in theirs)):
             raise DecodeError("digest: expected 16 unsigned 64-bit bucket hashes")
-        mine = self.o.table.bucket_hashes()
-        if theirs == mine:
-            return
         differing = [i for i in range(DIGEST_BUCKETS) if theirs[i] != mine[i]]
         last = self._answered.get(src)
         if last is not None and now - last < self.o.config.anti_entropy_interval_s * 0.4:

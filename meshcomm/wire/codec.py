@@ -35,8 +35,12 @@ def _too_deep(value: list[Any] | dict[Any, Any]) -> bool:
     return True
 
 
-def unpack_untrusted(data: bytes, *, max_bytes: int = limits.MAX_DATAGRAM_BYTES) -> Any:
-    """Unpack msgpack bytes under hard limits; raise only DecodeError."""
+def unpack_untrusted(data: bytes, *, max_bytes: int = limits.MAX_DATAGRAM_BYTES,
+                     check_depth: bool = True) -> Any:
+    """Unpack msgpack bytes under hard limits; raise only DecodeError.
+
+    ``check_depth=False`` is for callers that validate the complete shape of the value
+    with the typed readers below right away (so no deeper value is ever accepted)."""
     if len(data) > max_bytes:
         raise DecodeError(f"{len(data)} bytes exceeds the {max_bytes}-byte limit",
                           reason="oversized")
@@ -55,7 +59,7 @@ def unpack_untrusted(data: bytes, *, max_bytes: int = limits.MAX_DATAGRAM_BYTES)
         raise DecodeError(f"bad msgpack: {exc}", reason=reason) from exc
     except Exception as exc:  # msgpack may raise other errors on hostile input
         raise DecodeError(f"bad msgpack: {type(exc).__name__}", reason="malformed") from exc
-    if (type(value) is list or type(value) is dict) and _too_deep(value):
+    if check_depth and (type(value) is list or type(value) is dict) and _too_deep(value):
         raise DecodeError("nesting too deep", reason="malformed")
     return value
 

@@ -121,7 +121,9 @@ def decode_signed_untrusted(signed: bytes, signature: bytes) -> Envelope:
 
 def decode_frame_untrusted(data: bytes) -> tuple[Envelope, Hop]:
     """Decode one radio datagram into its envelope and hop fields."""
-    outer = codec.read_tuple(codec.unpack_untrusted(data), "frame", 3)
+    # The outer shape is checked completely here (2 byte strings and 5 scalars), so the
+    # generic depth walk is only needed for the signed part, which carries the payload.
+    outer = codec.read_tuple(codec.unpack_untrusted(data, check_depth=False), "frame", 3)
     signed = codec.read_bytes(outer[0], "signed", max_len=limits.MAX_DATAGRAM_BYTES)
     signature = codec.read_bytes(outer[1], "signature", exact=64)
     raw_hop = codec.read_tuple(outer[2], "hop", 5)
