@@ -75,7 +75,7 @@ COMPACT_FORMS: Final[dict[str, str]] = {
     "o": "Event", "r": "Refer-To", "s": "Subject", "t": "To", "u": "Allow-Events",
     "v": "Via", "x": "Session-Expires", "y": "Identity",
 }  # fmt: skip
-_KNOWN_NAMES: Final = (
+KNOWN_HEADER_NAMES: Final = (
     "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
     "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
     "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
@@ -88,7 +88,7 @@ _KNOWN_NAMES: Final = (
     "SIP-If-Match", "Subject", "Subscription-State", "Supported", "Timestamp", "To",
     "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate",
 )  # fmt: skip
-_CANONICAL: Final[dict[str, str]] = {n.lower(): n for n in _KNOWN_NAMES}
+_CANONICAL: Final[dict[str, str]] = {n.lower(): n for n in KNOWN_HEADER_NAMES}
 _CANONICAL.update(COMPACT_FORMS)
 
 LIST_HEADERS: Final = frozenset(
@@ -133,6 +133,10 @@ def split_commas(value: str) -> list[str]:
     """Split a header value at commas outside quotes, <...> and comments; keeps empty parts."""
     if '"' not in value and "<" not in value and "(" not in value:
         return [part.strip() for part in value.split(",")]
+    if "," not in value:  # one element: the loop below would read it in one match
+        if _LIST_ELEMENT_RE.fullmatch(value) is None:
+            raise DecodeError(f"unbalanced quote or bracket in {value[:80]!r}")
+        return [value.strip()]
     parts: list[str] = []
     pos, end = 0, len(value)
     match = _LIST_ELEMENT_RE.match
@@ -256,6 +260,9 @@ PARAM_RE reads such text the same way split_simple_params does."""
 def split_simple_params(text: str) -> tuple[tuple[str, str | None], ...]:
     """``;a=1;b`` -> ``(("a", "1"), ("b", None))``, names lowercased. Only for text a
     pattern has already checked (no empty items, no ';' inside values)."""
+    if text.find(";", 1) < 0:
+        name, eq, value = text[1:].partition("=")
+        return ((name.lower(), value if eq else None),)
     out: list[tuple[str, str | None]] = []
     for item in text[1:].split(";"):
         name, eq, value = item.partition("=")

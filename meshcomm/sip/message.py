@@ -37,7 +37,12 @@ from meshcomm.sip.msg_headers import (
     parse_via_untrusted,
     parse_vias_untrusted,
 )
-from meshcomm.sip.uri import SipUri, parse_uri_untrusted
+from meshcomm.sip.uri import (
+    SIMPLE_SIP_PATTERN,
+    SipUri,
+    parse_uri_untrusted,
+    simple_sip_uri_untrusted,
+)
 
 __all__ = [
     "CSeq",
@@ -58,6 +63,14 @@ MAX_PHYSICAL_LINES: Final = 1024
 _REQUEST_LINE_RE: Final = re.compile(
     rf"([{g.TOKEN_CHARS}]+) ([^\x00-\x20\x7f]+) SIP/([0-9]+\.[0-9]+)"
 )
+# The usual Request-Line in one match (a sip/sips URI of the simple shape, SIP/2.0); groups:
+# method, scheme, then those of SIMPLE_SIP_PATTERN. _request_line's general route reads
+# every line this accepts to the same method and URI.
+_FAST_REQUEST_LINE_RE: Final = re.compile(
+    rf"([{g.TOKEN_CHARS}]+) (sips?):{SIMPLE_SIP_PATTERN} SIP/2\.0"
+)
+FAST_REQUEST_LINE_MAX_CHARS: Final = 1024
+"""Longer Request-Lines take the general route (which enforces MAX_URI_BYTES)."""
 _STATUS_LINE_RE: Final = re.compile(r"SIP/([0-9]+\.[0-9]+) ([0-9]{3}) ([^\x00-\x08\x0a-\x1f\x7f]*)")
 _DATE_RE: Final = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
@@ -86,6 +99,11 @@ for _n in list(g.COMPACT_FORMS) + list(g.LIST_HEADERS) + ["call-id", "cseq", "fr
     _name_entry(_n)
 _name_entry("content-length")
 _name_entry("max-forwards")
+# Known names spelled exactly as canonical or compact (what real traffic sends) -> entry:
+# spares a lower() per header line; any other spelling goes through _NAME_TABLE.
+_EXACT_NAMES: Final[dict[str, tuple[str, str]]] = {}
+for _n in g.KNOWN_HEADER_NAMES + tuple(g.COMPACT_FORMS):
+    _EXACT_NAMES[_n] = cast(tuple[str, str], _name_entry(_n))
 
 # Defect codes (stable strings: the UA and the torture table key on them).
 DEFECT_CSEQ_METHOD: Final = "cseq-method-mismatch"
@@ -516,11 +534,12 @@ def _read_headers(head: str) -> tuple[list[tuple[str, str]], dict[str, list[str]
     idx: dict[str, list[str]] = {}
     entry = _name_entry
     table = _NAME_TABLE
+    exact = _EXACT_NAMES
     for line in lines:
         raw_name, colon, raw_value = line.partition(":")
         if not raw_name or not colon:
             raise DecodeError(f"header line without name or colon: {line[:40]!r}")
-        known = table.get(raw_name.lower()) or entry(raw_name.rstrip(" \t"))
+        known = exact.get(raw_name) or table.get(raw_name.lower()) or entry(raw_name.rstrip(" \t"))
         if known is None:
             raise DecodeError(f"bad header name {raw_name[:40]!r}")
         value = raw_value.strip()
@@ -635,6 +654,11 @@ def _check_optional(
 
 
 def _request_line(first: str) -> tuple[str, SipUri]:
+    if len(first) <= FAST_REQUEST_LINE_MAX_CHARS:
+        f = _FAST_REQUEST_LINE_RE.fullmatch(first)
+        if f is not None:
+            method, scheme, user, host, port, params = f.groups()
+            return method, simple_sip_uri_untrusted(scheme, user, host, port, params)
     m = _REQUEST_LINE_RE.fullmatch(first)
     if m is None:
         raise DecodeError(f"bad Request-Line {first[:80]!r}")

@@ -88,7 +88,14 @@ def parse_name_addr_untrusted(text: str) -> NameAddr:
     if len(text) <= FAST_PATH_MAX_CHARS:
         f = _FAST_NAME_ADDR_RE.fullmatch(text)
         if f is not None:
-            return _fast_name_addr(f)
+            quoted, tokens, scheme, user, host, port, uri_params, params_text = f.groups()
+            if params_text.count(";") > g.MAX_URI_PARAMS:
+                raise DecodeError("too many parameters")
+            addr: NameAddr = _new(NameAddr)
+            _set_na_uri(addr, simple_sip_uri_untrusted(scheme, user, host, port, uri_params))
+            _set_na_display(addr, quoted if quoted is not None else tokens)
+            _set_na_params(addr, g.split_simple_params(params_text) if params_text else ())
+            return addr
     m = _NAME_ADDR_RE.match(text)
     display: str | None
     if m is not None:
@@ -111,22 +118,6 @@ def parse_name_addr_untrusted(text: str) -> NameAddr:
     if text[end:].strip():
         raise DecodeError(f"junk after name-addr: {text[end : end + 40]!r}")
     return NameAddr(uri, display, params)
-
-
-def _fast_name_addr(m: re.Match[str]) -> NameAddr:
-    quoted, tokens, scheme, user, host, port, uri_params, params_text = m.groups()
-    uri = simple_sip_uri_untrusted(scheme, user, host, port, uri_params)
-    params: tuple[tuple[str, str | None], ...] = ()
-    if params_text:
-        if params_text.count(";") > g.MAX_URI_PARAMS:
-            raise DecodeError("too many parameters")
-        params = g.split_simple_params(params_text)
-    display = quoted if quoted is not None else tokens
-    addr: NameAddr = _new(NameAddr)
-    _set_na_uri(addr, uri)
-    _set_na_display(addr, display)
-    _set_na_params(addr, params)
-    return addr
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +197,8 @@ def parse_via_untrusted(text: str) -> Via:
             raise DecodeError(f"junk in Via: {rest[:40]!r}")
     host = g.parse_host(host_text)
     port = None if port_text is None else g.parse_port(port_text)
-    _check_via_params(params)
+    if params:
+        _check_via_params(params)
     via: Via = _new(Via)
     _set_via_transport(via, transport.upper())
     _set_via_host(via, host)
