@@ -109,6 +109,11 @@ def canonical_header_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+def is_canonical_header_name(name: str) -> bool:
+    """True when ``name`` is the canonical long form of a known header name."""
+    return _CANONICAL.get(name.lower()) == name
+
+
 def check_header_name(name: str) -> str:
     """Validate a header name given by local code and return its canonical form."""
     if TOKEN_RE.fullmatch(name) is None:

@@ -235,24 +235,40 @@ class _MessageAccess:
         return self.get_header("Content-Type")
 
     # ------------------------------------------------------------------ copies
-    def _derive(self, headers: tuple[tuple[str, str], ...], body: bytes | None = None) -> Self:
+    def _derive(
+        self,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes | None = None,
+        *,
+        length_ok: bool = False,
+    ) -> Self:
+        """Copy with ``headers`` (already normalised) and ``body``; ``length_ok`` says the
+        headers hold exactly one Content-Length, equal to the body's size, so they need no
+        fixing."""
         raise NotImplementedError  # pragma: no cover - overridden by both message classes
 
     def with_header(self, name: str, value: str) -> Self:
         """Copy with ``name: value`` appended (Content-Length is managed, not appended)."""
         canon = g.check_header_name(name)
-        return self._derive((*self.headers, (canon, g.check_header_value(value))))
+        return self._derive(
+            (*self.headers, (canon, g.check_header_value(value))),
+            length_ok=canon != "Content-Length",
+        )
 
     def with_headers_replaced(self, name: str, values: list[str]) -> Self:
         """Copy with every ``name`` header replaced by ``values``, placed where the first was
         (appended if there was none)."""
         canon = g.check_header_name(name)
         key = canon.lower()
+        # Stored names of known headers are always their canonical spelling, so only
+        # unknown names need the case-insensitive comparison.
+        any_case = not g.is_canonical_header_name(canon)
         new = [(canon, g.check_header_value(v)) for v in values]
         out: list[tuple[str, str]] = []
         placed = False
         for item in self.headers:
-            if item[0].lower() == key:
+            stored = item[0]
+            if stored == canon or (any_case and stored.lower() == key):
                 if not placed:
                     out.extend(new)
                     placed = True
@@ -260,11 +276,14 @@ class _MessageAccess:
                 out.append(item)
         if not placed:
             out.extend(new)
-        return self._derive(tuple(out))
+        return self._derive(tuple(out), length_ok=canon != "Content-Length")
 
     def without_header(self, name: str) -> Self:
         key = g.canonical_header_name(name).lower()
-        return self._derive(tuple(item for item in self.headers if item[0].lower() != key))
+        return self._derive(
+            tuple(item for item in self.headers if item[0].lower() != key),
+            length_ok=key != "content-length",
+        )
 
     def with_body(self, body: bytes, content_type: str | None = None) -> Self:
         """Copy with ``body``; sets Content-Type when given (removes it when None and the body
@@ -363,14 +382,20 @@ class SipRequest(_MessageAccess):
     def _start_line(self) -> str:
         return f"{self.method} {self.uri} SIP/2.0"
 
-    def _derive(self, headers: tuple[tuple[str, str], ...], body: bytes | None = None) -> Self:
+    def _derive(
+        self,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes | None = None,
+        *,
+        length_ok: bool = False,
+    ) -> Self:
         data = self.body if body is None else body
         return cast(
             Self,
             _new_request(
                 self.method,
                 self.uri,
-                _fix_length(headers, len(data)),
+                headers if length_ok and body is None else _fix_length(headers, len(data)),
                 data,
                 self.defects,
                 self._cache.get("start"),
@@ -402,14 +427,20 @@ class SipResponse(_MessageAccess):
     def _start_line(self) -> str:
         return f"SIP/2.0 {self.status} {self.reason}"
 
-    def _derive(self, headers: tuple[tuple[str, str], ...], body: bytes | None = None) -> Self:
+    def _derive(
+        self,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes | None = None,
+        *,
+        length_ok: bool = False,
+    ) -> Self:
         data = self.body if body is None else body
         return cast(
             Self,
             _new_response(
                 self.status,
                 self.reason,
-                _fix_length(headers, len(data)),
+                headers if length_ok and body is None else _fix_length(headers, len(data)),
                 data,
                 self.defects,
                 self._cache.get("start"),
@@ -537,16 +568,21 @@ def _read_headers(head: str) -> tuple[list[tuple[str, str]], dict[str, list[str]
     exact = _EXACT_NAMES
     for line in lines:
         raw_name, colon, raw_value = line.partition(":")
-        if not raw_name or not colon:
-            raise DecodeError(f"header line without name or colon: {line[:40]!r}")
-        known = exact.get(raw_name) or table.get(raw_name.lower()) or entry(raw_name.rstrip(" \t"))
+        known = exact.get(raw_name)
         if known is None:
-            raise DecodeError(f"bad header name {raw_name[:40]!r}")
+            if not raw_name or not colon:
+                raise DecodeError(f"header line without name or colon: {line[:40]!r}")
+            known = table.get(raw_name.lower()) or entry(raw_name.rstrip(" \t"))
+            if known is None:
+                raise DecodeError(f"bad header name {raw_name[:40]!r}")
+        elif not colon:
+            raise DecodeError(f"header line without colon: {line[:40]!r}")
+        canon, key = known
         value = raw_value.strip()
-        headers.append((known[0], value))
-        values = idx.get(known[1])
+        headers.append((canon, value))
+        values = idx.get(key)
         if values is None:
-            idx[known[1]] = [value]
+            idx[key] = [value]
         else:
             values.append(value)
     if len(headers) > g.MAX_HEADERS:

@@ -88,14 +88,7 @@ def parse_name_addr_untrusted(text: str) -> NameAddr:
     if len(text) <= FAST_PATH_MAX_CHARS:
         f = _FAST_NAME_ADDR_RE.fullmatch(text)
         if f is not None:
-            quoted, tokens, scheme, user, host, port, uri_params, params_text = f.groups()
-            if params_text.count(";") > g.MAX_URI_PARAMS:
-                raise DecodeError("too many parameters")
-            addr: NameAddr = _new(NameAddr)
-            _set_na_uri(addr, simple_sip_uri_untrusted(scheme, user, host, port, uri_params))
-            _set_na_display(addr, quoted if quoted is not None else tokens)
-            _set_na_params(addr, g.split_simple_params(params_text) if params_text else ())
-            return addr
+            return _name_addr_of_fast_match(f)
     m = _NAME_ADDR_RE.match(text)
     display: str | None
     if m is not None:
@@ -118,6 +111,17 @@ def parse_name_addr_untrusted(text: str) -> NameAddr:
     if text[end:].strip():
         raise DecodeError(f"junk after name-addr: {text[end : end + 40]!r}")
     return NameAddr(uri, display, params)
+
+
+def _name_addr_of_fast_match(f: re.Match[str]) -> NameAddr:
+    quoted, tokens, scheme, user, host, port, uri_params, params_text = f.groups()
+    if params_text.count(";") > g.MAX_URI_PARAMS:
+        raise DecodeError("too many parameters")
+    addr: NameAddr = _new(NameAddr)
+    _set_na_uri(addr, simple_sip_uri_untrusted(scheme, user, host, port, uri_params))
+    _set_na_display(addr, quoted if quoted is not None else tokens)
+    _set_na_params(addr, g.split_simple_params(params_text) if params_text else ())
+    return addr
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +267,11 @@ def parse_name_addr_list_untrusted(values: list[str]) -> tuple[NameAddr, ...]:
     """Contact/Route/Record-Route: every element of every header line, in order."""
     out: list[NameAddr] = []
     for value in values:
+        if "," not in value and len(value) <= FAST_PATH_MAX_CHARS:
+            f = _FAST_NAME_ADDR_RE.fullmatch(value)
+            if f is not None:  # one element (split_commas would return [value])
+                out.append(_name_addr_of_fast_match(f))
+                continue
         for element in g.split_commas(value):
             if not element:
                 raise DecodeError("empty element in address list")
