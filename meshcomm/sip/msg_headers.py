@@ -184,27 +184,46 @@ class Via:
 
 def parse_via_untrusted(text: str) -> Via:
     """Parse one via-parm (one comma-separated element of a Via header)."""
-    f = _FAST_VIA_RE.fullmatch(text) if len(text) <= FAST_PATH_MAX_CHARS else None
-    if f is not None:
-        transport, host_text, port_text, params_text = f.groups()
+    if len(text) <= FAST_PATH_MAX_CHARS:
+        f = _FAST_VIA_RE.fullmatch(text)
+        if f is not None:
+            return _via_of_fast_match(f)
+    m = _VIA_RE.match(text)
+    if m is None:
+        raise DecodeError(f"bad Via {text[:60]!r}")
+    host = g.parse_host(m.group(2))
+    port = None if m.group(3) is None else g.parse_port(m.group(3))
+    params, end = g.parse_generic_params(text, m.end())
+    rest = text[end:]
+    if rest.strip() and _COMMENT_RE.fullmatch(rest) is None:
+        raise DecodeError(f"junk in Via: {rest[:40]!r}")
+    _check_via_params(params)
+    return _make_via(m.group(1).upper(), host, port, params)
+
+
+def _via_of_fast_match(f: re.Match[str]) -> Via:
+    transport, host_text, port_text, params_text = f.groups()
+    port = None
+    if port_text is not None:
+        port = int(port_text)  # 1 to 5 ASCII digits (the pattern)
+        if port > g.MAX_PORT:
+            raise DecodeError(f"bad port {port_text!r}")
+    params: tuple[tuple[str, str | None], ...] = ()
+    if params_text:
         if params_text.count(";") > g.MAX_URI_PARAMS:
             raise DecodeError("too many parameters")
-        params = g.split_simple_params(params_text) if params_text else ()
-    else:
-        m = _VIA_RE.match(text)
-        if m is None:
-            raise DecodeError(f"bad Via {text[:60]!r}")
-        transport, host_text, port_text = m.group(1, 2, 3)
-        params, end = g.parse_generic_params(text, m.end())
-        rest = text[end:]
-        if rest.strip() and _COMMENT_RE.fullmatch(rest) is None:
-            raise DecodeError(f"junk in Via: {rest[:40]!r}")
-    host = g.parse_host(host_text)
-    port = None if port_text is None else g.parse_port(port_text)
-    if params:
+        params = g.split_simple_params(params_text)
         _check_via_params(params)
+    return _make_via(transport.upper(), g.parse_host(host_text), port, params)
+
+
+def _make_via(
+    transport: str, host: str, port: int | None, params: tuple[tuple[str, str | None], ...]
+) -> Via:
+    """``Via(transport, host, port, params)`` for checked parts, without the frozen
+    dataclass's per-field ``object.__setattr__`` calls."""
     via: Via = _new(Via)
-    _set_via_transport(via, transport.upper())
+    _set_via_transport(via, transport)
     _set_via_host(via, host)
     _set_via_port(via, port)
     _set_via_params(via, params)
@@ -237,6 +256,11 @@ def parse_vias_untrusted(values: list[str]) -> tuple[Via, ...]:
     """All via-parms of all Via header lines, top first."""
     vias: list[Via] = []
     for value in values:
+        if "," not in value and len(value) <= FAST_PATH_MAX_CHARS:
+            f = _FAST_VIA_RE.fullmatch(value)
+            if f is not None:  # one element (split_commas would return [value])
+                vias.append(_via_of_fast_match(f))
+                continue
         for element in g.split_commas(value):
             if not element:
                 raise DecodeError("empty Via element")
@@ -260,7 +284,15 @@ def parse_cseq_untrusted(text: str) -> CSeq:
     m = _CSEQ_RE.fullmatch(text)
     if m is None or len(m.group(1)) > g.MAX_CSEQ_DIGITS:
         raise DecodeError(f"bad CSeq {text[:40]!r}")
-    return CSeq(int(m.group(1)), m.group(2))
+    number, method = m.groups()
+    cseq: CSeq = _new(CSeq)
+    _set_cseq_number(cseq, int(number))
+    _set_cseq_method(cseq, method)
+    return cseq
+
+
+_set_cseq_number = CSeq.__dict__["number"].__set__
+_set_cseq_method = CSeq.__dict__["method"].__set__
 
 
 def parse_name_addr_list_untrusted(values: list[str]) -> tuple[NameAddr, ...]:
