@@ -306,9 +306,9 @@ class _MessageAccess:
             start = self._cache.get("start")
             if start is None:
                 start = self._start_line()
-            lines = [cast(str, start)]
-            lines += [f"{name}: {value}" for name, value in self.headers]
-            lines.append("\r\n")
+            # each (name, value) pair becomes "name: value"; the final "\r\n" item ends
+            # the last header line and the header section.
+            lines = [cast(str, start), *map(": ".join, self.headers), "\r\n"]
             head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
             self._cache["wire"] = wire = head + self.body
         return cast(bytes, wire)
