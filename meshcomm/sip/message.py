@@ -398,7 +398,7 @@ class SipRequest(_MessageAccess):
                 headers if length_ok and body is None else _fix_length(headers, len(data)),
                 data,
                 self.defects,
-                self._cache.get("start"),
+                _derived_cache(self._cache),
             ),
         )
 
@@ -443,12 +443,24 @@ class SipResponse(_MessageAccess):
                 headers if length_ok and body is None else _fix_length(headers, len(data)),
                 data,
                 self.defects,
-                self._cache.get("start"),
+                _derived_cache(self._cache),
             ),
         )
 
 
-_setattr = object.__setattr__
+_new = object.__new__
+_set_req_method = SipRequest.__dict__["method"].__set__
+_set_req_uri = SipRequest.__dict__["uri"].__set__
+_set_req_headers = SipRequest.__dict__["headers"].__set__
+_set_req_body = SipRequest.__dict__["body"].__set__
+_set_req_defects = SipRequest.__dict__["defects"].__set__
+_set_req_cache = SipRequest.__dict__["_cache"].__set__
+_set_resp_status = SipResponse.__dict__["status"].__set__
+_set_resp_reason = SipResponse.__dict__["reason"].__set__
+_set_resp_headers = SipResponse.__dict__["headers"].__set__
+_set_resp_body = SipResponse.__dict__["body"].__set__
+_set_resp_defects = SipResponse.__dict__["defects"].__set__
+_set_resp_cache = SipResponse.__dict__["_cache"].__set__
 
 
 def _new_request(
@@ -457,16 +469,17 @@ def _new_request(
     headers: tuple[tuple[str, str], ...],
     body: bytes,
     defects: tuple[str, ...],
-    start: object,
+    cache: dict[str, object],
 ) -> SipRequest:
-    """Build without re-validation (parser and _derive already hold normalised parts)."""
-    msg = object.__new__(SipRequest)
-    _setattr(msg, "method", method)
-    _setattr(msg, "uri", uri)
-    _setattr(msg, "headers", headers)
-    _setattr(msg, "body", body)
-    _setattr(msg, "defects", defects)
-    _setattr(msg, "_cache", {} if start is None else {"start": start})
+    """Build without re-validation (parser and _derive already hold normalised parts) and
+    without the frozen dataclass's per-field ``object.__setattr__`` calls."""
+    msg: SipRequest = _new(SipRequest)
+    _set_req_method(msg, method)
+    _set_req_uri(msg, uri)
+    _set_req_headers(msg, headers)
+    _set_req_body(msg, body)
+    _set_req_defects(msg, defects)
+    _set_req_cache(msg, cache)
     return msg
 
 
@@ -476,16 +489,22 @@ def _new_response(
     headers: tuple[tuple[str, str], ...],
     body: bytes,
     defects: tuple[str, ...],
-    start: object,
+    cache: dict[str, object],
 ) -> SipResponse:
-    msg = object.__new__(SipResponse)
-    _setattr(msg, "status", status)
-    _setattr(msg, "reason", reason)
-    _setattr(msg, "headers", headers)
-    _setattr(msg, "body", body)
-    _setattr(msg, "defects", defects)
-    _setattr(msg, "_cache", {} if start is None else {"start": start})
+    msg: SipResponse = _new(SipResponse)
+    _set_resp_status(msg, status)
+    _set_resp_reason(msg, reason)
+    _set_resp_headers(msg, headers)
+    _set_resp_body(msg, body)
+    _set_resp_defects(msg, defects)
+    _set_resp_cache(msg, cache)
     return msg
+
+
+def _derived_cache(parent: dict[str, object]) -> dict[str, object]:
+    """A copy's cache: the parent's rendered start line, if any (the start line is the same)."""
+    start = parent.get("start")
+    return {} if start is None else {"start": start}
 
 
 # ---------------------------------------------------------------------------- parser
@@ -545,14 +564,10 @@ def _parse(data: bytes) -> SipRequest | SipResponse:
         status, reason = cast(tuple[int, str], start_line)
         if reason != first[12:]:  # the start-line cache must stay canonical
             del cache["start"]
-        resp = _new_response(status, reason, tuple(headers), body, tuple(defects), None)
-        _setattr(resp, "_cache", cache)
-        return resp
+        return _new_response(status, reason, tuple(headers), body, tuple(defects), cache)
     method, uri = cast(tuple[str, SipUri], start_line)
     _request_defects(method, uri, cache, defects)
-    req = _new_request(method, uri, tuple(headers), body, tuple(defects), None)
-    _setattr(req, "_cache", cache)
-    return req
+    return _new_request(method, uri, tuple(headers), body, tuple(defects), cache)
 
 
 def _read_headers(head: str) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
