@@ -125,6 +125,8 @@ def check_header_value(value: str) -> str:
     """Normalise a header value given by local code the way the parser stores values."""
     if "\r" in value or "\n" in value:
         raise LocalProtocolError("header value must not contain CR or LF")
+    if value.isascii():  # the round trip below cannot change ASCII text
+        return value.strip()
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape").strip()
 
 
