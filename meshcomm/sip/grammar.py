@@ -234,11 +234,33 @@ def parse_host(text: str) -> str:
     return host
 
 
+# Two common IPv6 shapes that are certainly valid (8 groups; or "::" with at most 6 explicit
+# groups); anything else, e.g. an embedded IPv4 tail, is left to the ipaddress module.
+_IPV6_FULL_RE: Final = re.compile(r"[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){7}")
+_IPV6_COMPRESSED_RE: Final = re.compile(
+    r"((?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,5})?)::((?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,5})?)"
+)
+
+
+def _is_plain_ipv6(address: str) -> bool:
+    """True for the common IPv6 forms above (lowercase); False means "ask ipaddress"."""
+    if _IPV6_FULL_RE.fullmatch(address) is not None:
+        return True
+    m = _IPV6_COMPRESSED_RE.fullmatch(address)
+    if m is None:
+        return False
+    left, right = m.groups()
+    groups = (left.count(":") + 1 if left else 0) + (right.count(":") + 1 if right else 0)
+    return groups <= 6
+
+
 def _validate_host(text: str) -> str:
     host = text.lower()
     if host.startswith("["):
         if not host.endswith("]"):
             raise DecodeError(f"bad IPv6 reference {text[:60]!r}")
+        if _is_plain_ipv6(host[1:-1]):
+            return host
         try:
             ipaddress.IPv6Address(host[1:-1])
         except ValueError:
