@@ -11,12 +11,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from meshcomm.journal.events import JournalEventType as J
-from meshcomm.journal.events import JournalRecord
 from meshcomm.location.binding import Binding, make_binding
 from meshcomm.location.table import LocationTable, TrustPolicy
 from meshcomm.overlay.config import OverlayConfig
-from meshcomm.overlay.core import FrameDecoder, GossipOverlay
-from meshcomm.overlay.forwarding import UnicastReceived
+from meshcomm.overlay.core import FrameDecoder, GossipOverlay, OverlayEvent
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import Aor, Datagram, LinkAddr, NodeId
@@ -112,6 +110,10 @@ class MeshNode:
         return self.overlay.forwarder.send(NodeId(dst), kind, body, now,
                                            best_effort=best_effort)
 
+    def send_media(self, dst: bytes, stream: bytes, payload: bytes, now: float) -> None:
+        """Send one media payload (already authenticated by the media layer) to ``dst``."""
+        self.overlay.media.send(NodeId(dst), stream, payload, now)
+
     def _announce(self, reg: _Registration, now: float) -> Binding:
         lifetime = self.settings.registration_lifetime_s
         binding = make_binding(self.identity, incident=self.settings.incident,
@@ -150,5 +152,5 @@ class MeshNode:
                     self._announce(reg, now)
         self.overlay.on_timer(now)
 
-    def next_event(self) -> JournalRecord | UnicastReceived | None:
+    def next_event(self) -> OverlayEvent | None:
         return self.overlay.next_event()

@@ -40,12 +40,19 @@ class OverlayConfig:
     rate_burst: int = 400
     #: Queue bound for unicast envelopes waiting for a route or an ack.
     max_pending_unicast: int = 256
+    #: Media frames: per-hop ack timeout and retransmissions (no backoff: late voice is
+    #: useless), and their own per-neighbour budget (frames/s and burst).
+    media_ack_timeout_s: float = 0.03
+    media_retries: int = 3
+    media_rate_limit_fps: float = 1000.0
+    media_rate_burst: int = 500
 
     def validate(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs; empty when the values are usable."""
         problems: list[tuple[str, str]] = []
         positive = ("hello_interval_s", "neighbour_timeout_s", "anti_entropy_interval_s",
-                    "ack_timeout_s", "route_timeout_s", "rate_limit_fps")
+                    "ack_timeout_s", "route_timeout_s", "rate_limit_fps",
+                    "media_ack_timeout_s", "media_rate_limit_fps")
         for name in positive:
             if getattr(self, name) <= 0:
                 problems.append((name, "must be > 0"))
@@ -59,6 +66,8 @@ class OverlayConfig:
             problems.append(("scoped_flood_ttl", "must be in 1..32"))
         if self.neighbour_timeout_s <= self.hello_interval_s:
             problems.append(("neighbour_timeout_s", "must exceed hello_interval_s"))
+        if not 0 <= self.media_retries <= 10:
+            problems.append(("media_retries", "must be in 0..10"))
         if not 0 <= self.min_link_quality <= 1:
             problems.append(("min_link_quality", "must be in [0, 1]"))
         return problems

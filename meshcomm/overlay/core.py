@@ -22,6 +22,7 @@ from meshcomm.location.table import LocationTable, MergeOutcome, MergeResult
 from meshcomm.overlay.antientropy import AntiEntropy
 from meshcomm.overlay.config import OverlayConfig
 from meshcomm.overlay.forwarding import Forwarder, UnicastReceived
+from meshcomm.overlay.media import MEDIA_MARKERS, MediaForwarder, MediaReceived
 from meshcomm.overlay.neighbours import NeighbourTable
 from meshcomm.overlay.ratelimit import TokenBuckets
 from meshcomm.overlay.routing import RouteTable
@@ -38,6 +39,8 @@ from meshcomm.wire.envelope import (
     encode_frame,
     seal,
 )
+
+OverlayEvent = JournalRecord | UnicastReceived | MediaReceived
 
 #: Decodes one datagram; raises only DecodeError. The simulator injects a memoising one
 #: (decoding is a pure function, so sharing results across nodes changes no outcome).
@@ -100,7 +103,7 @@ class GossipOverlay:
         self.routes = RouteTable(config.route_timeout_s)
         self.counters: Counter[str] = Counter()
         self._out: list[Datagram] = []
-        self._events: deque[JournalRecord | UnicastReceived] = deque()
+        self._events: deque[OverlayEvent] = deque()
         self._timers: list[tuple[float, int, TimerKind, bytes]] = []
         self._timer_no = 0
         self._seen: dict[bytes, bool] = {}
@@ -111,6 +114,7 @@ class GossipOverlay:
         self._limits = TokenBuckets(config.rate_limit_fps, config.rate_burst)
         self.anti_entropy = AntiEntropy(self)
         self.forwarder = Forwarder(self)
+        self.media = MediaForwarder(self)
         self._handlers: dict[MsgType, Callable[[Envelope, Hop, LinkAddr, float], None]] = {
             MsgType.HELLO: self._on_hello,
             MsgType.BINDING: self._on_binding,
@@ -127,6 +131,7 @@ class GossipOverlay:
             TimerKind.REBROADCAST: self._rebroadcast_due,
             TimerKind.RETRANSMIT: self.forwarder.retransmit_due,
             TimerKind.HOUSEKEEPING: self._housekeeping_due,
+            TimerKind.MEDIA_RETRANSMIT: self.media.retransmit_due,
         }
         self.schedule(now + rng.uniform(0, config.hello_interval_s * 0.1), TimerKind.HELLO)
         self.schedule(now + config.anti_entropy_interval_s * rng.uniform(0.5, 1.0),
@@ -139,6 +144,9 @@ class GossipOverlay:
         self.counters["rx_bytes"] += len(data)
         if len(data) > limits.MAX_DATAGRAM_BYTES:
             self.drop("oversized", src, now)
+            return
+        if data[:1] in MEDIA_MARKERS:
+            self.media.receive(data, src, now)
             return
         if not self._limits.allow(src, now):
             self.drop("rate_limited", src, now)
@@ -181,7 +189,7 @@ class GossipOverlay:
                 self.emit(J.BINDING_EXPIRED, aor=b.aor, node=b.node_id.hex(), seq=b.seq,
                           tombstone=b.is_tombstone)
 
-    def next_event(self) -> JournalRecord | UnicastReceived | None:
+    def next_event(self) -> OverlayEvent | None:
         return self._events.popleft() if self._events else None
 
     # ------------------------------------------------------------ shared helpers
@@ -199,8 +207,15 @@ class GossipOverlay:
     def emit(self, kind: J, **data: object) -> None:
         self._events.append(JournalRecord(kind, data))
 
-    def post_event(self, event: UnicastReceived) -> None:
+    def post_event(self, event: UnicastReceived | MediaReceived) -> None:
         self._events.append(event)
+
+    def queue_raw(self, dgram: Datagram, tag: str) -> None:
+        """Queue an already-encoded frame (media) and count it."""
+        self._out.append(dgram)
+        self.counters["tx_frames"] += 1
+        self.counters["tx_bytes"] += len(dgram.data)
+        self.counters[f"tx_{tag}"] += 1
 
     def transmit(self, env: Envelope, hop: Hop, dst: LinkAddr | None, tag: str) -> None:
         frame = encode_frame(env, hop)

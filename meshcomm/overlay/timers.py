@@ -11,3 +11,4 @@ class TimerKind(Enum):
     REBROADCAST = "rebroadcast"
     RETRANSMIT = "retransmit"
     HOUSEKEEPING = "housekeeping"
+    MEDIA_RETRANSMIT = "media_retransmit"

@@ -24,6 +24,7 @@ from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.overlay.forwarding import UnicastReceived
+from meshcomm.overlay.media import MediaReceived
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.sim.baseline import NaiveFloodNode
@@ -150,6 +151,8 @@ class Simulator:
         self.counters: Counter[str] = Counter()
         #: (time, node, event) of every unicast delivered to its destination
         self.unicasts: list[tuple[float, str, UnicastReceived]] = []
+        #: (time, node, event) of every media frame delivered to its destination
+        self.media: list[tuple[float, str, MediaReceived]] = []
 
     def _observe(self, kind: str, **info: object) -> None:
         if self.observer is not None:
@@ -232,8 +235,10 @@ class Simulator:
         while (event := core.next_event()) is not None:
             if isinstance(event, JournalRecord):
                 self._record(slot.name, event)
-            else:
+            elif isinstance(event, UnicastReceived):
                 self.unicasts.append((self.now, slot.name, event))
+            else:
+                self.media.append((self.now, slot.name, event))
         self._arm(slot)
 
     def _transmit(self, src: str, data: bytes, dst: LinkAddr | None) -> None:

@@ -1,0 +1,186 @@
+"""Media frames: unsigned, route-forwarded, with per-hop ARQ (like 802.11 unicast).
+
+Voice cannot afford a signature per packet, so media travels outside the signed envelope
+scheme: relays forward MEDIA frames along their routes without being able to check them;
+the media layer at the two ends authenticates every payload with a per-call key.
+
+Wire shapes (msgpack):
+
+* MEDIA: ``[MEDIA_TAG, dst node id, origin node id, stream (8 bytes), ttl, payload]``
+* ACK:   ``[MEDIA_ACK_TAG, frame id (8 bytes)]``, where the frame id is a hash of the
+  frame's end-to-end fields (the same at every hop).
+
+Each hop sends to the next hop of its route and retransmits after a short timeout a few
+times (no backoff, no flood fallback: late voice is useless). Frames have their own
+per-neighbour rate budget so media cannot starve signalling and vice versa.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from meshcomm.errors import DecodeError, LocalProtocolError
+from meshcomm.overlay.ratelimit import TokenBuckets
+from meshcomm.overlay.timers import TimerKind
+from meshcomm.types import NODE_ID_LEN, Datagram, LinkAddr, NodeId
+from meshcomm.wire import codec, limits
+
+if TYPE_CHECKING:
+    from meshcomm.overlay.core import GossipOverlay
+
+MEDIA_TAG = 1
+MEDIA_ACK_TAG = 2
+#: First byte of a MEDIA frame (fixarray of 6) and of an ACK (fixarray of 2). Envelope
+#: frames start with 0x93 (fixarray of 3), so the three never collide.
+MEDIA_MARKERS = (b"\x96", b"\x92")
+STREAM_ID_LEN = 8
+FRAME_ID_LEN = 8
+MAX_MEDIA_PAYLOAD_BYTES = 1000
+MEDIA_TTL = 16
+SEEN_FRAMES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class MediaReceived:
+    """A media frame reached this node, its destination. ``origin`` is as claimed by the
+    sender; the media layer authenticates the payload."""
+
+    origin: NodeId
+    stream: bytes
+    payload: bytes
+    hops: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    frame: bytes
+    next_hop: LinkAddr
+    tries: int
+
+
+def _frame_id(dst: bytes, origin: bytes, stream: bytes, payload: bytes) -> bytes:
+    return hashlib.blake2b(dst + origin + stream + payload, digest_size=FRAME_ID_LEN).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFrame:
+    dst: bytes
+    origin: bytes
+    stream: bytes
+    ttl: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MediaAck:
+    frame_id: bytes
+
+
+def decode_media_untrusted(data: bytes) -> MediaFrame | MediaAck:
+    """Decode a MEDIA or ACK frame; raises only DecodeError."""
+    value = codec.unpack_untrusted(data, check_depth=False)
+    if not isinstance(value, list) or not value:
+        raise DecodeError("media: expected a list")
+    tag = codec.read_int(value[0], "media.tag", 0, 255)
+    if tag == MEDIA_ACK_TAG:
+        fields = codec.read_tuple(value, "media.ack", 2)
+        return MediaAck(codec.read_bytes(fields[1], "media.ack.id", exact=FRAME_ID_LEN))
+    if tag != MEDIA_TAG:
+        raise DecodeError(f"media: unknown tag {tag}", reason="unknown_type")
+    fields = codec.read_tuple(value, "media", 6)
+    return MediaFrame(
+        dst=codec.read_bytes(fields[1], "media.dst", exact=NODE_ID_LEN),
+        origin=codec.read_bytes(fields[2], "media.origin", exact=NODE_ID_LEN),
+        stream=codec.read_bytes(fields[3], "media.stream", exact=STREAM_ID_LEN),
+        ttl=codec.read_int(fields[4], "media.ttl", 0, limits.MAX_TTL),
+        payload=codec.read_bytes(fields[5], "media.payload", max_len=MAX_MEDIA_PAYLOAD_BYTES),
+    )
+
+
+class MediaForwarder:
+    def __init__(self, overlay: GossipOverlay) -> None:
+        self.o = overlay
+        cfg = overlay.config
+        self._limits = TokenBuckets(cfg.media_rate_limit_fps, cfg.media_rate_burst)
+        self._pending: dict[bytes, _Pending] = {}
+        self._seen: dict[bytes, None] = {}
+
+    def send(self, dst: NodeId, stream: bytes, payload: bytes, now: float) -> None:
+        if len(stream) != STREAM_ID_LEN:
+            raise LocalProtocolError(f"media stream id must be {STREAM_ID_LEN} bytes")
+        if len(payload) > MAX_MEDIA_PAYLOAD_BYTES:
+            raise LocalProtocolError(f"media payload over {MAX_MEDIA_PAYLOAD_BYTES} bytes")
+        fid = _frame_id(dst, self.o.node_id, stream, payload)
+        self._remember(fid)
+        self._forward(fid, dst, self.o.node_id, stream, MEDIA_TTL, payload, now)
+
+    def _forward(self, fid: bytes, dst: bytes, origin: bytes, stream: bytes, ttl: int,
+                 payload: bytes, now: float) -> None:
+        nb = self.o.neighbours.by_id.get(NodeId(dst))
+        route = self.o.routes.get(NodeId(dst), now)
+        next_hop = nb.addr if nb is not None else (route.next_hop if route else None)
+        if next_hop is None:
+            self.o.counters["media_no_route"] += 1
+            return
+        frame = codec.pack([MEDIA_TAG, dst, origin, stream, ttl, payload])
+        self._send(frame, next_hop)
+        if len(self._pending) < self.o.config.max_pending_unicast * 4:
+            self._pending[fid] = _Pending(frame, next_hop, 0)
+            self.o.schedule(now + self.o.config.media_ack_timeout_s,
+                            TimerKind.MEDIA_RETRANSMIT, fid)
+
+    def _send(self, frame: bytes, dst: LinkAddr) -> None:
+        self.o.queue_raw(Datagram(frame, dst), "media")
+
+    def retransmit_due(self, fid: bytes, now: float) -> None:
+        pending = self._pending.get(fid)
+        if pending is None:
+            return
+        if pending.tries >= self.o.config.media_retries:
+            del self._pending[fid]
+            self.o.counters["media_hop_failed"] += 1
+            return
+        pending.tries += 1
+        self.o.counters["media_retransmits"] += 1
+        self._send(pending.frame, pending.next_hop)
+        self.o.schedule(now + self.o.config.media_ack_timeout_s, TimerKind.MEDIA_RETRANSMIT,
+                        fid)
+
+    def receive(self, data: bytes, src: LinkAddr, now: float) -> None:
+        if not self._limits.allow(src, now):
+            self.o.drop("media_rate_limited", src, now)
+            return
+        try:
+            frame = decode_media_untrusted(data)
+        except DecodeError as exc:
+            self.o.drop(f"media_{exc.reason}", src, now)
+            return
+        if isinstance(frame, MediaAck):
+            pending = self._pending.get(frame.frame_id)
+            if pending is not None and pending.next_hop == src:
+                del self._pending[frame.frame_id]
+            return
+        dst, origin, stream, ttl, payload = (frame.dst, frame.origin, frame.stream, frame.ttl,
+                                             frame.payload)
+        fid = _frame_id(dst, origin, stream, payload)
+        self._send(codec.pack([MEDIA_ACK_TAG, fid]), src)
+        if fid in self._seen:
+            self.o.counters["media_duplicates"] += 1
+            return
+        self._remember(fid)
+        if dst == self.o.node_id:
+            self.o.counters["media_delivered"] += 1
+            self.o.post_event(MediaReceived(NodeId(origin), stream, payload,
+                                            MEDIA_TTL - ttl + 1))
+        elif ttl <= 1:
+            self.o.drop("media_ttl_expired", src, now)
+        else:
+            self.o.counters["media_relayed"] += 1
+            self._forward(fid, dst, origin, stream, ttl - 1, payload, now)
+
+    def _remember(self, fid: bytes) -> None:
+        if len(self._seen) >= SEEN_FRAMES:
+            del self._seen[next(iter(self._seen))]
+        self._seen[fid] = None
