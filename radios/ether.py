@@ -15,10 +15,12 @@ import contextlib
 import logging
 import socket
 import struct
+from typing import Any
 
 from meshcomm.errors import DecodeError, LocalProtocolError
 from radios import _netutil as net
-from radios.base import MESH_DATAGRAM_MAX_BYTES, Radio
+from radios._sockradio import SocketRadio
+from radios.base import MESH_DATAGRAM_MAX_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +31,6 @@ MAC_LEN = 6
 LENGTH_PREFIX_BYTES = 2
 #: Largest payload the 2-byte length prefix can describe.
 LENGTH_PREFIX_MAX = 0xFFFF
-RX_BATCH = 64
-RECV_BUFFER_BYTES = 65535
 SOCKET_RCVBUF_BYTES = 1 << 20
 #: Linux packet types (linux/if_packet.h) and the socket option to skip our own frames.
 PACKET_OTHERHOST = 3
@@ -79,23 +79,16 @@ def parse_mac(text: str) -> bytes:
         raise LocalProtocolError(f"not a neighbour address of this radio: {text!r}") from None
 
 
-class EtherRadio(Radio):
+class EtherRadio(SocketRadio):
     """The raw Ethernet driver. See the module docstring."""
 
     def __init__(self, name: str, iface: str) -> None:
         super().__init__(name, MESH_DATAGRAM_MAX_BYTES)
         self.iface = iface
         self.own_mac = b""
-        self._sock: socket.socket | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._sock is not None
 
     async def open(self) -> None:
-        if self._sock is not None:
-            raise LocalProtocolError(f"radio {self.name}: already open")
+        self._check_not_open()
         loop = asyncio.get_running_loop()
         net.ifindex(self.iface, self.name)  # ConfigError if absent
         # Protocol 0 at creation: nothing is queued until bind() picks interface + type.
@@ -113,38 +106,17 @@ class EtherRadio(Radio):
         except BaseException:
             sock.close()
             raise
-        self._sock, self._loop = sock, loop
-        loop.add_reader(sock.fileno(), self._on_readable)
+        self._attach(sock, loop)
         logger.info("radio %s: open, own MAC %s", self.name, format_mac(self.own_mac))
 
     def send(self, data: bytes, dst: str | None) -> None:
         self.check_send(data)
         assert self._sock is not None
         mac = BROADCAST_MAC if dst is None else parse_mac(dst)
-        try:
-            self._sock.sendto(encode_frame(data), (self.iface, ETHERTYPE, 0, 0, mac))
-        except BlockingIOError:
-            self.count("dropped_buffer_full")
-            return
-        except OSError as exc:
-            self.count(f"dropped_{net.errno_name(exc)}")
-            logger.debug("radio %s: send to %s failed: %s", self.name, dst, exc)
-            return
-        self.count_tx(len(data))
+        self._sendto(encode_frame(data), (self.iface, ETHERTYPE, 0, 0, mac), len(data), dst)
 
-    def _on_readable(self) -> None:
-        sock = self._sock
-        for _ in range(RX_BATCH):
-            if sock is None or self._sock is not sock:
-                return  # closed by a receiver callback
-            try:
-                frame, addr = sock.recvfrom(RECV_BUFFER_BYTES)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self.count(f"dropped_{net.errno_name(exc)}")
-                continue
-            self._handle_frame(frame, addr[2], bytes(addr[4][:MAC_LEN]))
+    def _handle_received(self, data: bytes, addr: Any) -> None:
+        self._handle_frame(data, addr[2], bytes(addr[4][:MAC_LEN]))
 
     def _handle_frame(self, frame: bytes, pkttype: int, src_mac: bytes) -> None:
         if pkttype == PACKET_OUTGOING or src_mac == self.own_mac:
@@ -159,11 +131,3 @@ class EtherRadio(Radio):
             self.count(f"dropped_{exc.reason}")
             return
         self.deliver(data, format_mac(src_mac))
-
-    def close(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is None:
-            return
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(sock.fileno())
-        sock.close()

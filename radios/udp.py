@@ -26,10 +26,12 @@ import ipaddress
 import logging
 import socket
 import struct
+from typing import Any
 
 from meshcomm.errors import ConfigError, LocalProtocolError
 from radios import _netutil as net
-from radios.base import MESH_DATAGRAM_MAX_BYTES, RADIO_KEY_PATH, Radio, validate_ifname
+from radios._sockradio import SocketRadio
+from radios.base import MESH_DATAGRAM_MAX_BYTES, RADIO_KEY_PATH, validate_ifname
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +48,6 @@ ADDRESS_POLL_S = 0.05
 V6_OVERHEAD_BYTES = 48
 V4_OVERHEAD_BYTES = 28
 #: Datagrams read per readable event before yielding to the loop.
-RX_BATCH = 64
-RECV_BUFFER_BYTES = 65535
 SOCKET_RCVBUF_BYTES = 1 << 20
 #: Linux socket options not exported by the socket module.
 IPV6_MULTICAST_ALL = 29
@@ -86,7 +86,7 @@ def _parse_dst(dst: str, family: int, index: int) -> tuple[str, int] | tuple[str
         raise LocalProtocolError(f"not a neighbour address of this radio: {dst!r}") from exc
 
 
-class UdpRadio(Radio):
+class UdpRadio(SocketRadio):
     """The zero-config UDP driver. See the module docstring."""
 
     def __init__(self, name: str, iface: str, *, port: int = DEFAULT_PORT,
@@ -98,17 +98,10 @@ class UdpRadio(Radio):
         self.family: int | None = None
         self.own_address: str | None = None
         self._index = 0
-        self._sock: socket.socket | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._broadcast_addr: tuple[str, int] | tuple[str, int, int, int] = ("", 0)
 
-    @property
-    def is_open(self) -> bool:
-        return self._sock is not None
-
     async def open(self) -> None:
-        if self._sock is not None:
-            raise LocalProtocolError(f"radio {self.name}: already open")
+        self._check_not_open()
         loop = asyncio.get_running_loop()
         self._index = net.ifindex(self.iface, self.name)
         family, own = await self._wait_for_address(loop)
@@ -121,8 +114,7 @@ class UdpRadio(Radio):
             self._broadcast_addr = (MULTICAST_GROUP_V6, self.port, 0, self._index)
         else:
             self._broadcast_addr = (BROADCAST_V4, self.port)
-        self._sock, self._loop = sock, loop
-        loop.add_reader(sock.fileno(), self._on_readable)
+        self._attach(sock, loop)
         logger.info("radio %s: open, %s, own address %s", self.name,
                     "IPv6 multicast" if family == socket.AF_INET6 else "IPv4 broadcast",
                     _format_addr(family, own, self.port))
@@ -178,30 +170,10 @@ class UdpRadio(Radio):
         self.check_send(data)
         assert self._sock is not None and self.family is not None
         addr = self._broadcast_addr if dst is None else _parse_dst(dst, self.family, self._index)
-        try:
-            self._sock.sendto(data, addr)
-        except BlockingIOError:
-            self.count("dropped_buffer_full")
-            return
-        except OSError as exc:
-            self.count(f"dropped_{net.errno_name(exc)}")
-            logger.debug("radio %s: send to %s failed: %s", self.name, dst, exc)
-            return
-        self.count_tx(len(data))
+        self._sendto(data, addr, len(data), dst)
 
-    def _on_readable(self) -> None:
-        sock = self._sock
-        for _ in range(RX_BATCH):
-            if sock is None or self._sock is not sock:
-                return  # closed by a receiver callback
-            try:
-                data, addr = sock.recvfrom(RECV_BUFFER_BYTES)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. ICMP errors reported on the socket
-                self.count(f"dropped_{net.errno_name(exc)}")
-                continue
-            self._handle_datagram(data, addr[0], addr[1])
+    def _handle_received(self, data: bytes, addr: Any) -> None:
+        self._handle_datagram(data, addr[0], addr[1])
 
     def _handle_datagram(self, data: bytes, host: str, port: int) -> None:
         assert self.family is not None
@@ -213,11 +185,3 @@ class UdpRadio(Radio):
             self.count("dropped_oversize")
             return
         self.deliver(data, _format_addr(self.family, host, port))
-
-    def close(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is None:
-            return
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(sock.fileno())
-        sock.close()
