@@ -1,0 +1,802 @@
+"""The local SIP gateway of a node: a stateful proxy (RFC 3261 §16) whose next hop is a
+local client or another node's gateway over the mesh (see docs/gateway-design.md).
+
+Sans-IO, with the driving API of the architecture guide::
+
+    gw = SipGateway(node, GatewayConfig(), rng=rng, node_aor="sip:me@incident.local", now=t)
+    gw.receive_local(data, ("127.0.0.1", 40001), now)     # from a SIP client (UDP/TCP)
+    gw.receive_mesh(origin_node_id, body, hops, now)       # UnicastReceived kind AppKind.SIP
+    for out in gw.to_send(now):  # LocalDatagram -> the client; MeshSip -> send_unicast
+        ...
+    gw.next_timer(); gw.on_timer(now); gw.next_event()    # JournalRecord, SendResult, InboxEntry
+
+Routing of a request (after Max-Forwards, overload and parser checks):
+
+* a top Route naming this node (``mesh=<nodehex>``) is popped; a next Route naming another
+  node sends the request over the mesh to it; a Route naming no node is refused (403: the
+  gateway is not an open relay);
+* with no Route left, an in-dialog request (To tag) goes to the local client whose contact
+  is the Request-URI; an out-of-dialog one is resolved by AoR: a local registration, the
+  node's own AoR (built-in UA, ``ctl inbox``), else the location table's binding of another
+  node (mesh), else 480 (binding of this node, no client) or 404 (nobody knows it).
+
+Unanswered requests: MESSAGE after ``message_timeout_s`` and INVITE without a provisional
+after ``invite_timeout_s`` get 480; a MESSAGE that gets 480/408 is handed to
+store-and-forward instead (when a holder is set) and answered 202.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections import Counter, OrderedDict, deque
+from collections.abc import Sequence
+from typing import TypeVar
+
+from meshcomm.errors import DecodeError
+from meshcomm.journal.events import JournalRecord
+from meshcomm.location.table import TrustMode
+from meshcomm.node.gateway_parts import (
+    LocalRegistration,
+    Peer,
+    ProxyTx,
+    TokenBucket,
+    contact_key,
+    drop_record,
+    is_tcp,
+    message_id,
+    sip_record,
+)
+from meshcomm.node.gateway_types import (
+    BUILTIN_ADDR,
+    DEFAULT_EXPIRES_S,
+    DEFAULT_MAX_FORWARDS,
+    MAX_EXPIRES_S,
+    MAX_INBOX,
+    MAX_KNOWN_CONTACTS,
+    MAX_KNOWN_NODES,
+    MAX_LOCAL_REGISTRATIONS,
+    MAX_OUTBOX,
+    MAX_RATE_BUCKETS,
+    MAX_SIP_MESSAGE_BYTES,
+    MESH_HOST_SUFFIX,
+    NODE_HEX_CHARS,
+    Address,
+    Direction,
+    GatewayConfig,
+    InboxEntry,
+    LocalDatagram,
+    MeshSip,
+    MessageHolder,
+    SdpDirection,
+    SdpRewriter,
+    SendResult,
+    SendStatus,
+    identity_sdp,
+)
+from meshcomm.node.mesh import MeshNode
+from meshcomm.sip.build import build_ack_for_error, build_cancel, build_response, new_branch
+from meshcomm.sip.message import (
+    NameAddr,
+    SipRequest,
+    SipResponse,
+    Via,
+    parse_message_untrusted,
+    replace_uri,
+)
+from meshcomm.sip.transaction import server_key
+from meshcomm.sip.ua import UserAgent
+from meshcomm.sip.ua_base import address_of, stamp_via
+from meshcomm.sip.ua_events import (
+    IncomingCall,
+    IncomingMessage,
+    RequestFailed,
+    RequestSucceeded,
+    UaConfig,
+)
+from meshcomm.sip.uri import SipUri
+
+log = logging.getLogger(__name__)
+
+GatewayEvent = JournalRecord | SendResult | InboxEntry
+Output = LocalDatagram | MeshSip
+#: Dialog-creating methods get our Record-Route (§16.6 step 4).
+RECORD_ROUTE_METHODS = frozenset({"INVITE", "SUBSCRIBE"})
+#: Proxy state lingers this long after the final answer (absorbs retransmissions).
+LINGER_S = 8.0
+#: Rounds of built-in UA <-> gateway exchange per input (they settle in two or three).
+MAX_BUILTIN_ROUNDS = 16
+#: Lingering transactions kept beyond the pending limit (oldest dropped).
+LINGER_FACTOR = 4
+#: Statuses that mean "not reachable now": a MESSAGE is then held for store-and-forward.
+UNAVAILABLE_STATUSES = frozenset({408, 480})
+_M = TypeVar("_M", SipRequest, SipResponse)
+
+
+class SipGateway:
+    """See the module docstring."""
+
+    def __init__(self, node: MeshNode, config: GatewayConfig, *, rng: random.Random,
+                 node_aor: str, now: float, holder: MessageHolder | None = None,
+                 rewrite_sdp: SdpRewriter = identity_sdp) -> None:
+        self.node = node
+        self.config = config
+        self.rng = rng
+        self.node_aor = node_aor.lower()
+        self.holder = holder
+        self.rewrite_sdp = rewrite_sdp
+        self.node_hex = node.node_id.hex()[:NODE_HEX_CHARS]
+        self.mesh_host = self.node_hex + MESH_HOST_SUFFIX
+        self.counters: Counter[str] = Counter()
+        self.inbox: deque[InboxEntry] = deque(maxlen=MAX_INBOX)
+        self.outbox: OrderedDict[int, SendResult] = OrderedDict()
+        self._now = now
+        self._ids = itertools.count(1)
+        self._regs: dict[str, LocalRegistration] = {}
+        self._contacts: OrderedDict[tuple[str, int], Address] = OrderedDict()
+        self._nodes: OrderedDict[str, bytes] = OrderedDict()
+        self._buckets: OrderedDict[Address, TokenBucket] = OrderedDict()
+        self._by_server: dict[tuple[str, ...], ProxyTx] = {}
+        self._by_branch: dict[str, ProxyTx] = {}
+        self._out: list[Output] = []
+        self._events: deque[GatewayEvent] = deque()
+        self._sends: dict[int, tuple[int, str]] = {}
+        self._inbox_seq = 0
+        self.ua = UserAgent(UaConfig(aor=node_aor, local_host=BUILTIN_ADDR[0],
+                                     local_port=BUILTIN_ADDR[1],
+                                     outbound_proxy=(config.local_host, config.local_port)),
+                            random.Random(rng.getrandbits(64)))
+
+    # ============================================================ driving API
+    def receive_local(self, data: bytes, src: Address, now: float) -> None:
+        """A datagram (or one framed TCP message) from a local client at ``src``."""
+        self._now = max(self._now, now)
+        self._input(data, src, now, 0)
+        self._pump_builtin(now)
+
+    def receive_mesh(self, origin: bytes, body: bytes, hops: int, now: float) -> None:
+        """A SIP message from node ``origin``'s gateway (UnicastReceived, AppKind.SIP)."""
+        self._now = max(self._now, now)
+        self._learn_node(origin)
+        self._input(body, origin, now, hops)
+        self._pump_builtin(now)
+
+    def to_send(self, now: float) -> list[Output]:
+        self._pump_builtin(now)
+        out, self._out = self._out, []
+        return out
+
+    def next_timer(self) -> float | None:
+        times = [t for tx in self._by_server.values() if (t := tx.next_deadline()) is not None]
+        times += [reg.expires_at for reg in self._regs.values()]
+        ua_t = self.ua.next_timer()
+        if ua_t is not None:
+            times.append(ua_t)
+        return min(times, default=None)
+
+    def on_timer(self, now: float) -> None:
+        self._now = max(self._now, now)
+        for tx in list(self._by_server.values()):
+            if tx.linger_until is not None and tx.linger_until <= now:
+                self._forget(tx)
+                continue
+            if tx.retransmit_at is not None and tx.retransmit_at <= now:
+                self._retransmit(tx, now)
+            if tx.deadline is not None and tx.deadline <= now:
+                tx.deadline = None
+                self._timed_out(tx, now)
+        for aor, reg in list(self._regs.items()):
+            if reg.expires_at <= now:
+                self._unregister(aor, now)
+                self.counters["registrations_expired"] += 1
+        self.ua.on_timer(now)
+        self._pump_builtin(now)
+
+    def next_event(self) -> GatewayEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # ============================================================ commands
+    def send_message(self, to_aor: str, text: str, now: float) -> int:
+        """Send a MESSAGE from the node's AoR (built-in UA); returns the send id whose
+        :class:`SendResult` follows as an event and in :attr:`outbox`."""
+        handle = self.ua.message(to_aor, text)
+        send_id = next(self._ids)
+        self._sends[handle.request_id] = (send_id, to_aor)
+        self._set_outbox(SendResult(send_id, to_aor, SendStatus.PENDING, None, ""))
+        self._pump_builtin(now)
+        return send_id
+
+    def deliver_stored(self, msg_id: bytes, sip: bytes, now: float) -> None:
+        """Deliver a held MESSAGE (store-and-forward ``SfDeliver``) to the local client
+        registered for its To AoR, or the inbox; the holder hears ``local_delivery_done``."""
+        try:
+            request = parse_message_untrusted(sip)
+        except DecodeError:
+            request = None
+        target = self._local_target(request) if isinstance(request, SipRequest) else None
+        if request is None or not isinstance(request, SipRequest) or target is None:
+            self.counters["stored_undeliverable"] += 1
+            if self.holder is not None:
+                self.holder.local_delivery_done(msg_id, False, now)
+            return
+        tx = self._new_tx(request, None, 0)
+        tx.msg_id = msg_id
+        self._forward(tx, replace_uri(request, target[1]), target[0], now)
+        self._pump_builtin(now)
+
+    def status(self) -> dict[str, object]:
+        """Counters and queue sizes for ``ctl status``."""
+        pending = sum(1 for tx in self._by_server.values() if tx.final_status is None)
+        return {"pending_transactions": pending, "transactions": len(self._by_server),
+                "local_registrations": sorted(self._regs), "inbox": len(self.inbox),
+                "outbox_pending": sum(1 for r in self.outbox.values()
+                                      if r.status is SendStatus.PENDING),
+                "counters": dict(sorted(self.counters.items()))}
+
+    # ============================================================ input
+    def _input(self, data: bytes, src: Peer, now: float, hops: int) -> None:
+        if len(data) > MAX_SIP_MESSAGE_BYTES:
+            self._drop("oversize", src, len(data), hops)
+            return
+        if not data.strip(b"\r\n"):
+            self.counters["keepalives"] += 1          # RFC 5626 CRLF keep-alive
+            return
+        try:
+            message = parse_message_untrusted(data)
+        except DecodeError as exc:
+            self._drop(exc.reason, src, len(data), hops)
+            return
+        try:
+            if isinstance(message, SipResponse):
+                self._on_response(message, src, now, hops)
+            else:
+                self._on_request(message, src, now, hops)
+        except DecodeError as exc:                  # a header read on use was malformed
+            self._drop(exc.reason, src, len(data), hops)
+
+    def _drop(self, reason: str, src: Peer, size: int, hops: int) -> None:
+        self.counters[f"dropped_{reason}"] += 1
+        self._events.append(drop_record(reason, src, size, hops))
+
+    def _journal(self, direction: Direction, message: SipRequest | SipResponse, peer: Peer,
+                 hops: int = 0, note: str = "") -> None:
+        self.counters[f"sip_{direction.value}"] += 1
+        self._events.append(sip_record(direction, message, peer, hops=hops,
+                                       keep_body=self.config.keep_sip_bodies, note=note))
+
+    # ============================================================ requests
+    def _on_request(self, request: SipRequest, src: Peer, now: float, hops: int) -> None:
+        from_client = isinstance(src, tuple)
+        if isinstance(src, tuple):
+            request = stamp_via(request, src)
+        self._journal(Direction.FROM_CLIENT if from_client else Direction.FROM_MESH,
+                      request, src, hops)
+        if request.method == "ACK":
+            self._on_ack(request, src, now)
+            return
+        existing = self._by_server.get(_server_key(request))
+        if existing is not None:                    # a retransmission (§17.2.3)
+            self.counters["retransmissions_absorbed"] += 1
+            if existing.last_response is not None:
+                self._send(existing.upstream, existing.last_response)
+            return
+        if request.method == "CANCEL":
+            self._on_cancel(request, src, now)
+            return
+        status = self._admission(request, src, now)
+        if status is not None:
+            extra = [("Retry-After", str(self.config.retry_after_s))] if status == 503 else []
+            self._reply_stateless(request, src, status, extra)
+            return
+        tx = self._new_tx(request, src, hops)
+        if request.method == "REGISTER":
+            self._on_register(tx, now)
+            return
+        self._route(tx, now)
+
+    def _admission(self, request: SipRequest, src: Peer, now: float) -> int | None:
+        """§16.3 checks and overload protection; the status to refuse with, or None."""
+        if request.defects:
+            return 400
+        if not request.uri.is_sip:
+            return 416
+        if request.max_forwards is not None and request.max_forwards <= 0:
+            return 483
+        if isinstance(src, tuple) and src != BUILTIN_ADDR and not self._take_token(src, now):
+            self.counters["rate_limited"] += 1
+            return 503
+        pending = sum(1 for tx in self._by_server.values() if tx.final_status is None)
+        if pending >= self.config.max_pending_transactions:
+            self.counters["overloaded"] += 1
+            return 503
+        return None
+
+    def _take_token(self, src: Address, now: float) -> bool:
+        bucket = self._buckets.get(src)
+        if bucket is None:
+            bucket = TokenBucket(float(self.config.client_burst), now)
+            self._buckets[src] = bucket
+            while len(self._buckets) > MAX_RATE_BUCKETS:
+                self._buckets.popitem(last=False)
+        self._buckets.move_to_end(src)
+        return bucket.take(now, self.config.client_rate_per_s, self.config.client_burst)
+
+    def _route(self, tx: ProxyTx, now: float) -> None:
+        request = tx.request
+        routes = list(request.routes)
+        if routes and self._is_ours(routes[0]):
+            routes.pop(0)
+            request = (request.with_headers_replaced("Route", [str(r) for r in routes])
+                       if routes else request.without_header("Route"))
+        if routes:
+            node_hex = routes[0].uri.param("mesh")
+            node_id = self._node_of(node_hex) if node_hex else None
+            if node_id is None or node_id == self.node.node_id:
+                self._respond(tx, 403 if node_hex is None else 404, now)
+                return
+            self._forward(tx, request, node_id, now)
+            return
+        if request.to_addr.tag is not None or len(request.routes) > 0:
+            peer = self._contacts.get(contact_key(request.uri))
+            if peer is None:
+                self._respond(tx, 404, now)
+                return
+            self._forward(tx, request, peer, now)
+            return
+        self._route_by_aor(tx, request, now)
+
+    def _route_by_aor(self, tx: ProxyTx, request: SipRequest, now: float) -> None:
+        target = self._local_target(request)
+        if target is not None:
+            self._forward(tx, replace_uri(request, target[1]), target[0], now)
+            return
+        aor = request.uri.aor.lower()
+        bindings = self.node.table.lookup(aor)
+        remote = [b for b in bindings if b.binding.node_id != self.node.node_id]
+        if remote and isinstance(tx.upstream, tuple):
+            best = max(remote, key=lambda s: (s.received_at, s.binding.seq))
+            self._learn_node(best.binding.node_id)
+            self._forward(tx, request, best.binding.node_id, now)
+            return
+        self._respond(tx, 480 if bindings else 404, now)
+
+    def _local_target(self, request: SipRequest) -> tuple[Address, SipUri] | None:
+        """Where a request for the AoR of its Request-URI (or To, for held messages) goes
+        on this node: a registered local client, or the built-in UA for the node's AoR."""
+        for aor in (request.uri.aor.lower(), request.to_addr.uri.aor.lower()):
+            reg = self._regs.get(aor)
+            if reg is not None and reg.expires_at > self._now:
+                return reg.peer, reg.contact
+            if aor == self.node_aor:
+                return BUILTIN_ADDR, request.uri
+        return None
+
+    def _is_ours(self, route: NameAddr) -> bool:
+        return route.uri.param("mesh") == self.node_hex
+
+    # ------------------------------------------------------------ forwarding
+    def _forward(self, tx: ProxyTx, request: SipRequest, dest: Address | bytes,
+                 now: float) -> None:
+        """§16.6: copy, decrement Max-Forwards, Record-Route, push our Via, send; arm the
+        no-answer timer and (toward a UDP client) request retransmission."""
+        branch = new_branch(self.rng)
+        out = self._prepare(request, dest, branch, tx.upstream)
+        tx.branch, tx.downstream, tx.out_request = branch, dest, out
+        tx.out_bytes = out.serialize()
+        self._by_branch[branch] = tx
+        if request.method == "INVITE":
+            tx.deadline = now + (self.config.invite_timeout_s if isinstance(dest, bytes)
+                                 else self.config.ringing_timeout_s)
+            self._reply_provisional(tx, 100)
+        elif request.method == "MESSAGE":
+            tx.deadline = now + self.config.message_timeout_s
+        else:
+            tx.deadline = now + self.config.request_timeout_s
+        if isinstance(dest, tuple) and dest != BUILTIN_ADDR and not is_tcp(dest):
+            tx.retransmit_interval_s = self.config.t1_s
+            tx.retransmit_at = now + self.config.t1_s
+        self._emit(out, dest, tx.hops)
+
+    def _prepare(self, request: SipRequest, dest: Address | bytes, branch: str,
+                 upstream: Peer) -> SipRequest:
+        max_forwards = request.max_forwards
+        hops_left = (DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards) - 1
+        out = request.with_headers_replaced("Max-Forwards", [str(hops_left)])
+        if isinstance(dest, bytes):
+            via = Via("UDP", self.mesh_host, None, (("branch", branch),))
+        else:
+            transport = "TCP" if is_tcp(dest) else "UDP"
+            via = Via(transport, self.config.local_host, self.config.local_port,
+                      (("branch", branch), ("rport", None)))
+        out = out.with_headers_replaced("Via", [str(via), *out.header_values("Via")])
+        if request.method in RECORD_ROUTE_METHODS and request.to_addr.tag is None and not any(
+                self._is_ours(rr) for rr in request.record_routes):
+            rr = (f"<sip:{self.config.local_host}:{self.config.local_port};lr;"
+                  f"mesh={self.node_hex}>")
+            out = out.with_headers_replaced("Record-Route",
+                                            [rr, *out.header_values("Record-Route")])
+        if isinstance(upstream, tuple):
+            self._learn_contacts(request.contacts, upstream)
+        return self._sdp_hook(out, upstream, dest)
+
+    def _sdp_hook(self, message: _M, src: Peer, dest: Peer) -> _M:
+        """Pass SDP bodies crossing between a client and the mesh through rewrite_sdp."""
+        ctype = (message.content_type or "").split(";")[0].strip().lower()
+        if not message.body or ctype != "application/sdp":
+            return message
+        if isinstance(src, tuple) and isinstance(dest, bytes):
+            direction = SdpDirection.CLIENT_TO_MESH
+        elif isinstance(src, bytes) and isinstance(dest, tuple):
+            direction = SdpDirection.MESH_TO_CLIENT
+        else:
+            return message
+        body = self.rewrite_sdp(direction, message.call_id, message.body)
+        return message if body == message.body else message.with_body(body)
+
+    def _retransmit(self, tx: ProxyTx, now: float) -> None:
+        if tx.provisional or tx.final_status is not None or tx.downstream is None:
+            tx.retransmit_at = None
+            return
+        self.counters["retransmissions_sent"] += 1
+        self._send(tx.downstream, tx.out_bytes)
+        cap = float("inf") if tx.method == "INVITE" else self.config.t2_s
+        tx.retransmit_interval_s = min(2 * tx.retransmit_interval_s, cap)
+        tx.retransmit_at = now + tx.retransmit_interval_s
+
+    def _timed_out(self, tx: ProxyTx, now: float) -> None:
+        if tx.final_status is not None:
+            return
+        self.counters["timeouts"] += 1
+        if tx.method == "INVITE":
+            self._cancel_downstream(tx)
+        status = 480 if tx.method == "MESSAGE" or (
+            tx.method == "INVITE" and not tx.provisional) else 408
+        self._respond(tx, status, now)
+
+    def _cancel_downstream(self, tx: ProxyTx) -> None:
+        if tx.out_request is not None and tx.downstream is not None:
+            self._emit(build_cancel(tx.out_request), tx.downstream, tx.hops)
+
+    # ------------------------------------------------------------ ACK and CANCEL
+    def _on_ack(self, request: SipRequest, src: Peer, now: float) -> None:
+        tx = self._by_server.get(_server_key(request))
+        if tx is not None:            # ACK of a non-2xx final: hop by hop (§17.2.1)
+            self.counters["acks_absorbed"] += 1
+            return
+        routes = list(request.routes)
+        if routes and self._is_ours(routes[0]):
+            routes.pop(0)
+            request = (request.with_headers_replaced("Route", [str(r) for r in routes])
+                       if routes else request.without_header("Route"))
+        dest: Address | bytes | None
+        if routes:
+            node_hex = routes[0].uri.param("mesh")
+            dest = self._node_of(node_hex) if node_hex else None
+        else:
+            dest = self._contacts.get(contact_key(request.uri))
+        if dest is None or dest == self.node.node_id:
+            self.counters["acks_unroutable"] += 1
+            return
+        out = self._prepare(request, dest, new_branch(self.rng), src)
+        self._emit(out, dest, 0)
+
+    def _on_cancel(self, request: SipRequest, src: Peer, now: float) -> None:
+        """§16.10: answer the CANCEL, cancel the pending client side."""
+        tx = self._by_server.get(_server_key(request, "INVITE"))
+        if tx is None:
+            self._reply_stateless(request, src, 481, [])
+            return
+        self._reply_stateless(request, src, 200, [])
+        if tx.final_status is None:
+            self._cancel_downstream(tx)
+            if tx.downstream is None:
+                self._respond(tx, 487, now)
+
+    # ============================================================ REGISTER (§10.3)
+    def _on_register(self, tx: ProxyTx, now: float) -> None:
+        request = tx.request
+        aor_uri = request.to_addr.uri
+        if not isinstance(tx.upstream, tuple) or tx.upstream == BUILTIN_ADDR:
+            self._respond(tx, 403, now)
+            return
+        if not aor_uri.is_sip or aor_uri.user is None:
+            self._respond(tx, 400, now)
+            return
+        aor = aor_uri.aor.lower()
+        if self._held_elsewhere(aor):
+            self.counters["register_conflicts"] += 1
+            self._respond(tx, 403, now)
+            return
+        contacts = request.contacts
+        if not contacts and not request.is_contact_star:
+            self._registration_reply(tx, self._regs.get(aor), now)
+            return
+        expires = self._expires_of(request)
+        if request.is_contact_star or expires == 0:
+            self._unregister(aor, now)
+            self._registration_reply(tx, None, now)
+            return
+        if aor not in self._regs and len(self._regs) >= MAX_LOCAL_REGISTRATIONS:
+            self._respond(tx, 503, now, [("Retry-After", str(self.config.retry_after_s))])
+            return
+        contact = contacts[0].uri
+        peer = tx.upstream if is_tcp(tx.upstream) else address_of(contact)
+        reg = self._regs.get(aor)
+        announced = reg is not None and reg.announced
+        self._regs[aor] = reg = LocalRegistration(aor, contact, peer, now + expires, announced)
+        self._learn_contacts(contacts, peer)
+        if not reg.announced and aor != self.node_aor:
+            user = aor_uri.user
+            self.node.register(aor_uri.aor, (f"sip:{user}@{self.mesh_host}",), now)
+            reg.announced = True
+        self._registration_reply(tx, reg, now)
+
+    def _expires_of(self, request: SipRequest) -> int:
+        value: int | None = None
+        if request.contacts:
+            raw = request.contacts[0].param("expires")
+            if raw is not None and raw.isdigit():
+                value = int(raw)
+        if value is None:
+            value = request.expires
+        return min(MAX_EXPIRES_S, DEFAULT_EXPIRES_S if value is None else value)
+
+    def _held_elsewhere(self, aor: str) -> bool:
+        """Open trust: another key's live binding holds the AoR (ours would conflict)."""
+        if self.node.table.policy.mode is not TrustMode.OPEN:
+            return False
+        own_key = self.node.identity.public_key
+        return any(s.binding.key != own_key for s in self.node.table.lookup(aor))
+
+    def _registration_reply(self, tx: ProxyTx, reg: LocalRegistration | None,
+                            now: float) -> None:
+        headers: list[tuple[str, str]] = []
+        if reg is not None:
+            left = max(0, int(reg.expires_at - now))
+            headers = [("Contact", f"<{reg.contact}>;expires={left}"), ("Expires", str(left))]
+        self._respond(tx, 200, now, headers)
+
+    def _unregister(self, aor: str, now: float) -> None:
+        reg = self._regs.pop(aor, None)
+        if reg is not None and reg.announced:
+            self.node.deregister(aor, now)
+
+    # ============================================================ responses
+    def _on_response(self, response: SipResponse, src: Peer, now: float, hops: int) -> None:
+        self._journal(Direction.FROM_CLIENT if isinstance(src, tuple) else Direction.FROM_MESH,
+                      response, src, hops)
+        via = response.top_via
+        vias = response.header_values("Via")
+        if not self._is_our_via(via) or len(vias) < 2:
+            self.counters["responses_not_ours"] += 1
+            return
+        if response.cseq.method == "CANCEL":
+            return                                      # our CANCEL was answered
+        out = response.with_headers_replaced("Via", vias[1:])
+        tx = self._by_branch.get(via.branch or "")
+        if tx is None:
+            self._stateless_response(out, src)
+            return
+        if isinstance(src, tuple) and 100 < response.status < 300:
+            self._learn_contacts(response.contacts, src)
+        out = self._sdp_hook(out, src, tx.upstream)
+        if response.status < 200:
+            if not tx.provisional and tx.method == "INVITE":
+                tx.deadline = now + self.config.ringing_timeout_s     # Timer C (§16.6)
+            tx.provisional = True
+            if response.status > 100:
+                self._relay_response(tx, out, now)
+            return
+        if tx.final_status is not None:
+            if response.status < 300 and tx.method == "INVITE":
+                self._relay_response(tx, out, now)        # 2xx retransmission (§16.7)
+            return
+        if (response.status >= 300 and tx.method == "INVITE" and tx.out_request is not None
+                and src is not None):
+            self._emit(build_ack_for_error(tx.out_request, response), src, hops)
+        if (response.status in UNAVAILABLE_STATUSES and self._hold(tx, now)):
+            return
+        self._finish(tx, out, now)
+
+    def _stateless_response(self, response: SipResponse, src: Peer) -> None:
+        """No state (it lingered out): only a 2xx to INVITE is relayed, by its Via."""
+        if not (200 <= response.status < 300 and response.cseq.method == "INVITE"):
+            self.counters["responses_stray"] += 1
+            return
+        dest = self._via_destination(response.top_via)
+        if dest is not None:
+            self._emit(response, dest, 0)
+
+    def _via_destination(self, via: Via) -> Address | bytes | None:
+        if via.host.endswith(MESH_HOST_SUFFIX):
+            return self._node_of(via.host[: -len(MESH_HOST_SUFFIX)])
+        if via.host == BUILTIN_ADDR[0]:
+            return BUILTIN_ADDR
+        return (via.received or via.host.strip("[]"), via.rport or via.port or 5060)
+
+    def _is_our_via(self, via: Via) -> bool:
+        return via.host == self.mesh_host or (
+            via.host == self.config.local_host and via.port == self.config.local_port)
+
+    def _relay_response(self, tx: ProxyTx, response: SipResponse, now: float) -> None:
+        if tx.upstream is None:
+            return
+        self._emit(response, tx.upstream, tx.hops)
+
+    def _finish(self, tx: ProxyTx, response: SipResponse, now: float) -> None:
+        tx.final_status = response.status
+        tx.deadline = tx.retransmit_at = None
+        tx.linger_until = now + LINGER_S
+        if tx.upstream is None:
+            ok = 200 <= response.status < 300
+            if self.holder is not None and tx.msg_id is not None:
+                self.holder.local_delivery_done(tx.msg_id, ok, now)
+            return
+        tx.last_response = response.serialize()
+        self._emit(response, tx.upstream, tx.hops)
+
+    def _hold(self, tx: ProxyTx, now: float) -> bool:
+        """Hand an unreachable client's MESSAGE to store-and-forward; answer 202."""
+        if (self.holder is None or tx.method != "MESSAGE" or not isinstance(tx.upstream, tuple)
+                or tx.msg_id is not None):
+            return False
+        request = tx.request
+        self.holder.hold(msg_id=message_id(request), from_aor=request.from_addr.uri.aor,
+                         to_aor=request.uri.aor, sip=request.serialize(), now=now)
+        self.counters["messages_held"] += 1
+        self._respond(tx, 202, now)
+        return True
+
+    # ============================================================ answering
+    def _new_tx(self, request: SipRequest, upstream: Peer, hops: int) -> ProxyTx:
+        tx = ProxyTx(next(self._ids), _server_key(request), request, upstream, hops=hops)
+        self._by_server[tx.server_key] = tx
+        self._trim_lingering()
+        return tx
+
+    def _trim_lingering(self) -> None:
+        limit = LINGER_FACTOR * self.config.max_pending_transactions
+        if len(self._by_server) <= limit:
+            return
+        for tx in list(self._by_server.values()):
+            if tx.final_status is not None:
+                self._forget(tx)
+                if len(self._by_server) <= limit:
+                    return
+
+    def _forget(self, tx: ProxyTx) -> None:
+        self._by_server.pop(tx.server_key, None)
+        if tx.branch:
+            self._by_branch.pop(tx.branch, None)
+
+    def _respond(self, tx: ProxyTx, status: int, now: float,
+                 headers: Sequence[tuple[str, str]] = ()) -> None:
+        """A final response generated here, through the proxy transaction."""
+        if tx.final_status is not None:
+            return
+        if tx.upstream is None and status < 200:
+            return
+        response = build_response(tx.request, status, to_tag=self._to_tag(tx.request),
+                                  extra_headers=headers)
+        self._journal(Direction.ORIGINATED, response, tx.upstream, tx.hops)
+        if status == 480 and self._hold(tx, now):
+            return
+        self._finish(tx, response, now)
+
+    def _reply_provisional(self, tx: ProxyTx, status: int) -> None:
+        if tx.upstream is not None:
+            self._emit(build_response(tx.request, status), tx.upstream, tx.hops)
+
+    def _reply_stateless(self, request: SipRequest, src: Peer,
+                         status: int, headers: list[tuple[str, str]]) -> None:
+        response = build_response(request, status, to_tag=self._to_tag(request),
+                                  extra_headers=headers)
+        self._journal(Direction.ORIGINATED, response, src)
+        if src is not None:
+            self._emit(response, src, 0)
+
+    def _to_tag(self, request: SipRequest) -> str | None:
+        return None if request.to_addr.tag else f"{self.rng.getrandbits(64):016x}"
+
+    # ============================================================ output
+    def _emit(self, message: SipRequest | SipResponse, dest: Address | bytes, hops: int) -> None:
+        direction = Direction.TO_MESH if isinstance(dest, bytes) else Direction.TO_CLIENT
+        self._journal(direction, message, dest, hops)
+        self._send(dest, message.serialize())
+
+    def _send(self, dest: Peer, data: bytes) -> None:
+        if dest is None:
+            return
+        if isinstance(dest, bytes):
+            self._out.append(MeshSip(dest, data))
+        else:
+            self._out.append(LocalDatagram(data, dest))
+
+    # ============================================================ node names
+    def _learn_node(self, node_id: bytes) -> None:
+        key = node_id.hex()[:NODE_HEX_CHARS]
+        self._nodes[key] = node_id
+        self._nodes.move_to_end(key)
+        while len(self._nodes) > MAX_KNOWN_NODES:
+            self._nodes.popitem(last=False)
+
+    def _node_of(self, node_hex: str) -> bytes | None:
+        """The node id named by ``node_hex`` (16 hex digits), if this node knows it."""
+        node_hex = node_hex.lower()
+        if node_hex == self.node_hex:
+            return self.node.node_id
+        found = self._nodes.get(node_hex)
+        if found is not None:
+            return found
+        for stored in self.node.table:
+            if stored.binding.node_id.hex()[:NODE_HEX_CHARS] == node_hex:
+                self._learn_node(stored.binding.node_id)
+                return stored.binding.node_id
+        return None
+
+    def _learn_contacts(self, contacts: Sequence[NameAddr], peer: Address) -> None:
+        if peer == BUILTIN_ADDR:
+            return
+        for contact in contacts:
+            key = contact_key(contact.uri)
+            self._contacts[key] = peer if is_tcp(peer) else key
+            self._contacts.move_to_end(key)
+        while len(self._contacts) > MAX_KNOWN_CONTACTS:
+            self._contacts.popitem(last=False)
+
+    # ============================================================ built-in UA
+    def _pump_builtin(self, now: float) -> None:
+        """Exchange messages between the gateway and its built-in UA until both settle."""
+        for _ in range(MAX_BUILTIN_ROUNDS):
+            moved = False
+            for dgram in self.ua.to_send(now):
+                moved = True
+                self._input(dgram.data, BUILTIN_ADDR, now, 0)
+            keep: list[Output] = []
+            for item in self._out:
+                if isinstance(item, LocalDatagram) and item.dest == BUILTIN_ADDR:
+                    moved = True
+                    self.ua.receive(item.data, (self.config.local_host, self.config.local_port),
+                                    now)
+                else:
+                    keep.append(item)
+            self._out = keep
+            self._builtin_events(now)
+            if not moved:
+                return
+
+    def _builtin_events(self, now: float) -> None:
+        while (event := self.ua.next_event()) is not None:
+            if isinstance(event, IncomingMessage):
+                self._inbox_seq += 1
+                entry = InboxEntry(self._inbox_seq, event.from_addr.uri.aor,
+                                   event.to_addr.uri.aor, event.content_type, event.body, now)
+                self.inbox.append(entry)
+                self._events.append(entry)
+            elif isinstance(event, (RequestSucceeded, RequestFailed)):
+                self._send_outcome(event)
+            elif isinstance(event, IncomingCall):
+                self.ua.reject(event.call, 480)
+
+    def _send_outcome(self, event: RequestSucceeded | RequestFailed) -> None:
+        found = self._sends.pop(event.request.request_id, None)
+        if found is None:
+            return
+        send_id, to_aor = found
+        if isinstance(event, RequestSucceeded):
+            status = SendStatus.HELD if event.status == 202 else SendStatus.DELIVERED
+            result = SendResult(send_id, to_aor, status, event.status, "")
+        else:
+            result = SendResult(send_id, to_aor, SendStatus.FAILED, event.status, event.reason)
+        self._set_outbox(result)
+        self._events.append(result)
+
+    def _set_outbox(self, result: SendResult) -> None:
+        self.outbox[result.send_id] = result
+        while len(self.outbox) > MAX_OUTBOX:
+            self.outbox.popitem(last=False)
+
+
+def _server_key(request: SipRequest, method: str | None = None) -> tuple[str, ...]:
+    return server_key(request, method)

@@ -1,0 +1,109 @@
+"""SipNode: a MeshNode and its SipGateway composed behind one driving API (sans-IO).
+
+The runtime's node driver and the in-memory tests drive this one object::
+
+    sip_node.receive(frame, link_addr, now)          # radio frames (MeshNode)
+    sip_node.receive_sip(data, client_addr, now)     # SIP from a local client
+    sip_node.to_send(now)   -> radio Datagrams
+    sip_node.take_sip(now)  -> LocalDatagrams for local clients
+    sip_node.next_timer(); sip_node.on_timer(now); sip_node.next_event()
+
+Mesh SIP traffic of the gateway goes through ``MeshNode.send_unicast(kind=AppKind.SIP)``;
+``UnicastReceived`` events of kind SIP are handed to the gateway; every other event (journal
+records of both, other unicast kinds, gateway results) comes out of ``next_event``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+from meshcomm.errors import LocalProtocolError
+from meshcomm.journal.events import JournalRecord
+from meshcomm.node.gateway import GatewayEvent, SipGateway
+from meshcomm.node.gateway_types import Address, LocalDatagram, MeshSip
+from meshcomm.node.kinds import AppKind
+from meshcomm.node.mesh import MeshNode
+from meshcomm.overlay.forwarding import UnicastReceived
+from meshcomm.types import Datagram, LinkAddr
+
+log = logging.getLogger(__name__)
+
+#: Rounds of gateway <-> mesh exchange per input before yielding (they settle in one or two).
+MAX_SETTLE_ROUNDS = 32
+
+SipNodeEvent = JournalRecord | UnicastReceived | GatewayEvent
+
+
+class SipNode:
+    """See the module docstring."""
+
+    def __init__(self, node: MeshNode, gateway: SipGateway) -> None:
+        self.node = node
+        self.gateway = gateway
+        self._local: list[LocalDatagram] = []
+        self._events: deque[SipNodeEvent] = deque()
+        self.counters = gateway.counters
+
+    # ------------------------------------------------------------ inputs
+    def receive(self, data: bytes, src: LinkAddr, now: float) -> None:
+        self.node.receive(data, src, now)
+        self._settle(now)
+
+    def receive_sip(self, data: bytes, src: Address, now: float) -> None:
+        self.gateway.receive_local(data, src, now)
+        self._settle(now)
+
+    def on_timer(self, now: float) -> None:
+        self.node.on_timer(now)
+        self.gateway.on_timer(now)
+        self._settle(now)
+
+    def settle(self, now: float) -> None:
+        """Move queued work between the gateway and the node (after a command)."""
+        self._settle(now)
+
+    # ------------------------------------------------------------ outputs
+    def to_send(self, now: float) -> list[Datagram]:
+        self._settle(now)
+        return self.node.to_send(now)
+
+    def take_sip(self, now: float) -> list[LocalDatagram]:
+        self._settle(now)
+        out, self._local = self._local, []
+        return out
+
+    def next_timer(self) -> float | None:
+        times = [t for t in (self.node.next_timer(), self.gateway.next_timer()) if t is not None]
+        return min(times, default=None)
+
+    def next_event(self) -> SipNodeEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------ glue
+    def _settle(self, now: float) -> None:
+        for _ in range(MAX_SETTLE_ROUNDS):
+            moved = False
+            for item in self.gateway.to_send(now):
+                moved = True
+                if isinstance(item, MeshSip):
+                    self._send_mesh(item, now)
+                else:
+                    self._local.append(item)
+            while (event := self.node.next_event()) is not None:
+                if isinstance(event, UnicastReceived) and event.kind == AppKind.SIP:
+                    moved = True
+                    self.gateway.receive_mesh(event.origin, event.body, event.hops, now)
+                else:
+                    self._events.append(event)
+            while (gw_event := self.gateway.next_event()) is not None:
+                self._events.append(gw_event)
+            if not moved:
+                return
+
+    def _send_mesh(self, item: MeshSip, now: float) -> None:
+        try:
+            self.node.send_unicast(item.dst, AppKind.SIP, item.body, now)
+        except LocalProtocolError as exc:
+            self.gateway.counters["mesh_send_errors"] += 1
+            log.warning("SIP message to %s not sent: %s", item.dst[:8].hex(), exc)

@@ -1,0 +1,132 @@
+"""Small parts of the SIP gateway core: proxy transaction state, per-client rate limiting,
+local registrations and the journal record of a SIP message."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from meshcomm.journal.events import JournalEventType as J
+from meshcomm.journal.events import JournalRecord
+from meshcomm.node.gateway_types import TCP_HOST_PREFIX, Address, Direction
+from meshcomm.sip.message import SipRequest, SipResponse
+from meshcomm.sip.uri import SipUri
+
+#: Where a message comes from or goes to: a local address, a node id (mesh), or None for
+#: the store-and-forward hand-off (a held MESSAGE being delivered).
+Peer = Address | bytes | None
+
+
+def is_tcp(addr: Address) -> bool:
+    return addr[0].startswith(TCP_HOST_PREFIX)
+
+
+def peer_text(peer: Peer) -> str:
+    if peer is None:
+        return "store"
+    if isinstance(peer, bytes):
+        return peer[:8].hex() + ".mesh"
+    return f"{peer[0]}:{peer[1]}"
+
+
+def contact_key(uri: SipUri) -> tuple[str, int]:
+    return (uri.host.lower(), uri.port or 5060)
+
+
+@dataclass(eq=False, slots=True)
+class ProxyTx:
+    """One forwarded (or locally answered) request: RFC 3261 §16 stateful proxy, one
+    server side toward ``upstream`` and at most one client side toward ``downstream``."""
+
+    tx_id: int
+    server_key: tuple[str, ...]
+    request: SipRequest          # as received (Via stamped)
+    upstream: Peer
+    branch: str = ""
+    downstream: Peer = None
+    out_request: SipRequest | None = None
+    out_bytes: bytes = b""
+    provisional: bool = False
+    final_status: int | None = None
+    last_response: bytes | None = None
+    #: No answer by then -> timeout (480/408); None once decided.
+    deadline: float | None = None
+    retransmit_at: float | None = None
+    retransmit_interval_s: float = 0.0
+    #: After the final answer the state lingers until then (absorbs retransmissions).
+    linger_until: float | None = None
+    msg_id: bytes | None = None
+    hops: int = 0
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    def next_deadline(self) -> float | None:
+        times = [t for t in (self.deadline, self.retransmit_at, self.linger_until)
+                 if t is not None]
+        return min(times, default=None)
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """Per-client request budget (tokens refill at ``rate_per_s`` up to ``burst``)."""
+
+    tokens: float
+    updated_at: float
+
+    def take(self, now: float, rate_per_s: float, burst: int) -> bool:
+        self.tokens = min(float(burst), self.tokens + (now - self.updated_at) * rate_per_s)
+        self.updated_at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+@dataclass(slots=True)
+class LocalRegistration:
+    """A local client registered for ``aor`` (§10.3) at ``contact``, reached at ``peer``."""
+
+    aor: str
+    contact: SipUri
+    peer: Address
+    expires_at: float
+    announced: bool = field(default=False)
+
+
+def message_id(request: SipRequest) -> bytes:
+    """Stable id of a MESSAGE for store-and-forward (same for every retransmission)."""
+    text = f"{request.call_id}\x00{request.from_addr.tag or ''}\x00{request.cseq.number}"
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()[:16]
+
+
+def sip_record(direction: Direction, message: SipRequest | SipResponse, peer: Peer, *,
+               hops: int = 0, keep_body: bool = False, note: str = "") -> JournalRecord:
+    """The SIP_MESSAGE journal record of one message (body as SHA-256 unless kept)."""
+    is_request = isinstance(message, SipRequest)
+    data: dict[str, object] = {
+        "dir": direction.value,
+        "method": message.method if isinstance(message, SipRequest) else message.cseq.method,
+        "status": None if is_request else message.status,  # type: ignore[union-attr]
+        "call_id": message.call_id,
+        "cseq": message.cseq.number,
+        "from": message.from_addr.uri.aor,
+        "to": message.to_addr.uri.aor,
+        "peer": peer_text(peer),
+        "hops": hops,
+    }
+    if message.body:
+        if keep_body:
+            data["body"] = message.body
+        else:
+            data["body_sha256"] = hashlib.sha256(message.body).hexdigest()
+    if note:
+        data["note"] = note
+    return JournalRecord(J.SIP_MESSAGE, data)
+
+
+def drop_record(reason: str, peer: Peer, size_bytes: int, hops: int = 0) -> JournalRecord:
+    return JournalRecord(J.SIP_MESSAGE, {"dir": Direction.DROPPED.value, "reason": reason,
+                                         "peer": peer_text(peer), "size": size_bytes,
+                                         "hops": hops})

@@ -1,0 +1,169 @@
+"""Types of the local SIP gateway core (:mod:`meshcomm.node.gateway`): addresses, outputs,
+events, limits, configuration and the store-and-forward hand-off.
+
+Addresses are ``(host, port)`` tuples as in the SIP core. Local clients reached over UDP use
+their real address; a TCP connection is named ``("tcp#<conn id>", port)`` by the edge; the
+gateway's own built-in user agent is :data:`BUILTIN_ADDR`. Mesh peers are not addresses:
+they are node ids, and traffic to them is a :class:`MeshSip`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from meshcomm.errors import ConfigError
+from meshcomm.overlay.forwarding import MAX_MESSAGE_BYTES as MAX_MESH_MESSAGE_BYTES
+
+Address = tuple[str, int]
+
+#: The built-in user agent of ``ctl send`` / ``ctl inbox`` (never a real socket address).
+BUILTIN_ADDR: Final[Address] = ("builtin.invalid", 5060)
+#: Host suffix naming a node in SIP: ``<16 hex of the node id>.mesh``.
+MESH_HOST_SUFFIX: Final = ".mesh"
+NODE_HEX_CHARS: Final = 16
+#: Prefix of the address the edge gives a TCP connection: ``("tcp#17", port)``.
+TCP_HOST_PREFIX: Final = "tcp#"
+#: Largest SIP message accepted from a client or the mesh (it must fit one mesh message).
+MAX_SIP_MESSAGE_BYTES: Final = MAX_MESH_MESSAGE_BYTES
+#: Inbox entries kept (oldest dropped first).
+MAX_INBOX: Final = 256
+#: Outgoing built-in messages whose status is kept.
+MAX_OUTBOX: Final = 256
+#: Local client registrations (AoRs) held at once.
+MAX_LOCAL_REGISTRATIONS: Final = 256
+#: Contacts of local clients remembered for in-dialog delivery.
+MAX_KNOWN_CONTACTS: Final = 1024
+#: Per-source rate limiters kept (least recently used dropped).
+MAX_RATE_BUCKETS: Final = 1024
+#: Node-id prefixes remembered (from mesh traffic).
+MAX_KNOWN_NODES: Final = 4096
+#: Default registration expiry granted to a client that asks for none, seconds.
+DEFAULT_EXPIRES_S: Final = 3600
+MAX_EXPIRES_S: Final = 86400
+#: §16.6 step 3 / §20.22: Max-Forwards we enforce on forwarded requests.
+DEFAULT_MAX_FORWARDS: Final = 70
+
+
+class Direction(enum.StrEnum):
+    """Journal direction of a SIP message seen by the gateway."""
+
+    FROM_CLIENT = "from-client"      # received from a local client (or the built-in UA)
+    FROM_MESH = "from-mesh"          # received from another node's gateway
+    TO_CLIENT = "to-client"          # delivered / relayed to a local client
+    TO_MESH = "to-mesh"              # relayed to another node over the mesh
+    ORIGINATED = "originated"        # a response the gateway itself generated
+    DROPPED = "dropped"              # undecodable, oversized, or not routable
+
+
+@dataclass(frozen=True, slots=True)
+class LocalDatagram:
+    """A SIP message for a local client (or the built-in UA) at ``dest``."""
+
+    data: bytes
+    dest: Address
+
+
+@dataclass(frozen=True, slots=True)
+class MeshSip:
+    """A SIP message for the gateway of node ``dst`` (send with AppKind.SIP)."""
+
+    dst: bytes
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """A MESSAGE delivered to the node's built-in UA (``ctl inbox``)."""
+
+    seq: int
+    from_aor: str
+    to_aor: str
+    content_type: str | None
+    body: bytes
+    received_at: float
+
+
+class SendStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"      # 2xx other than 202
+    HELD = "held"                # 202: accepted for store-and-forward
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The outcome of a built-in ``send`` (event, and kept in the outbox)."""
+
+    send_id: int
+    to_aor: str
+    status: SendStatus
+    code: int | None
+    reason: str
+
+
+class MessageHolder(Protocol):
+    """The store-and-forward hand-off (meshcomm.node.storeforward implements it)."""
+
+    def hold(self, *, msg_id: bytes, from_aor: str, to_aor: str, sip: bytes,
+             now: float) -> None: ...
+
+    def local_delivery_done(self, msg_id: bytes, ok: bool, now: float) -> None: ...
+
+
+class SdpDirection(enum.StrEnum):
+    """Which way an SDP body passes the gateway (for the media layer's rewrite hook)."""
+
+    CLIENT_TO_MESH = "client-to-mesh"
+    MESH_TO_CLIENT = "mesh-to-client"
+
+
+#: ``rewrite_sdp(direction, call_id, body) -> body``; identity by default.
+SdpRewriter = Callable[[SdpDirection, str, bytes], bytes]
+
+
+def identity_sdp(_direction: SdpDirection, _call_id: str, body: bytes) -> bytes:
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Behaviour of the gateway core (the runtime builds it from ``[sip]``)."""
+
+    local_host: str = "127.0.0.1"
+    local_port: int = 5060
+    #: No final answer to a forwarded MESSAGE within this -> 480 (or 202 and hold).
+    message_timeout_s: float = 6.0
+    #: No provisional answer to a forwarded INVITE within this -> 480.
+    invite_timeout_s: float = 4.0
+    #: Any other non-INVITE request without a final answer -> 408 (RFC 3261 Timer F).
+    request_timeout_s: float = 32.0
+    #: An INVITE ringing without a final answer -> 408 (Timer C, §16.6 step 11).
+    ringing_timeout_s: float = 180.0
+    #: Proxy transactions pending at once; more are answered 503.
+    max_pending_transactions: int = 256
+    #: Per-client sustained request rate and burst; beyond it 503.
+    client_rate_per_s: float = 20.0
+    client_burst: int = 40
+    retry_after_s: int = 5
+    #: Retransmission interval of requests sent to local UDP clients (T1 .. T2, §17.1.2.2).
+    t1_s: float = 0.5
+    t2_s: float = 4.0
+    keep_sip_bodies: bool = False
+
+    def __post_init__(self) -> None:
+        positive = {"message_timeout_s": self.message_timeout_s,
+                    "invite_timeout_s": self.invite_timeout_s,
+                    "request_timeout_s": self.request_timeout_s,
+                    "ringing_timeout_s": self.ringing_timeout_s,
+                    "client_rate_per_s": self.client_rate_per_s,
+                    "t1_s": self.t1_s, "t2_s": self.t2_s}
+        for key, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"sip.{key}", "must be > 0")
+        if self.max_pending_transactions < 1 or self.client_burst < 1:
+            raise ConfigError("sip.max_pending_transactions", "must be >= 1")
+        if not 0 < self.local_port < 65536:
+            raise ConfigError("sip.port", "must be 1..65535")
