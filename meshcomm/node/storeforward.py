@@ -1,0 +1,619 @@
+"""Store-and-forward of SIP MESSAGEs for absent responders (sans-IO core).
+
+The gateway hands a MESSAGE it could not deliver to :meth:`StoreForward.hold`. The node
+then
+
+* keeps it (state ``queued``) and offers custody to relays (neighbours whose HELLO says
+  ``relay``, and nodes whose binding carries the capability :data:`RELAY_CAP`) with a
+  parcel signed by this node; a relay that takes it answers ``ACCEPT`` and the status
+  becomes ``held_by`` that relay;
+* polls the location table: when a usable binding of the To AoR (re)appears, every holder
+  sends the parcel to the bound node (``DELIVER``), retrying with backoff;
+* the destination node checks the origin's signature, hands the MESSAGE to its gateway
+  (:class:`SfDeliver`), remembers the id as delivered (persisted: exactly once, whatever
+  the number of holders) and answers every holder with a receipt it signs; holders accept
+  a receipt only if its signer holds a usable binding of the To AoR, then drop their copy;
+  the origin's status becomes ``delivered``.
+
+Persistence is out of the core: it emits :class:`SfPersist` events that the runtime applies
+to :class:`meshcomm.node.storage.SfStorage`; on restart the loaded state comes back in
+through the constructor. The wire format is in :mod:`meshcomm.node.storeforward_wire`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from meshcomm.errors import ConfigError, DecodeError, LocalProtocolError
+from meshcomm.journal.events import JournalEventType as J
+from meshcomm.journal.events import JournalRecord
+from meshcomm.node.kinds import AppKind
+from meshcomm.node.mesh import MeshNode
+from meshcomm.node.storeforward_wire import (
+    MAX_MSG_ID_BYTES,
+    MAX_SIP_BYTES,
+    MIN_MSG_ID_BYTES,
+    Parcel,
+    Receipt,
+    SfMessage,
+    SfMsgType,
+    check_aor,
+    decode_message_untrusted,
+    decode_parcel_untrusted,
+    decode_receipt_untrusted,
+    encode_message,
+    make_parcel,
+    make_receipt,
+    parcel_signature_ok,
+    receipt_signature_ok,
+)
+from meshcomm.overlay.forwarding import UnicastReceived
+from meshcomm.types import NodeId
+from meshcomm.wire import limits
+
+log = logging.getLogger(__name__)
+
+#: Binding capability by which a relay beyond one hop advertises that it holds messages.
+RELAY_CAP = "relay"
+RELAY_ROLE = "relay"
+#: Length of the node name used as a holder label (same as ``<nodehex>.mesh`` in SIP).
+NODE_LABEL_BYTES = 8
+#: A drop of the same (reason, source) is journaled at most this often; the rest counted.
+DROP_JOURNAL_INTERVAL_S = 1.0
+MAX_DROP_JOURNAL_KEYS = 256
+#: How often old delivered ids are forgotten.
+PRUNE_INTERVAL_S = 60.0
+
+
+class HeldState(StrEnum):
+    QUEUED = "queued"          # held by this node only
+    HELD_BY = "held_by"        # a relay took custody (the origin keeps its copy too)
+    DELIVERED = "delivered"    # the destination node signed a receipt
+    EXPIRED = "expired"        # dropped undelivered (too old, or evicted when full)
+
+
+#: Status transitions of a message seen from its origin node (docs/gateway-design.md,
+#: "Store-and-forward"): custody accepted by a relay, a valid receipt, expiry.
+class SfInput(StrEnum):
+    ACCEPTED = "accepted"
+    RECEIPT = "receipt"
+    EXPIRY = "expiry"
+
+
+TRANSITIONS: dict[tuple[HeldState, SfInput], HeldState] = {
+    (HeldState.QUEUED, SfInput.ACCEPTED): HeldState.HELD_BY,
+    (HeldState.QUEUED, SfInput.RECEIPT): HeldState.DELIVERED,
+    (HeldState.QUEUED, SfInput.EXPIRY): HeldState.EXPIRED,
+    (HeldState.HELD_BY, SfInput.ACCEPTED): HeldState.HELD_BY,
+    (HeldState.HELD_BY, SfInput.RECEIPT): HeldState.DELIVERED,
+    (HeldState.HELD_BY, SfInput.EXPIRY): HeldState.EXPIRED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StoreForwardConfig:
+    #: Custody copies a relay holds for others (the ``[relay]`` profile section).
+    max_held_messages: int = 1000
+    #: Messages of this node's own clients held at once (oldest evicted beyond).
+    max_own_messages: int = 200
+    #: A message older than this (from its creation at the origin) is dropped.
+    max_age_s: float = 86400.0
+    #: How often held messages look for their destination's binding.
+    poll_interval_s: float = 1.0
+    #: Delivery attempts to a bound node: first retry after this, doubling up to the max.
+    retry_initial_s: float = 2.0
+    retry_max_s: float = 30.0
+    #: Custody offers to relays not yet holding the message are repeated this often.
+    offer_interval_s: float = 5.0
+    #: Relays asked to hold each message.
+    max_custody_relays: int = 2
+    #: The gateway must answer an SfDeliver within this time, else it may come again.
+    local_delivery_timeout_s: float = 30.0
+    #: Delivered ids remembered (exactly once) this long and at most this many.
+    delivered_keep_s: float = 2 * 86400.0
+    max_delivered_ids: int = 100_000
+
+    def validate(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        for name in ("max_age_s", "poll_interval_s", "retry_initial_s", "offer_interval_s",
+                     "local_delivery_timeout_s", "delivered_keep_s"):
+            if not getattr(self, name) > 0:
+                problems.append((name, "must be > 0"))
+        if self.retry_max_s < self.retry_initial_s:
+            problems.append(("retry_max_s", "must be >= retry_initial_s"))
+        for name in ("max_held_messages", "max_custody_relays", "max_delivered_ids"):
+            if getattr(self, name) < 0:
+                problems.append((name, "must be >= 0"))
+        if self.max_own_messages < 1:
+            problems.append(("max_own_messages", "must be >= 1"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class HeldMessage:
+    """A message this node holds: its own client's (``own``) or in custody for another."""
+
+    parcel: Parcel
+    own: bool
+    state: HeldState
+    holder: str
+
+    @property
+    def msg_id(self) -> bytes:
+        return self.parcel.msg_id
+
+    def status(self) -> HeldStatus:
+        return HeldStatus(self.parcel.msg_id, self.parcel.to_aor, self.state, self.holder,
+                          self.parcel.created_wall_s)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldStatus:
+    """Where a message is: ``holder`` is a relay's AoR (or node hex), or the destination."""
+
+    msg_id: bytes
+    to_aor: str
+    state: HeldState
+    holder: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class SfDeliver:
+    """Deliver ``sip`` to the local client (or inbox) of ``to_aor``; answer with
+    :meth:`StoreForward.local_delivery_done`. ``sip`` was signed by the origin node but
+    its content is untrusted: parse it with the SIP ``_untrusted`` parser."""
+
+    msg_id: bytes
+    sip: bytes
+    to_aor: str = ""
+    from_aor: str = ""
+
+
+class PersistOp(StrEnum):
+    STORE = "store"            # insert or replace ``held``
+    REMOVE = "remove"          # forget the held message ``msg_id``
+    DELIVERED = "delivered"    # remember ``msg_id`` as delivered here (at ``wall_s``)
+    FORGET = "forget"          # forget the delivered id ``msg_id``
+
+
+@dataclass(frozen=True, slots=True)
+class SfPersist:
+    op: PersistOp
+    msg_id: bytes
+    held: HeldMessage | None = None
+    wall_s: float = 0.0
+
+
+SfEvent = SfDeliver | SfPersist | JournalRecord
+
+
+@dataclass(slots=True)
+class _Entry:
+    held: HeldMessage
+    next_try: float
+    backoff_s: float
+    bindings_seen: tuple[tuple[bytes, int], ...] = ()
+    next_offer: float = 0.0
+    offered: set[NodeId] = field(default_factory=set)
+    accepted: set[NodeId] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _PendingLocal:
+    parcel: Parcel
+    requesters: set[NodeId]
+    deadline: float
+
+
+def _active(entry: _Entry) -> bool:
+    """Still to be delivered (not delivered, not expired)."""
+    return entry.held.state in (HeldState.QUEUED, HeldState.HELD_BY)
+
+
+class StoreForward:
+    """Store-and-forward of one node. Commands queue work; drain :meth:`next_event`, and
+    the node's ``to_send`` (protocol messages go out through ``node.send_unicast``)."""
+
+    def __init__(self, node: MeshNode, config: StoreForwardConfig, *, now: float,
+                 restored: Iterable[HeldMessage] = (),
+                 delivered_ids: Iterable[bytes] = ()) -> None:
+        for key, problem in config.validate():
+            raise ConfigError(f"store_forward.{key}", problem)
+        self.node = node
+        self.config = config
+        self.counters: Counter[str] = Counter()
+        self._events: deque[SfEvent] = deque()
+        self._entries: dict[bytes, _Entry] = {}
+        self._pending: dict[bytes, _PendingLocal] = {}
+        self._delivered: dict[bytes, float] = {}
+        self._drop_journal: dict[tuple[str, str], float] = {}
+        self._tick_at = now
+        self._prune_at = now + PRUNE_INTERVAL_S
+        self._handlers: dict[SfMsgType, Callable[[SfMessage, UnicastReceived, float], None]] = {
+            SfMsgType.OFFER: self._on_offer,
+            SfMsgType.ACCEPT: self._on_accept,
+            SfMsgType.DELIVER: self._on_deliver,
+            SfMsgType.RECEIPT: self._on_receipt,
+        }
+        wall = self._wall(now)
+        for msg_id in delivered_ids:
+            self._delivered[bytes(msg_id)] = wall
+        for held in restored:
+            self._restore(held, now)
+
+    def _restore(self, held: HeldMessage, now: float) -> None:
+        if held.parcel.incident != self.node.settings.incident:
+            self.counters["sf_restore_wrong_incident"] += 1
+            return
+        self._entries[held.msg_id] = _Entry(held, now, self.config.retry_initial_s,
+                                            next_offer=now)
+        self.counters["sf_restored"] += 1
+
+    # ------------------------------------------------------------ properties
+    @property
+    def is_relay(self) -> bool:
+        return self.node.settings.role == RELAY_ROLE
+
+    def _wall(self, now: float) -> float:
+        return self.node.overlay.wall_time(now)
+
+    def _label(self, node_id: bytes) -> str:
+        """A node as a person reads it: an AoR it is bound to, else its short hex."""
+        for stored in self.node.table:
+            b = stored.binding
+            if b.node_id == node_id and not b.is_tombstone:
+                return str(b.aor)
+        return node_id[:NODE_LABEL_BYTES].hex()
+
+    # ------------------------------------------------------------ commands
+    def hold(self, *, msg_id: bytes, from_aor: str, to_aor: str, sip: bytes,
+             now: float) -> None:
+        """Keep a MESSAGE of a local client for ``to_aor`` until it can be delivered.
+
+        Idempotent per ``msg_id`` (8..32 bytes, unique: random). Raises LocalProtocolError
+        for arguments out of bounds."""
+        if not MIN_MSG_ID_BYTES <= len(msg_id) <= MAX_MSG_ID_BYTES:
+            raise LocalProtocolError(f"msg_id must be {MIN_MSG_ID_BYTES}.."
+                                     f"{MAX_MSG_ID_BYTES} bytes")
+        if len(sip) > MAX_SIP_BYTES:
+            raise LocalProtocolError(f"MESSAGE over {MAX_SIP_BYTES} bytes cannot be held")
+        try:
+            check_aor(from_aor, "from_aor")
+            check_aor(to_aor, "to_aor")
+        except DecodeError as exc:
+            raise LocalProtocolError(str(exc)) from None
+        if msg_id in self._entries or msg_id in self._delivered:
+            return
+        self._evict_own_if_full()
+        parcel = make_parcel(self.node.identity, incident=self.node.settings.incident,
+                             msg_id=msg_id, from_aor=from_aor, to_aor=to_aor,
+                             created_wall_s=self._wall(now), sip=sip)
+        held = HeldMessage(parcel, True, HeldState.QUEUED, self._label(self.node.node_id))
+        entry = _Entry(held, now, self.config.retry_initial_s, next_offer=now)
+        self._entries[msg_id] = entry
+        self.counters["sf_held_own"] += 1
+        self._persist(SfPersist(PersistOp.STORE, msg_id, held))
+        log.info("holding message %s for %s", msg_id.hex(), to_aor)
+        self._service(entry, now)
+
+    def _evict_own_if_full(self) -> None:
+        """Keep at most max_own_messages own entries: finished ones go first."""
+        own = [e for e in self._entries.values() if e.held.own]
+        if len(own) < self.config.max_own_messages:
+            return
+        done = [e for e in own if not _active(e)]
+        victim = min(done or own, key=lambda e: e.held.parcel.created_wall_s)
+        if _active(victim):
+            self.counters["sf_evicted_full"] += 1
+            log.warning("store-and-forward full: message %s to %s dropped",
+                        victim.held.msg_id.hex(), victim.held.parcel.to_aor)
+        self._forget(victim)
+
+    def local_delivery_done(self, msg_id: bytes, ok: bool, now: float) -> None:
+        """The gateway's answer to :class:`SfDeliver`: delivered (``ok``) or not."""
+        pending = self._pending.pop(msg_id, None)
+        if pending is None:
+            self.counters["sf_local_done_unknown"] += 1
+            return
+        if not ok:
+            self.counters["sf_local_delivery_failed"] += 1
+            return
+        self.counters["sf_delivered_local"] += 1
+        wall = self._wall(now)
+        self._delivered[msg_id] = wall
+        self._persist(SfPersist(PersistOp.DELIVERED, msg_id, wall_s=wall))
+        receipt = self._receipt_for(pending.parcel, wall)
+        body = encode_message(SfMsgType.RECEIPT, receipt.signed, receipt.signature)
+        for dst in sorted(pending.requesters):
+            self._send(dst, body, now)
+        entry = self._entries.get(msg_id)
+        if entry is not None:
+            self._settle(entry, SfInput.RECEIPT, self._label(self.node.node_id))
+
+    def outbox(self) -> list[HeldStatus]:
+        """Messages of this node's clients: queued, held by a relay, delivered, expired."""
+        own = [e.held.status() for e in self._entries.values() if e.held.own]
+        return sorted(own, key=lambda s: (s.created, s.msg_id))
+
+    def held_for_others(self) -> list[HeldStatus]:
+        """Custody copies this relay holds for other nodes."""
+        held = [e.held.status() for e in self._entries.values() if not e.held.own]
+        return sorted(held, key=lambda s: (s.created, s.msg_id))
+
+    def is_delivered(self, msg_id: bytes) -> bool:
+        """True if this node delivered ``msg_id`` to its client (exactly-once set)."""
+        return msg_id in self._delivered
+
+    # ------------------------------------------------------------ driving API
+    def next_timer(self) -> float | None:
+        if self._pending or any(_active(e) for e in self._entries.values()):
+            return min(self._tick_at, self._prune_at)
+        return self._prune_at if self._delivered or self._entries else None
+
+    def on_timer(self, now: float) -> None:
+        if now >= self._prune_at:
+            self._prune_at = now + PRUNE_INTERVAL_S
+            self._prune(now)
+        if now < self._tick_at:
+            return
+        self._tick_at = now + self.config.poll_interval_s
+        for msg_id, pending in list(self._pending.items()):
+            if pending.deadline <= now:
+                del self._pending[msg_id]
+                self.counters["sf_local_delivery_timeout"] += 1
+        for entry in list(self._entries.values()):
+            if _active(entry):
+                self._service(entry, now)
+
+    def next_event(self) -> SfEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def on_mesh(self, event: UnicastReceived, now: float) -> None:
+        """A mesh unicast of kind STORE_FORWARD reached this node."""
+        if event.kind != AppKind.STORE_FORWARD:
+            raise LocalProtocolError(f"unicast kind {event.kind} is not STORE_FORWARD")
+        self.counters["sf_rx"] += 1
+        try:
+            msg = decode_message_untrusted(event.body)
+            self._handlers[msg.type](msg, event, now)
+        except DecodeError as exc:
+            self._drop(exc.reason, event.origin, now)
+
+    # ------------------------------------------------------------ holders
+    def _service(self, entry: _Entry, now: float) -> None:
+        held = entry.held
+        if self._wall(now) - held.parcel.created_wall_s > self.config.max_age_s:
+            self.counters["sf_expired"] += 1
+            self._settle(entry, SfInput.EXPIRY, held.holder)
+            return
+        if held.own and now >= entry.next_offer:
+            entry.next_offer = now + self.config.offer_interval_s
+            self._offer(entry, now)
+        bindings = self.node.table.lookup(held.parcel.to_aor)
+        seen = tuple(sorted((s.binding.record_id, s.binding.seq) for s in bindings))
+        if seen != entry.bindings_seen:
+            entry.bindings_seen = seen
+            entry.next_try = now
+            entry.backoff_s = self.config.retry_initial_s
+        if not bindings or now < entry.next_try:
+            return
+        entry.next_try = now + entry.backoff_s
+        entry.backoff_s = min(entry.backoff_s * 2, self.config.retry_max_s)
+        for dst in sorted({s.binding.node_id for s in bindings}):
+            self.counters["sf_delivery_attempts"] += 1
+            if dst == self.node.node_id:
+                self._deliver_here(held.parcel, None, now)
+            else:
+                body = encode_message(SfMsgType.DELIVER, held.parcel.signed,
+                                      held.parcel.signature)
+                self._send(dst, body, now)
+
+    def _relay_candidates(self) -> list[NodeId]:
+        me = self.node.node_id
+        found = {nb.node_id for nb in self.node.overlay.neighbours.by_id.values()
+                 if nb.role == RELAY_ROLE}
+        found.update(s.binding.node_id for s in self.node.table
+                     if RELAY_CAP in s.binding.caps and not s.binding.is_tombstone)
+        found.discard(me)
+        return sorted(found)
+
+    def _offer(self, entry: _Entry, now: float) -> None:
+        wanted = self.config.max_custody_relays - len(entry.accepted)
+        if wanted <= 0:
+            return
+        candidates = [r for r in self._relay_candidates() if r not in entry.accepted]
+        candidates.sort(key=lambda r: r in entry.offered)  # new relays first
+        body = encode_message(SfMsgType.OFFER, entry.held.parcel.signed,
+                              entry.held.parcel.signature)
+        for relay in candidates[:wanted]:
+            entry.offered.add(relay)
+            self.counters["sf_offers_sent"] += 1
+            self._send(relay, body, now)
+
+    def _settle(self, entry: _Entry, what: SfInput, holder: str) -> None:
+        """Apply a status input (TRANSITIONS) to a held message."""
+        held = entry.held
+        if not held.own:
+            if what is SfInput.ACCEPTED:
+                return
+            self._forget(entry)
+            return
+        new_state = TRANSITIONS.get((held.state, what))
+        if new_state is None:
+            self.counters["sf_status_ignored"] += 1
+            return
+        if new_state is held.state and holder == held.holder:
+            return
+        entry.held = replace(held, state=new_state, holder=holder)
+        self._persist(SfPersist(PersistOp.STORE, held.msg_id, entry.held))
+        log.info("message %s: %s %s", held.msg_id.hex(), new_state.value, holder)
+
+    def _forget(self, entry: _Entry) -> None:
+        msg_id = entry.held.msg_id
+        if self._entries.pop(msg_id, None) is not None:
+            self._persist(SfPersist(PersistOp.REMOVE, msg_id))
+
+    # ------------------------------------------------------------ protocol input
+    def _parcel(self, msg: SfMessage, sender: NodeId, now: float) -> Parcel | None:
+        parcel = decode_parcel_untrusted(msg.blob, msg.signature)
+        if parcel.incident != self.node.settings.incident:
+            self._drop("wrong_incident", sender, now)
+            return None
+        if not parcel_signature_ok(parcel, self.node.overlay.verifier):
+            self._drop("forged_parcel", sender, now)
+            return None
+        return parcel
+
+    def _on_offer(self, msg: SfMessage, event: UnicastReceived, now: float) -> None:
+        parcel = self._parcel(msg, event.origin, now)
+        if parcel is None:
+            return
+        if parcel.origin != event.origin:
+            self._drop("forged_offer", event.origin, now)
+            return
+        if self._bound_here(parcel.to_aor):
+            self._deliver_here(parcel, event.origin, now)
+            return
+        if not self.is_relay:
+            self.counters["sf_offer_not_relay"] += 1
+            return
+        if parcel.msg_id in self._entries:
+            self._send(event.origin, encode_message(SfMsgType.ACCEPT, parcel.msg_id), now)
+            return
+        reason = self._custody_refusal(parcel, now)
+        if reason:
+            self.counters[f"sf_offer_refused_{reason}"] += 1
+            return
+        held = HeldMessage(parcel, False, HeldState.QUEUED, self._label(self.node.node_id))
+        entry = _Entry(held, now, self.config.retry_initial_s)
+        self._entries[parcel.msg_id] = entry
+        self.counters["sf_custody_taken"] += 1
+        self._persist(SfPersist(PersistOp.STORE, parcel.msg_id, held))
+        self._send(event.origin, encode_message(SfMsgType.ACCEPT, parcel.msg_id), now)
+        self._service(entry, now)
+
+    def _custody_refusal(self, parcel: Parcel, now: float) -> str:
+        wall = self._wall(now)
+        if parcel.created_wall_s > wall + limits.MAX_FUTURE_SKEW_S:
+            return "future_dated"
+        if wall - parcel.created_wall_s > self.config.max_age_s:
+            return "expired"
+        if parcel.msg_id in self._delivered:
+            return "delivered"
+        custody = sum(1 for e in self._entries.values() if not e.held.own)
+        if custody >= self.config.max_held_messages:
+            return "full"
+        return ""
+
+    def _on_accept(self, msg: SfMessage, event: UnicastReceived, now: float) -> None:
+        entry = self._entries.get(msg.blob)
+        if entry is None or not entry.held.own or event.origin not in entry.offered:
+            self.counters["sf_accept_unsolicited"] += 1
+            return
+        entry.accepted.add(event.origin)
+        self.counters["sf_custody_accepted"] += 1
+        if entry.held.state is HeldState.QUEUED:
+            self._settle(entry, SfInput.ACCEPTED, self._label(event.origin))
+
+    def _on_deliver(self, msg: SfMessage, event: UnicastReceived, now: float) -> None:
+        parcel = self._parcel(msg, event.origin, now)
+        if parcel is None:
+            return
+        if not self._bound_here(parcel.to_aor):
+            self.counters["sf_deliver_not_bound_here"] += 1
+            return
+        self._deliver_here(parcel, event.origin, now)
+
+    def _on_receipt(self, msg: SfMessage, event: UnicastReceived, now: float) -> None:
+        receipt = decode_receipt_untrusted(msg.blob, msg.signature)
+        entry = self._entries.get(receipt.msg_id)
+        if entry is None or not _active(entry):
+            self.counters["sf_receipt_unknown"] += 1
+            return
+        parcel = entry.held.parcel
+        if (receipt.incident != parcel.incident
+                or receipt.to_aor.lower() != parcel.to_aor.lower()
+                or not receipt_signature_ok(receipt, self.node.overlay.verifier)
+                or not any(s.binding.key == receipt.dest_key
+                           for s in self.node.table.lookup(parcel.to_aor))):
+            self._drop("forged_receipt", event.origin, now)
+            return
+        self.counters["sf_receipts_accepted"] += 1
+        if not entry.held.own and parcel.origin not in (event.origin, self.node.node_id):
+            self._send(parcel.origin, encode_message(SfMsgType.RECEIPT, receipt.signed,
+                                                     receipt.signature), now)
+        self._settle(entry, SfInput.RECEIPT, self._label(receipt.dest))
+
+    # ------------------------------------------------------------ destination
+    def _bound_here(self, aor: str) -> bool:
+        me = self.node.node_id
+        return any(s.binding.node_id == me for s in self.node.table.lookup(aor))
+
+    def _deliver_here(self, parcel: Parcel, requester: NodeId | None, now: float) -> None:
+        """Deliver to the local client once; answer every requester with a receipt."""
+        me = self.node.node_id
+        wanted = {n for n in (requester, parcel.origin) if n is not None and n != me}
+        msg_id = parcel.msg_id
+        if msg_id in self._delivered:
+            self.counters["sf_duplicate_suppressed"] += 1
+            receipt = self._receipt_for(parcel, self._delivered[msg_id])
+            body = encode_message(SfMsgType.RECEIPT, receipt.signed, receipt.signature)
+            for dst in sorted(wanted):
+                self._send(dst, body, now)
+            return
+        pending = self._pending.get(msg_id)
+        if pending is not None:
+            pending.requesters.update(wanted)
+            return
+        deadline = now + self.config.local_delivery_timeout_s
+        self._pending[msg_id] = _PendingLocal(parcel, wanted, deadline)
+        self._events.append(SfDeliver(msg_id, parcel.sip, parcel.to_aor, parcel.from_aor))
+
+    def _receipt_for(self, parcel: Parcel, wall_s: float) -> Receipt:
+        return make_receipt(self.node.identity, incident=parcel.incident,
+                            msg_id=parcel.msg_id, to_aor=parcel.to_aor,
+                            delivered_wall_s=wall_s)
+
+    def _prune(self, now: float) -> None:
+        """Forget finished own entries past max_age_s, and old delivered ids."""
+        wall = self._wall(now)
+        for entry in list(self._entries.values()):
+            if (not _active(entry)
+                    and wall - entry.held.parcel.created_wall_s > self.config.max_age_s):
+                self._forget(entry)
+        horizon = wall - self.config.delivered_keep_s
+        old = [m for m, when in self._delivered.items() if when < horizon]
+        excess = len(self._delivered) - len(old) - self.config.max_delivered_ids
+        if excess > 0:
+            rest = sorted((w, m) for m, w in self._delivered.items() if w >= horizon)
+            old.extend(m for _, m in rest[:excess])
+        for msg_id in old:
+            del self._delivered[msg_id]
+            self._persist(SfPersist(PersistOp.FORGET, msg_id))
+
+    # ------------------------------------------------------------ output helpers
+    def _send(self, dst: NodeId, body: bytes, now: float) -> None:
+        self.counters["sf_tx"] += 1
+        self.node.send_unicast(dst, AppKind.STORE_FORWARD, body, now)
+
+    def _persist(self, event: SfPersist) -> None:
+        self._events.append(event)
+
+    def _drop(self, reason: str, src: NodeId, now: float) -> None:
+        """Count a refused protocol message and journal it (rate-limited per source)."""
+        self.counters[f"sf_drop_{reason}"] += 1
+        key = (reason, src.hex())
+        last = self._drop_journal.get(key)
+        if last is not None and now - last < DROP_JOURNAL_INTERVAL_S:
+            self.counters["sf_drop_journal_suppressed"] += 1
+            return
+        if len(self._drop_journal) >= MAX_DROP_JOURNAL_KEYS:
+            self._drop_journal.clear()
+        self._drop_journal[key] = now
+        self._events.append(JournalRecord(J.ENVELOPE_DROPPED, {
+            "reason": reason, "src": src.hex(), "kind": "store_forward"}))
