@@ -1,0 +1,170 @@
+"""In-memory harness: a chain of MeshNode + SipGateway (SipNode) with stock SIP UAs attached
+to their gateways, stepped deterministically in virtual time."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from meshcomm.journal.events import JournalEventType, JournalRecord
+from meshcomm.node.gateway import SipGateway
+from meshcomm.node.gateway_host import SipNode
+from meshcomm.node.gateway_types import Address, GatewayConfig, MessageHolder
+from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.overlay.config import OverlayConfig
+from meshcomm.security.identity import Identity
+from meshcomm.security.verify import SignatureVerifier
+from meshcomm.sip.ua import UserAgent
+from meshcomm.sip.ua_events import UaConfig, UaEvent
+from meshcomm.types import LinkAddr
+
+DOMAIN = "incident.local"
+GW_ADDR: Address = ("127.0.0.1", 5060)
+FAST_OVERLAY = OverlayConfig(hello_interval_s=0.2, neighbour_timeout_s=1.0,
+                             anti_entropy_interval_s=0.4)
+#: Virtual time advanced at most this much per step.
+MAX_STEP_S = 0.05
+
+
+@dataclass
+class Station:
+    name: str
+    sip: SipNode
+    uas: dict[Address, UserAgent] = field(default_factory=dict)
+    ua_events: dict[Address, list[UaEvent]] = field(default_factory=dict)
+    journal: list[JournalRecord] = field(default_factory=list)
+    other_events: list[object] = field(default_factory=list)
+    up: bool = True
+
+    @property
+    def gw(self) -> SipGateway:
+        return self.sip.gateway
+
+    @property
+    def node(self) -> MeshNode:
+        return self.sip.node
+
+    def sip_journal(self) -> list[dict[str, object]]:
+        return [dict(r.data) for r in self.journal if r.type is JournalEventType.SIP_MESSAGE]
+
+
+class Net:
+    """A chain n0 - n1 - ... of SipNodes; each hears only its chain neighbours."""
+
+    def __init__(self, n_nodes: int, *, config: GatewayConfig | None = None,
+                 holders: dict[int, MessageHolder] | None = None, seed: int = 7) -> None:
+        self.now = 0.0
+        self.rng = random.Random(seed)
+        self.stations: list[Station] = []
+        holders = holders or {}
+        for i in range(n_nodes):
+            ident = Identity(hashlib.sha256(f"gw-test-{seed}-{i}".encode()).digest())
+            node = MeshNode(ident, NodeSettings(overlay=FAST_OVERLAY),
+                            verifier=SignatureVerifier(), rng=random.Random(seed * 100 + i),
+                            now=self.now, seq_base=1 << 32, wall_offset_s=1.7e9)
+            aor = f"sip:node{i}@{DOMAIN}"
+            gw = SipGateway(node, config or GatewayConfig(), rng=random.Random(seed * 1000 + i),
+                            node_aor=aor, now=self.now, holder=holders.get(i))
+            node.register(aor, (f"sip:node{i}@{gw.mesh_host}",), self.now)
+            self.stations.append(Station(f"n{i}", SipNode(node, gw)))
+
+    # ------------------------------------------------------------ clients
+    def add_ua(self, index: int, user: str, port: int) -> UserAgent:
+        addr: Address = ("127.0.0.1", port)
+        ua = UserAgent(UaConfig(aor=f"sip:{user}@{DOMAIN}", local_host=addr[0], local_port=port,
+                                outbound_proxy=GW_ADDR),
+                       random.Random(self.rng.getrandbits(32)))
+        st = self.stations[index]
+        st.uas[addr] = ua
+        st.ua_events[addr] = []
+        return ua
+
+    def events(self, index: int, port: int) -> list[UaEvent]:
+        return self.stations[index].ua_events[("127.0.0.1", port)]
+
+    # ------------------------------------------------------------ stepping
+    def _neighbours(self, i: int) -> list[int]:
+        return [j for j in (i - 1, i + 1) if 0 <= j < len(self.stations)]
+
+    def _exchange(self) -> bool:
+        moved = False
+        for i, st in enumerate(self.stations):
+            if not st.up:
+                continue
+            for addr, ua in st.uas.items():
+                for dgram in ua.to_send(self.now):
+                    moved = True
+                    st.sip.receive_sip(dgram.data, addr, self.now)
+            for dgram in st.sip.to_send(self.now):
+                moved = True
+                for j in self._neighbours(i):
+                    if dgram.dst is None or dgram.dst == f"n{j}":
+                        peer = self.stations[j]
+                        if peer.up:
+                            peer.sip.receive(dgram.data, LinkAddr(st.name), self.now)
+            for local in st.sip.take_sip(self.now):
+                moved = True
+                target = st.uas.get(local.dest)
+                if target is not None:
+                    target.receive(local.data, GW_ADDR, self.now)
+            self._drain(st)
+        return moved
+
+    def _drain(self, st: Station) -> None:
+        while (event := st.sip.next_event()) is not None:
+            if isinstance(event, JournalRecord):
+                st.journal.append(event)
+            else:
+                st.other_events.append(event)
+        for addr, ua in st.uas.items():
+            while (ua_event := ua.next_event()) is not None:
+                st.ua_events[addr].append(ua_event)
+
+    def _settle(self) -> None:
+        for _ in range(1000):
+            if not self._exchange():
+                return
+        raise AssertionError("network did not settle")
+
+    def _next_time(self) -> float:
+        times: list[float] = []
+        for st in self.stations:
+            if not st.up:
+                continue
+            t = st.sip.next_timer()
+            if t is not None:
+                times.append(t)
+            times += [u for ua in st.uas.values() if (u := ua.next_timer()) is not None]
+        return min(times, default=self.now + MAX_STEP_S)
+
+    def step(self, limit: float) -> None:
+        self._settle()
+        self.now = max(self.now, min(self._next_time(), limit, self.now + MAX_STEP_S))
+        for st in self.stations:
+            if not st.up:
+                continue
+            st.sip.on_timer(self.now)
+            for ua in st.uas.values():
+                ua.on_timer(self.now)
+        self._settle()
+
+    def run_for(self, seconds: float) -> None:
+        end = self.now + seconds
+        while self.now < end:
+            self.step(end)
+
+    def run_until(self, condition: Callable[[], bool], timeout_s: float = 30.0) -> float:
+        start = self.now
+        while not condition():
+            if self.now - start > timeout_s:
+                raise AssertionError(f"condition not met within {timeout_s} s (virtual)")
+            self.step(start + timeout_s + MAX_STEP_S)
+        return self.now - start
+
+    def converge(self) -> None:
+        """Every node knows every node's own binding."""
+        want = {f"sip:node{i}@{DOMAIN}" for i in range(len(self.stations))}
+        self.run_until(lambda: all(
+            all(st.node.table.lookup(a) for a in want) for st in self.stations if st.up))
