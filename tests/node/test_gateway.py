@@ -23,8 +23,7 @@ from meshcomm.sip.ua_events import (
     RequestSucceeded,
     UaEvent,
 )
-from tests.node.gateway_net import DOMAIN, Net
-
+from tests.node.test_gateway_harness import DOMAIN, Net
 
 T = TypeVar("T")
 

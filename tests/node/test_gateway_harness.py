@@ -94,9 +94,9 @@ class Net:
             if not st.up:
                 continue
             for addr, ua in st.uas.items():
-                for dgram in ua.to_send(self.now):
+                for out in ua.to_send(self.now):
                     moved = True
-                    st.sip.receive_sip(dgram.data, addr, self.now)
+                    st.sip.receive_sip(out.data, addr, self.now)
             for dgram in st.sip.to_send(self.now):
                 moved = True
                 for j in self._neighbours(i):
