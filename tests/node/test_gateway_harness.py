@@ -36,6 +36,8 @@ class Station:
     ua_events: dict[Address, list[UaEvent]] = field(default_factory=dict)
     journal: list[JournalRecord] = field(default_factory=list)
     other_events: list[object] = field(default_factory=list)
+    #: Local datagrams for addresses without a UA (raw clients of the tests).
+    unclaimed: list[tuple[Address, bytes]] = field(default_factory=list)
     up: bool = True
 
     @property
@@ -109,6 +111,8 @@ class Net:
                 target = st.uas.get(local.dest)
                 if target is not None:
                     target.receive(local.data, GW_ADDR, self.now)
+                else:
+                    st.unclaimed.append((local.dest, local.data))
             self._drain(st)
         return moved
 
