@@ -138,6 +138,7 @@ class MediaRelay:
         self.allocator = allocator
         self.rng = rng
         self.agreement = KeyAgreement(identity)
+        self.node_id = identity.node_id
         self.sessions: dict[str, MediaSession] = {}
         self.counters: Counter[str] = Counter()
         self._receive: dict[tuple[bytes, bytes], tuple[str, int]] = {}

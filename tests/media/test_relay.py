@@ -1,0 +1,249 @@
+"""Two gateways' media relays wired by hand: SDP rewriting, packets both ways, drops."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshcomm.errors import DecodeError
+from meshcomm.media.packet import Channel
+from meshcomm.media.relay import (
+    EndReason,
+    MediaConfig,
+    MediaRelay,
+    MediaSetupError,
+    SdpPath,
+    SequentialPortAllocator,
+)
+from meshcomm.media.sdp_rewrite import KEY_ATTRIBUTE, NONCE_ATTRIBUTE
+from meshcomm.media.session import ClientPacket, MeshMedia
+from meshcomm.security.identity import Identity
+from meshcomm.sip.sdp import Direction, parse_sdp_untrusted
+from tests.media.helpers import (
+    client_sdp,
+    make_relay,
+    rtcp_receiver_report,
+    rtp_packet,
+    set_up_call,
+)
+
+CALL = "call-1@example"
+A_CLIENT = ("127.0.0.1", 40000)
+B_CLIENT = ("127.0.0.1", 50000)
+
+
+def pair(mux: bool = False) -> tuple[MediaRelay, MediaRelay, bytes, bytes]:
+    a, b = make_relay(1, 30000), make_relay(2, 31000)
+    to_b, to_a = set_up_call(a, b, CALL, client_sdp(*A_CLIENT, mux=mux),
+                             client_sdp(*B_CLIENT, mux=mux))
+    return a, b, to_b, to_a
+
+
+def to_mesh(src: MediaRelay, data: bytes, channel: Channel = Channel.RTP,
+            now: float = 1.0) -> MeshMedia:
+    out = src.from_client(CALL, 0, channel, data, now)
+    assert isinstance(out, MeshMedia)
+    return out
+
+
+def carry(src: MediaRelay, dst: MediaRelay, data: bytes, channel: Channel = Channel.RTP,
+          now: float = 1.0) -> ClientPacket | None:
+    out = to_mesh(src, data, channel, now)
+    assert out.dst_node == dst.node_id
+    return dst.from_mesh(src.node_id, out.stream, out.payload, now)
+
+
+def test_each_client_sees_its_own_gateway_and_no_mesh_attributes() -> None:
+    _a, _b, to_b, to_a = pair()
+    for body, port in ((to_b, 31000), (to_a, 30000)):
+        sdp = parse_sdp_untrusted(body)
+        m = sdp.media[0]
+        assert (m.connection or sdp.connection).address == "127.0.0.1"  # type: ignore[union-attr]
+        assert m.port == port
+        assert not m.has_attribute("rtcp")                  # RTCP on port + 1
+        names = {k for k, _ in sdp.attributes}
+        assert NONCE_ATTRIBUTE not in names and KEY_ATTRIBUTE not in names
+        assert m.rtpmaps()[0].encoding == "PCMU" and m.direction is Direction.SENDRECV
+
+
+def test_mesh_body_carries_key_and_nonce_and_keeps_client_address() -> None:
+    a = make_relay(1)
+    on_mesh = parse_sdp_untrusted(a.rewrite_sdp(SdpPath.CLIENT_TO_MESH, CALL,
+                                                 client_sdp(*A_CLIENT)))
+    assert on_mesh.attributes[-2] == (KEY_ATTRIBUTE, a.agreement.public_key.hex())
+    assert on_mesh.attributes[-1][0] == NONCE_ATTRIBUTE
+    assert on_mesh.media[0].port == A_CLIENT[1]
+
+
+def test_rtp_flows_both_ways_to_the_clients_sdp_addresses() -> None:
+    a, b, _, _ = pair()
+    for seq in range(50):
+        got = carry(a, b, rtp_packet(seq, 0xA))
+        assert got == ClientPacket(CALL, 0, Channel.RTP, rtp_packet(seq, 0xA), B_CLIENT)
+        back = carry(b, a, rtp_packet(seq, 0xB))
+        assert back == ClientPacket(CALL, 0, Channel.RTP, rtp_packet(seq, 0xB), A_CLIENT)
+    assert a.sessions[CALL].counters["rtp_to_mesh"] == 50
+    assert b.sessions[CALL].counters["rtp_to_client"] == 50
+
+
+def test_rtcp_goes_to_port_plus_one_without_mux() -> None:
+    a, b, _, _ = pair()
+    got = carry(a, b, rtcp_receiver_report(0xA), Channel.RTCP)
+    assert got is not None and got.via is Channel.RTCP
+    assert got.dst == (B_CLIENT[0], B_CLIENT[1] + 1)
+
+
+def test_rtcp_mux_is_recognised_on_the_rtp_port_and_kept_there() -> None:
+    a, b, to_b, _ = pair(mux=True)
+    assert parse_sdp_untrusted(to_b).media[0].has_attribute("rtcp-mux")
+    got = carry(a, b, rtcp_receiver_report(0xA), Channel.RTP)
+    assert got is not None and (got.via, got.dst) == (Channel.RTP, B_CLIENT)
+    assert a.sessions[CALL].counters["rtcp_to_mesh"] == 1
+
+
+def test_replay_forgery_and_wrong_origin_are_dropped_and_counted() -> None:
+    a, b, _, _ = pair()
+    frame = to_mesh(a, rtp_packet(1, 0xA))
+    assert b.from_mesh(a.node_id, frame.stream, frame.payload, 1.0) is not None
+    assert b.from_mesh(a.node_id, frame.stream, frame.payload, 1.0) is None      # replay
+    fresh = to_mesh(a, rtp_packet(2, 0xA))
+    forged = fresh.payload[:-1] + bytes([fresh.payload[-1] ^ 1])
+    assert b.from_mesh(a.node_id, frame.stream, forged, 1.0) is None
+    assert b.from_mesh(a.node_id, frame.stream, frame.payload[:15], 1.0) is None
+    assert b.from_mesh(b"\x09" * 32, frame.stream, frame.payload, 1.0) is None   # origin
+    counters = b.sessions[CALL].counters
+    assert counters["drop_replay"] == 1
+    assert counters["drop_bad_tag"] == 1
+    assert counters["drop_truncated"] == 1
+    assert b.counters["drop_unknown_stream"] == 1
+
+
+def test_a_third_gateway_cannot_inject_into_the_call() -> None:
+    a, b, _, _ = pair()
+    eve = make_relay(3, 32000)
+    # Eve learns the signalling (it is signed, not secret) and sets up "the same" call.
+    set_up_call(eve, b, "other", client_sdp(*A_CLIENT), client_sdp(*B_CLIENT))
+    frame = to_mesh(a, rtp_packet(1, 0xA))
+    eve_frame = eve.from_client("other", 0, Channel.RTP, rtp_packet(1, 0xE), 1.0)
+    assert eve_frame is not None
+    # Eve claims to be A on A's stream with a payload made under her own key.
+    assert b.from_mesh(a.node_id, frame.stream, eve_frame.payload, 1.0) is None
+    assert b.sessions[CALL].counters["drop_bad_tag"] == 1
+
+
+def test_local_junk_is_not_relayed() -> None:
+    a, _b, _, _ = pair()
+    stun = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + b"\x00" * 12
+    assert a.from_client(CALL, 0, Channel.RTP, stun, 1.0) is None
+    assert a.from_client(CALL, 0, Channel.RTP, b"\x80" * 2000, 1.0) is None
+    assert a.from_client("no-such-call", 0, Channel.RTP, rtp_packet(1, 1), 1.0) is None
+    counters = a.sessions[CALL].counters
+    assert (counters["drop_not_rtp"], counters["drop_oversize"]) == (1, 1)
+    assert a.counters["drop_no_session"] == 1
+
+
+def test_hold_and_resume_pass_through() -> None:
+    a, b, _, _ = pair()
+    # B's client puts A on hold, old style (c=0.0.0.0) with sendonly, in a re-INVITE.
+    hold = client_sdp("0.0.0.0", B_CLIENT[1], direction="sendonly", version=2)
+    on_mesh = b.rewrite_sdp(SdpPath.CLIENT_TO_MESH, CALL, hold)
+    seen = parse_sdp_untrusted(a.rewrite_sdp(SdpPath.MESH_TO_CLIENT, CALL, on_mesh))
+    m = seen.media[0]
+    assert m.direction is Direction.SENDONLY
+    assert m.connection is not None and m.connection.is_null
+    assert m.port == 30000                                   # same gateway port as before
+    assert carry(a, b, rtp_packet(1, 0xA)) is None           # B's client is not listening
+    assert b.sessions[CALL].counters["drop_no_client"] == 1
+    assert carry(b, a, rtp_packet(1, 0xB)) is not None       # music on hold still flows
+    resume = client_sdp(*B_CLIENT, version=3)
+    a.rewrite_sdp(SdpPath.MESH_TO_CLIENT, CALL, b.rewrite_sdp(SdpPath.CLIENT_TO_MESH, CALL,
+                                                             resume))
+    assert carry(a, b, rtp_packet(2, 0xA)) is not None
+
+
+def test_sdp_from_the_mesh_without_our_attributes_is_488() -> None:
+    b = make_relay(2)
+    with pytest.raises(DecodeError) as info:
+        b.rewrite_sdp(SdpPath.MESH_TO_CLIENT, CALL, client_sdp(*A_CLIENT))
+    assert info.value.status_hint == 488
+    assert CALL not in b.sessions
+
+
+def test_a_changed_peer_nonce_mid_call_is_488() -> None:
+    a, b, _, _ = pair()
+    # Same node key, new nonce (e.g. a restarted gateway).
+    other = MediaRelay(Identity(b"\x01" * 32), SequentialPortAllocator("127.0.0.1"),
+                       random.Random(99))
+    on_mesh = other.rewrite_sdp(SdpPath.CLIENT_TO_MESH, CALL, client_sdp(*A_CLIENT))
+    with pytest.raises(DecodeError) as info:
+        b.rewrite_sdp(SdpPath.MESH_TO_CLIENT, CALL, on_mesh)
+    assert info.value.status_hint == 488
+    assert carry(a, b, rtp_packet(1, 0xA)) is not None       # the call goes on
+
+
+def test_end_call_releases_ports_and_reports() -> None:
+    a, b, _, _ = pair()
+    carry(a, b, rtp_packet(1, 0xA))
+    b.end_call(CALL, 5.0)
+    b.end_call(CALL, 5.0)                                     # idempotent
+    event = b.next_event()
+    assert event is not None and event.reason is EndReason.HANGUP
+    assert dict(event.counters)["rtp_to_client"] == 1
+    assert b.next_event() is None
+    frame = to_mesh(a, rtp_packet(2, 0xA))
+    assert b.from_mesh(a.node_id, frame.stream, frame.payload, 6.0) is None
+    # The same ports serve the next call.
+    set_up_call(a, b, "call-2", client_sdp(*A_CLIENT), client_sdp(*B_CLIENT))
+    assert b.sessions["call-2"].legs[0].ports.rtp_port == 31000
+
+
+def test_idle_calls_are_ended_by_the_timer() -> None:
+    a = MediaRelay(Identity(b"\x01" * 32), SequentialPortAllocator("127.0.0.1"),
+                   random.Random(1), MediaConfig(idle_timeout_s=30.0))
+    b = make_relay(2)
+    set_up_call(a, b, CALL, client_sdp(*A_CLIENT), client_sdp(*B_CLIENT), now=100.0)
+    assert a.next_timer() == 130.0
+    a.from_client(CALL, 0, Channel.RTP, rtp_packet(1, 1), 120.0)
+    a.on_timer(130.0)
+    assert CALL in a.sessions and a.next_timer() == 150.0
+    a.on_timer(150.0)
+    event = a.next_event()
+    assert CALL not in a.sessions and event is not None and event.reason is EndReason.IDLE
+    assert a.next_timer() is None
+
+
+def test_port_and_call_exhaustion_are_503() -> None:
+    b = MediaRelay(Identity(b"\x02" * 32), SequentialPortAllocator("127.0.0.1", 20000, 20003),
+                   random.Random(2), MediaConfig(max_calls=3))
+    a = make_relay(1)
+    set_up_call(a, b, "c1", client_sdp(*A_CLIENT), client_sdp(*B_CLIENT))
+    set_up_call(a, b, "c2", client_sdp(*A_CLIENT), client_sdp(*B_CLIENT))
+    with pytest.raises(MediaSetupError) as info:
+        set_up_call(a, b, "c3", client_sdp(*A_CLIENT), client_sdp(*B_CLIENT))
+    assert info.value.status_hint == 503
+    a.rewrite_sdp(SdpPath.CLIENT_TO_MESH, "c4", client_sdp(*A_CLIENT))
+    with pytest.raises(MediaSetupError):
+        b.rewrite_sdp(SdpPath.CLIENT_TO_MESH, "c4", client_sdp(*B_CLIENT))
+
+
+@given(st.binary(max_size=600))
+def test_any_mesh_body_gives_sdp_or_decode_error(body: bytes) -> None:
+    b = make_relay(2)
+    try:
+        out = b.rewrite_sdp(SdpPath.MESH_TO_CLIENT, CALL, body)
+    except DecodeError:
+        return
+    parse_sdp_untrusted(out)
+
+
+@given(st.binary(max_size=1100))
+def test_any_media_payload_is_dropped_without_raising(payload: bytes) -> None:
+    a, b, _, _ = RELAYS
+    stream = to_mesh(a, rtp_packet(0, 1)).stream
+    assert b.from_mesh(a.node_id, stream, payload, 1.0) is None
+
+
+RELAYS = pair()
