@@ -1,7 +1,8 @@
 """Node configuration: frozen, validated dataclasses loaded from TOML (ARCHITECTURE.md rule 8).
 
 A field config has the sections ``[node]``, ``[trust]``, ``[overlay]``, ``[radio]``,
-``[journal]`` and ``[relay]``; every key is optional and falls back to the defaults below.
+``[journal]``, ``[relay]`` and ``[sip]``; every key is optional and falls back to the
+defaults below.
 One generic, type-hint driven loader turns a TOML mapping into :class:`NodeConfig`: an
 unknown key, a wrong type or a bad value is a :class:`ConfigError` naming the full key
 path (``overlay.helo_interval_s: unknown key``). Every problem in a file is collected, so
@@ -16,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import ipaddress
 import math
 import re
 import tomllib
@@ -48,6 +50,11 @@ RADIO_KINDS = ("udp", "ether")
 MAX_STORE_MESSAGES = 1_000_000
 MAX_STORE_AGE_S = 7 * 24 * 3600
 AGENCY_KEY_HEX_LEN = 64
+MAX_PORT = 65535
+#: Upper bound of [sip] timeouts and rates.
+MAX_SIP_TIMEOUT_S = 3600.0
+#: Upper bound of [sip] queue sizes and connection counts.
+MAX_SIP_QUEUE = 100_000
 #: Largest number of agency keys (own agency plus mutual-aid agencies).
 MAX_AGENCY_KEYS = 64
 
@@ -207,6 +214,39 @@ class RelaySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SipSettings:
+    """``[sip]``: the local SIP gateway stock clients register to (UDP and TCP)."""
+
+    enabled: bool = True
+    listen_host: str = "127.0.0.1"
+    udp_port: int = 5060
+    tcp_port: int = 5060
+    message_timeout_s: float = 6.0
+    invite_timeout_s: float = 4.0
+    max_pending_transactions: int = 256
+    max_tcp_connections: int = 64
+    client_rate_per_s: float = 20.0
+    client_burst: int = 40
+
+    def validate(self) -> Problems:
+        problems: Problems = []
+        try:
+            ipaddress.ip_address(self.listen_host)
+        except ValueError:
+            problems.append(("listen_host", "must be an IP address, e.g. 127.0.0.1"))
+        for key in ("udp_port", "tcp_port"):
+            if not 0 <= getattr(self, key) <= MAX_PORT:
+                problems.append((key, f"must be in 0..{MAX_PORT} (0: any free port)"))
+        for key in ("message_timeout_s", "invite_timeout_s", "client_rate_per_s"):
+            if not 0 < getattr(self, key) <= MAX_SIP_TIMEOUT_S:
+                problems.append((key, f"must be > 0 and <= {MAX_SIP_TIMEOUT_S}"))
+        for key in ("max_pending_transactions", "max_tcp_connections", "client_burst"):
+            if not 1 <= getattr(self, key) <= MAX_SIP_QUEUE:
+                problems.append((key, f"must be in 1..{MAX_SIP_QUEUE}"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """The whole configuration of one node."""
 
@@ -216,6 +256,7 @@ class NodeConfig:
     radio: RadioSettings = field(default_factory=RadioSettings)
     journal: JournalSettings = field(default_factory=JournalSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
+    sip: SipSettings = field(default_factory=SipSettings)
 
     def validate(self) -> Problems:
         name = self.node.name or "x" * 12
