@@ -8,6 +8,7 @@ Loss and the delay the mesh adds are measured in virtual time.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import struct
@@ -71,7 +72,7 @@ def run_call(seed: int, loss: float) -> tuple[dict[str, Leg], Simulator]:
 
     sim.call_at(START_S - 0.5, set_up)
     for seq in range(PACKETS):
-        sim.call_at(START_S + seq * PACKET_INTERVAL_S, lambda s, q=seq: speak(s, q))
+        sim.call_at(START_S + seq * PACKET_INTERVAL_S, functools.partial(speak, seq=seq))
     sim.run()
     for when, name, event in sim.media:
         leg = legs[name]
