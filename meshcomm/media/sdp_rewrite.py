@@ -18,6 +18,7 @@ hold (``c=0.0.0.0``) keeps that address; rejected streams (port 0) are left alon
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 
 from meshcomm.errors import DecodeError, LocalProtocolError
@@ -76,23 +77,38 @@ def _rtcp_port(m: MediaDescription) -> tuple[int, str | None] | None:
     return int(parts[0]), address
 
 
+def _ip_literal(text: str | None) -> str | None:
+    """``text`` if it is an IP address (a name would need a blocking DNS look-up)."""
+    if text is None:
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return None if address.is_unspecified else text
+
+
 def client_endpoints(sdp: SessionDescription) -> dict[int, ClientEndpoint]:
-    """Where the local client receives each relayable stream, by m-line index."""
+    """Where the local client receives each relayable stream, by m-line index.
+
+    A stream on hold (``c=0.0.0.0``) or named by a host name gets no address."""
     found: dict[int, ClientEndpoint] = {}
     for index, m in enumerate(sdp.media):
         if not relayable(m):
             continue
         conn = m.connection or sdp.connection
         mux = m.has_attribute("rtcp-mux")
-        if conn is None or conn.is_null or conn.address == "::":
+        host = _ip_literal(conn.address if conn is not None else None)
+        if host is None:
             found[index] = ClientEndpoint(None, None, mux)
             continue
         rtcp = _rtcp_port(m)
         if rtcp is None:
-            rtcp_addr = (conn.address, m.port + 1) if m.port < MAX_PORT else None
+            rtcp_addr = (host, m.port + 1) if m.port < MAX_PORT else None
         else:
-            rtcp_addr = (rtcp[1] or conn.address, rtcp[0])
-        found[index] = ClientEndpoint((conn.address, m.port), rtcp_addr, mux)
+            rtcp_host = host if rtcp[1] is None else _ip_literal(rtcp[1])
+            rtcp_addr = None if rtcp_host is None else (rtcp_host, rtcp[0])
+        found[index] = ClientEndpoint((host, m.port), rtcp_addr, mux)
     return found
 
 
