@@ -57,6 +57,10 @@ def _add_node_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--config", metavar="FILE", type=Path, help="a field config file")
     parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
                         dest="overrides", help="override one config key (repeatable)")
+    parser.add_argument("--sip-listen", metavar="HOST:PORT", dest="sip_listen",
+                        help="address of the local SIP gateway, UDP and TCP (default "
+                             "sip.listen_host/udp_port/tcp_port: 127.0.0.1:5060; port 0: any "
+                             "free port); 'off' disables it")
     parser.add_argument("--impair", metavar="SPEC",
                         help="user-space impairment of received frames, e.g. loss=0.1 "
                              "(tests and drills only)")
@@ -101,9 +105,23 @@ def build_config(args: argparse.Namespace) -> NodeConfig:
     flags = {"node.name": args.name, "node.domain": args.domain,
              "node.incident": args.incident, "radio.impairment": args.impair}
     overrides.update({key: value for key, value in flags.items() if value is not None})
+    if args.sip_listen is not None:
+        overrides.update(parse_sip_listen(args.sip_listen))
     role: Role = args.role
     overrides["node.role"] = role.value
     return config_with_overrides(_base_config(args), overrides)
+
+
+def parse_sip_listen(text: str) -> dict[str, Any]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:5060``) or ``off`` -> [sip] overrides."""
+    if text.strip().lower() == "off":
+        return {"sip.enabled": False}
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError("--sip-listen", f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:5060")
+    return {"sip.enabled": True, "sip.listen_host": host, "sip.udp_port": int(port),
+            "sip.tcp_port": int(port)}
 
 
 def resolve_data_dir(args: argparse.Namespace, cfg: NodeConfig) -> Path:

@@ -25,10 +25,14 @@ from typing import Final
 from meshcomm.config import NodeConfig, node_aor
 from meshcomm.errors import ConfigError, DecodeError
 from meshcomm.journal.store import JournalStore
+from meshcomm.node.gateway import SipGateway
+from meshcomm.node.gateway_host import SipNode
+from meshcomm.node.gateway_types import GatewayConfig, LocalDatagram
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.runtime.control import CONTROL_SOCKET_FILE, ControlError, ControlServer
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo, control_handlers
+from meshcomm.runtime.sipgw import SipSockets
 from meshcomm.security.identity import Identity, fingerprint
 from meshcomm.security.keystore import (
     load_credential_bytes,
@@ -205,11 +209,60 @@ async def _run_locked(options: NodeOptions,
     node = MeshNode(identity, mesh_settings(cfg), verifier=SignatureVerifier(), rng=rng,
                     now=loop.time(), seq_base=epoch << 32, wall_offset_s=wall_offset_s,
                     credential=credential)
-    driver = NodeDriver(node, radios, journal, loop, wall_offset_s=wall_offset_s)
+    try:
+        sockets = await _open_sip(cfg)
+    except BaseException:
+        journal.close()
+        for radio in radios:
+            radio.close()
+        raise
+    sip_node = None
+    if sockets is not None:
+        gateway = SipGateway(node, gateway_config(cfg, sockets), rng=rng, node_aor=aor,
+                             now=loop.time())
+        sip_node = SipNode(node, gateway)
+    driver = NodeDriver(node, radios, journal, loop, wall_offset_s=wall_offset_s,
+                        sip=sip_node, sip_sink=_sip_sink(sockets))
+    if sockets is not None:
+        sockets.deliver = driver.receive_sip
+        driver.sip_sockets = sockets
+        log.info("SIP gateway on %s udp/%d tcp/%d", sockets.host, sockets.udp_port,
+                 sockets.tcp_port)
     try:
         return await _serve(driver, info, options, on_ready)
     finally:
         driver.close()
+        if sockets is not None:
+            sockets.close()
+
+
+def gateway_config(cfg: NodeConfig, sockets: SipSockets) -> GatewayConfig:
+    sip = cfg.sip
+    return GatewayConfig(local_host=sockets.host, local_port=sockets.udp_port,
+                         message_timeout_s=sip.message_timeout_s,
+                         invite_timeout_s=sip.invite_timeout_s,
+                         max_pending_transactions=sip.max_pending_transactions,
+                         client_rate_per_s=sip.client_rate_per_s, client_burst=sip.client_burst,
+                         keep_sip_bodies=cfg.journal.keep_sip_bodies)
+
+
+async def _open_sip(cfg: NodeConfig) -> SipSockets | None:
+    """Bind the SIP gateway's UDP and TCP sockets (None when [sip] is disabled)."""
+    sip = cfg.sip
+    if not sip.enabled:
+        return None
+    sockets = SipSockets(sip.listen_host, sip.udp_port, sip.tcp_port, lambda _d, _a: None,
+                         max_tcp_connections=sip.max_tcp_connections)
+    try:
+        await sockets.open()
+    except OSError as exc:
+        raise StartupError(f"SIP gateway: cannot listen on {sip.listen_host} port "
+                           f"{sip.udp_port}/{sip.tcp_port}: {exc.strerror or exc}") from None
+    return sockets
+
+
+def _sip_sink(sockets: SipSockets | None) -> Callable[[LocalDatagram], None] | None:
+    return None if sockets is None else sockets.send
 
 
 async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,

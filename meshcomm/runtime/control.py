@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import inspect
 import json
 import logging
 import os
@@ -50,6 +51,8 @@ class ControlCommand(StrEnum):
     WHO = "who"
     STATUS = "status"
     STOP = "stop"
+    SEND = "send"        # {"to": AOR, "text": TEXT, "wait_s": seconds}: MESSAGE, its outcome
+    INBOX = "inbox"      # {"since": seq}: MESSAGEs delivered to the node's own AoR
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,8 @@ class ControlRequest:
     args: Mapping[str, object]
 
 
-#: A command handler: request -> JSON-able result. Raise DecodeError for bad arguments.
+#: A command handler: request -> JSON-able result, or an awaitable of one (a command that
+#: waits for the network, like ``send``). Raise DecodeError for bad arguments.
 Handler = Callable[[ControlRequest], object]
 
 
@@ -182,7 +186,7 @@ class ControlServer:
                     line = await reader.readuntil(b"\n")
             except asyncio.IncompleteReadError as exc:
                 if exc.partial.strip():
-                    writer.write(encode_reply(self.handle_line(exc.partial)))
+                    writer.write(encode_reply(await self.handle_line_async(exc.partial)))
                     await writer.drain()
                 return
             except asyncio.LimitOverrunError:
@@ -192,8 +196,26 @@ class ControlServer:
                 return
             if not line.strip():
                 continue
-            writer.write(encode_reply(self.handle_line(line)))
+            writer.write(encode_reply(await self.handle_line_async(line)))
             await writer.drain()
+
+    async def handle_line_async(self, line: bytes) -> dict[str, object]:
+        """Like :meth:`handle_line`, awaiting a handler's awaitable result."""
+        reply = self.handle_line(line)
+        result = reply.get("result")
+        if not reply.get("ok") or not inspect.isawaitable(result):
+            return reply
+        try:
+            value = await result
+            json.dumps(value, allow_nan=False)
+        except DecodeError as exc:
+            self.counters["bad_requests"] += 1
+            return {"ok": False, "error": str(exc)}
+        except Exception:
+            self.counters["errors"] += 1
+            log.exception("control command failed")
+            return {"ok": False, "error": "internal error"}
+        return {"ok": True, "result": value}
 
     def handle_line(self, line: bytes) -> dict[str, object]:
         """One request line -> one reply object (never raises for bad input)."""
@@ -209,6 +231,8 @@ class ControlServer:
         self.counters["requests"] += 1
         try:
             result = handler(request)
+            if inspect.isawaitable(result):
+                return {"ok": True, "result": result}
             json.dumps(result, allow_nan=False)
         except DecodeError as exc:
             self.counters["bad_requests"] += 1

@@ -27,8 +27,11 @@ from meshcomm.errors import LocalProtocolError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.store import JournalStore
 from meshcomm.location.binding import Binding
+from meshcomm.node.gateway_host import SipNode
+from meshcomm.node.gateway_types import Address, LocalDatagram
 from meshcomm.node.mesh import MeshNode
 from meshcomm.overlay.core import WhoEntry
+from meshcomm.runtime.sipgw import SipSockets
 from meshcomm.types import Datagram, LinkAddr
 from radios.base import LINK_ADDR_SEPARATOR, Radio
 
@@ -36,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Callback for core events other than journal records (e.g. unicast deliveries).
 EventSink = Callable[[object], None]
+#: Sends a SIP message to a local client (the gateway's sockets).
+SipSink = Callable[[LocalDatagram], None]
 
 
 class NodeDriver:
@@ -43,11 +48,18 @@ class NodeDriver:
 
     def __init__(self, node: MeshNode, radios: Sequence[Radio], journal: JournalStore | None,
                  loop: asyncio.AbstractEventLoop, *, wall_offset_s: float,
-                 event_sink: EventSink | None = None) -> None:
+                 event_sink: EventSink | None = None, sip: SipNode | None = None,
+                 sip_sink: SipSink | None = None) -> None:
         names = [radio.name for radio in radios]
         if len(set(names)) != len(names):
             raise LocalProtocolError(f"radio names must be unique: {names}")
         self.node = node
+        #: With a SIP gateway the driver drives the composed SipNode, else the MeshNode.
+        self.sip = sip
+        self.core: MeshNode | SipNode = sip if sip is not None else node
+        self.sip_sink = sip_sink
+        #: The gateway's sockets (for status), set by run_node.
+        self.sip_sockets: SipSockets | None = None
         self.journal = journal
         self.loop = loop
         self.wall_offset_s = wall_offset_s
@@ -105,7 +117,14 @@ class NodeDriver:
     def receive(self, radio_name: str, data: bytes, src: str) -> None:
         if self._closed:
             return
-        self.node.receive(data, LinkAddr(f"{radio_name}{LINK_ADDR_SEPARATOR}{src}"), self.now())
+        self.core.receive(data, LinkAddr(f"{radio_name}{LINK_ADDR_SEPARATOR}{src}"), self.now())
+        self.pump()
+
+    def receive_sip(self, data: bytes, src: Address) -> None:
+        """A SIP message from a local client (UDP datagram or framed TCP message)."""
+        if self._closed or self.sip is None:
+            return
+        self.sip.receive_sip(data, src, self.now())
         self.pump()
 
     def _on_timer(self) -> None:
@@ -113,7 +132,7 @@ class NodeDriver:
         self._timer_at = None
         if self._closed:
             return
-        self.node.on_timer(self.now())
+        self.core.on_timer(self.now())
         self.pump()
 
     # ------------------------------------------------------------ commands
@@ -132,6 +151,15 @@ class NodeDriver:
         self.node.shutdown(self.now())
         self.pump()
 
+    def send_message(self, to_aor: str, text: str) -> int:
+        """Send a MESSAGE from the node's AoR through the gateway's built-in UA."""
+        if self.sip is None:
+            raise LocalProtocolError("this node runs without a SIP gateway")
+        send_id = self.sip.gateway.send_message(to_aor, text, self.now())
+        self.sip.settle(self.now())
+        self.pump()
+        return send_id
+
     def who(self) -> list[WhoEntry]:
         return self.node.overlay.who(self.now())
 
@@ -141,9 +169,13 @@ class NodeDriver:
         if self._closed:
             return
         now = self.now()
-        for dgram in self.node.to_send(now):
+        for dgram in self.core.to_send(now):
             self._transmit(dgram)
-        while (event := self.node.next_event()) is not None:
+        if self.sip is not None:
+            for local in self.sip.take_sip(now):
+                if self.sip_sink is not None:
+                    self.sip_sink(local)
+        while (event := self.core.next_event()) is not None:
             if isinstance(event, JournalRecord):
                 self._journal(event, now)
             elif self.event_sink is not None:
@@ -201,7 +233,7 @@ class NodeDriver:
         return self.journal.durable_seq
 
     def _arm(self) -> None:
-        when = self.node.next_timer()
+        when = self.core.next_timer()
         if when == self._timer_at and self._timer is not None:
             return
         if self._timer is not None:

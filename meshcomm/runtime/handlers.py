@@ -1,17 +1,27 @@
-"""Control commands of a running node: ``who``, ``status``, ``stop`` (a table keyed by Enum)."""
+"""Control commands of a running node: ``who``, ``status``, ``stop``, ``send``, ``inbox``
+(a table keyed by Enum)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from meshcomm.errors import DecodeError
+from meshcomm.node.gateway_types import InboxEntry, SendResult, SendStatus
 from meshcomm.overlay.core import WhoEntry
 from meshcomm.runtime.control import ControlCommand, ControlRequest, Handler
 from meshcomm.runtime.driver import NodeDriver
 
 #: Digits kept of floating-point figures in replies.
 REPLY_DECIMALS = 3
+#: ``send`` waits at most this long for the outcome (seconds).
+MAX_SEND_WAIT_S = 60.0
+SEND_POLL_S = 0.02
+MAX_TEXT_CHARS = 4000
+MAX_AOR_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +92,83 @@ def status(driver: NodeDriver, info: NodeInfo) -> dict[str, object]:
         "routes": _routes(driver, now),
         "bindings": len(driver.node.table),
         "counters": {**dict(sorted(driver.node.counters.items())), **driver.counters},
+        "sip": sip_status(driver),
         "journal": {
             "path": str(journal.path) if journal is not None else None,
             "durable_seq": journal.durable_seq if journal is not None else 0,
             "head_seq": head[0] if head is not None else 0,
         },
     }
+
+
+def sip_status(driver: NodeDriver) -> dict[str, object] | None:
+    """SIP gateway counters and queue sizes (None without a gateway)."""
+    if driver.sip is None:
+        return None
+    out = driver.sip.gateway.status()
+    sockets = driver.sip_sockets
+    if sockets is not None:
+        out["listen"] = {"host": sockets.host, "udp_port": sockets.udp_port,
+                         "tcp_port": sockets.tcp_port,
+                         "tcp_connections": sockets.tcp_connections}
+        out["sockets"] = dict(sockets.counters)
+    return out
+
+
+def send_result_json(result: SendResult) -> dict[str, object]:
+    return {"id": result.send_id, "to": result.to_aor, "status": result.status.value,
+            "code": result.code, "reason": result.reason}
+
+
+def inbox_entry_json(entry: InboxEntry, driver: NodeDriver) -> dict[str, object]:
+    return {"seq": entry.seq, "from": entry.from_aor, "to": entry.to_aor,
+            "content_type": entry.content_type,
+            "text": entry.body.decode("utf-8", "replace"),
+            "received_at": round(driver.wall_time(entry.received_at), REPLY_DECIMALS)}
+
+
+def _text_arg(request: ControlRequest, name: str, max_chars: int) -> str:
+    value = request.args.get(name)
+    if not isinstance(value, str) or not value or len(value) > max_chars:
+        raise DecodeError(f'"{name}" must be a non-empty string of at most {max_chars} chars')
+    return value
+
+
+def send(driver: NodeDriver, request: ControlRequest) -> Coroutine[Any, Any, object]:
+    """Queue a MESSAGE now; the reply waits (up to ``wait_s``) for its outcome."""
+    if driver.sip is None:
+        raise DecodeError("this node runs without a SIP gateway ([sip] enabled = false)")
+    to = _text_arg(request, "to", MAX_AOR_CHARS)
+    text = _text_arg(request, "text", MAX_TEXT_CHARS)
+    wait = request.args.get("wait_s", 0.0)
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= \
+            MAX_SEND_WAIT_S:
+        raise DecodeError(f'"wait_s" must be a number in 0..{MAX_SEND_WAIT_S}')
+    if not to.startswith(("sip:", "sips:")):
+        to = f"sip:{to}"
+    try:
+        send_id = driver.send_message(to, text)
+    except Exception as exc:  # a bad AoR is the caller's mistake: say so
+        raise DecodeError(f"cannot send to {to!r}: {exc}") from None
+    gateway = driver.sip.gateway
+
+    async def outcome() -> object:
+        deadline = driver.now() + float(wait)
+        while (gateway.outbox[send_id].status is SendStatus.PENDING
+               and driver.now() < deadline):
+            await asyncio.sleep(SEND_POLL_S)
+        return send_result_json(gateway.outbox[send_id])
+
+    return outcome()
+
+
+def inbox(driver: NodeDriver, request: ControlRequest) -> object:
+    if driver.sip is None:
+        return []
+    since = request.args.get("since", 0)
+    if not isinstance(since, int) or isinstance(since, bool):
+        raise DecodeError('"since" must be an integer')
+    return [inbox_entry_json(e, driver) for e in driver.sip.gateway.inbox if e.seq > since]
 
 
 def control_handlers(driver: NodeDriver, info: NodeInfo,
@@ -102,4 +183,6 @@ def control_handlers(driver: NodeDriver, info: NodeInfo,
         ControlCommand.WHO: lambda _request: who(driver),
         ControlCommand.STATUS: lambda _request: status(driver, info),
         ControlCommand.STOP: on_stop,
+        ControlCommand.SEND: lambda request: send(driver, request),
+        ControlCommand.INBOX: lambda request: inbox(driver, request),
     }

@@ -29,7 +29,7 @@ from meshcomm.security.keystore import load_or_create_identity
 from tests.runtime.helpers import chain_medium, wait_until
 
 FAST = {"overlay.hello_interval_s": 0.2, "overlay.neighbour_timeout_s": 1.0,
-        "overlay.anti_entropy_interval_s": 0.4}
+        "overlay.anti_entropy_interval_s": 0.4, "sip.udp_port": 0, "sip.tcp_port": 0}
 
 
 def _options(data_dir: Path, specs: tuple[str, ...], name: str | None = None) -> NodeOptions:

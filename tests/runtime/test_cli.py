@@ -98,7 +98,7 @@ def test_real_process_ctl_and_sigterm(tmp_path: Path, capsys: pytest.CaptureFixt
     proc = subprocess.Popen(
         [sys.executable, "-m", "meshcomm.cli.main", "handset", "--radio", "mem:solo/a",
          "--data-dir", str(data_dir), "--name", "medic-7", "--domain", "fire.example",
-         "--shutdown-grace", "0.2"],
+         "--shutdown-grace", "0.2", "--sip-listen", "127.0.0.1:0"],
         stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
     try:
         _wait("the control socket", lambda: _answers(data_dir / CONTROL_SOCKET_FILE))
@@ -139,7 +139,8 @@ def test_real_relay_process_ctl_stop_wait(tmp_path: Path,
     data_dir = tmp_path / "relay"
     proc = subprocess.Popen(
         [sys.executable, "-m", "meshcomm.runtime", "relay", "--radio", "mem:solo/r",
-         "--data-dir", str(data_dir), "--shutdown-grace", "0", "--log-level", "warning"],
+         "--data-dir", str(data_dir), "--shutdown-grace", "0", "--log-level", "warning",
+         "--sip-listen", "127.0.0.1:0"],
         stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
     try:
         _wait("the control socket", lambda: _answers(data_dir / CONTROL_SOCKET_FILE))
