@@ -59,7 +59,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 HELD_COLUMNS: Final = "msg_id, parcel, signature, own, state, holder"
 _HELD_ROW_LEN: Final = 6
-_UPSERT_HELD: Final = f"INSERT OR REPLACE INTO held ({HELD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+#: An update keeps the row (and so the order in which messages were first held).
+_UPSERT_HELD: Final = (
+    f"INSERT INTO held ({HELD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO "
+    "UPDATE SET parcel = excluded.parcel, signature = excluded.signature, own = excluded.own, "
+    "state = excluded.state, holder = excluded.holder")
 
 
 def _text(value: object, what: str, max_bytes: int) -> str:
