@@ -1,7 +1,9 @@
 """``meshcomm ctl``: talk to a running node over the unix socket in its data dir.
 
 ``ctl who [--json]`` lists the bindings the node knows, ``ctl status [--json]`` shows the
-node, its neighbours, routes, counters and journal, ``ctl stop`` asks it to de-register and
+node, its neighbours, routes, counters, journal and SIP gateway, ``ctl send AOR TEXT``
+sends a MESSAGE from the node's AoR and prints its outcome (delivered, held or failed),
+``ctl inbox`` lists MESSAGEs to the node's AoR, ``ctl stop`` asks it to de-register and
 exit. A node that is not running gives one line and exit status 1.
 """
 
@@ -50,6 +52,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status = sub.add_parser("status", help="node, neighbours, routes, counters, journal")
     status.add_argument("--json", action="store_true", help="print a JSON object")
     status.set_defaults(handler=run_status)
+    send = sub.add_parser("send", help="send a text MESSAGE from the node's own AoR")
+    send.add_argument("to", metavar="AOR", help="destination, e.g. sip:medic-7@incident.local")
+    send.add_argument("text", metavar="TEXT", help="the message text")
+    send.add_argument("--json", action="store_true", help="print a JSON object")
+    send.set_defaults(handler=run_send)
+    inbox = sub.add_parser("inbox", help="MESSAGEs delivered to the node's own AoR")
+    inbox.add_argument("--json", action="store_true", help="print a JSON list")
+    inbox.set_defaults(handler=run_inbox)
     stop = sub.add_parser("stop", help="de-register and stop the node")
     stop.add_argument("--wait", action="store_true",
                       help="return only after the node has exited (up to --timeout)")
@@ -64,9 +74,11 @@ def socket_path(args: argparse.Namespace) -> Path:
     return data_dir / CONTROL_SOCKET_FILE
 
 
-def _request(args: argparse.Namespace, command: ControlCommand) -> tuple[bool, Any]:
+def _request(args: argparse.Namespace, command: ControlCommand,
+             **extra: Any) -> tuple[bool, Any]:
     try:
-        return True, control_request(socket_path(args), command, timeout_s=args.timeout_s)
+        return True, control_request(socket_path(args), command, timeout_s=args.timeout_s,
+                                     **extra)
     except ControlError as exc:
         print(f"meshcomm ctl {command.value}: {exc}", file=sys.stderr)
         return False, None
@@ -126,6 +138,16 @@ def format_status(st: dict[str, Any]) -> str:
     lines.append("")
     counters = st.get("counters", {})
     lines.append("counters " + ", ".join(f"{k}={v}" for k, v in counters.items() if v))
+    sip = st.get("sip")
+    if sip:
+        listen = sip.get("listen", {})
+        lines.append(f"sip      {listen.get('host')} udp/{listen.get('udp_port')} "
+                     f"tcp/{listen.get('tcp_port')}, pending {sip.get('pending_transactions')}"
+                     f", inbox {sip.get('inbox')}, outbox pending {sip.get('outbox_pending')}, "
+                     f"clients {', '.join(sip.get('local_registrations', [])) or '-'}")
+        sip_counters = sip.get("counters", {})
+        lines.append("sip counters " + ", ".join(f"{k}={v}" for k, v in sip_counters.items()
+                                                 if v))
     return "\n".join(lines)
 
 
@@ -134,6 +156,40 @@ def run_status(args: argparse.Namespace) -> int:
     if not ok:
         return EXIT_NOT_RUNNING
     print(json.dumps(result, indent=2) if args.json else format_status(result))
+    return 0
+
+
+#: ``ctl send`` waits for the outcome this much less than the client timeout.
+SEND_WAIT_MARGIN_S = 0.5
+#: Exit status of ``ctl send`` when the message was refused or failed.
+EXIT_SEND_FAILED = 3
+
+
+def run_send(args: argparse.Namespace) -> int:
+    wait_s = max(0.0, args.timeout_s - SEND_WAIT_MARGIN_S)
+    ok, result = _request(args, ControlCommand.SEND, to=args.to, text=args.text, wait_s=wait_s)
+    if not ok:
+        return EXIT_NOT_RUNNING
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        code = "" if result.get("code") is None else f" ({result['code']} {result['reason']})"
+        print(f"message {result.get('id')} to {result.get('to')}: {result.get('status')}{code}"
+              .rstrip())
+    return EXIT_SEND_FAILED if result.get("status") == "failed" else 0
+
+
+def run_inbox(args: argparse.Namespace) -> int:
+    ok, result = _request(args, ControlCommand.INBOX)
+    if not ok:
+        return EXIT_NOT_RUNNING
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for entry in result:
+        when = time.strftime("%H:%M:%S", time.localtime(entry.get("received_at", 0)))
+        print(f"{entry.get('seq')}  {when}  {entry.get('from')}: {entry.get('text')}")
+    print(f"{len(result)} message(s)")
     return 0
 
 
