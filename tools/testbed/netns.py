@@ -26,13 +26,25 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
+
+from tools.testbed import nodes as _nodes
+from tools.testbed.baresip import (
+    CTRL_PORT,
+    DEFAULT_DOMAIN,
+    BaresipClient,
+    write_config,
+)
+from tools.testbed.baresip import DEFAULT_SIP_PORT as BARESIP_SIP_PORT
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +243,10 @@ class Testbed:
         self._procs: list[subprocess.Popen[bytes]] = []
         self._created: list[str] = []
         self._closed = False
+        self.mesh_nodes: dict[int, _nodes.MeshProcess] = {}
+        self.clients: dict[str, BaresipClient] = {}
+        self._workdir: Path | None = None
+        self._remove_workdir = False
         _install_safety_net()
         with _LIVE_LOCK:
             _LIVE[self.prefix] = self
@@ -385,6 +401,112 @@ class Testbed:
         """Context manager: the calling thread inside ``node`` (see :func:`in_netns`)."""
         return in_netns(self.ns(node))
 
+    # meshcomm nodes and SIP clients
+
+    @property
+    def workdir(self) -> Path:
+        """Where data dirs, logs and client configs go: a temp dir removed at teardown,
+        unless :meth:`use_workdir` named one (kept, e.g. pytest's tmp_path)."""
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
+            self._remove_workdir = True
+        return self._workdir
+
+    def use_workdir(self, path: Path) -> None:
+        """Put data dirs and logs under ``path`` (kept after teardown)."""
+        if self._workdir is not None:
+            raise TestbedError("the work dir is already in use")
+        path.mkdir(parents=True, exist_ok=True)
+        self._workdir = path
+
+    def radio_specs(self, node: int, kind: str = "udp") -> list[str]:
+        """``KIND:IFACE`` for every interface of ``node``."""
+        return [f"{kind}:{name}" for name in self._ifaces[node]]
+
+    def start_node(self, node: int, *, role: str = "handset", name: str | None = None,
+                   sip_port: int = _nodes.DEFAULT_SIP_PORT, impair: str | None = None,
+                   extra_args: Sequence[str] = (), radio_kind: str = "udp",
+                   data_dir: Path | None = None, wait: bool = True) -> _nodes.MeshProcess:
+        """Start ``meshcomm ROLE`` in ``node`` on all its interfaces; wait for ``ctl status``.
+
+        The data dir is a fresh dir under :attr:`workdir` (zero-config start) unless given.
+        ``impair`` is the radio impairment (``"delay=15ms,loss=0.1"``). Stopped at teardown.
+        """
+        if node in self.mesh_nodes and self.mesh_nodes[node].running():
+            raise TestbedError(f"node {node} already runs a meshcomm process")
+        self.ns(node)
+        data = data_dir or self.workdir / f"node{node}"
+        argv = _nodes.node_argv(role, data, self.radio_specs(node, radio_kind), name=name,
+                                sip_port=sip_port, impair=impair, extra_args=extra_args)
+        proc = _nodes.MeshProcess(node, role, name, data, self.workdir / f"node{node}.log",
+                                  sip_port, argv)
+        self.mesh_nodes[node] = proc
+        _nodes.launch(proc, self.popen)
+        if wait:
+            _nodes.wait_ready(proc)
+        return proc
+
+    def node(self, node: int) -> _nodes.MeshProcess:
+        """The meshcomm process started in ``node``."""
+        try:
+            return self.mesh_nodes[node]
+        except KeyError:
+            raise TestbedError(f"no meshcomm node started in node {node}") from None
+
+    def stop_node(self, node: int, sig: int = signal.SIGTERM) -> int | None:
+        """Signal the node's process (SIGTERM: clean de-register; SIGKILL: crash); its exit
+        status."""
+        return _nodes.stop(self.node(node), sig)
+
+    def restart_node(self, node: int, sig: int = signal.SIGTERM,
+                     wait: bool = True) -> _nodes.MeshProcess:
+        """Stop the node with ``sig`` and start it again with the same argv and data dir."""
+        proc = self.node(node)
+        _nodes.stop(proc, sig)
+        _nodes.launch(proc, self.popen)
+        if wait:
+            _nodes.wait_ready(proc)
+        return proc
+
+    def start_baresip(self, node: int, user: str, *, audio_in: Path | None = None,
+                      contacts: Sequence[str] = (), domain: str = DEFAULT_DOMAIN,
+                      sip_port: int = BARESIP_SIP_PORT, answer_auto: bool = True,
+                      node_sip_port: int | None = None) -> BaresipClient:
+        """Start baresip in ``node`` registering ``sip:USER@DOMAIN`` to the node's gateway.
+
+        ``audio_in`` is the WAV it sends in calls (8 kHz mono 16-bit; the call ends when it
+        runs out); calls are recorded in the client's config dir (see
+        :mod:`tools.testbed.baresip`). ``contacts`` are the AoRs it may MESSAGE.
+        """
+        if node_sip_port is None:
+            mesh = self.mesh_nodes.get(node)
+            node_sip_port = mesh.sip_port if mesh is not None else _nodes.DEFAULT_SIP_PORT
+        conf = self.workdir / f"baresip-{user}"
+        write_config(conf, user, node_sip_port=node_sip_port, sip_port=sip_port,
+                     audio_in=audio_in, domain=domain, contacts=tuple(contacts),
+                     answer_auto=answer_auto)
+        client = BaresipClient(node, user, conf, self.workdir / f"baresip-{user}.log",
+                               sip_port, domain)
+        with client.log_path.open("ab") as log:
+            client.proc = self.popen(node, ["baresip", "-s", "-f", str(conf)],
+                                     stdin=subprocess.PIPE, stdout=log,
+                                     stderr=subprocess.STDOUT)
+        self.clients[user] = client
+
+        def opener() -> socket.socket:
+            with self.entered(node):
+                return socket.create_connection(("127.0.0.1", CTRL_PORT), timeout=1.0)
+
+        client.connect(opener)
+        return client
+
+    def describe(self) -> str:
+        """Log tails of every node and client (for assertion messages)."""
+        parts = [proc.describe() for proc in self.mesh_nodes.values()]
+        parts += [f"--- baresip {c.user} (node {c.index})\n{c.log_tail()}"
+                  for c in self.clients.values()]
+        return "\n".join(parts)
+
     # teardown
 
     def _stop_processes(self) -> None:
@@ -408,8 +530,12 @@ class Testbed:
             return
         self._closed = True
         try:
+            for client in self.clients.values():
+                client.close()
             self._stop_processes()
         finally:
+            if self._workdir is not None and self._remove_workdir:
+                shutil.rmtree(self._workdir, ignore_errors=True)
             for name in self._created:
                 delete_namespace(name)
             leftovers = cleanup(self.prefix + "-")
