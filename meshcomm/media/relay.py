@@ -161,13 +161,13 @@ class MediaRelay:
         sdp = parse_body_untrusted(body, from_mesh=from_mesh)
         if not from_mesh:
             session = self._session(call_id)
-            session.last_activity_s = self._clock_s
+            session.last_activity_s = now      # None: stamped by the next on_timer
             session.clients = client_endpoints(sdp)
             self.counters["sdp_to_mesh"] += 1
             return for_mesh(sdp, self.agreement.public_key, session.local_nonce).serialize()
         peer = peer_media_untrusted(sdp)
         session = self._session(call_id)
-        session.last_activity_s = self._clock_s
+        session.last_activity_s = now
         try:
             keyed = session.set_peer(peer, self.agreement)
         except TrustError as exc:

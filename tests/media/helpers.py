@@ -62,7 +62,7 @@ def make_relay(n: int, first_port: int = 30000) -> MediaRelay:
 
 
 def set_up_call(caller: MediaRelay, callee: MediaRelay, call_id: str, offer: bytes,
-                answer: bytes, now: float = 0.0) -> tuple[bytes, bytes]:
+                answer: bytes, now: float | None = 0.0) -> tuple[bytes, bytes]:
     """Offer from the caller's client, answer from the callee's client, both through the
     two gateways' hooks. Returns (offer as the callee's client sees it, answer as the
     caller's client sees it)."""

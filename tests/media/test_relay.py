@@ -247,3 +247,16 @@ def test_any_media_payload_is_dropped_without_raising(payload: bytes) -> None:
 
 
 RELAYS = pair()
+
+
+def test_a_hook_call_without_time_never_ends_the_call_early() -> None:
+    a, b = make_relay(1), make_relay(2)
+    b.on_timer(5000.0)                                         # b has seen the clock
+    set_up_call(a, b, CALL, client_sdp(*A_CLIENT), client_sdp(*B_CLIENT), now=None)
+    when = b.next_timer()
+    assert when is not None
+    stamped_at = max(when, 5000.0)
+    b.on_timer(stamped_at)
+    assert CALL in b.sessions                                  # stamped, not expired
+    b.on_timer(stamped_at + b.config.idle_timeout_s)
+    assert CALL not in b.sessions
