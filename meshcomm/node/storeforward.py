@@ -67,6 +67,8 @@ DROP_JOURNAL_INTERVAL_S = 1.0
 MAX_DROP_JOURNAL_KEYS = 256
 #: How often old delivered ids are forgotten.
 PRUNE_INTERVAL_S = 60.0
+#: Deliveries handed to the gateway and not yet answered (more are refused until then).
+MAX_PENDING_LOCAL = 256
 
 
 class HeldState(StrEnum):
@@ -569,6 +571,9 @@ class StoreForward:
         pending = self._pending.get(msg_id)
         if pending is not None:
             pending.requesters.update(wanted)
+            return
+        if len(self._pending) >= MAX_PENDING_LOCAL:
+            self.counters["sf_pending_local_full"] += 1
             return
         deadline = now + self.config.local_delivery_timeout_s
         self._pending[msg_id] = _PendingLocal(parcel, wanted, deadline)
