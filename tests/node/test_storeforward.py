@@ -292,5 +292,39 @@ def test_own_queue_is_bounded_oldest_evicted(tmp_path: Path) -> None:
     net.close()
 
 
+def test_unanswered_delivery_is_offered_again_after_the_timeout(tmp_path: Path) -> None:
+    config = StoreForwardConfig(local_delivery_timeout_s=5.0, poll_interval_s=0.5,
+                                retry_initial_s=1.0, retry_max_s=2.0)
+    net = Net(tmp_path, {"o": "handset", "d": "handset"}, config=config)
+    net.start("o")
+    d = net.start("d")
+    d.answer_deliveries = False
+    net.run_until(3.0)
+    hold(net, "o")
+    net.run_for(4.0)
+    assert len(d.client) == 1                  # handed over once, then waiting
+    net.run_for(4.0)
+    assert d.live_sf.counters["sf_local_delivery_timeout"] == 1
+    assert len(d.client) == 2                  # the gateway never answered: again
+    net.close()
+
+
+def test_old_delivered_ids_are_forgotten(tmp_path: Path) -> None:
+    config = StoreForwardConfig(delivered_keep_s=10.0, max_age_s=5.0)
+    net = Net(tmp_path, {"o": "handset", "d": "handset"}, config=config)
+    net.start("o")
+    d = net.start("d")
+    net.run_until(3.0)
+    hold(net, "o")
+    net.run_for(2.0)
+    assert d.live_sf.is_delivered(MSG)
+    assert d.storage is not None and d.storage.load()[1] == [MSG]
+    net.run_for(130.0)
+    assert not d.live_sf.is_delivered(MSG)
+    assert d.storage.load()[1] == []
+    assert net.hosts["o"].live_sf.outbox() == []   # finished and older than max_age_s
+    net.close()
+
+
 def test_harness_config_is_valid() -> None:
     assert SF_CONFIG.validate() == []

@@ -61,6 +61,8 @@ class Host:
     #: (state, holder) of every status change of own messages, over all boots
     statuses: list[tuple[str, str]] = field(default_factory=list)
     accept_deliveries: bool = True
+    #: False: the "gateway" never answers an SfDeliver
+    answer_deliveries: bool = True
 
     @property
     def live_sf(self) -> StoreForward:
@@ -149,7 +151,8 @@ class Net:
         elif isinstance(event, SfDeliver):
             if host.accept_deliveries:
                 host.client.append(event)
-            sf.local_delivery_done(event.msg_id, host.accept_deliveries, self.now)
+            if host.answer_deliveries:
+                sf.local_delivery_done(event.msg_id, host.accept_deliveries, self.now)
         else:
             host.journal.append(event)
 
