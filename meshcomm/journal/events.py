@@ -32,6 +32,10 @@ class JournalEventType(StrEnum):
     ENVELOPE_DROPPED = "envelope.dropped"
     ROUTE_CHANGED = "route.changed"
     SIP_MESSAGE = "sip.message"
+    SF_HELD = "sf.held"              # a message is held for an absent responder
+    SF_CUSTODY = "sf.custody"        # a relay took (or refused) custody of a message
+    SF_DELIVERED = "sf.delivered"    # a held message reached its destination's client
+    SF_RECEIPT = "sf.receipt"        # a signed delivery receipt was accepted
     CHECKPOINT = "journal.checkpoint"
 
 
