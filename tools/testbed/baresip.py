@@ -65,7 +65,7 @@ def write_config(conf_dir: Path, user: str, *, node_sip_port: int, sip_port: int
     lines = [
         "poll_method epoll",
         f"sip_listen 127.0.0.1:{sip_port}",
-        "net_interface lo",
+        "net_interface 127.0.0.1",
         f"audio_source {source}",
         "audio_player nothing,nothing",
         "audio_alert nothing,nothing",
@@ -149,6 +149,8 @@ class TracedSip:
 
 _TRACE_START = re.compile(r"^(UDP|TCP) (\S+) -> (\S+)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: baresip's once-a-frame call statistics line ("[0:00:04] audio=64000/0 (bit/s)").
+_STATS = re.compile(r"^\s*\[\d+:\d\d:\d\d\]")
 
 
 def parse_trace(text: str, own_port: int) -> list[TracedSip]:
@@ -192,6 +194,7 @@ class BaresipClient:
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _reader: threading.Thread | None = None
     _token: int = 0
+    reader_error: str | None = None
 
     @property
     def aor(self) -> str:
@@ -207,6 +210,7 @@ class BaresipClient:
                 raise BaresipError(f"baresip {self.user} exited\n{self.log_tail()}")
             try:
                 self._sock = opener()
+                self._sock.settimeout(None)  # the reader blocks; commands wait on _cond
                 break
             except OSError:
                 if time.monotonic() > deadline:
@@ -229,8 +233,12 @@ class BaresipClient:
             if not chunk:
                 return
             buffer += chunk
-            for item in split_netstrings(buffer):
-                self._dispatch(json.loads(item))
+            try:
+                for item in split_netstrings(buffer):
+                    self._dispatch(json.loads(item))
+            except (BaresipError, ValueError) as exc:
+                self.reader_error = str(exc)
+                return
 
     def _dispatch(self, obj: dict[str, Any]) -> None:
         with self._cond:
@@ -325,4 +333,6 @@ class BaresipClient:
             return ""
 
     def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(_ANSI.sub("", self.log_text()).splitlines()[-lines:])
+        text = _ANSI.sub("", self.log_text()).replace("\r", "\n")
+        kept = [line for line in text.splitlines() if line.strip() and not _STATS.match(line)]
+        return "\n".join(kept[-lines:])
