@@ -49,7 +49,7 @@ GOOD_FIT: Final = 0.9
 SILENT_BLOCK_RATIO: Final = 0.01
 
 
-def test_signal(seed: int, duration_s: float, rate_hz: int = SAMPLE_RATE_HZ) -> list[int]:
+def tone_glides(seed: int, duration_s: float, rate_hz: int = SAMPLE_RATE_HZ) -> list[int]:
     """Random phase-continuous tone glides, 16-bit samples (see the module docstring)."""
     rng = random.Random(seed)
     samples: list[int] = []
@@ -75,7 +75,7 @@ def write_wav(path: Path, samples: list[int], rate_hz: int = SAMPLE_RATE_HZ) -> 
 
 
 def write_test_signal(path: Path, seed: int, duration_s: float) -> list[int]:
-    samples = test_signal(seed, duration_s)
+    samples = tone_glides(seed, duration_s)
     write_wav(path, samples)
     return samples
 

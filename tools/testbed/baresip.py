@@ -156,7 +156,7 @@ _STATS = re.compile(r"^\s*\[\d+:\d\d:\d\d\]")
 def parse_trace(text: str, own_port: int) -> list[TracedSip]:
     """The SIP messages in a ``baresip -s`` log; ``sent`` when the source is ``own_port``."""
     messages = []
-    lines = _ANSI.sub("", text).split("\n")
+    lines = _ANSI.sub("", text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
     i = 0
     while i < len(lines):
         match = _TRACE_START.match(lines[i].strip())

@@ -1,0 +1,103 @@
+"""Helpers for the real-client tests: SIPp runs in a test-bed namespace, baresip checks.
+
+baresip itself is started by :meth:`tools.testbed.Testbed.start_baresip` (see
+:mod:`tools.testbed.baresip`); this module adds what the tests assert on. Each namespace has
+its own loopback, so the node's gateway is always 127.0.0.1:5060 and a client's fixed port
+(SIPp 5080/5090, baresip 5070) cannot collide with anything outside its namespace.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from tools.testbed import Testbed
+from tools.testbed.baresip import BaresipClient, TracedSip
+from tools.testbed.nodes import wait_until
+
+SCENARIOS: Final = Path(__file__).resolve().parent / "scenarios"
+SIPP_TIMEOUT_S: Final = 60.0
+DOMAIN: Final = "incident.local"
+
+
+@dataclass
+class SippRun:
+    """One SIPp process in a namespace; ``wait()`` gives its exit status (0: all passed)."""
+
+    scenario: str
+    proc: subprocess.Popen[bytes]
+    log_dir: Path
+    stem: str
+
+    def wait(self, timeout_s: float = SIPP_TIMEOUT_S) -> int:
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return -1
+
+    def text(self, suffix: str) -> str:
+        path = self.log_dir / f"{self.stem}.{suffix}"
+        try:
+            return path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def describe(self) -> str:
+        return (f"--- sipp {self.scenario} exit {self.proc.poll()}\n"
+                f"[errors]\n{self.text('errors')[-3000:]}\n"
+                f"[messages]\n{self.text('messages')[-4000:]}\n"
+                f"[output]\n{self.text('out')[-1500:]}")
+
+
+def start_sipp(tb: Testbed, node: int, scenario: str, *, service: str, port: int,
+               calls: int = 1, extra: tuple[str, ...] = ()) -> SippRun:
+    """Run ``sipp -sf scenarios/SCENARIO.xml`` in ``node`` against its gateway."""
+    log_dir = tb.workdir
+    stem = f"sipp-{scenario}-{node}-{port}"
+    gateway = tb.node(node).sip_addr if node in tb.mesh_nodes else ("127.0.0.1", 5060)
+    argv = ["sipp", f"{gateway[0]}:{gateway[1]}", "-sf", str(SCENARIOS / f"{scenario}.xml"),
+            "-s", service, "-i", "127.0.0.1", "-p", str(port), "-m", str(calls),
+            "-mp", str(port + 2), "-nostdin", "-timeout", f"{int(SIPP_TIMEOUT_S)}s",
+            "-trace_err", "-error_file", str(log_dir / f"{stem}.errors"),
+            "-trace_msg", "-message_file", str(log_dir / f"{stem}.messages"), *extra]
+    with (log_dir / f"{stem}.out").open("wb") as out:
+        proc = tb.popen(node, argv, stdin=subprocess.DEVNULL, stdout=out,
+                        stderr=subprocess.STDOUT)
+    return SippRun(scenario, proc, log_dir, stem)
+
+
+def run_sipp(tb: Testbed, node: int, scenario: str, **kwargs: object) -> SippRun:
+    run = start_sipp(tb, node, scenario, **kwargs)  # type: ignore[arg-type]
+    run.wait()
+    return run
+
+
+def wait_binding(tb: Testbed, node: int, aor: str, timeout_s: float) -> float | None:
+    """Seconds until node ``node`` lists ``aor`` (None on timeout)."""
+    return wait_until(lambda: aor in (tb.node(node).who_aors() or ()), timeout_s)
+
+
+# -- baresip trace checks -----------------------------------------------------------------
+
+
+def requests_with(client: BaresipClient, method: str, *, sent: bool,
+                  body_has: str | None = None) -> list[TracedSip]:
+    return [m for m in client.trace()
+            if m.sent is sent and m.status is None and m.method == method
+            and (body_has is None or body_has in m.body)]
+
+
+def responses_to(client: BaresipClient, call_id: str, method: str, *,
+                 sent: bool) -> list[TracedSip]:
+    return [m for m in client.trace()
+            if m.sent is sent and m.status is not None and m.method == method
+            and m.headers.get("call-id") == call_id]
+
+
+def final_statuses(client: BaresipClient, call_id: str, method: str, *, sent: bool) -> list[int]:
+    return [m.status for m in responses_to(client, call_id, method, sent=sent)
+            if m.status is not None and m.status >= 200]
