@@ -37,6 +37,8 @@ from typing import TypeVar
 from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.location.table import TrustMode
+from meshcomm.media.relay import MediaSetupError
+from meshcomm.node.gateway_builtin import BuiltinUa
 from meshcomm.node.gateway_parts import (
     LocalRegistration,
     Peer,
@@ -44,36 +46,34 @@ from meshcomm.node.gateway_parts import (
     TokenBucket,
     contact_key,
     drop_record,
+    expires_of,
     is_tcp,
     message_id,
+    sdp_direction,
     sip_record,
 )
 from meshcomm.node.gateway_types import (
     BUILTIN_ADDR,
-    DEFAULT_EXPIRES_S,
     DEFAULT_MAX_FORWARDS,
-    MAX_EXPIRES_S,
-    MAX_INBOX,
     MAX_KNOWN_CONTACTS,
     MAX_KNOWN_NODES,
     MAX_LOCAL_REGISTRATIONS,
-    MAX_OUTBOX,
     MAX_RATE_BUCKETS,
     MAX_SIP_MESSAGE_BYTES,
     MESH_HOST_SUFFIX,
     NODE_HEX_CHARS,
     Address,
+    CallEnder,
     Direction,
     GatewayConfig,
     InboxEntry,
     LocalDatagram,
     MeshSip,
     MessageHolder,
-    SdpDirection,
     SdpRewriter,
     SendResult,
-    SendStatus,
     identity_sdp,
+    no_end_call,
 )
 from meshcomm.node.mesh import MeshNode
 from meshcomm.sip.build import build_ack_for_error, build_cancel, build_response, new_branch
@@ -86,15 +86,7 @@ from meshcomm.sip.message import (
     replace_uri,
 )
 from meshcomm.sip.transaction import server_key
-from meshcomm.sip.ua import UserAgent
 from meshcomm.sip.ua_base import address_of, stamp_via
-from meshcomm.sip.ua_events import (
-    IncomingCall,
-    IncomingMessage,
-    RequestFailed,
-    RequestSucceeded,
-    UaConfig,
-)
 from meshcomm.sip.uri import SipUri
 
 log = logging.getLogger(__name__)
@@ -111,6 +103,9 @@ MAX_BUILTIN_ROUNDS = 16
 LINGER_FACTOR = 4
 #: Statuses that mean "not reachable now": a MESSAGE is then held for store-and-forward.
 UNAVAILABLE_STATUSES = frozenset({408, 480})
+BAD_REQUEST = 400
+#: A 2xx whose SDP answer was refused goes upstream as this (RFC 3261 §21.4.26).
+NOT_ACCEPTABLE_HERE = 488
 _M = TypeVar("_M", SipRequest, SipResponse)
 
 
@@ -119,7 +114,8 @@ class SipGateway:
 
     def __init__(self, node: MeshNode, config: GatewayConfig, *, rng: random.Random,
                  node_aor: str, now: float, holder: MessageHolder | None = None,
-                 rewrite_sdp: SdpRewriter = identity_sdp) -> None:
+                 rewrite_sdp: SdpRewriter = identity_sdp,
+                 end_call: CallEnder = no_end_call) -> None:
         self.node = node
         self.config = config
         self.rng = rng
@@ -128,9 +124,8 @@ class SipGateway:
         self.rewrite_sdp = rewrite_sdp
         self.node_hex = node.node_id.hex()[:NODE_HEX_CHARS]
         self.mesh_host = self.node_hex + MESH_HOST_SUFFIX
+        self.end_call = end_call
         self.counters: Counter[str] = Counter()
-        self.inbox: deque[InboxEntry] = deque(maxlen=MAX_INBOX)
-        self.outbox: OrderedDict[int, SendResult] = OrderedDict()
         self._now = now
         self._ids = itertools.count(1)
         self._regs: dict[str, LocalRegistration] = {}
@@ -141,12 +136,12 @@ class SipGateway:
         self._by_branch: dict[str, ProxyTx] = {}
         self._out: list[Output] = []
         self._events: deque[GatewayEvent] = deque()
-        self._sends: dict[int, tuple[int, str]] = {}
-        self._inbox_seq = 0
-        self.ua = UserAgent(UaConfig(aor=node_aor, local_host=BUILTIN_ADDR[0],
-                                     local_port=BUILTIN_ADDR[1],
-                                     outbound_proxy=(config.local_host, config.local_port)),
-                            random.Random(rng.getrandbits(64)))
+        self.builtin = BuiltinUa(node_aor, (config.local_host, config.local_port),
+                                 random.Random(rng.getrandbits(64)))
+        self.ua = self.builtin.ua
+        #: The built-in UA's inbox and the outcomes of its sends (``ctl inbox`` / ``send``).
+        self.inbox = self.builtin.inbox
+        self.outbox = self.builtin.outbox
 
     # ============================================================ driving API
     def receive_local(self, data: bytes, src: Address, now: float) -> None:
@@ -200,10 +195,7 @@ class SipGateway:
     def send_message(self, to_aor: str, text: str, now: float) -> int:
         """Send a MESSAGE from the node's AoR (built-in UA); returns the send id whose
         :class:`SendResult` follows as an event and in :attr:`outbox`."""
-        handle = self.ua.message(to_aor, text)
-        send_id = next(self._ids)
-        self._sends[handle.request_id] = (send_id, to_aor)
-        self._set_outbox(SendResult(send_id, to_aor, SendStatus.PENDING, None, ""))
+        send_id = self.builtin.send_message(to_aor, text)
         self._pump_builtin(now)
         return send_id
 
@@ -230,8 +222,7 @@ class SipGateway:
         pending = sum(1 for tx in self._by_server.values() if tx.final_status is None)
         return {"pending_transactions": pending, "transactions": len(self._by_server),
                 "local_registrations": sorted(self._regs), "inbox": len(self.inbox),
-                "outbox_pending": sum(1 for r in self.outbox.values()
-                                      if r.status is SendStatus.PENDING),
+                "outbox_pending": self.builtin.outbox_pending(),
                 "counters": dict(sorted(self.counters.items()))}
 
     # ============================================================ input
@@ -381,7 +372,11 @@ class SipGateway:
         """§16.6: copy, decrement Max-Forwards, Record-Route, push our Via, send; arm the
         no-answer timer and (toward a UDP client) request retransmission."""
         branch = new_branch(self.rng)
-        out = self._prepare(request, dest, branch, tx.upstream)
+        out = self._rewrite_or_status(self._prepare(request, dest, branch, tx.upstream),
+                                      tx.upstream, dest)
+        if isinstance(out, int):                    # the media layer refused the SDP
+            self._respond(tx, out, now, self._retry_after(out))
+            return
         tx.branch, tx.downstream, tx.out_request = branch, dest, out
         tx.out_bytes = out.serialize()
         self._by_branch[branch] = tx
@@ -418,21 +413,44 @@ class SipGateway:
                                             [rr, *out.header_values("Record-Route")])
         if isinstance(upstream, tuple):
             self._learn_contacts(request.contacts, upstream)
-        return self._sdp_hook(out, upstream, dest)
+        return out
 
-    def _sdp_hook(self, message: _M, src: Peer, dest: Peer) -> _M:
-        """Pass SDP bodies crossing between a client and the mesh through rewrite_sdp."""
-        ctype = (message.content_type or "").split(";")[0].strip().lower()
-        if not message.body or ctype != "application/sdp":
+    # ------------------------------------------------------------ media hook
+    def _rewrite_or_status(self, message: _M, src: Peer, dest: Peer) -> _M | int:
+        """Pass an SDP body crossing between a client and the mesh through rewrite_sdp.
+        Returns the message to send on, or the SIP status to refuse it with when the media
+        layer refuses the SDP (400/488 bad SDP, 503 no media resources); counted."""
+        direction = sdp_direction(message, src, dest)
+        if direction is None:
             return message
-        if isinstance(src, tuple) and isinstance(dest, bytes):
-            direction = SdpDirection.CLIENT_TO_MESH
-        elif isinstance(src, bytes) and isinstance(dest, tuple):
-            direction = SdpDirection.MESH_TO_CLIENT
-        else:
-            return message
-        body = self.rewrite_sdp(direction, message.call_id, message.body)
+        try:
+            body = self.rewrite_sdp(direction, message.call_id, message.body)
+        except (DecodeError, MediaSetupError) as exc:
+            self.counters[f"sdp_refused_{exc.reason}"] += 1
+            log.info("SDP of call %s refused (%s): %s", message.call_id, direction.value, exc)
+            return exc.status_hint
         return message if body == message.body else message.with_body(body)
+
+    def _retry_after(self, status: int) -> list[tuple[str, str]]:
+        return [("Retry-After", str(self.config.retry_after_s))] if status == 503 else []
+
+    def _refused_answer(self, tx: ProxyTx, response: SipResponse, status: int,
+                        now: float) -> None:
+        """A 1xx/2xx whose SDP the media layer refused: a provisional is dropped; a final
+        2xx becomes an error answer upstream (488 for a bad body, 503 for no resources) --
+        the callee gets no ACK and ends its side (RFC 3261 §13.3.1.4)."""
+        if response.status < 200 or tx.final_status is not None:
+            self.counters["responses_dropped_sdp"] += 1
+            return
+        self._respond(tx, NOT_ACCEPTABLE_HERE if status == BAD_REQUEST else status, now,
+                      self._retry_after(status))
+
+    def _finish_call(self, tx: ProxyTx, status: int) -> None:
+        """Tell the media layer a call ended: any final answer to BYE (§15.1.1: the
+        session ends when the BYE is sent), a final non-2xx to an initial INVITE."""
+        if tx.method == "BYE" or (tx.method == "INVITE" and status >= 300
+                                  and tx.request.to_addr.tag is None):
+            self.end_call(tx.request.call_id)
 
     def _retransmit(self, tx: ProxyTx, now: float) -> None:
         if tx.provisional or tx.final_status is not None or tx.downstream is None:
@@ -478,7 +496,11 @@ class SipGateway:
         if dest is None or dest == self.node.node_id:
             self.counters["acks_unroutable"] += 1
             return
-        out = self._prepare(request, dest, new_branch(self.rng), src)
+        out = self._rewrite_or_status(self._prepare(request, dest, new_branch(self.rng), src),
+                                      src, dest)
+        if isinstance(out, int):
+            self.counters["acks_dropped_sdp"] += 1
+            return
         self._emit(out, dest, 0)
 
     def _on_cancel(self, request: SipRequest, src: Peer, now: float) -> None:
@@ -488,6 +510,7 @@ class SipGateway:
             self._reply_stateless(request, src, 481, [])
             return
         self._reply_stateless(request, src, 200, [])
+        self.end_call(request.call_id)
         if tx.final_status is None:
             self._cancel_downstream(tx)
             if tx.downstream is None:
@@ -512,7 +535,7 @@ class SipGateway:
         if not contacts and not request.is_contact_star:
             self._registration_reply(tx, self._regs.get(aor), now)
             return
-        expires = self._expires_of(request)
+        expires = expires_of(request)
         if request.is_contact_star or expires == 0:
             self._unregister(aor, now)
             self._registration_reply(tx, None, now)
@@ -531,16 +554,6 @@ class SipGateway:
             self.node.register(aor_uri.aor, (f"sip:{user}@{self.mesh_host}",), now)
             reg.announced = True
         self._registration_reply(tx, reg, now)
-
-    def _expires_of(self, request: SipRequest) -> int:
-        value: int | None = None
-        if request.contacts:
-            raw = request.contacts[0].param("expires")
-            if raw is not None and raw.isdigit():
-                value = int(raw)
-        if value is None:
-            value = request.expires
-        return min(MAX_EXPIRES_S, DEFAULT_EXPIRES_S if value is None else value)
 
     def _held_elsewhere(self, aor: str) -> bool:
         """Open trust: another key's live binding holds the AoR (ours would conflict)."""
@@ -580,7 +593,12 @@ class SipGateway:
             return
         if isinstance(src, tuple) and 100 < response.status < 300:
             self._learn_contacts(response.contacts, src)
-        out = self._sdp_hook(out, src, tx.upstream)
+        if response.status < 300:                      # 18x (early media) and 2xx
+            rewritten = self._rewrite_or_status(out, src, tx.upstream)
+            if isinstance(rewritten, int):
+                self._refused_answer(tx, response, rewritten, now)
+                return
+            out = rewritten
         if response.status < 200:
             if not tx.provisional and tx.method == "INVITE":
                 tx.deadline = now + self.config.ringing_timeout_s     # Timer C (§16.6)
@@ -605,8 +623,13 @@ class SipGateway:
             self.counters["responses_stray"] += 1
             return
         dest = self._via_destination(response.top_via)
-        if dest is not None:
-            self._emit(response, dest, 0)
+        if dest is None:
+            return
+        out = self._rewrite_or_status(response, src, dest)
+        if isinstance(out, int):
+            self.counters["responses_dropped_sdp"] += 1
+            return
+        self._emit(out, dest, 0)
 
     def _via_destination(self, via: Via) -> Address | bytes | None:
         if via.host.endswith(MESH_HOST_SUFFIX):
@@ -628,6 +651,7 @@ class SipGateway:
         tx.final_status = response.status
         tx.deadline = tx.retransmit_at = None
         tx.linger_until = now + LINGER_S
+        self._finish_call(tx, response.status)
         if tx.upstream is None:
             ok = 200 <= response.status < 300
             if self.holder is not None and tx.msg_id is not None:
@@ -767,36 +791,9 @@ class SipGateway:
                 return
 
     def _builtin_events(self, now: float) -> None:
-        while (event := self.ua.next_event()) is not None:
-            if isinstance(event, IncomingMessage):
-                self._inbox_seq += 1
-                entry = InboxEntry(self._inbox_seq, event.from_addr.uri.aor,
-                                   event.to_addr.uri.aor, event.content_type, event.body, now)
-                self.inbox.append(entry)
-                self._events.append(entry)
-            elif isinstance(event, (RequestSucceeded, RequestFailed)):
-                self._send_outcome(event)
-            elif isinstance(event, IncomingCall):
-                self.ua.reject(event.call, 480)
-
-    def _send_outcome(self, event: RequestSucceeded | RequestFailed) -> None:
-        found = self._sends.pop(event.request.request_id, None)
-        if found is None:
-            return
-        send_id, to_aor = found
-        if isinstance(event, RequestSucceeded):
-            status = SendStatus.HELD if event.status == 202 else SendStatus.DELIVERED
-            result = SendResult(send_id, to_aor, status, event.status, "")
-        else:
-            result = SendResult(send_id, to_aor, SendStatus.FAILED, event.status, event.reason)
-        self._set_outbox(result)
-        self._events.append(result)
-
-    def _set_outbox(self, result: SendResult) -> None:
-        self.outbox[result.send_id] = result
-        while len(self.outbox) > MAX_OUTBOX:
-            self.outbox.popitem(last=False)
+        self._events.extend(self.builtin.take_events(now))
 
 
 def _server_key(request: SipRequest, method: str | None = None) -> tuple[str, ...]:
     return server_key(request, method)
+

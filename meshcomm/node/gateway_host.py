@@ -19,11 +19,11 @@ import logging
 from collections import deque
 
 from meshcomm.errors import LocalProtocolError
-from meshcomm.journal.events import JournalRecord
 from meshcomm.node.gateway import GatewayEvent, SipGateway
 from meshcomm.node.gateway_types import Address, LocalDatagram, MeshSip
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
+from meshcomm.overlay.core import OverlayEvent
 from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.types import Datagram, LinkAddr
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 #: Rounds of gateway <-> mesh exchange per input before yielding (they settle in one or two).
 MAX_SETTLE_ROUNDS = 32
 
-SipNodeEvent = JournalRecord | UnicastReceived | GatewayEvent
+SipNodeEvent = OverlayEvent | GatewayEvent
 
 
 class SipNode:

@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
-from meshcomm.node.gateway_types import TCP_HOST_PREFIX, Address, Direction
+from meshcomm.node.gateway_types import (
+    BUILTIN_ADDR,
+    DEFAULT_EXPIRES_S,
+    MAX_EXPIRES_S,
+    TCP_HOST_PREFIX,
+    Address,
+    Direction,
+    SdpDirection,
+)
 from meshcomm.sip.message import SipRequest, SipResponse
 from meshcomm.sip.uri import SipUri
 
@@ -130,3 +138,29 @@ def drop_record(reason: str, peer: Peer, size_bytes: int, hops: int = 0) -> Jour
     return JournalRecord(J.SIP_MESSAGE, {"dir": Direction.DROPPED.value, "reason": reason,
                                          "peer": peer_text(peer), "size": size_bytes,
                                          "hops": hops})
+
+
+def expires_of(request: SipRequest) -> int:
+    """§10.3 step 6: the expiry a REGISTER asks for (Contact param, else Expires)."""
+    value: int | None = None
+    if request.contacts:
+        raw = request.contacts[0].param("expires")
+        if raw is not None and raw.isdigit():
+            value = int(raw)
+    if value is None:
+        value = request.expires
+    return min(MAX_EXPIRES_S, DEFAULT_EXPIRES_S if value is None else value)
+
+
+def sdp_direction(message: SipRequest | SipResponse, src: Peer,
+                  dest: Peer) -> SdpDirection | None:
+    """Which way an SDP body crosses between a local client and the mesh (None: it does
+    not, e.g. mesh to mesh on a relay node or to the built-in UA, or there is no SDP)."""
+    ctype = (message.content_type or "").split(";")[0].strip().lower()
+    if not message.body or ctype != "application/sdp":
+        return None
+    if isinstance(src, tuple) and src != BUILTIN_ADDR and isinstance(dest, bytes):
+        return SdpDirection.CLIENT_TO_MESH
+    if isinstance(src, bytes) and isinstance(dest, tuple) and dest != BUILTIN_ADDR:
+        return SdpDirection.MESH_TO_CLIENT
+    return None

@@ -120,12 +120,21 @@ class SdpDirection(enum.StrEnum):
     MESH_TO_CLIENT = "mesh-to-client"
 
 
-#: ``rewrite_sdp(direction, call_id, body) -> body``; identity by default.
+#: ``rewrite_sdp(direction, call_id, body) -> body``; identity by default. It may raise
+#: DecodeError or meshcomm.media.relay.MediaSetupError (both with ``status_hint``).
 SdpRewriter = Callable[[SdpDirection, str, bytes], bytes]
 
 
 def identity_sdp(_direction: SdpDirection, _call_id: str, body: bytes) -> bytes:
     return body
+
+
+#: ``end_call(call_id)``: the media of a call can be released (the SDP hook's owner).
+CallEnder = Callable[[str], None]
+
+
+def no_end_call(_call_id: str) -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from meshcomm.journal.events import JournalEventType, JournalRecord
+from meshcomm.media.packet import Channel
+from meshcomm.media.relay import MediaConfig, MediaRelay, SequentialPortAllocator
+from meshcomm.media.session import ClientPacket
 from meshcomm.node.gateway import SipGateway
 from meshcomm.node.gateway_host import SipNode
-from meshcomm.node.gateway_types import Address, GatewayConfig, MessageHolder
+from meshcomm.node.gateway_types import (
+    Address,
+    CallEnder,
+    GatewayConfig,
+    MessageHolder,
+    SdpRewriter,
+    identity_sdp,
+    no_end_call,
+)
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.overlay.config import OverlayConfig
+from meshcomm.overlay.media import MediaReceived
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.sip.ua import UserAgent
@@ -39,6 +51,9 @@ class Station:
     #: Local datagrams for addresses without a UA (raw clients of the tests).
     unclaimed: list[tuple[Address, bytes]] = field(default_factory=list)
     up: bool = True
+    #: The media relay of the gateway (Net(media=True)) and what it sent to its clients.
+    relay: MediaRelay | None = None
+    to_clients: list[ClientPacket] = field(default_factory=list)
 
     @property
     def gw(self) -> SipGateway:
@@ -56,7 +71,9 @@ class Net:
     """A chain n0 - n1 - ... of SipNodes; each hears only its chain neighbours."""
 
     def __init__(self, n_nodes: int, *, config: GatewayConfig | None = None,
-                 holders: dict[int, MessageHolder] | None = None, seed: int = 7) -> None:
+                 holders: dict[int, MessageHolder] | None = None, seed: int = 7,
+                 media: MediaConfig | None = None, media_ports: int = 100,
+                 media_at: set[int] | None = None) -> None:
         self.now = 0.0
         self.rng = random.Random(seed)
         self.stations: list[Station] = []
@@ -67,10 +84,43 @@ class Net:
                             verifier=SignatureVerifier(), rng=random.Random(seed * 100 + i),
                             now=self.now, seq_base=1 << 32, wall_offset_s=1.7e9)
             aor = f"sip:node{i}@{DOMAIN}"
+            relay = None
+            rewrite: SdpRewriter = identity_sdp
+            end_call: CallEnder = no_end_call
+            if media is not None and (media_at is None or i in media_at):
+                first = 20000 + 1000 * i
+                relay = MediaRelay(ident, SequentialPortAllocator(f"127.0.0.{10 + i}", first,
+                                                                  first + 2 * media_ports),
+                                   random.Random(seed * 10 + i), media)
+                rewrite, end_call = self._rewriter(relay), self._ender(relay)
             gw = SipGateway(node, config or GatewayConfig(), rng=random.Random(seed * 1000 + i),
-                            node_aor=aor, now=self.now, holder=holders.get(i))
+                            node_aor=aor, now=self.now, holder=holders.get(i), rewrite_sdp=rewrite,
+                            end_call=end_call)
             node.register(aor, (f"sip:node{i}@{gw.mesh_host}",), self.now)
-            self.stations.append(Station(f"n{i}", SipNode(node, gw)))
+            self.stations.append(Station(f"n{i}", SipNode(node, gw), relay=relay))
+
+    def _rewriter(self, relay: MediaRelay) -> Callable[[str, str, bytes], bytes]:
+        def rewrite(direction: str, call_id: str, body: bytes) -> bytes:
+            return relay.rewrite_sdp(direction, call_id, body, self.now)
+        return rewrite
+
+    def _ender(self, relay: MediaRelay) -> Callable[[str], None]:
+        def end(call_id: str) -> None:
+            relay.end_call(call_id, self.now)
+        return end
+
+    # ------------------------------------------------------------ media
+    def client_media(self, index: int, call_id: str, data: bytes,
+                     channel: Channel = Channel.RTP) -> bool:
+        """A client's datagram arrives on its gateway's call port (m-line 0): relay it over
+        the mesh. False when the relay dropped it."""
+        st = self.stations[index]
+        assert st.relay is not None
+        out = st.relay.from_client(call_id, 0, channel, data, self.now)
+        if out is None:
+            return False
+        st.node.send_media(out.dst_node, out.stream, out.payload, self.now)
+        return True
 
     # ------------------------------------------------------------ clients
     def add_ua(self, index: int, user: str, port: int) -> UserAgent:
@@ -120,6 +170,10 @@ class Net:
         while (event := st.sip.next_event()) is not None:
             if isinstance(event, JournalRecord):
                 st.journal.append(event)
+            elif isinstance(event, MediaReceived) and st.relay is not None:
+                packet = st.relay.from_mesh(event.origin, event.stream, event.payload, self.now)
+                if packet is not None:
+                    st.to_clients.append(packet)
             else:
                 st.other_events.append(event)
         for addr, ua in st.uas.items():

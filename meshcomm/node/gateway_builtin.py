@@ -1,0 +1,98 @@
+"""The gateway's built-in user agent (``ctl send``, ``ctl inbox``): a stock
+:class:`~meshcomm.sip.ua.UserAgent` for the node's AoR at the virtual address
+:data:`~meshcomm.node.gateway_types.BUILTIN_ADDR` (sans-IO).
+
+The gateway exchanges SIP with it like with any local client (see
+``SipGateway._pump_builtin``); this module keeps its inbox, its outbox of sends and turns
+its events into :class:`InboxEntry` / :class:`SendResult` gateway events.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import OrderedDict, deque
+
+from meshcomm.node.gateway_types import (
+    BUILTIN_ADDR,
+    MAX_INBOX,
+    MAX_OUTBOX,
+    Address,
+    InboxEntry,
+    SendResult,
+    SendStatus,
+)
+from meshcomm.sip.ua import UserAgent
+from meshcomm.sip.ua_events import (
+    IncomingCall,
+    IncomingMessage,
+    RequestFailed,
+    RequestSucceeded,
+    UaConfig,
+)
+
+BuiltinEvent = InboxEntry | SendResult
+#: The built-in UA takes no calls (it has no media): it answers an INVITE with this.
+BUILTIN_CALL_STATUS = 480
+
+
+class BuiltinUa:
+    """The node's own UA, its inbox and the outcomes of its sends."""
+
+    def __init__(self, node_aor: str, gateway_addr: Address, rng: random.Random) -> None:
+        self.ua = UserAgent(UaConfig(aor=node_aor, local_host=BUILTIN_ADDR[0],
+                                     local_port=BUILTIN_ADDR[1], outbound_proxy=gateway_addr),
+                            rng)
+        self.gateway_addr = gateway_addr
+        self.inbox: deque[InboxEntry] = deque(maxlen=MAX_INBOX)
+        self.outbox: OrderedDict[int, SendResult] = OrderedDict()
+        self._ids = itertools.count(1)
+        self._sends: dict[int, tuple[int, str]] = {}
+        self._inbox_seq = 0
+
+    def send_message(self, to_aor: str, text: str) -> int:
+        """Queue a MESSAGE; returns the send id (its SendResult follows as an event)."""
+        handle = self.ua.message(to_aor, text)
+        send_id = next(self._ids)
+        self._sends[handle.request_id] = (send_id, to_aor)
+        self._set_outbox(SendResult(send_id, to_aor, SendStatus.PENDING, None, ""))
+        return send_id
+
+    def outbox_pending(self) -> int:
+        return sum(1 for r in self.outbox.values() if r.status is SendStatus.PENDING)
+
+    def take_events(self, now: float) -> list[BuiltinEvent]:
+        """Handle the UA's events: inbox entries, send outcomes (calls are refused)."""
+        out: list[BuiltinEvent] = []
+        while (event := self.ua.next_event()) is not None:
+            if isinstance(event, IncomingMessage):
+                self._inbox_seq += 1
+                entry = InboxEntry(self._inbox_seq, event.from_addr.uri.aor,
+                                   event.to_addr.uri.aor, event.content_type, event.body, now)
+                self.inbox.append(entry)
+                out.append(entry)
+            elif isinstance(event, (RequestSucceeded, RequestFailed)):
+                result = self._send_outcome(event)
+                if result is not None:
+                    out.append(result)
+            elif isinstance(event, IncomingCall):
+                self.ua.reject(event.call, BUILTIN_CALL_STATUS)
+        return out
+
+    def _send_outcome(self, event: RequestSucceeded | RequestFailed) -> SendResult | None:
+        found = self._sends.pop(event.request.request_id, None)
+        if found is None:
+            return None
+        send_id, to_aor = found
+        if isinstance(event, RequestSucceeded):
+            status = SendStatus.HELD if event.status == 202 else SendStatus.DELIVERED
+            result = SendResult(send_id, to_aor, status, event.status, "")
+        else:
+            result = SendResult(send_id, to_aor, SendStatus.FAILED, event.status, event.reason)
+        self._set_outbox(result)
+        return result
+
+    def _set_outbox(self, result: SendResult) -> None:
+        self.outbox[result.send_id] = result
+        while len(self.outbox) > MAX_OUTBOX:
+            self.outbox.popitem(last=False)
