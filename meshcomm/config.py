@@ -1,7 +1,7 @@
 """Node configuration: frozen, validated dataclasses loaded from TOML (ARCHITECTURE.md rule 8).
 
 A field config has the sections ``[node]``, ``[trust]``, ``[overlay]``, ``[radio]``,
-``[journal]``, ``[relay]`` and ``[sip]``; every key is optional and falls back to the
+``[journal]``, ``[relay]``, ``[sip]`` and ``[media]``; every key is optional and falls back to the
 defaults below.
 One generic, type-hint driven loader turns a TOML mapping into :class:`NodeConfig`: an
 unknown key, a wrong type or a bad value is a :class:`ConfigError` naming the full key
@@ -55,6 +55,11 @@ MAX_PORT = 65535
 MAX_SIP_TIMEOUT_S = 3600.0
 #: Upper bound of [sip] queue sizes and connection counts.
 MAX_SIP_QUEUE = 100_000
+#: Lowest port of a [media] port range (below are the well-known/system ports).
+MIN_MEDIA_PORT = 1024
+#: Upper bound of [media] idle_timeout_s (a day) and of max_calls.
+MAX_MEDIA_IDLE_S = 86400.0
+MAX_MEDIA_CALLS = 4096
 #: Largest number of agency keys (own agency plus mutual-aid agencies).
 MAX_AGENCY_KEYS = 64
 
@@ -247,6 +252,38 @@ class SipSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaSettings:
+    """``[media]``: the UDP ports the gateway opens for its clients' RTP/RTCP, and limits."""
+
+    #: Port range for call ports (even RTP, odd RTCP); 0 and 0: any free ports.
+    port_first: int = 0
+    port_last: int = 0
+    idle_timeout_s: float = 900.0
+    max_calls: int = 64
+
+    @property
+    def port_range(self) -> tuple[int, int] | None:
+        return None if self.port_first == self.port_last == 0 else (self.port_first,
+                                                                     self.port_last)
+
+    def validate(self) -> Problems:
+        problems: Problems = []
+        first, last = self.port_first, self.port_last
+        if (first, last) != (0, 0):
+            if not MIN_MEDIA_PORT <= first <= MAX_PORT:
+                problems.append(("port_first", f"must be in {MIN_MEDIA_PORT}..{MAX_PORT} "
+                                 "(or 0 with port_last 0)"))
+            elif not first + first % 2 + 1 <= last <= MAX_PORT:
+                problems.append(("port_last", "must leave at least one even/odd port pair "
+                                 f"after port_first and be <= {MAX_PORT}"))
+        if not 0 < self.idle_timeout_s <= MAX_MEDIA_IDLE_S:
+            problems.append(("idle_timeout_s", f"must be > 0 and <= {MAX_MEDIA_IDLE_S}"))
+        if not 1 <= self.max_calls <= MAX_MEDIA_CALLS:
+            problems.append(("max_calls", f"must be in 1..{MAX_MEDIA_CALLS}"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """The whole configuration of one node."""
 
@@ -257,6 +294,7 @@ class NodeConfig:
     journal: JournalSettings = field(default_factory=JournalSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
     sip: SipSettings = field(default_factory=SipSettings)
+    media: MediaSettings = field(default_factory=MediaSettings)
 
     def validate(self) -> Problems:
         name = self.node.name or "x" * 12

@@ -25,6 +25,7 @@ from typing import Final
 from meshcomm.config import NodeConfig, node_aor
 from meshcomm.errors import ConfigError, DecodeError
 from meshcomm.journal.store import JournalStore
+from meshcomm.media.relay import MediaConfig
 from meshcomm.node.gateway import SipGateway
 from meshcomm.node.gateway_host import SipNode
 from meshcomm.node.gateway_types import GatewayConfig, LocalDatagram
@@ -32,6 +33,7 @@ from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.runtime.control import CONTROL_SOCKET_FILE, ControlError, ControlServer
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo, control_handlers
+from meshcomm.runtime.media_io import MediaIO, MediaSender
 from meshcomm.runtime.sipgw import SipSockets
 from meshcomm.security.identity import Identity, fingerprint
 from meshcomm.security.keystore import (
@@ -216,13 +218,17 @@ async def _run_locked(options: NodeOptions,
         for radio in radios:
             radio.close()
         raise
-    sip_node = None
+    sip_node = media = None
     if sockets is not None:
+        media = _media_io(cfg, loop, identity, sockets.host, lambda frame: driver.send_media(frame))
         gateway = SipGateway(node, gateway_config(cfg, sockets), rng=rng, node_aor=aor,
-                             now=loop.time())
+                             now=loop.time(), rewrite_sdp=media.rewrite_sdp,
+                             end_call=media.end_call)
         sip_node = SipNode(node, gateway)
+    # The media sender above refers to this driver; it runs only once calls exist.
     driver = NodeDriver(node, radios, journal, loop, wall_offset_s=wall_offset_s,
                         sip=sip_node, sip_sink=_sip_sink(sockets))
+    driver.media = media
     if sockets is not None:
         sockets.deliver = driver.receive_sip
         driver.sip_sockets = sockets
@@ -231,9 +237,21 @@ async def _run_locked(options: NodeOptions,
     try:
         return await _serve(driver, info, options, on_ready)
     finally:
+        if media is not None:
+            media.close()
         driver.close()
         if sockets is not None:
             sockets.close()
+
+
+def _media_io(cfg: NodeConfig, loop: asyncio.AbstractEventLoop, identity: Identity,
+              host: str, send_media: MediaSender) -> MediaIO:
+    """The gateway's media relay: call ports on the SIP listen address, [media] limits."""
+    settings = cfg.media
+    return MediaIO(loop, identity, send_media=send_media, bind_host=host,
+                   port_range=settings.port_range,
+                   config=MediaConfig(idle_timeout_s=settings.idle_timeout_s,
+                                      max_calls=settings.max_calls))
 
 
 def gateway_config(cfg: NodeConfig, sockets: SipSockets) -> GatewayConfig:

@@ -9,6 +9,8 @@ node's journal. It only moves things between them:
   ``next_event`` (journal records are stamped with monotonic and wall-clock time and appended
   to the journal; other events go to an optional sink, else are logged at debug level), and
   arms exactly one loop timer for ``next_timer()``;
+* with a gateway's media relay (:attr:`NodeDriver.media`), ``MediaReceived`` events go to
+  ``media.on_media`` and :meth:`NodeDriver.send_media` is its sender (send, then pump);
 * the journal is flushed (one durable SQLite transaction) at most once per loop turn:
   appends schedule one ``call_soon`` flush.
 
@@ -27,10 +29,13 @@ from meshcomm.errors import LocalProtocolError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.store import JournalStore
 from meshcomm.location.binding import Binding
+from meshcomm.media.session import MeshMedia
 from meshcomm.node.gateway_host import SipNode
 from meshcomm.node.gateway_types import Address, LocalDatagram
 from meshcomm.node.mesh import MeshNode
 from meshcomm.overlay.core import WhoEntry
+from meshcomm.overlay.media import MediaReceived
+from meshcomm.runtime.media_io import MediaIO
 from meshcomm.runtime.sipgw import SipSockets
 from meshcomm.types import Datagram, LinkAddr
 from radios.base import LINK_ADDR_SEPARATOR, Radio
@@ -60,6 +65,8 @@ class NodeDriver:
         self.sip_sink = sip_sink
         #: The gateway's sockets (for status), set by run_node.
         self.sip_sockets: SipSockets | None = None
+        #: The gateway's media relay edge, set by run_node (MediaReceived events go there).
+        self.media: MediaIO | None = None
         self.journal = journal
         self.loop = loop
         self.wall_offset_s = wall_offset_s
@@ -67,7 +74,7 @@ class NodeDriver:
         self.radios: dict[str, Radio] = {radio.name: radio for radio in radios}
         self.started_at = loop.time()
         self.counters: dict[str, int] = {"tx_unknown_radio": 0, "tx_errors": 0,
-                                         "journal_flush_errors": 0}
+                                         "journal_flush_errors": 0, "media_send_errors": 0}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_pending = False
@@ -160,6 +167,19 @@ class NodeDriver:
         self.pump()
         return send_id
 
+    def send_media(self, frame: MeshMedia) -> None:
+        """A media frame from a client's call port goes over the mesh now (MediaIO's
+        ``send_media``): ``MeshNode.send_media`` then a pump."""
+        if self._closed:
+            return
+        try:
+            self.node.send_media(frame.dst_node, frame.stream, frame.payload, self.now())
+        except LocalProtocolError as exc:      # a bad frame from the media layer: a bug
+            self.counters["media_send_errors"] += 1
+            log.warning("media frame not sent: %s", exc)
+            return
+        self.pump()
+
     def who(self) -> list[WhoEntry]:
         return self.node.overlay.who(self.now())
 
@@ -178,6 +198,8 @@ class NodeDriver:
         while (event := self.core.next_event()) is not None:
             if isinstance(event, JournalRecord):
                 self._journal(event, now)
+            elif isinstance(event, MediaReceived) and self.media is not None:
+                self.media.on_media(event)
             elif self.event_sink is not None:
                 self.event_sink(event)
             else:

@@ -93,6 +93,7 @@ def status(driver: NodeDriver, info: NodeInfo) -> dict[str, object]:
         "bindings": len(driver.node.table),
         "counters": {**dict(sorted(driver.node.counters.items())), **driver.counters},
         "sip": sip_status(driver),
+        "media": media_status(driver),
         "journal": {
             "path": str(journal.path) if journal is not None else None,
             "durable_seq": journal.durable_seq if journal is not None else 0,
@@ -113,6 +114,15 @@ def sip_status(driver: NodeDriver) -> dict[str, object] | None:
                          "tcp_connections": sockets.tcp_connections}
         out["sockets"] = dict(sockets.counters)
     return out
+
+
+def media_status(driver: NodeDriver) -> dict[str, object] | None:
+    """Calls with media, open call ports and the relay's counters (None without media)."""
+    media = driver.media
+    if media is None:
+        return None
+    return {"calls": len(media.relay.sessions), "open_ports": media.ports.open_sockets,
+            "counters": dict(sorted(media.counters().items()))}
 
 
 def send_result_json(result: SendResult) -> dict[str, object]:
