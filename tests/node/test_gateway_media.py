@@ -17,6 +17,7 @@ from meshcomm.sip.ua_events import (
     CallEnded,
     CallEstablished,
     CallRinging,
+    CallUpdated,
     IncomingCall,
     RequestFailed,
     RequestSucceeded,
@@ -97,6 +98,16 @@ def test_call_over_two_hops_carries_rtp_both_ways_and_bye_releases_ports() -> No
     assert [p.data for p in at_alice] == sent_b
     assert {p.dst for p in at_bob} == {("127.0.0.1", BOB_RTP)}
     assert {p.dst for p in at_alice} == {("127.0.0.1", ALICE_RTP)}
+    # A re-INVITE (hold) passes the hook again: same call, same ports, media still flows.
+    ports_before = {i: st.relay.sessions[call_id].legs[0].ports for i, st in
+                    enumerate(net.stations) if st.relay is not None and st.relay.sessions}
+    alice.hold(call)
+    net.run_until(lambda: bool(_of(net.events(0, ALICE_PORT), CallUpdated)))
+    assert {i: st.relay.sessions[call_id].legs[0].ports for i, st in
+            enumerate(net.stations) if st.relay is not None and st.relay.sessions} == ports_before
+    assert net.client_media(last, call_id, sent_b[0])
+    net.run_for(0.5)
+    assert net.stations[0].to_clients[-1].data == sent_b[0]
     alice.bye(call)
     net.run_until(lambda: bool(_of(net.events(last, BOB_PORT), CallEnded))
                   and bool(_of(net.events(0, ALICE_PORT), CallEnded)))
