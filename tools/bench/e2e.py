@@ -1,0 +1,195 @@
+"""Benchmark (root): SIP over real meshcomm nodes in a namespace chain with 15 ms per hop.
+
+    python -m tools.bench.e2e [--samples 20] [--delay-ms 15] [--hops 1,2,4]
+
+Topology: ``chain(5)``, every node a ``meshcomm handset`` with ``--impair delay=15ms`` (the
+radio impairment delays every received frame: 15 ms per hop), no loss.
+
+Load generator: a small Python UDP SIP client written for this benchmark (no SIPp), because
+it must time single transactions precisely and answer as a UAS beside far nodes. The UAC
+sits beside node 0 and talks to node 0's gateway (127.0.0.1:5060 in its namespace); one UAS
+per far node (1, 2 and 4 hops away) registers ``sip:bench-hN@incident.local`` at that node's
+gateway and answers MESSAGE and INVITE with 200 at once (INVITE with an SDP offer answer,
+ACK absorbed, BYE answered). Sockets are opened inside the namespaces (setns) and used from
+this process, so all times come from one clock.
+
+Figures:
+
+* MESSAGE latency: MESSAGE sent -> 200 OK received at the UAC (p50/p95 per hop count);
+* call setup: INVITE sent -> 200 OK received (p50/p95); ACK and BYE follow each call;
+* RTP one-way delay: after a call is set up, the UAC sends RTP packets to the address in the
+  200's SDP (the gateway's media port when the gateway rewrites SDP) and the UAS times
+  their arrival; per-hop software time = (delay at 4 hops - delay at 1 hop) / 3 - 15 ms;
+  ``null`` when no RTP arrives (no media relay);
+* signalling software time per hop = ((MESSAGE p50 at 4 hops - at 1 hop) / 3) / 2 - 15 ms
+  (a request and its response each cross every hop);
+* zero-config start: nodes 0..3 run; node 4 starts on an empty data dir; seconds until
+  node 0 (4 hops away) lists its binding.
+
+Targets: call setup p95 <= 300 ms at 4 hops, software time per hop <= 2 ms, zero-config
+start to visible 4 hops away <= 3 s. Prints a table, then one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from tools.testbed import Testbed, chain
+from tools.testbed.nodes import wait_until
+from tools.testbed.sipclient import SipUac, SipUas
+
+N_NODES: Final = 5
+TARGET_SETUP_P95_S: Final = 0.300
+TARGET_SOFTWARE_PER_HOP_S: Final = 0.002
+TARGET_ZERO_CONFIG_S: Final = 3.0
+CONVERGE_S: Final = 30.0
+RTP_PACKETS: Final = 25
+RTP_INTERVAL_S: Final = 0.02
+
+
+@dataclass
+class HopResult:
+    hops: int
+    message_s: list[float] = field(default_factory=list)
+    setup_s: list[float] = field(default_factory=list)
+    rtp_s: list[float] = field(default_factory=list)
+    failures: int = 0
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 2)
+
+
+def _udp_in(tb: Testbed, node: int) -> socket.socket:
+    with tb.entered(node):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def zero_config_start(tb: Testbed, impair: str) -> float | None:
+    for i in range(N_NODES - 1):
+        tb.start_node(i, name=f"n{i}", impair=impair)
+    t0 = time.monotonic()
+    tb.start_node(N_NODES - 1, name="fresh", impair=impair, wait=False)
+    took = wait_until(lambda: "sip:fresh@incident.local" in (tb.node(0).who_aors() or ()),
+                      CONVERGE_S, poll_s=0.01)
+    return None if took is None else time.monotonic() - t0
+
+
+def measure_hops(tb: Testbed, uac: SipUac, hops: int, samples: int) -> HopResult:
+    result = HopResult(hops)
+    uas = SipUas(_udp_in(tb, hops), f"bench-h{hops}", _udp_in(tb, hops))
+    if not uas.register():
+        raise RuntimeError(f"UAS at node {hops}: REGISTER failed")
+    thread = threading.Thread(target=uas.serve, daemon=True)
+    thread.start()
+    try:
+        aor = uas.aor
+        if wait_until(lambda: aor in (tb.node(0).who_aors() or ()), CONVERGE_S) is None:
+            raise RuntimeError(f"node 0 never listed {aor}")
+        for _ in range(samples):
+            took = uac.message(aor)
+            if took is None:
+                result.failures += 1
+            else:
+                result.message_s.append(took)
+            call = uac.invite(aor)
+            if call is None:
+                result.failures += 1
+                continue
+            result.setup_s.append(call.setup_s)
+            result.rtp_s += uac.rtp_probe(call, uas, RTP_PACKETS, RTP_INTERVAL_S)
+            uac.bye(call)
+    finally:
+        uas.stop()
+        thread.join(timeout=2)
+    return result
+
+
+def summarize(results: list[HopResult], zero_s: float | None, delay_s: float) -> dict[str, Any]:
+    by_hops = {r.hops: r for r in results}
+    out: dict[str, Any] = {"bench": "e2e", "delay_per_hop_ms": delay_s * 1000, "hops": {}}
+    for r in results:
+        out["hops"][str(r.hops)] = {
+            "message_p50_ms": _ms(percentile(r.message_s, 50)),
+            "message_p95_ms": _ms(percentile(r.message_s, 95)),
+            "setup_p50_ms": _ms(percentile(r.setup_s, 50)),
+            "setup_p95_ms": _ms(percentile(r.setup_s, 95)),
+            "rtp_one_way_p50_ms": _ms(percentile(r.rtp_s, 50)),
+            "samples": len(r.setup_s), "rtp_packets": len(r.rtp_s), "failures": r.failures}
+    lo, hi = min(by_hops), max(by_hops)
+    span = hi - lo
+    sig = rtp = None
+    if span and by_hops[lo].message_s and by_hops[hi].message_s:
+        diff = statistics.median(by_hops[hi].message_s) - statistics.median(by_hops[lo].message_s)
+        sig = diff / span / 2 - delay_s
+    if span and by_hops[lo].rtp_s and by_hops[hi].rtp_s:
+        rtp = (statistics.median(by_hops[hi].rtp_s) - statistics.median(by_hops[lo].rtp_s)) \
+            / span - delay_s
+    setup95 = percentile(by_hops[hi].setup_s, 95)
+    out.update({
+        "signalling_software_per_hop_ms": _ms(sig), "rtp_software_per_hop_ms": _ms(rtp),
+        "zero_config_visible_4_hops_s": None if zero_s is None else round(zero_s, 3),
+        "targets": {
+            f"setup_p95_at_{hi}_hops_le_300ms": setup95 is not None
+            and setup95 <= TARGET_SETUP_P95_S,
+            "software_per_hop_le_2ms": rtp is not None and rtp <= TARGET_SOFTWARE_PER_HOP_S,
+            "zero_config_le_3s": zero_s is not None and zero_s <= TARGET_ZERO_CONFIG_S}})
+    return out
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    cols = ("message_p50_ms", "message_p95_ms", "setup_p50_ms", "setup_p95_ms",
+            "rtp_one_way_p50_ms", "samples", "failures")
+    print(f"{'hops':>4} " + " ".join(f"{c:>19}" for c in cols))
+    for hops, row in summary["hops"].items():
+        print(f"{hops:>4} " + " ".join(f"{row[c]!s:>19}" for c in cols))
+    for key in ("signalling_software_per_hop_ms", "rtp_software_per_hop_ms",
+                "zero_config_visible_4_hops_s"):
+        print(f"{key}: {summary[key]}")
+    print(f"targets met: {summary['targets']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.e2e", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--delay-ms", type=float, default=15.0)
+    parser.add_argument("--hops", default="1,2,4")
+    args = parser.parse_args(argv)
+    hop_counts = [int(h) for h in args.hops.split(",")]
+    delay_s = args.delay_ms / 1000
+    impair = f"delay={args.delay_ms:g}ms"
+    with chain(N_NODES) as tb:
+        zero_s = zero_config_start(tb, impair)
+        if wait_until(lambda: all(len(tb.node(i).who_aors() or ()) >= N_NODES
+                                  for i in range(N_NODES)), CONVERGE_S) is None:
+            print("warning: the chain did not converge", file=sys.stderr)
+        uac = SipUac(_udp_in(tb, 0), _udp_in(tb, 0))
+        results = [measure_hops(tb, uac, hops, args.samples) for hops in hop_counts]
+    summary = summarize(results, zero_s, delay_s)
+    print_table(summary)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
