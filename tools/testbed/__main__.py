@@ -2,6 +2,9 @@
 """python -m tools.testbed: build a namespace topology by hand, list or clean up leftovers.
 
   python -m tools.testbed chain 5 [--loss 10]   build, print namespaces, hold until Ctrl-C
+  python -m tools.testbed chain 5 --nodes [--impair delay=15ms] [--relay 2] [--baresip]
+                                                also run a meshcomm node in every namespace
+                                                (and a baresip "userN" beside each)
   python -m tools.testbed star 4 | grid 3 3 | shared 4
   python -m tools.testbed list                  namespaces made by test beds
   python -m tools.testbed cleanup [--prefix P]  remove leftovers (default: of dead runs)
@@ -28,16 +31,39 @@ def _build(args: argparse.Namespace) -> netns.Testbed:
     return netns.grid(args.width, args.height)
 
 
+def _start_nodes(bed: netns.Testbed, args: argparse.Namespace) -> None:
+    relays = {int(i) for i in args.relay.split(",") if i} if args.relay else set()
+    for i in range(bed.n_nodes):
+        node = bed.start_node(i, role="relay" if i in relays else "handset", name=f"n{i}",
+                              impair=args.impair)
+        print(f"node {i}: meshcomm {node.role} sip:n{i}@incident.local, "
+              f"ctl: meshcomm ctl --data-dir {node.data_dir} status")
+        if args.baresip:
+            client = bed.start_baresip(i, f"user{i}")
+            print(f"node {i}: baresip {client.aor}, config {client.conf_dir}, "
+                  f"log {client.log_path}")
+
+
 def _hold(args: argparse.Namespace) -> int:
     with _build(args) as bed:
         if args.loss:
             bed.set_loss_everywhere(args.loss)
         for i in range(bed.n_nodes):
             print(f"node {i}: {bed.ns(i)}  interfaces: {' '.join(bed.interfaces(i))}")
+        if args.nodes:
+            _start_nodes(bed, args)
         print("try: ip netns exec NAME bash   (Ctrl-C tears everything down)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
     return 0
+
+
+def _node_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--nodes", action="store_true", help="start a meshcomm node in each")
+    sub.add_argument("--impair", help="radio impairment of every node, e.g. delay=15ms")
+    sub.add_argument("--relay", default="", help="comma-separated nodes that run as relay")
+    sub.add_argument("--baresip", action="store_true",
+                     help="with --nodes: a baresip userN beside every node")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,10 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub = verbs.add_parser(verb, help=f"build a {verb} topology and hold it")
         sub.add_argument("n", type=int)
         sub.add_argument("--loss", type=int, default=0, help="loss percent per interface")
+        _node_options(sub)
     sub = verbs.add_parser("grid", help="build a grid topology and hold it")
     sub.add_argument("width", type=int)
     sub.add_argument("height", type=int)
     sub.add_argument("--loss", type=int, default=0, help="loss percent per interface")
+    _node_options(sub)
     verbs.add_parser("list", help="list test-bed namespaces")
     sub = verbs.add_parser("cleanup", help="remove leftover namespaces")
     sub.add_argument("--prefix", help="remove every namespace starting with this")
