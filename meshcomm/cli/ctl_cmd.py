@@ -3,8 +3,9 @@
 ``ctl who [--json]`` lists the bindings the node knows, ``ctl status [--json]`` shows the
 node, its neighbours, routes, counters, journal and SIP gateway, ``ctl send AOR TEXT``
 sends a MESSAGE from the node's AoR and prints its outcome (delivered, held or failed),
-``ctl inbox`` lists MESSAGEs to the node's AoR, ``ctl stop`` asks it to de-register and
-exit. A node that is not running gives one line and exit status 1.
+``ctl inbox`` lists MESSAGEs to the node's AoR, ``ctl outbox`` where held MESSAGEs are
+(queued, held by a relay, delivered), ``ctl stop`` asks it to de-register and exit. A node
+that is not running gives one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     inbox = sub.add_parser("inbox", help="MESSAGEs delivered to the node's own AoR")
     inbox.add_argument("--json", action="store_true", help="print a JSON list")
     inbox.set_defaults(handler=run_inbox)
+    outbox = sub.add_parser("outbox", help="held MESSAGEs: queued, held by a relay, delivered")
+    outbox.add_argument("--json", action="store_true", help="print a JSON list")
+    outbox.add_argument("--all", action="store_true",
+                        help="also list the messages this relay holds for other nodes")
+    outbox.set_defaults(handler=run_outbox)
     stop = sub.add_parser("stop", help="de-register and stop the node")
     stop.add_argument("--wait", action="store_true",
                       help="return only after the node has exited (up to --timeout)")
@@ -148,6 +154,14 @@ def format_status(st: dict[str, Any]) -> str:
         sip_counters = sip.get("counters", {})
         lines.append("sip counters " + ", ".join(f"{k}={v}" for k, v in sip_counters.items()
                                                  if v))
+    sf = st.get("store_forward")
+    if sf:
+        own = sf.get("own", {})
+        lines.append(f"store    own: {', '.join(f'{k} {v}' for k, v in own.items())}; "
+                     f"held for others {sf.get('held_for_others')} "
+                     f"(max {sf.get('max_held_messages')})")
+        lines.append("store counters " + ", ".join(
+            f"{k}={v}" for k, v in sf.get("counters", {}).items() if v))
     return "\n".join(lines)
 
 
@@ -161,6 +175,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 #: ``ctl send`` waits for the outcome this much less than the client timeout.
 SEND_WAIT_MARGIN_S = 0.5
+#: How ``ctl send`` words an outcome (202: store-and-forward took it).
+SEND_WORDS = {"held": "accepted, held", "delivered": "delivered", "failed": "failed"}
 #: Exit status of ``ctl send`` when the message was refused or failed.
 EXIT_SEND_FAILED = 3
 
@@ -174,8 +190,8 @@ def run_send(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         code = "" if result.get("code") is None else f" ({result['code']} {result['reason']})"
-        print(f"message {result.get('id')} to {result.get('to')}: {result.get('status')}{code}"
-              .rstrip())
+        outcome = SEND_WORDS.get(str(result.get("status")), str(result.get("status")))
+        print(f"message {result.get('id')} to {result.get('to')}: {outcome}{code}".rstrip())
     return EXIT_SEND_FAILED if result.get("status") == "failed" else 0
 
 
@@ -190,6 +206,34 @@ def run_inbox(args: argparse.Namespace) -> int:
         when = time.strftime("%H:%M:%S", time.localtime(entry.get("received_at", 0)))
         print(f"{entry.get('seq')}  {when}  {entry.get('from')}: {entry.get('text')}")
     print(f"{len(result)} message(s)")
+    return 0
+
+
+def describe_held(entry: dict[str, Any]) -> str:
+    """``queued``, ``held by X``, ``delivered to X`` or ``expired``."""
+    state, holder = str(entry.get("state")), str(entry.get("holder"))
+    if state == "held_by":
+        return f"held by {holder}"
+    if state == "delivered":
+        return f"delivered to {holder}"
+    return state
+
+
+def format_outbox(entries: Sequence[dict[str, Any]]) -> str:
+    rows = [[str(e.get("msg_id"))[:SHORT_ID_CHARS * 2], str(e.get("to")),
+             time.strftime("%H:%M:%S", time.localtime(float(e.get("created", 0)))),
+             describe_held(e) if e.get("own", True) else f"custody ({e.get('state')})"]
+            for e in entries]
+    table = format_table(["MESSAGE", "TO", "CREATED", "STATUS"], rows)
+    return f"{table}\n{len(entries)} message(s)"
+
+
+def run_outbox(args: argparse.Namespace) -> int:
+    extra = {"all": True} if args.all else {}
+    ok, result = _request(args, ControlCommand.OUTBOX, **extra)
+    if not ok:
+        return EXIT_NOT_RUNNING
+    print(json.dumps(result, indent=2) if args.json else format_outbox(result))
     return 0
 
 

@@ -34,7 +34,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from typing import TypeVar
 
-from meshcomm.errors import DecodeError
+from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.location.table import TrustMode
 from meshcomm.media.relay import MediaSetupError
@@ -666,8 +666,13 @@ class SipGateway:
                 or tx.msg_id is not None):
             return False
         request = tx.request
-        self.holder.hold(msg_id=message_id(request), from_aor=request.from_addr.uri.aor,
-                         to_aor=request.uri.aor, sip=request.serialize(), now=now)
+        try:
+            self.holder.hold(msg_id=message_id(request), from_aor=request.from_addr.uri.aor,
+                             to_aor=request.uri.aor, sip=request.serialize(), now=now)
+        except LocalProtocolError as exc:   # e.g. over the holder's size limit: 480 stays
+            self.counters["messages_not_held"] += 1
+            log.info("MESSAGE not held for store-and-forward: %s", exc)
+            return False
         self.counters["messages_held"] += 1
         self._respond(tx, 202, now)
         return True

@@ -11,6 +11,13 @@ The runtime's node driver and the in-memory tests drive this one object::
 Mesh SIP traffic of the gateway goes through ``MeshNode.send_unicast(kind=AppKind.SIP)``;
 ``UnicastReceived`` events of kind SIP are handed to the gateway; every other event (journal
 records of both, other unicast kinds, gateway results) comes out of ``next_event``.
+
+With a store-and-forward core (``sf``, also the gateway's ``holder``), unicasts of kind
+STORE_FORWARD go to ``sf.on_mesh``, its ``SfDeliver`` to ``gateway.deliver_stored``, its
+timer joins the one ``next_timer``, and its ``SfPersist`` and journal records come out of
+``next_event``: the runtime must apply each ``SfPersist`` to its ``SfStorage`` before it
+transmits what ``to_send`` returns (a receipt must not leave before the delivered id is on
+disk).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from meshcomm.node.gateway import GatewayEvent, SipGateway
 from meshcomm.node.gateway_types import Address, LocalDatagram, MeshSip
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
+from meshcomm.node.storeforward import SfDeliver, SfEvent, StoreForward
 from meshcomm.overlay.core import OverlayEvent
 from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.types import Datagram, LinkAddr
@@ -32,15 +40,19 @@ log = logging.getLogger(__name__)
 #: Rounds of gateway <-> mesh exchange per input before yielding (they settle in one or two).
 MAX_SETTLE_ROUNDS = 32
 
-SipNodeEvent = OverlayEvent | GatewayEvent
+SipNodeEvent = OverlayEvent | GatewayEvent | SfEvent
 
 
 class SipNode:
     """See the module docstring."""
 
-    def __init__(self, node: MeshNode, gateway: SipGateway) -> None:
+    def __init__(self, node: MeshNode, gateway: SipGateway,
+                 sf: StoreForward | None = None) -> None:
+        if sf is not None and gateway.holder is not sf:
+            raise LocalProtocolError("the store-and-forward core must be the gateway's holder")
         self.node = node
         self.gateway = gateway
+        self.sf = sf
         self._local: list[LocalDatagram] = []
         self._events: deque[SipNodeEvent] = deque()
         self.counters = gateway.counters
@@ -57,6 +69,8 @@ class SipNode:
     def on_timer(self, now: float) -> None:
         self.node.on_timer(now)
         self.gateway.on_timer(now)
+        if self.sf is not None:
+            self.sf.on_timer(now)
         self._settle(now)
 
     def settle(self, now: float) -> None:
@@ -74,7 +88,9 @@ class SipNode:
         return out
 
     def next_timer(self) -> float | None:
-        times = [t for t in (self.node.next_timer(), self.gateway.next_timer()) if t is not None]
+        sf_t = self.sf.next_timer() if self.sf is not None else None
+        times = [t for t in (self.node.next_timer(), self.gateway.next_timer(), sf_t)
+                 if t is not None]
         return min(times, default=None)
 
     def next_event(self) -> SipNodeEvent | None:
@@ -94,12 +110,30 @@ class SipNode:
                 if isinstance(event, UnicastReceived) and event.kind == AppKind.SIP:
                     moved = True
                     self.gateway.receive_mesh(event.origin, event.body, event.hops, now)
+                elif (isinstance(event, UnicastReceived) and event.kind == AppKind.STORE_FORWARD
+                      and self.sf is not None):
+                    moved = True
+                    self.sf.on_mesh(event, now)
                 else:
                     self._events.append(event)
             while (gw_event := self.gateway.next_event()) is not None:
                 self._events.append(gw_event)
+            moved = self._drain_sf(now) or moved
             if not moved:
                 return
+
+    def _drain_sf(self, now: float) -> bool:
+        """Hand store-and-forward deliveries to the gateway; queue its other events."""
+        if self.sf is None:
+            return False
+        moved = False
+        while (sf_event := self.sf.next_event()) is not None:
+            if isinstance(sf_event, SfDeliver):
+                moved = True
+                self.gateway.deliver_stored(sf_event.msg_id, sf_event.sip, now)
+            else:
+                self._events.append(sf_event)
+        return moved
 
     def _send_mesh(self, item: MeshSip, now: float) -> None:
         try:

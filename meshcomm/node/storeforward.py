@@ -300,6 +300,7 @@ class StoreForward:
         self._entries[msg_id] = entry
         self.counters["sf_held_own"] += 1
         self._persist(SfPersist(PersistOp.STORE, msg_id, held))
+        self._journal(J.SF_HELD, parcel, state=HeldState.QUEUED.value)
         log.info("holding message %s for %s", msg_id.hex(), to_aor)
         self._service(entry, now)
 
@@ -312,6 +313,8 @@ class StoreForward:
         victim = min(done or own, key=lambda e: e.held.parcel.created_wall_s)
         if _active(victim):
             self.counters["sf_evicted_full"] += 1
+            self._journal(J.SF_HELD, victim.held.parcel, state=HeldState.EXPIRED.value,
+                          reason="evicted_full")
             log.warning("store-and-forward full: message %s to %s dropped",
                         victim.held.msg_id.hex(), victim.held.parcel.to_aor)
         self._forget(victim)
@@ -326,6 +329,8 @@ class StoreForward:
             self.counters["sf_local_delivery_failed"] += 1
             return
         self.counters["sf_delivered_local"] += 1
+        self._journal(J.SF_DELIVERED, pending.parcel,
+                      requesters=[n.hex() for n in sorted(pending.requesters)])
         wall = self._wall(now)
         self._delivered[msg_id] = wall
         self._persist(SfPersist(PersistOp.DELIVERED, msg_id, wall_s=wall))
@@ -391,6 +396,8 @@ class StoreForward:
         held = entry.held
         if self._wall(now) - held.parcel.created_wall_s > self.config.max_age_s:
             self.counters["sf_expired"] += 1
+            self._journal(J.SF_HELD, held.parcel, state=HeldState.EXPIRED.value,
+                          reason="max_age", own=held.own)
             self._settle(entry, SfInput.EXPIRY, held.holder)
             return
         if held.own and now >= entry.next_offer:
@@ -496,6 +503,7 @@ class StoreForward:
         self._entries[parcel.msg_id] = entry
         self.counters["sf_custody_taken"] += 1
         self._persist(SfPersist(PersistOp.STORE, parcel.msg_id, held))
+        self._journal(J.SF_CUSTODY, parcel, taken=True, holder=self.node.node_id.hex())
         self._send(event.origin, encode_message(SfMsgType.ACCEPT, parcel.msg_id), now)
         self._service(entry, now)
 
@@ -517,6 +525,9 @@ class StoreForward:
         if entry is None or not entry.held.own or event.origin not in entry.offered:
             self.counters["sf_accept_unsolicited"] += 1
             return
+        if event.origin not in entry.accepted:
+            self._journal(J.SF_CUSTODY, entry.held.parcel, taken=True,
+                          holder=event.origin.hex())
         entry.accepted.add(event.origin)
         self.counters["sf_custody_accepted"] += 1
         if entry.held.state is HeldState.QUEUED:
@@ -546,6 +557,8 @@ class StoreForward:
             self._drop("forged_receipt", event.origin, now)
             return
         self.counters["sf_receipts_accepted"] += 1
+        self._journal(J.SF_RECEIPT, parcel, dest=receipt.dest.hex(), own=entry.held.own,
+                      delivered_wall_s=receipt.delivered_wall_s)
         if not entry.held.own and parcel.origin not in (event.origin, self.node.node_id):
             self._send(parcel.origin, encode_message(SfMsgType.RECEIPT, receipt.signed,
                                                      receipt.signature), now)
@@ -608,6 +621,12 @@ class StoreForward:
 
     def _persist(self, event: SfPersist) -> None:
         self._events.append(event)
+
+    def _journal(self, kind: J, parcel: Parcel, **extra: object) -> None:
+        """A store-and-forward state change for the journal (ids as hex, no SIP body)."""
+        self._events.append(JournalRecord(kind, {
+            "msg_id": parcel.msg_id.hex(), "from": parcel.from_aor, "to": parcel.to_aor,
+            "origin": parcel.origin.hex(), **extra}))
 
     def _drop(self, reason: str, src: NodeId, now: float) -> None:
         """Count a refused protocol message and journal it (rate-limited per source)."""

@@ -16,6 +16,7 @@ import os
 import random
 import secrets
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from meshcomm.node.gateway import SipGateway
 from meshcomm.node.gateway_host import SipNode
 from meshcomm.node.gateway_types import GatewayConfig, LocalDatagram
 from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.node.storage import SfStorage
+from meshcomm.node.storeforward import RELAY_CAP, RELAY_ROLE, StoreForward, StoreForwardConfig
 from meshcomm.runtime.control import CONTROL_SOCKET_FILE, ControlError, ControlServer
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo, control_handlers
@@ -48,6 +51,8 @@ from radios import Impairment, Radio, open_radio, parse_impairment
 log = logging.getLogger(__name__)
 
 JOURNAL_FILE: Final = "journal.sqlite"
+#: Held messages and delivered ids of store-and-forward (SQLite, mode 0600).
+STORE_FORWARD_FILE: Final = "storeforward.sqlite"
 LOCK_FILE: Final = "node.lock"
 #: After de-registering, keep running this long so tombstones (and an early anti-entropy
 #: digest carrying them) go out before the radios close.
@@ -117,9 +122,41 @@ def radio_seed(node_id: bytes, spec: str) -> int:
 
 
 def mesh_settings(cfg: NodeConfig) -> NodeSettings:
-    return NodeSettings(incident=cfg.node.incident, role=cfg.node.role.value,
+    """The MeshNode's settings; a relay's bindings carry the capability ``relay`` so nodes
+    beyond one hop can offer it messages to hold."""
+    role = cfg.node.role.value
+    caps = (RELAY_CAP,) if role == RELAY_ROLE else ()
+    return NodeSettings(incident=cfg.node.incident, role=role,
                         registration_lifetime_s=cfg.node.registration_lifetime_s,
-                        trust=cfg.trust.to_policy(), overlay=cfg.overlay)
+                        trust=cfg.trust.to_policy(), overlay=cfg.overlay, caps=caps)
+
+
+def store_forward_config(cfg: NodeConfig) -> StoreForwardConfig:
+    """Store-and-forward bounds from ``[relay]`` (0 messages: this node takes no custody)."""
+    relay = cfg.relay
+    return StoreForwardConfig(max_held_messages=relay.store_and_forward_max_messages,
+                              max_age_s=float(relay.store_and_forward_max_age_s))
+
+
+def open_store_forward(path: Path, node: MeshNode, config: StoreForwardConfig,
+                       now: float) -> tuple[StoreForward, SfStorage]:
+    """Open the node's store-and-forward database and restore the core from it."""
+    try:
+        storage = SfStorage.open(path)
+    except (ConfigError, sqlite3.Error) as exc:
+        raise StartupError(f"store-and-forward {path}: {exc}") from None
+    try:
+        held, delivered, _statuses = storage.load()
+        sf = StoreForward(node, config, now=now, restored=held, delivered_ids=delivered)
+    except BaseException:
+        storage.close()
+        raise
+    if held or delivered:
+        log.info("store-and-forward: restored %d held message(s), %d delivered id(s)%s",
+                 len(held), len(delivered),
+                 f", {storage.skipped_rows} corrupt row(s) skipped" if storage.skipped_rows
+                 else "")
+    return sf, storage
 
 
 def contact_for(aor: str, node_id: bytes) -> str:
@@ -218,17 +255,27 @@ async def _run_locked(options: NodeOptions,
         for radio in radios:
             radio.close()
         raise
-    sip_node = media = None
+    sip_node = media = sf_storage = None
     if sockets is not None:
+        try:
+            sf, sf_storage = open_store_forward(data_dir / STORE_FORWARD_FILE, node,
+                                                store_forward_config(cfg), loop.time())
+        except BaseException:
+            sockets.close()
+            journal.close()
+            for radio in radios:
+                radio.close()
+            raise
         media = _media_io(cfg, loop, identity, sockets.host, lambda frame: driver.send_media(frame))
         gateway = SipGateway(node, gateway_config(cfg, sockets), rng=rng, node_aor=aor,
-                             now=loop.time(), rewrite_sdp=media.rewrite_sdp,
+                             now=loop.time(), holder=sf, rewrite_sdp=media.rewrite_sdp,
                              end_call=media.end_call)
-        sip_node = SipNode(node, gateway)
+        sip_node = SipNode(node, gateway, sf)
     # The media sender above refers to this driver; it runs only once calls exist.
     driver = NodeDriver(node, radios, journal, loop, wall_offset_s=wall_offset_s,
                         sip=sip_node, sip_sink=_sip_sink(sockets))
     driver.media = media
+    driver.sf_storage = sf_storage
     if sockets is not None:
         sockets.deliver = driver.receive_sip
         driver.sip_sockets = sockets
@@ -240,6 +287,8 @@ async def _run_locked(options: NodeOptions,
         if media is not None:
             media.close()
         driver.close()
+        if sf_storage is not None:
+            sf_storage.close()
         if sockets is not None:
             sockets.close()
 

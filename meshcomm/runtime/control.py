@@ -6,8 +6,8 @@ per connection. A request is ``{"cmd": "who"}`` (plus command arguments later); 
 error reply; an over-long line gets an error reply and the connection is closed. Nothing a
 client sends can stop the server except the ``stop`` command.
 
-Commands are an Enum and dispatch is an explicit table (:class:`ControlServer` takes it), so
-issue 4 can add ``send`` and ``inbox``. :func:`control_request` is the blocking client used by
+Commands are an Enum and dispatch is an explicit table (:class:`ControlServer` takes it).
+:func:`control_request` is the blocking client used by
 ``meshcomm ctl`` and the tests.
 """
 
@@ -53,6 +53,7 @@ class ControlCommand(StrEnum):
     STOP = "stop"
     SEND = "send"        # {"to": AOR, "text": TEXT, "wait_s": seconds}: MESSAGE, its outcome
     INBOX = "inbox"      # {"since": seq}: MESSAGEs delivered to the node's own AoR
+    OUTBOX = "outbox"    # MESSAGEs held for store-and-forward (queued / held by / delivered)
 
 
 @dataclass(frozen=True, slots=True)

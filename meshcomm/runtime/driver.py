@@ -11,6 +11,9 @@ node's journal. It only moves things between them:
   arms exactly one loop timer for ``next_timer()``;
 * with a gateway's media relay (:attr:`NodeDriver.media`), ``MediaReceived`` events go to
   ``media.on_media`` and :meth:`NodeDriver.send_media` is its sender (send, then pump);
+* with store-and-forward (:attr:`NodeDriver.sf_storage`), ``SfPersist`` events are applied
+  to the node's SQLite file (one transaction per pump) *before* the datagrams of the same
+  pump are transmitted: a delivery receipt never leaves before the delivered id is on disk;
 * the journal is flushed (one durable SQLite transaction) at most once per loop turn:
   appends schedule one ``call_soon`` flush.
 
@@ -33,6 +36,8 @@ from meshcomm.media.session import MeshMedia
 from meshcomm.node.gateway_host import SipNode
 from meshcomm.node.gateway_types import Address, LocalDatagram
 from meshcomm.node.mesh import MeshNode
+from meshcomm.node.storage import SfStorage
+from meshcomm.node.storeforward import SfPersist
 from meshcomm.overlay.core import WhoEntry
 from meshcomm.overlay.media import MediaReceived
 from meshcomm.runtime.media_io import MediaIO
@@ -67,6 +72,8 @@ class NodeDriver:
         self.sip_sockets: SipSockets | None = None
         #: The gateway's media relay edge, set by run_node (MediaReceived events go there).
         self.media: MediaIO | None = None
+        #: The store-and-forward database, set by run_node (SfPersist events go there).
+        self.sf_storage: SfStorage | None = None
         self.journal = journal
         self.loop = loop
         self.wall_offset_s = wall_offset_s
@@ -74,7 +81,8 @@ class NodeDriver:
         self.radios: dict[str, Radio] = {radio.name: radio for radio in radios}
         self.started_at = loop.time()
         self.counters: dict[str, int] = {"tx_unknown_radio": 0, "tx_errors": 0,
-                                         "journal_flush_errors": 0, "media_send_errors": 0}
+                                         "journal_flush_errors": 0, "media_send_errors": 0,
+                                         "sf_persist_errors": 0}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_pending = False
@@ -189,22 +197,43 @@ class NodeDriver:
         if self._closed:
             return
         now = self.now()
+        self._drain_events(now)          # persisted state first, then what goes out
         for dgram in self.core.to_send(now):
             self._transmit(dgram)
         if self.sip is not None:
             for local in self.sip.take_sip(now):
                 if self.sip_sink is not None:
                     self.sip_sink(local)
+        self._drain_events(now)
+        self._arm()
+
+    def _drain_events(self, now: float) -> None:
+        persist: list[SfPersist] = []
         while (event := self.core.next_event()) is not None:
             if isinstance(event, JournalRecord):
                 self._journal(event, now)
+            elif isinstance(event, SfPersist):
+                persist.append(event)
             elif isinstance(event, MediaReceived) and self.media is not None:
                 self.media.on_media(event)
             elif self.event_sink is not None:
                 self.event_sink(event)
             else:
                 log.debug("event without a consumer: %r", event)
-        self._arm()
+        if persist:
+            self._persist(persist)
+
+    def _persist(self, events: list[SfPersist]) -> None:
+        if self.sf_storage is None:
+            log.debug("store-and-forward without storage: %d event(s) not persisted",
+                      len(events))
+            return
+        try:
+            self.sf_storage.apply_all(events)
+        except sqlite3.Error as exc:
+            # The core keeps the state in memory; a restart would lose these changes.
+            self.counters["sf_persist_errors"] += 1
+            log.error("store-and-forward %s: write failed: %s", self.sf_storage.path, exc)
 
     def _transmit(self, dgram: Datagram) -> None:
         if dgram.dst is None:

@@ -1,5 +1,5 @@
-"""Control commands of a running node: ``who``, ``status``, ``stop``, ``send``, ``inbox``
-(a table keyed by Enum)."""
+"""Control commands of a running node: ``who``, ``status``, ``stop``, ``send``, ``inbox``,
+``outbox`` (a table keyed by Enum)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from meshcomm.errors import DecodeError
 from meshcomm.node.gateway_types import InboxEntry, SendResult, SendStatus
+from meshcomm.node.storeforward import HeldState, HeldStatus
 from meshcomm.overlay.core import WhoEntry
 from meshcomm.runtime.control import ControlCommand, ControlRequest, Handler
 from meshcomm.runtime.driver import NodeDriver
@@ -94,6 +95,7 @@ def status(driver: NodeDriver, info: NodeInfo) -> dict[str, object]:
         "counters": {**dict(sorted(driver.node.counters.items())), **driver.counters},
         "sip": sip_status(driver),
         "media": media_status(driver),
+        "store_forward": store_forward_status(driver),
         "journal": {
             "path": str(journal.path) if journal is not None else None,
             "durable_seq": journal.durable_seq if journal is not None else 0,
@@ -114,6 +116,41 @@ def sip_status(driver: NodeDriver) -> dict[str, object] | None:
                          "tcp_connections": sockets.tcp_connections}
         out["sockets"] = dict(sockets.counters)
     return out
+
+
+def store_forward_status(driver: NodeDriver) -> dict[str, object] | None:
+    """Store-and-forward queue sizes and counters (None without a gateway)."""
+    sf = driver.sip.sf if driver.sip is not None else None
+    if sf is None:
+        return None
+    own = sf.outbox()
+    states = {state.value: sum(1 for s in own if s.state is state) for state in HeldState}
+    storage = driver.sf_storage
+    return {"relay": sf.is_relay, "max_held_messages": sf.config.max_held_messages,
+            "own": states, "held_for_others": len(sf.held_for_others()),
+            "storage": str(storage.path) if storage is not None else None,
+            "counters": dict(sorted(sf.counters.items()))}
+
+
+def held_status_json(status: HeldStatus, *, own: bool) -> dict[str, object]:
+    """One ``ctl outbox --json`` row: ``state`` queued / held_by / delivered / expired."""
+    return {"msg_id": status.msg_id.hex(), "to": status.to_aor, "state": status.state.value,
+            "holder": status.holder, "created": round(status.created, REPLY_DECIMALS),
+            "own": own}
+
+
+def outbox(driver: NodeDriver, request: ControlRequest) -> object:
+    """This node's held/sent MESSAGEs (and, with ``"all": true``, custody for others)."""
+    sf = driver.sip.sf if driver.sip is not None else None
+    if sf is None:
+        return []
+    every = request.args.get("all", False)
+    if not isinstance(every, bool):
+        raise DecodeError('"all" must be true or false')
+    rows = [held_status_json(s, own=True) for s in sf.outbox()]
+    if every:
+        rows += [held_status_json(s, own=False) for s in sf.held_for_others()]
+    return rows
 
 
 def media_status(driver: NodeDriver) -> dict[str, object] | None:
@@ -195,4 +232,5 @@ def control_handlers(driver: NodeDriver, info: NodeInfo,
         ControlCommand.STOP: on_stop,
         ControlCommand.SEND: lambda request: send(driver, request),
         ControlCommand.INBOX: lambda request: inbox(driver, request),
+        ControlCommand.OUTBOX: lambda request: outbox(driver, request),
     }
