@@ -109,6 +109,10 @@ NOT_ACCEPTABLE_HERE = 488
 _M = TypeVar("_M", SipRequest, SipResponse)
 
 
+#: Port of a SIP URI that names none (RFC 3261 §19.1.2).
+DEFAULT_SIP_PORT = 5060
+
+
 class SipGateway:
     """See the module docstring."""
 
@@ -364,7 +368,14 @@ class SipGateway:
         return None
 
     def _is_ours(self, route: NameAddr) -> bool:
-        return route.uri.param("mesh") == self.node_hex
+        """A Route names us when it carries our node (``mesh=``) or, untagged, our own
+        listening address: a client's outbound-proxy Route (RFC 3261 §16.4)."""
+        mesh = route.uri.param("mesh")
+        if mesh is not None:
+            return mesh == self.node_hex
+        uri = route.uri
+        return (uri.host == self.config.local_host
+                and (uri.port or DEFAULT_SIP_PORT) == self.config.local_port)
 
     # ------------------------------------------------------------ forwarding
     def _forward(self, tx: ProxyTx, request: SipRequest, dest: Address | bytes,
