@@ -189,7 +189,8 @@ def run_send(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        code = "" if result.get("code") is None else f" ({result['code']} {result['reason']})"
+        code = ("" if result.get("code") is None
+                else f" ({result['code']} {result.get('reason') or ''}".rstrip() + ")")
         outcome = SEND_WORDS.get(str(result.get("status")), str(result.get("status")))
         print(f"message {result.get('id')} to {result.get('to')}: {outcome}{code}".rstrip())
     return EXIT_SEND_FAILED if result.get("status") == "failed" else 0
