@@ -328,3 +328,29 @@ def test_old_delivered_ids_are_forgotten(tmp_path: Path) -> None:
 
 def test_harness_config_is_valid() -> None:
     assert SF_CONFIG.validate() == []
+
+
+def test_state_changes_are_journaled_with_sf_event_types(chain: Net) -> None:
+    net = chain
+    o, r, d = net.hosts["o"], net.hosts["r"], net.hosts["d"]
+    net.start("o")
+    net.start("r")
+    net.run_until(3.0)
+    hold(net, "o")
+    net.run_for(2.0)
+    net.start("d")
+    net.run_for(6.0)
+    assert len(d.client) == 1
+
+    def records(host: Host, kind: J) -> list[dict[str, object]]:
+        return [dict(rec.data) for rec in host.journal if rec.type is kind]
+    held = records(o, J.SF_HELD)
+    assert [(h["msg_id"], h["to"], h["state"]) for h in held] == [(MSG.hex(), aor("d"),
+                                                                     "queued")]
+    assert all(h["origin"] == o.identity.node_id.hex() for h in held)
+    assert [c["holder"] for c in records(o, J.SF_CUSTODY)] == [r.identity.node_id.hex()]
+    assert [c["taken"] for c in records(r, J.SF_CUSTODY)] == [True]
+    delivered = records(d, J.SF_DELIVERED)
+    assert [(x["msg_id"], x["from"]) for x in delivered] == [(MSG.hex(), aor("o"))]
+    assert [x["dest"] for x in records(o, J.SF_RECEIPT)] == [d.identity.node_id.hex()]
+    assert all(b"hello" not in repr(rec.data).encode() for h in (o, r, d) for rec in h.journal)

@@ -17,7 +17,14 @@ from pathlib import Path
 from meshcomm.config import NodeConfig, config_with_overrides
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.store import JournalStore
-from meshcomm.runtime.app import JOURNAL_FILE, STORE_FORWARD_FILE, NodeOptions, run_node
+from meshcomm.runtime.app import (
+    JOURNAL_FILE,
+    STORE_FORWARD_FILE,
+    NodeOptions,
+    mesh_settings,
+    run_node,
+    store_forward_config,
+)
 from meshcomm.runtime.control import CONTROL_SOCKET_FILE, control_request
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo
@@ -148,3 +155,14 @@ def test_held_message_survives_relay_restart_and_is_delivered_once(tmp_path: Pat
     assert {J.SF_HELD.value, J.SF_CUSTODY.value, J.SF_RECEIPT.value} <= set(alfa_types)
     assert J.SF_CUSTODY.value in _journal_types(dirs["relay"], ids["relay"])
     assert _journal_types(dirs["bravo"], ids["bravo"]).count(J.SF_DELIVERED.value) == 1
+
+
+def test_relay_settings_carry_the_relay_cap_and_relay_section_bounds() -> None:
+    relay = config_with_overrides(NodeConfig(), {
+        "node.role": "relay", "relay.store_and_forward_max_messages": 0,
+        "relay.store_and_forward_max_age_s": 600})
+    assert mesh_settings(relay).caps == ("relay",)
+    assert mesh_settings(NodeConfig()).caps == ()
+    sf_config = store_forward_config(relay)
+    assert (sf_config.max_held_messages, sf_config.max_age_s) == (0, 600.0)
+    assert sf_config.validate() == []
