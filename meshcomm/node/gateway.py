@@ -602,6 +602,11 @@ class SipGateway:
         if tx is None:
             self._stateless_response(out, src)
             return
+        if response.status < 200 and tx.final_status is not None:
+            # A provisional overtaken on the mesh by the final answer: the client's
+            # transaction has moved on; relaying it now would confuse it (§16.7 step 5).
+            self.counters["provisional_after_final"] += 1
+            return
         if isinstance(src, tuple) and 100 < response.status < 300:
             self._learn_contacts(response.contacts, src)
         if response.status < 300:                      # 18x (early media) and 2xx
