@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -35,13 +34,14 @@ from meshcomm.journal.codec import (
     decode_data_untrusted,
 )
 from meshcomm.journal.events import JournalEventType, JournalRecord
+from meshcomm.sqlitefile import PRIVATE_FILE_MODE, open_durable
 
 log = logging.getLogger(__name__)
 
 #: On-disk format version, kept in ``meta``.
 FORMAT_VERSION: Final = 1
 #: File mode of a journal (and, through SQLite, of its -wal/-shm files).
-JOURNAL_FILE_MODE: Final = 0o600
+JOURNAL_FILE_MODE: Final = PRIVATE_FILE_MODE
 #: Rows fetched from SQLite per batch when iterating.
 READ_BATCH_ROWS: Final = 256
 #: Columns of ``entries`` in the order :func:`decode_row_untrusted` expects.
@@ -141,33 +141,13 @@ def iter_rows(conn: sqlite3.Connection, start_seq: int = 0) -> Iterator[tuple[ob
         cursor.close()
 
 
-def _create_private_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, JOURNAL_FILE_MODE)
-    try:
-        os.fchmod(fd, JOURNAL_FILE_MODE)
-    finally:
-        os.close(fd)
-
-
 def _connect(path: Path) -> sqlite3.Connection:
-    _create_private_file(path)
-    conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.text_factory = bytes
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
-        if mode is None or bytes(mode[0]).lower() != b"wal":
-            raise OSError(f"{path}: SQLite refused WAL mode")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        if isinstance(exc, sqlite3.OperationalError):
-            raise
-        raise DecodeError(f"{path}: not a journal database ({exc})") from None
-    except BaseException:
-        conn.close()
+        return open_durable(path, _SCHEMA)
+    except sqlite3.OperationalError:
         raise
-    return conn
+    except sqlite3.DatabaseError as exc:
+        raise DecodeError(f"{path}: not a journal database ({exc})") from None
 
 
 def _load_head(conn: sqlite3.Connection, path: Path,

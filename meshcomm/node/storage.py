@@ -18,7 +18,6 @@ whose parcel signature does not check out, instead of failing.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -32,12 +31,13 @@ from meshcomm.node.storeforward_wire import (
     decode_parcel_untrusted,
     parcel_signature_ok,
 )
+from meshcomm.sqlitefile import PRIVATE_FILE_MODE, WalRefused, open_durable
 from meshcomm.wire import limits
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION: Final = 1
-STORAGE_FILE_MODE: Final = 0o600
+STORAGE_FILE_MODE: Final = PRIVATE_FILE_MODE
 #: Longest holder label stored (an AoR or a node's hex name).
 MAX_HOLDER_BYTES: Final = limits.MAX_AOR_LEN
 #: Longest state name stored.
@@ -116,14 +116,6 @@ def decode_delivered_row_untrusted(row: Sequence[object]) -> bytes:
     return check_msg_id(_blob(row[0], "msg_id"), "msg_id")
 
 
-def _create_private_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, STORAGE_FILE_MODE)
-    try:
-        os.fchmod(fd, STORAGE_FILE_MODE)
-    finally:
-        os.close(fd)
-
-
 class SfStorage:
     """The store-and-forward database of one node. Use from one thread."""
 
@@ -138,22 +130,17 @@ class SfStorage:
     def open(cls, path: str | Path) -> SfStorage:
         """Open or create the database (mode 0600). ConfigError if it is not one of ours."""
         p = Path(path)
-        _create_private_file(p)
-        conn = sqlite3.connect(p, isolation_level=None)
         try:
-            conn.text_factory = bytes
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            if mode is None or bytes(mode[0]).lower() != b"wal":
-                raise ConfigError("store_forward", f"{p}: SQLite refused WAL mode")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-            cls._check_format(conn, p)
+            conn = open_durable(p, _SCHEMA)
+        except WalRefused as exc:
+            raise ConfigError("store_forward", str(exc)) from None
+        except sqlite3.OperationalError:
+            raise
         except sqlite3.DatabaseError as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.OperationalError):
-                raise
             raise ConfigError("store_forward",
                               f"{p}: not a store-and-forward database ({exc})") from None
+        try:
+            cls._check_format(conn, p)
         except BaseException:
             conn.close()
             raise

@@ -1,0 +1,44 @@
+"""Durable private SQLite files (an IO adapter shared by the journal and the
+store-and-forward storage): created mode 0600, WAL journal, ``synchronous=FULL`` (a commit
+is on disk when it returns), bytes for TEXT so hand-edited rows cannot break decoding."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Final
+
+PRIVATE_FILE_MODE: Final = 0o600
+
+
+class WalRefused(OSError):
+    """SQLite would not switch the file to WAL mode (e.g. an unsupported file system)."""
+
+
+def create_private_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def open_durable(path: Path, schema: str) -> sqlite3.Connection:
+    """Open (creating) ``path`` and apply ``schema`` in one transaction.
+
+    Raises sqlite3.DatabaseError for a file that is not a database (callers turn it into
+    their own error), WalRefused, or OSError; the connection is closed on any failure."""
+    create_private_file(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.text_factory = bytes
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        if mode is None or bytes(mode[0]).lower() != b"wal":
+            raise WalRefused(f"{path}: SQLite refused WAL mode")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(f"BEGIN IMMEDIATE; {schema} COMMIT;")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
