@@ -36,28 +36,22 @@ from typing import TypeVar
 
 from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.journal.events import JournalRecord
-from meshcomm.location.table import TrustMode
 from meshcomm.media.relay import MediaSetupError
 from meshcomm.node.gateway_builtin import BuiltinUa
 from meshcomm.node.gateway_parts import (
-    LocalRegistration,
     Peer,
     ProxyTx,
     TokenBucket,
-    contact_key,
     drop_record,
-    expires_of,
     is_tcp,
     message_id,
     sdp_direction,
     sip_record,
 )
+from meshcomm.node.gateway_registrar import Registrar
 from meshcomm.node.gateway_types import (
     BUILTIN_ADDR,
     DEFAULT_MAX_FORWARDS,
-    MAX_KNOWN_CONTACTS,
-    MAX_KNOWN_NODES,
-    MAX_LOCAL_REGISTRATIONS,
     MAX_RATE_BUCKETS,
     MAX_SIP_MESSAGE_BYTES,
     MESH_HOST_SUFFIX,
@@ -86,8 +80,7 @@ from meshcomm.sip.message import (
     replace_uri,
 )
 from meshcomm.sip.transaction import server_key
-from meshcomm.sip.ua_base import address_of, stamp_via
-from meshcomm.sip.uri import SipUri
+from meshcomm.sip.ua_base import stamp_via
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +125,8 @@ class SipGateway:
         self.counters: Counter[str] = Counter()
         self._now = now
         self._ids = itertools.count(1)
-        self._regs: dict[str, LocalRegistration] = {}
-        self._contacts: OrderedDict[tuple[str, int], Address] = OrderedDict()
-        self._nodes: OrderedDict[str, bytes] = OrderedDict()
+        self.registrar = Registrar(node, node_aor=self.node_aor, mesh_host=self.mesh_host,
+                                   retry_after_s=config.retry_after_s, counters=self.counters)
         self._buckets: OrderedDict[Address, TokenBucket] = OrderedDict()
         self._by_server: dict[tuple[str, ...], ProxyTx] = {}
         self._by_branch: dict[str, ProxyTx] = {}
@@ -157,7 +149,7 @@ class SipGateway:
     def receive_mesh(self, origin: bytes, body: bytes, hops: int, now: float) -> None:
         """A SIP message from node ``origin``'s gateway (UnicastReceived, AppKind.SIP)."""
         self._now = max(self._now, now)
-        self._learn_node(origin)
+        self.registrar.learn_node(origin)
         self._input(body, origin, now, hops)
         self._pump_builtin(now)
 
@@ -168,7 +160,7 @@ class SipGateway:
 
     def next_timer(self) -> float | None:
         times = [t for tx in self._by_server.values() if (t := tx.next_deadline()) is not None]
-        times += [reg.expires_at for reg in self._regs.values()]
+        times += self.registrar.expiry_times()
         ua_t = self.ua.next_timer()
         if ua_t is not None:
             times.append(ua_t)
@@ -185,10 +177,7 @@ class SipGateway:
             if tx.deadline is not None and tx.deadline <= now:
                 tx.deadline = None
                 self._timed_out(tx, now)
-        for aor, reg in list(self._regs.items()):
-            if reg.expires_at <= now:
-                self._unregister(aor, now)
-                self.counters["registrations_expired"] += 1
+        self.registrar.expire(now)
         self.ua.on_timer(now)
         self._pump_builtin(now)
 
@@ -210,7 +199,8 @@ class SipGateway:
             request = parse_message_untrusted(sip)
         except DecodeError:
             request = None
-        target = self._local_target(request) if isinstance(request, SipRequest) else None
+        target = (self.registrar.local_target(request, self._now)
+                  if isinstance(request, SipRequest) else None)
         if request is None or not isinstance(request, SipRequest) or target is None:
             self.counters["stored_undeliverable"] += 1
             if self.holder is not None:
@@ -225,7 +215,7 @@ class SipGateway:
         """Counters and queue sizes for ``ctl status``."""
         pending = sum(1 for tx in self._by_server.values() if tx.final_status is None)
         return {"pending_transactions": pending, "transactions": len(self._by_server),
-                "local_registrations": sorted(self._regs), "inbox": len(self.inbox),
+                "local_registrations": sorted(self.registrar), "inbox": len(self.inbox),
                 "outbox_pending": self.builtin.outbox_pending(),
                 "counters": dict(sorted(self.counters.items()))}
 
@@ -326,14 +316,14 @@ class SipGateway:
                        if routes else request.without_header("Route"))
         if routes:
             node_hex = routes[0].uri.param("mesh")
-            node_id = self._node_of(node_hex) if node_hex else None
+            node_id = self.registrar.node_of(node_hex) if node_hex else None
             if node_id is None or node_id == self.node.node_id:
                 self._respond(tx, 403 if node_hex is None else 404, now)
                 return
             self._forward(tx, request, node_id, now)
             return
         if request.to_addr.tag is not None or len(request.routes) > 0:
-            peer = self._contacts.get(contact_key(request.uri))
+            peer = self.registrar.contact_peer(request.uri)
             if peer is None:
                 self._respond(tx, 404, now)
                 return
@@ -342,7 +332,7 @@ class SipGateway:
         self._route_by_aor(tx, request, now)
 
     def _route_by_aor(self, tx: ProxyTx, request: SipRequest, now: float) -> None:
-        target = self._local_target(request)
+        target = self.registrar.local_target(request, self._now)
         if target is not None:
             self._forward(tx, replace_uri(request, target[1]), target[0], now)
             return
@@ -351,21 +341,10 @@ class SipGateway:
         remote = [b for b in bindings if b.binding.node_id != self.node.node_id]
         if remote and isinstance(tx.upstream, tuple):
             best = max(remote, key=lambda s: (s.received_at, s.binding.seq))
-            self._learn_node(best.binding.node_id)
+            self.registrar.learn_node(best.binding.node_id)
             self._forward(tx, request, best.binding.node_id, now)
             return
         self._respond(tx, 480 if bindings else 404, now)
-
-    def _local_target(self, request: SipRequest) -> tuple[Address, SipUri] | None:
-        """Where a request for the AoR of its Request-URI (or To, for held messages) goes
-        on this node: a registered local client, or the built-in UA for the node's AoR."""
-        for aor in (request.uri.aor.lower(), request.to_addr.uri.aor.lower()):
-            reg = self._regs.get(aor)
-            if reg is not None and reg.expires_at > self._now:
-                return reg.peer, reg.contact
-            if aor == self.node_aor:
-                return BUILTIN_ADDR, request.uri
-        return None
 
     def _is_ours(self, route: NameAddr) -> bool:
         """A Route names us when it carries our node (``mesh=``) or, untagged, our own
@@ -423,7 +402,7 @@ class SipGateway:
             out = out.with_headers_replaced("Record-Route",
                                             [rr, *out.header_values("Record-Route")])
         if isinstance(upstream, tuple):
-            self._learn_contacts(request.contacts, upstream)
+            self.registrar.learn_contacts(request.contacts, upstream)
         return out
 
     # ------------------------------------------------------------ media hook
@@ -501,9 +480,9 @@ class SipGateway:
         dest: Address | bytes | None
         if routes:
             node_hex = routes[0].uri.param("mesh")
-            dest = self._node_of(node_hex) if node_hex else None
+            dest = self.registrar.node_of(node_hex) if node_hex else None
         else:
-            dest = self._contacts.get(contact_key(request.uri))
+            dest = self.registrar.contact_peer(request.uri)
         if dest is None or dest == self.node.node_id:
             self.counters["acks_unroutable"] += 1
             return
@@ -529,62 +508,11 @@ class SipGateway:
 
     # ============================================================ REGISTER (§10.3)
     def _on_register(self, tx: ProxyTx, now: float) -> None:
-        request = tx.request
-        aor_uri = request.to_addr.uri
         if not isinstance(tx.upstream, tuple) or tx.upstream == BUILTIN_ADDR:
             self._respond(tx, 403, now)
             return
-        if not aor_uri.is_sip or aor_uri.user is None:
-            self._respond(tx, 400, now)
-            return
-        aor = aor_uri.aor.lower()
-        if self._held_elsewhere(aor):
-            self.counters["register_conflicts"] += 1
-            self._respond(tx, 403, now)
-            return
-        contacts = request.contacts
-        if not contacts and not request.is_contact_star:
-            self._registration_reply(tx, self._regs.get(aor), now)
-            return
-        expires = expires_of(request)
-        if request.is_contact_star or expires == 0:
-            self._unregister(aor, now)
-            self._registration_reply(tx, None, now)
-            return
-        if aor not in self._regs and len(self._regs) >= MAX_LOCAL_REGISTRATIONS:
-            self._respond(tx, 503, now, [("Retry-After", str(self.config.retry_after_s))])
-            return
-        contact = contacts[0].uri
-        peer = tx.upstream if is_tcp(tx.upstream) else address_of(contact)
-        reg = self._regs.get(aor)
-        announced = reg is not None and reg.announced
-        self._regs[aor] = reg = LocalRegistration(aor, contact, peer, now + expires, announced)
-        self._learn_contacts(contacts, peer)
-        if not reg.announced and aor != self.node_aor:
-            user = aor_uri.user
-            self.node.register(aor_uri.aor, (f"sip:{user}@{self.mesh_host}",), now)
-            reg.announced = True
-        self._registration_reply(tx, reg, now)
-
-    def _held_elsewhere(self, aor: str) -> bool:
-        """Open trust: another key's live binding holds the AoR (ours would conflict)."""
-        if self.node.table.policy.mode is not TrustMode.OPEN:
-            return False
-        own_key = self.node.identity.public_key
-        return any(s.binding.key != own_key for s in self.node.table.lookup(aor))
-
-    def _registration_reply(self, tx: ProxyTx, reg: LocalRegistration | None,
-                            now: float) -> None:
-        headers: list[tuple[str, str]] = []
-        if reg is not None:
-            left = max(0, int(reg.expires_at - now))
-            headers = [("Contact", f"<{reg.contact}>;expires={left}"), ("Expires", str(left))]
-        self._respond(tx, 200, now, headers)
-
-    def _unregister(self, aor: str, now: float) -> None:
-        reg = self._regs.pop(aor, None)
-        if reg is not None and reg.announced:
-            self.node.deregister(aor, now)
+        status, headers = self.registrar.register(tx.request, tx.upstream, now)
+        self._respond(tx, status, now, headers)
 
     # ============================================================ responses
     def _on_response(self, response: SipResponse, src: Peer, now: float, hops: int) -> None:
@@ -608,7 +536,7 @@ class SipGateway:
             self.counters["provisional_after_final"] += 1
             return
         if isinstance(src, tuple) and 100 < response.status < 300:
-            self._learn_contacts(response.contacts, src)
+            self.registrar.learn_contacts(response.contacts, src)
         if response.status < 300:                      # 18x (early media) and 2xx
             rewritten = self._rewrite_or_status(out, src, tx.upstream)
             if isinstance(rewritten, int):
@@ -649,7 +577,7 @@ class SipGateway:
 
     def _via_destination(self, via: Via) -> Address | bytes | None:
         if via.host.endswith(MESH_HOST_SUFFIX):
-            return self._node_of(via.host[: -len(MESH_HOST_SUFFIX)])
+            return self.registrar.node_of(via.host[: -len(MESH_HOST_SUFFIX)])
         if via.host == BUILTIN_ADDR[0]:
             return BUILTIN_ADDR
         return (via.received or via.host.strip("[]"), via.rport or via.port or 5060)
@@ -757,38 +685,6 @@ class SipGateway:
             self._out.append(MeshSip(dest, data))
         else:
             self._out.append(LocalDatagram(data, dest))
-
-    # ============================================================ node names
-    def _learn_node(self, node_id: bytes) -> None:
-        key = node_id.hex()[:NODE_HEX_CHARS]
-        self._nodes[key] = node_id
-        self._nodes.move_to_end(key)
-        while len(self._nodes) > MAX_KNOWN_NODES:
-            self._nodes.popitem(last=False)
-
-    def _node_of(self, node_hex: str) -> bytes | None:
-        """The node id named by ``node_hex`` (16 hex digits), if this node knows it."""
-        node_hex = node_hex.lower()
-        if node_hex == self.node_hex:
-            return self.node.node_id
-        found = self._nodes.get(node_hex)
-        if found is not None:
-            return found
-        for stored in self.node.table:
-            if stored.binding.node_id.hex()[:NODE_HEX_CHARS] == node_hex:
-                self._learn_node(stored.binding.node_id)
-                return stored.binding.node_id
-        return None
-
-    def _learn_contacts(self, contacts: Sequence[NameAddr], peer: Address) -> None:
-        if peer == BUILTIN_ADDR:
-            return
-        for contact in contacts:
-            key = contact_key(contact.uri)
-            self._contacts[key] = peer if is_tcp(peer) else key
-            self._contacts.move_to_end(key)
-        while len(self._contacts) > MAX_KNOWN_CONTACTS:
-            self._contacts.popitem(last=False)
 
     # ============================================================ built-in UA
     def _pump_builtin(self, now: float) -> None:

@@ -1,0 +1,158 @@
+"""The gateway's registrar and address book (sans-IO): local client registrations
+(RFC 3261 §10.3), contacts of local clients learned from requests and responses (for
+in-dialog delivery), and the node ids named ``<16 hex>.mesh`` in SIP.
+
+The proxy core (:mod:`meshcomm.node.gateway`) owns the transactions and answers; this part
+decides what a REGISTER gets and where a local name leads.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Sequence
+
+from meshcomm.location.table import TrustMode
+from meshcomm.node.gateway_parts import LocalRegistration, contact_key, expires_of, is_tcp
+from meshcomm.node.gateway_types import (
+    BUILTIN_ADDR,
+    MAX_KNOWN_CONTACTS,
+    MAX_KNOWN_NODES,
+    MAX_LOCAL_REGISTRATIONS,
+    NODE_HEX_CHARS,
+    Address,
+)
+from meshcomm.node.mesh import MeshNode
+from meshcomm.sip.message import NameAddr, SipRequest
+from meshcomm.sip.ua_base import address_of
+from meshcomm.sip.uri import SipUri
+
+#: A REGISTER's answer: status and extra headers.
+RegisterReply = tuple[int, list[tuple[str, str]]]
+
+
+class Registrar:
+    """Local registrations, known client contacts and known node ids of one gateway."""
+
+    def __init__(self, node: MeshNode, *, node_aor: str, mesh_host: str, retry_after_s: int,
+                 counters: Counter[str]) -> None:
+        self.node = node
+        self.node_aor = node_aor
+        self.mesh_host = mesh_host
+        self.node_hex = node.node_id.hex()[:NODE_HEX_CHARS]
+        self.retry_after_s = retry_after_s
+        self.counters = counters
+        self._regs: dict[str, LocalRegistration] = {}
+        self._contacts: OrderedDict[tuple[str, int], Address] = OrderedDict()
+        self._nodes: OrderedDict[str, bytes] = OrderedDict()
+
+    # ------------------------------------------------------------ registrations
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._regs)
+
+    def __len__(self) -> int:
+        return len(self._regs)
+
+    def expiry_times(self) -> list[float]:
+        return [reg.expires_at for reg in self._regs.values()]
+
+    def expire(self, now: float) -> None:
+        for aor, reg in list(self._regs.items()):
+            if reg.expires_at <= now:
+                self.unregister(aor, now)
+                self.counters["registrations_expired"] += 1
+
+    def register(self, request: SipRequest, upstream: Address, now: float) -> RegisterReply:
+        """§10.3 for a REGISTER from the local client at ``upstream``: the answer."""
+        aor_uri = request.to_addr.uri
+        if not aor_uri.is_sip or aor_uri.user is None:
+            return 400, []
+        aor = aor_uri.aor.lower()
+        if self._held_elsewhere(aor):
+            self.counters["register_conflicts"] += 1
+            return 403, []
+        contacts = request.contacts
+        if not contacts and not request.is_contact_star:
+            return self._reply(self._regs.get(aor), now)
+        expires = expires_of(request)
+        if request.is_contact_star or expires == 0:
+            self.unregister(aor, now)
+            return self._reply(None, now)
+        if aor not in self._regs and len(self._regs) >= MAX_LOCAL_REGISTRATIONS:
+            return 503, [("Retry-After", str(self.retry_after_s))]
+        contact = contacts[0].uri
+        peer = upstream if is_tcp(upstream) else address_of(contact)
+        reg = self._regs.get(aor)
+        announced = reg is not None and reg.announced
+        self._regs[aor] = reg = LocalRegistration(aor, contact, peer, now + expires, announced)
+        self.learn_contacts(contacts, peer)
+        if not reg.announced and aor != self.node_aor:
+            self.node.register(aor_uri.aor, (f"sip:{aor_uri.user}@{self.mesh_host}",), now)
+            reg.announced = True
+        return self._reply(reg, now)
+
+    def _held_elsewhere(self, aor: str) -> bool:
+        """Open trust: another key's live binding holds the AoR (ours would conflict)."""
+        if self.node.table.policy.mode is not TrustMode.OPEN:
+            return False
+        own_key = self.node.identity.public_key
+        return any(s.binding.key != own_key for s in self.node.table.lookup(aor))
+
+    @staticmethod
+    def _reply(reg: LocalRegistration | None, now: float) -> RegisterReply:
+        if reg is None:
+            return 200, []
+        left = max(0, int(reg.expires_at - now))
+        return 200, [("Contact", f"<{reg.contact}>;expires={left}"), ("Expires", str(left))]
+
+    def unregister(self, aor: str, now: float) -> None:
+        reg = self._regs.pop(aor, None)
+        if reg is not None and reg.announced:
+            self.node.deregister(aor, now)
+
+    def local_target(self, request: SipRequest, now: float) -> tuple[Address, SipUri] | None:
+        """Where a request for the AoR of its Request-URI (or To, for held messages) goes
+        on this node: a registered local client, or the built-in UA for the node's AoR."""
+        for aor in (request.uri.aor.lower(), request.to_addr.uri.aor.lower()):
+            reg = self._regs.get(aor)
+            if reg is not None and reg.expires_at > now:
+                return reg.peer, reg.contact
+            if aor == self.node_aor:
+                return BUILTIN_ADDR, request.uri
+        return None
+
+    # ------------------------------------------------------------ client contacts
+    def learn_contacts(self, contacts: Sequence[NameAddr], peer: Address) -> None:
+        if peer == BUILTIN_ADDR:
+            return
+        for contact in contacts:
+            key = contact_key(contact.uri)
+            self._contacts[key] = peer if is_tcp(peer) else key
+            self._contacts.move_to_end(key)
+        while len(self._contacts) > MAX_KNOWN_CONTACTS:
+            self._contacts.popitem(last=False)
+
+    def contact_peer(self, uri: SipUri) -> Address | None:
+        """The local client reached for an in-dialog Request-URI (a contact we saw)."""
+        return self._contacts.get(contact_key(uri))
+
+    # ------------------------------------------------------------ node names
+    def learn_node(self, node_id: bytes) -> None:
+        key = node_id.hex()[:NODE_HEX_CHARS]
+        self._nodes[key] = node_id
+        self._nodes.move_to_end(key)
+        while len(self._nodes) > MAX_KNOWN_NODES:
+            self._nodes.popitem(last=False)
+
+    def node_of(self, node_hex: str) -> bytes | None:
+        """The node id named by ``node_hex`` (16 hex digits), if this node knows it."""
+        node_hex = node_hex.lower()
+        if node_hex == self.node_hex:
+            return self.node.node_id
+        found = self._nodes.get(node_hex)
+        if found is not None:
+            return found
+        for stored in self.node.table:
+            if stored.binding.node_id.hex()[:NODE_HEX_CHARS] == node_hex:
+                self.learn_node(stored.binding.node_id)
+                return stored.binding.node_id
+        return None
