@@ -355,6 +355,7 @@ async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,
     try:
         async with asyncio.TaskGroup() as tg:
             serve_task = tg.create_task(server.serve(tg))
+            sip_tcp_task = _serve_sip_tcp(driver, tg)
             checkpoint_task = tg.create_task(_checkpoints(driver, info, stop))
             register_task = tg.create_task(_register_after(driver, info, delay_s))
             if on_ready is not None:
@@ -367,12 +368,20 @@ async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,
             _checkpoint(driver, info)
             serve_task.cancel()
             checkpoint_task.cancel()
+            if sip_tcp_task is not None:
+                sip_tcp_task.cancel()        # closes every SIP TCP connection
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
         server.close()
     log.info("node %s stopped", short_id(info.node_id))
     return 0
+
+
+def _serve_sip_tcp(driver: NodeDriver, tg: asyncio.TaskGroup) -> asyncio.Task[None] | None:
+    """The SIP gateway's TCP accept loop as a task of ``tg`` (connections too)."""
+    sockets = driver.sip_sockets
+    return None if sockets is None else tg.create_task(sockets.serve(tg))
 
 
 async def _register_after(driver: NodeDriver, info: NodeInfo, delay_s: float) -> None:

@@ -5,6 +5,11 @@ section up to CRLFCRLF, then Content-Length bytes of body), goes to ``deliver(da
 A TCP connection is named ``("tcp#<n>", peer port)`` so the sans-IO gateway can answer on
 it; messages for a closed connection are dropped and counted. Limits: message size
 (MAX_SIP_MESSAGE_BYTES), header section size, open connections, idle time.
+
+TCP connections are accepted by :meth:`SipSockets.serve`, which runs as a task of the
+node's TaskGroup and starts each connection handler in that same group (architecture rule
+3: no task outside a TaskGroup); cancelling ``serve`` closes the listener and every
+connection, so the group ends with no connection left behind.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import re
+import socket
 from collections.abc import Callable
 from typing import Final
 
@@ -30,6 +36,10 @@ log = logging.getLogger(__name__)
 MAX_TCP_HEADER_BYTES: Final = 16 * 1024
 #: A TCP connection silent for this long is closed (seconds).
 TCP_IDLE_TIMEOUT_S: Final = 300.0
+#: Pending TCP connections the kernel queues before accept.
+TCP_LISTEN_BACKLOG: Final = 64
+#: Pause after a failed accept (e.g. out of file descriptors), seconds.
+ACCEPT_RETRY_S: Final = 0.1
 _CONTENT_LENGTH_RE: Final = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]{1,9})[ \t]*$",
                                        re.IGNORECASE | re.MULTILINE)
 
@@ -80,22 +90,29 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class SipSockets:
-    """UDP and TCP listeners of the gateway on ``host`` (ports 0: any free port)."""
+    """UDP and TCP listeners of the gateway on ``host`` (ports 0: any free port).
+
+    ``open()`` binds both; UDP is served at once, TCP once ``serve(tg)`` runs in a
+    TaskGroup (it accepts connections until cancelled)."""
 
     def __init__(self, host: str, udp_port: int, tcp_port: int, deliver: Deliver, *,
-                 max_tcp_connections: int) -> None:
+                 max_tcp_connections: int,
+                 tcp_idle_timeout_s: float = TCP_IDLE_TIMEOUT_S) -> None:
         self.host = host
         self.udp_port = udp_port
         self.tcp_port = tcp_port
         self.deliver = deliver
         self.max_tcp_connections = max_tcp_connections
+        self.tcp_idle_timeout_s = tcp_idle_timeout_s
         self.counters: dict[str, int] = {"udp_rx": 0, "udp_tx": 0, "udp_errors": 0,
                                          "udp_oversize": 0, "tcp_rx": 0, "tcp_tx": 0,
                                          "tcp_framing_errors": 0, "tcp_refused": 0,
-                                         "tcp_closed_peer": 0}
+                                         "tcp_closed_peer": 0, "tcp_accept_errors": 0,
+                                         "tcp_idle_closed": 0, "tcp_handler_errors": 0}
         self._udp: asyncio.DatagramTransport | None = None
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
         self._conns: dict[str, asyncio.StreamWriter] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._conn_ids = itertools.count(1)
 
     async def open(self) -> None:
@@ -107,30 +124,66 @@ class SipSockets:
         self.udp_port = int(transport.get_extra_info("sockname")[1])
         tcp_port = self.udp_port if self.tcp_port == 0 and self.udp_port else self.tcp_port
         try:
-            self._server = await asyncio.start_server(
-                self._on_connection, self.host, tcp_port, limit=MAX_TCP_HEADER_BYTES)
+            try:
+                self._listener = await _listen_tcp(self.host, tcp_port)
+            except OSError:
+                if self.tcp_port != 0:
+                    raise
+                self._listener = await _listen_tcp(self.host, 0)
         except OSError:
-            if self.tcp_port != 0:
-                transport.close()
-                raise
-            self._server = await asyncio.start_server(
-                self._on_connection, self.host, 0, limit=MAX_TCP_HEADER_BYTES)
-        self.tcp_port = int(self._server.sockets[0].getsockname()[1])
+            transport.close()
+            self._udp = None
+            raise
+        self.tcp_port = int(self._listener.getsockname()[1])
+
+    async def serve(self, tg: asyncio.TaskGroup) -> None:
+        """Accept TCP connections until cancelled; each connection is a task of ``tg``.
+        On the way out the listener and every connection are closed."""
+        listener = self._listener
+        if listener is None:
+            raise RuntimeError("SipSockets.serve() before open()")
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    conn, _ = await loop.sock_accept(listener)
+                except OSError as exc:
+                    self.counters["tcp_accept_errors"] += 1
+                    log.info("SIP TCP accept failed: %s", exc)
+                    await asyncio.sleep(ACCEPT_RETRY_S)
+                    continue
+                if len(self._tasks) >= self.max_tcp_connections:
+                    self.counters["tcp_refused"] += 1
+                    conn.close()
+                    continue
+                task = tg.create_task(self._connection(conn))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            self.close_tcp()
 
     def close(self) -> None:
+        """Close the UDP socket, the listener and every TCP connection."""
         if self._udp is not None:
             self._udp.close()
             self._udp = None
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        self.close_tcp()
+
+    def close_tcp(self) -> None:
+        """Close the listener and every TCP connection (their tasks are cancelled; they
+        end in their TaskGroup)."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         for writer in self._conns.values():
             writer.close()
         self._conns.clear()
+        for task in self._tasks:
+            task.cancel()
 
     @property
     def tcp_connections(self) -> int:
-        return len(self._conns)
+        return len(self._tasks)
 
     # ------------------------------------------------------------ input
     def on_datagram(self, data: bytes, addr: Address) -> None:
@@ -139,19 +192,37 @@ class SipSockets:
             self.counters["udp_oversize"] += 1
         self.deliver(data, addr)
 
-    async def _on_connection(self, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> None:
-        if len(self._conns) >= self.max_tcp_connections:
-            self.counters["tcp_refused"] += 1
-            writer.close()
-            return
-        peer = writer.get_extra_info("peername")
+    async def _connection(self, conn: socket.socket) -> None:
+        """One TCP connection: framed messages to ``deliver`` until EOF, a framing error,
+        the idle timeout or cancellation; the connection is always closed."""
         name = f"{TCP_HOST_PREFIX}{next(self._conn_ids)}"
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn,
+                                                           limit=MAX_TCP_HEADER_BYTES)
+        except OSError:
+            conn.close()
+            return
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        peer = writer.get_extra_info("peername")
         addr: Address = (name, int(peer[1]) if peer else 0)
         self._conns[name] = writer
         try:
+            await self._read_messages(reader, addr)
+        except Exception:       # a bug behind deliver(): this connection ends, not the node
+            self.counters["tcp_handler_errors"] += 1
+            log.exception("SIP TCP %s: handler failed; closing", name)
+        finally:
+            self._conns.pop(name, None)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _read_messages(self, reader: asyncio.StreamReader, addr: Address) -> None:
+        try:
             while True:
-                async with asyncio.timeout(TCP_IDLE_TIMEOUT_S):
+                async with asyncio.timeout(self.tcp_idle_timeout_s):
                     message = await read_framed(reader)
                 if message is None:
                     return
@@ -160,13 +231,10 @@ class SipSockets:
         except FramingError as exc:
             self.counters["tcp_framing_errors"] += 1
             log.info("SIP TCP %s: %s; closing", addr[0], exc)
-        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+        except TimeoutError:
+            self.counters["tcp_idle_closed"] += 1
+        except (ConnectionError, asyncio.IncompleteReadError):
             pass
-        finally:
-            self._conns.pop(name, None)
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
 
     # ------------------------------------------------------------ output
     def send(self, dgram: LocalDatagram) -> None:
@@ -187,3 +255,26 @@ class SipSockets:
         except (OSError, ValueError) as exc:
             self.counters["udp_errors"] += 1
             log.debug("SIP UDP to %s:%s failed: %s", host, port, exc)
+
+
+async def _listen_tcp(host: str, port: int) -> socket.socket:
+    """A non-blocking listening TCP socket on ``host``:``port`` (IPv4 or IPv6 literal or
+    name; SO_REUSEADDR like asyncio's servers)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    if not infos:
+        raise OSError(f"no address for {host}")
+    family, _type, _proto, _name, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(TCP_LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
