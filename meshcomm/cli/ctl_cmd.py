@@ -4,7 +4,8 @@
 node, its neighbours, routes, counters, journal and SIP gateway, ``ctl send AOR TEXT``
 sends a MESSAGE from the node's AoR and prints its outcome (delivered, held or failed),
 ``ctl inbox`` lists MESSAGEs to the node's AoR, ``ctl outbox`` where held MESSAGEs are
-(queued, held by a relay, delivered), ``ctl stop`` asks it to de-register and exit. A node
+(queued, held by a relay, delivered; a held ``ctl send`` names its outbox id, and the
+outbox names the send id), ``ctl stop`` asks it to de-register and exit. A node
 that is not running gives one line and exit status 1.
 """
 
@@ -33,6 +34,8 @@ EXIT_NOT_RUNNING = 1
 #: ``ctl stop --wait`` polls for the socket file to disappear this often.
 STOP_POLL_S = 0.05
 SHORT_ID_CHARS = 8
+#: Hex digits of a store-and-forward message id shown by ``ctl send`` and ``ctl outbox``.
+OUTBOX_ID_CHARS = 16
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -192,7 +195,10 @@ def run_send(args: argparse.Namespace) -> int:
         code = ("" if result.get("code") is None
                 else f" ({result['code']} {result.get('reason') or ''}".rstrip() + ")")
         outcome = SEND_WORDS.get(str(result.get("status")), str(result.get("status")))
-        print(f"message {result.get('id')} to {result.get('to')}: {outcome}{code}".rstrip())
+        held = ("" if not result.get("msg_id")
+                else f"; ctl outbox lists it as {str(result['msg_id'])[:OUTBOX_ID_CHARS]}")
+        print(f"message {result.get('id')} to {result.get('to')}: {outcome}{code}{held}"
+              .rstrip())
     return EXIT_SEND_FAILED if result.get("status") == "failed" else 0
 
 
@@ -221,11 +227,14 @@ def describe_held(entry: dict[str, Any]) -> str:
 
 
 def format_outbox(entries: Sequence[dict[str, Any]]) -> str:
-    rows = [[str(e.get("msg_id"))[:SHORT_ID_CHARS * 2], str(e.get("to")),
+    """One row per held message; SEND is the id ``ctl send`` printed for it ("-": not
+    sent with ``ctl send``, e.g. by a softphone, or sent before the node restarted)."""
+    rows = [[str(e.get("msg_id"))[:OUTBOX_ID_CHARS],
+             "-" if e.get("send_id") is None else str(e.get("send_id")), str(e.get("to")),
              time.strftime("%H:%M:%S", time.localtime(float(e.get("created", 0)))),
              describe_held(e) if e.get("own", True) else f"custody ({e.get('state')})"]
             for e in entries]
-    table = format_table(["MESSAGE", "TO", "CREATED", "STATUS"], rows)
+    table = format_table(["MESSAGE", "SEND", "TO", "CREATED", "STATUS"], rows)
     return f"{table}\n{len(entries)} message(s)"
 
 

@@ -192,6 +192,11 @@ class SipGateway:
         self._pump_builtin(now)
         return send_id
 
+    def send_id_of(self, msg_id: bytes) -> int | None:
+        """The ``send_message`` id of the held MESSAGE ``msg_id`` (None: not ours, or sent
+        before a restart or too long ago)."""
+        return self.builtin.send_id_of(msg_id)
+
     def deliver_stored(self, msg_id: bytes, sip: bytes, now: float) -> None:
         """Deliver a held MESSAGE (store-and-forward ``SfDeliver``) to the local client
         registered for its To AoR, or the inbox; the holder hears ``local_delivery_done``."""
@@ -260,6 +265,8 @@ class SipGateway:
         if request.method == "ACK":
             self._on_ack(request, src, now)
             return
+        if src == BUILTIN_ADDR and request.method == "MESSAGE" and request.to_addr.tag is None:
+            self.builtin.note_request(request)        # ctl send <-> ctl outbox
         existing = self._by_server.get(_server_key(request))
         if existing is not None:                    # a retransmission (§17.2.3)
             self.counters["retransmissions_absorbed"] += 1

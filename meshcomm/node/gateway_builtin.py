@@ -5,6 +5,11 @@
 The gateway exchanges SIP with it like with any local client (see
 ``SipGateway._pump_builtin``); this module keeps its inbox, its outbox of sends and turns
 its events into :class:`InboxEntry` / :class:`SendResult` gateway events.
+
+Each send is linked to the store-and-forward id of its MESSAGE (``message_id``): the
+gateway shows the built-in UA's new MESSAGEs to :meth:`BuiltinUa.note_request`, which
+matches them to the sends in order (the UA runs its commands first in, first out), so a
+held send reports its ``msg_id`` and ``ctl outbox`` can name the send of a held message.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import itertools
 import random
 from collections import OrderedDict, deque
 
+from meshcomm.node.gateway_parts import message_id
 from meshcomm.node.gateway_types import (
     BUILTIN_ADDR,
     MAX_INBOX,
@@ -22,6 +28,7 @@ from meshcomm.node.gateway_types import (
     SendResult,
     SendStatus,
 )
+from meshcomm.sip.message import SipRequest
 from meshcomm.sip.ua import UserAgent
 from meshcomm.sip.ua_events import (
     IncomingCall,
@@ -49,14 +56,48 @@ class BuiltinUa:
         self._ids = itertools.count(1)
         self._sends: dict[int, tuple[int, str]] = {}
         self._inbox_seq = 0
+        #: Sends whose MESSAGE the UA has not sent yet: (send id, target AoR), in order.
+        self._unsent: deque[tuple[int, str]] = deque()
+        #: Store-and-forward message id <-> send id of the MESSAGEs sent (bounded).
+        self._msg_of_send: OrderedDict[int, bytes] = OrderedDict()
+        self._send_of_msg: dict[bytes, int] = {}
 
     def send_message(self, to_aor: str, text: str) -> int:
         """Queue a MESSAGE; returns the send id (its SendResult follows as an event)."""
+        target = self.ua.parse_target(to_aor).aor.lower()
         handle = self.ua.message(to_aor, text)
         send_id = next(self._ids)
         self._sends[handle.request_id] = (send_id, to_aor)
+        self._unsent.append((send_id, target))
+        while len(self._unsent) > MAX_OUTBOX:
+            self._unsent.popleft()
         self._set_outbox(SendResult(send_id, to_aor, SendStatus.PENDING, None, ""))
         return send_id
+
+    def note_request(self, request: SipRequest) -> None:
+        """An out-of-dialog MESSAGE from this UA reached the gateway: link it to its send
+        (the oldest unsent one for its target; retransmissions are already linked)."""
+        msg_id = message_id(request)
+        if msg_id in self._send_of_msg:
+            return
+        target = request.uri.aor.lower()
+        for index, (send_id, send_target) in enumerate(self._unsent):
+            if send_target == target:
+                for _ in range(index + 1):          # earlier ones were never sent
+                    self._unsent.popleft()
+                self._link(send_id, msg_id)
+                return
+
+    def _link(self, send_id: int, msg_id: bytes) -> None:
+        self._msg_of_send[send_id] = msg_id
+        self._send_of_msg[msg_id] = send_id
+        while len(self._msg_of_send) > MAX_OUTBOX:
+            _, old = self._msg_of_send.popitem(last=False)
+            self._send_of_msg.pop(old, None)
+
+    def send_id_of(self, msg_id: bytes) -> int | None:
+        """The send (``ctl send``) whose MESSAGE has store-and-forward id ``msg_id``."""
+        return self._send_of_msg.get(msg_id)
 
     def outbox_pending(self) -> int:
         return sum(1 for r in self.outbox.values() if r.status is SendStatus.PENDING)
@@ -85,8 +126,11 @@ class BuiltinUa:
             return None
         send_id, to_aor = found
         if isinstance(event, RequestSucceeded):
-            status = SendStatus.HELD if event.status == 202 else SendStatus.DELIVERED
-            result = SendResult(send_id, to_aor, status, event.status, "")
+            if event.status == 202:                 # accepted for store-and-forward
+                result = SendResult(send_id, to_aor, SendStatus.HELD, event.status, "",
+                                    self._msg_of_send.get(send_id))
+            else:
+                result = SendResult(send_id, to_aor, SendStatus.DELIVERED, event.status, "")
         else:
             result = SendResult(send_id, to_aor, SendStatus.FAILED, event.status, event.reason)
         self._set_outbox(result)

@@ -102,6 +102,8 @@ class SendResult:
     status: SendStatus
     code: int | None
     reason: str
+    #: The store-and-forward message id when the MESSAGE was held (202), else None.
+    msg_id: bytes | None = None
 
 
 class MessageHolder(Protocol):

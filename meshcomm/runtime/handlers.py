@@ -132,11 +132,13 @@ def store_forward_status(driver: NodeDriver) -> dict[str, object] | None:
             "counters": dict(sorted(sf.counters.items()))}
 
 
-def held_status_json(status: HeldStatus, *, own: bool) -> dict[str, object]:
-    """One ``ctl outbox --json`` row: ``state`` queued / held_by / delivered / expired."""
-    return {"msg_id": status.msg_id.hex(), "to": status.to_aor, "state": status.state.value,
-            "holder": status.holder, "created": round(status.created, REPLY_DECIMALS),
-            "own": own}
+def held_status_json(status: HeldStatus, *, own: bool,
+                     send_id: int | None = None) -> dict[str, object]:
+    """One ``ctl outbox --json`` row: ``state`` queued / held_by / delivered / expired;
+    ``send_id`` is the ``ctl send`` id of a message sent with it (else null)."""
+    return {"msg_id": status.msg_id.hex(), "send_id": send_id, "to": status.to_aor,
+            "state": status.state.value, "holder": status.holder,
+            "created": round(status.created, REPLY_DECIMALS), "own": own}
 
 
 def outbox(driver: NodeDriver, request: ControlRequest) -> object:
@@ -147,7 +149,10 @@ def outbox(driver: NodeDriver, request: ControlRequest) -> object:
     every = request.args.get("all", False)
     if not isinstance(every, bool):
         raise DecodeError('"all" must be true or false')
-    rows = [held_status_json(s, own=True) for s in sf.outbox()]
+    gateway = driver.sip.gateway if driver.sip is not None else None
+    rows = [held_status_json(s, own=True,
+                             send_id=None if gateway is None else gateway.send_id_of(s.msg_id))
+            for s in sf.outbox()]
     if every:
         rows += [held_status_json(s, own=False) for s in sf.held_for_others()]
     return rows
@@ -163,8 +168,10 @@ def media_status(driver: NodeDriver) -> dict[str, object] | None:
 
 
 def send_result_json(result: SendResult) -> dict[str, object]:
+    """``ctl send`` reply: ``msg_id`` (hex) is the ``ctl outbox`` id of a held message."""
     return {"id": result.send_id, "to": result.to_aor, "status": result.status.value,
-            "code": result.code, "reason": result.reason}
+            "code": result.code, "reason": result.reason,
+            "msg_id": None if result.msg_id is None else result.msg_id.hex()}
 
 
 def inbox_entry_json(entry: InboxEntry, driver: NodeDriver) -> dict[str, object]:
