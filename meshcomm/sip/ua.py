@@ -32,7 +32,7 @@ from meshcomm.sip.build import build_request, new_call_id
 from meshcomm.sip.dialog import incoming_dialog_id
 from meshcomm.sip.message import NameAddr, SipRequest, SipResponse, parse_message_untrusted
 from meshcomm.sip.presence import PresenceDocument, build_pidf
-from meshcomm.sip.transaction import Transaction
+from meshcomm.sip.transaction import Transaction, TxNotice
 from meshcomm.sip.ua_base import (
     ALLOW_HEADER,
     SUPPORTED_OPTION_TAGS,
@@ -385,16 +385,23 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
     # ============================================================== outcomes
     def _process_notices(self, now: float) -> None:
         while (notice := self.txl.next_notice()) is not None:
-            tx = notice.tx
-            if not tx.is_client:
-                if isinstance(notice.message, SipRequest) and notice.message.method == "ACK":
-                    self.on_ack(notice.message, now)
-                continue
-            ctx = self._client_ctx.get(tx.tx_id)
-            if ctx is None:
-                continue
-            response = notice.message if isinstance(notice.message, SipResponse) else None
-            self._outcomes[ctx.purpose](ctx, response, now)
+            try:
+                self._process_notice(notice, now)
+            except DecodeError as exc:  # a header only read on use turned out malformed
+                self.count(f"undecodable_{exc.reason}")
+                log.debug("dropping %s: %s", type(notice.message).__name__, exc)
+
+    def _process_notice(self, notice: TxNotice, now: float) -> None:
+        tx = notice.tx
+        if not tx.is_client:
+            if isinstance(notice.message, SipRequest) and notice.message.method == "ACK":
+                self.on_ack(notice.message, now)
+            return
+        ctx = self._client_ctx.get(tx.tx_id)
+        if ctx is None:
+            return
+        response = notice.message if isinstance(notice.message, SipResponse) else None
+        self._outcomes[ctx.purpose](ctx, response, now)
 
     def _simple_outcome(self, ctx: ClientContext, response: SipResponse | None,
                         now: float) -> None:
