@@ -265,6 +265,11 @@ def gateway_seeds(mesh: bool) -> list[bytes]:
     addr: Address = CLIENT if not mesh else ("198.51.100.7", 5060)
     src, dst = ("alice", "bob") if not mesh else ("bob", "alice")
     sdp = client_sdp(addr[0], 40000)
+    if mesh:    # as the peer's gateway sends it: rewritten by its media relay (key, nonce)
+        peer_relay = MediaRelay(identity("peer"),
+                                SequentialPortAllocator("198.51.100.7", 20000, 20010),
+                                random.Random(4))
+        sdp = peer_relay.rewrite_sdp(SdpPath.CLIENT_TO_MESH, "c1", sdp, 0.0)
     invite = request("INVITE", dst, src, addr, call_id="c1", body=sdp,
                      content_type="application/sdp")
     ack = request("ACK", dst, src, addr, call_id="c1", branch="z9hG4bK-ack")
