@@ -253,7 +253,11 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
         if isinstance(message, SipRequest) and message.method != "ACK":
             request = stamp_via(message, src)
             if self.txl.match_request(request) is None:
-                tx = self.txl.start_server(request, response_address(request), now)
+                try:
+                    tx = self.txl.start_server(request, response_address(request), now)
+                except LocalProtocolError:
+                    self.count("server_tx_refused")
+                    return
                 self.reject_request(tx, request, 505, now)
 
     def _on_response(self, response: SipResponse, now: float) -> None:

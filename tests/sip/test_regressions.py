@@ -50,3 +50,21 @@ def test_answer_with_malformed_contact_is_counted_not_raised(status: str) -> Non
     while (event := ua.next_event()) is not None:
         events.append(event)
     assert any(isinstance(e, CallEstablished) for e in events)
+
+
+def rfc2543_options(to_tag: str, version: str = "SIP/2.0") -> bytes:
+    return (f"OPTIONS sip:alice@incident.local {version}\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=old-style-1\r\n"
+            f"From: <sip:bob@incident.local>;tag=fb\r\nTo: <sip:alice@incident.local>{to_tag}\r\n"
+            f"Call-ID: x1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def test_505_answer_colliding_with_an_rfc2543_transaction_is_counted_not_raised() -> None:
+    """RFC 2543 transactions share a key when only the To tag differs; the 505 answer to a
+    wrong-version request tried to create a second one and LocalProtocolError escaped
+    UserAgent.receive (fuzz target ua_receive)."""
+    ua, _invite = calling_ua()
+    ua.receive(rfc2543_options(""), PROXY, 0.2)
+    ua.receive(rfc2543_options(";tag=other", "SIP/4.0"), PROXY, 0.3)
+    assert ua.counters.get("undecodable_version") == 1
+    assert ua.counters.get("server_tx_refused") == 1
