@@ -23,6 +23,7 @@ import socket
 from collections.abc import Callable
 from typing import Final
 
+from meshcomm.errors import DecodeError
 from meshcomm.node.gateway_types import (
     MAX_SIP_MESSAGE_BYTES,
     TCP_HOST_PREFIX,
@@ -46,8 +47,9 @@ _CONTENT_LENGTH_RE: Final = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-
 Deliver = Callable[[bytes, Address], None]
 
 
-class FramingError(Exception):
-    """The TCP stream is not framed SIP (the connection is closed)."""
+class FramingError(DecodeError):
+    """The TCP stream is not framed SIP (the connection is closed). A DecodeError, so
+    ``content_length_untrusted`` keeps the contract of rule 6."""
 
 
 def content_length_untrusted(head: bytes) -> int:
