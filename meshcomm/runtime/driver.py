@@ -41,6 +41,7 @@ from meshcomm.node.storeforward import SfPersist
 from meshcomm.overlay.core import WhoEntry
 from meshcomm.overlay.media import MediaReceived
 from meshcomm.runtime.media_io import MediaIO
+from meshcomm.runtime.onetimer import OneTimer
 from meshcomm.runtime.sipgw import SipSockets
 from meshcomm.types import Datagram, LinkAddr
 from radios.base import LINK_ADDR_SEPARATOR, Radio
@@ -83,8 +84,7 @@ class NodeDriver:
         self.counters: dict[str, int] = {"tx_unknown_radio": 0, "tx_errors": 0,
                                          "journal_flush_errors": 0, "media_send_errors": 0,
                                          "sf_persist_errors": 0}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = OneTimer(loop, self._on_timer)
         self._flush_pending = False
         self._closed = False
 
@@ -105,9 +105,7 @@ class NodeDriver:
         if self._closed:
             return
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         for radio in self.radios.values():
             radio.close()
         if self.journal is not None:
@@ -120,7 +118,7 @@ class NodeDriver:
     @property
     def armed_at(self) -> float | None:
         """Loop time the one timer is armed for (None: no timer)."""
-        return self._timer_at if self._timer is not None else None
+        return self._timer.armed_at
 
     def now(self) -> float:
         return self.loop.time()
@@ -143,8 +141,6 @@ class NodeDriver:
         self.pump()
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         if self._closed:
             return
         self.core.on_timer(self.now())
@@ -284,12 +280,4 @@ class NodeDriver:
         return self.journal.durable_seq
 
     def _arm(self) -> None:
-        when = self.core.next_timer()
-        if when == self._timer_at and self._timer is not None:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = when
-        if when is not None:
-            self._timer = self.loop.call_at(when, self._on_timer)
+        self._timer.arm(self.core.next_timer())

@@ -31,6 +31,7 @@ from meshcomm.media.packet import Channel
 from meshcomm.media.relay import MediaCallEnded, MediaConfig, MediaRelay
 from meshcomm.media.session import ClientPacket, LocalPorts, MeshMedia
 from meshcomm.overlay.media import MediaReceived
+from meshcomm.runtime.onetimer import OneTimer
 from meshcomm.security.identity import Identity
 
 log = logging.getLogger(__name__)
@@ -193,8 +194,7 @@ class MediaIO:
         self.ports = UdpMediaPorts(loop, bind_host, self._from_client, port_range)
         # Media nonces must be unpredictable: system randomness unless a test seeds one.
         self.relay = MediaRelay(identity, self.ports, rng or random.SystemRandom(), config)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = OneTimer(loop, self._on_timer)
         self._closed = False
 
     # ------------------------------------------------------------ gateway side
@@ -232,19 +232,9 @@ class MediaIO:
                 self.ended_sink(event)
         if self._closed:
             return
-        when = self.relay.next_timer()
-        if when == self._timer_at and self._timer is not None:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = when
-        if when is not None:
-            self._timer = self.loop.call_at(when, self._on_timer)
+        self._timer.arm(self.relay.next_timer())
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         if self._closed:
             return
         self.relay.on_timer(self.loop.time())
@@ -267,7 +257,5 @@ class MediaIO:
             self.relay.end_call(call_id, now)
         self._settle()
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         self.ports.close()

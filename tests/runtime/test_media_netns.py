@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 
 from tests.envcheck import require_root
-from tests.integration.nodes import REPO, Node, diagnostics, make_nodes, start, stop_all, wait_for
+from tests.integration.nodes import (
+    REPO,
+    Node,
+    diagnostics,
+    make_nodes,
+    start_quick_handsets,
+    stop_all,
+    wait_for,
+)
 from tests.runtime.ua_media import PACKET_INTERVAL_S
 from tools.testbed import Testbed, chain
 
@@ -59,14 +67,7 @@ def test_call_between_two_namespaced_handsets_carries_rtp_both_ways(tmp_path: Pa
     with chain(2) as tb:
         nodes = make_nodes(tb, tmp_path)
         try:
-            for node in nodes:
-                argv = [sys.executable, "-m", "meshcomm.cli.main", "handset",
-                        "--data-dir", str(node.data_dir), "--name", f"unit{node.index}",
-                        "--radio", f"udp:{tb.interfaces(node.index)[0]}",
-                        "--set", "overlay.hello_interval_s=0.3",
-                        "--set", "overlay.neighbour_timeout_s=1.5",
-                        "--shutdown-grace", "0.2"]
-                start(tb, node, argv)
+            start_quick_handsets(tb, nodes)
             want = {"sip:unit0@incident.local", "sip:unit1@incident.local"}
             took = wait_for(lambda: all(n.who_aors() == want for n in nodes), CONVERGE_S)
             assert took is not None, diagnostics(nodes)
