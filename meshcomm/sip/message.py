@@ -245,6 +245,15 @@ class _MessageAccess:
         """Copy with ``headers`` (already normalised) and ``body``; ``length_ok`` says the
         headers hold exactly one Content-Length, equal to the body's size, so they need no
         fixing."""
+        data = self.body if body is None else body
+        if not length_ok or body is not None:
+            headers = _fix_length(headers, len(data))
+        return self._copy_with(headers, data, _derived_cache(self._cache))
+
+    def _copy_with(
+        self, headers: tuple[tuple[str, str], ...], body: bytes, cache: dict[str, object]
+    ) -> Self:
+        """Same start line and defects, these parts (built without re-validation)."""
         raise NotImplementedError  # pragma: no cover - overridden by both message classes
 
     def with_header(self, name: str, value: str) -> Self:
@@ -382,25 +391,11 @@ class SipRequest(_MessageAccess):
     def _start_line(self) -> str:
         return f"{self.method} {self.uri} SIP/2.0"
 
-    def _derive(
-        self,
-        headers: tuple[tuple[str, str], ...],
-        body: bytes | None = None,
-        *,
-        length_ok: bool = False,
+    def _copy_with(
+        self, headers: tuple[tuple[str, str], ...], body: bytes, cache: dict[str, object]
     ) -> Self:
-        data = self.body if body is None else body
-        return cast(
-            Self,
-            _new_request(
-                self.method,
-                self.uri,
-                headers if length_ok and body is None else _fix_length(headers, len(data)),
-                data,
-                self.defects,
-                _derived_cache(self._cache),
-            ),
-        )
+        msg = _new_request(self.method, self.uri, headers, body, self.defects, cache)
+        return cast(Self, msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,25 +422,11 @@ class SipResponse(_MessageAccess):
     def _start_line(self) -> str:
         return f"SIP/2.0 {self.status} {self.reason}"
 
-    def _derive(
-        self,
-        headers: tuple[tuple[str, str], ...],
-        body: bytes | None = None,
-        *,
-        length_ok: bool = False,
+    def _copy_with(
+        self, headers: tuple[tuple[str, str], ...], body: bytes, cache: dict[str, object]
     ) -> Self:
-        data = self.body if body is None else body
-        return cast(
-            Self,
-            _new_response(
-                self.status,
-                self.reason,
-                headers if length_ok and body is None else _fix_length(headers, len(data)),
-                data,
-                self.defects,
-                _derived_cache(self._cache),
-            ),
-        )
+        msg = _new_response(self.status, self.reason, headers, body, self.defects, cache)
+        return cast(Self, msg)
 
 
 _new = object.__new__
