@@ -15,8 +15,6 @@ Aor = NewType("Aor", str)
 #: (for example ``"wlan0|fe80::1"`` for UDP, ``"eth1|02:00:00:00:00:01"`` for raw frames,
 #: ``"n17"`` in the simulator). Cores never parse it; they only hand it back to the driver.
 LinkAddr = NewType("LinkAddr", str)
-#: An incident (overlay) identifier; every signature covers it.
-IncidentId = NewType("IncidentId", str)
 
 NODE_ID_LEN = 32
 PUBLIC_KEY_LEN = 32
@@ -29,10 +27,6 @@ class Datagram:
 
     data: bytes
     dst: LinkAddr | None = None
-
-
-class Event(Protocol):
-    """Marker protocol for events returned by ``next_event``; events are frozen dataclasses."""
 
 
 class SansIOCore(Protocol):

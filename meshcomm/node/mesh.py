@@ -42,7 +42,6 @@ class _Registration:
     aor: Aor
     contacts: tuple[str, ...]
     refresh_at: float
-    binding: Binding | None = None
 
 
 class MeshNode:
@@ -120,7 +119,6 @@ class MeshNode:
                                seq=self.overlay.next_seq(), aor=reg.aor, contacts=reg.contacts,
                                issued_at=self.overlay.wall_time(now), lifetime_s=lifetime,
                                caps=self.settings.caps, credential=self.credential)
-        reg.binding = binding
         factor = REFRESH_FRACTION * self.rng.uniform(1 - REFRESH_JITTER, 1 + REFRESH_JITTER)
         reg.refresh_at = now + lifetime * factor
         self.overlay.announce(binding, now)

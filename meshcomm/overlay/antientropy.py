@@ -18,7 +18,7 @@ from meshcomm.errors import DecodeError
 from meshcomm.location.binding import RECORD_ID_LEN, binding_from_envelope_untrusted
 from meshcomm.location.table import DIGEST_BUCKETS, MergeOutcome, bucket_of
 from meshcomm.overlay.timers import TimerKind
-from meshcomm.types import LinkAddr, NodeId
+from meshcomm.types import SIGNATURE_LEN, LinkAddr, NodeId
 from meshcomm.wire import codec, limits
 from meshcomm.wire.envelope import (
     MAX_AGE_MS,
@@ -88,8 +88,7 @@ class AntiEntropy:
         last = self._answered.get(src)
         if last is not None and now - last < self.o.config.anti_entropy_interval_s * 0.4:
             return
-        if not env.verify(self.o.verifier):
-            self.o.drop("bad_signature", src, now)
+        if not self.o.verified(env, src, now):
             return
         self._answered[src] = now
         self._send_summaries(differing, src)
@@ -122,8 +121,7 @@ class AntiEntropy:
             pair = codec.read_tuple(item, "summary.entry", 2)
             rid = codec.read_bytes(pair[0], "summary.id", exact=RECORD_ID_LEN)
             theirs[rid] = codec.read_int(pair[1], "summary.seq")
-        if not env.verify(self.o.verifier):
-            self.o.drop("bad_signature", src, now)
+        if not self.o.verified(env, src, now):
             return
         push: list[bytes] = []
         for b in buckets:
@@ -146,8 +144,7 @@ class AntiEntropy:
     def on_pull(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         ids = [codec.read_bytes(r, "pull.id", exact=RECORD_ID_LEN)
                for r in codec.read_list(env.payload, "pull", limits.MAX_PULL_IDS)]
-        if not env.verify(self.o.verifier):
-            self.o.drop("bad_signature", src, now)
+        if not self.o.verified(env, src, now):
             return
         self.send_records(ids, now)
 
@@ -193,8 +190,7 @@ class AntiEntropy:
 
     def on_records(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         items = codec.read_list(env.payload, "records", limits.MAX_RECORDS_PER_FRAME)
-        if not env.verify(self.o.verifier):
-            self.o.drop("bad_signature", src, now)
+        if not self.o.verified(env, src, now):
             return
         changed = False
         for item in items:
@@ -202,7 +198,7 @@ class AntiEntropy:
                 fields = codec.read_tuple(item, "record", 6)
                 inner = decode_signed_untrusted(
                     codec.read_bytes(fields[0], "record.signed"),
-                    codec.read_bytes(fields[1], "record.signature", exact=64))
+                    codec.read_bytes(fields[1], "record.signature", exact=SIGNATURE_LEN))
                 age_ms = codec.read_int(fields[2], "record.age_ms", 0, MAX_AGE_MS)
                 metric = codec.read_int(fields[3], "record.metric", -1, MAX_METRIC)
                 hops = codec.read_int(fields[4], "record.hops", -1, limits.MAX_HOPS)

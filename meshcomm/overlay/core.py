@@ -211,18 +211,14 @@ class GossipOverlay:
         self._events.append(event)
 
     def queue_raw(self, dgram: Datagram, tag: str) -> None:
-        """Queue an already-encoded frame (media) and count it."""
+        """Queue an encoded frame and count it by tag."""
         self._out.append(dgram)
         self.counters["tx_frames"] += 1
         self.counters["tx_bytes"] += len(dgram.data)
         self.counters[f"tx_{tag}"] += 1
 
     def transmit(self, env: Envelope, hop: Hop, dst: LinkAddr | None, tag: str) -> None:
-        frame = encode_frame(env, hop)
-        self._out.append(Datagram(frame, dst))
-        self.counters["tx_frames"] += 1
-        self.counters["tx_bytes"] += len(frame)
-        self.counters[f"tx_{tag}"] += 1
+        self.queue_raw(Datagram(encode_frame(env, hop), dst), tag)
 
     def seal(self, msg_type: MsgType, payload: object) -> Envelope:
         return seal(self.identity, msg_type, self.incident, self.next_seq(), payload)
@@ -247,6 +243,21 @@ class GossipOverlay:
         if len(self._seen) >= self.config.seen_cache_entries:
             del self._seen[next(iter(self._seen))]
         self._seen[digest] = ok
+
+    def verified(self, env: Envelope, src: LinkAddr, now: float) -> bool:
+        """Check an envelope's signature (cached); a forgery is counted and journaled."""
+        if env.verify(self.verifier):
+            return True
+        self.drop("bad_signature", src, now)
+        return False
+
+    def next_hop_to(self, dst: NodeId, now: float) -> LinkAddr | None:
+        """Link address to send to for ``dst``: the neighbour itself, else its route."""
+        nb = self.neighbours.by_id.get(dst)
+        if nb is not None:
+            return nb.addr
+        route = self.routes.get(dst, now)
+        return route.next_hop if route is not None else None
 
     def verified_first_copy(self, env: Envelope, src: LinkAddr, now: float) -> bool:
         """True for a new envelope whose signature checks out; counts duplicates."""
@@ -318,8 +329,7 @@ class GossipOverlay:
         if known is not None and known.node_id == env.origin and env.seq <= known.last_seq:
             self.drop("replayed", src, now)
             return
-        if not env.verify(self.verifier):
-            self.drop("bad_signature", src, now)
+        if not self.verified(env, src, now):
             return
         nb, is_new = self.neighbours.upsert(node_id=env.origin, key=env.origin_key, addr=src,
                                             role=role, hello_no=hello_no, seq=env.seq, now=now)

@@ -55,6 +55,7 @@ class UnicastReceived:
 @dataclass(slots=True)
 class PendingHop:
     envelope: Envelope
+    dst: NodeId
     hop: Hop
     next_hop: LinkAddr
     tries: int
@@ -75,10 +76,6 @@ class Forwarder:
         self._awaiting_ack: dict[bytes, PendingHop] = {}
         self._reassembly: dict[tuple[bytes, bytes], _Reassembly] = {}
         self._message_no = 0
-
-    @property
-    def pending(self) -> int:
-        return len(self._awaiting_ack)
 
     def send(self, dst: NodeId, kind: int, body: bytes, now: float, *,
              best_effort: bool = False) -> bytes:
@@ -108,9 +105,7 @@ class Forwarder:
 
     def _forward(self, env: Envelope, hop: Hop, dst: NodeId, now: float,
                  best_effort: bool) -> None:
-        route = self.o.routes.get(dst, now)
-        nb = self.o.neighbours.by_id.get(dst)
-        next_addr = nb.addr if nb is not None else (route.next_hop if route else None)
+        next_addr = self.o.next_hop_to(dst, now)
         if next_addr is None or len(self._awaiting_ack) >= self.o.config.max_pending_unicast:
             self._scoped_flood(env, hop, now)
             return
@@ -121,7 +116,7 @@ class Forwarder:
         if best_effort:
             return
         due = now + self.o.config.ack_timeout_s
-        self._awaiting_ack[env.digest] = PendingHop(env, out, next_addr, 0, due)
+        self._awaiting_ack[env.digest] = PendingHop(env, dst, out, next_addr, 0, due)
         self.o.schedule(due, TimerKind.RETRANSMIT, env.digest)
 
     def _scoped_flood(self, env: Envelope, hop: Hop, now: float) -> None:
@@ -142,7 +137,7 @@ class Forwarder:
             return
         del self._awaiting_ack[digest]
         self.o.counters["unicast_next_hop_failed"] += 1
-        dst = _read_unicast(pending.envelope.payload)[0]
+        dst = pending.dst
         route = self.o.routes.get(dst, now)
         if route is not None and route.next_hop == pending.next_hop:
             self.o.routes.drop(dst)
@@ -154,8 +149,7 @@ class Forwarder:
         pending = self._awaiting_ack.get(digest)
         if pending is None or pending.next_hop != src:
             return
-        if not env.verify(self.o.verifier):
-            self.o.drop("bad_signature", src, now)
+        if not self.o.verified(env, src, now):
             return
         del self._awaiting_ack[digest]
         self.o.counters["unicast_acked"] += 1

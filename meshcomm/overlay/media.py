@@ -118,9 +118,7 @@ class MediaForwarder:
 
     def _forward(self, fid: bytes, dst: bytes, origin: bytes, stream: bytes, ttl: int,
                  payload: bytes, now: float) -> None:
-        nb = self.o.neighbours.by_id.get(NodeId(dst))
-        route = self.o.routes.get(NodeId(dst), now)
-        next_hop = nb.addr if nb is not None else (route.next_hop if route else None)
+        next_hop = self.o.next_hop_to(NodeId(dst), now)
         if next_hop is None:
             self.o.counters["media_no_route"] += 1
             return

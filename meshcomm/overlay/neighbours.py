@@ -24,7 +24,6 @@ class Neighbour:
     key: bytes
     addr: LinkAddr
     role: str
-    first_heard: float
     last_heard: float
     last_hello_no: int
     last_seq: int
@@ -79,7 +78,7 @@ class NeighbourTable:
             self.remove(nb)  # another device took over that link address
             nb = None
         if nb is None:
-            nb = Neighbour(node_id, key, addr, role, now, now, hello_no, seq, alpha=self.alpha)
+            nb = Neighbour(node_id, key, addr, role, now, hello_no, seq, alpha=self.alpha)
             self.by_addr[addr] = nb
             self.by_id[node_id] = nb
             return nb, True

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from meshcomm.errors import DecodeError, TrustError
 from meshcomm.security.identity import Identity, verify_signature
+from meshcomm.types import SIGNATURE_LEN
 from meshcomm.wire import codec, limits
 
 CREDENTIAL_DOMAIN = "meshcomm-credential-v1"
@@ -69,7 +70,7 @@ def decode_credential_untrusted(data: bytes) -> Credential:
     outer = codec.read_tuple(codec.unpack_untrusted(data, max_bytes=limits.MAX_CREDENTIAL_BYTES),
                              "credential", 2)
     body = codec.read_bytes(outer[0], "credential.body", max_len=limits.MAX_CREDENTIAL_BYTES)
-    sig = codec.read_bytes(outer[1], "credential.signature", exact=64)
+    sig = codec.read_bytes(outer[1], "credential.signature", exact=SIGNATURE_LEN)
     fields = codec.read_tuple(codec.unpack_untrusted(body), "credential.fields", 7)
     if fields[0] != CREDENTIAL_DOMAIN:
         raise DecodeError("not a meshcomm credential")

@@ -23,7 +23,7 @@ from typing import Any
 from meshcomm.errors import DecodeError
 from meshcomm.security.identity import Identity, node_id_of
 from meshcomm.security.verify import SignatureVerifier
-from meshcomm.types import NodeId
+from meshcomm.types import SIGNATURE_LEN, NodeId
 from meshcomm.wire import codec, limits
 
 SIGNATURE_DOMAIN = b"meshcomm-envelope-v1\x00"
@@ -125,7 +125,7 @@ def decode_frame_untrusted(data: bytes) -> tuple[Envelope, Hop]:
     # generic depth walk is only needed for the signed part, which carries the payload.
     outer = codec.read_tuple(codec.unpack_untrusted(data, check_depth=False), "frame", 3)
     signed = codec.read_bytes(outer[0], "signed", max_len=limits.MAX_DATAGRAM_BYTES)
-    signature = codec.read_bytes(outer[1], "signature", exact=64)
+    signature = codec.read_bytes(outer[1], "signature", exact=SIGNATURE_LEN)
     raw_hop = codec.read_tuple(outer[2], "hop", 5)
     hop = Hop(
         ttl=codec.read_int(raw_hop[0], "ttl", 0, limits.MAX_TTL),
