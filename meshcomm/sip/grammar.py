@@ -37,24 +37,19 @@ MAX_DELTA_SECONDS: Final = 2**32 - 1
 """RFC 3261 §25.1: delta-seconds beyond this are out of range."""
 MAX_MAX_FORWARDS: Final = 255
 
-SIP_VERSION: Final = "SIP/2.0"
-
 # ---------------------------------------------------------------------------- characters
 TOKEN_CHARS: Final = r"A-Za-z0-9\-.!%*_+`'~"
 TOKEN_RE: Final = re.compile(rf"[{TOKEN_CHARS}]+")
 UNRESERVED: Final = "A-Za-z0-9\\-_.!~*'()"
 _WORD_RE: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+")
 CALL_ID_RE: Final = re.compile(rf"{_WORD_RE.pattern}(?:@{_WORD_RE.pattern})?")
-DIGITS_RE: Final = re.compile(r"[0-9]+")
 
 _HOSTNAME_RE: Final = re.compile(
     r"(?:[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?\.)*[a-z](?:[a-z0-9\-]*[a-z0-9])?\.?"
 )
 _IPV4_RE: Final = re.compile(r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}")
-QUOTED_RE: Final = re.compile(r'"((?:[^"\\]|\\[\s\S])*)"')
 _QUOTED_PAIR_RE: Final = re.compile(r"\\([\s\S])")
 _NEEDS_QUOTE_ESCAPE_RE: Final = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
-_FOLD_RE: Final = re.compile(r"\r\n[ \t]+")
 
 # One element of a comma-separated header value: quoted strings, <...> and (...) are opaque.
 _LIST_ELEMENT_RE: Final = re.compile(
@@ -128,11 +123,6 @@ def check_header_value(value: str) -> str:
     if value.isascii():  # the round trip below cannot change ASCII text
         return value.strip()
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape").strip()
-
-
-def unfold(value: str) -> str:
-    """Replace each line fold (CRLF followed by SP/HTAB) with one SP (RFC 3261 §7.3.1)."""
-    return _FOLD_RE.sub(" ", value) if "\r\n" in value else value
 
 
 # ---------------------------------------------------------------------------- lists

@@ -23,9 +23,6 @@ MAX_MEDIA_DESCRIPTIONS = 16
 MAX_FORMATS_PER_MEDIA = 64
 MAX_ATTRIBUTES_PER_SECTION = 128
 MAX_PORT = 65535
-#: RFC 3551: dynamic payload types.
-DYNAMIC_PT_MIN = 96
-DYNAMIC_PT_MAX = 127
 
 _SESSION_TYPES = frozenset("vosiuepcbtrzka")
 _MEDIA_TYPES = frozenset("icbka")
