@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-import msgpack
-
 from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
@@ -31,6 +29,7 @@ from meshcomm.sim.baseline import NaiveFloodNode
 from meshcomm.sim.metrics import Metrics
 from meshcomm.sim.topology import LinkSpec, Topology
 from meshcomm.types import LinkAddr
+from meshcomm.wire import codec
 from meshcomm.wire.envelope import Envelope, Hop, decode_frame_untrusted
 
 #: Radio bit rate used for airtime (802.11 basic rate for broadcast frames).
@@ -223,9 +222,6 @@ class Simulator:
         self._arm(slot)
 
     # ------------------------------------------------------------ the medium
-    def _linked(self, a: str, b: str) -> bool:
-        return frozenset((a, b)) not in self._cut
-
     def _after(self, slot: _Slot) -> None:
         core = slot.core
         if core is None:
@@ -252,8 +248,9 @@ class Simulator:
             spec = links.get(dst)
             targets = [] if spec is None else [(dst, spec)]
         rnd = self._medium_rng.random
+        cut = self._cut  # empty unless a partition is in force: skip the set lookups
         for name, spec in targets:
-            if not self._linked(src, name):
+            if cut and frozenset((src, name)) in cut:
                 continue
             if spec.loss and rnd() < spec.loss:
                 self.counters["medium_lost"] += 1
@@ -263,8 +260,8 @@ class Simulator:
     def _record(self, name: str, rec: JournalRecord) -> None:
         if self.journal is not None:
             self.journal.setdefault(name, []).append((self.now, rec))
-        self._trace.update(msgpack.packb([round(self.now, 6), name, rec.type.value,
-                                          dict(rec.data)], use_bin_type=True))
+        self._trace.update(codec.pack([round(self.now, 6), name, rec.type.value,
+                                       dict(rec.data)]))
         if rec.type in (J.BINDING_LEARNED, J.BINDING_UPDATED):
             record = rec.data.get("record")
             seq = rec.data.get("seq")
