@@ -104,7 +104,6 @@ class NeighbourTable:
 
     def hello_report(self, now: float, limit: int) -> list[list[object]]:
         """[[short id, quality 0-255], ...] of the best-heard neighbours, for our HELLO."""
-        ranked = sorted(self.by_addr.values(),
-                        key=lambda n: -n.quality(now, self.hello_interval_s))[:limit]
-        return [[nb.node_id[:4], min(255, int(nb.quality(now, self.hello_interval_s) * 255))]
-                for nb in ranked]
+        rated = sorted(((nb.quality(now, self.hello_interval_s), nb.node_id[:4])
+                        for nb in self.by_addr.values()), reverse=True)[:limit]
+        return [[short, min(255, int(q * 255))] for q, short in rated]
