@@ -356,7 +356,7 @@ async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,
         async with asyncio.TaskGroup() as tg:
             serve_task = tg.create_task(server.serve(tg))
             sip_tcp_task = _serve_sip_tcp(driver, tg)
-            checkpoint_task = tg.create_task(_checkpoints(driver, info, stop))
+            checkpoint_task = tg.create_task(_checkpoints(driver, stop))
             register_task = tg.create_task(_register_after(driver, info, delay_s))
             if on_ready is not None:
                 on_ready(driver, info)
@@ -365,7 +365,7 @@ async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,
             register_task.cancel()
             driver.shutdown()
             await asyncio.sleep(options.shutdown_grace_s)
-            _checkpoint(driver, info)
+            _checkpoint(driver)
             serve_task.cancel()
             checkpoint_task.cancel()
             if sip_tcp_task is not None:
@@ -391,7 +391,7 @@ async def _register_after(driver: NodeDriver, info: NodeInfo, delay_s: float) ->
     log.info("announced %s (contact %s)", info.aor, info.contact)
 
 
-def _checkpoint(driver: NodeDriver, info: NodeInfo) -> None:
+def _checkpoint(driver: NodeDriver) -> None:
     journal = driver.journal
     if journal is None or driver.closed:
         return
@@ -400,7 +400,7 @@ def _checkpoint(driver: NodeDriver, info: NodeInfo) -> None:
     driver.flush_journal()
 
 
-async def _checkpoints(driver: NodeDriver, info: NodeInfo, stop: asyncio.Event) -> None:
+async def _checkpoints(driver: NodeDriver, stop: asyncio.Event) -> None:
     while not stop.is_set():
         await asyncio.sleep(CHECKPOINT_INTERVAL_S)
-        _checkpoint(driver, info)
+        _checkpoint(driver)
