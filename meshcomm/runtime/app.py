@@ -235,37 +235,28 @@ async def _run_locked(options: NodeOptions,
                     contact_for(aor, identity.node_id), cfg.node.role.value,
                     cfg.node.incident, data_dir, epoch)
     impairment = parse_impairment(cfg.radio.impairment) if cfg.radio.impairment else None
-    radios = await open_radios(options.radio_specs, impairment, identity.node_id)
-    try:
+    sf_storage: SfStorage | None = None
+    # Until the driver owns them, what is opened is closed again if a later step fails.
+    with contextlib.ExitStack() as opened:
+        radios = await open_radios(options.radio_specs, impairment, identity.node_id)
+        for radio in radios:
+            opened.callback(radio.close)
         journal = _open_journal(data_dir / JOURNAL_FILE, identity.node_id)
-    except BaseException:
-        for radio in radios:
-            radio.close()
-        raise
-    loop = asyncio.get_running_loop()
-    rng = random.Random(options.seed if options.seed is not None else secrets.randbits(64))
-    wall_offset_s = time.time() - time.monotonic()
-    node = MeshNode(identity, mesh_settings(cfg), verifier=SignatureVerifier(), rng=rng,
-                    now=loop.time(), seq_base=epoch << 32, wall_offset_s=wall_offset_s,
-                    credential=credential)
-    try:
+        opened.callback(journal.close)
+        loop = asyncio.get_running_loop()
+        rng = random.Random(options.seed if options.seed is not None else secrets.randbits(64))
+        wall_offset_s = time.time() - time.monotonic()
+        node = MeshNode(identity, mesh_settings(cfg), verifier=SignatureVerifier(), rng=rng,
+                        now=loop.time(), seq_base=epoch << 32, wall_offset_s=wall_offset_s,
+                        credential=credential)
         sockets = await _open_sip(cfg)
-    except BaseException:
-        journal.close()
-        for radio in radios:
-            radio.close()
-        raise
-    sip_node = media = sf_storage = None
-    if sockets is not None:
-        try:
+        if sockets is not None:
+            opened.callback(sockets.close)
             sf, sf_storage = open_store_forward(data_dir / STORE_FORWARD_FILE, node,
                                                 store_forward_config(cfg), loop.time())
-        except BaseException:
-            sockets.close()
-            journal.close()
-            for radio in radios:
-                radio.close()
-            raise
+        opened.pop_all()
+    sip_node = media = None
+    if sockets is not None:
         media = _media_io(cfg, loop, identity, sockets.host, lambda frame: driver.send_media(frame))
         gateway = SipGateway(node, gateway_config(cfg, sockets), rng=rng, node_aor=aor,
                              now=loop.time(), holder=sf, rewrite_sdp=media.rewrite_sdp,
