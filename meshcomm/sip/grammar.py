@@ -277,8 +277,13 @@ PARAM_RE reads such text the same way split_simple_params does."""
 
 
 def split_simple_params(text: str) -> tuple[tuple[str, str | None], ...]:
-    """``;a=1;b`` -> ``(("a", "1"), ("b", None))``, names lowercased. Only for text a
-    pattern has already checked (no empty items, no ';' inside values)."""
+    """``;a=1;b`` -> ``(("a", "1"), ("b", None))``, names lowercased; ``""`` -> ``()``.
+    Only for text a pattern has already checked (no empty items, no ';' inside values);
+    DecodeError for more than MAX_URI_PARAMS parameters."""
+    if not text:
+        return ()
+    if text.count(";") > MAX_URI_PARAMS:
+        raise DecodeError("too many parameters")
     if text.find(";", 1) < 0:
         name, eq, value = text[1:].partition("=")
         return ((name.lower(), value if eq else None),)

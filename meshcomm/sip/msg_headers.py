@@ -115,12 +115,10 @@ def parse_name_addr_untrusted(text: str) -> NameAddr:
 
 def _name_addr_of_fast_match(f: re.Match[str]) -> NameAddr:
     quoted, tokens, scheme, user, host, port, uri_params, params_text = f.groups()
-    if params_text.count(";") > g.MAX_URI_PARAMS:
-        raise DecodeError("too many parameters")
     addr: NameAddr = _new(NameAddr)
     _set_na_uri(addr, simple_sip_uri_untrusted(scheme, user, host, port, uri_params))
     _set_na_display(addr, quoted if quoted is not None else tokens)
-    _set_na_params(addr, g.split_simple_params(params_text) if params_text else ())
+    _set_na_params(addr, g.split_simple_params(params_text))
     return addr
 
 
@@ -203,17 +201,9 @@ def parse_via_untrusted(text: str) -> Via:
 
 def _via_of_fast_match(f: re.Match[str]) -> Via:
     transport, host_text, port_text, params_text = f.groups()
-    port = None
-    if port_text is not None:
-        port = int(port_text)  # 1 to 5 ASCII digits (the pattern)
-        if port > g.MAX_PORT:
-            raise DecodeError(f"bad port {port_text!r}")
-    params: tuple[tuple[str, str | None], ...] = ()
-    if params_text:
-        if params_text.count(";") > g.MAX_URI_PARAMS:
-            raise DecodeError("too many parameters")
-        params = g.split_simple_params(params_text)
-        _check_via_params(params)
+    port = None if port_text is None else g.parse_port(port_text)
+    params = g.split_simple_params(params_text)
+    _check_via_params(params)
     return _make_via(transport.upper(), g.parse_host(host_text), port, params)
 
 

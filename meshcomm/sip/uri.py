@@ -147,23 +147,13 @@ def simple_sip_uri_untrusted(
     """The URI of one match of SIMPLE_SIP_PATTERN (its four groups), built without the
     frozen dataclass's per-field ``object.__setattr__`` calls. The caller has checked the
     URI length (MAX_URI_BYTES); ``scheme`` is "sip" or "sips"."""
-    port = None
-    if port_text is not None:
-        port = int(port_text)  # 1 to 5 ASCII digits (the pattern)
-        if port > g.MAX_PORT:
-            raise DecodeError(f"bad port {port_text!r}")
-    params: tuple[tuple[str, str | None], ...] = ()
-    if param_text:
-        if param_text.count(";") > g.MAX_URI_PARAMS:
-            raise DecodeError("too many URI parameters")
-        params = g.split_simple_params(param_text)
     uri: SipUri = _new(SipUri)
     _set_scheme(uri, scheme)
     _set_user(uri, user)
     _set_password(uri, None)
     _set_host(uri, g.parse_host(host_text))
-    _set_port(uri, port)
-    _set_params(uri, params)
+    _set_port(uri, None if port_text is None else g.parse_port(port_text))
+    _set_params(uri, g.split_simple_params(param_text))
     _set_headers(uri, ())
     _set_opaque(uri, None)
     return uri
