@@ -68,6 +68,9 @@ _DECODE_REASONS = {"malformed": DropReason.MALFORMED, "truncated": DropReason.TR
 _REPLAY_REASONS = {ReplayVerdict.REPLAY: DropReason.REPLAY,
                    ReplayVerdict.TOO_OLD: DropReason.TOO_OLD}
 _MIN_LOCAL_BYTES = {Channel.RTP: MIN_RTP_BYTES, Channel.RTCP: MIN_RTCP_BYTES}
+#: Per-packet counter names, built once (the packet path only looks them up).
+_TO_MESH = {c: f"{c.name.lower()}_to_mesh" for c in Channel}
+_TO_CLIENT = {c: f"{c.name.lower()}_to_client" for c in Channel}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +97,11 @@ class PeerMedia:
 
     public_key: bytes
     nonce: bytes
+    #: SHA-256 of ``public_key``, computed once: every packet to the peer is addressed by it.
+    node_id: bytes = field(init=False, repr=False, compare=False)
 
-    @property
-    def node_id(self) -> bytes:
-        return node_id_of(self.public_key)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "node_id", node_id_of(self.public_key))
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +217,7 @@ class MediaSession:
                                channel, data)
         leg.send_counter += 1
         self.last_activity_s = now
-        self.counters[f"{channel.name.lower()}_to_mesh"] += 1
+        self.counters[_TO_MESH[channel]] += 1
         return MeshMedia(self.peer.node_id, leg.send_stream, payload)
 
     def from_mesh(self, index: int, payload: bytes, now: float) -> ClientPacket | None:
@@ -251,5 +255,5 @@ class MediaSession:
                 self.drop(DropReason.NO_CLIENT)
                 return None
             via, dst = Channel.RTCP, client.rtcp
-        self.counters[f"{channel.name.lower()}_to_client"] += 1
+        self.counters[_TO_CLIENT[channel]] += 1
         return ClientPacket(self.call_id, leg.index, via, data, dst)
