@@ -143,15 +143,13 @@ def held_status_json(status: HeldStatus, *, own: bool,
 
 def outbox(driver: NodeDriver, request: ControlRequest) -> object:
     """This node's held/sent MESSAGEs (and, with ``"all": true``, custody for others)."""
-    sf = driver.sip.sf if driver.sip is not None else None
-    if sf is None:
+    if driver.sip is None or driver.sip.sf is None:
         return []
+    sf, gateway = driver.sip.sf, driver.sip.gateway
     every = request.args.get("all", False)
     if not isinstance(every, bool):
         raise DecodeError('"all" must be true or false')
-    gateway = driver.sip.gateway if driver.sip is not None else None
-    rows = [held_status_json(s, own=True,
-                             send_id=None if gateway is None else gateway.send_id_of(s.msg_id))
+    rows = [held_status_json(s, own=True, send_id=gateway.send_id_of(s.msg_id))
             for s in sf.outbox()]
     if every:
         rows += [held_status_json(s, own=False) for s in sf.held_for_others()]
