@@ -12,6 +12,7 @@ import random
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import msgpack
 
@@ -47,6 +48,36 @@ MAX_MESSAGES_PER_INPUT = 6
 #: Virtual time between two messages of one input, and the horizon of the timer sweep.
 MESSAGE_SPACING_S = 0.1
 TIMER_SWEEP_S = (0.5, 5.0, 40.0, 400.0)
+
+
+class DrivenCore(Protocol):
+    """What :func:`drive` needs of a sans-IO core (the overlay node, the user agent)."""
+
+    def receive(self, data: bytes, src: Any, now: float) -> None: ...
+
+    def to_send(self, now: float) -> object: ...
+
+    def on_timer(self, now: float) -> None: ...
+
+    def next_event(self) -> object | None: ...
+
+
+def _drain(core: DrivenCore, now: float) -> None:
+    core.to_send(now)
+    while core.next_event() is not None:
+        pass
+
+
+def drive(core: DrivenCore, messages: list[bytes], src: object, now: float) -> None:
+    """Feed ``messages`` from ``src`` MESSAGE_SPACING_S apart, draining output and events
+    after each, then fire the timers of the sweep (see :func:`sweep_timers`)."""
+    for msg in messages:
+        core.receive(msg, src, now)
+        _drain(core, now)
+        now += MESSAGE_SPACING_S
+    for later in TIMER_SWEEP_S:
+        core.on_timer(now + later)
+        _drain(core, now + later)
 
 
 def identity(name: str) -> Identity:

@@ -106,18 +106,7 @@ def credential_seeds() -> list[bytes]:
 def _overlay_receive(verifier_factory: Callable[[], SignatureVerifier]) -> Entry:
     def entry(data: bytes) -> None:
         node = h.mesh_node("fuzzed", verifier=verifier_factory())
-        now = 0.5
-        for frame in h.split_messages(data):
-            node.receive(frame, h.PEER_LINK, now)
-            node.to_send(now)
-            while node.next_event() is not None:
-                pass
-            now += h.MESSAGE_SPACING_S
-        for later in h.TIMER_SWEEP_S:
-            node.on_timer(now + later)
-            node.to_send(now + later)
-            while node.next_event() is not None:
-                pass
+        h.drive(node, h.split_messages(data), h.PEER_LINK, 0.5)
     return entry
 
 
@@ -287,19 +276,7 @@ def media_packet(data: bytes) -> None:
 
 # ====================================================================== SIP
 def ua_receive(data: bytes) -> None:
-    setup = h.user_agent()
-    ua, now = setup.ua, 0.2
-    for msg in h.split_messages(data):
-        ua.receive(msg, ("127.0.0.1", 5060), now)
-        ua.to_send(now)
-        while ua.next_event() is not None:
-            pass
-        now += h.MESSAGE_SPACING_S
-    for later in h.TIMER_SWEEP_S:
-        ua.on_timer(now + later)
-        ua.to_send(now + later)
-        while ua.next_event() is not None:
-            pass
+    h.drive(h.user_agent().ua, h.split_messages(data), ("127.0.0.1", 5060), 0.2)
 
 
 def sip_message(data: bytes) -> None:
