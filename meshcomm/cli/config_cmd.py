@@ -87,7 +87,8 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(texts: list[str]) -> dict[str, Any]:
+def parse_overrides(texts: list[str]) -> dict[str, Any]:
+    """The ``--set SECTION.KEY=VALUE`` flags as an overrides mapping."""
     return dict(parse_override(text) for text in texts)
 
 
@@ -106,7 +107,7 @@ def run_show(args: argparse.Namespace) -> int:
             cfg = load_config(args.file)
         else:
             cfg = NodeConfig()
-        cfg = config_with_overrides(cfg, _overrides(args.overrides))
+        cfg = config_with_overrides(cfg, parse_overrides(args.overrides))
     except ConfigError as exc:
         report_config_error(exc, str(args.file) if args.file is not None else "meshcomm")
         return 1

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from meshcomm.config import NodeSettings, default_data_dir
+from meshcomm.cli.handset_cmd import resolve_data_dir
+from meshcomm.config import NodeConfig
 from meshcomm.runtime.app import data_dir_locked
 from meshcomm.runtime.control import (
     CONTROL_SOCKET_FILE,
@@ -76,11 +76,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def socket_path(args: argparse.Namespace) -> Path:
-    if args.data_dir is not None:
-        data_dir = Path(args.data_dir).expanduser()
-    else:
-        data_dir = Path(default_data_dir(NodeSettings(), os.environ, str(Path.home())))
-    return data_dir / CONTROL_SOCKET_FILE
+    """--data-dir, else the default data dir (as ``meshcomm handset`` resolves it)."""
+    return resolve_data_dir(args, NodeConfig()) / CONTROL_SOCKET_FILE
 
 
 def _request(args: argparse.Namespace, command: ControlCommand,

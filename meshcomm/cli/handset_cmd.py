@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from meshcomm.cli.config_cmd import report_config_error
+from meshcomm.cli.config_cmd import parse_overrides, report_config_error
 from meshcomm.config import (
     NodeConfig,
     Role,
@@ -25,7 +25,6 @@ from meshcomm.config import (
     default_data_dir,
     load_config,
     load_profile,
-    parse_override,
     profile_names,
 )
 from meshcomm.errors import ConfigError
@@ -101,7 +100,7 @@ def _base_config(args: argparse.Namespace) -> NodeConfig:
 
 def build_config(args: argparse.Namespace) -> NodeConfig:
     """The effective config: profile/file/defaults, then --set, then the dedicated flags."""
-    overrides: dict[str, Any] = dict(parse_override(text) for text in args.overrides)
+    overrides = parse_overrides(args.overrides)
     flags = {"node.name": args.name, "node.domain": args.domain,
              "node.incident": args.incident, "radio.impairment": args.impair}
     overrides.update({key: value for key, value in flags.items() if value is not None})
