@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import sqlite3
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,17 +27,10 @@ from meshcomm.journal.store import ROW_COLUMNS
 from meshcomm.journal.verify import verify_journal
 from meshcomm.runtime.app import JOURNAL_FILE, data_dir_locked
 from meshcomm.security.keystore import load_or_create_identity
+from radios.udp import DEFAULT_PORT, MULTICAST_GROUP_V6
 from tests.envcheck import require_root
-from tests.integration.nodes import (
-    Node,
-    diagnostics,
-    handset_argv,
-    make_nodes,
-    start,
-    stop_all,
-    wait_for,
-)
 from tools.testbed import Testbed, chain
+from tools.testbed.nodes import MeshProcess, wait_until
 
 WAIT_S = 15.0
 #: Journal entries the node must have written before the kill.
@@ -46,8 +38,8 @@ MIN_ENTRIES_BEFORE_KILL = 50
 #: Garbage datagrams per burst and pause between bursts of the load thread.
 GARBAGE_BURST = 20
 GARBAGE_PAUSE_S = 0.01
-MESH_PORT = 47923
-MESH_GROUP = "ff02::114"
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 @contextmanager
@@ -63,7 +55,8 @@ def garbage_load(tb: Testbed, node: int, iface: str) -> Iterator[list[int]]:
                 for _ in range(GARBAGE_BURST):
                     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
                         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
-                        sock.sendto(b"\x00garbage", (MESH_GROUP, MESH_PORT, 0, index))
+                        sock.sendto(b"\x00garbage",
+                                    (MULTICAST_GROUP_V6, DEFAULT_PORT, 0, index))
                         sent[0] += 1
                 stop.wait(GARBAGE_PAUSE_S)
 
@@ -74,8 +67,6 @@ def garbage_load(tb: Testbed, node: int, iface: str) -> Iterator[list[int]]:
     finally:
         stop.set()
         thread.join()
-
-pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 def _rows(path: Path, upto_seq: int) -> list[tuple[object, ...]]:
@@ -88,13 +79,13 @@ def _rows(path: Path, upto_seq: int) -> list[tuple[object, ...]]:
         conn.close()
 
 
-def _status(node: Node) -> dict[str, object]:
+def _status(node: MeshProcess) -> dict[str, object]:
     status = node.request("status")
     assert isinstance(status, dict)
     return status
 
 
-def _durable_seq(node: Node) -> int:
+def _durable_seq(node: MeshProcess) -> int:
     journal = _status(node)["journal"]
     assert isinstance(journal, dict)
     seq = journal["durable_seq"]
@@ -105,49 +96,43 @@ def _durable_seq(node: Node) -> int:
 def test_sigkill_loses_no_reported_journal_entry(tmp_path: Path) -> None:
     require_root()
     with chain(2) as tb:
-        nodes = make_nodes(tb, tmp_path)
-        try:
-            for node in nodes:
-                radios = [f"udp:{iface}" for iface in tb.interfaces(node.index)]
-                start(tb, node, handset_argv(node, radios))
-            victim = nodes[0]
-            ok = wait_for(lambda: all(len(n.who_aors() or ()) == 2 for n in nodes), WAIT_S)
-            assert ok is not None, diagnostics(nodes)
-            journal = victim.data_dir / JOURNAL_FILE
-            with garbage_load(tb, 1, tb.iface(1, 0)) as sent:
-                busy = wait_for(lambda: _durable_seq(victim) >= MIN_ENTRIES_BEFORE_KILL,
-                                WAIT_S)
-                assert busy is not None, f"{sent[0]} sent; " + diagnostics(nodes)
-                reported = _durable_seq(victim)
-                before = _rows(journal, reported)
-                assert victim.proc is not None
-                os.killpg(victim.proc.pid, signal.SIGKILL)  # mid-run, no chance to clean up
-                assert victim.proc.wait(timeout=WAIT_S) == -signal.SIGKILL
-            assert not data_dir_locked(victim.data_dir)
+        tb.use_workdir(tmp_path)
+        nodes = [tb.start_node(i, impair="loss=0.1", wait=False) for i in range(2)]
+        victim = nodes[0]
+        ok = wait_until(lambda: all(len(n.who_aors() or ()) == 2 for n in nodes), WAIT_S)
+        assert ok is not None, tb.describe()
+        journal = victim.data_dir / JOURNAL_FILE
+        with garbage_load(tb, 1, tb.iface(1, 0)) as sent:
+            busy = wait_until(lambda: _durable_seq(victim) >= MIN_ENTRIES_BEFORE_KILL,
+                              WAIT_S)
+            assert busy is not None, f"{sent[0]} sent; " + tb.describe()
+            reported = _durable_seq(victim)
+            before = _rows(journal, reported)
+            assert victim.proc is not None
+            os.killpg(victim.proc.pid, signal.SIGKILL)  # mid-run, no chance to clean up
+            assert victim.proc.wait(timeout=WAIT_S) == -signal.SIGKILL
+        assert not data_dir_locked(victim.data_dir)
 
-            rows = _rows(journal, reported)
-            assert [r[0] for r in rows] == list(range(1, reported + 1))
-            assert rows == before
+        rows = _rows(journal, reported)
+        assert [r[0] for r in rows] == list(range(1, reported + 1))
+        assert rows == before
 
-            ident, _ = load_or_create_identity(victim.data_dir)
-            start(tb, victim, handset_argv(victim, [f"udp:{i}" for i in tb.interfaces(0)]))
-            restarted = wait_for(lambda: victim.who_aors() is not None
-                                 and _durable_seq(victim) > reported + 1, WAIT_S)
-            assert restarted is not None, diagnostics(nodes)
-            status = _status(victim)
-            assert status["node_id"] == ident.node_id.hex()
-            assert status["boot_epoch"] == 2
+        ident, _ = load_or_create_identity(victim.data_dir)
+        tb.restart_node(victim.index, signal.SIGKILL, wait=False)  # already dead: starts it
+        restarted = wait_until(lambda: victim.who_aors() is not None
+                               and _durable_seq(victim) > reported + 1, WAIT_S)
+        assert restarted is not None, tb.describe()
+        status = _status(victim)
+        assert status["node_id"] == ident.node_id.hex()
+        assert status["boot_epoch"] == 2
 
-            assert wait_for(lambda: len(victim.who_aors() or ()) == 2, WAIT_S) is not None
-            assert _rows(journal, reported) == before
-            report = verify_journal(journal, ident.public_key)
-            assert report.ok, report.problems
-            assert report.count > reported
-            types = [r[4] for r in _rows(journal, 10**9)[reported:]]
-            assert JournalEventType.NODE_STARTED.value in types
-            print(f"\ncrash safety: {reported} entries reported written before SIGKILL, "
-                  f"all present after restart; journal continued to {report.count} entries "
-                  f"and verifies")
-        finally:
-            stop_all(nodes)
-    assert sys.exc_info()[0] is None
+        assert wait_until(lambda: len(victim.who_aors() or ()) == 2, WAIT_S) is not None
+        assert _rows(journal, reported) == before
+        report = verify_journal(journal, ident.public_key)
+        assert report.ok, report.problems
+        assert report.count > reported
+        types = [r[4] for r in _rows(journal, 10**9)[reported:]]
+        assert JournalEventType.NODE_STARTED.value in types
+        print(f"\ncrash safety: {reported} entries reported written before SIGKILL, "
+              f"all present after restart; journal continued to {report.count} entries "
+              f"and verifies")

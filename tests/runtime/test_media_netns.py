@@ -15,17 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.envcheck import require_root
-from tests.integration.nodes import (
-    REPO,
-    Node,
-    diagnostics,
-    make_nodes,
-    start_quick_handsets,
-    stop_all,
-    wait_for,
-)
+from tests.integration.nodes import ctl_json, start_quick_handsets
 from tests.runtime.ua_media import PACKET_INTERVAL_S
 from tools.testbed import Testbed, chain
+from tools.testbed.nodes import REPO, MeshProcess, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 CONVERGE_S = 20.0
@@ -39,16 +32,10 @@ def _phone(tb: Testbed, index: int, *args: str) -> subprocess.Popen[bytes]:
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
 
 
-def _status(tb: Testbed, node: Node) -> dict[str, object]:
-    out = tb.run(node.index, [sys.executable, "-m", "meshcomm.cli.main", "ctl", "--data-dir",
-                              str(node.data_dir), "--timeout", "12", "status", "--json"])
-    status = json.loads(out)
+def _media(tb: Testbed, node: MeshProcess) -> dict[str, object]:
+    status = ctl_json(tb, node, "status")
     assert isinstance(status, dict)
-    return status
-
-
-def _media(tb: Testbed, node: Node) -> dict[str, object]:
-    media = _status(tb, node)["media"]
+    media = status["media"]
     assert isinstance(media, dict)
     return media
 
@@ -65,34 +52,31 @@ def _report(proc: subprocess.Popen[bytes]) -> dict[str, object]:
 def test_call_between_two_namespaced_handsets_carries_rtp_both_ways(tmp_path: Path) -> None:
     require_root()
     with chain(2) as tb:
-        nodes = make_nodes(tb, tmp_path)
-        try:
-            start_quick_handsets(tb, nodes)
-            want = {"sip:unit0@incident.local", "sip:unit1@incident.local"}
-            took = wait_for(lambda: all(n.who_aors() == want for n in nodes), CONVERGE_S)
-            assert took is not None, diagnostics(nodes)
-            callee = _phone(tb, 1, "callee", "--user", "bob")
-            seen = wait_for(lambda: BOB in (nodes[0].who_aors() or set()), CONVERGE_S)
-            assert seen is not None, diagnostics(nodes)
-            caller = _phone(tb, 0, "caller", "--user", "alice", "--to", BOB,
-                            "--seconds", str(CALL_S))
-            a, b = _report(caller), _report(callee)
-            assert a["established"] and b["established"], (a, b, diagnostics(nodes))
-            assert (a["end_reason"], b["end_reason"]) == ("LOCAL_BYE", "REMOTE_BYE")
-            expected = CALL_S / PACKET_INTERVAL_S
-            for sender, receiver in ((a, b), (b, a)):
-                seqs = receiver["received_seqs"]
-                assert isinstance(seqs, list) and isinstance(sender["sent"], int)
-                # Real sockets and processes, a lossless veth: nearly all arrive.
-                assert len(seqs) >= 0.9 * expected, (len(seqs), sender["sent"])
-                assert max(seqs) >= sender["sent"] - 0.1 * expected      # to the end of the call
-            for node in nodes:
-                media = _media(tb, node)
-                assert media["calls"] == 0 and media["open_ports"] == 0, media
-                counters = media["counters"]
-                assert isinstance(counters, dict)
-                assert counters["calls_ended_hangup"] == 1
-                assert counters["rtp_to_mesh"] >= 0.9 * expected
-                assert counters["rtp_to_client"] >= 0.9 * expected
-        finally:
-            stop_all(nodes)
+        tb.use_workdir(tmp_path)
+        nodes = start_quick_handsets(tb)
+        want = {"sip:unit0@incident.local", "sip:unit1@incident.local"}
+        took = wait_until(lambda: all(n.who_aors() == want for n in nodes), CONVERGE_S)
+        assert took is not None, tb.describe()
+        callee = _phone(tb, 1, "callee", "--user", "bob")
+        seen = wait_until(lambda: BOB in (nodes[0].who_aors() or set()), CONVERGE_S)
+        assert seen is not None, tb.describe()
+        caller = _phone(tb, 0, "caller", "--user", "alice", "--to", BOB,
+                        "--seconds", str(CALL_S))
+        a, b = _report(caller), _report(callee)
+        assert a["established"] and b["established"], (a, b, tb.describe())
+        assert (a["end_reason"], b["end_reason"]) == ("LOCAL_BYE", "REMOTE_BYE")
+        expected = CALL_S / PACKET_INTERVAL_S
+        for sender, receiver in ((a, b), (b, a)):
+            seqs = receiver["received_seqs"]
+            assert isinstance(seqs, list) and isinstance(sender["sent"], int)
+            # Real sockets and processes, a lossless veth: nearly all arrive.
+            assert len(seqs) >= 0.9 * expected, (len(seqs), sender["sent"])
+            assert max(seqs) >= sender["sent"] - 0.1 * expected      # to the end of the call
+        for node in nodes:
+            media = _media(tb, node)
+            assert media["calls"] == 0 and media["open_ports"] == 0, media
+            counters = media["counters"]
+            assert isinstance(counters, dict)
+            assert counters["calls_ended_hangup"] == 1
+            assert counters["rtp_to_mesh"] >= 0.9 * expected
+            assert counters["rtp_to_client"] >= 0.9 * expected

@@ -104,8 +104,9 @@ class MeshProcess:
 
     def describe(self) -> str:
         code = None if self.proc is None else self.proc.poll()
-        return (f"--- node {self.index} ({self.role}, exit {code}, data {self.data_dir})\n"
-                f"{self.log_tail()}")
+        who = self.who_aors() if self.running() else None
+        return (f"--- node {self.index} ({self.role}, exit {code}, data {self.data_dir}) "
+                f"who={who}\n{self.log_tail()}")
 
 
 def node_argv(role: str, data_dir: Path, radios: Sequence[str], *, name: str | None,
@@ -123,6 +124,14 @@ def node_argv(role: str, data_dir: Path, radios: Sequence[str], *, name: str | N
     if sip_port != DEFAULT_SIP_PORT:
         argv += ["--sip-listen", f"{LOOPBACK}:{sip_port}"]
     return [*argv, *extra_args]
+
+
+def ctl_argv(node: MeshProcess, *action: str, timeout_s: float | None = None) -> list[str]:
+    """The command line of ``meshcomm ctl ACTION`` against the node's data dir."""
+    argv = [sys.executable, "-m", "meshcomm.cli.main", "ctl", "--data-dir", str(node.data_dir)]
+    if timeout_s is not None:
+        argv += ["--timeout", str(timeout_s)]
+    return [*argv, *action]
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float,
