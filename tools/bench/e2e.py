@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from meshcomm.sim.metrics import percentile as sim_percentile
 from tools.testbed import Testbed, chain
 from tools.testbed.nodes import wait_until
 from tools.testbed.sipclient import SipUac, SipUas
@@ -66,11 +67,8 @@ class HopResult:
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+    """The nearest-rank ``q``-th percentile (the simulator's), None without values."""
+    return sim_percentile(list(values), q / 100) if values else None
 
 
 def _ms(value: float | None) -> float | None:
