@@ -122,6 +122,11 @@ def run_who(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nonzero(counters: dict[str, Any]) -> str:
+    """``key=value`` of the counters that are not zero."""
+    return ", ".join(f"{k}={v}" for k, v in counters.items() if v)
+
+
 def format_status(st: dict[str, Any]) -> str:
     journal = st.get("journal", {})
     lines = [
@@ -142,8 +147,7 @@ def format_status(st: dict[str, Any]) -> str:
               for r in st.get("routes", [])]
     lines.append(format_table(["ROUTE TO", "NEXT HOP", "HOPS", "METRIC"], routes))
     lines.append("")
-    counters = st.get("counters", {})
-    lines.append("counters " + ", ".join(f"{k}={v}" for k, v in counters.items() if v))
+    lines.append("counters " + _nonzero(st.get("counters", {})))
     sip = st.get("sip")
     if sip:
         listen = sip.get("listen", {})
@@ -151,17 +155,14 @@ def format_status(st: dict[str, Any]) -> str:
                      f"tcp/{listen.get('tcp_port')}, pending {sip.get('pending_transactions')}"
                      f", inbox {sip.get('inbox')}, outbox pending {sip.get('outbox_pending')}, "
                      f"clients {', '.join(sip.get('local_registrations', [])) or '-'}")
-        sip_counters = sip.get("counters", {})
-        lines.append("sip counters " + ", ".join(f"{k}={v}" for k, v in sip_counters.items()
-                                                 if v))
+        lines.append("sip counters " + _nonzero(sip.get("counters", {})))
     sf = st.get("store_forward")
     if sf:
         own = sf.get("own", {})
         lines.append(f"store    own: {', '.join(f'{k} {v}' for k, v in own.items())}; "
                      f"held for others {sf.get('held_for_others')} "
                      f"(max {sf.get('max_held_messages')})")
-        lines.append("store counters " + ", ".join(
-            f"{k}={v}" for k, v in sf.get("counters", {}).items() if v))
+        lines.append("store counters " + _nonzero(sf.get("counters", {})))
     return "\n".join(lines)
 
 
