@@ -16,6 +16,7 @@ from meshcomm.sip.ua_events import (
     CallEnded,
     CallEndReason,
     CallEstablished,
+    CallHandle,
     CallRinging,
     CallUpdated,
     EventKind,
@@ -167,14 +168,20 @@ def established(*nodes: Node) -> Callable[[], bool]:
     return lambda: all(n.of(EventKind.CALL_ESTABLISHED) for n in nodes)
 
 
-@pytest.mark.parametrize("seed", LOSS_SEEDS)
-def test_call_invite_ringing_answer_ack_bye_under_loss(seed: int) -> None:
+def established_call(seed: int) -> tuple[Net, Node, Node, CallHandle]:
+    """Alice calls an auto-answering Bob over a 30 % lossy net until both are established."""
     net = Net(0.3, seed)
     alice, bob = net.add("alice", 1), net.add("bob", 2)
     bob.react = auto_answer
     call = alice.ua.invite("sip:bob@10.0.0.2", make_offer(address="10.0.0.1", rtp_port=4000,
                                                          session_id=1))
     net.run_until(established(alice, bob))
+    return net, alice, bob, call
+
+
+@pytest.mark.parametrize("seed", LOSS_SEEDS)
+def test_call_invite_ringing_answer_ack_bye_under_loss(seed: int) -> None:
+    net, alice, bob, call = established_call(seed)
     assert len(alice.of(EventKind.CALL_ESTABLISHED)) == 1
     assert len(bob.of(EventKind.CALL_ESTABLISHED)) == 1
     assert len(bob.of(EventKind.INCOMING_CALL)) == 1
@@ -195,12 +202,7 @@ def test_call_invite_ringing_answer_ack_bye_under_loss(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", LOSS_SEEDS)
 def test_reinvite_hold_and_resume_under_loss(seed: int) -> None:
-    net = Net(0.3, seed)
-    alice, bob = net.add("alice", 1), net.add("bob", 2)
-    bob.react = auto_answer
-    call = alice.ua.invite("sip:bob@10.0.0.2", make_offer(address="10.0.0.1", rtp_port=4000,
-                                                         session_id=1))
-    net.run_until(established(alice, bob))
+    net, alice, bob, call = established_call(seed)
     alice.ua.hold(call)
     net.run_until(lambda: bool(alice.of(EventKind.CALL_UPDATED)))
     updated = alice.of(EventKind.CALL_UPDATED)[0]
@@ -360,12 +362,7 @@ def test_answer_reject_and_unacceptable_offer() -> None:
 
 def test_same_seed_same_trace() -> None:
     def run() -> list[str]:
-        net = Net(0.3, 42)
-        alice, bob = net.add("alice", 1), net.add("bob", 2)
-        bob.react = auto_answer
-        call = alice.ua.invite("sip:bob@10.0.0.2", make_offer(address="10.0.0.1",
-                                                             rtp_port=4000, session_id=1))
-        net.run_until(established(alice, bob))
+        net, alice, bob, call = established_call(42)
         alice.ua.bye(call)
         net.settle()
         return [f"{net.now:.3f}", str(net.sent), str(net.dropped)] + [
