@@ -315,12 +315,7 @@ class SipGateway:
         return bucket.take(now, self.config.client_rate_per_s, self.config.client_burst)
 
     def _route(self, tx: ProxyTx, now: float) -> None:
-        request = tx.request
-        routes = list(request.routes)
-        if routes and self._is_ours(routes[0]):
-            routes.pop(0)
-            request = (request.with_headers_replaced("Route", [str(r) for r in routes])
-                       if routes else request.without_header("Route"))
+        request, routes = self._pop_own_route(tx.request)
         if routes:
             node_hex = routes[0].uri.param("mesh")
             node_id = self.registrar.node_of(node_hex) if node_hex else None
@@ -329,7 +324,7 @@ class SipGateway:
                 return
             self._forward(tx, request, node_id, now)
             return
-        if request.to_addr.tag is not None or len(request.routes) > 0:
+        if request.to_addr.tag is not None:
             peer = self.registrar.contact_peer(request.uri)
             if peer is None:
                 self._respond(tx, 404, now)
@@ -352,6 +347,16 @@ class SipGateway:
             self._forward(tx, request, best.binding.node_id, now)
             return
         self._respond(tx, 480 if bindings else 404, now)
+
+    def _pop_own_route(self, request: SipRequest) -> tuple[SipRequest, list[NameAddr]]:
+        """§16.4: remove a top Route naming us; the request and the Routes left."""
+        routes = list(request.routes)
+        if not routes or not self._is_ours(routes[0]):
+            return request, routes
+        routes.pop(0)
+        if not routes:
+            return request.without_header("Route"), routes
+        return request.with_headers_replaced("Route", [str(r) for r in routes]), routes
 
     def _is_ours(self, route: NameAddr) -> bool:
         """A Route names us when it carries our node (``mesh=``) or, untagged, our own
@@ -479,11 +484,7 @@ class SipGateway:
         if tx is not None:            # ACK of a non-2xx final: hop by hop (§17.2.1)
             self.counters["acks_absorbed"] += 1
             return
-        routes = list(request.routes)
-        if routes and self._is_ours(routes[0]):
-            routes.pop(0)
-            request = (request.with_headers_replaced("Route", [str(r) for r in routes])
-                       if routes else request.without_header("Route"))
+        request, routes = self._pop_own_route(request)
         dest: Address | bytes | None
         if routes:
             node_hex = routes[0].uri.param("mesh")
