@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 #: Datagrams read per readiness callback before yielding to the loop.
 RX_BATCH = 64
 RECV_BUFFER_BYTES = 65535
+#: Kernel receive buffer (SO_RCVBUF) asked for on every driver socket.
+SOCKET_RCVBUF_BYTES = 1 << 20
 
 
 class SocketRadio(Radio):

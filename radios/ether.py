@@ -19,7 +19,7 @@ from typing import Any
 
 from meshcomm.errors import DecodeError, LocalProtocolError
 from radios import _netutil as net
-from radios._sockradio import SocketRadio
+from radios._sockradio import SOCKET_RCVBUF_BYTES, SocketRadio
 from radios.base import MESH_DATAGRAM_MAX_BYTES
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ MAC_LEN = 6
 LENGTH_PREFIX_BYTES = 2
 #: Largest payload the 2-byte length prefix can describe.
 LENGTH_PREFIX_MAX = 0xFFFF
-SOCKET_RCVBUF_BYTES = 1 << 20
 #: Linux packet types (linux/if_packet.h) and the socket option to skip our own frames.
 PACKET_OTHERHOST = 3
 PACKET_OUTGOING = 4

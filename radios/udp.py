@@ -30,7 +30,7 @@ from typing import Any
 
 from meshcomm.errors import ConfigError, LocalProtocolError
 from radios import _netutil as net
-from radios._sockradio import SocketRadio
+from radios._sockradio import SOCKET_RCVBUF_BYTES, SocketRadio
 from radios.base import MESH_DATAGRAM_MAX_BYTES, RADIO_KEY_PATH, validate_ifname
 
 logger = logging.getLogger(__name__)
@@ -47,8 +47,6 @@ ADDRESS_POLL_S = 0.05
 #: IPv6 + UDP header sizes, and IPv4 + UDP.
 V6_OVERHEAD_BYTES = 48
 V4_OVERHEAD_BYTES = 28
-#: Datagrams read per readable event before yielding to the loop.
-SOCKET_RCVBUF_BYTES = 1 << 20
 #: Linux socket options not exported by the socket module.
 IPV6_MULTICAST_ALL = 29
 PORT_MAX = 65535
