@@ -79,7 +79,7 @@ from meshcomm.sip.message import (
     parse_message_untrusted,
     replace_uri,
 )
-from meshcomm.sip.transaction import server_key
+from meshcomm.sip.transaction import DEFAULT_SIP_PORT, server_key
 from meshcomm.sip.ua_base import stamp_via
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,6 @@ BAD_REQUEST = 400
 #: A 2xx whose SDP answer was refused goes upstream as this (RFC 3261 §21.4.26).
 NOT_ACCEPTABLE_HERE = 488
 _M = TypeVar("_M", SipRequest, SipResponse)
-
-
-#: Port of a SIP URI that names none (RFC 3261 §19.1.2).
-DEFAULT_SIP_PORT = 5060
 
 
 class SipGateway:
@@ -206,7 +202,7 @@ class SipGateway:
             request = None
         target = (self.registrar.local_target(request, self._now)
                   if isinstance(request, SipRequest) else None)
-        if request is None or not isinstance(request, SipRequest) or target is None:
+        if not isinstance(request, SipRequest) or target is None:
             self.counters["stored_undeliverable"] += 1
             if self.holder is not None:
                 self.holder.local_delivery_done(msg_id, False, now)
@@ -263,11 +259,11 @@ class SipGateway:
         self._journal(Direction.FROM_CLIENT if from_client else Direction.FROM_MESH,
                       request, src, hops)
         if request.method == "ACK":
-            self._on_ack(request, src, now)
+            self._on_ack(request, src)
             return
         if src == BUILTIN_ADDR and request.method == "MESSAGE" and request.to_addr.tag is None:
             self.builtin.note_request(request)        # ctl send <-> ctl outbox
-        existing = self._by_server.get(_server_key(request))
+        existing = self._by_server.get(server_key(request))
         if existing is not None:                    # a retransmission (§17.2.3)
             self.counters["retransmissions_absorbed"] += 1
             if existing.last_response is not None:
@@ -278,8 +274,7 @@ class SipGateway:
             return
         status = self._admission(request, src, now)
         if status is not None:
-            extra = [("Retry-After", str(self.config.retry_after_s))] if status == 503 else []
-            self._reply_stateless(request, src, status, extra)
+            self._reply_stateless(request, src, status, self._retry_after(status))
             return
         tx = self._new_tx(request, src, hops)
         if request.method == "REGISTER":
@@ -479,8 +474,8 @@ class SipGateway:
             self._emit(build_cancel(tx.out_request), tx.downstream, tx.hops)
 
     # ------------------------------------------------------------ ACK and CANCEL
-    def _on_ack(self, request: SipRequest, src: Peer, now: float) -> None:
-        tx = self._by_server.get(_server_key(request))
+    def _on_ack(self, request: SipRequest, src: Peer) -> None:
+        tx = self._by_server.get(server_key(request))
         if tx is not None:            # ACK of a non-2xx final: hop by hop (§17.2.1)
             self.counters["acks_absorbed"] += 1
             return
@@ -503,7 +498,7 @@ class SipGateway:
 
     def _on_cancel(self, request: SipRequest, src: Peer, now: float) -> None:
         """§16.10: answer the CANCEL, cancel the pending client side."""
-        tx = self._by_server.get(_server_key(request, "INVITE"))
+        tx = self._by_server.get(server_key(request, "INVITE"))
         if tx is None:
             self._reply_stateless(request, src, 481, [])
             return
@@ -556,11 +551,11 @@ class SipGateway:
                 tx.deadline = now + self.config.ringing_timeout_s     # Timer C (§16.6)
             tx.provisional = True
             if response.status > 100:
-                self._relay_response(tx, out, now)
+                self._relay_response(tx, out)
             return
         if tx.final_status is not None:
             if response.status < 300 and tx.method == "INVITE":
-                self._relay_response(tx, out, now)        # 2xx retransmission (§16.7)
+                self._relay_response(tx, out)        # 2xx retransmission (§16.7)
             return
         if (response.status >= 300 and tx.method == "INVITE" and tx.out_request is not None
                 and src is not None):
@@ -588,13 +583,13 @@ class SipGateway:
             return self.registrar.node_of(via.host[: -len(MESH_HOST_SUFFIX)])
         if via.host == BUILTIN_ADDR[0]:
             return BUILTIN_ADDR
-        return (via.received or via.host.strip("[]"), via.rport or via.port or 5060)
+        return (via.received or via.host.strip("[]"), via.rport or via.port or DEFAULT_SIP_PORT)
 
     def _is_our_via(self, via: Via) -> bool:
         return via.host == self.mesh_host or (
             via.host == self.config.local_host and via.port == self.config.local_port)
 
-    def _relay_response(self, tx: ProxyTx, response: SipResponse, now: float) -> None:
+    def _relay_response(self, tx: ProxyTx, response: SipResponse) -> None:
         if tx.upstream is None:
             return
         self._emit(response, tx.upstream, tx.hops)
@@ -631,7 +626,7 @@ class SipGateway:
 
     # ============================================================ answering
     def _new_tx(self, request: SipRequest, upstream: Peer, hops: int) -> ProxyTx:
-        tx = ProxyTx(next(self._ids), _server_key(request), request, upstream, hops=hops)
+        tx = ProxyTx(next(self._ids), server_key(request), request, upstream, hops=hops)
         self._by_server[tx.server_key] = tx
         self._trim_lingering()
         return tx
@@ -717,8 +712,4 @@ class SipGateway:
 
     def _builtin_events(self, now: float) -> None:
         self._events.extend(self.builtin.take_events(now))
-
-
-def _server_key(request: SipRequest, method: str | None = None) -> tuple[str, ...]:
-    return server_key(request, method)
 

@@ -18,6 +18,7 @@ from meshcomm.node.gateway_types import (
     SdpDirection,
 )
 from meshcomm.sip.message import SipRequest, SipResponse
+from meshcomm.sip.transaction import DEFAULT_SIP_PORT
 from meshcomm.sip.uri import SipUri
 
 #: Where a message comes from or goes to: a local address, a node id (mesh), or None for
@@ -38,7 +39,7 @@ def peer_text(peer: Peer) -> str:
 
 
 def contact_key(uri: SipUri) -> tuple[str, int]:
-    return (uri.host.lower(), uri.port or 5060)
+    return (uri.host.lower(), uri.port or DEFAULT_SIP_PORT)
 
 
 @dataclass(eq=False, slots=True)
