@@ -41,7 +41,6 @@ _OURS = frozenset({NONCE_ATTRIBUTE, KEY_ATTRIBUTE})
 #: Removed toward the local client: they describe the far client's reachability.
 _FAR_ONLY = frozenset({"rtcp", "candidate", "remote-candidates", "ice-ufrag", "ice-pwd",
                        "ice-options", "ice-lite", "ice-mismatch", "end-of-candidates"})
-NULL_ADDRESS = "0.0.0.0"
 #: SIP status when the far gateway's SDP cannot be used (RFC 3261 §21.4.26).
 NOT_ACCEPTABLE_HERE = 488
 

@@ -31,13 +31,12 @@ from meshcomm.node.storeforward_wire import (
     decode_parcel_untrusted,
     parcel_signature_ok,
 )
-from meshcomm.sqlitefile import PRIVATE_FILE_MODE, WalRefused, open_durable
+from meshcomm.sqlitefile import WalRefused, open_durable
 from meshcomm.wire import limits
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION: Final = 1
-STORAGE_FILE_MODE: Final = PRIVATE_FILE_MODE
 #: Longest holder label stored (an AoR or a node's hex name).
 MAX_HOLDER_BYTES: Final = limits.MAX_AOR_LEN
 #: Longest state name stored.
