@@ -94,15 +94,14 @@ def address_of(uri: SipUri) -> Address:
     return (host, uri.port or DEFAULT_SIP_PORT)
 
 
+def via_address(via: Via) -> Address:
+    """§18.2.2 with RFC 3581: where responses to a request whose top Via is ``via`` go:
+    received/rport, else its sent-by. (A parsed Via's rport is digits: the parser checks.)"""
+    return (via.received or via.host.strip("[]"), via.rport or via.port or DEFAULT_SIP_PORT)
+
+
 def response_address(request: SipRequest) -> Address:
-    """§18.2.2 with RFC 3581: received/rport, else the sent-by of the top Via."""
-    via = request.top_via
-    host = via.received or via.host.strip("[]")
-    try:
-        port = via.rport
-    except ValueError:
-        port = None
-    return (host, port or via.port or DEFAULT_SIP_PORT)
+    return via_address(request.top_via)
 
 
 def stamp_via(request: SipRequest, src: Address) -> SipRequest:
