@@ -209,13 +209,8 @@ class ControlServer:
         try:
             value = await result
             json.dumps(value, allow_nan=False)
-        except DecodeError as exc:
-            self.counters["bad_requests"] += 1
-            return {"ok": False, "error": str(exc)}
-        except Exception:
-            self.counters["errors"] += 1
-            log.exception("control command failed")
-            return {"ok": False, "error": "internal error"}
+        except Exception as exc:
+            return self._failed(exc, "internal error")
         return {"ok": True, "result": value}
 
     def handle_line(self, line: bytes) -> dict[str, object]:
@@ -232,17 +227,22 @@ class ControlServer:
         self.counters["requests"] += 1
         try:
             result = handler(request)
-            if inspect.isawaitable(result):
-                return {"ok": True, "result": result}
-            json.dumps(result, allow_nan=False)
-        except DecodeError as exc:
+            if not inspect.isawaitable(result):
+                json.dumps(result, allow_nan=False)
+        except Exception as exc:
+            return self._failed(exc, f"internal error in {request.command.value!r}")
+        return {"ok": True, "result": result}
+
+    def _failed(self, exc: Exception, internal_error: str) -> dict[str, object]:
+        """The reply when a handler (or its awaitable) raised, called in the except block:
+        a DecodeError is the client's mistake and its message goes back; anything else is
+        our bug, logged with its traceback and answered with ``internal_error``."""
+        if isinstance(exc, DecodeError):
             self.counters["bad_requests"] += 1
             return {"ok": False, "error": str(exc)}
-        except Exception:
-            self.counters["errors"] += 1
-            log.exception("control command %s failed", request.command.value)
-            return {"ok": False, "error": f"internal error in {request.command.value!r}"}
-        return {"ok": True, "result": result}
+        self.counters["errors"] += 1
+        log.exception("control command failed: %s", internal_error)
+        return {"ok": False, "error": internal_error}
 
 
 # --------------------------------------------------------------------------- client
