@@ -13,13 +13,10 @@ from __future__ import annotations
 import secrets
 import signal
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from tests.envcheck import require_root
-from tools.testbed import Testbed, chain
+from tools.testbed import Testbed
 from tools.testbed.nodes import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -34,14 +31,6 @@ DELIVERY_S = 40.0
 DUPLICATE_WATCH_S = 5.0
 
 
-@pytest.fixture
-def tb(tmp_path: Any) -> Iterator[Testbed]:
-    require_root()
-    with chain(3) as bed:
-        bed.use_workdir(tmp_path)
-        yield bed
-
-
 def _inbox_texts(tb: Testbed, node: int) -> list[str] | None:
     try:
         entries = tb.node(node).request("inbox", since=0)
@@ -50,7 +39,8 @@ def _inbox_texts(tb: Testbed, node: int) -> list[str] | None:
     return [str(e.get("text")) for e in entries] if isinstance(entries, list) else None
 
 
-def test_message_held_by_restarted_relay_delivered_exactly_once(tb: Testbed) -> None:
+def test_message_held_by_restarted_relay_delivered_exactly_once(chain3: Testbed) -> None:
+    tb = chain3
     tb.start_node(ALICE, name="alice")
     tb.start_node(RELAY, role="relay", name="relay")
     tb.start_node(BOB, name="bob")

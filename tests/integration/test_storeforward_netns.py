@@ -14,17 +14,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.envcheck import require_root
-from tools.testbed import Testbed, chain
-from tools.testbed.nodes import wait_until
+from tools.testbed import Testbed
+from tools.testbed.nodes import ctl_argv, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -42,21 +38,11 @@ DUPLICATE_WATCH_S = 6.0
 CTL_TIMEOUT_S = 5.0
 
 
-@pytest.fixture
-def tb(tmp_path: Path) -> Iterator[Testbed]:
-    require_root()
-    with chain(3) as bed:
-        bed.use_workdir(tmp_path)
-        yield bed
-
-
 def ctl(tb: Testbed, node: int, *action: str,
         timeout_s: float = CTL_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
     """Run the real ``meshcomm ctl`` against a node's data dir."""
-    argv = [sys.executable, "-m", "meshcomm.cli.main", "ctl", "--data-dir",
-            str(tb.node(node).data_dir), "--timeout", str(timeout_s), *action]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 10,
-                          check=False)
+    return subprocess.run(ctl_argv(tb.node(node), *action, timeout_s=timeout_s),
+                          capture_output=True, text=True, timeout=timeout_s + 10, check=False)
 
 
 def ctl_json(tb: Testbed, node: int, *action: str) -> Any:
@@ -76,7 +62,8 @@ def inbox_texts(tb: Testbed, node: int) -> list[str]:
     return [str(r.get("text")) for r in rows] if isinstance(rows, list) else []
 
 
-def test_ctl_send_held_relay_restarted_bob_joins_delivered_once(tb: Testbed) -> None:
+def test_ctl_send_held_relay_restarted_bob_joins_delivered_once(chain3: Testbed) -> None:
+    tb = chain3
     tb.start_node(ALICE, name="alice")
     tb.start_node(RELAY, role="relay", name="relay")
     tb.start_node(BOB, name="bob")
