@@ -21,8 +21,10 @@ signatures are checked separately (:func:`parcel_signature_ok`, :func:`receipt_s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from meshcomm.errors import DecodeError
 from meshcomm.location.binding import MAX_WALL_TIME_S
@@ -180,12 +182,19 @@ def decode_message_untrusted(body: bytes) -> SfMessage:
     return SfMessage(msg_type, blob, fields[3])
 
 
+def _signed_fields(signed: bytes, signature: bytes, name: str, max_bytes: int,
+                   n_fields: int) -> Sequence[Any]:
+    """The versioned field list of a signed blob, and a signature of the right size."""
+    codec.read_bytes(signature, f"{name}.signature", exact=SIGNATURE_LEN)
+    value = codec.unpack_untrusted(signed, max_bytes=max_bytes, check_depth=False)
+    fields = codec.read_tuple(value, name, n_fields)
+    _version(fields[0], f"{name}.version")
+    return fields
+
+
 def decode_parcel_untrusted(signed: bytes, signature: bytes) -> Parcel:
     """A parcel's signed bytes (shape and limits; the signature is checked separately)."""
-    codec.read_bytes(signature, "parcel.signature", exact=SIGNATURE_LEN)
-    value = codec.unpack_untrusted(signed, max_bytes=MAX_PARCEL_BYTES, check_depth=False)
-    f = codec.read_tuple(value, "parcel", _PARCEL_FIELDS)
-    _version(f[0], "parcel.version")
+    f = _signed_fields(signed, signature, "parcel", MAX_PARCEL_BYTES, _PARCEL_FIELDS)
     return Parcel(
         incident=codec.read_str(f[1], "parcel.incident", limits.MAX_INCIDENT_LEN),
         msg_id=check_msg_id(f[2], "parcel.msg_id"),
@@ -198,10 +207,7 @@ def decode_parcel_untrusted(signed: bytes, signature: bytes) -> Parcel:
 
 
 def decode_receipt_untrusted(signed: bytes, signature: bytes) -> Receipt:
-    codec.read_bytes(signature, "receipt.signature", exact=SIGNATURE_LEN)
-    value = codec.unpack_untrusted(signed, max_bytes=MAX_RECEIPT_BYTES, check_depth=False)
-    f = codec.read_tuple(value, "receipt", _RECEIPT_FIELDS)
-    _version(f[0], "receipt.version")
+    f = _signed_fields(signed, signature, "receipt", MAX_RECEIPT_BYTES, _RECEIPT_FIELDS)
     return Receipt(
         incident=codec.read_str(f[1], "receipt.incident", limits.MAX_INCIDENT_LEN),
         msg_id=check_msg_id(f[2], "receipt.msg_id"),
