@@ -10,9 +10,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from meshcomm.config import NodeConfig, config_with_overrides
 from meshcomm.journal.store import JournalStore
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.overlay.config import OverlayConfig
+from meshcomm.runtime.app import NodeOptions
+from meshcomm.runtime.control import CONTROL_SOCKET_FILE, control_request
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
@@ -24,6 +27,26 @@ WAIT_S = 10.0
 POLL_S = 0.01
 FAST_OVERLAY = OverlayConfig(hello_interval_s=0.2, neighbour_timeout_s=1.0,
                              anti_entropy_interval_s=0.4)
+#: Config overrides of the run_node tests: the fast overlay timers, SIP on any free ports.
+FAST_NODE: dict[str, object] = {
+    "overlay.hello_interval_s": 0.2, "overlay.neighbour_timeout_s": 1.0,
+    "overlay.anti_entropy_interval_s": 0.4, "sip.udp_port": 0, "sip.tcp_port": 0}
+#: Reply timeout of the tests' control requests (seconds).
+CTL_TIMEOUT_S = 15.0
+
+
+def node_options(data_dir: Path, spec: str, name: str, **overrides: object) -> NodeOptions:
+    """run_node options of a quick test node ``name`` on radio ``spec``: FAST_NODE plus
+    ``overrides`` (config key paths), short grace and announce delay, a fixed seed."""
+    cfg = config_with_overrides(NodeConfig(), {**FAST_NODE, "node.name": name, **overrides})
+    return NodeOptions(config=cfg, data_dir=data_dir, radio_specs=(spec,), hostname="t",
+                       shutdown_grace_s=0.1, seed=3, register_delay_s=0.1)
+
+
+def ctl(data_dir: Path, command: str, **args: object) -> object:
+    """One control request to the node running with ``data_dir`` (blocking)."""
+    return control_request(data_dir / CONTROL_SOCKET_FILE, command, timeout_s=CTL_TIMEOUT_S,
+                           **args)
 
 
 def identity(name: str) -> Identity:

@@ -11,25 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from meshcomm.config import NodeConfig, config_with_overrides, load_profile, parse_config
+from meshcomm.config import load_profile, parse_config
 from meshcomm.errors import ConfigError
-from meshcomm.runtime.app import NodeOptions, run_node
+from meshcomm.runtime.app import run_node
 from meshcomm.runtime.control import CONTROL_SOCKET_FILE, control_request
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo
-from tests.runtime.helpers import chain_medium, wait_until
+from tests.runtime.helpers import chain_medium, node_options, wait_until
 from tests.runtime.ua_media import PACKET_INTERVAL_S, Phone, answer, call
 
-FAST = {"overlay.hello_interval_s": 0.2, "overlay.neighbour_timeout_s": 1.0,
-        "overlay.anti_entropy_interval_s": 0.4, "sip.udp_port": 0, "sip.tcp_port": 0}
 CALL_S = 2.0
 NAMES = ("alfa", "bravo", "charlie")
-
-
-def _options(data_dir: Path, spec: str, name: str, **extra: object) -> NodeOptions:
-    cfg = config_with_overrides(NodeConfig(), {**FAST, "node.name": name, **extra})
-    return NodeOptions(config=cfg, data_dir=data_dir, radio_specs=(spec,), hostname="t",
-                       shutdown_grace_s=0.1, seed=3, register_delay_s=0.1)
 
 
 def _gateway(driver: NodeDriver) -> tuple[str, int]:
@@ -56,7 +48,7 @@ def test_call_across_two_hops_carries_rtp_both_ways_and_bye_closes_the_ports(
         with chain_medium(list(NAMES)) as medium:
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(run_node(
-                    _options(tmp_path / n, f"mem:{medium.name}/{n}", n), ready(n)))
+                    node_options(tmp_path / n, f"mem:{medium.name}/{n}", n), ready(n)))
                     for n in NAMES]
                 await wait_until(lambda: len(drivers) == 3, "nodes up")
                 first, last = drivers["alfa"], drivers["charlie"]
@@ -130,9 +122,9 @@ def test_run_node_uses_the_media_port_range(tmp_path: Path) -> None:
 
     async def scenario() -> tuple[int, tuple[int, int] | None, int]:
         with chain_medium(["solo"]) as medium:
-            opts = _options(tmp_path / "solo", f"mem:{medium.name}/solo", "solo",
-                            **{"media.port_first": 40000, "media.port_last": 40009,
-                               "media.max_calls": 1})
+            opts = node_options(tmp_path / "solo", f"mem:{medium.name}/solo", "solo",
+                                **{"media.port_first": 40000, "media.port_last": 40009,
+                                   "media.max_calls": 1})
             task = asyncio.create_task(run_node(opts, lambda d, _i: drivers.update(solo=d)))
             await wait_until(lambda: "solo" in drivers, "node up")
             media = drivers["solo"].media

@@ -15,29 +15,21 @@ from pathlib import Path
 import pytest
 
 from meshcomm.cli.ctl_cmd import OUTBOX_ID_CHARS, run_outbox, run_send
-from meshcomm.config import NodeConfig, config_with_overrides
 from meshcomm.runtime.app import NodeOptions, run_node
-from meshcomm.runtime.control import CONTROL_SOCKET_FILE, control_request
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo
-from tests.runtime.helpers import chain_medium, wait_until
+from tests.runtime.helpers import chain_medium, ctl, node_options, wait_until
 
-FAST = {"overlay.hello_interval_s": 0.2, "overlay.neighbour_timeout_s": 1.0,
-        "overlay.anti_entropy_interval_s": 0.4, "sip.udp_port": 0, "sip.tcp_port": 0,
-        "sip.message_timeout_s": 1.0}
 BRAVO = "sip:bravo@incident.local"
 WAIT_S = 20.0
 
 
 def _options(data_dir: Path, spec: str, name: str) -> NodeOptions:
-    cfg = config_with_overrides(NodeConfig(), {**FAST, "node.name": name})
-    return NodeOptions(config=cfg, data_dir=data_dir, radio_specs=(spec,), hostname="t",
-                       shutdown_grace_s=0.1, seed=3, register_delay_s=0.1)
+    return node_options(data_dir, spec, name, **{"sip.message_timeout_s": 1.0})
 
 
 async def _actl(data_dir: Path, command: str, **args: object) -> object:
-    return await asyncio.to_thread(control_request, data_dir / CONTROL_SOCKET_FILE, command,
-                                   timeout_s=15.0, **args)
+    return await asyncio.to_thread(ctl, data_dir, command, **args)
 
 
 def _cli(data_dir: Path, **args: object) -> argparse.Namespace:

@@ -8,29 +8,14 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from meshcomm.config import NodeConfig, config_with_overrides
-from meshcomm.runtime.app import NodeOptions, run_node
-from meshcomm.runtime.control import CONTROL_SOCKET_FILE, control_request
+from meshcomm.runtime.app import run_node
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo
 from meshcomm.runtime.sipgw import content_length_untrusted
 from meshcomm.sip.message import SipResponse, parse_message_untrusted
 from meshcomm.sip.ua import UserAgent
 from meshcomm.sip.ua_events import RequestSucceeded, UaConfig
-from tests.runtime.helpers import chain_medium, wait_until
-
-FAST = {"overlay.hello_interval_s": 0.2, "overlay.neighbour_timeout_s": 1.0,
-        "overlay.anti_entropy_interval_s": 0.4, "sip.udp_port": 0, "sip.tcp_port": 0}
-
-
-def _options(data_dir: Path, spec: str, name: str) -> NodeOptions:
-    cfg = config_with_overrides(NodeConfig(), {**FAST, "node.name": name})
-    return NodeOptions(config=cfg, data_dir=data_dir, radio_specs=(spec,), hostname="t",
-                       shutdown_grace_s=0.1, seed=3, register_delay_s=0.1)
-
-
-def _ctl(data_dir: Path, command: str, **args: object) -> object:
-    return control_request(data_dir / CONTROL_SOCKET_FILE, command, timeout_s=15.0, **args)
+from tests.runtime.helpers import chain_medium, ctl, node_options, wait_until
 
 
 async def _register_udp(driver: NodeDriver, user: str) -> UserAgent:
@@ -99,23 +84,23 @@ def test_ctl_send_inbox_udp_and_tcp_clients_across_two_nodes(tmp_path: Path) -> 
     async def scenario() -> None:
         with chain_medium(["a", "b"]) as medium:
             async with asyncio.TaskGroup() as tg:
-                ta = tg.create_task(run_node(_options(dirs[0], f"mem:{medium.name}/a", "alfa"),
+                ta = tg.create_task(run_node(node_options(dirs[0], f"mem:{medium.name}/a", "alfa"),
                                              ready("a")))
-                tb = tg.create_task(run_node(_options(dirs[1], f"mem:{medium.name}/b", "bravo"),
+                tb = tg.create_task(run_node(node_options(dirs[1], f"mem:{medium.name}/b", "bravo"),
                                              ready("b")))
                 await wait_until(lambda: len(drivers) == 2, "both nodes up")
                 da, db = drivers["a"][0], drivers["b"][0]
                 await wait_until(lambda: bool(da.node.table.lookup("sip:bravo@incident.local")),
                                  "b's binding at a")
-                result = await asyncio.to_thread(_ctl, dirs[0], "send",
+                result = await asyncio.to_thread(ctl, dirs[0], "send",
                                                  to="sip:bravo@incident.local", text="hello b",
                                                  wait_s=10.0)
                 assert isinstance(result, dict) and result["status"] == "delivered"
-                inbox = await asyncio.to_thread(_ctl, dirs[1], "inbox")
+                inbox = await asyncio.to_thread(ctl, dirs[1], "inbox")
                 assert isinstance(inbox, list)
                 assert [(e["from"], e["text"]) for e in inbox] == [
                     ("sip:alfa@incident.local", "hello b")]
-                missing = await asyncio.to_thread(_ctl, dirs[0], "send",
+                missing = await asyncio.to_thread(ctl, dirs[0], "send",
                                                   to="sip:nobody@incident.local", text="x",
                                                   wait_s=10.0)
                 assert isinstance(missing, dict) and missing["code"] == 404
@@ -124,14 +109,14 @@ def test_ctl_send_inbox_udp_and_tcp_clients_across_two_nodes(tmp_path: Path) -> 
                                  "carol's binding at a")
                 response = await _tcp_register(da)
                 assert response.status == 200 and response.get_header("Expires") == "60"
-                status = await asyncio.to_thread(_ctl, dirs[0], "status")
+                status = await asyncio.to_thread(ctl, dirs[0], "status")
                 assert isinstance(status, dict)
                 sip = status["sip"]
                 assert sip["local_registrations"] == ["sip:tcpuser@incident.local"]
                 assert sip["sockets"]["tcp_rx"] == 1
                 assert sip["counters"]["sip_to-mesh"] >= 1
                 for d in dirs:
-                    await asyncio.to_thread(_ctl, d, "stop")
+                    await asyncio.to_thread(ctl, d, "stop")
                 assert (await ta, await tb) == (0, 0)
 
     asyncio.run(scenario())

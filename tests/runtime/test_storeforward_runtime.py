@@ -25,14 +25,10 @@ from meshcomm.runtime.app import (
     run_node,
     store_forward_config,
 )
-from meshcomm.runtime.control import CONTROL_SOCKET_FILE, control_request
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo
-from tests.runtime.helpers import chain_medium, wait_until
+from tests.runtime.helpers import chain_medium, ctl, node_options, wait_until
 
-FAST = {"overlay.hello_interval_s": 0.2, "overlay.neighbour_timeout_s": 1.0,
-        "overlay.anti_entropy_interval_s": 0.4, "sip.udp_port": 0, "sip.tcp_port": 0,
-        "sip.message_timeout_s": 1.0}
 BRAVO = "sip:bravo@incident.local"
 TEXT = "hold this for bravo"
 #: Long enough for retries of both holders after the first delivery (retry_initial_s 2 s).
@@ -43,17 +39,12 @@ Ready = Callable[[NodeDriver, NodeInfo], None]
 
 
 def _options(data_dir: Path, spec: str, name: str, role: str = "handset") -> NodeOptions:
-    cfg = config_with_overrides(NodeConfig(), {**FAST, "node.name": name, "node.role": role})
-    return NodeOptions(config=cfg, data_dir=data_dir, radio_specs=(spec,), hostname="t",
-                       shutdown_grace_s=0.1, seed=3, register_delay_s=0.1)
-
-
-def _ctl(data_dir: Path, command: str, **args: object) -> object:
-    return control_request(data_dir / CONTROL_SOCKET_FILE, command, timeout_s=15.0, **args)
+    return node_options(data_dir, spec, name,
+                        **{"node.role": role, "sip.message_timeout_s": 1.0})
 
 
 async def _actl(data_dir: Path, command: str, **args: object) -> object:
-    return await asyncio.to_thread(_ctl, data_dir, command, **args)
+    return await asyncio.to_thread(ctl, data_dir, command, **args)
 
 
 def _journal_types(data_dir: Path, node_id: bytes) -> list[str]:
