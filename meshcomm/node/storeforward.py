@@ -38,7 +38,6 @@ from meshcomm.node.storeforward_wire import (
     MAX_SIP_BYTES,
     MIN_MSG_ID_BYTES,
     Parcel,
-    Receipt,
     SfMessage,
     SfMsgType,
     check_aor,
@@ -334,10 +333,7 @@ class StoreForward:
         wall = self._wall(now)
         self._delivered[msg_id] = wall
         self._persist(SfPersist(PersistOp.DELIVERED, msg_id, wall_s=wall))
-        receipt = self._receipt_for(pending.parcel, wall)
-        body = encode_message(SfMsgType.RECEIPT, receipt.signed, receipt.signature)
-        for dst in sorted(pending.requesters):
-            self._send(dst, body, now)
+        self._send_receipts(pending.parcel, wall, pending.requesters, now)
         entry = self._entries.get(msg_id)
         if entry is not None:
             self._settle(entry, SfInput.RECEIPT, self._label(self.node.node_id))
@@ -413,13 +409,12 @@ class StoreForward:
             return
         entry.next_try = now + entry.backoff_s
         entry.backoff_s = min(entry.backoff_s * 2, self.config.retry_max_s)
+        body = encode_message(SfMsgType.DELIVER, held.parcel.signed, held.parcel.signature)
         for dst in sorted({s.binding.node_id for s in bindings}):
             self.counters["sf_delivery_attempts"] += 1
             if dst == self.node.node_id:
                 self._deliver_here(held.parcel, None, now)
             else:
-                body = encode_message(SfMsgType.DELIVER, held.parcel.signed,
-                                      held.parcel.signature)
                 self._send(dst, body, now)
 
     def _relay_candidates(self) -> list[NodeId]:
@@ -576,10 +571,7 @@ class StoreForward:
         msg_id = parcel.msg_id
         if msg_id in self._delivered:
             self.counters["sf_duplicate_suppressed"] += 1
-            receipt = self._receipt_for(parcel, self._delivered[msg_id])
-            body = encode_message(SfMsgType.RECEIPT, receipt.signed, receipt.signature)
-            for dst in sorted(wanted):
-                self._send(dst, body, now)
+            self._send_receipts(parcel, self._delivered[msg_id], wanted, now)
             return
         pending = self._pending.get(msg_id)
         if pending is not None:
@@ -592,10 +584,17 @@ class StoreForward:
         self._pending[msg_id] = _PendingLocal(parcel, wanted, deadline)
         self._events.append(SfDeliver(msg_id, parcel.sip, parcel.to_aor, parcel.from_aor))
 
-    def _receipt_for(self, parcel: Parcel, wall_s: float) -> Receipt:
-        return make_receipt(self.node.identity, incident=parcel.incident,
-                            msg_id=parcel.msg_id, to_aor=parcel.to_aor,
-                            delivered_wall_s=wall_s)
+    def _send_receipts(self, parcel: Parcel, wall_s: float, dsts: set[NodeId],
+                       now: float) -> None:
+        """Sign a receipt of ``parcel`` delivered at ``wall_s`` and send it to ``dsts``."""
+        if not dsts:
+            return
+        receipt = make_receipt(self.node.identity, incident=parcel.incident,
+                               msg_id=parcel.msg_id, to_aor=parcel.to_aor,
+                               delivered_wall_s=wall_s)
+        body = encode_message(SfMsgType.RECEIPT, receipt.signed, receipt.signature)
+        for dst in sorted(dsts):
+            self._send(dst, body, now)
 
     def _prune(self, now: float) -> None:
         """Forget finished own entries past max_age_s, and old delivered ids."""
