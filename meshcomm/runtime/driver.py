@@ -24,6 +24,7 @@ Time given to the core is ``loop.time()`` (monotonic); wall-clock time is
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -92,13 +93,8 @@ class NodeDriver:
     def start(self) -> None:
         """Install radio receivers and process what the core queued at construction."""
         for radio in self.radios.values():
-            radio.set_receiver(self._receiver_for(radio.name))
+            radio.set_receiver(functools.partial(self.receive, radio.name))
         self.pump()
-
-    def _receiver_for(self, radio_name: str) -> Callable[[bytes, str], None]:
-        def receive(data: bytes, src: str) -> None:
-            self.receive(radio_name, data, src)
-        return receive
 
     def close(self) -> None:
         """Cancel the timer, close the radios, flush and close the journal. Idempotent."""
