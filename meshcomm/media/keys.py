@@ -29,11 +29,11 @@ import nacl.exceptions
 
 from meshcomm.errors import DecodeError, LocalProtocolError, TrustError
 from meshcomm.security.identity import Identity
+from meshcomm.types import PUBLIC_KEY_LEN
 
 NONCE_SIZE_BYTES = 16
 KEY_SIZE_BYTES = 32
 STREAM_ID_SIZE_BYTES = 8
-PUBLIC_KEY_SIZE_BYTES = 32
 #: Call-IDs longer than this are refused (RFC 3261 sets no bound; our SIP core does).
 MAX_CALL_ID_BYTES = 1024
 #: m-line indexes are carried in one byte of the stream-id derivation.
@@ -92,7 +92,7 @@ class KeyAgreement:
 
     def shared_secret(self, peer_public_key: bytes) -> bytes:
         """Raw X25519 output with the peer. Raises TrustError for an unusable peer key."""
-        if len(peer_public_key) != PUBLIC_KEY_SIZE_BYTES:
+        if len(peer_public_key) != PUBLIC_KEY_LEN:
             raise TrustError("peer key has the wrong size", reason="bad_media_key")
         try:
             curve_public = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(peer_public_key)

@@ -20,12 +20,12 @@ import hmac
 from dataclasses import dataclass
 
 from meshcomm.errors import DecodeError, LocalProtocolError
+from meshcomm.media.keys import STREAM_ID_SIZE_BYTES
 
 COUNTER_SIZE_BYTES = 8
 CHANNEL_SIZE_BYTES = 1
 HEADER_SIZE_BYTES = COUNTER_SIZE_BYTES + CHANNEL_SIZE_BYTES
 TAG_SIZE_BYTES = 16
-STREAM_ID_SIZE_BYTES = 8
 #: The overlay carries at most this many payload bytes in one MEDIA frame.
 MAX_MEDIA_PAYLOAD_BYTES = 1000
 #: Largest RTP/RTCP packet that fits one MEDIA payload.

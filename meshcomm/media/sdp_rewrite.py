@@ -22,7 +22,7 @@ import ipaddress
 from dataclasses import replace
 
 from meshcomm.errors import DecodeError, LocalProtocolError
-from meshcomm.media.keys import NONCE_SIZE_BYTES, PUBLIC_KEY_SIZE_BYTES, parse_nonce_untrusted
+from meshcomm.media.keys import NONCE_SIZE_BYTES, parse_nonce_untrusted
 from meshcomm.media.session import ClientEndpoint, LocalPorts, PeerMedia
 from meshcomm.sip.sdp import (
     MAX_PORT,
@@ -32,6 +32,7 @@ from meshcomm.sip.sdp import (
     SessionDescription,
     parse_sdp_untrusted,
 )
+from meshcomm.types import PUBLIC_KEY_LEN
 
 #: Session-level attribute: the sending gateway's media nonce for this call (hex).
 NONCE_ATTRIBUTE = "x-meshcomm-nonce"
@@ -123,7 +124,7 @@ def peer_media_untrusted(sdp: SessionDescription) -> PeerMedia:
     """The far gateway's key and nonce from a mesh SDP. Raises only DecodeError."""
     nonce = parse_nonce_untrusted(_single(sdp.attributes, NONCE_ATTRIBUTE))
     key_text = _single(sdp.attributes, KEY_ATTRIBUTE).strip()
-    if len(key_text) != PUBLIC_KEY_SIZE_BYTES * 2:
+    if len(key_text) != PUBLIC_KEY_LEN * 2:
         raise DecodeError("media key has the wrong length", status_hint=NOT_ACCEPTABLE_HERE,
                           reason="bad_media_attribute")
     try:
@@ -140,7 +141,7 @@ def _without(attributes: tuple[Attribute, ...], names: frozenset[str]) -> tuple[
 
 def for_mesh(sdp: SessionDescription, public_key: bytes, nonce: bytes) -> SessionDescription:
     """The client's SDP as it goes over the mesh: plus our key and nonce, nothing else."""
-    if len(nonce) != NONCE_SIZE_BYTES or len(public_key) != PUBLIC_KEY_SIZE_BYTES:
+    if len(nonce) != NONCE_SIZE_BYTES or len(public_key) != PUBLIC_KEY_LEN:
         raise LocalProtocolError("bad media key or nonce size")
     attrs = (*_without(sdp.attributes, _OURS), (KEY_ATTRIBUTE, public_key.hex()),
              (NONCE_ATTRIBUTE, nonce.hex()))

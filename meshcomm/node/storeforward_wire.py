@@ -31,14 +31,12 @@ from meshcomm.location.binding import MAX_WALL_TIME_S
 from meshcomm.overlay.forwarding import MAX_MESSAGE_BYTES
 from meshcomm.security.identity import Identity, node_id_of, verify_signature
 from meshcomm.security.verify import SignatureVerifier
-from meshcomm.types import NodeId
+from meshcomm.types import PUBLIC_KEY_LEN, SIGNATURE_LEN, NodeId
 from meshcomm.wire import codec, limits
 
 SF_VERSION = 1
 PARCEL_DOMAIN = b"meshcomm-sf-parcel-v1\x00"
 RECEIPT_DOMAIN = b"meshcomm-sf-receipt-v1\x00"
-KEY_LEN = 32
-SIGNATURE_LEN = 64
 #: A message id is chosen by the origin's gateway (random, unique per message).
 MIN_MSG_ID_BYTES = 8
 MAX_MSG_ID_BYTES = 32
@@ -201,7 +199,7 @@ def decode_parcel_untrusted(signed: bytes, signature: bytes) -> Parcel:
         from_aor=check_aor(f[3], "parcel.from"),
         to_aor=check_aor(f[4], "parcel.to"),
         created_wall_s=codec.read_float(f[5], "parcel.created", 0.0, MAX_WALL_TIME_S),
-        origin_key=codec.read_bytes(f[6], "parcel.origin_key", exact=KEY_LEN),
+        origin_key=codec.read_bytes(f[6], "parcel.origin_key", exact=PUBLIC_KEY_LEN),
         sip=codec.read_bytes(f[7], "parcel.sip", max_len=MAX_SIP_BYTES),
         signed=signed, signature=signature)
 
@@ -212,6 +210,6 @@ def decode_receipt_untrusted(signed: bytes, signature: bytes) -> Receipt:
         incident=codec.read_str(f[1], "receipt.incident", limits.MAX_INCIDENT_LEN),
         msg_id=check_msg_id(f[2], "receipt.msg_id"),
         to_aor=check_aor(f[3], "receipt.to"),
-        dest_key=codec.read_bytes(f[4], "receipt.dest_key", exact=KEY_LEN),
+        dest_key=codec.read_bytes(f[4], "receipt.dest_key", exact=PUBLIC_KEY_LEN),
         delivered_wall_s=codec.read_float(f[5], "receipt.delivered", 0.0, MAX_WALL_TIME_S),
         signed=signed, signature=signature)

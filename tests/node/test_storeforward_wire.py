@@ -15,7 +15,6 @@ from meshcomm.node.storeforward_wire import (
     MAX_SF_MESSAGE_BYTES,
     MAX_SIP_BYTES,
     MIN_MSG_ID_BYTES,
-    SIGNATURE_LEN,
     SfMsgType,
     decode_message_untrusted,
     decode_parcel_untrusted,
@@ -28,6 +27,7 @@ from meshcomm.node.storeforward_wire import (
 )
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
+from meshcomm.types import SIGNATURE_LEN
 from meshcomm.wire import codec
 
 ORIGIN = Identity(hashlib.sha256(b"sf-wire-origin").digest())
