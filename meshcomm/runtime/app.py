@@ -143,7 +143,7 @@ def open_store_forward(path: Path, node: MeshNode, config: StoreForwardConfig,
     """Open the node's store-and-forward database and restore the core from it."""
     try:
         storage = SfStorage.open(path)
-    except (ConfigError, sqlite3.Error) as exc:
+    except (ConfigError, sqlite3.Error, OSError) as exc:
         raise StartupError(f"store-and-forward {path}: {exc}") from None
     try:
         held, delivered, _statuses = storage.load()
