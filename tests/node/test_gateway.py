@@ -3,8 +3,6 @@ their node's gateway and reach each other several radio hops away."""
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from meshcomm.node.gateway_types import SendStatus
 from meshcomm.sip.presence import simple_presence
 from meshcomm.sip.sdp import NotAcceptable, answer_offer, make_offer
@@ -23,21 +21,7 @@ from meshcomm.sip.ua_events import (
     RequestSucceeded,
     UaEvent,
 )
-from tests.node.test_gateway_harness import DOMAIN, Net
-
-T = TypeVar("T")
-
-
-def _of(events: list[UaEvent], kind: type[T]) -> list[T]:
-    return [e for e in events if isinstance(e, kind)]
-
-
-def registered(net: Net, index: int, port: int, user: str) -> UserAgent:
-    ua = net.add_ua(index, user, port)
-    ua.register(expires_s=600)
-    net.run_until(lambda: any(isinstance(e, RequestSucceeded) and e.method == "REGISTER"
-                              for e in net.events(index, port)))
-    return ua
+from tests.node.test_gateway_harness import DOMAIN, Net, of_kind, registered
 
 
 def test_register_becomes_a_binding_seen_on_the_far_node() -> None:
@@ -49,7 +33,7 @@ def test_register_becomes_a_binding_seen_on_the_far_node() -> None:
     (stored,) = net.stations[2].node.table.lookup(aor)
     assert stored.binding.node_id == net.stations[0].node.node_id
     assert stored.binding.contacts == (f"sip:alice@{net.stations[0].gw.mesh_host}",)
-    ok = _of(net.events(0, 5070), RequestSucceeded)
+    ok = of_kind(net.events(0, 5070), RequestSucceeded)
     assert ok[0].status == 200 and ok[0].expires_s == 600
 
 
@@ -60,12 +44,12 @@ def test_message_across_three_hops_delivered_once_with_200_back() -> None:
     registered(net, 3, 5071, "bob")
     net.run_until(lambda: bool(net.stations[0].node.table.lookup(f"sip:bob@{DOMAIN}")))
     handle = alice.message(f"sip:bob@{DOMAIN}", "water at sector 4")
-    net.run_until(lambda: bool(_of(net.events(0, 5070), RequestSucceeded)[1:]))
+    net.run_until(lambda: bool(of_kind(net.events(0, 5070), RequestSucceeded)[1:]))
     net.run_for(20.0)      # retransmissions and late copies must not deliver it again
-    got = _of(net.events(3, 5071), IncomingMessage)
+    got = of_kind(net.events(3, 5071), IncomingMessage)
     assert [m.body for m in got] == [b"water at sector 4"]
     assert got[0].from_addr.uri.aor == f"sip:alice@{DOMAIN}"
-    done = [e for e in _of(net.events(0, 5070), RequestSucceeded) if e.request == handle]
+    done = [e for e in of_kind(net.events(0, 5070), RequestSucceeded) if e.request == handle]
     assert [e.status for e in done] == [200]
     far = [r for r in net.stations[3].sip_journal() if r.get("method") == "MESSAGE"]
     assert {r["dir"] for r in far} >= {"from-mesh", "to-client"}
@@ -88,12 +72,12 @@ def test_call_invite_ringing_answer_ack_reinvite_bye_across_the_mesh() -> None:
     net.run_until(lambda: bool(net.stations[0].node.table.lookup(f"sip:bob@{DOMAIN}")))
     call = alice.invite(f"sip:bob@{DOMAIN}", make_offer(address="127.0.0.1", rtp_port=4000,
                                                        session_id=1))
-    net.run_until(lambda: bool(_of(net.events(2, 5072), IncomingCall)))
-    _auto_answer(bob, _of(net.events(2, 5072), IncomingCall)[0], 6000)
-    net.run_until(lambda: bool(_of(net.events(0, 5070), CallEstablished))
-                  and bool(_of(net.events(2, 5072), CallEstablished)))
-    assert [r.status for r in _of(net.events(0, 5070), CallRinging)][:1] == [180]
-    est = _of(net.events(0, 5070), CallEstablished)[0]
+    net.run_until(lambda: bool(of_kind(net.events(2, 5072), IncomingCall)))
+    _auto_answer(bob, of_kind(net.events(2, 5072), IncomingCall)[0], 6000)
+    net.run_until(lambda: bool(of_kind(net.events(0, 5070), CallEstablished))
+                  and bool(of_kind(net.events(2, 5072), CallEstablished)))
+    assert [r.status for r in of_kind(net.events(0, 5070), CallRinging)][:1] == [180]
+    est = of_kind(net.events(0, 5070), CallEstablished)[0]
     assert est.remote_sdp is not None and est.remote_sdp.media[0].port == 6000
     # The ACK crossed the mesh along the Record-Route: bob's 2xx is no longer retransmitted.
     net.run_for(5.0)
@@ -101,12 +85,12 @@ def test_call_invite_ringing_answer_ack_reinvite_bye_across_the_mesh() -> None:
     acks = [r for r in net.stations[2].sip_journal() if r.get("method") == "ACK"]
     assert any(r["dir"] == "from-mesh" for r in acks)
     alice.hold(call)
-    net.run_until(lambda: bool(_of(net.events(0, 5070), CallUpdated)))
+    net.run_until(lambda: bool(of_kind(net.events(0, 5070), CallUpdated)))
     alice.bye(call)
-    net.run_until(lambda: bool(_of(net.events(2, 5072), CallEnded)))
-    (ended_b,) = _of(net.events(2, 5072), CallEnded)
+    net.run_until(lambda: bool(of_kind(net.events(2, 5072), CallEnded)))
+    (ended_b,) = of_kind(net.events(2, 5072), CallEnded)
     assert ended_b.reason is CallEndReason.REMOTE_BYE
-    (ended_a,) = _of(net.events(0, 5070), CallEnded)
+    (ended_a,) = of_kind(net.events(0, 5070), CallEnded)
     assert ended_a.reason is CallEndReason.LOCAL_BYE
     byes = [r for r in net.stations[2].sip_journal() if r.get("method") == "BYE"]
     assert any(r["dir"] == "from-mesh" for r in byes)
@@ -120,13 +104,13 @@ def test_in_dialog_bye_from_the_callee_follows_the_record_route() -> None:
     net.run_until(lambda: bool(net.stations[0].node.table.lookup(f"sip:bob@{DOMAIN}")))
     alice.invite(f"sip:bob@{DOMAIN}", make_offer(address="127.0.0.1", rtp_port=4000,
                                                 session_id=1))
-    net.run_until(lambda: bool(_of(net.events(1, 5072), IncomingCall)))
-    incoming = _of(net.events(1, 5072), IncomingCall)[0]
+    net.run_until(lambda: bool(of_kind(net.events(1, 5072), IncomingCall)))
+    incoming = of_kind(net.events(1, 5072), IncomingCall)[0]
     _auto_answer(bob, incoming, 6000)
-    net.run_until(lambda: bool(_of(net.events(1, 5072), CallEstablished)))
+    net.run_until(lambda: bool(of_kind(net.events(1, 5072), CallEstablished)))
     bob.bye(incoming.call)
-    net.run_until(lambda: bool(_of(net.events(0, 5070), CallEnded)))
-    assert _of(net.events(0, 5070), CallEnded)[0].reason is CallEndReason.REMOTE_BYE
+    net.run_until(lambda: bool(of_kind(net.events(0, 5070), CallEnded)))
+    assert of_kind(net.events(0, 5070), CallEnded)[0].reason is CallEndReason.REMOTE_BYE
 
 
 def test_subscribe_notify_and_options_across_the_mesh() -> None:
@@ -137,15 +121,15 @@ def test_subscribe_notify_and_options_across_the_mesh() -> None:
     net.run_until(lambda: bool(net.stations[0].node.table.lookup(f"sip:bob@{DOMAIN}")))
     options = alice.options(f"sip:bob@{DOMAIN}")
     sub = alice.subscribe(f"sip:bob@{DOMAIN}")
-    net.run_until(lambda: bool(_of(net.events(2, 5072), IncomingSubscribe)))
-    incoming = _of(net.events(2, 5072), IncomingSubscribe)[0]
+    net.run_until(lambda: bool(of_kind(net.events(2, 5072), IncomingSubscribe)))
+    incoming = of_kind(net.events(2, 5072), IncomingSubscribe)[0]
     bob.notify(incoming.subscription, simple_presence(f"sip:bob@{DOMAIN}", True,
                                                      note="on scene"))
     net.run_until(lambda: any(n.presence is not None and "on scene" in n.presence.tuples[0].notes
-                              for n in _of(net.events(0, 5070), Notified)))
-    assert [n.subscription for n in _of(net.events(0, 5070), Notified)][-1] == sub
+                              for n in of_kind(net.events(0, 5070), Notified)))
+    assert [n.subscription for n in of_kind(net.events(0, 5070), Notified)][-1] == sub
     assert any(e.request == options and e.status == 200
-               for e in _of(net.events(0, 5070), RequestSucceeded))
+               for e in of_kind(net.events(0, 5070), RequestSucceeded))
 
 
 def test_unknown_aor_is_404() -> None:
@@ -153,8 +137,8 @@ def test_unknown_aor_is_404() -> None:
     net.converge()
     alice = registered(net, 0, 5070, "alice")
     handle = alice.message(f"sip:nobody@{DOMAIN}", "hello?")
-    net.run_until(lambda: bool(_of(net.events(0, 5070), RequestFailed)))
-    (failed,) = _of(net.events(0, 5070), RequestFailed)
+    net.run_until(lambda: bool(of_kind(net.events(0, 5070), RequestFailed)))
+    (failed,) = of_kind(net.events(0, 5070), RequestFailed)
     assert failed.request == handle and failed.status == 404
 
 

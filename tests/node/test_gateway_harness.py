@@ -7,6 +7,7 @@ import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from meshcomm.journal.events import JournalEventType, JournalRecord
 from meshcomm.media.packet import Channel
@@ -29,7 +30,7 @@ from meshcomm.overlay.media import MediaReceived
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.sip.ua import UserAgent
-from meshcomm.sip.ua_events import UaConfig, UaEvent
+from meshcomm.sip.ua_events import RequestSucceeded, UaConfig, UaEvent
 from meshcomm.types import LinkAddr
 
 DOMAIN = "incident.local"
@@ -226,3 +227,19 @@ class Net:
         want = {f"sip:node{i}@{DOMAIN}" for i in range(len(self.stations))}
         self.run_until(lambda: all(
             all(st.node.table.lookup(a) for a in want) for st in self.stations if st.up))
+
+
+T = TypeVar("T")
+
+
+def of_kind(events: list[UaEvent], kind: type[T]) -> list[T]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def registered(net: Net, index: int, port: int, user: str) -> UserAgent:
+    """A UA for ``user`` at node ``index``, registered with that node's gateway."""
+    ua = net.add_ua(index, user, port)
+    ua.register(expires_s=600)
+    net.run_until(lambda: any(isinstance(e, RequestSucceeded) and e.method == "REGISTER"
+                              for e in net.events(index, port)))
+    return ua

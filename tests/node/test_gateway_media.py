@@ -5,8 +5,6 @@ answered 400/488/503 (or dropped and counted)."""
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from meshcomm.media.relay import MediaConfig
 from meshcomm.node.gateway_types import Address
 from meshcomm.sip.build import build_response
@@ -20,34 +18,19 @@ from meshcomm.sip.ua_events import (
     CallUpdated,
     IncomingCall,
     RequestFailed,
-    RequestSucceeded,
-    UaEvent,
 )
 from tests.media.helpers import client_sdp, rtp_packet
-from tests.node.test_gateway_harness import DOMAIN, Net
+from tests.node.test_gateway_harness import DOMAIN, Net, of_kind, registered
 
-T = TypeVar("T")
 ALICE_PORT, BOB_PORT = 5070, 5072
 ALICE_RTP, BOB_RTP = 4000, 6000
 PACKET_INTERVAL_S = 0.02
 
 
-def _of(events: list[UaEvent], kind: type[T]) -> list[T]:
-    return [e for e in events if isinstance(e, kind)]
-
-
-def _registered(net: Net, index: int, port: int, user: str) -> UserAgent:
-    ua = net.add_ua(index, user, port)
-    ua.register(expires_s=600)
-    net.run_until(lambda: any(isinstance(e, RequestSucceeded) and e.method == "REGISTER"
-                              for e in net.events(index, port)))
-    return ua
-
-
 def _setup(net: Net) -> tuple[UserAgent, UserAgent]:
     net.converge()
-    alice = _registered(net, 0, ALICE_PORT, "alice")
-    bob = _registered(net, len(net.stations) - 1, BOB_PORT, "bob")
+    alice = registered(net, 0, ALICE_PORT, "alice")
+    bob = registered(net, len(net.stations) - 1, BOB_PORT, "bob")
     net.run_until(lambda: bool(net.stations[0].node.table.lookup(f"sip:bob@{DOMAIN}")))
     return alice, bob
 
@@ -72,15 +55,15 @@ def test_call_over_two_hops_carries_rtp_both_ways_and_bye_releases_ports() -> No
     last = len(net.stations) - 1
     call = alice.invite(f"sip:bob@{DOMAIN}", make_offer(address="127.0.0.1",
                                                        rtp_port=ALICE_RTP, session_id=1))
-    net.run_until(lambda: bool(_of(net.events(last, BOB_PORT), IncomingCall)))
-    incoming = _of(net.events(last, BOB_PORT), IncomingCall)[0]
+    net.run_until(lambda: bool(of_kind(net.events(last, BOB_PORT), IncomingCall)))
+    incoming = of_kind(net.events(last, BOB_PORT), IncomingCall)[0]
     # Bob is offered his own gateway's call port, not Alice's address.
     assert incoming.offer is not None
     assert incoming.offer.connection is not None
     assert incoming.offer.connection.address == f"127.0.0.{10 + last}"
     _answer(bob, incoming, BOB_RTP)
-    net.run_until(lambda: bool(_of(net.events(0, ALICE_PORT), CallEstablished)))
-    est = _of(net.events(0, ALICE_PORT), CallEstablished)[0]
+    net.run_until(lambda: bool(of_kind(net.events(0, ALICE_PORT), CallEstablished)))
+    est = of_kind(net.events(0, ALICE_PORT), CallEstablished)[0]
     assert est.remote_sdp is not None and est.remote_sdp.connection is not None
     assert est.remote_sdp.connection.address == "127.0.0.10"
     call_id = _only_call(net, 0)
@@ -102,15 +85,15 @@ def test_call_over_two_hops_carries_rtp_both_ways_and_bye_releases_ports() -> No
     ports_before = {i: st.relay.sessions[call_id].legs[0].ports for i, st in
                     enumerate(net.stations) if st.relay is not None and st.relay.sessions}
     alice.hold(call)
-    net.run_until(lambda: bool(_of(net.events(0, ALICE_PORT), CallUpdated)))
+    net.run_until(lambda: bool(of_kind(net.events(0, ALICE_PORT), CallUpdated)))
     assert {i: st.relay.sessions[call_id].legs[0].ports for i, st in
             enumerate(net.stations) if st.relay is not None and st.relay.sessions} == ports_before
     assert net.client_media(last, call_id, sent_b[0])
     net.run_for(0.5)
     assert net.stations[0].to_clients[-1].data == sent_b[0]
     alice.bye(call)
-    net.run_until(lambda: bool(_of(net.events(last, BOB_PORT), CallEnded))
-                  and bool(_of(net.events(0, ALICE_PORT), CallEnded)))
+    net.run_until(lambda: bool(of_kind(net.events(last, BOB_PORT), CallEnded))
+                  and bool(of_kind(net.events(0, ALICE_PORT), CallEnded)))
     for index in (0, last):
         relay = net.stations[index].relay
         assert relay is not None
@@ -124,43 +107,43 @@ def test_call_slots_exhausted_is_503_and_the_caller_side_is_released() -> None:
     alice, bob = _setup(net)
     first = alice.invite(f"sip:bob@{DOMAIN}", make_offer(address="127.0.0.1",
                                                         rtp_port=ALICE_RTP, session_id=1))
-    net.run_until(lambda: bool(_of(net.events(1, BOB_PORT), IncomingCall)))
-    _answer(bob, _of(net.events(1, BOB_PORT), IncomingCall)[0], BOB_RTP)
-    net.run_until(lambda: bool(_of(net.events(0, ALICE_PORT), CallEstablished)))
-    carol = _registered(net, 0, 5074, "carol")
+    net.run_until(lambda: bool(of_kind(net.events(1, BOB_PORT), IncomingCall)))
+    _answer(bob, of_kind(net.events(1, BOB_PORT), IncomingCall)[0], BOB_RTP)
+    net.run_until(lambda: bool(of_kind(net.events(0, ALICE_PORT), CallEstablished)))
+    carol = registered(net, 0, 5074, "carol")
     carol.invite(f"sip:bob@{DOMAIN}", make_offer(address="127.0.0.1", rtp_port=4100,
                                                  session_id=3))
     # Carol's own gateway refuses first (one call slot, Alice holds it): 503 at once.
-    net.run_until(lambda: bool(_of(net.events(0, 5074), CallEnded)))
-    (ended,) = _of(net.events(0, 5074), CallEnded)
+    net.run_until(lambda: bool(of_kind(net.events(0, 5074), CallEnded)))
+    (ended,) = of_kind(net.events(0, 5074), CallEnded)
     assert ended.status == 503
     assert net.stations[0].gw.counters["sdp_refused_media_exhausted"] == 1
-    assert len(_of(net.events(1, BOB_PORT), IncomingCall)) == 1
+    assert len(of_kind(net.events(1, BOB_PORT), IncomingCall)) == 1
     alice.bye(first)
-    net.run_until(lambda: bool(_of(net.events(0, ALICE_PORT), CallEnded)))
+    net.run_until(lambda: bool(of_kind(net.events(0, ALICE_PORT), CallEnded)))
     assert all(st.relay is not None and not st.relay.sessions for st in net.stations)
 
 
 def test_far_gateway_out_of_slots_answers_503_and_the_near_side_is_released() -> None:
     net = Net(3, media=MediaConfig(max_calls=1))
     alice, _bob = _setup(net)
-    _registered(net, 1, 5078, "eve")
-    dave = _registered(net, 2, 5076, "dave")
+    registered(net, 1, 5078, "eve")
+    dave = registered(net, 2, 5076, "dave")
     net.run_until(lambda: bool(net.stations[2].node.table.lookup(f"sip:eve@{DOMAIN}")))
     # Dave (node 2) calls Eve (node 1): node 2's one call slot is taken.
     first = dave.invite(f"sip:eve@{DOMAIN}", make_offer(address="127.0.0.1", rtp_port=4200,
                                                        session_id=4))
-    net.run_until(lambda: bool(_of(net.events(1, 5078), IncomingCall)))
+    net.run_until(lambda: bool(of_kind(net.events(1, 5078), IncomingCall)))
     alice.invite(f"sip:bob@{DOMAIN}", make_offer(address="127.0.0.1", rtp_port=ALICE_RTP,
                                                  session_id=1))
-    net.run_until(lambda: bool(_of(net.events(0, ALICE_PORT), CallEnded)))
-    assert _of(net.events(0, ALICE_PORT), CallEnded)[0].status == 503
-    assert not _of(net.events(2, BOB_PORT), IncomingCall)
+    net.run_until(lambda: bool(of_kind(net.events(0, ALICE_PORT), CallEnded)))
+    assert of_kind(net.events(0, ALICE_PORT), CallEnded)[0].status == 503
+    assert not of_kind(net.events(2, BOB_PORT), IncomingCall)
     assert net.stations[2].gw.counters["sdp_refused_media_exhausted"] == 1
     relay0 = net.stations[0].relay
     assert relay0 is not None and not relay0.sessions        # the near side was released
     dave.cancel(first)
-    net.run_until(lambda: bool(_of(net.events(2, 5076), CallEnded)))
+    net.run_until(lambda: bool(of_kind(net.events(2, 5076), CallEnded)))
     net.run_for(0.5)
     assert all(st.relay is not None and not st.relay.sessions for st in net.stations)
 
@@ -170,11 +153,11 @@ def test_cancel_releases_the_media_of_both_gateways() -> None:
     alice, _bob = _setup(net)
     call = alice.invite(f"sip:bob@{DOMAIN}", make_offer(address="127.0.0.1",
                                                        rtp_port=ALICE_RTP, session_id=1))
-    net.run_until(lambda: bool(_of(net.events(0, ALICE_PORT), CallRinging)))
+    net.run_until(lambda: bool(of_kind(net.events(0, ALICE_PORT), CallRinging)))
     assert net.stations[0].relay is not None and net.stations[0].relay.sessions
     assert net.stations[2].relay is not None and net.stations[2].relay.sessions
     alice.cancel(call)
-    net.run_until(lambda: bool(_of(net.events(0, ALICE_PORT), CallEnded)))
+    net.run_until(lambda: bool(of_kind(net.events(0, ALICE_PORT), CallEnded)))
     net.run_for(1.0)
     assert not net.stations[0].relay.sessions and not net.stations[2].relay.sessions
 
@@ -236,8 +219,8 @@ def test_early_media_183_with_sdp_is_rewritten_and_carries_rtp_before_the_answer
     early = build_response(invite, 183, to_tag="b1", body=client_sdp("127.0.0.1", BOB_RTP),
                            content_type="application/sdp")
     net.stations[1].sip.receive_sip(early.serialize(), ("127.0.0.1", BOB_PORT), net.now)
-    net.run_until(lambda: bool(_of(net.events(0, ALICE_PORT), CallRinging)))
-    assert _of(net.events(0, ALICE_PORT), CallRinging)[0].status == 183
+    net.run_until(lambda: bool(of_kind(net.events(0, ALICE_PORT), CallRinging)))
+    assert of_kind(net.events(0, ALICE_PORT), CallRinging)[0].status == 183
     call_id = _only_call(net, 0)
     relay0 = net.stations[0].relay
     assert relay0 is not None and relay0.sessions[call_id].legs
@@ -249,7 +232,7 @@ def test_early_media_183_with_sdp_is_rewritten_and_carries_rtp_before_the_answer
     assert [p.data for p in net.stations[0].to_clients] == packets
     final = build_response(invite, 486, to_tag="b1")
     net.stations[1].sip.receive_sip(final.serialize(), ("127.0.0.1", BOB_PORT), net.now)
-    net.run_until(lambda: bool(_of(net.events(0, ALICE_PORT), RequestFailed))
-                  or bool(_of(net.events(0, ALICE_PORT), CallEnded)))
+    net.run_until(lambda: bool(of_kind(net.events(0, ALICE_PORT), RequestFailed))
+                  or bool(of_kind(net.events(0, ALICE_PORT), CallEnded)))
     net.run_for(0.5)
     assert all(st.relay is not None and not st.relay.sessions for st in net.stations)

@@ -9,8 +9,7 @@ from meshcomm.node.storeforward import HeldState, SfPersist, StoreForward, Store
 from meshcomm.node.storeforward_wire import MAX_SIP_BYTES
 from meshcomm.sip.ua import UserAgent
 from meshcomm.sip.ua_events import IncomingMessage, RequestFailed, RequestSucceeded, UaEvent
-from tests.node.test_gateway import registered
-from tests.node.test_gateway_harness import DOMAIN, Net
+from tests.node.test_gateway_harness import DOMAIN, Net, registered
 
 BOB = f"sip:bob@{DOMAIN}"
 CONFIG = StoreForwardConfig(poll_interval_s=0.5, retry_initial_s=1.0, retry_max_s=2.0)
