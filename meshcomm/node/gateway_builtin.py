@@ -50,7 +50,6 @@ class BuiltinUa:
         self.ua = UserAgent(UaConfig(aor=node_aor, local_host=BUILTIN_ADDR[0],
                                      local_port=BUILTIN_ADDR[1], outbound_proxy=gateway_addr),
                             rng)
-        self.gateway_addr = gateway_addr
         self.inbox: deque[InboxEntry] = deque(maxlen=MAX_INBOX)
         self.outbox: OrderedDict[int, SendResult] = OrderedDict()
         self._ids = itertools.count(1)
