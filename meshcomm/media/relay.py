@@ -53,7 +53,7 @@ MAX_EVENTS = 1024
 
 
 class SdpPath(enum.StrEnum):
-    """Which way an SDP body passes the gateway (same values as the gateway's enum)."""
+    """Which way an SDP body passes the gateway (the gateway's ``SdpDirection``)."""
 
     CLIENT_TO_MESH = "client-to-mesh"
     MESH_TO_CLIENT = "mesh-to-client"

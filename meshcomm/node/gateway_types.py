@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from meshcomm.errors import ConfigError
+from meshcomm.media.relay import SdpPath
 from meshcomm.overlay.forwarding import MAX_MESSAGE_BYTES as MAX_MESH_MESSAGE_BYTES
 
 Address = tuple[str, int]
@@ -115,11 +116,8 @@ class MessageHolder(Protocol):
     def local_delivery_done(self, msg_id: bytes, ok: bool, now: float) -> None: ...
 
 
-class SdpDirection(enum.StrEnum):
-    """Which way an SDP body passes the gateway (for the media layer's rewrite hook)."""
-
-    CLIENT_TO_MESH = "client-to-mesh"
-    MESH_TO_CLIENT = "mesh-to-client"
+#: Which way an SDP body passes the gateway: the media layer's own enum, one definition.
+SdpDirection = SdpPath
 
 
 #: ``rewrite_sdp(direction, call_id, body) -> body``; identity by default. It may raise
