@@ -44,7 +44,8 @@ class Channel(enum.IntEnum):
     RTCP = 1
 
 
-_MIN_PACKET_BYTES = {Channel.RTP: MIN_RTP_BYTES, Channel.RTCP: MIN_RTCP_BYTES}
+#: Shortest packet of each channel (RFC 3550 §5.1, §6.4).
+MIN_PACKET_BYTES = {Channel.RTP: MIN_RTP_BYTES, Channel.RTCP: MIN_RTCP_BYTES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,7 @@ def encode_media(key: bytes, stream: bytes, counter: int, channel: Channel,
         raise LocalProtocolError("stream id must be 8 bytes")
     if not 0 <= counter <= MAX_COUNTER:
         raise LocalProtocolError("media counter out of range")
-    if not _MIN_PACKET_BYTES[channel] <= len(packet) <= MAX_PACKET_BYTES:
+    if not MIN_PACKET_BYTES[channel] <= len(packet) <= MAX_PACKET_BYTES:
         raise LocalProtocolError(f"{channel.name} packet size {len(packet)} out of range")
     header = counter.to_bytes(COUNTER_SIZE_BYTES, "big") + bytes([channel])
     return header + packet + _tag(key, stream, header, packet)
@@ -87,7 +88,7 @@ def decode_media_untrusted(payload: bytes) -> MediaPacket:
         raise DecodeError("unknown media channel", reason="malformed")
     channel = Channel(channel_byte)
     packet = payload[HEADER_SIZE_BYTES:size - TAG_SIZE_BYTES]
-    if len(packet) < _MIN_PACKET_BYTES[channel]:
+    if len(packet) < MIN_PACKET_BYTES[channel]:
         raise DecodeError("media packet truncated", reason="truncated")
     return MediaPacket(counter=int.from_bytes(payload[:COUNTER_SIZE_BYTES], "big"),
                        channel=channel, packet=packet, tag=payload[size - TAG_SIZE_BYTES:])

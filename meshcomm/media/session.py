@@ -27,8 +27,8 @@ from meshcomm.media.keys import CallKeys, KeyAgreement, stream_id
 from meshcomm.media.packet import (
     MAX_COUNTER,
     MAX_PACKET_BYTES,
+    MIN_PACKET_BYTES,
     MIN_RTCP_BYTES,
-    MIN_RTP_BYTES,
     Channel,
     ReplayVerdict,
     ReplayWindow,
@@ -67,7 +67,6 @@ _DECODE_REASONS = {"malformed": DropReason.MALFORMED, "truncated": DropReason.TR
                    "oversize": DropReason.OVERSIZE, "bad_tag": DropReason.BAD_TAG}
 _REPLAY_REASONS = {ReplayVerdict.REPLAY: DropReason.REPLAY,
                    ReplayVerdict.TOO_OLD: DropReason.TOO_OLD}
-_MIN_LOCAL_BYTES = {Channel.RTP: MIN_RTP_BYTES, Channel.RTCP: MIN_RTCP_BYTES}
 #: Per-packet counter names, built once (the packet path only looks them up).
 _TO_MESH = {c: f"{c.name.lower()}_to_mesh" for c in Channel}
 _TO_CLIENT = {c: f"{c.name.lower()}_to_client" for c in Channel}
@@ -204,7 +203,7 @@ class MediaSession:
             self.drop(DropReason.OVERSIZE)
             return None
         channel = classify_local(arrived_on, data)
-        if channel is None or len(data) < _MIN_LOCAL_BYTES[channel]:
+        if channel is None or len(data) < MIN_PACKET_BYTES[channel]:
             self.drop(DropReason.NOT_RTP)
             return None
         if self.keys is None or self.peer is None:
