@@ -80,7 +80,7 @@ from meshcomm.sip.message import (
     replace_uri,
 )
 from meshcomm.sip.transaction import DEFAULT_SIP_PORT, server_key
-from meshcomm.sip.ua_base import stamp_via
+from meshcomm.sip.ua_base import stamp_via, via_address
 
 log = logging.getLogger(__name__)
 
@@ -583,7 +583,7 @@ class SipGateway:
             return self.registrar.node_of(via.host[: -len(MESH_HOST_SUFFIX)])
         if via.host == BUILTIN_ADDR[0]:
             return BUILTIN_ADDR
-        return (via.received or via.host.strip("[]"), via.rport or via.port or DEFAULT_SIP_PORT)
+        return via_address(via)
 
     def _is_our_via(self, via: Via) -> bool:
         return via.host == self.mesh_host or (
