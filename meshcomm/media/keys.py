@@ -28,12 +28,14 @@ import nacl.bindings
 import nacl.exceptions
 
 from meshcomm.errors import DecodeError, LocalProtocolError, TrustError
+from meshcomm.overlay.media import STREAM_ID_LEN
 from meshcomm.security.identity import Identity
 from meshcomm.types import PUBLIC_KEY_LEN
 
 NONCE_SIZE_BYTES = 16
 KEY_SIZE_BYTES = 32
-STREAM_ID_SIZE_BYTES = 8
+#: Media stream ids are the overlay's MEDIA frame stream field.
+STREAM_ID_SIZE_BYTES = STREAM_ID_LEN
 #: Call-IDs longer than this are refused (RFC 3261 sets no bound; our SIP core does).
 MAX_CALL_ID_BYTES = 1024
 #: m-line indexes are carried in one byte of the stream-id derivation.

@@ -78,12 +78,14 @@ class SipNode:
         self._settle(now)
 
     # ------------------------------------------------------------ outputs
+    # Every input (receive, receive_sip, on_timer) and settle() after a command already
+    # moved all queued work between the parts, so the outputs only drain: no settling on
+    # the per-frame pump path, and nothing new (a receipt) can appear between the driver
+    # persisting store-and-forward state and transmitting.
     def to_send(self, now: float) -> list[Datagram]:
-        self._settle(now)
         return self.node.to_send(now)
 
     def take_sip(self, now: float) -> list[LocalDatagram]:
-        self._settle(now)
         out, self._local = self._local, []
         return out
 
