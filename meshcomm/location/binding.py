@@ -2,9 +2,21 @@
 
 Payload: ``[aor, contacts, issued_at, lifetime_s, hold_s, caps, credential]``. The envelope
 signature covers it and the incident id, so a binding cannot be replayed into another
-incident. ``issued_at`` is the signer's wall clock, used only to reject bindings dated
-implausibly far in the future; freshness comes from the sequence number and from the
-lifetime counted from receipt (minus the age relays report).
+incident.
+
+Freshness comes from what the origin signed, never from a hop field:
+
+* the sequence number: per (AoR, key) the highest ever accepted wins, and is remembered
+  after the binding leaves the table and across restarts (:mod:`.freshness`);
+* ``issued_at`` (the signer's wall clock) plus the lifetime (``hold_s`` for a tombstone):
+  the *signed end* of the binding. A receiver counts the lifetime from receipt minus the
+  age relays report (so clocks need not agree for the normal case), but never past the
+  signed end plus :data:`CLOCK_SKEW_TOLERANCE_S` on its own wall clock, and refuses a
+  binding whose signed end is further in the past than that. A relay that forges the hop
+  ``age`` down to 0 thus cannot extend a binding beyond what the origin signed (give or
+  take the tolerance). Device clocks need not agree within that tolerance; a device whose
+  clock runs slow by more than lifetime + tolerance has its bindings refused. A binding
+  dated further than ``limits.MAX_FUTURE_SKEW_S`` ahead is refused too.
 """
 
 from __future__ import annotations
@@ -20,6 +32,9 @@ from meshcomm.wire.envelope import Envelope, MsgType, seal
 
 RECORD_ID_LEN = 8
 MAX_WALL_TIME_S = float(1 << 40)
+#: How far our wall clock may be ahead of a signer's: a binding is kept at most until its
+#: signed end (issued_at + lifetime) plus this, read on our clock.
+CLOCK_SKEW_TOLERANCE_S = 600.0
 
 
 def record_id_of(aor: str, key: bytes) -> bytes:
@@ -54,6 +69,16 @@ class Binding:
     @property
     def is_tombstone(self) -> bool:
         return self.lifetime_s == 0
+
+    @property
+    def life_s(self) -> int:
+        """How long the record lasts: the lifetime, or a tombstone's hold."""
+        return self.hold_s if self.lifetime_s == 0 else self.lifetime_s
+
+    @property
+    def signed_end(self) -> float:
+        """Signer's wall-clock time the record ends: ``issued_at + life_s`` (signed)."""
+        return self.issued_at + self.life_s
 
 
 def make_binding(identity: Identity, *, incident: str, seq: int, aor: str,

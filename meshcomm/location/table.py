@@ -1,11 +1,16 @@
 """The binding table and its merge rule (the same in gossip and DHT mode).
 
 * Per (AoR, key) the highest sequence number wins, never arrival order; an equal sequence
-  is a duplicate, a lower one a stale replay.
+  is a duplicate, a lower one a stale replay. The highest sequence ever accepted is
+  remembered after the record leaves the table, and across restarts
+  (:class:`~meshcomm.location.freshness.FreshnessMemory`): a lower one stays a stale replay.
 * ``lifetime_s == 0`` is a de-registration, kept as a tombstone for ``hold_s`` so that an
   older copy still travelling the mesh cannot resurrect the binding.
-* Expiry is counted from receipt (minus the age relays report), never from the signer's
-  clock; a binding dated implausibly far in the future is rejected.
+* Expiry is counted from receipt (minus the age relays report), but never past what the
+  origin signed: the signed end (``issued_at`` + lifetime, or + hold for a tombstone) plus
+  ``CLOCK_SKEW_TOLERANCE_S`` on our wall clock, nor past ``first seen + lifetime`` for a
+  sequence this node accepted before. A binding whose signed end is further past than the
+  tolerance is rejected (``expired``), as is one dated implausibly far in the future.
 * Trust policy ``open``: the first key to claim an AoR holds it until its binding expires
   or is withdrawn; later claims by other keys are stored as ``conflict``. Policy
   ``agency``: a binding must carry a credential signed by a trusted agency key.
@@ -20,7 +25,8 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
 from meshcomm.errors import DecodeError, TrustError
-from meshcomm.location.binding import Binding
+from meshcomm.location.binding import CLOCK_SKEW_TOLERANCE_S, Binding
+from meshcomm.location.freshness import FreshEntry, FreshnessMemory
 from meshcomm.security.credentials import check_credential, decode_credential_untrusted
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.wire import limits
@@ -92,11 +98,25 @@ def bucket_of(record_id: bytes) -> int:
     return record_id[0] % DIGEST_BUCKETS
 
 
+def _remaining_life_s(binding: Binding, wall_now: float, age_s: float,
+                      remembered: FreshEntry | None) -> float:
+    """Life left: from receipt minus the reported age, capped by the signed end (plus the
+    skew tolerance) and, for a sequence accepted before, by first acceptance + lifetime."""
+    life = binding.life_s
+    left = min(life - age_s, binding.signed_end + CLOCK_SKEW_TOLERANCE_S - wall_now)
+    if remembered is not None and remembered.seq == binding.seq:
+        left = min(left, remembered.first_wall + life - wall_now)
+    return left
+
+
 class LocationTable:
     """Bindings known to one node, with the merge rule, trust policy and digests."""
 
-    def __init__(self, incident: str, policy: TrustPolicy, verifier: SignatureVerifier):
+    def __init__(self, incident: str, policy: TrustPolicy, verifier: SignatureVerifier, *,
+                 freshness: FreshnessMemory | None = None):
         self.incident = incident
+        #: highest accepted sequence per record id, kept beyond the table (see there)
+        self.freshness = freshness if freshness is not None else FreshnessMemory()
         self.policy = policy
         self._verifier = verifier
         self._records: dict[bytes, StoredBinding] = {}
@@ -153,6 +173,9 @@ class LocationTable:
                 return MergeResult(MergeOutcome.DUPLICATE, existing)
             if binding.seq < existing.binding.seq:
                 return MergeResult(MergeOutcome.STALE, existing, reason="replayed_old_seq")
+        remembered = self.freshness.floor(binding.record_id, wall_now)
+        if remembered is not None and binding.seq < remembered.seq:
+            return MergeResult(MergeOutcome.STALE, existing, reason="replayed_old_seq")
         reason = self._reject_reason(binding, wall_now, age_s)
         if reason:
             return MergeResult(MergeOutcome.REJECTED, reason=reason)
@@ -160,9 +183,12 @@ class LocationTable:
             credentialed = self._credential_ok(binding, wall_now)
         except TrustError as exc:
             return MergeResult(MergeOutcome.REJECTED, reason=exc.reason)
-        life = binding.hold_s if binding.is_tombstone else binding.lifetime_s
-        stored = StoredBinding(binding, now, now + life - age_s, BindingState.VERIFIED,
+        left_s = _remaining_life_s(binding, wall_now, age_s, remembered)
+        if left_s <= 0:
+            return MergeResult(MergeOutcome.REJECTED, reason="expired")
+        stored = StoredBinding(binding, now, now + left_s, BindingState.VERIFIED,
                                credentialed=credentialed)
+        self.freshness.accepted(binding, wall_now, credentialed=credentialed)
         previous = existing.state if existing else None
         if existing is not None:
             stored.claim_order = existing.claim_order
@@ -186,8 +212,9 @@ class LocationTable:
     def _reject_reason(self, binding: Binding, wall_now: float, age_s: float) -> str:
         if binding.issued_at > wall_now + limits.MAX_FUTURE_SKEW_S:
             return "future_dated"
-        life = binding.hold_s if binding.is_tombstone else binding.lifetime_s
-        if life - age_s <= 0:
+        if binding.life_s - age_s <= 0:
+            return "expired"
+        if binding.signed_end + CLOCK_SKEW_TOLERANCE_S <= wall_now:
             return "expired"
         return ""
 

@@ -106,8 +106,10 @@ def test_bucket_hashes_differ_when_contents_differ() -> None:
 # ------------------------------------------------------------------ time
 def test_expiry_counts_from_receipt_minus_age_not_signer_clock() -> None:
     t = table()
-    # Signed with a clock a day behind ours: still fresh, lifetime counts from receipt.
-    result = t.offer(binding(ALICE, 1, lifetime_s=60, issued_at=WALL - 86400), 100.0, WALL,
+    # Signed with a clock 5 minutes behind ours (within CLOCK_SKEW_TOLERANCE_S): still
+    # fresh, lifetime counts from receipt. (A day behind is now refused: issue 7, see
+    # tests/location/test_freshness_table.py.)
+    result = t.offer(binding(ALICE, 1, lifetime_s=60, issued_at=WALL - 300), 100.0, WALL,
                      20.0)
     assert result.outcome is MergeOutcome.NEW and result.stored is not None
     assert result.stored.expires_at == 140.0
@@ -273,7 +275,8 @@ def test_agency_policy_accepts_valid_credentials_for_several_devices() -> None:
     assert {s.binding.key for s in found} == {ALICE.public_key, BOB.public_key}
     assert all(s.state is BindingState.VERIFIED for s in found)
     # The credential is checked against our wall clock when the binding arrives.
-    late = t.offer(binding(ALICE, 2, credential=credential(ALICE)), 10.0, WALL + 7200)
+    late = t.offer(binding(ALICE, 2, credential=credential(ALICE), issued_at=WALL + 7200),
+                   10.0, WALL + 7200)
     assert late.reason == "credential_expired"
 
 
