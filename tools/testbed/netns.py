@@ -62,6 +62,7 @@ COMMAND_TIMEOUT_S = 30.0
 IFA_F_TENTATIVE = 0x40
 IPV6_SCOPE_LINK = 0x20
 SHARED_IFACE = "radio0"
+_ATTACH_LABEL_RE = re.compile(r"[a-z]{1,6}")
 
 Edge = tuple[int, int]
 
@@ -390,12 +391,54 @@ class Testbed:
 
     def popen(self, node: int, argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
         """Start ``argv`` inside ``node`` in its own session; stopped at teardown."""
+        return self.popen_in(self.ns(node), argv, **kwargs)
+
+    def popen_in(self, namespace: str, argv: Sequence[str],
+                 **kwargs: object) -> subprocess.Popen[bytes]:
+        """Start ``argv`` inside this bed's namespace ``namespace`` (a node's or one made by
+        :meth:`attach`) in its own session; stopped at teardown."""
+        if namespace not in self._created:
+            raise TestbedError(f"{namespace} is not a namespace of this test bed")
         kwargs.setdefault("start_new_session", True)
         proc: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
-            ["ip", "netns", "exec", self.ns(node), *argv], **kwargs
+            ["ip", "netns", "exec", namespace, *argv], **kwargs
         )
         self._procs.append(proc)
         return proc
+
+    def attach(self, node: int, label: str = "x") -> str:
+        """Add a namespace ``<prefix>-<label>`` linked to ``node`` alone: a device beside it
+        (a hostile injector in the hostile tests). ``node`` gets interface ``to<label>``, the
+        new namespace ``to<node>``. Call it before :meth:`start_node` of ``node``, whose
+        radios are the interfaces it has then. Returns the namespace; torn down with the bed.
+        """
+        if not _ATTACH_LABEL_RE.fullmatch(label):
+            raise ValueError(f"attach label {label!r}: 1-6 letters (digits are node indexes)")
+        name, here, there = f"{self.prefix}-{label}", f"to{label}", f"to{node}"
+        if name in self._created:
+            raise TestbedError(f"{name} exists already")
+        run_ip("netns", "add", name)
+        self._created.append(name)
+        with in_netns(name):
+            for key in ("net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"):
+                _write_sysctl(key, "0")
+        run_ip("-n", name, "link", "set", "lo", "up")
+        run_ip("-n", self.ns(node), "link", "add", here, "type", "veth",
+               "peer", "name", there, "netns", name)
+        self._ifaces[node].append(here)
+        for namespace, iface in ((self.ns(node), here), (name, there)):
+            with in_netns(namespace):
+                _write_sysctl(f"net.ipv6.conf.{iface}.accept_dad", "0")
+            run_ip("-n", namespace, "link", "set", iface, "up")
+        self._wait_ready()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            with in_netns(name):
+                if any(not flags & IFA_F_TENTATIVE for _, flags in _link_locals(there)):
+                    return name
+            if time.monotonic() > deadline:
+                raise TestbedError(f"{name} {there}: no link-local address")
+            time.sleep(READY_POLL_S)
 
     def entered(self, node: int) -> contextlib.AbstractContextManager[None]:
         """Context manager: the calling thread inside ``node`` (see :func:`in_netns`)."""
