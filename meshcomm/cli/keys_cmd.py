@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import re
 import secrets
 import sys
 import time
 from pathlib import Path
 
+from meshcomm.diskio import disk_problem
 from meshcomm.errors import ConfigError, DecodeError
 from meshcomm.security.credentials import (
     MAX_PATTERN_LEN,
@@ -25,7 +25,13 @@ from meshcomm.security.credentials import (
     issue_credential,
 )
 from meshcomm.security.identity import Identity, fingerprint
-from meshcomm.security.keystore import CREDENTIAL_FILE, IDENTITY_FILE, read_key_file, write_key_file
+from meshcomm.security.keystore import (
+    CREDENTIAL_FILE,
+    IDENTITY_FILE,
+    read_key_file,
+    write_credential_file,
+    write_key_file,
+)
 from meshcomm.wire import limits
 
 DEFAULT_EXPIRES = "30d"
@@ -75,12 +81,12 @@ def run_keygen(args: argparse.Namespace) -> int:
     path: Path = args.out
     identity = Identity(secrets.token_bytes(32))
     try:
-        write_key_file(path, identity)
+        write_key_file(path, identity, replace_incomplete=True)
     except FileExistsError:
         print(f"meshcomm keygen: {path} exists; refusing to overwrite a key", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"meshcomm keygen: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"meshcomm keygen: {disk_problem(exc, path)}", file=sys.stderr)
         return 1
     print(identity.public_key.hex())
     print(f"wrote agency key {path} (mode 0600, fingerprint {fingerprint(identity.public_key)});"
@@ -130,23 +136,23 @@ def _device_key(args: argparse.Namespace) -> bytes:
 
 
 def _write_credential(path: Path, data: bytes) -> bool:
-    """Write atomically; replace only an existing credential file. Return True if replaced."""
-    replaced = path.exists()
-    if replaced:
+    """Write atomically; replace only an existing credential file (or an empty one, left
+    by an interrupted write). Return True if a credential was replaced."""
+    try:
+        existing = path.read_bytes()
+    except FileNotFoundError:
+        existing = b""
+    except OSError as exc:
+        raise UsageError(f"{path} exists and cannot be read; refusing to overwrite it") \
+            from exc
+    if existing:
         try:
-            decode_credential_untrusted(path.read_bytes())
-        except (DecodeError, OSError) as exc:
+            decode_credential_untrusted(existing)
+        except DecodeError as exc:
             raise UsageError(f"{path} exists and is not a credential; refusing to overwrite "
                              "it") from exc
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return replaced
+    write_credential_file(path, data)
+    return bool(existing)
 
 
 def _utc(epoch_s: int) -> str:
@@ -181,7 +187,8 @@ def run_enroll(args: argparse.Namespace) -> int:
         print(f"meshcomm enroll: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"meshcomm enroll: cannot write credential: {exc}", file=sys.stderr)
+        print(f"meshcomm enroll: {disk_problem(exc, exc.filename or 'credential')}",
+              file=sys.stderr)
         return 1
     print(f"credential {'replaced' if replaced else 'written'}: {out}")
     print(f"  aor      {cred.aor_pattern}")

@@ -1,38 +1,79 @@
-"""On-disk keys (an IO adapter): device identity, agency keys, boot epoch.
+"""On-disk keys (an IO adapter): device identity, agency keys, boot epoch, credential.
 
-Files are created with mode 0600 and never overwritten: losing a device key would orphan
-every binding it signed.
+Every file here is written atomically (:func:`meshcomm.diskio.write_atomic`: temporary
+file, fsync, link or rename, fsync of the directory), so a full disk, a read-only file
+system or a crash leaves the old file or the new one, never a 0-byte or half-written key.
+
+A key file is never overwritten: losing a device key would orphan every binding it
+signed. The one exception is an *incomplete* key file -- empty, or a strict prefix of the
+key file format (an interrupted write by an older version): it holds no key, so
+:func:`load_or_create_identity` replaces it with a new identity (and logs that it did).
+Anything else that does not read as a key is a :class:`ConfigError` and is left alone.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import secrets
+import string
+import time
 from pathlib import Path
+from typing import Final
 
+from meshcomm.diskio import remove_stale_temp_files, write_atomic
 from meshcomm.errors import ConfigError
 from meshcomm.security.identity import Identity
+
+log = logging.getLogger(__name__)
 
 IDENTITY_FILE = "identity.key"
 EPOCH_FILE = "boot-epoch"
 CREDENTIAL_FILE = "credential.bin"
 KEY_FILE_HEADER = "meshcomm-ed25519-seed-v1"
+KEY_FILE_MODE: Final = 0o600
+#: A credential is not secret (it names a public key); it lives in the 0700 data dir.
+CREDENTIAL_FILE_MODE: Final = 0o644
+SEED_BYTES: Final = 32
+#: Temporary file name older versions used for the boot epoch (removed when found).
+LEGACY_EPOCH_TMP: Final = "boot-epoch.tmp"
+#: When the boot epoch file is empty its value is lost; the epoch restarts above any
+#: value a node can have reached by counting starts: one step per RECOVERED_EPOCH_STEP_S
+#: of wall-clock time since EPOCH_CLOCK_ORIGIN_S (2020-01-01 UTC).
+EPOCH_CLOCK_ORIGIN_S: Final = 1_577_836_800
+RECOVERED_EPOCH_STEP_S: Final = 60
+#: Sequence numbers are ``epoch << 32 | counter`` in 64 bits: the epoch must stay below.
+MAX_BOOT_EPOCH: Final = (1 << 32) - 1
+_HEX_DIGITS: Final = frozenset(string.hexdigits.encode())
 
 
-def _write_new_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def key_file_text(identity: Identity) -> bytes:
+    return f"{KEY_FILE_HEADER}\n{identity.seed.hex()}\n".encode("ascii")
 
 
-def write_key_file(path: Path, identity: Identity) -> None:
-    """Write a new key file; refuses to overwrite an existing one."""
-    if path.exists():
-        raise FileExistsError(f"{path} exists; refusing to overwrite a key")
-    _write_new_private(path, f"{KEY_FILE_HEADER}\n{identity.seed.hex()}\n")
+def is_incomplete_key_file(data: bytes) -> bool:
+    """True if ``data`` is empty or a strict prefix of a key file (an interrupted write).
+
+    Such a file cannot hold a key: replacing it loses nothing."""
+    head = f"{KEY_FILE_HEADER}\n".encode("ascii")
+    if len(data) <= len(head):
+        return head.startswith(data)
+    rest = data[len(head):]
+    return data.startswith(head) and len(rest) < 2 * SEED_BYTES and \
+        all(byte in _HEX_DIGITS for byte in rest)
+
+
+def write_key_file(path: Path, identity: Identity, *, replace_incomplete: bool = False) -> None:
+    """Write a new key file atomically (mode 0600).
+
+    Refuses (FileExistsError) to overwrite an existing file, unless ``replace_incomplete``
+    and the existing file is incomplete (:func:`is_incomplete_key_file`)."""
+    replace = False
+    if replace_incomplete:
+        try:
+            replace = is_incomplete_key_file(path.read_bytes())
+        except FileNotFoundError:
+            replace = False
+    write_atomic(path, key_file_text(identity), mode=KEY_FILE_MODE, replace=replace)
 
 
 def read_key_file(path: Path) -> Identity:
@@ -46,8 +87,8 @@ def read_key_file(path: Path) -> Identity:
         seed = bytes.fromhex(lines[1])
     except ValueError as exc:
         raise ConfigError(str(path), "key file holds no valid hex seed") from exc
-    if len(seed) != 32:
-        raise ConfigError(str(path), "key seed must be 32 bytes")
+    if len(seed) != SEED_BYTES:
+        raise ConfigError(str(path), f"key seed must be {SEED_BYTES} bytes")
     return Identity(seed)
 
 
@@ -56,33 +97,71 @@ def ensure_data_dir(data_dir: Path) -> None:
 
 
 def load_or_create_identity(data_dir: Path) -> tuple[Identity, bool]:
-    """Return (identity, created). Creates a new key on first start."""
+    """Return (identity, created). Creates a new key on first start, or in place of an
+    incomplete key file. OSError (full or read-only disk) propagates with the key path."""
     ensure_data_dir(data_dir)
     path = data_dir / IDENTITY_FILE
-    if path.exists():
+    remove_stale_temp_files(path)
+    try:
+        existing = path.read_bytes()
+    except FileNotFoundError:
+        existing = None
+    if existing is not None and not is_incomplete_key_file(existing):
         return read_key_file(path), False
-    identity = Identity(secrets.token_bytes(32))
-    write_key_file(path, identity)
+    identity = Identity(secrets.token_bytes(SEED_BYTES))
+    if existing is not None:
+        log.warning("%s is incomplete (%d bytes, an interrupted write): it holds no key; "
+                    "creating a new identity in its place", path, len(existing))
+    write_key_file(path, identity, replace_incomplete=existing is not None)
     return identity, True
+
+
+def _recovered_epoch(path: Path) -> int:
+    steps = int((time.time() - EPOCH_CLOCK_ORIGIN_S) // RECOVERED_EPOCH_STEP_S)
+    epoch = min(max(1, steps), MAX_BOOT_EPOCH)
+    log.warning("%s is empty (an interrupted write): the last boot epoch is lost; "
+                "continuing at epoch %d, derived from the clock", path, epoch)
+    return epoch
 
 
 def next_boot_epoch(data_dir: Path) -> int:
     """Increment and persist the boot epoch; sequence numbers start at epoch << 32."""
     path = data_dir / EPOCH_FILE
+    remove_stale_temp_files(path)
+    (data_dir / LEGACY_EPOCH_TMP).unlink(missing_ok=True)
     try:
-        epoch = int(path.read_text().strip()) + 1
+        text = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        epoch = 1
-    except ValueError as exc:
+        text = "0"
+    except UnicodeDecodeError as exc:
         raise ConfigError(str(path), "boot epoch file is corrupt") from exc
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{epoch}\n")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    if not text:
+        epoch = _recovered_epoch(path)
+    else:
+        try:
+            epoch = int(text) + 1
+        except ValueError as exc:
+            raise ConfigError(str(path), "boot epoch file is corrupt") from exc
+    if not 1 <= epoch <= MAX_BOOT_EPOCH:
+        raise ConfigError(str(path), f"boot epoch must be 1..{MAX_BOOT_EPOCH}")
+    write_atomic(path, f"{epoch}\n".encode("ascii"), mode=KEY_FILE_MODE, replace=True)
     return epoch
 
 
+def write_credential_file(path: Path, data: bytes) -> None:
+    """Write (or replace) a credential file atomically."""
+    write_atomic(path, data, mode=CREDENTIAL_FILE_MODE, replace=True)
+
+
 def load_credential_bytes(data_dir: Path) -> bytes | None:
+    """The device credential, or None when there is none (an empty file counts as none)."""
     path = data_dir / CREDENTIAL_FILE
-    return path.read_bytes() if path.exists() else None
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if not data:
+        log.warning("%s is empty (an interrupted write): running without a credential; "
+                    "enroll the device again", path)
+        return None
+    return data
