@@ -127,6 +127,17 @@ def _nonzero(counters: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in counters.items() if v)
 
 
+def format_journal(journal: dict[str, Any]) -> str:
+    """The ``journal`` line of ``ctl status``; says loudly when the disk refuses writes."""
+    line = f"journal  {journal.get('path')} durable seq {journal.get('durable_seq')}"
+    if journal.get("writable", True):
+        dropped = journal.get("dropped") or 0
+        return line + (f" ({dropped} event(s) dropped earlier)" if dropped else "")
+    return (line + f"; NOT WRITABLE: {journal.get('last_error')}; "
+            f"{journal.get('pending')}/{journal.get('max_pending')} entries waiting, "
+            f"{journal.get('dropped')} dropped")
+
+
 def format_status(st: dict[str, Any]) -> str:
     journal = st.get("journal", {})
     lines = [
@@ -135,7 +146,7 @@ def format_status(st: dict[str, Any]) -> str:
         f"role     {st.get('role')}, incident {st.get('incident')!r}, "
         f"up {st.get('uptime_s', 0):.1f} s, boot epoch {st.get('boot_epoch')}",
         f"radios   {', '.join(st.get('radios', {})) or '-'}",
-        f"journal  {journal.get('path')} durable seq {journal.get('durable_seq')}",
+        format_journal(journal),
         f"bindings {st.get('bindings')}",
         "",
     ]

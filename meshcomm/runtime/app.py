@@ -18,12 +18,13 @@ import secrets
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from meshcomm.config import NodeConfig, node_aor
+from meshcomm.diskio import disk_problem, is_read_only
 from meshcomm.errors import ConfigError, DecodeError
 from meshcomm.journal.store import JournalStore
 from meshcomm.media.relay import MediaConfig
@@ -68,8 +69,24 @@ CHECKPOINT_INTERVAL_S: Final = 60.0
 CONTACT_HOST_SUFFIX: Final = "mesh"
 
 
+#: Exit status of a node that stopped but could not close a store cleanly (e.g. journal
+#: entries that a full disk kept from being written; each is logged in one line).
+EXIT_CLOSE_FAILED: Final = 1
+
+
 class StartupError(Exception):
     """The node cannot start; the message is one line for the user."""
+
+
+def disk_startup_error(data_dir: Path, exc: OSError | sqlite3.Error, path: Path | str,
+                       doing: str = "writing", what: str = "") -> StartupError:
+    """A one-line StartupError for a start-up step that failed on the disk: names ``path``
+    and the problem ("no space left on device writing /x/identity.key", "data dir /x is
+    read-only: cannot write /x/journal.sqlite"); ``what`` (e.g. "journal") prefixes it."""
+    problem = disk_problem(exc, path, doing)
+    if is_read_only(exc):
+        problem = f"data dir {data_dir} is read-only: {problem.partition(': ')[2]}"
+    return StartupError(f"{what}: {problem}" if what else problem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +105,10 @@ class NodeOptions:
 @contextlib.contextmanager
 def data_dir_lock(data_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on the data dir: one node per data dir."""
-    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise disk_startup_error(data_dir, exc, data_dir / LOCK_FILE, "creating") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -143,8 +163,10 @@ def open_store_forward(path: Path, node: MeshNode, config: StoreForwardConfig,
     """Open the node's store-and-forward database and restore the core from it."""
     try:
         storage = SfStorage.open(path)
-    except (ConfigError, sqlite3.Error, OSError) as exc:
+    except ConfigError as exc:
         raise StartupError(f"store-and-forward {path}: {exc}") from None
+    except (sqlite3.Error, OSError) as exc:
+        raise disk_startup_error(path.parent, exc, path, what="store-and-forward") from None
     try:
         held, delivered, _statuses = storage.load()
         sf = StoreForward(node, config, now=now, restored=held, delivered_ids=delivered)
@@ -196,18 +218,25 @@ async def open_radios(specs: tuple[str, ...], impairment: Impairment | None,
 
 
 def _load_identity(data_dir: Path) -> tuple[Identity, int, bytes | None]:
-    identity, created = load_or_create_identity(data_dir)
-    if created:
-        log.info("created a new identity in %s, fingerprint %s", data_dir,
-                 fingerprint(identity.public_key))
-    else:
-        log.info("identity fingerprint %s", fingerprint(identity.public_key))
-    return identity, next_boot_epoch(data_dir), load_credential_bytes(data_dir)
+    """Identity (created on first start), next boot epoch and credential; a disk that
+    refuses the writes is a one-line StartupError naming the file."""
+    try:
+        identity, created = load_or_create_identity(data_dir)
+        if created:
+            log.info("created a new identity in %s, fingerprint %s", data_dir,
+                     fingerprint(identity.public_key))
+        else:
+            log.info("identity fingerprint %s", fingerprint(identity.public_key))
+        return identity, next_boot_epoch(data_dir), load_credential_bytes(data_dir)
+    except OSError as exc:
+        raise disk_startup_error(data_dir, exc, exc.filename or data_dir) from None
 
 
 def _open_journal(path: Path, node_id: bytes) -> JournalStore:
     try:
         return JournalStore.open(path, node_id)
+    except (OSError, sqlite3.Error) as exc:
+        raise disk_startup_error(path.parent, exc, path, what="journal") from None
     except ConfigError as exc:
         raise StartupError(f"journal {path}: {exc}") from None
     except DecodeError as exc:
@@ -221,7 +250,9 @@ async def run_node(options: NodeOptions,
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StartupError(f"cannot create data dir {data_dir}: {exc.strerror}") from None
+        raise StartupError(f"cannot create data dir {data_dir}: "
+                           f"{disk_problem(exc, exc.filename or data_dir, 'creating')}") \
+            from None
     with data_dir_lock(data_dir):
         return await _run_locked(options, on_ready)
 
@@ -273,15 +304,57 @@ async def _run_locked(options: NodeOptions,
         log.info("SIP gateway on %s udp/%d tcp/%d", sockets.host, sockets.udp_port,
                  sockets.tcp_port)
     try:
-        return await _serve(driver, info, options, on_ready)
+        status = await _serve(driver, info, options, on_ready)
     finally:
-        if media is not None:
-            media.close()
-        driver.close()
-        if sf_storage is not None:
-            sf_storage.close()
-        if sockets is not None:
-            sockets.close()
+        # Every store is closed even when one close fails (e.g. a full disk at stop).
+        failed = close_all(_closers(driver, media, sf_storage, sockets))
+        if driver.journal is not None and driver.journal.lost_at_close:
+            failed.append(f"journal {driver.journal.path} "
+                          f"({driver.journal.lost_at_close} entries not written)")
+    if failed:
+        log.error("node stopped; could not close cleanly: %s", ", ".join(failed))
+        return status or EXIT_CLOSE_FAILED
+    return status
+
+
+#: (what, close) pairs for :func:`close_all`.
+Closer = tuple[str, Callable[[], object]]
+
+
+def _closers(driver: NodeDriver, media: MediaIO | None, sf_storage: SfStorage | None,
+             sockets: SipSockets | None) -> list[Closer]:
+    """What a running node closes at stop, in order (each close is idempotent; the radios
+    and the journal are closed again on their own in case the driver's close failed)."""
+    closers: list[Closer] = []
+    if media is not None:
+        closers.append(("media", media.close))
+    closers.append(("driver", driver.close))
+    closers += [(f"radio {name}", radio.close) for name, radio in driver.radios.items()]
+    journal = driver.journal
+    if journal is not None:
+        closers.append((f"journal {journal.path}", journal.close))
+    if sf_storage is not None:
+        closers.append((f"store-and-forward {sf_storage.path}", sf_storage.close))
+    if sockets is not None:
+        closers.append(("SIP gateway sockets", sockets.close))
+    return closers
+
+
+def close_all(closers: Sequence[Closer]) -> list[str]:
+    """Call every closer even if some fail; log each failure in one line (no traceback).
+
+    Returns what failed to close."""
+    failed: list[str] = []
+    for what, close in closers:
+        try:
+            close()
+        except (OSError, sqlite3.Error) as exc:
+            log.error("%s: close failed: %s", what, disk_problem(exc, what, "closing"))
+            failed.append(what)
+        except Exception as exc:   # a bug in one close must not leave the others open
+            log.error("%s: close failed: %s: %s", what, type(exc).__name__, exc)
+            failed.append(what)
+    return failed
 
 
 def _media_io(cfg: NodeConfig, loop: asyncio.AbstractEventLoop, identity: Identity,
@@ -331,8 +404,11 @@ async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,
                            control_handlers(driver, info, stop.set))
     try:
         server.bind()
-    except (ControlError, OSError) as exc:
+    except ControlError as exc:
         raise StartupError(f"control socket: {exc}") from None
+    except OSError as exc:
+        raise disk_startup_error(options.data_dir, exc, server.path, "creating",
+                                 what="control socket") from None
     driver.start()
     log.info("node %s up: %s (%s, incident %r) on %s", short_id(info.node_id), info.aor,
              info.role, info.incident, ", ".join(driver.radios))

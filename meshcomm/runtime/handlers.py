@@ -77,7 +77,6 @@ def _routes(driver: NodeDriver, now: float) -> list[dict[str, object]]:
 def status(driver: NodeDriver, info: NodeInfo) -> dict[str, object]:
     now = driver.now()
     journal = driver.journal
-    head = journal.head() if journal is not None else None
     return {
         "node_id": info.node_id.hex(),
         "public_key": info.public_key.hex(),
@@ -96,11 +95,8 @@ def status(driver: NodeDriver, info: NodeInfo) -> dict[str, object]:
         "sip": sip_status(driver),
         "media": media_status(driver),
         "store_forward": store_forward_status(driver),
-        "journal": {
-            "path": str(journal.path) if journal is not None else None,
-            "durable_seq": journal.durable_seq if journal is not None else 0,
-            "head_seq": head[0] if head is not None else 0,
-        },
+        "journal": journal.status() if journal is not None else {
+            "path": None, "durable_seq": 0, "head_seq": 0},
     }
 
 
