@@ -17,20 +17,26 @@ STORE_FORWARD go to ``sf.on_mesh``, its ``SfDeliver`` to ``gateway.deliver_store
 timer joins the one ``next_timer``, and its ``SfPersist`` and journal records come out of
 ``next_event``: the runtime must apply each ``SfPersist`` to its ``SfStorage`` before it
 transmits what ``to_send`` returns (a receipt must not leave before the delivered id is on
-disk).
+disk), and report the outcome with :meth:`SipNode.persisted` (a held MESSAGE is answered
+202 only once its hold is on disk, 500 if the write failed). The overlay's NEIGHBOUR_UP and
+ROUTE_CHANGED records also go to ``sf.on_overlay_record`` (a heal retries held messages
+at once), and :meth:`SipNode.hold_pending` hands the gateway's pending MESSAGEs to
+store-and-forward when the node stops.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Iterable
 
 from meshcomm.errors import LocalProtocolError
+from meshcomm.journal.events import JournalRecord
 from meshcomm.node.gateway import GatewayEvent, SipGateway
 from meshcomm.node.gateway_types import Address, LocalDatagram, MeshSip
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
-from meshcomm.node.storeforward import SfDeliver, SfEvent, StoreForward
+from meshcomm.node.storeforward import SfDeliver, SfEvent, SfHoldResult, StoreForward
 from meshcomm.overlay.core import OverlayEvent
 from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.types import Datagram, LinkAddr
@@ -77,6 +83,20 @@ class SipNode:
         """Move queued work between the gateway and the node (after a command)."""
         self._settle(now)
 
+    def persisted(self, msg_ids: Iterable[bytes], ok: bool, now: float) -> None:
+        """The runtime applied (``ok``) or failed to apply the ``SfPersist`` events of
+        these ids; answers of holds waiting for it are queued (drain the outputs again)."""
+        if self.sf is not None:
+            self.sf.persisted(msg_ids, ok, now)
+            self._settle(now)
+
+    def hold_pending(self, now: float) -> int:
+        """Stopping: hand every MESSAGE still waiting for a far node to store-and-forward
+        (see SipGateway.hold_pending); the runtime then persists and reports as usual."""
+        handed = self.gateway.hold_pending(now)
+        self._settle(now)
+        return handed
+
     # ------------------------------------------------------------ outputs
     # Every input (receive, receive_sip, on_timer) and settle() after a command already
     # moved all queued work between the parts, so the outputs only drain: no settling on
@@ -117,6 +137,8 @@ class SipNode:
                     moved = True
                     self.sf.on_mesh(event, now)
                 else:
+                    if isinstance(event, JournalRecord) and self.sf is not None:
+                        self.sf.on_overlay_record(event, now)
                     self._events.append(event)
             while (gw_event := self.gateway.next_event()) is not None:
                 self._events.append(gw_event)
@@ -133,6 +155,9 @@ class SipNode:
             if isinstance(sf_event, SfDeliver):
                 moved = True
                 self.gateway.deliver_stored(sf_event.msg_id, sf_event.sip, now)
+            elif isinstance(sf_event, SfHoldResult):
+                moved = True
+                self.gateway.hold_done(sf_event.msg_id, sf_event.durable, now)
             else:
                 self._events.append(sf_event)
         return moved

@@ -66,6 +66,13 @@ class ProxyTx:
     linger_until: float | None = None
     msg_id: bytes | None = None
     hops: int = 0
+    #: A MESSAGE being delivered to a local client: its message_id and origin node
+    #: (b"" local); copies that arrive meanwhile wait here for its answer.
+    delivery_id: bytes | None = None
+    delivery_origin: bytes = b""
+    followers: list[ProxyTx] = field(default_factory=list)
+    #: Handed to store-and-forward: the 202 waits until the hold is durable.
+    holding_id: bytes | None = None
 
     @property
     def method(self) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from meshcomm.errors import ConfigError
+from meshcomm.errors import ConfigError, LocalProtocolError
 from meshcomm.media.relay import SdpPath
 from meshcomm.overlay.forwarding import MAX_MESSAGE_BYTES as MAX_MESH_MESSAGE_BYTES
 
@@ -107,13 +107,28 @@ class SendResult:
     msg_id: bytes | None = None
 
 
+class HoldRefused(LocalProtocolError):
+    """The holder cannot take a message now (its own store is full of undelivered
+    messages): the gateway answers 503 with Retry-After so the client tries again."""
+
+
 class MessageHolder(Protocol):
-    """The store-and-forward hand-off (meshcomm.node.storeforward implements it)."""
+    """The store-and-forward hand-off (meshcomm.node.storeforward implements it).
+
+    ``hold`` returns True when the message is durably held at once, False when the
+    outcome follows as ``SipGateway.hold_done(msg_id, durable, now)``; it raises
+    HoldRefused (answered 503) or LocalProtocolError (the 480 stays). The gateway asks
+    ``is_delivered`` before delivering a MESSAGE to a local client and reports each
+    direct delivery with ``note_delivered`` (exactly once, end to end)."""
 
     def hold(self, *, msg_id: bytes, from_aor: str, to_aor: str, sip: bytes,
-             now: float) -> None: ...
+             now: float) -> bool: ...
 
     def local_delivery_done(self, msg_id: bytes, ok: bool, now: float) -> None: ...
+
+    def is_delivered(self, msg_id: bytes) -> bool: ...
+
+    def note_delivered(self, msg_id: bytes, origin: bytes, now: float) -> None: ...
 
 
 #: Which way an SDP body passes the gateway: the media layer's own enum, one definition.

@@ -7,7 +7,8 @@ runtime applies each to :meth:`SfStorage.apply` and, on restart, passes what
 One file per node, WAL mode with ``synchronous=FULL``: an applied event is on disk when
 :meth:`SfStorage.apply` returns. Tables: ``held`` (a held message: the origin's signed
 parcel, own/custody, status), ``delivered`` (ids this node delivered to its client, the
-exactly-once set) and ``meta`` (format version).
+exactly-once set: id, wall-clock time, origin node) and ``meta`` (format version). A file
+of the first format gains the ``origin`` column when opened.
 
 Rows read back are untrusted (the file may have been damaged or edited):
 :func:`decode_held_row_untrusted` and :func:`decode_delivered_row_untrusted` raise only
@@ -25,6 +26,7 @@ from types import TracebackType
 from typing import Final
 
 from meshcomm.errors import ConfigError, DecodeError, LocalProtocolError
+from meshcomm.node.sf_delivered import DeliveredRecord
 from meshcomm.node.storeforward import HeldMessage, HeldState, HeldStatus, PersistOp, SfPersist
 from meshcomm.node.storeforward_wire import (
     check_msg_id,
@@ -43,6 +45,9 @@ MAX_HOLDER_BYTES: Final = limits.MAX_AOR_LEN
 MAX_STATE_BYTES: Final = 16
 #: Reasons of skipped rows kept for the caller (the count is kept in full).
 MAX_REPORTED_ROWS: Final = 100
+#: Longest origin (a node id) stored with a delivered id.
+MAX_ORIGIN_BYTES: Final = 32
+DELIVERED_COLUMNS: Final = "msg_id, wall_s, origin"
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS held (
@@ -53,7 +58,8 @@ CREATE TABLE IF NOT EXISTS held (
     state TEXT NOT NULL,
     holder TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS delivered (msg_id BLOB PRIMARY KEY, wall_s REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS delivered (msg_id BLOB PRIMARY KEY, wall_s REAL NOT NULL,
+                                      origin BLOB NOT NULL DEFAULT x'');
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 HELD_COLUMNS: Final = "msg_id, parcel, signature, own, state, holder"
@@ -115,6 +121,20 @@ def decode_delivered_row_untrusted(row: Sequence[object]) -> bytes:
     return check_msg_id(_blob(row[0], "msg_id"), "msg_id")
 
 
+def decode_delivered_record_untrusted(row: Sequence[object]) -> DeliveredRecord:
+    """A ``delivered`` row (columns :data:`DELIVERED_COLUMNS`); only DecodeError."""
+    if len(row) != 3:
+        raise DecodeError("delivered row has the wrong number of columns")
+    msg_id = check_msg_id(_blob(row[0], "msg_id"), "msg_id")
+    wall_s = row[1]
+    if isinstance(wall_s, bool) or not isinstance(wall_s, int | float) or wall_s != wall_s:
+        raise DecodeError("delivered wall_s is not a number")
+    origin = _blob(row[2], "origin")
+    if len(origin) > MAX_ORIGIN_BYTES:
+        raise DecodeError("delivered origin too long", reason="oversized")
+    return DeliveredRecord(msg_id, float(wall_s), origin)
+
+
 class SfStorage:
     """The store-and-forward database of one node. Use from one thread."""
 
@@ -153,6 +173,9 @@ class SfStorage:
                          (FORMAT_VERSION,))
         elif row[0] != FORMAT_VERSION:
             raise ConfigError("store_forward", f"{path}: unsupported format {row[0]!r}")
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(delivered)")}
+        if b"origin" not in columns and "origin" not in columns:
+            conn.execute("ALTER TABLE delivered ADD COLUMN origin BLOB NOT NULL DEFAULT x''")
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -188,8 +211,8 @@ class SfStorage:
         elif event.op is PersistOp.REMOVE:
             conn.execute("DELETE FROM held WHERE msg_id = ?", (event.msg_id,))
         elif event.op is PersistOp.DELIVERED:
-            conn.execute("INSERT OR REPLACE INTO delivered (msg_id, wall_s) VALUES (?, ?)",
-                         (event.msg_id, event.wall_s))
+            conn.execute(f"INSERT OR REPLACE INTO delivered ({DELIVERED_COLUMNS}) "
+                         "VALUES (?, ?, ?)", (event.msg_id, event.wall_s, event.origin))
         else:
             conn.execute("DELETE FROM delivered WHERE msg_id = ?", (event.msg_id,))
 
@@ -216,6 +239,18 @@ class SfStorage:
         statuses = sorted((h.status() for h in held if h.own),
                           key=lambda s: (s.created, s.msg_id))
         return held, delivered, statuses
+
+    def load_delivered(self) -> list[DeliveredRecord]:
+        """The exactly-once log with times and origins (a row that does not decode is
+        skipped as in :meth:`load`)."""
+        out: list[DeliveredRecord] = []
+        for row in self._db().execute(f"SELECT {DELIVERED_COLUMNS} FROM delivered "
+                                      "ORDER BY rowid"):
+            try:
+                out.append(decode_delivered_record_untrusted(row))
+            except DecodeError as exc:
+                self._skip("delivered", exc)
+        return out
 
     def _skip(self, table: str, exc: DecodeError) -> None:
         self.skipped_rows += 1

@@ -31,8 +31,10 @@ from enum import StrEnum
 from meshcomm.errors import ConfigError, DecodeError, LocalProtocolError
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
+from meshcomm.node.gateway_types import HoldRefused
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
+from meshcomm.node.sf_delivered import LOCAL_ORIGIN, DeliveredLog, DeliveredRecord
 from meshcomm.node.storeforward_wire import (
     MAX_MSG_ID_BYTES,
     MAX_SIP_BYTES,
@@ -55,6 +57,8 @@ from meshcomm.types import NodeId
 from meshcomm.wire import limits
 
 log = logging.getLogger(__name__)
+
+__all__ = ["HoldRefused", "SfHoldResult", "StoreForward", "StoreForwardConfig"]
 
 #: Binding capability by which a relay beyond one hop advertises that it holds messages.
 RELAY_CAP = "relay"
@@ -117,11 +121,14 @@ class StoreForwardConfig:
     #: Delivered ids remembered (exactly once) this long and at most this many.
     delivered_keep_s: float = 2 * 86400.0
     max_delivered_ids: int = 100_000
+    #: A returning neighbour or route retries held messages at once, but a message is
+    #: not tried again sooner than this after its last attempt (a flapping link).
+    heal_retry_gap_s: float = 0.5
 
     def validate(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
         for name in ("max_age_s", "poll_interval_s", "retry_initial_s", "offer_interval_s",
-                     "local_delivery_timeout_s", "delivered_keep_s"):
+                     "local_delivery_timeout_s", "delivered_keep_s", "heal_retry_gap_s"):
             if not getattr(self, name) > 0:
                 problems.append((name, "must be > 0"))
         if self.retry_max_s < self.retry_initial_s:
@@ -175,6 +182,15 @@ class SfDeliver:
     from_aor: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class SfHoldResult:
+    """Whether a :meth:`StoreForward.hold` is durable (``durable``) or was dropped because
+    its write failed; emitted once per hold after :meth:`StoreForward.persisted`."""
+
+    msg_id: bytes
+    durable: bool
+
+
 class PersistOp(StrEnum):
     STORE = "store"            # insert or replace ``held``
     REMOVE = "remove"          # forget the held message ``msg_id``
@@ -188,9 +204,11 @@ class SfPersist:
     msg_id: bytes
     held: HeldMessage | None = None
     wall_s: float = 0.0
+    #: DELIVERED: the node the request came from (fair eviction of the delivered log).
+    origin: bytes = LOCAL_ORIGIN
 
 
-SfEvent = SfDeliver | SfPersist | JournalRecord
+SfEvent = SfDeliver | SfPersist | SfHoldResult | JournalRecord
 
 
 @dataclass(slots=True)
@@ -202,6 +220,9 @@ class _Entry:
     next_offer: float = 0.0
     offered: set[NodeId] = field(default_factory=set)
     accepted: set[NodeId] = field(default_factory=set)
+    #: Nodes bound to the To AoR at the last look, and when a DELIVER last went out.
+    bound_nodes: frozenset[NodeId] = frozenset()
+    last_try: float = float("-inf")
 
 
 @dataclass(slots=True)
@@ -222,7 +243,7 @@ class StoreForward:
 
     def __init__(self, node: MeshNode, config: StoreForwardConfig, *, now: float,
                  restored: Iterable[HeldMessage] = (),
-                 delivered_ids: Iterable[bytes] = ()) -> None:
+                 delivered_ids: Iterable[bytes | DeliveredRecord] = ()) -> None:
         for key, problem in config.validate():
             raise ConfigError(f"store_forward.{key}", problem)
         self.node = node
@@ -231,7 +252,8 @@ class StoreForward:
         self._events: deque[SfEvent] = deque()
         self._entries: dict[bytes, _Entry] = {}
         self._pending: dict[bytes, _PendingLocal] = {}
-        self._delivered: dict[bytes, float] = {}
+        #: Own holds whose STORE is not yet known to be on disk (see :meth:`persisted`).
+        self._unconfirmed: set[bytes] = set()
         self._drop_journal: dict[tuple[str, str], float] = {}
         self._tick_at = now
         self._prune_at = now + PRUNE_INTERVAL_S
@@ -242,8 +264,9 @@ class StoreForward:
             SfMsgType.RECEIPT: self._on_receipt,
         }
         wall = self._wall(now)
-        for msg_id in delivered_ids:
-            self._delivered[bytes(msg_id)] = wall
+        self._delivered = DeliveredLog(config.max_delivered_ids, config.delivered_keep_s, (
+            r if isinstance(r, DeliveredRecord) else DeliveredRecord(bytes(r), wall)
+            for r in delivered_ids))
         for held in restored:
             self._restore(held, now)
 
@@ -273,11 +296,15 @@ class StoreForward:
 
     # ------------------------------------------------------------ commands
     def hold(self, *, msg_id: bytes, from_aor: str, to_aor: str, sip: bytes,
-             now: float) -> None:
+             now: float) -> bool:
         """Keep a MESSAGE of a local client for ``to_aor`` until it can be delivered.
 
-        Idempotent per ``msg_id`` (8..32 bytes, unique: random). Raises LocalProtocolError
-        for arguments out of bounds."""
+        Returns True when the message is already durably held (or was delivered here);
+        False when its write is queued (an ``SfPersist``): an :class:`SfHoldResult` follows
+        once the runtime reports the write through :meth:`persisted`. Only a durable hold
+        may be answered 202. Idempotent per ``msg_id`` (8..32 bytes, unique). Raises
+        LocalProtocolError for arguments out of bounds, HoldRefused when the own store is
+        full of undelivered messages."""
         if not MIN_MSG_ID_BYTES <= len(msg_id) <= MAX_MSG_ID_BYTES:
             raise LocalProtocolError(f"msg_id must be {MIN_MSG_ID_BYTES}.."
                                      f"{MAX_MSG_ID_BYTES} bytes")
@@ -288,8 +315,10 @@ class StoreForward:
             check_aor(to_aor, "to_aor")
         except DecodeError as exc:
             raise LocalProtocolError(str(exc)) from None
-        if msg_id in self._entries or msg_id in self._delivered:
-            return
+        if msg_id in self._delivered:
+            return True
+        if msg_id in self._entries:
+            return msg_id not in self._unconfirmed
         self._evict_own_if_full()
         parcel = make_parcel(self.node.identity, incident=self.node.settings.incident,
                              msg_id=msg_id, from_aor=from_aor, to_aor=to_aor,
@@ -297,26 +326,76 @@ class StoreForward:
         held = HeldMessage(parcel, True, HeldState.QUEUED, self._label(self.node.node_id))
         entry = _Entry(held, now, self.config.retry_initial_s, next_offer=now)
         self._entries[msg_id] = entry
+        self._unconfirmed.add(msg_id)
         self.counters["sf_held_own"] += 1
         self._persist(SfPersist(PersistOp.STORE, msg_id, held))
         self._journal(J.SF_HELD, parcel, state=HeldState.QUEUED.value)
         log.info("holding message %s for %s", msg_id.hex(), to_aor)
         self._service(entry, now)
+        return False
 
     def _evict_own_if_full(self) -> None:
-        """Keep at most max_own_messages own entries: finished ones go first."""
+        """Keep at most max_own_messages own entries: a finished one (delivered, expired)
+        makes room; an undelivered one was answered 202 and is never dropped for a newer
+        one, so a full store refuses (HoldRefused: the client is told to retry)."""
         own = [e for e in self._entries.values() if e.held.own]
         if len(own) < self.config.max_own_messages:
             return
         done = [e for e in own if not _active(e)]
-        victim = min(done or own, key=lambda e: e.held.parcel.created_wall_s)
-        if _active(victim):
-            self.counters["sf_evicted_full"] += 1
-            self._journal(J.SF_HELD, victim.held.parcel, state=HeldState.EXPIRED.value,
-                          reason="evicted_full")
-            log.warning("store-and-forward full: message %s to %s dropped",
-                        victim.held.msg_id.hex(), victim.held.parcel.to_aor)
-        self._forget(victim)
+        if not done:
+            self.counters["sf_refused_full"] += 1
+            raise HoldRefused(f"store-and-forward holds {len(own)} undelivered messages "
+                              "(max_own_messages)")
+        self._forget(min(done, key=lambda e: e.held.parcel.created_wall_s))
+
+    def persisted(self, msg_ids: Iterable[bytes], ok: bool, now: float) -> None:
+        """The runtime applied (``ok``) or failed to apply the ``SfPersist`` events of
+        these ids. A hold whose write failed is dropped (the gateway answers 500 and the
+        client sends again), counted and journaled; every other change stays in memory."""
+        if not ok:
+            self.counters["sf_persist_failed"] += 1
+        for msg_id in msg_ids:
+            if msg_id not in self._unconfirmed:
+                continue
+            self._unconfirmed.discard(msg_id)
+            if ok:
+                self._events.append(SfHoldResult(msg_id, True))
+                continue
+            entry = self._entries.pop(msg_id, None)
+            self.counters["sf_hold_not_durable"] += 1
+            if entry is not None:
+                self._journal(J.SF_HELD, entry.held.parcel, state="not_held",
+                              reason="storage_error")
+            log.warning("message %s not held: the store-and-forward write failed",
+                        msg_id.hex())
+            self._events.append(SfHoldResult(msg_id, False))
+
+    def route_up(self, dst: bytes | None, now: float) -> None:
+        """The mesh reaches ``dst`` again (a route to it appeared or changed), or, with
+        None, a neighbour came up (a partition may have healed): held messages for it
+        are tried at once (backoff reset), but not within heal_retry_gap_s of the last
+        attempt."""
+        for entry in self._entries.values():
+            if not _active(entry) or (dst is not None and dst not in entry.bound_nodes):
+                continue
+            entry.next_try = max(now, entry.last_try + self.config.heal_retry_gap_s)
+            entry.backoff_s = self.config.retry_initial_s
+            self._tick_at = min(self._tick_at, entry.next_try)
+            self.counters["sf_heal_retries"] += 1
+
+    def on_overlay_record(self, record: JournalRecord, now: float) -> None:
+        """Watch the overlay's journal records for a returning neighbour or route
+        (NEIGHBOUR_UP, ROUTE_CHANGED with a next hop): see :meth:`route_up`."""
+        if record.type is J.NEIGHBOUR_UP:
+            self.route_up(None, now)
+        elif record.type is J.ROUTE_CHANGED and record.data.get("next_hop"):
+            dst = record.data.get("dst")
+            try:
+                node_id = bytes.fromhex(dst) if isinstance(dst, str) else None
+            except ValueError:
+                node_id = None
+            if node_id is not None:
+                self.route_up(node_id, now)
 
     def local_delivery_done(self, msg_id: bytes, ok: bool, now: float) -> None:
         """The gateway's answer to :class:`SfDeliver`: delivered (``ok``) or not."""
@@ -331,8 +410,7 @@ class StoreForward:
         self._journal(J.SF_DELIVERED, pending.parcel,
                       requesters=[n.hex() for n in sorted(pending.requesters)])
         wall = self._wall(now)
-        self._delivered[msg_id] = wall
-        self._persist(SfPersist(PersistOp.DELIVERED, msg_id, wall_s=wall))
+        self._remember(DeliveredRecord(msg_id, wall, pending.parcel.origin))
         self._send_receipts(pending.parcel, wall, pending.requesters, now)
         entry = self._entries.get(msg_id)
         if entry is not None:
@@ -351,6 +429,29 @@ class StoreForward:
     def is_delivered(self, msg_id: bytes) -> bool:
         """True if this node delivered ``msg_id`` to its client (exactly-once set)."""
         return msg_id in self._delivered
+
+    def note_delivered(self, msg_id: bytes, origin: bytes, now: float) -> None:
+        """The gateway delivered ``msg_id`` (from node ``origin``, b"" for a local client)
+        to a local client by another path than store-and-forward (directly over the
+        mesh): remember it (persisted) so no holder's copy is delivered again."""
+        if not MIN_MSG_ID_BYTES <= len(msg_id) <= MAX_MSG_ID_BYTES:
+            raise LocalProtocolError("msg_id out of bounds")
+        if msg_id in self._delivered:
+            return
+        self.counters["sf_delivered_direct"] += 1
+        self._remember(DeliveredRecord(msg_id, self._wall(now), origin))
+
+    def delivered_records(self) -> list[DeliveredRecord]:
+        """The exactly-once log (for status and tests)."""
+        return list(self._delivered)
+
+    def _remember(self, record: DeliveredRecord) -> None:
+        for old in self._delivered.add(record):
+            self.counters["sf_delivered_evicted"] += 1
+            self._persist(SfPersist(PersistOp.FORGET, old))
+        if record.msg_id in self._delivered:
+            self._persist(SfPersist(PersistOp.DELIVERED, record.msg_id, wall_s=record.wall_s,
+                                    origin=record.origin))
 
     # ------------------------------------------------------------ driving API
     def next_timer(self) -> float | None:
@@ -405,8 +506,10 @@ class StoreForward:
             entry.bindings_seen = seen
             entry.next_try = now
             entry.backoff_s = self.config.retry_initial_s
+        entry.bound_nodes = frozenset(s.binding.node_id for s in bindings)
         if not bindings or now < entry.next_try:
             return
+        entry.last_try = now
         entry.next_try = now + entry.backoff_s
         entry.backoff_s = min(entry.backoff_s * 2, self.config.retry_max_s)
         body = encode_message(SfMsgType.DELIVER, held.parcel.signed, held.parcel.signature)
@@ -569,9 +672,10 @@ class StoreForward:
         me = self.node.node_id
         wanted = {n for n in (requester, parcel.origin) if n is not None and n != me}
         msg_id = parcel.msg_id
-        if msg_id in self._delivered:
+        done = self._delivered.get(msg_id)
+        if done is not None:
             self.counters["sf_duplicate_suppressed"] += 1
-            self._send_receipts(parcel, self._delivered[msg_id], wanted, now)
+            self._send_receipts(parcel, done.wall_s, wanted, now)
             return
         pending = self._pending.get(msg_id)
         if pending is not None:
@@ -603,14 +707,7 @@ class StoreForward:
             if (not _active(entry)
                     and wall - entry.held.parcel.created_wall_s > self.config.max_age_s):
                 self._forget(entry)
-        horizon = wall - self.config.delivered_keep_s
-        old = [m for m, when in self._delivered.items() if when < horizon]
-        excess = len(self._delivered) - len(old) - self.config.max_delivered_ids
-        if excess > 0:
-            rest = sorted((w, m) for m, w in self._delivered.items() if w >= horizon)
-            old.extend(m for _, m in rest[:excess])
-        for msg_id in old:
-            del self._delivered[msg_id]
+        for msg_id in self._delivered.prune(wall):
             self._persist(SfPersist(PersistOp.FORGET, msg_id))
 
     # ------------------------------------------------------------ output helpers

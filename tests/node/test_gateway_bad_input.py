@@ -24,11 +24,18 @@ class RecordingHolder:
     done: list[tuple[bytes, bool]] = field(default_factory=list)
 
     def hold(self, *, msg_id: bytes, from_aor: str, to_aor: str, sip: bytes,
-             now: float) -> None:
+             now: float) -> bool:
         self.held.append({"msg_id": msg_id, "from": from_aor, "to": to_aor, "sip": sip})
+        return True                                  # durable at once
 
     def local_delivery_done(self, msg_id: bytes, ok: bool, now: float) -> None:
         self.done.append((msg_id, ok))
+
+    def is_delivered(self, msg_id: bytes) -> bool:
+        return False
+
+    def note_delivered(self, msg_id: bytes, origin: bytes, now: float) -> None:
+        return None
 
 
 def _gone_destination(holders: dict[int, MessageHolder]) -> tuple[Net, int]:

@@ -1,10 +1,16 @@
 """In-memory harness: a chain of MeshNode + SipGateway (SipNode) with stock SIP UAs attached
-to their gateways, stepped deterministically in virtual time."""
+to their gateways, stepped deterministically in virtual time.
+
+A station with store-and-forward plays its runtime: ``SfPersist`` events are applied to its
+SQLite storage (when it has one; else taken as written) and the outcome reported with
+``SipNode.persisted``, as the node driver does. ``Net(loss=...)`` drops each radio frame
+with that probability (seeded)."""
 
 from __future__ import annotations
 
 import hashlib
 import random
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -25,6 +31,8 @@ from meshcomm.node.gateway_types import (
     no_end_call,
 )
 from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.node.storage import SfStorage
+from meshcomm.node.storeforward import SfPersist
 from meshcomm.overlay.config import OverlayConfig
 from meshcomm.overlay.media import MediaReceived
 from meshcomm.security.identity import Identity
@@ -55,6 +63,8 @@ class Station:
     #: The media relay of the gateway (Net(media=True)) and what it sent to its clients.
     relay: MediaRelay | None = None
     to_clients: list[ClientPacket] = field(default_factory=list)
+    #: Store-and-forward database (None: writes are taken as done).
+    storage: SfStorage | None = None
 
     @property
     def gw(self) -> SipGateway:
@@ -74,9 +84,11 @@ class Net:
     def __init__(self, n_nodes: int, *, config: GatewayConfig | None = None,
                  holders: dict[int, MessageHolder] | None = None, seed: int = 7,
                  media: MediaConfig | None = None, media_ports: int = 100,
-                 media_at: set[int] | None = None) -> None:
+                 media_at: set[int] | None = None, loss: float = 0.0) -> None:
         self.now = 0.0
         self.rng = random.Random(seed)
+        self.loss = loss
+        self.loss_rng = random.Random(seed * 7919 + 1)
         self.stations: list[Station] = []
         holders = holders or {}
         for i in range(n_nodes):
@@ -155,6 +167,8 @@ class Net:
                 for j in self._neighbours(i):
                     if dgram.dst is None or dgram.dst == f"n{j}":
                         peer = self.stations[j]
+                        if self.loss and self.loss_rng.random() < self.loss:
+                            continue
                         if peer.up:
                             peer.sip.receive(dgram.data, LinkAddr(st.name), self.now)
             for local in st.sip.take_sip(self.now):
@@ -164,12 +178,17 @@ class Net:
                     target.receive(local.data, GW_ADDR, self.now)
                 else:
                     st.unclaimed.append((local.dest, local.data))
-            self._drain(st)
+            moved = self._drain(st) or moved
         return moved
 
-    def _drain(self, st: Station) -> None:
+    def _drain(self, st: Station) -> bool:
+        """Events to their consumers; True if persisting answered something (more to send)."""
+        persist: list[SfPersist] = []
         while (event := st.sip.next_event()) is not None:
-            if isinstance(event, JournalRecord):
+            if isinstance(event, SfPersist):
+                persist.append(event)
+                st.other_events.append(event)
+            elif isinstance(event, JournalRecord):
                 st.journal.append(event)
             elif isinstance(event, MediaReceived) and st.relay is not None:
                 packet = st.relay.from_mesh(event.origin, event.stream, event.payload, self.now)
@@ -180,6 +199,16 @@ class Net:
         for addr, ua in st.uas.items():
             while (ua_event := ua.next_event()) is not None:
                 st.ua_events[addr].append(ua_event)
+        if not persist:
+            return False
+        ok = True
+        if st.storage is not None:
+            try:
+                st.storage.apply_all(persist)
+            except sqlite3.Error:
+                ok = False
+        st.sip.persisted([e.msg_id for e in persist], ok, self.now)
+        return True
 
     def _settle(self) -> None:
         for _ in range(1000):

@@ -93,7 +93,7 @@ def test_corrupt_rows_are_reported_and_skipped(tmp_path: Path) -> None:
     for i, row in enumerate(corrupt):
         _insert_raw(path, (bytes([0x80 + i]) * 16, *row[1:]) if i >= 4 else row)
     conn = sqlite3.connect(path)
-    conn.execute("INSERT INTO delivered VALUES (?, ?)", (b"tiny", 1.0))
+    conn.execute("INSERT INTO delivered (msg_id, wall_s) VALUES (?, ?)", (b"tiny", 1.0))
     conn.commit()
     conn.close()
     with SfStorage.open(path) as db:

@@ -14,7 +14,12 @@ from meshcomm.errors import ConfigError, LocalProtocolError
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.storage import SfStorage
-from meshcomm.node.storeforward import HeldState, StoreForward, StoreForwardConfig
+from meshcomm.node.storeforward import (
+    HeldState,
+    HoldRefused,
+    StoreForward,
+    StoreForwardConfig,
+)
 from meshcomm.node.storeforward_wire import (
     MAX_SF_MESSAGE_BYTES,
     SfMsgType,
@@ -279,16 +284,27 @@ def test_misuse_raises_local_protocol_error(chain: Net) -> None:
     assert info.value.key_path == "store_forward.retry_initial_s"
 
 
-def test_own_queue_is_bounded_oldest_evicted(tmp_path: Path) -> None:
-    net = Net(tmp_path, {"o": "handset"}, config=StoreForwardConfig(max_own_messages=2))
+def test_own_queue_is_bounded_full_refuses_new_never_drops_held(tmp_path: Path) -> None:
+    """Issue 7: a held message was answered 202, so a full queue refuses the next one
+    (the gateway answers 503) instead of evicting an undelivered one (it used to drop the
+    oldest); a finished message still makes room."""
+    net = Net(tmp_path, {"o": "handset", "d": "handset"},
+              config=StoreForwardConfig(max_own_messages=2))
     net.start("o")
-    for i in range(3):
+    for i in range(2):
         hold(net, "o", msg_id=bytes([i]) * 16)
         net.run_for(1.0)
     sf = net.hosts["o"].live_sf
-    assert [s.msg_id for s in sf.outbox()] == [b"\x01" * 16, b"\x02" * 16]
-    assert sf.counters["sf_evicted_full"] == 1
+    with pytest.raises(HoldRefused):
+        hold(net, "o", msg_id=b"\x02" * 16)
+    assert [s.msg_id for s in sf.outbox()] == [b"\x00" * 16, b"\x01" * 16]
+    assert sf.counters["sf_refused_full"] == 1
     assert SfStorage.open(tmp_path / "o.sf.db").load()[2] == sf.outbox()
+    net.start("d")                                  # both are delivered: room again
+    net.run_until(net.now + 10.0)
+    assert [s.state for s in sf.outbox()] == [HeldState.DELIVERED] * 2
+    hold(net, "o", msg_id=b"\x02" * 16)
+    assert [s.msg_id for s in sf.outbox()] == [b"\x01" * 16, b"\x02" * 16]
     net.close()
 
 
