@@ -143,6 +143,15 @@ _SQLITE_WORDS: Final = {
     26: "{path} is not an SQLite database",                  # SQLITE_NOTADB
     11: "{path} is damaged (database disk image is malformed)",  # SQLITE_CORRUPT
 }
+#: Extended SQLite result codes worded more precisely than their primary code.
+_SQLITE_EXTENDED_WORDS: Final = {
+    # SQLITE_IOERR_SHMSIZE: the -shm file could not grow (SQLite: "typically disk full")
+    4874: "no space left on device writing {path} (its -shm file cannot grow)",
+}
+_SQLITE_IOERR: Final = 10
+#: A file system with less free space than this is taken as full when SQLite reports a
+#: bare I/O error (it maps some ENOSPC failures to SQLITE_IOERR_*).
+NEARLY_FULL_BYTES: Final = 64 * 1024
 _VERBS: Final = {"writing": "write", "creating": "create", "opening": "open",
                  "reading": "read", "locking": "lock"}
 
@@ -157,10 +166,22 @@ def disk_problem(exc: OSError | sqlite3.Error, path: Path | str, doing: str = "w
             return f"cannot {verb} {path}: {exc.strerror or exc}"
         return template.format(doing=doing, verb=verb, path=path)
     code = getattr(exc, "sqlite_errorcode", None)
-    template = _SQLITE_WORDS.get(code & 0xFF) if isinstance(code, int) else None
+    if not isinstance(code, int):
+        return f"cannot {verb} {path}: {exc}"
+    template = _SQLITE_EXTENDED_WORDS.get(code) or _SQLITE_WORDS.get(code & 0xFF)
+    if code & 0xFF == _SQLITE_IOERR and _nearly_full(Path(path)):
+        template = "no space left on device {doing} {path}"
     if template is None:
         return f"cannot {verb} {path}: {exc}"
     return template.format(doing=doing, verb=verb, path=path)
+
+
+def _nearly_full(path: Path) -> bool:
+    try:
+        stat = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < NEARLY_FULL_BYTES
 
 
 def is_read_only(exc: OSError | sqlite3.Error) -> bool:

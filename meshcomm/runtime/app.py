@@ -250,9 +250,8 @@ async def run_node(options: NodeOptions,
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StartupError(f"cannot create data dir {data_dir}: "
-                           f"{disk_problem(exc, exc.filename or data_dir, 'creating')}") \
-            from None
+        problem = "read-only file system" if is_read_only(exc) else exc.strerror or str(exc)
+        raise StartupError(f"cannot create data dir {data_dir}: {problem.lower()}") from None
     with data_dir_lock(data_dir):
         return await _run_locked(options, on_ready)
 
