@@ -18,6 +18,7 @@ whose parcel signature does not check out, instead of failing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -188,16 +189,20 @@ class SfStorage:
         self.apply_all((event,))
 
     def apply_all(self, events: Iterable[SfPersist]) -> None:
-        """Apply events in order, all in one transaction."""
+        """Apply events in order, all in one transaction: all are on disk when it returns,
+        or none (sqlite3.Error: disk full, read-only...) and the connection is usable
+        again, so writes resume when the disk does."""
         conn = self._db()
         conn.execute("BEGIN IMMEDIATE")
         try:
             for event in events:
                 self._apply_one(conn, event)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     @staticmethod
     def _apply_one(conn: sqlite3.Connection, event: SfPersist) -> None:

@@ -169,7 +169,8 @@ def open_store_forward(path: Path, node: MeshNode, config: StoreForwardConfig,
         raise disk_startup_error(path.parent, exc, path, what="store-and-forward") from None
     try:
         held, delivered, _statuses = storage.load()
-        sf = StoreForward(node, config, now=now, restored=held, delivered_ids=delivered)
+        sf = StoreForward(node, config, now=now, restored=held,
+                          delivered_ids=storage.load_delivered())
     except BaseException:
         storage.close()
         raise
@@ -431,6 +432,7 @@ async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,
             register_task.cancel()
             driver.shutdown()
             await asyncio.sleep(options.shutdown_grace_s)
+            driver.hold_pending_messages()   # unanswered MESSAGEs: held durably, not lost
             _checkpoint(driver)
             serve_task.cancel()
             checkpoint_task.cancel()

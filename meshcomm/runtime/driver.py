@@ -12,8 +12,10 @@ node's journal. It only moves things between them:
 * with a gateway's media relay (:attr:`NodeDriver.media`), ``MediaReceived`` events go to
   ``media.on_media`` and :meth:`NodeDriver.send_media` is its sender (send, then pump);
 * with store-and-forward (:attr:`NodeDriver.sf_storage`), ``SfPersist`` events are applied
-  to the node's SQLite file (one transaction per pump) *before* the datagrams of the same
-  pump are transmitted: a delivery receipt never leaves before the delivered id is on disk;
+  to the node's SQLite file (one transaction per batch) *before* the datagrams of the same
+  pump are transmitted: a delivery receipt or a 200 never leaves before the delivered id
+  is on disk; the outcome is reported to the core (``SipNode.persisted``), and the answers
+  it releases (a held MESSAGE's 202, or 500 when the write failed) go out in the same pump;
 * the journal is flushed (one durable SQLite transaction) at most once per loop turn:
   appends schedule one ``call_soon`` flush.
 
@@ -53,6 +55,10 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[object], None]
 #: Sends a SIP message to a local client (the gateway's sockets).
 SipSink = Callable[[LocalDatagram], None]
+#: Persist/report/transmit rounds of one pump (persisting settles in one or two).
+MAX_PUMP_ROUNDS = 4
+#: A failing store-and-forward write is logged at most this often (the rest counted).
+PERSIST_ERROR_LOG_INTERVAL_S = 10.0
 
 
 class NodeDriver:
@@ -88,6 +94,7 @@ class NodeDriver:
         self._timer = OneTimer(loop, self._on_timer)
         self._flush_pending = False
         self._closed = False
+        self._persist_error_logged_at = float("-inf")
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -167,6 +174,18 @@ class NodeDriver:
         self.pump()
         return send_id
 
+    def hold_pending_messages(self) -> int:
+        """Stopping: hand the gateway's MESSAGEs still waiting for a far node to
+        store-and-forward and persist them now (each is answered 202 once on disk, 500 if
+        the write fails). Returns how many were handed over."""
+        if self._closed or self.sip is None:
+            return 0
+        handed = self.sip.hold_pending(self.now())
+        self.pump()
+        if handed:
+            log.info("stopping: %d pending MESSAGE(s) handed to store-and-forward", handed)
+        return handed
+
     def send_media(self, frame: MeshMedia) -> None:
         """A media frame from a client's call port goes over the mesh now (MediaIO's
         ``send_media``): ``MeshNode.send_media`` then a pump."""
@@ -189,43 +208,60 @@ class NodeDriver:
         if self._closed:
             return
         now = self.now()
-        self._drain_events(now)          # persisted state first, then what goes out
-        for dgram in self.core.to_send(now):
-            self._transmit(dgram)
-        if self.sip is not None:
-            for local in self.sip.take_sip(now):
-                if self.sip_sink is not None:
-                    self.sip_sink(local)
-        self._drain_events(now)
+        for _ in range(MAX_PUMP_ROUNDS):
+            self._drain_events(now)      # persisted state first, then what goes out
+            for dgram in self.core.to_send(now):
+                self._transmit(dgram)
+            if self.sip is not None:
+                for local in self.sip.take_sip(now):
+                    if self.sip_sink is not None:
+                        self.sip_sink(local)
+            if not self._drain_events(now):
+                break                    # nothing released by a persist: all sent
         self._arm()
 
-    def _drain_events(self, now: float) -> None:
-        persist: list[SfPersist] = []
-        while (event := self.core.next_event()) is not None:
-            if isinstance(event, JournalRecord):
-                self._journal(event, now)
-            elif isinstance(event, SfPersist):
-                persist.append(event)
-            elif isinstance(event, MediaReceived) and self.media is not None:
-                self.media.on_media(event)
-            elif self.event_sink is not None:
-                self.event_sink(event)
-            else:
-                log.debug("event without a consumer: %r", event)
-        if persist:
-            self._persist(persist)
+    def _drain_events(self, now: float) -> bool:
+        """Events to their consumers; each batch of SfPersist applied and reported to the
+        core. True if a batch was reported (the core may have answers to send)."""
+        reported = False
+        for _ in range(MAX_PUMP_ROUNDS):
+            persist: list[SfPersist] = []
+            while (event := self.core.next_event()) is not None:
+                if isinstance(event, JournalRecord):
+                    self._journal(event, now)
+                elif isinstance(event, SfPersist):
+                    persist.append(event)
+                elif isinstance(event, MediaReceived) and self.media is not None:
+                    self.media.on_media(event)
+                elif self.event_sink is not None:
+                    self.event_sink(event)
+                else:
+                    log.debug("event without a consumer: %r", event)
+            if not persist:
+                break
+            ok = self._persist(persist, now)
+            if self.sip is not None:
+                self.sip.persisted([e.msg_id for e in persist], ok, now)
+            reported = True
+        return reported
 
-    def _persist(self, events: list[SfPersist]) -> None:
+    def _persist(self, events: list[SfPersist], now: float) -> bool:
+        """Apply a batch in one transaction; False if the write failed (counted, logged
+        at most every PERSIST_ERROR_LOG_INTERVAL_S)."""
         if self.sf_storage is None:
-            log.debug("store-and-forward without storage: %d event(s) not persisted",
+            log.debug("store-and-forward without storage (memory only): %d event(s)",
                       len(events))
-            return
+            return True
         try:
             self.sf_storage.apply_all(events)
         except sqlite3.Error as exc:
-            # The core keeps the state in memory; a restart would lose these changes.
             self.counters["sf_persist_errors"] += 1
-            log.error("store-and-forward %s: write failed: %s", self.sf_storage.path, exc)
+            if now - self._persist_error_logged_at >= PERSIST_ERROR_LOG_INTERVAL_S:
+                self._persist_error_logged_at = now
+                log.error("store-and-forward %s: write failed (%d so far): %s",
+                          self.sf_storage.path, self.counters["sf_persist_errors"], exc)
+            return False
+        return True
 
     def _transmit(self, dgram: Datagram) -> None:
         if dgram.dst is None:
