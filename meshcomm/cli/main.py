@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "meshcomm.cli.ctl_cmd",
     "meshcomm.cli.keys_cmd",
     "meshcomm.cli.config_cmd",
+    "meshcomm.cli.journal_cmd",
 )
 
 

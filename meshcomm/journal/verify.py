@@ -16,6 +16,10 @@ The verifier walks the entries in seq order and names the seq of every problem:
 
 Without checkpoints (or an ``expected_head`` from elsewhere) a consistent rewrite of the
 whole tail, or its truncation, cannot be detected: anyone can recompute SHA-256.
+:attr:`VerifyReport.unsigned_tail` says how many entries follow the last good checkpoint.
+
+``meshcomm journal verify FILE...`` (and ``python -m meshcomm.journal.verify FILE...``,
+the same command) prints a verdict per file: see :mod:`meshcomm.cli.journal_cmd`.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from meshcomm.journal.codec import (
     FIRST_SEQ,
     GENESIS_HASH,
     HASH_LEN,
+    MAX_NODE_ID_BYTES,
     MAX_SEQ,
     canonical_data_untrusted,
     compute_entry_hash,
@@ -55,6 +60,8 @@ from meshcomm.types import PUBLIC_KEY_LEN
 MAX_SEQ_SEARCH: Final = 64
 #: After this many mismatching entries the verifier stops searching (reports EDITED).
 MAX_SEARCHED_ENTRIES: Final = 1_000
+#: Start of the message of the problem that stands for a database that cannot be read.
+DATABASE_ERROR_PREFIX: Final = "journal database unreadable: "
 
 
 class ProblemKind(Enum):
@@ -82,7 +89,10 @@ class VerifyReport:
     """``ok`` is True when there are no problems; ``count`` = entries (rows) examined.
 
     ``checkpoints`` counts checkpoints that passed (signature-verified ones only when a
-    public key was given); ``head`` is the (seq, hash) of the last entry read.
+    public key was given); ``head`` is the (seq, hash) of the last entry read;
+    ``unsigned_tail`` the entries after the last checkpoint that passed (all of them
+    without one); ``readable`` is False when the database itself could not be read
+    (not a journal, damaged pages, I/O error), as opposed to entries that fail checks.
     """
 
     ok: bool
@@ -90,6 +100,8 @@ class VerifyReport:
     problems: tuple[Problem, ...]
     checkpoints: int = 0
     head: tuple[int, bytes] | None = None
+    unsigned_tail: int = 0
+    readable: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +110,8 @@ class UndecodableRow:
 
     seq: int
     message: str
+    #: The database itself failed (not one row): nothing after this could be read.
+    database: bool = False
 
 
 @dataclass(slots=True)
@@ -115,6 +129,7 @@ class _Walk:
     relocated: set[int] = field(default_factory=set)  # original seqs of moved entries
     removed: list[tuple[int, int, int]] = field(default_factory=list)  # first, last, before
     checkpoints: int = 0
+    last_checkpoint_seq: int = 0
     searches: int = 0
     prev: _Prev | None = None
     seen: dict[int, bytes] = field(default_factory=dict)
@@ -195,6 +210,7 @@ def _check_checkpoint(walk: _Walk, entry: JournalEntry) -> None:
                      f"(entries up to {head_seq} rewritten, or another key signed it)")
             return
     walk.checkpoints += 1
+    walk.last_checkpoint_seq = entry.seq
 
 
 def _shape_problem(entry: object) -> str | None:
@@ -294,8 +310,13 @@ def verify_entries(entries: Iterable[JournalEntry | UndecodableRow],
     head = None
     if walk.prev is not None and walk.prev.entry_hash is not None:
         head = (walk.prev.seq, walk.prev.entry_hash)
+    entries = [item for item in items if isinstance(item, JournalEntry)]
+    unsigned = sum(1 for item in entries if isinstance(item.seq, int)
+                   and item.seq > walk.last_checkpoint_seq)
+    readable = not any(isinstance(item, UndecodableRow) and item.database for item in items)
     return VerifyReport(ok=not problems, count=len(items), problems=problems,
-                        checkpoints=walk.checkpoints, head=head)
+                        checkpoints=walk.checkpoints, head=head, unsigned_tail=unsigned,
+                        readable=readable)
 
 
 def _read_items(conn: sqlite3.Connection) -> Iterator[JournalEntry | UndecodableRow]:
@@ -310,7 +331,7 @@ def _read_items(conn: sqlite3.Connection) -> Iterator[JournalEntry | Undecodable
                 yield UndecodableRow(seq, f"entry {seq} cannot be decoded (edited or "
                                           f"damaged): {exc}")
     except sqlite3.Error as exc:
-        yield UndecodableRow(last_seq + 1, f"journal database unreadable: {exc}")
+        yield UndecodableRow(last_seq + 1, f"{DATABASE_ERROR_PREFIX}{exc}", database=True)
 
 
 def verify_journal(path: Path, public_key: bytes | None = None, *,
@@ -325,3 +346,35 @@ def verify_journal(path: Path, public_key: bytes | None = None, *,
         return verify_entries(_read_items(conn), public_key, expected_head=expected_head)
     finally:
         conn.close()
+
+
+def journal_owner(path: Path) -> bytes | None:
+    """The node id a journal file names as its owner (``meta``, else its first entry);
+    None when the file does not say (or cannot be read). Untrusted: only a hint for
+    choosing the key to check checkpoints with."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        conn.text_factory = bytes
+        row = conn.execute("SELECT value FROM meta WHERE key = 'node_id'").fetchone()
+        if row is None:
+            row = conn.execute("SELECT node_id FROM entries ORDER BY seq LIMIT 1").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    value = row[0] if row is not None else None
+    return value if isinstance(value, bytes) and 0 < len(value) <= MAX_NODE_ID_BYTES else None
+
+
+if __name__ == "__main__":      # python -m meshcomm.journal.verify FILE...: the CLI command
+    import sys
+
+    from meshcomm.cli.journal_cmd import verify_main
+
+    sys.exit(verify_main(prog="python -m meshcomm.journal.verify"))
