@@ -11,27 +11,41 @@
   ``CLOCK_SKEW_TOLERANCE_S`` on our wall clock, nor past ``first seen + lifetime`` for a
   sequence this node accepted before. A binding whose signed end is further past than the
   tolerance is rejected (``expired``), as is one dated implausibly far in the future.
-* Trust policy ``open``: the first key to claim an AoR holds it until its binding expires
-  or is withdrawn; later claims by other keys are stored as ``conflict``. Policy
-  ``agency``: a binding must carry a credential signed by a trusted agency key.
+* Trust policy ``open``: one key holds an AoR; other keys' claims are stored as
+  ``conflict``. The established holder wins (:mod:`meshcomm.location.holder`): a node
+  that has held a claim for ``HOLDER_LOCK_S`` keeps it until it expires or is withdrawn;
+  a node that joined late adopts the claim a majority of its neighbours report holding
+  longest; without reports the first claim to arrive holds. Policy ``agency``: a binding
+  must carry a credential signed by a trusted agency key.
+* The table is bounded (``max_records``) and an AoR holds at most ``MAX_CLAIMS_PER_AOR``
+  keys' claims. A full table makes room for a newcomer only by evicting one of lower
+  standing (:mod:`meshcomm.location.standing`): own records are never evicted; credentialed
+  records, tombstones of records we held, and established records whose origin is reachable
+  outrank newcomers; a newcomer with nothing to displace is refused (``table_full``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
 from meshcomm.errors import DecodeError, TrustError
 from meshcomm.location.binding import CLOCK_SKEW_TOLERANCE_S, Binding
 from meshcomm.location.freshness import FreshEntry, FreshnessMemory
+from meshcomm.location.holder import HOLDER_LOCK_S, HolderVotes
+from meshcomm.location.standing import StandingIndex, Tier
 from meshcomm.security.credentials import check_credential, decode_credential_untrusted
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.wire import limits
 
 DIGEST_BUCKETS = 16
+#: Default bound of the table (records and tombstones).
+DEFAULT_MAX_RECORDS = 4096
+#: Keys whose claims on one AoR are kept at once (one responder may have a few devices).
+MAX_CLAIMS_PER_AOR = 16
 
 
 class TrustMode(StrEnum):
@@ -69,6 +83,10 @@ class StoredBinding:
     claim_order: int = field(default=0)
     #: A valid agency credential vouched for the binding when it arrived (our wall clock).
     credentialed: bool = False
+    #: When this (AoR, key) record was first admitted (kept across updates).
+    admitted_at: float = 0.0
+    #: Since when this node has held this claim as the AoR's holder (open policy), or None.
+    holder_since: float | None = None
 
     def age_s(self, now: float) -> float:
         """Age to report when passing this binding on: lifetime already used up."""
@@ -109,11 +127,17 @@ def _remaining_life_s(binding: Binding, wall_now: float, age_s: float,
     return left
 
 
+def _locked(stored: StoredBinding, now: float) -> bool:
+    """Held long enough that reports can no longer change the holder."""
+    return stored.holder_since is not None and now - stored.holder_since >= HOLDER_LOCK_S
+
+
 class LocationTable:
     """Bindings known to one node, with the merge rule, trust policy and digests."""
 
     def __init__(self, incident: str, policy: TrustPolicy, verifier: SignatureVerifier, *,
-                 freshness: FreshnessMemory | None = None):
+                 freshness: FreshnessMemory | None = None,
+                 max_records: int = DEFAULT_MAX_RECORDS):
         self.incident = incident
         #: highest accepted sequence per record id, kept beyond the table (see there)
         self.freshness = freshness if freshness is not None else FreshnessMemory()
@@ -125,6 +149,15 @@ class LocationTable:
         self._bucket_ids: list[set[bytes]] = [set() for _ in range(DIGEST_BUCKETS)]
         self._expiry: list[tuple[float, bytes, int]] = []
         self._claims = 0
+        self.max_records = max_records
+        #: Whether a node id has a live route or is a neighbour (the overlay sets this).
+        self.reachable: Callable[[bytes, float], bool] = lambda _node, _now: False
+        self._own_keys: set[bytes] = set()
+        self._standing = StandingIndex(lambda rid: self._records[rid].admitted_at,
+                                       self._record_reachable)
+        self._votes = HolderVotes()
+        #: Records evicted to make room (counted; the overlay reports it).
+        self.evicted = 0
 
     # ----------------------------------------------------------------- queries
     def __len__(self) -> int:
@@ -186,18 +219,26 @@ class LocationTable:
         left_s = _remaining_life_s(binding, wall_now, age_s, remembered)
         if left_s <= 0:
             return MergeResult(MergeOutcome.REJECTED, reason="expired")
+        if existing is None:
+            reason = self._make_room(binding, credentialed, now)
+            if reason:
+                return MergeResult(MergeOutcome.REJECTED, reason=reason)
         stored = StoredBinding(binding, now, now + left_s, BindingState.VERIFIED,
-                               credentialed=credentialed)
+                               credentialed=credentialed, admitted_at=now)
         self.freshness.accepted(binding, wall_now, credentialed=credentialed)
         previous = existing.state if existing else None
+        tier = self._tier_for(stored, existing)
         if existing is not None:
             stored.claim_order = existing.claim_order
+            stored.admitted_at = existing.admitted_at
+            stored.holder_since = existing.holder_since
             self._remove(existing)
         else:
             self._claims += 1
             stored.claim_order = self._claims
         self._insert(stored)
-        self._settle_aor(binding.aor)
+        self._standing.place(binding.record_id, tier)
+        self._settle_aor(binding.aor, now)
         outcome = (MergeOutcome.NEW if existing is None else
                    MergeOutcome.DEREGISTERED if binding.is_tombstone else MergeOutcome.UPDATED)
         return MergeResult(outcome, stored, previous_state=previous)
@@ -239,7 +280,7 @@ class LocationTable:
             return False
         return True
 
-    def _settle_aor(self, aor: str) -> None:
+    def _settle_aor(self, aor: str, now: float) -> None:
         """Recompute holder/conflict states of every live claim on ``aor``."""
         claims = sorted((self._records[r] for r in self._by_aor.get(aor.lower(), ())),
                         key=lambda s: s.claim_order)
@@ -247,16 +288,134 @@ class LocationTable:
             for s in claims:  # every credentialed key is accepted (one responder, many devices)
                 s.state = BindingState.VERIFIED
             return
-        holder: bytes | None = None
+        live = [s for s in claims if not s.binding.is_tombstone]
+        holder = self._choose_holder(aor.lower(), live, now)
         for s in claims:
             if s.binding.is_tombstone:
                 s.state = BindingState.VERIFIED
-                continue
-            if holder is None or s.binding.key == holder:
-                holder = s.binding.key
+                s.holder_since = None
+            elif s is holder:
                 s.state = self._open_holder_state(s)
+                if s.holder_since is None:
+                    s.holder_since = now
             else:
                 s.state = BindingState.CONFLICT
+                s.holder_since = None
+
+    def _choose_holder(self, aor_key: str, live: list[StoredBinding],
+                       now: float) -> StoredBinding | None:
+        """The holder by the rule of :mod:`meshcomm.location.holder` (``live`` is in
+        arrival order)."""
+        if not live:
+            return None
+        current = next((s for s in live if s.holder_since is not None), None)
+        if len(live) == 1 or (current is not None and _locked(current, now)):
+            return current if current is not None else live[0]
+        standing = self._votes.standing_s(aor_key, [s.binding.record_id for s in live], now)
+        best = max(range(len(live)), key=lambda i: (standing[i], live[i] is current, -i))
+        if standing[best] > 0:
+            return live[best]
+        return current if current is not None else live[0]
+
+    # ----------------------------------------------------------------- holder reports
+    def held_s(self, stored: StoredBinding, now: float) -> int:
+        """How long this node has held ``stored`` as its AoR's holder (-1: it does not),
+        reported to neighbours in anti-entropy (open policy)."""
+        if stored.holder_since is None or self.policy.mode is not TrustMode.OPEN:
+            return -1
+        return int(min(now - stored.holder_since, limits.MAX_HELD_REPORT_S))
+
+    def report_holder(self, reporter: bytes, record_id: bytes, held_s: int,
+                      now: float) -> bool:
+        """A neighbour ``reporter`` (checked by the caller) says it has held ``record_id``
+        for ``held_s`` (-1: it does not hold it); True if our holder changed."""
+        stored = self._records.get(record_id)
+        if (stored is None or stored.binding.is_tombstone
+                or self.policy.mode is not TrustMode.OPEN):
+            return False
+        aor = stored.binding.aor
+        if not self._votes.report(aor.lower(), reporter, record_id, held_s, now):
+            return False
+        before = self._holder_of(aor)
+        self._settle_aor(aor, now)
+        return self._holder_of(aor) is not before
+
+    def contested(self, aor: str, now: float) -> list[bytes]:
+        """Record ids of the live claims on ``aor`` while its holder is still open to
+        neighbours' reports (several claims, holder not locked); else []."""
+        if self.policy.mode is not TrustMode.OPEN:
+            return []
+        live = [self._records[r] for r in self._by_aor.get(aor.lower(), ())
+                if not self._records[r].binding.is_tombstone]
+        if len(live) < 2:
+            return []
+        holder = self._holder_of(aor)
+        if holder is not None and _locked(holder, now):
+            return []
+        return [s.binding.record_id for s in live]
+
+    def _holder_of(self, aor: str) -> StoredBinding | None:
+        for rid in self._by_aor.get(aor.lower(), ()):
+            stored = self._records[rid]
+            if stored.holder_since is not None:
+                return stored
+        return None
+
+    # ----------------------------------------------------------------- bound
+    def protect_key(self, key: bytes) -> None:
+        """Records signed by ``key`` (this node's own) are never evicted."""
+        self._own_keys.add(key)
+        for stored in self._records.values():
+            if stored.binding.key == key:
+                self._standing.place(stored.binding.record_id, Tier.OWN)
+
+    def _tier_for(self, stored: StoredBinding, existing: StoredBinding | None) -> Tier:
+        if stored.binding.key in self._own_keys:
+            return Tier.OWN
+        if stored.credentialed:
+            return Tier.CREDENTIALED
+        old = None if existing is None else self._standing.tier(existing.binding.record_id)
+        if old is None or old is Tier.PROBATION:
+            return Tier.PROBATION
+        if stored.binding.is_tombstone:
+            return Tier.TOMBSTONE  # a de-registration of a record that had standing here
+        return Tier.ESTABLISHED if old is Tier.TOMBSTONE else old
+
+    def _make_room(self, binding: Binding, credentialed: bool, now: float) -> str:
+        """Room for a record new to the table: '' or why it is refused."""
+        tier = (Tier.OWN if binding.key in self._own_keys else
+                Tier.CREDENTIALED if credentialed else Tier.PROBATION)
+        claims = self._by_aor.get(binding.aor.lower())
+        if claims is not None and len(claims) >= MAX_CLAIMS_PER_AOR:
+            if tier < Tier.CREDENTIALED:
+                return "aor_claims_full"
+            newest = max((self._records[r] for r in claims
+                          if (self._standing.tier(r) or Tier.OWN) < Tier.CREDENTIALED),
+                         key=lambda s: s.claim_order, default=None)
+            if newest is None:
+                return "aor_claims_full"
+            self._evict(newest.binding.record_id, now)
+        if len(self._records) < self.max_records:
+            return ""
+        victim = self._standing.victim(tier, now)
+        if victim is None:
+            return "table_full"
+        self._evict(victim, now)
+        return ""
+
+    def _evict(self, rid: bytes, now: float) -> None:
+        stored = self._records[rid]
+        self._remove(stored)
+        self.evicted += 1
+        self._settle_aor(stored.binding.aor, now)
+        self._forget_if_unclaimed(stored.binding.aor)
+
+    def _forget_if_unclaimed(self, aor: str) -> None:
+        if aor.lower() not in self._by_aor:
+            self._votes.forget(aor.lower())
+
+    def _record_reachable(self, rid: bytes, now: float) -> bool:
+        return self.reachable(self._records[rid].binding.node_id, now)
 
     def _open_holder_state(self, stored: StoredBinding) -> BindingState:
         if not self.policy.agency_keys or stored.credentialed:
@@ -274,7 +433,8 @@ class LocationTable:
                 continue
             self._remove(stored)
             gone.append(stored)
-            self._settle_aor(stored.binding.aor)
+            self._settle_aor(stored.binding.aor, now)
+            self._forget_if_unclaimed(stored.binding.aor)
         return gone
 
     def _insert(self, stored: StoredBinding) -> None:
@@ -296,3 +456,4 @@ class LocationTable:
                 del self._by_aor[key]
         self._buckets[bucket_of(rid)] ^= _entry_hash(rid, stored.binding.seq)
         self._bucket_ids[bucket_of(rid)].discard(rid)
+        self._standing.discard(rid)

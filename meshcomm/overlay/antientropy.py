@@ -2,10 +2,22 @@
 
 1. Every node broadcasts a DIGEST (jittered period): record count and one 64-bit hash per
    bucket of the binding table (buckets by record id).
-2. A neighbour whose buckets differ answers with a SUMMARY of (record id, seq) for those
-   buckets, unicast to the digest's sender.
-3. The digest's sender pushes (RECORDS) what the summary lacks or has older, and PULLs
-   what the summary has newer; the puller answers PULL with RECORDS.
+2. A neighbour whose buckets differ answers with SUMMARY pages of (record id, seq),
+   unicast to the digest's sender. A page lists every record of its buckets, or, for a
+   bucket too large for one page, every record in a half-open range of record ids
+   ``[lo, hi)`` (empty bound: open end), so a bucket of any size is covered by consecutive
+   pages. At most ``MAX_SUMMARY_PAGES_PER_ANSWER`` pages answer one digest, starting from
+   a bucket that rotates from answer to answer, so tables as large as the table bound
+   converge over a few rounds.
+3. The digest's sender pushes (RECORDS) what a page lacks or has older (at most
+   ``MAX_PUSH_PER_SUMMARY`` per page), and PULLs what it has newer; records new to the
+   puller are pulled only as far as its admission budget for that neighbour reaches.
+   The puller answers PULL with RECORDS.
+
+Every record in RECORDS carries, outside its signature, how long the sender has held it
+as its AoR's holder (open policy; -1 if it does not): a node that has not settled on a
+holder adopts the one its neighbours agree on (see :mod:`meshcomm.location.holder`), and
+asks its neighbours (a broadcast PULL of the contested claims) when it meets a contest.
 
 A change learned this way triggers an early digest, so repairs travel quickly.
 """
@@ -16,7 +28,8 @@ from typing import TYPE_CHECKING
 
 from meshcomm.errors import DecodeError
 from meshcomm.location.binding import RECORD_ID_LEN, binding_from_envelope_untrusted
-from meshcomm.location.table import DIGEST_BUCKETS, MergeOutcome, bucket_of
+from meshcomm.location.table import DIGEST_BUCKETS, MergeOutcome, TrustMode, bucket_of
+from meshcomm.overlay.ratelimit import link_host
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.types import SIGNATURE_LEN, LinkAddr, NodeId
 from meshcomm.wire import codec, limits
@@ -42,6 +55,13 @@ EARLY_DIGEST_DELAY_S = (0.02, 0.12)
 RECENT_SEND_S = 0.5
 PULL_PATIENCE_S = 1.0
 MAX_RECENT = 4096
+#: Neighbours whose last digest answer time is kept (past this the record starts over).
+MAX_ANSWERED = 256
+#: A contested AoR is asked about at most this often, and this many AoRs are tracked.
+ASK_INTERVAL_S = 2.0
+MAX_ASKED = 256
+
+SummaryPage = tuple[list[int], list[list[object]], bytes, bytes]
 
 
 class AntiEntropy:
@@ -49,9 +69,11 @@ class AntiEntropy:
         self.o = overlay
         self._last_digest_at = -1e9
         self._early_pending = False
-        self._answered: dict[LinkAddr, float] = {}
+        self._answered: dict[str, float] = {}
         self._recently_sent: dict[bytes, float] = {}
         self._pulling: dict[bytes, float] = {}
+        self._asked: dict[str, float] = {}
+        self._cursor = 0
 
     # -------------------------------------------------------------- digests
     def soon(self, now: float) -> None:
@@ -85,54 +107,74 @@ class AntiEntropy:
                 or not all(type(h) is int and 0 <= h < 1 << 64 for h in theirs)):
             raise DecodeError("digest: expected 16 unsigned 64-bit bucket hashes")
         differing = [i for i in range(DIGEST_BUCKETS) if theirs[i] != mine[i]]
-        last = self._answered.get(src)
+        host = link_host(src)
+        last = self._answered.get(host)
         if last is not None and now - last < self.o.config.anti_entropy_interval_s * 0.4:
             return
         if not self.o.verified(env, src, now):
             return
-        self._answered[src] = now
-        self._send_summaries(differing, src)
+        if len(self._answered) >= MAX_ANSWERED:
+            self._answered.clear()
+        self._answered[host] = now
+        self._cursor += 1
+        start = self._cursor % len(differing)
+        for page in self._summary_pages(differing[start:] + differing[:start]):
+            env = self.o.seal(MsgType.SUMMARY, list(page))
+            self.o.transmit(env, Hop(), src, "summary")
 
-    def _send_summaries(self, buckets: list[int], dst: LinkAddr) -> None:
-        page_buckets: list[int] = []
-        page_entries: list[list[object]] = []
+    def _summary_pages(self, buckets: list[int]) -> list[SummaryPage]:
+        """Pages covering ``buckets`` in order, at most MAX_SUMMARY_PAGES_PER_ANSWER."""
+        cap, size = limits.MAX_SUMMARY_PAGES_PER_ANSWER, limits.MAX_SUMMARY_ENTRIES
+        pages: list[SummaryPage] = []
+        small: list[int] = []
+        small_entries: list[list[object]] = []
         for b in buckets:
-            entries = [[rid, seq] for rid, seq in self.o.table.bucket_entries(b)]
-            if page_buckets and len(page_entries) + len(entries) > limits.MAX_SUMMARY_ENTRIES:
-                self._send_summary(page_buckets, page_entries, dst)
-                page_buckets, page_entries = [], []
-            page_buckets.append(b)
-            page_entries.extend(entries[:limits.MAX_SUMMARY_ENTRIES])
-        if page_buckets:
-            self._send_summary(page_buckets, page_entries, dst)
-
-    def _send_summary(self, buckets: list[int], entries: list[list[object]],
-                      dst: LinkAddr) -> None:
-        env = self.o.seal(MsgType.SUMMARY, [buckets, entries])
-        self.o.transmit(env, Hop(), dst, "summary")
+            sorted_ids = self.o.table.bucket_entries(b)
+            entries: list[list[object]] = [[rid, seq] for rid, seq in sorted_ids]
+            if len(entries) <= size:
+                if small and len(small_entries) + len(entries) > size:
+                    pages.append((small, small_entries, b"", b""))
+                    small, small_entries = [], []
+                small.append(b)
+                small_entries.extend(entries)
+            else:
+                for i in range(0, len(entries), size):
+                    lo = sorted_ids[i][0] if i else b""
+                    hi = sorted_ids[i + size][0] if i + size < len(entries) else b""
+                    pages.append(([b], entries[i:i + size], lo, hi))
+            if len(pages) >= cap:
+                return pages[:cap]
+        if small:
+            pages.append((small, small_entries, b"", b""))
+        return pages[:cap]
 
     # -------------------------------------------------------------- reconciliation
     def on_summary(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
-        fields = codec.read_tuple(env.payload, "summary", 2)
-        buckets = {codec.read_int(b, "summary.bucket", 0, DIGEST_BUCKETS - 1)
-                   for b in codec.read_list(fields[0], "summary.buckets", DIGEST_BUCKETS)}
-        theirs: dict[bytes, int] = {}
-        for item in codec.read_list(fields[1], "summary.entries", limits.MAX_SUMMARY_ENTRIES):
-            pair = codec.read_tuple(item, "summary.entry", 2)
-            rid = codec.read_bytes(pair[0], "summary.id", exact=RECORD_ID_LEN)
-            theirs[rid] = codec.read_int(pair[1], "summary.seq")
+        buckets, theirs, lo, hi = _read_summary(env.payload)
         if not self.o.verified(env, src, now):
             return
         push: list[bytes] = []
         for b in buckets:
             for rid, seq in self.o.table.bucket_entries(b):
-                if theirs.get(rid, -1) < seq:
+                if (not lo or rid >= lo) and (not hi or rid < hi) and theirs.get(rid, -1) < seq:
                     push.append(rid)
+        if len(push) > limits.MAX_PUSH_PER_SUMMARY:
+            self.o.counters["ae_push_deferred"] += len(push) - limits.MAX_PUSH_PER_SUMMARY
+            del push[limits.MAX_PUSH_PER_SUMMARY:]
+        new_budget = self.o.admission.budget(link_host(src), now)
         pull = []
         for rid, seq in theirs.items():
+            if (bucket_of(rid) not in buckets
+                    or now - self._pulling.get(rid, -1e9) < PULL_PATIENCE_S):
+                continue
             stored = self.o.table.get(rid)
-            wanted = bucket_of(rid) in buckets and (stored is None or stored.binding.seq < seq)
-            if wanted and now - self._pulling.get(rid, -1e9) >= PULL_PATIENCE_S:
+            if stored is None:
+                if new_budget <= 0:
+                    self.o.counters["ae_pull_deferred"] += 1
+                    continue
+                new_budget -= 1
+                pull.append(rid)
+            elif stored.binding.seq < seq:
                 pull.append(rid)
         if push:
             self.send_records(push, now)
@@ -147,6 +189,20 @@ class AntiEntropy:
         if not self.o.verified(env, src, now):
             return
         self.send_records(ids, now)
+
+    def ask_holders(self, aor: str, record_ids: list[bytes], now: float) -> None:
+        """Ask every neighbour for its view of a contested AoR (a broadcast PULL of the
+        claims: the RECORDS answers carry who each neighbour holds, and since when)."""
+        key = aor.lower()
+        last = self._asked.get(key)
+        if (last is not None and now - last < ASK_INTERVAL_S) or len(self.o.neighbours) == 0:
+            return
+        if len(self._asked) >= MAX_ASKED:
+            self._asked.clear()
+        self._asked[key] = now
+        self.o.counters["ae_holder_asks"] += 1
+        req = self.o.seal(MsgType.PULL, record_ids[:limits.MAX_PULL_IDS])
+        self.o.transmit(req, Hop(), None, "pull")
 
     def send_records(self, ids: list[bytes], now: float) -> None:
         """Broadcast the records (every neighbour that lacks them learns them too)."""
@@ -163,12 +219,13 @@ class AntiEntropy:
             env = stored.binding.envelope
             age_ms = min(MAX_AGE_MS, int(stored.age_s(now) * 1000))
             metric, hops, via = self._route_to(stored.binding.node_id, now)
-            item_size = len(env.signed_bytes) + len(env.signature) + 24
+            item_size = len(env.signed_bytes) + len(env.signature) + 30
             if page and (size + item_size > PAYLOAD_BUDGET_BYTES
                          or len(page) >= limits.MAX_RECORDS_PER_FRAME):
                 self._send_page(page)
                 page, size = [], 0
-            page.append([env.signed_bytes, env.signature, age_ms, metric, hops, via])
+            page.append([env.signed_bytes, env.signature, age_ms, metric, hops, via,
+                         self.o.table.held_s(stored, now)])
             size += item_size
         if page:
             self._send_page(page)
@@ -192,10 +249,12 @@ class AntiEntropy:
         items = codec.read_list(env.payload, "records", limits.MAX_RECORDS_PER_FRAME)
         if not self.o.verified(env, src, now):
             return
+        nb = self.o.neighbours.by_id.get(env.origin)
+        voter = env.origin if nb is not None and nb.addr == src else None
         changed = False
         for item in items:
             try:
-                fields = codec.read_tuple(item, "record", 6)
+                fields = codec.read_tuple(item, "record", 7)
                 inner = decode_signed_untrusted(
                     codec.read_bytes(fields[0], "record.signed"),
                     codec.read_bytes(fields[1], "record.signature", exact=SIGNATURE_LEN))
@@ -204,14 +263,22 @@ class AntiEntropy:
                 hops = codec.read_int(fields[4], "record.hops", -1, limits.MAX_HOPS)
                 through_us = codec.read_bytes(fields[5], "record.via", max_len=4) == \
                     self.o.short_id
+                held_s = codec.read_int(fields[6], "record.held_s", -1,
+                                        limits.MAX_HELD_REPORT_S)
                 binding = binding_from_envelope_untrusted(inner)
             except DecodeError as exc:
                 self.o.drop(exc.reason, src, now)
+                continue
+            refusal = self.o.admission_refusal(binding, src, now)
+            if refusal:
+                self.o.drop(refusal, src, now)
                 continue
             result = self.o.offer_binding(binding, now, age_ms / 1000.0, src)
             self._pulling.pop(binding.record_id, None)
             if result.outcome is MergeOutcome.REJECTED:
                 continue
+            if voter is not None and self.o.table.policy.mode is TrustMode.OPEN:
+                self.o.table.report_holder(voter, binding.record_id, held_s, now)
             if metric >= 0 and hops >= 0 and not through_us:
                 self.o.learn_route(inner, Hop(hops=hops, metric=metric), src, now, env.origin)
             elif result.changed:
@@ -223,6 +290,26 @@ class AntiEntropy:
                 changed = True
         if changed:
             self.soon(now)
+
+
+def _read_summary(payload: object) -> tuple[set[int], dict[bytes, int], bytes, bytes]:
+    """[buckets, [[record id, seq], ...], lo, hi] of a SUMMARY page (see module doc)."""
+    fields = codec.read_tuple(payload, "summary", 4)
+    buckets = {codec.read_int(b, "summary.bucket", 0, DIGEST_BUCKETS - 1)
+               for b in codec.read_list(fields[0], "summary.buckets", DIGEST_BUCKETS)}
+    theirs: dict[bytes, int] = {}
+    for item in codec.read_list(fields[1], "summary.entries", limits.MAX_SUMMARY_ENTRIES):
+        pair = codec.read_tuple(item, "summary.entry", 2)
+        rid = codec.read_bytes(pair[0], "summary.id", exact=RECORD_ID_LEN)
+        theirs[rid] = codec.read_int(pair[1], "summary.seq")
+    lo = codec.read_bytes(fields[2], "summary.lo", max_len=RECORD_ID_LEN)
+    hi = codec.read_bytes(fields[3], "summary.hi", max_len=RECORD_ID_LEN)
+    if (lo or hi) and len(buckets) != 1:
+        raise DecodeError("summary: a ranged page covers exactly one bucket")
+    for rid in theirs:
+        if (lo and rid < lo) or (hi and rid >= hi):
+            raise DecodeError("summary: entry outside the page's range")
+    return buckets, theirs, lo, hi
 
 
 def _remember(stamps: dict[bytes, float], ids: list[bytes], now: float) -> None:

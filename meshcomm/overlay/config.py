@@ -46,13 +46,34 @@ class OverlayConfig:
     media_retries: int = 3
     media_rate_limit_fps: float = 1000.0
     media_rate_burst: int = 500
+    #: Bound of the binding table (records and tombstones; see location.table).
+    max_bindings: int = 4096
+    #: Admission of identities never seen before ((AoR, key) records new to the table),
+    #: per sending device: one heard in a verified HELLO (a neighbour) and any other host
+    #: (a stranger: e.g. an injector rotating source ports). Refreshes are not charged.
+    admit_neighbour_per_s: float = 50.0
+    admit_neighbour_burst: int = 300
+    admit_stranger_per_s: float = 2.0
+    admit_stranger_burst: int = 10
+    #: ... and across all senders together.
+    admit_global_per_s: float = 100.0
+    admit_global_burst: int = 500
+    #: Re-flood budget: records re-flooded per second (the per-sender share is the
+    #: admission rate of that sender); what is over budget spreads by anti-entropy only.
+    reflood_per_s: float = 100.0
+    reflood_burst: int = 500
+    #: Journaled drops per second across all sources (the rest are only counted).
+    journal_drops_per_s: float = 5.0
+    journal_drops_burst: int = 50
 
     def validate(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs; empty when the values are usable."""
         problems: list[tuple[str, str]] = []
         positive = ("hello_interval_s", "neighbour_timeout_s", "anti_entropy_interval_s",
                     "ack_timeout_s", "route_timeout_s", "rate_limit_fps",
-                    "media_ack_timeout_s", "media_rate_limit_fps")
+                    "media_ack_timeout_s", "media_rate_limit_fps", "admit_neighbour_per_s",
+                    "admit_stranger_per_s", "admit_global_per_s", "reflood_per_s",
+                    "journal_drops_per_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 problems.append((name, "must be > 0"))
@@ -68,6 +89,12 @@ class OverlayConfig:
             problems.append(("neighbour_timeout_s", "must exceed hello_interval_s"))
         if not 0 <= self.media_retries <= 10:
             problems.append(("media_retries", "must be in 0..10"))
+        for name in ("admit_neighbour_burst", "admit_stranger_burst", "admit_global_burst",
+                     "reflood_burst", "journal_drops_burst"):
+            if getattr(self, name) < 1:
+                problems.append((name, "must be >= 1"))
+        if not 64 <= self.max_bindings <= 1_000_000:
+            problems.append(("max_bindings", "must be in 64..1000000"))
         if not 0 <= self.min_link_quality <= 1:
             problems.append(("min_link_quality", "must be in [0, 1]"))
         return problems

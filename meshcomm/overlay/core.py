@@ -18,13 +18,14 @@ from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
 from meshcomm.location.binding import Binding, binding_from_envelope_untrusted
-from meshcomm.location.table import LocationTable, MergeOutcome, MergeResult
+from meshcomm.location.table import LocationTable, MergeOutcome, MergeResult, TrustMode
+from meshcomm.overlay.admission import Admission
 from meshcomm.overlay.antientropy import AntiEntropy
 from meshcomm.overlay.config import OverlayConfig
 from meshcomm.overlay.forwarding import Forwarder, UnicastReceived
 from meshcomm.overlay.media import MEDIA_MARKERS, MediaForwarder, MediaReceived
 from meshcomm.overlay.neighbours import NeighbourTable
-from meshcomm.overlay.ratelimit import TokenBuckets
+from meshcomm.overlay.ratelimit import TokenBucket, TokenBuckets, link_host
 from meshcomm.overlay.routing import RouteTable
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.security.identity import Identity
@@ -52,9 +53,12 @@ MAX_SILENT_TRACKED = 1024
 #: Link cost assumed for a neighbour not yet heard in a HELLO (ETX 2, 1/16 units).
 UNKNOWN_LINK_COST = 32
 
-#: A drop of the same (reason, source) is journaled at most this often; the rest counted.
+#: A drop of the same (reason, sending host) is journaled at most this often, and all
+#: drops together within the config's journal_drops budget; the rest are only counted.
 DROP_JOURNAL_INTERVAL_S = 1.0
 MAX_DROP_JOURNAL_KEYS = 1024
+#: Rebroadcasts waiting for their assessment delay, at most.
+MAX_PENDING_FLOODS = 1024
 
 
 @dataclass(slots=True)
@@ -112,6 +116,12 @@ class GossipOverlay:
         #: link addresses of neighbours that went silent (routes via them yield to others)
         self._silent: set[LinkAddr] = set()
         self._limits = TokenBuckets(config.rate_limit_fps, config.rate_burst)
+        self._drop_budget = TokenBucket(config.journal_drops_per_s, config.journal_drops_burst,
+                                        now)
+        self.admission = Admission(config, self.neighbours.has_host)
+        table.max_records = config.max_bindings
+        table.protect_key(identity.public_key)
+        table.reachable = self._reachable
         self.anti_entropy = AntiEntropy(self)
         self.forwarder = Forwarder(self)
         self.media = MediaForwarder(self)
@@ -224,17 +234,35 @@ class GossipOverlay:
         return seal(self.identity, msg_type, self.incident, self.next_seq(), payload)
 
     def drop(self, reason: str, src: LinkAddr | None, now: float) -> None:
-        """Count a dropped input and journal it (rate-limited per reason and source)."""
+        """Count a dropped input and journal it (rate-limited per reason and sending host,
+        and globally: rotating source ports or addresses cannot grow the journal)."""
         self.counters[f"drop_{reason}"] += 1
-        key = (reason, src or "")
+        key = (reason, link_host(src) if src else "")
         last = self._drop_journal.get(key)
-        if last is not None and now - last < DROP_JOURNAL_INTERVAL_S:
+        if ((last is not None and now - last < DROP_JOURNAL_INTERVAL_S)
+                or not self._drop_budget.take(now)):
             self.counters["drop_journal_suppressed"] += 1
             return
         if len(self._drop_journal) >= MAX_DROP_JOURNAL_KEYS:
             self._drop_journal.clear()
         self._drop_journal[key] = now
         self.emit(J.ENVELOPE_DROPPED, reason=reason, src=src or "")
+
+    def _reachable(self, node: bytes, now: float) -> bool:
+        """Whether ``node`` is a neighbour or has a live route (table eviction asks)."""
+        return (NodeId(node) in self.neighbours.by_id
+                or self.routes.get(NodeId(node), now) is not None)
+
+    def admission_refusal(self, binding: Binding, src: LinkAddr, now: float) -> str:
+        """Why a received binding is refused before its signature is even checked ('' if
+        it may go on): under ``agency`` a binding without a credential; otherwise an
+        identity new to the table while the sender's or the global budget is spent."""
+        if binding.credential is None and self.table.policy.mode is TrustMode.AGENCY:
+            return "no_credential"
+        if (self.table.get(binding.record_id) is None
+                and not self.admission.may_admit(link_host(src), now)):
+            return "admission_limited"
+        return ""
 
     def seen(self, digest: bytes) -> bool | None:
         return self._seen.get(digest)
@@ -333,6 +361,9 @@ class GossipOverlay:
             return
         nb, is_new = self.neighbours.upsert(node_id=env.origin, key=env.origin_key, addr=src,
                                             role=role, hello_no=hello_no, seq=env.seq, now=now)
+        if nb is None:
+            self.drop("neighbours_full", src, now)
+            return
         if q_rev is not None:
             nb.q_rev = q_rev / 255
         if is_new:
@@ -368,14 +399,23 @@ class GossipOverlay:
         return result
 
     def _on_binding(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
+        binding = binding_from_envelope_untrusted(env)
+        if env.digest not in self._seen:
+            refusal = self.admission_refusal(binding, src, now)
+            if refusal:
+                self.drop(refusal, src, now)
+                return
         if not self.verified_first_copy(env, src, now):
             if self._seen.get(env.digest):
                 self.learn_route(env, hop, src, now)
             return
-        self.learn_route(env, hop, src, now)
-        binding = binding_from_envelope_untrusted(env)
         result = self.offer_binding(binding, now, hop.age_ms / 1000.0, src)
-        if result.changed and hop.ttl > 1:
+        if result.outcome is MergeOutcome.REJECTED:
+            self._seen[env.digest] = False  # later copies teach no route either
+            return
+        self.learn_route(env, hop, src, now)
+        if (result.changed and hop.ttl > 1 and len(self._pending_floods) < MAX_PENDING_FLOODS
+                and self.admission.may_reflood(link_host(src), now)):
             delay = self.rng.uniform(self.config.rad_min_s, self.config.rad_max_s)
             self._pending_floods[env.digest] = PendingFlood(env, hop, src, now, 1)
             self.schedule(now + delay, TimerKind.REBROADCAST, env.digest)
@@ -386,6 +426,13 @@ class GossipOverlay:
         self.journal_merge(result, binding, src)
         if result.outcome is MergeOutcome.REJECTED or result.outcome is MergeOutcome.STALE:
             self.drop(result.reason, src, now)
+        elif result.changed:
+            if result.outcome is MergeOutcome.NEW and src is not None:
+                self.admission.admitted(link_host(src), now)
+            if not binding.is_tombstone:
+                contested = self.table.contested(binding.aor, now)
+                if contested:
+                    self.anti_entropy.ask_holders(binding.aor, contested, now)
         return result
 
     def journal_merge(self, result: MergeResult, binding: Binding, src: LinkAddr | None) -> None:

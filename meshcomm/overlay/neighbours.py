@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from meshcomm.overlay.ratelimit import link_host
 from meshcomm.types import LinkAddr, NodeId
 
 COST_UNIT = 16
+#: Neighbours tracked at once, and per sending device (link host): a device that answers
+#: HELLOs from many ports or keys cannot crowd out the rest. Past either bound a new
+#: neighbour is refused until one falls silent.
+MAX_NEIGHBOURS = 256
+MAX_NEIGHBOURS_PER_HOST = 4
 MAX_LINK_COST = 16 * COST_UNIT
 #: Quality a neighbour starts with before its HELLO history says more.
 INITIAL_QUALITY = 0.5
@@ -63,6 +69,8 @@ class NeighbourTable:
         self.alpha = alpha
         self.by_addr: dict[LinkAddr, Neighbour] = {}
         self.by_id: dict[NodeId, Neighbour] = {}
+        #: neighbours per link host (see ratelimit.link_host)
+        self.hosts: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.by_addr)
@@ -70,17 +78,29 @@ class NeighbourTable:
     def get(self, addr: LinkAddr) -> Neighbour | None:
         return self.by_addr.get(addr)
 
+    def has_host(self, host: str) -> bool:
+        """Whether a neighbour heard in a verified HELLO sends from ``host``."""
+        return host in self.hosts
+
     def upsert(self, *, node_id: NodeId, key: bytes, addr: LinkAddr, role: str,
-               hello_no: int, seq: int, now: float) -> tuple[Neighbour, bool]:
-        """Record a HELLO; returns (neighbour, is_new)."""
+               hello_no: int, seq: int, now: float) -> tuple[Neighbour | None, bool]:
+        """Record a HELLO; returns (neighbour, is_new), (None, False) if refused (full)."""
         nb = self.by_addr.get(addr)
         if nb is not None and nb.node_id != node_id:
             self.remove(nb)  # another device took over that link address
             nb = None
         if nb is None:
+            host = link_host(addr)
+            moved = self.by_id.get(node_id)
+            if moved is not None and link_host(moved.addr) == host:
+                self.remove(moved)  # the same node from another port of the same device
+            if (len(self.by_addr) >= MAX_NEIGHBOURS
+                    or self.hosts.get(host, 0) >= MAX_NEIGHBOURS_PER_HOST):
+                return None, False
             nb = Neighbour(node_id, key, addr, role, now, hello_no, seq, alpha=self.alpha)
             self.by_addr[addr] = nb
             self.by_id[node_id] = nb
+            self.hosts[host] = self.hosts.get(host, 0) + 1
             return nb, True
         nb.heard_hello(hello_no, now)
         nb.last_seq = seq
@@ -88,7 +108,14 @@ class NeighbourTable:
         return nb, False
 
     def remove(self, nb: Neighbour) -> None:
-        self.by_addr.pop(nb.addr, None)
+        if self.by_addr.get(nb.addr) is nb:
+            del self.by_addr[nb.addr]
+            host = link_host(nb.addr)
+            left = self.hosts.get(host, 1) - 1
+            if left > 0:
+                self.hosts[host] = left
+            else:
+                self.hosts.pop(host, None)
         if self.by_id.get(nb.node_id) is nb:
             del self.by_id[nb.node_id]
 

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from meshcomm.types import LinkAddr, NodeId
 
+#: Destinations with a route at once; past this the least recently refreshed is forgotten
+#: (a flood of fresh keys cannot grow the table, only churn its stalest entries).
+MAX_ROUTES = 8192
+
 
 @dataclass(slots=True)
 class Route:
@@ -44,10 +48,15 @@ class RouteTable:
         if cur is not None and now - cur.updated_at <= self.timeout_s:
             if cur.next_hop == next_hop:
                 cur.metric, cur.hops, cur.updated_at = metric, hops, now
+                del self._routes[dst]  # most recently refreshed last
+                self._routes[dst] = cur
                 return None
             if metric >= cur.metric:
                 return None
         route = Route(dst, next_hop, next_hop_id, metric, hops, now)
+        self._routes.pop(dst, None)
+        if len(self._routes) >= MAX_ROUTES:
+            del self._routes[next(iter(self._routes))]
         self._routes[dst] = route
         return route
 

@@ -35,4 +35,10 @@ MAX_HELLO_NEIGHBOURS = 48
 MAX_SUMMARY_ENTRIES = 40
 MAX_PULL_IDS = 64
 MAX_RECORDS_PER_FRAME = 8
+#: Largest holding time (s) a neighbour may report for a claim in anti-entropy.
+MAX_HELD_REPORT_S = 30 * 24 * 3600
+#: Summary frames (pages of MAX_SUMMARY_ENTRIES) sent in answer to one digest.
+MAX_SUMMARY_PAGES_PER_ANSWER = 16
+#: Records pushed in answer to one summary page (the rest wait for the next round).
+MAX_PUSH_PER_SUMMARY = 24
 MAX_UNICAST_BODY_BYTES = 900

@@ -1,0 +1,76 @@
+"""Who holds a contested AoR under the ``open`` policy: the established holder wins.
+
+The rule (the README states it):
+
+1. A node that has held one claim on an AoR as its holder for ``HOLDER_LOCK_S`` keeps it
+   until that claim expires or is withdrawn: established nodes never change their holder
+   because of what arrives later, however often it is re-flooded or whoever vouches for it.
+2. Otherwise (a node that joined late, or a claim it met only recently) the node adopts
+   the claim its neighbours report holding longest. Neighbours report, with every record
+   they pass on in anti-entropy (a field outside the signature, in a frame signed by the
+   neighbour), for how long they have considered that record's key the holder (``-1``:
+   they do not). Each reporting neighbour has one vote per AoR: its current holder and
+   since when. A claim's standing is the lower median, over all neighbours that reported on
+   the AoR, of how long each has held it (0 for a neighbour that holds another claim), so a
+   claim needs more than half of the reporting neighbours behind it: one lying neighbour
+   cannot swing a node with two honest ones, and re-flooding a claim adds no vote.
+3. Without reports, or when no claim has a majority, the current holder stays and, for a
+   node with none yet, the first claim to arrive holds (arrival order, as before).
+
+Only neighbours heard in a verified HELLO may vote (the overlay checks that); at most
+``MAX_HOLDER_VOTERS`` votes are kept per AoR (the oldest forgotten first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+#: A node that has held a claim this long keeps it (rule 1).
+HOLDER_LOCK_S = 60.0
+#: Votes kept per AoR.
+MAX_HOLDER_VOTERS = 8
+
+
+class HolderVotes:
+    """Per AoR: reporter -> (record id it holds, or None; local time it has held it since)."""
+
+    def __init__(self) -> None:
+        self._votes: dict[str, dict[bytes, tuple[bytes | None, float]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._votes)
+
+    def report(self, aor_key: str, reporter: bytes, record_id: bytes, held_s: float,
+               now: float) -> bool:
+        """Record a neighbour's report on one claim; True if its vote changed."""
+        votes = self._votes.setdefault(aor_key, {})
+        old = votes.get(reporter)
+        if held_s > 0:
+            new: tuple[bytes | None, float] = (record_id, now - held_s)
+        elif old is None or old[0] == record_id:
+            new = (None, now)
+        else:
+            return False  # it holds another claim: its vote stands
+        if old is not None and old[0] == new[0] and abs(old[1] - new[1]) < 1.0:
+            return False
+        if old is None and len(votes) >= MAX_HOLDER_VOTERS:
+            del votes[next(iter(votes))]
+        votes.pop(reporter, None)
+        votes[reporter] = new
+        return True
+
+    def forget(self, aor_key: str) -> None:
+        self._votes.pop(aor_key, None)
+
+    def standing_s(self, aor_key: str, record_ids: Sequence[bytes],
+                   now: float) -> list[float]:
+        """Lower-median holding time per record (0 for all when nobody reported)."""
+        votes = self._votes.get(aor_key)
+        if not votes:
+            return [0.0] * len(record_ids)
+        out: list[float] = []
+        for rid in record_ids:
+            held = sorted(now - since if held_rid == rid else 0.0
+                          for held_rid, since in votes.values())
+            out.append(held[(len(held) - 1) // 2])
+        return out
