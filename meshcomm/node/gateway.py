@@ -447,7 +447,7 @@ class SipGateway:
         if self._delivering.get(key) is tx:
             del self._delivering[key]
         ok = 200 <= status < 300
-        if ok and self.holder is not None and tx.upstream is not None:
+        if ok and self.holder is not None:           # idempotent after local_delivery_done
             self.holder.note_delivered(key, tx.delivery_origin, now)
         followers, tx.followers = tx.followers, []
         for follower in followers:
@@ -699,12 +699,13 @@ class SipGateway:
         self._finish_call(tx, response.status)
         if tx.holding_id is not None:
             self._holding.pop(tx.holding_id, None)
-        self._delivery_finished(tx, response.status, now)
         if tx.upstream is None:
             ok = 200 <= response.status < 300
             if self.holder is not None and tx.msg_id is not None:
                 self.holder.local_delivery_done(tx.msg_id, ok, now)
+            self._delivery_finished(tx, response.status, now)
             return
+        self._delivery_finished(tx, response.status, now)
         tx.last_response = response.serialize()
         self._emit(response, tx.upstream, tx.hops)
 

@@ -13,6 +13,7 @@ import random
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from meshcomm.journal.events import JournalEventType, JournalRecord
@@ -31,8 +32,9 @@ from meshcomm.node.gateway_types import (
     no_end_call,
 )
 from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.node.sf_delivered import DeliveredRecord
 from meshcomm.node.storage import SfStorage
-from meshcomm.node.storeforward import SfPersist
+from meshcomm.node.storeforward import HeldMessage, SfPersist, StoreForward, StoreForwardConfig
 from meshcomm.overlay.config import OverlayConfig
 from meshcomm.overlay.media import MediaReceived
 from meshcomm.security.identity import Identity
@@ -256,6 +258,29 @@ class Net:
         want = {f"sip:node{i}@{DOMAIN}" for i in range(len(self.stations))}
         self.run_until(lambda: all(
             all(st.node.table.lookup(a) for a in want) for st in self.stations if st.up))
+
+
+def attach_store_forward(net: Net, index: int, config: StoreForwardConfig,
+                         db: Path | None = None) -> StoreForward:
+    """Give station ``index`` a store-and-forward core (the gateway's holder), restored
+    from and persisting to the SQLite file ``db`` when given. Called again on a station,
+    it plays a restart of the node's software: a new gateway and core (the mesh node and
+    its table stay), state restored from ``db``."""
+    st = net.stations[index]
+    if st.storage is not None:
+        st.storage.close()
+        st.storage = None
+    held: list[HeldMessage] = []
+    delivered: list[DeliveredRecord] = []
+    if db is not None:
+        st.storage = SfStorage.open(db)
+        held, delivered = st.storage.load()[0], st.storage.load_delivered()
+    sf = StoreForward(st.node, config, now=net.now, restored=held, delivered_ids=delivered)
+    old = st.gw
+    gw = SipGateway(st.node, old.config, rng=random.Random(net.rng.getrandbits(32)),
+                    node_aor=old.node_aor, now=net.now, holder=sf)
+    st.sip = SipNode(st.node, gw, sf)
+    return sf
 
 
 T = TypeVar("T")
