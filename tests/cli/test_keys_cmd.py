@@ -25,6 +25,7 @@ from meshcomm.security.keystore import (
     read_key_file,
 )
 from meshcomm.security.verify import SignatureVerifier
+from tests.runtime.disk import SmallDisk
 
 
 def run(argv: list[str]) -> int:
@@ -178,3 +179,46 @@ def test_aor_patterns_accepted_match_as_credentials_do() -> None:
         with pytest.raises(UsageError):
             check_aor_pattern(bad)
     assert aor_matches("sips:engine-*@ems.ex", "sips:engine-3@ems.ex")
+
+
+def test_keygen_on_a_full_disk_leaves_nothing_behind(
+        small_disk: SmallDisk, capsys: pytest.CaptureFixture[str]) -> None:
+    path = small_disk.path / "agency.key"
+    small_disk.fill()
+    assert run(["keygen", "--out", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (f"meshcomm keygen: no space left on device writing "
+                                    f"{path}")
+    assert captured.out == ""          # no public key printed for a key that does not exist
+    assert sorted(p.name for p in small_disk.path.iterdir()
+                  if not p.name.startswith("filler")) == []
+    small_disk.free()
+    assert run(["keygen", "--out", str(path)]) == 0
+    assert read_key_file(path).public_key.hex() == capsys.readouterr().out.strip()
+
+
+def test_keygen_replaces_an_incomplete_key_file(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "agency.key"
+    path.write_bytes(b"")                # what an interrupted keygen of an older version left
+    assert run(["keygen", "--out", str(path)]) == 0
+    assert read_key_file(path).public_key.hex() == capsys.readouterr().out.strip()
+
+
+def test_enroll_on_a_full_disk_keeps_the_old_credential(
+        small_disk: SmallDisk, agency_key: tuple[Path, bytes],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    key_path, _ = agency_key
+    data_dir = small_disk.path / "device"
+    load_or_create_identity(data_dir)
+    enroll = ["enroll", "--agency-key", str(key_path), "--aor", "sip:*@fire.example",
+              "--data-dir", str(data_dir)]
+    assert run([*enroll, "--role", "medic"]) == 0
+    before = (data_dir / CREDENTIAL_FILE).read_bytes()
+    capsys.readouterr()
+    small_disk.fill()
+    assert run([*enroll, "--role", "engine-3"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"meshcomm enroll: no space left on device writing {data_dir / CREDENTIAL_FILE}")
+    assert (data_dir / CREDENTIAL_FILE).read_bytes() == before
+    assert sorted(p.name for p in data_dir.iterdir()) == [CREDENTIAL_FILE, "identity.key"]
