@@ -227,7 +227,7 @@ class LocationTable:
                                credentialed=credentialed, admitted_at=now)
         self.freshness.accepted(binding, wall_now, credentialed=credentialed)
         previous = existing.state if existing else None
-        tier = self._tier_for(stored, existing)
+        tier = self._tier_for(stored, existing, now)
         if existing is not None:
             stored.claim_order = existing.claim_order
             stored.admitted_at = existing.admitted_at
@@ -369,14 +369,19 @@ class LocationTable:
             if stored.binding.key == key:
                 self._standing.place(stored.binding.record_id, Tier.OWN)
 
-    def _tier_for(self, stored: StoredBinding, existing: StoredBinding | None) -> Tier:
+    def _tier_for(self, stored: StoredBinding, existing: StoredBinding | None,
+                  now: float) -> Tier:
         if stored.binding.key in self._own_keys:
             return Tier.OWN
         if stored.credentialed:
             return Tier.CREDENTIALED
-        old = None if existing is None else self._standing.tier(existing.binding.record_id)
-        if old is None or old is Tier.PROBATION:
+        if existing is None:
             return Tier.PROBATION
+        old = self._standing.tier(existing.binding.record_id)
+        if old is None or old is Tier.PROBATION:
+            if now - existing.admitted_at < self._standing.probation_s:
+                return Tier.PROBATION
+            old = Tier.ESTABLISHED
         if stored.binding.is_tombstone:
             return Tier.TOMBSTONE  # a de-registration of a record that had standing here
         return Tier.ESTABLISHED if old is Tier.TOMBSTONE else old
