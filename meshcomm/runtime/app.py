@@ -26,7 +26,7 @@ from typing import Final
 from meshcomm.config import NodeConfig, node_aor
 from meshcomm.diskio import disk_problem, is_read_only
 from meshcomm.errors import ConfigError, DecodeError
-from meshcomm.journal.store import JournalStore
+from meshcomm.journal.store import FLUSH_RETRY_INTERVAL_S, JournalStore
 from meshcomm.media.relay import MediaConfig
 from meshcomm.node.gateway import SipGateway
 from meshcomm.node.gateway_host import SipNode
@@ -469,6 +469,15 @@ def _checkpoint(driver: NodeDriver) -> None:
 
 
 async def _checkpoints(driver: NodeDriver, stop: asyncio.Event) -> None:
+    """A signed checkpoint every CHECKPOINT_INTERVAL_S. Meanwhile, while the journal cannot
+    be written, retry it every FLUSH_RETRY_INTERVAL_S even when no new event comes, so the
+    log and ``ctl status`` see the disk come back and waiting entries reach it."""
+    next_checkpoint = driver.now() + CHECKPOINT_INTERVAL_S
     while not stop.is_set():
-        await asyncio.sleep(CHECKPOINT_INTERVAL_S)
-        _checkpoint(driver)
+        await asyncio.sleep(min(FLUSH_RETRY_INTERVAL_S,
+                                max(0.0, next_checkpoint - driver.now())))
+        if driver.now() >= next_checkpoint:
+            _checkpoint(driver)
+            next_checkpoint += CHECKPOINT_INTERVAL_S
+        elif driver.journal is not None and not driver.journal.writable and not driver.closed:
+            driver.flush_journal()

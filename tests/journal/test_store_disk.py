@@ -12,7 +12,9 @@ import pytest
 from meshcomm.journal.events import JournalEventType
 from meshcomm.journal.store import (
     DROPPED_ENTRY_TYPE,
+    MAX_PENDING_BYTES,
     MAX_PENDING_ENTRIES,
+    ROW_OVERHEAD_BYTES,
     JournalStore,
 )
 from meshcomm.journal.verify import verify_journal
@@ -109,3 +111,16 @@ def test_status_of_a_healthy_journal(tmp_path: Path) -> None:
             "max_pending": MAX_PENDING_ENTRIES, "dropped": 0, "write_errors": 0}
         store.flush()
         assert store.status()["durable_seq"] == 3
+
+
+def test_buffer_is_bounded_in_bytes_too(small_disk: SmallDisk) -> None:
+    store = JournalStore.open(small_disk.path / "journal.sqlite", NODE_ID)
+    small_disk.fill()
+    big = {"blob": b"\x5a" * 60_000}
+    accepted = sum(store.append(JournalEventType.SIP_MESSAGE, big, float(i), 0.0) is not None
+                   for i in range(200))
+    per_entry = 60_000 + ROW_OVERHEAD_BYTES
+    assert accepted == -(-MAX_PENDING_BYTES // per_entry)     # stops at the byte bound
+    assert store.dropped_total == 200 - accepted
+    store.close()
+    assert store.lost_at_close == 200
