@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshcomm.errors import ConfigError, DecodeError, LocalProtocolError
+from meshcomm.node.sf_delivered import DeliveredRecord
 from meshcomm.node.storage import (
     SfStorage,
     decode_delivered_row_untrusted,
@@ -22,6 +23,7 @@ from meshcomm.node.storage import (
 from meshcomm.node.storeforward import HeldMessage, HeldState, PersistOp, SfPersist
 from meshcomm.node.storeforward_wire import make_parcel
 from meshcomm.security.identity import Identity
+from tests.node.small_disk import read_only_connection, small_disk
 
 ORIGIN = Identity(hashlib.sha256(b"storage-origin").digest())
 
@@ -136,3 +138,46 @@ def test_any_row_gives_a_message_or_decode_error(row: list[object]) -> None:
 def test_any_parcel_bytes_in_a_row_give_decode_error(parcel: bytes, sig: bytes) -> None:
     with pytest.raises(DecodeError):
         decode_held_row_untrusted([b"m" * 16, parcel, sig, 1, "queued", "x"])
+
+
+def test_a_write_on_a_full_disk_fails_whole_and_writing_resumes_with_room(
+        tmp_path: Path) -> None:
+    with small_disk(tmp_path) as disk, SfStorage.open(disk.path / "sf.db") as db:
+        db.apply(store(held(1)))
+        disk.fill()
+        big = [store(held(n)) for n in range(2, 60)]
+        with pytest.raises(sqlite3.Error):
+            db.apply_all([*big, SfPersist(PersistOp.DELIVERED, b"d" * 16, wall_s=5.0,
+                                          origin=b"o" * 32)])
+        disk.free()
+        assert [h.msg_id for h in db.load()[0]] == [held(1).msg_id]   # all or nothing
+        db.apply_all(big)                            # the connection is usable again
+        db.apply(SfPersist(PersistOp.DELIVERED, b"d" * 16, wall_s=5.0, origin=b"o" * 32))
+        assert len(db.load()[0]) == 59
+        assert db.load_delivered() == [DeliveredRecord(b"d" * 16, 5.0, b"o" * 32)]
+
+
+def test_a_read_only_database_refuses_writes_and_stays_usable(tmp_path: Path) -> None:
+    path = tmp_path / "sf.db"
+    SfStorage.open(path).close()
+    db = SfStorage(read_only_connection(path), path)
+    with pytest.raises(sqlite3.Error):
+        db.apply(store(held(1)))
+    with pytest.raises(sqlite3.Error):                # no transaction left open
+        db.apply(store(held(1)))
+    assert db.load()[0] == []
+    db.close()
+
+
+def test_a_first_format_file_gains_the_origin_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("CREATE TABLE delivered (msg_id BLOB PRIMARY KEY, wall_s REAL NOT NULL);"
+                       "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+                       "INSERT INTO meta VALUES ('format', 1);")
+    conn.execute("INSERT INTO delivered VALUES (?, ?)", (b"x" * 16, 7.0))
+    conn.commit()
+    conn.close()
+    with SfStorage.open(path) as db:
+        assert db.load_delivered() == [DeliveredRecord(b"x" * 16, 7.0, b"")]
+        assert db.load()[1] == [b"x" * 16]
