@@ -1,16 +1,19 @@
 """In-process harness for store-and-forward tests: real MeshNodes, StoreForward cores and
 SQLite storage, joined by an in-memory radio (zero delay, chosen links), in virtual time.
 
-Each host plays its runtime: it applies SfPersist events to its storage, hands SfDeliver
-to a "client" (a list) and answers local_delivery_done, and feeds STORE_FORWARD unicasts
-to the core. Killing a host drops its cores without a goodbye; starting it again restores
-the store-and-forward state from its SQLite file.
+Each host plays its runtime: it applies SfPersist events to its storage and reports the
+outcome (``persisted``), hands SfDeliver to a "client" (a list) and answers
+local_delivery_done, feeds STORE_FORWARD unicasts to the core and the overlay's journal
+records to ``on_overlay_record`` (a heal retries at once). Killing a host drops its cores
+without a goodbye; starting it again restores the store-and-forward state from its SQLite
+file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from meshcomm.node.storeforward import (
     HeldState,
     PersistOp,
     SfDeliver,
+    SfEvent,
+    SfHoldResult,
     SfPersist,
     StoreForward,
     StoreForwardConfig,
@@ -63,6 +68,8 @@ class Host:
     accept_deliveries: bool = True
     #: False: the "gateway" never answers an SfDeliver
     answer_deliveries: bool = True
+    #: Outcomes of this host's holds (durable or not), over all boots
+    hold_results: list[SfHoldResult] = field(default_factory=list)
 
     @property
     def live_sf(self) -> StoreForward:
@@ -135,17 +142,22 @@ class Net:
                         sf.on_mesh(event, self.now)
                 elif isinstance(event, JournalRecord):
                     host.journal.append(event)
+                    sf.on_overlay_record(event, self.now)
             while (sf_event := sf.next_event()) is not None:
                 busy = True
                 self._consume(host, sf, sf_event)
         for dgram in node.to_send(self.now):
             self._queue.append((host.name, dgram))
 
-    def _consume(self, host: Host, sf: StoreForward,
-                 event: SfDeliver | SfPersist | JournalRecord) -> None:
+    def _consume(self, host: Host, sf: StoreForward, event: SfEvent) -> None:
         if isinstance(event, SfPersist):
             assert host.storage is not None
-            host.storage.apply(event)
+            try:
+                host.storage.apply(event)
+            except sqlite3.Error:
+                sf.persisted([event.msg_id], False, self.now)
+                return
+            sf.persisted([event.msg_id], True, self.now)
             if event.op is PersistOp.STORE and event.held is not None and event.held.own:
                 host.statuses.append((event.held.state.value, event.held.holder))
         elif isinstance(event, SfDeliver):
@@ -153,8 +165,17 @@ class Net:
                 host.client.append(event)
             if host.answer_deliveries:
                 sf.local_delivery_done(event.msg_id, host.accept_deliveries, self.now)
+        elif isinstance(event, SfHoldResult):
+            host.hold_results.append(event)
         else:
             host.journal.append(event)
+
+    def cut(self, a: str, b: str) -> None:
+        """The radio link a-b fails (a partition when it was the only path)."""
+        self.links.discard(frozenset((a, b)))
+
+    def heal(self, a: str, b: str) -> None:
+        self.links.add(frozenset((a, b)))
 
     def _flush_air(self) -> None:
         moved = 0

@@ -1,0 +1,63 @@
+"""A returning route or neighbour retries held messages at once (issue 7 item 6): held
+messages flow within 2 s of a heal, not after the retry backoff (up to 30 s)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meshcomm.node.storeforward import HeldState, StoreForwardConfig
+
+from .test_storeforward_harness import Net, aor
+
+SIP = b"MESSAGE sip:d@incident.test SIP/2.0\r\nContent-Length: 4\r\n\r\nheal"
+MSG = b"heal-message-001"
+#: The default backoff: a partition long enough to reach its cap.
+CONFIG = StoreForwardConfig(poll_interval_s=1.0, retry_initial_s=2.0, retry_max_s=30.0)
+HEAL_DEADLINE_S = 2.0
+PARTITION_S = 60.0
+
+
+def _delivered_after_heal(net: Net, holder: str, cut: tuple[str, str]) -> float:
+    """Hold at ``holder`` while ``cut`` is down; heal it; seconds until d's client has it."""
+    net.run_until(6.0)
+    net.cut(*cut)
+    net.run_for(3.0)                                    # the neighbour is gone on both sides
+    net.hosts[holder].live_sf.hold(msg_id=MSG, from_aor=aor(holder), to_aor=aor("d"),
+                                   sip=SIP, now=net.now)
+    net.command(holder)
+    net.run_for(PARTITION_S)                            # backoff at its 30 s cap
+    assert net.hosts["d"].client == []
+    healed_at = net.now
+    net.heal(*cut)
+    while not net.hosts["d"].client and net.now < healed_at + 40.0:
+        net.run_for(0.1)
+    assert [m.msg_id for m in net.hosts["d"].client] == [MSG]
+    return net.now - healed_at
+
+
+@pytest.mark.parametrize("seed_offset", [0, 7, 13])
+def test_held_by_the_sender_flows_within_2s_of_the_heal(tmp_path: Path,
+                                                        seed_offset: int) -> None:
+    net = Net(tmp_path, {"o": "handset", "d": "handset"}, config=CONFIG)
+    net.now = float(seed_offset)
+    net.start("o")
+    net.start("d")
+    took = _delivered_after_heal(net, "o", ("o", "d"))
+    assert took <= HEAL_DEADLINE_S, took
+    assert net.hosts["o"].live_sf.counters["sf_heal_retries"] >= 1
+    net.run_for(3.0)
+    assert [s.state for s in net.hosts["o"].live_sf.outbox()] == [HeldState.DELIVERED]
+    net.close()
+
+
+def test_held_by_a_relay_beside_the_break_flows_within_2s_of_the_heal(tmp_path: Path) -> None:
+    net = Net(tmp_path, {"o": "handset", "r": "relay", "d": "handset"},
+              links=[("o", "r"), ("r", "d")], config=CONFIG)
+    for name in ("o", "r", "d"):
+        net.start(name)
+    took = _delivered_after_heal(net, "o", ("r", "d"))
+    assert net.hosts["r"].live_sf.counters["sf_custody_taken"] == 1
+    assert took <= HEAL_DEADLINE_S, took
+    net.close()
