@@ -3,7 +3,9 @@
 Zero configuration: the identity is created on first start, the AoR is derived from
 ``--name`` / the profile / the host name plus a key fingerprint, and the node registers,
 refreshes and, on exit, de-registers. Exit status: 0 after a clean stop, 1 when the node
-cannot start (missing interface or permission, data dir in use), 2 for a bad configuration.
+cannot start (missing interface or permission, data dir in use, a full or read-only data
+dir: one line naming the path) or could not close a store cleanly at stop (e.g. journal
+entries a full disk kept out; logged in one line), 2 for a bad configuration.
 """
 
 from __future__ import annotations

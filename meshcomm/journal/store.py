@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+from meshcomm.diskio import disk_problem
 from meshcomm.errors import ConfigError, DecodeError, LocalProtocolError
 from meshcomm.journal.chain import JournalChain, JournalEntry, Signer
 from meshcomm.journal.codec import (
@@ -424,7 +425,7 @@ class JournalStore:
         now = time.monotonic()
         self.write_errors += 1
         self._retry_at = now + FLUSH_RETRY_INTERVAL_S
-        self._last_error = str(exc)[:MAX_ERROR_CHARS]
+        self._last_error = disk_problem(exc, self._path)[:MAX_ERROR_CHARS]
         if self._failing_since is None:
             self._failing_since = self._last_error_log = now
             log.error("journal %s cannot be written: %s; the node keeps running and holds "
@@ -467,7 +468,7 @@ class JournalStore:
         except sqlite3.Error as exc:
             self.lost_at_close = len(self._pending) + self._drops.count
             log.error("journal %s: %d entries could not be written at close: %s",
-                      self._path, self.lost_at_close, str(exc)[:MAX_ERROR_CHARS])
+                      self._path, self.lost_at_close, disk_problem(exc, self._path))
         finally:
             self._conn = None
             conn.close()

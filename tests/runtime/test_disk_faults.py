@@ -220,7 +220,9 @@ def test_full_disk_mid_run_keeps_serving_and_reports_it(
     code_a, code_b, failing, text = asyncio.run(scenario())
     assert (code_a, code_b) == (0, 0)
     assert failing["writable"] is False and failing["dropped"] == 0
-    assert "full" in str(failing["last_error"]) and failing["pending"] > 0
+    assert failing["last_error"] == ("no space left on device writing "
+                                     f"{dirs['a'] / JOURNAL_FILE}")
+    assert isinstance(failing["pending"], int) and failing["pending"] > 0
     assert "NOT WRITABLE" in text
     journal_errors = [r for r in caplog.records
                       if r.name == "meshcomm.journal.store" and r.levelno >= logging.ERROR]
