@@ -2,6 +2,18 @@
 
 The node registers its AoRs as signed bindings, refreshes them before they expire
 (at half their lifetime, jittered), and withdraws them on shutdown with tombstones.
+
+Departure: :meth:`MeshNode.shutdown` floods one copy of each tombstone, then re-sends the
+tombstones that not every neighbour has acknowledged yet every :data:`DEPARTURE_RESEND_S`
+(jittered), for at most :data:`DEPARTURE_GIVE_UP_S`; a copy of the tombstone heard from a
+neighbour is its acknowledgement (:mod:`meshcomm.overlay.departure`), and from there
+neighbours carry it on to the rest of the mesh (re-sends per hop, anti-entropy).
+:attr:`MeshNode.departure_done` tells the runtime it may stop before its grace ends.
+
+Freshness: the table's :class:`~meshcomm.location.freshness.FreshnessMemory` (given restored
+from disk by the runtime) remembers the highest sequence accepted per (AoR, key);
+:meth:`MeshNode.take_freshness_updates` hands its changes to the runtime, which writes them
+before it transmits what the same input produced.
 """
 
 from __future__ import annotations
@@ -12,19 +24,24 @@ from dataclasses import dataclass, field
 
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.location.binding import Binding, make_binding
+from meshcomm.location.freshness import FreshnessMemory, FreshnessUpdates
 from meshcomm.location.table import LocationTable, TrustPolicy
 from meshcomm.overlay.config import OverlayConfig
 from meshcomm.overlay.core import FrameDecoder, GossipOverlay, OverlayEvent
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import Aor, Datagram, LinkAddr, NodeId
-from meshcomm.wire.envelope import decode_frame_untrusted
+from meshcomm.wire.envelope import Envelope, Hop, decode_frame_untrusted
 
 #: Refresh at this fraction of the lifetime, +/- the jitter fraction.
 REFRESH_FRACTION = 0.5
 REFRESH_JITTER = 0.1
-#: A departing node sends each tombstone this many times: it cannot repair losses later.
-DEPARTURE_COPIES = 3
+#: A departing node re-sends each unacknowledged tombstone this often (+/- the jitter
+#: fraction): spaced copies are lost independently, back-to-back ones together.
+DEPARTURE_RESEND_S = 0.3
+DEPARTURE_RESEND_JITTER = 0.3
+#: ... and stops re-sending after this long (the runtime's grace normally ends it first).
+DEPARTURE_GIVE_UP_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +68,16 @@ class MeshNode:
                  rng: random.Random, now: float, seq_base: int = 0, wall_offset_s: float = 0.0,
                  credential: bytes | None = None,
                  overlay_class: type[GossipOverlay] = GossipOverlay,
-                 frame_decoder: FrameDecoder = decode_frame_untrusted) -> None:
+                 frame_decoder: FrameDecoder = decode_frame_untrusted,
+                 freshness: FreshnessMemory | None = None) -> None:
         self.identity = identity
         self.settings = settings
         self.rng = rng
         self.credential = credential
-        self.table = LocationTable(settings.incident, settings.trust, verifier)
+        if freshness is None:
+            freshness = FreshnessMemory(own_key=identity.public_key)
+        self.table = LocationTable(settings.incident, settings.trust, verifier,
+                                   freshness=freshness)
         self.overlay = overlay_class(identity, settings.incident, settings.overlay, self.table,
                                      verifier, rng, now=now, role=settings.role,
                                      seq_base=seq_base, wall_offset_s=wall_offset_s,
@@ -64,6 +85,10 @@ class MeshNode:
         self._registrations: dict[str, _Registration] = {}
         self._stopped = False
         self._next_refresh = float("inf")
+        #: tombstones sent on shutdown and not acknowledged yet
+        self._departing: list[Envelope] = []
+        self._resend_at = float("inf")
+        self._give_up_at = float("inf")
         self.overlay.emit(J.NODE_STARTED, node=identity.node_id.hex(), role=settings.role,
                           incident=settings.incident)
 
@@ -96,11 +121,33 @@ class MeshNode:
         return binding
 
     def shutdown(self, now: float) -> None:
-        """Withdraw every registration (tombstones flood out) and stop refreshing."""
+        """Withdraw every registration (tombstones flood out) and stop refreshing; keep
+        re-sending the tombstones until a neighbour acknowledges them (see the module)."""
         for aor in list(self._registrations):
-            self.deregister(aor, now, copies=DEPARTURE_COPIES)
+            tombstone = self.deregister(aor, now)
+            if tombstone is not None:
+                self._departing.append(tombstone.envelope)
+                self.overlay.departures.expect(tombstone.envelope)
         self._stopped = True
+        if self._departing:
+            self._give_up_at = now + DEPARTURE_GIVE_UP_S
+            self._schedule_resend(now)
         self.overlay.emit(J.NODE_STOPPED, node=self.identity.node_id.hex())
+
+    @property
+    def departure_done(self) -> bool:
+        """True once stopped and every current neighbour has acknowledged every tombstone
+        (or re-sending gave up, or no neighbour is left to tell): the runtime may close
+        the radios."""
+        if not self._stopped:
+            return False
+        self._collect_acks()
+        return not self._departing or len(self.overlay.neighbours) == 0
+
+    def take_freshness_updates(self) -> FreshnessUpdates:
+        """Changes of the freshness memory since the last call, for the runtime's store;
+        the runtime writes them before it transmits (persist, then transmit)."""
+        return self.table.freshness.take_updates()
 
     def send_unicast(self, dst: bytes, kind: int, body: bytes, now: float, *,
                      best_effort: bool = False) -> bytes:
@@ -125,6 +172,43 @@ class MeshNode:
         self._update_next_refresh()
         return binding
 
+    def _schedule_resend(self, now: float) -> None:
+        jitter = DEPARTURE_RESEND_JITTER
+        self._resend_at = now + DEPARTURE_RESEND_S * self.rng.uniform(1 - jitter, 1 + jitter)
+
+    def _collect_acks(self) -> None:
+        """Drop the tombstones every current neighbour has been heard sending back."""
+        if not self._departing:
+            return
+        echoes = self.overlay.departures
+        neighbours = self.overlay.neighbours.by_addr.keys()
+        acked = [env for env in self._departing
+                 if (heard := echoes.heard_from(env)) and neighbours <= heard]
+        if not acked:
+            return
+        for env in acked:
+            echoes.forget(env)
+        self.counters["departure_acked"] += len(acked)
+        self._departing = [env for env in self._departing if env not in acked]
+        if not self._departing:
+            self._resend_at = float("inf")
+
+    def _resend_departures(self, now: float) -> None:
+        self._collect_acks()
+        if not self._departing:
+            return
+        if now >= self._give_up_at:
+            self.counters["departure_unacked"] += len(self._departing)
+            for env in self._departing:
+                self.overlay.departures.forget(env)
+            self._departing = []
+            self._resend_at = float("inf")
+            return
+        for env in self._departing:
+            self.overlay.transmit(env, Hop(ttl=self.settings.overlay.flood_ttl), None,
+                                  "binding_resend")
+        self._schedule_resend(now)
+
     def _update_next_refresh(self) -> None:
         self._next_refresh = min((r.refresh_at for r in self._registrations.values()),
                                  default=float("inf"))
@@ -132,22 +216,27 @@ class MeshNode:
     # ------------------------------------------------------------ driving API
     def receive(self, data: bytes, src: LinkAddr, now: float) -> None:
         self.overlay.receive(data, src, now)
+        if self._departing:
+            self._collect_acks()
 
     def to_send(self, now: float) -> list[Datagram]:
         return self.overlay.to_send(now)
 
     def next_timer(self) -> float | None:
         overlay_t = self.overlay.next_timer()
-        if self._stopped or not self._registrations:
+        own = self._resend_at if self._stopped else (
+            self._next_refresh if self._registrations else float("inf"))
+        if own == float("inf"):
             return overlay_t
-        refresh = self._next_refresh
-        return refresh if overlay_t is None else min(refresh, overlay_t)
+        return own if overlay_t is None else min(own, overlay_t)
 
     def on_timer(self, now: float) -> None:
         if not self._stopped:
             for reg in list(self._registrations.values()):
                 if reg.refresh_at <= now:
                     self._announce(reg, now)
+        elif self._resend_at <= now:
+            self._resend_departures(now)
         self.overlay.on_timer(now)
 
     def next_event(self) -> OverlayEvent | None:

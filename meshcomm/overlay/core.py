@@ -22,6 +22,7 @@ from meshcomm.location.table import LocationTable, MergeOutcome, MergeResult, Tr
 from meshcomm.overlay.admission import Admission
 from meshcomm.overlay.antientropy import AntiEntropy
 from meshcomm.overlay.config import OverlayConfig
+from meshcomm.overlay.departure import DepartureEchoes
 from meshcomm.overlay.forwarding import Forwarder, UnicastReceived
 from meshcomm.overlay.media import MEDIA_MARKERS, MediaForwarder, MediaReceived
 from meshcomm.overlay.neighbours import NeighbourTable
@@ -125,6 +126,7 @@ class GossipOverlay:
         self.anti_entropy = AntiEntropy(self)
         self.forwarder = Forwarder(self)
         self.media = MediaForwarder(self)
+        self.departures = DepartureEchoes(self)
         self._handlers: dict[MsgType, Callable[[Envelope, Hop, LinkAddr, float], None]] = {
             MsgType.HELLO: self._on_hello,
             MsgType.BINDING: self._on_binding,
@@ -142,6 +144,7 @@ class GossipOverlay:
             TimerKind.RETRANSMIT: self.forwarder.retransmit_due,
             TimerKind.HOUSEKEEPING: self._housekeeping_due,
             TimerKind.MEDIA_RETRANSMIT: self.media.retransmit_due,
+            TimerKind.TOMBSTONE_RESEND: self.departures.resend_due,
         }
         self.schedule(now + rng.uniform(0, config.hello_interval_s * 0.1), TimerKind.HELLO)
         self.schedule(now + config.anti_entropy_interval_s * rng.uniform(0.5, 1.0),
@@ -168,6 +171,7 @@ class GossipOverlay:
             return
         if env.origin == self.node_id:
             self.counters["rx_own"] += 1
+            self.departures.on_own_copy(env, src)
             return
         if env.incident != self.incident:
             self.drop("wrong_incident", src, now)
@@ -386,8 +390,10 @@ class GossipOverlay:
     def announce(self, binding: Binding, now: float, copies: int = 1) -> MergeResult:
         """Store our own new binding and flood it at once (no assessment delay).
 
-        ``copies`` > 1 repeats the first transmission, for a departing node's tombstones:
-        it will not be around for anti-entropy to repair a lost copy."""
+        ``copies`` > 1 repeats the transmission back to back (a departing node instead
+        re-sends its tombstones spaced out until a neighbour acknowledges them, see
+        :mod:`.departure`: back-to-back copies are lost together and make the neighbours
+        that hear them all suppress their rebroadcast)."""
         result = self.table.offer(binding, now, self.wall_time(now))
         self.journal_merge(result, binding, None)
         if result.changed:
@@ -408,8 +414,9 @@ class GossipOverlay:
         if not self.verified_first_copy(env, src, now):
             if self._seen.get(env.digest):
                 self.learn_route(env, hop, src, now)
+                self.departures.on_duplicate(env, hop, src, now)
             return
-        result = self.offer_binding(binding, now, hop.age_ms / 1000.0, src)
+        result = self.offer_binding(binding, now, hop.age_ms / 1000.0, src, hop)
         if result.outcome is MergeOutcome.REJECTED:
             self._seen[env.digest] = False  # later copies teach no route either
             return
@@ -421,11 +428,16 @@ class GossipOverlay:
             self.schedule(now + delay, TimerKind.REBROADCAST, env.digest)
 
     def offer_binding(self, binding: Binding, now: float, age_s: float,
-                      src: LinkAddr | None) -> MergeResult:
+                      src: LinkAddr | None, hop: Hop | None = None) -> MergeResult:
+        """Merge a received binding; ``hop`` when it came flooded (else anti-entropy)."""
         result = self.table.offer(binding, now, self.wall_time(now), age_s)
         self.journal_merge(result, binding, src)
         if result.outcome is MergeOutcome.REJECTED or result.outcome is MergeOutcome.STALE:
             self.drop(result.reason, src, now)
+        elif result.outcome is MergeOutcome.DEREGISTERED and src is not None:
+            # A departure (it ended a binding we held): pass it on until every neighbour
+            # has it; its origin is gone and cannot repair a loss (see .departure).
+            self.departures.learned(binding.envelope, hop, age_s, src, now)
         elif result.changed:
             if result.outcome is MergeOutcome.NEW and src is not None:
                 self.admission.admitted(link_host(src), now)

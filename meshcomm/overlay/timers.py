@@ -12,3 +12,4 @@ class TimerKind(Enum):
     RETRANSMIT = "retransmit"
     HOUSEKEEPING = "housekeeping"
     MEDIA_RETRANSMIT = "media_retransmit"
+    TOMBSTONE_RESEND = "tombstone_resend"

@@ -34,6 +34,8 @@ from meshcomm.wire.envelope import Envelope, Hop, decode_frame_untrusted
 
 #: Radio bit rate used for airtime (802.11 basic rate for broadcast frames).
 AIRTIME_BPS = 6_000_000
+#: A leaving node is checked this often for an acknowledged departure during its grace.
+LEAVE_POLL_S = 0.05
 VERIFY_CACHE_ENTRIES = 1 << 18
 DOMAIN = "incident.local"
 
@@ -96,6 +98,9 @@ class SimConfig:
     register_delay_s: tuple[float, float] = (2.0, 4.0)
     #: per-node role ("handset" default, "relay")
     roles: dict[str, str] = field(default_factory=dict)
+    #: A leaving node keeps running (re-sending its tombstones) until a neighbour has
+    #: acknowledged them or this long, like the runtime's shutdown grace; 0: gone at once.
+    leave_grace_s: float = 3.0
 
 
 class _Ev(Enum):
@@ -105,6 +110,7 @@ class _Ev(Enum):
     START = 3
     REGISTER = 4
     CALL = 5
+    LEFT = 6
 
 
 Core = MeshNode | NaiveFloodNode
@@ -120,6 +126,8 @@ class _Slot:
     timer_gen: int = 0
     armed_at: float | None = None
     boots: int = 0
+    #: end of the grace of a node that is leaving (its core still runs until then)
+    leaving_until: float | None = None
 
 
 class Simulator:
@@ -213,13 +221,36 @@ class Simulator:
     def _stop(self, slot: _Slot, graceful: bool) -> None:
         if slot.core is None:
             return
+        if slot.leaving_until is not None:
+            if graceful:
+                return
+            self._gone(slot)
+            return
         if graceful:
             slot.core.shutdown(self.now)
             self._after(slot)
-        slot.core = None
         self.metrics.node_down(slot.name)
         self._observe("stop", node=slot.name, graceful=graceful)
+        if graceful and self.config.leave_grace_s > 0:
+            slot.leaving_until = self.now + self.config.leave_grace_s
+            self._push(self.now + LEAVE_POLL_S, _Ev.LEFT, slot.name, slot.boots)
+            return
+        self._gone(slot)
+
+    def _gone(self, slot: _Slot) -> None:
+        slot.core = None
+        slot.leaving_until = None
         self._arm(slot)
+
+    def _leaving(self, slot: _Slot, boot: object) -> None:
+        """During a leaving node's grace: gone once its departure is acknowledged."""
+        core, until = slot.core, slot.leaving_until
+        if boot != slot.boots or core is None or until is None:
+            return
+        if self.now >= until or (isinstance(core, MeshNode) and core.departure_done):
+            self._gone(slot)
+        else:
+            self._push(self.now + LEAVE_POLL_S, _Ev.LEFT, slot.name, slot.boots)
 
     # ------------------------------------------------------------ the medium
     def _after(self, slot: _Slot) -> None:
@@ -290,6 +321,8 @@ class Simulator:
             slot = self._slots[name]
             if action.kind in (ActionKind.LEAVE, ActionKind.KILL, ActionKind.RESTART):
                 self._stop(slot, graceful=action.kind is ActionKind.LEAVE)
+            if action.kind is ActionKind.JOIN and slot.leaving_until is not None:
+                self._gone(slot)
             if action.kind in (ActionKind.JOIN, ActionKind.RESTART) and slot.core is None:
                 self._start(slot)
 
@@ -323,6 +356,9 @@ class Simulator:
             payload(self)
             return
         slot = self._slots[name]
+        if kind is _Ev.LEFT:
+            self._leaving(slot, payload)
+            return
         if kind is _Ev.START:
             if slot.core is None:
                 self._start(slot)
@@ -331,7 +367,7 @@ class Simulator:
         if core is None:
             return
         if kind is _Ev.REGISTER:
-            if payload == slot.boots:
+            if payload == slot.boots and slot.leaving_until is None:
                 self._observe("register", node=slot.name)
                 core.register(f"sip:{slot.name}@{DOMAIN}", (f"mesh:{slot.name}",), self.now)
         elif kind is _Ev.DELIVER:
@@ -346,7 +382,8 @@ class Simulator:
 
     # ------------------------------------------------------------ results
     def summary(self) -> dict[str, object]:
-        live = {n: s.core for n, s in self._slots.items() if s.core is not None}
+        live = {n: s.core for n, s in self._slots.items()
+                if s.core is not None and s.leaving_until is None}
         counters: Counter[str] = Counter()
         for core in live.values():
             counters.update(core.counters)
