@@ -137,7 +137,7 @@ _SQLITE_WORDS: Final = {
     13: "no space left on device writing {path}",           # SQLITE_FULL
     8: "read-only file system: cannot write {path}",         # SQLITE_READONLY
     10: "I/O error {doing} {path}",                          # SQLITE_IOERR
-    14: "cannot open {path} (read-only or missing directory?)",  # SQLITE_CANTOPEN
+    14: "cannot open {path}",                                # SQLITE_CANTOPEN
     23: "permission denied {doing} {path}",                  # SQLITE_AUTH
     3: "permission denied {doing} {path}",                   # SQLITE_PERM
     26: "{path} is not an SQLite database",                  # SQLITE_NOTADB
@@ -148,9 +148,11 @@ _SQLITE_EXTENDED_WORDS: Final = {
     # SQLITE_IOERR_SHMSIZE: the -shm file could not grow (SQLite: "typically disk full")
     4874: "no space left on device writing {path} (its -shm file cannot grow)",
 }
-_SQLITE_IOERR: Final = 10
+#: SQLITE_IOERR and SQLITE_CANTOPEN: worded from the file system's state when it explains
+#: them (read-only, no free inodes, nearly full).
+_SQLITE_VAGUE: Final = frozenset({10, 14})
 #: A file system with less free space than this is taken as full when SQLite reports a
-#: bare I/O error (it maps some ENOSPC failures to SQLITE_IOERR_*).
+#: vague error.
 NEARLY_FULL_BYTES: Final = 64 * 1024
 _VERBS: Final = {"writing": "write", "creating": "create", "opening": "open",
                  "reading": "read", "locking": "lock"}
@@ -169,19 +171,27 @@ def disk_problem(exc: OSError | sqlite3.Error, path: Path | str, doing: str = "w
     if not isinstance(code, int):
         return f"cannot {verb} {path}: {exc}"
     template = _SQLITE_EXTENDED_WORDS.get(code) or _SQLITE_WORDS.get(code & 0xFF)
-    if code & 0xFF == _SQLITE_IOERR and _nearly_full(Path(path)):
-        template = "no space left on device {doing} {path}"
+    if code & 0xFF in _SQLITE_VAGUE:
+        template = _file_system_state(Path(path)) or template
     if template is None:
         return f"cannot {verb} {path}: {exc}"
     return template.format(doing=doing, verb=verb, path=path)
 
 
-def _nearly_full(path: Path) -> bool:
+def _file_system_state(path: Path) -> str | None:
+    """What the file system holding ``path`` says when SQLite's error is vague (it maps
+    some ENOSPC and EROFS failures to SQLITE_IOERR_* or SQLITE_CANTOPEN)."""
     try:
         stat = os.statvfs(path.parent)
     except OSError:
-        return False
-    return stat.f_bavail * stat.f_frsize < NEARLY_FULL_BYTES
+        return None
+    if stat.f_flag & os.ST_RDONLY:
+        return "read-only file system: cannot write {path}"
+    if stat.f_files > 0 and stat.f_favail == 0:
+        return "no space left on device (no free inodes) {doing} {path}"
+    if stat.f_bavail * stat.f_frsize < NEARLY_FULL_BYTES:
+        return "no space left on device {doing} {path}"
+    return None
 
 
 def is_read_only(exc: OSError | sqlite3.Error) -> bool:

@@ -56,6 +56,12 @@ class SmallDisk:
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.path).free
 
+    def reformat(self, nr_inodes: int | None = None) -> None:
+        """Unmount and mount a fresh, empty tmpfs here (``nr_inodes``: at most that many
+        files and directories, the root included)."""
+        _mount_fresh(self.path, unmount=True, nr_inodes=nr_inodes)
+        self._fillers = 0
+
     def read_only(self) -> None:
         _mount("-o", "remount,ro", str(self.path))
 
@@ -65,6 +71,15 @@ class SmallDisk:
 
 def _mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True, capture_output=True, text=True)
+
+
+def _mount_fresh(path: Path, *, unmount: bool = False, nr_inodes: int | None = None) -> None:
+    if unmount:
+        subprocess.run(["umount", str(path)], check=True, capture_output=True)
+    options = f"size={DISK_BYTES},mode=0700"
+    if nr_inodes is not None:
+        options += f",nr_inodes={nr_inodes}"
+    _mount("-t", "tmpfs", "-o", options, "tmpfs", str(path))
 
 
 def can_mount() -> bool:
@@ -77,7 +92,7 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     require(can_mount(), "needs root and mount(8) (a tmpfs as a small real disk)")
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    _mount("-t", "tmpfs", "-o", f"size={DISK_BYTES},mode=0700", "tmpfs", str(mount_point))
+    _mount_fresh(mount_point)
     try:
         yield SmallDisk(mount_point)
     finally:

@@ -21,6 +21,7 @@ from meshcomm.journal.verify import verify_journal
 from meshcomm.runtime.app import (
     EXIT_CLOSE_FAILED,
     JOURNAL_FILE,
+    STORE_FORWARD_FILE,
     StartupError,
     close_all,
     data_dir_locked,
@@ -119,6 +120,37 @@ def test_start_with_no_or_little_space_fails_cleanly_and_never_bricks(
     assert sorted(p.name for p in data_dir.glob(".*")) == []      # no temporary files
     report = verify_journal(data_dir / JOURNAL_FILE, keys.pop())
     assert report.ok, report.problems
+
+
+def test_no_free_inode_at_any_start_up_step_is_one_line(
+        small_disk: SmallDisk, caplog: pytest.LogCaptureFixture) -> None:
+    """A file system out of inodes refuses each new file in turn: the data dir, lock,
+    identity, journal and store-and-forward files, and the control socket (the boot
+    epoch needs no more inodes than the identity before it; the space sweep covers it)."""
+    caplog.set_level(logging.INFO)
+    data_dir = small_disk.path / "node"
+    named: list[str] = []
+    with chain_medium(["a"]) as medium:
+        options = node_options(data_dir, f"mem:{medium.name}/a", "n")
+        for inodes in range(1, 20):
+            small_disk.reformat(nr_inodes=inodes)
+            seen: list[NodeInfo] = []
+            try:
+                asyncio.run(run_node(options, stop_when_ready(seen)))
+            except StartupError as exc:
+                message = str(exc)
+                assert "\n" not in message and str(data_dir) in message, message
+                assert "no space left on device" in message, message
+                named.append(message.rsplit("/", 1)[-1])
+                continue
+            finally:
+                assert open_paths_under(small_disk.path) == []
+            break
+    no_tracebacks(caplog)
+    assert seen, f"never started: {named}"
+    assert named[0] == "node: no space left on device"      # cannot create data dir
+    assert {"node.lock", IDENTITY_FILE, JOURNAL_FILE, STORE_FORWARD_FILE,
+            CONTROL_SOCKET_FILE} <= set(named), named
 
 
 def test_read_only_data_dir_at_start_is_one_line(small_disk: SmallDisk,
