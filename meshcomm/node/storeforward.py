@@ -35,6 +35,7 @@ from meshcomm.node.gateway_types import HoldRefused
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
 from meshcomm.node.sf_delivered import LOCAL_ORIGIN, DeliveredLog, DeliveredRecord
+from meshcomm.node.sf_probe import ReachProbes
 from meshcomm.node.storeforward_wire import (
     MAX_MSG_ID_BYTES,
     MAX_SIP_BYTES,
@@ -124,11 +125,15 @@ class StoreForwardConfig:
     #: A returning neighbour or route retries held messages at once, but a message is
     #: not tried again sooner than this after its last attempt (a flapping link).
     heal_retry_gap_s: float = 0.5
+    #: While messages wait out their backoff for a node, it is probed this often (a heal
+    #: far away is noticed within this and a round trip; see sf_probe).
+    probe_interval_s: float = 1.0
 
     def validate(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
         for name in ("max_age_s", "poll_interval_s", "retry_initial_s", "offer_interval_s",
-                     "local_delivery_timeout_s", "delivered_keep_s", "heal_retry_gap_s"):
+                     "local_delivery_timeout_s", "delivered_keep_s", "heal_retry_gap_s",
+                     "probe_interval_s"):
             if not getattr(self, name) > 0:
                 problems.append((name, "must be > 0"))
         if self.retry_max_s < self.retry_initial_s:
@@ -262,7 +267,10 @@ class StoreForward:
             SfMsgType.ACCEPT: self._on_accept,
             SfMsgType.DELIVER: self._on_deliver,
             SfMsgType.RECEIPT: self._on_receipt,
+            SfMsgType.PROBE: self._on_probe,
+            SfMsgType.PROBE_ACK: self._on_probe_ack,
         }
+        self._probes = ReachProbes(config.probe_interval_s)
         wall = self._wall(now)
         self._delivered = DeliveredLog(config.max_delivered_ids, config.delivered_keep_s, (
             r if isinstance(r, DeliveredRecord) else DeliveredRecord(bytes(r), wall)
@@ -473,6 +481,10 @@ class StoreForward:
         for entry in list(self._entries.values()):
             if _active(entry):
                 self._service(entry, now)
+        self._probe(now)
+        probe_due = self._probes.next_due()
+        if probe_due is not None:
+            self._tick_at = max(now, min(self._tick_at, probe_due))
 
     def next_event(self) -> SfEvent | None:
         return self._events.popleft() if self._events else None
@@ -519,6 +531,25 @@ class StoreForward:
                 self._deliver_here(held.parcel, None, now)
             else:
                 self._send(dst, body, now)
+
+    def _probe(self, now: float) -> None:
+        """Probe the nodes that held messages wait for (longer than a probe interval)."""
+        horizon = now + self.config.probe_interval_s
+        me = self.node.node_id
+        wanted = {dst for e in self._entries.values()
+                  if _active(e) and e.next_try > horizon for dst in e.bound_nodes if dst != me}
+        for dst, nonce in self._probes.due(wanted, now):
+            self.counters["sf_probes_sent"] += 1
+            self._send(dst, encode_message(SfMsgType.PROBE, nonce), now)
+
+    def _on_probe(self, msg: SfMessage, event: UnicastReceived, now: float) -> None:
+        self.counters["sf_probes_answered"] += 1
+        self._send(event.origin, encode_message(SfMsgType.PROBE_ACK, msg.blob), now)
+
+    def _on_probe_ack(self, msg: SfMessage, event: UnicastReceived, now: float) -> None:
+        if self._probes.answered(event.origin, msg.blob):
+            self.counters["sf_probe_reachable_again"] += 1
+            self.route_up(event.origin, now)
 
     def _relay_candidates(self) -> list[NodeId]:
         me = self.node.node_id

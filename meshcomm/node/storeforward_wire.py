@@ -14,6 +14,9 @@ Every message is ``msgpack([SF_VERSION, type, blob, signature])``:
   ``msgpack([SF_VERSION, incident, msg_id, to_aor, dest_key, delivered_wall_s])`` signed
   by the destination node (``RECEIPT_DOMAIN + blob``); holders accept it only if
   ``dest_key`` holds a usable binding of the message's To AoR.
+* ``PROBE`` (holder -> destination node, while messages wait for it) and ``PROBE_ACK``
+  (the answer): ``blob`` is an 8-byte nonce, ``signature`` empty; the signed unicast
+  envelope says who sent it (see :mod:`meshcomm.node.sf_probe`).
 
 Decoders end in ``_untrusted`` and raise only :class:`~meshcomm.errors.DecodeError`;
 signatures are checked separately (:func:`parcel_signature_ok`, :func:`receipt_signature_ok`).
@@ -28,6 +31,7 @@ from typing import Any
 
 from meshcomm.errors import DecodeError
 from meshcomm.location.binding import MAX_WALL_TIME_S
+from meshcomm.node.sf_probe import PROBE_NONCE_BYTES
 from meshcomm.overlay.forwarding import MAX_MESSAGE_BYTES
 from meshcomm.security.identity import Identity, node_id_of, verify_signature
 from meshcomm.security.verify import SignatureVerifier
@@ -58,6 +62,8 @@ class SfMsgType(IntEnum):
     ACCEPT = 2     # custody accepted: relay -> origin node
     DELIVER = 3    # delivery attempt: holder -> destination node (signed parcel)
     RECEIPT = 4    # delivery receipt: destination node -> holders (signed)
+    PROBE = 5      # reachability probe: holder -> destination node (nonce)
+    PROBE_ACK = 6  # its answer: destination node -> holder (the nonce)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +180,9 @@ def decode_message_untrusted(body: bytes) -> SfMessage:
     blob = codec.read_bytes(fields[2], "sf.blob", max_len=MAX_PARCEL_BYTES)
     if msg_type is SfMsgType.ACCEPT:
         check_msg_id(blob, "sf.accept.msg_id")
+        codec.read_bytes(fields[3], "sf.signature", exact=0)
+    elif msg_type in (SfMsgType.PROBE, SfMsgType.PROBE_ACK):
+        codec.read_bytes(blob, "sf.probe.nonce", exact=PROBE_NONCE_BYTES)
         codec.read_bytes(fields[3], "sf.signature", exact=0)
     else:
         codec.read_bytes(fields[3], "sf.signature", exact=SIGNATURE_LEN)

@@ -1,5 +1,7 @@
 """A returning route or neighbour retries held messages at once (issue 7 item 6): held
-messages flow within 2 s of a heal, not after the retry backoff (up to 30 s)."""
+messages flow within 2 s of a heal, not after the retry backoff (up to 30 s): beside the
+break a NEIGHBOUR_UP/ROUTE_CHANGED triggers the retry, away from it a probe answered after
+silence does."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from meshcomm.node.sf_probe import MAX_PROBED_PER_ROUND, ReachProbes
 from meshcomm.node.storeforward import HeldState, StoreForwardConfig
+from meshcomm.types import NodeId
 
 from .test_storeforward_harness import Net, aor
 
@@ -61,3 +65,50 @@ def test_held_by_a_relay_beside_the_break_flows_within_2s_of_the_heal(tmp_path: 
     assert net.hosts["r"].live_sf.counters["sf_custody_taken"] == 1
     assert took <= HEAL_DEADLINE_S, took
     net.close()
+
+
+def test_held_away_from_the_break_flows_within_2s_of_the_heal(tmp_path: Path) -> None:
+    """o -- h -- d, all handsets (no custody): the break h-d heals far from the holder o,
+    which sees no neighbour or route change; its probes of d notice the heal."""
+    net = Net(tmp_path, {"o": "handset", "h": "handset", "d": "handset"},
+              links=[("o", "h"), ("h", "d")], config=CONFIG)
+    for name in ("o", "h", "d"):
+        net.start(name)
+    took = _delivered_after_heal(net, "o", ("h", "d"))
+    sf = net.hosts["o"].live_sf
+    assert took <= HEAL_DEADLINE_S, took
+    assert sf.counters["sf_probe_reachable_again"] == 1
+    # probes while waiting: about one per probe interval, not one per message and poll
+    assert sf.counters["sf_probes_sent"] <= PARTITION_S / CONFIG.probe_interval_s + 5
+    net.close()
+
+
+def _ids(n: int) -> list[NodeId]:
+    return [NodeId(bytes([i]) * 32) for i in range(n)]
+
+
+def test_probes_are_bounded_per_round_and_fair() -> None:
+    probes = ReachProbes(interval_s=1.0)
+    many = _ids(20)
+    first = probes.due(many, 0.0)
+    assert len(first) == MAX_PROBED_PER_ROUND
+    assert probes.due(many, 0.5) == []                  # the round's budget is spent
+    assert probes.next_due() == 1.0
+    second = probes.due(many, 1.0)
+    assert len(second) == MAX_PROBED_PER_ROUND
+    assert not {d for d, _ in first} & {d for d, _ in second}   # the others' turn
+    assert probes.due(many[:2], 2.0) and len(probes) == 2        # forgotten when not wanted
+
+
+def test_an_answer_after_silence_means_reachable_again() -> None:
+    probes = ReachProbes(interval_s=1.0)
+    (dst,) = _ids(1)
+    ((_, n1),) = probes.due([dst], 0.0)
+    assert probes.answered(dst, n1)                     # first answer: reachable
+    assert not probes.answered(dst, n1)                 # a replayed answer: nothing
+    ((_, n2),) = probes.due([dst], 1.0)
+    assert not probes.answered(dst, n2)                 # still reachable: no news
+    ((_, n3),) = probes.due([dst], 2.0)                 # unanswered (partition) ...
+    ((_, n4),) = probes.due([dst], 3.0)
+    assert not probes.answered(dst, n3)                 # a stale nonce does not count
+    assert probes.answered(dst, n4)                     # ... then answered: heal
