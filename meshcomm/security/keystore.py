@@ -116,27 +116,33 @@ def load_or_create_identity(data_dir: Path) -> tuple[Identity, bool]:
     return identity, True
 
 
-def _recovered_epoch(path: Path) -> int:
+def _recovered_epoch(path: Path, why: str) -> int:
     steps = int((time.time() - EPOCH_CLOCK_ORIGIN_S) // RECOVERED_EPOCH_STEP_S)
     epoch = min(max(1, steps), MAX_BOOT_EPOCH)
-    log.warning("%s is empty (an interrupted write): the last boot epoch is lost; "
-                "continuing at epoch %d, derived from the clock", path, epoch)
+    log.warning("%s %s: the last boot epoch is lost; continuing at epoch %d, derived from "
+                "the clock, so this node's sequence numbers stay above those it used "
+                "before", path, why, epoch)
     return epoch
 
 
-def next_boot_epoch(data_dir: Path) -> int:
-    """Increment and persist the boot epoch; sequence numbers start at epoch << 32."""
+def next_boot_epoch(data_dir: Path, *, first_start: bool = True) -> int:
+    """Increment and persist the boot epoch; sequence numbers start at epoch << 32.
+
+    ``first_start`` False (the identity existed before this start) makes a missing epoch
+    file a lost one, recovered from the clock like an empty one: restarting at epoch 1
+    would put the node's new bindings below the ones its peers remember."""
     path = data_dir / EPOCH_FILE
     remove_stale_temp_files(path)
     (data_dir / LEGACY_EPOCH_TMP).unlink(missing_ok=True)
     try:
         text = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        text = "0"
+        text = "0" if first_start else ""
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), "boot epoch file is corrupt") from exc
     if not text:
-        epoch = _recovered_epoch(path)
+        epoch = _recovered_epoch(path, "is missing although the identity exists"
+                                 if not path.exists() else "is empty (an interrupted write)")
     else:
         try:
             epoch = int(text) + 1

@@ -166,3 +166,13 @@ def test_key_files_are_written_whole_and_synced(tmp_path: Path) -> None:
     assert path.stat().st_nlink == 1      # the temporary name is gone
     assert next_boot_epoch(tmp_path) == 1
     assert mode_of(tmp_path / EPOCH_FILE) == 0o600
+
+
+def test_missing_boot_epoch_of_an_existing_identity_is_recovered(tmp_path: Path) -> None:
+    load_or_create_identity(tmp_path)
+    assert next_boot_epoch(tmp_path, first_start=True) == 1
+    assert next_boot_epoch(tmp_path, first_start=False) == 2     # present: just counted
+    (tmp_path / EPOCH_FILE).unlink()                            # lost (deleted, old crash)
+    recovered = next_boot_epoch(tmp_path, first_start=False)
+    assert recovered > 3_000_000
+    assert next_boot_epoch(tmp_path, first_start=False) == recovered + 1
