@@ -41,17 +41,17 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from typing import TypeVar
 
-from meshcomm.errors import DecodeError, LocalProtocolError
+from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.media.relay import MediaSetupError
 from meshcomm.node.gateway_builtin import BuiltinUa
+from meshcomm.node.gateway_custody import MessageCustody
 from meshcomm.node.gateway_parts import (
     Peer,
     ProxyTx,
     TokenBucket,
     drop_record,
     is_tcp,
-    message_id,
     sdp_direction,
     sip_record,
 )
@@ -67,7 +67,6 @@ from meshcomm.node.gateway_types import (
     CallEnder,
     Direction,
     GatewayConfig,
-    HoldRefused,
     InboxEntry,
     LocalDatagram,
     MeshSip,
@@ -105,18 +104,12 @@ LINGER_FACTOR = 4
 #: Statuses that mean "not reachable now": a MESSAGE is then held for store-and-forward.
 UNAVAILABLE_STATUSES = frozenset({408, 480})
 BAD_REQUEST = 400
-#: A hold not reported durable (``hold_done``) within this is answered 500.
-HOLD_DURABLE_TIMEOUT_S = 5.0
-#: The answer to a MESSAGE whose hold could not be written (the client retries).
-HOLD_FAILED_STATUS = 500
-#: Origin key of a MESSAGE from a local client (the delivered record's fairness key).
-LOCAL_ORIGIN = b""
 #: A 2xx whose SDP answer was refused goes upstream as this (RFC 3261 §21.4.26).
 NOT_ACCEPTABLE_HERE = 488
 _M = TypeVar("_M", SipRequest, SipResponse)
 
 
-class SipGateway:
+class SipGateway(MessageCustody):
     """See the module docstring."""
 
     def __init__(self, node: MeshNode, config: GatewayConfig, *, rng: random.Random,
@@ -142,12 +135,7 @@ class SipGateway:
         self._by_branch: dict[str, ProxyTx] = {}
         self._out: list[Output] = []
         self._events: deque[GatewayEvent] = deque()
-        #: MESSAGEs being delivered to a local client, by message id (exactly once).
-        self._delivering: dict[bytes, ProxyTx] = {}
-        #: MESSAGEs handed to store-and-forward whose hold is not yet durable.
-        self._holding: dict[bytes, ProxyTx] = {}
-        #: Set by hold_pending (the node stops): MESSAGEs for other nodes are held at once.
-        self.stopping = False
+        MessageCustody.__init__(self)
         self.builtin = BuiltinUa(node_aor, (config.local_host, config.local_port),
                                  random.Random(rng.getrandbits(64)))
         self.ua = self.builtin.ua
@@ -231,35 +219,6 @@ class SipGateway:
         tx.msg_id = msg_id
         self._deliver_local(tx, replace_uri(request, target[1]), target[0], msg_id, now)
         self._pump_builtin(now)
-
-    def hold_done(self, msg_id: bytes, durable: bool, now: float) -> None:
-        """The holder's verdict on a hold (store-and-forward ``SfHoldResult``): answer 202
-        when it is on disk, else 500 with Retry-After so the client sends it again."""
-        tx = self._holding.pop(msg_id, None)
-        if tx is None or tx.final_status is not None:
-            return
-        tx.holding_id = None
-        if durable:
-            self.counters["messages_held"] += 1
-            self._respond(tx, 202, now)
-        else:
-            self.counters["messages_hold_failed"] += 1
-            self._respond(tx, HOLD_FAILED_STATUS, now,
-                          [("Retry-After", str(self.config.retry_after_s))])
-        self._pump_builtin(now)
-
-    def hold_pending(self, now: float) -> int:
-        """The node is stopping: every MESSAGE of a local client still waiting for the far
-        node is handed to store-and-forward now (answered 202 once durable), and MESSAGEs
-        for other nodes that come later are held at once. Returns how many were handed."""
-        self.stopping = True
-        handed = 0
-        for tx in list(self._by_server.values()):
-            if (tx.final_status is None and tx.method == "MESSAGE" and tx.holding_id is None
-                    and isinstance(tx.downstream, bytes) and self._hold(tx, now)):
-                handed += 1
-        self._pump_builtin(now)
-        return handed
 
     def status(self) -> dict[str, object]:
         """Counters and queue sizes for ``ctl status``."""
@@ -415,45 +374,6 @@ class SipGateway:
         return (uri.host == self.config.local_host
                 and (uri.port or DEFAULT_SIP_PORT) == self.config.local_port)
 
-    def _deliver_local(self, tx: ProxyTx, request: SipRequest, dest: Address,
-                       msg_id: bytes | None, now: float) -> None:
-        """Forward to a local client; an out-of-dialog MESSAGE once per message id: a
-        copy already delivered is answered 200 (no second delivery), one arriving while
-        the first is with the client gets the first's answer."""
-        if request.method != "MESSAGE" or request.to_addr.tag is not None:
-            self._forward(tx, request, dest, now)
-            return
-        key = msg_id if msg_id is not None else message_id(request)
-        if self.holder is not None and self.holder.is_delivered(key):
-            self.counters["duplicates_answered"] += 1
-            self._respond(tx, 200, now)
-            return
-        first = self._delivering.get(key)
-        if first is not None:
-            self.counters["duplicates_absorbed"] += 1
-            first.followers.append(tx)
-            return
-        tx.delivery_id = key
-        tx.delivery_origin = tx.upstream if isinstance(tx.upstream, bytes) else LOCAL_ORIGIN
-        self._delivering[key] = tx
-        self._forward(tx, request, dest, now)
-
-    def _delivery_finished(self, tx: ProxyTx, status: int, now: float) -> None:
-        """A local delivery got its final answer: remember a success (persisted by the
-        holder before the answer leaves) and answer the copies that waited for it."""
-        key = tx.delivery_id
-        if key is None:
-            return
-        if self._delivering.get(key) is tx:
-            del self._delivering[key]
-        ok = 200 <= status < 300
-        if ok and self.holder is not None:           # idempotent after local_delivery_done
-            self.holder.note_delivered(key, tx.delivery_origin, now)
-        followers, tx.followers = tx.followers, []
-        for follower in followers:
-            code = 200 if ok else status
-            self._respond(follower, code, now, self._retry_after(code))
-
     # ------------------------------------------------------------ forwarding
     def _forward(self, tx: ProxyTx, request: SipRequest, dest: Address | bytes,
                  now: float) -> None:
@@ -554,11 +474,7 @@ class SipGateway:
         if tx.final_status is not None:
             return
         if tx.holding_id is not None:              # the hold was never reported durable
-            self._holding.pop(tx.holding_id, None)
-            tx.holding_id = None
-            self.counters["messages_hold_unconfirmed"] += 1
-            self._respond(tx, HOLD_FAILED_STATUS, now,
-                          [("Retry-After", str(self.config.retry_after_s))])
+            self._hold_unconfirmed(tx, now)
             return
         self.counters["timeouts"] += 1
         if tx.method == "INVITE":
@@ -708,39 +624,6 @@ class SipGateway:
         self._delivery_finished(tx, response.status, now)
         tx.last_response = response.serialize()
         self._emit(response, tx.upstream, tx.hops)
-
-    def _hold(self, tx: ProxyTx, now: float) -> bool:
-        """Hand an unreachable client's MESSAGE to store-and-forward. True: taken over
-        (202 once the hold is durable, at once or on hold_done; 503 when the holder is
-        full); False: not held, the caller's answer stands."""
-        if (self.holder is None or tx.method != "MESSAGE" or not isinstance(tx.upstream, tuple)
-                or tx.msg_id is not None):
-            return False
-        if tx.holding_id is not None:
-            return True
-        request = tx.request
-        msg_id = message_id(request)
-        try:
-            durable = self.holder.hold(msg_id=msg_id, from_aor=request.from_addr.uri.aor,
-                                       to_aor=request.uri.aor, sip=request.serialize(),
-                                       now=now)
-        except HoldRefused as exc:           # full of undelivered messages: try later
-            self.counters["messages_refused_full"] += 1
-            log.warning("MESSAGE not held for store-and-forward: %s", exc)
-            self._respond(tx, 503, now, self._retry_after(503))
-            return True
-        except LocalProtocolError as exc:   # e.g. over the holder's size limit: 480 stays
-            self.counters["messages_not_held"] += 1
-            log.info("MESSAGE not held for store-and-forward: %s", exc)
-            return False
-        if durable:
-            self.counters["messages_held"] += 1
-            self._respond(tx, 202, now)
-        else:
-            tx.holding_id = msg_id
-            self._holding[msg_id] = tx
-            tx.deadline = now + HOLD_DURABLE_TIMEOUT_S
-        return True
 
     # ============================================================ answering
     def _new_tx(self, request: SipRequest, upstream: Peer, hops: int) -> ProxyTx:
