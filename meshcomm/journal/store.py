@@ -11,7 +11,8 @@ transaction (one fsync per turn, not per entry). Only flushed entries count as w
 
 A disk that refuses writes (full, read-only, I/O errors) does not stop the node: entries
 wait in the buffer, which holds at most :data:`MAX_PENDING_ENTRIES` entries and
-:data:`MAX_PENDING_BYTES` bytes of data. Past that, new events are *not* added to the
+:data:`MAX_PENDING_BYTES` bytes of data (a full buffer on a healthy disk, from a burst of
+appends between two flushes, is flushed at once). Past that, new events are *not* added to the
 chain (so it has no gap) but counted as dropped; the first flush that succeeds is followed
 by one ``journal.dropped`` entry saying how many events were lost, of which types and
 when, so the chain stays verifiable and the loss is on record (and covered by the next
@@ -334,7 +335,7 @@ class JournalStore:
         Returns None, and counts the event as dropped, when the buffer of unwritten
         entries is full (the disk has refused writes for a while)."""
         self._require_open()
-        if self._buffer_full():
+        if self._buffer_full() and not self._make_room():
             self._drop(str(type), mono_s, wall_s)
             return None
         entry, data_bytes = self._chain.append_encoded(type, data, mono_s, wall_s)
@@ -348,11 +349,22 @@ class JournalStore:
     def checkpoint(self, sign: Signer, mono_s: float, wall_s: float) -> JournalEntry | None:
         """Buffer a checkpoint signed by ``sign`` (e.g. ``Identity.sign``) over the head."""
         self._require_open()
-        if self._buffer_full():
+        if self._buffer_full() and not self._make_room():
             self._drop(JournalEventType.CHECKPOINT.value, mono_s, wall_s)
             return None
         return self.append(JournalEventType.CHECKPOINT, self._chain.checkpoint_data(sign),
                            mono_s, wall_s)
+
+    def _make_room(self) -> bool:
+        """A full buffer on a disk that takes writes (many appends in one turn) is flushed
+        now rather than dropped; while writes fail, retried at most per retry interval."""
+        if self._last_error is not None and time.monotonic() < self._retry_at:
+            return False
+        try:
+            self.flush()
+        except sqlite3.Error:
+            return False            # logged (rate-limited) and reported by _failed
+        return not self._buffer_full()
 
     def _drop(self, type_name: str, mono_s: float, wall_s: float) -> None:
         if self._drops.count == 0:

@@ -125,3 +125,15 @@ def test_buffer_is_bounded_in_bytes_too(small_disk: SmallDisk) -> None:
     assert store.dropped_total == 200 - accepted
     store.close()
     assert store.lost_at_close == 200
+
+
+def test_a_burst_on_a_healthy_disk_is_flushed_not_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    with JournalStore.open(path, NODE_ID) as store:
+        count = 3 * MAX_PENDING_ENTRIES + 7          # no flush between the appends
+        assert all(_append(store, 0, count))
+        assert store.dropped_total == 0
+        assert store.pending_count <= MAX_PENDING_ENTRIES
+        assert store.durable_seq == 3 * MAX_PENDING_ENTRIES
+    report = verify_journal(path)
+    assert report.ok and report.count == count
