@@ -405,13 +405,14 @@ class GossipOverlay:
         return result
 
     def _on_binding(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
-        binding = binding_from_envelope_untrusted(env)
-        if env.digest not in self._seen:
+        binding: Binding | None = None
+        if env.digest not in self._seen:  # (a duplicate is not decoded again)
+            binding = binding_from_envelope_untrusted(env)
             refusal = self.admission_refusal(binding, src, now)
             if refusal:
                 self.drop(refusal, src, now)
                 return
-        if not self.verified_first_copy(env, src, now):
+        if not self.verified_first_copy(env, src, now) or binding is None:
             if self._seen.get(env.digest):
                 self.learn_route(env, hop, src, now)
                 self.departures.on_duplicate(env, hop, src, now)
