@@ -46,6 +46,8 @@ DIGEST_BUCKETS = 16
 DEFAULT_MAX_RECORDS = 4096
 #: Keys whose claims on one AoR are kept at once (one responder may have a few devices).
 MAX_CLAIMS_PER_AOR = 16
+#: Stale expiry-heap entries tolerated beyond twice the table size before a rebuild.
+EXPIRY_HEAP_SLACK = 64
 
 
 class TrustMode(StrEnum):
@@ -449,6 +451,11 @@ class LocationTable:
         self._buckets[bucket_of(rid)] ^= _entry_hash(rid, stored.binding.seq)
         self._bucket_ids[bucket_of(rid)].add(rid)
         heapq.heappush(self._expiry, (stored.expires_at, rid, stored.binding.seq))
+        if len(self._expiry) > 2 * len(self._records) + EXPIRY_HEAP_SLACK:
+            # Entries of replaced or evicted records wait in the heap until their time; a
+            # flood churning the table must not grow it: rebuild from the live records.
+            self._expiry = [(s.expires_at, r, s.binding.seq) for r, s in self._records.items()]
+            heapq.heapify(self._expiry)
 
     def _remove(self, stored: StoredBinding) -> None:
         rid = stored.binding.record_id

@@ -162,6 +162,10 @@ class AntiEntropy:
             self.o.counters["ae_push_deferred"] += len(push) - limits.MAX_PUSH_PER_SUMMARY
             del push[limits.MAX_PUSH_PER_SUMMARY:]
         new_budget = self.o.admission.budget(link_host(src), now)
+        if len(self.o.table) >= self.o.table.max_records:
+            # Full: a newcomer gets in only by displacing one of lower standing; try a
+            # frame's worth per page rather than pulling what would mostly be refused.
+            new_budget = min(new_budget, limits.MAX_RECORDS_PER_FRAME)
         pull = []
         for rid, seq in theirs.items():
             if (bucket_of(rid) not in buckets

@@ -197,3 +197,12 @@ def test_votes_are_bounded_per_aor() -> None:
         votes.report("sip:x@y", bytes([i]), b"r" * 8, 10, 100.0)
     assert len(votes._votes["sip:x@y"]) == MAX_HOLDER_VOTERS
     assert votes.standing_s("sip:x@y", [b"r" * 8, b"q" * 8], 100.0) == [10.0, 0.0]
+
+
+def test_churn_under_a_flood_does_not_grow_the_expiry_heap() -> None:
+    t = bounded()
+    for round_no in range(20):
+        fill(t, round_no * BOUND, BOUND, float(round_no))
+    assert len(t) == BOUND and t.evicted == 19 * BOUND
+    assert len(t._expiry) <= 2 * BOUND + 64
+    assert t.next_expiry() is not None
