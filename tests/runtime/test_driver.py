@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -10,11 +14,26 @@ import pytest
 from meshcomm.errors import LocalProtocolError
 from meshcomm.journal.events import JournalEventType
 from meshcomm.journal.verify import verify_journal
+from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.node.storage import SfStorage
 from meshcomm.overlay.forwarding import UnicastReceived
+from meshcomm.runtime.app import STORE_FORWARD_FILE, NodeOptions, run_node
 from meshcomm.runtime.driver import NodeDriver
+from meshcomm.runtime.handlers import NodeInfo
+from meshcomm.security.verify import SignatureVerifier
 from radios import open_radio
 from radios.mem import drop_medium, get_medium
-from tests.runtime.helpers import aors, chain_medium, identity, make_driver, wait_until
+from tests.node.small_disk import read_only_connection
+from tests.runtime.helpers import (
+    FAST_OVERLAY,
+    aors,
+    chain_medium,
+    ctl,
+    identity,
+    make_driver,
+    node_options,
+    wait_until,
+)
 
 STATIONS = ["a", "b", "c"]
 
@@ -197,3 +216,101 @@ def test_radio_names_must_be_unique() -> None:
                 driver.close()
 
     asyncio.run(scenario())
+
+
+# ------------------------------------------------------------ store-and-forward (issue 7)
+BRAVO = "sip:bravo@incident.local"
+
+
+def _sf_options(data_dir: Path, spec: str, name: str, timeout_s: float) -> NodeOptions:
+    return node_options(data_dir, spec, name, **{"sip.message_timeout_s": timeout_s})
+
+
+def _held_texts(db: Path) -> list[bytes]:
+    with SfStorage.open(db) as storage:
+        return [h.parcel.sip.rpartition(b"\r\n\r\n")[2] for h in storage.load()[0]]
+
+
+async def _real_clock_driver(name: str, spec: str) -> NodeDriver:
+    """A bare node driver whose wall clock is the real one (run_node's nodes check
+    binding times against it)."""
+    loop = asyncio.get_running_loop()
+    radio = open_radio(spec)
+    await radio.open()
+    offset = time.time() - loop.time()
+    node = MeshNode(identity(name), NodeSettings(overlay=FAST_OVERLAY),
+                    verifier=SignatureVerifier(), rng=random.Random(5), now=loop.time(),
+                    seq_base=1 << 32, wall_offset_s=offset)
+    driver = NodeDriver(node, [radio], None, loop, wall_offset_s=offset)
+    driver.start()
+    return driver
+
+
+async def _alfa_and_gone_bravo(tg: asyncio.TaskGroup, dirs: dict[str, Path], medium: str,
+                               up: dict[str, NodeDriver],
+                               timeout_s: float) -> asyncio.Task[int]:
+    """alfa (run_node) up and bravo's binding known to it; then bravo's node (a plain
+    driver: no signal handlers of its own) is gone without de-registering."""
+    def ready(driver: NodeDriver, _info: NodeInfo) -> None:
+        up["alfa"] = driver
+    t_alfa = tg.create_task(run_node(
+        _sf_options(dirs["alfa"], f"mem:{medium}/a", "alfa", timeout_s), ready))
+    bravo = await _real_clock_driver("bravo", f"mem:{medium}/b")
+    bravo.register(BRAVO, ("sip:bravo@bravo.mesh",))
+    await wait_until(lambda: "alfa" in up, "alfa up")
+    await wait_until(lambda: bool(up["alfa"].node.table.lookup(BRAVO)), "bravo at alfa")
+    bravo.close()
+    return t_alfa
+
+
+def test_message_accepted_just_before_stop_is_held_on_disk(tmp_path: Path) -> None:
+    dirs = {name: tmp_path / name for name in ("alfa", "bravo")}
+    up: dict[str, NodeDriver] = {}
+
+    async def scenario() -> None:
+        with chain_medium(["a", "b"]) as medium:
+            async with asyncio.TaskGroup() as tg:
+                t_alfa = await _alfa_and_gone_bravo(tg, dirs, medium.name, up, 30.0)
+                sent = await asyncio.to_thread(ctl, dirs["alfa"], "send", to=BRAVO,
+                                               text="just before SIGTERM", wait_s=0.0)
+                assert isinstance(sent, dict) and sent["status"] == "pending", sent
+                assert _held_texts(dirs["alfa"] / STORE_FORWARD_FILE) == []
+                os.kill(os.getpid(), signal.SIGTERM)   # what the service manager sends
+                assert await t_alfa == 0
+
+    asyncio.run(scenario())
+    assert _held_texts(dirs["alfa"] / STORE_FORWARD_FILE) == [b"just before SIGTERM"]
+
+
+def test_a_store_that_cannot_be_written_answers_500_not_202(tmp_path: Path) -> None:
+    dirs = {name: tmp_path / name for name in ("alfa", "bravo")}
+    up: dict[str, NodeDriver] = {}
+    db = dirs["alfa"] / STORE_FORWARD_FILE
+
+    async def send(text: str) -> dict[str, object]:
+        result = await asyncio.to_thread(ctl, dirs["alfa"], "send", to=BRAVO, text=text,
+                                         wait_s=10.0)
+        assert isinstance(result, dict)
+        return result
+
+    async def scenario() -> None:
+        with chain_medium(["a", "b"]) as medium:
+            async with asyncio.TaskGroup() as tg:
+                t_alfa = await _alfa_and_gone_bravo(tg, dirs, medium.name, up, 0.5)
+                alfa = up["alfa"]
+                assert alfa.sf_storage is not None
+                alfa.sf_storage.close()
+                alfa.sf_storage = SfStorage(read_only_connection(db), db)
+                refused = await send("not writable")
+                assert (refused["status"], refused["code"]) == ("failed", 500), refused
+                assert alfa.counters["sf_persist_errors"] >= 1
+                alfa.sf_storage.close()
+                alfa.sf_storage = SfStorage.open(db)
+                held = await send("writable again")
+                assert (held["status"], held["code"]) == ("held", 202), held
+                await asyncio.to_thread(ctl, dirs["alfa"], "stop")
+                assert await t_alfa == 0
+                alfa.sf_storage.close()
+
+    asyncio.run(scenario())
+    assert _held_texts(db) == [b"writable again"]
