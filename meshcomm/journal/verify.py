@@ -132,7 +132,11 @@ class _Walk:
     last_checkpoint_seq: int = 0
     searches: int = 0
     prev: _Prev | None = None
-    seen: dict[int, bytes] = field(default_factory=dict)
+    expected_seq: int | None = None          # seq of an expected head, if one was given
+    expected_found: bytes | None = None      # the hash stored under expected_seq
+    count: int = 0                           # items (entries and unreadable rows) walked
+    since_checkpoint: int = 0                # entries after the last checkpoint that passed
+    database_error: bool = False
 
     def add(self, seq: int, kind: ProblemKind, message: str) -> None:
         self.problems.append(Problem(seq, kind, message))
@@ -211,6 +215,7 @@ def _check_checkpoint(walk: _Walk, entry: JournalEntry) -> None:
             return
     walk.checkpoints += 1
     walk.last_checkpoint_seq = entry.seq
+    walk.since_checkpoint = 0
 
 
 def _shape_problem(entry: object) -> str | None:
@@ -235,7 +240,8 @@ def _step_entry(walk: _Walk, entry: JournalEntry) -> None:
         walk.add(entry.seq, ProblemKind.UNDECODABLE, f"entry {entry.seq}: {exc}")
         walk.prev = _Prev(entry.seq, entry.entry_hash, flagged=True)
         return
-    walk.seen[entry.seq] = entry.entry_hash
+    if entry.seq == walk.expected_seq:
+        walk.expected_found = entry.entry_hash
     if _hash_with_seq(entry, entry.seq, data_bytes) == entry.entry_hash:
         _check_link(walk, entry)
         if entry.type == JournalEventType.CHECKPOINT:
@@ -266,7 +272,7 @@ def _report_removed(walk: _Walk) -> None:
 
 def _check_expected_head(walk: _Walk, expected_head: tuple[int, bytes]) -> None:
     head_seq, head_hash = expected_head
-    stored = walk.seen.get(head_seq)
+    stored = walk.expected_found
     if stored is None:
         last = walk.prev.seq if walk.prev is not None else 0
         walk.add(head_seq, ProblemKind.REMOVED,
@@ -285,18 +291,29 @@ def verify_entries(entries: Iterable[JournalEntry | UndecodableRow],
     ``expected_head`` (seq, hash), e.g. from a checkpoint seen elsewhere, detects a
     truncated or rewritten tail.
     """
+    items = list(entries)
+    hash_to_seq = {item.entry_hash: item.seq for item in items
+                   if isinstance(item, JournalEntry) and isinstance(item.entry_hash, bytes)}
+    return _walk_all(items, hash_to_seq, public_key, expected_head)
+
+
+def _walk_all(items: Iterable[JournalEntry | UndecodableRow], hash_to_seq: dict[bytes, int],
+              public_key: bytes | None,
+              expected_head: tuple[int, bytes] | None) -> VerifyReport:
+    """One pass over ``items`` (streamed: only hashes and problems are kept)."""
     if public_key is not None and (not isinstance(public_key, bytes)
                                    or len(public_key) != PUBLIC_KEY_LEN):
         raise LocalProtocolError(f"public_key must be {PUBLIC_KEY_LEN} raw bytes")
-    items = list(entries)
-    walk = _Walk(public_key=public_key, hash_to_seq={
-        item.entry_hash: item.seq for item in items
-        if isinstance(item, JournalEntry) and isinstance(item.entry_hash, bytes)})
+    walk = _Walk(public_key=public_key, hash_to_seq=hash_to_seq,
+                 expected_seq=expected_head[0] if expected_head is not None else None)
     for item in items:
+        walk.count += 1
         if isinstance(item, UndecodableRow):
             walk.add(item.seq, ProblemKind.UNDECODABLE, item.message)
             walk.prev = _Prev(item.seq, None, flagged=True)
+            walk.database_error = walk.database_error or item.database
             continue
+        walk.since_checkpoint += 1
         shape = _shape_problem(item)
         if shape is not None:
             walk.add(walk.prev.seq + 1 if walk.prev else FIRST_SEQ,
@@ -310,13 +327,26 @@ def verify_entries(entries: Iterable[JournalEntry | UndecodableRow],
     head = None
     if walk.prev is not None and walk.prev.entry_hash is not None:
         head = (walk.prev.seq, walk.prev.entry_hash)
-    entries = [item for item in items if isinstance(item, JournalEntry)]
-    unsigned = sum(1 for item in entries if isinstance(item.seq, int)
-                   and item.seq > walk.last_checkpoint_seq)
-    readable = not any(isinstance(item, UndecodableRow) and item.database for item in items)
-    return VerifyReport(ok=not problems, count=len(items), problems=problems,
-                        checkpoints=walk.checkpoints, head=head, unsigned_tail=unsigned,
-                        readable=readable)
+    return VerifyReport(ok=not problems, count=walk.count, problems=problems,
+                        checkpoints=walk.checkpoints, head=head,
+                        unsigned_tail=walk.since_checkpoint,
+                        readable=not walk.database_error)
+
+
+def _hash_index(conn: sqlite3.Connection) -> dict[bytes, int]:
+    """First pass: entry hash -> seq of every row that decodes (what verify_entries would
+    index from a list), without keeping the entries."""
+    index: dict[bytes, int] = {}
+    try:
+        for row in iter_rows(conn):
+            try:
+                entry = decode_row_untrusted(row)
+            except DecodeError:
+                continue
+            index[entry.entry_hash] = entry.seq
+    except sqlite3.Error:
+        pass                    # the second pass reports the database error
+    return index
 
 
 def _read_items(conn: sqlite3.Connection) -> Iterator[JournalEntry | UndecodableRow]:
@@ -343,7 +373,7 @@ def verify_journal(path: Path, public_key: bytes | None = None, *,
     conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         conn.text_factory = bytes
-        return verify_entries(_read_items(conn), public_key, expected_head=expected_head)
+        return _walk_all(_read_items(conn), _hash_index(conn), public_key, expected_head)
     finally:
         conn.close()
 
