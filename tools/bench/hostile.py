@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from meshcomm.runtime.app import JOURNAL_FILE
 from meshcomm.runtime.control import ControlError
 from tools.testbed import Testbed, chain
 from tools.testbed.nodes import MeshProcess, wait_until
@@ -117,6 +118,7 @@ class Phase:
     recovered_s: float | None = None
     cpu_at_end_pct: dict[str, float] = field(default_factory=dict)
     bindings_at_n0: int | None = None
+    journal_growth_bytes: dict[str, int] = field(default_factory=dict)
 
     def worst_join_s(self) -> float | None:
         joins = [*self.joins_during, *([self.join_after] if self.join_after else [])]
@@ -275,6 +277,7 @@ class HostileBench:
         args = self.injector_args(attack, flood_s, rate, seed, takeover_rate)
         start = time.monotonic()
         rss0 = {label: self.sampler.rss_at(label, start) or 0 for label in self.sampler.pids}
+        journal0 = self.journal_sizes()
         proc = self._inject(*args)
         check = attack == "takeover"
         time.sleep(flood_s * WARMUP_SHARE)
@@ -292,9 +295,20 @@ class HostileBench:
         phase.memory_growth_bytes = {
             label: (self.sampler.peak_rss(label, start, end) or 0) - rss0[label]
             for label in self.sampler.pids}
+        phase.journal_growth_bytes = {label: size - journal0.get(label, 0)
+                                      for label, size in self.journal_sizes().items()}
         status = self.tb.node(OBSERVER).status()
         phase.bindings_at_n0 = int(status.get("bindings", 0))
         return phase
+
+    def journal_sizes(self) -> dict[str, int]:
+        """Bytes of each honest node's journal (the SQLite file and its WAL)."""
+        sizes = {}
+        for i in HONEST:
+            base = self.tb.node(i).data_dir / JOURNAL_FILE
+            sizes[f"n{i}"] = sum(p.stat().st_size for p in (base, base.with_name(
+                base.name + "-wal")) if p.exists())
+        return sizes
 
     def _recovery(self, flood_end: float, idle: dict[str, float], phase: Phase) -> float | None:
         """Seconds from the flood's end until every honest node's CPU over the last
@@ -370,6 +384,8 @@ def phase_report(phase: Phase, base: Baseline) -> dict[str, Any]:
         "cpu_recovered_s": phase.recovered_s,
         "cpu_last_window_pct": phase.cpu_at_end_pct,
         "bindings_at_n0": phase.bindings_at_n0,
+        "journal_growth_kib": {k: round(v / 1024, 1) for k, v in
+                               phase.journal_growth_bytes.items()},
         "takeover_holder_ok": [j.holder_ok for j in _all_joins(phase) if j.holder_ok is not None],
         "takeover_delivered": [j.delivered for j in _all_joins(phase)
                                if j.delivered is not None],
