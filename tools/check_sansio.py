@@ -20,7 +20,8 @@ FORBIDDEN_MODULES = frozenset(
     {"asyncio", "socket", "threading", "time", "select", "selectors", "subprocess"}
 )
 #: Files inside core packages allowed to do IO (persistence adapters), relative to meshcomm/.
-IO_ADAPTERS = frozenset({"journal/store.py", "security/keystore.py", "node/storage.py"})
+IO_ADAPTERS = frozenset({"journal/store.py", "security/keystore.py", "node/storage.py",
+                         "node/freshness_store.py"})
 ALLOWED_RANDOM_ATTRS = frozenset({"Random", "SystemRandom"})
 
 

@@ -91,6 +91,7 @@ class FreshnessMemory:
         self._dirty: dict[bytes, bool] = {}     # record id -> True upsert, False removal
         self.evicted = 0
         self.expired = 0
+        self.unrecorded_removals = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -131,11 +132,10 @@ class FreshnessMemory:
     def restore(self, entries: Iterable[FreshEntry], wall_now: float) -> None:
         """Load stored entries (oldest first); expired ones are dropped, the bound applies.
 
-        Restoring marks nothing dirty except what the bound or expiry removes."""
+        Restoring marks nothing dirty except what the bound removes."""
         for entry in entries:
             if entry.keep_until_wall < wall_now:
                 self.expired += 1
-                self._dirty[entry.record_id] = False
                 continue
             old = self._entries.get(entry.record_id)
             if old is not None and old.seq >= entry.seq:
@@ -152,6 +152,16 @@ class FreshnessMemory:
                          if not up or rid not in self._entries)
         self._dirty = {}
         return FreshnessUpdates(upserts, removals)
+
+    def requeue(self, updates: FreshnessUpdates) -> None:
+        """Give back updates the store failed to write: they go out with the next batch
+        (newer changes to the same entries win)."""
+        for entry in updates.upserts:
+            if entry.record_id in self._entries:
+                self._dirty.setdefault(entry.record_id, True)
+        for rid in updates.removals:
+            if rid not in self._entries:
+                self._dirty.setdefault(rid, False)
 
     # ------------------------------------------------------------ internals
     def _put(self, entry: FreshEntry, wall_now: float, *, dirty: bool = True) -> None:
@@ -187,4 +197,11 @@ class FreshnessMemory:
     def _drop(self, rid: bytes) -> None:
         entry = self._entries.pop(rid)
         del self._order[entry.standing][rid]
-        self._dirty[rid] = False
+        if len(self._dirty) < 2 * self.capacity:
+            self._dirty[rid] = False
+        else:
+            # The store is not keeping up (a failing disk): forget the removal; the store
+            # trims itself to the best entries (FreshnessStore.apply) and drops expired
+            # rows when it loads, so its file stays bounded all the same.
+            self._dirty.pop(rid, None)
+            self.unrecorded_removals += 1

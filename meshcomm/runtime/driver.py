@@ -16,6 +16,10 @@ node's journal. It only moves things between them:
   pump are transmitted: a delivery receipt or a 200 never leaves before the delivered id
   is on disk; the outcome is reported to the core (``SipNode.persisted``), and the answers
   it releases (a held MESSAGE's 202, or 500 when the write failed) go out in the same pump;
+* with a freshness store (:attr:`NodeDriver.fresh_store`), the changes of the node's
+  freshness memory (highest accepted sequence per AoR and key) are written in one
+  transaction per pump, also before the pump's datagrams go out: a binding this node
+  re-floods is remembered across a restart (a failed write is retried with the next pump);
 * the journal is flushed (one durable SQLite transaction) at most once per loop turn:
   appends schedule one ``call_soon`` flush.
 
@@ -36,6 +40,7 @@ from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.store import JournalStore
 from meshcomm.location.binding import Binding
 from meshcomm.media.session import MeshMedia
+from meshcomm.node.freshness_store import FreshnessStore
 from meshcomm.node.gateway_host import SipNode
 from meshcomm.node.gateway_types import Address, LocalDatagram
 from meshcomm.node.mesh import MeshNode
@@ -82,6 +87,8 @@ class NodeDriver:
         self.media: MediaIO | None = None
         #: The store-and-forward database, set by run_node (SfPersist events go there).
         self.sf_storage: SfStorage | None = None
+        #: The freshness database, set by run_node (the memory's changes go there).
+        self.fresh_store: FreshnessStore | None = None
         self.journal = journal
         self.loop = loop
         self.wall_offset_s = wall_offset_s
@@ -90,11 +97,13 @@ class NodeDriver:
         self.started_at = loop.time()
         self.counters: dict[str, int] = {"tx_unknown_radio": 0, "tx_errors": 0,
                                          "journal_flush_errors": 0, "media_send_errors": 0,
-                                         "sf_persist_errors": 0}
+                                         "sf_persist_errors": 0,
+                                         "freshness_persist_errors": 0}
         self._timer = OneTimer(loop, self._on_timer)
         self._flush_pending = False
         self._closed = False
         self._persist_error_logged_at = float("-inf")
+        self._fresh_error_logged_at = float("-inf")
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -210,6 +219,7 @@ class NodeDriver:
         now = self.now()
         for _ in range(MAX_PUMP_ROUNDS):
             self._drain_events(now)      # persisted state first, then what goes out
+            self._persist_freshness(now)
             for dgram in self.core.to_send(now):
                 self._transmit(dgram)
             if self.sip is not None:
@@ -262,6 +272,24 @@ class NodeDriver:
                           self.sf_storage.path, self.counters["sf_persist_errors"], exc)
             return False
         return True
+
+    def _persist_freshness(self, now: float) -> None:
+        """Write the freshness memory's changes; on failure keep them for the next pump
+        (counted, logged at most every PERSIST_ERROR_LOG_INTERVAL_S)."""
+        if self.fresh_store is None:
+            return
+        updates = self.node.take_freshness_updates()
+        if not updates:
+            return
+        try:
+            self.fresh_store.apply(updates)
+        except sqlite3.Error as exc:
+            self.node.table.freshness.requeue(updates)
+            self.counters["freshness_persist_errors"] += 1
+            if now - self._fresh_error_logged_at >= PERSIST_ERROR_LOG_INTERVAL_S:
+                self._fresh_error_logged_at = now
+                log.error("freshness %s: write failed (%d so far): %s", self.fresh_store.path,
+                          self.counters["freshness_persist_errors"], exc)
 
     def _transmit(self, dgram: Datagram) -> None:
         if dgram.dst is None:
