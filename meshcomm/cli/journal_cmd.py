@@ -32,6 +32,7 @@ from meshcomm.journal.verify import (
     Problem,
     VerifyReport,
     journal_owner,
+    readable_journal,
     verify_journal,
 )
 from meshcomm.security.identity import fingerprint, node_id_of
@@ -105,10 +106,11 @@ def _key_beside(path: Path, owner: bytes) -> tuple[bytes, str] | None:
     return (public, str(beside)) if node_id_of(public) == owner else None
 
 
-def _choose_key(path: Path, keys: Sequence[bytes]) -> tuple[bytes | None, str | None,
-                                                            str | None]:
-    """(key, where it came from, problem) for checking ``path``'s checkpoints."""
-    owner = journal_owner(path)
+def _choose_key(readable: Path, path: Path, keys: Sequence[bytes]) \
+        -> tuple[bytes | None, str | None, str | None]:
+    """(key, where it came from, problem) for checking the checkpoints of the journal at
+    ``path`` (read from ``readable``, the same file or a copy of it)."""
+    owner = journal_owner(readable)
     if owner is None:
         return None, None, None
     for key in keys:
@@ -127,9 +129,10 @@ def verify_file(path: Path, keys: Sequence[bytes]) -> Verdict:
         return Verdict(path, "unreadable", None, None, None, "no such file")
     if not path.is_file():
         return Verdict(path, "unreadable", None, None, None, "not a regular file")
-    key, source, key_problem = _choose_key(path, keys)
     try:
-        report = verify_journal(path, key)
+        with readable_journal(path) as readable:     # a copy if read-only media need one
+            key, source, key_problem = _choose_key(readable, path, keys)
+            report = verify_journal(readable, key)
     except OSError as exc:
         return Verdict(path, "unreadable", None, None, None, exc.strerror or str(exc))
     if not report.readable:

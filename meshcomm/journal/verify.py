@@ -24,7 +24,10 @@ the same command) prints a verdict per file: see :mod:`meshcomm.cli.journal_cmd`
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -60,6 +63,8 @@ from meshcomm.types import PUBLIC_KEY_LEN
 MAX_SEQ_SEARCH: Final = 64
 #: After this many mismatching entries the verifier stops searching (reports EDITED).
 MAX_SEARCHED_ENTRIES: Final = 1_000
+#: SQLite's result code for a file it cannot open (e.g. no -shm on read-only media).
+SQLITE_CANTOPEN: Final = 14
 #: Start of the message of the problem that stands for a database that cannot be read.
 DATABASE_ERROR_PREFIX: Final = "journal database unreadable: "
 
@@ -370,12 +375,55 @@ def verify_journal(path: Path, public_key: bytes | None = None, *,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no journal at {path}")
+    with readable_journal(path) as readable:
+        return _verify_file(readable, public_key, expected_head)
+
+
+@contextlib.contextmanager
+def readable_journal(path: Path) -> Iterator[Path]:
+    """``path``, or a temporary copy of it and its -wal file when SQLite cannot read it
+    in place (see :func:`_needs_writable_copy`); the copy is removed afterwards."""
+    path = Path(path)
+    if not _needs_writable_copy(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="meshcomm-verify-") as tmp:
+        copy = Path(tmp) / path.name
+        shutil.copyfile(path, copy)
+        shutil.copyfile(_wal_of(path), _wal_of(copy))
+        yield copy
+
+
+def _verify_file(path: Path, public_key: bytes | None,
+                 expected_head: tuple[int, bytes] | None) -> VerifyReport:
     conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         conn.text_factory = bytes
         return _walk_all(_read_items(conn), _hash_index(conn), public_key, expected_head)
     finally:
         conn.close()
+
+
+def _wal_of(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
+def _needs_writable_copy(path: Path) -> bool:
+    """True for a journal left with a -wal file (a node that did not close it) in a place
+    SQLite cannot create its -shm file (read-only media): it is verified from a copy,
+    so the entries still in the -wal file are read too."""
+    if not path.is_file() or not _wal_of(path).is_file():
+        return False
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as exc:
+        return getattr(exc, "sqlite_errorcode", None) == SQLITE_CANTOPEN
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+    return False
 
 
 def journal_owner(path: Path) -> bytes | None:

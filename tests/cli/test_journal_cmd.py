@@ -20,6 +20,7 @@ from meshcomm.journal.events import JournalEventType
 from meshcomm.journal.store import JournalStore
 from meshcomm.security.identity import Identity, fingerprint
 from meshcomm.security.keystore import load_or_create_identity
+from tests.runtime.disk import SmallDisk
 
 REPO = Path(__file__).resolve().parents[2]
 ENTRIES = 30
@@ -178,3 +179,30 @@ def test_python_m_verify_is_the_same_command(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "first problem at entry 7" in bad.stdout
     assert run().returncode == 2
     assert "Traceback" not in bad.stderr + good.stderr
+
+
+def test_unclosed_journal_on_read_only_media_is_read_whole(
+        small_disk: SmallDisk, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A journal collected from a node that never closed it (entries still in its -wal
+    file, no -shm) on a read-only medium: verified from a copy, every entry counted."""
+    ident, _ = load_or_create_identity(tmp_path)
+    live = tmp_path / "journal.sqlite"
+    store = JournalStore.open(live, ident.node_id)
+    for i in range(40):
+        store.append(JournalEventType.NEIGHBOUR_UP, {"i": i}, float(i), 1.7e9 + i)
+    store.checkpoint(ident.sign, 40.0, 1.7e9 + 40)
+    store.flush()
+    wal = live.with_name("journal.sqlite-wal")
+    assert wal.stat().st_size > 0                 # the entries are in the -wal file
+    collected = small_disk.path / "n1.sqlite"
+    collected.write_bytes(live.read_bytes())
+    collected.with_name("n1.sqlite-wal").write_bytes(wal.read_bytes())
+    store.close()
+    small_disk.read_only()
+    try:
+        code, out = verify(capsys, "--key", ident.public_key.hex(), str(collected))
+    finally:
+        small_disk.read_write()
+    assert code == 0
+    assert out[0].startswith(f"{collected}: ok: 41 entries, 1 checkpoint(s) (signatures "
+                             "verified")
