@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from meshcomm.cli.ctl_cmd import format_status
+from meshcomm.cli.ctl_cmd import format_journal, format_status
 from meshcomm.cli.main import main
 from meshcomm.journal.store import JournalStore
 from meshcomm.journal.verify import verify_journal
@@ -326,3 +326,16 @@ def test_close_all_closes_the_rest_when_one_close_fails(
         "disk: close failed: no space left on device closing disk",
         "bug: close failed: RuntimeError: bug in a close"]
     no_tracebacks(caplog)
+
+
+def test_status_journal_line() -> None:
+    healthy = {"path": "/d/journal.sqlite", "durable_seq": 12, "writable": True,
+               "dropped": 0}
+    assert format_journal(healthy) == "journal  /d/journal.sqlite durable seq 12"
+    assert format_journal({**healthy, "dropped": 3}).endswith(
+        "(3 event(s) dropped earlier)")
+    failing = {**healthy, "writable": False, "pending": 40, "max_pending": 4096,
+               "dropped": 0, "last_error": "no space left on device writing /d/journal.sqlite"}
+    assert format_journal(failing) == (
+        "journal  /d/journal.sqlite durable seq 12; NOT WRITABLE: no space left on device "
+        "writing /d/journal.sqlite; 40/4096 entries waiting, 0 dropped")
