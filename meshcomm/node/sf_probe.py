@@ -8,6 +8,10 @@ the holder sends it a small ``PROBE`` (a nonce in a signed mesh unicast) every
 that went unanswered means the node is reachable again: the held messages are tried at
 once (one DELIVER per message, instead of one per message per backoff step).
 
+A sign of a heal seen locally (the node came up as a neighbour, a route to it appeared)
+sends a probe at once (:meth:`ReachProbes.urgent`), so only the node's own answer, which
+an attacker cannot forge, makes the held messages go out again.
+
 Bounds: at most :data:`MAX_PROBED_PER_ROUND` probes go out per round of ``interval_s``
 (the least recently probed destinations first); state is kept only for destinations
 still waited for.
@@ -25,6 +29,8 @@ from meshcomm.types import NodeId
 PROBE_NONCE_BYTES: Final = 8
 #: Destinations probed per round at most (each round is one probe interval).
 MAX_PROBED_PER_ROUND: Final = 8
+#: An urgent probe goes out at most this soon after the previous one to the same node.
+MIN_PROBE_GAP_S: Final = 0.25
 
 
 @dataclass(slots=True)
@@ -62,15 +68,24 @@ class ReachProbes:
         if now >= self._round_start + self.interval_s:
             self._round_start, self._round_sent = now, 0
         budget = MAX_PROBED_PER_ROUND - self._round_sent
-        self._round_sent += min(budget, len(ready))
-        out: list[tuple[NodeId, bytes]] = []
-        for dst in ready[:budget]:
-            nonce = next(self._nonces).to_bytes(PROBE_NONCE_BYTES, "big")
-            old = self._probes.get(dst)
-            silent = old is None or not old.answered
-            self._probes[dst] = _Probe(nonce, now, silent=silent)
-            out.append((dst, nonce))
-        return out
+        return [(dst, self._new_probe(dst, now)) for dst in ready[:budget]]
+
+    def urgent(self, dst: NodeId, now: float) -> bytes | None:
+        """A sign that ``dst`` may be reachable again: the nonce of a probe to send now,
+        or None (not waited for, probed within MIN_PROBE_GAP_S, or the round's budget
+        spent)."""
+        probe = self._probes.get(dst)
+        if (probe is None or now < probe.sent_at + MIN_PROBE_GAP_S
+                or self._round_sent >= MAX_PROBED_PER_ROUND):
+            return None
+        return self._new_probe(dst, now)
+
+    def _new_probe(self, dst: NodeId, now: float) -> bytes:
+        nonce = next(self._nonces).to_bytes(PROBE_NONCE_BYTES, "big")
+        old = self._probes.get(dst)
+        self._probes[dst] = _Probe(nonce, now, silent=old is None or not old.answered)
+        self._round_sent += 1
+        return nonce
 
     def next_due(self) -> float | None:
         """When the next probe of a tracked destination is due (None: none tracked)."""

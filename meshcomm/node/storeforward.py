@@ -122,8 +122,8 @@ class StoreForwardConfig:
     #: Delivered ids remembered (exactly once) this long and at most this many.
     delivered_keep_s: float = 2 * 86400.0
     max_delivered_ids: int = 100_000
-    #: A returning neighbour or route retries held messages at once, but a message is
-    #: not tried again sooner than this after its last attempt (a flapping link).
+    #: A node answering a probe after silence gets its held messages at once, but a
+    #: message is not tried again sooner than this after its last attempt.
     heal_retry_gap_s: float = 0.5
     #: While messages wait out their backoff for a node, it is probed this often (a heal
     #: far away is noticed within this and a round trip; see sf_probe).
@@ -378,32 +378,39 @@ class StoreForward:
                         msg_id.hex())
             self._events.append(SfHoldResult(msg_id, False))
 
-    def route_up(self, dst: bytes | None, now: float) -> None:
-        """The mesh reaches ``dst`` again (a route to it appeared or changed), or, with
-        None, a neighbour came up (a partition may have healed): held messages for it
-        are tried at once (backoff reset), but not within heal_retry_gap_s of the last
-        attempt."""
+    def route_up(self, dst: bytes, now: float) -> None:
+        """Node ``dst`` answered a probe after silence (the mesh reaches it again): held
+        messages for it are tried at once (backoff reset), but not within
+        heal_retry_gap_s of their last attempt."""
         for entry in self._entries.values():
-            if not _active(entry) or (dst is not None and dst not in entry.bound_nodes):
+            if not _active(entry) or dst not in entry.bound_nodes:
                 continue
-            entry.next_try = max(now, entry.last_try + self.config.heal_retry_gap_s)
+            due = max(now, entry.last_try + self.config.heal_retry_gap_s)
+            if due >= entry.next_try:
+                continue
+            entry.next_try = due
             entry.backoff_s = self.config.retry_initial_s
-            self._tick_at = min(self._tick_at, entry.next_try)
+            self._tick_at = min(self._tick_at, due)
             self.counters["sf_heal_retries"] += 1
 
     def on_overlay_record(self, record: JournalRecord, now: float) -> None:
-        """Watch the overlay's journal records for a returning neighbour or route
-        (NEIGHBOUR_UP, ROUTE_CHANGED with a next hop): see :meth:`route_up`."""
+        """Watch the overlay's journal records for a returning node (NEIGHBOUR_UP, and
+        ROUTE_CHANGED with a next hop): a node that held messages wait for is probed at
+        once; its answer, not the record (which others can provoke), retries them."""
         if record.type is J.NEIGHBOUR_UP:
-            self.route_up(None, now)
+            node_hex = record.data.get("neighbour")
         elif record.type is J.ROUTE_CHANGED and record.data.get("next_hop"):
-            dst = record.data.get("dst")
-            try:
-                node_id = bytes.fromhex(dst) if isinstance(dst, str) else None
-            except ValueError:
-                node_id = None
-            if node_id is not None:
-                self.route_up(node_id, now)
+            node_hex = record.data.get("dst")
+        else:
+            return
+        try:
+            node_id = bytes.fromhex(node_hex) if isinstance(node_hex, str) else None
+        except ValueError:
+            node_id = None
+        nonce = self._probes.urgent(NodeId(node_id), now) if node_id else None
+        if node_id and nonce is not None:
+            self.counters["sf_probes_urgent"] += 1
+            self._send(NodeId(node_id), encode_message(SfMsgType.PROBE, nonce), now)
 
     def local_delivery_done(self, msg_id: bytes, ok: bool, now: float) -> None:
         """The gateway's answer to :class:`SfDeliver`: delivered (``ok``) or not."""

@@ -112,3 +112,14 @@ def test_an_answer_after_silence_means_reachable_again() -> None:
     ((_, n4),) = probes.due([dst], 3.0)
     assert not probes.answered(dst, n3)                 # a stale nonce does not count
     assert probes.answered(dst, n4)                     # ... then answered: heal
+
+
+def test_urgent_probes_only_for_awaited_nodes_and_not_in_a_burst() -> None:
+    probes = ReachProbes(interval_s=1.0)
+    waited, other = _ids(2)
+    assert probes.urgent(other, 0.0) is None            # nothing waits for it
+    probes.due([waited], 0.0)
+    assert probes.urgent(waited, 0.1) is None           # probed just now
+    nonce = probes.urgent(waited, 0.3)
+    assert nonce is not None and probes.urgent(waited, 0.4) is None
+    assert probes.answered(waited, nonce)
