@@ -191,6 +191,22 @@ def _file_system_state(path: Path) -> str | None:
         return "no space left on device (no free inodes) {doing} {path}"
     if stat.f_bavail * stat.f_frsize < NEARLY_FULL_BYTES:
         return "no space left on device {doing} {path}"
+    if _refuses_new_files(path.parent) == errno.EROFS:
+        # e.g. ext4 after an error (errors=remount-ro): statvfs may still say read-write
+        return "read-only file system: cannot write {path}"
+    return None
+
+
+def _refuses_new_files(directory: Path) -> int | None:
+    """Probe: the errno with which ``directory`` refuses a new empty file (None: it
+    takes one; the probe file is removed at once)."""
+    probe = directory / f".meshcomm-probe-{secrets.token_hex(TMP_NAME_HEX_CHARS // 2)}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return exc.errno
+    os.close(fd)
+    _remove_quietly(probe)
     return None
 
 

@@ -139,11 +139,18 @@ class ControlServer:
         self._sock = sock
 
     def close(self) -> None:
+        """Close the socket and remove its file; a file that cannot be removed (a data dir
+        that turned read-only) is logged in one line and left for the next start."""
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 self.path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("control socket %s not removed: %s", self.path,
+                            (exc.strerror or str(exc)).lower())
 
     async def serve(self, tg: asyncio.TaskGroup) -> None:
         """Accept connections until cancelled; each connection is a task in ``tg``."""

@@ -31,7 +31,7 @@ from meshcomm.runtime.control import CONTROL_SOCKET_FILE
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo
 from meshcomm.security.keystore import EPOCH_FILE, IDENTITY_FILE, read_key_file
-from tests.runtime.disk import SmallDisk
+from tests.runtime.disk import Ext4Disk, SmallDisk
 from tests.runtime.helpers import aors, chain_medium, ctl, node_options, wait_until
 
 PAGE = 4096
@@ -339,3 +339,65 @@ def test_status_journal_line() -> None:
     assert format_journal(failing) == (
         "journal  /d/journal.sqlite durable seq 12; NOT WRITABLE: no space left on device "
         "writing /d/journal.sqlite; 40/4096 entries waiting, 0 dropped")
+
+
+def test_disk_turning_read_only_mid_run_and_at_stop(
+        ext4_disk: Ext4Disk, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The kernel turns the data dir's file system read-only under a running node (an
+    ext4 error, as on a failing SD card): the node keeps serving and says so; it stops
+    without a traceback, closing everything; after fsck it starts again as itself."""
+    caplog.set_level(logging.INFO)
+    dirs = {"a": ext4_disk.path / "a", "b": tmp_path / "b"}
+    drivers: dict[str, NodeDriver] = {}
+    infos: dict[str, NodeInfo] = {}
+    extra = [f"sip:ro{i}@incident.local" for i in range(10)]
+
+    def ready(key: str) -> Ready:
+        def cb(driver: NodeDriver, info: NodeInfo) -> None:
+            drivers[key], infos[key] = driver, info
+        return cb
+
+    async def scenario(medium: str) -> tuple[int, dict[str, object]]:
+        async with asyncio.TaskGroup() as tg:
+            tasks = {k: tg.create_task(run_node(node_options(
+                dirs[k], f"mem:{medium}/{k}", f"n{k}"), ready(k))) for k in "ab"}
+            await wait_until(lambda: len(infos) == 2, "both nodes up")
+            await wait_until(lambda: infos["b"].aor in aors(drivers["a"]), "a sees b")
+            ext4_disk.fail()
+            for aor in extra:
+                drivers["b"].register(aor, ("sip:x@b.mesh",))
+                await asyncio.sleep(0.05)
+            await wait_until(lambda: set(extra) <= aors(drivers["a"]), "a still learns")
+            await wait_until(lambda: drivers["a"].journal is not None
+                             and not drivers["a"].journal.writable, "journal failing")
+            status = await asyncio.to_thread(ctl, dirs["a"], "status")
+            assert isinstance(status, dict)
+            for key in "ab":
+                await asyncio.to_thread(ctl, dirs[key], "stop")
+            assert await tasks["b"] == 0
+            return await tasks["a"], status["journal"]
+
+    with chain_medium(["a", "b"]) as medium:
+        code, journal = asyncio.run(scenario(medium.name))
+        assert code == EXIT_CLOSE_FAILED
+        assert journal["writable"] is False
+        assert journal["last_error"] == ("read-only file system: cannot write "
+                                         f"{dirs['a'] / JOURNAL_FILE}")
+        assert open_paths_under(ext4_disk.path) == []
+        assert not any(radio.is_open for radio in drivers["a"].radios.values())
+        no_tracebacks(caplog)
+        journal_errors = [r for r in caplog.records if r.name == "meshcomm.journal.store"
+                          and r.levelno >= logging.ERROR and "at close" not in r.getMessage()]
+        assert len(journal_errors) == 1, [r.getMessage() for r in journal_errors]
+        with pytest.raises(StartupError) as refused:      # still read-only: one line
+            asyncio.run(run_node(node_options(dirs["a"], f"mem:{medium.name}/a", "na")))
+        assert str(refused.value) == (f"data dir {dirs['a']} is read-only: cannot create "
+                                      f"{dirs['a']}/node.lock")
+        ext4_disk.repair()
+        seen: list[NodeInfo] = []
+        assert asyncio.run(run_node(node_options(dirs["a"], f"mem:{medium.name}/a", "na"),
+                                    stop_when_ready(seen))) == 0
+    assert seen[0].public_key == infos["a"].public_key
+    assert seen[0].boot_epoch == infos["a"].boot_epoch + 1
+    report = verify_journal(dirs["a"] / JOURNAL_FILE, infos["a"].public_key)
+    assert report.ok and report.checkpoints >= 1
