@@ -90,6 +90,8 @@ class Net:
         self.now = 0.0
         self.rng = random.Random(seed)
         self.loss = loss
+        #: Chain links that are down (a partition), as {i, i + 1}.
+        self.cut: set[frozenset[int]] = set()
         self.loss_rng = random.Random(seed * 7919 + 1)
         self.stations: list[Station] = []
         holders = holders or {}
@@ -153,7 +155,8 @@ class Net:
 
     # ------------------------------------------------------------ stepping
     def _neighbours(self, i: int) -> list[int]:
-        return [j for j in (i - 1, i + 1) if 0 <= j < len(self.stations)]
+        return [j for j in (i - 1, i + 1)
+                if 0 <= j < len(self.stations) and frozenset((i, j)) not in self.cut]
 
     def _exchange(self) -> bool:
         moved = False
