@@ -118,6 +118,9 @@ class MessageCustody:
             return True
         request = tx.request
         msg_id = message_id(request)
+        if msg_id in self._holding:          # the same message in another transaction
+            self.counters["messages_not_held"] += 1
+            return False
         try:
             durable = self.holder.hold(msg_id=msg_id, from_aor=request.from_addr.uri.aor,
                                        to_aor=request.uri.aor, sip=request.serialize(),

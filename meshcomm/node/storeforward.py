@@ -456,6 +456,10 @@ class StoreForward:
         self.counters["sf_delivered_direct"] += 1
         self._remember(DeliveredRecord(msg_id, self._wall(now), origin))
 
+    @property
+    def delivered_count(self) -> int:
+        return len(self._delivered)
+
     def delivered_records(self) -> list[DeliveredRecord]:
         """The exactly-once log (for status and tests)."""
         return list(self._delivered)

@@ -124,6 +124,7 @@ def store_forward_status(driver: NodeDriver) -> dict[str, object] | None:
     storage = driver.sf_storage
     return {"relay": sf.is_relay, "max_held_messages": sf.config.max_held_messages,
             "own": states, "held_for_others": len(sf.held_for_others()),
+            "delivered_ids": sf.delivered_count,
             "storage": str(storage.path) if storage is not None else None,
             "counters": dict(sorted(sf.counters.items()))}
 
