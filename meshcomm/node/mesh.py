@@ -89,6 +89,8 @@ class MeshNode:
         self._departing: list[Envelope] = []
         self._resend_at = float("inf")
         self._give_up_at = float("inf")
+        #: link addresses expected to acknowledge (neighbours and next hops at shutdown)
+        self._ack_from: set[LinkAddr] = set()
         self.overlay.emit(J.NODE_STARTED, node=identity.node_id.hex(), role=settings.role,
                           incident=settings.incident)
 
@@ -130,19 +132,22 @@ class MeshNode:
                 self.overlay.departures.expect(tombstone.envelope)
         self._stopped = True
         if self._departing:
+            # Neighbours whose HELLOs were lost lately are still next hops of routes.
+            self._ack_from = set(self.overlay.neighbours.by_addr)
+            self._ack_from.update(r.next_hop for r in self.overlay.routes.all())
             self._give_up_at = now + DEPARTURE_GIVE_UP_S
             self._schedule_resend(now)
         self.overlay.emit(J.NODE_STOPPED, node=self.identity.node_id.hex())
 
     @property
     def departure_done(self) -> bool:
-        """True once stopped and every current neighbour has acknowledged every tombstone
-        (or re-sending gave up, or no neighbour is left to tell): the runtime may close
-        the radios."""
+        """True once stopped and every neighbour (and next hop of a route) has acknowledged
+        every tombstone, or re-sending gave up: the runtime may close the radios. A node
+        that knows nobody keeps re-sending until its grace ends (someone may listen)."""
         if not self._stopped:
             return False
         self._collect_acks()
-        return not self._departing or len(self.overlay.neighbours) == 0
+        return not self._departing
 
     def take_freshness_updates(self) -> FreshnessUpdates:
         """Changes of the freshness memory since the last call, for the runtime's store;
@@ -177,13 +182,13 @@ class MeshNode:
         self._resend_at = now + DEPARTURE_RESEND_S * self.rng.uniform(1 - jitter, 1 + jitter)
 
     def _collect_acks(self) -> None:
-        """Drop the tombstones every current neighbour has been heard sending back."""
+        """Drop the tombstones every neighbour has been heard sending back."""
         if not self._departing:
             return
         echoes = self.overlay.departures
-        neighbours = self.overlay.neighbours.by_addr.keys()
+        expected = self._ack_from | self.overlay.neighbours.by_addr.keys()
         acked = [env for env in self._departing
-                 if (heard := echoes.heard_from(env)) and neighbours <= heard]
+                 if expected and expected <= echoes.heard_from(env)]
         if not acked:
             return
         for env in acked:
