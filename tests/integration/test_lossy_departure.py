@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -35,7 +36,7 @@ import pytest
 from meshcomm.runtime.control import ControlError
 from tests.envcheck import require_root
 from tools.testbed import Testbed, chain
-from tools.testbed.nodes import MeshProcess, wait_until
+from tools.testbed.nodes import NODE_EXIT_TIMEOUT_S, MeshProcess, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -156,7 +157,11 @@ def _depart(tb: Testbed, k: int) -> tuple[float | None, float | None]:
     gone = wait_until(lambda: aor not in (observer.who_aors() or {aor}), DEPARTURE_WATCH_S,
                       poll_s=0.05)
     depart_s = None if gone is None else time.monotonic() - t1
-    assert tb.stop_node(FAR) == 0, node.log_tail()
+    try:  # one SIGTERM only: a second one could cut the departure short
+        code = node.proc.wait(timeout=NODE_EXIT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        code = tb.stop_node(FAR, signal.SIGKILL)
+    assert code == 0, node.log_tail()
     return join_s, depart_s
 
 
