@@ -124,7 +124,7 @@ class MeshNode:
 
     def shutdown(self, now: float) -> None:
         """Withdraw every registration (tombstones flood out) and stop refreshing; keep
-        re-sending the tombstones until a neighbour acknowledges them (see the module)."""
+        re-sending the tombstones until every neighbour acknowledges them (see the module)."""
         for aor in list(self._registrations):
             tombstone = self.deregister(aor, now)
             if tombstone is not None:

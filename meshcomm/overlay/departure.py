@@ -47,8 +47,10 @@ if TYPE_CHECKING:
 ECHO_MIN_GAP_S: Final = 0.1
 #: Tombstones whose last echo time is remembered; the oldest is forgotten beyond this.
 MAX_ECHO_TRACKED: Final = 256
-#: Own envelopes a node waits to hear back at once (its tombstones: one per AoR).
+#: Own envelopes a node waits to hear back at once (its tombstones: one per AoR), and the
+#: senders remembered per envelope (more than any neighbour table holds).
 MAX_AWAITED: Final = 64
+MAX_HEARD_FROM: Final = 1024
 #: A relayed tombstone: re-sends at most and their spacing (+/- jitter fraction).
 RELAY_RESENDS: Final = 4
 RELAY_RESEND_S: Final = 0.3
@@ -97,7 +99,7 @@ class DepartureEchoes:
         """A frame carrying one of our own envelopes came in (the overlay drops it after)."""
         if self._awaited:
             heard = self._awaited.get(env.digest)
-            if heard is not None and len(heard) < MAX_AWAITED:
+            if heard is not None and len(heard) < MAX_HEARD_FROM:
                 heard.add(src)
 
     # ------------------------------------------------------------ relaying

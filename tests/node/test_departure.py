@@ -5,6 +5,8 @@ Deterministic simulator, virtual time, seeded loss."""
 
 from __future__ import annotations
 
+import pytest
+
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.location.binding import make_binding, record_id_of
 from meshcomm.node.mesh import MeshNode
@@ -126,3 +128,37 @@ def test_a_tombstone_that_reached_one_node_of_a_chain_reaches_all_by_anti_entrop
     assert _mesh(sim, "n1").counters["tx_tombstone_resend"] == 0  # TTL 1: not relayed
     for name in ("n2", "n3", "n4", "n5"):
         assert _mesh(sim, name).table.lookup(aor) == []
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_departure_is_done_only_once_every_neighbour_holds_the_tombstone(seed: int) -> None:
+    """A handset between three relays that do not hear each other: when it may stop, each
+    of them holds its tombstone (each was heard sending a copy), at 30% loss."""
+    spec = LinkSpec(loss=0.3, delay_s=0.002)
+    topo = Topology(["h", "a", "b", "c"])
+    for relay in ("a", "b", "c"):
+        topo.add_link("h", relay, spec)
+    sim = Simulator(SimConfig(topology=topo, duration_s=30.0, seed=seed))
+    aor = f"sip:h@{DOMAIN}"
+    done_after: list[float] = []
+    lacking: list[str] = []
+
+    def leave(sim: Simulator) -> None:
+        handset = _mesh(sim, "h")
+        assert all(_mesh(sim, r).table.lookup(aor) for r in ("a", "b", "c"))
+        handset.shutdown(sim.now)
+        sim.after_command("h")
+        started = sim.now
+
+        def poll(sim: Simulator) -> None:
+            if not handset.departure_done:
+                sim.call_at(sim.now + 0.01, poll)
+                return
+            done_after.append(sim.now - started)
+            lacking.extend(r for r in ("a", "b", "c") if _mesh(sim, r).table.lookup(aor))
+        sim.call_at(sim.now + 0.01, poll)
+
+    sim.call_at(20.0, leave)
+    sim.run()
+    assert len(done_after) == 1 and done_after[0] < GRACE_S, done_after
+    assert lacking == []
