@@ -7,8 +7,11 @@ answered without a second delivery. The store-and-forward core owns the log and 
 it (``SfPersist`` DELIVERED / FORGET, applied before the success answer leaves).
 
 Bounds: at most ``max_ids`` records, each kept ``keep_s`` (wall clock). When full, the
-record evicted is the oldest of the origin node holding the most records: one sender
-that floods a client can only push out its own records, never an honest sender's.
+record evicted is the oldest of the origin node holding the most records (among equals,
+the one that reached that count first): one sender that floods a client can only push
+out its own records, never an honest sender's. Eviction is O(1) (origins are kept in
+buckets by their record count), so a flood from many fresh origins costs no more per
+delivery than one from a single origin.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ class DeliveredLog:
         self.keep_s = keep_s
         self._records: dict[bytes, DeliveredRecord] = {}
         self._by_origin: dict[bytes, OrderedDict[bytes, None]] = {}
+        #: record count -> origins with that many records (in the order they got there)
+        self._by_count: dict[int, dict[bytes, None]] = {}
+        self._max_count = 0
         for record in sorted(records, key=lambda r: r.wall_s):
             self.add(record)
 
@@ -62,7 +68,9 @@ class DeliveredLog:
         while len(self._records) >= self.max_ids:
             evicted.append(self._evict_one())
         self._records[record.msg_id] = record
-        self._by_origin.setdefault(record.origin, OrderedDict())[record.msg_id] = None
+        ids = self._by_origin.setdefault(record.origin, OrderedDict())
+        ids[record.msg_id] = None
+        self._recount(record.origin, len(ids) - 1, len(ids))
         return evicted
 
     def prune(self, wall_now: float) -> list[bytes]:
@@ -74,11 +82,8 @@ class DeliveredLog:
         return old
 
     def _evict_one(self) -> bytes:
-        """The oldest record of the origin with the most records (ties: oldest first)."""
-        def weight(origin: bytes) -> tuple[int, float]:
-            ids = self._by_origin[origin]
-            return len(ids), -self._records[next(iter(ids))].wall_s
-        origin = max(self._by_origin, key=weight)
+        """The oldest record of an origin with the most records."""
+        origin = next(iter(self._by_count[self._max_count]))
         msg_id = next(iter(self._by_origin[origin]))
         self._remove(msg_id)
         return msg_id
@@ -87,5 +92,20 @@ class DeliveredLog:
         record = self._records.pop(msg_id)
         ids = self._by_origin[record.origin]
         del ids[msg_id]
+        self._recount(record.origin, len(ids) + 1, len(ids))
         if not ids:
             del self._by_origin[record.origin]
+
+    def _recount(self, origin: bytes, old: int, new: int) -> None:
+        """Move ``origin`` from the bucket of ``old`` records to that of ``new``."""
+        if old:
+            bucket = self._by_count[old]
+            del bucket[origin]
+            if not bucket:
+                del self._by_count[old]
+        if new:
+            self._by_count.setdefault(new, {})[origin] = None
+        if new > self._max_count:
+            self._max_count = new
+        while self._max_count and self._max_count not in self._by_count:
+            self._max_count -= 1
