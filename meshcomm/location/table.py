@@ -284,8 +284,17 @@ class LocationTable:
 
     def _settle_aor(self, aor: str, now: float) -> None:
         """Recompute holder/conflict states of every live claim on ``aor``."""
-        claims = sorted((self._records[r] for r in self._by_aor.get(aor.lower(), ())),
-                        key=lambda s: s.claim_order)
+        ids = self._by_aor.get(aor.lower(), ())
+        if len(ids) == 1 and self.policy.mode is TrustMode.OPEN:  # the common case
+            only = self._records[next(iter(ids))]
+            if only.binding.is_tombstone:
+                only.state, only.holder_since = BindingState.VERIFIED, None
+            else:
+                only.state = self._open_holder_state(only)
+                if only.holder_since is None:
+                    only.holder_since = now
+            return
+        claims = sorted((self._records[r] for r in ids), key=lambda s: s.claim_order)
         if self.policy.mode is TrustMode.AGENCY:
             for s in claims:  # every credentialed key is accepted (one responder, many devices)
                 s.state = BindingState.VERIFIED
@@ -333,8 +342,9 @@ class LocationTable:
         for ``held_s`` (-1: it does not hold it); True if our holder changed."""
         stored = self._records.get(record_id)
         if (stored is None or stored.binding.is_tombstone
-                or self.policy.mode is not TrustMode.OPEN):
-            return False
+                or self.policy.mode is not TrustMode.OPEN
+                or len(self._by_aor[stored.binding.aor.lower()]) < 2):
+            return False  # uncontested: nothing to decide (a contest asks again)
         aor = stored.binding.aor
         if not self._votes.report(aor.lower(), reporter, record_id, held_s, now):
             return False
@@ -345,9 +355,10 @@ class LocationTable:
     def contested(self, aor: str, now: float) -> list[bytes]:
         """Record ids of the live claims on ``aor`` while its holder is still open to
         neighbours' reports (several claims, holder not locked); else []."""
-        if self.policy.mode is not TrustMode.OPEN:
+        ids = self._by_aor.get(aor.lower(), ())
+        if len(ids) < 2 or self.policy.mode is not TrustMode.OPEN:
             return []
-        live = [self._records[r] for r in self._by_aor.get(aor.lower(), ())
+        live = [self._records[r] for r in ids
                 if not self._records[r].binding.is_tombstone]
         if len(live) < 2:
             return []

@@ -60,6 +60,8 @@ class TokenBuckets:
         self.burst = float(burst)
         self.max_keys = max_keys
         self._buckets: dict[str, TokenBucket] = {}
+        #: link address -> its host's bucket, so the per-frame path is one lookup
+        self._by_src: dict[str, TokenBucket] = {}
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -73,6 +75,7 @@ class TokenBuckets:
                 # A forgotten key starts over with a full burst; with hosts (not ports) as
                 # keys only a flood of spoofed MACs or addresses gets here.
                 del self._buckets[next(iter(self._buckets))]
+                self._by_src.clear()  # it may point at the forgotten bucket
             found = TokenBucket(self.rate_per_s if rate_per_s is None else rate_per_s,
                                 self.burst if burst is None else burst, now)
             self._buckets[key] = found
@@ -84,5 +87,19 @@ class TokenBuckets:
         return found
 
     def allow(self, src: LinkAddr | str, now: float) -> bool:
-        """Charge one token to the host of ``src``; False when its bucket is empty."""
-        return self.bucket(link_host(src), now).take(now)
+        """Charge one token to the host of ``src``; False when its bucket is empty.
+        (Runs for every frame received: the refill is inlined.)"""
+        b = self._by_src.get(src)
+        if b is None:
+            if len(self._by_src) >= self.max_keys:
+                self._by_src.clear()
+            b = self._by_src[src] = self.bucket(link_host(src), now)
+        tokens = b.tokens
+        if now > b.stamp:
+            tokens = min(b.burst, tokens + (now - b.stamp) * b.rate_per_s)
+            b.stamp = now
+        if tokens >= 1.0:
+            b.tokens = tokens - 1.0
+            return True
+        b.tokens = tokens
+        return False
