@@ -25,8 +25,10 @@ anti-entropy rather than by flood), re-sends it up to :data:`RELAY_RESENDS` time
 (the one it came from counts; a next hop of a known route counts as a neighbour even while
 its HELLOs are being lost), and asks for an early digest. That costs at most
 1 + RELAY_RESENDS frames per node per departure. At most :data:`MAX_RELAYED` tombstones are
-tracked at once: beyond that, anti-entropy alone repairs (an outsider's flood of departures
-buys no extra airtime). Whatever these re-sends miss, anti-entropy repairs.
+tracked at once, and each is charged to the sender's re-flood budget
+(:meth:`~meshcomm.overlay.admission.Admission.may_reflood`): beyond that, anti-entropy alone
+repairs (an outsider's flood of departures buys no extra airtime). Whatever these
+re-sends miss, anti-entropy repairs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Final
 
 from meshcomm.errors import DecodeError
 from meshcomm.location.binding import binding_from_envelope_untrusted
+from meshcomm.overlay.ratelimit import link_host
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.types import LinkAddr
 from meshcomm.wire.envelope import MAX_AGE_MS, Envelope, Hop
@@ -108,7 +111,8 @@ class DepartureEchoes:
         """A tombstone from ``src`` ended a binding we held: pass it on until every
         neighbour has it. ``hop`` is None when it came by anti-entropy (not flooded yet)."""
         self.o.anti_entropy.soon(now)
-        if len(self._relayed) >= MAX_RELAYED or (hop is not None and hop.ttl <= 1):
+        if (len(self._relayed) >= MAX_RELAYED or (hop is not None and hop.ttl <= 1)
+                or not self.o.admission.may_reflood(link_host(src), now)):
             self.o.counters["tombstone_relay_untracked"] += 1
             return
         if hop is None:
