@@ -162,3 +162,34 @@ def test_departure_is_done_only_once_every_neighbour_holds_the_tombstone(seed: i
     sim.run()
     assert len(done_after) == 1 and done_after[0] < GRACE_S, done_after
     assert lacking == []
+
+
+def test_replayed_copies_of_a_tombstone_buy_an_attacker_few_echoes() -> None:
+    """1,000 copies of a held tombstone 'straight from its origin' within one second are
+    answered by at most one echo per ECHO_MIN_GAP_S, and relayed at most RELAY_RESENDS times."""
+    import random
+
+    from meshcomm.node.mesh import NodeSettings
+    from meshcomm.overlay.departure import ECHO_MIN_GAP_S, RELAY_RESENDS
+    from meshcomm.security.identity import Identity
+    from meshcomm.security.verify import SignatureVerifier
+
+    handset = Identity(bytes(range(40, 72)))
+    relay = MeshNode(Identity(bytes(range(80, 112))), NodeSettings(),
+                     verifier=SignatureVerifier(), rng=random.Random(5), now=0.0)
+    aor = f"sip:h@{DOMAIN}"
+    live = make_binding(handset, incident=relay.settings.incident, seq=1, aor=aor,
+                        contacts=("sip:h@x.mesh",), issued_at=0.0, lifetime_s=300)
+    tomb = make_binding(handset, incident=relay.settings.incident, seq=2, aor=aor,
+                        contacts=(), issued_at=1.0, lifetime_s=0, hold_s=300)
+    relay.receive(encode_frame(live.envelope, Hop(ttl=8)), LinkAddr("h"), 0.5)
+    relay.receive(encode_frame(tomb.envelope, Hop(ttl=8)), LinkAddr("h"), 1.0)
+    assert relay.table.lookup(aor) == []
+    frame = encode_frame(tomb.envelope, Hop(ttl=8))
+    for i in range(1000):
+        now = 1.0 + i / 1000
+        relay.receive(frame, LinkAddr("attacker"), now)
+        if relay.next_timer() is not None and relay.next_timer() <= now:  # type: ignore[operator]
+            relay.on_timer(now)
+    assert 1 <= relay.counters["tx_tombstone_echo"] <= 1 / ECHO_MIN_GAP_S + 1
+    assert relay.counters["tx_tombstone_resend"] <= RELAY_RESENDS
