@@ -106,6 +106,12 @@ class FreshnessMemory:
             return None
         return entry
 
+    def highest_own_seq(self) -> int:
+        """Highest sequence remembered for our own key (0 if none): a node whose boot
+        epoch was lost must not sign below it, or every node would refuse it as stale."""
+        entries = self._entries
+        return max((entries[rid].seq for rid in self._order[Standing.OWN]), default=0)
+
     def accepted(self, binding: Binding, wall_now: float, *, credentialed: bool) -> None:
         """Remember that ``binding`` was accepted (the table calls this after a merge)."""
         rid = binding.record_id

@@ -76,6 +76,8 @@ class MeshNode:
         self.credential = credential
         if freshness is None:
             freshness = FreshnessMemory(own_key=identity.public_key)
+        # Never sign below what the mesh already accepted from us (a lost boot epoch).
+        seq_base = max(seq_base, freshness.highest_own_seq())
         self.table = LocationTable(settings.incident, settings.trust, verifier,
                                    freshness=freshness)
         self.overlay = overlay_class(identity, settings.incident, settings.overlay, self.table,

@@ -177,3 +177,22 @@ def test_expired_entries_make_room_before_anything_is_evicted() -> None:
     memory.accepted(c, late, credentialed=False)
     assert len(memory) == 1 and memory.evicted == 0 and memory.expired == 2
     assert memory.get(c.record_id) is not None
+
+
+def test_highest_own_sequence_is_remembered_for_a_node_that_lost_its_epoch() -> None:
+    import random
+
+    from meshcomm.node.mesh import MeshNode, NodeSettings
+
+    memory = FreshnessMemory(own_key=ALICE.public_key)
+    memory.accepted(binding(ALICE, 5 << 32 | 9), WALL, credentialed=False)
+    memory.accepted(binding(BOB, 7 << 32), WALL, credentialed=False)       # not ours
+    assert memory.highest_own_seq() == 5 << 32 | 9
+    restored = FreshnessMemory(own_key=ALICE.public_key)
+    restored.restore([e for e in memory.take_updates().upserts], WALL)
+    node = MeshNode(ALICE, NodeSettings(incident=INCIDENT), verifier=SignatureVerifier(),
+                    rng=random.Random(1), now=0.0, seq_base=1 << 32, wall_offset_s=WALL,
+                    freshness=restored)
+    own = node.register(AOR, ("mesh:a",), 1.0)
+    assert own.seq > 5 << 32 | 9
+    assert node.table.lookup(AOR)
