@@ -14,7 +14,7 @@ from meshcomm.overlay.core import MAX_DROP_JOURNAL_KEYS, MAX_PENDING_FLOODS
 from meshcomm.overlay.ratelimit import link_host
 from meshcomm.sim.engine import Simulator
 from meshcomm.types import LinkAddr
-from meshcomm.wire.envelope import Hop, encode_frame
+from meshcomm.wire.envelope import Hop, MsgType, encode_frame, seal
 
 from .hostile import (
     ATTACKER_HOST,
@@ -131,6 +131,36 @@ def test_replayed_bindings_from_rotating_ports(baseline: tuple[Simulator, Counte
     frames = (honest + sybil_frames(30)) * int(RATE * ATTACK_S / (len(honest) + 30))
     sim, quiet = run(frames)
     assert_bounded_and_honest(sim, baseline, quiet)
+
+
+def test_an_attacker_heard_as_a_neighbour_gets_a_neighbours_budget_and_no_more(
+        baseline: tuple[Simulator, Counter[str]]) -> None:
+    """The injector also answers HELLOs (one key, one port): it is a neighbour of n2, so
+    its new identities are admitted at the neighbour rate; tables stay within the bound,
+    honest bindings survive and the late joiner is still seen at once."""
+    evil = sybil_key(123_456)
+    hellos = tuple(encode_frame(seal(evil, MsgType.HELLO, INCIDENT, n, [n, "relay", []]),
+                                Hop()) for n in range(1, 45))
+    sim = chain_with_late_joiner(seed=3, duration_s=QUIET_FROM_S + 10.0)
+    inject(sim, "n2", hellos, start_s=1.0, rate_per_s=1, tick_s=1.0, first_port=5000)
+    inject(sim, "n2", sybil_frames(int(RATE * ATTACK_S)), start_s=ATTACK_FROM_S,
+           rate_per_s=RATE)
+    sim.run()
+    base_join = visible_after_s(baseline[0], "n5", "n1")
+    join = visible_after_s(sim, "n5", "n1")
+    assert base_join is not None and join is not None and join <= 2 * base_join
+    cap = CFG.admit_neighbour_burst + CFG.admit_neighbour_per_s * ATTACK_S
+    relay = sim.core("n2")
+    assert relay is not None
+    stranger_cap = CFG.admit_stranger_burst + CFG.admit_stranger_per_s * ATTACK_S
+    assert sum(1 for s in relay.table if s.binding.aor.startswith(SYBIL_PREFIX)) > 10 * stranger_cap
+    for name in HONEST:
+        core = sim.core(name)
+        assert core is not None
+        sybils = sum(1 for s in core.table if s.binding.aor.startswith(SYBIL_PREFIX))
+        assert 0 < sybils <= cap and len(core.table) <= CFG.max_bindings
+        for other in HONEST:
+            assert core.table.lookup(f"sip:{other}@{DOMAIN}"), (name, other)
 
 
 def test_rate_limit_and_admission_follow_the_device_not_the_port() -> None:
