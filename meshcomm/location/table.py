@@ -36,7 +36,7 @@ from meshcomm.errors import DecodeError, TrustError
 from meshcomm.location.binding import CLOCK_SKEW_TOLERANCE_S, Binding
 from meshcomm.location.freshness import FreshEntry, FreshnessMemory
 from meshcomm.location.holder import HOLDER_LOCK_S, HolderVotes
-from meshcomm.location.standing import StandingIndex, Tier
+from meshcomm.location.standing import NEWCOMER_TIERS, StandingIndex, Tier
 from meshcomm.security.credentials import check_credential, decode_credential_untrusted
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.wire import limits
@@ -152,11 +152,14 @@ class LocationTable:
         self._expiry: list[tuple[float, bytes, int]] = []
         self._claims = 0
         self.max_records = max_records
-        #: Whether a node id has a live route or is a neighbour (the overlay sets this).
+        #: Whether a node id has a live route or is a neighbour, and whether it is a
+        #: neighbour (the overlay sets these; eviction asks).
         self.reachable: Callable[[bytes, float], bool] = lambda _node, _now: False
+        self.adjacent: Callable[[bytes], bool] = lambda _node: False
         self._own_keys: set[bytes] = set()
-        self._standing = StandingIndex(lambda rid: self._records[rid].admitted_at,
-                                       self._record_reachable)
+        self._standing = StandingIndex(
+            lambda rid: self._records[rid].admitted_at, self._record_reachable,
+            lambda rid: self.adjacent(self._records[rid].binding.node_id))
         self._votes = HolderVotes()
         #: Records evicted to make room (counted; the overlay reports it).
         self.evicted = 0
@@ -389,11 +392,11 @@ class LocationTable:
         if stored.credentialed:
             return Tier.CREDENTIALED
         if existing is None:
-            return Tier.PROBATION
+            return self._standing.newcomer_tier(now)
         old = self._standing.tier(existing.binding.record_id)
-        if old is None or old is Tier.PROBATION:
+        if old is None or old in NEWCOMER_TIERS:
             if now - existing.admitted_at < self._standing.probation_s:
-                return Tier.PROBATION
+                return old if old is not None else Tier.PROBATION
             old = Tier.ESTABLISHED
         if stored.binding.is_tombstone:
             return Tier.TOMBSTONE  # a de-registration of a record that had standing here

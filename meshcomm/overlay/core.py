@@ -123,6 +123,7 @@ class GossipOverlay:
         table.max_records = config.max_bindings
         table.protect_key(identity.public_key)
         table.reachable = self._reachable
+        table.adjacent = lambda node: NodeId(node) in self.neighbours.by_id
         self.anti_entropy = AntiEntropy(self)
         self.forwarder = Forwarder(self)
         self.media = MediaForwarder(self)

@@ -206,3 +206,27 @@ def test_churn_under_a_flood_does_not_grow_the_expiry_heap() -> None:
     assert len(t) == BOUND and t.evicted == 19 * BOUND
     assert len(t._expiry) <= 2 * BOUND + 64
     assert t.next_expiry() is not None
+
+
+def test_records_from_before_a_surge_outlive_it_even_on_probation() -> None:
+    """Handsets that registered (calmly) shortly before a flood are still on probation when
+    it fills the table: the flood's own arrivals (a surge) go first."""
+    t = bounded()
+    calm = [t.offer(binding(key(10_000 + i), 1, aor=f"sip:h{i}@x"), float(i), WALL).stored
+            for i in range(5)]
+    assert all(s is not None for s in calm)
+    assert {t._standing.tier(s.binding.record_id) for s in calm if s} == {Tier.PROBATION}
+    fill(t, 0, 10 * BOUND, 20.0)  # well within the probation period
+    assert len(t) == BOUND
+    for i in range(5):
+        assert t.lookup(f"sip:h{i}@x"), i
+
+
+def test_a_neighbours_own_record_gets_a_second_chance_on_probation() -> None:
+    t = bounded()
+    fill(t, 0, 30, 0.0)  # a surge: every later newcomer is a surge arrival too
+    near = t.offer(binding(CAROL, 1, aor="sip:near@x"), 1.0, WALL).stored
+    assert near is not None and t._standing.tier(near.binding.record_id) is Tier.SURGE
+    t.adjacent = lambda node: node == CAROL.node_id
+    fill(t, 1000, 3 * BOUND, 2.0)
+    assert t.lookup("sip:near@x")
