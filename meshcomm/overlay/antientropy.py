@@ -150,7 +150,7 @@ class AntiEntropy:
 
     # -------------------------------------------------------------- reconciliation
     def on_summary(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
-        buckets, theirs, lo, hi = _read_summary(env.payload)
+        buckets, theirs, lo, hi = read_summary_untrusted(env.payload)
         if not self.o.verified(env, src, now):
             return
         push: list[bytes] = []
@@ -296,7 +296,7 @@ class AntiEntropy:
             self.soon(now)
 
 
-def _read_summary(payload: object) -> tuple[set[int], dict[bytes, int], bytes, bytes]:
+def read_summary_untrusted(payload: object) -> tuple[set[int], dict[bytes, int], bytes, bytes]:
     """[buckets, [[record id, seq], ...], lo, hi] of a SUMMARY page (see module doc)."""
     fields = codec.read_tuple(payload, "summary", 4)
     buckets = {codec.read_int(b, "summary.bucket", 0, DIGEST_BUCKETS - 1)

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import random
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshcomm.errors import DecodeError
 from meshcomm.location.binding import Binding, make_binding
-from meshcomm.location.table import TrustMode, TrustPolicy
+from meshcomm.location.table import DIGEST_BUCKETS, TrustMode, TrustPolicy
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.overlay.admission import Admission
+from meshcomm.overlay.antientropy import read_summary_untrusted
 from meshcomm.overlay.config import OverlayConfig
 from meshcomm.security.credentials import issue_credential
 from meshcomm.security.identity import Identity
@@ -124,3 +130,31 @@ def test_new_identity_budgets_per_host_and_global() -> None:
     assert not admission.may_admit("other", 0.0)
     assert admission.may_admit("nb", 0.2)  # refilled at the global 10/s
     assert admission.budget("stranger", 1.0) == 1  # a stranger's share refills at 1/s
+
+
+# ------------------------------------------------------------------ summary pages
+payloads = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2**64) | st.binary(max_size=10)
+    | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=6), max_leaves=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(payloads)
+def test_summary_page_decoder_returns_a_page_or_raises_decode_error(payload: object) -> None:
+    try:
+        buckets, entries, lo, hi = read_summary_untrusted(payload)
+    except DecodeError:
+        return
+    assert all(0 <= b < DIGEST_BUCKETS for b in buckets)
+    assert all((not lo or rid >= lo) and (not hi or rid < hi) for rid in entries)
+
+
+def test_a_ranged_summary_page_must_hold_its_range_and_one_bucket() -> None:
+    rid = b"\x05" * 8
+    assert read_summary_untrusted([[5], [[rid, 1]], b"", b""])[1] == {rid: 1}
+    assert read_summary_untrusted([[5], [[rid, 1]], b"\x05", b"\x06"])[1] == {rid: 1}
+    with pytest.raises(DecodeError):
+        read_summary_untrusted([[5], [[rid, 1]], b"\x06", b""])  # entry below the page's range
+    with pytest.raises(DecodeError):
+        read_summary_untrusted([[5, 6], [], b"\x01", b""])  # a range spans one bucket only
