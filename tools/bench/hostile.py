@@ -20,7 +20,9 @@ turn, in the same chain:
   ``takeover``: a key that is not n0's claims ``sip:n0@...`` ``--takeover-rate`` times
   per second);
 * joins during the flood (after a warm-up) and one right after it ends; in ``takeover``
-  each joiner must list n0's key as the holder of ``sip:n0`` and deliver a MESSAGE to n0;
+  each joiner sends a MESSAGE to ``sip:n0`` as soon as it lists a holder of it: the
+  MESSAGE must reach n0 and the joiner must then list n0's key as the holder (the first
+  holder it listed, and how long it listed the attacker's key, are reported too);
 * memory: the highest RSS of n0..n3 during the phase minus their RSS when it began;
 * CPU: mean CPU of n0..n3 during the flood, and how long after the flood's end every one
   of them is back at its idle level over a :data:`CPU_WINDOW_S` window (idle level:
@@ -40,6 +42,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -86,6 +89,7 @@ JOIN_RATIO_LIMIT: Final = 2.0
 MEMORY_GROWTH_LIMIT_BYTES: Final = 20 * 1024 * 1024
 #: How long a takeover joiner's MESSAGE to the genuine holder may take.
 SEND_WAIT_S: Final = 15.0
+HOLDER_POLL_S: Final = 0.1
 INJECT_EXIT_GRACE_S: Final = 30.0
 MIB: Final = 1024 * 1024
 ATTACKS: Final = ("sybil", "garbage", "replay", "takeover")
@@ -102,6 +106,8 @@ class Join:
     visible_s: float | None          # process start -> listed at n0
     after_ready_s: float | None      # control socket answers -> listed at n0
     holder_ok: bool | None = None    # takeover: the joiner lists n0's key as the holder
+    first_holder_ok: bool | None = None  # ... already the first time it lists a holder
+    attacker_held_s: float | None = None  # ... listed the attacker's key this long first
     delivered: bool | None = None    # takeover: its MESSAGE to sip:n0 reached n0's inbox
 
 
@@ -227,8 +233,11 @@ class HostileBench:
         return result
 
     def _check_takeover(self, joiner: MeshProcess, result: Join) -> None:
-        """The joiner must hold n0's key for sip:n0 and reach n0 with a MESSAGE."""
-        genuine = self.tb.node(OBSERVER).status()["node_id"]
+        """The joiner's holder of sip:n0: the first one it lists, how long it lists the
+        attacker's key, and the holder after its MESSAGE, sent as soon as it lists one,
+        has had its outcome; and whether that MESSAGE reached n0's inbox."""
+        observer = self.tb.node(OBSERVER)
+        genuine = observer.status()["node_id"]
 
         def holder() -> str | None:
             for entry in joiner.who() or ():
@@ -237,11 +246,18 @@ class HostileBench:
             return None
 
         wait_until(lambda: holder() is not None, CONVERGE_S)
-        result.holder_ok = holder() == genuine
+        first_at = time.monotonic()
+        result.first_holder_ok = holder() == genuine
         text = f"takeover probe {result.name} {time.monotonic_ns()}"
-        joiner.request("send", to=TAKEOVER_AOR, text=text, wait_s=SEND_WAIT_S,
-                       timeout_s=SEND_WAIT_S + 5)
-        observer = self.tb.node(OBSERVER)
+        sender = threading.Thread(target=lambda: joiner.request(
+            "send", to=TAKEOVER_AOR, text=text, wait_s=SEND_WAIT_S,
+            timeout_s=SEND_WAIT_S + 5), daemon=True)
+        sender.start()
+        settled = wait_until(lambda: holder() == genuine, SEND_WAIT_S, HOLDER_POLL_S)
+        result.attacker_held_s = None if settled is None else round(
+            time.monotonic() - first_at if not result.first_holder_ok else 0.0, 2)
+        sender.join()
+        result.holder_ok = holder() == genuine
         result.delivered = wait_until(
             lambda: any(e.get("text") == text for e in observer.request("inbox") or ()),
             SEND_WAIT_S) is not None
@@ -389,6 +405,10 @@ def phase_report(phase: Phase, base: Baseline) -> dict[str, Any]:
         "takeover_holder_ok": [j.holder_ok for j in _all_joins(phase) if j.holder_ok is not None],
         "takeover_delivered": [j.delivered for j in _all_joins(phase)
                                if j.delivered is not None],
+        "takeover_first_holder_ok": [j.first_holder_ok for j in _all_joins(phase)
+                                     if j.first_holder_ok is not None],
+        "takeover_attacker_held_s": [j.attacker_held_s for j in _all_joins(phase)
+                                     if j.holder_ok is not None],
         "targets": {
             "join_le_2x_baseline": worst is not None and worst <= JOIN_RATIO_LIMIT * base.join_s,
             "memory_growth_le_20mb": growth <= MEMORY_GROWTH_LIMIT_BYTES,
@@ -429,7 +449,9 @@ def print_table(summary: dict[str, Any]) -> None:
         print(f"{row['attack']:>9} " + " ".join(f"{v!s:>18}" for v in values))
     for row in summary["attacks"]:
         print(f"{row['attack']}: targets {row['targets']}"
-              + (f", holder ok {row['takeover_holder_ok']}, delivered "
+              + (f", holder ok {row['takeover_holder_ok']} (first listed "
+                 f"{row['takeover_first_holder_ok']}, attacker listed "
+                 f"{row['takeover_attacker_held_s']} s), delivered "
                  f"{row['takeover_delivered']}" if row["attack"] == "takeover" else ""))
 
 
