@@ -6,9 +6,9 @@
    unicast to the digest's sender. A page lists every record of its buckets, or, for a
    bucket too large for one page, every record in a half-open range of record ids
    ``[lo, hi)`` (empty bound: open end), so a bucket of any size is covered by consecutive
-   pages. At most ``MAX_SUMMARY_PAGES_PER_ANSWER`` pages answer one digest, starting from
-   a bucket that rotates from answer to answer, so tables as large as the table bound
-   converge over a few rounds.
+   pages. At most ``MAX_SUMMARY_PAGES_PER_ANSWER`` pages answer one digest: a window that
+   moves on from answer to answer, so every page of the differing buckets is sent within
+   a few rounds and tables as large as the table bound converge.
 3. The digest's sender pushes (RECORDS) what a page lacks or has older (at most
    ``MAX_PUSH_PER_SUMMARY`` per page), and PULLs what it has newer; records new to the
    puller are pulled only as far as its admission budget for that neighbour reaches.
@@ -116,15 +116,18 @@ class AntiEntropy:
         if len(self._answered) >= MAX_ANSWERED:
             self._answered.clear()
         self._answered[host] = now
-        self._cursor += 1
-        start = self._cursor % len(differing)
-        for page in self._summary_pages(differing[start:] + differing[:start]):
+        pages = self._summary_pages(differing)
+        cap = limits.MAX_SUMMARY_PAGES_PER_ANSWER
+        if len(pages) > cap:  # a window that moves on with every answer: all get sent
+            self._cursor = (self._cursor + cap) % len(pages)
+            pages = (pages[self._cursor:] + pages[:self._cursor])[:cap]
+        for page in pages:
             env = self.o.seal(MsgType.SUMMARY, list(page))
             self.o.transmit(env, Hop(), src, "summary")
 
     def _summary_pages(self, buckets: list[int]) -> list[SummaryPage]:
-        """Pages covering ``buckets`` in order, at most MAX_SUMMARY_PAGES_PER_ANSWER."""
-        cap, size = limits.MAX_SUMMARY_PAGES_PER_ANSWER, limits.MAX_SUMMARY_ENTRIES
+        """Pages covering ``buckets`` in order."""
+        size = limits.MAX_SUMMARY_ENTRIES
         pages: list[SummaryPage] = []
         small: list[int] = []
         small_entries: list[list[object]] = []
@@ -142,11 +145,9 @@ class AntiEntropy:
                     lo = sorted_ids[i][0] if i else b""
                     hi = sorted_ids[i + size][0] if i + size < len(entries) else b""
                     pages.append(([b], entries[i:i + size], lo, hi))
-            if len(pages) >= cap:
-                return pages[:cap]
         if small:
             pages.append((small, small_entries, b"", b""))
-        return pages[:cap]
+        return pages
 
     # -------------------------------------------------------------- reconciliation
     def on_summary(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
