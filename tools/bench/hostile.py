@@ -125,6 +125,9 @@ class Phase:
     cpu_at_end_pct: dict[str, float] = field(default_factory=dict)
     bindings_at_n0: int | None = None
     journal_growth_bytes: dict[str, int] = field(default_factory=dict)
+    #: Frames the middle node's overlay took in during the phase (the injector's and the
+    #: honest ones): proves the flood reached it.
+    middle_rx_frames: int = 0
 
     def worst_join_s(self) -> float | None:
         joins = [*self.joins_during, *([self.join_after] if self.join_after else [])]
@@ -294,6 +297,7 @@ class HostileBench:
         start = time.monotonic()
         rss0 = {label: self.sampler.rss_at(label, start) or 0 for label in self.sampler.pids}
         journal0 = self.journal_sizes()
+        rx0 = self.middle_rx_frames()
         proc = self._inject(*args)
         check = attack == "takeover"
         time.sleep(flood_s * WARMUP_SHARE)
@@ -311,11 +315,16 @@ class HostileBench:
         phase.memory_growth_bytes = {
             label: (self.sampler.peak_rss(label, start, end) or 0) - rss0[label]
             for label in self.sampler.pids}
+        phase.middle_rx_frames = self.middle_rx_frames() - rx0
         phase.journal_growth_bytes = {label: size - journal0.get(label, 0)
                                       for label, size in self.journal_sizes().items()}
         status = self.tb.node(OBSERVER).status()
         phase.bindings_at_n0 = int(status.get("bindings", 0))
         return phase
+
+    def middle_rx_frames(self) -> int:
+        counters = self.tb.node(MIDDLE).request("status", timeout_s=WHO_TIMEOUT_S)["counters"]
+        return int(counters.get("rx_frames", 0))
 
     def journal_sizes(self) -> dict[str, int]:
         """Bytes of each honest node's journal (the SQLite file and its WAL)."""
@@ -400,6 +409,7 @@ def phase_report(phase: Phase, base: Baseline) -> dict[str, Any]:
         "cpu_recovered_s": phase.recovered_s,
         "cpu_last_window_pct": phase.cpu_at_end_pct,
         "bindings_at_n0": phase.bindings_at_n0,
+        "middle_rx_frames": phase.middle_rx_frames,
         "journal_growth_kib": {k: round(v / 1024, 1) for k, v in
                                phase.journal_growth_bytes.items()},
         "takeover_holder_ok": [j.holder_ok for j in _all_joins(phase) if j.holder_ok is not None],
