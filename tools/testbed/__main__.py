@@ -5,6 +5,9 @@
   python -m tools.testbed chain 5 --nodes [--impair delay=15ms] [--relay 2] [--baresip]
                                                 also run a meshcomm node in every namespace
                                                 (and a baresip "userN" beside each)
+  python -m tools.testbed chain 5 --nodes --attach 2
+                                                also a namespace beside node 2 for the
+                                                hostile-node injector (tools.testbed.inject)
   python -m tools.testbed star 4 | grid 3 3 | shared 4
   python -m tools.testbed list                  namespaces made by test beds
   python -m tools.testbed cleanup [--prefix P]  remove leftovers (default: of dead runs)
@@ -48,6 +51,11 @@ def _hold(args: argparse.Namespace) -> int:
     with _build(args) as bed:
         if args.loss:
             bed.set_loss_everywhere(args.loss)
+        if args.attach is not None:
+            hostile = bed.attach(args.attach)
+            print(f"beside node {args.attach}: {hostile}  interface: to{args.attach}  try: "
+                  f"ip netns exec {hostile} {sys.executable} -m tools.testbed.inject sybil "
+                  f"--iface to{args.attach} --rate 1000 --duration 60")
         for i in range(bed.n_nodes):
             print(f"node {i}: {bed.ns(i)}  interfaces: {' '.join(bed.interfaces(i))}")
         if args.nodes:
@@ -64,6 +72,8 @@ def _node_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--relay", default="", help="comma-separated nodes that run as relay")
     sub.add_argument("--baresip", action="store_true",
                      help="with --nodes: a baresip userN beside every node")
+    sub.add_argument("--attach", type=int, metavar="NODE",
+                     help="add a namespace linked to NODE only, for tools.testbed.inject")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
