@@ -108,6 +108,7 @@ class Join:
     holder_ok: bool | None = None    # takeover: the joiner lists n0's key as the holder
     first_holder_ok: bool | None = None  # ... already the first time it lists a holder
     attacker_held_s: float | None = None  # ... listed the attacker's key this long first
+    send_status: str | None = None   # takeover: the outcome of its MESSAGE (delivered/held)
     delivered: bool | None = None    # takeover: its MESSAGE to sip:n0 reached n0's inbox
 
 
@@ -252,14 +253,16 @@ class HostileBench:
         first_at = time.monotonic()
         result.first_holder_ok = holder() == genuine
         text = f"takeover probe {result.name} {time.monotonic_ns()}"
-        sender = threading.Thread(target=lambda: joiner.request(
+        outcome: list[Any] = []
+        sender = threading.Thread(target=lambda: outcome.append(joiner.request(
             "send", to=TAKEOVER_AOR, text=text, wait_s=SEND_WAIT_S,
-            timeout_s=SEND_WAIT_S + 5), daemon=True)
+            timeout_s=SEND_WAIT_S + 5)), daemon=True)
         sender.start()
         settled = wait_until(lambda: holder() == genuine, SEND_WAIT_S, HOLDER_POLL_S)
         result.attacker_held_s = None if settled is None else round(
             time.monotonic() - first_at if not result.first_holder_ok else 0.0, 2)
         sender.join()
+        result.send_status = str(outcome[0].get("status")) if outcome else "no answer"
         result.holder_ok = holder() == genuine
         result.delivered = wait_until(
             lambda: any(e.get("text") == text for e in observer.request("inbox") or ()),
@@ -419,6 +422,8 @@ def phase_report(phase: Phase, base: Baseline) -> dict[str, Any]:
                                      if j.first_holder_ok is not None],
         "takeover_attacker_held_s": [j.attacker_held_s for j in _all_joins(phase)
                                      if j.holder_ok is not None],
+        "takeover_send_status": [j.send_status for j in _all_joins(phase)
+                                 if j.send_status is not None],
         "targets": {
             "join_le_2x_baseline": worst is not None and worst <= JOIN_RATIO_LIMIT * base.join_s,
             "memory_growth_le_20mb": growth <= MEMORY_GROWTH_LIMIT_BYTES,
@@ -461,7 +466,8 @@ def print_table(summary: dict[str, Any]) -> None:
         print(f"{row['attack']}: targets {row['targets']}"
               + (f", holder ok {row['takeover_holder_ok']} (first listed "
                  f"{row['takeover_first_holder_ok']}, attacker listed "
-                 f"{row['takeover_attacker_held_s']} s), delivered "
+                 f"{row['takeover_attacker_held_s']} s), send "
+                 f"{row['takeover_send_status']}, delivered "
                  f"{row['takeover_delivered']}" if row["attack"] == "takeover" else ""))
 
 
