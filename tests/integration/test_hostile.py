@@ -16,10 +16,10 @@ then from the namespace attached beside node 2:
 For each: joins during and right after the flood within 2x the baseline join time; RSS of
 n0..n3 grows by at most 20 MB; CPU of n0..n3 back at idle within 30 s of the flood's end;
 in ``takeover`` the MESSAGE each joiner sends to ``sip:n0`` as soon as it lists a holder
-reaches n0, and the joiner then lists n0's key as the holder (a first listing of the
-attacker's key, and for how long, is printed, not asserted: the holder rule lets a node
-with no neighbour reports yet take the first claim until the reports arrive). All figures
-are printed and every failed target is reported together.
+reaches n0, the joiner then lists n0's key as the holder, and no unicast envelope is
+routed to the attacker (the injector listens on its source ports and counts what nodes
+forward to its key; a first listing of the attacker's key, and for how long, is printed).
+All figures are printed and every failed target is reported together.
 
 ``test_departed_binding_replayed_to_restarted_relay_is_refused``: chain(3), handset A -
 relay R - handset B, a capture process beside R records A's binding; A departs (SIGTERM);
@@ -82,6 +82,11 @@ def _failures(summary: dict[str, Any]) -> list[str]:
             if not all(row["takeover_delivered"]):
                 problems.append(f"takeover: MESSAGE to n0 delivered: "
                                 f"{row['takeover_delivered']}")
+            if row["takeover_unicasts_to_attacker"] != 0:
+                problems.append(f"takeover: {row['takeover_unicasts_to_attacker']} unicast "
+                                f"envelopes routed to the attacker (first holders listed "
+                                f"{row['takeover_first_holder_ok']}, attacker listed "
+                                f"{row['takeover_attacker_held_s']} s)")
     return problems
 
 

@@ -18,6 +18,7 @@ from meshcomm.wire.envelope import (
     MsgType,
     decode_frame_untrusted,
     encode_frame,
+    seal,
 )
 from tools.testbed import inject
 
@@ -108,3 +109,18 @@ def test_refuses_to_run_outside_a_test_bed_namespace() -> None:
     with pytest.raises(inject.InjectError, match="outside a test-bed namespace"):
         inject.check_test_bed_namespace()
     assert inject.main(["sybil", "--iface", "lo", "--duration", "0.1"]) == 2
+
+
+def test_takeover_counts_unicasts_routed_to_the_claimant() -> None:
+    claimant = inject.Claimant(_forge(), "sip:n0@incident.local", rotate=False)
+    claimant.frame()
+    assert claimant.identity is not None
+    routed = inject.RoutedToUs({claimant.identity.node_id[:4]})
+    sender = Identity(seed=bytes(32))
+    to_us = encode_frame(seal(sender, MsgType.UNICAST, "default", 1, [b"x"]),
+                         Hop(ttl=8, to=claimant.identity.node_id[:4]))
+    elsewhere = encode_frame(seal(sender, MsgType.UNICAST, "default", 2, [b"x"]),
+                             Hop(ttl=8, to=b"\x00\x01\x02\x03"))
+    for frame in (to_us, to_us, elsewhere, b"\x00junk"):
+        routed(frame)
+    assert (routed.frames, len(routed.envelopes)) == (2, 1)

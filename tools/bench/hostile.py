@@ -22,7 +22,8 @@ turn, in the same chain:
 * joins during the flood (after a warm-up) and one right after it ends; in ``takeover``
   each joiner sends a MESSAGE to ``sip:n0`` as soon as it lists a holder of it: the
   MESSAGE must reach n0 and the joiner must then list n0's key as the holder (the first
-  holder it listed, and how long it listed the attacker's key, are reported too);
+  holder it listed, how long it listed the attacker's key, and how many unicast envelopes
+  nodes routed to the attacker (it listens on its source ports) are reported too);
 * memory: the highest RSS of n0..n3 during the phase minus their RSS when it began;
 * CPU: mean CPU of n0..n3 during the flood, and how long after the flood's end every one
   of them is back at its idle level over a :data:`CPU_WINDOW_S` window (idle level:
@@ -424,6 +425,7 @@ def phase_report(phase: Phase, base: Baseline) -> dict[str, Any]:
                                      if j.holder_ok is not None],
         "takeover_send_status": [j.send_status for j in _all_joins(phase)
                                  if j.send_status is not None],
+        "takeover_unicasts_to_attacker": phase.injector.get("unicast_envelopes_to_us"),
         "targets": {
             "join_le_2x_baseline": worst is not None and worst <= JOIN_RATIO_LIMIT * base.join_s,
             "memory_growth_le_20mb": growth <= MEMORY_GROWTH_LIMIT_BYTES,
@@ -468,7 +470,8 @@ def print_table(summary: dict[str, Any]) -> None:
                  f"{row['takeover_first_holder_ok']}, attacker listed "
                  f"{row['takeover_attacker_held_s']} s), send "
                  f"{row['takeover_send_status']}, delivered "
-                 f"{row['takeover_delivered']}" if row["attack"] == "takeover" else ""))
+                 f"{row['takeover_delivered']}, unicasts routed to the attacker "
+                 f"{row['takeover_unicasts_to_attacker']}" if row["attack"] == "takeover" else ""))
 
 
 def run(attacks: Sequence[str], flood_s: float, rate: float, takeover_rate: float,

@@ -27,13 +27,15 @@ Modes:
   0: the hop fields are outside the signature). ``--aor`` keeps only that AoR's bindings;
   tombstones are left out unless ``--tombstones``.
 * ``takeover``: a key that is not the holder's claims ``--aor`` again and again (a new
-  sequence number each time; ``--rotate-keys``: a new key for every claim).
+  sequence number each time; ``--rotate-keys``: a new key for every claim). It sends from
+  16 open sockets (``--ports``) and counts the UNICAST frames nodes forward to it: traffic
+  for the AoR routed toward the attacker (never acknowledged).
 
 Every datagram goes out from a new UDP source port (a new socket per datagram), unless
-``--ports N`` rotates over N sockets. Rate, duration and ``--seed`` (keys, AoRs and garbage
-are reproducible) are options; it stops by itself after ``--duration`` seconds (or on
-SIGTERM/SIGINT) and prints one JSON line: mode, sent, send errors, distinct keys, elapsed
-seconds and the achieved rate.
+``--ports N`` rotates over N sockets (takeover: 16 by default). Rate, duration and
+``--seed`` (keys, AoRs and garbage are reproducible) are options; it stops by itself after
+``--duration`` seconds (or on SIGTERM/SIGINT) and prints one JSON line: mode, sent, send
+errors, distinct keys, elapsed seconds and the achieved rate.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from meshcomm.security.identity import Identity
 from meshcomm.types import SIGNATURE_LEN
 from meshcomm.wire import codec, limits
 from meshcomm.wire.envelope import (
+    SHORT_ID_LEN,
     Envelope,
     Hop,
     MsgType,
@@ -90,6 +93,8 @@ MAX_CAPTURED: Final = 500_000
 #: Length prefix of one record in a capture file (then signed bytes, then the signature).
 _LEN = struct.Struct(">H")
 IPV6_MULTICAST_ALL: Final = 29
+#: takeover: source sockets kept open (and read) unless ``--ports`` says otherwise.
+TAKEOVER_PORTS: Final = 16
 
 
 class InjectError(RuntimeError):
@@ -149,6 +154,20 @@ class Sender:
         finally:
             if not pooled:
                 sock.close()
+
+    def drain(self) -> list[bytes]:
+        """Datagrams that arrived on the pooled sockets (unicast to our source ports)."""
+        got: list[bytes] = []
+        for sock in self.pool:
+            while True:
+                try:
+                    data, _addr = sock.recvfrom(RECV_BYTES, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:  # e.g. an ICMP error queued on the socket
+                    continue
+                got.append(data)
+        return got
 
     def close(self) -> None:
         for sock in self.pool:
@@ -325,8 +344,9 @@ class Stopper:
 
 
 def paced(sender: Sender, make: Callable[[], bytes], rate: float, duration_s: float,
-          stop: Callable[[], bool]) -> float:
-    """Send ``make()`` frames at ``rate`` per second for ``duration_s``; elapsed seconds."""
+          stop: Callable[[], bool], heard: Callable[[bytes], None] | None = None) -> float:
+    """Send ``make()`` frames at ``rate`` per second for ``duration_s``; elapsed seconds.
+    ``heard`` gets every datagram that arrives on the sender's pooled sockets."""
     start = time.monotonic()
     end = start + duration_s
     while not stop():
@@ -336,6 +356,9 @@ def paced(sender: Sender, make: Callable[[], bytes], rate: float, duration_s: fl
         due = int((now - start) * rate) + 1 - sender.sent - sender.errors
         for _ in range(max(0, due)):
             sender.send(make())
+        if heard is not None:
+            for data in sender.drain():
+                heard(data)
         time.sleep(TICK_S)
     return time.monotonic() - start
 
@@ -433,15 +456,47 @@ class Claimant:
         return encode_frame(envelope, Hop(ttl=FLOOD_TTL))
 
 
+@dataclass
+class RoutedToUs:
+    """UNICAST frames a node forwarded to the claimant (their ``to`` is one of its short
+    ids): traffic for the AoR routed toward the attacker. Never acknowledged."""
+
+    short_ids: set[bytes] = field(default_factory=set)
+    frames: int = 0
+    envelopes: set[bytes] = field(default_factory=set)
+
+    def __call__(self, data: bytes) -> None:
+        try:
+            env, hop = decode_frame_untrusted(data)
+        except DecodeError:
+            return
+        if env.msg_type is MsgType.UNICAST and hop.to in self.short_ids:
+            self.frames += 1
+            if len(self.envelopes) < MAX_CAPTURED:
+                self.envelopes.add(env.digest)
+
+
 def run_takeover(args: argparse.Namespace, stop: Stopper) -> dict[str, object]:
     forge = Forge(random.Random(args.seed), args.incident, args.domain, args.lifetime)
     claimant = Claimant(forge, args.aor, args.rotate_keys)
-    sender = Sender(args.iface, args.port, args.ports)
+    routed = RoutedToUs()
+
+    def make() -> bytes:
+        frame = claimant.frame()
+        assert claimant.identity is not None
+        if len(routed.short_ids) < MAX_CAPTURED:
+            routed.short_ids.add(claimant.identity.node_id[:SHORT_ID_LEN])
+        return frame
+
+    # Open sockets (not one per datagram), so what is routed to our source ports arrives.
+    sender = Sender(args.iface, args.port, args.ports or TAKEOVER_PORTS)
     try:
-        elapsed = paced(sender, claimant.frame, args.rate, args.duration, stop)
+        elapsed = paced(sender, make, args.rate, args.duration, stop, routed)
     finally:
         sender.close()
-    return _summary("takeover", sender, elapsed, keys=forge.keys, aor=args.aor)
+    return _summary("takeover", sender, elapsed, keys=forge.keys, aor=args.aor,
+                    unicast_frames_to_us=routed.frames,
+                    unicast_envelopes_to_us=len(routed.envelopes))
 
 
 MODES: Final[dict[str, Callable[[argparse.Namespace, Stopper], dict[str, object]]]] = {
