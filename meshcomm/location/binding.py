@@ -14,8 +14,9 @@ Freshness comes from what the origin signed, never from a hop field:
   signed end plus :data:`CLOCK_SKEW_TOLERANCE_S` on its own wall clock, and refuses a
   binding whose signed end is further in the past than that. A relay that forges the hop
   ``age`` down to 0 thus cannot extend a binding beyond what the origin signed (give or
-  take the tolerance). Device clocks need not agree within that tolerance; a device whose
-  clock runs slow by more than lifetime + tolerance has its bindings refused. A binding
+  take the tolerance). Device clocks need not agree within that tolerance (a day, the same
+  as the future-dating bound); a device whose clock runs slow by more than that has its
+  bindings refused. A binding
   dated further than ``limits.MAX_FUTURE_SKEW_S`` ahead is refused too.
 """
 
@@ -33,8 +34,13 @@ from meshcomm.wire.envelope import Envelope, MsgType, seal
 RECORD_ID_LEN = 8
 MAX_WALL_TIME_S = float(1 << 40)
 #: How far our wall clock may be ahead of a signer's: a binding is kept at most until its
-#: signed end (issued_at + lifetime) plus this, read on our clock.
-CLOCK_SKEW_TOLERANCE_S = 600.0
+#: signed end (issued_at + lifetime) plus this, read on our clock. The same day as the
+#: future-dating bound, on purpose: a responder's device whose clock is wrong (a Raspberry Pi
+#: without a real-time clock restores its last saved time) must not vanish from the mesh.
+#: Replays are stopped by the remembered sequence numbers (:mod:`.freshness`) and by the
+#: clock-free cap "first accepted + lifetime"; this bound only limits what a forged hop age
+#: can gain on a node that never saw the binding before.
+CLOCK_SKEW_TOLERANCE_S = float(limits.MAX_FUTURE_SKEW_S)
 
 
 def record_id_of(aor: str, key: bytes) -> bytes:

@@ -72,12 +72,12 @@ def test_restart_restores_the_memory_and_refuses_the_replay() -> None:
 
 def test_forged_age_zero_cannot_extend_past_the_signed_end() -> None:
     t = table_with(FreshnessMemory())
-    # Issued 800 s ago for 300 s: a relay says age 0. The receipt-based rule alone would
-    # give it 300 s more; the signed end plus the tolerance leaves 100 s.
-    old = binding(ALICE, 1, lifetime_s=300, issued_at=WALL - 800)
+    # Issued for 300 s, 200 s before the tolerance: a relay says age 0. The receipt-based
+    # rule alone would give it 300 s more; the signed end plus the tolerance leaves 100 s.
+    old = binding(ALICE, 1, lifetime_s=300, issued_at=WALL - CLOCK_SKEW_TOLERANCE_S - 200)
     result = t.offer(old, 1000.0, WALL, 0.0)
     assert result.outcome is MergeOutcome.NEW and result.stored is not None
-    assert result.stored.expires_at == 1000.0 + 300 - 800 + CLOCK_SKEW_TOLERANCE_S == 1100.0
+    assert result.stored.expires_at == 1100.0
     # Older than its life plus the tolerance: refused outright, whatever age is claimed.
     older = binding(BOB, 1, lifetime_s=300, issued_at=WALL - 300 - CLOCK_SKEW_TOLERANCE_S)
     refused = t.offer(older, 1000.0, WALL, 0.0)

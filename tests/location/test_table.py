@@ -104,11 +104,21 @@ def test_bucket_hashes_differ_when_contents_differ() -> None:
 
 
 # ------------------------------------------------------------------ time
+def test_a_signer_clock_hours_slow_keeps_its_full_life() -> None:
+    """A handset whose clock is wrong by hours (no real-time clock) stays reachable: its
+    binding lives its full lifetime from receipt, not a moment less."""
+    t = table()
+    result = t.offer(binding(ALICE, 1, lifetime_s=300, issued_at=WALL - 6 * 3600), 100.0,
+                     WALL, 0.0)
+    assert result.outcome is MergeOutcome.NEW and result.stored is not None
+    assert result.stored.expires_at == 400.0
+
+
 def test_expiry_counts_from_receipt_minus_age_not_signer_clock() -> None:
     t = table()
     # Signed with a clock 5 minutes behind ours (within CLOCK_SKEW_TOLERANCE_S): still
-    # fresh, lifetime counts from receipt. (A day behind is now refused: issue 7, see
-    # tests/location/test_freshness_table.py.)
+    # fresh, lifetime counts from receipt. (More than the tolerance behind is refused:
+    # issue 7, see tests/location/test_freshness.py.)
     result = t.offer(binding(ALICE, 1, lifetime_s=60, issued_at=WALL - 300), 100.0, WALL,
                      20.0)
     assert result.outcome is MergeOutcome.NEW and result.stored is not None
