@@ -376,6 +376,10 @@ class GossipOverlay:
             self.emit(J.NEIGHBOUR_UP, neighbour=env.origin.hex(), addr=src, role=role)
             self.anti_entropy.soon(now)
         self.learn_route(env, Hop(), src, now)
+        if self.routes.has_suspended_via(src):
+            for route in self.routes.reinstate_via(src, now):
+                self.emit(J.ROUTE_CHANGED, dst=route.dst.hex(), next_hop=route.next_hop_id.hex()
+                          or src, hops=route.hops, metric=route.metric)
 
     def _housekeeping_due(self, _key: bytes, now: float) -> None:
         # Routes via a silent neighbour are kept: HELLOs are lost more often than links

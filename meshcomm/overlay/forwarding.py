@@ -140,7 +140,7 @@ class Forwarder:
         dst = pending.dst
         route = self.o.routes.get(dst, now)
         if route is not None and route.next_hop == pending.next_hop:
-            self.o.routes.drop(dst)
+            self.o.routes.suspend(dst, now)
             self.o.emit(J.ROUTE_CHANGED, dst=dst.hex(), next_hop=None, hops=None, metric=None)
         self._scoped_flood(pending.envelope, pending.hop, now)
 

@@ -9,6 +9,8 @@ from meshcomm.types import LinkAddr, NodeId
 #: Destinations with a route at once; past this the least recently refreshed is forgotten
 #: (a flood of fresh keys cannot grow the table, only churn its stalest entries).
 MAX_ROUTES = 8192
+#: Routes remembered after their next hop failed, to reinstate when it is heard again.
+MAX_SUSPENDED_ROUTES = 1024
 
 
 @dataclass(slots=True)
@@ -28,6 +30,9 @@ class RouteTable:
     def __init__(self, timeout_s: float):
         self.timeout_s = timeout_s
         self._routes: dict[NodeId, Route] = {}
+        self._suspended: dict[NodeId, Route] = {}
+        #: next hops with suspended routes (count, an upper bound after evictions)
+        self._suspended_via: dict[LinkAddr, int] = {}
 
     def __len__(self) -> int:
         return len(self._routes)
@@ -62,3 +67,37 @@ class RouteTable:
 
     def drop(self, dst: NodeId) -> None:
         self._routes.pop(dst, None)
+
+    def suspend(self, dst: NodeId, now: float) -> None:
+        """Drop the route to ``dst`` because unicast over it went unacknowledged, but
+        remember it: when its next hop is heard again (a healed partition), the route
+        comes back at once instead of waiting for a flood or anti-entropy to teach it."""
+        route = self._routes.pop(dst, None)
+        if route is None:
+            return
+        route.updated_at = now
+        self._suspended.pop(dst, None)
+        if len(self._suspended) >= MAX_SUSPENDED_ROUTES:
+            del self._suspended[next(iter(self._suspended))]
+        self._suspended[dst] = route
+        self._suspended_via[route.next_hop] = self._suspended_via.get(route.next_hop, 0) + 1
+
+    def has_suspended_via(self, next_hop: LinkAddr) -> bool:
+        return next_hop in self._suspended_via
+
+    def reinstate_via(self, next_hop: LinkAddr, now: float) -> list[Route]:
+        """Routes suspended on ``next_hop`` (heard again): back in the table unless a route
+        was learned meanwhile or they are older than the route timeout; returns those
+        reinstated."""
+        back: list[Route] = []
+        for dst in [d for d, r in self._suspended.items() if r.next_hop == next_hop]:
+            route = self._suspended.pop(dst)
+            if dst in self._routes or now - route.updated_at > self.timeout_s:
+                continue
+            route.updated_at = now
+            if len(self._routes) >= MAX_ROUTES:
+                del self._routes[next(iter(self._routes))]
+            self._routes[dst] = route
+            back.append(route)
+        self._suspended_via.pop(next_hop, None)
+        return back

@@ -5,6 +5,7 @@ silence does."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,39 @@ def test_sip_message_held_across_a_partition_of_a_4_hop_chain_flows_within_2s(
     assert took <= HEAL_DEADLINE_S, took
     net.run_for(5.0)
     assert got() == [b"across the partition"]
+
+
+def test_lossy_chain_heal_reinstates_the_route_and_flows_within_2s(tmp_path: Path) -> None:
+    """4 hops at 30% loss per link, the middle link cut for a minute: the node beside the
+    break dropped (suspended) its route when unicast over it failed; hearing the next hop
+    again reinstates it, so the held message crosses soon after the heal, not when a flood
+    or anti-entropy teaches the route again (median 1.1 s over these seeds; without the
+    reinstatement 2.6 s, worst 8.2 s)."""
+    names = ["o", "a", "b", "c", "d"]
+    took: list[float] = []
+    for seed in range(12):
+        (tmp_path / str(seed)).mkdir()
+        net = Net(tmp_path / str(seed), {n: "handset" for n in names},
+                  links=list(pairwise(names)), config=CONFIG, loss=0.3,
+                  seed=seed)
+        for name in names:
+            net.start(name)
+        net.run_until(10.0)
+        net.cut("b", "c")
+        net.run_for(10.0)
+        net.hosts["o"].live_sf.hold(msg_id=MSG, from_aor=aor("o"), to_aor=aor("d"), sip=SIP,
+                                    now=net.now)
+        net.command("o")
+        net.run_for(PARTITION_S)
+        assert net.hosts["d"].client == []
+        healed_at = net.now
+        net.heal("b", "c")
+        while not net.hosts["d"].client and net.now < healed_at + 40.0:
+            net.run_for(0.1)
+        assert [m.msg_id for m in net.hosts["d"].client] == [MSG]
+        took.append(net.now - healed_at)
+        net.close()
+    took.sort()
+    assert took[len(took) // 2] <= 1.5, took
+    assert sum(t <= HEAL_DEADLINE_S for t in took) >= 10, took
+    assert took[-1] <= 5.0, took

@@ -80,8 +80,12 @@ class Host:
 class Net:
     def __init__(self, tmp_path: Path, roles: dict[str, str],
                  links: list[tuple[str, str]] | None = None,
-                 config: StoreForwardConfig = SF_CONFIG) -> None:
+                 config: StoreForwardConfig = SF_CONFIG, loss: float = 0.0,
+                 seed: int = 0) -> None:
         self.now = 0.0
+        #: each datagram is lost on each link with this probability (seeded)
+        self.loss = loss
+        self._loss_rng = random.Random(seed)
         self.config = config
         self.verifier = SignatureVerifier()
         self.hosts = {
@@ -187,6 +191,8 @@ class Net:
                 if (name == src or host.node is None
                         or frozenset((src, name)) not in self.links
                         or (dgram.dst is not None and dgram.dst != name)):
+                    continue
+                if self.loss and self._loss_rng.random() < self.loss:
                     continue
                 host.node.receive(dgram.data, LinkAddr(src), self.now)
                 self.pump(host)
