@@ -265,6 +265,20 @@ def _validate_host(text: str) -> str:
     return host
 
 
+def is_number(text: str, max_digits: int = 10) -> bool:
+    """``1*DIGIT`` in ASCII of at most ``max_digits`` digits (``str.isdigit`` alone also
+    accepts digits ``int()`` refuses, such as superscripts)."""
+    return 0 < len(text) <= max_digits and text.isascii() and text.isdigit()
+
+
+def bounded_number(text: str | None, maximum: int) -> int | None:
+    """``text`` as an int when it is a plain number in ``0..maximum``, else None."""
+    if text is None or not is_number(text, len(str(maximum))):
+        return None
+    value = int(text)
+    return value if value <= maximum else None
+
+
 def parse_port(text: str) -> int:
     if not text.isdigit() or not text.isascii() or len(text) > 5 or int(text) > MAX_PORT:
         raise DecodeError(f"bad port {text[:10]!r}")

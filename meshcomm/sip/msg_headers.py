@@ -270,11 +270,13 @@ class CSeq:
 
 
 def parse_cseq_untrusted(text: str) -> CSeq:
-    """Parse ``1*DIGIT LWS Method``; range checks are the caller's (flagged as defects)."""
+    """Parse ``1*DIGIT LWS Method``; a number of 2**31 or more is a DecodeError (400)."""
     m = _CSEQ_RE.fullmatch(text)
     if m is None or len(m.group(1)) > g.MAX_CSEQ_DIGITS:
         raise DecodeError(f"bad CSeq {text[:40]!r}")
     number, method = m.groups()
+    if int(number) > g.MAX_CSEQ_NUMBER:  # RFC 3261 §8.1.1.5: less than 2**31
+        raise DecodeError(f"CSeq {number[:20]} out of range", status_hint=400, reason="range")
     cseq: CSeq = _new(CSeq)
     _set_cseq_number(cseq, int(number))
     _set_cseq_method(cseq, method)

@@ -23,6 +23,10 @@ MAX_MEDIA_DESCRIPTIONS = 16
 MAX_FORMATS_PER_MEDIA = 64
 MAX_ATTRIBUTES_PER_SECTION = 128
 MAX_PORT = 65535
+#: Most digits of a number in SDP we read (payload types, clock rates, channels).
+MAX_NUMBER_DIGITS = 10
+#: Highest RTP payload type (RFC 3550: 7 bits).
+MAX_PAYLOAD_TYPE = 127
 
 _SESSION_TYPES = frozenset("vosiuepcbtrzka")
 _MEDIA_TYPES = frozenset("icbka")
@@ -133,7 +137,7 @@ class MediaDescription:
         """Payload type -> rtpmap, including the static types 0 and 8 when listed."""
         found: dict[int, RtpMap] = {}
         for fmt in self.formats:
-            if fmt.isdigit() and int(fmt) in _STATIC_RTPMAPS:
+            if _is_pt(fmt) and int(fmt) in _STATIC_RTPMAPS:
                 found[int(fmt)] = _STATIC_RTPMAPS[int(fmt)]
         for key, value in self.attributes:
             if key == "rtpmap" and value is not None:
@@ -202,11 +206,11 @@ _STATIC_RTPMAPS = {
 def _parse_rtpmap(value: str) -> RtpMap | None:
     pt_text, _, rest = value.strip().partition(" ")
     parts = rest.strip().split("/")
-    if not pt_text.isdigit() or len(parts) not in (2, 3) or not parts[1].isdigit():
+    if not _is_pt(pt_text) or len(parts) not in (2, 3) or not _is_number(parts[1]):
         return None
     channels: int | None = None
     if len(parts) == 3:
-        if not parts[2].isdigit():
+        if not _is_number(parts[2]):
             return None
         channels = int(parts[2])
     return RtpMap(int(pt_text), parts[0], int(parts[1]), channels)
@@ -226,8 +230,18 @@ def _split_attribute(value: str) -> Attribute:
     return (name, rest if sep else None)
 
 
+def _is_number(text: str) -> bool:
+    """A plain ASCII number of at most MAX_NUMBER_DIGITS digits."""
+    return 0 < len(text) <= MAX_NUMBER_DIGITS and text.isascii() and text.isdigit()
+
+
+def _is_pt(text: str) -> bool:
+    """An RTP payload type (0..127)."""
+    return _is_number(text) and int(text) <= MAX_PAYLOAD_TYPE
+
+
 def _to_int(text: str, what: str, maximum: int = 2**63) -> int:
-    if not text.isdigit() or len(text) > 20 or int(text) > maximum:
+    if not text.isdigit() or not text.isascii() or len(text) > 20 or int(text) > maximum:
         raise DecodeError(f"SDP: bad {what}: {text[:40]!r}", reason="bad_sdp")
     return int(text)
 
@@ -531,7 +545,7 @@ def _pick_codecs(m: MediaDescription, policy: AudioPolicy) -> list[tuple[AudioCo
     maps = m.rtpmaps()
     chosen: list[tuple[AudioCodec, int]] = []
     for fmt in m.formats:
-        if not fmt.isdigit() or int(fmt) not in maps:
+        if not _is_pt(fmt) or int(fmt) not in maps:
             continue
         for codec in policy.codecs:
             if _match_codec(maps[int(fmt)], codec) and codec not in [c for c, _ in chosen]:

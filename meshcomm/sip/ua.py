@@ -28,10 +28,12 @@ import re
 from collections.abc import Callable
 
 from meshcomm.errors import DecodeError, LocalProtocolError
+from meshcomm.sip import grammar as g
 from meshcomm.sip.build import build_request, new_call_id
 from meshcomm.sip.dialog import incoming_dialog_id
 from meshcomm.sip.message import NameAddr, SipRequest, SipResponse, parse_message_untrusted
 from meshcomm.sip.presence import PresenceDocument, build_pidf
+from meshcomm.sip.salvage import error_response_untrusted
 from meshcomm.sip.transaction import Transaction, TxNotice
 from meshcomm.sip.ua_base import (
     ALLOW_HEADER,
@@ -237,11 +239,18 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
 
     # ========================================================= incoming side
     def _undecodable(self, data: bytes, src: Address, exc: DecodeError, now: float) -> None:
-        """Unreadable bytes are dropped (no Via to answer to); a request with a wrong SIP
-        version is read as 2.0 only to answer it 505 (§8.2.1; RFC 4475 'badvers')."""
+        """A refused request that still carries a Via is answered with the parser's status
+        hint from its salvaged headers (RFC 4475 §3.1.2, §3.3.1); other bytes are dropped.
+        A request with a wrong SIP version is read as 2.0 only to answer it 505 through a
+        server transaction (§8.2.1; RFC 4475 'badvers')."""
         self.count(f"undecodable_{exc.reason}")
         if exc.status_hint != 505:
-            log.debug("dropping undecodable datagram from %s: %s", src, exc)
+            answer = error_response_untrusted(data, exc, self.new_tag())
+            if answer is None:
+                log.debug("dropping undecodable datagram from %s: %s", src, exc)
+                return
+            self.count(f"answered_undecodable_{exc.status_hint}")
+            self.send_raw(answer, src)
             return
         head = _VERSION_RE.sub(rb"\1SIP/2.0\r\n", data[:MAX_PATCH_BYTES], count=1)
         head = _VIA_VERSION_RE.sub(b"SIP/2.0/", head)
@@ -435,6 +444,7 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
 def _granted_expires(response: SipResponse) -> int | None:
     for contact in response.contacts:
         value = contact.param("expires")
-        if value is not None and value.isdigit():
-            return int(value)
+        granted = g.bounded_number(value, g.MAX_DELTA_SECONDS)
+        if granted is not None:
+            return granted
     return response.expires

@@ -15,6 +15,7 @@ import enum
 from dataclasses import dataclass
 
 from meshcomm.errors import DecodeError
+from meshcomm.sip import grammar as g
 from meshcomm.sip.build import build_request, new_call_id
 from meshcomm.sip.dialog import (
     Dialog,
@@ -78,7 +79,7 @@ def _parse_subscription_state(value: str) -> tuple[SubscriptionState, int | None
         state = SubscriptionState.ACTIVE   # §8.2.3: unknown values are treated as active
     params = dict(p.partition("=")[::2] for p in parts[1:])
     expires_text = params.get("expires", "").strip()
-    expires = int(expires_text) if expires_text.isdigit() and len(expires_text) < 10 else None
+    expires = g.bounded_number(expires_text, g.MAX_DELTA_SECONDS)
     return state, expires, params.get("reason", "").strip() or "noresource"
 
 

@@ -262,9 +262,21 @@ def test_flagged_contacts_accessor_raises() -> None:
 
 
 def test_flagged_optional_accessors_raise() -> None:
-    msg = parse_message_untrusted(_load("rfc4475/scalar02"))
+    # scalar02 with an in-range CSeq: its Max-Forwards and Expires stay flagged defects
+    data = _load("rfc4475/scalar02").replace(b"36893488147419103232", b"2147483647")
+    msg = parse_message_untrusted(data)
     with pytest.raises(DecodeError):
         _ = msg.max_forwards
     with pytest.raises(DecodeError):
         _ = msg.expires
-    assert msg.cseq.number == 36893488147419103232
+    assert msg.cseq.number == 2**31 - 1
+    assert set(msg.defects) == {"max-forwards-invalid", "expires-invalid"}
+
+
+@pytest.mark.parametrize("number", [2**31, 2**32, 2**64, 2**65, 10**31])
+def test_cseq_of_2_31_or_more_is_refused_where_parsed(number: int) -> None:
+    data = _load("rfc4475/scalar02").replace(b"36893488147419103232", str(number).encode())
+    with pytest.raises(DecodeError) as caught:
+        parse_message_untrusted(data)
+    assert caught.value.status_hint == 400
+    assert caught.value.reason == "range"
