@@ -45,6 +45,7 @@ from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.media.relay import MediaSetupError
 from meshcomm.node.gateway_builtin import BuiltinUa
+from meshcomm.node.gateway_contacts import ContactMap
 from meshcomm.node.gateway_custody import MessageCustody
 from meshcomm.node.gateway_parts import (
     Peer,
@@ -142,6 +143,11 @@ class SipGateway(MessageCustody):
         #: The built-in UA's inbox and the outcomes of its sends (``ctl inbox`` / ``send``).
         self.inbox = self.builtin.inbox
         self.outbox = self.builtin.outbox
+        #: Contact rewriting and dialog routing (far UAs that ignore Route or Contact).
+        self.contacts = ContactMap(
+            node_hex=self.node_hex, local_host=config.local_host.lower(),
+            local_port=config.local_port, domain=self.node_aor.partition("@")[2],
+            secret=rng.getrandbits(128).to_bytes(16, "big"), counters=self.counters)
 
     # ============================================================ driving API
     def receive_local(self, data: bytes, src: Address, now: float) -> None:
@@ -326,18 +332,43 @@ class SipGateway(MessageCustody):
             if node_id is None or node_id == self.node.node_id:
                 self._respond(tx, 403 if node_hex is None else 404, now)
                 return
-            self._forward(tx, request, node_id, now)
+            self._forward(tx, self._far_uri(request, tx.upstream), node_id, now)
             return
         if request.to_addr.tag is not None:
-            peer = self.registrar.contact_peer(request.uri)
-            if peer is None:
+            found = self._in_dialog_target(request, tx.upstream)
+            if found is None:
                 self._respond(tx, 404, now)
                 return
-            self._forward(tx, request, peer, now)
+            self._forward(tx, found[0], found[1], now)
             return
         self._route_by_aor(tx, request, now)
 
+    def _in_dialog_target(self, request: SipRequest,
+                          src: Peer) -> tuple[SipRequest, Address | bytes] | None:
+        """An in-dialog request with no Route left: a contact token of ours (from the
+        mesh), a rewritten far contact or a dialog (from a client), else a client contact
+        seen before (see :mod:`meshcomm.node.gateway_contacts`)."""
+        if isinstance(src, bytes):
+            client = self.contacts.client_of(request.uri)
+            if client is not None:
+                return replace_uri(request, client.contact), client.peer
+        elif isinstance(src, tuple):
+            far = self.contacts.far_target(request, src)
+            node = self.registrar.node_of(far.node_hex) if far is not None else None
+            if far is not None and node is not None and node != self.node.node_id:
+                return replace_uri(request, far.uri), node
+        peer = self.registrar.contact_peer(request.uri)
+        return None if peer is None else (request, peer)
+
+    def _far_uri(self, request: SipRequest, src: Peer) -> SipRequest:
+        """A client's Request-URI naming a far contact we rewrote goes on as that contact."""
+        uri = self.contacts.far_uri(request.uri) if isinstance(src, tuple) else None
+        return request if uri is None else replace_uri(request, uri)
+
     def _route_by_aor(self, tx: ProxyTx, request: SipRequest, now: float) -> None:
+        service = self.contacts.service_target(request.uri)
+        if service is not None:                   # sip:user@<this gateway> (SIPp -s user)
+            request = replace_uri(request, service)
         target = self.registrar.local_target(request, self._now)
         if target is not None:
             self._deliver_local(tx, replace_uri(request, target[1]), target[0], None, now)
@@ -421,7 +452,7 @@ class SipGateway(MessageCustody):
                                             [rr, *out.header_values("Record-Route")])
         if isinstance(upstream, tuple):
             self.registrar.learn_contacts(request.contacts, upstream)
-        return out
+        return self.contacts.rewrite(out, upstream, dest)
 
     # ------------------------------------------------------------ media hook
     def _rewrite_or_status(self, message: _M, src: Peer, dest: Peer) -> _M | int:
@@ -459,6 +490,8 @@ class SipGateway(MessageCustody):
         if tx.method == "BYE" or (tx.method == "INVITE" and status >= 300
                                   and tx.request.to_addr.tag is None):
             self.end_call(tx.request.call_id)
+        if tx.method == "BYE":
+            self.contacts.forget_dialog(tx.request)
 
     def _retransmit(self, tx: ProxyTx, now: float) -> None:
         if tx.provisional or tx.final_status is not None or tx.downstream is None:
@@ -498,8 +531,10 @@ class SipGateway(MessageCustody):
         if routes:
             node_hex = routes[0].uri.param("mesh")
             dest = self.registrar.node_of(node_hex) if node_hex else None
+            request = self._far_uri(request, src)
         else:
-            dest = self.registrar.contact_peer(request.uri)
+            found = self._in_dialog_target(request, src)
+            request, dest = found if found is not None else (request, None)
         if dest is None or dest == self.node.node_id:
             self.counters["acks_unroutable"] += 1
             return
@@ -547,6 +582,8 @@ class SipGateway(MessageCustody):
         if tx is None:
             self._stateless_response(out, src)
             return
+        out = self.contacts.rewrite(out, src, tx.upstream)
+        self.contacts.note_answer(tx.request, response, src, tx.upstream)
         if response.status < 200 and tx.final_status is not None:
             # A provisional overtaken on the mesh by the final answer: the client's
             # transaction has moved on; relaying it now would confuse it (§16.7 step 5).
@@ -586,7 +623,7 @@ class SipGateway(MessageCustody):
         dest = self._via_destination(response.top_via)
         if dest is None:
             return
-        out = self._rewrite_or_status(response, src, dest)
+        out = self._rewrite_or_status(self.contacts.rewrite(response, src, dest), src, dest)
         if isinstance(out, int):
             self.counters["responses_dropped_sdp"] += 1
             return

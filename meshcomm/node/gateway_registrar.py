@@ -12,7 +12,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
 
 from meshcomm.location.table import TrustMode
-from meshcomm.node.gateway_parts import LocalRegistration, contact_key, expires_of, is_tcp
+from meshcomm.node.gateway_contacts import reachable_address
+from meshcomm.node.gateway_parts import LocalRegistration, contact_key, expires_of
 from meshcomm.node.gateway_types import (
     BUILTIN_ADDR,
     MAX_KNOWN_CONTACTS,
@@ -23,7 +24,6 @@ from meshcomm.node.gateway_types import (
 )
 from meshcomm.node.mesh import MeshNode
 from meshcomm.sip.message import NameAddr, SipRequest
-from meshcomm.sip.ua_base import address_of
 from meshcomm.sip.uri import SipUri
 
 #: A REGISTER's answer: status and extra headers.
@@ -80,7 +80,7 @@ class Registrar:
         if aor not in self._regs and len(self._regs) >= MAX_LOCAL_REGISTRATIONS:
             return 503, [("Retry-After", str(self.retry_after_s))]
         contact = contacts[0].uri
-        peer = upstream if is_tcp(upstream) else address_of(contact)
+        peer = reachable_address(contact, upstream)      # RFC 3581/5626: the flow's source
         reg = self._regs.get(aor)
         announced = reg is not None and reg.announced
         self._regs[aor] = reg = LocalRegistration(aor, contact, peer, now + expires, announced)
@@ -126,7 +126,7 @@ class Registrar:
             return
         for contact in contacts:
             key = contact_key(contact.uri)
-            self._contacts[key] = peer if is_tcp(peer) else key
+            self._contacts[key] = reachable_address(contact.uri, peer)
             self._contacts.move_to_end(key)
         while len(self._contacts) > MAX_KNOWN_CONTACTS:
             self._contacts.popitem(last=False)
