@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 
 from meshcomm.node.gateway_contacts import (
     MAX_DIALOGS_PER_CLIENT,
@@ -93,6 +94,15 @@ def _serve_uas(net: Net, index: int, seen: list[SipRequest]) -> None:
                                                 net.now)
 
 
+def _serving(net: Net, far: int, seen: list[SipRequest],
+             condition: Callable[[], bool]) -> Callable[[], bool]:
+    """A run_until condition that first lets the uas answer what reached it."""
+    def check() -> bool:
+        _serve_uas(net, far, seen)
+        return condition()
+    return check
+
+
 def _until_answer(net: Net, far: int, seen: list[SipRequest], method: str,
                   status: int) -> SipResponse:
     got: list[SipResponse] = []
@@ -114,8 +124,8 @@ def _sipp_call(net: Net, far: int, call: int, seen: list[SipRequest]) -> None:
     to_tag = ok.to_addr.tag
     assert to_tag is not None
     gw0.receive_sip(_sipp_uac("ACK", call, to_tag=to_tag), UAC, net.now)
-    net.run_until(lambda: (_serve_uas(net, far, seen), any(
-        m.method == "ACK" and m.call_id == f"{call}-sipp@127.0.0.1" for m in seen))[1],
+    net.run_until(_serving(net, far, seen, lambda: any(
+        m.method == "ACK" and m.call_id == f"{call}-sipp@127.0.0.1" for m in seen)),
         timeout_s=10.0)
     gw0.receive_sip(_sipp_uac("BYE", call, to_tag=to_tag, cseq=2), UAC, net.now)
     _until_answer(net, far, seen, "BYE", 200)
@@ -153,9 +163,9 @@ def test_stock_ua_calls_a_callee_that_ignores_record_route_and_gets_its_bye() ->
     seen: list[SipRequest] = []
     call = alice.invite(f"sip:service@{DOMAIN}",
                         make_offer(address="127.0.0.1", rtp_port=4000, session_id=1))
-    net.run_until(lambda: (_serve_uas(net, 2, seen),
-                           bool(of_kind(net.events(0, 5070), CallEstablished)))[1])
-    net.run_until(lambda: (_serve_uas(net, 2, seen), any(m.method == "ACK" for m in seen))[1])
+    net.run_until(_serving(net, 2, seen,
+                           lambda: bool(of_kind(net.events(0, 5070), CallEstablished))))
+    net.run_until(_serving(net, 2, seen, lambda: any(m.method == "ACK" for m in seen)))
     # The uas (no Record-Route) now ends the call: its BYE goes to the Contact it was given
     # (its own gateway), with no Route; it must reach alice three hops away.
     invite = next(m for m in seen if m.method == "INVITE")
