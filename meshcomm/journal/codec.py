@@ -66,7 +66,7 @@ def _plain(value: object, depth: int) -> object:
         return bool(value)
     if isinstance(value, int):
         if not MIN_INT <= value <= MAX_INT:
-            raise _Invalid(f"integer {value} out of range")
+            raise _Invalid(f"integer of {value.bit_length()} bits out of range")
         return int(value)
     if isinstance(value, float):
         return _plain_float(value)
@@ -114,6 +114,47 @@ def normalize_data(data: Mapping[str, object]) -> tuple[dict[str, object], bytes
     if len(encoded) > MAX_DATA_BYTES:
         raise LocalProtocolError(f"journal data is {len(encoded)} bytes, max {MAX_DATA_BYTES}")
     return plain, encoded
+
+
+#: Longest text a value outside the data model is stored as (by :func:`storable_data`).
+MAX_STORABLE_TEXT_CHARS: Final = 256
+
+
+def storable_data(data: Mapping[str, object]) -> dict[str, object]:
+    """``data`` made storable, for values that came from outside (a peer's numbers,
+    strings): an integer outside the msgpack range, a non-finite float or a value of another
+    type becomes its (bounded) text, a non-str key its text, a container beyond the limits
+    is cut to them; data still too large once encoded becomes a short summary. Never
+    raises; :func:`normalize_data` accepts the result."""
+    plain = _storable_map(data, 1)
+    if len(pack(plain)) > MAX_DATA_BYTES:
+        return {"truncated": True, "keys": [k[:MAX_STORABLE_TEXT_CHARS] for k in
+                                            sorted(plain)[:MAX_NESTING_DEPTH]]}
+    return plain
+
+
+def _storable(value: object, depth: int) -> object:
+    try:
+        return _plain(value, depth)
+    except _Invalid:
+        pass
+    if isinstance(value, list | tuple) and depth < MAX_NESTING_DEPTH:
+        return [_storable(item, depth + 1) for item in value[:MAX_CONTAINER_ITEMS]]
+    if isinstance(value, Mapping) and depth < MAX_NESTING_DEPTH:
+        return _storable_map(value, depth + 1)
+    try:
+        text = repr(value) if not isinstance(value, int | float) else str(value)
+    except (ValueError, TypeError, RecursionError):  # int beyond str() digits, odd repr
+        text = f"<{type(value).__name__}>"
+    return text[:MAX_STORABLE_TEXT_CHARS]
+
+
+def _storable_map(value: Mapping[Any, object], depth: int) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key in list(value)[:MAX_CONTAINER_ITEMS]:
+        name = key if isinstance(key, str) else str(_storable(key, MAX_NESTING_DEPTH))
+        out[str.__str__(name)] = _storable(value[key], depth)
+    return {key: out[key] for key in sorted(out)}
 
 
 def check_type_name(type_name: str) -> str:

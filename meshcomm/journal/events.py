@@ -22,6 +22,7 @@ class JournalEventType(StrEnum):
 
     NODE_STARTED = "node.started"
     NODE_STOPPED = "node.stopped"
+    NODE_FAULT = "node.fault"        # one step of the runtime failed and was contained
     NEIGHBOUR_UP = "neighbour.up"
     NEIGHBOUR_DOWN = "neighbour.down"
     BINDING_LEARNED = "binding.learned"

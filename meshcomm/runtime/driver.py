@@ -21,7 +21,13 @@ node's journal. It only moves things between them:
   transaction per pump, also before the pump's datagrams go out: a binding this node
   re-floods is remembered across a restart (a failed write is retried with the next pump);
 * the journal is flushed (one durable SQLite transaction) at most once per loop turn:
-  appends schedule one ``call_soon`` flush.
+  appends schedule one ``call_soon`` flush; a record whose data the journal cannot store
+  (a peer's out-of-range number) is stored normalised (``codec.storable_data``), counted;
+* the failure of one step never stops the node: an exception from the core's input,
+  one event's consumer, the transmit or the local SIP sink is contained
+  (:class:`~meshcomm.runtime.containment.Containment`: counted, journaled, logged once
+  per kind then rate-limited), and the rest of the pump, the transmit and the timer
+  always run, so nothing waits for the next input.
 
 Time given to the core is ``loop.time()`` (monotonic); wall-clock time is
 ``loop.time() + wall_offset_s``.
@@ -36,6 +42,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 
 from meshcomm.errors import LocalProtocolError
+from meshcomm.journal.codec import storable_data
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.store import JournalStore
 from meshcomm.location.binding import Binding
@@ -48,6 +55,7 @@ from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import SfPersist
 from meshcomm.overlay.core import WhoEntry
 from meshcomm.overlay.media import MediaReceived
+from meshcomm.runtime.containment import Containment
 from meshcomm.runtime.media_io import MediaIO
 from meshcomm.runtime.onetimer import OneTimer
 from meshcomm.runtime.sipgw import SipSockets
@@ -64,6 +72,8 @@ SipSink = Callable[[LocalDatagram], None]
 MAX_PUMP_ROUNDS = 4
 #: A failing store-and-forward write is logged at most this often (the rest counted).
 PERSIST_ERROR_LOG_INTERVAL_S = 10.0
+#: When the core's next_timer() failed, the timer fires again this soon.
+TIMER_RETRY_S = 0.5
 
 
 class NodeDriver:
@@ -98,7 +108,10 @@ class NodeDriver:
         self.counters: dict[str, int] = {"tx_unknown_radio": 0, "tx_errors": 0,
                                          "journal_flush_errors": 0, "media_send_errors": 0,
                                          "sf_persist_errors": 0,
-                                         "freshness_persist_errors": 0}
+                                         "freshness_persist_errors": 0,
+                                         "journal_records_normalised": 0}
+        #: Failures of one step, contained (see the module docstring).
+        self.faults = Containment(self.counters, clock=loop.time, journal=self._journal)
         self._timer = OneTimer(loop, self._on_timer)
         self._flush_pending = False
         self._closed = False
@@ -142,20 +155,30 @@ class NodeDriver:
     def receive(self, radio_name: str, data: bytes, src: str) -> None:
         if self._closed:
             return
-        self.core.receive(data, LinkAddr(f"{radio_name}{LINK_ADDR_SEPARATOR}{src}"), self.now())
+        try:
+            self.core.receive(data, LinkAddr(f"{radio_name}{LINK_ADDR_SEPARATOR}{src}"),
+                              self.now())
+        except Exception as exc:  # contained: the node keeps running
+            self.faults.contain("radio_input", exc)
         self.pump()
 
     def receive_sip(self, data: bytes, src: Address) -> None:
         """A SIP message from a local client (UDP datagram or framed TCP message)."""
         if self._closed or self.sip is None:
             return
-        self.sip.receive_sip(data, src, self.now())
+        try:
+            self.sip.receive_sip(data, src, self.now())
+        except Exception as exc:  # contained: the node keeps running
+            self.faults.contain("sip_input", exc)
         self.pump()
 
     def _on_timer(self) -> None:
         if self._closed:
             return
-        self.core.on_timer(self.now())
+        try:
+            self.core.on_timer(self.now())
+        except Exception as exc:  # contained: the timer is re-armed
+            self.faults.contain("timer", exc)
         self.pump()
 
     # ------------------------------------------------------------ commands
@@ -213,22 +236,38 @@ class NodeDriver:
 
     # ------------------------------------------------------------ outputs
     def pump(self) -> None:
-        """Drain datagrams and events, re-arm the one timer."""
+        """Drain datagrams and events, re-arm the one timer (always, whatever fails)."""
         if self._closed:
             return
         now = self.now()
-        for _ in range(MAX_PUMP_ROUNDS):
+        try:
+            for _ in range(MAX_PUMP_ROUNDS):
+                if not self._pump_round(now):
+                    break                # nothing released by a persist: all sent
+        finally:
+            self._arm()
+
+    def _pump_round(self, now: float) -> bool:
+        """One persist/transmit round, each step contained; True if a persist was reported
+        after the transmit (the core may have answers to send)."""
+        faults = self.faults
+        with faults.step("events"):
             self._drain_events(now)      # persisted state first, then what goes out
+        with faults.step("freshness"):
             self._persist_freshness(now)
+        with faults.step("to_send"):
             for dgram in self.core.to_send(now):
-                self._transmit(dgram)
-            if self.sip is not None:
+                with faults.step("transmit"):
+                    self._transmit(dgram)
+        if self.sip is not None:
+            with faults.step("take_sip"):
                 for local in self.sip.take_sip(now):
                     if self.sip_sink is not None:
-                        self.sip_sink(local)
-            if not self._drain_events(now):
-                break                    # nothing released by a persist: all sent
-        self._arm()
+                        with faults.step("sip_sink"):
+                            self.sip_sink(local)
+        with faults.step("events"):
+            return self._drain_events(now)
+        return False
 
     def _drain_events(self, now: float) -> bool:
         """Events to their consumers; each batch of SfPersist applied and reported to the
@@ -237,16 +276,11 @@ class NodeDriver:
         for _ in range(MAX_PUMP_ROUNDS):
             persist: list[SfPersist] = []
             while (event := self.core.next_event()) is not None:
-                if isinstance(event, JournalRecord):
-                    self._journal(event, now)
-                elif isinstance(event, SfPersist):
+                if isinstance(event, SfPersist):
                     persist.append(event)
-                elif isinstance(event, MediaReceived) and self.media is not None:
-                    self.media.on_media(event)
-                elif self.event_sink is not None:
-                    self.event_sink(event)
-                else:
-                    log.debug("event without a consumer: %r", event)
+                    continue
+                with self.faults.step("event"):
+                    self._consume(event, now)
             if not persist:
                 break
             ok = self._persist(persist, now)
@@ -254,6 +288,16 @@ class NodeDriver:
                 self.sip.persisted([e.msg_id for e in persist], ok, now)
             reported = True
         return reported
+
+    def _consume(self, event: object, now: float) -> None:
+        if isinstance(event, JournalRecord):
+            self._journal(event, now)
+        elif isinstance(event, MediaReceived) and self.media is not None:
+            self.media.on_media(event)
+        elif self.event_sink is not None:
+            self.event_sink(event)
+        else:
+            log.debug("event without a consumer: %r", event)
 
     def _persist(self, events: list[SfPersist], now: float) -> bool:
         """Apply a batch in one transaction; False if the write failed (counted, logged
@@ -316,7 +360,13 @@ class NodeDriver:
         if self.journal is None:
             log.debug("journal: %s %s", record.type.value, dict(record.data))
             return
-        self.journal.append_record(record, now, self.wall_time(now))
+        try:
+            self.journal.append_record(record, now, self.wall_time(now))
+        except LocalProtocolError:
+            # A value from outside the data model (a peer's number): stored as text.
+            self.counters["journal_records_normalised"] += 1
+            self.journal.append_record(JournalRecord(record.type, storable_data(record.data)),
+                                       now, self.wall_time(now))
         if not self._flush_pending:
             self._flush_pending = True
             self.loop.call_soon(self._flush)
@@ -340,4 +390,9 @@ class NodeDriver:
         return self.journal.durable_seq
 
     def _arm(self) -> None:
-        self._timer.arm(self.core.next_timer())
+        try:
+            deadline = self.core.next_timer()
+        except Exception as exc:  # contained: retry the timer soon
+            self.faults.contain("next_timer", exc)
+            deadline = self.now() + TIMER_RETRY_S
+        self._timer.arm(deadline)
