@@ -37,20 +37,20 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from typing import TypeVar
 
 from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.media.relay import MediaSetupError
+from meshcomm.node.gateway_admission import FREEING_METHODS, Admission
 from meshcomm.node.gateway_builtin import BuiltinUa
 from meshcomm.node.gateway_contacts import ContactMap
 from meshcomm.node.gateway_custody import MessageCustody
 from meshcomm.node.gateway_parts import (
     Peer,
     ProxyTx,
-    TokenBucket,
     drop_record,
     is_tcp,
     sdp_direction,
@@ -60,7 +60,6 @@ from meshcomm.node.gateway_registrar import Registrar
 from meshcomm.node.gateway_types import (
     BUILTIN_ADDR,
     DEFAULT_MAX_FORWARDS,
-    MAX_RATE_BUCKETS,
     MAX_SIP_MESSAGE_BYTES,
     MESH_HOST_SUFFIX,
     NODE_HEX_CHARS,
@@ -131,7 +130,9 @@ class SipGateway(MessageCustody):
         self._ids = itertools.count(1)
         self.registrar = Registrar(node, node_aor=self.node_aor, mesh_host=self.mesh_host,
                                    retry_after_s=config.retry_after_s, counters=self.counters)
-        self._buckets: OrderedDict[Address, TokenBucket] = OrderedDict()
+        #: Fair load shedding and the store-and-forward quota (gateway_admission).
+        self.admission = Admission(config.client_rate_per_s, config.client_burst,
+                                   config.max_pending_transactions, self.counters, now)
         self._by_server: dict[tuple[str, ...], ProxyTx] = {}
         self._by_branch: dict[str, ProxyTx] = {}
         self._out: list[Output] = []
@@ -271,6 +272,8 @@ class SipGateway(MessageCustody):
         from_client = isinstance(src, tuple)
         if isinstance(src, tuple):
             request = stamp_via(request, src)
+            if self._shed(request, src, now):
+                return
         self._journal(Direction.FROM_CLIENT if from_client else Direction.FROM_MESH,
                       request, src, hops)
         if request.method == "ACK":
@@ -305,24 +308,33 @@ class SipGateway(MessageCustody):
             return 416
         if request.max_forwards is not None and request.max_forwards <= 0:
             return 483
-        if isinstance(src, tuple) and src != BUILTIN_ADDR and not self._take_token(src, now):
-            self.counters["rate_limited"] += 1
-            return 503
-        pending = sum(1 for tx in self._by_server.values() if tx.final_status is None)
-        if pending >= self.config.max_pending_transactions:
-            self.counters["overloaded"] += 1
+        if (isinstance(src, bytes) and request.method not in FREEING_METHODS
+                and self.admission.pending >= self.config.max_pending_transactions):
+            self.counters["overloaded"] += 1      # local clients were shed in _shed
             return 503
         return None
 
-    def _take_token(self, src: Address, now: float) -> bool:
-        bucket = self._buckets.get(src)
-        if bucket is None:
-            bucket = TokenBucket(float(self.config.client_burst), now)
-            self._buckets[src] = bucket
-            while len(self._buckets) > MAX_RATE_BUCKETS:
-                self._buckets.popitem(last=False)
-        self._buckets.move_to_end(src)
-        return bucket.take(now, self.config.client_rate_per_s, self.config.client_burst)
+    def _shed(self, request: SipRequest, src: Address, now: float) -> bool:
+        """Fair load shedding before anything else is spent on a client's request
+        (:mod:`meshcomm.node.gateway_admission`): 503 + Retry-After, journaled sparingly.
+        Retransmissions of an admitted request and BYE/CANCEL/ACK always pass."""
+        if request.method in FREEING_METHODS or server_key(request) in self._by_server:
+            return False
+        if self.admission.check(request.method, src, self.registrar.is_client(src),
+                                now) is None:
+            return False
+        response = build_response(request, 503, to_tag=self._to_tag(request),
+                                  extra_headers=self._retry_after(503))
+        if self.admission.may_journal_shed(now):
+            self._journal(Direction.ORIGINATED, response, src, note="shed")
+        self._send(src, response.serialize())
+        return True
+
+    def _hold_allowed(self, tx: ProxyTx, now: float) -> bool:
+        """The store-and-forward quota of the MESSAGE's client (gateway_admission)."""
+        src = tx.upstream
+        return not isinstance(src, tuple) or self.admission.may_hold(
+            src, self.registrar.is_client(src), now)
 
     def _route(self, tx: ProxyTx, now: float) -> None:
         request, routes = self._pop_own_route(tx.request)
@@ -647,6 +659,7 @@ class SipGateway(MessageCustody):
 
     def _finish(self, tx: ProxyTx, response: SipResponse, now: float) -> None:
         tx.final_status = response.status
+        self.admission.closed(tx.tx_id)
         tx.deadline = tx.retransmit_at = None
         tx.linger_until = now + LINGER_S
         self._finish_call(tx, response.status)
@@ -666,6 +679,9 @@ class SipGateway(MessageCustody):
     def _new_tx(self, request: SipRequest, upstream: Peer, hops: int) -> ProxyTx:
         tx = ProxyTx(next(self._ids), server_key(request), request, upstream, hops=hops)
         self._by_server[tx.server_key] = tx
+        local = upstream if isinstance(upstream, tuple) else None
+        self.admission.opened(tx.tx_id, local, local is None
+                              or self.registrar.note_request(local, request.method))
         self._trim_lingering()
         return tx
 

@@ -67,6 +67,9 @@ class MessageCustody:
     def _retry_after(self, status: int) -> list[tuple[str, str]]:
         raise NotImplementedError
 
+    def _hold_allowed(self, tx: ProxyTx, now: float) -> bool:
+        raise NotImplementedError
+
     def _failed_hold(self, tx: ProxyTx, counter: str, now: float) -> None:
         self.counters[counter] += 1
         self._respond(tx, HOLD_FAILED_STATUS, now,
@@ -121,6 +124,9 @@ class MessageCustody:
         if msg_id in self._holding:          # the same message in another transaction
             self.counters["messages_not_held"] += 1
             return False
+        if not self._hold_allowed(tx, now):  # over its client's quota (gateway_admission)
+            self._respond(tx, 503, now, self._retry_after(503))
+            return True
         try:
             durable = self.holder.hold(msg_id=msg_id, from_aor=request.from_addr.uri.aor,
                                        to_aor=request.uri.aor, sip=request.serialize(),

@@ -102,13 +102,19 @@ class TokenBucket:
 
 @dataclass(slots=True)
 class LocalRegistration:
-    """A local client registered for ``aor`` (§10.3) at ``contact``, reached at ``peer``."""
+    """A local client registered for ``aor`` (§10.3) at ``contact``, reached at ``peer``;
+    ``source`` is where its REGISTER came from (the registrar's quotas count by it),
+    ``since`` when the AoR was first registered, ``used`` whether any request other than
+    REGISTER came from its source or was routed to it (unused ones are evicted first)."""
 
     aor: str
     contact: SipUri
     peer: Address
     expires_at: float
     announced: bool = field(default=False)
+    source: Address = ("", 0)
+    since: float = 0.0
+    used: bool = False
 
 
 def message_id(request: SipRequest) -> bytes:

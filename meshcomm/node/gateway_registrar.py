@@ -14,11 +14,11 @@ from collections.abc import Iterator, Sequence
 from meshcomm.location.table import TrustMode
 from meshcomm.node.gateway_contacts import reachable_address
 from meshcomm.node.gateway_parts import LocalRegistration, contact_key, expires_of
+from meshcomm.node.gateway_regquota import RegistrationQuota
 from meshcomm.node.gateway_types import (
     BUILTIN_ADDR,
     MAX_KNOWN_CONTACTS,
     MAX_KNOWN_NODES,
-    MAX_LOCAL_REGISTRATIONS,
     NODE_HEX_CHARS,
     Address,
 )
@@ -42,6 +42,9 @@ class Registrar:
         self.retry_after_s = retry_after_s
         self.counters = counters
         self._regs: dict[str, LocalRegistration] = {}
+        #: Per-client and per-host bounds of new AoRs (gateway_regquota).
+        self.quota = RegistrationQuota(self._regs, retry_after_s=retry_after_s,
+                                       counters=counters)
         self._contacts: OrderedDict[tuple[str, int], Address] = OrderedDict()
         self._nodes: OrderedDict[str, bytes] = OrderedDict()
 
@@ -77,13 +80,20 @@ class Registrar:
         if request.is_contact_star or expires == 0:
             self.unregister(aor, now)
             return self._reply(None, now)
-        if aor not in self._regs and len(self._regs) >= MAX_LOCAL_REGISTRATIONS:
-            return 503, [("Retry-After", str(self.retry_after_s))]
+        if aor not in self._regs:
+            refused = self.quota.admit_new(upstream, now, self.unregister)
+            if refused is not None:
+                return refused
         contact = contacts[0].uri
         peer = reachable_address(contact, upstream)      # RFC 3581/5626: the flow's source
-        reg = self._regs.get(aor)
-        announced = reg is not None and reg.announced
-        self._regs[aor] = reg = LocalRegistration(aor, contact, peer, now + expires, announced)
+        old = self._regs.get(aor)
+        if old is not None:
+            self.quota.removed(old)
+        self._regs[aor] = reg = LocalRegistration(
+            aor, contact, peer, now + expires, old is not None and old.announced,
+            source=upstream, since=now if old is None else old.since,
+            used=old is not None and old.used)
+        self.quota.added(reg)
         self.learn_contacts(contacts, peer)
         if not reg.announced and aor != self.node_aor:
             self.node.register(aor_uri.aor, (f"sip:{aor_uri.user}@{self.mesh_host}",), now)
@@ -106,8 +116,19 @@ class Registrar:
 
     def unregister(self, aor: str, now: float) -> None:
         reg = self._regs.pop(aor, None)
+        if reg is not None:
+            self.quota.removed(reg)
         if reg is not None and reg.announced:
             self.node.deregister(aor, now)
+
+    def is_client(self, src: Address) -> bool:
+        """Whether ``src`` is where a live local registration's REGISTER came from."""
+        return self.quota.is_client(src)
+
+    def note_request(self, src: Address, method: str) -> bool:
+        """A request from ``src`` opened a transaction: its registrations count as used
+        (not for REGISTER). True if ``src`` is a registered client."""
+        return self.quota.note_request(src, method)
 
     def local_target(self, request: SipRequest, now: float) -> tuple[Address, SipUri] | None:
         """Where a request for the AoR of its Request-URI (or To, for held messages) goes
@@ -115,6 +136,7 @@ class Registrar:
         for aor in (request.uri.aor.lower(), request.to_addr.uri.aor.lower()):
             reg = self._regs.get(aor)
             if reg is not None and reg.expires_at > now:
+                reg.used = True
                 return reg.peer, reg.contact
             if aor == self.node_aor:
                 return BUILTIN_ADDR, request.uri

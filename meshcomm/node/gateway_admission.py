@@ -1,0 +1,237 @@
+"""Fair load shedding of the SIP gateway (sans-IO): who gets a request in, and who may
+put MESSAGEs into store-and-forward.
+
+The gateway asks :meth:`Admission.check` for every request from a local client before it
+journals or routes it. The rules (issue 8, item 2):
+
+* Requests that free resources are never refused: BYE, CANCEL and ACK (and responses,
+  which never come here). They are still counted as pending transactions.
+* Each source (a UDP address or a TCP connection) has its own token bucket
+  (``client_rate_per_s`` / ``client_burst`` of the gateway config).
+* All sources together share a global budget (:data:`GLOBAL_RATE_PER_S`), of which
+  :data:`RESERVED_SHARE` is kept for *registered, behaving* clients: a source that is the
+  address of a live local registration and was not shed in the last
+  :data:`BEHAVING_WINDOW_S`. Anonymous sources (a flood from a hundred sockets) can use
+  only the unreserved part, so they cannot starve registered clients.
+* Pending transactions are split the same way: anonymous sources may hold at most
+  ``(1 - RESERVED_SHARE)`` of ``max_pending_transactions``, any single source at most
+  :data:`MAX_PENDING_PER_SOURCE`.
+* Refusals are 503 with Retry-After; at most :data:`MAX_SHED_RECORDS_PER_S` of them a
+  second are journaled (the rest are counted), so a flood cannot fill the journal.
+* Store-and-forward quota (:meth:`Admission.may_hold`): a registered client may have
+  :data:`HOLD_BURST` MESSAGEs taken into store-and-forward at once, then one every
+  ``1 / HOLD_RATE_PER_S`` seconds; anonymous sources share a per-host quota and one
+  quota for all anonymous hosts together (:data:`ANON_HOLD_BURST`). The node's built-in
+  UA is not limited.
+
+Every table is bounded (:data:`MAX_SOURCES`, :data:`MAX_HOLD_KEYS`): the least recently
+seen source is forgotten first; a forgotten source starts again with a full bucket, which
+is no more than a fresh socket gets.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Final
+
+from meshcomm.node.gateway_parts import TokenBucket
+from meshcomm.node.gateway_types import BUILTIN_ADDR, Address
+
+#: Methods that end calls or transactions: never refused by a limit.
+FREEING_METHODS: Final = frozenset({"BYE", "CANCEL", "ACK"})
+#: Requests per second admitted from all local sources together (and the burst).
+GLOBAL_RATE_PER_S: Final = 200.0
+GLOBAL_BURST: Final = 200
+#: Share of the global rate and of the pending transactions kept for registered clients.
+RESERVED_SHARE: Final = 0.5
+#: A registered source shed within this many seconds counts as anonymous.
+BEHAVING_WINDOW_S: Final = 10.0
+#: Pending transactions of one source at most.
+MAX_PENDING_PER_SOURCE: Final = 32
+#: Sources whose bucket is kept (least recently seen forgotten first).
+MAX_SOURCES: Final = 4096
+#: Journal records of refused requests per second (the rest are only counted).
+MAX_SHED_RECORDS_PER_S: Final = 5.0
+#: Store-and-forward quota of a registered client: burst, then this rate.
+HOLD_BURST: Final = 128
+HOLD_RATE_PER_S: Final = 2.0
+#: Store-and-forward quota of one anonymous host, and of all anonymous hosts together.
+ANON_HOST_HOLD_BURST: Final = 4
+ANON_HOLD_BURST: Final = 8
+ANON_HOLD_RATE_PER_S: Final = 1.0 / 30.0
+#: Hold quota keys kept (least recently used forgotten first).
+MAX_HOLD_KEYS: Final = 1024
+#: Key of the quota shared by every anonymous host.
+_ANON_ALL: Final = "*anonymous*"
+
+
+class Shed(enum.StrEnum):
+    """Why a request was refused (counter ``shed_<value>``)."""
+
+    SOURCE_RATE = "source_rate"        # the source's own bucket is empty
+    GLOBAL_RATE = "global_rate"        # the (unreserved part of the) global budget is spent
+    SOURCE_PENDING = "source_pending"  # the source has too many pending transactions
+    PENDING = "pending"                # the gateway (or its anonymous share) is full
+
+
+@dataclass(slots=True)
+class _Source:
+    bucket: TokenBucket
+    pending: int = 0
+    shed_at: float = float("-inf")
+
+
+@dataclass(slots=True)
+class _Open:
+    src: Address | None          # None: a request from the mesh or store-and-forward
+    reserved: bool
+
+
+@dataclass(slots=True)
+class Admission:
+    """Per-source and global budgets of one gateway (see the module docstring)."""
+
+    rate_per_s: float
+    burst: int
+    max_pending: int
+    counters: Counter[str]
+    now: float
+    _sources: OrderedDict[Address, _Source] = field(default_factory=OrderedDict)
+    _open: dict[int, _Open] = field(default_factory=dict)
+    _pending_anon: int = 0
+    _shared: TokenBucket = field(init=False)
+    _reserved: TokenBucket = field(init=False)
+    _shed_log: TokenBucket = field(init=False)
+    _holds: OrderedDict[str, TokenBucket] = field(default_factory=OrderedDict)
+
+    def __post_init__(self) -> None:
+        self._shared = TokenBucket(GLOBAL_BURST * (1 - RESERVED_SHARE), self.now)
+        self._reserved = TokenBucket(GLOBAL_BURST * RESERVED_SHARE, self.now)
+        self._shed_log = TokenBucket(MAX_SHED_RECORDS_PER_S, self.now)
+
+    # ------------------------------------------------------------ requests
+    def check(self, method: str, src: Address, registered: bool, now: float) -> Shed | None:
+        """None: admit the request of ``method`` from ``src``; else why it is shed.
+        ``registered``: ``src`` is the address of a live local registration."""
+        if method in FREEING_METHODS or src == BUILTIN_ADDR:
+            return None
+        source = self._source(src, now)
+        reserved = registered and now - source.shed_at >= BEHAVING_WINDOW_S
+        verdict = self._verdict(source, reserved, now)
+        if verdict is not None:
+            source.shed_at = now
+            self.counters[f"shed_{verdict.value}"] += 1
+        return verdict
+
+    def _verdict(self, source: _Source, reserved: bool, now: float) -> Shed | None:
+        if not source.bucket.take(now, self.rate_per_s, self.burst):
+            return Shed.SOURCE_RATE
+        if source.pending >= MAX_PENDING_PER_SOURCE:
+            return Shed.SOURCE_PENDING
+        total = len(self._open)
+        anon_cap = int(self.max_pending * (1 - RESERVED_SHARE))
+        if total >= self.max_pending or (not reserved and self._pending_anon >= anon_cap):
+            return Shed.PENDING
+        shared_rate = GLOBAL_RATE_PER_S * (1 - RESERVED_SHARE)
+        shared_burst = max(1, int(GLOBAL_BURST * (1 - RESERVED_SHARE)))
+        if reserved and self._reserved.take(now, GLOBAL_RATE_PER_S * RESERVED_SHARE,
+                                            max(1, int(GLOBAL_BURST * RESERVED_SHARE))):
+            return None
+        if self._shared.take(now, shared_rate, shared_burst):
+            return None
+        return Shed.GLOBAL_RATE
+
+    def _source(self, src: Address, now: float) -> _Source:
+        source = self._sources.get(src)
+        if source is None:
+            source = _Source(TokenBucket(float(self.burst), now))
+            self._sources[src] = source
+            while len(self._sources) > MAX_SOURCES:
+                self._forget_oldest_source()
+        else:
+            self._sources.move_to_end(src)
+        return source
+
+    def _forget_oldest_source(self) -> None:
+        """Drop the least recently seen source without pending transactions (or, if all
+        have some, the least recently seen: its transactions are still counted)."""
+        for addr, source in self._sources.items():
+            if source.pending == 0:
+                del self._sources[addr]
+                return
+        self._sources.popitem(last=False)
+
+    def may_journal_shed(self, now: float) -> bool:
+        """Whether this refusal may be journaled (:data:`MAX_SHED_RECORDS_PER_S`)."""
+        burst = max(1, int(MAX_SHED_RECORDS_PER_S))
+        if self._shed_log.take(now, MAX_SHED_RECORDS_PER_S, burst):
+            return True
+        self.counters["shed_not_journaled"] += 1
+        return False
+
+    # ------------------------------------------------------------ pending transactions
+    def opened(self, tx_id: int, src: Address | None, registered: bool) -> None:
+        """A transaction of local client ``src`` (None: from the mesh or the store) is
+        pending until :meth:`closed`; ``registered``: it counts in the reserved share."""
+        if tx_id in self._open or src == BUILTIN_ADDR:
+            return
+        self._open[tx_id] = _Open(src, registered)
+        if not registered:
+            self._pending_anon += 1
+        source = self._sources.get(src) if src is not None else None
+        if source is not None:
+            source.pending += 1
+
+    def closed(self, tx_id: int) -> None:
+        """The transaction got its final answer (idempotent)."""
+        entry = self._open.pop(tx_id, None)
+        if entry is None:
+            return
+        if not entry.reserved:
+            self._pending_anon -= 1
+        source = self._sources.get(entry.src) if entry.src is not None else None
+        if source is not None and source.pending > 0:
+            source.pending -= 1
+
+    @property
+    def pending(self) -> int:
+        return len(self._open)
+
+    @property
+    def sources(self) -> int:
+        return len(self._sources)
+
+    # ------------------------------------------------------------ store-and-forward quota
+    def may_hold(self, src: Address, registered: bool, now: float) -> bool:
+        """Whether a MESSAGE of ``src`` may be taken into store-and-forward now (one
+        quota unit is spent when True)."""
+        if src == BUILTIN_ADDR:
+            return True
+        if registered:
+            ok = self._hold_bucket(f"c:{src[0]}:{src[1]}", now).take(
+                now, HOLD_RATE_PER_S, HOLD_BURST)
+        else:
+            host = self._hold_bucket(f"h:{src[0]}", now, ANON_HOST_HOLD_BURST)
+            every = self._hold_bucket(_ANON_ALL, now, ANON_HOLD_BURST)
+            ok = (host.take(now, ANON_HOLD_RATE_PER_S, ANON_HOST_HOLD_BURST)
+                  and every.take(now, ANON_HOLD_RATE_PER_S, ANON_HOLD_BURST))
+        if not ok:
+            self.counters["hold_quota_refused"] += 1
+        return ok
+
+    def _hold_bucket(self, key: str, now: float, burst: int = HOLD_BURST) -> TokenBucket:
+        bucket = self._holds.get(key)
+        if bucket is None:
+            bucket = TokenBucket(float(burst), now)
+            self._holds[key] = bucket
+            while len(self._holds) > MAX_HOLD_KEYS:
+                oldest = next(iter(self._holds))
+                if oldest == _ANON_ALL:          # the shared quota is never forgotten
+                    self._holds.move_to_end(oldest)
+                    oldest = next(iter(self._holds))
+                del self._holds[oldest]
+        else:
+            self._holds.move_to_end(key)
+        return bucket
