@@ -57,6 +57,12 @@ from meshcomm.node.gateway_parts import (
     sip_record,
 )
 from meshcomm.node.gateway_registrar import Registrar
+from meshcomm.node.gateway_rfc import (
+    OwnHosts,
+    UndecodableAnswers,
+    refusal_headers,
+    unsupported_proxy_require,
+)
 from meshcomm.node.gateway_types import (
     BUILTIN_ADDR,
     DEFAULT_MAX_FORWARDS,
@@ -137,6 +143,9 @@ class SipGateway(MessageCustody):
         self._by_branch: dict[str, ProxyTx] = {}
         self._out: list[Output] = []
         self._events: deque[GatewayEvent] = deque()
+        #: Our address for Via/Record-Route toward a client, never a wildcard (gateway_rfc).
+        self.hosts = OwnHosts(config.local_host, config.local_port)
+        self._undecodable = UndecodableAnswers(now)
         MessageCustody.__init__(self)
         self.builtin = BuiltinUa(node_aor, (config.local_host, config.local_port),
                                  random.Random(rng.getrandbits(64)))
@@ -240,6 +249,7 @@ class SipGateway(MessageCustody):
     def _input(self, data: bytes, src: Peer, now: float, hops: int) -> None:
         if len(data) > MAX_SIP_MESSAGE_BYTES:
             self._drop("oversize", src, len(data), hops)
+            self._answer_undecodable(data, None, src, now)          # 513
             return
         if not data.strip(b"\r\n"):
             self.counters["keepalives"] += 1          # RFC 5626 CRLF keep-alive
@@ -248,6 +258,7 @@ class SipGateway(MessageCustody):
             message = parse_message_untrusted(data)
         except DecodeError as exc:
             self._drop(exc.reason, src, len(data), hops)
+            self._answer_undecodable(data, exc, src, now)
             return
         try:
             if isinstance(message, SipResponse):
@@ -256,6 +267,18 @@ class SipGateway(MessageCustody):
                 self._on_request(message, src, now, hops)
         except DecodeError as exc:                  # a header read on use was malformed
             self._drop(exc.reason, src, len(data), hops)
+            if isinstance(message, SipRequest):
+                self._answer_undecodable(data, exc, src, now)
+
+    def _answer_undecodable(self, data: bytes, exc: DecodeError | None, src: Peer,
+                            now: float) -> None:
+        """A local client's refused request gets the answer RFC 4475 suggests (gateway_rfc)."""
+        if not isinstance(src, tuple) or src == BUILTIN_ADDR:
+            return
+        answer = self._undecodable.answer(data, exc, self._to_tag_any(), now)
+        if answer is not None:
+            self.counters["answered_undecodable"] += 1
+            self._send(src, answer)
 
     def _drop(self, reason: str, src: Peer, size: int, hops: int) -> None:
         self.counters[f"dropped_{reason}"] += 1
@@ -292,7 +315,8 @@ class SipGateway(MessageCustody):
             return
         status = self._admission(request, src, now)
         if status is not None:
-            self._reply_stateless(request, src, status, self._retry_after(status))
+            self._reply_stateless(request, src, status,
+                                  self._retry_after(status) + refusal_headers(request, status))
             return
         tx = self._new_tx(request, src, hops)
         if request.method == "REGISTER":
@@ -308,6 +332,8 @@ class SipGateway(MessageCustody):
             return 416
         if request.max_forwards is not None and request.max_forwards <= 0:
             return 483
+        if request.method != "CANCEL" and unsupported_proxy_require(request):
+            return 420                                  # §16.3 item 4
         if (isinstance(src, bytes) and request.method not in FREEING_METHODS
                 and self.admission.pending >= self.config.max_pending_transactions):
             self.counters["overloaded"] += 1      # local clients were shed in _shed
@@ -413,9 +439,7 @@ class SipGateway(MessageCustody):
         mesh = route.uri.param("mesh")
         if mesh is not None:
             return mesh == self.node_hex
-        uri = route.uri
-        return (uri.host == self.config.local_host
-                and (uri.port or DEFAULT_SIP_PORT) == self.config.local_port)
+        return self.hosts.is_ours(route.uri.host, route.uri.port or DEFAULT_SIP_PORT)
 
     # ------------------------------------------------------------ forwarding
     def _forward(self, tx: ProxyTx, request: SipRequest, dest: Address | bytes,
@@ -453,13 +477,14 @@ class SipGateway(MessageCustody):
             via = Via("UDP", self.mesh_host, None, (("branch", branch),))
         else:
             transport = "TCP" if is_tcp(dest) else "UDP"
-            via = Via(transport, self.config.local_host, self.config.local_port,
+            via = Via(transport, self.hosts.toward(dest), self.config.local_port,
                       (("branch", branch), ("rport", None)))
         out = out.with_headers_replaced("Via", [str(via), *out.header_values("Via")])
         if request.method in RECORD_ROUTE_METHODS and request.to_addr.tag is None and not any(
                 self._is_ours(rr) for rr in request.record_routes):
-            rr = (f"<sip:{self.config.local_host}:{self.config.local_port};lr;"
-                  f"mesh={self.node_hex}>")
+            near = upstream if isinstance(upstream, tuple) else dest
+            rr = (f"<sip:{self.hosts.toward(near if isinstance(near, tuple) else None)}:"
+                  f"{self.config.local_port};lr;mesh={self.node_hex}>")
             out = out.with_headers_replaced("Record-Route",
                                             [rr, *out.header_values("Record-Route")])
         if isinstance(upstream, tuple):
@@ -649,8 +674,7 @@ class SipGateway(MessageCustody):
         return via_address(via)
 
     def _is_our_via(self, via: Via) -> bool:
-        return via.host == self.mesh_host or (
-            via.host == self.config.local_host and via.port == self.config.local_port)
+        return via.host == self.mesh_host or self.hosts.is_ours(via.host, via.port)
 
     def _relay_response(self, tx: ProxyTx, response: SipResponse) -> None:
         if tx.upstream is None:
@@ -727,7 +751,10 @@ class SipGateway(MessageCustody):
             self._emit(response, src, 0)
 
     def _to_tag(self, request: SipRequest) -> str | None:
-        return None if request.to_addr.tag else f"{self.rng.getrandbits(64):016x}"
+        return None if request.to_addr.tag else self._to_tag_any()
+
+    def _to_tag_any(self) -> str:
+        return f"{self.rng.getrandbits(64):016x}"
 
     # ============================================================ output
     def _emit(self, message: SipRequest | SipResponse, dest: Address | bytes, hops: int) -> None:
