@@ -6,9 +6,14 @@ when the dialog or the call attempt ends. The runtime edge (``meshcomm.runtime.m
 feeds :meth:`from_client` with datagrams from the call's UDP ports and :meth:`from_mesh`
 with ``MediaReceived`` events, and sends what they return.
 
-Calls idle (no media either way, no SDP) for ``idle_timeout_s`` are ended by the timer, so
-a lost BYE cannot leak ports. Ended calls are reported as :class:`MediaCallEnded` events
-carrying the call's counters.
+Resources are taken lazily and given back promptly (issue 8): a call holds ports, and
+one of ``max_calls`` slots, only once an SDP from the mesh needs them (the far answer of a
+call our client places, or the offer of a call to our client); a local client's offer
+waiting for its answer is only a nonce, bounded by ``max_offers``. A call whose offer and
+answer both passed and that relays no media (and sees no SDP) for
+``media_idle_timeout_s`` is ended (its peer vanished without a BYE); any other call idle
+for ``idle_timeout_s`` is ended too, so a lost BYE cannot leak ports. Ended calls are
+reported as :class:`MediaCallEnded` events carrying the call's counters.
 """
 
 from __future__ import annotations
@@ -81,16 +86,34 @@ class MediaCallEnded:
     counters: tuple[tuple[str, int], ...]
 
 
+#: Offers of local clients waiting for their answer (no ports yet), per call slot.
+OFFERS_PER_CALL = 4
+
+
 @dataclass(frozen=True, slots=True)
 class MediaConfig:
+    #: A call without SDP and media for this long is ended (a lost BYE; ringing calls).
     idle_timeout_s: float = 900.0
+    #: Calls holding ports at once.
     max_calls: int = 64
+    #: A negotiated call (offer and answer seen) relaying no media for this long is ended.
+    media_idle_timeout_s: float = 30.0
+    #: Offers without ports at once (0: OFFERS_PER_CALL * max_calls).
+    max_offers: int = 0
 
     def __post_init__(self) -> None:
         if not self.idle_timeout_s > 0:
             raise ConfigError("media.idle_timeout_s", "must be > 0")
+        if not self.media_idle_timeout_s > 0:
+            raise ConfigError("media.media_idle_timeout_s", "must be > 0")
         if self.max_calls < 1:
             raise ConfigError("media.max_calls", "must be >= 1")
+        if self.max_offers < 0:
+            raise ConfigError("media.max_offers", "must be >= 0")
+
+    @property
+    def offer_limit(self) -> int:
+        return self.max_offers or OFFERS_PER_CALL * self.max_calls
 
 
 class PortAllocator(Protocol):
@@ -140,6 +163,8 @@ class MediaRelay:
         self.agreement = KeyAgreement(identity)
         self.node_id = identity.node_id
         self.sessions: dict[str, MediaSession] = {}
+        #: Sessions holding ports (the others are offers waiting for their answer).
+        self.calls_with_ports = 0
         self.counters: Counter[str] = Counter()
         self._receive: dict[tuple[bytes, bytes], tuple[str, int]] = {}
         self._events: deque[MediaCallEnded] = deque(maxlen=MAX_EVENTS)
@@ -178,10 +203,15 @@ class MediaRelay:
         session.peer_mux = {i: m.has_attribute("rtcp-mux") for i, m in enumerate(sdp.media)}
         for index, m in enumerate(sdp.media):
             if relayable(m) and index not in session.legs:
+                if not session.legs and self.calls_with_ports >= self.config.max_calls:
+                    self.counters["calls_refused"] += 1
+                    raise MediaSetupError("too many calls with media")
                 ports = self.allocator.allocate(call_id, index)
                 if ports is None:
                     self.counters["ports_exhausted"] += 1
                     raise MediaSetupError("no free media ports")
+                if not session.legs:
+                    self.calls_with_ports += 1
                 session.add_leg(index, ports)
         self._index_streams(session)
         self.counters["sdp_to_client"] += 1
@@ -195,9 +225,12 @@ class MediaRelay:
         if len(call_id.encode("utf-8", "surrogateescape")) > MAX_CALL_ID_BYTES:
             raise MediaSetupError("Call-ID too long for media", status_hint=400,
                                   reason="call_id_too_long")
-        if len(self.sessions) >= self.config.max_calls:
+        if self.calls_with_ports >= self.config.max_calls:
             self.counters["calls_refused"] += 1
             raise MediaSetupError("too many calls with media")
+        if len(self.sessions) - self.calls_with_ports >= self.config.offer_limit:
+            self.counters["offers_refused"] += 1
+            raise MediaSetupError("too many call offers waiting for an answer")
         session = MediaSession(call_id, new_media_nonce(self.rng))
         self.sessions[call_id] = session
         self.counters["calls_started"] += 1
@@ -244,6 +277,8 @@ class MediaRelay:
         if session is None:
             return
         self.allocator.release(call_id)
+        if session.legs:
+            self.calls_with_ports -= 1
         if session.peer is not None:
             origin = session.peer.node_id
             for leg in session.legs.values():
@@ -255,20 +290,25 @@ class MediaRelay:
                                            tuple(sorted(session.counters.items()))))
 
     # ------------------------------------------------------------ driving API
+    def _idle_limit(self, session: MediaSession) -> float:
+        """How long ``session`` may stay idle: short once offer and answer both passed
+        (a live call relays media; silence means the peer vanished), else long."""
+        if session.peer is not None and session.clients:
+            return min(self.config.media_idle_timeout_s, self.config.idle_timeout_s)
+        return self.config.idle_timeout_s
+
     def next_timer(self) -> float | None:
         if not self.sessions:
             return None
-        oldest = min(s.last_activity_s if s.last_activity_s is not None else self._clock_s
-                     for s in self.sessions.values())
-        return oldest + self.config.idle_timeout_s
+        return min((s.last_activity_s if s.last_activity_s is not None else self._clock_s)
+                   + self._idle_limit(s) for s in self.sessions.values())
 
     def on_timer(self, now: float) -> None:
         self._clock_s = max(self._clock_s, now)
-        limit = now - self.config.idle_timeout_s
         for call_id, session in list(self.sessions.items()):
             if session.last_activity_s is None:
                 session.last_activity_s = now
-            elif session.last_activity_s <= limit:
+            elif session.last_activity_s + self._idle_limit(session) <= now:
                 self._end(call_id, EndReason.IDLE)
 
     def next_event(self) -> MediaCallEnded | None:

@@ -224,9 +224,56 @@ def test_port_and_call_exhaustion_are_503() -> None:
     with pytest.raises(MediaSetupError) as info:
         set_up_call(a, b, "c3", client_sdp(*A_CLIENT), client_sdp(*B_CLIENT))
     assert info.value.status_hint == 503
-    a.rewrite_sdp(SdpPath.CLIENT_TO_MESH, "c4", client_sdp(*A_CLIENT))
+    # An offer of b's own client holds no ports (issue 8: allocated lazily); the answer
+    # from the mesh needs them and is refused.
+    offer = b.rewrite_sdp(SdpPath.CLIENT_TO_MESH, "c4", client_sdp(*B_CLIENT))
+    answer = a.rewrite_sdp(SdpPath.CLIENT_TO_MESH, "c4", client_sdp(*A_CLIENT))
+    assert a.rewrite_sdp(SdpPath.MESH_TO_CLIENT, "c4", offer)
     with pytest.raises(MediaSetupError):
-        b.rewrite_sdp(SdpPath.CLIENT_TO_MESH, "c4", client_sdp(*B_CLIENT))
+        b.rewrite_sdp(SdpPath.MESH_TO_CLIENT, "c4", answer)
+
+
+def test_call_slots_count_calls_with_ports_not_offers_waiting_for_an_answer() -> None:
+    b = MediaRelay(Identity(b"\x02" * 32), SequentialPortAllocator("127.0.0.1", 20000, 20999),
+                   random.Random(2), MediaConfig(max_calls=2))
+    a = make_relay(1)
+    for call in ("c1", "c2"):
+        set_up_call(a, b, call, client_sdp(*A_CLIENT), client_sdp(*B_CLIENT))
+    assert b.calls_with_ports == 2
+    with pytest.raises(MediaSetupError) as info:       # both slots taken: a new offer
+        b.rewrite_sdp(SdpPath.CLIENT_TO_MESH, "c3", client_sdp(*B_CLIENT))
+    assert info.value.status_hint == 503 and b.counters["calls_refused"] == 1
+    b.end_call("c1", 1.0)
+    # 60 INVITEs a second that go unanswered for 4 s: 240 offers, no slot taken.
+    c = MediaRelay(Identity(b"\x03" * 32), SequentialPortAllocator("127.0.0.1", 22000, 22999),
+                   random.Random(3), MediaConfig(max_calls=64))
+    for i in range(240):
+        c.rewrite_sdp(SdpPath.CLIENT_TO_MESH, f"unanswered-{i}", client_sdp(*A_CLIENT), i / 60)
+    assert c.calls_with_ports == 0 and len(c.sessions) == 240
+    with pytest.raises(MediaSetupError):               # the offer bound: 4 per call slot
+        for i in range(240, 300):
+            c.rewrite_sdp(SdpPath.CLIENT_TO_MESH, f"unanswered-{i}", client_sdp(*A_CLIENT))
+    assert len(c.sessions) == c.config.offer_limit == 256
+    for i in range(240):                               # the INVITEs time out: released
+        c.end_call(f"unanswered-{i}", 5.0)
+    set_up_call(make_relay(4), c, "answered", client_sdp(*A_CLIENT), client_sdp(*B_CLIENT))
+    assert c.calls_with_ports == 1
+
+
+def test_a_negotiated_call_without_media_is_reclaimed_in_seconds() -> None:
+    a, b = make_relay(1), make_relay(2)
+    set_up_call(a, b, CALL, client_sdp(*A_CLIENT), client_sdp(*B_CLIENT), now=100.0)
+    # an offer still waiting for its answer (ringing) keeps the long limit
+    a.rewrite_sdp(SdpPath.CLIENT_TO_MESH, "ringing", client_sdp(*A_CLIENT), 100.0)
+    a.from_client(CALL, 0, Channel.RTP, rtp_packet(1, 1), 110.0)
+    assert a.next_timer() == 110.0 + a.config.media_idle_timeout_s
+    a.on_timer(139.0)
+    assert CALL in a.sessions
+    a.on_timer(140.0)                                  # peer vanished: 30 s of silence
+    assert CALL not in a.sessions and "ringing" in a.sessions
+    event = a.next_event()
+    assert event is not None and event.reason is EndReason.IDLE
+    assert a.next_timer() == 100.0 + a.config.idle_timeout_s
 
 
 @given(st.binary(max_size=600))

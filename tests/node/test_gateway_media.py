@@ -127,13 +127,16 @@ def test_call_slots_exhausted_is_503_and_the_caller_side_is_released() -> None:
 def test_far_gateway_out_of_slots_answers_503_and_the_near_side_is_released() -> None:
     net = Net(3, media=MediaConfig(max_calls=1))
     alice, _bob = _setup(net)
-    registered(net, 1, 5078, "eve")
+    eve = registered(net, 1, 5078, "eve")
     dave = registered(net, 2, 5076, "dave")
     net.run_until(lambda: bool(net.stations[2].node.table.lookup(f"sip:eve@{DOMAIN}")))
-    # Dave (node 2) calls Eve (node 1): node 2's one call slot is taken.
+    # Dave (node 2) calls Eve (node 1) and she answers: node 2's one call slot is taken
+    # (an offer still ringing takes none: ports are allocated with the answer, issue 8).
     first = dave.invite(f"sip:eve@{DOMAIN}", make_offer(address="127.0.0.1", rtp_port=4200,
                                                        session_id=4))
     net.run_until(lambda: bool(of_kind(net.events(1, 5078), IncomingCall)))
+    _answer(eve, of_kind(net.events(1, 5078), IncomingCall)[0], 4300)
+    net.run_until(lambda: bool(of_kind(net.events(2, 5076), CallEstablished)))
     alice.invite(f"sip:bob@{DOMAIN}", make_offer(address="127.0.0.1", rtp_port=ALICE_RTP,
                                                  session_id=1))
     net.run_until(lambda: bool(of_kind(net.events(0, ALICE_PORT), CallEnded)))
@@ -142,7 +145,7 @@ def test_far_gateway_out_of_slots_answers_503_and_the_near_side_is_released() ->
     assert net.stations[2].gw.counters["sdp_refused_media_exhausted"] == 1
     relay0 = net.stations[0].relay
     assert relay0 is not None and not relay0.sessions        # the near side was released
-    dave.cancel(first)
+    dave.bye(first)
     net.run_until(lambda: bool(of_kind(net.events(2, 5076), CallEnded)))
     net.run_for(0.5)
     assert all(st.relay is not None and not st.relay.sessions for st in net.stations)
