@@ -328,8 +328,9 @@ class SipGateway(MessageCustody):
         """§16.3 checks and overload protection; the status to refuse with, or None."""
         if request.defects:
             return 400
-        if not request.uri.is_sip:
-            return 416
+        if not request.uri.is_sip or (request.method == "REGISTER"
+                                      and not request.to_addr.uri.is_sip):
+            return 416                                  # RFC 4475 3.3.2-3.3.4
         if request.max_forwards is not None and request.max_forwards <= 0:
             return 483
         if request.method != "CANCEL" and unsupported_proxy_require(request):
@@ -574,6 +575,9 @@ class SipGateway(MessageCustody):
             request, dest = found if found is not None else (request, None)
         if dest is None or dest == self.node.node_id:
             self.counters["acks_unroutable"] += 1
+            return
+        if isinstance(src, bytes) and isinstance(dest, tuple) and not self.contacts.first_ack(
+                request):
             return
         out = self._rewrite_or_status(self._prepare(request, dest, new_branch(self.rng), src),
                                       src, dest)

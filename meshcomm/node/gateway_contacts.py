@@ -52,6 +52,9 @@ MAX_TOKENS_PER_CLIENT: Final = 64
 #: Dialogs remembered for clients that ignore Contact and Route (all, and per client).
 MAX_DIALOGS: Final = 4096
 MAX_DIALOGS_PER_CLIENT: Final = 256
+#: ACKs for 2xx delivered to clients, remembered to absorb duplicates (the far UA re-ACKs
+#: every 2xx retransmission that reached it; on a lossy mesh these arrive after the BYE).
+MAX_ACKS_SEEN: Final = 4096
 #: Hex digits of a token (64 bits of a keyed BLAKE2b).
 TOKEN_HEX: Final = 16
 TOKEN_PREFIX: Final = "c"
@@ -117,6 +120,7 @@ class ContactMap:
         self._tokens_of: dict[Address, OrderedDict[str, None]] = {}
         self._dialogs: OrderedDict[DialogKey, DialogEntry] = OrderedDict()
         self._dialogs_of: dict[Address, OrderedDict[DialogKey, None]] = {}
+        self._acks: OrderedDict[tuple[str, str, int], None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -280,6 +284,18 @@ class ContactMap:
                 owned.pop(old, None)
                 if not owned:
                     del self._dialogs_of[gone.client]
+
+    def first_ack(self, request: SipRequest) -> bool:
+        """False for a copy of an ACK (same Call-ID, From tag and CSeq) already delivered
+        to a client: ACK is idempotent, and strict UAs (SIPp) fail a call on a late copy."""
+        key = (request.call_id, request.from_addr.tag or "", request.cseq.number)
+        if key in self._acks:
+            self.counters["acks_duplicate_absorbed"] += 1
+            return False
+        self._acks[key] = None
+        while len(self._acks) > MAX_ACKS_SEEN:
+            self._acks.popitem(last=False)
+        return True
 
     def forget_dialog(self, request: SipRequest) -> None:
         """A BYE of the dialog was answered: forget it (either side may have sent it)."""

@@ -70,6 +70,43 @@ def start_sipp(tb: Testbed, node: int, scenario: str, *, service: str, port: int
     return SippRun(scenario, proc, log_dir, stem)
 
 
+def start_sipp_builtin(tb: Testbed, node: int, scenario: str, *, port: int,
+                       service: str = "service", calls: int = 1, rate: float = 1.0,
+                       extra: tuple[str, ...] = (),
+                       timeout_s: float = SIPP_TIMEOUT_S) -> SippRun:
+    """Run SIPp's own ``-sn uac`` / ``-sn uas`` (unmodified, stock scenarios) in ``node``:
+    the uac is given only the gateway's address and ``-s service``."""
+    log_dir = tb.workdir
+    stem = f"sipp-sn-{scenario}-{node}-{port}"
+    gateway = tb.node(node).sip_addr if node in tb.mesh_nodes else ("127.0.0.1", 5060)
+    argv = ["sipp", "-sn", scenario, "-s", service, "-i", "127.0.0.1", "-p", str(port),
+            "-m", str(calls), "-r", f"{rate:g}", "-mp", str(port + 2), "-nostdin",
+            "-timeout", f"{int(timeout_s)}s", "-timeout_error",
+            "-trace_err", "-error_file", str(log_dir / f"{stem}.errors"),
+            "-trace_stat", "-stf", str(log_dir / f"{stem}.csv"),
+            "-trace_msg", "-message_file", str(log_dir / f"{stem}.messages"), *extra]
+    if scenario == "uac":
+        argv.insert(1, f"{gateway[0]}:{gateway[1]}")
+    with (log_dir / f"{stem}.out").open("wb") as out:
+        proc = tb.popen(node, argv, stdin=subprocess.DEVNULL, stdout=out,
+                        stderr=subprocess.STDOUT)
+    return SippRun(f"-sn {scenario}", proc, log_dir, stem)
+
+
+def sipp_counts(run: SippRun) -> dict[str, int]:
+    """SuccessfulCall(C) and FailedCall(C) from the last line of SIPp's ``-trace_stat``."""
+    lines = [ln for ln in run.text("csv").splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return {}
+    head, last = lines[0].split(";"), lines[-1].split(";")
+    values = dict(zip(head, last, strict=False))
+    out: dict[str, int] = {}
+    for key in ("SuccessfulCall(C)", "FailedCall(C)", "TotalCallCreated"):
+        if values.get(key, "").strip().isdigit():
+            out[key] = int(values[key])
+    return out
+
+
 def run_sipp(tb: Testbed, node: int, scenario: str, **kwargs: object) -> SippRun:
     run = start_sipp(tb, node, scenario, **kwargs)  # type: ignore[arg-type]
     run.wait()

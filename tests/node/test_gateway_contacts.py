@@ -154,6 +154,23 @@ def test_sipp_builtin_uac_calls_builtin_uas_three_hops_away() -> None:
     assert net.stations[0].gw.counters["dialog_routed"] >= 10
 
 
+def test_a_copy_of_an_ack_reaches_the_callee_once() -> None:
+    net = Net(3)
+    net.converge()
+    _raw_register(net, 2, UAS, "service", "sip:service@127.0.0.1:5090")
+    net.run_until(lambda: bool(net.stations[0].node.table.lookup(f"sip:service@{DOMAIN}")))
+    seen: list[SipRequest] = []
+    gw0 = net.stations[0].sip
+    gw0.receive_sip(_sipp_uac("INVITE", 1, sdp=True), UAC, net.now)
+    ok = _until_answer(net, 2, seen, "INVITE", 200)
+    for _ in range(3):     # the uac re-ACKs each 2xx retransmission that reaches it
+        gw0.receive_sip(_sipp_uac("ACK", 1, to_tag=ok.to_addr.tag), UAC, net.now)
+        net.run_for(0.3)
+        _serve_uas(net, 2, seen)
+    assert [m.method for m in seen].count("ACK") == 1
+    assert net.stations[2].gw.counters["acks_duplicate_absorbed"] == 2
+
+
 def test_stock_ua_calls_a_callee_that_ignores_record_route_and_gets_its_bye() -> None:
     net = Net(3)
     net.converge()
