@@ -337,6 +337,7 @@ async def _run_locked(options: NodeOptions,
     driver.fresh_store = fresh_store
     if sockets is not None:
         sockets.deliver = driver.receive_sip
+        sockets.deliver_batch = driver.receive_sip_batch
         driver.sip_sockets = sockets
         log.info("SIP gateway on %s udp/%d tcp/%d", sockets.host, sockets.udp_port,
                  sockets.tcp_port)

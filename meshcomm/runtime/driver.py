@@ -172,6 +172,20 @@ class NodeDriver:
             self.faults.contain("sip_input", exc)
         self.pump()
 
+    def receive_sip_batch(self, batch: Sequence[tuple[bytes, Address]]) -> None:
+        """Datagrams read from the SIP socket in one go (sipgw drains it in batches so
+        the kernel queue does not overflow under a flood): each to the gateway, then one
+        pump for the whole batch."""
+        if self._closed or self.sip is None:
+            return
+        now = self.now()
+        for data, src in batch:
+            try:
+                self.sip.receive_sip(data, src, now)
+            except Exception as exc:  # contained: the node keeps running
+                self.faults.contain("sip_input", exc)
+        self.pump()
+
     def _on_timer(self) -> None:
         if self._closed:
             return

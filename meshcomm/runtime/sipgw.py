@@ -2,6 +2,12 @@
 
 Every datagram, and every message framed off a TCP stream (RFC 3261 §18.3: the header
 section up to CRLFCRLF, then Content-Length bytes of body), goes to ``deliver(data, addr)``.
+
+UDP is read fast so that admission happens in the gateway, not by the kernel dropping
+what overflows the socket queue (issue 8): the socket's receive buffer is enlarged
+(:data:`UDP_RECEIVE_BUFFER_BYTES`), and each readiness callback drains up to
+:data:`UDP_READ_BATCH` datagrams and hands them to ``deliver_batch`` at once when it is
+set (the node driver then pumps once per batch instead of once per datagram).
 A TCP connection is named ``("tcp#<n>", peer port)`` so the sans-IO gateway can answer on
 it; messages for a closed connection are dropped and counted. Limits: message size
 (MAX_SIP_MESSAGE_BYTES), header section size, open connections, idle time.
@@ -44,7 +50,16 @@ ACCEPT_RETRY_S: Final = 0.1
 _CONTENT_LENGTH_RE: Final = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]{1,9})[ \t]*$",
                                        re.IGNORECASE | re.MULTILINE)
 
+#: Receive buffer asked for the UDP socket (the kernel caps it at net.core.rmem_max
+#: unless the process may force it): 4 MiB hold about 5 s of a 500 datagram/s flood.
+UDP_RECEIVE_BUFFER_BYTES: Final = 4 * 1024 * 1024
+#: Datagrams read per readiness callback before yielding to the loop.
+UDP_READ_BATCH: Final = 256
+#: Largest UDP datagram read (larger ones are truncated by the kernel; counted oversize).
+UDP_MAX_DATAGRAM_BYTES: Final = 65535
+
 Deliver = Callable[[bytes, Address], None]
+DeliverBatch = Callable[[list[tuple[bytes, Address]]], None]
 
 
 class FramingError(DecodeError):
@@ -80,17 +95,6 @@ async def read_framed(reader: asyncio.StreamReader) -> bytes | None:
     return head + body
 
 
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, owner: SipSockets) -> None:
-        self.owner = owner
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.owner.on_datagram(data, (str(addr[0]), int(addr[1])))
-
-    def error_received(self, exc: Exception) -> None:
-        self.owner.counters["udp_errors"] += 1
-
-
 class SipSockets:
     """UDP and TCP listeners of the gateway on ``host`` (ports 0: any free port).
 
@@ -104,14 +108,21 @@ class SipSockets:
         self.udp_port = udp_port
         self.tcp_port = tcp_port
         self.deliver = deliver
+        #: Set by the runtime: a whole batch of datagrams at once (one pump per batch).
+        self.deliver_batch: DeliverBatch | None = None
         self.max_tcp_connections = max_tcp_connections
         self.tcp_idle_timeout_s = tcp_idle_timeout_s
         self.counters: dict[str, int] = {"udp_rx": 0, "udp_tx": 0, "udp_errors": 0,
                                          "udp_oversize": 0, "tcp_rx": 0, "tcp_tx": 0,
                                          "tcp_framing_errors": 0, "tcp_refused": 0,
                                          "tcp_closed_peer": 0, "tcp_accept_errors": 0,
-                                         "tcp_idle_closed": 0, "tcp_handler_errors": 0}
-        self._udp: asyncio.DatagramTransport | None = None
+                                         "tcp_idle_closed": 0, "tcp_handler_errors": 0,
+                                         "udp_batches": 0, "udp_largest_batch": 0,
+                                         "udp_send_dropped": 0}
+        self._udp: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The UDP receive buffer the kernel granted (bytes).
+        self.udp_receive_buffer = 0
         self._listener: socket.socket | None = None
         self._conns: dict[str, asyncio.StreamWriter] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -120,10 +131,11 @@ class SipSockets:
     async def open(self) -> None:
         """Bind both sockets (raises OSError, e.g. when the port is taken)."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self), local_addr=(self.host, self.udp_port))
-        self._udp = transport
-        self.udp_port = int(transport.get_extra_info("sockname")[1])
+        udp = await _bind_udp(self.host, self.udp_port)
+        self._udp, self._loop = udp, loop
+        self.udp_receive_buffer = udp.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        self.udp_port = int(udp.getsockname()[1])
+        loop.add_reader(udp.fileno(), self._udp_readable)
         tcp_port = self.udp_port if self.tcp_port == 0 and self.udp_port else self.tcp_port
         try:
             try:
@@ -133,8 +145,7 @@ class SipSockets:
                     raise
                 self._listener = await _listen_tcp(self.host, 0)
         except OSError:
-            transport.close()
-            self._udp = None
+            self._close_udp()
             raise
         self.tcp_port = int(self._listener.getsockname()[1])
 
@@ -166,10 +177,16 @@ class SipSockets:
 
     def close(self) -> None:
         """Close the UDP socket, the listener and every TCP connection."""
-        if self._udp is not None:
-            self._udp.close()
-            self._udp = None
+        self._close_udp()
         self.close_tcp()
+
+    def _close_udp(self) -> None:
+        if self._udp is None:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._udp.fileno())
+        self._udp.close()
+        self._udp = None
 
     def close_tcp(self) -> None:
         """Close the listener and every TCP connection (their tasks are cancelled; they
@@ -188,11 +205,44 @@ class SipSockets:
         return len(self._tasks)
 
     # ------------------------------------------------------------ input
+    def _udp_readable(self) -> None:
+        """Drain up to UDP_READ_BATCH datagrams, then hand them on (one batch)."""
+        sock = self._udp
+        if sock is None:
+            return
+        batch: list[tuple[bytes, Address]] = []
+        for _ in range(UDP_READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(UDP_MAX_DATAGRAM_BYTES)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:          # e.g. ICMP port unreachable reported on the socket
+                self.counters["udp_errors"] += 1
+                continue
+            if len(data) > MAX_SIP_MESSAGE_BYTES:
+                self.counters["udp_oversize"] += 1
+            batch.append((data, (str(addr[0]), int(addr[1]))))
+        if not batch:
+            return
+        self.counters["udp_rx"] += len(batch)
+        self.counters["udp_batches"] += 1
+        self.counters["udp_largest_batch"] = max(self.counters["udp_largest_batch"],
+                                                 len(batch))
+        if self.deliver_batch is not None:
+            self.deliver_batch(batch)
+            return
+        for data, addr in batch:
+            self.deliver(data, addr)
+
     def on_datagram(self, data: bytes, addr: Address) -> None:
+        """One datagram (tests feed the gateway through this, as a batch of one)."""
         self.counters["udp_rx"] += 1
         if len(data) > MAX_SIP_MESSAGE_BYTES:
             self.counters["udp_oversize"] += 1
-        self.deliver(data, addr)
+        if self.deliver_batch is not None:
+            self.deliver_batch([(data, addr)])
+        else:
+            self.deliver(data, addr)
 
     async def _connection(self, conn: socket.socket) -> None:
         """One TCP connection: framed messages to ``deliver`` until EOF, a framing error,
@@ -254,9 +304,44 @@ class SipSockets:
         try:
             self._udp.sendto(dgram.data, (host, port))
             self.counters["udp_tx"] += 1
+        except BlockingIOError:      # the send buffer is full: dropped like on the wire
+            self.counters["udp_send_dropped"] += 1
         except (OSError, ValueError) as exc:
             self.counters["udp_errors"] += 1
             log.debug("SIP UDP to %s:%s failed: %s", host, port, exc)
+
+
+async def _bind_udp(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to ``host``:``port`` with a large receive buffer."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
+                                   flags=socket.AI_PASSIVE)
+    if not infos:
+        raise OSError(f"no address for {host}")
+    family, _type, _proto, _name, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        _grow_receive_buffer(sock)
+        sock.bind(sockaddr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    """Ask for UDP_RECEIVE_BUFFER_BYTES: forced when the process may (root), else as far
+    as net.core.rmem_max allows."""
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, UDP_RECEIVE_BUFFER_BYTES)
+            return
+        except OSError:
+            pass
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)
 
 
 async def _listen_tcp(host: str, port: int) -> socket.socket:
