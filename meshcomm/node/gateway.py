@@ -241,6 +241,7 @@ class SipGateway(MessageCustody):
         pending = sum(1 for tx in self._by_server.values() if tx.final_status is None)
         return {"pending_transactions": pending, "transactions": len(self._by_server),
                 "delivering": len(self._delivering), "holding": len(self._holding),
+                "dialogs": self.contacts.dialog_count, "contact_tokens": len(self.contacts),
                 "local_registrations": sorted(self.registrar), "inbox": len(self.inbox),
                 "outbox_pending": self.builtin.outbox_pending(),
                 "counters": dict(sorted(self.counters.items()))}
