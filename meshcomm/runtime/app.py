@@ -39,6 +39,7 @@ from meshcomm.node.storeforward import RELAY_CAP, RELAY_ROLE, StoreForward, Stor
 from meshcomm.runtime.control import CONTROL_SOCKET_FILE, ControlError, ControlServer
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo, control_handlers
+from meshcomm.runtime.localaddr import source_address_toward
 from meshcomm.runtime.media_io import MediaIO, MediaSender
 from meshcomm.runtime.sipgw import SipSockets
 from meshcomm.security.identity import Identity, fingerprint
@@ -328,6 +329,7 @@ async def _run_locked(options: NodeOptions,
         gateway = SipGateway(node, gateway_config(cfg, sockets), rng=rng, node_aor=aor,
                              now=loop.time(), holder=sf, rewrite_sdp=media.rewrite_sdp,
                              end_call=media.end_call)
+        gateway.hosts.resolve = source_address_toward   # listening on 0.0.0.0 / ::
         sip_node = SipNode(node, gateway, sf)
     # The media sender above refers to this driver; it runs only once calls exist.
     driver = NodeDriver(node, radios, journal, loop, wall_offset_s=wall_offset_s,
