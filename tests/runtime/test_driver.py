@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from meshcomm.errors import LocalProtocolError
-from meshcomm.journal.events import JournalEventType
+from meshcomm.journal.events import JournalEventType, JournalRecord
+from meshcomm.journal.store import JournalStore
 from meshcomm.journal.verify import verify_journal
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.storage import SfStorage
@@ -314,3 +315,77 @@ def test_a_store_that_cannot_be_written_answers_500_not_202(tmp_path: Path) -> N
 
     asyncio.run(scenario())
     assert _held_texts(db) == [b"writable again"]
+
+
+# ------------------------------------------------------------ containment (issue 8)
+def test_a_failing_event_consumer_is_contained_and_the_node_keeps_working(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Every event handed to the sink raises: the node still converges (transmit and timer
+    keep running), the failure is counted, journaled and logged with a traceback once."""
+    calls: list[object] = []
+
+    def broken_sink(event: object) -> None:
+        calls.append(event)
+        raise RuntimeError("consumer bug")
+
+    async def scenario() -> None:
+        with chain_medium(["a", "b"]) as medium:
+            a = await make_driver("a", [f"mem:{medium.name}/a"], tmp_path)
+            b = await make_driver("b", [f"mem:{medium.name}/b"], seed=2)
+            a.event_sink = broken_sink
+            try:
+                a.register(_aor("a"), ())
+                b.register(_aor("b"), ())
+                await wait_until(lambda: {_aor("a"), _aor("b")} <= aors(a),
+                                 "a to converge")
+                await wait_until(lambda: b.node.overlay.routes.get(a.node.identity.node_id, b.now())
+                                 is not None, "a route from b to a")
+                for i in range(3):               # each UnicastReceived goes to the sink
+                    b.node.send_unicast(a.node.node_id, 7, f"u{i}".encode(), b.now())
+                    b.pump()
+                await wait_until(lambda: a.counters["contained_faults"] >= 3,
+                                 "several contained failures")
+                b.register(_aor("b2"), ())       # and the node still learns what follows
+                await wait_until(lambda: _aor("b2") in aors(a), "a to learn b2")
+                assert a.armed_at is not None
+                a.flush_journal()
+            finally:
+                a.close()
+                b.close()
+
+    with caplog.at_level("ERROR", logger="meshcomm.runtime.containment"):
+        asyncio.run(scenario())
+    assert len(calls) >= 3
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == 1                       # once per kind, then rate-limited
+    with JournalStore.open(tmp_path / "a.sqlite", identity("a").node_id) as store:
+        faults = [dict(e.data) for e in store.entries() if e.type == "node.fault"]
+    assert faults and faults[0]["step"] == "event" and faults[0]["error"] == "RuntimeError"
+
+
+def test_an_unstorable_journal_record_is_normalised_and_the_answer_goes_out(
+        tmp_path: Path) -> None:
+    """The issue 8 failure: a record carrying a peer's 2**65 made the journal refuse it
+    inside pump(), which aborted before transmitting. Now it is stored as text and the
+    pump goes on: the datagram the same pump releases is sent."""
+    async def scenario(tmp: Path) -> None:
+        with chain_medium(["a", "b"]) as medium:
+            a = await make_driver("a", [f"mem:{medium.name}/a"], tmp)
+            b = await make_driver("b", [f"mem:{medium.name}/b"], seed=2)
+            try:
+                assert isinstance(a.journal, JournalStore)
+                a.node.overlay._events.append(  # the record the old bug made
+                    JournalRecord(JournalEventType.SIP_MESSAGE, {"cseq": 2**65, "x": 1}))
+                a.register(_aor("a"), ())        # its binding goes out in the same pump
+                await wait_until(lambda: _aor("a") in aors(b), "b to learn a's binding")
+                assert a.counters["journal_records_normalised"] == 1
+                assert a.counters["contained_faults"] == 0
+                a.flush_journal()
+            finally:
+                a.close()
+                b.close()
+        with JournalStore.open(tmp / "a.sqlite", identity("a").node_id) as store:
+            stored = [dict(e.data) for e in store.entries() if e.type == "sip.message"]
+        assert stored == [{"cseq": str(2**65), "x": 1}]
+
+    asyncio.run(scenario(tmp_path))
