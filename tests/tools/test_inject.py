@@ -124,3 +124,20 @@ def test_takeover_counts_unicasts_routed_to_the_claimant() -> None:
     for frame in (to_us, to_us, elsewhere, b"\x00junk"):
         routed(frame)
     assert (routed.frames, len(routed.envelopes)) == (2, 1)
+
+
+def test_takeover_claimant_says_hello_reporting_the_nodes_it_hears() -> None:
+    claimant = inject.Claimant(_forge(), "sip:n0@incident.local", rotate=False)
+    fake = inject.FakeNeighbour(claimant)
+    assert fake.due(0.0) is None  # no key before the first claim
+    first_claim = decode_frame_untrusted(claimant.frame())[0]
+    node = Identity(seed=bytes(range(1, 33)))
+    fake.hear(encode_frame(seal(node, MsgType.HELLO, "default", 9, [1, "relay", []])), 1.0)
+    hello, _hop = decode_frame_untrusted(fake.due(1.0) or b"")
+    assert fake.due(1.1) is None  # one per HELLO_INTERVAL_S
+    assert hello.msg_type is MsgType.HELLO and hello.origin_key == first_claim.origin_key
+    assert hello.seq > first_claim.seq
+    assert verify_signature(hello.origin_key, SIGNATURE_DOMAIN + hello.signed_bytes,
+                            hello.signature)
+    assert hello.payload == [1, "handset", [[node.node_id[:4], 255]]]
+    assert decode_frame_untrusted(claimant.frame())[0].seq > hello.seq

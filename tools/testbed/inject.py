@@ -27,9 +27,11 @@ Modes:
   0: the hop fields are outside the signature). ``--aor`` keeps only that AoR's bindings;
   tombstones are left out unless ``--tombstones``.
 * ``takeover``: a key that is not the holder's claims ``--aor`` again and again (a new
-  sequence number each time; ``--rotate-keys``: a new key for every claim). It sends from
-  16 open sockets (``--ports``) and counts the UNICAST frames nodes forward to it: traffic
-  for the AoR routed toward the attacker (never acknowledged).
+  sequence number each time; ``--rotate-keys``: a new key for every claim). Without
+  ``--rotate-keys`` the claimant also sends signed HELLOs (reporting the nodes it hears at
+  full quality), so it looks like a good neighbour a node can route to. It sends from 16
+  open sockets (``--ports``) and counts the UNICAST frames nodes forward to it: traffic for
+  the AoR routed toward the attacker (never acknowledged).
 
 Every datagram goes out from a new UDP source port (a new socket per datagram), unless
 ``--ports N`` rotates over N sockets (takeover: 16 by default). Rate, duration and
@@ -95,6 +97,9 @@ _LEN = struct.Struct(">H")
 IPV6_MULTICAST_ALL: Final = 29
 #: takeover: source sockets kept open (and read) unless ``--ports`` says otherwise.
 TAKEOVER_PORTS: Final = 16
+#: takeover: HELLO period of the fake neighbour, and the link quality it reports (0-255).
+HELLO_INTERVAL_S: Final = 0.5
+MAX_QUALITY: Final = 255
 
 
 class InjectError(RuntimeError):
@@ -138,6 +143,8 @@ class Sender:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.index)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        # Not looped back: a capture or listener beside us hears only what the node sends.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
         sock.bind(("::", 0, 0, 0))
         return sock
 
@@ -159,14 +166,8 @@ class Sender:
         """Datagrams that arrived on the pooled sockets (unicast to our source ports)."""
         got: list[bytes] = []
         for sock in self.pool:
-            while True:
-                try:
-                    data, _addr = sock.recvfrom(RECV_BYTES, socket.MSG_DONTWAIT)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:  # e.g. an ICMP error queued on the socket
-                    continue
-                got.append(data)
+            with contextlib.suppress(OSError):  # e.g. an ICMP error queued on the socket
+                got += _drain(sock)
         return got
 
     def close(self) -> None:
@@ -344,9 +345,9 @@ class Stopper:
 
 
 def paced(sender: Sender, make: Callable[[], bytes], rate: float, duration_s: float,
-          stop: Callable[[], bool], heard: Callable[[bytes], None] | None = None) -> float:
+          stop: Callable[[], bool], tick: Callable[[], None] | None = None) -> float:
     """Send ``make()`` frames at ``rate`` per second for ``duration_s``; elapsed seconds.
-    ``heard`` gets every datagram that arrives on the sender's pooled sockets."""
+    ``tick`` is called once per pacing tick."""
     start = time.monotonic()
     end = start + duration_s
     while not stop():
@@ -356,9 +357,8 @@ def paced(sender: Sender, make: Callable[[], bytes], rate: float, duration_s: fl
         due = int((now - start) * rate) + 1 - sender.sent - sender.errors
         for _ in range(max(0, due)):
             sender.send(make())
-        if heard is not None:
-            for data in sender.drain():
-                heard(data)
+        if tick is not None:
+            tick()
         time.sleep(TICK_S)
     return time.monotonic() - start
 
@@ -457,6 +457,42 @@ class Claimant:
 
 
 @dataclass
+class FakeNeighbour:
+    """Makes the (non-rotating) claimant look like a node beside us: signed HELLOs every
+    HELLO_INTERVAL_S reporting every node heard in a HELLO at full quality, so neighbours
+    count it as a good link and route to it."""
+
+    claimant: Claimant
+    heard: dict[bytes, float] = field(default_factory=dict)
+    hello_no: int = 0
+    next_at: float = 0.0
+
+    def hear(self, data: bytes, now: float) -> None:
+        try:
+            env, _hop = decode_frame_untrusted(data)
+        except DecodeError:
+            return
+        own = self.claimant.identity
+        if env.msg_type is MsgType.HELLO and (own is None or env.origin != own.node_id):
+            self.heard.pop(env.origin[:SHORT_ID_LEN], None)
+            self.heard[env.origin[:SHORT_ID_LEN]] = now
+            while len(self.heard) > limits.MAX_HELLO_NEIGHBOURS:
+                del self.heard[next(iter(self.heard))]
+
+    def due(self, now: float) -> bytes | None:
+        ident = self.claimant.identity
+        if ident is None or self.claimant.rotate or now < self.next_at:
+            return None
+        self.next_at = now + HELLO_INTERVAL_S
+        self.hello_no += 1
+        self.claimant.seq += 1
+        report = [[short, MAX_QUALITY] for short in self.heard]
+        env = seal(ident, MsgType.HELLO, self.claimant.forge.incident, self.claimant.seq,
+                   [self.hello_no, "handset", report])
+        return encode_frame(env, Hop())
+
+
+@dataclass
 class RoutedToUs:
     """UNICAST frames a node forwarded to the claimant (their ``to`` is one of its short
     ids): traffic for the AoR routed toward the attacker. Never acknowledged."""
@@ -476,10 +512,20 @@ class RoutedToUs:
                 self.envelopes.add(env.digest)
 
 
+def _drain(sock: socket.socket) -> Iterator[bytes]:
+    while True:
+        try:
+            data, _addr = sock.recvfrom(RECV_BYTES, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        yield data
+
+
 def run_takeover(args: argparse.Namespace, stop: Stopper) -> dict[str, object]:
     forge = Forge(random.Random(args.seed), args.incident, args.domain, args.lifetime)
     claimant = Claimant(forge, args.aor, args.rotate_keys)
     routed = RoutedToUs()
+    fake = FakeNeighbour(claimant)
 
     def make() -> bytes:
         frame = claimant.frame()
@@ -488,13 +534,26 @@ def run_takeover(args: argparse.Namespace, stop: Stopper) -> dict[str, object]:
             routed.short_ids.add(claimant.identity.node_id[:SHORT_ID_LEN])
         return frame
 
-    # Open sockets (not one per datagram), so what is routed to our source ports arrives.
+    # Open sockets (not one per datagram), so what is routed to our source ports arrives;
+    # HELLOs go out from the first, the address neighbours will route to.
     sender = Sender(args.iface, args.port, args.ports or TAKEOVER_PORTS)
-    try:
-        elapsed = paced(sender, make, args.rate, args.duration, stop, routed)
-    finally:
-        sender.close()
+    with listener(args.iface, args.port) as mesh:
+        def tick() -> None:
+            now = time.monotonic()
+            for data in sender.drain():
+                routed(data)
+            for data in _drain(mesh):
+                fake.hear(data, now)
+            hello = fake.due(now)
+            if hello is not None:
+                sender.pool[0].sendto(hello, sender.dst)
+
+        try:
+            elapsed = paced(sender, make, args.rate, args.duration, stop, tick)
+        finally:
+            sender.close()
     return _summary("takeover", sender, elapsed, keys=forge.keys, aor=args.aor,
+                    hellos=fake.hello_no, neighbours_heard=len(fake.heard),
                     unicast_frames_to_us=routed.frames,
                     unicast_envelopes_to_us=len(routed.envelopes))
 
