@@ -59,6 +59,7 @@ from meshcomm.wire.envelope import MsgType, decode_frame_untrusted, decode_signe
 from radios.ether import decode_frame_untrusted as ether_decode_frame_untrusted
 from radios.ether import encode_frame as ether_encode_frame
 from tools.fuzz import harness as h
+from tools.fuzz.pump import runtime_pump, runtime_pump_seeds
 
 Entry = Callable[[bytes], None]
 
@@ -414,6 +415,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            "SipGateway.receive_local: no exception"),
     Target("gateway_mesh", gateway_mesh, lambda: h.gateway_seeds(mesh=True),
            "SipGateway.receive_mesh: no exception"),
+    Target("runtime_pump", runtime_pump, runtime_pump_seeds,
+           "NodeDriver pump: nothing contained, journal takes every record, keeps answering"),
     Target("storeforward_mesh", storeforward_mesh, sf_message_seeds,
            "StoreForward.on_mesh: no exception"),
     Target("sf_wire", sf_wire, sf_message_seeds, "DecodeError only"),
