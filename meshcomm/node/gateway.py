@@ -709,7 +709,7 @@ class SipGateway(MessageCustody):
         tx = ProxyTx(next(self._ids), server_key(request), request, upstream, hops=hops)
         self._by_server[tx.server_key] = tx
         local = upstream if isinstance(upstream, tuple) else None
-        self.admission.opened(tx.tx_id, local, local is None
+        self.admission.opened(tx.tx_id, local, request.method, local is None
                               or self.registrar.note_request(local, request.method))
         self._trim_lingering()
         return tx

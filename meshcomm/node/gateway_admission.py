@@ -13,9 +13,10 @@ journals or routes it. The rules (issue 8, item 2):
   address of a live local registration and was not shed in the last
   :data:`BEHAVING_WINDOW_S`. Anonymous sources (a flood from a hundred sockets) can use
   only the unreserved part, so they cannot starve registered clients.
-* Pending transactions are split the same way: anonymous sources may hold at most
-  ``(1 - RESERVED_SHARE)`` of ``max_pending_transactions``, any single source at most
-  :data:`MAX_PENDING_PER_SOURCE`.
+* Pending transactions are split the same way: anonymous sources together may hold at
+  most :data:`MAX_ANON_PENDING` (and at most ``(1 - RESERVED_SHARE)`` of
+  ``max_pending_transactions``), any single source at most
+  :data:`MAX_PENDING_PER_SOURCE`. This bounds what a flood puts on the radio.
 * Refusals are 503 with Retry-After; at most :data:`MAX_SHED_RECORDS_PER_S` of them a
   second are journaled (the rest are counted), so a flood cannot fill the journal.
 * Store-and-forward quota (:meth:`Admission.may_hold`): a registered client may have
@@ -50,6 +51,11 @@ RESERVED_SHARE: Final = 0.5
 BEHAVING_WINDOW_S: Final = 10.0
 #: Pending transactions of one source at most.
 MAX_PENDING_PER_SOURCE: Final = 32
+#: Pending transactions of all anonymous sources together at most (and at most the
+#: unreserved share of ``max_pending_transactions``). Most of what they send goes over
+#: the radio: a flood of MESSAGEs waiting 6 s for a silent far client must not fill the
+#: overlay's per-neighbour frame budget, or everybody's messages wait for retransmissions.
+MAX_ANON_PENDING: Final = 24
 #: Sources whose bucket is kept (least recently seen forgotten first).
 MAX_SOURCES: Final = 4096
 #: Journal records of refused requests per second (the rest are only counted).
@@ -131,7 +137,7 @@ class Admission:
         if source.pending >= MAX_PENDING_PER_SOURCE:
             return Shed.SOURCE_PENDING
         total = len(self._open)
-        anon_cap = int(self.max_pending * (1 - RESERVED_SHARE))
+        anon_cap = min(MAX_ANON_PENDING, int(self.max_pending * (1 - RESERVED_SHARE)))
         if total >= self.max_pending or (not reserved and self._pending_anon >= anon_cap):
             return Shed.PENDING
         shared_rate = GLOBAL_RATE_PER_S * (1 - RESERVED_SHARE)
@@ -172,13 +178,15 @@ class Admission:
         return False
 
     # ------------------------------------------------------------ pending transactions
-    def opened(self, tx_id: int, src: Address | None, registered: bool) -> None:
-        """A transaction of local client ``src`` (None: from the mesh or the store) is
-        pending until :meth:`closed`; ``registered``: it counts in the reserved share."""
+    def opened(self, tx_id: int, src: Address | None, method: str, registered: bool) -> None:
+        """A transaction of ``method`` from local client ``src`` (None: from the mesh or
+        the store) is pending until :meth:`closed`. ``registered`` (or a method that frees
+        resources, never refused): it does not count in the anonymous share."""
         if tx_id in self._open or src == BUILTIN_ADDR:
             return
-        self._open[tx_id] = _Open(src, registered)
-        if not registered:
+        reserved = registered or method in FREEING_METHODS
+        self._open[tx_id] = _Open(src, reserved)
+        if not reserved:
             self._pending_anon += 1
         source = self._sources.get(src) if src is not None else None
         if source is not None:
