@@ -458,9 +458,15 @@ class SipGateway(MessageCustody):
         tx.out_bytes = out.serialize()
         self._by_branch[branch] = tx
         if request.method == "INVITE":
-            tx.deadline = now + (self.config.invite_timeout_s if isinstance(dest, bytes)
-                                 else self.config.ringing_timeout_s)
+            # No provisional within invite_timeout_s, from the mesh or a local client
+            # (whose 100/180 takes milliseconds): 480 and the call's media is released
+            # (a vanished client held its ports for the ringing timeout). A provisional
+            # re-arms the timer for the ringing time (Timer C).
+            tx.deadline = now + self.config.invite_timeout_s
             self._reply_provisional(tx, 100)
+        elif request.method == "BYE":
+            self.end_call(request.call_id)       # §15.1.1: the session ends with the BYE
+            tx.deadline = now + self.config.request_timeout_s
         elif request.method == "MESSAGE":
             tx.deadline = now + self.config.message_timeout_s
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+from meshcomm.media.relay import MediaConfig
 from meshcomm.node.gateway_admission import (
     ANON_HOLD_BURST,
     ANON_HOLD_RATE_PER_S,
@@ -24,9 +25,18 @@ from meshcomm.node.gateway_regquota import (
 )
 from meshcomm.node.gateway_types import MAX_LOCAL_REGISTRATIONS, Address
 from meshcomm.sip.message import SipResponse, parse_message_untrusted
-from meshcomm.sip.ua_events import IncomingMessage, RequestFailed, RequestSucceeded
+from meshcomm.sip.sdp import NotAcceptable, answer_offer, make_offer
+from meshcomm.sip.ua import UserAgent
+from meshcomm.sip.ua_events import (
+    CallEnded,
+    CallEstablished,
+    IncomingCall,
+    IncomingMessage,
+    RequestFailed,
+    RequestSucceeded,
+)
 from tests.node.test_gateway_bad_input import RecordingHolder
-from tests.node.test_gateway_harness import DOMAIN, Net, registered
+from tests.node.test_gateway_harness import DOMAIN, Net, of_kind, registered
 
 BOB = f"sip:bob@{DOMAIN}"
 FLOOD_HOST = "127.0.0.2"
@@ -221,3 +231,95 @@ def test_a_scan_from_many_hosts_evicts_only_unused_names() -> None:
     bob = net.stations[1].uas[("127.0.0.1", 5072)]
     bob.message(f"sip:alice@{DOMAIN}", "still reachable")
     net.run_until(lambda: any(isinstance(e, IncomingMessage) for e in net.events(0, 5070)))
+
+
+# ---------------------------------------------------------------- reclaiming call state
+def _media_pair() -> tuple[Net, UserAgent]:
+    net = Net(2, media=MediaConfig())
+    net.converge()
+    alice = registered(net, 0, 5070, "alice")
+    registered(net, 1, 5072, "bob")
+    net.run_until(lambda: bool(net.stations[0].node.table.lookup(BOB)))
+    return net, alice
+
+
+def _sessions(net: Net, index: int) -> int:
+    relay = net.stations[index].relay
+    assert relay is not None
+    return len(relay.sessions)
+
+
+def test_a_call_to_a_vanished_client_releases_its_ports_within_the_invite_timeout() -> None:
+    net, alice = _media_pair()
+    del net.stations[1].uas[("127.0.0.1", 5072)]     # bob's phone is gone, binding stays
+    started = net.now
+    alice.invite(BOB, make_offer(address="127.0.0.1", rtp_port=4000, session_id=1))
+    net.run_until(lambda: _sessions(net, 1) == 1)     # bob's gateway opened ports for him
+    net.run_until(lambda: bool(of_kind(net.events(0, 5070), CallEnded)), timeout_s=10)
+    (ended,) = of_kind(net.events(0, 5070), CallEnded)
+    took = net.now - started
+    config = net.stations[1].gw.config
+    assert ended.status == 480 and took <= config.invite_timeout_s + 1.0
+    net.run_for(0.5)
+    assert _sessions(net, 0) == 0 and _sessions(net, 1) == 0   # was: ringing_timeout_s
+
+
+def test_a_bye_whose_answer_never_comes_ends_the_media_at_once() -> None:
+    net, alice = _media_pair()
+    bob = net.stations[1].uas[("127.0.0.1", 5072)]
+    call = alice.invite(BOB, make_offer(address="127.0.0.1", rtp_port=4000, session_id=1))
+    net.run_until(lambda: bool(of_kind(net.events(1, 5072), IncomingCall)))
+    incoming = of_kind(net.events(1, 5072), IncomingCall)[0]
+    assert incoming.offer is not None
+    answer = answer_offer(incoming.offer, address="127.0.0.1", rtp_port=6000, session_id=2)
+    assert not isinstance(answer, NotAcceptable)
+    bob.answer(incoming.call, answer[0])
+    net.run_until(lambda: bool(of_kind(net.events(0, 5070), CallEstablished)))
+    assert _sessions(net, 0) == 1 and _sessions(net, 1) == 1
+    net.stations[1].up = False                        # bob's node vanishes mid-call
+    alice.bye(call)
+    net.run_for(1.0)
+    assert _sessions(net, 0) == 0                     # not after the BYE's 32 s timeout
+
+
+def test_a_client_over_its_rate_still_ends_every_call() -> None:
+    """Issue 8: a client above its rate lost BYEs, each leaving media open for 900 s until
+    the node answered every INVITE with 503. 40 short calls a second for 5 s from one
+    client: the INVITEs over its rate get 503, every call set up is torn down (BYE is
+    never refused), and no media session is left open."""
+    net, alice = _media_pair()
+    bob = net.stations[1].uas[("127.0.0.1", 5072)]
+    answered: set[object] = set()
+    hung_up: set[object] = set()
+
+    def serve() -> None:
+        for incoming in of_kind(net.events(1, 5072), IncomingCall):
+            if incoming.offer is None or incoming.call in answered:
+                continue
+            result = answer_offer(incoming.offer, address="127.0.0.1", rtp_port=6000,
+                                  session_id=2)
+            assert not isinstance(result, NotAcceptable)
+            bob.answer(incoming.call, result[0])
+            answered.add(incoming.call)
+        for est in of_kind(net.events(0, 5070), CallEstablished):
+            if est.call not in hung_up:
+                alice.bye(est.call)
+                hung_up.add(est.call)
+
+    for i in range(200):
+        alice.invite(BOB, make_offer(address="127.0.0.1", rtp_port=4000 + 2 * i,
+                                     session_id=i + 1))
+        net.run_for(0.025)
+        serve()
+    for _ in range(40):
+        net.run_for(0.1)
+        serve()
+    ended = of_kind(net.events(0, 5070), CallEnded)
+    refused = [e for e in ended if e.status == 503]
+    gw0, gw1 = net.stations[0].gw.counters, net.stations[1].gw.counters
+    print(f"\n200 INVITEs in 5 s: {len(hung_up)} calls set up and hung up, "
+          f"{len(refused)} refused 503")
+    assert len(hung_up) + len(refused) == 200 and len(ended) == 200
+    assert 40 <= len(refused) <= gw0["shed_source_rate"] + gw0["shed_source_pending"]
+    assert gw0["sdp_refused_media_exhausted"] == gw1["sdp_refused_media_exhausted"] == 0
+    assert _sessions(net, 0) == 0 and _sessions(net, 1) == 0
