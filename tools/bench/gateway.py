@@ -51,6 +51,8 @@ DOMAIN: Final = "incident.local"
 SERVICE: Final = "service"
 UAS_PORT: Final = 5090
 UAC_BASE_PORT: Final = 6000
+#: Sockets SIPp may open in ``-t un`` mode (it refuses to start above the open-files limit).
+MAX_SOCKETS: Final = 4096
 CONVERGE_S: Final = 30.0
 LINGER_CHECK_S: Final = 5.0
 #: Time to settle between runs (leftovers of one run must not count against the next).
@@ -204,7 +206,9 @@ def run_load(tb: Testbed, mode: str, rate: float, duration_s: float, call_ms: in
     gw = tb.node(0).sip_addr
     budget = duration_s + call_ms / 1000 + 60
     argv = ["sipp", f"{gw[0]}:{gw[1]}", "-sn", "uac", "-s", SERVICE, "-i", "127.0.0.1",
-            "-p", str(port), "-t", "u1" if mode == "one" else "un", "-r", f"{rate:g}",
+            "-p", str(port), *(("-t", "u1") if mode == "one" else
+                               ("-t", "un", "-max_socket", str(MAX_SOCKETS))),
+            "-r", f"{rate:g}",
             "-m", str(calls), "-d", str(call_ms), "-mp", str(port + 2), "-nostdin",
             "-timeout", f"{int(budget)}s", "-trace_stat", "-stf", str(out_dir / "uac.csv"),
             "-fd", "1", "-trace_rtt", "-rtt_freq", "1", "-trace_err", "-error_file",
