@@ -8,11 +8,18 @@ journals or routes it. The rules (issue 8, item 2):
   which never come here). They are still counted as pending transactions.
 * Each source (a UDP address or a TCP connection) has its own token bucket
   (``client_rate_per_s`` / ``client_burst`` of the gateway config).
-* All sources together share a global budget (:data:`GLOBAL_RATE_PER_S`), of which
+* All sources together share a global rate (:data:`GLOBAL_RATE_PER_S`), of which
   :data:`RESERVED_SHARE` is kept for *registered, behaving* clients: a source that is the
   address of a live local registration and was not shed in the last
   :data:`BEHAVING_WINDOW_S`. Anonymous sources (a flood from a hundred sockets) can use
-  only the unreserved part, so they cannot starve registered clients.
+  only the unreserved part, so they cannot starve registered clients. Both parts are
+  cut in equal slices (each with a burst of :data:`FAIR_BURST`): the reserved part among
+  the registered sources active in the last :data:`BEHAVING_WINDOW_S`, so registered
+  flooders (at most 64 per host, see gateway_regquota) cannot starve a registered client
+  that sends less than its slice; the unreserved part among the source *hosts* active in
+  that window, so a hundred sockets on one host get what one other host gets (a new
+  client registers during a scan). A registered source over its slice competes for its
+  host's unreserved slice.
 * Pending transactions are split the same way: anonymous sources together may hold at
   most :data:`MAX_ANON_PENDING` (and at most ``(1 - RESERVED_SHARE)`` of
   ``max_pending_transactions``), any single source at most
@@ -42,13 +49,19 @@ from meshcomm.node.gateway_types import BUILTIN_ADDR, Address
 
 #: Methods that end calls or transactions: never refused by a limit.
 FREEING_METHODS: Final = frozenset({"BYE", "CANCEL", "ACK"})
-#: Requests per second admitted from all local sources together (and the burst).
-GLOBAL_RATE_PER_S: Final = 200.0
-GLOBAL_BURST: Final = 200
+#: Requests per second admitted from all local sources together (BYE, CANCEL, ACK
+#: aside): most go over the radio, where each MESSAGE costs four to six frames of the
+#: overlay's per-neighbour budget (200 frames/s).
+GLOBAL_RATE_PER_S: Final = 60.0
 #: Share of the global rate and of the pending transactions kept for registered clients.
 RESERVED_SHARE: Final = 0.5
 #: A registered source shed within this many seconds counts as anonymous.
 BEHAVING_WINDOW_S: Final = 10.0
+#: Requests a registered source may take from its slice of the reserved rate at once.
+FAIR_BURST: Final = 10
+#: Pending transactions a registered source may always have (its slice is larger while
+#: few registered clients are active).
+MIN_FAIR_PENDING: Final = 4
 #: Pending transactions of one source at most.
 MAX_PENDING_PER_SOURCE: Final = 32
 #: Pending transactions of all anonymous sources together at most (and at most the
@@ -84,7 +97,10 @@ class Shed(enum.StrEnum):
 
 @dataclass(slots=True)
 class _Source:
+    host: str
     bucket: TokenBucket
+    #: This source's slice of the reserved rate (registered sources only).
+    fair: TokenBucket
     pending: int = 0
     shed_at: float = float("-inf")
 
@@ -107,14 +123,15 @@ class Admission:
     _sources: OrderedDict[Address, _Source] = field(default_factory=OrderedDict)
     _open: dict[int, _Open] = field(default_factory=dict)
     _pending_anon: int = 0
-    _shared: TokenBucket = field(init=False)
-    _reserved: TokenBucket = field(init=False)
+    #: Per host: its slice of the unreserved rate, and when it was last seen.
+    _hosts: OrderedDict[str, TokenBucket] = field(default_factory=OrderedDict)
+    _host_seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _shed_log: TokenBucket = field(init=False)
     _holds: OrderedDict[str, TokenBucket] = field(default_factory=OrderedDict)
+    #: Registered sources seen within BEHAVING_WINDOW_S, least recent first.
+    _active: OrderedDict[Address, float] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
-        self._shared = TokenBucket(GLOBAL_BURST * (1 - RESERVED_SHARE), self.now)
-        self._reserved = TokenBucket(GLOBAL_BURST * RESERVED_SHARE, self.now)
         self._shed_log = TokenBucket(MAX_SHED_RECORDS_PER_S, self.now)
 
     # ------------------------------------------------------------ requests
@@ -125,6 +142,8 @@ class Admission:
             return None
         source = self._source(src, now)
         reserved = registered and now - source.shed_at >= BEHAVING_WINDOW_S
+        if reserved:
+            self._note_active(src, now)
         verdict = self._verdict(source, reserved, now)
         if verdict is not None:
             source.shed_at = now
@@ -136,29 +155,70 @@ class Admission:
             return Shed.SOURCE_RATE
         if source.pending >= MAX_PENDING_PER_SOURCE:
             return Shed.SOURCE_PENDING
-        total = len(self._open)
-        anon_cap = min(MAX_ANON_PENDING, int(self.max_pending * (1 - RESERVED_SHARE)))
-        if total >= self.max_pending or (not reserved and self._pending_anon >= anon_cap):
+        if reserved:
+            return self._reserved_verdict(source, now)
+        if len(self._open) >= self.max_pending or self._pending_anon >= self._anon_cap:
             return Shed.PENDING
-        shared_rate = GLOBAL_RATE_PER_S * (1 - RESERVED_SHARE)
-        shared_burst = max(1, int(GLOBAL_BURST * (1 - RESERVED_SHARE)))
-        if reserved and self._reserved.take(now, GLOBAL_RATE_PER_S * RESERVED_SHARE,
-                                            max(1, int(GLOBAL_BURST * RESERVED_SHARE))):
+        return None if self._take_shared(source, now) else Shed.GLOBAL_RATE
+
+    def _reserved_verdict(self, source: _Source, now: float) -> Shed | None:
+        """A registered, behaving source: within its equal slice of the reserved rate and
+        of the reserved pending transactions it is admitted (the slices add up to the
+        reserved rate plus one FAIR_BURST each, and to the reserved pending transactions
+        plus at most MIN_FAIR_PENDING each); beyond, it competes for the shared part."""
+        active = max(1, len(self._active))
+        pending_slice = max(MIN_FAIR_PENDING, (self.max_pending - self._anon_cap) // active)
+        slice_rate = GLOBAL_RATE_PER_S * RESERVED_SHARE / active
+        if source.pending < pending_slice and source.fair.take(now, slice_rate, FAIR_BURST):
             return None
-        if self._shared.take(now, shared_rate, shared_burst):
-            return None
-        return Shed.GLOBAL_RATE
+        if len(self._open) >= self.max_pending:
+            return Shed.PENDING
+        return None if self._take_shared(source, now) else Shed.GLOBAL_RATE
+
+    @property
+    def _anon_cap(self) -> int:
+        return min(MAX_ANON_PENDING, int(self.max_pending * (1 - RESERVED_SHARE)))
+
+    def _take_shared(self, source: _Source, now: float) -> bool:
+        """One request from the unreserved part: the source's host takes from its equal
+        slice (the hosts active in the last BEHAVING_WINDOW_S share it), so a hundred
+        sockets on one host get what one other host gets."""
+        host = self._hosts.get(source.host)
+        if host is None:
+            host = TokenBucket(float(FAIR_BURST), now)
+            self._hosts[source.host] = host
+        self._hosts.move_to_end(source.host)
+        self._host_seen[source.host] = now
+        self._host_seen.move_to_end(source.host)
+        while self._host_seen and next(iter(self._host_seen.values())) < now - BEHAVING_WINDOW_S:
+            self._host_seen.popitem(last=False)
+        while len(self._hosts) > MAX_SOURCES:
+            self._hosts.popitem(last=False)
+        while len(self._host_seen) > MAX_SOURCES:
+            self._host_seen.popitem(last=False)
+        rate = GLOBAL_RATE_PER_S * (1 - RESERVED_SHARE) / max(1, len(self._host_seen))
+        return host.take(now, rate, FAIR_BURST)
 
     def _source(self, src: Address, now: float) -> _Source:
         source = self._sources.get(src)
         if source is None:
-            source = _Source(TokenBucket(float(self.burst), now))
+            source = _Source(src[0], TokenBucket(float(self.burst), now),
+                             TokenBucket(float(FAIR_BURST), now))
             self._sources[src] = source
             while len(self._sources) > MAX_SOURCES:
                 self._forget_oldest_source()
         else:
             self._sources.move_to_end(src)
         return source
+
+    def _note_active(self, src: Address, now: float) -> None:
+        """``src`` is an active registered source; forget those silent for the window."""
+        self._active[src] = now
+        self._active.move_to_end(src)
+        while self._active and next(iter(self._active.values())) < now - BEHAVING_WINDOW_S:
+            self._active.popitem(last=False)
+        while len(self._active) > MAX_SOURCES:
+            self._active.popitem(last=False)
 
     def _forget_oldest_source(self) -> None:
         """Drop the least recently seen source without pending transactions (or, if all

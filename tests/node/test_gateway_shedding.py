@@ -13,7 +13,7 @@ from meshcomm.media.relay import MediaConfig
 from meshcomm.node.gateway_admission import (
     ANON_HOLD_BURST,
     ANON_HOLD_RATE_PER_S,
-    GLOBAL_BURST,
+    FAIR_BURST,
     GLOBAL_RATE_PER_S,
     MAX_SHED_RECORDS_PER_S,
     RESERVED_SHARE,
@@ -122,7 +122,7 @@ def test_a_hundred_sources_cannot_starve_a_registered_client() -> None:
     flood = Counter(r.status for r in _responses(net, 0, set(_sources())))
     gw = net.stations[0].gw
     admitted = sent - flood[503]
-    share = GLOBAL_RATE_PER_S * (1 - RESERVED_SHARE) * seconds + GLOBAL_BURST
+    share = GLOBAL_RATE_PER_S * (1 - RESERVED_SHARE) * seconds + FAIR_BURST
     print(f"\nflood {sent} requests: {dict(flood)}; admitted {admitted} (bound {share:.0f})")
     assert flood[503] >= sent * 0.6 and admitted <= share
     assert sum(flood.values()) == sent              # every flood request was answered
@@ -131,6 +131,38 @@ def test_a_hundred_sources_cannot_starve_a_registered_client() -> None:
     shed_records = [r for r in net.stations[0].sip_journal() if r.get("note") == "shed"]
     assert len(shed_records) <= MAX_SHED_RECORDS_PER_S * (seconds + 8) + 5
     assert gw.counters["shed_not_journaled"] > 0
+
+
+def test_registered_flooders_cannot_starve_a_registered_client_either() -> None:
+    """64 sockets on 4 hosts each register a name (within the registrar quotas) and then
+    send 10 MESSAGEs a second each: every source is registered, so the reserved share is
+    cut in equal slices; alice, sending less than her slice, is never refused."""
+    net = _two_nodes()
+    alice = registered(net, 0, 5070, "alice")
+    registered(net, 1, 5072, "bob")
+    net.run_until(lambda: bool(net.stations[0].node.table.lookup(BOB)))
+    sip, gw = net.stations[0].sip, net.stations[0].gw
+    flooders = [(f"127.0.0.{5 + i // 16}", 7100 + i) for i in range(64)]
+    for i, src in enumerate(flooders):
+        sip.receive_sip(_register(f"reg{i}", src, f"rg{i}"), src, net.now)
+        net.run_for(0.2)
+    assert all(gw.registrar.is_client(src) for src in flooders)
+    sent_by_alice: list[int] = []
+
+    def tick(elapsed: float) -> None:
+        if round(elapsed * 10) % 10 == 0:                # alice: 1 MESSAGE a second
+            sent_by_alice.append(alice.message(BOB, f"alice {len(sent_by_alice)}").request_id)
+
+    sent = _flood(net, 0, flooders, seconds=10.0, rate_per_s=640, tick=tick)
+    net.run_for(5.0)
+    events = net.events(0, 5070)
+    answered = {e.request.request_id: e.status for e in events
+                if isinstance(e, RequestSucceeded) and e.method == "MESSAGE"}
+    assert [e for e in events if isinstance(e, RequestFailed)] == []
+    assert sorted(answered) == sorted(sent_by_alice) and set(answered.values()) == {200}
+    flood = Counter(r.status for r in _responses(net, 0, set(flooders)))
+    print(f"\nregistered flood {sent}: {dict(flood)}")
+    assert flood[503] >= sent * 0.5
 
 
 def test_a_flood_to_a_gone_node_puts_no_more_than_the_quota_into_store_and_forward() -> None:
