@@ -83,11 +83,13 @@ def _read(lines: list[str]) -> tuple[list[str], dict[str, str]]:
     copied: dict[str, str] = {}
     for name, value in _unfolded(lines):
         canon = g.canonical_header_name(name)
-        if not value or len(value) > MAX_SALVAGED_VALUE_CHARS or _UNSAFE_RE.search(value):
+        if not value or _UNSAFE_RE.search(value):
             continue
         if canon == "Via":
-            vias.extend(part.strip() for part in value.split(",") if part.strip())
-        elif canon in _COPIED and canon not in copied:
+            vias.extend(part for part in (p.strip() for p in value.split(","))
+                        if part and len(part) <= MAX_SALVAGED_VALUE_CHARS)
+        elif (canon in _COPIED and canon not in copied
+              and len(value) <= MAX_SALVAGED_VALUE_CHARS):
             copied[canon] = value
     return vias[:MAX_SALVAGED_VIAS], copied
 
