@@ -159,7 +159,7 @@ class NodeDriver:
             self.core.receive(data, LinkAddr(f"{radio_name}{LINK_ADDR_SEPARATOR}{src}"),
                               self.now())
         except Exception as exc:  # contained: the node keeps running
-            self.faults.contain("radio_input", exc)
+            self._contained_input("radio_input", exc)
         self.pump()
 
     def receive_sip(self, data: bytes, src: Address) -> None:
@@ -169,7 +169,7 @@ class NodeDriver:
         try:
             self.sip.receive_sip(data, src, self.now())
         except Exception as exc:  # contained: the node keeps running
-            self.faults.contain("sip_input", exc)
+            self._contained_input("sip_input", exc)
         self.pump()
 
     def receive_sip_batch(self, batch: Sequence[tuple[bytes, Address]]) -> None:
@@ -183,7 +183,7 @@ class NodeDriver:
             try:
                 self.sip.receive_sip(data, src, now)
             except Exception as exc:  # contained: the node keeps running
-                self.faults.contain("sip_input", exc)
+                self._contained_input("sip_input", exc)
         self.pump()
 
     def _on_timer(self) -> None:
@@ -192,8 +192,17 @@ class NodeDriver:
         try:
             self.core.on_timer(self.now())
         except Exception as exc:  # contained: the timer is re-armed
-            self.faults.contain("timer", exc)
+            self._contained_input("timer", exc)
         self.pump()
+
+    def _contained_input(self, kind: str, exc: Exception) -> None:
+        """An input failed inside the core: contained, and the SIP node's queues are
+        settled now (an answer the gateway queued before the failure goes out in this
+        pump, not with the next input)."""
+        self.faults.contain(kind, exc)
+        if self.sip is not None:
+            with self.faults.step("settle"):
+                self.sip.settle(self.now())
 
     # ------------------------------------------------------------ commands
     def register(self, aor: str, contacts: tuple[str, ...]) -> Binding:

@@ -15,6 +15,9 @@ from meshcomm.errors import LocalProtocolError
 from meshcomm.journal.events import JournalEventType, JournalRecord
 from meshcomm.journal.store import JournalStore
 from meshcomm.journal.verify import verify_journal
+from meshcomm.node.gateway import SipGateway
+from meshcomm.node.gateway_host import SipNode
+from meshcomm.node.gateway_types import GatewayConfig, LocalDatagram
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.storage import SfStorage
 from meshcomm.overlay.forwarding import UnicastReceived
@@ -389,3 +392,45 @@ def test_an_unstorable_journal_record_is_normalised_and_the_answer_goes_out(
         assert stored == [{"cseq": str(2**65), "x": 1}]
 
     asyncio.run(scenario(tmp_path))
+
+
+class _FaultyGateway(SipGateway):
+    """Fault injection: the real gateway handles the datagram, then a bug raises."""
+
+    def receive_local(self, data: bytes, src: tuple[str, int], now: float) -> None:
+        super().receive_local(data, src, now)
+        raise RuntimeError("bug after the answer was queued")
+
+
+def test_an_answer_queued_before_a_contained_failure_goes_out_at_once() -> None:
+    async def scenario() -> None:
+        with chain_medium(["a"]) as medium:
+            radio = open_radio(f"mem:{medium.name}/a")
+            await radio.open()
+            loop = asyncio.get_running_loop()
+            node = MeshNode(identity("a"), NodeSettings(overlay=FAST_OVERLAY),
+                            verifier=SignatureVerifier(), rng=random.Random(1),
+                            now=loop.time(), seq_base=1 << 32, wall_offset_s=1.7e9)
+            aor = "sip:a@test.example"
+            gw = _FaultyGateway(node, GatewayConfig(), rng=random.Random(2), node_aor=aor,
+                                now=loop.time())
+            sent: list[LocalDatagram] = []
+            driver = NodeDriver(node, [radio], None, loop, wall_offset_s=1.7e9,
+                                sip=SipNode(node, gw), sip_sink=sent.append)
+            driver.start()
+            client = ("127.0.0.1", 5099)
+            options = (f"OPTIONS {aor} SIP/2.0\r\n"
+                       "Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKfault1;rport\r\n"
+                       "Max-Forwards: 70\r\nFrom: <sip:c@test.example>;tag=c\r\n"
+                       f"To: <{aor}>\r\nCall-ID: fault1@c\r\nCSeq: 1 OPTIONS\r\n"
+                       "Content-Length: 0\r\n\r\n").encode()
+            try:
+                driver.receive_sip(options, client)
+                assert [d.data.split(b"\r\n")[0] for d in sent if d.dest == client] == [
+                    b"SIP/2.0 200 OK"]
+                assert driver.counters["contained_faults"] == 1
+                assert driver.armed_at is not None
+            finally:
+                driver.close()
+
+    asyncio.run(scenario())
