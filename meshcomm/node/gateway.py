@@ -158,6 +158,14 @@ class SipGateway(MessageCustody):
             node_hex=self.node_hex, local_host=config.local_host.lower(),
             local_port=config.local_port, domain=self.node_aor.partition("@")[2],
             secret=rng.getrandbits(128).to_bytes(16, "big"), counters=self.counters)
+        self.end_call = self._ending(end_call)
+
+    def _ending(self, media_end: CallEnder) -> CallEnder:
+        """``end_call`` for the media layer that also forgets the call's dialogs."""
+        def end_call(call_id: str) -> None:
+            self.contacts.forget_call(call_id)
+            media_end(call_id)
+        return end_call
 
     # ============================================================ driving API
     def receive_local(self, data: bytes, src: Address, now: float) -> None:

@@ -121,6 +121,7 @@ class ContactMap:
         self._dialogs: OrderedDict[DialogKey, DialogEntry] = OrderedDict()
         self._dialogs_of: dict[Address, OrderedDict[DialogKey, None]] = {}
         self._acks: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+        self._by_call: dict[str, set[DialogKey]] = {}
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -268,22 +269,38 @@ class ContactMap:
         return None
 
     def _remember(self, key: DialogKey, entry: DialogEntry) -> None:
+        self._drop(key)
         self._dialogs[key] = entry
-        self._dialogs.move_to_end(key)
-        mine = self._dialogs_of.setdefault(entry.client, OrderedDict())
-        mine[key] = None
-        mine.move_to_end(key)
+        self._dialogs_of.setdefault(entry.client, OrderedDict())[key] = None
+        self._by_call.setdefault(key[0], set()).add(key)
+        mine = self._dialogs_of[entry.client]
         while len(mine) > MAX_DIALOGS_PER_CLIENT:
-            self._dialogs.pop(mine.popitem(last=False)[0], None)
+            self._drop(next(iter(mine)))
             self.counters["dialogs_evicted"] += 1
         while len(self._dialogs) > MAX_DIALOGS:
-            old, gone = self._dialogs.popitem(last=False)
+            self._drop(next(iter(self._dialogs)))
             self.counters["dialogs_evicted"] += 1
-            owned = self._dialogs_of.get(gone.client)
-            if owned is not None:
-                owned.pop(old, None)
-                if not owned:
-                    del self._dialogs_of[gone.client]
+
+    def _drop(self, key: DialogKey) -> None:
+        entry = self._dialogs.pop(key, None)
+        if entry is None:
+            return
+        owned = self._dialogs_of.get(entry.client)
+        if owned is not None:
+            owned.pop(key, None)
+            if not owned:
+                del self._dialogs_of[entry.client]
+        same_call = self._by_call.get(key[0])
+        if same_call is not None:
+            same_call.discard(key)
+            if not same_call:
+                del self._by_call[key[0]]
+
+    def forget_call(self, call_id: str) -> None:
+        """The call ended (BYE sent or answered, CANCEL, the media layer reclaimed it):
+        forget its dialogs (retransmitted BYEs are absorbed by the proxy transaction)."""
+        for key in list(self._by_call.get(call_id, ())):
+            self._drop(key)
 
     def first_ack(self, request: SipRequest) -> bool:
         """False for a copy of an ACK (same Call-ID, From tag and CSeq) already delivered
@@ -303,10 +320,4 @@ class ContactMap:
         if from_tag is None or to_tag is None:
             return
         for key in ((request.call_id, from_tag, to_tag), (request.call_id, to_tag, from_tag)):
-            entry = self._dialogs.pop(key, None)
-            if entry is not None:
-                owned = self._dialogs_of.get(entry.client)
-                if owned is not None:
-                    owned.pop(key, None)
-                    if not owned:
-                        del self._dialogs_of[entry.client]
+            self._drop(key)

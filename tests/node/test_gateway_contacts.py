@@ -169,6 +169,13 @@ def test_a_copy_of_an_ack_reaches_the_callee_once() -> None:
         _serve_uas(net, 2, seen)
     assert [m.method for m in seen].count("ACK") == 1
     assert net.stations[2].gw.counters["acks_duplicate_absorbed"] == 2
+    # The uac vanishes without a BYE: when the call is ended for the media layer (its
+    # reclaim), the gateway's dialog goes too.
+    assert net.stations[0].gw.contacts.dialog_count == 1
+    assert net.stations[2].gw.contacts.dialog_count == 1
+    for st in (net.stations[0], net.stations[2]):
+        st.gw.end_call(ok.call_id)
+        assert st.gw.contacts.dialog_count == 0
 
 
 def test_stock_ua_calls_a_callee_that_ignores_record_route_and_gets_its_bye() -> None:
