@@ -345,7 +345,7 @@ class SipGateway(MessageCustody):
         if request.method != "CANCEL" and unsupported_proxy_require(request):
             return 420                                  # §16.3 item 4
         if (isinstance(src, bytes) and request.method not in FREEING_METHODS
-                and self.admission.pending >= self.config.max_pending_transactions):
+                and self.admission.mesh_full()):
             self.counters["overloaded"] += 1      # local clients were shed in _shed
             return 503
         return None
@@ -456,6 +456,10 @@ class SipGateway(MessageCustody):
                  now: float) -> None:
         """§16.6: copy, decrement Max-Forwards, Record-Route, push our Via, send; arm the
         no-answer timer and (toward a UDP client) request retransmission."""
+        if isinstance(dest, tuple) and not self.admission.forwarding(tx.tx_id, dest,
+                                                                     request.method, now):
+            self._respond(tx, 503, now, self._retry_after(503))   # the client is not answering
+            return
         branch = new_branch(self.rng)
         out = self._rewrite_or_status(self._prepare(request, dest, branch, tx.upstream),
                                       tx.upstream, dest)

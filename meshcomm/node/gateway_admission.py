@@ -24,6 +24,11 @@ journals or routes it. The rules (issue 8, item 2):
   most :data:`MAX_ANON_PENDING` (and at most ``(1 - RESERVED_SHARE)`` of
   ``max_pending_transactions``), any single source at most
   :data:`MAX_PENDING_PER_SOURCE`. This bounds what a flood puts on the radio.
+* Requests from the mesh hold at most half of ``max_pending_transactions``
+  (:meth:`Admission.mesh_full`), and at most :data:`MAX_STALE_PER_DESTINATION`
+  transactions may wait longer than :data:`STALE_S` for one local client
+  (:meth:`Admission.forwarding`): a flood toward a client that never answers cannot fill
+  the table others need, while a burst toward a client that answers passes.
 * Refusals are 503 with Retry-After; at most :data:`MAX_SHED_RECORDS_PER_S` of them a
   second are journaled (the rest are counted), so a flood cannot fill the journal.
 * Store-and-forward quota (:meth:`Admission.may_hold`): a registered client may have
@@ -57,8 +62,10 @@ GLOBAL_RATE_PER_S: Final = 60.0
 RESERVED_SHARE: Final = 0.5
 #: A registered source shed within this many seconds counts as anonymous.
 BEHAVING_WINDOW_S: Final = 10.0
-#: Requests a registered source may take from its slice of the reserved rate at once.
+#: Burst of a slice: one second of its rate, at least MIN_FAIR_BURST, at most FAIR_BURST
+#: (so many sources together cannot burst far beyond the global rate).
 FAIR_BURST: Final = 10
+MIN_FAIR_BURST: Final = 2
 #: Pending transactions a registered source may always have (its slice is larger while
 #: few registered clients are active).
 MIN_FAIR_PENDING: Final = 4
@@ -69,6 +76,9 @@ MAX_PENDING_PER_SOURCE: Final = 32
 #: the radio: a flood of MESSAGEs waiting 6 s for a silent far client must not fill the
 #: overlay's per-neighbour frame budget, or everybody's messages wait for retransmissions.
 MAX_ANON_PENDING: Final = 24
+#: Transactions waiting longer than STALE_S for one local client at most (beyond: 503).
+MAX_STALE_PER_DESTINATION: Final = 16
+STALE_S: Final = 2.0
 #: Sources whose bucket is kept (least recently seen forgotten first).
 MAX_SOURCES: Final = 4096
 #: Journal records of refused requests per second (the rest are only counted).
@@ -109,6 +119,8 @@ class _Source:
 class _Open:
     src: Address | None          # None: a request from the mesh or store-and-forward
     reserved: bool
+    #: The local client it waits for (set by Admission.forwarding), if any.
+    dest: Address | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +135,9 @@ class Admission:
     _sources: OrderedDict[Address, _Source] = field(default_factory=OrderedDict)
     _open: dict[int, _Open] = field(default_factory=dict)
     _pending_anon: int = 0
+    _pending_mesh: int = 0
+    #: Pending transactions per local client they wait for: tx id -> forwarded at.
+    _toward: dict[Address, OrderedDict[int, float]] = field(default_factory=dict)
     #: Per host: its slice of the unreserved rate, and when it was last seen.
     _hosts: OrderedDict[str, TokenBucket] = field(default_factory=OrderedDict)
     _host_seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
@@ -169,7 +184,8 @@ class Admission:
         active = max(1, len(self._active))
         pending_slice = max(MIN_FAIR_PENDING, (self.max_pending - self._anon_cap) // active)
         slice_rate = GLOBAL_RATE_PER_S * RESERVED_SHARE / active
-        if source.pending < pending_slice and source.fair.take(now, slice_rate, FAIR_BURST):
+        if source.pending < pending_slice and source.fair.take(now, slice_rate,
+                                                               _fair_burst(slice_rate)):
             return None
         if len(self._open) >= self.max_pending:
             return Shed.PENDING
@@ -197,7 +213,7 @@ class Admission:
         while len(self._host_seen) > MAX_SOURCES:
             self._host_seen.popitem(last=False)
         rate = GLOBAL_RATE_PER_S * (1 - RESERVED_SHARE) / max(1, len(self._host_seen))
-        return host.take(now, rate, FAIR_BURST)
+        return host.take(now, rate, _fair_burst(rate))
 
     def _source(self, src: Address, now: float) -> _Source:
         source = self._sources.get(src)
@@ -248,6 +264,8 @@ class Admission:
         self._open[tx_id] = _Open(src, reserved)
         if not reserved:
             self._pending_anon += 1
+        if src is None:
+            self._pending_mesh += 1
         source = self._sources.get(src) if src is not None else None
         if source is not None:
             source.pending += 1
@@ -259,9 +277,37 @@ class Admission:
             return
         if not entry.reserved:
             self._pending_anon -= 1
+        if entry.src is None:
+            self._pending_mesh -= 1
+        waiting = self._toward.get(entry.dest) if entry.dest is not None else None
+        if waiting is not None and entry.dest is not None:
+            waiting.pop(tx_id, None)
+            if not waiting:
+                del self._toward[entry.dest]
         source = self._sources.get(entry.src) if entry.src is not None else None
         if source is not None and source.pending > 0:
             source.pending -= 1
+
+    def forwarding(self, tx_id: int, dest: Address, method: str, now: float) -> bool:
+        """Transaction ``tx_id`` is about to wait for local client ``dest``: False (shed
+        it) when MAX_STALE_PER_DESTINATION already wait for it longer than STALE_S (it is
+        not answering); BYE, CANCEL and ACK always pass."""
+        entry = self._open.get(tx_id)
+        if entry is None or entry.dest is not None or dest == BUILTIN_ADDR:
+            return True
+        waiting = self._toward.setdefault(dest, OrderedDict())
+        if method not in FREEING_METHODS and _stale(waiting, now) >= MAX_STALE_PER_DESTINATION:
+            if not waiting:
+                del self._toward[dest]
+            self.counters["shed_destination_stale"] += 1
+            return False
+        entry.dest = dest
+        waiting[tx_id] = now
+        return True
+
+    def mesh_full(self) -> bool:
+        """Requests from the mesh hold half of the pending transactions at most."""
+        return self._pending_mesh >= self.max_pending // 2
 
     @property
     def pending(self) -> int:
@@ -303,3 +349,18 @@ class Admission:
         else:
             self._holds.move_to_end(key)
         return bucket
+
+
+def _fair_burst(rate_per_s: float) -> int:
+    return max(MIN_FAIR_BURST, min(FAIR_BURST, int(rate_per_s)))
+
+
+def _stale(waiting: OrderedDict[int, float], now: float) -> int:
+    """How many of ``waiting`` (oldest first) were forwarded over STALE_S ago, counted up
+    to MAX_STALE_PER_DESTINATION."""
+    count = 0
+    for since in waiting.values():
+        if since > now - STALE_S or count >= MAX_STALE_PER_DESTINATION:
+            break
+        count += 1
+    return count

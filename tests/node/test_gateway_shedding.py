@@ -75,7 +75,8 @@ def _sources(host: str = FLOOD_HOST, n: int = N_SOURCES) -> list[Address]:
 
 
 def _flood(net: Net, index: int, srcs: list[Address], *, seconds: float, rate_per_s: float,
-           tick: Callable[[float], None] | None = None, method: str = "MESSAGE") -> int:
+           tick: Callable[[float], None] | None = None, method: str = "MESSAGE",
+           uri: str = BOB) -> int:
     """``rate_per_s`` requests a second spread over ``srcs`` for ``seconds`` (virtual)."""
     sip = net.stations[index].sip
     step = 0.1
@@ -85,7 +86,8 @@ def _flood(net: Net, index: int, srcs: list[Address], *, seconds: float, rate_pe
     while net.now - start < seconds:
         for _ in range(per_step):
             src = srcs[sent % len(srcs)]
-            sip.receive_sip(_raw(method, src, f"fl{sent}", body="spam"), src, net.now)
+            sip.receive_sip(_raw(method, src, f"fl{sent}", uri=uri, body="spam"), src,
+                            net.now)
             sent += 1
         if tick is not None:
             tick(net.now - start)
@@ -163,6 +165,41 @@ def test_registered_flooders_cannot_starve_a_registered_client_either() -> None:
     flood = Counter(r.status for r in _responses(net, 0, set(flooders)))
     print(f"\nregistered flood {sent}: {dict(flood)}")
     assert flood[503] >= sent * 0.5
+
+
+def test_requests_from_the_mesh_to_a_silent_client_do_not_crowd_out_others() -> None:
+    """Registered clients at node 1 send 30 MESSAGEs a second to ``mute`` at node 0, a
+    client that registered and never answers (each waits 6 s): only a bounded number wait
+    for mute, and bob's MESSAGEs from node 1 to carol at node 0 are all answered."""
+    net = _two_nodes()
+    carol = registered(net, 0, 5074, "carol")
+    assert carol is not None
+    mute: Address = ("127.0.0.1", 5099)
+    sip0 = net.stations[0].sip
+    sip0.receive_sip(_register("mute", mute, "mute1"), mute, net.now)
+    bob = registered(net, 1, 5072, "bob")
+    senders = [(f"127.0.0.{5 + i // 8}", 7300 + i) for i in range(30)]
+    sip1 = net.stations[1].sip
+    for i, src in enumerate(senders):
+        sip1.receive_sip(_register(f"snd{i}", src, f"sn{i}"), src, net.now)
+        net.run_for(0.1)
+    net.run_until(lambda: bool(net.stations[1].node.table.lookup(f"sip:mute@{DOMAIN}"))
+                  and bool(net.stations[1].node.table.lookup(f"sip:carol@{DOMAIN}")))
+    sent_by_bob: list[int] = []
+
+    def tick(elapsed: float) -> None:
+        if round(elapsed * 10) % 5 == 0:
+            sent_by_bob.append(bob.message(f"sip:carol@{DOMAIN}", "hi").request_id)
+
+    _flood(net, 1, senders, seconds=15.0, rate_per_s=30, tick=tick,
+           uri=f"sip:mute@{DOMAIN}")
+    net.run_for(8.0)
+    answered = {e.request.request_id: e.status for e in net.events(1, 5072)
+                if isinstance(e, RequestSucceeded) and e.method == "MESSAGE"}
+    gw0 = net.stations[0].gw
+    print(f"\nnode 0: {({k: v for k, v in gw0.counters.items() if 'shed' in k})}")
+    assert sorted(answered) == sorted(sent_by_bob) and set(answered.values()) == {200}
+    assert gw0.counters["shed_destination_stale"] > 0
 
 
 def test_a_flood_to_a_gone_node_puts_no_more_than_the_quota_into_store_and_forward() -> None:
