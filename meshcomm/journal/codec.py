@@ -71,6 +71,11 @@ def _plain(value: object, depth: int) -> object:
     if isinstance(value, float):
         return _plain_float(value)
     if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:            # a lone surrogate (surrogateescape'd bytes)
+                raise _Invalid("string is not valid UTF-8") from None
         return str.__str__(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
@@ -92,6 +97,8 @@ def _plain_map(value: Mapping[Any, object], depth: int) -> dict[str, object]:
     for key in value:
         if not isinstance(key, str):
             raise _Invalid(f"map key of type {type(key).__name__}")
+        if not key.isascii():
+            _plain(key, depth)                # not valid UTF-8: _Invalid
         keys.append(key)
     return {str.__str__(key): _plain(value[key], depth) for key in sorted(keys)}
 
@@ -122,10 +129,11 @@ MAX_STORABLE_TEXT_CHARS: Final = 256
 
 def storable_data(data: Mapping[str, object]) -> dict[str, object]:
     """``data`` made storable, for values that came from outside (a peer's numbers,
-    strings): an integer outside the msgpack range, a non-finite float or a value of another
-    type becomes its (bounded) text, a non-str key its text, a container beyond the limits
-    is cut to them; data still too large once encoded becomes a short summary. Never
-    raises; :func:`normalize_data` accepts the result."""
+    strings): a string that is not valid UTF-8 (bytes a parser kept with surrogateescape)
+    gets "?" for each bad code point; an integer outside the msgpack range, a non-finite
+    float or a value of another type becomes its (bounded) text, a non-str key its text,
+    a container beyond the limits is cut to them; data still too large once encoded
+    becomes a short summary. Never raises; :func:`normalize_data` accepts the result."""
     plain = _storable_map(data, 1)
     if len(pack(plain)) > MAX_DATA_BYTES:
         return {"truncated": True, "keys": [k[:MAX_STORABLE_TEXT_CHARS] for k in
@@ -142,6 +150,8 @@ def _storable(value: object, depth: int) -> object:
         return [_storable(item, depth + 1) for item in value[:MAX_CONTAINER_ITEMS]]
     if isinstance(value, Mapping) and depth < MAX_NESTING_DEPTH:
         return _storable_map(value, depth + 1)
+    if isinstance(value, str):                # not UTF-8: each bad code point as "?"
+        return value.encode("utf-8", "replace").decode("utf-8")[:MAX_STORABLE_TEXT_CHARS]
     try:
         text = repr(value) if not isinstance(value, int | float) else str(value)
     except (ValueError, TypeError, RecursionError):  # int beyond str() digits, odd repr
@@ -152,8 +162,8 @@ def _storable(value: object, depth: int) -> object:
 def _storable_map(value: Mapping[Any, object], depth: int) -> dict[str, object]:
     out: dict[str, object] = {}
     for key in list(value)[:MAX_CONTAINER_ITEMS]:
-        name = key if isinstance(key, str) else str(_storable(key, MAX_NESTING_DEPTH))
-        out[str.__str__(name)] = _storable(value[key], depth)
+        name = _storable(key if isinstance(key, str) else str(_storable(key, depth)), depth)
+        out[str.__str__(str(name))] = _storable(value[key], depth)
     return {key: out[key] for key in sorted(out)}
 
 

@@ -60,6 +60,7 @@ from meshcomm.node.gateway_registrar import Registrar
 from meshcomm.node.gateway_rfc import (
     OwnHosts,
     UndecodableAnswers,
+    journal_safe,
     refusal_headers,
     unsupported_proxy_require,
 )
@@ -296,8 +297,9 @@ class SipGateway(MessageCustody):
     def _journal(self, direction: Direction, message: SipRequest | SipResponse, peer: Peer,
                  hops: int = 0, note: str = "") -> None:
         self.counters[f"sip_{direction.value}"] += 1
-        self._events.append(sip_record(direction, message, peer, hops=hops,
-                                       keep_body=self.config.keep_sip_bodies, note=note))
+        self._events.append(journal_safe(sip_record(
+            direction, message, peer, hops=hops, keep_body=self.config.keep_sip_bodies,
+            note=note)))
 
     # ============================================================ requests
     def _on_request(self, request: SipRequest, src: Peer, now: float, hops: int) -> None:

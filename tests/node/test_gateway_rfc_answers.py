@@ -269,3 +269,18 @@ def test_listening_on_a_wildcard_writes_the_address_toward_the_client() -> None:
     (rr,) = ours[0].record_routes
     assert rr.uri.host == "10.9.0.1"                      # toward carol, who sent it
     assert gw._is_ours(rr)                                # recognised as ours
+
+
+@pytest.mark.parametrize("field", [b"From: <tel:12\xff\xfe34>;tag=r1", b"To: isbn:2983\xff92873"])
+def test_bytes_that_are_not_utf8_reach_the_journal_normalised(field: bytes) -> None:
+    """Found by the gateway_local fuzz target: a header kept with surrogateescape made a
+    journal record msgpack cannot encode (UnicodeEncodeError inside the pump)."""
+    net = Net(1)
+    name = field.split(b":", 1)[0]
+    lines = [field if line.startswith(name + b":") else line
+             for line in _request("MESSAGE", body=b"x").split(b"\r\n")]
+    _send(net, b"\r\n".join(lines))
+    assert _finals(net), "answered"
+    _journal_storable(net)
+    assert any("?" in str(r.data.get("from", "")) + str(r.data.get("to", ""))
+               for r in net.stations[0].journal)

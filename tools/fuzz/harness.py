@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import msgpack
 
+from meshcomm.journal.codec import normalize_data
+from meshcomm.journal.events import JournalRecord
 from meshcomm.media.packet import Channel
 from meshcomm.media.relay import MediaConfig, MediaRelay, SdpPath, SequentialPortAllocator
 from meshcomm.media.session import MeshMedia
@@ -217,10 +219,13 @@ def station(*, verifier: SignatureVerifier | None = None) -> Station:
 
 
 def drain_station(sip: SipNode, now: float) -> None:
+    """Drain the outputs; every journal record must be storable as it is (the cores
+    normalise what comes from the wire: a LocalProtocolError here is a crash)."""
     sip.to_send(now)
     sip.take_sip(now)
-    while sip.next_event() is not None:
-        pass
+    while (event := sip.next_event()) is not None:
+        if isinstance(event, JournalRecord):
+            normalize_data(event.data)
 
 
 def sweep_timers(sip: SipNode, now: float) -> None:
