@@ -15,7 +15,12 @@ The rule (the README states it):
    claim needs more than half of the reporting neighbours behind it: one lying neighbour
    cannot swing a node with two honest ones, and re-flooding a claim adds no vote.
 3. Without reports, or when no claim has a majority, the current holder stays and, for a
-   node with none yet, the first claim to arrive holds (arrival order, as before).
+   node with none yet, the first claim to arrive holds (arrival order, as before) -- but
+   only provisionally: until it is locked (rule 1) or backed by a majority (rule 2), and
+   at most ``UNSETTLED_MAX_S`` after the contest began on this node, the holder is
+   ``contested``: it is not used for routing (a MESSAGE is held meanwhile) and not
+   reported to neighbours as held, so a joiner that hears an attacker's claim first
+   neither routes to it nor vouches for it while its neighbours' reports are on their way.
 
 Only neighbours heard in a verified HELLO may vote (the overlay checks that); at most
 ``MAX_HOLDER_VOTERS`` votes are kept per AoR (the oldest forgotten first).
@@ -27,6 +32,8 @@ from collections.abc import Sequence
 
 #: A node that has held a claim this long keeps it (rule 1).
 HOLDER_LOCK_S = 60.0
+#: A contest this node cannot settle by rules 1-2 falls back to arrival order after this.
+UNSETTLED_MAX_S = 10.0
 #: Votes kept per AoR.
 MAX_HOLDER_VOTERS = 8
 

@@ -35,7 +35,7 @@ from enum import Enum, StrEnum
 from meshcomm.errors import DecodeError, TrustError
 from meshcomm.location.binding import CLOCK_SKEW_TOLERANCE_S, Binding
 from meshcomm.location.freshness import FreshEntry, FreshnessMemory
-from meshcomm.location.holder import HOLDER_LOCK_S, HolderVotes
+from meshcomm.location.holder import HOLDER_LOCK_S, UNSETTLED_MAX_S, HolderVotes
 from meshcomm.location.standing import NEWCOMER_TIERS, StandingIndex, Tier
 from meshcomm.security.credentials import check_credential, decode_credential_untrusted
 from meshcomm.security.verify import SignatureVerifier
@@ -65,6 +65,10 @@ class BindingState(StrEnum):
     VERIFIED = "verified"
     UNVERIFIED = "unverified"
     CONFLICT = "conflict"
+    #: The provisional holder of an AoR several keys claim, while this node has neither
+    #: held it long (HOLDER_LOCK_S) nor heard a majority of neighbours back it; not used
+    #: for routing until settled (at most UNSETTLED_MAX_S after the contest began).
+    CONTESTED = "contested"
 
 
 class MergeOutcome(Enum):
@@ -150,6 +154,8 @@ class LocationTable:
         self._buckets = [0] * DIGEST_BUCKETS
         self._bucket_ids: list[set[bytes]] = [set() for _ in range(DIGEST_BUCKETS)]
         self._expiry: list[tuple[float, bytes, int]] = []
+        #: (when, AoR key): a contested AoR to settle again once its grace ends
+        self._resettle: list[tuple[float, str]] = []
         self._claims = 0
         self.max_records = max_records
         #: Whether a node id has a live route or is a neighbour, and whether it is a
@@ -175,10 +181,12 @@ class LocationTable:
         return self._records.get(record_id)
 
     def lookup(self, aor: str) -> list[StoredBinding]:
-        """Usable bindings for an AoR: live, not tombstones, not in conflict."""
+        """Usable bindings for an AoR: live, not tombstones, not in conflict, not a
+        provisional holder of a contest this node cannot settle yet."""
         found = [self._records[r] for r in self._by_aor.get(aor.lower(), ())]
         return [s for s in found
-                if not s.binding.is_tombstone and s.state is not BindingState.CONFLICT]
+                if not s.binding.is_tombstone and s.state is not BindingState.CONFLICT
+                and s.state is not BindingState.CONTESTED]
 
     def bucket_hashes(self) -> list[int]:
         return list(self._buckets)
@@ -188,6 +196,13 @@ class LocationTable:
         return sorted((rid, records[rid].binding.seq) for rid in self._bucket_ids[bucket])
 
     def next_expiry(self) -> float | None:
+        """Earliest time :meth:`expire` has work: an expiry or a contest to settle."""
+        first = self._next_record_expiry()
+        if self._resettle and (first is None or self._resettle[0][0] < first):
+            return self._resettle[0][0]
+        return first
+
+    def _next_record_expiry(self) -> float | None:
         while self._expiry:
             when, rid, seq = self._expiry[0]
             stored = self._records.get(rid)
@@ -304,17 +319,43 @@ class LocationTable:
             return
         live = [s for s in claims if not s.binding.is_tombstone]
         holder = self._choose_holder(aor.lower(), live, now)
+        settle_at = self._unsettled_until(aor.lower(), live, holder, now)
         for s in claims:
             if s.binding.is_tombstone:
                 s.state = BindingState.VERIFIED
                 s.holder_since = None
             elif s is holder:
-                s.state = self._open_holder_state(s)
+                s.state = (self._open_holder_state(s) if settle_at is None
+                           else BindingState.CONTESTED)
                 if s.holder_since is None:
                     s.holder_since = now
             else:
                 s.state = BindingState.CONFLICT
                 s.holder_since = None
+
+    def _unsettled_until(self, aor_key: str, live: list[StoredBinding],
+                         holder: StoredBinding | None, now: float) -> float | None:
+        """When a provisional holder settles by arrival order (None: it is settled now).
+
+        A holder is settled when it is the only claim, was held for HOLDER_LOCK_S, or a
+        majority of the reporting neighbours back it. Otherwise a late joiner would route
+        to whichever claim reached it first (an attacker re-flooding a claim); it waits
+        for its neighbours' reports instead, at most UNSETTLED_MAX_S from the moment the
+        contest began here (the arrival of the second claim, so fresh attacker keys cannot
+        prolong it)."""
+        if (holder is None or len(live) < 2 or _locked(holder, now)
+                or holder.binding.key in self._own_keys):
+            return None
+        rid = holder.binding.record_id
+        if self._votes.standing_s(aor_key, [rid], now)[0] > 0:
+            return None
+        began = sorted(s.admitted_at for s in live)[1]
+        until = began + UNSETTLED_MAX_S
+        if now >= until:
+            return None
+        if len(self._resettle) < self.max_records:
+            heapq.heappush(self._resettle, (until, aor_key))
+        return until
 
     def _choose_holder(self, aor_key: str, live: list[StoredBinding],
                        now: float) -> StoredBinding | None:
@@ -335,7 +376,8 @@ class LocationTable:
     def held_s(self, stored: StoredBinding, now: float) -> int:
         """How long this node has held ``stored`` as its AoR's holder (-1: it does not),
         reported to neighbours in anti-entropy (open policy)."""
-        if stored.holder_since is None or self.policy.mode is not TrustMode.OPEN:
+        if (stored.holder_since is None or self.policy.mode is not TrustMode.OPEN
+                or stored.state is BindingState.CONTESTED):
             return -1
         return int(min(now - stored.holder_since, limits.MAX_HELD_REPORT_S))
 
@@ -445,8 +487,13 @@ class LocationTable:
 
     # ----------------------------------------------------------------- expiry
     def expire(self, now: float) -> list[StoredBinding]:
-        """Remove bindings and tombstones whose time is up; return them."""
+        """Remove bindings and tombstones whose time is up; return them. Contests whose
+        grace is over are settled (by arrival order when no majority appeared)."""
         gone: list[StoredBinding] = []
+        while self._resettle and self._resettle[0][0] <= now:
+            _, aor_key = heapq.heappop(self._resettle)
+            if aor_key in self._by_aor:
+                self._settle_aor(aor_key, now)
         while self._expiry and self._expiry[0][0] <= now:
             when, rid, seq = heapq.heappop(self._expiry)
             stored = self._records.get(rid)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from meshcomm.location.holder import HOLDER_LOCK_S, MAX_HOLDER_VOTERS, HolderVotes
+from meshcomm.location.holder import (
+    HOLDER_LOCK_S,
+    MAX_HOLDER_VOTERS,
+    UNSETTLED_MAX_S,
+    HolderVotes,
+)
 from meshcomm.location.standing import PROBATION_S, Tier
 from meshcomm.location.table import (
     MAX_CLAIMS_PER_AOR,
@@ -114,13 +119,42 @@ def holder(t: LocationTable) -> bytes:
     return found[0].binding.key
 
 
+def provisional_holder(t: LocationTable) -> bytes:
+    """The claim a contest would settle on (routing does not use it yet)."""
+    assert t.lookup(AOR) == []
+    (found,) = [s for s in (t.get(r) for r in t.contested(AOR, 0.0)) if s is not None
+                and s.state is BindingState.CONTESTED]
+    return found.binding.key
+
+
 def joiner_met_attacker_first() -> tuple[LocationTable, bytes, bytes]:
     t = table()
     attacker = t.offer(binding(ATTACKER, 1, aor=AOR), 100.0, WALL).stored
     genuine = t.offer(binding(GENUINE, 1, aor=AOR), 100.5, WALL).stored
     assert attacker is not None and genuine is not None
-    assert holder(t) == ATTACKER.public_key  # arrival order, with nothing else to go on
+    # Arrival order, with nothing else to go on -- but only provisionally: a joiner does
+    # not route to the first claim it heard while its neighbours' reports are on their way.
+    assert provisional_holder(t) == ATTACKER.public_key
+    assert t.held_s(attacker, 100.5) == -1          # and does not vouch for it either
     return t, genuine.binding.record_id, attacker.binding.record_id
+
+
+def test_a_contest_nobody_reports_on_settles_by_arrival_after_its_grace() -> None:
+    t, _genuine, attacker = joiner_met_attacker_first()
+    settle = 100.5 + UNSETTLED_MAX_S
+    assert t.next_expiry() == settle
+    assert t.expire(settle - 0.1) == [] and t.lookup(AOR) == []
+    assert t.expire(settle) == []
+    assert holder(t) == ATTACKER.public_key
+    assert t.get(attacker).state is BindingState.VERIFIED  # type: ignore[union-attr]
+
+
+def test_fresh_attacker_keys_do_not_prolong_a_contest() -> None:
+    t, _genuine, _attacker = joiner_met_attacker_first()
+    for i, key in enumerate((CAROL, Identity(bytes(range(7, 39))))):
+        t.offer(binding(key, 1, aor=AOR), 105.0 + i, WALL)
+    t.expire(100.5 + UNSETTLED_MAX_S)
+    assert holder(t) == ATTACKER.public_key
 
 
 def test_a_late_joiner_adopts_the_holder_its_neighbours_report() -> None:
@@ -173,11 +207,12 @@ def test_without_a_majority_the_current_holder_stays() -> None:
     t, genuine, attacker = joiner_met_attacker_first()
     t.report_holder(LIAR, attacker, 10**6, 101.0)
     t.report_holder(N1, genuine, 900, 101.0)
-    assert holder(t) == ATTACKER.public_key  # one vote each: arrival order stands
+    # one vote each: arrival order stands, unsettled (not routed) until the grace ends
+    assert provisional_holder(t) == ATTACKER.public_key
     t, genuine, attacker = joiner_met_attacker_first()
     t.report_holder(N1, genuine, 900, 101.0)
     t.report_holder(LIAR, attacker, 10**6, 101.0)
-    assert holder(t) == GENUINE.public_key  # one vote each: no reason to switch back
+    assert provisional_holder(t) == GENUINE.public_key  # one vote each: no reason to switch
 
 
 def test_agency_policy_ignores_holder_reports() -> None:

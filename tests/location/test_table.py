@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshcomm.location.binding import Binding, binding_from_envelope_untrusted
+from meshcomm.location.holder import UNSETTLED_MAX_S
 from meshcomm.location.table import (
     DIGEST_BUCKETS,
     BindingState,
@@ -205,6 +206,13 @@ def test_open_policy_first_claim_holds_and_conflicts_are_marked() -> None:
     assert offer(t, binding(ALICE, 1, lifetime_s=60), now=0.0) is MergeOutcome.NEW
     assert offer(t, binding(BOB, 1, lifetime_s=120), now=1.0) is MergeOutcome.NEW
     states = {s.binding.key: s.state for s in t}
+    # Contested: no neighbour vouched for either claim, so neither is routed to until the
+    # contest settles (by arrival order, UNSETTLED_MAX_S after it began).
+    assert states == {ALICE.public_key: BindingState.CONTESTED,
+                      BOB.public_key: BindingState.CONFLICT}
+    assert t.lookup(AOR) == []
+    t.expire(1.0 + UNSETTLED_MAX_S)
+    states = {s.binding.key: s.state for s in t}
     assert states == {ALICE.public_key: BindingState.VERIFIED,
                       BOB.public_key: BindingState.CONFLICT}
     assert [s.binding.key for s in t.lookup(AOR)] == [ALICE.public_key]
@@ -224,8 +232,9 @@ def test_open_policy_hand_over_on_deregistration() -> None:
     offer(t, binding(ALICE, 1))
     offer(t, binding(BOB, 1))
     offer(t, binding(CAROL, 1))
+    t.expire(UNSETTLED_MAX_S)                       # the contest settles by arrival order
     assert [s.binding.key for s in t.lookup(AOR)] == [ALICE.public_key]
-    offer(t, binding(ALICE, 2, lifetime_s=0, hold_s=60))
+    offer(t, binding(ALICE, 2, lifetime_s=0, hold_s=60), now=UNSETTLED_MAX_S)
     assert [s.binding.key for s in t.lookup(AOR)] == [BOB.public_key]
     assert t.get(binding(CAROL, 1).record_id).state is BindingState.CONFLICT  # type: ignore[union-attr]
     assert t.lookup(AOR.upper()) == t.lookup(AOR)

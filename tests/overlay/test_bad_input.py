@@ -8,6 +8,7 @@ import pytest
 
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.location.binding import make_binding
+from meshcomm.location.holder import UNSETTLED_MAX_S
 from meshcomm.security.identity import Identity
 from meshcomm.sim.engine import Simulator
 from meshcomm.sim.scenario import ScenarioParams, sim_config
@@ -64,8 +65,14 @@ def test_forged_signature_dropped_counted_journaled() -> None:
 
 
 def test_claim_on_an_aor_another_key_holds_is_a_conflict() -> None:
-    sim = settled_pair()
-    inject(sim, binding_frame(MALLORY, aor="sip:n0@incident.local", seq=1))
+    # The claim arrives at 8 s; n1 has held n0's claim only a few seconds (not locked), so
+    # the AoR is contested until n0's report (anti-entropy) or the grace settles it.
+    sim = Simulator(sim_config(ScenarioParams(topology="chain", nodes=2,
+                                              duration_s=8 + UNSETTLED_MAX_S + 1, seed=1)),
+                    keep_journal=True)
+    sim.call_at(8.0, lambda s: inject(s, binding_frame(MALLORY, aor="sip:n0@incident.local",
+                                                       seq=1)))
+    sim.run()
     core = sim.core("n1")
     assert core is not None
     states = {(e.aor, e.node_id): e.state for e in core.overlay.who(sim.now)}
