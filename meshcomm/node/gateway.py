@@ -645,7 +645,6 @@ class SipGateway(MessageCustody):
             self._stateless_response(out, src)
             return
         out = self.contacts.rewrite(out, src, tx.upstream)
-        self.contacts.note_answer(tx.request, response, src, tx.upstream)
         if response.status < 200 and tx.final_status is not None:
             # A provisional overtaken on the mesh by the final answer: the client's
             # transaction has moved on; relaying it now would confuse it (§16.7 step 5).
@@ -659,6 +658,8 @@ class SipGateway(MessageCustody):
                 self._refused_answer(tx, response, rewritten, now)
                 return
             out = rewritten
+            if tx.final_status is None or tx.final_status < 300:   # not a 2xx after 4xx-6xx
+                self.contacts.note_answer(tx.request, response, src, tx.upstream)
         if response.status < 200:
             if not tx.provisional and tx.method == "INVITE":
                 tx.deadline = now + self.config.ringing_timeout_s     # Timer C (§16.6)

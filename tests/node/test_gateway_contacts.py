@@ -178,6 +178,24 @@ def test_a_copy_of_an_ack_reaches_the_callee_once() -> None:
         assert st.gw.contacts.dialog_count == 0
 
 
+def test_a_2xx_after_the_call_failed_leaves_no_dialog() -> None:
+    net = Net(3)
+    net.converge()
+    _raw_register(net, 2, UAS, "service", "sip:service@127.0.0.1:5090")
+    net.run_until(lambda: bool(net.stations[0].node.table.lookup(f"sip:service@{DOMAIN}")))
+    net.stations[0].sip.receive_sip(_sipp_uac("INVITE", 1, sdp=True), UAC, net.now)
+    net.run_for(net.stations[0].gw.config.invite_timeout_s + 1.0)   # the callee is silent
+    finals = [m.status for m in _taken(net, 0, UAC) if isinstance(m, SipResponse)
+              and m.status >= 200]
+    assert finals and finals[0] >= 400
+    seen: list[SipRequest] = []
+    _serve_uas(net, 2, seen)                  # now it answers 180 and 200, too late
+    net.run_for(2.0)
+    assert [m.method for m in seen][:1] == ["INVITE"]
+    assert net.stations[0].gw.contacts.dialog_count == 0
+    assert net.stations[2].gw.contacts.dialog_count == 0
+
+
 def test_stock_ua_calls_a_callee_that_ignores_record_route_and_gets_its_bye() -> None:
     net = Net(3)
     net.converge()
