@@ -38,11 +38,11 @@ MAX_UDP_PAYLOAD: Final = 65507
 
 
 def base_request(method: str, target: str, via: str, n: int, body: str = "") -> str:
-    """A valid request (text) from the sender at ``via`` (``host:port``). A REGISTER is a
-    scanner's (a name of its own, ``sip:scan<n>@``): a local client registering the
-    target's AoR takes its traffic by design (a softphone on its own node), which is not
-    hostile SIP but a trusted local client."""
-    if method == "REGISTER":
+    """A valid request (text) from the sender at ``via`` (``host:port``). Every other
+    REGISTER is a scanner's (a name of its own, ``sip:scan<n>@``); the others register the
+    target's AoR itself from a client that never answers: a local client may take its
+    node's AoR (a softphone), and what is then forwarded to it must not fill the node."""
+    if method == "REGISTER" and (n // len(METHODS)) % 2:
         domain = target.partition("@")[2] or "incident.local"
         target = f"sip:scan{n % 1000}@{domain}"
     return (f"{method} {target} SIP/2.0\r\n"
