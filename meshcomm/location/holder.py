@@ -14,6 +14,9 @@ The rule (the README states it):
    the AoR, of how long each has held it (0 for a neighbour that holds another claim), so a
    claim needs more than half of the reporting neighbours behind it: one lying neighbour
    cannot swing a node with two honest ones, and re-flooding a claim adds no vote.
+   A neighbour passing on a claim it does not hold (``-1``) votes against it: a joiner
+   that meets an attacker's claim before the genuine one does not take it as an
+   uncontested holder.
 3. Without reports, or when no claim has a majority, the current holder stays and, for a
    node with none yet, the first claim to arrive holds (arrival order, as before) -- but
    only provisionally: until it is locked (rule 1) or backed by a majority (rule 2), and
@@ -52,7 +55,7 @@ class HolderVotes:
         """Record a neighbour's report on one claim; True if its vote changed."""
         votes = self._votes.setdefault(aor_key, {})
         old = votes.get(reporter)
-        if held_s > 0:
+        if held_s >= 0:  # 0: it holds the claim, since just now
             new: tuple[bytes | None, float] = (record_id, now - held_s)
         elif old is None or old[0] == record_id:
             new = (None, now)
@@ -69,15 +72,20 @@ class HolderVotes:
     def forget(self, aor_key: str) -> None:
         self._votes.pop(aor_key, None)
 
+    def has_votes(self, aor_key: str) -> bool:
+        return bool(self._votes.get(aor_key))
+
     def standing_s(self, aor_key: str, record_ids: Sequence[bytes],
                    now: float) -> list[float]:
-        """Lower-median holding time per record (0 for all when nobody reported)."""
+        """Lower-median holding time per record: >= 0 when a majority of the reporting
+        neighbours hold it (-1 for a neighbour that does not; all -1 when nobody
+        reported)."""
         votes = self._votes.get(aor_key)
         if not votes:
-            return [0.0] * len(record_ids)
+            return [-1.0] * len(record_ids)
         out: list[float] = []
         for rid in record_ids:
-            held = sorted(now - since if held_rid == rid else 0.0
+            held = sorted(max(0.0, now - since) if held_rid == rid else -1.0
                           for held_rid, since in votes.values())
             out.append(held[(len(held) - 1) // 2])
         return out

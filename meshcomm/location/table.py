@@ -303,7 +303,8 @@ class LocationTable:
     def _settle_aor(self, aor: str, now: float) -> None:
         """Recompute holder/conflict states of every live claim on ``aor``."""
         ids = self._by_aor.get(aor.lower(), ())
-        if len(ids) == 1 and self.policy.mode is TrustMode.OPEN:  # the common case
+        if (len(ids) == 1 and self.policy.mode is TrustMode.OPEN
+                and not self._votes.has_votes(aor.lower())):  # the common case
             only = self._records[next(iter(ids))]
             if only.binding.is_tombstone:
                 only.state, only.holder_since = BindingState.VERIFIED, None
@@ -343,13 +344,14 @@ class LocationTable:
         for its neighbours' reports instead, at most UNSETTLED_MAX_S from the moment the
         contest began here (the arrival of the second claim, so fresh attacker keys cannot
         prolong it)."""
-        if (holder is None or len(live) < 2 or _locked(holder, now)
-                or holder.binding.key in self._own_keys):
+        if (holder is None or _locked(holder, now) or holder.binding.key in self._own_keys
+                or (len(live) < 2 and not self._votes.has_votes(aor_key))):
             return None
         rid = holder.binding.record_id
-        if self._votes.standing_s(aor_key, [rid], now)[0] > 0:
+        if self._votes.standing_s(aor_key, [rid], now)[0] >= 0:
             return None
-        began = sorted(s.admitted_at for s in live)[1]
+        # a sole claim that neighbours pass on without holding it: contested since it came
+        began = sorted(s.admitted_at for s in live)[min(1, len(live) - 1)]
         until = began + UNSETTLED_MAX_S
         if now >= until:
             return None
@@ -368,7 +370,7 @@ class LocationTable:
             return current if current is not None else live[0]
         standing = self._votes.standing_s(aor_key, [s.binding.record_id for s in live], now)
         best = max(range(len(live)), key=lambda i: (standing[i], live[i] is current, -i))
-        if standing[best] > 0:
+        if standing[best] >= 0:
             return live[best]
         return current if current is not None else live[0]
 
@@ -387,10 +389,13 @@ class LocationTable:
         for ``held_s`` (-1: it does not hold it); True if our holder changed."""
         stored = self._records.get(record_id)
         if (stored is None or stored.binding.is_tombstone
-                or self.policy.mode is not TrustMode.OPEN
-                or len(self._by_aor[stored.binding.aor.lower()]) < 2):
-            return False  # uncontested: nothing to decide (a contest asks again)
+                or self.policy.mode is not TrustMode.OPEN):
+            return False
         aor = stored.binding.aor
+        if (len(self._by_aor[aor.lower()]) < 2 and held_s >= 0
+                and not self._votes.has_votes(aor.lower())):
+            return False  # uncontested and vouched for: nothing to decide
+        # (a sole claim a neighbour passes on without holding it is a vote against it)
         if not self._votes.report(aor.lower(), reporter, record_id, held_s, now):
             return False
         before = self._holder_of(aor)

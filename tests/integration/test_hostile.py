@@ -86,7 +86,8 @@ def _failures(summary: dict[str, Any]) -> list[str]:
                 problems.append(f"takeover: {row['takeover_unicasts_to_attacker']} unicast "
                                 f"envelopes routed to the attacker (first holders listed "
                                 f"{row['takeover_first_holder_ok']}, attacker listed "
-                                f"{row['takeover_attacker_held_s']} s)")
+                                f"{row['takeover_attacker_held_s']} s; sent by "
+                                f"{row['takeover_unicast_origins']})")
     return problems
 
 

@@ -231,7 +231,7 @@ def test_votes_are_bounded_per_aor() -> None:
     for i in range(3 * MAX_HOLDER_VOTERS):
         votes.report("sip:x@y", bytes([i]), b"r" * 8, 10, 100.0)
     assert len(votes._votes["sip:x@y"]) == MAX_HOLDER_VOTERS
-    assert votes.standing_s("sip:x@y", [b"r" * 8, b"q" * 8], 100.0) == [10.0, 0.0]
+    assert votes.standing_s("sip:x@y", [b"r" * 8, b"q" * 8], 100.0) == [10.0, -1.0]
 
 
 def test_churn_under_a_flood_does_not_grow_the_expiry_heap() -> None:
@@ -265,3 +265,25 @@ def test_a_neighbours_own_record_gets_a_second_chance_on_probation() -> None:
     t.adjacent = lambda node: node == CAROL.node_id
     fill(t, 1000, 3 * BOUND, 2.0)
     assert t.lookup("sip:near@x")
+
+
+def test_a_sole_claim_neighbours_pass_on_without_holding_is_contested() -> None:
+    """A joiner meets the attacker's claim (passed on by an honest neighbour that holds
+    another key's claim) before the genuine one: it must not route to it meanwhile."""
+    t = table()
+    attacker = t.offer(binding(ATTACKER, 1, aor=AOR), 100.0, WALL).stored
+    assert attacker is not None and holder(t) == ATTACKER.public_key  # nothing known yet
+    t.report_holder(N1, attacker.binding.record_id, -1, 100.2)
+    assert t.lookup(AOR) == [] and attacker.state is BindingState.CONTESTED
+    genuine = t.offer(binding(GENUINE, 1, aor=AOR), 100.4, WALL).stored
+    assert genuine is not None
+    t.report_holder(N1, genuine.binding.record_id, 900, 100.5)
+    assert holder(t) == GENUINE.public_key
+
+
+def test_a_claim_a_neighbour_holds_since_just_now_is_not_contested() -> None:
+    t = table()
+    stored = t.offer(binding(GENUINE, 1, aor=AOR), 100.0, WALL).stored
+    assert stored is not None
+    t.report_holder(N1, stored.binding.record_id, 0, 100.1)
+    assert holder(t) == GENUINE.public_key

@@ -246,7 +246,10 @@ class HostileBench:
 
         def holder() -> str | None:
             for entry in joiner.who() or ():
-                if entry.get("aor") == TAKEOVER_AOR and entry.get("state") != "conflict":
+                # a conflicting claim is not the holder, nor is a contested one: the node
+                # does not route to it while its neighbours' reports are on their way
+                if (entry.get("aor") == TAKEOVER_AOR
+                        and entry.get("state") not in ("conflict", "contested")):
                     return str(entry.get("node_id"))
             return None
 
@@ -426,6 +429,7 @@ def phase_report(phase: Phase, base: Baseline) -> dict[str, Any]:
         "takeover_send_status": [j.send_status for j in _all_joins(phase)
                                  if j.send_status is not None],
         "takeover_unicasts_to_attacker": phase.injector.get("unicast_envelopes_to_us"),
+        "takeover_unicast_origins": phase.injector.get("unicast_origins"),
         "targets": {
             "join_le_2x_baseline": worst is not None and worst <= JOIN_RATIO_LIMIT * base.join_s,
             "memory_growth_le_20mb": growth <= MEMORY_GROWTH_LIMIT_BYTES,

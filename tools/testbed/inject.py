@@ -500,6 +500,8 @@ class RoutedToUs:
     short_ids: set[bytes] = field(default_factory=set)
     frames: int = 0
     envelopes: set[bytes] = field(default_factory=set)
+    #: who sent them: origin node id (hex, short) -> envelopes
+    origins: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, data: bytes) -> None:
         try:
@@ -508,8 +510,10 @@ class RoutedToUs:
             return
         if env.msg_type is MsgType.UNICAST and hop.to in self.short_ids:
             self.frames += 1
-            if len(self.envelopes) < MAX_CAPTURED:
+            if len(self.envelopes) < MAX_CAPTURED and env.digest not in self.envelopes:
                 self.envelopes.add(env.digest)
+                origin = env.origin[:SHORT_ID_LEN].hex()
+                self.origins[origin] = self.origins.get(origin, 0) + 1
 
 
 def _drain(sock: socket.socket) -> Iterator[bytes]:
@@ -555,7 +559,8 @@ def run_takeover(args: argparse.Namespace, stop: Stopper) -> dict[str, object]:
     return _summary("takeover", sender, elapsed, keys=forge.keys, aor=args.aor,
                     hellos=fake.hello_no, neighbours_heard=len(fake.heard),
                     unicast_frames_to_us=routed.frames,
-                    unicast_envelopes_to_us=len(routed.envelopes))
+                    unicast_envelopes_to_us=len(routed.envelopes),
+                    unicast_origins=routed.origins)
 
 
 MODES: Final[dict[str, Callable[[argparse.Namespace, Stopper], dict[str, object]]]] = {
