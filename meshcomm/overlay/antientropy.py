@@ -43,7 +43,7 @@ from meshcomm.wire.envelope import (
 )
 
 if TYPE_CHECKING:
-    from meshcomm.overlay.core import GossipOverlay
+    from meshcomm.overlay.context import OverlayContext
 
 #: Room left in a datagram for a payload, after the envelope's own fields.
 PAYLOAD_BUDGET_BYTES = limits.MAX_DATAGRAM_BYTES - 220
@@ -65,8 +65,8 @@ SummaryPage = tuple[list[int], list[list[object]], bytes, bytes]
 
 
 class AntiEntropy:
-    def __init__(self, overlay: GossipOverlay) -> None:
-        self.o = overlay
+    def __init__(self, ctx: OverlayContext) -> None:
+        self.ctx = ctx
         self._last_digest_at = -1e9
         self._early_pending = False
         self._answered: dict[str, float] = {}
@@ -82,25 +82,25 @@ class AntiEntropy:
             return
         self._early_pending = True
         earliest = max(now, self._last_digest_at + MIN_EARLY_DIGEST_GAP_S)
-        self.o.schedule(earliest + self.o.rng.uniform(*EARLY_DIGEST_DELAY_S),
+        self.ctx.schedule(earliest + self.ctx.rng.uniform(*EARLY_DIGEST_DELAY_S),
                         TimerKind.DIGEST, b"early")
 
     def digest_due(self, key: bytes, now: float) -> None:
         if key == b"early":
             self._early_pending = False
         else:
-            interval = self.o.config.anti_entropy_interval_s
-            self.o.schedule(now + interval * self.o.rng.uniform(0.75, 1.25), TimerKind.DIGEST)
-        if len(self.o.neighbours) == 0 or now - self._last_digest_at < MIN_EARLY_DIGEST_GAP_S:
+            interval = self.ctx.config.anti_entropy_interval_s
+            self.ctx.schedule(now + interval * self.ctx.rng.uniform(0.75, 1.25), TimerKind.DIGEST)
+        if len(self.ctx.neighbours) == 0 or now - self._last_digest_at < MIN_EARLY_DIGEST_GAP_S:
             return
         self._last_digest_at = now
-        env = self.o.seal(MsgType.DIGEST, [len(self.o.table), self.o.table.bucket_hashes()])
-        self.o.transmit(env, Hop(), None, "digest")
+        env = self.ctx.seal(MsgType.DIGEST, [len(self.ctx.table), self.ctx.table.bucket_hashes()])
+        self.ctx.transmit(env, Hop(), None, "digest")
 
     def on_digest(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         fields = codec.read_tuple(env.payload, "digest", 2)
         theirs = fields[1]
-        mine = self.o.table.bucket_hashes()
+        mine = self.ctx.table.bucket_hashes()
         if theirs == mine:  # the common case; equal to our ints means well-formed
             return
         if (type(theirs) is not list or len(theirs) != DIGEST_BUCKETS
@@ -109,9 +109,9 @@ class AntiEntropy:
         differing = [i for i in range(DIGEST_BUCKETS) if theirs[i] != mine[i]]
         host = link_host(src)
         last = self._answered.get(host)
-        if last is not None and now - last < self.o.config.anti_entropy_interval_s * 0.4:
+        if last is not None and now - last < self.ctx.config.anti_entropy_interval_s * 0.4:
             return
-        if not self.o.verified(env, src, now):
+        if not self.ctx.verified(env, src, now):
             return
         if len(self._answered) >= MAX_ANSWERED:
             self._answered.clear()
@@ -122,8 +122,8 @@ class AntiEntropy:
             self._cursor = (self._cursor + cap) % len(pages)
             pages = (pages[self._cursor:] + pages[:self._cursor])[:cap]
         for page in pages:
-            env = self.o.seal(MsgType.SUMMARY, list(page))
-            self.o.transmit(env, Hop(), src, "summary")
+            env = self.ctx.seal(MsgType.SUMMARY, list(page))
+            self.ctx.transmit(env, Hop(), src, "summary")
 
     def _summary_pages(self, buckets: list[int]) -> list[SummaryPage]:
         """Pages covering ``buckets`` in order."""
@@ -132,7 +132,7 @@ class AntiEntropy:
         small: list[int] = []
         small_entries: list[list[object]] = []
         for b in buckets:
-            sorted_ids = self.o.table.bucket_entries(b)
+            sorted_ids = self.ctx.table.bucket_entries(b)
             entries: list[list[object]] = [[rid, seq] for rid, seq in sorted_ids]
             if len(entries) <= size:
                 if small and len(small_entries) + len(entries) > size:
@@ -152,18 +152,18 @@ class AntiEntropy:
     # -------------------------------------------------------------- reconciliation
     def on_summary(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         buckets, theirs, lo, hi = read_summary_untrusted(env.payload)
-        if not self.o.verified(env, src, now):
+        if not self.ctx.verified(env, src, now):
             return
         push: list[bytes] = []
         for b in buckets:
-            for rid, seq in self.o.table.bucket_entries(b):
+            for rid, seq in self.ctx.table.bucket_entries(b):
                 if (not lo or rid >= lo) and (not hi or rid < hi) and theirs.get(rid, -1) < seq:
                     push.append(rid)
         if len(push) > limits.MAX_PUSH_PER_SUMMARY:
-            self.o.counters["ae_push_deferred"] += len(push) - limits.MAX_PUSH_PER_SUMMARY
+            self.ctx.counters["ae_push_deferred"] += len(push) - limits.MAX_PUSH_PER_SUMMARY
             del push[limits.MAX_PUSH_PER_SUMMARY:]
-        new_budget = self.o.admission.budget(link_host(src), now)
-        if len(self.o.table) >= self.o.table.max_records:
+        new_budget = self.ctx.admission.budget(link_host(src), now)
+        if len(self.ctx.table) >= self.ctx.table.max_records:
             # Full: a newcomer gets in only by displacing one of lower standing; try a
             # frame's worth per page rather than pulling what would mostly be refused.
             new_budget = min(new_budget, limits.MAX_RECORDS_PER_FRAME)
@@ -172,10 +172,10 @@ class AntiEntropy:
             if (bucket_of(rid) not in buckets
                     or now - self._pulling.get(rid, -1e9) < PULL_PATIENCE_S):
                 continue
-            stored = self.o.table.get(rid)
+            stored = self.ctx.table.get(rid)
             if stored is None:
                 if new_budget <= 0:
-                    self.o.counters["ae_pull_deferred"] += 1
+                    self.ctx.counters["ae_pull_deferred"] += 1
                     continue
                 new_budget -= 1
                 pull.append(rid)
@@ -185,13 +185,13 @@ class AntiEntropy:
             self.send_records(push, now)
         _remember(self._pulling, pull, now)
         for i in range(0, len(pull), limits.MAX_PULL_IDS):
-            req = self.o.seal(MsgType.PULL, pull[i:i + limits.MAX_PULL_IDS])
-            self.o.transmit(req, Hop(), src, "pull")
+            req = self.ctx.seal(MsgType.PULL, pull[i:i + limits.MAX_PULL_IDS])
+            self.ctx.transmit(req, Hop(), src, "pull")
 
     def on_pull(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         ids = [codec.read_bytes(r, "pull.id", exact=RECORD_ID_LEN)
                for r in codec.read_list(env.payload, "pull", limits.MAX_PULL_IDS)]
-        if not self.o.verified(env, src, now):
+        if not self.ctx.verified(env, src, now):
             return
         self.send_records(ids, now)
 
@@ -200,14 +200,14 @@ class AntiEntropy:
         claims: the RECORDS answers carry who each neighbour holds, and since when)."""
         key = aor.lower()
         last = self._asked.get(key)
-        if (last is not None and now - last < ASK_INTERVAL_S) or len(self.o.neighbours) == 0:
+        if (last is not None and now - last < ASK_INTERVAL_S) or len(self.ctx.neighbours) == 0:
             return
         if len(self._asked) >= MAX_ASKED:
             self._asked.clear()
         self._asked[key] = now
-        self.o.counters["ae_holder_asks"] += 1
-        req = self.o.seal(MsgType.PULL, record_ids[:limits.MAX_PULL_IDS])
-        self.o.transmit(req, Hop(), None, "pull")
+        self.ctx.counters["ae_holder_asks"] += 1
+        req = self.ctx.seal(MsgType.PULL, record_ids[:limits.MAX_PULL_IDS])
+        self.ctx.transmit(req, Hop(), None, "pull")
 
     def send_records(self, ids: list[bytes], now: float) -> None:
         """Broadcast the records (every neighbour that lacks them learns them too)."""
@@ -215,10 +215,10 @@ class AntiEntropy:
         size = 0
         fresh = [rid for rid in ids
                  if now - self._recently_sent.get(rid, -1e9) >= RECENT_SEND_S]
-        self.o.counters["ae_records_skipped_recent"] += len(ids) - len(fresh)
+        self.ctx.counters["ae_records_skipped_recent"] += len(ids) - len(fresh)
         _remember(self._recently_sent, fresh, now)
         for rid in fresh:
-            stored = self.o.table.get(rid)
+            stored = self.ctx.table.get(rid)
             if stored is None:
                 continue
             env = stored.binding.envelope
@@ -230,7 +230,7 @@ class AntiEntropy:
                 self._send_page(page)
                 page, size = [], 0
             page.append([env.signed_bytes, env.signature, age_ms, metric, hops, via,
-                         self.o.table.held_s(stored, now)])
+                         self.ctx.table.held_s(stored, now)])
             size += item_size
         if page:
             self._send_page(page)
@@ -240,21 +240,21 @@ class AntiEntropy:
         receiver also learns a route, not only the binding ((-1, -1, b"") if unknown).
         The next hop lets a receiver that is that next hop ignore the offer (split
         horizon: a route through the receiver itself would loop)."""
-        if node == self.o.node_id:
+        if node == self.ctx.node_id:
             return 0, 0, b""
-        route = self.o.routes.get(node, now)
+        route = self.ctx.routes.get(node, now)
         if route is None or route.hops < 0:  # unknown, or a fallback pointer
             return -1, -1, b""
         return route.metric, route.hops, route.next_hop_id[:4]
 
     def _send_page(self, page: list[list[object]]) -> None:
-        self.o.transmit(self.o.seal(MsgType.RECORDS, page), Hop(), None, "records")
+        self.ctx.transmit(self.ctx.seal(MsgType.RECORDS, page), Hop(), None, "records")
 
     def on_records(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         items = codec.read_list(env.payload, "records", limits.MAX_RECORDS_PER_FRAME)
-        if not self.o.verified(env, src, now):
+        if not self.ctx.verified(env, src, now):
             return
-        nb = self.o.neighbours.by_id.get(env.origin)
+        nb = self.ctx.neighbours.by_id.get(env.origin)
         voter = env.origin if nb is not None and nb.addr == src else None
         changed = False
         for item in items:
@@ -267,31 +267,31 @@ class AntiEntropy:
                 metric = codec.read_int(fields[3], "record.metric", -1, MAX_METRIC)
                 hops = codec.read_int(fields[4], "record.hops", -1, limits.MAX_HOPS)
                 through_us = codec.read_bytes(fields[5], "record.via", max_len=4) == \
-                    self.o.short_id
+                    self.ctx.short_id
                 held_s = codec.read_int(fields[6], "record.held_s", -1,
                                         limits.MAX_HELD_REPORT_S)
                 binding = binding_from_envelope_untrusted(inner)
             except DecodeError as exc:
-                self.o.drop(exc.reason, src, now)
+                self.ctx.drop(exc.reason, src, now)
                 continue
-            refusal = self.o.admission_refusal(binding, src, now)
+            refusal = self.ctx.admission_refusal(binding, src, now)
             if refusal:
-                self.o.drop(refusal, src, now)
+                self.ctx.drop(refusal, src, now)
                 continue
-            result = self.o.offer_binding(binding, now, age_ms / 1000.0, src)
+            result = self.ctx.offer_binding(binding, now, age_ms / 1000.0, src)
             self._pulling.pop(binding.record_id, None)
             if result.outcome is MergeOutcome.REJECTED:
                 continue
-            if voter is not None and self.o.table.policy.mode is TrustMode.OPEN:
-                self.o.table.report_holder(voter, binding.record_id, held_s, now)
+            if voter is not None and self.ctx.table.policy.mode is TrustMode.OPEN:
+                self.ctx.table.report_holder(voter, binding.record_id, held_s, now)
             if metric >= 0 and hops >= 0 and not through_us:
-                self.o.learn_route(inner, Hop(hops=hops, metric=metric), src, now, env.origin)
+                self.ctx.learn_route(inner, Hop(hops=hops, metric=metric), src, now, env.origin)
             elif result.changed:
                 # Only a record that is new to us proves the sender is nearer its origin.
-                self.o.learn_fallback_route(inner, src, env.origin, now)
+                self.ctx.learn_fallback_route(inner, src, env.origin, now)
             if result.changed:
-                self.o.counters["ae_learned"] += 1
-                self.o.mark_seen(inner.digest, True)
+                self.ctx.counters["ae_learned"] += 1
+                self.ctx.mark_seen(inner.digest, True)
                 changed = True
         if changed:
             self.soon(now)

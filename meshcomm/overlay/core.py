@@ -2,7 +2,8 @@
 ``receive / to_send / next_timer / on_timer / next_event``.
 
 Message handling is dispatched by an explicit table keyed by :class:`MsgType`. Anti-entropy
-and unicast forwarding live in :mod:`.antientropy` and :mod:`.forwarding`; this module holds
+and unicast forwarding live in :mod:`.antientropy` and :mod:`.forwarding`, which see this
+object through the :class:`~.context.OverlayContext` Protocol; this module holds
 the shared state, HELLO beacons, controlled flooding and the timer wheel.
 """
 
@@ -22,6 +23,7 @@ from meshcomm.location.table import LocationTable, MergeOutcome, MergeResult, Tr
 from meshcomm.overlay.admission import Admission
 from meshcomm.overlay.antientropy import AntiEntropy
 from meshcomm.overlay.config import OverlayConfig
+from meshcomm.overlay.context import OverlayContext
 from meshcomm.overlay.departure import DepartureEchoes
 from meshcomm.overlay.forwarding import Forwarder, UnicastReceived
 from meshcomm.overlay.media import MEDIA_MARKERS, MediaForwarder, MediaReceived
@@ -515,3 +517,8 @@ def _our_quality_in_report(report: list[object], short_id: bytes) -> int | None:
         if item[0] == short_id:
             found = item[1]
     return found
+
+
+#: The overlay is what its helpers see as their context: mypy checks here that it provides
+#: every attribute and method :class:`~meshcomm.overlay.context.OverlayContext` lists.
+_CONTEXT_CONFORMANCE: type[OverlayContext] = GossipOverlay

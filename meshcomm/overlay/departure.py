@@ -44,7 +44,7 @@ from meshcomm.types import LinkAddr
 from meshcomm.wire.envelope import MAX_AGE_MS, Envelope, Hop
 
 if TYPE_CHECKING:
-    from meshcomm.overlay.core import GossipOverlay
+    from meshcomm.overlay.context import OverlayContext
 
 #: A tombstone is echoed at most this often (per tombstone).
 ECHO_MIN_GAP_S: Final = 0.1
@@ -77,8 +77,8 @@ class _Relayed:
 class DepartureEchoes:
     """Both sides of the acknowledgement, for one overlay."""
 
-    def __init__(self, overlay: GossipOverlay) -> None:
-        self.o = overlay
+    def __init__(self, ctx: OverlayContext) -> None:
+        self.ctx = ctx
         #: digest of an own envelope -> link addresses it was heard back from
         self._awaited: dict[bytes, set[LinkAddr]] = {}
         self._echoed: dict[bytes, float] = {}
@@ -110,34 +110,34 @@ class DepartureEchoes:
                 now: float) -> None:
         """A tombstone from ``src`` ended a binding we held: pass it on until every
         neighbour has it. ``hop`` is None when it came by anti-entropy (not flooded yet)."""
-        self.o.anti_entropy.soon(now)
+        self.ctx.anti_entropy.soon(now)
         if (len(self._relayed) >= MAX_RELAYED or (hop is not None and hop.ttl <= 1)
-                or not self.o.admission.may_reflood(link_host(src), now)):
-            self.o.counters["tombstone_relay_untracked"] += 1
+                or not self.ctx.admission.may_reflood(link_host(src), now)):
+            self.ctx.counters["tombstone_relay_untracked"] += 1
             return
         if hop is None:
-            route = self.o.routes.get(env.origin, now)
+            route = self.ctx.routes.get(env.origin, now)
             metric, hops = ((route.metric, max(0, route.hops)) if route is not None
                             else (UNKNOWN_METRIC, 0))
-            hop = Hop(ttl=self.o.config.flood_ttl, hops=hops, metric=metric,
+            hop = Hop(ttl=self.ctx.config.flood_ttl, hops=hops, metric=metric,
                       age_ms=min(MAX_AGE_MS, int(age_s * 1000)))
             self._send(env, hop, hop.age_ms)
         # Whom to wait for: current neighbours and the next hops of known routes (a
         # neighbour whose HELLOs were lost for a while is still there).
-        waiting = set(self.o.neighbours.by_addr)
-        waiting.update(route.next_hop for route in self.o.routes.all())
+        waiting = set(self.ctx.neighbours.by_addr)
+        waiting.update(route.next_hop for route in self.ctx.routes.all())
         waiting.discard(src)
         self._relayed[env.digest] = _Relayed(env, hop, now, waiting, RELAY_RESENDS)
         self._schedule(env.digest, now)
 
     def _send(self, env: Envelope, hop: Hop, age_ms: int) -> None:
-        self.o.transmit(env, Hop(ttl=hop.ttl - 1, hops=hop.hops + 1, metric=hop.metric,
+        self.ctx.transmit(env, Hop(ttl=hop.ttl - 1, hops=hop.hops + 1, metric=hop.metric,
                                  age_ms=min(MAX_AGE_MS, age_ms)), None, "tombstone_resend")
 
     def _schedule(self, digest: bytes, now: float) -> None:
         jitter = RELAY_RESEND_JITTER
-        delay = RELAY_RESEND_S * self.o.rng.uniform(1 - jitter, 1 + jitter)
-        self.o.schedule(now + delay, TimerKind.TOMBSTONE_RESEND, digest)
+        delay = RELAY_RESEND_S * self.ctx.rng.uniform(1 - jitter, 1 + jitter)
+        self.ctx.schedule(now + delay, TimerKind.TOMBSTONE_RESEND, digest)
 
     def resend_due(self, digest: bytes, now: float) -> None:
         relayed = self._relayed.get(digest)
@@ -168,7 +168,7 @@ class DepartureEchoes:
             return
         if not binding.is_tombstone:
             return
-        stored = self.o.table.get(binding.record_id)
+        stored = self.ctx.table.get(binding.record_id)
         if stored is None or stored.binding.seq != binding.seq:
             return
         digest = env.digest
@@ -179,4 +179,4 @@ class DepartureEchoes:
             del self._echoed[next(iter(self._echoed))]
         self._echoed[digest] = now
         age_ms = min(MAX_AGE_MS, int(stored.age_s(now) * 1000))
-        self.o.transmit(env, Hop(ttl=1, hops=1, age_ms=age_ms), src, "tombstone_echo")
+        self.ctx.transmit(env, Hop(ttl=1, hops=1, age_ms=age_ms), src, "tombstone_echo")

@@ -26,7 +26,7 @@ from meshcomm.wire import codec, limits
 from meshcomm.wire.envelope import Envelope, Hop, MsgType
 
 if TYPE_CHECKING:
-    from meshcomm.overlay.core import GossipOverlay
+    from meshcomm.overlay.context import OverlayContext
 
 MAX_UNICAST_KIND = 255
 BACKOFF_FACTOR = 1.5
@@ -71,8 +71,8 @@ class _Reassembly:
 
 
 class Forwarder:
-    def __init__(self, overlay: GossipOverlay) -> None:
-        self.o = overlay
+    def __init__(self, ctx: OverlayContext) -> None:
+        self.ctx = ctx
         self._awaiting_ack: dict[bytes, PendingHop] = {}
         self._reassembly: dict[tuple[bytes, bytes], _Reassembly] = {}
         self._message_no = 0
@@ -97,51 +97,51 @@ class Forwarder:
         for index, chunk in enumerate(chunks):
             if len(chunks) > 1:
                 frag = [msg_id, index, len(chunks)]
-            env = self.o.seal(MsgType.UNICAST, [dst, kind, chunk, flags, frag])
-            self.o.mark_seen(env.digest, True)
-            self._forward(env, Hop(ttl=self.o.config.flood_ttl), dst, now, best_effort)
+            env = self.ctx.seal(MsgType.UNICAST, [dst, kind, chunk, flags, frag])
+            self.ctx.mark_seen(env.digest, True)
+            self._forward(env, Hop(ttl=self.ctx.config.flood_ttl), dst, now, best_effort)
             first = first or env.digest
         return first
 
     def _forward(self, env: Envelope, hop: Hop, dst: NodeId, now: float,
                  best_effort: bool) -> None:
-        next_addr = self.o.next_hop_to(dst, now)
-        if next_addr is None or len(self._awaiting_ack) >= self.o.config.max_pending_unicast:
+        next_addr = self.ctx.next_hop_to(dst, now)
+        if next_addr is None or len(self._awaiting_ack) >= self.ctx.config.max_pending_unicast:
             self._scoped_flood(env, hop, now)
             return
-        next_id = self.o.neighbours.get(next_addr)
+        next_id = self.ctx.neighbours.get(next_addr)
         to = next_id.node_id[:4] if next_id is not None else b""
         out = Hop(ttl=hop.ttl, hops=hop.hops, metric=hop.metric, age_ms=0, to=to)
-        self.o.transmit(env, out, next_addr, "unicast")
+        self.ctx.transmit(env, out, next_addr, "unicast")
         if best_effort:
             return
-        due = now + self.o.config.ack_timeout_s
+        due = now + self.ctx.config.ack_timeout_s
         self._awaiting_ack[env.digest] = PendingHop(env, dst, out, next_addr, 0, due)
-        self.o.schedule(due, TimerKind.RETRANSMIT, env.digest)
+        self.ctx.schedule(due, TimerKind.RETRANSMIT, env.digest)
 
     def _scoped_flood(self, env: Envelope, hop: Hop, now: float) -> None:
-        ttl = min(hop.ttl, self.o.config.scoped_flood_ttl)
-        self.o.counters["unicast_scoped_flood"] += 1
-        self.o.transmit(env, Hop(ttl=ttl, hops=hop.hops, metric=hop.metric), None, "unicast")
+        ttl = min(hop.ttl, self.ctx.config.scoped_flood_ttl)
+        self.ctx.counters["unicast_scoped_flood"] += 1
+        self.ctx.transmit(env, Hop(ttl=ttl, hops=hop.hops, metric=hop.metric), None, "unicast")
 
     def retransmit_due(self, digest: bytes, now: float) -> None:
         pending = self._awaiting_ack.get(digest)
         if pending is None or pending.due > now:
             return
-        if pending.tries < self.o.config.max_retransmits:
+        if pending.tries < self.ctx.config.max_retransmits:
             pending.tries += 1
-            self.o.counters["unicast_retransmits"] += 1
-            self.o.transmit(pending.envelope, pending.hop, pending.next_hop, "unicast")
-            pending.due = now + self.o.config.ack_timeout_s * BACKOFF_FACTOR ** pending.tries
-            self.o.schedule(pending.due, TimerKind.RETRANSMIT, digest)
+            self.ctx.counters["unicast_retransmits"] += 1
+            self.ctx.transmit(pending.envelope, pending.hop, pending.next_hop, "unicast")
+            pending.due = now + self.ctx.config.ack_timeout_s * BACKOFF_FACTOR ** pending.tries
+            self.ctx.schedule(pending.due, TimerKind.RETRANSMIT, digest)
             return
         del self._awaiting_ack[digest]
-        self.o.counters["unicast_next_hop_failed"] += 1
+        self.ctx.counters["unicast_next_hop_failed"] += 1
         dst = pending.dst
-        route = self.o.routes.get(dst, now)
+        route = self.ctx.routes.get(dst, now)
         if route is not None and route.next_hop == pending.next_hop:
-            self.o.routes.suspend(dst, now)
-            self.o.emit(J.ROUTE_CHANGED, dst=dst.hex(), next_hop=None, hops=None, metric=None)
+            self.ctx.routes.suspend(dst, now)
+            self.ctx.emit(J.ROUTE_CHANGED, dst=dst.hex(), next_hop=None, hops=None, metric=None)
         self._scoped_flood(pending.envelope, pending.hop, now)
 
     def on_ack(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
@@ -149,31 +149,31 @@ class Forwarder:
         pending = self._awaiting_ack.get(digest)
         if pending is None or pending.next_hop != src:
             return
-        if not self.o.verified(env, src, now):
+        if not self.ctx.verified(env, src, now):
             return
         del self._awaiting_ack[digest]
-        self.o.counters["unicast_acked"] += 1
+        self.ctx.counters["unicast_acked"] += 1
 
     def on_unicast(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         dst, kind, body, flags, frag = _read_unicast(env.payload)
         best_effort = bool(flags & FLAG_BEST_EFFORT)
-        addressed = hop.to == self.o.short_id
-        first = self.o.verified_first_copy(env, src, now)
-        if addressed and not best_effort and self.o.seen(env.digest):
-            ack = self.o.seal(MsgType.ACK, env.digest)
-            self.o.transmit(ack, Hop(), src, "ack")
+        addressed = hop.to == self.ctx.short_id
+        first = self.ctx.verified_first_copy(env, src, now)
+        if addressed and not best_effort and self.ctx.seen(env.digest):
+            ack = self.ctx.seal(MsgType.ACK, env.digest)
+            self.ctx.transmit(ack, Hop(), src, "ack")
         if not first:
             return
-        self.o.learn_route(env, hop, src, now)
-        if dst == self.o.node_id:
+        self.ctx.learn_route(env, hop, src, now)
+        if dst == self.ctx.node_id:
             self._deliver(env, kind, body, frag, hop.hops + 1, now)
             return
         if hop.ttl <= 1:
-            self.o.drop("ttl_expired", src, now)
+            self.ctx.drop("ttl_expired", src, now)
             return
-        cost = self.o.neighbours.cost(src, now)
+        cost = self.ctx.neighbours.cost(src, now)
         nxt = Hop(ttl=hop.ttl - 1, hops=hop.hops + 1, metric=hop.metric + cost)
-        if addressed or self.o.routes.get(dst, now) is not None:
+        if addressed or self.ctx.routes.get(dst, now) is not None:
             self._forward(env, nxt, dst, now, best_effort)
         else:
             self._scoped_flood(env, nxt, now)
@@ -181,7 +181,7 @@ class Forwarder:
     def _deliver(self, env: Envelope, kind: int, body: bytes,
                  frag: tuple[bytes, int, int] | None, hops: int, now: float) -> None:
         if frag is None:
-            self.o.post_event(UnicastReceived(env.origin, env.origin_key, kind, body, hops,
+            self.ctx.post_event(UnicastReceived(env.origin, env.origin_key, kind, body, hops,
                                               env.seq))
             return
         msg_id, index, count = frag
@@ -191,24 +191,24 @@ class Forwarder:
             self._expire_reassembly(now)
             slot = self._reassembly[key] = _Reassembly(now, count, {}, hops)
         if slot.count != count:
-            self.o.drop("bad_fragment", None, now)
+            self.ctx.drop("bad_fragment", None, now)
             return
         slot.parts[index] = body
         slot.hops = max(slot.hops, hops)
         if len(slot.parts) == count:
             del self._reassembly[key]
             whole = b"".join(slot.parts[i] for i in range(count))
-            self.o.post_event(UnicastReceived(env.origin, env.origin_key, kind, whole,
+            self.ctx.post_event(UnicastReceived(env.origin, env.origin_key, kind, whole,
                                               slot.hops, env.seq))
 
     def _expire_reassembly(self, now: float) -> None:
         for key, slot in list(self._reassembly.items()):
             if now - slot.started > REASSEMBLY_TIMEOUT_S:
                 del self._reassembly[key]
-                self.o.counters["unicast_reassembly_timeout"] += 1
+                self.ctx.counters["unicast_reassembly_timeout"] += 1
         while len(self._reassembly) >= MAX_REASSEMBLIES:
             del self._reassembly[next(iter(self._reassembly))]
-            self.o.counters["unicast_reassembly_evicted"] += 1
+            self.ctx.counters["unicast_reassembly_evicted"] += 1
 
 
 def _read_unicast(payload: object) -> tuple[NodeId, int, bytes, int,

@@ -28,7 +28,7 @@ from meshcomm.types import NODE_ID_LEN, Datagram, LinkAddr, NodeId
 from meshcomm.wire import codec, limits
 
 if TYPE_CHECKING:
-    from meshcomm.overlay.core import GossipOverlay
+    from meshcomm.overlay.context import OverlayContext
 
 MEDIA_TAG = 1
 MEDIA_ACK_TAG = 2
@@ -100,9 +100,9 @@ def decode_media_untrusted(data: bytes) -> MediaFrame | MediaAck:
 
 
 class MediaForwarder:
-    def __init__(self, overlay: GossipOverlay) -> None:
-        self.o = overlay
-        cfg = overlay.config
+    def __init__(self, ctx: OverlayContext) -> None:
+        self.ctx = ctx
+        cfg = ctx.config
         self._limits = TokenBuckets(cfg.media_rate_limit_fps, cfg.media_rate_burst)
         self._pending: dict[bytes, _Pending] = {}
         self._seen: dict[bytes, None] = {}
@@ -112,48 +112,48 @@ class MediaForwarder:
             raise LocalProtocolError(f"media stream id must be {STREAM_ID_LEN} bytes")
         if len(payload) > MAX_MEDIA_PAYLOAD_BYTES:
             raise LocalProtocolError(f"media payload over {MAX_MEDIA_PAYLOAD_BYTES} bytes")
-        fid = _frame_id(dst, self.o.node_id, stream, payload)
+        fid = _frame_id(dst, self.ctx.node_id, stream, payload)
         self._remember(fid)
-        self._forward(fid, dst, self.o.node_id, stream, MEDIA_TTL, payload, now)
+        self._forward(fid, dst, self.ctx.node_id, stream, MEDIA_TTL, payload, now)
 
     def _forward(self, fid: bytes, dst: bytes, origin: bytes, stream: bytes, ttl: int,
                  payload: bytes, now: float) -> None:
-        next_hop = self.o.next_hop_to(NodeId(dst), now)
+        next_hop = self.ctx.next_hop_to(NodeId(dst), now)
         if next_hop is None:
-            self.o.counters["media_no_route"] += 1
+            self.ctx.counters["media_no_route"] += 1
             return
         frame = codec.pack([MEDIA_TAG, dst, origin, stream, ttl, payload])
         self._send(frame, next_hop)
-        if len(self._pending) < self.o.config.max_pending_unicast * 4:
+        if len(self._pending) < self.ctx.config.max_pending_unicast * 4:
             self._pending[fid] = _Pending(frame, next_hop, 0)
-            self.o.schedule(now + self.o.config.media_ack_timeout_s,
+            self.ctx.schedule(now + self.ctx.config.media_ack_timeout_s,
                             TimerKind.MEDIA_RETRANSMIT, fid)
 
     def _send(self, frame: bytes, dst: LinkAddr) -> None:
-        self.o.queue_raw(Datagram(frame, dst), "media")
+        self.ctx.queue_raw(Datagram(frame, dst), "media")
 
     def retransmit_due(self, fid: bytes, now: float) -> None:
         pending = self._pending.get(fid)
         if pending is None:
             return
-        if pending.tries >= self.o.config.media_retries:
+        if pending.tries >= self.ctx.config.media_retries:
             del self._pending[fid]
-            self.o.counters["media_hop_failed"] += 1
+            self.ctx.counters["media_hop_failed"] += 1
             return
         pending.tries += 1
-        self.o.counters["media_retransmits"] += 1
+        self.ctx.counters["media_retransmits"] += 1
         self._send(pending.frame, pending.next_hop)
-        self.o.schedule(now + self.o.config.media_ack_timeout_s, TimerKind.MEDIA_RETRANSMIT,
+        self.ctx.schedule(now + self.ctx.config.media_ack_timeout_s, TimerKind.MEDIA_RETRANSMIT,
                         fid)
 
     def receive(self, data: bytes, src: LinkAddr, now: float) -> None:
         if not self._limits.allow(src, now):
-            self.o.drop("media_rate_limited", src, now)
+            self.ctx.drop("media_rate_limited", src, now)
             return
         try:
             frame = decode_media_untrusted(data)
         except DecodeError as exc:
-            self.o.drop(f"media_{exc.reason}", src, now)
+            self.ctx.drop(f"media_{exc.reason}", src, now)
             return
         if isinstance(frame, MediaAck):
             pending = self._pending.get(frame.frame_id)
@@ -165,17 +165,17 @@ class MediaForwarder:
         fid = _frame_id(dst, origin, stream, payload)
         self._send(codec.pack([MEDIA_ACK_TAG, fid]), src)
         if fid in self._seen:
-            self.o.counters["media_duplicates"] += 1
+            self.ctx.counters["media_duplicates"] += 1
             return
         self._remember(fid)
-        if dst == self.o.node_id:
-            self.o.counters["media_delivered"] += 1
-            self.o.post_event(MediaReceived(NodeId(origin), stream, payload,
+        if dst == self.ctx.node_id:
+            self.ctx.counters["media_delivered"] += 1
+            self.ctx.post_event(MediaReceived(NodeId(origin), stream, payload,
                                             MEDIA_TTL - ttl + 1))
         elif ttl <= 1:
-            self.o.drop("media_ttl_expired", src, now)
+            self.ctx.drop("media_ttl_expired", src, now)
         else:
-            self.o.counters["media_relayed"] += 1
+            self.ctx.counters["media_relayed"] += 1
             self._forward(fid, dst, origin, stream, ttl - 1, payload, now)
 
     def _remember(self, fid: bytes) -> None:
