@@ -5,7 +5,8 @@
 * :mod:`.chain` -- :class:`JournalEntry`, :class:`JournalChain`, signed checkpoints,
   :class:`MemoryJournal` for the simulator (sans-IO).
 * :mod:`.store` -- ``JournalStore``, the SQLite (WAL, synchronous=FULL) adapter.
-* :mod:`.verify` -- ``verify_entries``, ``verify_journal``.
+* :mod:`.audit` -- ``verify_entries``, the verifier (sans-IO).
+* :mod:`.verify` -- ``verify_journal``, the file-reading adapter around it.
 
 Only the sans-IO parts are re-exported here, so a core importing this package does not
 pull in sqlite3; import the store and the verifier from their modules.
