@@ -19,7 +19,13 @@ from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
 from meshcomm.location.binding import Binding, binding_from_envelope_untrusted
-from meshcomm.location.table import LocationTable, MergeOutcome, MergeResult, TrustMode
+from meshcomm.location.table import (
+    BindingState,
+    LocationTable,
+    MergeOutcome,
+    MergeResult,
+    TrustMode,
+)
 from meshcomm.overlay.admission import Admission
 from meshcomm.overlay.antientropy import AntiEntropy
 from meshcomm.overlay.config import OverlayConfig
@@ -429,7 +435,12 @@ class GossipOverlay:
             self._seen[env.digest] = False  # later copies teach no route either
             return
         self.learn_route(env, hop, src, now)
+        # A claim this node holds to be in conflict (open policy: another key holds the
+        # AoR) is not re-flooded: joiners would meet it without the holder reports that
+        # anti-entropy sends beside it (it still spreads there, marked as not held).
         if (result.changed and hop.ttl > 1 and len(self._pending_floods) < MAX_PENDING_FLOODS
+                and (result.stored is None
+                     or result.stored.state is not BindingState.CONFLICT)
                 and self.admission.may_reflood(link_host(src), now)):
             delay = self.rng.uniform(self.config.rad_min_s, self.config.rad_max_s)
             self._pending_floods[env.digest] = PendingFlood(env, hop, src, now, 1)
