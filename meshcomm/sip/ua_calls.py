@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 from dataclasses import dataclass, field
 
 from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.sip.build import build_cancel, build_request, new_call_id
+from meshcomm.sip.call_state import (
+    INITIAL_CALL_STATE,
+    CallInput,
+    CallState,
+    call_allows,
+    call_transition,
+)
 from meshcomm.sip.dialog import (
     Dialog,
     DialogId,
@@ -51,16 +57,11 @@ SDP_CONTENT_TYPE = "application/sdp"
 INITIAL_CSEQ_MAX = 2**16
 
 
-class CallState(enum.Enum):
-    CALLING = "calling"          # UAC: INVITE sent, no provisional response yet
-    EARLY = "early"              # UAC: 1xx received; UAS: offered to the application
-    ANSWERED = "answered"        # UAS: 2xx sent, waiting for the ACK
-    ESTABLISHED = "established"
-    ENDED = "ended"
-
-
 @dataclass(eq=False, slots=True)
 class Call:
+    """One call. ``state`` moves only through the tables of :mod:`meshcomm.sip.call_state`
+    (``outgoing`` picks the caller's or the callee's table)."""
+
     handle: CallHandle
     outgoing: bool
     state: CallState
@@ -70,15 +71,23 @@ class Call:
     dialog: Dialog | None = None
     local_sdp: SessionDescription | None = None
     remote_sdp: SessionDescription | None = None
-    cancel_requested: bool = False
-    cancel_sent: bool = False
-    bye_sent: bool = False
-    ringing_reported: bool = False
+    ringing_reported: bool = False                # CallRinging emitted (once per call)
     on_hold: bool = False
     reinvite: SipRequest | None = None            # our re-INVITE in progress
     reinvite_offer: SessionDescription | None = None
     acks: dict[int, tuple[bytes, Address]] = field(default_factory=dict)   # cseq -> ACK
     ring_deadline_s: float | None = None          # UAS: unanswered-call guard (Timer C)
+
+    def allows(self, event: CallInput) -> bool:
+        return call_allows(self.outgoing, self.state, event)
+
+    def step(self, event: CallInput) -> None:
+        """Apply ``event``; LocalProtocolError when the call's table has no entry."""
+        self.state = call_transition(self.outgoing, self.state, event)
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self.state in (CallState.CANCEL_PENDING, CallState.CANCELLING)
 
 
 def _sdp_or_none(body: bytes) -> SessionDescription | None:
@@ -174,12 +183,12 @@ class CallsMixin(UaBase):
             content_type=SDP_CONTENT_TYPE)
         ctx = self.start_client(request, self.destination(uri), Purpose.INVITE, now,
                                 call=handle)
-        self._calls[handle.call_id] = Call(handle, True, CallState.CALLING, request, ctx.tx,
-                                           tag, local_sdp=offer)
+        self._calls[handle.call_id] = Call(handle, True, INITIAL_CALL_STATE[True], request,
+                                           ctx.tx, tag, local_sdp=offer)
 
     def _incoming_call(self, call: CallHandle) -> Call | None:
         state = self._calls.get(call.call_id)
-        if (state is None or state.outgoing or state.state is not CallState.EARLY
+        if (state is None or not state.allows(CallInput.ANSWER)
                 or state.invite_tx.state is not TxState.PROCEEDING):
             log.info("call %s cannot be answered or rejected now", call.call_id)
             return None
@@ -195,7 +204,7 @@ class CallsMixin(UaBase):
         dialog = state.dialog or self._uas_dialog(state)
         dialog.on_input(DialogInput.SUCCESS)
         state.local_sdp = sdp
-        state.state = CallState.ANSWERED
+        state.step(CallInput.ANSWER)
         self.start_2xx_retransmit(dialog, call, response, state.invite_tx.peer, now)
 
     def _do_reject(self, call: CallHandle, status: int, now: float) -> None:
@@ -203,27 +212,30 @@ class CallsMixin(UaBase):
         if state is None:
             return
         self.respond_tx(state.invite_tx, status, now, to_tag=state.local_tag)
-        self._end_call(state, CallEndReason.DECLINED_LOCALLY, status)
+        self._end_call(state, CallInput.REJECT, CallEndReason.DECLINED_LOCALLY, status)
 
     def _do_bye(self, call: CallHandle, handle: RequestHandle, now: float) -> None:
         state = self._calls.get(call.call_id)
         if state is None or state.state is CallState.ENDED:
             self.emit(RequestFailed(handle, "BYE", 481, "no such call"))
             return
-        if state.outgoing and state.state in (CallState.CALLING, CallState.EARLY):
+        if state.allows(CallInput.BYE_SENT):                # answered or established
+            self._bye_and_end(state, CallEndReason.LOCAL_BYE, None, now, handle)
+        elif state.outgoing:                                # §15: CANCEL before the answer
             self._do_cancel(call, now)
-            return
-        if not state.outgoing and state.state is CallState.EARLY:
+        else:                                               # an unanswered incoming call
             self._do_reject(call, 603, now)
-            return
+
+    def _bye_and_end(self, state: Call, reason: CallEndReason, status: int | None,
+                     now: float, handle: RequestHandle | None = None) -> None:
+        """§15.1.1: send BYE on the call's dialog and end the call (BYE_SENT)."""
         self._send_bye(state, now, handle)
-        self._end_call(state, CallEndReason.LOCAL_BYE, None)
+        self._end_call(state, CallInput.BYE_SENT, reason, status)
 
     def _send_bye(self, state: Call, now: float, handle: RequestHandle | None = None) -> None:
         dialog = state.dialog
-        if dialog is None or state.bye_sent:
+        if dialog is None:
             return
-        state.bye_sent = True
         request = dialog.make_request("BYE", via=self.new_via(), contact=None,
                                       extra_headers=[("User-Agent", self.config.user_agent)])
         self.start_client(request, self.destination(dialog.next_hop_uri()), Purpose.BYE, now,
@@ -231,17 +243,16 @@ class CallsMixin(UaBase):
 
     def _do_cancel(self, call: CallHandle, now: float) -> None:
         state = self._calls.get(call.call_id)
-        if state is None or not state.outgoing or state.state not in (CallState.CALLING,
-                                                                      CallState.EARLY):
+        if state is None or not state.allows(CallInput.CANCEL):
             return
-        state.cancel_requested = True
+        state.step(CallInput.CANCEL)
         if state.invite_tx.state is TxState.PROCEEDING:   # §9.1: only after a 1xx
             self._send_cancel(state, now)
 
     def _send_cancel(self, state: Call, now: float) -> None:
-        if state.cancel_sent:
+        if state.state is not CallState.CANCEL_PENDING:
             return
-        state.cancel_sent = True
+        state.step(CallInput.CANCEL_SENT)
         self.start_client(build_cancel(state.invite), state.invite_tx.peer, Purpose.CANCEL,
                           now, call=state.handle)
 
@@ -268,19 +279,19 @@ class CallsMixin(UaBase):
         if state is None:
             return
         if response is None:
-            if state.state is not CallState.ENDED:
+            if state.allows(CallInput.FAILURE):
                 reason = (CallEndReason.CANCELLED if state.cancel_requested
                           else CallEndReason.TIMEOUT)
-                self._end_call(state, reason, 408)
+                self._end_call(state, CallInput.FAILURE, reason, 408)
             return
         if response.status < 200:
             self._invite_provisional(state, response, now)
         elif response.status < 300:
             self._invite_2xx(state, state.invite, response, now)
-        elif state.state is not CallState.ENDED:
+        elif state.allows(CallInput.FAILURE):
             reason = (CallEndReason.CANCELLED if state.cancel_requested
                       else CallEndReason.REJECTED)
-            self._end_call(state, reason, response.status)
+            self._end_call(state, CallInput.FAILURE, reason, response.status)
 
     def _invite_provisional(self, state: Call, response: SipResponse, now: float) -> None:
         if response.to_addr.tag is not None and state.dialog is None:
@@ -288,8 +299,8 @@ class CallsMixin(UaBase):
             self._register_call_dialog(state, state.dialog)
         if state.cancel_requested:
             self._send_cancel(state, now)
-        if state.state is CallState.CALLING:
-            state.state = CallState.EARLY
+        if state.allows(CallInput.PROVISIONAL):
+            state.step(CallInput.PROVISIONAL)
         if response.status > 100 and not state.ringing_reported:
             state.ringing_reported = True
             self.emit(CallRinging(state.handle, response.status))
@@ -314,12 +325,12 @@ class CallsMixin(UaBase):
         else:
             dialog.on_response(request, response)
         self._ack(dialog, response.cseq.number, state)
-        if state.state in (CallState.ESTABLISHED, CallState.ENDED):
+        if not state.allows(CallInput.SUCCESS):
             return                                      # a retransmitted 2xx
-        state.state = CallState.ESTABLISHED
-        if state.cancel_requested:                      # CANCEL lost the race (§9.1)
-            self._send_bye(state, now)
-            self._end_call(state, CallEndReason.CANCELLED, 200)
+        cancelled = state.cancel_requested
+        state.step(CallInput.SUCCESS)
+        if cancelled:                                   # CANCEL lost the race (§9.1)
+            self._bye_and_end(state, CallEndReason.CANCELLED, 200, now)
             return
         state.remote_sdp = _sdp_or_none(response.body)
         self.emit(CallEstablished(state.handle, state.remote_sdp))
@@ -377,8 +388,7 @@ class CallsMixin(UaBase):
         self.emit(RequestFailed(ctx.handle, "INVITE", status,
                                 "timeout" if response is None else response.reason))
         if status in (408, 481):                    # §14.1: the dialog is gone
-            self._send_bye(state, now)
-            self._end_call(state, CallEndReason.TIMEOUT, status)
+            self._bye_and_end(state, CallEndReason.TIMEOUT, status, now)
 
     # ================================================== requests (UAS side)
     def on_invite(self, request: SipRequest, tx: Transaction, now: float) -> None:
@@ -402,7 +412,7 @@ class CallsMixin(UaBase):
                 self.reject_request(tx, request, 488, now)
                 return
         handle = CallHandle(self.next_id())
-        state = Call(handle, False, CallState.EARLY, request, tx, self.new_tag(),
+        state = Call(handle, False, INITIAL_CALL_STATE[False], request, tx, self.new_tag(),
                      remote_sdp=offer, ring_deadline_s=now + self.config.timers.timer_c_s)
         self._calls[handle.call_id] = state
         self._invite_calls[tx.tx_id] = state
@@ -466,9 +476,9 @@ class CallsMixin(UaBase):
         if pending is not None and pending.cseq == request.cseq.number:
             del self._pending_2xx[dialog_id]
         state = self._dialog_calls.get(dialog_id)
-        if state is None or state.state is not CallState.ANSWERED:
+        if state is None or not state.allows(CallInput.ACK):
             return
-        state.state = CallState.ESTABLISHED
+        state.step(CallInput.ACK)
         if request.body and state.remote_sdp is None:
             state.remote_sdp = _sdp_or_none(request.body)
         self.emit(CallEstablished(state.handle, state.remote_sdp))
@@ -483,8 +493,8 @@ class CallsMixin(UaBase):
         if (not state.outgoing and state.state is CallState.EARLY
                 and state.invite_tx.state is TxState.PROCEEDING):
             self.respond_tx(state.invite_tx, 487, now, to_tag=state.local_tag)
-        if state.state is not CallState.ENDED:
-            self._end_call(state, CallEndReason.REMOTE_BYE, None)
+        if state.allows(CallInput.BYE_RECEIVED):
+            self._end_call(state, CallInput.BYE_RECEIVED, CallEndReason.REMOTE_BYE, None)
 
     def on_cancel(self, request: SipRequest, tx: Transaction, now: float) -> None:
         """§9.2: find the INVITE's server transaction; 481 when there is none."""
@@ -494,18 +504,19 @@ class CallsMixin(UaBase):
             return
         state = self._invite_calls.get(invite_tx.tx_id)
         self.respond_tx(tx, 200, now, to_tag=state.local_tag if state else None)
-        if (state is not None and state.state is CallState.EARLY
+        if (state is not None and state.allows(CallInput.CANCEL_RECEIVED)
                 and invite_tx.state is TxState.PROCEEDING):
             self.respond_tx(invite_tx, 487, now, to_tag=state.local_tag)
-            self._end_call(state, CallEndReason.CANCELLED, 487)
+            self._end_call(state, CallInput.CANCEL_RECEIVED, CallEndReason.CANCELLED, 487)
 
     # ============================================================ plumbing
     def _register_call_dialog(self, state: Call, dialog: Dialog) -> None:
         self._dialogs[dialog.dialog_id] = dialog
         self._dialog_calls[dialog.dialog_id] = state
 
-    def _end_call(self, state: Call, reason: CallEndReason, status: int | None) -> None:
-        state.state = CallState.ENDED
+    def _end_call(self, state: Call, event: CallInput, reason: CallEndReason,
+                  status: int | None) -> None:
+        state.step(event)
         if state.dialog is not None:
             state.dialog.state = DialogState.TERMINATED
             self._dialogs.pop(state.dialog.dialog_id, None)
@@ -515,11 +526,9 @@ class CallsMixin(UaBase):
     def on_2xx_gave_up(self, call: CallHandle, now: float) -> None:
         """§13.3.1.4: no ACK for 64*T1 -- confirm, then end the session with BYE."""
         state = self._calls.get(call.call_id)
-        if state is None or state.state is CallState.ENDED:
-            return
-        if state.state is CallState.ANSWERED:
+        if state is not None and state.allows(CallInput.ACK_TIMEOUT):
             self._send_bye(state, now)
-            self._end_call(state, CallEndReason.TIMEOUT, None)
+            self._end_call(state, CallInput.ACK_TIMEOUT, CallEndReason.TIMEOUT, None)
 
     def calls_next_timer(self) -> float | None:
         return min((c.ring_deadline_s for c in self._calls.values()
@@ -536,7 +545,7 @@ class CallsMixin(UaBase):
                 continue
             state.ring_deadline_s = None
             self.respond_tx(state.invite_tx, 480, now, to_tag=state.local_tag)
-            self._end_call(state, CallEndReason.TIMEOUT, 480)
+            self._end_call(state, CallInput.REJECT, CallEndReason.TIMEOUT, 480)
 
     def sweep_calls(self) -> None:
         """Forget ended calls whose transactions and dialogs are gone."""
