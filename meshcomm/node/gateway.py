@@ -658,7 +658,7 @@ class SipGateway(MessageCustody):
                 self._refused_answer(tx, response, rewritten, now)
                 return
             out = rewritten
-            if tx.final_status is None or tx.final_status < 300:   # not a 2xx after 4xx-6xx
+            if tx.final_status is None:   # not a retransmission, nor a 2xx after a failure
                 self.contacts.note_answer(tx.request, response, src, tx.upstream)
         if response.status < 200:
             if not tx.provisional and tx.method == "INVITE":

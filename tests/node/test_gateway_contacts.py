@@ -176,6 +176,12 @@ def test_a_copy_of_an_ack_reaches_the_callee_once() -> None:
     for st in (net.stations[0], net.stations[2]):
         st.gw.end_call(ok.call_id)
         assert st.gw.contacts.dialog_count == 0
+    # A 200 the callee retransmits afterwards does not bring the dialog back.
+    invite = next(m for m in seen if m.method == "INVITE")
+    net.stations[2].sip.receive_sip(_sipp_uas_answer(invite, 200, "OK"), UAS, net.now)
+    net.run_for(1.0)
+    assert net.stations[0].gw.contacts.dialog_count == 0
+    assert net.stations[2].gw.contacts.dialog_count == 0
 
 
 def test_a_2xx_after_the_call_failed_leaves_no_dialog() -> None:
