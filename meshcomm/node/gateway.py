@@ -542,6 +542,10 @@ class SipGateway(MessageCustody):
             return
         self._respond(tx, NOT_ACCEPTABLE_HERE if status == BAD_REQUEST else status, now,
                       self._retry_after(status))
+        if tx.method == "INVITE" and isinstance(tx.downstream, bytes) and response.status < 300:
+            for request in self.contacts.abandon_requests(
+                    response, (new_branch(self.rng), new_branch(self.rng))):
+                self._emit(request, tx.downstream, 0)     # the far side ends its call now
 
     def _finish_call(self, tx: ProxyTx, status: int) -> None:
         """Tell the media layer a call ended: any final answer to BYE (§15.1.1: the

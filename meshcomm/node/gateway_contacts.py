@@ -41,7 +41,8 @@ from typing import Final, TypeVar
 from meshcomm.errors import DecodeError
 from meshcomm.node.gateway_parts import Peer, is_tcp
 from meshcomm.node.gateway_types import MESH_HOST_SUFFIX, NODE_HEX_CHARS, Address
-from meshcomm.sip.message import NameAddr, SipRequest, SipResponse
+from meshcomm.sip.build import build_request
+from meshcomm.sip.message import NameAddr, SipRequest, SipResponse, Via
 from meshcomm.sip.transaction import DEFAULT_SIP_PORT
 from meshcomm.sip.ua_base import address_of
 from meshcomm.sip.uri import SipUri, make_sip_uri
@@ -313,6 +314,27 @@ class ContactMap:
         while len(self._acks) > MAX_ACKS_SEEN:
             self._acks.popitem(last=False)
         return True
+
+    def abandon_requests(self, response: SipResponse,
+                         branches: tuple[str, str]) -> list[SipRequest]:
+        """ACK and BYE that end the far side of a call whose 2xx (from the mesh) we could
+        not relay (its SDP was refused here): sent to the far contact token, whose gateway
+        delivers them, so the callee and its gateway release the call at once instead of
+        retransmitting the 2xx and holding media (RFC 3261 §13.3.1.4 / a B2BUA's teardown).
+        Empty when the 2xx names no mesh contact."""
+        target = self._mesh_target(response)
+        if target is None:
+            return []
+        number = response.cseq.number
+        out = []
+        for method, cseq, branch in (("ACK", number, branches[0]),
+                                     ("BYE", number + 1, branches[1])):
+            via = Via("UDP", self.mesh_host, None, (("branch", branch),))
+            out.append(build_request(method, target.uri, from_addr=response.from_addr,
+                                     to_addr=response.to_addr, call_id=response.call_id,
+                                     cseq=cseq, via=via))
+        self.counters["calls_abandoned_far"] += 1
+        return out
 
     def forget_dialog(self, request: SipRequest) -> None:
         """A BYE of the dialog was answered: forget it (either side may have sent it)."""

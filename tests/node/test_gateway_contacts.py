@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 
+from meshcomm.media.relay import MediaConfig
 from meshcomm.node.gateway_contacts import (
     MAX_DIALOGS_PER_CLIENT,
     MAX_TOKENS_PER_CLIENT,
@@ -18,8 +19,8 @@ from meshcomm.node.gateway_contacts import (
     reachable_address,
 )
 from meshcomm.sip.message import SipRequest, SipResponse, parse_message_untrusted
-from meshcomm.sip.sdp import make_offer
-from meshcomm.sip.ua_events import CallEnded, CallEndReason, CallEstablished
+from meshcomm.sip.sdp import NotAcceptable, answer_offer, make_offer
+from meshcomm.sip.ua_events import CallEnded, CallEndReason, CallEstablished, IncomingCall
 from meshcomm.sip.uri import parse_uri_untrusted
 from tests.node.test_gateway_harness import DOMAIN, GW_ADDR, Net, of_kind, registered
 
@@ -200,6 +201,40 @@ def test_a_2xx_after_the_call_failed_leaves_no_dialog() -> None:
     assert [m.method for m in seen][:1] == ["INVITE"]
     assert net.stations[0].gw.contacts.dialog_count == 0
     assert net.stations[2].gw.contacts.dialog_count == 0
+
+
+def test_a_2xx_refused_at_the_callers_gateway_ends_the_far_side_at_once() -> None:
+    net = Net(3, media=MediaConfig(), media_ports=1)
+    net.converge()
+    # Alice (node 0) calls Bob (node 1): node 0's one pair of call ports is taken.
+    alice = registered(net, 0, 5070, "alice")
+    bob = registered(net, 1, 5072, "bob")
+    _raw_register(net, 2, UAS, "service", "sip:service@127.0.0.1:5090")
+    net.run_until(lambda: bool(net.stations[0].node.table.lookup(f"sip:service@{DOMAIN}"))
+                  and bool(net.stations[0].node.table.lookup(f"sip:bob@{DOMAIN}")))
+    alice.invite(f"sip:bob@{DOMAIN}", make_offer(address="127.0.0.1", rtp_port=4000,
+                                                session_id=1))
+    net.run_until(lambda: bool(of_kind(net.events(1, 5072), IncomingCall)))
+    offer = of_kind(net.events(1, 5072), IncomingCall)[0]
+    assert offer.offer is not None
+    answer = answer_offer(offer.offer, address="127.0.0.1", rtp_port=6000, session_id=2)
+    assert not isinstance(answer, NotAcceptable)
+    bob.answer(offer.call, answer[0])
+    net.run_until(lambda: bool(of_kind(net.events(0, 5070), CallEstablished)))
+    # The SIPp-like uac at node 0 calls the uas at node 2: node 2 answers 200 with SDP,
+    # node 0 has no ports left for the answer and answers the uac 503; node 2's side must
+    # end now (before: its 200 was retransmitted and its media held until the idle timeout).
+    seen: list[SipRequest] = []
+    net.stations[0].sip.receive_sip(_sipp_uac("INVITE", 1, sdp=True), UAC, net.now)
+    refused = _until_answer(net, 2, seen, "INVITE", 503)
+    assert refused.get_header("Retry-After") is not None
+    net.run_until(_serving(net, 2, seen, lambda: any(m.method == "BYE" for m in seen)),
+                  timeout_s=2.0)
+    assert [m.method for m in seen] == ["INVITE", "ACK", "BYE"]
+    far = net.stations[2]
+    assert far.gw.contacts.dialog_count == 0
+    assert far.relay is not None and not far.relay.sessions
+    assert net.stations[0].gw.counters["calls_abandoned_far"] == 1
 
 
 def test_stock_ua_calls_a_callee_that_ignores_record_route_and_gets_its_bye() -> None:
