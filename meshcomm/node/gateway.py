@@ -543,9 +543,12 @@ class SipGateway(MessageCustody):
         self._respond(tx, NOT_ACCEPTABLE_HERE if status == BAD_REQUEST else status, now,
                       self._retry_after(status))
         if tx.method == "INVITE" and isinstance(tx.downstream, bytes) and response.status < 300:
-            for request in self.contacts.abandon_requests(
-                    response, (new_branch(self.rng), new_branch(self.rng))):
-                self._emit(request, tx.downstream, 0)     # the far side ends its call now
+            self._abandon_far(response, tx.downstream)    # the far side ends its call now
+
+    def _abandon_far(self, response: SipResponse, node: bytes) -> None:
+        for request in self.contacts.abandon_requests(
+                response, (new_branch(self.rng), new_branch(self.rng))):
+            self._emit(request, node, 0)
 
     def _finish_call(self, tx: ProxyTx, status: int) -> None:
         """Tell the media layer a call ended: any final answer to BYE (§15.1.1: the
@@ -653,6 +656,13 @@ class SipGateway(MessageCustody):
             # A provisional overtaken on the mesh by the final answer: the client's
             # transaction has moved on; relaying it now would confuse it (§16.7 step 5).
             self.counters["provisional_after_final"] += 1
+            return
+        if (isinstance(src, bytes) and tx.method == "INVITE" and 200 <= response.status < 300
+                and tx.final_status is not None and tx.final_status >= 300):
+            # A 2xx crossing the CANCEL we sent when we failed the call (timeout, refusal):
+            # the client was told it failed, so we end the far side (ACK + BYE), as the
+            # canceller must (RFC 3261 §9.1), instead of ringing a ghost call through.
+            self._abandon_far(response, src)
             return
         if isinstance(src, tuple) and 100 < response.status < 300:
             self.registrar.learn_contacts(response.contacts, src)

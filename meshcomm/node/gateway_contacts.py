@@ -123,6 +123,7 @@ class ContactMap:
         self._dialogs_of: dict[Address, OrderedDict[DialogKey, None]] = {}
         self._acks: OrderedDict[tuple[str, str, int], None] = OrderedDict()
         self._by_call: dict[str, set[DialogKey]] = {}
+        self._abandoned: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -323,8 +324,12 @@ class ContactMap:
         retransmitting the 2xx and holding media (RFC 3261 §13.3.1.4 / a B2BUA's teardown).
         Empty when the 2xx names no mesh contact."""
         target = self._mesh_target(response)
-        if target is None:
+        key = (response.call_id, response.to_addr.tag or "")
+        if target is None or key in self._abandoned:      # once per far dialog
             return []
+        self._abandoned[key] = None
+        while len(self._abandoned) > MAX_ACKS_SEEN:
+            self._abandoned.popitem(last=False)
         number = response.cseq.number
         out = []
         for method, cseq, branch in (("ACK", number, branches[0]),

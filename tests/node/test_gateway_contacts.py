@@ -197,8 +197,16 @@ def test_a_2xx_after_the_call_failed_leaves_no_dialog() -> None:
     assert finals and finals[0] >= 400
     seen: list[SipRequest] = []
     _serve_uas(net, 2, seen)                  # now it answers 180 and 200, too late
-    net.run_for(2.0)
-    assert [m.method for m in seen][:1] == ["INVITE"]
+    net.run_until(_serving(net, 2, seen, lambda: any(m.method == "BYE" for m in seen)),
+                  timeout_s=2.0)
+    net.run_for(1.0)
+    _serve_uas(net, 2, seen)
+    # The caller was told the call failed: its gateway ends the far side (ACK + BYE, as the
+    # canceller of a 2xx must) instead of relaying a 2xx to a transaction that failed.
+    methods = [m.method for m in seen]
+    assert methods[0] == "INVITE" and methods.count("ACK") == 1 and methods.count("BYE") == 1
+    assert not [m for m in _taken(net, 0, UAC) if isinstance(m, SipResponse)
+                and 200 <= m.status < 300]
     assert net.stations[0].gw.contacts.dialog_count == 0
     assert net.stations[2].gw.contacts.dialog_count == 0
 
