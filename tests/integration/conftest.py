@@ -19,3 +19,12 @@ def chain3(tmp_path: Path) -> Iterator[Testbed]:
     with chain(3) as bed:
         bed.use_workdir(tmp_path)
         yield bed
+
+
+@pytest.fixture
+def chain2(tmp_path: Path) -> Iterator[Testbed]:
+    """``chain(2)``, data dirs and logs under ``tmp_path``; needs root."""
+    require_root()
+    with chain(2) as bed:
+        bed.use_workdir(tmp_path)
+        yield bed

@@ -34,20 +34,17 @@ from __future__ import annotations
 
 import contextlib
 import random
-import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
 from meshcomm.errors import DecodeError
 from meshcomm.node.gateway_types import MAX_SIP_MESSAGE_BYTES
 from meshcomm.sip.message import SipRequest, parse_message_untrusted
-from tests.envcheck import require_root
 from tools.fuzz.hostile_sip import hostile_datagram
-from tools.testbed import Testbed, chain
+from tools.testbed import Testbed
 from tools.testbed.nodes import wait_until
 from tools.testbed.sipclient import GATEWAY, SipUac, SipUas, build, parse
 
@@ -75,21 +72,6 @@ MAX_DRAWS = 64
 SAMPLE_EVERY = 6
 
 
-@pytest.fixture
-def chain2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-    require_root()
-    with chain(2) as bed:
-        bed.use_workdir(tmp_path_factory.mktemp("hostile-sip"))
-        yield bed
-
-
-def _udp_in(tb: Testbed, node: int) -> socket.socket:
-    with tb.entered(node):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 class HostileStream:
     """HOSTILE_RATE_PER_S hostile datagrams a second to the gateway of ``node``, requests
     addressed to ``target``, from HOSTILE_SOURCES sockets; answers counted by status."""
@@ -99,7 +81,7 @@ class HostileStream:
         self.target = target
         self.parseable = parseable
         self.rng = random.Random(seed)
-        self.socks = [_udp_in(tb, node) for _ in range(HOSTILE_SOURCES)]
+        self.socks = [tb.loopback_udp(node) for _ in range(HOSTILE_SOURCES)]
         for sock in self.socks:
             sock.setblocking(False)
         self.sent = 0
@@ -202,14 +184,14 @@ def test_hostile_sip_locally_and_across_the_mesh_while_a_client_is_served(
     tb = chain2
     tb.start_node(0, name="n0", impair=IMPAIR)
     tb.start_node(1, name="n1", impair=IMPAIR)
-    bob_sock = _udp_in(tb, 1)
-    bob = SipUas(bob_sock, "bob", _udp_in(tb, 1))
+    bob_sock = tb.loopback_udp(1)
+    bob = SipUas(bob_sock, "bob", tb.loopback_udp(1))
     assert bob.register()
     serving = threading.Thread(target=bob.serve, daemon=True)
     serving.start()
-    alice_sock = _udp_in(tb, 0)
+    alice_sock = tb.loopback_udp(0)
     assert SipUas(alice_sock, "alice", alice_sock).register()
-    uac = SipUac(alice_sock, _udp_in(tb, 0), user="alice")
+    uac = SipUac(alice_sock, tb.loopback_udp(0), user="alice")
     victim = f"sip:n0@{DOMAIN}"
     known = wait_until(lambda: {bob.aor} <= (tb.node(0).who_aors() or set())
                        and victim in (tb.node(1).who_aors() or set()), CONVERGE_S)

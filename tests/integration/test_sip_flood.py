@@ -13,12 +13,10 @@ Retry-After, and at most the anonymous store-and-forward quota of the flood held
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +27,7 @@ from meshcomm.node.gateway_admission import (
     ANON_HOLD_RATE_PER_S,
     ANON_HOST_HOLD_BURST,
 )
-from tests.envcheck import require_root
-from tools.testbed import Testbed, chain
+from tools.testbed import Testbed
 from tools.testbed.nodes import wait_until
 from tools.testbed.sipclient import SipUac, SipUas
 
@@ -51,24 +48,9 @@ UNLOADED_SAMPLES = 30
 SETTLE_S = 10.0
 
 
-@pytest.fixture
-def chain2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-    require_root()
-    with chain(2) as bed:
-        bed.use_workdir(tmp_path_factory.mktemp("flood"))
-        yield bed
-
-
-def _udp_in(tb: Testbed, node: int) -> socket.socket:
-    with tb.entered(node):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 def _register_and_vanish(tb: Testbed, node: int, user: str) -> None:
     """Register ``user`` from a socket that is then closed (nobody answers for it)."""
-    sock = _udp_in(tb, node)
+    sock = tb.loopback_udp(node)
     try:
         assert SipUas(sock, user, sock).register(), f"REGISTER {user} failed"
     finally:
@@ -115,15 +97,15 @@ def test_a_flood_from_100_sockets_neither_starves_a_registered_client_nor_fills_
     tb = chain2
     tb.start_node(0, name="n0", impair=IMPAIR)
     tb.start_node(1, name="n1", impair=IMPAIR)
-    bob_sock = _udp_in(tb, 1)
-    bob = SipUas(bob_sock, "bob", _udp_in(tb, 1))
+    bob_sock = tb.loopback_udp(1)
+    bob = SipUas(bob_sock, "bob", tb.loopback_udp(1))
     assert bob.register()
     _register_and_vanish(tb, 1, "ghost")
     serving = threading.Thread(target=bob.serve, daemon=True)
     serving.start()
-    alice_sock = _udp_in(tb, 0)
+    alice_sock = tb.loopback_udp(0)
     assert SipUas(alice_sock, "alice", alice_sock).register()   # alice is a registered client
-    uac = SipUac(alice_sock, _udp_in(tb, 0), user="alice")
+    uac = SipUac(alice_sock, tb.loopback_udp(0), user="alice")
     ghost = f"sip:ghost@{DOMAIN}"
     known = wait_until(lambda: {bob.aor, ghost} <= (tb.node(0).who_aors() or set()),
                        CONVERGE_S)

@@ -444,6 +444,14 @@ class Testbed:
         """Context manager: the calling thread inside ``node`` (see :func:`in_netns`)."""
         return in_netns(self.ns(node))
 
+    def loopback_udp(self, node: int) -> socket.socket:
+        """A UDP socket bound to 127.0.0.1 (a free port) inside ``node``'s namespace: a
+        SIP client's socket beside that node's gateway."""
+        with self.entered(node):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+        return sock
+
     # meshcomm nodes and SIP clients
 
     @property
