@@ -700,6 +700,10 @@ class SipGateway(MessageCustody):
         dest = self._via_destination(response.top_via)
         if dest is None:
             return
+        if (isinstance(src, bytes) and isinstance(dest, tuple)
+                and not self.contacts.has_dialog(response)):
+            self._abandon_far(response, src)   # a late 2xx of a call that failed or ended
+            return
         out = self._rewrite_or_status(self.contacts.rewrite(response, src, dest), src, dest)
         if isinstance(out, int):
             self.counters["responses_dropped_sdp"] += 1

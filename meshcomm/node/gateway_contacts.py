@@ -298,6 +298,11 @@ class ContactMap:
             if not same_call:
                 del self._by_call[key[0]]
 
+    def has_dialog(self, response: SipResponse) -> bool:
+        """A 2xx from the mesh belongs to a dialog a client of ours has (we called out)."""
+        key = (response.call_id, response.from_addr.tag or "", response.to_addr.tag or "")
+        return key in self._dialogs
+
     def forget_call(self, call_id: str) -> None:
         """The call ended (BYE sent or answered, CANCEL, the media layer reclaimed it):
         forget its dialogs (retransmitted BYEs are absorbed by the proxy transaction)."""

@@ -245,6 +245,23 @@ def test_a_2xx_refused_at_the_callers_gateway_ends_the_far_side_at_once() -> Non
     assert net.stations[0].gw.counters["calls_abandoned_far"] == 1
 
 
+def test_a_2xx_after_the_callers_transaction_is_gone_is_ended_not_relayed() -> None:
+    net = Net(3)
+    net.converge()
+    _raw_register(net, 2, UAS, "service", "sip:service@127.0.0.1:5090")
+    net.run_until(lambda: bool(net.stations[0].node.table.lookup(f"sip:service@{DOMAIN}")))
+    net.stations[0].sip.receive_sip(_sipp_uac("INVITE", 1, sdp=True), UAC, net.now)
+    net.run_for(net.stations[0].gw.config.invite_timeout_s + 20.0)   # state lingered out
+    _taken(net, 0, UAC)
+    seen: list[SipRequest] = []
+    _serve_uas(net, 2, seen)                  # the 200 comes long after the 480
+    net.run_until(_serving(net, 2, seen, lambda: any(m.method == "BYE" for m in seen)),
+                  timeout_s=2.0)
+    assert not [m for m in _taken(net, 0, UAC) if isinstance(m, SipResponse)
+                and 200 <= m.status < 300]
+    assert net.stations[2].gw.contacts.dialog_count == 0
+
+
 def test_stock_ua_calls_a_callee_that_ignores_record_route_and_gets_its_bye() -> None:
     net = Net(3)
     net.converge()
