@@ -43,7 +43,7 @@ from typing import TypeVar
 
 from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalRecord
-from meshcomm.media.relay import MediaSetupError
+from meshcomm.media.relay import MediaSetupError, SdpPath
 from meshcomm.node.gateway_admission import FREEING_METHODS, Admission
 from meshcomm.node.gateway_builtin import BuiltinUa
 from meshcomm.node.gateway_contacts import ContactMap
@@ -97,6 +97,8 @@ from meshcomm.sip.transaction import DEFAULT_SIP_PORT, server_key
 from meshcomm.sip.ua_base import stamp_via, via_address
 
 log = logging.getLogger(__name__)
+#: RFC 3261 §21.4.19 481 Call/Transaction Does Not Exist.
+CALL_DOES_NOT_EXIST = 481
 
 GatewayEvent = JournalRecord | SendResult | InboxEntry
 Output = LocalDatagram | MeshSip
@@ -521,6 +523,11 @@ class SipGateway(MessageCustody):
         direction = sdp_direction(message, src, dest)
         if direction is None:
             return message
+        if direction is SdpPath.MESH_TO_CLIENT and self.contacts.call_ended(message.call_id):
+            # A late 2xx (or its retransmission) from the far side of a call that ended
+            # here: no media session again; refusing it ends the far side (ACK + BYE).
+            self.counters["sdp_after_end_refused"] += 1
+            return CALL_DOES_NOT_EXIST
         try:
             body = self.rewrite_sdp(direction, message.call_id, message.body)
         except (DecodeError, MediaSetupError) as exc:

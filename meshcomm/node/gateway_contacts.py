@@ -53,6 +53,9 @@ MAX_TOKENS_PER_CLIENT: Final = 64
 #: Dialogs remembered for clients that ignore Contact and Route (all, and per client).
 MAX_DIALOGS: Final = 4096
 MAX_DIALOGS_PER_CLIENT: Final = 256
+#: Call-IDs of calls that ended, remembered (oldest forgotten first) so that a late 2xx
+#: brings back neither a dialog nor media (at 40 calls/s: the last ~100 s).
+MAX_ENDED_CALLS: Final = 4096
 #: ACKs for 2xx delivered to clients, remembered to absorb duplicates (the far UA re-ACKs
 #: every 2xx retransmission that reached it; on a lossy mesh these arrive after the BYE).
 MAX_ACKS_SEEN: Final = 4096
@@ -123,6 +126,7 @@ class ContactMap:
         self._dialogs_of: dict[Address, OrderedDict[DialogKey, None]] = {}
         self._acks: OrderedDict[tuple[str, str, int], None] = OrderedDict()
         self._by_call: dict[str, set[DialogKey]] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
         self._abandoned: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def __len__(self) -> int:
@@ -245,6 +249,9 @@ class ContactMap:
         (for the client: its local tag, the far tag, the far node and its contact)."""
         if not (200 <= response.status < 300 and response.cseq.method == "INVITE"):
             return
+        if response.call_id in self._ended:
+            self.counters["dialogs_after_end_ignored"] += 1
+            return
         to_tag, from_tag = response.to_addr.tag, response.from_addr.tag
         if to_tag is None or from_tag is None:
             return
@@ -305,9 +312,19 @@ class ContactMap:
 
     def forget_call(self, call_id: str) -> None:
         """The call ended (BYE sent or answered, CANCEL, the media layer reclaimed it):
-        forget its dialogs (retransmitted BYEs are absorbed by the proxy transaction)."""
+        forget its dialogs (retransmitted BYEs are absorbed by the proxy transaction), and
+        remember that it ended, so a late 2xx (a callee answering a CANCELled call, a 2xx
+        retransmission) records no dialog and sets up no media again."""
         for key in list(self._by_call.get(call_id, ())):
             self._drop(key)
+        self._ended.pop(call_id, None)
+        self._ended[call_id] = None
+        while len(self._ended) > MAX_ENDED_CALLS:
+            del self._ended[next(iter(self._ended))]
+
+    def call_ended(self, call_id: str) -> bool:
+        """The call ``call_id`` ended here recently (see :meth:`forget_call`)."""
+        return call_id in self._ended
 
     def first_ack(self, request: SipRequest) -> bool:
         """False for a copy of an ACK (same Call-ID, From tag and CSeq) already delivered
