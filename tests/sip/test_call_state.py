@@ -20,9 +20,9 @@ from meshcomm.sip.call_state import (
     call_allows,
     call_transition,
 )
-from meshcomm.sip.sdp import NotAcceptable, answer_offer, make_offer
-from meshcomm.sip.ua_events import CallEnded, CallEndReason, EventKind, IncomingCall
-from tests.sip.test_ua import LOSS_SEEDS, Net, established_call
+from meshcomm.sip.sdp import make_offer
+from meshcomm.sip.ua_events import CallEnded, CallEndReason, EventKind
+from tests.sip.test_ua import LOSS_SEEDS, Net, cancel_racing_200, established_call
 
 S, I = CallState, CallInput  # noqa: E741
 Step = tuple[bool, CallState, CallInput]
@@ -154,17 +154,7 @@ def test_cancel_paths_use_the_cancel_states(steps: list[Step]) -> None:
 
 def test_cancel_losing_to_200_is_established_then_bye(steps: list[Step]) -> None:
     net = Net(0.0, 1)
-    alice, bob = net.add("alice", 1), net.add("bob", 2)
-    call = alice.ua.invite("sip:bob@10.0.0.2", make_offer(address="10.0.0.1", rtp_port=4000,
-                                                         session_id=1))
-    net.run_until(lambda: bool(alice.of(EventKind.CALL_RINGING)))
-    incoming = bob.of(EventKind.INCOMING_CALL)[0]
-    assert isinstance(incoming, IncomingCall) and incoming.offer is not None
-    result = answer_offer(incoming.offer, address="10.0.0.2", rtp_port=6000, session_id=2)
-    assert not isinstance(result, NotAcceptable)
-    bob.ua.answer(incoming.call, result[0])
-    alice.ua.cancel(call)
-    net.run_until(lambda: bool(bob.of(EventKind.CALL_ENDED)))
+    cancel_racing_200(net)
     uac = [s for s in steps if s[0]]
     assert uac[-2:] == [(True, S.CANCELLING, I.SUCCESS), (True, S.ESTABLISHED, I.BYE_SENT)]
     assert (False, S.ANSWERED, I.BYE_RECEIVED) in steps or \

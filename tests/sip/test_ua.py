@@ -254,8 +254,9 @@ def test_cancel_under_loss(seed: int) -> None:
     assert len(alice.ua.txl) == 0 and len(bob.ua.txl) == 0
 
 
-def test_cancel_racing_200_ok_ends_with_bye() -> None:
-    net = Net(0.0, 1)
+def cancel_racing_200(net: Net) -> tuple[Node, Node]:
+    """alice calls bob; bob answers 200 while alice cancels (they cross on the wire); run
+    until bob's side of the call has ended."""
     alice, bob = net.add("alice", 1), net.add("bob", 2)
     call = alice.ua.invite("sip:bob@10.0.0.2", make_offer(address="10.0.0.1", rtp_port=4000,
                                                          session_id=1))
@@ -267,6 +268,12 @@ def test_cancel_racing_200_ok_ends_with_bye() -> None:
     bob.ua.answer(incoming.call, result[0])     # 200 and CANCEL cross on the wire
     alice.ua.cancel(call)
     net.run_until(lambda: bool(bob.of(EventKind.CALL_ENDED)))
+    return alice, bob
+
+
+def test_cancel_racing_200_ok_ends_with_bye() -> None:
+    net = Net(0.0, 1)
+    alice, bob = cancel_racing_200(net)
     (a,) = alice.of(EventKind.CALL_ENDED)
     assert isinstance(a, CallEnded) and a.reason is CallEndReason.CANCELLED and a.status == 200
     (b,) = bob.of(EventKind.CALL_ENDED)
