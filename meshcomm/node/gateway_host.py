@@ -32,8 +32,8 @@ from collections.abc import Iterable
 
 from meshcomm.errors import LocalProtocolError
 from meshcomm.journal.events import JournalRecord
-from meshcomm.node.gateway import GatewayEvent, SipGateway
-from meshcomm.node.gateway_types import Address, LocalDatagram, MeshSip
+from meshcomm.node.gateway.core import GatewayEvent, SipGateway
+from meshcomm.node.gateway.types import Address, LocalDatagram, MeshSip
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
 from meshcomm.node.storeforward import SfDeliver, SfEvent, SfHoldResult, StoreForward

@@ -31,7 +31,7 @@ from enum import StrEnum
 from meshcomm.errors import ConfigError, DecodeError, LocalProtocolError
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
-from meshcomm.node.gateway_types import HoldRefused
+from meshcomm.node.gateway.types import HoldRefused
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
 from meshcomm.node.sf_delivered import LOCAL_ORIGIN, DeliveredLog, DeliveredRecord

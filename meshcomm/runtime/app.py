@@ -30,9 +30,9 @@ from meshcomm.journal.store import FLUSH_RETRY_INTERVAL_S, JournalStore
 from meshcomm.location.freshness import FreshnessMemory
 from meshcomm.media.relay import MediaConfig
 from meshcomm.node.freshness_store import FreshnessStore
-from meshcomm.node.gateway import SipGateway
+from meshcomm.node.gateway.core import SipGateway
+from meshcomm.node.gateway.types import GatewayConfig, LocalDatagram
 from meshcomm.node.gateway_host import SipNode
-from meshcomm.node.gateway_types import GatewayConfig, LocalDatagram
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import RELAY_CAP, RELAY_ROLE, StoreForward, StoreForwardConfig

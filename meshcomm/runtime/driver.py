@@ -48,8 +48,8 @@ from meshcomm.journal.store import JournalStore
 from meshcomm.location.binding import Binding
 from meshcomm.media.session import MeshMedia
 from meshcomm.node.freshness_store import FreshnessStore
+from meshcomm.node.gateway.types import Address, LocalDatagram
 from meshcomm.node.gateway_host import SipNode
-from meshcomm.node.gateway_types import Address, LocalDatagram
 from meshcomm.node.mesh import MeshNode
 from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import SfPersist

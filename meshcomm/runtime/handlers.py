@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from meshcomm.errors import DecodeError
-from meshcomm.node.gateway_types import InboxEntry, SendResult, SendStatus
+from meshcomm.node.gateway.types import InboxEntry, SendResult, SendStatus
 from meshcomm.node.storeforward import HeldState, HeldStatus
 from meshcomm.overlay.core import WhoEntry
 from meshcomm.runtime.control import ControlCommand, ControlRequest, Handler

@@ -1,4 +1,4 @@
-"""This host's source address toward a peer (the edge side of ``gateway_rfc.OwnHosts``).
+"""This host's source address toward a peer (the edge side of ``gateway.rfc.OwnHosts``).
 
 A gateway listening on a wildcard (``0.0.0.0``, ``::``) must write an address the client
 can reach into Via and Record-Route. The kernel's routing table knows it: a UDP socket

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Final
 
 from meshcomm.errors import DecodeError
-from meshcomm.node.gateway_types import (
+from meshcomm.node.gateway.types import (
     MAX_SIP_MESSAGE_BYTES,
     TCP_HOST_PREFIX,
     Address,

@@ -41,7 +41,7 @@ from collections import Counter
 import pytest
 
 from meshcomm.errors import DecodeError
-from meshcomm.node.gateway_types import MAX_SIP_MESSAGE_BYTES
+from meshcomm.node.gateway.types import MAX_SIP_MESSAGE_BYTES
 from meshcomm.sip.message import SipRequest, parse_message_untrusted
 from tools.fuzz.hostile_sip import hostile_datagram
 from tools.testbed import Testbed

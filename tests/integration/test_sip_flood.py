@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from meshcomm.node.gateway_admission import (
+from meshcomm.node.gateway.admission import (
     ANON_HOLD_BURST,
     ANON_HOLD_RATE_PER_S,
     ANON_HOST_HOLD_BURST,

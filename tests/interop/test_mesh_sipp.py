@@ -10,7 +10,7 @@
   calls SIPp's own ``-sn uas`` registered (``register.xml`` from its port) at node 4: 100
   calls, 0 failed. The uac sends ACK and BYE to ``sip:service@127.0.0.1:5060`` with no
   Route and the uas never echoes Record-Route: the gateways' contact rewriting and dialog
-  routing carry them (``meshcomm/node/gateway_contacts.py``). Each call lasts 1 s
+  routing carry them (``meshcomm/node/gateway/contacts.py``). Each call lasts 1 s
   (``-d 1000``): with 0 s the uac sends its BYE right behind its ACK, and at 10% loss per
   link the BYE sometimes overtakes an ACK that a hop retransmits; the uas then takes the
   late ACK as unexpected (a SIPp strictness, not a lost request: ACK is optional before

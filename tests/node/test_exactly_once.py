@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from meshcomm.node.gateway_parts import message_id
+from meshcomm.node.gateway.parts import message_id
 from meshcomm.node.storeforward import HeldState, StoreForwardConfig
 from meshcomm.sip.build import build_response
 from meshcomm.sip.message import SipRequest, SipResponse, parse_message_untrusted

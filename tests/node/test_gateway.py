@@ -3,7 +3,7 @@ their node's gateway and reach each other several radio hops away."""
 
 from __future__ import annotations
 
-from meshcomm.node.gateway_types import SendStatus
+from meshcomm.node.gateway.types import SendStatus
 from meshcomm.sip.presence import simple_presence
 from meshcomm.sip.sdp import NotAcceptable, answer_offer, make_offer
 from meshcomm.sip.ua import UserAgent

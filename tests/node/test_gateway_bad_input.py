@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshcomm.node.gateway_types import MAX_SIP_MESSAGE_BYTES, MessageHolder
+from meshcomm.node.gateway.types import MAX_SIP_MESSAGE_BYTES, MessageHolder
 from meshcomm.sip.message import SipResponse, parse_message_untrusted
 from meshcomm.sip.ua_events import IncomingMessage, RequestFailed, RequestSucceeded
 from tests.node.test_gateway_harness import DOMAIN, Net, registered

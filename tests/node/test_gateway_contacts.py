@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from meshcomm.media.relay import MediaConfig
-from meshcomm.node.gateway_contacts import (
+from meshcomm.node.gateway.contacts import (
     MAX_DIALOGS_PER_CLIENT,
     MAX_TOKENS_PER_CLIENT,
     ContactMap,

@@ -20,9 +20,8 @@ from meshcomm.journal.events import JournalEventType, JournalRecord
 from meshcomm.media.packet import Channel
 from meshcomm.media.relay import MediaConfig, MediaRelay, SequentialPortAllocator
 from meshcomm.media.session import ClientPacket
-from meshcomm.node.gateway import SipGateway
-from meshcomm.node.gateway_host import SipNode
-from meshcomm.node.gateway_types import (
+from meshcomm.node.gateway.core import SipGateway
+from meshcomm.node.gateway.types import (
     Address,
     CallEnder,
     GatewayConfig,
@@ -31,6 +30,7 @@ from meshcomm.node.gateway_types import (
     identity_sdp,
     no_end_call,
 )
+from meshcomm.node.gateway_host import SipNode
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.sf_delivered import DeliveredRecord
 from meshcomm.node.storage import SfStorage

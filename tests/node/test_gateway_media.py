@@ -6,7 +6,7 @@ answered 400/488/503 (or dropped and counted)."""
 from __future__ import annotations
 
 from meshcomm.media.relay import MediaConfig
-from meshcomm.node.gateway_types import Address
+from meshcomm.node.gateway.types import Address
 from meshcomm.sip.build import build_response
 from meshcomm.sip.message import SipRequest, SipResponse, parse_message_untrusted
 from meshcomm.sip.sdp import NotAcceptable, answer_offer, make_offer, parse_sdp_untrusted

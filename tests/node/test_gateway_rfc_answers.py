@@ -12,8 +12,8 @@ import random
 import pytest
 
 from meshcomm.journal.codec import normalize_data
-from meshcomm.node.gateway_rfc import UNDECODABLE_ANSWERS_BURST
-from meshcomm.node.gateway_types import MAX_SIP_MESSAGE_BYTES, GatewayConfig
+from meshcomm.node.gateway.rfc import UNDECODABLE_ANSWERS_BURST
+from meshcomm.node.gateway.types import MAX_SIP_MESSAGE_BYTES, GatewayConfig
 from meshcomm.sip.message import SipRequest, parse_message_untrusted
 from meshcomm.sip.ua_events import IncomingMessage, RequestSucceeded
 from tests.node.test_gateway_harness import DOMAIN, Net, registered

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from meshcomm.media.relay import MediaConfig
-from meshcomm.node.gateway_admission import (
+from meshcomm.node.gateway.admission import (
     ANON_HOLD_BURST,
     ANON_HOLD_RATE_PER_S,
     FAIR_BURST,
@@ -18,12 +18,12 @@ from meshcomm.node.gateway_admission import (
     MAX_SHED_RECORDS_PER_S,
     RESERVED_SHARE,
 )
-from meshcomm.node.gateway_regquota import (
+from meshcomm.node.gateway.regquota import (
     ANNOUNCE_BURST_PER_HOST,
     MAX_AORS_PER_CLIENT,
     MAX_AORS_PER_HOST,
 )
-from meshcomm.node.gateway_types import MAX_LOCAL_REGISTRATIONS, Address
+from meshcomm.node.gateway.types import MAX_LOCAL_REGISTRATIONS, Address
 from meshcomm.sip.message import SipResponse, parse_message_untrusted
 from meshcomm.sip.sdp import NotAcceptable, answer_offer, make_offer
 from meshcomm.sip.ua import UserAgent

@@ -15,9 +15,9 @@ from meshcomm.errors import LocalProtocolError
 from meshcomm.journal.events import JournalEventType, JournalRecord
 from meshcomm.journal.store import JournalStore
 from meshcomm.journal.verify import verify_journal
-from meshcomm.node.gateway import SipGateway
+from meshcomm.node.gateway.core import SipGateway
+from meshcomm.node.gateway.types import GatewayConfig, LocalDatagram
 from meshcomm.node.gateway_host import SipNode
-from meshcomm.node.gateway_types import GatewayConfig, LocalDatagram
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.storage import SfStorage
 from meshcomm.overlay.forwarding import UnicastReceived

@@ -9,7 +9,7 @@ import os
 import socket
 import time
 
-from meshcomm.node.gateway_types import Address
+from meshcomm.node.gateway.types import Address
 from meshcomm.runtime.sipgw import UDP_READ_BATCH, SipSockets
 
 SOURCES = 100

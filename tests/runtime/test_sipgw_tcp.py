@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from meshcomm.config import NodeConfig, config_with_overrides
-from meshcomm.node.gateway_types import MAX_SIP_MESSAGE_BYTES, Address
+from meshcomm.node.gateway.types import MAX_SIP_MESSAGE_BYTES, Address
 from meshcomm.runtime.app import NodeOptions, run_node
 from meshcomm.runtime.control import CONTROL_SOCKET_FILE, control_request
 from meshcomm.runtime.driver import NodeDriver

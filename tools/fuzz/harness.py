@@ -21,9 +21,9 @@ from meshcomm.journal.events import JournalRecord
 from meshcomm.media.packet import Channel
 from meshcomm.media.relay import MediaConfig, MediaRelay, SdpPath, SequentialPortAllocator
 from meshcomm.media.session import MeshMedia
-from meshcomm.node.gateway import SipGateway
+from meshcomm.node.gateway.core import SipGateway
+from meshcomm.node.gateway.types import Address, GatewayConfig
 from meshcomm.node.gateway_host import SipNode
-from meshcomm.node.gateway_types import Address, GatewayConfig
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.storeforward import StoreForward, StoreForwardConfig

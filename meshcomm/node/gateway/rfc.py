@@ -25,8 +25,8 @@ from typing import Final
 from meshcomm.errors import DecodeError
 from meshcomm.journal.codec import storable_data
 from meshcomm.journal.events import JournalRecord
-from meshcomm.node.gateway_parts import TokenBucket
-from meshcomm.node.gateway_types import Address
+from meshcomm.node.gateway.parts import TokenBucket
+from meshcomm.node.gateway.types import Address
 from meshcomm.sip.message import SipRequest
 from meshcomm.sip.salvage import error_response_untrusted
 

@@ -12,7 +12,7 @@ by :meth:`RegistrationQuota.admit_new`:
   *unused* registration is evicted to make room (503 + Retry-After if all are used);
 * a host announces at most :data:`ANNOUNCE_BURST_PER_HOST` new AoRs to the mesh at once,
   then one every ``1 / ANNOUNCE_RATE_PER_HOST_S`` seconds: beyond, 503 + Retry-After;
-* the registrar holds :data:`~meshcomm.node.gateway_types.MAX_LOCAL_REGISTRATIONS`: when
+* the registrar holds :data:`~meshcomm.node.gateway.types.MAX_LOCAL_REGISTRATIONS`: when
   full, the oldest unused registration of the host holding the most is evicted (503 +
   Retry-After if none is unused).
 
@@ -27,8 +27,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Final, TypeVar
 
-from meshcomm.node.gateway_parts import LocalRegistration, TokenBucket
-from meshcomm.node.gateway_types import MAX_LOCAL_REGISTRATIONS, Address
+from meshcomm.node.gateway.parts import LocalRegistration, TokenBucket
+from meshcomm.node.gateway.types import MAX_LOCAL_REGISTRATIONS, Address
 
 #: AoRs one client (source address) may hold.
 MAX_AORS_PER_CLIENT: Final = 4

@@ -44,11 +44,11 @@ from typing import TypeVar
 from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.media.relay import MediaSetupError, SdpPath
-from meshcomm.node.gateway_admission import FREEING_METHODS, Admission
-from meshcomm.node.gateway_builtin import BuiltinUa
-from meshcomm.node.gateway_contacts import ContactMap
-from meshcomm.node.gateway_custody import MessageCustody
-from meshcomm.node.gateway_parts import (
+from meshcomm.node.gateway.admission import FREEING_METHODS, Admission
+from meshcomm.node.gateway.builtin import BuiltinUa
+from meshcomm.node.gateway.contacts import ContactMap
+from meshcomm.node.gateway.custody import MessageCustody
+from meshcomm.node.gateway.parts import (
     Peer,
     ProxyTx,
     drop_record,
@@ -56,15 +56,15 @@ from meshcomm.node.gateway_parts import (
     sdp_direction,
     sip_record,
 )
-from meshcomm.node.gateway_registrar import Registrar
-from meshcomm.node.gateway_rfc import (
+from meshcomm.node.gateway.registrar import Registrar
+from meshcomm.node.gateway.rfc import (
     OwnHosts,
     UndecodableAnswers,
     journal_safe,
     refusal_headers,
     unsupported_proxy_require,
 )
-from meshcomm.node.gateway_types import (
+from meshcomm.node.gateway.types import (
     BUILTIN_ADDR,
     DEFAULT_MAX_FORWARDS,
     MAX_SIP_MESSAGE_BYTES,
@@ -139,14 +139,14 @@ class SipGateway(MessageCustody):
         self._ids = itertools.count(1)
         self.registrar = Registrar(node, node_aor=self.node_aor, mesh_host=self.mesh_host,
                                    retry_after_s=config.retry_after_s, counters=self.counters)
-        #: Fair load shedding and the store-and-forward quota (gateway_admission).
+        #: Fair load shedding and the store-and-forward quota (gateway.admission).
         self.admission = Admission(config.client_rate_per_s, config.client_burst,
                                    config.max_pending_transactions, self.counters, now)
         self._by_server: dict[tuple[str, ...], ProxyTx] = {}
         self._by_branch: dict[str, ProxyTx] = {}
         self._out: list[Output] = []
         self._events: deque[GatewayEvent] = deque()
-        #: Our address for Via/Record-Route toward a client, never a wildcard (gateway_rfc).
+        #: Our address for Via/Record-Route toward a client, never a wildcard (gateway.rfc).
         self.hosts = OwnHosts(config.local_host, config.local_port)
         self._undecodable = UndecodableAnswers(now)
         MessageCustody.__init__(self)
@@ -284,7 +284,7 @@ class SipGateway(MessageCustody):
 
     def _answer_undecodable(self, data: bytes, exc: DecodeError | None, src: Peer,
                             now: float) -> None:
-        """A local client's refused request gets the answer RFC 4475 suggests (gateway_rfc)."""
+        """A local client's refused request gets the answer RFC 4475 suggests (gateway.rfc)."""
         if not isinstance(src, tuple) or src == BUILTIN_ADDR:
             return
         answer = self._undecodable.answer(data, exc, self._to_tag_any(), now)
@@ -356,7 +356,7 @@ class SipGateway(MessageCustody):
 
     def _shed(self, request: SipRequest, src: Address, now: float) -> bool:
         """Fair load shedding before anything else is spent on a client's request
-        (:mod:`meshcomm.node.gateway_admission`): 503 + Retry-After, journaled sparingly.
+        (:mod:`meshcomm.node.gateway.admission`): 503 + Retry-After, journaled sparingly.
         Retransmissions of an admitted request and BYE/CANCEL/ACK always pass."""
         if request.method in FREEING_METHODS or server_key(request) in self._by_server:
             return False
@@ -371,7 +371,7 @@ class SipGateway(MessageCustody):
         return True
 
     def _hold_allowed(self, tx: ProxyTx, now: float) -> bool:
-        """The store-and-forward quota of the MESSAGE's client (gateway_admission)."""
+        """The store-and-forward quota of the MESSAGE's client (gateway.admission)."""
         src = tx.upstream
         return not isinstance(src, tuple) or self.admission.may_hold(
             src, self.registrar.is_client(src), now)
@@ -399,7 +399,7 @@ class SipGateway(MessageCustody):
                           src: Peer) -> tuple[SipRequest, Address | bytes] | None:
         """An in-dialog request with no Route left: a contact token of ours (from the
         mesh), a rewritten far contact or a dialog (from a client), else a client contact
-        seen before (see :mod:`meshcomm.node.gateway_contacts`)."""
+        seen before (see :mod:`meshcomm.node.gateway.contacts`)."""
         if isinstance(src, bytes):
             client = self.contacts.client_of(request.uri)
             if client is not None:

@@ -15,7 +15,7 @@ journals or routes it. The rules (issue 8, item 2):
   only the unreserved part, so they cannot starve registered clients. Both parts are
   cut in equal slices (each with a burst of :data:`FAIR_BURST`): the reserved part among
   the registered sources active in the last :data:`BEHAVING_WINDOW_S`, so registered
-  flooders (at most 64 per host, see gateway_regquota) cannot starve a registered client
+  flooders (at most 64 per host, see gateway.regquota) cannot starve a registered client
   that sends less than its slice; the unreserved part among the source *hosts* active in
   that window, so a hundred sockets on one host get what one other host gets (a new
   client registers during a scan). A registered source over its slice competes for its
@@ -49,8 +49,8 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
-from meshcomm.node.gateway_parts import TokenBucket
-from meshcomm.node.gateway_types import BUILTIN_ADDR, Address
+from meshcomm.node.gateway.parts import TokenBucket
+from meshcomm.node.gateway.types import BUILTIN_ADDR, Address
 
 #: Methods that end calls or transactions: never refused by a limit.
 FREEING_METHODS: Final = frozenset({"BYE", "CANCEL", "ACK"})

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
-from meshcomm.node.gateway_types import (
+from meshcomm.node.gateway.types import (
     BUILTIN_ADDR,
     DEFAULT_EXPIRES_S,
     MAX_EXPIRES_S,

@@ -1,4 +1,4 @@
-"""Types of the local SIP gateway core (:mod:`meshcomm.node.gateway`): addresses, outputs,
+"""Types of the local SIP gateway core (:mod:`meshcomm.node.gateway.core`): addresses, outputs,
 events, limits, configuration and the store-and-forward hand-off.
 
 Addresses are ``(host, port)`` tuples as in the SIP core. Local clients reached over UDP use

@@ -2,7 +2,7 @@
 (RFC 3261 §10.3), contacts of local clients learned from requests and responses (for
 in-dialog delivery), and the node ids named ``<16 hex>.mesh`` in SIP.
 
-The proxy core (:mod:`meshcomm.node.gateway`) owns the transactions and answers; this part
+The proxy core (:mod:`meshcomm.node.gateway.core`) owns the transactions and answers; this part
 decides what a REGISTER gets and where a local name leads.
 """
 
@@ -12,10 +12,10 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
 
 from meshcomm.location.table import TrustMode
-from meshcomm.node.gateway_contacts import reachable_address
-from meshcomm.node.gateway_parts import LocalRegistration, contact_key, expires_of
-from meshcomm.node.gateway_regquota import RegistrationQuota
-from meshcomm.node.gateway_types import (
+from meshcomm.node.gateway.contacts import reachable_address
+from meshcomm.node.gateway.parts import LocalRegistration, contact_key, expires_of
+from meshcomm.node.gateway.regquota import RegistrationQuota
+from meshcomm.node.gateway.types import (
     BUILTIN_ADDR,
     MAX_KNOWN_CONTACTS,
     MAX_KNOWN_NODES,
@@ -42,7 +42,7 @@ class Registrar:
         self.retry_after_s = retry_after_s
         self.counters = counters
         self._regs: dict[str, LocalRegistration] = {}
-        #: Per-client and per-host bounds of new AoRs (gateway_regquota).
+        #: Per-client and per-host bounds of new AoRs (gateway.regquota).
         self.quota = RegistrationQuota(self._regs, retry_after_s=retry_after_s,
                                        counters=counters)
         self._contacts: OrderedDict[tuple[str, int], Address] = OrderedDict()

@@ -1,6 +1,6 @@
 """The gateway's built-in user agent (``ctl send``, ``ctl inbox``): a stock
 :class:`~meshcomm.sip.ua.UserAgent` for the node's AoR at the virtual address
-:data:`~meshcomm.node.gateway_types.BUILTIN_ADDR` (sans-IO).
+:data:`~meshcomm.node.gateway.types.BUILTIN_ADDR` (sans-IO).
 
 The gateway exchanges SIP with it like with any local client (see
 ``SipGateway._pump_builtin``); this module keeps its inbox, its outbox of sends and turns
@@ -18,8 +18,8 @@ import itertools
 import random
 from collections import OrderedDict, deque
 
-from meshcomm.node.gateway_parts import message_id
-from meshcomm.node.gateway_types import (
+from meshcomm.node.gateway.parts import message_id
+from meshcomm.node.gateway.types import (
     BUILTIN_ADDR,
     MAX_INBOX,
     MAX_OUTBOX,

@@ -1,5 +1,5 @@
 """The store-and-forward side of the SIP gateway (a mixin of
-:class:`meshcomm.node.gateway.SipGateway`): handing MESSAGEs to the holder and answering
+:class:`meshcomm.node.gateway.core.SipGateway`): handing MESSAGEs to the holder and answering
 202 only once the hold is durable, and delivering a MESSAGE to a local client once per
 message id whatever path brings it (exactly once, end to end).
 
@@ -22,8 +22,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 from meshcomm.errors import LocalProtocolError
-from meshcomm.node.gateway_parts import ProxyTx, message_id
-from meshcomm.node.gateway_types import Address, GatewayConfig, HoldRefused, MessageHolder
+from meshcomm.node.gateway.parts import ProxyTx, message_id
+from meshcomm.node.gateway.types import Address, GatewayConfig, HoldRefused, MessageHolder
 from meshcomm.sip.message import SipRequest
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class MessageCustody:
         if msg_id in self._holding:          # the same message in another transaction
             self.counters["messages_not_held"] += 1
             return False
-        if not self._hold_allowed(tx, now):  # over its client's quota (gateway_admission)
+        if not self._hold_allowed(tx, now):  # over its client's quota (gateway.admission)
             self._respond(tx, 503, now, self._retry_after(503))
             return True
         try:

@@ -1,5 +1,5 @@
 """Contact rewriting and dialog routing of a gateway, as session border controllers do
-(sans-IO; a part of :class:`meshcomm.node.gateway.SipGateway`).
+(sans-IO; a part of :class:`meshcomm.node.gateway.core.SipGateway`).
 
 Far UAs cut corners: some ignore Record-Route (SIPp's ``-sn uas`` does not echo it), some
 ignore the Contact and the route set altogether (SIPp's ``-sn uac`` sends its ACK and BYE to
@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from meshcomm.errors import DecodeError
-from meshcomm.node.gateway_parts import Peer, is_tcp
-from meshcomm.node.gateway_types import MESH_HOST_SUFFIX, NODE_HEX_CHARS, Address
+from meshcomm.node.gateway.parts import Peer, is_tcp
+from meshcomm.node.gateway.types import MESH_HOST_SUFFIX, NODE_HEX_CHARS, Address
 from meshcomm.sip.build import build_request
 from meshcomm.sip.message import NameAddr, SipRequest, SipResponse, Via
 from meshcomm.sip.transaction import DEFAULT_SIP_PORT

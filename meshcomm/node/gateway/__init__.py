@@ -1,0 +1,16 @@
+"""The node's local SIP gateway (sans-IO): a stateful proxy and registrar for the node's
+own SIP clients, carrying their requests across the mesh.
+
+The modules form one dependency chain, leaves first:
+
+* :mod:`.types` — addresses, outputs, configuration, hooks (SDP rewriting, call end);
+* :mod:`.rfc` — RFC 3261 answers to refused requests and the node's own hosts;
+* :mod:`.parts` — proxy transaction state (``ProxyTx``, an Enum table citing RFC 3261
+  §16/§17), rate limiting, journal records;
+* :mod:`.contacts` — Contact/Call-ID rewriting for clients that cut corners;
+* :mod:`.admission`, :mod:`.regquota` — fair load shedding and registrar quotas;
+* :mod:`.registrar` — local registrations (RFC 3261 §10.3);
+* :mod:`.builtin` — the node's built-in user agent (its own AoR);
+* :mod:`.custody` — handing MESSAGEs to store-and-forward and answering once durable;
+* :mod:`.core` — :class:`~meshcomm.node.gateway.core.SipGateway`, composing the above.
+"""
