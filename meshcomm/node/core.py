@@ -1,0 +1,402 @@
+"""NodeCore: the whole node -- overlay and location, SIP gateway, store-and-forward, media
+relay -- as one sans-IO core with the one driving API (ARCHITECTURE.md rule 2).
+
+The runtime's node driver, the simulator and every test harness drive this one object
+through :class:`meshcomm.node.pump.Pump`; nobody else moves items between the parts::
+
+    core.receive(frame, link_addr, now)                    # a radio frame
+    core.receive_sip(data, client_addr, now)               # SIP from a local client
+    core.receive_client_media(call_id, index, channel, data, now)  # a client's RTP/RTCP
+    core.to_send(now) -> radio Datagrams
+    core.next_timer(); core.on_timer(now)
+    core.next_event() -> NodeEvent                         # everything for the edge
+
+**The routing table.** Every item a part produces is classified into a :class:`Flow` and
+handled by the one entry of :attr:`NodeCore._routes` for that flow (``grep ROUTE_OF``):
+SIP unicasts go to the gateway, store-and-forward unicasts to ``StoreForward.on_mesh``,
+MEDIA frames to the relay (and what it returns to the local client as an event), the
+gateway's SIP for other nodes to ``MeshNode.send_unicast``, store-and-forward deliveries
+and hold outcomes to the gateway, the overlay's journal records also to store-and-forward
+(a healed route retries held messages at once); the rest goes out through
+:meth:`NodeCore.next_event` in the order it was produced. Parts a node does not run are
+absent: their flows go out as events (a node without store-and-forward passes its
+store-and-forward unicasts to the edge, which may count them).
+
+Every input moves all queued work between the parts before it returns (at most
+:data:`MAX_SETTLE_ROUNDS` rounds; they settle in one or two), so the outputs only drain.
+Durability is the pump's job: ``SfPersist`` events and the freshness memory's changes are
+written by the edge before anything the same input produced is transmitted, and the
+outcome comes back through :meth:`NodeCore.persisted` (a held MESSAGE is answered 202
+only once on disk, 500 if the write failed).
+
+A later part (a DHT bridge, talkgroups) is one more part: its outputs get flows and routes
+here; the pump and the edges do not change.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from enum import Enum
+from typing import Any
+
+from meshcomm.errors import LocalProtocolError
+from meshcomm.journal.events import JournalRecord
+from meshcomm.location.binding import Binding
+from meshcomm.location.freshness import FreshnessUpdates
+from meshcomm.media.packet import Channel
+from meshcomm.media.relay import MediaCallEnded, MediaRelay, SdpPath
+from meshcomm.media.session import ClientPacket
+from meshcomm.node.gateway.core import GatewayEvent, SipGateway
+from meshcomm.node.gateway.types import (
+    GatewayConfig,
+    LocalDatagram,
+    MeshSip,
+    MessageHolder,
+    identity_sdp,
+    no_end_call,
+)
+from meshcomm.node.kinds import AppKind
+from meshcomm.node.mesh import MeshNode
+from meshcomm.node.storeforward import SfDeliver, SfEvent, SfHoldResult, StoreForward
+from meshcomm.overlay.core import OverlayEvent
+from meshcomm.overlay.forwarding import UnicastReceived
+from meshcomm.overlay.media import MediaReceived
+from meshcomm.types import Datagram, LinkAddr, SansIOCore
+
+log = logging.getLogger(__name__)
+
+#: Rounds of exchange between the parts per input before yielding (they settle in 1-2).
+MAX_SETTLE_ROUNDS = 32
+
+#: What comes out of :meth:`NodeCore.next_event` for the edge.
+NodeEvent = (OverlayEvent | GatewayEvent | SfEvent | LocalDatagram | ClientPacket
+             | MediaCallEnded)
+
+
+class Part(Enum):
+    """The parts of a node, in the order the settle loop drains them."""
+
+    GATEWAY = "gateway"
+    OVERLAY = "overlay"
+    STORE_FORWARD = "store_forward"
+    MEDIA = "media"
+
+
+class Flow(Enum):
+    """Where an item one part produced goes next."""
+
+    SIP_FROM_MESH = "sip_from_mesh"          # UnicastReceived(SIP) -> gateway.receive_mesh
+    SF_FROM_MESH = "sf_from_mesh"            # UnicastReceived(STORE_FORWARD) -> sf.on_mesh
+    MEDIA_FROM_MESH = "media_from_mesh"      # MediaReceived -> relay.from_mesh -> client
+    SIP_TO_MESH = "sip_to_mesh"              # MeshSip -> node.send_unicast(SIP)
+    SF_DELIVER = "sf_deliver"                # SfDeliver -> gateway.deliver_stored
+    SF_HOLD_RESULT = "sf_hold_result"        # SfHoldResult -> gateway.hold_done
+    OVERLAY_RECORD = "overlay_record"        # overlay JournalRecord -> sf, then the edge
+    TO_EDGE = "to_edge"                      # out through next_event
+
+
+#: The one routing table: (producing part, item type) -> flow. Unicasts are refined by
+#: their application kind (:data:`UNICAST_FLOWS`); anything not listed goes to the edge.
+ROUTE_OF: dict[tuple[Part, type], Flow] = {
+    (Part.OVERLAY, MediaReceived): Flow.MEDIA_FROM_MESH,
+    (Part.OVERLAY, JournalRecord): Flow.OVERLAY_RECORD,
+    (Part.GATEWAY, MeshSip): Flow.SIP_TO_MESH,
+    (Part.STORE_FORWARD, SfDeliver): Flow.SF_DELIVER,
+    (Part.STORE_FORWARD, SfHoldResult): Flow.SF_HOLD_RESULT,
+}
+#: Unicasts delivered to this node, by application kind.
+UNICAST_FLOWS: dict[int, Flow] = {
+    AppKind.SIP: Flow.SIP_FROM_MESH,
+    AppKind.STORE_FORWARD: Flow.SF_FROM_MESH,
+}
+#: Flows whose target part a node may not run: without it the item goes to the edge.
+NEEDS_PART: dict[Flow, Part] = {
+    Flow.SIP_FROM_MESH: Part.GATEWAY,
+    Flow.SF_FROM_MESH: Part.STORE_FORWARD,
+    Flow.MEDIA_FROM_MESH: Part.MEDIA,
+    Flow.SF_DELIVER: Part.GATEWAY,
+    Flow.SF_HOLD_RESULT: Part.GATEWAY,
+    Flow.OVERLAY_RECORD: Part.STORE_FORWARD,
+}
+
+_Route = Callable[[Any, float], bool]
+
+
+class MediaHooks:
+    """The gateway's SDP hooks bound to a media relay and the node's clock (the gateway
+    calls them without a time; the core sets :attr:`now` at every input)."""
+
+    def __init__(self, relay: MediaRelay, now: float) -> None:
+        self.relay = relay
+        self.now = now
+
+    def rewrite_sdp(self, direction: SdpPath, call_id: str, body: bytes) -> bytes:
+        return self.relay.rewrite_sdp(direction, call_id, body, self.now)
+
+    def end_call(self, call_id: str) -> None:
+        self.relay.end_call(call_id, self.now)
+
+
+class NodeCore:
+    """See the module docstring. Build one with :func:`compose` (or directly from parts
+    already wired: the gateway's holder must be ``sf``, its media hooks ``media``)."""
+
+    def __init__(self, node: MeshNode, gateway: SipGateway | None = None,
+                 sf: StoreForward | None = None, media: MediaHooks | None = None) -> None:
+        if sf is not None and gateway is not None and gateway.holder is not sf:
+            raise LocalProtocolError("the store-and-forward core must be the gateway's holder")
+        self.node = node
+        self.gateway = gateway
+        self.sf = sf
+        self.media = media
+        self.relay = media.relay if media is not None else None
+        self._events: deque[NodeEvent] = deque()
+        self._present = {Part.OVERLAY} | {part for part, obj in (
+            (Part.GATEWAY, gateway), (Part.STORE_FORWARD, sf), (Part.MEDIA, media))
+            if obj is not None}
+        #: A bare gossip node has nothing to route: its events pass straight through.
+        self._bare = self._present == {Part.OVERLAY}
+        routes: dict[Flow, _Route] = {
+            Flow.SIP_FROM_MESH: self._sip_from_mesh,
+            Flow.SF_FROM_MESH: self._sf_from_mesh,
+            Flow.MEDIA_FROM_MESH: self._media_from_mesh,
+            Flow.SIP_TO_MESH: self._sip_to_mesh,
+            Flow.SF_DELIVER: self._sf_deliver,
+            Flow.SF_HOLD_RESULT: self._sf_hold_result,
+            Flow.OVERLAY_RECORD: self._overlay_record,
+            Flow.TO_EDGE: self._to_edge,
+        }
+        for flow, part in NEEDS_PART.items():
+            if part not in self._present:
+                routes[flow] = self._to_edge
+        self._routes = routes
+
+    # ------------------------------------------------------------ convenience views
+    @property
+    def node_id(self) -> bytes:
+        return self.node.node_id
+
+    @property
+    def departure_done(self) -> bool:
+        return self.node.departure_done
+
+    # ------------------------------------------------------------ driving API
+    def receive(self, data: bytes, src: LinkAddr, now: float) -> None:
+        """A radio frame from link address ``src``."""
+        self._clock(now)
+        self.node.receive(data, src, now)
+        self._settle(now)
+
+    def to_send(self, now: float) -> list[Datagram]:
+        return self.node.to_send(now)
+
+    def next_timer(self) -> float | None:
+        best = self.node.next_timer()
+        for part_t in (self.gateway.next_timer() if self.gateway is not None else None,
+                       self.sf.next_timer() if self.sf is not None else None,
+                       self.relay.next_timer() if self.relay is not None else None):
+            if part_t is not None and (best is None or part_t < best):
+                best = part_t
+        return best
+
+    def on_timer(self, now: float) -> None:
+        self._clock(now)
+        self.node.on_timer(now)
+        if self.gateway is not None:
+            self.gateway.on_timer(now)
+        if self.sf is not None:
+            self.sf.on_timer(now)
+        if self.relay is not None:
+            self.relay.on_timer(now)
+        self._settle(now)
+
+    def next_event(self) -> NodeEvent | None:
+        if self._bare:
+            return self.node.next_event()
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------ other inputs
+    def receive_sip(self, data: bytes, src: tuple[str, int], now: float) -> None:
+        """A SIP message from a local client (a UDP datagram or one framed TCP message)."""
+        if self.gateway is None:
+            raise LocalProtocolError("this node runs without a SIP gateway")
+        self._clock(now)
+        self.gateway.receive_local(data, src, now)
+        self._settle(now)
+
+    def receive_client_media(self, call_id: str, index: int, channel: Channel, data: bytes,
+                             now: float) -> None:
+        """A datagram from a local client on a call port (m-line ``index``): relayed over
+        the mesh when the call's media session takes it (else dropped, counted)."""
+        if self.relay is None:
+            raise LocalProtocolError("this node runs without a media relay")
+        self._clock(now)
+        out = self.relay.from_client(call_id, index, channel, data, now)
+        if out is not None:
+            self.node.send_media(out.dst_node, out.stream, out.payload, now)
+        self._settle(now)
+
+    def persisted(self, msg_ids: Iterable[bytes], ok: bool, now: float) -> None:
+        """The edge applied (``ok``) or failed to apply the ``SfPersist`` events of these
+        ids; answers waiting for it are queued (the pump drains them in the same pump)."""
+        if self.sf is not None:
+            self._clock(now)
+            self.sf.persisted(msg_ids, ok, now)
+            self._settle(now)
+
+    def take_freshness_updates(self) -> FreshnessUpdates:
+        """Changes of the freshness memory since the last call (the edge writes them
+        before it transmits what produced them)."""
+        return self.node.take_freshness_updates()
+
+    def requeue_freshness(self, updates: FreshnessUpdates) -> None:
+        """The edge could not write these changes: they are handed out again next time."""
+        self.node.table.freshness.requeue(updates)
+
+    def settle(self, now: float) -> None:
+        """Move queued work between the parts (after an input failed half-way)."""
+        self._settle(now)
+
+    # ------------------------------------------------------------ commands
+    def register(self, aor: str, contacts: tuple[str, ...], now: float) -> Binding:
+        binding = self.node.register(aor, contacts, now)
+        self._settle(now)
+        return binding
+
+    def deregister(self, aor: str, now: float) -> Binding | None:
+        binding = self.node.deregister(aor, now)
+        self._settle(now)
+        return binding
+
+    def shutdown(self, now: float) -> None:
+        """Withdraw the node's registrations (tombstones go out) and stop refreshing."""
+        self.node.shutdown(now)
+        self._settle(now)
+
+    def send_message(self, to_aor: str, text: str, now: float) -> int:
+        """Send a MESSAGE from the node's own AoR through the gateway's built-in UA."""
+        if self.gateway is None:
+            raise LocalProtocolError("this node runs without a SIP gateway")
+        self._clock(now)
+        send_id = self.gateway.send_message(to_aor, text, now)
+        self._settle(now)
+        return send_id
+
+    def hold_pending(self, now: float) -> int:
+        """Stopping: hand every MESSAGE still waiting for a far node to store-and-forward
+        (see SipGateway.hold_pending); the pump then persists and reports as usual."""
+        if self.gateway is None:
+            return 0
+        self._clock(now)
+        handed = self.gateway.hold_pending(now)
+        self._settle(now)
+        return handed
+
+    # ------------------------------------------------------------ routing
+    def _clock(self, now: float) -> None:
+        if self.media is not None:
+            self.media.now = now
+
+    def _settle(self, now: float) -> None:
+        if self._bare:
+            return
+        gateway, sf, relay, node = self.gateway, self.sf, self.relay, self.node
+        for _ in range(MAX_SETTLE_ROUNDS):
+            moved = False
+            if gateway is not None:
+                for item in gateway.to_send(now):
+                    moved = self._route(Part.GATEWAY, item, now) or moved
+            while (event := node.next_event()) is not None:
+                moved = self._route(Part.OVERLAY, event, now) or moved
+            if gateway is not None:
+                while (gw_event := gateway.next_event()) is not None:
+                    moved = self._route(Part.GATEWAY, gw_event, now) or moved
+            if sf is not None:
+                while (sf_event := sf.next_event()) is not None:
+                    moved = self._route(Part.STORE_FORWARD, sf_event, now) or moved
+            if relay is not None:
+                while (ended := relay.next_event()) is not None:
+                    moved = self._route(Part.MEDIA, ended, now) or moved
+            if not moved:
+                return
+        log.debug("node core: parts still busy after %d rounds", MAX_SETTLE_ROUNDS)
+
+    def _route(self, part: Part, item: object, now: float) -> bool:
+        """Hand ``item`` to its flow's route; True if it went to another part."""
+        if isinstance(item, UnicastReceived):
+            flow = UNICAST_FLOWS.get(item.kind, Flow.TO_EDGE)
+        else:
+            flow = ROUTE_OF.get((part, type(item)), Flow.TO_EDGE)
+        return self._routes[flow](item, now)
+
+    def _to_edge(self, item: NodeEvent, now: float) -> bool:
+        self._events.append(item)
+        return False
+
+    def _sip_from_mesh(self, event: UnicastReceived, now: float) -> bool:
+        assert self.gateway is not None
+        self.gateway.receive_mesh(event.origin, event.body, event.hops, now)
+        return True
+
+    def _sf_from_mesh(self, event: UnicastReceived, now: float) -> bool:
+        assert self.sf is not None
+        self.sf.on_mesh(event, now)
+        return True
+
+    def _media_from_mesh(self, event: MediaReceived, now: float) -> bool:
+        assert self.relay is not None
+        packet = self.relay.from_mesh(event.origin, event.stream, event.payload, now)
+        if packet is not None:
+            self._events.append(packet)
+        return True
+
+    def _sip_to_mesh(self, item: MeshSip, now: float) -> bool:
+        try:
+            self.node.send_unicast(item.dst, AppKind.SIP, item.body, now)
+        except LocalProtocolError as exc:
+            assert self.gateway is not None
+            self.gateway.counters["mesh_send_errors"] += 1
+            log.warning("SIP message to %s not sent: %s", item.dst[:8].hex(), exc)
+        return True
+
+    def _sf_deliver(self, event: SfDeliver, now: float) -> bool:
+        assert self.gateway is not None
+        self.gateway.deliver_stored(event.msg_id, event.sip, now)
+        return True
+
+    def _sf_hold_result(self, event: SfHoldResult, now: float) -> bool:
+        assert self.gateway is not None
+        self.gateway.hold_done(event.msg_id, event.durable, now)
+        return True
+
+    def _overlay_record(self, record: JournalRecord, now: float) -> bool:
+        assert self.sf is not None
+        self.sf.on_overlay_record(record, now)
+        self._events.append(record)
+        return False
+
+
+def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
+            rng: random.Random | None = None, node_aor: str = "", now: float,
+            sf: StoreForward | None = None, relay: MediaRelay | None = None,
+            holder: MessageHolder | None = None) -> NodeCore:
+    """Wire a whole node: the gateway (when ``gateway_config`` is given) gets ``sf`` as
+    its holder (or ``holder``, a test's) and the relay's SDP hooks."""
+    media = MediaHooks(relay, now) if relay is not None else None
+    gateway = None
+    if gateway_config is not None:
+        if rng is None or not node_aor:
+            raise LocalProtocolError("a gateway needs an rng and the node's AoR")
+        gateway = SipGateway(node, gateway_config, rng=rng, node_aor=node_aor, now=now,
+                             holder=holder if holder is not None else sf,
+                             rewrite_sdp=media.rewrite_sdp if media else identity_sdp,
+                             end_call=media.end_call if media else no_end_call)
+    return NodeCore(node, gateway, sf, media)
+
+
+def _conforms(core: NodeCore, node: MeshNode) -> tuple[SansIOCore, SansIOCore]:
+    """mypy checks here that the node core and the gossip node speak the driving API."""
+    return core, node
