@@ -1,7 +1,11 @@
 """Typed journal events: what the sans-IO protocol cores emit for the journal.
 
 A core never writes the journal itself and never reads a clock: it emits a
-:class:`JournalRecord` (type and data only). The node driver stamps it with monotonic and
+:class:`JournalRecord` built from a typed payload (``JournalRecord.of(NeighbourUp(...))``,
+one payload class per event type in :mod:`meshcomm.journal.payloads`); the record carries
+the payload (``record.payload``, for readers in the process: ``isinstance`` and attributes)
+and its plain stored form (``record.data``, for the journal store, the trace digest and the
+export). The node driver stamps it with monotonic and
 wall-clock time and appends it to the node's :class:`~meshcomm.journal.store.JournalStore`
 (or, in the simulator, to an in-memory :class:`~meshcomm.journal.chain.MemoryJournal`).
 
@@ -13,8 +17,12 @@ wall-clock time and appends it to the node's :class:`~meshcomm.journal.store.Jou
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from meshcomm.journal.payloads import JournalPayload
 
 
 class JournalEventType(StrEnum):
@@ -42,7 +50,18 @@ class JournalEventType(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class JournalRecord:
-    """One journal event as a sans-IO core emits it: no timestamps, no node id."""
+    """One journal event as a sans-IO core emits it: no timestamps, no node id.
+
+    Cores build it with :meth:`of`. A record made directly from a type and a mapping
+    carries no payload: that is the storage path's (data normalised for the store, tests
+    of the store) and never what a core emits. Equality is by type and data.
+    """
 
     type: JournalEventType
     data: Mapping[str, object]
+    payload: JournalPayload | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, payload: JournalPayload) -> JournalRecord:
+        """The record of ``payload``: its type, its stored data, the payload itself."""
+        return cls(payload.TYPE, payload.data(), payload)

@@ -22,7 +22,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from meshcomm.journal.events import JournalEventType as J
+from meshcomm.journal.payloads import NodeStarted, NodeStopped
 from meshcomm.location.binding import Binding, make_binding
 from meshcomm.location.freshness import FreshnessMemory, FreshnessUpdates
 from meshcomm.location.table import LocationTable, TrustPolicy
@@ -93,8 +93,8 @@ class MeshNode:
         self._give_up_at = float("inf")
         #: link addresses expected to acknowledge (neighbours and next hops at shutdown)
         self._ack_from: set[LinkAddr] = set()
-        self.overlay.emit(J.NODE_STARTED, node=identity.node_id.hex(), role=settings.role,
-                          incident=settings.incident)
+        self.overlay.emit(NodeStarted(node=identity.node_id.hex(), role=settings.role,
+                                      incident=settings.incident))
 
     @property
     def counters(self) -> Counter[str]:
@@ -139,7 +139,7 @@ class MeshNode:
             self._ack_from.update(r.next_hop for r in self.overlay.routes.all())
             self._give_up_at = now + DEPARTURE_GIVE_UP_S
             self._schedule_resend(now)
-        self.overlay.emit(J.NODE_STOPPED, node=self.identity.node_id.hex())
+        self.overlay.emit(NodeStopped(node=self.identity.node_id.hex()))
 
     @property
     def departure_done(self) -> bool:

@@ -27,10 +27,20 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import TypedDict
 
 from meshcomm.errors import ConfigError, DecodeError, LocalProtocolError
-from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
+from meshcomm.journal.payloads import (
+    EnvelopeDropped,
+    JournalPayload,
+    NeighbourUp,
+    RouteChanged,
+    SfCustody,
+    SfDelivered,
+    SfHeld,
+    SfReceipt,
+)
 from meshcomm.node.gateway.types import HoldRefused
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
@@ -237,6 +247,20 @@ class _PendingLocal:
     deadline: float
 
 
+class _ParcelIds(TypedDict):
+    """The fields every store-and-forward journal payload names its message by."""
+
+    msg_id: str
+    from_aor: str
+    to_aor: str
+    origin: str
+
+
+def _ids(parcel: Parcel) -> _ParcelIds:
+    return _ParcelIds(msg_id=parcel.msg_id.hex(), from_aor=parcel.from_aor,
+                      to_aor=parcel.to_aor, origin=parcel.origin.hex())
+
+
 def _active(entry: _Entry) -> bool:
     """Still to be delivered (not delivered, not expired)."""
     return entry.held.state in (HeldState.QUEUED, HeldState.HELD_BY)
@@ -337,7 +361,7 @@ class StoreForward:
         self._unconfirmed.add(msg_id)
         self.counters["sf_held_own"] += 1
         self._persist(SfPersist(PersistOp.STORE, msg_id, held))
-        self._journal(J.SF_HELD, parcel, state=HeldState.QUEUED.value)
+        self._journal(SfHeld(**_ids(parcel), state=HeldState.QUEUED.value))
         log.info("holding message %s for %s", msg_id.hex(), to_aor)
         self._service(entry, now)
         return False
@@ -372,8 +396,8 @@ class StoreForward:
             entry = self._entries.pop(msg_id, None)
             self.counters["sf_hold_not_durable"] += 1
             if entry is not None:
-                self._journal(J.SF_HELD, entry.held.parcel, state="not_held",
-                              reason="storage_error")
+                self._journal(SfHeld(**_ids(entry.held.parcel), state="not_held",
+                                     reason="storage_error"))
             log.warning("message %s not held: the store-and-forward write failed",
                         msg_id.hex())
             self._events.append(SfHoldResult(msg_id, False))
@@ -397,14 +421,15 @@ class StoreForward:
         """Watch the overlay's journal records for a returning node (NEIGHBOUR_UP, and
         ROUTE_CHANGED with a next hop): a node that held messages wait for is probed at
         once; its answer, not the record (which others can provoke), retries them."""
-        if record.type is J.NEIGHBOUR_UP:
-            node_hex = record.data.get("neighbour")
-        elif record.type is J.ROUTE_CHANGED and record.data.get("next_hop"):
-            node_hex = record.data.get("dst")
+        payload = record.payload
+        if isinstance(payload, NeighbourUp):
+            node_hex = payload.neighbour
+        elif isinstance(payload, RouteChanged) and payload.next_hop:
+            node_hex = payload.dst
         else:
             return
         try:
-            node_id = bytes.fromhex(node_hex) if isinstance(node_hex, str) else None
+            node_id = bytes.fromhex(node_hex)
         except ValueError:
             node_id = None
         nonce = self._probes.urgent(NodeId(node_id), now) if node_id else None
@@ -422,8 +447,8 @@ class StoreForward:
             self.counters["sf_local_delivery_failed"] += 1
             return
         self.counters["sf_delivered_local"] += 1
-        self._journal(J.SF_DELIVERED, pending.parcel,
-                      requesters=[n.hex() for n in sorted(pending.requesters)])
+        self._journal(SfDelivered(**_ids(pending.parcel),
+                                  requesters=tuple(n.hex() for n in sorted(pending.requesters))))
         wall = self._wall(now)
         self._remember(DeliveredRecord(msg_id, wall, pending.parcel.origin))
         self._send_receipts(pending.parcel, wall, pending.requesters, now)
@@ -516,8 +541,8 @@ class StoreForward:
         held = entry.held
         if self._wall(now) - held.parcel.created_wall_s > self.config.max_age_s:
             self.counters["sf_expired"] += 1
-            self._journal(J.SF_HELD, held.parcel, state=HeldState.EXPIRED.value,
-                          reason="max_age", own=held.own)
+            self._journal(SfHeld(**_ids(held.parcel), state=HeldState.EXPIRED.value,
+                                 reason="max_age", own=held.own))
             self._settle(entry, SfInput.EXPIRY, held.holder)
             return
         if held.own and now >= entry.next_offer:
@@ -643,7 +668,7 @@ class StoreForward:
         self._entries[parcel.msg_id] = entry
         self.counters["sf_custody_taken"] += 1
         self._persist(SfPersist(PersistOp.STORE, parcel.msg_id, held))
-        self._journal(J.SF_CUSTODY, parcel, taken=True, holder=self.node.node_id.hex())
+        self._journal(SfCustody(**_ids(parcel), taken=True, holder=self.node.node_id.hex()))
         self._send(event.origin, encode_message(SfMsgType.ACCEPT, parcel.msg_id), now)
         self._service(entry, now)
 
@@ -666,8 +691,8 @@ class StoreForward:
             self.counters["sf_accept_unsolicited"] += 1
             return
         if event.origin not in entry.accepted:
-            self._journal(J.SF_CUSTODY, entry.held.parcel, taken=True,
-                          holder=event.origin.hex())
+            self._journal(SfCustody(**_ids(entry.held.parcel), taken=True,
+                                    holder=event.origin.hex()))
         entry.accepted.add(event.origin)
         self.counters["sf_custody_accepted"] += 1
         if entry.held.state is HeldState.QUEUED:
@@ -697,8 +722,8 @@ class StoreForward:
             self._drop("forged_receipt", event.origin, now)
             return
         self.counters["sf_receipts_accepted"] += 1
-        self._journal(J.SF_RECEIPT, parcel, dest=receipt.dest.hex(), own=entry.held.own,
-                      delivered_wall_s=receipt.delivered_wall_s)
+        self._journal(SfReceipt(**_ids(parcel), dest=receipt.dest.hex(), own=entry.held.own,
+                                delivered_wall_s=receipt.delivered_wall_s))
         if not entry.held.own and parcel.origin not in (event.origin, self.node.node_id):
             self._send(parcel.origin, encode_message(SfMsgType.RECEIPT, receipt.signed,
                                                      receipt.signature), now)
@@ -760,11 +785,9 @@ class StoreForward:
     def _persist(self, event: SfPersist) -> None:
         self._events.append(event)
 
-    def _journal(self, kind: J, parcel: Parcel, **extra: object) -> None:
+    def _journal(self, payload: JournalPayload) -> None:
         """A store-and-forward state change for the journal (ids as hex, no SIP body)."""
-        self._events.append(JournalRecord(kind, {
-            "msg_id": parcel.msg_id.hex(), "from": parcel.from_aor, "to": parcel.to_aor,
-            "origin": parcel.origin.hex(), **extra}))
+        self._events.append(JournalRecord.of(payload))
 
     def _drop(self, reason: str, src: NodeId, now: float) -> None:
         """Count a refused protocol message and journal it (rate-limited per source)."""
@@ -777,5 +800,4 @@ class StoreForward:
         if len(self._drop_journal) >= MAX_DROP_JOURNAL_KEYS:
             self._drop_journal.clear()
         self._drop_journal[key] = now
-        self._events.append(JournalRecord(J.ENVELOPE_DROPPED, {
-            "reason": reason, "src": src.hex(), "kind": "store_forward"}))
+        self._journal(EnvelopeDropped(reason=reason, src=src.hex(), kind="store_forward"))

@@ -16,8 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshcomm.errors import DecodeError
-from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
+from meshcomm.journal.payloads import (
+    BindingConflict,
+    BindingExpired,
+    BindingLearned,
+    BindingRejected,
+    BindingUpdated,
+    EnvelopeDropped,
+    JournalPayload,
+    NeighbourDown,
+    NeighbourUp,
+    RouteChanged,
+)
 from meshcomm.location.binding import Binding, binding_from_envelope_untrusted
 from meshcomm.location.table import (
     BindingState,
@@ -209,8 +220,8 @@ class GossipOverlay:
         if expiry is not None and expiry <= now:
             for stored in self.table.expire(now):
                 b = stored.binding
-                self.emit(J.BINDING_EXPIRED, aor=b.aor, node=b.node_id.hex(), seq=b.seq,
-                          tombstone=b.is_tombstone)
+                self.emit(BindingExpired(aor=b.aor, node=b.node_id.hex(), seq=b.seq,
+                                         tombstone=b.is_tombstone))
 
     def next_event(self) -> OverlayEvent | None:
         return self._events.popleft() if self._events else None
@@ -227,8 +238,8 @@ class GossipOverlay:
         self._timer_no += 1
         heapq.heappush(self._timers, (when, self._timer_no, kind, key))
 
-    def emit(self, kind: J, **data: object) -> None:
-        self._events.append(JournalRecord(kind, data))
+    def emit(self, payload: JournalPayload) -> None:
+        self._events.append(JournalRecord.of(payload))
 
     def post_event(self, event: UnicastReceived | MediaReceived) -> None:
         self._events.append(event)
@@ -259,7 +270,7 @@ class GossipOverlay:
         if len(self._drop_journal) >= MAX_DROP_JOURNAL_KEYS:
             self._drop_journal.clear()
         self._drop_journal[key] = now
-        self.emit(J.ENVELOPE_DROPPED, reason=reason, src=src or "")
+        self.emit(EnvelopeDropped(reason=reason, src=src or ""))
 
     def _reachable(self, node: bytes, now: float) -> bool:
         """Whether ``node`` is a neighbour or has a live route (table eviction asks)."""
@@ -337,8 +348,8 @@ class GossipOverlay:
             self.routes.drop(env.origin)
         changed = self.routes.consider(env.origin, src, via, metric, hops, now)
         if changed is not None:
-            self.emit(J.ROUTE_CHANGED, dst=env.origin.hex(), next_hop=via.hex() or src,
-                      hops=changed.hops, metric=metric)
+            self.emit(RouteChanged(dst=env.origin.hex(), next_hop=via.hex() or src,
+                                   hops=changed.hops, metric=metric))
 
     def learn_fallback_route(self, env: Envelope, src: LinkAddr, via: NodeId,
                              now: float) -> None:
@@ -381,20 +392,20 @@ class GossipOverlay:
             nb.q_rev = q_rev / 255
         if is_new:
             self._silent.discard(src)
-            self.emit(J.NEIGHBOUR_UP, neighbour=env.origin.hex(), addr=src, role=role)
+            self.emit(NeighbourUp(neighbour=env.origin.hex(), addr=src, role=role))
             self.anti_entropy.soon(now)
         self.learn_route(env, Hop(), src, now)
         if self.routes.has_suspended_via(src):
             for route in self.routes.reinstate_via(src, now):
-                self.emit(J.ROUTE_CHANGED, dst=route.dst.hex(), next_hop=route.next_hop_id.hex()
-                          or src, hops=route.hops, metric=route.metric)
+                self.emit(RouteChanged(dst=route.dst.hex(), next_hop=route.next_hop_id.hex()
+                                       or src, hops=route.hops, metric=route.metric))
 
     def _housekeeping_due(self, _key: bytes, now: float) -> None:
         # Routes via a silent neighbour are kept: HELLOs are lost more often than links
         # die. A route is replaced by any path offered while its next hop is silent, and
         # dropped when unicast over it goes unacknowledged.
         for nb in self.neighbours.expire(now):
-            self.emit(J.NEIGHBOUR_DOWN, neighbour=nb.node_id.hex(), addr=nb.addr)
+            self.emit(NeighbourDown(neighbour=nb.node_id.hex(), addr=nb.addr))
             if len(self._silent) < MAX_SILENT_TRACKED:
                 self._silent.add(nb.addr)
         self.schedule(now + self.config.hello_interval_s, TimerKind.HOUSEKEEPING)
@@ -469,17 +480,17 @@ class GossipOverlay:
     def journal_merge(self, result: MergeResult, binding: Binding, src: LinkAddr | None) -> None:
         if not result.changed or result.stored is None:
             if result.outcome is MergeOutcome.REJECTED:
-                self.emit(J.BINDING_REJECTED, aor=binding.aor, node=binding.node_id.hex(),
-                          seq=binding.seq, reason=result.reason, via=src or "")
+                self.emit(BindingRejected(aor=binding.aor, node=binding.node_id.hex(),
+                                          seq=binding.seq, reason=result.reason, via=src or ""))
             return
         state = result.stored.state.value
-        kind = J.BINDING_LEARNED if result.outcome is MergeOutcome.NEW else J.BINDING_UPDATED
-        self.emit(kind, aor=binding.aor, node=binding.node_id.hex(), seq=binding.seq,
-                  state=state, lifetime_s=binding.lifetime_s, via=src or "",
-                  record=binding.record_id)
+        kind = BindingLearned if result.outcome is MergeOutcome.NEW else BindingUpdated
+        self.emit(kind(aor=binding.aor, node=binding.node_id.hex(), seq=binding.seq,
+                       state=state, lifetime_s=binding.lifetime_s, via=src or "",
+                       record=binding.record_id))
         if state == "conflict":
-            self.emit(J.BINDING_CONFLICT, aor=binding.aor, node=binding.node_id.hex(),
-                      seq=binding.seq)
+            self.emit(BindingConflict(aor=binding.aor, node=binding.node_id.hex(),
+                                      seq=binding.seq))
 
     def _rebroadcast_due(self, digest: bytes, now: float) -> None:
         pending = self._pending_floods.pop(digest, None)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from meshcomm.errors import DecodeError, LocalProtocolError
-from meshcomm.journal.events import JournalEventType as J
+from meshcomm.journal.payloads import RouteChanged
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.types import NODE_ID_LEN, LinkAddr, NodeId
 from meshcomm.wire import codec, limits
@@ -141,7 +141,7 @@ class Forwarder:
         route = self.ctx.routes.get(dst, now)
         if route is not None and route.next_hop == pending.next_hop:
             self.ctx.routes.suspend(dst, now)
-            self.ctx.emit(J.ROUTE_CHANGED, dst=dst.hex(), next_hop=None, hops=None, metric=None)
+            self.ctx.emit(RouteChanged(dst=dst.hex(), next_hop=None, hops=None, metric=None))
         self._scoped_flood(pending.envelope, pending.hop, now)
 
     def on_ack(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:

@@ -23,7 +23,8 @@ from collections.abc import Callable, MutableMapping
 from types import TracebackType
 from typing import Final
 
-from meshcomm.journal.events import JournalEventType, JournalRecord
+from meshcomm.journal.events import JournalRecord
+from meshcomm.journal.payloads import NodeFault
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,8 @@ class Containment:
                       FAULT_LOG_INTERVAL_S, exc)
         if self.journal is not None:
             try:
-                self.journal(JournalRecord(JournalEventType.NODE_FAULT, {
-                    "step": step, "error": type(exc).__name__, "count": count,
-                    "total": kind.count}), now)
+                self.journal(JournalRecord.of(NodeFault(
+                    step=step, error=type(exc).__name__, count=count, total=kind.count)), now)
             except Exception:  # the journal itself failing is counted only
                 self.counters["contained_journal_errors"] = (
                     self.counters.get("contained_journal_errors", 0) + 1)

@@ -12,6 +12,8 @@ import pytest
 
 from meshcomm.errors import ConfigError, LocalProtocolError
 from meshcomm.journal.events import JournalEventType as J
+from meshcomm.journal.events import JournalRecord
+from meshcomm.journal.payloads import NeighbourUp, RouteChanged
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import (
@@ -370,3 +372,31 @@ def test_state_changes_are_journaled_with_sf_event_types(chain: Net) -> None:
     assert [(x["msg_id"], x["from"]) for x in delivered] == [(MSG.hex(), aor("o"))]
     assert [x["dest"] for x in records(o, J.SF_RECEIPT)] == [d.identity.node_id.hex()]
     assert all(b"hello" not in repr(rec.data).encode() for h in (o, r, d) for rec in h.journal)
+
+
+def test_only_typed_overlay_records_prompt_an_urgent_probe(tmp_path: Path) -> None:
+    """A NEIGHBOUR_UP (or ROUTE_CHANGED with a next hop) of a node held messages wait for
+    probes it at once; the store-and-forward core reads the typed payload, so a record
+    without one (built from a bare mapping) and a lost route prompt nothing."""
+    net = Net(tmp_path, {"o": "handset", "d": "handset"})
+    net.start("o")
+    net.start("d")
+    net.run_until(6.0)
+    net.cut("o", "d")
+    net.run_for(3.0)
+    hold(net, "o")
+    net.run_for(20.0)
+    sf = net.hosts["o"].live_sf
+    d_hex = net.hosts["d"].identity.node_id.hex()
+    before = sf.counters["sf_probes_urgent"]
+    now = net.now + 1.0                                # past the gap since the last probe
+    sf.on_overlay_record(JournalRecord(J.NEIGHBOUR_UP, {"neighbour": d_hex}), now)
+    sf.on_overlay_record(JournalRecord.of(RouteChanged(dst=d_hex, next_hop=None, hops=None,
+                                                       metric=None)), now)
+    sf.on_overlay_record(JournalRecord.of(NeighbourUp(neighbour="not hex", addr="a",
+                                                      role="relay")), now)
+    assert sf.counters["sf_probes_urgent"] == before
+    sf.on_overlay_record(JournalRecord.of(NeighbourUp(neighbour=d_hex, addr="a",
+                                                      role="handset")), now)
+    assert sf.counters["sf_probes_urgent"] == before + 1
+    net.close()

@@ -1,0 +1,284 @@
+"""Typed journal payloads: one frozen dataclass per journal event type.
+
+A core emits ``JournalRecord.of(BindingLearned(aor=..., ...))``: the payload class names
+its event type (``TYPE``) and its fields, so a renamed or missing field fails mypy at the
+emit site and at every reader instead of silently producing a journal entry a metric no
+longer finds. :meth:`JournalPayload.data` is the plain mapping the journal stores and
+exports; its keys and value types are exactly what the cores wrote before payloads were
+typed, so journals already on disk, ``meshcomm journal verify`` and the export read the
+same. A field whose stored key is not a Python name (``from``) says so in its metadata
+(``_stored_as``); an optional field that is left out of the stored data when ``None``
+says so too (:data:`OMITTED_IF_NONE`).
+
+Only in-process records carry payloads. What is read back from disk is untrusted and stays
+a plain mapping (:mod:`.store`, :mod:`.audit`): nothing here parses stored data.
+
+:data:`PAYLOAD_CLASSES` maps every :class:`JournalEventType` to its payload class(es);
+``SIP_MESSAGE`` has two, because a message the gateway relayed and a datagram it dropped
+before it was a message share no fields but ``dir``, ``peer`` and ``hops``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Final
+
+from meshcomm.journal.events import JournalEventType as J
+
+#: metadata key: the stored key of a field, when it is not the field's name
+_KEY: Final = "journal_key"
+#: metadata key: leave the field out of the stored data when it is None
+_OMIT_NONE: Final = "journal_omit_none"
+
+
+def _stored_as(key: str) -> dict[str, object]:
+    """Field metadata: the field is stored under ``key`` (a keyword such as ``from``)."""
+    return {_KEY: key}
+
+
+#: Field metadata: an optional field (default None) the stored data leaves out when None.
+#: (Written as ``field(default=None, metadata=OMITTED_IF_NONE)`` at each field: mypy's
+#: dataclass support only sees defaults given through ``field`` itself.)
+OMITTED_IF_NONE: Final[Mapping[str, object]] = {_OMIT_NONE: True}
+
+
+#: per payload class: (attribute, stored key, omitted when None), computed once
+_LAYOUTS: dict[type[JournalPayload], tuple[tuple[str, str, bool], ...]] = {}
+
+
+def _layout(cls: type[JournalPayload]) -> tuple[tuple[str, str, bool], ...]:
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        layout = tuple((f.name, f.metadata.get(_KEY, f.name), bool(f.metadata.get(_OMIT_NONE)))
+                       for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        _LAYOUTS[cls] = layout
+    return layout
+
+
+class JournalPayload:
+    """Base of every payload class: its event type and its stored form."""
+
+    __slots__ = ()
+    TYPE: ClassVar[J]
+
+    def data(self) -> dict[str, object]:
+        """The plain mapping the journal stores (tuples as lists, as msgpack reads them)."""
+        out: dict[str, object] = {}
+        for attr, key, omit_none in _layout(type(self)):
+            value = getattr(self, attr)
+            if value is None and omit_none:
+                continue
+            out[key] = list(value) if type(value) is tuple else value
+        return out
+
+
+# ---------------------------------------------------------------- node
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeStarted(JournalPayload):
+    TYPE: ClassVar[J] = J.NODE_STARTED
+    node: str                      # node id, hex
+    role: str
+    incident: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeStopped(JournalPayload):
+    TYPE: ClassVar[J] = J.NODE_STOPPED
+    node: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeFault(JournalPayload):
+    """One step of the runtime failed and was contained (``count`` since the last one
+    journaled, ``total`` since start)."""
+
+    TYPE: ClassVar[J] = J.NODE_FAULT
+    step: str
+    error: str                     # the exception's class name
+    count: int
+    total: int
+
+
+# ---------------------------------------------------------------- overlay
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NeighbourUp(JournalPayload):
+    TYPE: ClassVar[J] = J.NEIGHBOUR_UP
+    neighbour: str                 # node id, hex
+    addr: str                      # link address
+    role: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NeighbourDown(JournalPayload):
+    TYPE: ClassVar[J] = J.NEIGHBOUR_DOWN
+    neighbour: str
+    addr: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteChanged(JournalPayload):
+    """A route to ``dst`` was learned or changed; all three None: the route was lost."""
+
+    TYPE: ClassVar[J] = J.ROUTE_CHANGED
+    dst: str                       # node id, hex
+    next_hop: str | None           # node id (hex) of the next hop, else its link address
+    hops: int | None
+    metric: int | None             # path metric, 1/16 units
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeDropped(JournalPayload):
+    """An input was refused (rate-limited per reason and source before it is journaled)."""
+
+    TYPE: ClassVar[J] = J.ENVELOPE_DROPPED
+    reason: str
+    src: str                       # link address (overlay) or node id hex (store-and-forward)
+    #: "store_forward" for a store-and-forward message, else not stored
+    kind: str | None = field(default=None, metadata=OMITTED_IF_NONE)
+
+
+# ---------------------------------------------------------------- bindings
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _BindingRef(JournalPayload):
+    aor: str
+    node: str                      # the binding's node id, hex
+    seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _BindingChange(_BindingRef):
+    state: str                     # BindingState value
+    lifetime_s: int
+    via: str                       # link address it came from, "" if announced here
+    record: bytes                  # record id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BindingLearned(_BindingChange):
+    TYPE: ClassVar[J] = J.BINDING_LEARNED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BindingUpdated(_BindingChange):
+    TYPE: ClassVar[J] = J.BINDING_UPDATED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BindingExpired(_BindingRef):
+    TYPE: ClassVar[J] = J.BINDING_EXPIRED
+    tombstone: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BindingConflict(_BindingRef):
+    TYPE: ClassVar[J] = J.BINDING_CONFLICT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BindingRejected(_BindingRef):
+    TYPE: ClassVar[J] = J.BINDING_REJECTED
+    reason: str
+    via: str
+
+
+# ---------------------------------------------------------------- SIP gateway
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SipMessageSeen(JournalPayload):
+    """A SIP message the gateway received, relayed or generated (body as SHA-256 unless
+    kept)."""
+
+    TYPE: ClassVar[J] = J.SIP_MESSAGE
+    direction: str = field(metadata=_stored_as("dir"))     # Direction value
+    method: str
+    status: int | None                    # None for a request (stored as None)
+    call_id: str
+    cseq: int
+    from_aor: str = field(metadata=_stored_as("from"))
+    to_aor: str = field(metadata=_stored_as("to"))
+    peer: str
+    hops: int
+    body: bytes | None = field(default=None, metadata=OMITTED_IF_NONE)
+    body_sha256: str | None = field(default=None, metadata=OMITTED_IF_NONE)
+    note: str | None = field(default=None, metadata=OMITTED_IF_NONE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SipMessageDropped(JournalPayload):
+    """A datagram the gateway dropped (undecodable, oversized, not routable)."""
+
+    TYPE: ClassVar[J] = J.SIP_MESSAGE
+    reason: str
+    peer: str
+    size: int                      # bytes
+    hops: int
+    direction: str = field(default="dropped", metadata=_stored_as("dir"))  # Direction.DROPPED
+
+
+# ---------------------------------------------------------------- store-and-forward
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _SfParcel(JournalPayload):
+    msg_id: str                    # hex
+    from_aor: str = field(metadata=_stored_as("from"))
+    to_aor: str = field(metadata=_stored_as("to"))
+    origin: str  # node id, hex
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SfHeld(_SfParcel):
+    """A message held for an absent responder (``state`` a HeldState value or
+    ``not_held``; ``reason`` and ``own`` only where the state says why)."""
+
+    TYPE: ClassVar[J] = J.SF_HELD
+    state: str
+    reason: str | None = field(default=None, metadata=OMITTED_IF_NONE)
+    own: bool | None = field(default=None, metadata=OMITTED_IF_NONE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SfCustody(_SfParcel):
+    TYPE: ClassVar[J] = J.SF_CUSTODY
+    taken: bool
+    holder: str  # node id, hex
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SfDelivered(_SfParcel):
+    TYPE: ClassVar[J] = J.SF_DELIVERED
+    requesters: tuple[str, ...]  # node ids, hex (stored as a list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SfReceipt(_SfParcel):
+    TYPE: ClassVar[J] = J.SF_RECEIPT
+    dest: str  # node id, hex
+    own: bool
+    delivered_wall_s: float
+
+
+# ---------------------------------------------------------------- journal
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalCheckpoint(JournalPayload):
+    """A signed checkpoint over the chain head (written by :mod:`.chain` and :mod:`.store`
+    with the keys CHECKPOINT_HEAD_SEQ, CHECKPOINT_HEAD_HASH, CHECKPOINT_SIGNATURE)."""
+
+    TYPE: ClassVar[J] = J.CHECKPOINT
+    head_seq: int
+    head_hash: bytes
+    signature: bytes
+
+
+def _registry(*classes: type[JournalPayload]) -> Mapping[J, tuple[type[JournalPayload], ...]]:
+    out: dict[J, tuple[type[JournalPayload], ...]] = {}
+    for cls in classes:
+        out[cls.TYPE] = (*out.get(cls.TYPE, ()), cls)
+    return out
+
+
+#: Every journal event type -> its payload class(es) (a test checks none is missing).
+PAYLOAD_CLASSES: Final[Mapping[J, tuple[type[JournalPayload], ...]]] = _registry(
+    NodeStarted, NodeStopped, NodeFault, NeighbourUp, NeighbourDown, RouteChanged,
+    EnvelopeDropped, BindingLearned, BindingUpdated, BindingExpired, BindingConflict,
+    BindingRejected, SipMessageSeen, SipMessageDropped, SfHeld, SfCustody, SfDelivered,
+    SfReceipt, JournalCheckpoint)
