@@ -33,6 +33,7 @@ from meshcomm.errors import ConfigError
 from meshcomm.location.table import TrustMode, TrustPolicy
 from meshcomm.overlay.config import OverlayConfig
 from meshcomm.security.identity import fingerprint
+from meshcomm.sip.timers import RFC3261_TIMERS, TimerConfig, timer_problems
 from meshcomm.types import Aor
 from meshcomm.wire import limits
 
@@ -232,9 +233,17 @@ class SipSettings:
     max_tcp_connections: int = 64
     client_rate_per_s: float = 20.0
     client_burst: int = 40
+    #: RFC 3261 T1/T2 of the gateway toward its clients (retransmission, Timer F).
+    t1_s: float = RFC3261_TIMERS.t1_s
+    t2_s: float = RFC3261_TIMERS.t2_s
+
+    @property
+    def timers(self) -> TimerConfig:
+        """The gateway's timers (T4, which it does not use, at the RFC value)."""
+        return TimerConfig(t1_s=self.t1_s, t2_s=self.t2_s, t4_s=RFC3261_TIMERS.t4_s)
 
     def validate(self) -> Problems:
-        problems: Problems = []
+        problems: Problems = timer_problems(self.t1_s, self.t2_s, RFC3261_TIMERS.t4_s)
         try:
             ipaddress.ip_address(self.listen_host)
         except ValueError:

@@ -415,7 +415,7 @@ def gateway_config(cfg: NodeConfig, sockets: SipSockets) -> GatewayConfig:
                          invite_timeout_s=sip.invite_timeout_s,
                          max_pending_transactions=sip.max_pending_transactions,
                          client_rate_per_s=sip.client_rate_per_s, client_burst=sip.client_burst,
-                         keep_sip_bodies=cfg.journal.keep_sip_bodies)
+                         timers=sip.timers, keep_sip_bodies=cfg.journal.keep_sip_bodies)
 
 
 async def _open_sip(cfg: NodeConfig) -> SipSockets | None:

@@ -55,6 +55,20 @@ class TimerName(enum.Enum):
     M = "M"  # RFC 6026: INVITE client, Accepted state (absorb 2xx retransmissions)
 
 
+def timer_problems(t1_s: float, t2_s: float, t4_s: float) -> list[tuple[str, str]]:
+    """What is wrong with T1/T2/T4, as ``(name, message)`` pairs (empty: they are valid);
+    :class:`TimerConfig` raises the first, a config loader can list them all."""
+    problems: list[tuple[str, str]] = []
+    for name, value in (("t1_s", t1_s), ("t2_s", t2_s), ("t4_s", t4_s)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            problems.append((name, "must be a number of seconds"))
+        elif not 0.0 < float(value) <= MAX_BASE_TIMER_S:
+            problems.append((name, f"must be > 0 and <= {MAX_BASE_TIMER_S} s, got {value}"))
+    if not problems and t2_s < t1_s:
+        problems.append(("t2_s", "must be >= t1_s (RFC 3261 §17.1.2.2)"))
+    return problems
+
+
 @dataclass(frozen=True, slots=True)
 class TimerConfig:
     """T1/T2/T4 and the derived RFC 3261 timers, all in seconds (see module docstring)."""
@@ -64,15 +78,10 @@ class TimerConfig:
     t4_s: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("t1_s", "t2_s", "t4_s"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ConfigError(f"sip.timers.{name}", "must be a number of seconds")
-            if not 0.0 < float(value) <= MAX_BASE_TIMER_S:
-                raise ConfigError(f"sip.timers.{name}",
-                                  f"must be > 0 and <= {MAX_BASE_TIMER_S} s, got {value}")
-        if self.t2_s < self.t1_s:
-            raise ConfigError("sip.timers.t2_s", "must be >= t1_s (RFC 3261 §17.1.2.2)")
+        problems = timer_problems(self.t1_s, self.t2_s, self.t4_s)
+        if problems:
+            name, message = problems[0]
+            raise ConfigError(f"sip.timers.{name}", message)
 
     # --- Table 4 ---------------------------------------------------------------------
     @property
@@ -156,6 +165,12 @@ class TimerConfig:
             return min(2.0 * current_s, self.t2_s)
         raise ValueError(f"timer {timer.value} is not a retransmission timer")
 
+
+#: RFC 3261's own values (§17.1.1.1 T1 500 ms, T2 4 s; T4 5 s), for a hop with a LAN's
+#: round trip rather than the radio's: the node's gateway toward its own SIP clients, on
+#: the same host or link (``[sip] t1_s/t2_s/t4_s`` of the field config; the defaults of
+#: :class:`TimerConfig` above are for UAs across the mesh).
+RFC3261_TIMERS = TimerConfig(t1_s=0.5, t2_s=4.0, t4_s=5.0)
 
 _DURATIONS: dict[TimerName, Callable[[TimerConfig], float]] = {
     TimerName.A: lambda c: c.timer_a_s,

@@ -56,6 +56,8 @@ from meshcomm.node.gateway.parts import (
     sdp_direction,
     sip_record,
 )
+from meshcomm.node.gateway.proxy_state import ProxyTxInput as TxIn
+from meshcomm.node.gateway.proxy_state import ProxyTxState as TxState
 from meshcomm.node.gateway.registrar import Registrar
 from meshcomm.node.gateway.rfc import (
     OwnHosts,
@@ -93,6 +95,7 @@ from meshcomm.sip.message import (
     parse_message_untrusted,
     replace_uri,
 )
+from meshcomm.sip.timers import TimerName
 from meshcomm.sip.transaction import DEFAULT_SIP_PORT, server_key
 from meshcomm.sip.ua_base import stamp_via, via_address
 
@@ -200,14 +203,11 @@ class SipGateway(MessageCustody):
     def on_timer(self, now: float) -> None:
         self._now = max(self._now, now)
         for tx in list(self._by_server.values()):
-            if tx.linger_until is not None and tx.linger_until <= now:
-                self._forget(tx)
-                continue
             if tx.retransmit_at is not None and tx.retransmit_at <= now:
                 self._retransmit(tx, now)
             if tx.deadline is not None and tx.deadline <= now:
                 tx.deadline = None
-                self._timed_out(tx, now)
+                self._expired(tx, now)
         self.registrar.expire(now)
         self.ua.on_timer(now)
         self._pump_builtin(now)
@@ -249,7 +249,7 @@ class SipGateway(MessageCustody):
 
     def status(self) -> dict[str, object]:
         """Counters and queue sizes for ``ctl status``."""
-        pending = sum(1 for tx in self._by_server.values() if tx.final_status is None)
+        pending = sum(1 for tx in self._by_server.values() if not tx.answered)
         return {"pending_transactions": pending, "transactions": len(self._by_server),
                 "delivering": len(self._delivering), "holding": len(self._holding),
                 "dialogs": self.contacts.dialog_count, "contact_tokens": len(self.contacts),
@@ -470,6 +470,7 @@ class SipGateway(MessageCustody):
         if isinstance(out, int):                    # the media layer refused the SDP
             self._respond(tx, out, now, self._retry_after(out))
             return
+        tx.step(TxIn.FORWARD)
         tx.branch, tx.downstream, tx.out_request = branch, dest, out
         tx.out_bytes = out.serialize()
         self._by_branch[branch] = tx
@@ -482,14 +483,14 @@ class SipGateway(MessageCustody):
             self._reply_provisional(tx, 100)
         elif request.method == "BYE":
             self.end_call(request.call_id)       # §15.1.1: the session ends with the BYE
-            tx.deadline = now + self.config.request_timeout_s
+            tx.deadline = now + self.config.timers.timer_f_s
         elif request.method == "MESSAGE":
             tx.deadline = now + self.config.message_timeout_s
         else:
-            tx.deadline = now + self.config.request_timeout_s
+            tx.deadline = now + self.config.timers.timer_f_s
         if isinstance(dest, tuple) and dest != BUILTIN_ADDR and not is_tcp(dest):
-            tx.retransmit_interval_s = self.config.t1_s
-            tx.retransmit_at = now + self.config.t1_s
+            tx.retransmit_interval_s = self.config.timers.t1_s      # Timer A/E (§17.1)
+            tx.retransmit_at = now + tx.retransmit_interval_s
         self._emit(out, dest, tx.hops)
 
     def _prepare(self, request: SipRequest, dest: Address | bytes, branch: str,
@@ -544,7 +545,7 @@ class SipGateway(MessageCustody):
         """A 1xx/2xx whose SDP the media layer refused: a provisional is dropped; a final
         2xx becomes an error answer upstream (488 for a bad body, 503 for no resources) --
         the callee gets no ACK and ends its side (RFC 3261 §13.3.1.4)."""
-        if response.status < 200 or tx.final_status is not None:
+        if response.status < 200 or tx.answered:
             self.counters["responses_dropped_sdp"] += 1
             return
         self._respond(tx, NOT_ACCEPTABLE_HERE if status == BAD_REQUEST else status, now,
@@ -567,26 +568,36 @@ class SipGateway(MessageCustody):
             self.contacts.forget_dialog(tx.request)
 
     def _retransmit(self, tx: ProxyTx, now: float) -> None:
-        if tx.provisional or tx.final_status is not None or tx.downstream is None:
+        """Timer A/E toward a local UDP client (stopped by any answer, see ProxyTx)."""
+        if tx.downstream is None:
             tx.retransmit_at = None
             return
         self.counters["retransmissions_sent"] += 1
         self._send(tx.downstream, tx.out_bytes)
-        cap = float("inf") if tx.method == "INVITE" else self.config.t2_s
-        tx.retransmit_interval_s = min(2 * tx.retransmit_interval_s, cap)
+        timer = TimerName.A if tx.method == "INVITE" else TimerName.E
+        tx.retransmit_interval_s = self.config.timers.next_retransmit_interval_s(
+            timer, tx.retransmit_interval_s)
         tx.retransmit_at = now + tx.retransmit_interval_s
 
-    def _timed_out(self, tx: ProxyTx, now: float) -> None:
-        if tx.final_status is not None:
-            return
-        if tx.holding_id is not None:              # the hold was never reported durable
+    def _expired(self, tx: ProxyTx, now: float) -> None:
+        """The state's timer fired (see ``ProxyTx.deadline``)."""
+        if tx.state is TxState.COMPLETED:
+            self._forget(tx, TxIn.LINGER_END)
+        elif tx.state is TxState.HOLDING:          # the hold was never reported durable
             self._hold_unconfirmed(tx, now)
+        else:
+            self._timed_out(tx, now)
+
+    def _timed_out(self, tx: ProxyTx, now: float) -> None:
+        """No final answer in time (§16.7 step 6; Timer C once ringing, §16.8): 480, or
+        408 for a ringing INVITE or another request; the INVITE's branch is cancelled."""
+        if tx.state not in (TxState.TRYING, TxState.PROCEEDING):
             return
         self.counters["timeouts"] += 1
         if tx.method == "INVITE":
             self._cancel_downstream(tx)
         status = 480 if tx.method == "MESSAGE" or (
-            tx.method == "INVITE" and not tx.provisional) else 408
+            tx.method == "INVITE" and tx.state is TxState.TRYING) else 408
         self._respond(tx, status, now)
 
     def _cancel_downstream(self, tx: ProxyTx) -> None:
@@ -629,7 +640,8 @@ class SipGateway(MessageCustody):
             return
         self._reply_stateless(request, src, 200, [])
         self.end_call(request.call_id)
-        if tx.final_status is None:
+        if tx.allows(TxIn.CANCEL):
+            tx.step(TxIn.CANCEL)
             self._cancel_downstream(tx)
             if tx.downstream is None:
                 self._respond(tx, 487, now)
@@ -659,13 +671,13 @@ class SipGateway(MessageCustody):
             self._stateless_response(out, src)
             return
         out = self.contacts.rewrite(out, src, tx.upstream)
-        if response.status < 200 and tx.final_status is not None:
+        if response.status < 200 and not tx.allows(TxIn.RECV_1XX):
             # A provisional overtaken on the mesh by the final answer: the client's
             # transaction has moved on; relaying it now would confuse it (§16.7 step 5).
             self.counters["provisional_after_final"] += 1
             return
         if (isinstance(src, bytes) and tx.method == "INVITE" and 200 <= response.status < 300
-                and tx.final_status is not None and tx.final_status >= 300):
+                and tx.answered and (tx.final_status or 0) >= 300):
             # A 2xx crossing the CANCEL we sent when we failed the call (timeout, refusal):
             # the client was told it failed, so we end the far side (ACK + BYE), as the
             # canceller must (RFC 3261 §9.1), instead of ringing a ghost call through.
@@ -679,16 +691,12 @@ class SipGateway(MessageCustody):
                 self._refused_answer(tx, response, rewritten, now)
                 return
             out = rewritten
-            if tx.final_status is None:   # not a retransmission, nor a 2xx after a failure
+            if not tx.answered:   # not a retransmission, nor a 2xx after a failure
                 self.contacts.note_answer(tx.request, response, src, tx.upstream)
         if response.status < 200:
-            if not tx.provisional and tx.method == "INVITE":
-                tx.deadline = now + self.config.ringing_timeout_s     # Timer C (§16.6)
-            tx.provisional = True
-            if response.status > 100:
-                self._relay_response(tx, out)
+            self._on_provisional(tx, out, now)
             return
-        if tx.final_status is not None:
+        if not tx.allows(TxIn.RECV_FINAL):
             if response.status < 300 and tx.method == "INVITE":
                 self._relay_response(tx, out)        # 2xx retransmission (§16.7)
             return
@@ -697,7 +705,17 @@ class SipGateway(MessageCustody):
             self._emit(build_ack_for_error(tx.out_request, response), src, hops)
         if (response.status in UNAVAILABLE_STATUSES and self._hold(tx, now)):
             return
-        self._finish(tx, out, now)
+        self._finish(tx, out, now, TxIn.RECV_FINAL)
+
+    def _on_provisional(self, tx: ProxyTx, response: SipResponse, now: float) -> None:
+        """§16.7 steps 2 and 5: the first provisional to an INVITE arms Timer C (§16.6 step
+        11); request retransmission stops; a 1xx other than 100 is relayed."""
+        if tx.state is TxState.TRYING and tx.method == "INVITE":
+            tx.deadline = now + self.config.timers.timer_c_s
+        tx.retransmit_at = None
+        tx.step(TxIn.RECV_1XX)
+        if response.status > 100:
+            self._relay_response(tx, response)
 
     def _stateless_response(self, response: SipResponse, src: Peer) -> None:
         """No state (it lingered out): only a 2xx to INVITE is relayed, by its Via."""
@@ -732,14 +750,17 @@ class SipGateway(MessageCustody):
             return
         self._emit(response, tx.upstream, tx.hops)
 
-    def _finish(self, tx: ProxyTx, response: SipResponse, now: float) -> None:
+    def _finish(self, tx: ProxyTx, response: SipResponse, now: float, event: TxIn) -> None:
+        """The final answer (relayed or generated here) goes upstream: COMPLETED, lingering
+        for LINGER_S to absorb retransmissions of the request."""
+        if tx.state is TxState.HOLDING:
+            self._unhold(tx)
+        tx.step(event)
         tx.final_status = response.status
         self.admission.closed(tx.tx_id)
-        tx.deadline = tx.retransmit_at = None
-        tx.linger_until = now + LINGER_S
+        tx.retransmit_at = None
+        tx.deadline = now + LINGER_S
         self._finish_call(tx, response.status)
-        if tx.holding_id is not None:
-            self._holding.pop(tx.holding_id, None)
         if tx.upstream is None:
             ok = 200 <= response.status < 300
             if self.holder is not None and tx.msg_id is not None:
@@ -765,12 +786,14 @@ class SipGateway(MessageCustody):
         if len(self._by_server) <= limit:
             return
         for tx in list(self._by_server.values()):
-            if tx.final_status is not None:
-                self._forget(tx)
+            if tx.allows(TxIn.EVICT):
+                self._forget(tx, TxIn.EVICT)
                 if len(self._by_server) <= limit:
                     return
 
-    def _forget(self, tx: ProxyTx) -> None:
+    def _forget(self, tx: ProxyTx, event: TxIn) -> None:
+        tx.step(event)
+        tx.deadline = tx.retransmit_at = None
         self._by_server.pop(tx.server_key, None)
         if tx.branch:
             self._by_branch.pop(tx.branch, None)
@@ -778,7 +801,7 @@ class SipGateway(MessageCustody):
     def _respond(self, tx: ProxyTx, status: int, now: float,
                  headers: Sequence[tuple[str, str]] = ()) -> None:
         """A final response generated here, through the proxy transaction."""
-        if tx.final_status is not None:
+        if not tx.allows(TxIn.SEND_FINAL):
             return
         if tx.upstream is None and status < 200:
             return
@@ -787,7 +810,7 @@ class SipGateway(MessageCustody):
         self._journal(Direction.ORIGINATED, response, tx.upstream, tx.hops)
         if status == 480 and self._hold(tx, now):
             return
-        self._finish(tx, response, now)
+        self._finish(tx, response, now, TxIn.SEND_FINAL)
 
     def _reply_provisional(self, tx: ProxyTx, status: int) -> None:
         if tx.upstream is not None:

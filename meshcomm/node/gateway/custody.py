@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 from meshcomm.errors import LocalProtocolError
 from meshcomm.node.gateway.parts import ProxyTx, message_id
+from meshcomm.node.gateway.proxy_state import ProxyTxInput as TxIn
+from meshcomm.node.gateway.proxy_state import ProxyTxState as TxState
 from meshcomm.node.gateway.types import Address, GatewayConfig, HoldRefused, MessageHolder
 from meshcomm.sip.message import SipRequest
 
@@ -80,9 +82,8 @@ class MessageCustody:
         """The holder's verdict on a hold (store-and-forward ``SfHoldResult``): answer 202
         when it is on disk, else 500 with Retry-After so the client sends it again."""
         tx = self._holding.pop(msg_id, None)
-        if tx is None or tx.final_status is not None:
+        if tx is None or tx.state is not TxState.HOLDING:
             return
-        tx.holding_id = None
         if durable:
             self.counters["messages_held"] += 1
             self._respond(tx, 202, now)
@@ -97,7 +98,7 @@ class MessageCustody:
         self.stopping = True
         handed = 0
         for tx in list(self._by_server.values()):
-            if (tx.final_status is None and tx.method == "MESSAGE" and tx.holding_id is None
+            if (tx.state in (TxState.TRYING, TxState.PROCEEDING) and tx.method == "MESSAGE"
                     and isinstance(tx.downstream, bytes) and self._hold(tx, now)):
                 handed += 1
         self._pump_builtin(now)
@@ -105,10 +106,14 @@ class MessageCustody:
 
     def _hold_unconfirmed(self, tx: ProxyTx, now: float) -> None:
         """No verdict on a hold within HOLD_DURABLE_TIMEOUT_S: 500 (the client retries)."""
-        if tx.holding_id is not None:
-            self._holding.pop(tx.holding_id, None)
-            tx.holding_id = None
+        self._unhold(tx)
         self._failed_hold(tx, "messages_hold_unconfirmed", now)
+
+    def _unhold(self, tx: ProxyTx) -> None:
+        """Forget the hold of ``tx`` (it leaves HOLDING): its key is the message id."""
+        key = message_id(tx.request)
+        if self._holding.get(key) is tx:
+            del self._holding[key]
 
     def _hold(self, tx: ProxyTx, now: float) -> bool:
         """Hand an unreachable client's MESSAGE to store-and-forward. True: taken over
@@ -117,7 +122,7 @@ class MessageCustody:
         if (self.holder is None or tx.method != "MESSAGE" or not isinstance(tx.upstream, tuple)
                 or tx.msg_id is not None):
             return False
-        if tx.holding_id is not None:
+        if tx.state is TxState.HOLDING:
             return True
         request = tx.request
         msg_id = message_id(request)
@@ -144,7 +149,7 @@ class MessageCustody:
             self.counters["messages_held"] += 1
             self._respond(tx, 202, now)
         else:
-            tx.holding_id = msg_id
+            tx.step(TxIn.HOLD)
             self._holding[msg_id] = tx
             tx.deadline = now + HOLD_DURABLE_TIMEOUT_S
         return True
@@ -166,6 +171,7 @@ class MessageCustody:
         first = self._delivering.get(key)
         if first is not None:
             self.counters["duplicates_absorbed"] += 1
+            tx.step(TxIn.WAIT)
             first.followers.append(tx)
             return
         tx.delivery_id = key

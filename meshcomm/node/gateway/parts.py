@@ -1,4 +1,4 @@
-"""Small parts of the SIP gateway core: proxy transaction state, per-client rate limiting,
+"""Small parts of the SIP gateway core: the proxy transaction, per-client rate limiting,
 local registrations and the journal record of a SIP message."""
 
 from __future__ import annotations
@@ -8,6 +8,14 @@ from dataclasses import dataclass, field
 
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
+from meshcomm.node.gateway.proxy_state import (
+    ANSWERED_STATES,
+    INITIAL_PROXY_TX_STATE,
+    ProxyTxInput,
+    ProxyTxState,
+    proxy_allows,
+    proxy_transition,
+)
 from meshcomm.node.gateway.types import (
     BUILTIN_ADDR,
     DEFAULT_EXPIRES_S,
@@ -45,25 +53,29 @@ def contact_key(uri: SipUri) -> tuple[str, int]:
 @dataclass(eq=False, slots=True)
 class ProxyTx:
     """One forwarded (or locally answered) request: RFC 3261 §16 stateful proxy, one
-    server side toward ``upstream`` and at most one client side toward ``downstream``."""
+    server side toward ``upstream`` and at most one client side toward ``downstream``.
+    Its lifecycle is :data:`~meshcomm.node.gateway.proxy_state.PROXY_TX_TABLE`, applied
+    by :meth:`step`; the other fields are data."""
 
     tx_id: int
     server_key: tuple[str, ...]
     request: SipRequest          # as received (Via stamped)
     upstream: Peer
+    state: ProxyTxState = INITIAL_PROXY_TX_STATE
     branch: str = ""
     downstream: Peer = None
     out_request: SipRequest | None = None
     out_bytes: bytes = b""
-    provisional: bool = False
+    #: The status of the final answer sent upstream (set on entering COMPLETED).
     final_status: int | None = None
     last_response: bytes | None = None
-    #: No answer by then -> timeout (480/408); None once decided.
+    #: When the state's timer fires: TRYING/PROCEEDING no answer (480/408, Timer C once
+    #: ringing), HOLDING no word on durability (500), COMPLETED the end of lingering.
     deadline: float | None = None
+    #: Request retransmission toward a local UDP client (T1 doubling); None once a
+    #: provisional or final answer came back.
     retransmit_at: float | None = None
     retransmit_interval_s: float = 0.0
-    #: After the final answer the state lingers until then (absorbs retransmissions).
-    linger_until: float | None = None
     msg_id: bytes | None = None
     hops: int = 0
     #: A MESSAGE being delivered to a local client: its message_id and origin node
@@ -71,16 +83,25 @@ class ProxyTx:
     delivery_id: bytes | None = None
     delivery_origin: bytes = b""
     followers: list[ProxyTx] = field(default_factory=list)
-    #: Handed to store-and-forward: the 202 waits until the hold is durable.
-    holding_id: bytes | None = None
 
     @property
     def method(self) -> str:
         return self.request.method
 
+    @property
+    def answered(self) -> bool:
+        """A final answer went upstream (COMPLETED, or forgotten since)."""
+        return self.state in ANSWERED_STATES
+
+    def allows(self, event: ProxyTxInput) -> bool:
+        return proxy_allows(self.state, event)
+
+    def step(self, event: ProxyTxInput) -> None:
+        """Apply ``event``; LocalProtocolError when the table has no entry."""
+        self.state = proxy_transition(self.state, event)
+
     def next_deadline(self) -> float | None:
-        times = [t for t in (self.deadline, self.retransmit_at, self.linger_until)
-                 if t is not None]
+        times = [t for t in (self.deadline, self.retransmit_at) if t is not None]
         return min(times, default=None)
 
 

@@ -17,6 +17,7 @@ from typing import Final, Protocol
 from meshcomm.errors import ConfigError, LocalProtocolError
 from meshcomm.media.relay import SdpPath
 from meshcomm.overlay.forwarding import MAX_MESSAGE_BYTES as MAX_MESH_MESSAGE_BYTES
+from meshcomm.sip.timers import RFC3261_TIMERS, TimerConfig
 
 Address = tuple[str, int]
 
@@ -162,28 +163,22 @@ class GatewayConfig:
     message_timeout_s: float = 6.0
     #: No provisional answer to a forwarded INVITE within this -> 480.
     invite_timeout_s: float = 4.0
-    #: Any other non-INVITE request without a final answer -> 408 (RFC 3261 Timer F).
-    request_timeout_s: float = 32.0
-    #: An INVITE ringing without a final answer -> 408 (Timer C, §16.6 step 11).
-    ringing_timeout_s: float = 180.0
     #: Proxy transactions pending at once; more are answered 503.
     max_pending_transactions: int = 256
     #: Per-client sustained request rate and burst; beyond it 503.
     client_rate_per_s: float = 20.0
     client_burst: int = 40
     retry_after_s: int = 5
-    #: Retransmission interval of requests sent to local UDP clients (T1 .. T2, §17.1.2.2).
-    t1_s: float = 0.5
-    t2_s: float = 4.0
+    #: RFC 3261 timers: T1 .. T2 retransmission of requests sent to local UDP clients
+    #: (§17.1.1.2, §17.1.2.2); any other request without a final answer -> 408 after
+    #: Timer F; an INVITE ringing without a final answer -> 408 after Timer C (§16.8).
+    timers: TimerConfig = RFC3261_TIMERS
     keep_sip_bodies: bool = False
 
     def __post_init__(self) -> None:
         positive = {"message_timeout_s": self.message_timeout_s,
                     "invite_timeout_s": self.invite_timeout_s,
-                    "request_timeout_s": self.request_timeout_s,
-                    "ringing_timeout_s": self.ringing_timeout_s,
-                    "client_rate_per_s": self.client_rate_per_s,
-                    "t1_s": self.t1_s, "t2_s": self.t2_s}
+                    "client_rate_per_s": self.client_rate_per_s}
         for key, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"sip.{key}", "must be > 0")
