@@ -28,11 +28,10 @@ from meshcomm.diskio import disk_problem, is_read_only
 from meshcomm.errors import ConfigError, DecodeError
 from meshcomm.journal.store import FLUSH_RETRY_INTERVAL_S, JournalStore
 from meshcomm.location.freshness import FreshnessMemory
-from meshcomm.media.relay import MediaConfig
+from meshcomm.media.relay import MediaConfig, MediaRelay
+from meshcomm.node.core import NodeCore, compose
 from meshcomm.node.freshness_store import FreshnessStore
-from meshcomm.node.gateway.core import SipGateway
 from meshcomm.node.gateway.types import GatewayConfig, LocalDatagram
-from meshcomm.node.gateway_host import SipNode
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import RELAY_CAP, RELAY_ROLE, StoreForward, StoreForwardConfig
@@ -40,7 +39,7 @@ from meshcomm.runtime.control import CONTROL_SOCKET_FILE, ControlError, ControlS
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo, control_handlers
 from meshcomm.runtime.localaddr import source_address_toward
-from meshcomm.runtime.media_io import MediaIO, MediaSender
+from meshcomm.runtime.media_io import UdpMediaPorts
 from meshcomm.runtime.sipgw import SipSockets
 from meshcomm.security.identity import Identity, fingerprint
 from meshcomm.security.keystore import (
@@ -323,18 +322,21 @@ async def _run_locked(options: NodeOptions,
             sf, sf_storage = open_store_forward(data_dir / STORE_FORWARD_FILE, node,
                                                 store_forward_config(cfg), loop.time())
         opened.pop_all()
-    sip_node = media = None
+    core: NodeCore | MeshNode = node
+    ports = None
     if sockets is not None:
-        media = _media_io(cfg, loop, identity, sockets.host, lambda frame: driver.send_media(frame))
-        gateway = SipGateway(node, gateway_config(cfg, sockets), rng=rng, node_aor=aor,
-                             now=loop.time(), holder=sf, rewrite_sdp=media.rewrite_sdp,
-                             end_call=media.end_call)
-        gateway.hosts.resolve = source_address_toward   # listening on 0.0.0.0 / ::
-        sip_node = SipNode(node, gateway, sf)
-    # The media sender above refers to this driver; it runs only once calls exist.
-    driver = NodeDriver(node, radios, journal, loop, wall_offset_s=wall_offset_s,
-                        sip=sip_node, sip_sink=_sip_sink(sockets))
-    driver.media = media
+        # The call ports' sink refers to the driver; datagrams arrive only once calls exist.
+        ports = UdpMediaPorts(loop, sockets.host,
+                              lambda *datagram: driver.receive_client_media(*datagram),
+                              cfg.media.port_range)
+        core = compose(node, gateway_config=gateway_config(cfg, sockets), rng=rng,
+                       node_aor=aor, now=loop.time(), sf=sf,
+                       relay=media_relay(cfg, identity, ports))
+        assert core.gateway is not None
+        core.gateway.hosts.resolve = source_address_toward   # listening on 0.0.0.0 / ::
+    driver = NodeDriver(core, radios, journal, loop, wall_offset_s=wall_offset_s,
+                        sip_sink=_sip_sink(sockets))
+    driver.media_ports = ports
     driver.sf_storage = sf_storage
     driver.fresh_store = fresh_store
     if sockets is not None:
@@ -347,7 +349,7 @@ async def _run_locked(options: NodeOptions,
         status = await _serve(driver, info, options, on_ready)
     finally:
         # Every store is closed even when one close fails (e.g. a full disk at stop).
-        failed = close_all([*_closers(driver, media, sf_storage, sockets),
+        failed = close_all([*_closers(driver, sf_storage, sockets),
                             (f"freshness {fresh_store.path}", fresh_store.close)])
         if driver.journal is not None and driver.journal.lost_at_close:
             failed.append(f"journal {driver.journal.path} "
@@ -362,13 +364,13 @@ async def _run_locked(options: NodeOptions,
 Closer = tuple[str, Callable[[], object]]
 
 
-def _closers(driver: NodeDriver, media: MediaIO | None, sf_storage: SfStorage | None,
+def _closers(driver: NodeDriver, sf_storage: SfStorage | None,
              sockets: SipSockets | None) -> list[Closer]:
     """What a running node closes at stop, in order (each close is idempotent; the radios
     and the journal are closed again on their own in case the driver's close failed)."""
     closers: list[Closer] = []
-    if media is not None:
-        closers.append(("media", media.close))
+    if driver.media_ports is not None:
+        closers.append(("media", driver.close_media))
     closers.append(("driver", driver.close))
     closers += [(f"radio {name}", radio.close) for name, radio in driver.radios.items()]
     journal = driver.journal
@@ -398,14 +400,13 @@ def close_all(closers: Sequence[Closer]) -> list[str]:
     return failed
 
 
-def _media_io(cfg: NodeConfig, loop: asyncio.AbstractEventLoop, identity: Identity,
-              host: str, send_media: MediaSender) -> MediaIO:
-    """The gateway's media relay: call ports on the SIP listen address, [media] limits."""
+def media_relay(cfg: NodeConfig, identity: Identity, ports: UdpMediaPorts) -> MediaRelay:
+    """The gateway's media relay on its call ports, with the [media] limits. Media nonces
+    must be unpredictable: system randomness."""
     settings = cfg.media
-    return MediaIO(loop, identity, send_media=send_media, bind_host=host,
-                   port_range=settings.port_range,
-                   config=MediaConfig(idle_timeout_s=settings.idle_timeout_s,
-                                      max_calls=settings.max_calls))
+    return MediaRelay(identity, ports, random.SystemRandom(),
+                      MediaConfig(idle_timeout_s=settings.idle_timeout_s,
+                                  max_calls=settings.max_calls))
 
 
 def gateway_config(cfg: NodeConfig, sockets: SipSockets) -> GatewayConfig:

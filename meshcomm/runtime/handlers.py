@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,9 +103,9 @@ def status(driver: NodeDriver, info: NodeInfo) -> dict[str, object]:
 
 def sip_status(driver: NodeDriver) -> dict[str, object] | None:
     """SIP gateway counters and queue sizes (None without a gateway)."""
-    if driver.sip is None:
+    if driver.core.gateway is None:
         return None
-    out = driver.sip.gateway.status()
+    out = driver.core.gateway.status()
     sockets = driver.sip_sockets
     if sockets is not None:
         out["listen"] = {"host": sockets.host, "udp_port": sockets.udp_port,
@@ -116,7 +117,7 @@ def sip_status(driver: NodeDriver) -> dict[str, object] | None:
 
 def store_forward_status(driver: NodeDriver) -> dict[str, object] | None:
     """Store-and-forward queue sizes and counters (None without a gateway)."""
-    sf = driver.sip.sf if driver.sip is not None else None
+    sf = driver.core.sf
     if sf is None:
         return None
     own = sf.outbox()
@@ -140,9 +141,9 @@ def held_status_json(status: HeldStatus, *, own: bool,
 
 def outbox(driver: NodeDriver, request: ControlRequest) -> object:
     """This node's held/sent MESSAGEs (and, with ``"all": true``, custody for others)."""
-    if driver.sip is None or driver.sip.sf is None:
+    if driver.core.gateway is None or driver.core.sf is None:
         return []
-    sf, gateway = driver.sip.sf, driver.sip.gateway
+    sf, gateway = driver.core.sf, driver.core.gateway
     every = request.args.get("all", False)
     if not isinstance(every, bool):
         raise DecodeError('"all" must be true or false')
@@ -155,11 +156,17 @@ def outbox(driver: NodeDriver, request: ControlRequest) -> object:
 
 def media_status(driver: NodeDriver) -> dict[str, object] | None:
     """Calls with media, open call ports and the relay's counters (None without media)."""
-    media = driver.media
-    if media is None:
+    relay, ports = driver.core.relay, driver.media_ports
+    if relay is None:
         return None
-    return {"calls": len(media.relay.sessions), "open_ports": media.ports.open_sockets,
-            "counters": dict(sorted(media.counters().items()))}
+    counters: Counter[str] = Counter(relay.counters)
+    for session in relay.sessions.values():
+        counters.update(session.counters)   # live calls' counters with the ended calls'
+    if ports is not None:
+        counters.update(ports.counters)
+    return {"calls": len(relay.sessions),
+            "open_ports": ports.open_sockets if ports is not None else 0,
+            "counters": dict(sorted(counters.items()))}
 
 
 def send_result_json(result: SendResult) -> dict[str, object]:
@@ -185,7 +192,7 @@ def _text_arg(request: ControlRequest, name: str, max_chars: int) -> str:
 
 def send(driver: NodeDriver, request: ControlRequest) -> Coroutine[Any, Any, object]:
     """Queue a MESSAGE now; the reply waits (up to ``wait_s``) for its outcome."""
-    if driver.sip is None:
+    if driver.core.gateway is None:
         raise DecodeError("this node runs without a SIP gateway ([sip] enabled = false)")
     to = _text_arg(request, "to", MAX_AOR_CHARS)
     text = _text_arg(request, "text", MAX_TEXT_CHARS)
@@ -199,7 +206,7 @@ def send(driver: NodeDriver, request: ControlRequest) -> Coroutine[Any, Any, obj
         send_id = driver.send_message(to, text)
     except Exception as exc:  # a bad AoR is the caller's mistake: say so
         raise DecodeError(f"cannot send to {to!r}: {exc}") from None
-    gateway = driver.sip.gateway
+    gateway = driver.core.gateway
 
     async def outcome() -> object:
         deadline = driver.now() + float(wait)
@@ -212,12 +219,12 @@ def send(driver: NodeDriver, request: ControlRequest) -> Coroutine[Any, Any, obj
 
 
 def inbox(driver: NodeDriver, request: ControlRequest) -> object:
-    if driver.sip is None:
+    if driver.core.gateway is None:
         return []
     since = request.args.get("since", 0)
     if not isinstance(since, int) or isinstance(since, bool):
         raise DecodeError('"since" must be an integer')
-    return [inbox_entry_json(e, driver) for e in driver.sip.gateway.inbox if e.seq > since]
+    return [inbox_entry_json(e, driver) for e in driver.core.gateway.inbox if e.seq > since]
 
 
 def control_handlers(driver: NodeDriver, info: NodeInfo,

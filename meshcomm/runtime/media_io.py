@@ -5,22 +5,16 @@ gateway: it binds non-blocking UDP sockets on the gateway's local address (port 
 even/odd pairs from a configured range) and reads them with ``loop.add_reader`` -- no
 tasks, so nothing is left running when a call's ports are released.
 
-:class:`MediaIO` drives one :class:`~meshcomm.media.relay.MediaRelay`:
-
-* datagrams from a client's call ports -> ``relay.from_client`` -> ``send_media(MeshMedia)``
-  (the runtime's callback: ``MeshNode.send_media`` then the node driver's pump);
-* :meth:`MediaIO.on_media` (``MediaReceived`` events of the node) -> ``relay.from_mesh`` ->
-  sent from the call's port to the client;
-* :meth:`MediaIO.rewrite_sdp` is the gateway's SDP hook, :meth:`MediaIO.end_call` ends a
-  call's media; one loop timer ends idle calls; :class:`MediaCallEnded` events go to an
-  optional sink (the journal).
+The media relay itself (:class:`~meshcomm.media.relay.MediaRelay`) is a part of the node
+core (:class:`~meshcomm.node.core.NodeCore`): a datagram read here goes to the node driver's
+``receive_client_media`` (the pump), and the relay's ``ClientPacket`` outputs come back to
+:meth:`UdpMediaPorts.send` through the driver's ``to_client_media``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
 from collections import Counter
 from collections.abc import Callable
@@ -28,11 +22,7 @@ from dataclasses import dataclass
 
 from meshcomm.errors import ConfigError
 from meshcomm.media.packet import Channel
-from meshcomm.media.relay import MediaCallEnded, MediaConfig, MediaRelay
-from meshcomm.media.session import ClientPacket, LocalPorts, MeshMedia
-from meshcomm.overlay.media import MediaReceived
-from meshcomm.runtime.onetimer import OneTimer
-from meshcomm.security.identity import Identity
+from meshcomm.media.session import ClientPacket, LocalPorts
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +33,7 @@ READ_BATCH = 64
 #: Attempts to find an adjacent RTCP port when binding with port 0.
 ADJACENT_PORT_ATTEMPTS = 8
 
-MediaSender = Callable[[MeshMedia], None]
 DatagramSink = Callable[[str, int, Channel, bytes], None]
-EndedSink = Callable[[MediaCallEnded], None]
 
 
 @dataclass(slots=True)
@@ -72,9 +60,12 @@ class UdpMediaPorts:
         self._family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
         self._calls: dict[str, dict[int, _Bound]] = {}
         self._next_even = port_range[0] + port_range[0] % 2 if port_range else 0
+        self._closed = False
 
     # ------------------------------------------------------------ PortAllocator
     def allocate(self, call_id: str, index: int) -> LocalPorts | None:
+        if self._closed:             # stopping: no new call ports
+            return None
         pair = self._bind_pair()
         if pair is None:
             self.counters["ports_exhausted"] += 1
@@ -94,8 +85,14 @@ class UdpMediaPorts:
                 sock.close()
 
     def close(self) -> None:
+        """Release every call's ports; nothing is bound any more after this."""
+        self._closed = True
         for call_id in list(self._calls):
             self.release(call_id)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def open_sockets(self) -> int:
@@ -179,83 +176,3 @@ class UdpMediaPorts:
         except OSError as exc:       # full buffer, unreachable, wrong family
             self.counters["tx_errors"] += 1
             log.debug("media send to %s failed: %s", packet.dst, exc)
-
-
-class MediaIO:
-    """One gateway's media: the relay core, its UDP ports, its idle timer."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, identity: Identity, *,
-                 send_media: MediaSender, bind_host: str = "127.0.0.1",
-                 port_range: tuple[int, int] | None = None, config: MediaConfig | None = None,
-                 ended_sink: EndedSink | None = None, rng: random.Random | None = None) -> None:
-        self.loop = loop
-        self.send_media = send_media
-        self.ended_sink = ended_sink
-        self.ports = UdpMediaPorts(loop, bind_host, self._from_client, port_range)
-        # Media nonces must be unpredictable: system randomness unless a test seeds one.
-        self.relay = MediaRelay(identity, self.ports, rng or random.SystemRandom(), config)
-        self._timer = OneTimer(loop, self._on_timer)
-        self._closed = False
-
-    # ------------------------------------------------------------ gateway side
-    def rewrite_sdp(self, direction: str, call_id: str, body: bytes) -> bytes:
-        """The gateway's SDP hook (see MediaRelay.rewrite_sdp for what it raises)."""
-        try:
-            return self.relay.rewrite_sdp(direction, call_id, body, self.loop.time())
-        finally:
-            self._settle()
-
-    def end_call(self, call_id: str) -> None:
-        self.relay.end_call(call_id, self.loop.time())
-        self._settle()
-
-    def on_media(self, event: MediaReceived) -> None:
-        """A MEDIA frame for this node (from the node driver's event sink)."""
-        if self._closed:
-            return
-        packet = self.relay.from_mesh(event.origin, event.stream, event.payload,
-                                      self.loop.time())
-        if packet is not None:
-            self.ports.send(packet)
-
-    # ------------------------------------------------------------ client side
-    def _from_client(self, call_id: str, index: int, channel: Channel, data: bytes) -> None:
-        out = self.relay.from_client(call_id, index, channel, data, self.loop.time())
-        if out is not None:
-            self.send_media(out)
-
-    # ------------------------------------------------------------ timer, events
-    def _settle(self) -> None:
-        while (event := self.relay.next_event()) is not None:
-            log.info("media of call %s ended (%s)", event.call_id, event.reason.value)
-            if self.ended_sink is not None:
-                self.ended_sink(event)
-        if self._closed:
-            return
-        self._timer.arm(self.relay.next_timer())
-
-    def _on_timer(self) -> None:
-        if self._closed:
-            return
-        self.relay.on_timer(self.loop.time())
-        self._settle()
-
-    def counters(self) -> Counter[str]:
-        """Relay totals (ended calls), live sessions' counters and the socket counters."""
-        total: Counter[str] = Counter(self.relay.counters)
-        for session in self.relay.sessions.values():
-            total.update(session.counters)
-        total.update(self.ports.counters)
-        return total
-
-    def close(self) -> None:
-        """End every call's media and close every port. Idempotent."""
-        if self._closed:
-            return
-        now = self.loop.time()
-        for call_id in list(self.relay.sessions):
-            self.relay.end_call(call_id, now)
-        self._settle()
-        self._closed = True
-        self._timer.cancel()
-        self.ports.close()

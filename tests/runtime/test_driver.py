@@ -15,9 +15,9 @@ from meshcomm.errors import LocalProtocolError
 from meshcomm.journal.events import JournalEventType, JournalRecord
 from meshcomm.journal.store import JournalStore
 from meshcomm.journal.verify import verify_journal
+from meshcomm.node.core import NodeCore
 from meshcomm.node.gateway.core import SipGateway
 from meshcomm.node.gateway.types import GatewayConfig, LocalDatagram
-from meshcomm.node.gateway_host import SipNode
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.storage import SfStorage
 from meshcomm.overlay.forwarding import UnicastReceived
@@ -415,8 +415,8 @@ def test_an_answer_queued_before_a_contained_failure_goes_out_at_once() -> None:
             gw = _FaultyGateway(node, GatewayConfig(), rng=random.Random(2), node_aor=aor,
                                 now=loop.time())
             sent: list[LocalDatagram] = []
-            driver = NodeDriver(node, [radio], None, loop, wall_offset_s=1.7e9,
-                                sip=SipNode(node, gw), sip_sink=sent.append)
+            driver = NodeDriver(NodeCore(node, gw), [radio], None, loop,
+                                wall_offset_s=1.7e9, sip_sink=sent.append)
             driver.start()
             client = ("127.0.0.1", 5099)
             options = (f"OPTIONS {aor} SIP/2.0\r\n"

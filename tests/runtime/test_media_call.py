@@ -31,8 +31,8 @@ def _gateway(driver: NodeDriver) -> tuple[str, int]:
 
 
 def _open_ports(driver: NodeDriver) -> int:
-    assert driver.media is not None
-    return driver.media.ports.open_sockets
+    assert driver.media_ports is not None
+    return driver.media_ports.open_sockets
 
 
 def test_call_across_two_hops_carries_rtp_both_ways_and_bye_closes_the_ports(
@@ -127,15 +127,14 @@ def test_run_node_uses_the_media_port_range(tmp_path: Path) -> None:
                                    "media.max_calls": 1})
             task = asyncio.create_task(run_node(opts, lambda d, _i: drivers.update(solo=d)))
             await wait_until(lambda: "solo" in drivers, "node up")
-            media = drivers["solo"].media
-            assert media is not None
+            relay, ports = drivers["solo"].core.relay, drivers["solo"].media_ports
+            assert relay is not None and ports is not None
             # Nothing is bound before a call.
-            result = (media.relay.config.max_calls, media.ports.port_range,
-                      media.ports.open_sockets)
+            result = (relay.config.max_calls, ports.port_range, ports.open_sockets)
             await asyncio.to_thread(control_request, tmp_path / "solo" / CONTROL_SOCKET_FILE,
                                     "stop")
             assert await task == 0
-            assert media._closed
+            assert ports.closed
             return result
 
     assert asyncio.run(scenario()) == (1, (40000, 40009), 0)

@@ -91,7 +91,7 @@ def test_held_message_survives_relay_restart_and_is_delivered_once(tmp_path: Pat
                 assert (result["status"], result["code"]) == ("held", 202), result
 
                 def alfa_state() -> str:
-                    sf = alfa.sip.sf if alfa.sip is not None else None
+                    sf = alfa.core.sf
                     rows = sf.outbox() if sf is not None else []
                     return rows[0].state.value if len(rows) == 1 else f"{len(rows)} rows"
                 await wait_until(lambda: alfa_state() == "held_by", "relay custody", WAIT_S)
