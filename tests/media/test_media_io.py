@@ -1,7 +1,9 @@
-"""Media relays on real UDP sockets on loopback: two gateways in one asyncio loop.
+"""Media relays on their real UDP call ports on loopback: two gateways in one asyncio loop.
 
-The clients are plain UDP sockets; the mesh between the two gateways is a direct hand-off
-of each MEDIA frame (``MediaReceived`` built from the ``MeshMedia``) on the next loop turn.
+Each gateway is a :class:`MediaRelay` on :class:`UdpMediaPorts`, wired as the node driver
+wires them (a datagram on a call port -> ``relay.from_client``; a frame from the mesh ->
+``relay.from_mesh`` -> ``UdpMediaPorts.send``). The clients are plain UDP sockets; the mesh
+between the two gateways is a direct hand-off of each MEDIA frame on the next loop turn.
 """
 
 from __future__ import annotations
@@ -14,13 +16,12 @@ import struct
 import pytest
 
 from meshcomm.errors import ConfigError
-from meshcomm.media.relay import SdpPath
+from meshcomm.media.packet import Channel
+from meshcomm.media.relay import MediaCallEnded, MediaRelay, SdpPath
 from meshcomm.media.session import MeshMedia
-from meshcomm.overlay.media import MediaReceived
-from meshcomm.runtime.media_io import MediaIO, MediaSender, UdpMediaPorts
+from meshcomm.runtime.media_io import UdpMediaPorts
 from meshcomm.security.identity import Identity
 from meshcomm.sip.sdp import parse_sdp_untrusted
-from meshcomm.types import NodeId
 from tests.media.helpers import client_sdp, rtcp_receiver_report, rtp_packet
 
 CALL = "udp-call@loopback"
@@ -54,21 +55,48 @@ def gateway_ports(body: bytes) -> tuple[int, int]:
     return m.port, int(rtcp.split()[0]) if rtcp else m.port + 1
 
 
-def wire(loop: asyncio.AbstractEventLoop) -> tuple[MediaIO, MediaIO]:
-    ids = {"a": Identity(b"\x01" * 32), "b": Identity(b"\x02" * 32)}
-    gateways: dict[str, MediaIO] = {}
+class Gateway:
+    """One gateway's media: the relay core on real call ports."""
 
-    def mesh_to(dst: str, src: str) -> MediaSender:
-        def send(frame: MeshMedia) -> None:
-            assert frame.dst_node == ids[dst].node_id
-            event = MediaReceived(NodeId(ids[src].node_id), frame.stream, frame.payload, 4)
-            loop.call_soon(gateways[dst].on_media, event)
-        return send
+    def __init__(self, loop: asyncio.AbstractEventLoop, identity: Identity) -> None:
+        self.loop = loop
+        self.node_id = identity.node_id
+        self.ports = UdpMediaPorts(loop, "127.0.0.1", self.from_client)
+        self.relay = MediaRelay(identity, self.ports, random.Random(identity.node_id))
+        self.peer: Gateway | None = None
 
-    for me, other in (("a", "b"), ("b", "a")):
-        gateways[me] = MediaIO(loop, ids[me], send_media=mesh_to(other, me),
-                               rng=random.Random(me))
-    return gateways["a"], gateways["b"]
+    def rewrite_sdp(self, direction: SdpPath, call_id: str, body: bytes) -> bytes:
+        return self.relay.rewrite_sdp(direction, call_id, body, self.loop.time())
+
+    def from_client(self, call_id: str, index: int, channel: Channel, data: bytes) -> None:
+        frame = self.relay.from_client(call_id, index, channel, data, self.loop.time())
+        if frame is not None:
+            assert self.peer is not None and frame.dst_node == self.peer.node_id
+            self.loop.call_soon(self.peer.from_mesh, self.node_id, frame)
+
+    def from_mesh(self, origin: bytes, frame: MeshMedia) -> None:
+        packet = self.relay.from_mesh(origin, frame.stream, frame.payload, self.loop.time())
+        if packet is not None:
+            self.ports.send(packet)
+
+    def end_call(self, call_id: str) -> list[MediaCallEnded]:
+        self.relay.end_call(call_id, self.loop.time())
+        ended = []
+        while (event := self.relay.next_event()) is not None:
+            ended.append(event)
+        return ended
+
+    def close(self) -> None:
+        for call_id in list(self.relay.sessions):
+            self.end_call(call_id)
+        self.ports.close()
+
+
+def wire(loop: asyncio.AbstractEventLoop) -> tuple[Gateway, Gateway]:
+    a = Gateway(loop, Identity(b"\x01" * 32))
+    b = Gateway(loop, Identity(b"\x02" * 32))
+    a.peer, b.peer = b, a
+    return a, b
 
 
 async def receive(sock: socket.socket, count: int) -> list[bytes]:
@@ -107,11 +135,9 @@ async def call_both_ways() -> None:
                                                           receive(alice.rtcp, 1))
         assert rtcp_at_bob == [rtcp_receiver_report(0xA)]
         assert rtcp_at_alice == [rtcp_receiver_report(0xB)]
-        assert gw_b.counters()["rtp_to_client"] == PACKETS
-        ended: list[str] = []
-        gw_b.ended_sink = lambda event: ended.append(event.call_id)
-        gw_b.end_call(CALL)
-        assert ended == [CALL] and gw_b.ports.open_sockets == 0
+        assert gw_b.relay.sessions[CALL].counters["rtp_to_client"] == PACKETS
+        ended = gw_b.end_call(CALL)
+        assert [e.call_id for e in ended] == [CALL] and gw_b.ports.open_sockets == 0
         gw_a.close()
         assert gw_a.ports.open_sockets == 0
     finally:
