@@ -1,7 +1,8 @@
 """A call through real nodes (run_node, three on an in-process mem chain: two radio hops),
-each gateway with its media relay (a part of the node core, on UdpMediaPorts): two stock UAs on real UDP sockets on loopback
-register, call, stream RTP both ways through their gateways' call ports and the mesh, and
-hang up; the call ports are closed after the BYE. Also: the [media] config section."""
+each gateway with its media relay (a part of the node core, on UdpMediaPorts): two stock
+UAs on real UDP sockets on loopback register, call, stream RTP both ways through their
+gateways' call ports and the mesh, and hang up; the call ports are closed after the BYE.
+Also: the [media] config section."""
 
 from __future__ import annotations
 
