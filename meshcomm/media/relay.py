@@ -2,9 +2,10 @@
 
 The SIP gateway calls :meth:`MediaRelay.rewrite_sdp` for every SDP body it passes
 (INVITE, 18x/2xx, ACK, re-INVITE/UPDATE and their answers), and :meth:`MediaRelay.end_call`
-when the dialog or the call attempt ends. The runtime edge (``meshcomm.runtime.media_io``)
-feeds :meth:`from_client` with datagrams from the call's UDP ports and :meth:`from_mesh`
-with ``MediaReceived`` events, and sends what they return.
+when the dialog or the call attempt ends. The relay is a part of the node core
+(:class:`meshcomm.node.core.NodeCore`): it feeds :meth:`from_client` with a client's
+datagrams from the call's ports and :meth:`from_mesh` with ``MediaReceived`` frames, and
+sends what they return; the ports are the edge's (``meshcomm.runtime.media_io``).
 
 Resources are taken lazily and given back promptly (issue 8): a call holds ports, and
 one of ``max_calls`` slots, only once an SDP from the mesh needs them (the far answer of a
