@@ -28,6 +28,7 @@ from meshcomm.location.freshness import FreshnessMemory, FreshnessUpdates
 from meshcomm.location.table import LocationTable, TrustPolicy
 from meshcomm.overlay.config import OverlayConfig
 from meshcomm.overlay.core import FrameDecoder, GossipOverlay, OverlayEvent
+from meshcomm.overlay.counters import OverlayCounter, TxTag
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import Aor, Datagram, LinkAddr, NodeId
@@ -195,7 +196,7 @@ class MeshNode:
             return
         for env in acked:
             echoes.forget(env)
-        self.counters["departure_acked"] += len(acked)
+        self.counters[OverlayCounter.DEPARTURE_ACKED] += len(acked)
         self._departing = [env for env in self._departing if env not in acked]
         if not self._departing:
             self._resend_at = float("inf")
@@ -205,7 +206,7 @@ class MeshNode:
         if not self._departing:
             return
         if now >= self._give_up_at:
-            self.counters["departure_unacked"] += len(self._departing)
+            self.counters[OverlayCounter.DEPARTURE_UNACKED] += len(self._departing)
             for env in self._departing:
                 self.overlay.departures.forget(env)
             self._departing = []
@@ -213,7 +214,7 @@ class MeshNode:
             return
         for env in self._departing:
             self.overlay.transmit(env, Hop(ttl=self.settings.overlay.flood_ttl), None,
-                                  "binding_resend")
+                                  TxTag.BINDING_RESEND)
         self._schedule_resend(now)
 
     def _update_next_refresh(self) -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from meshcomm.errors import DecodeError
 from meshcomm.location.binding import RECORD_ID_LEN, binding_from_envelope_untrusted
 from meshcomm.location.table import DIGEST_BUCKETS, MergeOutcome, TrustMode, bucket_of
+from meshcomm.overlay.counters import DropReason, OverlayCounter, TxTag
 from meshcomm.overlay.ratelimit import link_host
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.types import SIGNATURE_LEN, LinkAddr, NodeId
@@ -95,7 +96,7 @@ class AntiEntropy:
             return
         self._last_digest_at = now
         env = self.ctx.seal(MsgType.DIGEST, [len(self.ctx.table), self.ctx.table.bucket_hashes()])
-        self.ctx.transmit(env, Hop(), None, "digest")
+        self.ctx.transmit(env, Hop(), None, TxTag.DIGEST)
 
     def on_digest(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         fields = codec.read_tuple(env.payload, "digest", 2)
@@ -123,7 +124,7 @@ class AntiEntropy:
             pages = (pages[self._cursor:] + pages[:self._cursor])[:cap]
         for page in pages:
             env = self.ctx.seal(MsgType.SUMMARY, list(page))
-            self.ctx.transmit(env, Hop(), src, "summary")
+            self.ctx.transmit(env, Hop(), src, TxTag.SUMMARY)
 
     def _summary_pages(self, buckets: list[int]) -> list[SummaryPage]:
         """Pages covering ``buckets`` in order."""
@@ -160,7 +161,8 @@ class AntiEntropy:
                 if (not lo or rid >= lo) and (not hi or rid < hi) and theirs.get(rid, -1) < seq:
                     push.append(rid)
         if len(push) > limits.MAX_PUSH_PER_SUMMARY:
-            self.ctx.counters["ae_push_deferred"] += len(push) - limits.MAX_PUSH_PER_SUMMARY
+            deferred = len(push) - limits.MAX_PUSH_PER_SUMMARY
+            self.ctx.counters[OverlayCounter.AE_PUSH_DEFERRED] += deferred
             del push[limits.MAX_PUSH_PER_SUMMARY:]
         new_budget = self.ctx.admission.budget(link_host(src), now)
         if len(self.ctx.table) >= self.ctx.table.max_records:
@@ -175,7 +177,7 @@ class AntiEntropy:
             stored = self.ctx.table.get(rid)
             if stored is None:
                 if new_budget <= 0:
-                    self.ctx.counters["ae_pull_deferred"] += 1
+                    self.ctx.counters[OverlayCounter.AE_PULL_DEFERRED] += 1
                     continue
                 new_budget -= 1
                 pull.append(rid)
@@ -186,7 +188,7 @@ class AntiEntropy:
         _remember(self._pulling, pull, now)
         for i in range(0, len(pull), limits.MAX_PULL_IDS):
             req = self.ctx.seal(MsgType.PULL, pull[i:i + limits.MAX_PULL_IDS])
-            self.ctx.transmit(req, Hop(), src, "pull")
+            self.ctx.transmit(req, Hop(), src, TxTag.PULL)
 
     def on_pull(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         ids = [codec.read_bytes(r, "pull.id", exact=RECORD_ID_LEN)
@@ -205,9 +207,9 @@ class AntiEntropy:
         if len(self._asked) >= MAX_ASKED:
             self._asked.clear()
         self._asked[key] = now
-        self.ctx.counters["ae_holder_asks"] += 1
+        self.ctx.counters[OverlayCounter.AE_HOLDER_ASKS] += 1
         req = self.ctx.seal(MsgType.PULL, record_ids[:limits.MAX_PULL_IDS])
-        self.ctx.transmit(req, Hop(), None, "pull")
+        self.ctx.transmit(req, Hop(), None, TxTag.PULL)
 
     def send_records(self, ids: list[bytes], now: float) -> None:
         """Broadcast the records (every neighbour that lacks them learns them too)."""
@@ -215,7 +217,7 @@ class AntiEntropy:
         size = 0
         fresh = [rid for rid in ids
                  if now - self._recently_sent.get(rid, -1e9) >= RECENT_SEND_S]
-        self.ctx.counters["ae_records_skipped_recent"] += len(ids) - len(fresh)
+        self.ctx.counters[OverlayCounter.AE_RECORDS_SKIPPED_RECENT] += len(ids) - len(fresh)
         _remember(self._recently_sent, fresh, now)
         for rid in fresh:
             stored = self.ctx.table.get(rid)
@@ -248,7 +250,7 @@ class AntiEntropy:
         return route.metric, route.hops, route.next_hop_id[:4]
 
     def _send_page(self, page: list[list[object]]) -> None:
-        self.ctx.transmit(self.ctx.seal(MsgType.RECORDS, page), Hop(), None, "records")
+        self.ctx.transmit(self.ctx.seal(MsgType.RECORDS, page), Hop(), None, TxTag.RECORDS)
 
     def on_records(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         items = codec.read_list(env.payload, "records", limits.MAX_RECORDS_PER_FRAME)
@@ -272,10 +274,10 @@ class AntiEntropy:
                                         limits.MAX_HELD_REPORT_S)
                 binding = binding_from_envelope_untrusted(inner)
             except DecodeError as exc:
-                self.ctx.drop(exc.reason, src, now)
+                self.ctx.drop(DropReason.of(exc.reason), src, now)
                 continue
             refusal = self.ctx.admission_refusal(binding, src, now)
-            if refusal:
+            if refusal is not None:
                 self.ctx.drop(refusal, src, now)
                 continue
             result = self.ctx.offer_binding(binding, now, age_ms / 1000.0, src)
@@ -290,7 +292,7 @@ class AntiEntropy:
                 # Only a record that is new to us proves the sender is nearer its origin.
                 self.ctx.learn_fallback_route(inner, src, env.origin, now)
             if result.changed:
-                self.ctx.counters["ae_learned"] += 1
+                self.ctx.counters[OverlayCounter.AE_LEARNED] += 1
                 self.ctx.mark_seen(inner.digest, True)
                 changed = True
         if changed:

@@ -41,6 +41,13 @@ from meshcomm.overlay.admission import Admission
 from meshcomm.overlay.antientropy import AntiEntropy
 from meshcomm.overlay.config import OverlayConfig
 from meshcomm.overlay.context import OverlayContext
+from meshcomm.overlay.counters import (
+    DROP_COUNTERS,
+    TX_COUNTERS,
+    DropReason,
+    OverlayCounter,
+    TxTag,
+)
 from meshcomm.overlay.departure import DepartureEchoes
 from meshcomm.overlay.forwarding import Forwarder, UnicastReceived
 from meshcomm.overlay.media import MEDIA_MARKERS, MediaForwarder, MediaReceived
@@ -173,33 +180,33 @@ class GossipOverlay:
 
     # ------------------------------------------------------------ driving API
     def receive(self, data: bytes, src: LinkAddr, now: float) -> None:
-        self.counters["rx_frames"] += 1
-        self.counters["rx_bytes"] += len(data)
+        self.counters[OverlayCounter.RX_FRAMES] += 1
+        self.counters[OverlayCounter.RX_BYTES] += len(data)
         if len(data) > limits.MAX_DATAGRAM_BYTES:
-            self.drop("oversized", src, now)
+            self.drop(DropReason.OVERSIZED, src, now)
             return
         if data[:1] in MEDIA_MARKERS:
             self.media.receive(data, src, now)
             return
         if not self._limits.allow(src, now):
-            self.drop("rate_limited", src, now)
+            self.drop(DropReason.RATE_LIMITED, src, now)
             return
         try:
             env, hop = self._decode_frame(data)
         except DecodeError as exc:
-            self.drop(exc.reason, src, now)
+            self.drop(DropReason.of(exc.reason), src, now)
             return
         if env.origin == self.node_id:
-            self.counters["rx_own"] += 1
+            self.counters[OverlayCounter.RX_OWN] += 1
             self.departures.on_own_copy(env, src)
             return
         if env.incident != self.incident:
-            self.drop("wrong_incident", src, now)
+            self.drop(DropReason.WRONG_INCIDENT, src, now)
             return
         try:
             self._handlers[env.msg_type](env, hop, src, now)
         except DecodeError as exc:
-            self.drop(exc.reason, src, now)
+            self.drop(DropReason.of(exc.reason), src, now)
 
     def to_send(self, now: float) -> list[Datagram]:
         out, self._out = self._out, []
@@ -244,49 +251,50 @@ class GossipOverlay:
     def post_event(self, event: UnicastReceived | MediaReceived) -> None:
         self._events.append(event)
 
-    def queue_raw(self, dgram: Datagram, tag: str) -> None:
+    def queue_raw(self, dgram: Datagram, tag: TxTag) -> None:
         """Queue an encoded frame and count it by tag."""
         self._out.append(dgram)
-        self.counters["tx_frames"] += 1
-        self.counters["tx_bytes"] += len(dgram.data)
-        self.counters[f"tx_{tag}"] += 1
+        self.counters[OverlayCounter.TX_FRAMES] += 1
+        self.counters[OverlayCounter.TX_BYTES] += len(dgram.data)
+        self.counters[TX_COUNTERS[tag]] += 1
 
-    def transmit(self, env: Envelope, hop: Hop, dst: LinkAddr | None, tag: str) -> None:
+    def transmit(self, env: Envelope, hop: Hop, dst: LinkAddr | None, tag: TxTag) -> None:
         self.queue_raw(Datagram(encode_frame(env, hop), dst), tag)
 
     def seal(self, msg_type: MsgType, payload: object) -> Envelope:
         return seal(self.identity, msg_type, self.incident, self.next_seq(), payload)
 
-    def drop(self, reason: str, src: LinkAddr | None, now: float) -> None:
+    def drop(self, reason: DropReason, src: LinkAddr | None, now: float) -> None:
         """Count a dropped input and journal it (rate-limited per reason and sending host,
         and globally: rotating source ports or addresses cannot grow the journal)."""
-        self.counters[f"drop_{reason}"] += 1
+        self.counters[DROP_COUNTERS[reason]] += 1
         key = (reason, link_host(src) if src else "")
         last = self._drop_journal.get(key)
         if ((last is not None and now - last < DROP_JOURNAL_INTERVAL_S)
                 or not self._drop_budget.take(now)):
-            self.counters["drop_journal_suppressed"] += 1
+            self.counters[OverlayCounter.DROP_JOURNAL_SUPPRESSED] += 1
             return
         if len(self._drop_journal) >= MAX_DROP_JOURNAL_KEYS:
             self._drop_journal.clear()
         self._drop_journal[key] = now
-        self.emit(EnvelopeDropped(reason=reason, src=src or ""))
+        self.emit(EnvelopeDropped(reason=reason.value, src=src or ""))
 
     def _reachable(self, node: bytes, now: float) -> bool:
         """Whether ``node`` is a neighbour or has a live route (table eviction asks)."""
         return (NodeId(node) in self.neighbours.by_id
                 or self.routes.get(NodeId(node), now) is not None)
 
-    def admission_refusal(self, binding: Binding, src: LinkAddr, now: float) -> str:
-        """Why a received binding is refused before its signature is even checked ('' if
+    def admission_refusal(self, binding: Binding, src: LinkAddr,
+                          now: float) -> DropReason | None:
+        """Why a received binding is refused before its signature is even checked (None if
         it may go on): under ``agency`` a binding without a credential; otherwise an
         identity new to the table while the sender's or the global budget is spent."""
         if binding.credential is None and self.table.policy.mode is TrustMode.AGENCY:
-            return "no_credential"
+            return DropReason.NO_CREDENTIAL
         if (self.table.get(binding.record_id) is None
                 and not self.admission.may_admit(link_host(src), now)):
-            return "admission_limited"
-        return ""
+            return DropReason.ADMISSION_LIMITED
+        return None
 
     def seen(self, digest: bytes) -> bool | None:
         return self._seen.get(digest)
@@ -300,7 +308,7 @@ class GossipOverlay:
         """Check an envelope's signature (cached); a forgery is counted and journaled."""
         if env.verify(self.verifier):
             return True
-        self.drop("bad_signature", src, now)
+        self.drop(DropReason.BAD_SIGNATURE, src, now)
         return False
 
     def next_hop_to(self, dst: NodeId, now: float) -> LinkAddr | None:
@@ -316,7 +324,7 @@ class GossipOverlay:
         digest = env.digest
         known = self._seen.get(digest)
         if known is not None:
-            self.counters["rx_duplicates"] += 1
+            self.counters[OverlayCounter.RX_DUPLICATES] += 1
             pending = self._pending_floods.get(digest)
             if pending is not None:
                 pending.copies += 1
@@ -324,7 +332,7 @@ class GossipOverlay:
         ok = env.verify(self.verifier)
         self.mark_seen(digest, ok)
         if not ok:
-            self.drop("bad_signature", src, now)
+            self.drop(DropReason.BAD_SIGNATURE, src, now)
         return ok
 
     def learn_route(self, env: Envelope, hop: Hop, src: LinkAddr, now: float,
@@ -366,7 +374,7 @@ class GossipOverlay:
         self._hello_no += 1
         report = self.neighbours.hello_report(now, limits.MAX_HELLO_NEIGHBOURS)
         env = self.seal(MsgType.HELLO, [self._hello_no, self.role, report])
-        self.transmit(env, Hop(), None, "hello")
+        self.transmit(env, Hop(), None, TxTag.HELLO)
         jitter = self.config.hello_jitter
         period = self.config.hello_interval_s * self.rng.uniform(1 - jitter, 1 + jitter)
         self.schedule(now + period, TimerKind.HELLO)
@@ -379,14 +387,14 @@ class GossipOverlay:
         q_rev = _our_quality_in_report(report, self.short_id)  # validates every entry
         known = self.neighbours.get(src)
         if known is not None and known.node_id == env.origin and env.seq <= known.last_seq:
-            self.drop("replayed", src, now)
+            self.drop(DropReason.REPLAYED, src, now)
             return
         if not self.verified(env, src, now):
             return
         nb, is_new = self.neighbours.upsert(node_id=env.origin, key=env.origin_key, addr=src,
                                             role=role, hello_no=hello_no, seq=env.seq, now=now)
         if nb is None:
-            self.drop("neighbours_full", src, now)
+            self.drop(DropReason.NEIGHBOURS_FULL, src, now)
             return
         if q_rev is not None:
             nb.q_rev = q_rev / 255
@@ -424,7 +432,7 @@ class GossipOverlay:
             self.mark_seen(binding.envelope.digest, True)
             for _ in range(copies):
                 self.transmit(binding.envelope, Hop(ttl=self.config.flood_ttl), None,
-                              "binding")
+                              TxTag.BINDING)
             self.anti_entropy.soon(now)
         return result
 
@@ -433,7 +441,7 @@ class GossipOverlay:
         if env.digest not in self._seen:  # (a duplicate is not decoded again)
             binding = binding_from_envelope_untrusted(env)
             refusal = self.admission_refusal(binding, src, now)
-            if refusal:
+            if refusal is not None:
                 self.drop(refusal, src, now)
                 return
         if not self.verified_first_copy(env, src, now) or binding is None:
@@ -463,7 +471,7 @@ class GossipOverlay:
         result = self.table.offer(binding, now, self.wall_time(now), age_s)
         self.journal_merge(result, binding, src)
         if result.outcome is MergeOutcome.REJECTED or result.outcome is MergeOutcome.STALE:
-            self.drop(result.reason, src, now)
+            self.drop(DropReason.of(result.reason), src, now)
         elif result.outcome is MergeOutcome.DEREGISTERED and src is not None:
             # A departure (it ended a binding we held): pass it on until every neighbour
             # has it; its origin is gone and cannot repair a loss (see .departure).
@@ -497,14 +505,14 @@ class GossipOverlay:
         if pending is None:
             return
         if pending.copies >= self.config.suppress_copies:
-            self.counters["flood_suppressed"] += 1
+            self.counters[OverlayCounter.FLOOD_SUPPRESSED] += 1
             return
         hop = pending.hop
         cost = self.neighbours.cost(pending.src, now) if pending.src else 0
         age_ms = hop.age_ms + int((now - pending.received_at) * 1000)
         self.transmit(pending.envelope,
                       Hop(ttl=hop.ttl - 1, hops=hop.hops + 1, metric=hop.metric + cost,
-                          age_ms=age_ms), None, "binding")
+                          age_ms=age_ms), None, TxTag.BINDING)
 
     # ------------------------------------------------------------ queries
     def who(self, now: float) -> list[WhoEntry]:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Final
 
 from meshcomm.errors import DecodeError
 from meshcomm.location.binding import binding_from_envelope_untrusted
+from meshcomm.overlay.counters import OverlayCounter, TxTag
 from meshcomm.overlay.ratelimit import link_host
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.types import LinkAddr
@@ -113,7 +114,7 @@ class DepartureEchoes:
         self.ctx.anti_entropy.soon(now)
         if (len(self._relayed) >= MAX_RELAYED or (hop is not None and hop.ttl <= 1)
                 or not self.ctx.admission.may_reflood(link_host(src), now)):
-            self.ctx.counters["tombstone_relay_untracked"] += 1
+            self.ctx.counters[OverlayCounter.TOMBSTONE_RELAY_UNTRACKED] += 1
             return
         if hop is None:
             route = self.ctx.routes.get(env.origin, now)
@@ -132,7 +133,7 @@ class DepartureEchoes:
 
     def _send(self, env: Envelope, hop: Hop, age_ms: int) -> None:
         self.ctx.transmit(env, Hop(ttl=hop.ttl - 1, hops=hop.hops + 1, metric=hop.metric,
-                                 age_ms=min(MAX_AGE_MS, age_ms)), None, "tombstone_resend")
+                                 age_ms=min(MAX_AGE_MS, age_ms)), None, TxTag.TOMBSTONE_RESEND)
 
     def _schedule(self, digest: bytes, now: float) -> None:
         jitter = RELAY_RESEND_JITTER
@@ -179,4 +180,4 @@ class DepartureEchoes:
             del self._echoed[next(iter(self._echoed))]
         self._echoed[digest] = now
         age_ms = min(MAX_AGE_MS, int(stored.age_s(now) * 1000))
-        self.ctx.transmit(env, Hop(ttl=1, hops=1, age_ms=age_ms), src, "tombstone_echo")
+        self.ctx.transmit(env, Hop(ttl=1, hops=1, age_ms=age_ms), src, TxTag.TOMBSTONE_ECHO)

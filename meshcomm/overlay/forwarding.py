@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.journal.payloads import RouteChanged
+from meshcomm.overlay.counters import DropReason, OverlayCounter, TxTag
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.types import NODE_ID_LEN, LinkAddr, NodeId
 from meshcomm.wire import codec, limits
@@ -112,7 +113,7 @@ class Forwarder:
         next_id = self.ctx.neighbours.get(next_addr)
         to = next_id.node_id[:4] if next_id is not None else b""
         out = Hop(ttl=hop.ttl, hops=hop.hops, metric=hop.metric, age_ms=0, to=to)
-        self.ctx.transmit(env, out, next_addr, "unicast")
+        self.ctx.transmit(env, out, next_addr, TxTag.UNICAST)
         if best_effort:
             return
         due = now + self.ctx.config.ack_timeout_s
@@ -121,8 +122,8 @@ class Forwarder:
 
     def _scoped_flood(self, env: Envelope, hop: Hop, now: float) -> None:
         ttl = min(hop.ttl, self.ctx.config.scoped_flood_ttl)
-        self.ctx.counters["unicast_scoped_flood"] += 1
-        self.ctx.transmit(env, Hop(ttl=ttl, hops=hop.hops, metric=hop.metric), None, "unicast")
+        self.ctx.counters[OverlayCounter.UNICAST_SCOPED_FLOOD] += 1
+        self.ctx.transmit(env, Hop(ttl=ttl, hops=hop.hops, metric=hop.metric), None, TxTag.UNICAST)
 
     def retransmit_due(self, digest: bytes, now: float) -> None:
         pending = self._awaiting_ack.get(digest)
@@ -130,13 +131,13 @@ class Forwarder:
             return
         if pending.tries < self.ctx.config.max_retransmits:
             pending.tries += 1
-            self.ctx.counters["unicast_retransmits"] += 1
-            self.ctx.transmit(pending.envelope, pending.hop, pending.next_hop, "unicast")
+            self.ctx.counters[OverlayCounter.UNICAST_RETRANSMITS] += 1
+            self.ctx.transmit(pending.envelope, pending.hop, pending.next_hop, TxTag.UNICAST)
             pending.due = now + self.ctx.config.ack_timeout_s * BACKOFF_FACTOR ** pending.tries
             self.ctx.schedule(pending.due, TimerKind.RETRANSMIT, digest)
             return
         del self._awaiting_ack[digest]
-        self.ctx.counters["unicast_next_hop_failed"] += 1
+        self.ctx.counters[OverlayCounter.UNICAST_NEXT_HOP_FAILED] += 1
         dst = pending.dst
         route = self.ctx.routes.get(dst, now)
         if route is not None and route.next_hop == pending.next_hop:
@@ -152,7 +153,7 @@ class Forwarder:
         if not self.ctx.verified(env, src, now):
             return
         del self._awaiting_ack[digest]
-        self.ctx.counters["unicast_acked"] += 1
+        self.ctx.counters[OverlayCounter.UNICAST_ACKED] += 1
 
     def on_unicast(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         dst, kind, body, flags, frag = _read_unicast(env.payload)
@@ -161,7 +162,7 @@ class Forwarder:
         first = self.ctx.verified_first_copy(env, src, now)
         if addressed and not best_effort and self.ctx.seen(env.digest):
             ack = self.ctx.seal(MsgType.ACK, env.digest)
-            self.ctx.transmit(ack, Hop(), src, "ack")
+            self.ctx.transmit(ack, Hop(), src, TxTag.ACK)
         if not first:
             return
         self.ctx.learn_route(env, hop, src, now)
@@ -169,7 +170,7 @@ class Forwarder:
             self._deliver(env, kind, body, frag, hop.hops + 1, now)
             return
         if hop.ttl <= 1:
-            self.ctx.drop("ttl_expired", src, now)
+            self.ctx.drop(DropReason.TTL_EXPIRED, src, now)
             return
         cost = self.ctx.neighbours.cost(src, now)
         nxt = Hop(ttl=hop.ttl - 1, hops=hop.hops + 1, metric=hop.metric + cost)
@@ -191,7 +192,7 @@ class Forwarder:
             self._expire_reassembly(now)
             slot = self._reassembly[key] = _Reassembly(now, count, {}, hops)
         if slot.count != count:
-            self.ctx.drop("bad_fragment", None, now)
+            self.ctx.drop(DropReason.BAD_FRAGMENT, None, now)
             return
         slot.parts[index] = body
         slot.hops = max(slot.hops, hops)
@@ -205,10 +206,10 @@ class Forwarder:
         for key, slot in list(self._reassembly.items()):
             if now - slot.started > REASSEMBLY_TIMEOUT_S:
                 del self._reassembly[key]
-                self.ctx.counters["unicast_reassembly_timeout"] += 1
+                self.ctx.counters[OverlayCounter.UNICAST_REASSEMBLY_TIMEOUT] += 1
         while len(self._reassembly) >= MAX_REASSEMBLIES:
             del self._reassembly[next(iter(self._reassembly))]
-            self.ctx.counters["unicast_reassembly_evicted"] += 1
+            self.ctx.counters[OverlayCounter.UNICAST_REASSEMBLY_EVICTED] += 1
 
 
 def _read_unicast(payload: object) -> tuple[NodeId, int, bytes, int,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from meshcomm.errors import DecodeError, LocalProtocolError
+from meshcomm.overlay.counters import MEDIA_DECODE_DROPS, DropReason, OverlayCounter, TxTag
 from meshcomm.overlay.ratelimit import TokenBuckets
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.types import NODE_ID_LEN, Datagram, LinkAddr, NodeId
@@ -120,7 +121,7 @@ class MediaForwarder:
                  payload: bytes, now: float) -> None:
         next_hop = self.ctx.next_hop_to(NodeId(dst), now)
         if next_hop is None:
-            self.ctx.counters["media_no_route"] += 1
+            self.ctx.counters[OverlayCounter.MEDIA_NO_ROUTE] += 1
             return
         frame = codec.pack([MEDIA_TAG, dst, origin, stream, ttl, payload])
         self._send(frame, next_hop)
@@ -130,7 +131,7 @@ class MediaForwarder:
                             TimerKind.MEDIA_RETRANSMIT, fid)
 
     def _send(self, frame: bytes, dst: LinkAddr) -> None:
-        self.ctx.queue_raw(Datagram(frame, dst), "media")
+        self.ctx.queue_raw(Datagram(frame, dst), TxTag.MEDIA)
 
     def retransmit_due(self, fid: bytes, now: float) -> None:
         pending = self._pending.get(fid)
@@ -138,22 +139,23 @@ class MediaForwarder:
             return
         if pending.tries >= self.ctx.config.media_retries:
             del self._pending[fid]
-            self.ctx.counters["media_hop_failed"] += 1
+            self.ctx.counters[OverlayCounter.MEDIA_HOP_FAILED] += 1
             return
         pending.tries += 1
-        self.ctx.counters["media_retransmits"] += 1
+        self.ctx.counters[OverlayCounter.MEDIA_RETRANSMITS] += 1
         self._send(pending.frame, pending.next_hop)
         self.ctx.schedule(now + self.ctx.config.media_ack_timeout_s, TimerKind.MEDIA_RETRANSMIT,
                         fid)
 
     def receive(self, data: bytes, src: LinkAddr, now: float) -> None:
         if not self._limits.allow(src, now):
-            self.ctx.drop("media_rate_limited", src, now)
+            self.ctx.drop(DropReason.MEDIA_RATE_LIMITED, src, now)
             return
         try:
             frame = decode_media_untrusted(data)
         except DecodeError as exc:
-            self.ctx.drop(f"media_{exc.reason}", src, now)
+            self.ctx.drop(MEDIA_DECODE_DROPS.get(DropReason.of(exc.reason),
+                                                 DropReason.MEDIA_MALFORMED), src, now)
             return
         if isinstance(frame, MediaAck):
             pending = self._pending.get(frame.frame_id)
@@ -165,17 +167,17 @@ class MediaForwarder:
         fid = _frame_id(dst, origin, stream, payload)
         self._send(codec.pack([MEDIA_ACK_TAG, fid]), src)
         if fid in self._seen:
-            self.ctx.counters["media_duplicates"] += 1
+            self.ctx.counters[OverlayCounter.MEDIA_DUPLICATES] += 1
             return
         self._remember(fid)
         if dst == self.ctx.node_id:
-            self.ctx.counters["media_delivered"] += 1
+            self.ctx.counters[OverlayCounter.MEDIA_DELIVERED] += 1
             self.ctx.post_event(MediaReceived(NodeId(origin), stream, payload,
                                             MEDIA_TTL - ttl + 1))
         elif ttl <= 1:
-            self.ctx.drop("media_ttl_expired", src, now)
+            self.ctx.drop(DropReason.MEDIA_TTL_EXPIRED, src, now)
         else:
-            self.ctx.counters["media_relayed"] += 1
+            self.ctx.counters[OverlayCounter.MEDIA_RELAYED] += 1
             self._forward(fid, dst, origin, stream, ttl - 1, payload, now)
 
     def _remember(self, fid: bytes) -> None:

@@ -13,6 +13,7 @@ from meshcomm.location.table import LocationTable
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.overlay.config import OverlayConfig
 from meshcomm.overlay.core import FrameDecoder, GossipOverlay
+from meshcomm.overlay.counters import TxTag
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import LinkAddr
@@ -37,7 +38,7 @@ class NaiveFloodOverlay(GossipOverlay):
         self.offer_binding(binding, now, hop.age_ms / 1000.0, src)
         if hop.ttl > 1:
             self.transmit(env, Hop(ttl=hop.ttl - 1, hops=hop.hops + 1, age_ms=hop.age_ms),
-                          None, "binding")
+                          None, TxTag.BINDING)
 
 
 class NaiveFloodNode(MeshNode):
