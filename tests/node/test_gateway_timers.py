@@ -1,0 +1,100 @@
+"""The gateway's RFC 3261 timers come from one TimerConfig: the field config's ``[sip]``
+t1_s/t2_s feed ``GatewayConfig.timers``, which paces request retransmission toward a
+silent local UDP client (T1 doubling, capped at T2) and times out its request (Timer F,
+64*T1)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from meshcomm.config import InvalidConfig, parse_config
+from meshcomm.node.gateway.types import GatewayConfig
+from meshcomm.runtime.app import gateway_config
+from meshcomm.runtime.sipgw import SipSockets
+from meshcomm.sip.message import SipRequest, SipResponse, parse_message_untrusted
+from meshcomm.sip.timers import RFC3261_TIMERS, TimerConfig
+from tests.node.gateway_net import DOMAIN, Net
+
+RAW_ALICE = ("127.0.0.1", 5080)
+RAW_BOB = ("127.0.0.1", 5090)
+
+
+def test_sip_section_timers_feed_the_gateway_config() -> None:
+    cfg = parse_config({"sip": {"t1_s": 0.25, "t2_s": 2}})
+    assert cfg.sip.timers == TimerConfig(t1_s=0.25, t2_s=2.0, t4_s=RFC3261_TIMERS.t4_s)
+    sockets = SipSockets("127.0.0.1", 5062, 5062, lambda _d, _a: None, max_tcp_connections=4)
+    assert gateway_config(cfg, sockets).timers == cfg.sip.timers
+    # no [sip] timers: the RFC's own values, as the gateway had before
+    default = gateway_config(parse_config({}), sockets)
+    assert default.timers == RFC3261_TIMERS == GatewayConfig().timers
+    assert (default.timers.t1_s, default.timers.t2_s) == (0.5, 4.0)
+    assert default.timers.timer_f_s == 32.0 and default.timers.timer_c_s == 180.0
+
+
+@pytest.mark.parametrize(("sip", "key"), [
+    ({"t1_s": 0.0}, "sip.t1_s"),
+    ({"t2_s": 500.0}, "sip.t2_s"),
+    ({"t1_s": 2.0, "t2_s": 1.0}, "sip.t2_s"),       # T2 caps intervals that start at T1
+])
+def test_bad_sip_timers_name_their_key(sip: dict[str, float], key: str) -> None:
+    with pytest.raises(InvalidConfig) as info:
+        parse_config({"sip": sip})
+    assert key in str(info.value)
+
+
+def _register_raw(net: Net, addr: tuple[str, int], user: str) -> None:
+    data = (f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {addr[0]}:{addr[1]};branch=z9hG4bKreg{user}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:{user}@{DOMAIN}>;tag=r1\r\n"
+            f"To: <sip:{user}@{DOMAIN}>\r\nCall-ID: reg-{user}@x\r\nCSeq: 1 REGISTER\r\n"
+            f"Contact: <sip:{user}@{addr[0]}:{addr[1]}>\r\nExpires: 600\r\n"
+            f"Content-Length: 0\r\n\r\n").encode()
+    net.stations[0].sip.receive_sip(data, addr, net.now)
+    net.run_for(0.2)
+
+
+def _options_to_bob() -> bytes:
+    return (f"OPTIONS sip:bob@{DOMAIN} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {RAW_ALICE[0]}:{RAW_ALICE[1]};branch=z9hG4bKopt1;rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=a1\r\n"
+            f"To: <sip:bob@{DOMAIN}>\r\nCall-ID: timers-1@alice\r\nCSeq: 1 OPTIONS\r\n"
+            f"Content-Length: 0\r\n\r\n").encode()
+
+
+def _to(net: Net, addr: tuple[str, int]) -> list[SipRequest | SipResponse]:
+    return [parse_message_untrusted(data) for dest, data in net.stations[0].unclaimed
+            if dest == addr]
+
+
+def _copies_to_bob(net: Net) -> int:
+    return sum(1 for m in _to(net, RAW_BOB) if isinstance(m, SipRequest))
+
+
+def _final_to_alice(net: Net) -> list[int]:
+    return [m.status for m in _to(net, RAW_ALICE)
+            if isinstance(m, SipResponse) and m.status >= 200]
+
+
+@pytest.mark.parametrize("timers", [RFC3261_TIMERS, TimerConfig(t1_s=0.25, t2_s=1.0)])
+def test_silent_client_is_retransmitted_to_at_t1_doubling_then_408_after_timer_f(
+        timers: TimerConfig) -> None:
+    net = Net(1, config=GatewayConfig(timers=timers))
+    _register_raw(net, RAW_BOB, "bob")           # a client that never answers
+    start = net.now
+    net.stations[0].sip.receive_sip(_options_to_bob(), RAW_ALICE, net.now)
+    sent_at: list[float] = []
+    while not _final_to_alice(net):
+        net.step(start + 2 * timers.timer_f_s)
+        while len(sent_at) < _copies_to_bob(net):
+            sent_at.append(net.now - start)
+    assert _final_to_alice(net) == [408]
+    took = net.now - start
+    assert timers.timer_f_s <= took <= timers.timer_f_s + 0.1
+    intervals = [b - a for a, b in itertools.pairwise(sent_at)]
+    expected = [timers.t1_s]
+    while len(expected) < len(intervals):
+        expected.append(min(2 * expected[-1], timers.t2_s))
+    assert intervals == pytest.approx(expected, abs=0.06)
+    assert max(intervals) == pytest.approx(timers.t2_s, abs=0.06)
