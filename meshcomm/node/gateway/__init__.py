@@ -5,8 +5,10 @@ The modules form one dependency chain, leaves first:
 
 * :mod:`.types` — addresses, outputs, configuration, hooks (SDP rewriting, call end);
 * :mod:`.rfc` — RFC 3261 answers to refused requests and the node's own hosts;
-* :mod:`.parts` — proxy transaction state (``ProxyTx``, an Enum table citing RFC 3261
-  §16/§17), rate limiting, journal records;
+* :mod:`.proxy_state` — the proxy transaction's lifecycle, an Enum table citing RFC 3261
+  §16/§17 (``PROXY_TX_TABLE``);
+* :mod:`.parts` — the proxy transaction (``ProxyTx``, stepped through that table), rate
+  limiting, journal records;
 * :mod:`.contacts` — Contact/Call-ID rewriting for clients that cut corners;
 * :mod:`.admission`, :mod:`.regquota` — fair load shedding and registrar quotas;
 * :mod:`.registrar` — local registrations (RFC 3261 §10.3);
