@@ -44,6 +44,13 @@ from meshcomm.journal.payloads import (
 from meshcomm.node.gateway.types import HoldRefused
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
+from meshcomm.node.sf_counters import (
+    CUSTODY_REFUSAL_COUNTERS,
+    SF_DROP_COUNTERS,
+    CustodyRefusal,
+    SfCounter,
+    SfDropReason,
+)
 from meshcomm.node.sf_delivered import LOCAL_ORIGIN, DeliveredLog, DeliveredRecord
 from meshcomm.node.sf_probe import ReachProbes
 from meshcomm.node.storeforward_wire import (
@@ -304,11 +311,11 @@ class StoreForward:
 
     def _restore(self, held: HeldMessage, now: float) -> None:
         if held.parcel.incident != self.node.settings.incident:
-            self.counters["sf_restore_wrong_incident"] += 1
+            self.counters[SfCounter.RESTORE_WRONG_INCIDENT] += 1
             return
         self._entries[held.msg_id] = _Entry(held, now, self.config.retry_initial_s,
                                             next_offer=now)
-        self.counters["sf_restored"] += 1
+        self.counters[SfCounter.RESTORED] += 1
 
     # ------------------------------------------------------------ properties
     @property
@@ -359,7 +366,7 @@ class StoreForward:
         entry = _Entry(held, now, self.config.retry_initial_s, next_offer=now)
         self._entries[msg_id] = entry
         self._unconfirmed.add(msg_id)
-        self.counters["sf_held_own"] += 1
+        self.counters[SfCounter.HELD_OWN] += 1
         self._persist(SfPersist(PersistOp.STORE, msg_id, held))
         self._journal(SfHeld(**_ids(parcel), state=HeldState.QUEUED.value))
         log.info("holding message %s for %s", msg_id.hex(), to_aor)
@@ -375,7 +382,7 @@ class StoreForward:
             return
         done = [e for e in own if not _active(e)]
         if not done:
-            self.counters["sf_refused_full"] += 1
+            self.counters[SfCounter.REFUSED_FULL] += 1
             raise HoldRefused(f"store-and-forward holds {len(own)} undelivered messages "
                               "(max_own_messages)")
         self._forget(min(done, key=lambda e: e.held.parcel.created_wall_s))
@@ -385,7 +392,7 @@ class StoreForward:
         these ids. A hold whose write failed is dropped (the gateway answers 500 and the
         client sends again), counted and journaled; every other change stays in memory."""
         if not ok:
-            self.counters["sf_persist_failed"] += 1
+            self.counters[SfCounter.PERSIST_FAILED] += 1
         for msg_id in msg_ids:
             if msg_id not in self._unconfirmed:
                 continue
@@ -394,7 +401,7 @@ class StoreForward:
                 self._events.append(SfHoldResult(msg_id, True))
                 continue
             entry = self._entries.pop(msg_id, None)
-            self.counters["sf_hold_not_durable"] += 1
+            self.counters[SfCounter.HOLD_NOT_DURABLE] += 1
             if entry is not None:
                 self._journal(SfHeld(**_ids(entry.held.parcel), state="not_held",
                                      reason="storage_error"))
@@ -415,7 +422,7 @@ class StoreForward:
             entry.next_try = due
             entry.backoff_s = self.config.retry_initial_s
             self._tick_at = min(self._tick_at, due)
-            self.counters["sf_heal_retries"] += 1
+            self.counters[SfCounter.HEAL_RETRIES] += 1
 
     def on_overlay_record(self, record: JournalRecord, now: float) -> None:
         """Watch the overlay's journal records for a returning node (NEIGHBOUR_UP, and
@@ -434,19 +441,19 @@ class StoreForward:
             node_id = None
         nonce = self._probes.urgent(NodeId(node_id), now) if node_id else None
         if node_id and nonce is not None:
-            self.counters["sf_probes_urgent"] += 1
+            self.counters[SfCounter.PROBES_URGENT] += 1
             self._send(NodeId(node_id), encode_message(SfMsgType.PROBE, nonce), now)
 
     def local_delivery_done(self, msg_id: bytes, ok: bool, now: float) -> None:
         """The gateway's answer to :class:`SfDeliver`: delivered (``ok``) or not."""
         pending = self._pending.pop(msg_id, None)
         if pending is None:
-            self.counters["sf_local_done_unknown"] += 1
+            self.counters[SfCounter.LOCAL_DONE_UNKNOWN] += 1
             return
         if not ok:
-            self.counters["sf_local_delivery_failed"] += 1
+            self.counters[SfCounter.LOCAL_DELIVERY_FAILED] += 1
             return
-        self.counters["sf_delivered_local"] += 1
+        self.counters[SfCounter.DELIVERED_LOCAL] += 1
         self._journal(SfDelivered(**_ids(pending.parcel),
                                   requesters=tuple(n.hex() for n in sorted(pending.requesters))))
         wall = self._wall(now)
@@ -478,7 +485,7 @@ class StoreForward:
             raise LocalProtocolError("msg_id out of bounds")
         if msg_id in self._delivered:
             return
-        self.counters["sf_delivered_direct"] += 1
+        self.counters[SfCounter.DELIVERED_DIRECT] += 1
         self._remember(DeliveredRecord(msg_id, self._wall(now), origin))
 
     @property
@@ -491,7 +498,7 @@ class StoreForward:
 
     def _remember(self, record: DeliveredRecord) -> None:
         for old in self._delivered.add(record):
-            self.counters["sf_delivered_evicted"] += 1
+            self.counters[SfCounter.DELIVERED_EVICTED] += 1
             self._persist(SfPersist(PersistOp.FORGET, old))
         if record.msg_id in self._delivered:
             self._persist(SfPersist(PersistOp.DELIVERED, record.msg_id, wall_s=record.wall_s,
@@ -513,7 +520,7 @@ class StoreForward:
         for msg_id, pending in list(self._pending.items()):
             if pending.deadline <= now:
                 del self._pending[msg_id]
-                self.counters["sf_local_delivery_timeout"] += 1
+                self.counters[SfCounter.LOCAL_DELIVERY_TIMEOUT] += 1
         for entry in list(self._entries.values()):
             if _active(entry):
                 self._service(entry, now)
@@ -529,18 +536,18 @@ class StoreForward:
         """A mesh unicast of kind STORE_FORWARD reached this node."""
         if event.kind != AppKind.STORE_FORWARD:
             raise LocalProtocolError(f"unicast kind {event.kind} is not STORE_FORWARD")
-        self.counters["sf_rx"] += 1
+        self.counters[SfCounter.RX] += 1
         try:
             msg = decode_message_untrusted(event.body)
             self._handlers[msg.type](msg, event, now)
         except DecodeError as exc:
-            self._drop(exc.reason, event.origin, now)
+            self._drop(SfDropReason.of(exc.reason), event.origin, now)
 
     # ------------------------------------------------------------ holders
     def _service(self, entry: _Entry, now: float) -> None:
         held = entry.held
         if self._wall(now) - held.parcel.created_wall_s > self.config.max_age_s:
-            self.counters["sf_expired"] += 1
+            self.counters[SfCounter.EXPIRED] += 1
             self._journal(SfHeld(**_ids(held.parcel), state=HeldState.EXPIRED.value,
                                  reason="max_age", own=held.own))
             self._settle(entry, SfInput.EXPIRY, held.holder)
@@ -562,7 +569,7 @@ class StoreForward:
         entry.backoff_s = min(entry.backoff_s * 2, self.config.retry_max_s)
         body = encode_message(SfMsgType.DELIVER, held.parcel.signed, held.parcel.signature)
         for dst in sorted({s.binding.node_id for s in bindings}):
-            self.counters["sf_delivery_attempts"] += 1
+            self.counters[SfCounter.DELIVERY_ATTEMPTS] += 1
             if dst == self.node.node_id:
                 self._deliver_here(held.parcel, None, now)
             else:
@@ -575,16 +582,16 @@ class StoreForward:
         wanted = {dst for e in self._entries.values()
                   if _active(e) and e.next_try > horizon for dst in e.bound_nodes if dst != me}
         for dst, nonce in self._probes.due(wanted, now):
-            self.counters["sf_probes_sent"] += 1
+            self.counters[SfCounter.PROBES_SENT] += 1
             self._send(dst, encode_message(SfMsgType.PROBE, nonce), now)
 
     def _on_probe(self, msg: SfMessage, event: UnicastReceived, now: float) -> None:
-        self.counters["sf_probes_answered"] += 1
+        self.counters[SfCounter.PROBES_ANSWERED] += 1
         self._send(event.origin, encode_message(SfMsgType.PROBE_ACK, msg.blob), now)
 
     def _on_probe_ack(self, msg: SfMessage, event: UnicastReceived, now: float) -> None:
         if self._probes.answered(event.origin, msg.blob):
-            self.counters["sf_probe_reachable_again"] += 1
+            self.counters[SfCounter.PROBE_REACHABLE_AGAIN] += 1
             self.route_up(event.origin, now)
 
     def _relay_candidates(self) -> list[NodeId]:
@@ -606,7 +613,7 @@ class StoreForward:
                               entry.held.parcel.signature)
         for relay in candidates[:wanted]:
             entry.offered.add(relay)
-            self.counters["sf_offers_sent"] += 1
+            self.counters[SfCounter.OFFERS_SENT] += 1
             self._send(relay, body, now)
 
     def _settle(self, entry: _Entry, what: SfInput, holder: str) -> None:
@@ -619,7 +626,7 @@ class StoreForward:
             return
         new_state = TRANSITIONS.get((held.state, what))
         if new_state is None:
-            self.counters["sf_status_ignored"] += 1
+            self.counters[SfCounter.STATUS_IGNORED] += 1
             return
         if new_state is held.state and holder == held.holder:
             return
@@ -636,10 +643,10 @@ class StoreForward:
     def _parcel(self, msg: SfMessage, sender: NodeId, now: float) -> Parcel | None:
         parcel = decode_parcel_untrusted(msg.blob, msg.signature)
         if parcel.incident != self.node.settings.incident:
-            self._drop("wrong_incident", sender, now)
+            self._drop(SfDropReason.WRONG_INCIDENT, sender, now)
             return None
         if not parcel_signature_ok(parcel, self.node.overlay.verifier):
-            self._drop("forged_parcel", sender, now)
+            self._drop(SfDropReason.FORGED_PARCEL, sender, now)
             return None
         return parcel
 
@@ -648,53 +655,53 @@ class StoreForward:
         if parcel is None:
             return
         if parcel.origin != event.origin:
-            self._drop("forged_offer", event.origin, now)
+            self._drop(SfDropReason.FORGED_OFFER, event.origin, now)
             return
         if self._bound_here(parcel.to_aor):
             self._deliver_here(parcel, event.origin, now)
             return
         if not self.is_relay:
-            self.counters["sf_offer_not_relay"] += 1
+            self.counters[SfCounter.OFFER_NOT_RELAY] += 1
             return
         if parcel.msg_id in self._entries:
             self._send(event.origin, encode_message(SfMsgType.ACCEPT, parcel.msg_id), now)
             return
         reason = self._custody_refusal(parcel, now)
-        if reason:
-            self.counters[f"sf_offer_refused_{reason}"] += 1
+        if reason is not None:
+            self.counters[CUSTODY_REFUSAL_COUNTERS[reason]] += 1
             return
         held = HeldMessage(parcel, False, HeldState.QUEUED, self._label(self.node.node_id))
         entry = _Entry(held, now, self.config.retry_initial_s)
         self._entries[parcel.msg_id] = entry
-        self.counters["sf_custody_taken"] += 1
+        self.counters[SfCounter.CUSTODY_TAKEN] += 1
         self._persist(SfPersist(PersistOp.STORE, parcel.msg_id, held))
         self._journal(SfCustody(**_ids(parcel), taken=True, holder=self.node.node_id.hex()))
         self._send(event.origin, encode_message(SfMsgType.ACCEPT, parcel.msg_id), now)
         self._service(entry, now)
 
-    def _custody_refusal(self, parcel: Parcel, now: float) -> str:
+    def _custody_refusal(self, parcel: Parcel, now: float) -> CustodyRefusal | None:
         wall = self._wall(now)
         if parcel.created_wall_s > wall + limits.MAX_FUTURE_SKEW_S:
-            return "future_dated"
+            return CustodyRefusal.FUTURE_DATED
         if wall - parcel.created_wall_s > self.config.max_age_s:
-            return "expired"
+            return CustodyRefusal.EXPIRED
         if parcel.msg_id in self._delivered:
-            return "delivered"
+            return CustodyRefusal.DELIVERED
         custody = sum(1 for e in self._entries.values() if not e.held.own)
         if custody >= self.config.max_held_messages:
-            return "full"
-        return ""
+            return CustodyRefusal.FULL
+        return None
 
     def _on_accept(self, msg: SfMessage, event: UnicastReceived, now: float) -> None:
         entry = self._entries.get(msg.blob)
         if entry is None or not entry.held.own or event.origin not in entry.offered:
-            self.counters["sf_accept_unsolicited"] += 1
+            self.counters[SfCounter.ACCEPT_UNSOLICITED] += 1
             return
         if event.origin not in entry.accepted:
             self._journal(SfCustody(**_ids(entry.held.parcel), taken=True,
                                     holder=event.origin.hex()))
         entry.accepted.add(event.origin)
-        self.counters["sf_custody_accepted"] += 1
+        self.counters[SfCounter.CUSTODY_ACCEPTED] += 1
         if entry.held.state is HeldState.QUEUED:
             self._settle(entry, SfInput.ACCEPTED, self._label(event.origin))
 
@@ -703,7 +710,7 @@ class StoreForward:
         if parcel is None:
             return
         if not self._bound_here(parcel.to_aor):
-            self.counters["sf_deliver_not_bound_here"] += 1
+            self.counters[SfCounter.DELIVER_NOT_BOUND_HERE] += 1
             return
         self._deliver_here(parcel, event.origin, now)
 
@@ -711,7 +718,7 @@ class StoreForward:
         receipt = decode_receipt_untrusted(msg.blob, msg.signature)
         entry = self._entries.get(receipt.msg_id)
         if entry is None or not _active(entry):
-            self.counters["sf_receipt_unknown"] += 1
+            self.counters[SfCounter.RECEIPT_UNKNOWN] += 1
             return
         parcel = entry.held.parcel
         if (receipt.incident != parcel.incident
@@ -719,9 +726,9 @@ class StoreForward:
                 or not receipt_signature_ok(receipt, self.node.overlay.verifier)
                 or not any(s.binding.key == receipt.dest_key
                            for s in self.node.table.lookup(parcel.to_aor))):
-            self._drop("forged_receipt", event.origin, now)
+            self._drop(SfDropReason.FORGED_RECEIPT, event.origin, now)
             return
-        self.counters["sf_receipts_accepted"] += 1
+        self.counters[SfCounter.RECEIPTS_ACCEPTED] += 1
         self._journal(SfReceipt(**_ids(parcel), dest=receipt.dest.hex(), own=entry.held.own,
                                 delivered_wall_s=receipt.delivered_wall_s))
         if not entry.held.own and parcel.origin not in (event.origin, self.node.node_id):
@@ -741,7 +748,7 @@ class StoreForward:
         msg_id = parcel.msg_id
         done = self._delivered.get(msg_id)
         if done is not None:
-            self.counters["sf_duplicate_suppressed"] += 1
+            self.counters[SfCounter.DUPLICATE_SUPPRESSED] += 1
             self._send_receipts(parcel, done.wall_s, wanted, now)
             return
         pending = self._pending.get(msg_id)
@@ -749,7 +756,7 @@ class StoreForward:
             pending.requesters.update(wanted)
             return
         if len(self._pending) >= MAX_PENDING_LOCAL:
-            self.counters["sf_pending_local_full"] += 1
+            self.counters[SfCounter.PENDING_LOCAL_FULL] += 1
             return
         deadline = now + self.config.local_delivery_timeout_s
         self._pending[msg_id] = _PendingLocal(parcel, wanted, deadline)
@@ -779,7 +786,7 @@ class StoreForward:
 
     # ------------------------------------------------------------ output helpers
     def _send(self, dst: NodeId, body: bytes, now: float) -> None:
-        self.counters["sf_tx"] += 1
+        self.counters[SfCounter.TX] += 1
         self.node.send_unicast(dst, AppKind.STORE_FORWARD, body, now)
 
     def _persist(self, event: SfPersist) -> None:
@@ -789,15 +796,15 @@ class StoreForward:
         """A store-and-forward state change for the journal (ids as hex, no SIP body)."""
         self._events.append(JournalRecord.of(payload))
 
-    def _drop(self, reason: str, src: NodeId, now: float) -> None:
+    def _drop(self, reason: SfDropReason, src: NodeId, now: float) -> None:
         """Count a refused protocol message and journal it (rate-limited per source)."""
-        self.counters[f"sf_drop_{reason}"] += 1
+        self.counters[SF_DROP_COUNTERS[reason]] += 1
         key = (reason, src.hex())
         last = self._drop_journal.get(key)
         if last is not None and now - last < DROP_JOURNAL_INTERVAL_S:
-            self.counters["sf_drop_journal_suppressed"] += 1
+            self.counters[SfCounter.DROP_JOURNAL_SUPPRESSED] += 1
             return
         if len(self._drop_journal) >= MAX_DROP_JOURNAL_KEYS:
             self._drop_journal.clear()
         self._drop_journal[key] = now
-        self._journal(EnvelopeDropped(reason=reason, src=src.hex(), kind="store_forward"))
+        self._journal(EnvelopeDropped(reason=reason.value, src=src.hex(), kind="store_forward"))

@@ -60,7 +60,7 @@ def _names_reason(node: ast.keyword | ast.Assign) -> bool:
     return any(isinstance(t, ast.Name) and t.id == "reason" for t in node.targets)
 
 
-def _reason_texts(path: Path) -> Iterator[tuple[int, str]]:
+def reason_texts(path: Path) -> Iterator[tuple[int, str]]:
     """Text given as ``reason=``, assigned to ``reason`` or returned by a reason function."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in ast.walk(tree):
@@ -78,7 +78,7 @@ def test_every_reason_a_lower_layer_gives_is_a_drop_reason() -> None:
                              "untrusted": "errors.py (TrustError default)"}
     for pkg in REASON_SOURCES:
         for path in sorted((PKG / pkg).rglob("*.py")):
-            for line, text in _reason_texts(path):
+            for line, text in reason_texts(path):
                 found.setdefault(text, f"{path.relative_to(PKG)}:{line}")
     assert len(found) > 15                              # the scan sees the sources
     unknown = {text: where for text, where in found.items()
@@ -87,8 +87,8 @@ def test_every_reason_a_lower_layer_gives_is_a_drop_reason() -> None:
 
 
 def test_media_decode_reasons_map_to_media_drops() -> None:
-    codec_reasons = {text for _, text in _reason_texts(PKG / "wire" / "codec.py")}
-    media_reasons = {text for _, text in _reason_texts(PKG / "overlay" / "media.py")}
+    codec_reasons = {text for _, text in reason_texts(PKG / "wire" / "codec.py")}
+    media_reasons = {text for _, text in reason_texts(PKG / "overlay" / "media.py")}
     for text in codec_reasons | media_reasons | {"malformed"}:
         assert DropReason.of(text) in MEDIA_DECODE_DROPS, text
     for reason, media in MEDIA_DECODE_DROPS.items():
