@@ -13,9 +13,10 @@ from meshcomm.config import InvalidConfig, parse_config
 from meshcomm.node.gateway.types import GatewayConfig
 from meshcomm.runtime.app import gateway_config
 from meshcomm.runtime.sipgw import SipSockets
-from meshcomm.sip.message import SipRequest, SipResponse, parse_message_untrusted
+from meshcomm.sip.message import SipRequest, SipResponse
 from meshcomm.sip.timers import RFC3261_TIMERS, TimerConfig
 from tests.node.gateway_net import DOMAIN, Net
+from tests.node.raw_sip import raw_register, received
 
 RAW_ALICE = ("127.0.0.1", 5080)
 RAW_BOB = ("127.0.0.1", 5090)
@@ -44,17 +45,6 @@ def test_bad_sip_timers_name_their_key(sip: dict[str, float], key: str) -> None:
     assert key in str(info.value)
 
 
-def _register_raw(net: Net, addr: tuple[str, int], user: str) -> None:
-    data = (f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {addr[0]}:{addr[1]};branch=z9hG4bKreg{user}\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:{user}@{DOMAIN}>;tag=r1\r\n"
-            f"To: <sip:{user}@{DOMAIN}>\r\nCall-ID: reg-{user}@x\r\nCSeq: 1 REGISTER\r\n"
-            f"Contact: <sip:{user}@{addr[0]}:{addr[1]}>\r\nExpires: 600\r\n"
-            f"Content-Length: 0\r\n\r\n").encode()
-    net.stations[0].sip.receive_sip(data, addr, net.now)
-    net.run_for(0.2)
-
-
 def _options_to_bob() -> bytes:
     return (f"OPTIONS sip:bob@{DOMAIN} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP {RAW_ALICE[0]}:{RAW_ALICE[1]};branch=z9hG4bKopt1;rport\r\n"
@@ -63,17 +53,12 @@ def _options_to_bob() -> bytes:
             f"Content-Length: 0\r\n\r\n").encode()
 
 
-def _to(net: Net, addr: tuple[str, int]) -> list[SipRequest | SipResponse]:
-    return [parse_message_untrusted(data) for dest, data in net.stations[0].unclaimed
-            if dest == addr]
-
-
 def _copies_to_bob(net: Net) -> int:
-    return sum(1 for m in _to(net, RAW_BOB) if isinstance(m, SipRequest))
+    return sum(1 for m in received(net, 0, RAW_BOB) if isinstance(m, SipRequest))
 
 
 def _final_to_alice(net: Net) -> list[int]:
-    return [m.status for m in _to(net, RAW_ALICE)
+    return [m.status for m in received(net, 0, RAW_ALICE)
             if isinstance(m, SipResponse) and m.status >= 200]
 
 
@@ -81,7 +66,7 @@ def _final_to_alice(net: Net) -> list[int]:
 def test_silent_client_is_retransmitted_to_at_t1_doubling_then_408_after_timer_f(
         timers: TimerConfig) -> None:
     net = Net(1, config=GatewayConfig(timers=timers))
-    _register_raw(net, RAW_BOB, "bob")           # a client that never answers
+    raw_register(net, 0, RAW_BOB, "bob")           # a client that never answers
     start = net.now
     net.stations[0].sip.receive_sip(_options_to_bob(), RAW_ALICE, net.now)
     sent_at: list[float] = []

@@ -28,7 +28,7 @@ from meshcomm.node.gateway.proxy_state import (
 from meshcomm.node.gateway.types import GatewayConfig
 from meshcomm.node.storeforward import StoreForwardConfig
 from meshcomm.sip.build import build_response
-from meshcomm.sip.message import SipRequest, SipResponse, parse_message_untrusted
+from meshcomm.sip.message import SipRequest, parse_message_untrusted
 from meshcomm.sip.sdp import NotAcceptable, answer_offer, make_offer
 from meshcomm.sip.ua_events import (
     CallEnded,
@@ -45,6 +45,8 @@ from tests.node.gateway_net import (
     of_kind,
     registered,
 )
+from tests.node.raw_sip import raw_register, received, statuses
+from tests.state_tables import reachable
 
 S, I = ProxyTxState, ProxyTxInput  # noqa: E741
 Step = tuple[ProxyTxState, ProxyTxInput]
@@ -53,17 +55,6 @@ RAW_ALICE = ("127.0.0.1", 5080)
 RAW_BOB = ("127.0.0.1", 5090)
 RAW_CAROL = ("127.0.0.1", 5095)
 SF_CONFIG = StoreForwardConfig(poll_interval_s=0.5, retry_initial_s=1.0, retry_max_s=2.0)
-
-
-def _reachable(start: ProxyTxState) -> set[ProxyTxState]:
-    seen, todo = {start}, [start]
-    while todo:
-        state = todo.pop()
-        for (src, _), dst in PROXY_TX_TABLE.items():
-            if src is state and dst not in seen:
-                seen.add(dst)
-                todo.append(dst)
-    return seen
 
 
 def _inputs_named_by_gateway() -> set[ProxyTxInput]:
@@ -79,10 +70,10 @@ def _inputs_named_by_gateway() -> set[ProxyTxInput]:
 
 def test_table_shape() -> None:
     states = {s for key in PROXY_TX_TABLE for s in (key[0], PROXY_TX_TABLE[key])}
-    assert states == set(ProxyTxState) == _reachable(INITIAL_PROXY_TX_STATE)
+    assert states == set(ProxyTxState) == reachable(PROXY_TX_TABLE, INITIAL_PROXY_TX_STATE)
     assert not [key for key in PROXY_TX_TABLE if key[0] is S.TERMINATED]   # final
     for state in set(ProxyTxState) - {S.TERMINATED}:                          # all can end
-        assert S.TERMINATED in _reachable(state), state
+        assert S.TERMINATED in reachable(PROXY_TX_TABLE, state), state
     # Only a final answer leads to COMPLETED, and only from COMPLETED is state dropped.
     into_completed = {key[1] for key, dst in PROXY_TX_TABLE.items() if dst is S.COMPLETED}
     assert into_completed == {I.RECV_FINAL, I.SEND_FINAL}
@@ -218,28 +209,8 @@ def _raw_message(branch: str, to: str = BOB) -> bytes:
             f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
 
 
-def _raw_register(net: Net, index: int, addr: tuple[str, int], user: str) -> None:
-    data = (f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {addr[0]}:{addr[1]};branch=z9hG4bKreg{user}\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:{user}@{DOMAIN}>;tag=r1\r\n"
-            f"To: <sip:{user}@{DOMAIN}>\r\nCall-ID: reg-{user}@x\r\nCSeq: 1 REGISTER\r\n"
-            f"Contact: <sip:{user}@{addr[0]}:{addr[1]}>\r\nExpires: 600\r\n"
-            f"Content-Length: 0\r\n\r\n").encode()
-    net.stations[index].sip.receive_sip(data, addr, net.now)
-    net.run_for(0.5)
-
-
-def _received(net: Net, index: int, addr: tuple[str, int]) -> list[SipRequest | SipResponse]:
-    return [parse_message_untrusted(data) for dest, data in net.stations[index].unclaimed
-            if dest == addr]
-
-
-def _statuses(net: Net, index: int, addr: tuple[str, int]) -> list[int]:
-    return [m.status for m in _received(net, index, addr) if isinstance(m, SipResponse)]
-
-
 def _first_delivery(net: Net) -> SipRequest:
-    return next(m for m in _received(net, 1, RAW_BOB)
+    return next(m for m in received(net, 1, RAW_BOB)
                 if isinstance(m, SipRequest) and m.method == "MESSAGE")
 
 
@@ -252,11 +223,11 @@ def test_held_and_waiting_copies_take_table_transitions(tmp_path: Path,
     for i in range(2):
         attach_store_forward(net, i, SF_CONFIG, tmp_path / f"n{i}.sf.sqlite")
     net.converge()
-    _raw_register(net, 1, RAW_BOB, "bob")
+    raw_register(net, 1, RAW_BOB, "bob")
     net.run_until(lambda: bool(net.stations[0].node.table.lookup(BOB)))
     del steps[:]
     net.stations[0].sip.receive_sip(_raw_message("first"), RAW_ALICE, net.now)
-    net.run_until(lambda: any(isinstance(m, SipRequest) for m in _received(net, 1, RAW_BOB)))
+    net.run_until(lambda: any(isinstance(m, SipRequest) for m in received(net, 1, RAW_BOB)))
     # the same message from a client of bob's own node, while the first is with bob
     net.stations[1].sip.receive_sip(_raw_message("second"), RAW_CAROL, net.now)
     net.run_for(0.2)
@@ -267,7 +238,7 @@ def test_held_and_waiting_copies_take_table_transitions(tmp_path: Path,
     first = _first_delivery(net)
     net.stations[1].sip.receive_sip(build_response(first, 480, to_tag="b1").serialize(),
                                     RAW_BOB, net.now)
-    net.run_until(lambda: 202 in _statuses(net, 1, RAW_CAROL))
+    net.run_until(lambda: 202 in statuses(net, 1, RAW_CAROL))
     assert (S.WAITING, I.HOLD) in steps and (S.HOLDING, I.SEND_FINAL) in steps
     request = parse_message_untrusted(_raw_message("x"))
     assert isinstance(request, SipRequest)
