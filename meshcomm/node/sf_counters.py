@@ -35,10 +35,10 @@ class SfDropReason(StrEnum):
     @classmethod
     def of(cls, text: str) -> SfDropReason:
         """The member for a decoder's reason text; OTHER for text none names."""
-        return _DROP_BY_TEXT.get(text, cls.OTHER)
-
-
-_DROP_BY_TEXT: Final[Mapping[str, SfDropReason]] = {r.value: r for r in SfDropReason}
+        try:
+            return cls(text)
+        except ValueError:
+            return cls.OTHER
 
 
 class CustodyRefusal(StrEnum):

@@ -68,10 +68,11 @@ class DropReason(StrEnum):
     @classmethod
     def of(cls, text: str) -> DropReason:
         """The member for a lower layer's reason text; OTHER for text none names."""
-        return _REASON_BY_TEXT.get(text, cls.OTHER)
+        try:
+            return cls(text)
+        except ValueError:
+            return cls.OTHER
 
-
-_REASON_BY_TEXT: Final[Mapping[str, DropReason]] = {r.value: r for r in DropReason}
 
 #: A media frame that failed to decode, by the decoder's reason.
 MEDIA_DECODE_DROPS: Final[Mapping[DropReason, DropReason]] = {
