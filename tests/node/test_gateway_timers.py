@@ -15,8 +15,8 @@ from meshcomm.runtime.app import gateway_config
 from meshcomm.runtime.sipgw import SipSockets
 from meshcomm.sip.message import SipRequest, SipResponse
 from meshcomm.sip.timers import RFC3261_TIMERS, TimerConfig
-from tests.node.gateway_net import DOMAIN, Net
-from tests.node.raw_sip import raw_register, received
+from tests.node.gateway_net import Net
+from tests.node.raw_sip import raw_register, raw_request, received
 
 RAW_ALICE = ("127.0.0.1", 5080)
 RAW_BOB = ("127.0.0.1", 5090)
@@ -45,14 +45,6 @@ def test_bad_sip_timers_name_their_key(sip: dict[str, float], key: str) -> None:
     assert key in str(info.value)
 
 
-def _options_to_bob() -> bytes:
-    return (f"OPTIONS sip:bob@{DOMAIN} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {RAW_ALICE[0]}:{RAW_ALICE[1]};branch=z9hG4bKopt1;rport\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=a1\r\n"
-            f"To: <sip:bob@{DOMAIN}>\r\nCall-ID: timers-1@alice\r\nCSeq: 1 OPTIONS\r\n"
-            f"Content-Length: 0\r\n\r\n").encode()
-
-
 def _copies_to_bob(net: Net) -> int:
     return sum(1 for m in received(net, 0, RAW_BOB) if isinstance(m, SipRequest))
 
@@ -68,7 +60,9 @@ def test_silent_client_is_retransmitted_to_at_t1_doubling_then_408_after_timer_f
     net = Net(1, config=GatewayConfig(timers=timers))
     raw_register(net, 0, RAW_BOB, "bob")           # a client that never answers
     start = net.now
-    net.stations[0].sip.receive_sip(_options_to_bob(), RAW_ALICE, net.now)
+    net.stations[0].sip.receive_sip(raw_request(
+        "OPTIONS", "bob", RAW_ALICE, from_user="alice", branch="opt1",
+        call_id="timers-1@alice"), RAW_ALICE, net.now)
     sent_at: list[float] = []
     while not _final_to_alice(net):
         net.step(start + 2 * timers.timer_f_s)

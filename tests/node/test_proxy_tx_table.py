@@ -45,7 +45,7 @@ from tests.node.gateway_net import (
     of_kind,
     registered,
 )
-from tests.node.raw_sip import raw_register, received, statuses
+from tests.node.raw_sip import raw_register, raw_request, received, statuses
 from tests.state_tables import reachable
 
 S, I = ProxyTxState, ProxyTxInput  # noqa: E741
@@ -199,14 +199,10 @@ def test_lingering_transactions_are_evicted_oldest_first(steps: list[Step]) -> N
     _assert_on_table(steps)
 
 
-def _raw_message(branch: str, to: str = BOB) -> bytes:
-    """A MESSAGE from raw client alice; the same message id for every branch."""
-    body = "once only"
-    return (f"MESSAGE {to} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK{branch};rport\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=a1\r\n"
-            f"To: <{to}>\r\nCall-ID: proxy-table-1@alice\r\nCSeq: 7 MESSAGE\r\n"
-            f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
+def _raw_message(branch: str) -> bytes:
+    """A MESSAGE from raw client alice to bob; the same message id for every branch."""
+    return raw_request("MESSAGE", "bob", RAW_ALICE, from_user="alice", branch=branch,
+                       call_id="proxy-table-1@alice", cseq=7, body="once only")
 
 
 def _first_delivery(net: Net) -> SipRequest:
