@@ -23,8 +23,9 @@ import enum
 import heapq
 import random
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from meshcomm.errors import (
     ConfigError,
@@ -33,6 +34,7 @@ from meshcomm.errors import (
     MeshcommError,
     TrustError,
 )
+from meshcomm.media.counters import MediaCounter
 from meshcomm.media.keys import MAX_CALL_ID_BYTES, KeyAgreement, new_media_nonce
 from meshcomm.media.packet import Channel
 from meshcomm.media.sdp_rewrite import (
@@ -45,6 +47,7 @@ from meshcomm.media.sdp_rewrite import (
     relayable,
 )
 from meshcomm.media.session import (
+    DROP_COUNTERS,
     ClientPacket,
     DropReason,
     LocalPorts,
@@ -68,6 +71,13 @@ class SdpPath(enum.StrEnum):
 class EndReason(enum.Enum):
     HANGUP = "hangup"   # the gateway ended the call (BYE, CANCEL, failure answer)
     IDLE = "idle"       # no media and no SDP for idle_timeout_s
+
+
+#: The counter of each way a call ends (a test checks every reason has one).
+CALL_END_COUNTERS: Final[Mapping[EndReason, MediaCounter]] = {
+    EndReason.HANGUP: MediaCounter.CALLS_ENDED_HANGUP,
+    EndReason.IDLE: MediaCounter.CALLS_ENDED_IDLE,
+}
 
 
 class MediaSetupError(MeshcommError):
@@ -189,7 +199,7 @@ class MediaRelay:
             session = self._session(call_id)
             session.last_activity_s = now      # None: stamped by the next on_timer
             session.clients = client_endpoints(sdp)
-            self.counters["sdp_to_mesh"] += 1
+            self.counters[MediaCounter.SDP_TO_MESH] += 1
             return for_mesh(sdp, self.agreement.public_key, session.local_nonce).serialize()
         peer = peer_media_untrusted(sdp)
         session = self._session(call_id)
@@ -200,22 +210,22 @@ class MediaRelay:
             raise DecodeError(str(exc), status_hint=NOT_ACCEPTABLE_HERE,
                               reason=exc.reason) from exc
         if keyed:
-            self.counters["calls_keyed"] += 1
+            self.counters[MediaCounter.CALLS_KEYED] += 1
         session.peer_mux = {i: m.has_attribute("rtcp-mux") for i, m in enumerate(sdp.media)}
         for index, m in enumerate(sdp.media):
             if relayable(m) and index not in session.legs:
                 if not session.legs and self.calls_with_ports >= self.config.max_calls:
-                    self.counters["calls_refused"] += 1
+                    self.counters[MediaCounter.CALLS_REFUSED] += 1
                     raise MediaSetupError("too many calls with media")
                 ports = self.allocator.allocate(call_id, index)
                 if ports is None:
-                    self.counters["ports_exhausted"] += 1
+                    self.counters[MediaCounter.PORTS_EXHAUSTED] += 1
                     raise MediaSetupError("no free media ports")
                 if not session.legs:
                     self.calls_with_ports += 1
                 session.add_leg(index, ports)
         self._index_streams(session)
-        self.counters["sdp_to_client"] += 1
+        self.counters[MediaCounter.SDP_TO_CLIENT] += 1
         ports_by_index = {i: leg.ports for i, leg in session.legs.items()}
         return for_client(sdp, ports_by_index).serialize()
 
@@ -227,14 +237,14 @@ class MediaRelay:
             raise MediaSetupError("Call-ID too long for media", status_hint=400,
                                   reason="call_id_too_long")
         if self.calls_with_ports >= self.config.max_calls:
-            self.counters["calls_refused"] += 1
+            self.counters[MediaCounter.CALLS_REFUSED] += 1
             raise MediaSetupError("too many calls with media")
         if len(self.sessions) - self.calls_with_ports >= self.config.offer_limit:
-            self.counters["offers_refused"] += 1
+            self.counters[MediaCounter.OFFERS_REFUSED] += 1
             raise MediaSetupError("too many call offers waiting for an answer")
         session = MediaSession(call_id, new_media_nonce(self.rng))
         self.sessions[call_id] = session
-        self.counters["calls_started"] += 1
+        self.counters[MediaCounter.CALLS_STARTED] += 1
         return session
 
     def _index_streams(self, session: MediaSession) -> None:
@@ -252,7 +262,7 @@ class MediaRelay:
         self._clock_s = max(self._clock_s, now)
         session = self.sessions.get(call_id)
         if session is None or index not in session.legs:
-            self.counters["drop_no_session"] += 1
+            self.counters[MediaCounter.DROP_NO_SESSION] += 1
             return None
         return session.from_client(index, arrived_on, data, now)
 
@@ -262,7 +272,7 @@ class MediaRelay:
         self._clock_s = max(self._clock_s, now)
         target = self._receive.get((origin, stream))
         if target is None:
-            self.counters[f"drop_{DropReason.UNKNOWN_STREAM.value}"] += 1
+            self.counters[DROP_COUNTERS[DropReason.UNKNOWN_STREAM]] += 1
             return None
         call_id, index = target
         return self.sessions[call_id].from_mesh(index, payload, now)
@@ -285,7 +295,7 @@ class MediaRelay:
             for leg in session.legs.values():
                 if leg.receive_stream is not None:
                     self._receive.pop((origin, leg.receive_stream), None)
-        self.counters[f"calls_ended_{reason.value}"] += 1
+        self.counters[CALL_END_COUNTERS[reason]] += 1
         self.counters.update(session.counters)
         self._events.append(MediaCallEnded(call_id, reason,
                                            tuple(sorted(session.counters.items()))))

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from meshcomm.errors import DecodeError, LocalProtocolError
+from meshcomm.media.counters import MediaCounter
 from meshcomm.media.keys import CallKeys, KeyAgreement, stream_id
 from meshcomm.media.packet import (
     MAX_COUNTER,
@@ -48,7 +51,7 @@ RTCP_MUX_TYPE_MAX = 223
 
 
 class DropReason(enum.Enum):
-    """Why a packet was not relayed (counter ``drop_<value>``)."""
+    """Why a packet was not relayed (its counter: :data:`DROP_COUNTERS`)."""
 
     MALFORMED = "malformed"            # MEDIA payload undecodable
     TRUNCATED = "truncated"
@@ -67,9 +70,25 @@ _DECODE_REASONS = {"malformed": DropReason.MALFORMED, "truncated": DropReason.TR
                    "oversize": DropReason.OVERSIZE, "bad_tag": DropReason.BAD_TAG}
 _REPLAY_REASONS = {ReplayVerdict.REPLAY: DropReason.REPLAY,
                    ReplayVerdict.TOO_OLD: DropReason.TOO_OLD}
-#: Per-packet counter names, built once (the packet path only looks them up).
-_TO_MESH = {c: f"{c.name.lower()}_to_mesh" for c in Channel}
-_TO_CLIENT = {c: f"{c.name.lower()}_to_client" for c in Channel}
+#: The counter of each drop reason (a test checks every reason has one).
+DROP_COUNTERS: Final[Mapping[DropReason, MediaCounter]] = {
+    DropReason.MALFORMED: MediaCounter.DROP_MALFORMED,
+    DropReason.TRUNCATED: MediaCounter.DROP_TRUNCATED,
+    DropReason.OVERSIZE: MediaCounter.DROP_OVERSIZE,
+    DropReason.BAD_TAG: MediaCounter.DROP_BAD_TAG,
+    DropReason.REPLAY: MediaCounter.DROP_REPLAY,
+    DropReason.TOO_OLD: MediaCounter.DROP_TOO_OLD,
+    DropReason.NOT_RTP: MediaCounter.DROP_NOT_RTP,
+    DropReason.NOT_READY: MediaCounter.DROP_NOT_READY,
+    DropReason.NO_CLIENT: MediaCounter.DROP_NO_CLIENT,
+    DropReason.UNKNOWN_STREAM: MediaCounter.DROP_UNKNOWN_STREAM,
+    DropReason.COUNTER_EXHAUSTED: MediaCounter.DROP_COUNTER_EXHAUSTED,
+}
+#: Packets relayed, per channel and direction (a test checks every channel has both).
+TO_MESH_COUNTERS: Final[Mapping[Channel, MediaCounter]] = {
+    Channel.RTP: MediaCounter.RTP_TO_MESH, Channel.RTCP: MediaCounter.RTCP_TO_MESH}
+TO_CLIENT_COUNTERS: Final[Mapping[Channel, MediaCounter]] = {
+    Channel.RTP: MediaCounter.RTP_TO_CLIENT, Channel.RTCP: MediaCounter.RTCP_TO_CLIENT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,12 +209,12 @@ class MediaSession:
 
     # ------------------------------------------------------------ packet path
     def drop(self, reason: DropReason) -> None:
-        self.counters[f"drop_{reason.value}"] += 1
+        self.counters[DROP_COUNTERS[reason]] += 1
 
     def from_client(self, index: int, arrived_on: Channel, data: bytes,
                     now: float) -> MeshMedia | None:
         """A datagram from the local client at leg ``index``'s ``arrived_on`` port."""
-        self.counters["client_in"] += 1
+        self.counters[MediaCounter.CLIENT_IN] += 1
         leg = self.legs.get(index)
         if leg is None:
             raise LocalProtocolError(f"no m-line {index} in {self.call_id!r}")
@@ -216,12 +235,12 @@ class MediaSession:
                                channel, data)
         leg.send_counter += 1
         self.last_activity_s = now
-        self.counters[_TO_MESH[channel]] += 1
+        self.counters[TO_MESH_COUNTERS[channel]] += 1
         return MeshMedia(self.peer.node_id, leg.send_stream, payload)
 
     def from_mesh(self, index: int, payload: bytes, now: float) -> ClientPacket | None:
         """The payload of a MEDIA frame on leg ``index``'s receive stream."""
-        self.counters["mesh_in"] += 1
+        self.counters[MediaCounter.MESH_IN] += 1
         leg = self.legs.get(index)
         if self.keys is None or leg is None or leg.receive_stream is None:
             self.drop(DropReason.NOT_READY)
@@ -254,5 +273,5 @@ class MediaSession:
                 self.drop(DropReason.NO_CLIENT)
                 return None
             via, dst = Channel.RTCP, client.rtcp
-        self.counters[_TO_CLIENT[channel]] += 1
+        self.counters[TO_CLIENT_COUNTERS[channel]] += 1
         return ClientPacket(self.call_id, leg.index, via, data, dst)
