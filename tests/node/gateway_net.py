@@ -1,16 +1,23 @@
-"""In-memory harness: a chain of MeshNode + SipGateway (SipNode) with stock SIP UAs attached
-to their gateways, stepped deterministically in virtual time.
+"""In-memory test net: a chain of whole nodes (NodeCore: MeshNode + SipGateway, with a
+media relay or store-and-forward where asked) with stock SIP UAs attached to their
+gateways, stepped deterministically in virtual time.
 
-A station with store-and-forward plays its runtime: ``SfPersist`` events are applied to its
-SQLite storage (when it has one; else taken as written) and the outcome reported with
-``SipNode.persisted``, as the node driver does. ``Net(loss=...)`` drops each radio frame
-with that probability (seeded)."""
+Each node is driven through the one :class:`~meshcomm.node.pump.Pump` on a
+:class:`~tests.node.memory_edge.MemoryEdge`: the net only moves what the edges hold --
+datagrams to the chain neighbours, SIP to the UAs -- and fires the armed timers; the
+routing between a node's parts and the persist-before-transmit order are the pump's and
+the core's, as in the runtime. A node with store-and-forward writes its ``SfPersist``
+batches to its SQLite storage when it has one (else they are taken as written).
+``Net(loss=...)`` drops each radio frame with that probability (seeded); ``Net.cut``
+holds chain links that are down.
+
+Tests may also give a station's core an input directly (``station.sip.receive_sip(...)``):
+the next step of the net runs every pump, so what that produced goes out then."""
 
 from __future__ import annotations
 
 import hashlib
 import random
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,28 +27,21 @@ from meshcomm.journal.events import JournalEventType, JournalRecord
 from meshcomm.media.packet import Channel
 from meshcomm.media.relay import MediaConfig, MediaRelay, SequentialPortAllocator
 from meshcomm.media.session import ClientPacket
+from meshcomm.node.core import NodeCore, compose
 from meshcomm.node.gateway.core import SipGateway
-from meshcomm.node.gateway.types import (
-    Address,
-    CallEnder,
-    GatewayConfig,
-    MessageHolder,
-    SdpRewriter,
-    identity_sdp,
-    no_end_call,
-)
-from meshcomm.node.gateway_host import SipNode
+from meshcomm.node.gateway.types import Address, GatewayConfig, MessageHolder
 from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.node.pump import Pump
 from meshcomm.node.sf_delivered import DeliveredRecord
 from meshcomm.node.storage import SfStorage
-from meshcomm.node.storeforward import HeldMessage, SfPersist, StoreForward, StoreForwardConfig
+from meshcomm.node.storeforward import HeldMessage, StoreForward, StoreForwardConfig
 from meshcomm.overlay.config import OverlayConfig
-from meshcomm.overlay.media import MediaReceived
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.sip.ua import UserAgent
 from meshcomm.sip.ua_events import RequestSucceeded, UaConfig, UaEvent
 from meshcomm.types import LinkAddr
+from tests.node.memory_edge import MemoryEdge
 
 DOMAIN = "incident.local"
 GW_ADDR: Address = ("127.0.0.1", 5060)
@@ -49,39 +49,81 @@ FAST_OVERLAY = OverlayConfig(hello_interval_s=0.2, neighbour_timeout_s=1.0,
                              anti_entropy_interval_s=0.4)
 #: Virtual time advanced at most this much per step.
 MAX_STEP_S = 0.05
+#: Exchange rounds of one instant before the net counts as not settling (a loop).
+MAX_SETTLE_ROUNDS = 1000
 
 
 @dataclass
 class Station:
+    """One node of the chain: its core, the pump driving it, the edge it runs on, and the
+    UAs attached to its gateway."""
+
     name: str
-    sip: SipNode
+    core: NodeCore
+    edge: MemoryEdge
+    pump: Pump = field(init=False)
     uas: dict[Address, UserAgent] = field(default_factory=dict)
     ua_events: dict[Address, list[UaEvent]] = field(default_factory=dict)
-    journal: list[JournalRecord] = field(default_factory=list)
-    other_events: list[object] = field(default_factory=list)
     #: Local datagrams for addresses without a UA (raw clients of the tests).
     unclaimed: list[tuple[Address, bytes]] = field(default_factory=list)
     up: bool = True
-    #: The media relay of the gateway (Net(media=True)) and what it sent to its clients.
-    relay: MediaRelay | None = None
-    to_clients: list[ClientPacket] = field(default_factory=list)
-    #: Store-and-forward database (None: writes are taken as done).
-    storage: SfStorage | None = None
+
+    def __post_init__(self) -> None:
+        self.pump = Pump(self.core, self.edge)
+
+    def use(self, core: NodeCore) -> None:
+        """Run ``core`` on this station from now on (a restart of the node's software:
+        a new gateway, store-and-forward core...; the edge and the UAs stay)."""
+        self.core = core
+        self.pump = Pump(core, self.edge)
+
+    @property
+    def sip(self) -> NodeCore:
+        return self.core
 
     @property
     def gw(self) -> SipGateway:
-        return self.sip.gateway
+        assert self.core.gateway is not None
+        return self.core.gateway
 
     @property
     def node(self) -> MeshNode:
-        return self.sip.node
+        return self.core.node
+
+    @property
+    def relay(self) -> MediaRelay | None:
+        """The media relay of the gateway (Net(media=...))."""
+        return self.core.relay
+
+    @property
+    def journal(self) -> list[JournalRecord]:
+        return self.edge.journal
+
+    @property
+    def other_events(self) -> list[object]:
+        """Events other than journal records, and every ``SfPersist`` written."""
+        return self.edge.events
+
+    @property
+    def to_clients(self) -> list[ClientPacket]:
+        """What the media relay sent to its clients."""
+        return self.edge.to_clients
+
+    @property
+    def storage(self) -> SfStorage | None:
+        """Store-and-forward database (None: writes are taken as done)."""
+        return self.edge.storage
+
+    @storage.setter
+    def storage(self, storage: SfStorage | None) -> None:
+        self.edge.storage = storage
 
     def sip_journal(self) -> list[dict[str, object]]:
         return [dict(r.data) for r in self.journal if r.type is JournalEventType.SIP_MESSAGE]
 
 
 class Net:
-    """A chain n0 - n1 - ... of SipNodes; each hears only its chain neighbours."""
+    """A chain n0 - n1 - ... of whole nodes; each hears only its chain neighbours."""
 
     def __init__(self, n_nodes: int, *, config: GatewayConfig | None = None,
                  holders: dict[int, MessageHolder] | None = None, seed: int = 7,
@@ -100,31 +142,24 @@ class Net:
             node = MeshNode(ident, NodeSettings(overlay=FAST_OVERLAY),
                             verifier=SignatureVerifier(), rng=random.Random(seed * 100 + i),
                             now=self.now, seq_base=1 << 32, wall_offset_s=1.7e9)
-            aor = f"sip:node{i}@{DOMAIN}"
             relay = None
-            rewrite: SdpRewriter = identity_sdp
-            end_call: CallEnder = no_end_call
             if media is not None and (media_at is None or i in media_at):
                 first = 20000 + 1000 * i
                 relay = MediaRelay(ident, SequentialPortAllocator(f"127.0.0.{10 + i}", first,
                                                                   first + 2 * media_ports),
                                    random.Random(seed * 10 + i), media)
-                rewrite, end_call = self._rewriter(relay), self._ender(relay)
-            gw = SipGateway(node, config or GatewayConfig(), rng=random.Random(seed * 1000 + i),
-                            node_aor=aor, now=self.now, holder=holders.get(i), rewrite_sdp=rewrite,
-                            end_call=end_call)
-            node.register(aor, (f"sip:node{i}@{gw.mesh_host}",), self.now)
-            self.stations.append(Station(f"n{i}", SipNode(node, gw), relay=relay))
+            aor = f"sip:node{i}@{DOMAIN}"
+            core = compose(node, gateway_config=config or GatewayConfig(),
+                           rng=random.Random(seed * 1000 + i), node_aor=aor, now=self.now,
+                           relay=relay, holder=holders.get(i))
+            self.stations.append(Station(f"n{i}", core, MemoryEdge()))
+            self._register_own(self.stations[-1], aor, f"sip:node{i}")
 
-    def _rewriter(self, relay: MediaRelay) -> Callable[[str, str, bytes], bytes]:
-        def rewrite(direction: str, call_id: str, body: bytes) -> bytes:
-            return relay.rewrite_sdp(direction, call_id, body, self.now)
-        return rewrite
-
-    def _ender(self, relay: MediaRelay) -> Callable[[str], None]:
-        def end(call_id: str) -> None:
-            relay.end_call(call_id, self.now)
-        return end
+    def _register_own(self, st: Station, aor: str, user: str) -> None:
+        """The node's own AoR, reachable at its gateway's mesh host."""
+        contact = f"{user}@{st.gw.mesh_host}"
+        core = st.core
+        st.pump.command(self.now, lambda: core.register(aor, (contact,), self.now))
 
     # ------------------------------------------------------------ media
     def client_media(self, index: int, call_id: str, data: bytes,
@@ -133,11 +168,11 @@ class Net:
         the mesh. False when the relay dropped it."""
         st = self.stations[index]
         assert st.relay is not None
-        out = st.relay.from_client(call_id, 0, channel, data, self.now)
-        if out is None:
-            return False
-        st.node.send_media(out.dst_node, out.stream, out.payload, self.now)
-        return True
+        session = st.relay.sessions.get(call_id)
+        relayed = f"{channel.name.lower()}_to_mesh"      # the session's counter
+        before = session.counters.get(relayed, 0) if session is not None else 0
+        st.pump.client_media(call_id, 0, channel, data, self.now)
+        return session is not None and session.counters.get(relayed, 0) > before
 
     # ------------------------------------------------------------ clients
     def add_ua(self, index: int, user: str, port: int) -> UserAgent:
@@ -159,6 +194,8 @@ class Net:
                 if 0 <= j < len(self.stations) and frozenset((i, j)) not in self.cut]
 
     def _exchange(self) -> bool:
+        """One round: each station's UAs to its gateway, its pump run (for what a test gave
+        the core directly), its datagrams to its neighbours, its SIP to its UAs."""
         moved = False
         for i, st in enumerate(self.stations):
             if not st.up:
@@ -166,57 +203,36 @@ class Net:
             for addr, ua in st.uas.items():
                 for out in ua.to_send(self.now):
                     moved = True
-                    st.sip.receive_sip(out.data, addr, self.now)
-            for dgram in st.sip.to_send(self.now):
+                    st.pump.sip(out.data, addr, self.now)
+            st.pump.run(self.now)
+            for dgram in st.edge.take_air():
                 moved = True
-                for j in self._neighbours(i):
-                    if dgram.dst is None or dgram.dst == f"n{j}":
-                        peer = self.stations[j]
-                        if self.loss and self.loss_rng.random() < self.loss:
-                            continue
-                        if peer.up:
-                            peer.sip.receive(dgram.data, LinkAddr(st.name), self.now)
-            for local in st.sip.take_sip(self.now):
+                self._broadcast(i, dgram.data, dgram.dst)
+            for local in st.edge.take_local():
                 moved = True
                 target = st.uas.get(local.dest)
                 if target is not None:
                     target.receive(local.data, GW_ADDR, self.now)
                 else:
                     st.unclaimed.append((local.dest, local.data))
-            moved = self._drain(st) or moved
+            for addr, ua in st.uas.items():
+                while (ua_event := ua.next_event()) is not None:
+                    st.ua_events[addr].append(ua_event)
         return moved
 
-    def _drain(self, st: Station) -> bool:
-        """Events to their consumers; True if persisting answered something (more to send)."""
-        persist: list[SfPersist] = []
-        while (event := st.sip.next_event()) is not None:
-            if isinstance(event, SfPersist):
-                persist.append(event)
-                st.other_events.append(event)
-            elif isinstance(event, JournalRecord):
-                st.journal.append(event)
-            elif isinstance(event, MediaReceived) and st.relay is not None:
-                packet = st.relay.from_mesh(event.origin, event.stream, event.payload, self.now)
-                if packet is not None:
-                    st.to_clients.append(packet)
-            else:
-                st.other_events.append(event)
-        for addr, ua in st.uas.items():
-            while (ua_event := ua.next_event()) is not None:
-                st.ua_events[addr].append(ua_event)
-        if not persist:
-            return False
-        ok = True
-        if st.storage is not None:
-            try:
-                st.storage.apply_all(persist)
-            except sqlite3.Error:
-                ok = False
-        st.sip.persisted([e.msg_id for e in persist], ok, self.now)
-        return True
+    def _broadcast(self, i: int, data: bytes, dst: str | None) -> None:
+        """A frame station ``i`` sent, to the neighbours that hear it (each may lose it)."""
+        src = LinkAddr(self.stations[i].name)
+        for j in self._neighbours(i):
+            if dst is None or dst == f"n{j}":
+                peer = self.stations[j]
+                if self.loss and self.loss_rng.random() < self.loss:
+                    continue
+                if peer.up:
+                    peer.pump.radio(data, src, self.now)
 
     def _settle(self) -> None:
-        for _ in range(1000):
+        for _ in range(MAX_SETTLE_ROUNDS):
             if not self._exchange():
                 return
         raise AssertionError("network did not settle")
@@ -226,9 +242,8 @@ class Net:
         for st in self.stations:
             if not st.up:
                 continue
-            t = st.sip.next_timer()
-            if t is not None:
-                times.append(t)
+            if st.edge.deadline is not None:
+                times.append(st.edge.deadline)
             times += [u for ua in st.uas.values() if (u := ua.next_timer()) is not None]
         return min(times, default=self.now + MAX_STEP_S)
 
@@ -238,7 +253,7 @@ class Net:
         for st in self.stations:
             if not st.up:
                 continue
-            st.sip.on_timer(self.now)
+            st.pump.timer(self.now)
             for ua in st.uas.values():
                 ua.on_timer(self.now)
         self._settle()
@@ -280,9 +295,9 @@ def attach_store_forward(net: Net, index: int, config: StoreForwardConfig,
         held, delivered = st.storage.load()[0], st.storage.load_delivered()
     sf = StoreForward(st.node, config, now=net.now, restored=held, delivered_ids=delivered)
     old = st.gw
-    gw = SipGateway(st.node, old.config, rng=random.Random(net.rng.getrandbits(32)),
-                    node_aor=old.node_aor, now=net.now, holder=sf)
-    st.sip = SipNode(st.node, gw, sf)
+    st.use(compose(st.node, gateway_config=old.config,
+                   rng=random.Random(net.rng.getrandbits(32)), node_aor=old.node_aor,
+                   now=net.now, sf=sf))
     return sf
 
 

@@ -1,41 +1,42 @@
-"""In-process harness for store-and-forward tests: real MeshNodes, StoreForward cores and
-SQLite storage, joined by an in-memory radio (zero delay, chosen links), in virtual time.
+"""In-process test net for store-and-forward: real MeshNodes, StoreForward cores and SQLite
+storage, joined by an in-memory radio (zero delay, chosen links), in virtual time.
 
-Each host plays its runtime: it applies SfPersist events to its storage and reports the
-outcome (``persisted``), hands SfDeliver to a "client" (a list) and answers
-local_delivery_done, feeds STORE_FORWARD unicasts to the core and the overlay's journal
-records to ``on_overlay_record`` (a heal retries at once). Killing a host drops its cores
-without a goodbye; starting it again restores the store-and-forward state from its SQLite
-file.
+Each host is a node without a gateway -- ``NodeCore(node, sf=sf)`` -- driven through the
+one :class:`~meshcomm.node.pump.Pump` on a :class:`~tests.node.memory_edge.MemoryEdge`
+that writes its ``SfPersist`` batches to the host's SQLite file: the routing between the
+overlay and store-and-forward (unicasts, a heal's journal records) and the
+persist-before-transmit order are the core's and the pump's. The net puts the edges'
+datagrams on the radio and plays the missing gateway: a delivery (``SfDeliver``) goes to
+the host's "client" (a list) and is answered through the pump. Killing a host drops its
+core without a goodbye; starting it again restores the store-and-forward state from its
+SQLite file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshcomm.journal.events import JournalRecord
-from meshcomm.node.kinds import AppKind
+from meshcomm.node.core import NodeCore
 from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.node.pump import Pump
 from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import (
     HeldState,
     PersistOp,
     SfDeliver,
-    SfEvent,
     SfHoldResult,
-    SfPersist,
     StoreForward,
     StoreForwardConfig,
 )
 from meshcomm.overlay.config import OverlayConfig
-from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import Datagram, LinkAddr
+from tests.node.memory_edge import MemoryEdge
 
 DOMAIN = "incident.test"
 FAST_OVERLAY = OverlayConfig(hello_interval_s=0.5, neighbour_timeout_s=2.0,
@@ -56,13 +57,13 @@ class Host:
     role: str
     db: Path
     identity: Identity
-    node: MeshNode | None = None
-    sf: StoreForward | None = None
-    storage: SfStorage | None = None
+    #: The edge the host's cores run on, kept over all boots (its journal with it).
+    edge: MemoryEdge = field(default_factory=MemoryEdge)
+    core: NodeCore | None = None
+    pump: Pump | None = None
     boots: int = 0
     #: every MESSAGE handed to this host's client, over all boots
     client: list[SfDeliver] = field(default_factory=list)
-    journal: list[JournalRecord] = field(default_factory=list)
     #: (state, holder) of every status change of own messages, over all boots
     statuses: list[tuple[str, str]] = field(default_factory=list)
     accept_deliveries: bool = True
@@ -72,9 +73,26 @@ class Host:
     hold_results: list[SfHoldResult] = field(default_factory=list)
 
     @property
+    def node(self) -> MeshNode | None:
+        return self.core.node if self.core is not None else None
+
+    @property
+    def sf(self) -> StoreForward | None:
+        return self.core.sf if self.core is not None else None
+
+    @property
     def live_sf(self) -> StoreForward:
         assert self.sf is not None, f"{self.name} is not running"
         return self.sf
+
+    @property
+    def storage(self) -> SfStorage | None:
+        return self.edge.storage
+
+    @property
+    def journal(self) -> list[JournalRecord]:
+        """Journal records of the overlay and store-and-forward, over all boots."""
+        return self.edge.journal
 
 
 class Net:
@@ -100,27 +118,32 @@ class Net:
     # ------------------------------------------------------------ lifecycle
     def start(self, name: str, register: bool = True) -> Host:
         host = self.hosts[name]
-        assert host.node is None
+        assert host.core is None
         host.boots += 1
         settings = NodeSettings(incident="sf-test", role=host.role, overlay=FAST_OVERLAY)
-        host.node = MeshNode(host.identity, settings, verifier=self.verifier,
-                             rng=random.Random(f"{name}:{host.boots}"), now=self.now,
-                             seq_base=host.boots << 32)
-        host.storage = SfStorage.open(host.db)
-        held, delivered, _ = host.storage.load()
-        host.sf = StoreForward(host.node, self.config, now=self.now, restored=held,
-                               delivered_ids=delivered)
+        node = MeshNode(host.identity, settings, verifier=self.verifier,
+                        rng=random.Random(f"{name}:{host.boots}"), now=self.now,
+                        seq_base=host.boots << 32)
+        storage = host.edge.storage = SfStorage.open(host.db)
+        held, delivered, _ = storage.load()
+        sf = StoreForward(node, self.config, now=self.now, restored=held,
+                          delivered_ids=delivered)
+        core = host.core = NodeCore(node, sf=sf)
+        pump = host.pump = Pump(core, host.edge)
         if register:
-            host.node.register(aor(name), (f"sip:{name}@{name}.mesh",), self.now)
-        self.pump(host)
+            pump.command(self.now, lambda: core.register(
+                aor(name), (f"sip:{name}@{name}.mesh",), self.now))
+        else:
+            pump.run(self.now)
+        self._take(host)
         return host
 
     def kill(self, name: str) -> None:
         host = self.hosts[name]
-        host.node = host.sf = None
-        if host.storage is not None:
-            host.storage.close()
-            host.storage = None
+        host.core = host.pump = None
+        if host.edge.storage is not None:
+            host.edge.storage.close()
+            host.edge.storage = None
 
     def restart(self, name: str) -> Host:
         self.kill(name)
@@ -131,48 +154,37 @@ class Net:
             self.kill(name)
 
     # ------------------------------------------------------------ moving things
-    def pump(self, host: Host) -> None:
-        """Drain a host's cores: datagrams onto the air, events to their consumers."""
-        node, sf = host.node, host.sf
-        if node is None or sf is None:
-            return
-        busy = True
-        while busy:
-            busy = False
-            while (event := node.next_event()) is not None:
-                busy = True
-                if isinstance(event, UnicastReceived):
-                    if event.kind == AppKind.STORE_FORWARD:
-                        sf.on_mesh(event, self.now)
-                elif isinstance(event, JournalRecord):
-                    host.journal.append(event)
-                    sf.on_overlay_record(event, self.now)
-            while (sf_event := sf.next_event()) is not None:
-                busy = True
-                self._consume(host, sf, sf_event)
-        for dgram in node.to_send(self.now):
-            self._queue.append((host.name, dgram))
-
-    def _consume(self, host: Host, sf: StoreForward, event: SfEvent) -> None:
-        if isinstance(event, SfPersist):
-            assert host.storage is not None
-            try:
-                host.storage.apply(event)
-            except sqlite3.Error:
-                sf.persisted([event.msg_id], False, self.now)
+    def _take(self, host: Host) -> None:
+        """After a host's pump ran: its datagrams onto the air, its deliveries to its
+        client (answered through the pump, as a gateway would), its statuses noted."""
+        while True:
+            self._queue += [(host.name, dgram) for dgram in host.edge.take_air()]
+            host.statuses += [(e.held.state.value, e.held.holder)
+                              for e in host.edge.take_stored()
+                              if e.op is PersistOp.STORE and e.held is not None and e.held.own]
+            answers: list[bytes] = []
+            for event in host.edge.take_other():
+                if isinstance(event, SfDeliver):
+                    if host.accept_deliveries:
+                        host.client.append(event)
+                    if host.answer_deliveries:
+                        answers.append(event.msg_id)
+                elif isinstance(event, SfHoldResult):
+                    host.hold_results.append(event)
+            if not answers:
                 return
-            sf.persisted([event.msg_id], True, self.now)
-            if event.op is PersistOp.STORE and event.held is not None and event.held.own:
-                host.statuses.append((event.held.state.value, event.held.holder))
-        elif isinstance(event, SfDeliver):
-            if host.accept_deliveries:
-                host.client.append(event)
-            if host.answer_deliveries:
-                sf.local_delivery_done(event.msg_id, host.accept_deliveries, self.now)
-        elif isinstance(event, SfHoldResult):
-            host.hold_results.append(event)
-        else:
-            host.journal.append(event)
+            self._answer(host, answers, host.accept_deliveries)
+
+    def _answer(self, host: Host, msg_ids: list[bytes], ok: bool) -> None:
+        core, pump, now = host.core, host.pump, self.now
+        assert core is not None and core.sf is not None and pump is not None
+        sf = core.sf
+
+        def answer() -> None:
+            for msg_id in msg_ids:
+                sf.local_delivery_done(msg_id, ok, now)
+            core.settle(now)
+        pump.command(now, answer)
 
     def cut(self, a: str, b: str) -> None:
         """The radio link a-b fails (a partition when it was the only path)."""
@@ -188,38 +200,33 @@ class Net:
             moved += 1
             assert moved < MAX_DATAGRAMS_PER_INSTANT
             for name, host in self.hosts.items():
-                if (name == src or host.node is None
+                if (name == src or host.pump is None
                         or frozenset((src, name)) not in self.links
                         or (dgram.dst is not None and dgram.dst != name)):
                     continue
                 if self.loss and self._loss_rng.random() < self.loss:
                     continue
-                host.node.receive(dgram.data, LinkAddr(src), self.now)
-                self.pump(host)
+                host.pump.radio(dgram.data, LinkAddr(src), self.now)
+                self._take(host)
 
     def _next_due(self) -> float | None:
-        due: list[float] = []
-        for host in self.hosts.values():
-            if host.node is None or host.sf is None:
-                continue
-            due.extend(t for t in (host.node.next_timer(), host.sf.next_timer())
-                       if t is not None)
+        due = [host.edge.deadline for host in self.hosts.values()
+               if host.pump is not None and host.edge.deadline is not None]
         return min(due, default=None)
 
     def run_until(self, end: float) -> None:
+        for host in self.hosts.values():        # what a test gave a core directly
+            if host.pump is not None:
+                host.pump.run(self.now)
+                self._take(host)
         self._flush_air()
         while (due := self._next_due()) is not None and due <= end:
             self.now = max(self.now, due)
             for host in self.hosts.values():
-                node, sf = host.node, host.sf
-                if node is None or sf is None:
-                    continue
-                node_due, sf_due = node.next_timer(), sf.next_timer()
-                if node_due is not None and node_due <= self.now:
-                    node.on_timer(self.now)
-                if sf_due is not None and sf_due <= self.now:
-                    sf.on_timer(self.now)
-                self.pump(host)
+                deadline = host.edge.deadline
+                if host.pump is not None and deadline is not None and deadline <= self.now:
+                    host.pump.timer(self.now)
+                    self._take(host)
             self._flush_air()
         self.now = max(self.now, end)
 
@@ -227,8 +234,12 @@ class Net:
         self.run_until(self.now + seconds)
 
     def command(self, name: str) -> None:
-        """Flush what a command given to ``name`` directly produced."""
-        self.pump(self.hosts[name])
+        """Flush what a command given to ``name``'s cores directly produced."""
+        host = self.hosts[name]
+        core, now = host.core, self.now
+        assert core is not None and host.pump is not None
+        host.pump.command(now, lambda: core.settle(now))
+        self._take(host)
         self._flush_air()
 
 

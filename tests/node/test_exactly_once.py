@@ -15,7 +15,7 @@ from meshcomm.node.storeforward import HeldState, StoreForwardConfig
 from meshcomm.sip.build import build_response
 from meshcomm.sip.message import SipRequest, SipResponse, parse_message_untrusted
 from meshcomm.sip.ua_events import IncomingMessage, RequestFailed, RequestSucceeded
-from tests.node.test_gateway_harness import (
+from tests.node.gateway_net import (
     DOMAIN,
     Net,
     attach_store_forward,

@@ -21,7 +21,7 @@ from meshcomm.sip.ua_events import (
     RequestSucceeded,
     UaEvent,
 )
-from tests.node.test_gateway_harness import DOMAIN, Net, of_kind, registered
+from tests.node.gateway_net import DOMAIN, Net, of_kind, registered
 
 
 def test_register_becomes_a_binding_seen_on_the_far_node() -> None:

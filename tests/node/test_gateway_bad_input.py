@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from meshcomm.node.gateway.types import MAX_SIP_MESSAGE_BYTES, MessageHolder
 from meshcomm.sip.message import SipResponse, parse_message_untrusted
 from meshcomm.sip.ua_events import IncomingMessage, RequestFailed, RequestSucceeded
-from tests.node.test_gateway_harness import DOMAIN, Net, registered
+from tests.node.gateway_net import DOMAIN, Net, registered
 
 RAW: tuple[str, int] = ("127.0.0.1", 6000)
 

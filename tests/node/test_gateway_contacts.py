@@ -22,7 +22,7 @@ from meshcomm.sip.message import SipRequest, SipResponse, parse_message_untruste
 from meshcomm.sip.sdp import NotAcceptable, answer_offer, make_offer
 from meshcomm.sip.ua_events import CallEnded, CallEndReason, CallEstablished, IncomingCall
 from meshcomm.sip.uri import parse_uri_untrusted
-from tests.node.test_gateway_harness import DOMAIN, GW_ADDR, Net, of_kind, registered
+from tests.node.gateway_net import DOMAIN, GW_ADDR, Net, of_kind, registered
 
 UAC = ("127.0.0.1", 5080)
 UAS = ("127.0.0.1", 5090)

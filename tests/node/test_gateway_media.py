@@ -20,7 +20,7 @@ from meshcomm.sip.ua_events import (
     RequestFailed,
 )
 from tests.media.helpers import client_sdp, rtp_packet
-from tests.node.test_gateway_harness import DOMAIN, Net, of_kind, registered
+from tests.node.gateway_net import DOMAIN, Net, of_kind, registered
 
 ALICE_PORT, BOB_PORT = 5070, 5072
 ALICE_RTP, BOB_RTP = 4000, 6000

@@ -16,7 +16,7 @@ from meshcomm.node.gateway.rfc import UNDECODABLE_ANSWERS_BURST
 from meshcomm.node.gateway.types import MAX_SIP_MESSAGE_BYTES, GatewayConfig
 from meshcomm.sip.message import SipRequest, parse_message_untrusted
 from meshcomm.sip.ua_events import IncomingMessage, RequestSucceeded
-from tests.node.test_gateway_harness import DOMAIN, Net, registered
+from tests.node.gateway_net import DOMAIN, Net, registered
 from tests.sip.torture_table import TORTURE_TABLE
 from tests.sip.wire_answers import WIRE_ANSWERS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from meshcomm.sip.message import SipResponse, parse_message_untrusted
 from meshcomm.sip.ua_events import IncomingMessage
-from tests.node.test_gateway_harness import DOMAIN, Net, registered
+from tests.node.gateway_net import DOMAIN, Net, registered
 
 CLIENT: tuple[str, int] = ("127.0.0.1", 6100)
 

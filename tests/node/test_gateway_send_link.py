@@ -5,7 +5,7 @@ that id back to the send; a softphone's held MESSAGE maps to no send."""
 from __future__ import annotations
 
 from meshcomm.node.gateway.types import SendStatus
-from tests.node.test_gateway_harness import DOMAIN
+from tests.node.gateway_net import DOMAIN
 from tests.node.test_gateway_storeforward import BOB, _gone_bob, _message_outcomes
 
 

@@ -35,8 +35,8 @@ from meshcomm.sip.ua_events import (
     RequestFailed,
     RequestSucceeded,
 )
+from tests.node.gateway_net import DOMAIN, Net, of_kind, registered
 from tests.node.test_gateway_bad_input import RecordingHolder
-from tests.node.test_gateway_harness import DOMAIN, Net, of_kind, registered
 
 BOB = f"sip:bob@{DOMAIN}"
 FLOOD_HOST = "127.0.0.2"

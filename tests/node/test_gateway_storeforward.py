@@ -1,15 +1,15 @@
-"""SipNode with a real StoreForward core as the gateway's holder (sans-IO, virtual time):
-a MESSAGE for a gone node is answered 202, held and delivered once when the node is back;
-one too large to hold is answered 480 (the gateway does not crash)."""
+"""A whole node (NodeCore) with a real StoreForward core as the gateway's holder (sans-IO,
+virtual time): a MESSAGE for a gone node is answered 202, held and delivered once when the
+node is back; one too large to hold is answered 480 (the gateway does not crash)."""
 
 from __future__ import annotations
 
-from meshcomm.node.gateway_host import SipNode
+from meshcomm.node.core import NodeCore
 from meshcomm.node.storeforward import HeldState, SfPersist, StoreForward, StoreForwardConfig
 from meshcomm.node.storeforward_wire import MAX_SIP_BYTES
 from meshcomm.sip.ua import UserAgent
 from meshcomm.sip.ua_events import IncomingMessage, RequestFailed, RequestSucceeded, UaEvent
-from tests.node.test_gateway_harness import DOMAIN, Net, registered
+from tests.node.gateway_net import DOMAIN, Net, registered
 
 BOB = f"sip:bob@{DOMAIN}"
 CONFIG = StoreForwardConfig(poll_interval_s=0.5, retry_initial_s=1.0, retry_max_s=2.0)
@@ -19,7 +19,7 @@ def _with_store_forward(net: Net, index: int) -> StoreForward:
     st = net.stations[index]
     sf = StoreForward(st.node, CONFIG, now=net.now)
     st.gw.holder = sf
-    st.sip = SipNode(st.node, st.gw, sf)
+    st.use(NodeCore(st.node, st.gw, sf))
     return sf
 
 

@@ -14,10 +14,10 @@ from meshcomm.node.sf_probe import MAX_PROBED_PER_ROUND, ReachProbes
 from meshcomm.node.storeforward import HeldState, StoreForwardConfig
 from meshcomm.sip.ua_events import IncomingMessage, RequestSucceeded
 from meshcomm.types import NodeId
-from tests.node.test_gateway_harness import DOMAIN, attach_store_forward, registered
-from tests.node.test_gateway_harness import Net as GwNet
+from tests.node.gateway_net import DOMAIN, attach_store_forward, registered
+from tests.node.gateway_net import Net as GwNet
 
-from .test_storeforward_harness import Net, aor
+from .sf_net import Net, aor
 
 SIP = b"MESSAGE sip:d@incident.test SIP/2.0\r\nContent-Length: 4\r\n\r\nheal"
 MSG = b"heal-message-001"

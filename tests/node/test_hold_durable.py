@@ -13,8 +13,8 @@ from meshcomm.node.storeforward import HeldState, StoreForward, StoreForwardConf
 from meshcomm.sip.message import SipResponse, parse_message_untrusted
 from meshcomm.sip.ua import UserAgent
 from meshcomm.sip.ua_events import IncomingMessage, RequestFailed, RequestSucceeded
+from tests.node.gateway_net import DOMAIN, Net, attach_store_forward, registered
 from tests.node.small_disk import read_only_connection, small_disk
-from tests.node.test_gateway_harness import DOMAIN, Net, attach_store_forward, registered
 
 BOB = f"sip:bob@{DOMAIN}"
 CONFIG = StoreForwardConfig(poll_interval_s=0.5, retry_initial_s=1.0, retry_max_s=2.0)

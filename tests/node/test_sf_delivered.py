@@ -9,7 +9,7 @@ from pathlib import Path
 from meshcomm.node.sf_delivered import DeliveredLog, DeliveredRecord
 from meshcomm.node.storeforward import PersistOp, SfPersist, StoreForwardConfig
 
-from .test_storeforward_harness import Net
+from .sf_net import Net
 
 HONEST = b"h" * 32
 FLOODER = b"f" * 32

@@ -1,5 +1,5 @@
 """Store-and-forward in process: real MeshNodes, StoreForward cores and SQLite storage
-(see test_storeforward_harness), plus forged, garbage and misuse input."""
+(see sf_net), plus forged, garbage and misuse input."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.security.identity import Identity
 from meshcomm.types import NodeId
 
-from .test_storeforward_harness import SF_CONFIG, Host, Net, aor, states
+from .sf_net import SF_CONFIG, Host, Net, aor, states
 
 SIP = b"MESSAGE sip:d@incident.test SIP/2.0\r\nContent-Length: 5\r\n\r\nhello"
 MSG = b"message-id-0001!"
