@@ -25,6 +25,7 @@ from typing import Final
 
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.payloads import NodeFault
+from meshcomm.runtime.counters import RuntimeCounter
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class Containment:
         self.journal = journal
         self.kinds: dict[str, _Kind] = {}
         self._guards: dict[str, _Guard] = {}
-        counters.setdefault("contained_faults", 0)
+        counters.setdefault(RuntimeCounter.CONTAINED_FAULTS, 0)
 
     def step(self, name: str) -> _Guard:
         """A context manager containing an Exception raised inside it as step ``name``."""
@@ -69,7 +70,7 @@ class Containment:
     def contain(self, step: str, exc: BaseException) -> None:
         """Count, journal and log (rate-limited per kind) one contained failure."""
         now = self.clock()
-        self.counters["contained_faults"] += 1
+        self.counters[RuntimeCounter.CONTAINED_FAULTS] += 1
         name = f"{step}:{type(exc).__name__}"
         kind = self.kinds.get(name)
         if kind is None:
@@ -96,8 +97,8 @@ class Containment:
                 self.journal(JournalRecord.of(NodeFault(
                     step=step, error=type(exc).__name__, count=count, total=kind.count)), now)
             except Exception:  # the journal itself failing is counted only
-                self.counters["contained_journal_errors"] = (
-                    self.counters.get("contained_journal_errors", 0) + 1)
+                self.counters[RuntimeCounter.CONTAINED_JOURNAL_ERRORS] = (
+                    self.counters.get(RuntimeCounter.CONTAINED_JOURNAL_ERRORS, 0) + 1)
 
     def total(self) -> int:
         return sum(kind.count for kind in self.kinds.values())

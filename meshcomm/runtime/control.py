@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from meshcomm.errors import DecodeError
+from meshcomm.runtime.counters import ControlCounter
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,7 @@ class ControlServer:
     def __init__(self, path: Path, handlers: Mapping[ControlCommand, Handler]) -> None:
         self.path = path
         self.handlers = dict(handlers)
-        self.counters: dict[str, int] = {"requests": 0, "bad_requests": 0, "errors": 0,
-                                         "refused_connections": 0}
+        self.counters: dict[str, int] = dict.fromkeys(ControlCounter, 0)
         self._sock: socket.socket | None = None
         self._connections = 0
 
@@ -170,7 +170,7 @@ class ControlServer:
         reader, writer = await asyncio.open_unix_connection(sock=conn, limit=MAX_REQUEST_BYTES)
         try:
             if self._connections >= MAX_CONNECTIONS:
-                self.counters["refused_connections"] += 1
+                self.counters[ControlCounter.REFUSED_CONNECTIONS] += 1
                 writer.write(encode_reply({"ok": False, "error": "too many connections"}))
                 await writer.drain()
                 return
@@ -198,7 +198,7 @@ class ControlServer:
                     await writer.drain()
                 return
             except asyncio.LimitOverrunError:
-                self.counters["bad_requests"] += 1
+                self.counters[ControlCounter.BAD_REQUESTS] += 1
                 writer.write(encode_reply({"ok": False, "error": "request line too long"}))
                 await writer.drain()
                 return
@@ -225,13 +225,13 @@ class ControlServer:
         try:
             request = decode_request_untrusted(line)
         except DecodeError as exc:
-            self.counters["bad_requests"] += 1
+            self.counters[ControlCounter.BAD_REQUESTS] += 1
             return {"ok": False, "error": str(exc)}
         handler = self.handlers.get(request.command)
         if handler is None:
-            self.counters["bad_requests"] += 1
+            self.counters[ControlCounter.BAD_REQUESTS] += 1
             return {"ok": False, "error": f"command {request.command.value!r} not available"}
-        self.counters["requests"] += 1
+        self.counters[ControlCounter.REQUESTS] += 1
         try:
             result = handler(request)
             if not inspect.isawaitable(result):
@@ -245,9 +245,9 @@ class ControlServer:
         a DecodeError is the client's mistake and its message goes back; anything else is
         our bug, logged with its traceback and answered with ``internal_error``."""
         if isinstance(exc, DecodeError):
-            self.counters["bad_requests"] += 1
+            self.counters[ControlCounter.BAD_REQUESTS] += 1
             return {"ok": False, "error": str(exc)}
-        self.counters["errors"] += 1
+        self.counters[ControlCounter.ERRORS] += 1
         log.exception("control command failed: %s", internal_error)
         return {"ok": False, "error": internal_error}
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from meshcomm.errors import ConfigError
 from meshcomm.media.packet import Channel
 from meshcomm.media.session import ClientPacket, LocalPorts
+from meshcomm.runtime.counters import MediaPortCounter
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class UdpMediaPorts:
             return None
         pair = self._bind_pair()
         if pair is None:
-            self.counters["ports_exhausted"] += 1
+            self.counters[MediaPortCounter.PORTS_EXHAUSTED] += 1
             return None
         rtp, rtcp = pair
         ports = LocalPorts(self.bind_host, rtp.getsockname()[1], rtcp.getsockname()[1])
@@ -159,7 +160,7 @@ class UdpMediaPorts:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:   # e.g. ICMP port unreachable reported on the socket
-                self.counters["rx_errors"] += 1
+                self.counters[MediaPortCounter.RX_ERRORS] += 1
                 log.debug("media port %s/%d: %s", call_id, index, exc)
                 return
             self.sink(call_id, index, channel, data)
@@ -169,10 +170,10 @@ class UdpMediaPorts:
     def send(self, packet: ClientPacket) -> None:
         bound = self._calls.get(packet.call_id, {}).get(packet.index)
         if bound is None:
-            self.counters["tx_no_port"] += 1
+            self.counters[MediaPortCounter.TX_NO_PORT] += 1
             return
         try:
             bound.sockets[packet.via].sendto(packet.data, packet.dst)
         except OSError as exc:       # full buffer, unreachable, wrong family
-            self.counters["tx_errors"] += 1
+            self.counters[MediaPortCounter.TX_ERRORS] += 1
             log.debug("media send to %s failed: %s", packet.dst, exc)

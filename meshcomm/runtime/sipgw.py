@@ -36,6 +36,7 @@ from meshcomm.node.gateway.types import (
     Address,
     LocalDatagram,
 )
+from meshcomm.runtime.counters import SipSocketCounter
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +113,7 @@ class SipSockets:
         self.deliver_batch: DeliverBatch | None = None
         self.max_tcp_connections = max_tcp_connections
         self.tcp_idle_timeout_s = tcp_idle_timeout_s
-        self.counters: dict[str, int] = {"udp_rx": 0, "udp_tx": 0, "udp_errors": 0,
-                                         "udp_oversize": 0, "tcp_rx": 0, "tcp_tx": 0,
-                                         "tcp_framing_errors": 0, "tcp_refused": 0,
-                                         "tcp_closed_peer": 0, "tcp_accept_errors": 0,
-                                         "tcp_idle_closed": 0, "tcp_handler_errors": 0,
-                                         "udp_batches": 0, "udp_largest_batch": 0,
-                                         "udp_send_dropped": 0}
+        self.counters: dict[str, int] = dict.fromkeys(SipSocketCounter, 0)
         self._udp: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: The UDP receive buffer the kernel granted (bytes).
@@ -161,12 +156,12 @@ class SipSockets:
                 try:
                     conn, _ = await loop.sock_accept(listener)
                 except OSError as exc:
-                    self.counters["tcp_accept_errors"] += 1
+                    self.counters[SipSocketCounter.TCP_ACCEPT_ERRORS] += 1
                     log.info("SIP TCP accept failed: %s", exc)
                     await asyncio.sleep(ACCEPT_RETRY_S)
                     continue
                 if len(self._tasks) >= self.max_tcp_connections:
-                    self.counters["tcp_refused"] += 1
+                    self.counters[SipSocketCounter.TCP_REFUSED] += 1
                     conn.close()
                     continue
                 task = tg.create_task(self._connection(conn))
@@ -217,17 +212,17 @@ class SipSockets:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:          # e.g. ICMP port unreachable reported on the socket
-                self.counters["udp_errors"] += 1
+                self.counters[SipSocketCounter.UDP_ERRORS] += 1
                 continue
             if len(data) > MAX_SIP_MESSAGE_BYTES:
-                self.counters["udp_oversize"] += 1
+                self.counters[SipSocketCounter.UDP_OVERSIZE] += 1
             batch.append((data, (str(addr[0]), int(addr[1]))))
         if not batch:
             return
-        self.counters["udp_rx"] += len(batch)
-        self.counters["udp_batches"] += 1
-        self.counters["udp_largest_batch"] = max(self.counters["udp_largest_batch"],
-                                                 len(batch))
+        self.counters[SipSocketCounter.UDP_RX] += len(batch)
+        self.counters[SipSocketCounter.UDP_BATCHES] += 1
+        largest = SipSocketCounter.UDP_LARGEST_BATCH
+        self.counters[largest] = max(self.counters[largest], len(batch))
         if self.deliver_batch is not None:
             self.deliver_batch(batch)
             return
@@ -236,9 +231,9 @@ class SipSockets:
 
     def on_datagram(self, data: bytes, addr: Address) -> None:
         """One datagram (tests feed the gateway through this, as a batch of one)."""
-        self.counters["udp_rx"] += 1
+        self.counters[SipSocketCounter.UDP_RX] += 1
         if len(data) > MAX_SIP_MESSAGE_BYTES:
-            self.counters["udp_oversize"] += 1
+            self.counters[SipSocketCounter.UDP_OVERSIZE] += 1
         if self.deliver_batch is not None:
             self.deliver_batch([(data, addr)])
         else:
@@ -263,7 +258,7 @@ class SipSockets:
         try:
             await self._read_messages(reader, addr)
         except Exception:       # a bug behind deliver(): this connection ends, not the node
-            self.counters["tcp_handler_errors"] += 1
+            self.counters[SipSocketCounter.TCP_HANDLER_ERRORS] += 1
             log.exception("SIP TCP %s: handler failed; closing", name)
         finally:
             self._conns.pop(name, None)
@@ -278,13 +273,13 @@ class SipSockets:
                     message = await read_framed(reader)
                 if message is None:
                     return
-                self.counters["tcp_rx"] += 1
+                self.counters[SipSocketCounter.TCP_RX] += 1
                 self.deliver(message, addr)
         except FramingError as exc:
-            self.counters["tcp_framing_errors"] += 1
+            self.counters[SipSocketCounter.TCP_FRAMING_ERRORS] += 1
             log.info("SIP TCP %s: %s; closing", addr[0], exc)
         except TimeoutError:
-            self.counters["tcp_idle_closed"] += 1
+            self.counters[SipSocketCounter.TCP_IDLE_CLOSED] += 1
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
 
@@ -294,20 +289,20 @@ class SipSockets:
         if host.startswith(TCP_HOST_PREFIX):
             writer = self._conns.get(host)
             if writer is None or writer.is_closing():
-                self.counters["tcp_closed_peer"] += 1
+                self.counters[SipSocketCounter.TCP_CLOSED_PEER] += 1
                 return
             writer.write(dgram.data)
-            self.counters["tcp_tx"] += 1
+            self.counters[SipSocketCounter.TCP_TX] += 1
             return
         if self._udp is None:
             return
         try:
             self._udp.sendto(dgram.data, (host, port))
-            self.counters["udp_tx"] += 1
+            self.counters[SipSocketCounter.UDP_TX] += 1
         except BlockingIOError:      # the send buffer is full: dropped like on the wire
-            self.counters["udp_send_dropped"] += 1
+            self.counters[SipSocketCounter.UDP_SEND_DROPPED] += 1
         except (OSError, ValueError) as exc:
-            self.counters["udp_errors"] += 1
+            self.counters[SipSocketCounter.UDP_ERRORS] += 1
             log.debug("SIP UDP to %s:%s failed: %s", host, port, exc)
 
 
