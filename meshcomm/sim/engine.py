@@ -1,5 +1,15 @@
-"""Discrete-event simulator driving MeshNode cores (or the naive-flood baseline) in
-virtual time over a lossy broadcast medium. Deterministic for a seed.
+"""Discrete-event simulator of whole nodes in virtual time over a lossy broadcast medium.
+Deterministic for a seed.
+
+Every simulated node is a :class:`~meshcomm.node.core.NodeCore` driven through the one
+:class:`~meshcomm.node.pump.Pump` on a :class:`~meshcomm.sim.edge.SimEdge`, exactly as the
+runtime drives a real node: every input (a frame from the medium, a timer, a command, SIP
+and media from the node's simulated client) goes in through the pump, and what the pump
+hands the edge goes onto the medium, into the trace, into the node's store or to its
+client. Gossip-only runs (no traffic, no gateways asked for) run bare ``NodeCore(node)``
+nodes; with traffic every node is whole -- SIP gateway, store-and-forward (custody on
+"relay" nodes, persisted to a real SQLite store that survives kills) and media relay --
+and carries one simulated softphone (:mod:`meshcomm.sim.incident`, :mod:`.clients`).
 
 The medium delivers each broadcast independently to every node that hears the sender,
 losing it with the link's loss probability, after the link delay plus airtime. Scenario
@@ -16,18 +26,27 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
+from typing import cast
 
 from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
+from meshcomm.node.core import NodeCore
 from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.node.pump import Pump
+from meshcomm.node.storeforward import SfPersist
 from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.overlay.media import MediaReceived
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.sim.baseline import NaiveFloodNode
+from meshcomm.sim.clients import DOMAIN
+from meshcomm.sim.edge import SimEdge
+from meshcomm.sim.incident import Incident
 from meshcomm.sim.metrics import Metrics
 from meshcomm.sim.topology import LinkSpec, Topology
+from meshcomm.sim.traffic import TrafficPlan
 from meshcomm.types import LinkAddr
 from meshcomm.wire import codec
 from meshcomm.wire.envelope import Envelope, Hop, decode_frame_untrusted
@@ -37,7 +56,6 @@ AIRTIME_BPS = 6_000_000
 #: A leaving node is checked this often for an acknowledged departure during its grace.
 LEAVE_POLL_S = 0.05
 VERIFY_CACHE_ENTRIES = 1 << 18
-DOMAIN = "incident.local"
 
 
 class MemoDecoder:
@@ -101,6 +119,18 @@ class SimConfig:
     #: A leaving node keeps running (re-sending its tombstones) until a neighbour has
     #: acknowledged them or this long, like the runtime's shutdown grace; 0: gone at once.
     leave_grace_s: float = 3.0
+    #: MESSAGEs and calls between the nodes' simulated SIP clients
+    traffic: TrafficPlan = field(default_factory=TrafficPlan)
+    #: Run whole nodes (gateway, store-and-forward, media relay, a SIP client each) even
+    #: without traffic; with traffic they always are.
+    gateways: bool = False
+    #: Directory of the nodes' store-and-forward files (kept after the run); None: a
+    #: temporary directory removed when the run ends.
+    store_dir: Path | None = None
+
+    @property
+    def whole_nodes(self) -> bool:
+        return self.gateways or not self.traffic.empty
 
 
 class _Ev(Enum):
@@ -111,9 +141,9 @@ class _Ev(Enum):
     REGISTER = 4
     CALL = 5
     LEFT = 6
+    CLIENT = 7          # an incident event (a client's datagrams, timer, media, traffic)
 
 
-Core = MeshNode | NaiveFloodNode
 Observer = Callable[[float, str, dict[str, object]], None]
 
 
@@ -122,9 +152,9 @@ class _Slot:
     name: str
     identity: Identity
     rng: random.Random
-    core: Core | None = None
-    timer_gen: int = 0
-    armed_at: float | None = None
+    edge: SimEdge
+    core: NodeCore | None = None
+    pump: Pump | None = None
     boots: int = 0
     #: end of the grace of a node that is leaving (its core still runs until then)
     leaving_until: float | None = None
@@ -138,6 +168,9 @@ class Simulator:
         #: per node, every journal record it emitted (only with keep_journal)
         self.journal: dict[str, list[tuple[float, JournalRecord]]] | None = (
             {} if keep_journal else None)
+        #: (time, node, event) of every store-and-forward write (only with keep_journal)
+        self.persisted: list[tuple[float, str, SfPersist]] | None = (
+            [] if keep_journal else None)
         self.progress = progress
         self.observer = observer
         master = random.Random(config.seed)
@@ -148,18 +181,22 @@ class Simulator:
         for name in config.topology.names:
             seed_bytes = hashlib.sha256(f"meshcomm-sim:{config.seed}:{name}".encode()).digest()
             self._slots[name] = _Slot(name, Identity(seed_bytes),
-                                      random.Random(master.getrandbits(64)))
+                                      random.Random(master.getrandbits(64)),
+                                      SimEdge(self, name))
         self._heap: list[tuple[float, int, _Ev, str, object]] = []
         self._n = 0
         self._cut: set[frozenset[str]] = set()
+        self._links = config.topology.links
         self.now = 0.0
         self.metrics = Metrics(self._converged if observer else None)
         self._trace = hashlib.sha256()
         self.counters: Counter[str] = Counter()
-        #: (time, node, event) of every unicast delivered to its destination
+        #: (time, node, event) of every unicast delivered to a node that has no part for it
         self.unicasts: list[tuple[float, str, UnicastReceived]] = []
-        #: (time, node, event) of every media frame delivered to its destination
+        #: (time, node, event) of every media frame delivered to a node without a relay
         self.media: list[tuple[float, str, MediaReceived]] = []
+        #: the whole-node side (gateways, clients, traffic); None in gossip-only runs
+        self.incident = Incident(self) if config.whole_nodes else None
 
     def _observe(self, kind: str, **info: object) -> None:
         if self.observer is not None:
@@ -174,29 +211,48 @@ class Simulator:
         self._push(when, _Ev.CALL, "", fn)
 
     def after_command(self, name: str) -> None:
-        """Collect output of a node after a command was given to it directly."""
-        self._after(self._slots[name])
+        """Run the node's pump after a command was given to its core directly."""
+        pump = self._slots[name].pump
+        if pump is not None:
+            pump.run(self.now)
 
     def node_names(self) -> list[str]:
         return list(self._slots)
 
-    def core(self, name: str) -> Core | None:
+    def core(self, name: str) -> MeshNode | None:
+        """The gossip node (overlay and location) of a running node."""
+        core = self._slots[name].core
+        return None if core is None else core.node
+
+    def node_core(self, name: str) -> NodeCore | None:
+        """The whole node core of a running node."""
         return self._slots[name].core
+
+    def pump(self, name: str) -> Pump | None:
+        return self._slots[name].pump
+
+    def edge(self, name: str) -> SimEdge:
+        return self._slots[name].edge
+
+    def boots(self, name: str) -> int:
+        return self._slots[name].boots
+
+    def running(self, name: str) -> bool:
+        slot = self._slots[name]
+        return slot.core is not None and slot.leaving_until is None
 
     # ------------------------------------------------------------ scheduling
     def _push(self, when: float, kind: _Ev, name: str, payload: object = None) -> None:
         self._n += 1
         heapq.heappush(self._heap, (when, self._n, kind, name, payload))
 
-    def _arm(self, slot: _Slot) -> None:
-        core = slot.core
-        when = core.next_timer() if core is not None else None
-        if when == slot.armed_at:
-            return
-        slot.timer_gen += 1
-        slot.armed_at = when
-        if when is not None:
-            self._push(max(when, self.now), _Ev.TIMER, slot.name, slot.timer_gen)
+    def push_timer(self, name: str, deadline: float, gen: int) -> None:
+        """A node's edge armed its timer (stale entries are skipped by generation)."""
+        self._push(max(deadline, self.now), _Ev.TIMER, name, gen)
+
+    def push_incident(self, when: float, name: str, payload: object) -> None:
+        """An incident event (see :class:`~meshcomm.sim.incident.Incident`) at ``when``."""
+        self._push(max(when, self.now), _Ev.CLIENT, name, payload)
 
     # ------------------------------------------------------------ node lifecycle
     def _start(self, slot: _Slot) -> None:
@@ -205,30 +261,43 @@ class Simulator:
         role = self.config.roles.get(slot.name, settings.role)
         if role != settings.role:
             settings = dataclasses.replace(settings, role=role)
+        node: MeshNode
         if self.config.baseline == "flood":
-            slot.core = NaiveFloodNode(slot.identity, settings, verifier=self._verifier,
-                                       rng=slot.rng, now=self.now, frame_decoder=self._decoder)
+            node = NaiveFloodNode(slot.identity, settings, verifier=self._verifier,
+                                  rng=slot.rng, now=self.now, frame_decoder=self._decoder)
+        elif self.incident is not None:
+            node = self.incident.mesh_node(slot.name, slot.identity, settings, slot.rng,
+                                           slot.boots, self._verifier, self._decoder)
         else:
-            slot.core = MeshNode(slot.identity, settings, verifier=self._verifier, rng=slot.rng,
-                                 now=self.now, seq_base=slot.boots << 32,
-                                 frame_decoder=self._decoder)
+            node = MeshNode(slot.identity, settings, verifier=self._verifier, rng=slot.rng,
+                            now=self.now, seq_base=slot.boots << 32,
+                            frame_decoder=self._decoder)
+        core = (NodeCore(node) if self.incident is None
+                else self.incident.compose(slot.name, slot.identity, node, slot.boots))
+        slot.core = core
+        slot.pump = pump = Pump(core, slot.edge)
         self.metrics.node_up(slot.name)
         self._observe("start", node=slot.name, role=role, boot=slot.boots)
         lo, hi = self.config.register_delay_s
         self._push(self.now + slot.rng.uniform(lo, hi), _Ev.REGISTER, slot.name, slot.boots)
-        self._after(slot)
+        pump.run(self.now)
 
     def _stop(self, slot: _Slot, graceful: bool) -> None:
-        if slot.core is None:
+        core, pump = slot.core, slot.pump
+        if core is None or pump is None:
             return
         if slot.leaving_until is not None:
             if graceful:
                 return
             self._gone(slot)
             return
+        if self.incident is not None:
+            self.incident.client_gone(slot.name)
         if graceful:
-            slot.core.shutdown(self.now)
-            self._after(slot)
+            now = self.now
+            if core.gateway is not None:    # the runtime's stop: pending MESSAGEs are held
+                pump.command(now, lambda: core.hold_pending(now))
+            pump.command(now, lambda: core.shutdown(now))
         self.metrics.node_down(slot.name)
         self._observe("stop", node=slot.name, graceful=graceful)
         if graceful and self.config.leave_grace_s > 0:
@@ -239,39 +308,43 @@ class Simulator:
 
     def _gone(self, slot: _Slot) -> None:
         slot.core = None
+        slot.pump = None
         slot.leaving_until = None
-        self._arm(slot)
+        slot.edge.disarm()
+        slot.edge.close_storage()
 
     def _leaving(self, slot: _Slot, boot: object) -> None:
         """During a leaving node's grace: gone once its departure is acknowledged."""
         core, until = slot.core, slot.leaving_until
         if boot != slot.boots or core is None or until is None:
             return
-        if self.now >= until or (isinstance(core, MeshNode) and core.departure_done):
+        if self.now >= until or core.departure_done:
             self._gone(slot)
         else:
             self._push(self.now + LEAVE_POLL_S, _Ev.LEFT, slot.name, slot.boots)
 
-    # ------------------------------------------------------------ the medium
-    def _after(self, slot: _Slot) -> None:
-        core = slot.core
-        if core is None:
+    def _register(self, slot: _Slot, boot: object) -> None:
+        core, pump = slot.core, slot.pump
+        if (boot != slot.boots or core is None or pump is None
+                or slot.leaving_until is not None):
             return
-        for dgram in core.to_send(self.now):
-            self._transmit(slot.name, dgram.data, dgram.dst)
-        while (event := core.next_event()) is not None:
-            if isinstance(event, JournalRecord):
-                self._record(slot.name, event)
-            elif isinstance(event, UnicastReceived):
-                self.unicasts.append((self.now, slot.name, event))
-            else:
-                self.media.append((self.now, slot.name, event))
-        self._arm(slot)
+        self._observe("register", node=slot.name)
+        now = self.now
+        aor = f"sip:{slot.name}@{DOMAIN}"
+        if self.incident is not None:
+            contacts = self.incident.contacts(slot.name, core)
+        else:
+            contacts = (f"mesh:{slot.name}",)
+        pump.command(now, lambda: core.register(aor, contacts, now))
+        if self.incident is not None:
+            self.incident.node_registered(slot.name)
 
-    def _transmit(self, src: str, data: bytes, dst: LinkAddr | None) -> None:
+    # ------------------------------------------------------------ the medium
+    def transmit_from(self, src: str, data: bytes, dst: LinkAddr | None) -> None:
+        """A node's edge transmits ``data`` (to every neighbour, or to link ``dst``)."""
         self.metrics.transmitted(len(data))
         airtime = len(data) * 8 / AIRTIME_BPS
-        links = self.config.topology.neighbours(src)
+        links = self._links.get(src, {})
         targets: list[tuple[str, LinkSpec]]
         if dst is None:
             targets = list(links.items())
@@ -280,15 +353,19 @@ class Simulator:
             targets = [] if spec is None else [(dst, spec)]
         rnd = self._medium_rng.random
         cut = self._cut  # empty unless a partition is in force: skip the set lookups
+        now = self.now
         for name, spec in targets:
             if cut and frozenset((src, name)) in cut:
                 continue
             if spec.loss and rnd() < spec.loss:
                 self.counters["medium_lost"] += 1
                 continue
-            self._push(self.now + spec.delay_s + airtime, _Ev.DELIVER, name, (data, src))
+            self._n += 1
+            heapq.heappush(self._heap, (now + spec.delay_s + airtime, self._n, _Ev.DELIVER,
+                                        name, (data, src)))
 
-    def _record(self, name: str, rec: JournalRecord) -> None:
+    def record_from(self, name: str, rec: JournalRecord) -> None:
+        """A node's edge hands over a journal record: trace digest, metrics, journal."""
         if self.journal is not None:
             self.journal.setdefault(name, []).append((self.now, rec))
         self._trace.update(codec.pack([round(self.now, 6), name, rec.type.value,
@@ -334,55 +411,62 @@ class Simulator:
                 self._push(slot.rng.uniform(0, spread), _Ev.START, name)
         for action in self.config.actions:
             self._push(action.at_s, _Ev.ACTION, "", action)
+        incident = self.incident
+        try:
+            if incident is not None:
+                incident.open()
+            self._loop()
+            self.now = self.config.duration_s
+            return self.summary()
+        finally:
+            if incident is not None:
+                incident.close()
+
+    def _loop(self) -> None:
         end = self.config.duration_s
         next_progress = 10.0
-        while self._heap and self._heap[0][0] <= end:
-            when, _, kind, name, payload = heapq.heappop(self._heap)
+        heap, slots, pop = self._heap, self._slots, heapq.heappop
+        deliver, timer = _Ev.DELIVER, _Ev.TIMER
+        while heap and heap[0][0] <= end:
+            when, _, kind, name, payload = pop(heap)
             self.now = when
             if self.progress is not None and when >= next_progress:
                 self.progress(when, end)
                 next_progress += 10.0
-            self._dispatch(kind, name, payload)
-        self.now = end
-        return self.summary()
+            if kind is deliver:
+                pump = slots[name].pump
+                if pump is not None:
+                    data, src = cast(tuple[bytes, str], payload)
+                    pump.radio(data, LinkAddr(src), when)
+            elif kind is timer:
+                slot = slots[name]
+                if slot.pump is not None and payload == slot.edge.timer_gen:
+                    slot.edge.armed_at = None
+                    slot.pump.timer(when)
+            else:
+                self._dispatch(kind, name, payload)
 
     def _dispatch(self, kind: _Ev, name: str, payload: object) -> None:
         if kind is _Ev.ACTION:
             assert isinstance(payload, Action)
             self._apply(payload)
-            return
-        if kind is _Ev.CALL:
+        elif kind is _Ev.CALL:
             assert callable(payload)
             payload(self)
-            return
-        slot = self._slots[name]
-        if kind is _Ev.LEFT:
-            self._leaving(slot, payload)
-            return
-        if kind is _Ev.START:
-            if slot.core is None:
-                self._start(slot)
-            return
-        core = slot.core
-        if core is None:
-            return
-        if kind is _Ev.REGISTER:
-            if payload == slot.boots and slot.leaving_until is None:
-                self._observe("register", node=slot.name)
-                core.register(f"sip:{slot.name}@{DOMAIN}", (f"mesh:{slot.name}",), self.now)
-        elif kind is _Ev.DELIVER:
-            assert isinstance(payload, tuple)
-            core.receive(payload[0], LinkAddr(payload[1]), self.now)
-        else:
-            if payload != slot.timer_gen:
-                return
-            slot.armed_at = None
-            core.on_timer(self.now)
-        self._after(slot)
+        elif kind is _Ev.CLIENT:
+            assert self.incident is not None
+            self.incident.dispatch(name, payload)
+        elif kind is _Ev.LEFT:
+            self._leaving(self._slots[name], payload)
+        elif kind is _Ev.START:
+            if self._slots[name].core is None:
+                self._start(self._slots[name])
+        elif kind is _Ev.REGISTER:
+            self._register(self._slots[name], payload)
 
     # ------------------------------------------------------------ results
     def summary(self) -> dict[str, object]:
-        live = {n: s.core for n, s in self._slots.items()
+        live = {n: s.core.node for n, s in self._slots.items()
                 if s.core is not None and s.leaving_until is None}
         counters: Counter[str] = Counter()
         for core in live.values():
@@ -395,4 +479,6 @@ class Simulator:
         result["baseline"] = self.config.baseline or "overlay"
         result["duration_s"] = self.config.duration_s
         result["verifications"] = self._verifier.verified
+        if self.incident is not None:
+            result.update(self.incident.report())
         return result
