@@ -18,15 +18,17 @@ import msgpack
 
 from meshcomm.journal.codec import normalize_data
 from meshcomm.journal.events import JournalRecord
+from meshcomm.location.freshness import FreshnessUpdates
 from meshcomm.media.packet import Channel
 from meshcomm.media.relay import MediaConfig, MediaRelay, SdpPath, SequentialPortAllocator
-from meshcomm.media.session import MeshMedia
+from meshcomm.media.session import ClientPacket, MeshMedia
+from meshcomm.node.core import NodeCore, compose
 from meshcomm.node.gateway.core import SipGateway
-from meshcomm.node.gateway.types import Address, GatewayConfig
-from meshcomm.node.gateway_host import SipNode
+from meshcomm.node.gateway.types import Address, GatewayConfig, LocalDatagram
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode, NodeSettings
-from meshcomm.node.storeforward import StoreForward, StoreForwardConfig
+from meshcomm.node.pump import Pump
+from meshcomm.node.storeforward import SfPersist, StoreForward, StoreForwardConfig
 from meshcomm.overlay.config import OverlayConfig
 from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.security.identity import Identity
@@ -180,22 +182,60 @@ def feed_peer_bindings(node: MeshNode, peer: MeshNode, now: float) -> None:
 
 
 # ---------------------------------------------------------------------- gateway station
+class CheckingEdge:
+    """The :class:`~meshcomm.node.pump.Edge` of a fuzzed station: what the pump hands
+    over goes nowhere (writes succeed), except that every journal record must be storable
+    as it is (the cores normalise what comes from the wire: the LocalProtocolError of
+    ``normalize_data`` is a crash)."""
+
+    def transmit(self, dgram: Datagram) -> None:
+        pass
+
+    def store(self, batch: list[SfPersist]) -> bool:
+        return True
+
+    def store_freshness(self, updates: FreshnessUpdates) -> bool:
+        return True
+
+    def record(self, record: JournalRecord) -> None:
+        normalize_data(record.data)
+
+    def to_client(self, dgram: LocalDatagram) -> None:
+        pass
+
+    def to_client_media(self, packet: ClientPacket) -> None:
+        pass
+
+    def other(self, event: object) -> None:
+        pass
+
+    def arm(self, deadline: float | None) -> None:
+        pass
+
+
 @dataclass
 class Station:
-    sip: SipNode
-    sf: StoreForward
-    relay: MediaRelay
+    """A whole node (NodeCore) driven through the one pump on a :class:`CheckingEdge`."""
+
+    core: NodeCore
+    pump: Pump
     peer: MeshNode
 
     @property
     def gateway(self) -> SipGateway:
-        return self.sip.gateway
+        assert self.core.gateway is not None
+        return self.core.gateway
+
+    @property
+    def sf(self) -> StoreForward:
+        assert self.core.sf is not None
+        return self.core.sf
 
 
 def station(*, verifier: SignatureVerifier | None = None) -> Station:
-    """A relay node's full SIP stack: MeshNode + SipGateway with a store-and-forward holder
-    and the media relay as SDP hook; a peer node (bob) known through its binding, and a
-    local client (alice) registered at CLIENT."""
+    """A relay node's whole stack (:func:`~meshcomm.node.core.compose`): MeshNode +
+    SipGateway with store-and-forward as its holder and the media relay; a peer node
+    (bob) known through its binding, and a local client (alice) registered at CLIENT."""
     node = mesh_node("gw", verifier=verifier, role="relay")
     peer = mesh_node("peer")
     peer.register(f"sip:bob@{DOMAIN}", (f"sip:bob@{DOMAIN}",), 0.0)
@@ -203,36 +243,23 @@ def station(*, verifier: SignatureVerifier | None = None) -> Station:
     relay = MediaRelay(identity("gw"), SequentialPortAllocator("127.0.0.1", 20000, 20020),
                        random.Random(3), MediaConfig())
     sf = StoreForward(node, StoreForwardConfig(), now=0.0)
-
-    def rewrite(direction: str, call_id: str, body: bytes) -> bytes:
-        return relay.rewrite_sdp(direction, call_id, body, 1.0)
-
-    def end_call(call_id: str) -> None:
-        relay.end_call(call_id, 1.0)
-
-    gw = SipGateway(node, GatewayConfig(), rng=random.Random(5), node_aor=f"sip:gw@{DOMAIN}",
-                    now=0.0, holder=sf, rewrite_sdp=rewrite, end_call=end_call)
-    sip = SipNode(node, gw, sf)
-    sip.receive_sip(register_request("alice", CLIENT), CLIENT, 0.0)
-    drain_station(sip, 0.0)
-    return Station(sip, sf, relay, peer)
+    core = compose(node, gateway_config=GatewayConfig(), rng=random.Random(5),
+                   node_aor=f"sip:gw@{DOMAIN}", now=0.0, sf=sf, relay=relay)
+    st = Station(core, Pump(core, CheckingEdge()), peer)
+    st.pump.sip(register_request("alice", CLIENT), CLIENT, 0.0)
+    return st
 
 
-def drain_station(sip: SipNode, now: float) -> None:
-    """Drain the outputs; every journal record must be storable as it is (the cores
-    normalise what comes from the wire: a LocalProtocolError here is a crash)."""
-    sip.to_send(now)
-    sip.take_sip(now)
-    while (event := sip.next_event()) is not None:
-        if isinstance(event, JournalRecord):
-            normalize_data(event.data)
+def drain_station(st: Station, now: float) -> None:
+    """After an input given to one part directly: move what it queued between the parts
+    and out through the pump (every journal record is checked by the edge)."""
+    st.pump.command(now, lambda: st.core.settle(now))
 
 
-def sweep_timers(sip: SipNode, now: float) -> None:
+def sweep_timers(st: Station, now: float) -> None:
     """Fire the timers a little, a lot and much later (timeouts, expiries, linger)."""
     for later in TIMER_SWEEP_S:
-        sip.on_timer(now + later)
-        drain_station(sip, now + later)
+        st.pump.timer(now + later)
 
 
 # ---------------------------------------------------------------------- SIP messages

@@ -1,7 +1,7 @@
 """The ``runtime_pump`` fuzz target: the whole runtime pump under hostile SIP and radio input.
 
 Not only the cores: a real :class:`~meshcomm.runtime.driver.NodeDriver` with a relay's full
-SIP stack (MeshNode, SipGateway with store-and-forward and the media relay hook, a
+SIP stack (a NodeCore: MeshNode, SipGateway with store-and-forward and the media relay, a
 registered client), a real :class:`~meshcomm.journal.store.JournalStore` on disk, an
 in-memory radio that captures what the node transmits, and a peer MeshNode on that radio.
 The loop runs on a virtual clock so the driver's one timer fires as it would.
@@ -90,13 +90,13 @@ class PumpRig:
     def __init__(self, workdir: Path) -> None:
         self.loop = VirtualClockLoop()
         self.station = h.station()
-        node = self.station.sip.node
+        node = self.station.core.node
         self.radio = CaptureRadio()
         self.loop.run_until_complete(self.radio.open())
         self.local: list[tuple[bytes, tuple[str, int]]] = []
         journal = JournalStore.open(workdir / "journal.sqlite", node.node_id)
-        self.driver = NodeDriver(node, [self.radio], journal, self.loop, wall_offset_s=0.0,
-                                 sip=self.station.sip,
+        self.driver = NodeDriver(self.station.core, [self.radio], journal, self.loop,
+                                 wall_offset_s=0.0,
                                  sip_sink=lambda d: self.local.append((d.data, d.dest)))
         self.driver.start()
         self.peer = self.station.peer

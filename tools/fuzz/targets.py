@@ -131,10 +131,9 @@ def gateway_local(data: bytes) -> None:
     st = h.station()
     now = 1.0
     for msg in h.split_messages(data):
-        st.gateway.receive_local(msg, h.CLIENT, now)
-        h.drain_station(st.sip, now)
+        st.pump.sip(msg, h.CLIENT, now)
         now += h.MESSAGE_SPACING_S
-    h.sweep_timers(st.sip, now)
+    h.sweep_timers(st, now)
 
 
 def gateway_mesh(data: bytes) -> None:
@@ -142,9 +141,9 @@ def gateway_mesh(data: bytes) -> None:
     now = 1.0
     for msg in h.split_messages(data):
         st.gateway.receive_mesh(st.peer.node_id, msg, 2, now)
-        h.drain_station(st.sip, now)
+        h.drain_station(st, now)
         now += h.MESSAGE_SPACING_S
-    h.sweep_timers(st.sip, now)
+    h.sweep_timers(st, now)
 
 
 # ====================================================================== store-and-forward
@@ -153,9 +152,9 @@ def storeforward_mesh(data: bytes) -> None:
     now = 1.0
     for seq, body in enumerate(h.split_messages(data)):
         st.sf.on_mesh(h.mesh_unicast(st.peer, AppKind.STORE_FORWARD, body, seq), now)
-        h.drain_station(st.sip, now)
+        h.drain_station(st, now)
         now += h.MESSAGE_SPACING_S
-    h.sweep_timers(st.sip, now)
+    h.sweep_timers(st, now)
 
 
 def _parcel(sender: str = "peer") -> tuple[bytes, bytes, bytes]:
