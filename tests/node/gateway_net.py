@@ -26,7 +26,7 @@ from typing import TypeVar
 from meshcomm.journal.events import JournalEventType, JournalRecord
 from meshcomm.media.packet import Channel
 from meshcomm.media.relay import MediaConfig, MediaRelay, SequentialPortAllocator
-from meshcomm.media.session import ClientPacket
+from meshcomm.media.session import TO_MESH_COUNTERS, ClientPacket
 from meshcomm.node.core import NodeCore, compose
 from meshcomm.node.gateway.core import SipGateway
 from meshcomm.node.gateway.types import Address, GatewayConfig, MessageHolder
@@ -169,10 +169,10 @@ class Net:
         st = self.stations[index]
         assert st.relay is not None
         session = st.relay.sessions.get(call_id)
-        relayed = f"{channel.name.lower()}_to_mesh"      # the session's counter
-        before = session.counters.get(relayed, 0) if session is not None else 0
+        relayed = TO_MESH_COUNTERS[channel]
+        before = session.counters[relayed] if session is not None else 0
         st.pump.client_media(call_id, 0, channel, data, self.now)
-        return session is not None and session.counters.get(relayed, 0) > before
+        return session is not None and session.counters[relayed] > before
 
     # ------------------------------------------------------------ clients
     def add_ua(self, index: int, user: str, port: int) -> UserAgent:
