@@ -11,7 +11,14 @@ from typing import Any
 
 from meshcomm.errors import ConfigError
 from meshcomm.sim.engine import Simulator
-from meshcomm.sim.scenario import TOPOLOGIES, ScenarioParams, load_scenario, sim_config
+from meshcomm.sim.scenario import (
+    MAX_CALL_S,
+    TOPOLOGIES,
+    ScenarioParams,
+    load_scenario,
+    sim_config,
+)
+from meshcomm.sim.traffic import DEFAULT_CALL_S, MAX_TRAFFIC_EVENTS
 
 #: Progress lines start once a run has taken this long in wall time.
 PROGRESS_AFTER_S = 2.0
@@ -21,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser(
         "sim", help="simulate an incident mesh in virtual time",
         description="Run the gossip overlay (or a naive-flooding baseline) on a simulated "
-                    "radio in virtual time. Deterministic for a --seed.")
+                    "radio in virtual time. With --messages/--calls (or traffic in the "
+                    "scenario) every node is whole -- SIP gateway, store-and-forward, media "
+                    "relay -- with one simulated SIP client. Deterministic for a --seed.")
     p.add_argument("--topology", choices=TOPOLOGIES[:3], default="random")
     p.add_argument("--nodes", type=int, default=30)
     p.add_argument("--loss", type=float, default=0.0, help="per-link loss probability")
@@ -33,6 +42,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--scenario", type=Path, metavar="FILE",
                    help="a TOML scenario (overrides the topology options)")
     p.add_argument("--baseline", choices=["flood"], help="run naive flooding instead")
+    p.add_argument("--messages", type=int, default=0, metavar="N",
+                   help="N MESSAGEs between random pairs of registered clients, spread "
+                        "uniformly over the run after registration")
+    p.add_argument("--calls", type=int, default=0, metavar="N",
+                   help="N calls (SDP offer/answer, 20 ms media frames both ways) between "
+                        "random pairs of clients")
+    p.add_argument("--call-duration", type=float, default=DEFAULT_CALL_S, metavar="S",
+                   help="seconds before the caller hangs up (default %(default)s)")
+    p.add_argument("--gateways", action="store_true",
+                   help="run whole nodes (gateway, store-and-forward, media relay, a SIP "
+                        "client each) even without traffic")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run_sim)
 
@@ -44,9 +64,16 @@ def _config(args: argparse.Namespace) -> Any:
         raise ConfigError("--duration", "must be > 0")
     if not 0 <= args.loss <= 1:
         raise ConfigError("--loss", "must be in [0, 1]")
+    for flag, value in (("--messages", args.messages), ("--calls", args.calls)):
+        if not 0 <= value <= MAX_TRAFFIC_EVENTS:
+            raise ConfigError(flag, f"must be in 0..{MAX_TRAFFIC_EVENTS}")
+    if not 0 < args.call_duration <= MAX_CALL_S:
+        raise ConfigError("--call-duration", f"must be in (0, {MAX_CALL_S:.0f}]")
     params = ScenarioParams(topology=args.topology, nodes=args.nodes, loss=args.loss,
                             delay_ms=args.delay_ms, radio_range=args.radio_range,
-                            duration_s=args.duration, seed=args.seed)
+                            duration_s=args.duration, seed=args.seed, messages=args.messages,
+                            calls=args.calls, call_duration_s=args.call_duration,
+                            gateways=args.gateways)
     return sim_config(params, baseline=args.baseline)
 
 
@@ -64,7 +91,11 @@ def run_sim(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)
 
     topo = config.topology
-    result = Simulator(config, progress=progress).run()
+    try:
+        result = Simulator(config, progress=progress).run()
+    except ConfigError as exc:         # e.g. a run too short for its traffic
+        print(f"meshcomm sim: {exc}", file=sys.stderr)
+        return 2
     wall = time.monotonic() - started
     result["wall_s"] = round(wall, 3)
     result["simulated_per_wall"] = round(config.duration_s / wall, 2) if wall > 0 else None
@@ -92,6 +123,22 @@ def format_result(r: dict[str, Any]) -> str:
         f"announcement, {r['frames_total']} frames, {r['bytes_on_air']} bytes on air",
         f"  duplicates received {r['duplicates_received']}",
         f"  rejected            {rejected}",
-        f"  trace digest        {r['digest']}",
     ]
+    if "messages" in r:
+        lines += _traffic_lines(r["messages"], r["calls"])
+    lines.append(f"  trace digest        {r['digest']}")
     return "\n".join(lines)
+
+
+def _traffic_lines(m: dict[str, Any], c: dict[str, Any]) -> list[str]:
+    lat, setup = m["latency_s"], c["setup_s"]
+    return [
+        f"  messages            {m['delivered']}/{m['sent']} delivered, {m['duplicates']} "
+        f"duplicates, {m['held']} held for store-and-forward, {m['failed']} failed; "
+        f"latency p50 {lat['p50']:.3f} s p95 {lat['p95']:.3f} s max {lat['max']:.3f} s",
+        f"  calls               {c['established']}/{c['attempted']} established "
+        f"(setup p50 {setup['p50']:.3f} s p95 {setup['p95']:.3f} s), "
+        f"{c['media_both_ways']} with media both ways; media frames "
+        f"{c['media_frames_received']}/{c['media_frames_sent']} received, "
+        f"{c['media_frames_lost']} lost",
+    ]

@@ -109,6 +109,12 @@ class TrafficStats:
     skipped: int = 0
     registrations: int = 0
     stray_frames: int = 0
+    #: planned MESSAGEs that reached a node's built-in UA instead of its client
+    to_builtin_ua: int = 0
+
+    def to_node_inbox(self, body: bytes) -> None:
+        if body.startswith(MESSAGE_PREFIX.encode()):
+            self.to_builtin_ua += 1
 
     def report(self) -> dict[str, object]:
         return {"messages": self._messages(), "calls": self._calls()}
@@ -126,6 +132,7 @@ class TrafficStats:
                           "p95": round(percentile(latency, 0.95), 4),
                           "max": round(max(latency, default=0.0), 4)},
             "skipped": self.skipped,
+            "to_node_inbox": self.to_builtin_ua,
         }
 
     def _calls(self) -> dict[str, object]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from meshcomm.journal.events import JournalRecord
 from meshcomm.location.freshness import FreshnessUpdates
 from meshcomm.media.session import ClientPacket
-from meshcomm.node.gateway.types import LocalDatagram
+from meshcomm.node.gateway.types import InboxEntry, LocalDatagram
 from meshcomm.node.mesh import MeshNode
 from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import SfPersist, StoreForward, StoreForwardConfig
@@ -132,7 +132,10 @@ class SimEdge:
         elif isinstance(event, MediaReceived):
             sim.media.append((sim.now, self.name, event))
         else:
-            sim.counters["events_without_consumer"] += 1
+            if isinstance(event, InboxEntry) and sim.incident is not None:
+                sim.incident.stats.to_node_inbox(event.body)
+            if sim.other_events is not None:
+                sim.other_events.append((sim.now, self.name, event))
 
     def arm(self, deadline: float | None) -> None:
         if deadline == self.armed_at:

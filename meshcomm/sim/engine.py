@@ -171,6 +171,10 @@ class Simulator:
         #: (time, node, event) of every store-and-forward write (only with keep_journal)
         self.persisted: list[tuple[float, str, SfPersist]] | None = (
             [] if keep_journal else None)
+        #: (time, node, event) of every other event a node's pump handed its edge
+        #: (gateway outcomes, built-in inbox, ended media...; only with keep_journal)
+        self.other_events: list[tuple[float, str, object]] | None = (
+            [] if keep_journal else None)
         self.progress = progress
         self.observer = observer
         master = random.Random(config.seed)

@@ -47,8 +47,9 @@ from meshcomm.sim.traffic import TrafficEvent, TrafficKind
 if TYPE_CHECKING:
     from meshcomm.sim.engine import Simulator
 
-#: The softphone starts and registers this long after its node registered its AoR.
-CLIENT_REGISTER_AFTER_S = 0.5
+#: The softphone starts and registers this long after its node registered its AoR (at
+#: once: a message for the AoR that arrives meanwhile would go to the node's built-in UA).
+CLIENT_REGISTER_AFTER_S = 0.0
 #: The call ports of each node's media relay (no sockets in the simulator).
 MEDIA_FIRST_PORT = 20000
 MEDIA_LAST_PORT = 21000

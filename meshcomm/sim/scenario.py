@@ -30,6 +30,23 @@ A scenario file::
     action = "kill"           # join | leave | kill | restart | partition | heal
     nodes = ["medic-1"]
     # groups = [["a", "b"], ["c"]]   for partition
+
+    [[traffic]]               # one MESSAGE or call between two nodes' SIP clients
+    kind = "message"          # message | call
+    from = "medic-1"
+    to = "engine-7"
+    at_s = 20
+    # duration_s = 10         for a call: the caller hangs up after this
+
+    [[traffic]]               # a rate: evenly spaced, random pairs unless from/to given
+    kind = "message"
+    rate_per_s = 0.5
+    start_s = 15              # default: the traffic window (after registration)
+    end_s = 90                # default: long enough before the end for it to complete
+
+Traffic (``[[traffic]]``, or ``messages``/``calls`` in ``[scenario]`` for that many
+random ones) makes every node whole: SIP gateway, store-and-forward, media relay and one
+simulated SIP client; ``gateways = true`` asks for whole nodes without traffic.
 """
 
 from __future__ import annotations
@@ -51,14 +68,27 @@ from meshcomm.sim.topology import (
     grid,
     random_geometric,
 )
+from meshcomm.sim.traffic import (
+    DEFAULT_CALL_S,
+    MAX_TRAFFIC_EVENTS,
+    TrafficEvent,
+    TrafficKind,
+    TrafficPlan,
+    TrafficRate,
+)
 
 TOPOLOGIES = ("chain", "grid", "random", "explicit")
 MAX_SIM_NODES = 5000
 _SCENARIO_KEYS = {"duration_s", "seed", "topology", "nodes", "loss", "delay_ms", "range",
-                  "register_delay_s"}
+                  "register_delay_s", "messages", "calls", "call_duration_s", "gateways"}
 _NODE_KEYS = {"name", "x", "y", "start_s", "role"}
 _LINK_KEYS = {"a", "b", "loss", "delay_ms"}
 _EVENT_KEYS = {"at_s", "action", "nodes", "groups"}
+_TRAFFIC_KEYS = {"kind", "from", "to", "at_s", "duration_s", "rate_per_s", "start_s", "end_s"}
+#: Highest traffic rate of one entry (events per simulated second).
+MAX_RATE_PER_S = 1000.0
+#: Longest call (simulated seconds).
+MAX_CALL_S = 86400.0
 
 
 @dataclass(slots=True)
@@ -72,6 +102,12 @@ class ScenarioParams:
     seed: int = 1
     register_delay_s: tuple[float, float] = (2.0, 4.0)
     roles: dict[str, str] = field(default_factory=dict)
+    #: random MESSAGEs and calls between the nodes' clients (``--messages``, ``--calls``)
+    messages: int = 0
+    calls: int = 0
+    call_duration_s: float = DEFAULT_CALL_S
+    #: whole nodes (gateways, store-and-forward, media relay, clients) without traffic
+    gateways: bool = False
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], path: str) -> None:
@@ -106,11 +142,20 @@ def build_topology(params: ScenarioParams) -> Topology:
 
 def sim_config(params: ScenarioParams, topology: Topology | None = None,
                actions: list[Action] | None = None,
-               absent: frozenset[str] = frozenset(), baseline: str | None = None) -> SimConfig:
+               absent: frozenset[str] = frozenset(), baseline: str | None = None,
+               traffic: tuple[list[TrafficEvent], list[TrafficRate]] = ([], []),
+               ) -> SimConfig:
+    if params.messages < 0 or params.calls < 0:
+        raise ConfigError("messages" if params.messages < 0 else "calls", "must be >= 0")
+    if params.messages + params.calls > MAX_TRAFFIC_EVENTS:
+        raise ConfigError("messages", f"at most {MAX_TRAFFIC_EVENTS} messages and calls")
+    plan = TrafficPlan(events=tuple(traffic[0]), rates=tuple(traffic[1]),
+                       random_messages=params.messages, random_calls=params.calls,
+                       call_duration_s=params.call_duration_s)
     return SimConfig(topology=topology or build_topology(params), duration_s=params.duration_s,
                      seed=params.seed, baseline=baseline, actions=actions or [],
                      absent_at_start=absent, register_delay_s=params.register_delay_s,
-                     roles=dict(params.roles))
+                     roles=dict(params.roles), traffic=plan, gateways=params.gateways)
 
 
 def load_scenario(path: Path, baseline: str | None = None) -> SimConfig:
@@ -124,7 +169,7 @@ def load_scenario(path: Path, baseline: str | None = None) -> SimConfig:
 
 
 def parse_scenario(data: Mapping[str, Any], baseline: str | None = None) -> SimConfig:
-    _check_keys(data, {"scenario", "node", "link", "event"}, "")
+    _check_keys(data, {"scenario", "node", "link", "event", "traffic"}, "")
     head = data.get("scenario", {})
     _check_keys(head, _SCENARIO_KEYS, "scenario")
     params = ScenarioParams(
@@ -135,7 +180,15 @@ def parse_scenario(data: Mapping[str, Any], baseline: str | None = None) -> SimC
         radio_range=_num(head, "range", "scenario", DEFAULT_RANGE, 0.0, 1e6),
         duration_s=_num(head, "duration_s", "scenario", 60.0, 0.0, 1e7),
         seed=int(_num(head, "seed", "scenario", 1, 0, 2**63)),
+        messages=int(_num(head, "messages", "scenario", 0, 0, MAX_TRAFFIC_EVENTS)),
+        calls=int(_num(head, "calls", "scenario", 0, 0, MAX_TRAFFIC_EVENTS)),
+        call_duration_s=_num(head, "call_duration_s", "scenario", DEFAULT_CALL_S, 0.1,
+                             MAX_CALL_S),
     )
+    gateways = head.get("gateways", False)
+    if not isinstance(gateways, bool):
+        raise ConfigError("scenario.gateways", "must be true or false")
+    params.gateways = gateways
     delay = head.get("register_delay_s", [2.0, 4.0])
     if (not isinstance(delay, list) or len(delay) != 2
             or not all(isinstance(v, (int, float)) for v in delay) or delay[0] > delay[1]):
@@ -151,7 +204,8 @@ def parse_scenario(data: Mapping[str, Any], baseline: str | None = None) -> SimC
         topo = build_topology(params)
     _explicit_links(data.get("link", []), topo, params)
     actions.extend(_events(data.get("event", []), set(topo.names)))
-    return sim_config(params, topo, actions, frozenset(absent), baseline)
+    traffic = _traffic(data.get("traffic", []), set(topo.names), params)
+    return sim_config(params, topo, actions, frozenset(absent), baseline, traffic)
 
 
 def _explicit_nodes(nodes: Any, params: ScenarioParams, absent: set[str],
@@ -230,3 +284,66 @@ def _events(events: Any, names: set[str]) -> list[Action]:
             raise ConfigError(f"{path}.nodes", f"{kind.value} needs nodes")
         out.append(Action(_num(event, "at_s", path, 0.0, 0.0, 1e7), kind, nodes, groups))
     return out
+
+
+def _traffic(entries: Any, names: set[str],
+             params: ScenarioParams) -> tuple[list[TrafficEvent], list[TrafficRate]]:
+    if not isinstance(entries, list):
+        raise ConfigError("traffic", "must be an array of tables")
+    events: list[TrafficEvent] = []
+    rates: list[TrafficRate] = []
+    for i, entry in enumerate(entries):
+        path = f"traffic[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(path, "must be a table")
+        _check_keys(entry, _TRAFFIC_KEYS, path)
+        try:
+            kind = TrafficKind(entry.get("kind"))
+        except ValueError as exc:
+            choices = " or ".join(k.value for k in TrafficKind)
+            raise ConfigError(f"{path}.kind", f"must be {choices}") from exc
+        src, dst = _traffic_node(entry, "from", path, names), _traffic_node(entry, "to",
+                                                                            path, names)
+        if src is not None and src == dst:
+            raise ConfigError(f"{path}.to", "must differ from 'from'")
+        if "duration_s" in entry and kind is not TrafficKind.CALL:
+            raise ConfigError(f"{path}.duration_s", "only a call has a duration")
+        duration = _num(entry, "duration_s", path, params.call_duration_s, 0.1, MAX_CALL_S)
+        if ("at_s" in entry) == ("rate_per_s" in entry):
+            raise ConfigError(path, "needs either at_s (one event) or rate_per_s (a rate)")
+        if "at_s" in entry:
+            for key in ("start_s", "end_s"):
+                if key in entry:
+                    raise ConfigError(f"{path}.{key}", "only a rate has a start and an end")
+            if src is None or dst is None:
+                raise ConfigError(f"{path}.{'from' if src is None else 'to'}",
+                                  "a single event needs from and to")
+            at = _num(entry, "at_s", path, 0.0, 0.0, params.duration_s)
+            events.append(TrafficEvent(at, kind, src, dst, duration))
+            continue
+        rates.append(_rate(entry, path, kind, src, dst, duration, params))
+    return events, rates
+
+
+def _traffic_node(entry: Mapping[str, Any], key: str, path: str, names: set[str]) -> str | None:
+    name = entry.get(key)
+    if name is None:
+        return None
+    if not isinstance(name, str) or name not in names:
+        raise ConfigError(f"{path}.{key}", f"unknown node {name!r}")
+    return name
+
+
+def _rate(entry: Mapping[str, Any], path: str, kind: TrafficKind, src: str | None,
+          dst: str | None, duration: float, params: ScenarioParams) -> TrafficRate:
+    rate = _num(entry, "rate_per_s", path, 0.0, 0.0, MAX_RATE_PER_S)
+    if rate <= 0:
+        raise ConfigError(f"{path}.rate_per_s", "must be > 0")
+    start = end = None
+    if "start_s" in entry:
+        start = _num(entry, "start_s", path, 0.0, 0.0, params.duration_s)
+    if "end_s" in entry:
+        end = _num(entry, "end_s", path, 0.0, 0.0, params.duration_s)
+    if start is not None and end is not None and end <= start:
+        raise ConfigError(f"{path}.end_s", "must be after start_s")
+    return TrafficRate(kind, rate, start, end, src, dst, duration)
