@@ -209,11 +209,11 @@ class SipMessageDropped(JournalPayload):
     """A datagram the gateway dropped (undecodable, oversized, not routable)."""
 
     TYPE: ClassVar[J] = J.SIP_MESSAGE
+    direction: str = field(default="dropped", metadata=_stored_as("dir"))  # Direction.DROPPED
     reason: str
     peer: str
     size: int                      # bytes
     hops: int
-    direction: str = field(default="dropped", metadata=_stored_as("dir"))  # Direction.DROPPED
 
 
 # ---------------------------------------------------------------- store-and-forward

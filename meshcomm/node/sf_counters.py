@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Final
 
+from meshcomm.overlay.counters import OTHER_REASON, ReasonEnum
 
-class SfDropReason(StrEnum):
+
+class SfDropReason(ReasonEnum):
     """Why a store-and-forward message was refused (the journaled ``reason``)."""
 
     MALFORMED = "malformed"
@@ -30,15 +32,7 @@ class SfDropReason(StrEnum):
     FORGED_OFFER = "forged_offer"
     FORGED_RECEIPT = "forged_receipt"
     #: a decoder's reason text no member names
-    OTHER = "other"
-
-    @classmethod
-    def of(cls, text: str) -> SfDropReason:
-        """The member for a decoder's reason text; OTHER for text none names."""
-        try:
-            return cls(text)
-        except ValueError:
-            return cls.OTHER
+    OTHER = OTHER_REASON
 
 
 class CustodyRefusal(StrEnum):

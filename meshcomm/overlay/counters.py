@@ -18,10 +18,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Final
+from typing import Final, Self
 
 
-class DropReason(StrEnum):
+class ReasonEnum(StrEnum):
+    """A reason Enum whose member ``OTHER`` ("other") stands for any text no member
+    names: :meth:`of` reads a lower layer's reason text (the store-and-forward and gateway
+    reason Enums derive from it too)."""
+
+    @classmethod
+    def of(cls, text: str) -> Self:
+        """The member for ``text``; OTHER for text no member names."""
+        try:
+            return cls(text)
+        except ValueError:
+            return cls(OTHER_REASON)
+
+
+#: The value of every ReasonEnum's catch-all member.
+OTHER_REASON: Final = "other"
+
+
+class DropReason(ReasonEnum):
     """Why the overlay refused an input (the journaled ``reason``)."""
 
     # the frame as a whole
@@ -63,15 +81,7 @@ class DropReason(StrEnum):
     MEDIA_OVERSIZED = "media_oversized"
     MEDIA_UNKNOWN_TYPE = "media_unknown_type"
     #: a reason text no member names (a lower layer grew a reason the overlay lacks)
-    OTHER = "other"
-
-    @classmethod
-    def of(cls, text: str) -> DropReason:
-        """The member for a lower layer's reason text; OTHER for text none names."""
-        try:
-            return cls(text)
-        except ValueError:
-            return cls.OTHER
+    OTHER = OTHER_REASON
 
 
 #: A media frame that failed to decode, by the decoder's reason.

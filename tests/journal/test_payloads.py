@@ -18,30 +18,31 @@ from meshcomm.sim.scenario import ScenarioParams, sim_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: The stored keys of every payload class: the journal format on disk and in the export.
+#: The stored keys of every payload class, in the order the cores wrote them (the
+#: simulator's trace digest packs records as emitted): the journal format.
 #: A field renamed in a payload class changes its stored key; this table makes that a test
 #: failure (readers of stored data -- the export, the simulator's metrics -- use these).
-STORED_KEYS: dict[type[P.JournalPayload], set[str]] = {
-    P.NodeStarted: {"node", "role", "incident"},
-    P.NodeStopped: {"node"},
-    P.NodeFault: {"step", "error", "count", "total"},
-    P.NeighbourUp: {"neighbour", "addr", "role"},
-    P.NeighbourDown: {"neighbour", "addr"},
-    P.RouteChanged: {"dst", "next_hop", "hops", "metric"},
-    P.EnvelopeDropped: {"reason", "src", "kind"},
-    P.BindingLearned: {"aor", "node", "seq", "state", "lifetime_s", "via", "record"},
-    P.BindingUpdated: {"aor", "node", "seq", "state", "lifetime_s", "via", "record"},
-    P.BindingExpired: {"aor", "node", "seq", "tombstone"},
-    P.BindingConflict: {"aor", "node", "seq"},
-    P.BindingRejected: {"aor", "node", "seq", "reason", "via"},
-    P.SipMessageSeen: {"dir", "method", "status", "call_id", "cseq", "from", "to", "peer",
-                       "hops", "body", "body_sha256", "note"},
-    P.SipMessageDropped: {"dir", "reason", "peer", "size", "hops"},
-    P.SfHeld: {"msg_id", "from", "to", "origin", "state", "reason", "own"},
-    P.SfCustody: {"msg_id", "from", "to", "origin", "taken", "holder"},
-    P.SfDelivered: {"msg_id", "from", "to", "origin", "requesters"},
-    P.SfReceipt: {"msg_id", "from", "to", "origin", "dest", "own", "delivered_wall_s"},
-    P.JournalCheckpoint: {CHECKPOINT_HEAD_SEQ, CHECKPOINT_HEAD_HASH, CHECKPOINT_SIGNATURE},
+STORED_KEYS: dict[type[P.JournalPayload], tuple[str, ...]] = {
+    P.NodeStarted: ("node", "role", "incident"),
+    P.NodeStopped: ("node",),
+    P.NodeFault: ("step", "error", "count", "total"),
+    P.NeighbourUp: ("neighbour", "addr", "role"),
+    P.NeighbourDown: ("neighbour", "addr"),
+    P.RouteChanged: ("dst", "next_hop", "hops", "metric"),
+    P.EnvelopeDropped: ("reason", "src", "kind"),
+    P.BindingLearned: ("aor", "node", "seq", "state", "lifetime_s", "via", "record"),
+    P.BindingUpdated: ("aor", "node", "seq", "state", "lifetime_s", "via", "record"),
+    P.BindingExpired: ("aor", "node", "seq", "tombstone"),
+    P.BindingConflict: ("aor", "node", "seq"),
+    P.BindingRejected: ("aor", "node", "seq", "reason", "via"),
+    P.SipMessageSeen: ("dir", "method", "status", "call_id", "cseq", "from", "to", "peer",
+                       "hops", "body", "body_sha256", "note"),
+    P.SipMessageDropped: ("dir", "reason", "peer", "size", "hops"),
+    P.SfHeld: ("msg_id", "from", "to", "origin", "state", "reason", "own"),
+    P.SfCustody: ("msg_id", "from", "to", "origin", "taken", "holder"),
+    P.SfDelivered: ("msg_id", "from", "to", "origin", "requesters"),
+    P.SfReceipt: ("msg_id", "from", "to", "origin", "dest", "own", "delivered_wall_s"),
+    P.JournalCheckpoint: (CHECKPOINT_HEAD_SEQ, CHECKPOINT_HEAD_HASH, CHECKPOINT_SIGNATURE),
 }
 
 #: a value per annotation (payload modules use postponed annotations: the types are text)
@@ -87,7 +88,7 @@ def test_stored_keys_and_plain_values(cls: type[P.JournalPayload]) -> None:
         setattr(payload, dataclasses.fields(payload)[0].name, None)
     assert not hasattr(payload, "__dict__")            # slotted
     data = payload.data()
-    assert set(data) == STORED_KEYS[cls]
+    assert tuple(data) == STORED_KEYS[cls]
     plain, _ = normalize_data(data)                    # storable as it is
     assert plain == data
     record = JournalRecord.of(payload)

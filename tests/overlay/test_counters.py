@@ -4,6 +4,7 @@ explicit tables, with the names the status output and the tests have always read
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,8 +47,10 @@ def test_counters_are_strings_a_reader_finds_by_name() -> None:
 
 
 def _texts(value: ast.expr) -> Iterator[tuple[int, str]]:
-    """A string constant, or each constant branch of ``a if cond else b``."""
-    if isinstance(value, ast.Constant) and isinstance(value.value, str) and value.value:
+    """A machine reason (``bad_sdp``, not a SIP reason phrase such as ``"Bad SDP"``) as a
+    string constant, or each such constant branch of ``a if cond else b``."""
+    if (isinstance(value, ast.Constant) and isinstance(value.value, str)
+            and re.fullmatch(r"[a-z][a-z0-9_]*", value.value)):
         yield value.lineno, value.value
     elif isinstance(value, ast.IfExp):
         yield from _texts(value.body)

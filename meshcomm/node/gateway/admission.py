@@ -46,9 +46,11 @@ from __future__ import annotations
 
 import enum
 from collections import Counter, OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from meshcomm.node.gateway.counters import GatewayCounter
 from meshcomm.node.gateway.parts import TokenBucket
 from meshcomm.node.gateway.types import BUILTIN_ADDR, Address
 
@@ -97,12 +99,21 @@ _ANON_ALL: Final = "*anonymous*"
 
 
 class Shed(enum.StrEnum):
-    """Why a request was refused (counter ``shed_<value>``)."""
+    """Why a request was refused (its counter: :data:`SHED_COUNTERS`)."""
 
     SOURCE_RATE = "source_rate"        # the source's own bucket is empty
     GLOBAL_RATE = "global_rate"        # the (unreserved part of the) global budget is spent
     SOURCE_PENDING = "source_pending"  # the source has too many pending transactions
     PENDING = "pending"                # the gateway (or its anonymous share) is full
+
+
+#: The counter of each shed verdict (a test checks every verdict has one).
+SHED_COUNTERS: Final[Mapping[Shed, GatewayCounter]] = {
+    Shed.SOURCE_RATE: GatewayCounter.SHED_SOURCE_RATE,
+    Shed.GLOBAL_RATE: GatewayCounter.SHED_GLOBAL_RATE,
+    Shed.SOURCE_PENDING: GatewayCounter.SHED_SOURCE_PENDING,
+    Shed.PENDING: GatewayCounter.SHED_PENDING,
+}
 
 
 @dataclass(slots=True)
@@ -162,7 +173,7 @@ class Admission:
         verdict = self._verdict(source, reserved, now)
         if verdict is not None:
             source.shed_at = now
-            self.counters[f"shed_{verdict.value}"] += 1
+            self.counters[SHED_COUNTERS[verdict]] += 1
         return verdict
 
     def _verdict(self, source: _Source, reserved: bool, now: float) -> Shed | None:
@@ -250,7 +261,7 @@ class Admission:
         burst = max(1, int(MAX_SHED_RECORDS_PER_S))
         if self._shed_log.take(now, MAX_SHED_RECORDS_PER_S, burst):
             return True
-        self.counters["shed_not_journaled"] += 1
+        self.counters[GatewayCounter.SHED_NOT_JOURNALED] += 1
         return False
 
     # ------------------------------------------------------------ pending transactions
@@ -299,7 +310,7 @@ class Admission:
         if method not in FREEING_METHODS and _stale(waiting, now) >= MAX_STALE_PER_DESTINATION:
             if not waiting:
                 del self._toward[dest]
-            self.counters["shed_destination_stale"] += 1
+            self.counters[GatewayCounter.SHED_DESTINATION_STALE] += 1
             return False
         entry.dest = dest
         waiting[tx_id] = now
@@ -332,7 +343,7 @@ class Admission:
             ok = (host.take(now, ANON_HOLD_RATE_PER_S, ANON_HOST_HOLD_BURST)
                   and every.take(now, ANON_HOLD_RATE_PER_S, ANON_HOLD_BURST))
         if not ok:
-            self.counters["hold_quota_refused"] += 1
+            self.counters[GatewayCounter.HOLD_QUOTA_REFUSED] += 1
         return ok
 
     def _hold_bucket(self, key: str, now: float, burst: int = HOLD_BURST) -> TokenBucket:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from meshcomm.errors import DecodeError
+from meshcomm.node.gateway.counters import GatewayCounter
 from meshcomm.node.gateway.parts import Peer, is_tcp
 from meshcomm.node.gateway.types import MESH_HOST_SUFFIX, NODE_HEX_CHARS, Address
 from meshcomm.sip.build import build_request
@@ -169,7 +170,7 @@ class ContactMap:
     def _to_mesh(self, contact: NameAddr, client: Address) -> NameAddr:
         token = self._token_for(contact.uri, client)
         uri = make_sip_uri(token, self.mesh_host)
-        self.counters["contacts_rewritten_to_mesh"] += 1
+        self.counters[GatewayCounter.CONTACTS_REWRITTEN_TO_MESH] += 1
         return NameAddr(uri, contact.display_name, contact.params)
 
     def _to_client(self, contact: NameAddr) -> NameAddr:
@@ -180,7 +181,7 @@ class ContactMap:
             return contact
         node_hex = host[: -len(MESH_HOST_SUFFIX)]
         local = make_sip_uri(f"{node_hex}-{uri.user}", self.local_host, self.local_port)
-        self.counters["contacts_rewritten_to_client"] += 1
+        self.counters[GatewayCounter.CONTACTS_REWRITTEN_TO_CLIENT] += 1
         return NameAddr(local, contact.display_name, contact.params)
 
     def _token_for(self, contact: SipUri, client: Address) -> str:
@@ -210,7 +211,7 @@ class ContactMap:
             return None
         found = self._tokens.get(uri.user)
         if found is None and _TOKEN_RE.fullmatch(uri.user):
-            self.counters["contact_tokens_unknown"] += 1
+            self.counters[GatewayCounter.CONTACT_TOKENS_UNKNOWN] += 1
         return found
 
     def far_uri(self, uri: SipUri) -> SipUri | None:
@@ -240,7 +241,7 @@ class ContactMap:
         if entry is None or entry.client[0] != src[0]:
             return None
         self._dialogs.move_to_end((request.call_id, from_tag, to_tag))
-        self.counters["dialog_routed"] += 1
+        self.counters[GatewayCounter.DIALOG_ROUTED] += 1
         return entry.target
 
     def note_answer(self, request: SipRequest, response: SipResponse, src: Peer,
@@ -250,7 +251,7 @@ class ContactMap:
         if not (200 <= response.status < 300 and response.cseq.method == "INVITE"):
             return
         if response.call_id in self._ended:
-            self.counters["dialogs_after_end_ignored"] += 1
+            self.counters[GatewayCounter.DIALOGS_AFTER_END_IGNORED] += 1
             return
         to_tag, from_tag = response.to_addr.tag, response.from_addr.tag
         if to_tag is None or from_tag is None:
@@ -285,10 +286,10 @@ class ContactMap:
         mine = self._dialogs_of[entry.client]
         while len(mine) > MAX_DIALOGS_PER_CLIENT:
             self._drop(next(iter(mine)))
-            self.counters["dialogs_evicted"] += 1
+            self.counters[GatewayCounter.DIALOGS_EVICTED] += 1
         while len(self._dialogs) > MAX_DIALOGS:
             self._drop(next(iter(self._dialogs)))
-            self.counters["dialogs_evicted"] += 1
+            self.counters[GatewayCounter.DIALOGS_EVICTED] += 1
 
     def _drop(self, key: DialogKey) -> None:
         entry = self._dialogs.pop(key, None)
@@ -331,7 +332,7 @@ class ContactMap:
         to a client: ACK is idempotent, and strict UAs (SIPp) fail a call on a late copy."""
         key = (request.call_id, request.from_addr.tag or "", request.cseq.number)
         if key in self._acks:
-            self.counters["acks_duplicate_absorbed"] += 1
+            self.counters[GatewayCounter.ACKS_DUPLICATE_ABSORBED] += 1
             return False
         self._acks[key] = None
         while len(self._acks) > MAX_ACKS_SEEN:
@@ -360,7 +361,7 @@ class ContactMap:
             out.append(build_request(method, target.uri, from_addr=response.from_addr,
                                      to_addr=response.to_addr, call_id=response.call_id,
                                      cseq=cseq, via=via))
-        self.counters["calls_abandoned_far"] += 1
+        self.counters[GatewayCounter.CALLS_ABANDONED_FAR] += 1
         return out
 
     def forget_dialog(self, request: SipRequest) -> None:

@@ -47,6 +47,14 @@ from meshcomm.media.relay import MediaSetupError, SdpPath
 from meshcomm.node.gateway.admission import FREEING_METHODS, Admission
 from meshcomm.node.gateway.builtin import BuiltinUa
 from meshcomm.node.gateway.contacts import ContactMap
+from meshcomm.node.gateway.counters import (
+    DIRECTION_COUNTERS,
+    DROP_COUNTERS,
+    SDP_REFUSAL_COUNTERS,
+    GatewayCounter,
+    SdpRefusal,
+    SipDropReason,
+)
 from meshcomm.node.gateway.custody import MessageCustody
 from meshcomm.node.gateway.parts import (
     Peer,
@@ -238,7 +246,7 @@ class SipGateway(MessageCustody):
         target = (self.registrar.local_target(request, self._now)
                   if isinstance(request, SipRequest) else None)
         if not isinstance(request, SipRequest) or target is None:
-            self.counters["stored_undeliverable"] += 1
+            self.counters[GatewayCounter.STORED_UNDELIVERABLE] += 1
             if self.holder is not None:
                 self.holder.local_delivery_done(msg_id, False, now)
             return
@@ -260,16 +268,16 @@ class SipGateway(MessageCustody):
     # ============================================================ input
     def _input(self, data: bytes, src: Peer, now: float, hops: int) -> None:
         if len(data) > MAX_SIP_MESSAGE_BYTES:
-            self._drop("oversize", src, len(data), hops)
+            self._drop(SipDropReason.OVERSIZE, src, len(data), hops)
             self._answer_undecodable(data, None, src, now)          # 513
             return
         if not data.strip(b"\r\n"):
-            self.counters["keepalives"] += 1          # RFC 5626 CRLF keep-alive
+            self.counters[GatewayCounter.KEEPALIVES] += 1          # RFC 5626 CRLF keep-alive
             return
         try:
             message = parse_message_untrusted(data)
         except DecodeError as exc:
-            self._drop(exc.reason, src, len(data), hops)
+            self._drop(SipDropReason.of(exc.reason), src, len(data), hops)
             self._answer_undecodable(data, exc, src, now)
             return
         try:
@@ -278,7 +286,7 @@ class SipGateway(MessageCustody):
             else:
                 self._on_request(message, src, now, hops)
         except DecodeError as exc:                  # a header read on use was malformed
-            self._drop(exc.reason, src, len(data), hops)
+            self._drop(SipDropReason.of(exc.reason), src, len(data), hops)
             if isinstance(message, SipRequest):
                 self._answer_undecodable(data, exc, src, now)
 
@@ -289,16 +297,16 @@ class SipGateway(MessageCustody):
             return
         answer = self._undecodable.answer(data, exc, self._to_tag_any(), now)
         if answer is not None:
-            self.counters["answered_undecodable"] += 1
+            self.counters[GatewayCounter.ANSWERED_UNDECODABLE] += 1
             self._send(src, answer)
 
-    def _drop(self, reason: str, src: Peer, size: int, hops: int) -> None:
-        self.counters[f"dropped_{reason}"] += 1
-        self._events.append(drop_record(reason, src, size, hops))
+    def _drop(self, reason: SipDropReason, src: Peer, size: int, hops: int) -> None:
+        self.counters[DROP_COUNTERS[reason]] += 1
+        self._events.append(drop_record(reason.value, src, size, hops))
 
     def _journal(self, direction: Direction, message: SipRequest | SipResponse, peer: Peer,
                  hops: int = 0, note: str = "") -> None:
-        self.counters[f"sip_{direction.value}"] += 1
+        self.counters[DIRECTION_COUNTERS[direction]] += 1
         self._events.append(journal_safe(sip_record(
             direction, message, peer, hops=hops, keep_body=self.config.keep_sip_bodies,
             note=note)))
@@ -319,7 +327,7 @@ class SipGateway(MessageCustody):
             self.builtin.note_request(request)        # ctl send <-> ctl outbox
         existing = self._by_server.get(server_key(request))
         if existing is not None:                    # a retransmission (§17.2.3)
-            self.counters["retransmissions_absorbed"] += 1
+            self.counters[GatewayCounter.RETRANSMISSIONS_ABSORBED] += 1
             if existing.last_response is not None:
                 self._send(existing.upstream, existing.last_response)
             return
@@ -350,7 +358,7 @@ class SipGateway(MessageCustody):
             return 420                                  # §16.3 item 4
         if (isinstance(src, bytes) and request.method not in FREEING_METHODS
                 and self.admission.mesh_full()):
-            self.counters["overloaded"] += 1      # local clients were shed in _shed
+            self.counters[GatewayCounter.OVERLOADED] += 1      # local clients were shed in _shed
             return 503
         return None
 
@@ -527,12 +535,12 @@ class SipGateway(MessageCustody):
         if direction is SdpPath.MESH_TO_CLIENT and self.contacts.call_ended(message.call_id):
             # A late 2xx (or its retransmission) from the far side of a call that ended
             # here: no media session again; refusing it ends the far side (ACK + BYE).
-            self.counters["sdp_after_end_refused"] += 1
+            self.counters[GatewayCounter.SDP_AFTER_END_REFUSED] += 1
             return CALL_DOES_NOT_EXIST
         try:
             body = self.rewrite_sdp(direction, message.call_id, message.body)
         except (DecodeError, MediaSetupError) as exc:
-            self.counters[f"sdp_refused_{exc.reason}"] += 1
+            self.counters[SDP_REFUSAL_COUNTERS[SdpRefusal.of(exc.reason)]] += 1
             log.info("SDP of call %s refused (%s): %s", message.call_id, direction.value, exc)
             return exc.status_hint
         return message if body == message.body else message.with_body(body)
@@ -546,7 +554,7 @@ class SipGateway(MessageCustody):
         2xx becomes an error answer upstream (488 for a bad body, 503 for no resources) --
         the callee gets no ACK and ends its side (RFC 3261 §13.3.1.4)."""
         if response.status < 200 or tx.answered:
-            self.counters["responses_dropped_sdp"] += 1
+            self.counters[GatewayCounter.RESPONSES_DROPPED_SDP] += 1
             return
         self._respond(tx, NOT_ACCEPTABLE_HERE if status == BAD_REQUEST else status, now,
                       self._retry_after(status))
@@ -572,7 +580,7 @@ class SipGateway(MessageCustody):
         if tx.downstream is None:
             tx.retransmit_at = None
             return
-        self.counters["retransmissions_sent"] += 1
+        self.counters[GatewayCounter.RETRANSMISSIONS_SENT] += 1
         self._send(tx.downstream, tx.out_bytes)
         timer = TimerName.A if tx.method == "INVITE" else TimerName.E
         tx.retransmit_interval_s = self.config.timers.next_retransmit_interval_s(
@@ -593,7 +601,7 @@ class SipGateway(MessageCustody):
         408 for a ringing INVITE or another request; the INVITE's branch is cancelled."""
         if tx.state not in (TxState.TRYING, TxState.PROCEEDING):
             return
-        self.counters["timeouts"] += 1
+        self.counters[GatewayCounter.TIMEOUTS] += 1
         if tx.method == "INVITE":
             self._cancel_downstream(tx)
         status = 480 if tx.method == "MESSAGE" or (
@@ -608,7 +616,7 @@ class SipGateway(MessageCustody):
     def _on_ack(self, request: SipRequest, src: Peer) -> None:
         tx = self._by_server.get(server_key(request))
         if tx is not None:            # ACK of a non-2xx final: hop by hop (§17.2.1)
-            self.counters["acks_absorbed"] += 1
+            self.counters[GatewayCounter.ACKS_ABSORBED] += 1
             return
         request, routes = self._pop_own_route(request)
         dest: Address | bytes | None
@@ -620,7 +628,7 @@ class SipGateway(MessageCustody):
             found = self._in_dialog_target(request, src)
             request, dest = found if found is not None else (request, None)
         if dest is None or dest == self.node.node_id:
-            self.counters["acks_unroutable"] += 1
+            self.counters[GatewayCounter.ACKS_UNROUTABLE] += 1
             return
         if isinstance(src, bytes) and isinstance(dest, tuple) and not self.contacts.first_ack(
                 request):
@@ -628,7 +636,7 @@ class SipGateway(MessageCustody):
         out = self._rewrite_or_status(self._prepare(request, dest, new_branch(self.rng), src),
                                       src, dest)
         if isinstance(out, int):
-            self.counters["acks_dropped_sdp"] += 1
+            self.counters[GatewayCounter.ACKS_DROPPED_SDP] += 1
             return
         self._emit(out, dest, 0)
 
@@ -661,7 +669,7 @@ class SipGateway(MessageCustody):
         via = response.top_via
         vias = response.header_values("Via")
         if not self._is_our_via(via) or len(vias) < 2:
-            self.counters["responses_not_ours"] += 1
+            self.counters[GatewayCounter.RESPONSES_NOT_OURS] += 1
             return
         if response.cseq.method == "CANCEL":
             return                                      # our CANCEL was answered
@@ -674,7 +682,7 @@ class SipGateway(MessageCustody):
         if response.status < 200 and not tx.allows(TxIn.RECV_1XX):
             # A provisional overtaken on the mesh by the final answer: the client's
             # transaction has moved on; relaying it now would confuse it (§16.7 step 5).
-            self.counters["provisional_after_final"] += 1
+            self.counters[GatewayCounter.PROVISIONAL_AFTER_FINAL] += 1
             return
         if (isinstance(src, bytes) and tx.method == "INVITE" and 200 <= response.status < 300
                 and tx.answered and (tx.final_status or 0) >= 300):
@@ -720,7 +728,7 @@ class SipGateway(MessageCustody):
     def _stateless_response(self, response: SipResponse, src: Peer) -> None:
         """No state (it lingered out): only a 2xx to INVITE is relayed, by its Via."""
         if not (200 <= response.status < 300 and response.cseq.method == "INVITE"):
-            self.counters["responses_stray"] += 1
+            self.counters[GatewayCounter.RESPONSES_STRAY] += 1
             return
         dest = self._via_destination(response.top_via)
         if dest is None:
@@ -731,7 +739,7 @@ class SipGateway(MessageCustody):
             return
         out = self._rewrite_or_status(self.contacts.rewrite(response, src, dest), src, dest)
         if isinstance(out, int):
-            self.counters["responses_dropped_sdp"] += 1
+            self.counters[GatewayCounter.RESPONSES_DROPPED_SDP] += 1
             return
         self._emit(out, dest, 0)
 

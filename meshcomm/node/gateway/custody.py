@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from meshcomm.errors import LocalProtocolError
+from meshcomm.node.gateway.counters import GatewayCounter
 from meshcomm.node.gateway.parts import ProxyTx, message_id
 from meshcomm.node.gateway.proxy_state import ProxyTxInput as TxIn
 from meshcomm.node.gateway.proxy_state import ProxyTxState as TxState
@@ -72,7 +73,7 @@ class MessageCustody:
     def _hold_allowed(self, tx: ProxyTx, now: float) -> bool:
         raise NotImplementedError
 
-    def _failed_hold(self, tx: ProxyTx, counter: str, now: float) -> None:
+    def _failed_hold(self, tx: ProxyTx, counter: GatewayCounter, now: float) -> None:
         self.counters[counter] += 1
         self._respond(tx, HOLD_FAILED_STATUS, now,
                       [("Retry-After", str(self.config.retry_after_s))])
@@ -85,10 +86,10 @@ class MessageCustody:
         if tx is None or tx.state is not TxState.HOLDING:
             return
         if durable:
-            self.counters["messages_held"] += 1
+            self.counters[GatewayCounter.MESSAGES_HELD] += 1
             self._respond(tx, 202, now)
         else:
-            self._failed_hold(tx, "messages_hold_failed", now)
+            self._failed_hold(tx, GatewayCounter.MESSAGES_HOLD_FAILED, now)
         self._pump_builtin(now)
 
     def hold_pending(self, now: float) -> int:
@@ -107,7 +108,7 @@ class MessageCustody:
     def _hold_unconfirmed(self, tx: ProxyTx, now: float) -> None:
         """No verdict on a hold within HOLD_DURABLE_TIMEOUT_S: 500 (the client retries)."""
         self._unhold(tx)
-        self._failed_hold(tx, "messages_hold_unconfirmed", now)
+        self._failed_hold(tx, GatewayCounter.MESSAGES_HOLD_UNCONFIRMED, now)
 
     def _unhold(self, tx: ProxyTx) -> None:
         """Forget the hold of ``tx`` (it leaves HOLDING): its key is the message id."""
@@ -127,7 +128,7 @@ class MessageCustody:
         request = tx.request
         msg_id = message_id(request)
         if msg_id in self._holding:          # the same message in another transaction
-            self.counters["messages_not_held"] += 1
+            self.counters[GatewayCounter.MESSAGES_NOT_HELD] += 1
             return False
         if not self._hold_allowed(tx, now):  # over its client's quota (gateway.admission)
             self._respond(tx, 503, now, self._retry_after(503))
@@ -137,16 +138,16 @@ class MessageCustody:
                                        to_aor=request.uri.aor, sip=request.serialize(),
                                        now=now)
         except HoldRefused as exc:           # full of undelivered messages: try later
-            self.counters["messages_refused_full"] += 1
+            self.counters[GatewayCounter.MESSAGES_REFUSED_FULL] += 1
             log.warning("MESSAGE not held for store-and-forward: %s", exc)
             self._respond(tx, 503, now, self._retry_after(503))
             return True
         except LocalProtocolError as exc:   # e.g. over the holder's size limit: 480 stays
-            self.counters["messages_not_held"] += 1
+            self.counters[GatewayCounter.MESSAGES_NOT_HELD] += 1
             log.info("MESSAGE not held for store-and-forward: %s", exc)
             return False
         if durable:
-            self.counters["messages_held"] += 1
+            self.counters[GatewayCounter.MESSAGES_HELD] += 1
             self._respond(tx, 202, now)
         else:
             tx.step(TxIn.HOLD)
@@ -165,12 +166,12 @@ class MessageCustody:
             return
         key = msg_id if msg_id is not None else message_id(request)
         if self.holder is not None and self.holder.is_delivered(key):
-            self.counters["duplicates_answered"] += 1
+            self.counters[GatewayCounter.DUPLICATES_ANSWERED] += 1
             self._respond(tx, 200, now)
             return
         first = self._delivering.get(key)
         if first is not None:
-            self.counters["duplicates_absorbed"] += 1
+            self.counters[GatewayCounter.DUPLICATES_ABSORBED] += 1
             tx.step(TxIn.WAIT)
             first.followers.append(tx)
             return

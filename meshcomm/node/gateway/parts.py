@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
+from meshcomm.journal.payloads import SipMessageDropped, SipMessageSeen
 from meshcomm.node.gateway.proxy_state import (
     ANSWERED_STATES,
     INITIAL_PROXY_TX_STATE,
@@ -147,32 +147,25 @@ def message_id(request: SipRequest) -> bytes:
 def sip_record(direction: Direction, message: SipRequest | SipResponse, peer: Peer, *,
                hops: int = 0, keep_body: bool = False, note: str = "") -> JournalRecord:
     """The SIP_MESSAGE journal record of one message (body as SHA-256 unless kept)."""
-    is_request = isinstance(message, SipRequest)
-    data: dict[str, object] = {
-        "dir": direction.value,
-        "method": message.method if isinstance(message, SipRequest) else message.cseq.method,
-        "status": None if is_request else message.status,  # type: ignore[union-attr]
-        "call_id": message.call_id,
-        "cseq": message.cseq.number,
-        "from": message.from_addr.uri.aor,
-        "to": message.to_addr.uri.aor,
-        "peer": peer_text(peer),
-        "hops": hops,
-    }
-    if message.body:
-        if keep_body:
-            data["body"] = message.body
-        else:
-            data["body_sha256"] = hashlib.sha256(message.body).hexdigest()
-    if note:
-        data["note"] = note
-    return JournalRecord(J.SIP_MESSAGE, data)
+    body = message.body or None
+    return JournalRecord.of(SipMessageSeen(
+        direction=direction.value,
+        method=message.method if isinstance(message, SipRequest) else message.cseq.method,
+        status=None if isinstance(message, SipRequest) else message.status,
+        call_id=message.call_id,
+        cseq=message.cseq.number,
+        from_aor=message.from_addr.uri.aor,
+        to_aor=message.to_addr.uri.aor,
+        peer=peer_text(peer),
+        hops=hops,
+        body=body if keep_body else None,
+        body_sha256=hashlib.sha256(body).hexdigest() if body and not keep_body else None,
+        note=note or None))
 
 
 def drop_record(reason: str, peer: Peer, size_bytes: int, hops: int = 0) -> JournalRecord:
-    return JournalRecord(J.SIP_MESSAGE, {"dir": Direction.DROPPED.value, "reason": reason,
-                                         "peer": peer_text(peer), "size": size_bytes,
-                                         "hops": hops})
+    return JournalRecord.of(SipMessageDropped(direction=Direction.DROPPED.value, reason=reason,
+                                              peer=peer_text(peer), size=size_bytes, hops=hops))
 
 
 def expires_of(request: SipRequest) -> int:

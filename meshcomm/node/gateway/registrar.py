@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 
 from meshcomm.location.table import TrustMode
 from meshcomm.node.gateway.contacts import reachable_address
+from meshcomm.node.gateway.counters import GatewayCounter
 from meshcomm.node.gateway.parts import LocalRegistration, contact_key, expires_of
 from meshcomm.node.gateway.regquota import RegistrationQuota
 from meshcomm.node.gateway.types import (
@@ -62,7 +63,7 @@ class Registrar:
         for aor, reg in list(self._regs.items()):
             if reg.expires_at <= now:
                 self.unregister(aor, now)
-                self.counters["registrations_expired"] += 1
+                self.counters[GatewayCounter.REGISTRATIONS_EXPIRED] += 1
 
     def register(self, request: SipRequest, upstream: Address, now: float) -> RegisterReply:
         """§10.3 for a REGISTER from the local client at ``upstream``: the answer."""
@@ -71,7 +72,7 @@ class Registrar:
             return 400, []
         aor = aor_uri.aor.lower()
         if self._held_elsewhere(aor):
-            self.counters["register_conflicts"] += 1
+            self.counters[GatewayCounter.REGISTER_CONFLICTS] += 1
             return 403, []
         contacts = request.contacts
         if not contacts and not request.is_contact_star:

@@ -27,6 +27,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Final, TypeVar
 
+from meshcomm.node.gateway.counters import GatewayCounter
 from meshcomm.node.gateway.parts import LocalRegistration, TokenBucket
 from meshcomm.node.gateway.types import MAX_LOCAL_REGISTRATIONS, Address
 
@@ -90,27 +91,27 @@ class RegistrationQuota:
         """May ``source`` register one more AoR? None: yes (after evicting, if needed,
         through ``evict``); else the refusal."""
         if len(self._by_source.get(source, ())) >= MAX_AORS_PER_CLIENT:
-            self.counters["register_client_quota"] += 1
+            self.counters[GatewayCounter.REGISTER_CLIENT_QUOTA] += 1
             return FORBIDDEN, []
         host = source[0]
         if len(self._by_host.get(host, ())) >= MAX_AORS_PER_HOST:
             victim = self._oldest_unused(self._by_host.get(host, set()))
             if victim is None:
-                return self._busy("register_host_full")
-            self.counters["register_evicted_host_quota"] += 1
+                return self._busy(GatewayCounter.REGISTER_HOST_FULL)
+            self.counters[GatewayCounter.REGISTER_EVICTED_HOST_QUOTA] += 1
             evict(victim, now)
         if not self._announce_bucket(host, now).take(now, ANNOUNCE_RATE_PER_HOST_S,
                                                      ANNOUNCE_BURST_PER_HOST):
-            return self._busy("register_announce_limited")
+            return self._busy(GatewayCounter.REGISTER_ANNOUNCE_LIMITED)
         if len(self._regs) >= MAX_LOCAL_REGISTRATIONS:
             victim = self._fair_victim()
             if victim is None:
-                return self._busy("register_full")
-            self.counters["register_evicted_full"] += 1
+                return self._busy(GatewayCounter.REGISTER_FULL)
+            self.counters[GatewayCounter.REGISTER_EVICTED_FULL] += 1
             evict(victim, now)
         return None
 
-    def _busy(self, counter: str) -> Refusal:
+    def _busy(self, counter: GatewayCounter) -> Refusal:
         self.counters[counter] += 1
         return UNAVAILABLE, [("Retry-After", str(self.retry_after_s))]
 

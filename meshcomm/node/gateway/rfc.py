@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Final
 
 from meshcomm.errors import DecodeError
@@ -70,7 +71,7 @@ def journal_safe(record: JournalRecord) -> JournalRecord:
     data = record.data
     if all(not isinstance(v, str) or v.isascii() for v in data.values()):
         return record
-    return JournalRecord(record.type, storable_data(data))
+    return replace(record, data=storable_data(data))     # the payload stays with it
 
 
 class UndecodableAnswers:
