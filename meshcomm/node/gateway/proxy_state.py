@@ -47,7 +47,7 @@ class ProxyTxInput(enum.Enum):
     SEND_FINAL = "send-final"        # a final answer generated here (§16.7 step 6, §16.8)
     HOLD = "hold"                    # handed to store-and-forward, hold not yet durable
     CANCEL = "recv-cancel"           # CANCEL of the pending INVITE (§16.10)
-    LINGER_END = "linger-end"        # the lingering time ran out (§17.2.2 Timer J)
+    LINGER_END = "linger-end"        # LINGER_S ran out (the role of §17.2.2 Timer J)
     EVICT = "evict"                  # dropped early: too many lingering transactions
 
 
