@@ -5,9 +5,31 @@
 * :class:`LocalProtocolError` -- our own caller misused an API (a bug on this side).
 * :class:`ConfigError` -- a configuration file or flag is invalid; names the key path.
 * :class:`TrustError` -- a record decoded fine but fails signature or policy checks.
+
+The ``reason`` text of :class:`DecodeError` and :class:`TrustError` is read into a
+layer's reason Enum (a :class:`ReasonEnum`) where it names a counter or a journal entry.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final, Self
+
+#: The value of every ReasonEnum's catch-all member ``OTHER``.
+OTHER_REASON: Final = "other"
+
+
+class ReasonEnum(StrEnum):
+    """A reason Enum with a member ``OTHER`` (:data:`OTHER_REASON`) for any text no other
+    member names: :meth:`of` reads a lower layer's ``reason`` text."""
+
+    @classmethod
+    def of(cls, text: str) -> Self:
+        """The member for ``text``; OTHER for text no member names."""
+        try:
+            return cls(text)
+        except ValueError:
+            return cls(OTHER_REASON)
 
 
 class MeshcommError(Exception):

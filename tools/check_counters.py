@@ -11,7 +11,8 @@ A counter is reached as ``<something>.counters[...]`` (or ``counters[...]``,
   Enum (``OverlayCounter.TX_BYTES``), so a typo fails mypy. Files listed in
   :data:`LITERAL_NAMES_PENDING` still use literals and are reported only for built names.
 
-The same holds for ``counters.get(...)``.
+The same holds for ``counters.get(...)`` and for ``self.count(...)`` (the SIP user
+agent's counting method).
 
 Run: ``python -m tools.check_counters`` (exit 1 and one line per violation).
 """
@@ -62,9 +63,12 @@ def _indexes(tree: ast.AST) -> Iterator[ast.expr]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Subscript) and _is_counters(node.value):
             yield node.slice
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "get" and _is_counters(node.func.value) and node.args):
-            yield node.args[0]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+            func = node.func
+            if ((func.attr == "get" and _is_counters(func.value))
+                    or (func.attr == "count" and isinstance(func.value, ast.Name)
+                        and func.value.id == "self")):
+                yield node.args[0]
 
 
 def _pending(rel: str) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Final
 
-from meshcomm.overlay.counters import OTHER_REASON, ReasonEnum
+from meshcomm.errors import OTHER_REASON, ReasonEnum
 
 
 class SfDropReason(ReasonEnum):

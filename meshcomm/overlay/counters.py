@@ -18,25 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Final, Self
+from typing import Final
 
-
-class ReasonEnum(StrEnum):
-    """A reason Enum whose member ``OTHER`` ("other") stands for any text no member
-    names: :meth:`of` reads a lower layer's reason text (the store-and-forward and gateway
-    reason Enums derive from it too)."""
-
-    @classmethod
-    def of(cls, text: str) -> Self:
-        """The member for ``text``; OTHER for text no member names."""
-        try:
-            return cls(text)
-        except ValueError:
-            return cls(OTHER_REASON)
-
-
-#: The value of every ReasonEnum's catch-all member.
-OTHER_REASON: Final = "other"
+from meshcomm.errors import OTHER_REASON, ReasonEnum
 
 
 class DropReason(ReasonEnum):

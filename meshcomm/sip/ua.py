@@ -30,6 +30,12 @@ from collections.abc import Callable
 from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.sip import grammar as g
 from meshcomm.sip.build import build_request, new_call_id
+from meshcomm.sip.counters import (
+    ANSWERED_UNDECODABLE_COUNTERS,
+    UNDECODABLE_COUNTERS,
+    SipDecodeReason,
+    UaCounter,
+)
 from meshcomm.sip.dialog import incoming_dialog_id
 from meshcomm.sip.message import NameAddr, SipRequest, SipResponse, parse_message_untrusted
 from meshcomm.sip.presence import PresenceDocument, build_pidf
@@ -121,7 +127,7 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
             else:
                 self._on_request(message, src, now)
         except DecodeError as exc:      # a header only read on use turned out malformed
-            self.count(f"undecodable_{exc.reason}")
+            self.count(UNDECODABLE_COUNTERS[SipDecodeReason.of(exc.reason)])
             log.debug("dropping message from %s: %s", src, exc)
         self._process_notices(now)
 
@@ -243,13 +249,14 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
         hint from its salvaged headers (RFC 4475 §3.1.2, §3.3.1); other bytes are dropped.
         A request with a wrong SIP version is read as 2.0 only to answer it 505 through a
         server transaction (§8.2.1; RFC 4475 'badvers')."""
-        self.count(f"undecodable_{exc.reason}")
+        self.count(UNDECODABLE_COUNTERS[SipDecodeReason.of(exc.reason)])
         if exc.status_hint != 505:
             answer = error_response_untrusted(data, exc, self.new_tag())
             if answer is None:
                 log.debug("dropping undecodable datagram from %s: %s", src, exc)
                 return
-            self.count(f"answered_undecodable_{exc.status_hint}")
+            self.count(ANSWERED_UNDECODABLE_COUNTERS.get(exc.status_hint,
+                                                         UaCounter.ANSWERED_UNDECODABLE_OTHER))
             self.send_raw(answer, src)
             return
         head = _VERSION_RE.sub(rb"\1SIP/2.0\r\n", data[:MAX_PATCH_BYTES], count=1)
@@ -265,13 +272,13 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
                 try:
                     tx = self.txl.start_server(request, response_address(request), now)
                 except LocalProtocolError:
-                    self.count("server_tx_refused")
+                    self.count(UaCounter.SERVER_TX_REFUSED)
                     return
                 self.reject_request(tx, request, 505, now)
 
     def _on_response(self, response: SipResponse, now: float) -> None:
         if not self.is_our_via(response.top_via):
-            self.count("response_not_ours")
+            self.count(UaCounter.RESPONSE_NOT_OURS)
             return
         if self.txl.on_response(response, now):
             return
@@ -288,7 +295,7 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
         try:
             tx = self.txl.start_server(request, response_address(request), now)
         except LocalProtocolError:
-            self.count("server_tx_refused")
+            self.count(UaCounter.SERVER_TX_REFUSED)
             return
         problem = self._precheck(request)
         if problem is not None:
@@ -401,7 +408,7 @@ class UserAgent(SubscriptionsMixin, CallsMixin):
             try:
                 self._process_notice(notice, now)
             except DecodeError as exc:  # a header only read on use turned out malformed
-                self.count(f"undecodable_{exc.reason}")
+                self.count(UNDECODABLE_COUNTERS[SipDecodeReason.of(exc.reason)])
                 log.debug("dropping %s: %s", type(notice.message).__name__, exc)
 
     def _process_notice(self, notice: TxNotice, now: float) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.sip.build import build_response, new_branch, new_tag
+from meshcomm.sip.counters import REJECTED_COUNTERS, UaCounter
 from meshcomm.sip.dialog import Dialog, DialogId
 from meshcomm.sip.message import NameAddr, SipRequest, SipResponse, Via
 from meshcomm.sip.transaction import DEFAULT_SIP_PORT, Transaction, TransactionLayer
@@ -145,7 +146,7 @@ class UaBase:
         self._ids += 1
         return self._ids
 
-    def count(self, name: str) -> None:
+    def count(self, name: UaCounter) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def local_addr(self) -> NameAddr:
@@ -182,7 +183,7 @@ class UaBase:
     def emit(self, event: UaEvent) -> None:
         if len(self._events) >= MAX_QUEUED_EVENTS:
             self._events.popleft()
-            self.count("events_dropped")
+            self.count(UaCounter.EVENTS_DROPPED)
         self._events.append(event)
 
     def send_raw(self, data: bytes, dest: Address) -> None:
@@ -205,7 +206,7 @@ class UaBase:
                        *, reason: str | None = None,
                        headers: Sequence[tuple[str, str]] = ()) -> None:
         """Answer a request with an error before (or instead of) the application."""
-        self.count(f"rejected_{status}")
+        self.count(REJECTED_COUNTERS.get(status, UaCounter.REJECTED_OTHER))
         self.emit(BadRequest(request.method, status, tx.peer))
         to_tag = None if request.to_addr.tag else self.new_tag()
         self.respond_tx(tx, status, now, to_tag=to_tag, reason=reason, headers=headers)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from meshcomm.errors import DecodeError
 from meshcomm.sip import grammar as g
 from meshcomm.sip.build import build_request, new_call_id
+from meshcomm.sip.counters import UaCounter
 from meshcomm.sip.dialog import (
     Dialog,
     DialogId,
@@ -255,7 +256,7 @@ class SubscriptionsMixin(UaBase):
         try:
             return parse_pidf_untrusted(request.body)
         except DecodeError:
-            self.count("bad_pidf")
+            self.count(UaCounter.BAD_PIDF)
             return None
 
     # ================================================================ outcomes

@@ -12,16 +12,16 @@ from meshcomm.node.gateway.counters import (
     SDP_REFUSAL_COUNTERS,
     GatewayCounter,
     SdpRefusal,
-    SipDropReason,
 )
 from meshcomm.node.gateway.types import Direction
+from meshcomm.sip.counters import SipDecodeReason
 from tests.overlay.test_counters import reason_texts
 
 PKG = Path(__file__).resolve().parents[2] / "meshcomm"
 
 
 def test_every_reason_direction_and_verdict_has_its_counter() -> None:
-    tables = [(DROP_COUNTERS, SipDropReason, "dropped_"),
+    tables = [(DROP_COUNTERS, SipDecodeReason, "dropped_"),
               (SDP_REFUSAL_COUNTERS, SdpRefusal, "sdp_refused_"),
               (DIRECTION_COUNTERS, Direction, "sip_"),
               (SHED_COUNTERS, Shed, "shed_")]
@@ -32,13 +32,6 @@ def test_every_reason_direction_and_verdict_has_its_counter() -> None:
         used.extend(table.values())
     assert len(set(used)) == len(used)
     assert len(GatewayCounter.__members__) == len(GatewayCounter)
-
-
-def test_every_reason_the_sip_parser_gives_is_a_drop_reason() -> None:
-    found = {"malformed"} | {text for path in sorted((PKG / "sip").glob("*.py"))
-                             for _, text in reason_texts(path)}
-    assert {"framing", "truncated", "version", "range"} <= found
-    assert {t for t in found if SipDropReason.of(t) is SipDropReason.OTHER} == set()
 
 
 def test_every_reason_the_media_layer_refuses_sdp_for_is_an_sdp_refusal() -> None:

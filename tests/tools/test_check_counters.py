@@ -34,6 +34,9 @@ def test_checker_refuses_built_and_literal_names(tmp_path: Path) -> None:
         "self.counters[OverlayCounter.TX_BYTES] += 1\n"
         "self.counters[DROP_COUNTERS[reason]] += 1\n"
         "other['x'] += 1\n"
+        "self.count(f'rejected_{status}')\n"
+        "self.count(UaCounter.BAD_PIDF)\n"
+        "n = data.count('x')\n"
     )
     assert find_violations(tmp_path) == [
         "overlay/bad.py:1: counter name built from strings",
@@ -41,6 +44,7 @@ def test_checker_refuses_built_and_literal_names(tmp_path: Path) -> None:
         "overlay/bad.py:3: counter name built from strings",
         "overlay/bad.py:4: counter name built from strings",
         "overlay/bad.py:5: counter named by the string 'tx_bytes'",
+        "overlay/bad.py:9: counter name built from strings",
     ]
 
 

@@ -53,7 +53,6 @@ from meshcomm.node.gateway.counters import (
     SDP_REFUSAL_COUNTERS,
     GatewayCounter,
     SdpRefusal,
-    SipDropReason,
 )
 from meshcomm.node.gateway.custody import MessageCustody
 from meshcomm.node.gateway.parts import (
@@ -95,6 +94,7 @@ from meshcomm.node.gateway.types import (
 )
 from meshcomm.node.mesh import MeshNode
 from meshcomm.sip.build import build_ack_for_error, build_cancel, build_response, new_branch
+from meshcomm.sip.counters import SipDecodeReason
 from meshcomm.sip.message import (
     NameAddr,
     SipRequest,
@@ -268,7 +268,7 @@ class SipGateway(MessageCustody):
     # ============================================================ input
     def _input(self, data: bytes, src: Peer, now: float, hops: int) -> None:
         if len(data) > MAX_SIP_MESSAGE_BYTES:
-            self._drop(SipDropReason.OVERSIZE, src, len(data), hops)
+            self._drop(SipDecodeReason.OVERSIZE, src, len(data), hops)
             self._answer_undecodable(data, None, src, now)          # 513
             return
         if not data.strip(b"\r\n"):
@@ -277,7 +277,7 @@ class SipGateway(MessageCustody):
         try:
             message = parse_message_untrusted(data)
         except DecodeError as exc:
-            self._drop(SipDropReason.of(exc.reason), src, len(data), hops)
+            self._drop(SipDecodeReason.of(exc.reason), src, len(data), hops)
             self._answer_undecodable(data, exc, src, now)
             return
         try:
@@ -286,7 +286,7 @@ class SipGateway(MessageCustody):
             else:
                 self._on_request(message, src, now, hops)
         except DecodeError as exc:                  # a header read on use was malformed
-            self._drop(SipDropReason.of(exc.reason), src, len(data), hops)
+            self._drop(SipDecodeReason.of(exc.reason), src, len(data), hops)
             if isinstance(message, SipRequest):
                 self._answer_undecodable(data, exc, src, now)
 
@@ -300,7 +300,7 @@ class SipGateway(MessageCustody):
             self.counters[GatewayCounter.ANSWERED_UNDECODABLE] += 1
             self._send(src, answer)
 
-    def _drop(self, reason: SipDropReason, src: Peer, size: int, hops: int) -> None:
+    def _drop(self, reason: SipDecodeReason, src: Peer, size: int, hops: int) -> None:
         self.counters[DROP_COUNTERS[reason]] += 1
         self._events.append(drop_record(reason.value, src, size, hops))
 

@@ -3,7 +3,8 @@
 Every counter of the gateway (and of its registrar, contacts, admission and custody parts,
 which share its ``Counter``) is a member of :class:`GatewayCounter`; its value is the name
 the status output and the tests read. Per-reason counters are reached through explicit
-tables -- :data:`DROP_COUNTERS` (:class:`SipDropReason`), :data:`SDP_REFUSAL_COUNTERS`
+tables -- :data:`DROP_COUNTERS` (a dropped message's
+:class:`~meshcomm.sip.counters.SipDecodeReason`), :data:`SDP_REFUSAL_COUNTERS`
 (:class:`SdpRefusal`), :data:`DIRECTION_COUNTERS` (a journaled message's
 :class:`~meshcomm.node.gateway.types.Direction`) and
 :data:`meshcomm.node.gateway.admission.SHED_COUNTERS` (a shed verdict) -- never by
@@ -18,25 +19,9 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Final
 
+from meshcomm.errors import OTHER_REASON, ReasonEnum
 from meshcomm.node.gateway.types import Direction
-from meshcomm.overlay.counters import OTHER_REASON, ReasonEnum
-
-
-class SipDropReason(ReasonEnum):
-    """Why the gateway dropped a datagram or message (the journaled ``reason``)."""
-
-    OVERSIZE = "oversize"
-    MALFORMED = "malformed"
-    TRUNCATED = "truncated"
-    FRAMING = "framing"
-    VERSION = "version"
-    RANGE = "range"
-    BAD_SDP = "bad_sdp"
-    SDP_LIMIT = "sdp_limit"
-    BAD_PIDF = "bad_pidf"
-    PIDF_LIMIT = "pidf_limit"
-    #: a parser's reason text no member names
-    OTHER = OTHER_REASON
+from meshcomm.sip.counters import SipDecodeReason
 
 
 class SdpRefusal(ReasonEnum):
@@ -133,18 +118,18 @@ class GatewayCounter(StrEnum):
 
 
 #: The counter of each drop reason (a test checks every reason has one).
-DROP_COUNTERS: Final[Mapping[SipDropReason, GatewayCounter]] = {
-    SipDropReason.OVERSIZE: GatewayCounter.DROPPED_OVERSIZE,
-    SipDropReason.MALFORMED: GatewayCounter.DROPPED_MALFORMED,
-    SipDropReason.TRUNCATED: GatewayCounter.DROPPED_TRUNCATED,
-    SipDropReason.FRAMING: GatewayCounter.DROPPED_FRAMING,
-    SipDropReason.VERSION: GatewayCounter.DROPPED_VERSION,
-    SipDropReason.RANGE: GatewayCounter.DROPPED_RANGE,
-    SipDropReason.BAD_SDP: GatewayCounter.DROPPED_BAD_SDP,
-    SipDropReason.SDP_LIMIT: GatewayCounter.DROPPED_SDP_LIMIT,
-    SipDropReason.BAD_PIDF: GatewayCounter.DROPPED_BAD_PIDF,
-    SipDropReason.PIDF_LIMIT: GatewayCounter.DROPPED_PIDF_LIMIT,
-    SipDropReason.OTHER: GatewayCounter.DROPPED_OTHER,
+DROP_COUNTERS: Final[Mapping[SipDecodeReason, GatewayCounter]] = {
+    SipDecodeReason.OVERSIZE: GatewayCounter.DROPPED_OVERSIZE,
+    SipDecodeReason.MALFORMED: GatewayCounter.DROPPED_MALFORMED,
+    SipDecodeReason.TRUNCATED: GatewayCounter.DROPPED_TRUNCATED,
+    SipDecodeReason.FRAMING: GatewayCounter.DROPPED_FRAMING,
+    SipDecodeReason.VERSION: GatewayCounter.DROPPED_VERSION,
+    SipDecodeReason.RANGE: GatewayCounter.DROPPED_RANGE,
+    SipDecodeReason.BAD_SDP: GatewayCounter.DROPPED_BAD_SDP,
+    SipDecodeReason.SDP_LIMIT: GatewayCounter.DROPPED_SDP_LIMIT,
+    SipDecodeReason.BAD_PIDF: GatewayCounter.DROPPED_BAD_PIDF,
+    SipDecodeReason.PIDF_LIMIT: GatewayCounter.DROPPED_PIDF_LIMIT,
+    SipDecodeReason.OTHER: GatewayCounter.DROPPED_OTHER,
 }
 
 #: The counter of each SDP refusal (a test checks every refusal has one).
