@@ -27,7 +27,6 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import TypedDict
 
 from meshcomm.errors import ConfigError, DecodeError, LocalProtocolError
 from meshcomm.journal.events import JournalRecord
@@ -65,6 +64,7 @@ from meshcomm.node.storeforward_wire import (
     decode_parcel_untrusted,
     decode_receipt_untrusted,
     encode_message,
+    journal_ids,
     make_parcel,
     make_receipt,
     parcel_signature_ok,
@@ -254,20 +254,6 @@ class _PendingLocal:
     deadline: float
 
 
-class _ParcelIds(TypedDict):
-    """The fields every store-and-forward journal payload names its message by."""
-
-    msg_id: str
-    from_aor: str
-    to_aor: str
-    origin: str
-
-
-def _ids(parcel: Parcel) -> _ParcelIds:
-    return _ParcelIds(msg_id=parcel.msg_id.hex(), from_aor=parcel.from_aor,
-                      to_aor=parcel.to_aor, origin=parcel.origin.hex())
-
-
 def _active(entry: _Entry) -> bool:
     """Still to be delivered (not delivered, not expired)."""
     return entry.held.state in (HeldState.QUEUED, HeldState.HELD_BY)
@@ -368,7 +354,7 @@ class StoreForward:
         self._unconfirmed.add(msg_id)
         self.counters[SfCounter.HELD_OWN] += 1
         self._persist(SfPersist(PersistOp.STORE, msg_id, held))
-        self._journal(SfHeld(**_ids(parcel), state=HeldState.QUEUED.value))
+        self._journal(SfHeld(**journal_ids(parcel), state=HeldState.QUEUED.value))
         log.info("holding message %s for %s", msg_id.hex(), to_aor)
         self._service(entry, now)
         return False
@@ -403,7 +389,7 @@ class StoreForward:
             entry = self._entries.pop(msg_id, None)
             self.counters[SfCounter.HOLD_NOT_DURABLE] += 1
             if entry is not None:
-                self._journal(SfHeld(**_ids(entry.held.parcel), state="not_held",
+                self._journal(SfHeld(**journal_ids(entry.held.parcel), state="not_held",
                                      reason="storage_error"))
             log.warning("message %s not held: the store-and-forward write failed",
                         msg_id.hex())
@@ -454,7 +440,7 @@ class StoreForward:
             self.counters[SfCounter.LOCAL_DELIVERY_FAILED] += 1
             return
         self.counters[SfCounter.DELIVERED_LOCAL] += 1
-        self._journal(SfDelivered(**_ids(pending.parcel),
+        self._journal(SfDelivered(**journal_ids(pending.parcel),
                                   requesters=tuple(n.hex() for n in sorted(pending.requesters))))
         wall = self._wall(now)
         self._remember(DeliveredRecord(msg_id, wall, pending.parcel.origin))
@@ -548,7 +534,7 @@ class StoreForward:
         held = entry.held
         if self._wall(now) - held.parcel.created_wall_s > self.config.max_age_s:
             self.counters[SfCounter.EXPIRED] += 1
-            self._journal(SfHeld(**_ids(held.parcel), state=HeldState.EXPIRED.value,
+            self._journal(SfHeld(**journal_ids(held.parcel), state=HeldState.EXPIRED.value,
                                  reason="max_age", own=held.own))
             self._settle(entry, SfInput.EXPIRY, held.holder)
             return
@@ -675,7 +661,7 @@ class StoreForward:
         self._entries[parcel.msg_id] = entry
         self.counters[SfCounter.CUSTODY_TAKEN] += 1
         self._persist(SfPersist(PersistOp.STORE, parcel.msg_id, held))
-        self._journal(SfCustody(**_ids(parcel), taken=True, holder=self.node.node_id.hex()))
+        self._journal(SfCustody(**journal_ids(parcel), taken=True, holder=self.node.node_id.hex()))
         self._send(event.origin, encode_message(SfMsgType.ACCEPT, parcel.msg_id), now)
         self._service(entry, now)
 
@@ -698,7 +684,7 @@ class StoreForward:
             self.counters[SfCounter.ACCEPT_UNSOLICITED] += 1
             return
         if event.origin not in entry.accepted:
-            self._journal(SfCustody(**_ids(entry.held.parcel), taken=True,
+            self._journal(SfCustody(**journal_ids(entry.held.parcel), taken=True,
                                     holder=event.origin.hex()))
         entry.accepted.add(event.origin)
         self.counters[SfCounter.CUSTODY_ACCEPTED] += 1
@@ -729,7 +715,7 @@ class StoreForward:
             self._drop(SfDropReason.FORGED_RECEIPT, event.origin, now)
             return
         self.counters[SfCounter.RECEIPTS_ACCEPTED] += 1
-        self._journal(SfReceipt(**_ids(parcel), dest=receipt.dest.hex(), own=entry.held.own,
+        self._journal(SfReceipt(**journal_ids(parcel), dest=receipt.dest.hex(), own=entry.held.own,
                                 delivered_wall_s=receipt.delivered_wall_s))
         if not entry.held.own and parcel.origin not in (event.origin, self.node.node_id):
             self._send(parcel.origin, encode_message(SfMsgType.RECEIPT, receipt.signed,

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypedDict
 
 from meshcomm.errors import DecodeError
 from meshcomm.location.binding import MAX_WALL_TIME_S
@@ -92,6 +92,22 @@ class Parcel:
     @property
     def origin(self) -> NodeId:
         return node_id_of(self.origin_key)
+
+
+class ParcelIds(TypedDict):
+    """The fields every store-and-forward journal payload names its message by (hex ids;
+    never the SIP body)."""
+
+    msg_id: str
+    from_aor: str
+    to_aor: str
+    origin: str
+
+
+def journal_ids(parcel: Parcel) -> ParcelIds:
+    """``SfHeld(**journal_ids(parcel), state=...)``: the parcel's ids for the journal."""
+    return ParcelIds(msg_id=parcel.msg_id.hex(), from_aor=parcel.from_aor,
+                     to_aor=parcel.to_aor, origin=parcel.origin.hex())
 
 
 @dataclass(frozen=True, slots=True)
