@@ -167,3 +167,20 @@ def test_reading_a_journal_back_does_not_trust_payload_classes(module: str) -> N
     """Stored journals are untrusted input: the readers keep them as plain mappings and
     never build payload objects from them."""
     assert "meshcomm.journal.payloads" not in _imports(ROOT / module)
+
+
+#: Modules that may build a record from a type and a mapping: the storage path, which
+#: re-stores a record's data normalised (``codec.storable_data``).
+RECORDS_FROM_MAPPINGS = {"meshcomm/runtime/driver.py"}
+
+
+def test_cores_build_records_only_from_payloads() -> None:
+    """``JournalRecord(J.X, {...})`` would bypass the payload classes (a renamed field
+    would pass mypy again): outside the storage path records come from JournalRecord.of."""
+    found = set()
+    for path in sorted((ROOT / "meshcomm").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "JournalRecord"):
+                found.add(path.relative_to(ROOT).as_posix())
+    assert found <= RECORDS_FROM_MAPPINGS
