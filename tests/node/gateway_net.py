@@ -194,8 +194,8 @@ class Net:
                 if 0 <= j < len(self.stations) and frozenset((i, j)) not in self.cut]
 
     def _exchange(self) -> bool:
-        """One round: each station's UAs to its gateway, its pump run (for what a test gave
-        the core directly), its datagrams to its neighbours, its SIP to its UAs."""
+        """One round: each station's UAs to its gateway, its datagrams to its neighbours,
+        its SIP to its UAs."""
         moved = False
         for i, st in enumerate(self.stations):
             if not st.up:
@@ -204,7 +204,6 @@ class Net:
                 for out in ua.to_send(self.now):
                     moved = True
                     st.pump.sip(out.data, addr, self.now)
-            st.pump.run(self.now)
             for dgram in st.edge.take_air():
                 moved = True
                 self._broadcast(i, dgram.data, dgram.dst)
@@ -232,6 +231,9 @@ class Net:
                     peer.pump.radio(data, src, self.now)
 
     def _settle(self) -> None:
+        for st in self.stations:            # what a test gave a core directly goes out
+            if st.up:
+                st.pump.run(self.now)
         for _ in range(MAX_SETTLE_ROUNDS):
             if not self._exchange():
                 return
