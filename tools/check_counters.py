@@ -32,7 +32,7 @@ LITERAL_NAMES_PENDING = frozenset({
     "runtime/driver.py",         # the asyncio driver (issue 9 item 2): its owner switches it
 })
 #: Folders (relative to meshcomm/) whose files are all pending, as above.
-LITERAL_DIRS_PENDING = ("sim/",)             # the simulator (issue 9 item 3): its owner
+LITERAL_DIRS_PENDING: tuple[str, ...] = ()
 COUNTER_NAMES = frozenset({"counters", "_counters"})
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -28,7 +29,7 @@ from enum import Enum
 from meshcomm.errors import DecodeError
 from meshcomm.media.session import ClientPacket
 from meshcomm.node.gateway.types import Address, LocalDatagram
-from meshcomm.sim.metrics import percentile
+from meshcomm.sim.metrics import SimCounter, percentile
 from meshcomm.sip.sdp import NotAcceptable, SessionDescription, answer_offer, make_offer
 from meshcomm.sip.ua import UserAgent
 from meshcomm.sip.ua_events import (
@@ -205,7 +206,7 @@ class SimClient:
         self.timer_gen = 0
         self.armed_at: float | None = None
         self.flush_pending = False
-        self.counters: dict[str, int] = {"undecodable_frames": 0, "sip_not_for_us": 0}
+        self.counters: Counter[SimCounter] = Counter()
 
     # ------------------------------------------------------------ commands
     def register(self) -> None:
@@ -236,7 +237,7 @@ class SimClient:
     # ------------------------------------------------------------ from the gateway
     def from_gateway(self, dgram: LocalDatagram, now: float) -> None:
         if dgram.dest != CLIENT_ADDR:
-            self.counters["sip_not_for_us"] += 1
+            self.counters[SimCounter.SIP_NOT_FOR_CLIENT] += 1
             return
         self.ua.receive(dgram.data, GATEWAY_ADDR, now)
         self.wake()
@@ -245,7 +246,7 @@ class SimClient:
         try:
             key, direction, seq = parse_frame_untrusted(packet.data)
         except DecodeError:
-            self.counters["undecodable_frames"] += 1
+            self.counters[SimCounter.UNDECODABLE_FRAMES] += 1
             return
         record = self.stats.calls.get(key)
         if record is None:

@@ -33,6 +33,7 @@ from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import SfPersist, StoreForward, StoreForwardConfig
 from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.overlay.media import MediaReceived
+from meshcomm.sim.metrics import SimCounter
 from meshcomm.types import Datagram
 
 if TYPE_CHECKING:
@@ -116,14 +117,14 @@ class SimEdge:
         if client is not None:
             client.from_gateway(dgram, self.sim.now)
         else:
-            self.sim.counters["sip_to_absent_client"] += 1
+            self.sim.counters[SimCounter.SIP_TO_ABSENT_CLIENT] += 1
 
     def to_client_media(self, packet: ClientPacket) -> None:
         client = self.client
         if client is not None:
             client.from_gateway_media(packet, self.sim.now)
         else:
-            self.sim.counters["media_to_absent_client"] += 1
+            self.sim.counters[SimCounter.MEDIA_TO_ABSENT_CLIENT] += 1
 
     def other(self, event: object) -> None:
         sim = self.sim

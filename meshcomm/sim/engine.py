@@ -44,7 +44,7 @@ from meshcomm.sim.baseline import NaiveFloodNode
 from meshcomm.sim.clients import DOMAIN
 from meshcomm.sim.edge import SimEdge
 from meshcomm.sim.incident import Incident
-from meshcomm.sim.metrics import Metrics
+from meshcomm.sim.metrics import Metrics, SimCounter
 from meshcomm.sim.topology import LinkSpec, Topology
 from meshcomm.sim.traffic import TrafficPlan
 from meshcomm.types import LinkAddr
@@ -362,7 +362,7 @@ class Simulator:
             if cut and frozenset((src, name)) in cut:
                 continue
             if spec.loss and rnd() < spec.loss:
-                self.counters["medium_lost"] += 1
+                self.counters[SimCounter.MEDIUM_LOST] += 1
                 continue
             self._n += 1
             heapq.heappush(self._heap, (now + spec.delay_s + airtime, self._n, _Ev.DELIVER,

@@ -42,6 +42,7 @@ from meshcomm.sim.clients import (
     SimClient,
     TrafficStats,
 )
+from meshcomm.sim.metrics import SimCounter
 from meshcomm.sim.traffic import TrafficEvent, TrafficKind
 
 if TYPE_CHECKING:
@@ -88,7 +89,6 @@ class Incident:
                                             local_port=GATEWAY_ADDR[1])
         self.sf_config = StoreForwardConfig()
         self.media_config = MediaConfig()
-        self.counters: dict[str, int] = {"media_without_session": 0}
         self._tmp: str | None = None
         self.store_dir: Path | None = self.config.store_dir
 
@@ -240,7 +240,7 @@ class Incident:
         call_id = self._relay_call(name, call)
         pump = sim.pump(name)
         if call_id is None or pump is None:
-            self.counters["media_without_session"] += 1
+            self.sim.counters[SimCounter.MEDIA_WITHOUT_SESSION] += 1
         else:
             pump.client_media(call_id, 0, Channel.RTP, frame, sim.now)
         sim.push_incident(sim.now + FRAME_INTERVAL_S, name,

@@ -5,9 +5,24 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+from meshcomm.overlay.counters import OverlayCounter
+
+
+class SimCounter(StrEnum):
+    """Counters of the simulator itself (the nodes' own counters are the cores')."""
+
+    MEDIUM_LOST = "medium_lost"                        # frames the lossy medium dropped
+    SIP_TO_ABSENT_CLIENT = "sip_to_absent_client"      # gateway SIP, no client running
+    MEDIA_TO_ABSENT_CLIENT = "media_to_absent_client"  # relay media, no client running
+    MEDIA_WITHOUT_SESSION = "media_without_session"    # a client frame no call port took
+    SIP_NOT_FOR_CLIENT = "sip_not_for_client"          # gateway SIP for another address
+    UNDECODABLE_FRAMES = "undecodable_frames"          # client media that is not ours
+
 
 #: Counters that are frames carrying binding records (for transmissions per binding).
-BINDING_FRAME_COUNTERS = ("tx_binding", "tx_records")
+BINDING_FRAME_COUNTERS = (OverlayCounter.TX_BINDING, OverlayCounter.TX_RECORDS)
 
 
 @dataclass(slots=True)
@@ -96,6 +111,6 @@ class Metrics:
             "transmissions_per_binding": round(binding_frames / max(1, len(announcements)), 3),
             "frames_total": self.frames,
             "bytes_on_air": self.bytes_on_air,
-            "duplicates_received": counters.get("rx_duplicates", 0),
+            "duplicates_received": counters.get(OverlayCounter.RX_DUPLICATES, 0),
             "rejected": rejected,
         }
