@@ -40,7 +40,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from meshcomm.errors import LocalProtocolError
 from meshcomm.journal.events import JournalRecord
@@ -125,6 +125,12 @@ NEEDS_PART: dict[Flow, Part] = {
 _Route = Callable[[Any, float], bool]
 
 
+class _TimedPart(Protocol):
+    def next_timer(self) -> float | None: ...
+
+    def on_timer(self, now: float) -> None: ...
+
+
 class MediaHooks:
     """The gateway's SDP hooks bound to a media relay and the node's clock (the gateway
     calls them without a time; the core sets :attr:`now` at every input)."""
@@ -154,6 +160,9 @@ class NodeCore:
         self.media = media
         self.relay = media.relay if media is not None else None
         self._events: deque[NodeEvent] = deque()
+        #: The parts with timers, in the order they fire when due at the same time.
+        self._timed: list[_TimedPart] = [p for p in (node, gateway, sf, self.relay)
+                                         if p is not None]
         self._present = {Part.OVERLAY} | {part for part, obj in (
             (Part.GATEWAY, gateway), (Part.STORE_FORWARD, sf), (Part.MEDIA, media))
             if obj is not None}
@@ -203,14 +212,13 @@ class NodeCore:
         return best
 
     def on_timer(self, now: float) -> None:
+        """Fire the timers of the parts that are due (each part runs on its own
+        schedule, whatever woke the node)."""
         self._clock(now)
-        self.node.on_timer(now)
-        if self.gateway is not None:
-            self.gateway.on_timer(now)
-        if self.sf is not None:
-            self.sf.on_timer(now)
-        if self.relay is not None:
-            self.relay.on_timer(now)
+        for part in self._timed:
+            due = part.next_timer()
+            if due is not None and due <= now:
+                part.on_timer(now)
         self._settle(now)
 
     def next_event(self) -> NodeEvent | None:
