@@ -21,7 +21,8 @@ before it was a message share no fields but ``dir``, ``peer`` and ``hops``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
@@ -44,16 +45,30 @@ def _stored_as(key: str) -> dict[str, object]:
 OMITTED_IF_NONE: Final[Mapping[str, object]] = {_OMIT_NONE: True}
 
 
-#: per payload class: (attribute, stored key, omitted when None), computed once
-_LAYOUTS: dict[type[JournalPayload], tuple[tuple[str, str, bool], ...]] = {}
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """How a payload class is stored, worked out once per class (a core emits many)."""
+
+    keys: tuple[str, ...]                 # stored keys, in field order
+    values: Callable[[object], tuple[object, ...]]  # the fields' values, in that order
+    #: False when a field may be left out (None) or is a tuple (stored as a list)
+    plain: bool
+    omit_none: tuple[bool, ...]
 
 
-def _layout(cls: type[JournalPayload]) -> tuple[tuple[str, str, bool], ...]:
-    layout = _LAYOUTS.get(cls)
-    if layout is None:
-        layout = tuple((f.name, f.metadata.get(_KEY, f.name), bool(f.metadata.get(_OMIT_NONE)))
-                       for f in dataclasses.fields(cls))  # type: ignore[arg-type]
-        _LAYOUTS[cls] = layout
+_LAYOUTS: dict[type[JournalPayload], _Layout] = {}
+
+
+def _layout(cls: type[JournalPayload]) -> _Layout:
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    getter = operator.attrgetter(*(f.name for f in fields))
+    omit = tuple(bool(f.metadata.get(_OMIT_NONE)) for f in fields)
+    layout = _Layout(
+        keys=tuple(f.metadata.get(_KEY, f.name) for f in fields),
+        values=getter if len(fields) > 1 else (lambda p: (getter(p),)),
+        plain=not any(omit) and not any("tuple" in str(f.type) for f in fields),
+        omit_none=omit)
+    _LAYOUTS[cls] = layout
     return layout
 
 
@@ -65,13 +80,13 @@ class JournalPayload:
 
     def data(self) -> dict[str, object]:
         """The plain mapping the journal stores (tuples as lists, as msgpack reads them)."""
-        out: dict[str, object] = {}
-        for attr, key, omit_none in _layout(type(self)):
-            value = getattr(self, attr)
-            if value is None and omit_none:
-                continue
-            out[key] = list(value) if type(value) is tuple else value
-        return out
+        layout = _LAYOUTS.get(type(self)) or _layout(type(self))
+        values = layout.values(self)
+        if layout.plain:
+            return dict(zip(layout.keys, values, strict=True))
+        return {key: list(value) if type(value) is tuple else value
+                for key, value, omit in zip(layout.keys, values, layout.omit_none, strict=True)
+                if value is not None or not omit}
 
 
 # ---------------------------------------------------------------- node
