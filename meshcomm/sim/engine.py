@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import cast
 
 from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalEventType as J
@@ -358,6 +357,7 @@ class Simulator:
         rnd = self._medium_rng.random
         cut = self._cut  # empty unless a partition is in force: skip the set lookups
         now = self.now
+        frame = (data, LinkAddr(src))
         for name, spec in targets:
             if cut and frozenset((src, name)) in cut:
                 continue
@@ -366,7 +366,7 @@ class Simulator:
                 continue
             self._n += 1
             heapq.heappush(self._heap, (now + spec.delay_s + airtime, self._n, _Ev.DELIVER,
-                                        name, (data, src)))
+                                        name, frame))
 
     def record_from(self, name: str, rec: JournalRecord) -> None:
         """A node's edge hands over a journal record: trace digest, metrics, journal."""
@@ -440,8 +440,8 @@ class Simulator:
             if kind is deliver:
                 pump = slots[name].pump
                 if pump is not None:
-                    data, src = cast(tuple[bytes, str], payload)
-                    pump.radio(data, LinkAddr(src), when)
+                    frame: tuple[bytes, LinkAddr] = payload  # type: ignore[assignment]
+                    pump.radio(frame[0], frame[1], when)
             elif kind is timer:
                 slot = slots[name]
                 if slot.pump is not None and payload == slot.edge.timer_gen:
