@@ -8,8 +8,7 @@ A counter is reached as ``<something>.counters[...]`` (or ``counters[...]``,
   reason's Enum (``DROP_COUNTERS[reason]``), so a renamed reason fails a test instead of
   silently starting a new counter;
 * a string literal (``counters["tx_bytes"]``): the name is a member of the area's counter
-  Enum (``OverlayCounter.TX_BYTES``), so a typo fails mypy. Files listed in
-  :data:`LITERAL_NAMES_PENDING` still use literals and are reported only for built names.
+  Enum (``OverlayCounter.TX_BYTES``), so a typo fails mypy.
 
 The same holds for ``counters.get(...)`` and for ``self.count(...)`` (the SIP user
 agent's counting method).
@@ -24,15 +23,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-#: Files (relative to meshcomm/) whose counters are still named by string literals, and
-#: why; built names are refused there too.
-LITERAL_NAMES_PENDING = frozenset({
-    "node/core.py",              # the node core (issue 9 item 1): its owner switches it
-    "node/gateway_host.py",      # the old gateway host, replaced by node/core.py
-    "runtime/driver.py",         # the asyncio driver (issue 9 item 2): its owner switches it
-})
-#: Folders (relative to meshcomm/) whose files are all pending, as above.
-LITERAL_DIRS_PENDING: tuple[str, ...] = ()
 COUNTER_NAMES = frozenset({"counters", "_counters"})
 
 
@@ -71,17 +61,12 @@ def _indexes(tree: ast.AST) -> Iterator[ast.expr]:
                 yield node.args[0]
 
 
-def _pending(rel: str) -> bool:
-    return rel in LITERAL_NAMES_PENDING or rel.startswith(LITERAL_DIRS_PENDING)
-
-
 def _violations_in(path: Path, rel: str) -> Iterator[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     for index in _indexes(tree):
         if _built(index):
             yield f"{rel}:{index.lineno}: counter name built from strings"
-        elif (isinstance(index, ast.Constant) and isinstance(index.value, str)
-                and not _pending(rel)):
+        elif isinstance(index, ast.Constant) and isinstance(index.value, str):
             yield f"{rel}:{index.lineno}: counter named by the string {index.value!r}"
 
 

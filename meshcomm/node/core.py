@@ -50,6 +50,7 @@ from meshcomm.media.packet import Channel
 from meshcomm.media.relay import MediaCallEnded, MediaRelay, SdpPath
 from meshcomm.media.session import ClientPacket
 from meshcomm.node.gateway.core import GatewayEvent, SipGateway
+from meshcomm.node.gateway.counters import GatewayCounter
 from meshcomm.node.gateway.types import (
     GatewayConfig,
     LocalDatagram,
@@ -366,7 +367,7 @@ class NodeCore:
             self.node.send_unicast(item.dst, AppKind.SIP, item.body, now)
         except LocalProtocolError as exc:
             assert self.gateway is not None
-            self.gateway.counters["mesh_send_errors"] += 1
+            self.gateway.counters[GatewayCounter.MESH_SEND_ERRORS] += 1
             log.warning("SIP message to %s not sent: %s", item.dst[:8].hex(), exc)
         return True
 

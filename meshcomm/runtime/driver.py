@@ -56,6 +56,7 @@ from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import SfPersist
 from meshcomm.overlay.core import WhoEntry
 from meshcomm.runtime.containment import Containment
+from meshcomm.runtime.counters import RuntimeCounter as R
 from meshcomm.runtime.media_io import UdpMediaPorts
 from meshcomm.runtime.onetimer import OneTimer
 from meshcomm.runtime.sipgw import SipSockets
@@ -68,6 +69,9 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[object], None]
 #: Sends a SIP message to a local client (the gateway's sockets).
 SipSink = Callable[[LocalDatagram], None]
+#: The driver's own counters (the contained faults' are added when they happen).
+DRIVER_COUNTERS = (R.TX_UNKNOWN_RADIO, R.TX_ERRORS, R.JOURNAL_FLUSH_ERRORS, R.SF_PERSIST_ERRORS,
+                   R.FRESHNESS_PERSIST_ERRORS, R.JOURNAL_RECORDS_NORMALISED)
 #: A failing store-and-forward write is logged at most this often (the rest counted).
 PERSIST_ERROR_LOG_INTERVAL_S = 10.0
 
@@ -100,11 +104,8 @@ class NodeDriver:
         self.event_sink = event_sink
         self.radios: dict[str, Radio] = {radio.name: radio for radio in radios}
         self.started_at = loop.time()
-        self.counters: dict[str, int] = {"tx_unknown_radio": 0, "tx_errors": 0,
-                                         "journal_flush_errors": 0, "media_send_errors": 0,
-                                         "sf_persist_errors": 0,
-                                         "freshness_persist_errors": 0,
-                                         "journal_records_normalised": 0}
+        #: Every counter of the driver is reported from the start (0 until it happens).
+        self.counters: dict[str, int] = dict.fromkeys(DRIVER_COUNTERS, 0)
         #: Failures of one step, contained (see the module docstring).
         self.faults = Containment(self.counters, clock=loop.time, journal=self._journal_now)
         self.pump_ = Pump(self.core, self, self.faults)
@@ -233,7 +234,7 @@ class NodeDriver:
         name, sep, addr = dgram.dst.partition(LINK_ADDR_SEPARATOR)
         target = self.radios.get(name)
         if not sep or target is None:
-            self.counters["tx_unknown_radio"] += 1
+            self.counters[R.TX_UNKNOWN_RADIO] += 1
             log.debug("datagram for unknown link address %r dropped", dgram.dst)
             return
         self._send(target, dgram.data, addr)
@@ -248,12 +249,12 @@ class NodeDriver:
         try:
             self.sf_storage.apply_all(batch)
         except sqlite3.Error as exc:
-            self.counters["sf_persist_errors"] += 1
+            self.counters[R.SF_PERSIST_ERRORS] += 1
             now = self.now()
             if now - self._persist_error_logged_at >= PERSIST_ERROR_LOG_INTERVAL_S:
                 self._persist_error_logged_at = now
                 log.error("store-and-forward %s: write failed (%d so far): %s",
-                          self.sf_storage.path, self.counters["sf_persist_errors"], exc)
+                          self.sf_storage.path, self.counters[R.SF_PERSIST_ERRORS], exc)
             return False
         return True
 
@@ -265,12 +266,12 @@ class NodeDriver:
         try:
             self.fresh_store.apply(updates)
         except sqlite3.Error as exc:
-            self.counters["freshness_persist_errors"] += 1
+            self.counters[R.FRESHNESS_PERSIST_ERRORS] += 1
             now = self.now()
             if now - self._fresh_error_logged_at >= PERSIST_ERROR_LOG_INTERVAL_S:
                 self._fresh_error_logged_at = now
                 log.error("freshness %s: write failed (%d so far): %s", self.fresh_store.path,
-                          self.counters["freshness_persist_errors"], exc)
+                          self.counters[R.FRESHNESS_PERSIST_ERRORS], exc)
             return False
         return True
 
@@ -302,7 +303,7 @@ class NodeDriver:
             radio.send(data, dst)
         except LocalProtocolError as exc:
             # Oversize for this link or a malformed address: a bug above, not fatal.
-            self.counters["tx_errors"] += 1
+            self.counters[R.TX_ERRORS] += 1
             log.warning("radio %s: %s", radio.name, exc)
 
     def _journal_now(self, record: JournalRecord, now: float) -> None:
@@ -313,7 +314,7 @@ class NodeDriver:
             self.journal.append_record(record, now, self.wall_time(now))
         except LocalProtocolError:
             # A value from outside the data model (a peer's number): stored as text.
-            self.counters["journal_records_normalised"] += 1
+            self.counters[R.JOURNAL_RECORDS_NORMALISED] += 1
             self.journal.append_record(JournalRecord(record.type, storable_data(record.data)),
                                        now, self.wall_time(now))
         if not self._flush_pending:
@@ -329,7 +330,7 @@ class NodeDriver:
         except sqlite3.Error:
             # Entries stay buffered (bounded) and are retried; the store logs the failure
             # rate-limited and reports it in status(), so nothing is logged per flush here.
-            self.counters["journal_flush_errors"] += 1
+            self.counters[R.JOURNAL_FLUSH_ERRORS] += 1
 
     def flush_journal(self) -> int:
         """Flush now; return the durable seq (0 without a journal)."""

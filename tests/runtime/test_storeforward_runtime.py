@@ -117,13 +117,13 @@ def test_held_message_survives_relay_restart_and_is_delivered_once(tmp_path: Pat
                 await wait_until(lambda: "bravo" in up, "bravo up again")
 
                 def inbox_texts() -> list[str]:
-                    gw = up["bravo"][0].sip
-                    return [e.body.decode() for e in gw.gateway.inbox] if gw else []
+                    gw = up["bravo"][0].core.gateway
+                    return [e.body.decode() for e in gw.inbox] if gw else []
                 await wait_until(lambda: TEXT in inbox_texts(), "delivery to bravo", WAIT_S)
                 await wait_until(lambda: alfa_state() == "delivered", "receipt at alfa", WAIT_S)
-                relay_sf = up["relay"][0].sip
-                assert relay_sf is not None and relay_sf.sf is not None
-                await wait_until(lambda: not relay_sf.sf.held_for_others(),  # type: ignore[union-attr]
+                relay_sf = up["relay"][0].core.sf
+                assert relay_sf is not None
+                await wait_until(lambda: not relay_sf.held_for_others(),
                                  "relay drops its copy", WAIT_S)
                 await asyncio.sleep(DUPLICATE_WATCH_S)
                 inbox = await _actl(dirs["bravo"], "inbox")
