@@ -13,6 +13,7 @@ import pytest
 
 import meshcomm.node.gateway.custody as custody
 import meshcomm.node.gateway.parts as parts
+import meshcomm.node.gateway.transactions as transactions
 from meshcomm.errors import LocalProtocolError
 from meshcomm.node.gateway import core
 from meshcomm.node.gateway.core import LINGER_FACTOR, LINGER_S
@@ -60,7 +61,7 @@ SF_CONFIG = StoreForwardConfig(poll_interval_s=0.5, retry_initial_s=1.0, retry_m
 def _inputs_named_by_gateway() -> set[ProxyTxInput]:
     """Every ``TxIn.X`` the gateway's source names (what it can apply)."""
     used: set[ProxyTxInput] = set()
-    for module in (core, custody):
+    for module in (core, custody, transactions):
         tree = ast.parse(Path(module.__file__ or "").read_text())
         used |= {ProxyTxInput[node.attr] for node in ast.walk(tree)
                  if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
@@ -161,10 +162,10 @@ def test_message_call_cancel_and_linger_take_table_transitions(steps: list[Step]
     net.run_until(lambda: len(of_kind(net.events(0, 5070), CallEnded)) == 2)
     assert (S.PROCEEDING, I.CANCEL) in steps
     gw0 = net.stations[0].gw
-    assert all(tx.state is S.COMPLETED for tx in gw0._by_server.values())
+    assert all(tx.state is S.COMPLETED for tx in gw0.txs.by_server.values())
     net.run_for(LINGER_S + 1.0)
     assert (S.COMPLETED, I.LINGER_END) in steps
-    assert not gw0._by_server and not gw0._by_branch
+    assert not gw0.txs.by_server and not gw0.txs.by_branch
     _assert_on_table(steps)
 
 
@@ -173,7 +174,7 @@ def test_a_real_transaction_refuses_an_illegal_step() -> None:
     alice = registered(net, 0, 5070, "alice")
     alice.message(f"sip:nobody@{DOMAIN}", "hello?")
     net.run_until(lambda: bool(of_kind(net.events(0, 5070), RequestFailed)))
-    answered = [tx for tx in net.stations[0].gw._by_server.values() if tx.method == "MESSAGE"]
+    answered = [tx for tx in net.stations[0].gw.txs.by_server.values() if tx.method == "MESSAGE"]
     (tx,) = answered
     assert tx.state is S.COMPLETED and tx.final_status == 404
     with pytest.raises(LocalProtocolError):
@@ -194,8 +195,8 @@ def test_lingering_transactions_are_evicted_oldest_first(steps: list[Step]) -> N
         alice.message(f"sip:nobody{n}@{DOMAIN}", "hello?")
         net.run_until(_failures_reach(net, n + 1))
     gw = net.stations[0].gw
-    assert len(gw._by_server) <= limit
-    assert steps.count((S.COMPLETED, I.EVICT)) == limit + 4 - len(gw._by_server)
+    assert len(gw.txs.by_server) <= limit
+    assert steps.count((S.COMPLETED, I.EVICT)) == limit + 4 - len(gw.txs.by_server)
     _assert_on_table(steps)
 
 
@@ -229,7 +230,7 @@ def test_held_and_waiting_copies_take_table_transitions(tmp_path: Path,
     net.run_for(0.2)
     assert (S.ROUTING, I.WAIT) in steps
     gw1 = net.stations[1].gw
-    assert [tx.state for tx in gw1._by_server.values() if tx.method == "MESSAGE"] == [
+    assert [tx.state for tx in gw1.txs.by_server.values() if tx.method == "MESSAGE"] == [
         S.TRYING, S.WAITING]
     first = _first_delivery(net)
     net.stations[1].sip.receive_sip(build_response(first, 480, to_tag="b1").serialize(),

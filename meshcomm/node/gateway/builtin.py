@@ -35,6 +35,7 @@ from meshcomm.sip.ua_events import (
     IncomingMessage,
     RequestFailed,
     RequestSucceeded,
+    SipDatagram,
     UaConfig,
 )
 
@@ -60,11 +61,40 @@ class BuiltinUa:
         #: Store-and-forward message id <-> send id of the MESSAGEs sent (bounded).
         self._msg_of_send: OrderedDict[int, bytes] = OrderedDict()
         self._send_of_msg: dict[bytes, int] = {}
+        #: The UA's next_timer() as last computed, and whether the UA may have changed
+        #: since (its own next_timer scans its transactions: asked once per change, not
+        #: on every input the gateway gets).
+        self._timer: float | None = None
+        self._timer_stale = True
+
+    # ------------------------------------------------------------ driving the UA
+    def receive(self, data: bytes, src: Address, now: float) -> None:
+        self._timer_stale = True
+        self.ua.receive(data, src, now)
+
+    def to_send(self, now: float) -> list[SipDatagram]:
+        out = self.ua.to_send(now)
+        if out or (self._timer is not None and self._timer <= now):
+            # Sending ran the UA's queued commands (its timer was "now" while they
+            # waited) or moved its transactions on.
+            self._timer_stale = True
+        return out
+
+    def on_timer(self, now: float) -> None:
+        self._timer_stale = True
+        self.ua.on_timer(now)
+
+    def next_timer(self) -> float | None:
+        if self._timer_stale:
+            self._timer = self.ua.next_timer()
+            self._timer_stale = False
+        return self._timer
 
     def send_message(self, to_aor: str, text: str) -> int:
         """Queue a MESSAGE; returns the send id (its SendResult follows as an event)."""
         target = self.ua.parse_target(to_aor).aor.lower()
         handle = self.ua.message(to_aor, text)
+        self._timer_stale = True
         send_id = next(self._ids)
         self._sends[handle.request_id] = (send_id, to_aor)
         self._unsent.append((send_id, target))
@@ -117,6 +147,7 @@ class BuiltinUa:
                     out.append(result)
             elif isinstance(event, IncomingCall):
                 self.ua.reject(event.call, BUILTIN_CALL_STATUS)
+                self._timer_stale = True
         return out
 
     def _send_outcome(self, event: RequestSucceeded | RequestFailed) -> SendResult | None:

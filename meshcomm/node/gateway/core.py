@@ -73,6 +73,7 @@ from meshcomm.node.gateway.rfc import (
     refusal_headers,
     unsupported_proxy_require,
 )
+from meshcomm.node.gateway.transactions import ProxyTxTable
 from meshcomm.node.gateway.types import (
     BUILTIN_ADDR,
     DEFAULT_MAX_FORWARDS,
@@ -153,8 +154,8 @@ class SipGateway(MessageCustody):
         #: Fair load shedding and the store-and-forward quota (gateway.admission).
         self.admission = Admission(config.client_rate_per_s, config.client_burst,
                                    config.max_pending_transactions, self.counters, now)
-        self._by_server: dict[tuple[str, ...], ProxyTx] = {}
-        self._by_branch: dict[str, ProxyTx] = {}
+        #: Proxy transactions by server key and branch, and their timers (a heap).
+        self.txs = ProxyTxTable(LINGER_FACTOR * config.max_pending_transactions)
         self._out: list[Output] = []
         self._events: deque[GatewayEvent] = deque()
         #: Our address for Via/Record-Route toward a client, never a wildcard (gateway.rfc).
@@ -163,7 +164,6 @@ class SipGateway(MessageCustody):
         MessageCustody.__init__(self)
         self.builtin = BuiltinUa(node_aor, (config.local_host, config.local_port),
                                  random.Random(rng.getrandbits(64)))
-        self.ua = self.builtin.ua
         #: The built-in UA's inbox and the outcomes of its sends (``ctl inbox`` / ``send``).
         self.inbox = self.builtin.inbox
         self.outbox = self.builtin.outbox
@@ -201,23 +201,26 @@ class SipGateway(MessageCustody):
         return out
 
     def next_timer(self) -> float | None:
-        times = [t for tx in self._by_server.values() if (t := tx.next_deadline()) is not None]
-        times += self.registrar.expiry_times()
-        ua_t = self.ua.next_timer()
-        if ua_t is not None:
-            times.append(ua_t)
+        """The earliest of the transactions' timers, the registrations' expiry and the
+        built-in UA's timer: each kept ready (heaps, a cached value), O(1) amortised."""
+        times = [t for t in (self.txs.next_timer(), self.registrar.next_expiry(),
+                             self.builtin.next_timer()) if t is not None]
         return min(times, default=None)
 
     def on_timer(self, now: float) -> None:
+        """Fire what is due: only the due transactions are visited (oldest first)."""
         self._now = max(self._now, now)
-        for tx in list(self._by_server.values()):
+        for tx in self.txs.due(now):
+            if not self.txs.holds(tx):
+                continue
             if tx.retransmit_at is not None and tx.retransmit_at <= now:
                 self._retransmit(tx, now)
             if tx.deadline is not None and tx.deadline <= now:
                 tx.deadline = None
                 self._expired(tx, now)
+            tx.rearm()                  # a timer not due (or not fired) goes back
         self.registrar.expire(now)
-        self.ua.on_timer(now)
+        self.builtin.on_timer(now)
         self._pump_builtin(now)
 
     def next_event(self) -> GatewayEvent | None:
@@ -257,8 +260,7 @@ class SipGateway(MessageCustody):
 
     def status(self) -> dict[str, object]:
         """Counters and queue sizes for ``ctl status``."""
-        pending = sum(1 for tx in self._by_server.values() if not tx.answered)
-        return {"pending_transactions": pending, "transactions": len(self._by_server),
+        return {"pending_transactions": self.txs.pending(), "transactions": len(self.txs),
                 "delivering": len(self._delivering), "holding": len(self._holding),
                 "dialogs": self.contacts.dialog_count, "contact_tokens": len(self.contacts),
                 "local_registrations": sorted(self.registrar), "inbox": len(self.inbox),
@@ -325,7 +327,7 @@ class SipGateway(MessageCustody):
             return
         if src == BUILTIN_ADDR and request.method == "MESSAGE" and request.to_addr.tag is None:
             self.builtin.note_request(request)        # ctl send <-> ctl outbox
-        existing = self._by_server.get(server_key(request))
+        existing = self.txs.get(server_key(request))
         if existing is not None:                    # a retransmission (§17.2.3)
             self.counters[GatewayCounter.RETRANSMISSIONS_ABSORBED] += 1
             if existing.last_response is not None:
@@ -366,7 +368,7 @@ class SipGateway(MessageCustody):
         """Fair load shedding before anything else is spent on a client's request
         (:mod:`meshcomm.node.gateway.admission`): 503 + Retry-After, journaled sparingly.
         Retransmissions of an admitted request and BYE/CANCEL/ACK always pass."""
-        if request.method in FREEING_METHODS or server_key(request) in self._by_server:
+        if request.method in FREEING_METHODS or server_key(request) in self.txs:
             return False
         if self.admission.check(request.method, src, self.registrar.is_client(src),
                                 now) is None:
@@ -479,9 +481,9 @@ class SipGateway(MessageCustody):
             self._respond(tx, out, now, self._retry_after(out))
             return
         tx.step(TxIn.FORWARD)
-        tx.branch, tx.downstream, tx.out_request = branch, dest, out
+        tx.downstream, tx.out_request = dest, out
         tx.out_bytes = out.serialize()
-        self._by_branch[branch] = tx
+        self.txs.set_branch(tx, branch)
         if request.method == "INVITE":
             # No provisional within invite_timeout_s, from the mesh or a local client
             # (whose 100/180 takes milliseconds): 480 and the call's media is released
@@ -590,7 +592,7 @@ class SipGateway(MessageCustody):
     def _expired(self, tx: ProxyTx, now: float) -> None:
         """The state's timer fired (see ``ProxyTx.deadline``)."""
         if tx.state is TxState.COMPLETED:
-            self._forget(tx, TxIn.LINGER_END)
+            self.txs.forget(tx, TxIn.LINGER_END)
         elif tx.state is TxState.HOLDING:          # the hold was never reported durable
             self._hold_unconfirmed(tx, now)
         else:
@@ -614,7 +616,7 @@ class SipGateway(MessageCustody):
 
     # ------------------------------------------------------------ ACK and CANCEL
     def _on_ack(self, request: SipRequest, src: Peer) -> None:
-        tx = self._by_server.get(server_key(request))
+        tx = self.txs.get(server_key(request))
         if tx is not None:            # ACK of a non-2xx final: hop by hop (§17.2.1)
             self.counters[GatewayCounter.ACKS_ABSORBED] += 1
             return
@@ -642,7 +644,7 @@ class SipGateway(MessageCustody):
 
     def _on_cancel(self, request: SipRequest, src: Peer, now: float) -> None:
         """§16.10: answer the CANCEL, cancel the pending client side."""
-        tx = self._by_server.get(server_key(request, "INVITE"))
+        tx = self.txs.get(server_key(request, "INVITE"))
         if tx is None:
             self._reply_stateless(request, src, 481, [])
             return
@@ -674,7 +676,7 @@ class SipGateway(MessageCustody):
         if response.cseq.method == "CANCEL":
             return                                      # our CANCEL was answered
         out = response.with_headers_replaced("Via", vias[1:])
-        tx = self._by_branch.get(via.branch or "")
+        tx = self.txs.of_branch(via.branch or "")
         if tx is None:
             self._stateless_response(out, src)
             return
@@ -782,29 +784,12 @@ class SipGateway(MessageCustody):
     # ============================================================ answering
     def _new_tx(self, request: SipRequest, upstream: Peer, hops: int) -> ProxyTx:
         tx = ProxyTx(next(self._ids), server_key(request), request, upstream, hops=hops)
-        self._by_server[tx.server_key] = tx
+        self.txs.add(tx)
         local = upstream if isinstance(upstream, tuple) else None
         self.admission.opened(tx.tx_id, local, request.method, local is None
                               or self.registrar.note_request(local, request.method))
-        self._trim_lingering()
+        self.txs.trim_lingering()
         return tx
-
-    def _trim_lingering(self) -> None:
-        limit = LINGER_FACTOR * self.config.max_pending_transactions
-        if len(self._by_server) <= limit:
-            return
-        for tx in list(self._by_server.values()):
-            if tx.allows(TxIn.EVICT):
-                self._forget(tx, TxIn.EVICT)
-                if len(self._by_server) <= limit:
-                    return
-
-    def _forget(self, tx: ProxyTx, event: TxIn) -> None:
-        tx.step(event)
-        tx.deadline = tx.retransmit_at = None
-        self._by_server.pop(tx.server_key, None)
-        if tx.branch:
-            self._by_branch.pop(tx.branch, None)
 
     def _respond(self, tx: ProxyTx, status: int, now: float,
                  headers: Sequence[tuple[str, str]] = ()) -> None:
@@ -857,15 +842,15 @@ class SipGateway(MessageCustody):
         """Exchange messages between the gateway and its built-in UA until both settle."""
         for _ in range(MAX_BUILTIN_ROUNDS):
             moved = False
-            for dgram in self.ua.to_send(now):
+            for dgram in self.builtin.to_send(now):
                 moved = True
                 self._input(dgram.data, BUILTIN_ADDR, now, 0)
             keep: list[Output] = []
             for item in self._out:
                 if isinstance(item, LocalDatagram) and item.dest == BUILTIN_ADDR:
                     moved = True
-                    self.ua.receive(item.data, (self.config.local_host, self.config.local_port),
-                                    now)
+                    self.builtin.receive(item.data,
+                                         (self.config.local_host, self.config.local_port), now)
                 else:
                     keep.append(item)
             self._out = keep

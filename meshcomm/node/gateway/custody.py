@@ -26,6 +26,7 @@ from meshcomm.node.gateway.counters import GatewayCounter
 from meshcomm.node.gateway.parts import ProxyTx, message_id
 from meshcomm.node.gateway.proxy_state import ProxyTxInput as TxIn
 from meshcomm.node.gateway.proxy_state import ProxyTxState as TxState
+from meshcomm.node.gateway.transactions import ProxyTxTable
 from meshcomm.node.gateway.types import Address, GatewayConfig, HoldRefused, MessageHolder
 from meshcomm.sip.message import SipRequest
 
@@ -45,7 +46,7 @@ class MessageCustody:
     holder: MessageHolder | None
     counters: Counter[str]
     config: GatewayConfig
-    _by_server: dict[tuple[str, ...], ProxyTx]
+    txs: ProxyTxTable
 
     def __init__(self) -> None:
         #: MESSAGEs being delivered to a local client, by message id (exactly once).
@@ -98,7 +99,7 @@ class MessageCustody:
         for other nodes that come later are held at once. Returns how many were handed."""
         self.stopping = True
         handed = 0
-        for tx in list(self._by_server.values()):
+        for tx in self.txs.values():
             if (tx.state in (TxState.TRYING, TxState.PROCEEDING) and tx.method == "MESSAGE"
                     and isinstance(tx.downstream, bytes) and self._hold(tx, now)):
                 handed += 1

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.payloads import SipMessageDropped, SipMessageSeen
+from meshcomm.node.gateway.deadlines import DeadlineHeap
 from meshcomm.node.gateway.proxy_state import (
     ANSWERED_STATES,
     INITIAL_PROXY_TX_STATE,
@@ -69,12 +70,10 @@ class ProxyTx:
     #: The status of the final answer sent upstream (set on entering COMPLETED).
     final_status: int | None = None
     last_response: bytes | None = None
-    #: When the state's timer fires: TRYING/PROCEEDING no answer (480/408, Timer C once
-    #: ringing), HOLDING no word on durability (500), COMPLETED the end of lingering.
-    deadline: float | None = None
-    #: Request retransmission toward a local UDP client (T1 doubling); None once a
-    #: provisional or final answer came back.
-    retransmit_at: float | None = None
+    #: :attr:`deadline` and :attr:`retransmit_at` (properties: setting one re-arms
+    #: :attr:`timers`, the owning table's heap).
+    _deadline: float | None = field(default=None, init=False)
+    _retransmit_at: float | None = field(default=None, init=False)
     retransmit_interval_s: float = 0.0
     msg_id: bytes | None = None
     hops: int = 0
@@ -83,6 +82,10 @@ class ProxyTx:
     delivery_id: bytes | None = None
     delivery_origin: bytes = b""
     followers: list[ProxyTx] = field(default_factory=list)
+    #: The heap of the table that holds this transaction (None: in no table).
+    timers: DeadlineHeap[ProxyTx] | None = field(default=None, repr=False)
+    #: Position in the table (firing order of timers due together), see ProxyTxTable.
+    order: int = 0
 
     @property
     def method(self) -> str:
@@ -100,9 +103,39 @@ class ProxyTx:
         """Apply ``event``; LocalProtocolError when the table has no entry."""
         self.state = proxy_transition(self.state, event)
 
+    @property
+    def deadline(self) -> float | None:
+        """When the state's timer fires: TRYING/PROCEEDING no answer (480/408, Timer C
+        once ringing), HOLDING no word on durability (500), COMPLETED the end of
+        lingering."""
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, when: float | None) -> None:
+        self._deadline = when
+        self.rearm()
+
+    @property
+    def retransmit_at(self) -> float | None:
+        """Request retransmission toward a local UDP client (T1 doubling); None once a
+        provisional or final answer came back."""
+        return self._retransmit_at
+
+    @retransmit_at.setter
+    def retransmit_at(self, when: float | None) -> None:
+        self._retransmit_at = when
+        self.rearm()
+
     def next_deadline(self) -> float | None:
-        times = [t for t in (self.deadline, self.retransmit_at) if t is not None]
-        return min(times, default=None)
+        deadline, retransmit = self._deadline, self._retransmit_at
+        if deadline is None or (retransmit is not None and retransmit < deadline):
+            return retransmit
+        return deadline
+
+    def rearm(self) -> None:
+        """Put :meth:`next_deadline` on the table's heap (a no-op when unchanged)."""
+        if self.timers is not None:
+            self.timers.schedule(self, self.next_deadline())
 
 
 @dataclass(slots=True)
@@ -126,7 +159,9 @@ class LocalRegistration:
     """A local client registered for ``aor`` (§10.3) at ``contact``, reached at ``peer``;
     ``source`` is where its REGISTER came from (the registrar's quotas count by it),
     ``since`` when the AoR was first registered, ``used`` whether any request other than
-    REGISTER came from its source or was routed to it (unused ones are evicted first)."""
+    REGISTER came from its source or was routed to it (unused ones are evicted first);
+    ``position`` orders the registrations as the registrar's table does (a refresh keeps
+    it), the order in which those that expire together are removed."""
 
     aor: str
     contact: SipUri
@@ -136,6 +171,7 @@ class LocalRegistration:
     source: Address = ("", 0)
     since: float = 0.0
     used: bool = False
+    position: int = 0
 
 
 def message_id(request: SipRequest) -> bytes:

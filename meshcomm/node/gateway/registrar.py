@@ -8,12 +8,14 @@ decides what a REGISTER gets and where a local name leads.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
 
 from meshcomm.location.table import TrustMode
 from meshcomm.node.gateway.contacts import reachable_address
 from meshcomm.node.gateway.counters import GatewayCounter
+from meshcomm.node.gateway.deadlines import DeadlineHeap
 from meshcomm.node.gateway.parts import LocalRegistration, contact_key, expires_of
 from meshcomm.node.gateway.regquota import RegistrationQuota
 from meshcomm.node.gateway.types import (
@@ -43,6 +45,9 @@ class Registrar:
         self.retry_after_s = retry_after_s
         self.counters = counters
         self._regs: dict[str, LocalRegistration] = {}
+        #: When each registration expires (by AoR) and the table order of new AoRs.
+        self._expiry: DeadlineHeap[str] = DeadlineHeap()
+        self._positions = itertools.count()
         #: Per-client and per-host bounds of new AoRs (gateway.regquota).
         self.quota = RegistrationQuota(self._regs, retry_after_s=retry_after_s,
                                        counters=counters)
@@ -56,14 +61,16 @@ class Registrar:
     def __len__(self) -> int:
         return len(self._regs)
 
-    def expiry_times(self) -> list[float]:
-        return [reg.expires_at for reg in self._regs.values()]
+    def next_expiry(self) -> float | None:
+        """When the first registration expires (O(1) amortised: a deadline heap)."""
+        return self._expiry.next_time()
 
     def expire(self, now: float) -> None:
-        for aor, reg in list(self._regs.items()):
-            if reg.expires_at <= now:
-                self.unregister(aor, now)
-                self.counters[GatewayCounter.REGISTRATIONS_EXPIRED] += 1
+        """Remove the registrations expired at ``now``, in table order."""
+        due = [self._regs[aor] for aor in self._expiry.pop_due(now)]
+        for reg in sorted(due, key=lambda r: r.position):
+            self.unregister(reg.aor, now)
+            self.counters[GatewayCounter.REGISTRATIONS_EXPIRED] += 1
 
     def register(self, request: SipRequest, upstream: Address, now: float) -> RegisterReply:
         """§10.3 for a REGISTER from the local client at ``upstream``: the answer."""
@@ -93,7 +100,9 @@ class Registrar:
         self._regs[aor] = reg = LocalRegistration(
             aor, contact, peer, now + expires, old is not None and old.announced,
             source=upstream, since=now if old is None else old.since,
-            used=old is not None and old.used)
+            used=old is not None and old.used,
+            position=next(self._positions) if old is None else old.position)
+        self._expiry.schedule(aor, reg.expires_at)
         self.quota.added(reg)
         self.learn_contacts(contacts, peer)
         if not reg.announced and aor != self.node_aor:
@@ -117,6 +126,7 @@ class Registrar:
 
     def unregister(self, aor: str, now: float) -> None:
         reg = self._regs.pop(aor, None)
+        self._expiry.discard(aor)
         if reg is not None:
             self.quota.removed(reg)
         if reg is not None and reg.announced:
