@@ -46,7 +46,7 @@ from meshcomm.sim.incident import Incident
 from meshcomm.sim.metrics import Metrics, SimCounter
 from meshcomm.sim.topology import LinkSpec, Topology
 from meshcomm.sim.traffic import TrafficPlan
-from meshcomm.types import LinkAddr
+from meshcomm.types import Datagram, LinkAddr
 from meshcomm.wire import codec
 from meshcomm.wire.envelope import Envelope, Hop, decode_frame_untrusted
 
@@ -343,8 +343,9 @@ class Simulator:
             self.incident.node_registered(slot.name)
 
     # ------------------------------------------------------------ the medium
-    def transmit_from(self, src: str, data: bytes, dst: LinkAddr | None) -> None:
-        """A node's edge transmits ``data`` (to every neighbour, or to link ``dst``)."""
+    def transmit_from(self, src: str, dgram: Datagram) -> None:
+        """A node's edge transmits a datagram (to every neighbour, or to link ``dst``)."""
+        data, dst = dgram.data, dgram.dst
         self.metrics.transmitted(len(data))
         airtime = len(data) * 8 / AIRTIME_BPS
         links = self._links.get(src, {})
