@@ -29,8 +29,8 @@ from enum import Enum
 from pathlib import Path
 
 from meshcomm.errors import DecodeError
-from meshcomm.journal.events import JournalEventType as J
 from meshcomm.journal.events import JournalRecord
+from meshcomm.journal.payloads import BindingLearned, BindingUpdated
 from meshcomm.node.core import NodeCore
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.pump import Pump
@@ -375,16 +375,13 @@ class Simulator:
             self.journal.setdefault(name, []).append((self.now, rec))
         self._trace.update(codec.pack([round(self.now, 6), name, rec.type.value,
                                        dict(rec.data)]))
-        if rec.type in (J.BINDING_LEARNED, J.BINDING_UPDATED):
-            record = rec.data.get("record")
-            seq = rec.data.get("seq")
-            if not isinstance(record, bytes) or not isinstance(seq, int):
-                return
-            if rec.data.get("via") == "":
-                self.metrics.announced(name, record, seq, rec.data.get("lifetime_s") == 0,
-                                       self.now)
+        payload = rec.payload
+        if isinstance(payload, BindingLearned | BindingUpdated):
+            if payload.via == "":
+                self.metrics.announced(name, payload.record, payload.seq,
+                                       payload.lifetime_s == 0, self.now)
             else:
-                self.metrics.learned(name, record, seq, self.now)
+                self.metrics.learned(name, payload.record, payload.seq, self.now)
 
     # ------------------------------------------------------------ actions
     def _apply(self, action: Action) -> None:
