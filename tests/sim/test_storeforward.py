@@ -19,7 +19,7 @@ from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import PersistOp
 from meshcomm.sim.clients import DOMAIN
 from meshcomm.sim.engine import Action, ActionKind, Simulator
-from meshcomm.sim.scenario import ScenarioParams, sim_config
+from meshcomm.sim.scenario import ScenarioParams, load_scenario, sim_config
 from meshcomm.sim.traffic import TrafficEvent, TrafficKind
 
 SEND_AT_S = 14.0
@@ -116,3 +116,73 @@ def test_same_seed_same_story(tmp_path: Path) -> None:
         assert run.sim.incident is not None
         (record,) = run.sim.incident.stats.messages.values()
         assert len(record.received_at) == 1
+
+
+RELAY_SCENARIO = """
+[scenario]
+duration_s = 100
+seed = 9
+loss = 0.1
+range = 0.15
+
+[[node]]
+name = "medic-1"
+x = 0.0
+y = 0.0
+
+[[node]]
+name = "engine-7"
+role = "relay"
+x = 0.1
+y = 0.0
+
+[[node]]
+name = "sar-2"
+x = 0.2
+y = 0.0
+
+[[event]]
+at_s = 10
+action = "kill"
+nodes = ["sar-2"]
+
+[[traffic]]
+kind = "message"
+from = "medic-1"
+to = "sar-2"
+at_s = 14
+
+[[event]]
+at_s = 30
+action = "kill"
+nodes = ["medic-1"]
+
+[[event]]
+at_s = 35
+action = "restart"
+nodes = ["engine-7"]
+
+[[event]]
+at_s = 40
+action = "join"
+nodes = ["sar-2"]
+"""
+
+
+def test_a_scenario_file_kills_the_relay_holding_a_message_and_it_arrives_once(
+        tmp_path: Path) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text(RELAY_SCENARIO, encoding="utf-8")
+    config = load_scenario(path)
+    assert config.topology.neighbours("medic-1").keys() == {"engine-7"}
+    sim = Simulator(config)
+    custody: list[int] = []
+    sim.call_at(34.9, lambda s: custody.append(len(
+        s.node_core("engine-7").sf.held_for_others())))  # type: ignore[union-attr]
+    result = sim.run()
+    assert custody == [1]                            # the relay held it when it was killed
+    assert sim.edge("engine-7").restored == 1
+    messages = result["messages"]
+    assert isinstance(messages, dict)
+    assert (messages["sent"], messages["delivered"], messages["duplicates"],
+            messages["held"]) == (1, 1, 0, 1)
