@@ -82,13 +82,14 @@ class ProxyTxTable:
 
     def trim_lingering(self) -> None:
         """Over :attr:`linger_limit`, drop lingering (answered) transactions, oldest first."""
-        if len(self.by_server) <= self.linger_limit:
+        excess = len(self.by_server) - self.linger_limit
+        if excess <= 0:
             return
-        for tx in list(self.by_server.values()):
-            if tx.allows(TxIn.EVICT):
-                self.forget(tx, TxIn.EVICT)
-                if len(self.by_server) <= self.linger_limit:
-                    return
+        # Oldest first, reading only as far as the victims (no copy of the whole table).
+        victims = list(itertools.islice(
+            (tx for tx in self.by_server.values() if tx.allows(TxIn.EVICT)), excess))
+        for tx in victims:
+            self.forget(tx, TxIn.EVICT)
 
     # ------------------------------------------------------------ timers
     def next_timer(self) -> float | None:
