@@ -284,6 +284,43 @@ class JournalCheckpoint(JournalPayload):
     signature: bytes
 
 
+# ---------------------------------------------------------------- DHT bridge
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UplinkChanged(JournalPayload):
+    """The uplink state machine (:mod:`meshcomm.dht.uplink`) changed state (UplinkState
+    values); ``suppressed``: grace flaps not journaled since the last entry."""
+
+    TYPE: ClassVar[J] = J.UPLINK_CHANGED
+    state: str
+    previous: str
+    peers: int                     # good DHT peers in the sample that caused it
+    suppressed: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DhtValueDropped(JournalPayload):
+    """A value read from the DHT under ``aor``'s key was dropped (rate-limited per reason
+    and AoR; ``suppressed``: drops only counted since the last entry)."""
+
+    TYPE: ClassVar[J] = J.DHT_DROPPED
+    reason: str                    # RecordReject value
+    aor: str
+    suppressed: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteBindingChanged(JournalPayload):
+    """A binding learned from the DHT: ``state`` reachable (a relay attaches it),
+    unreachable (every attachment lapsed), withdrawn (a tombstone) or expired."""
+
+    TYPE: ClassVar[J] = J.DHT_REMOTE
+    aor: str
+    node: str                      # the binding's node id, hex
+    seq: int
+    state: str                     # RemoteState value
+    relays: tuple[str, ...]        # node ids (hex) of the relays attaching it
+
+
 def _registry(*classes: type[JournalPayload]) -> Mapping[J, tuple[type[JournalPayload], ...]]:
     out: dict[J, tuple[type[JournalPayload], ...]] = {}
     for cls in classes:
@@ -296,4 +333,4 @@ PAYLOAD_CLASSES: Final[Mapping[J, tuple[type[JournalPayload], ...]]] = _registry
     NodeStarted, NodeStopped, NodeFault, NeighbourUp, NeighbourDown, RouteChanged,
     EnvelopeDropped, BindingLearned, BindingUpdated, BindingExpired, BindingConflict,
     BindingRejected, SipMessageSeen, SipMessageDropped, SfHeld, SfCustody, SfDelivered,
-    SfReceipt, JournalCheckpoint)
+    SfReceipt, JournalCheckpoint, UplinkChanged, DhtValueDropped, RemoteBindingChanged)

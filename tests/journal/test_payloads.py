@@ -43,6 +43,9 @@ STORED_KEYS: dict[type[P.JournalPayload], tuple[str, ...]] = {
     P.SfDelivered: ("msg_id", "from", "to", "origin", "requesters"),
     P.SfReceipt: ("msg_id", "from", "to", "origin", "dest", "own", "delivered_wall_s"),
     P.JournalCheckpoint: (CHECKPOINT_HEAD_SEQ, CHECKPOINT_HEAD_HASH, CHECKPOINT_SIGNATURE),
+    P.UplinkChanged: ("state", "previous", "peers", "suppressed"),
+    P.DhtValueDropped: ("reason", "aor", "suppressed"),
+    P.RemoteBindingChanged: ("aor", "node", "seq", "state", "relays"),
 }
 
 #: a value per annotation (payload modules use postponed annotations: the types are text)
