@@ -1,0 +1,64 @@
+"""Routes after the mesh formed: following next hops from any node reaches any destination.
+
+Found by the issue 9 incident run (100 nodes, 10% loss, seed 3: one MESSAGE never arrived,
+its unicasts and store-and-forward retries circling between two nodes): within one flood,
+a later copy via the current next hop raises the route's metric (RouteTable.consider
+refreshes it whatever it is), so a third neighbour's offer -- a path through this very
+node -- looks better, and the two nodes point at each other until the destination's next
+flood. Marked xfail (strict) until the overlay keeps a route's metric within one flood;
+remove the mark then."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshcomm.sim.engine import Simulator
+from meshcomm.sim.scenario import ScenarioParams, sim_config
+from meshcomm.types import LinkAddr
+
+
+def route_loops(sim: Simulator) -> list[tuple[str, str]]:
+    """(source, destination) pairs whose next hops run in a circle."""
+    names = sim.node_names()
+    cores = {n: sim.core(n) for n in names}
+    loops = []
+    for dst in names:
+        target = cores[dst]
+        assert target is not None
+        for src in names:
+            cur, seen = src, set()
+            while cur != dst and cur not in seen:
+                seen.add(cur)
+                core = cores[cur]
+                assert core is not None
+                route = core.overlay.routes.get(target.node_id, sim.now)
+                if route is None:
+                    break
+                cur = route.next_hop
+            if cur in seen:
+                loops.append((src, dst))
+    return loops
+
+
+@pytest.mark.xfail(strict=True, reason="overlay: a route's metric counts up within one "
+                   "flood (RouteTable.consider), which forms lasting loops")
+@pytest.mark.parametrize("seed", [1, 5])
+def test_no_routing_loops_once_the_mesh_formed(seed: int) -> None:
+    sim = Simulator(sim_config(ScenarioParams(topology="random", nodes=100, loss=0.1,
+                                              duration_s=15, seed=seed)))
+    assert sim.run()["coverage"] == 1.0
+    assert route_loops(sim) == []
+
+
+def test_the_loop_finder_finds_a_loop() -> None:
+    sim = Simulator(sim_config(ScenarioParams(topology="chain", nodes=3, duration_s=8,
+                                              seed=1)))
+    sim.run()
+    assert route_loops(sim) == []
+    n1, n2 = sim.core("n1"), sim.core("n2")
+    assert n1 is not None and n2 is not None
+    # n1 sends n2's traffic back to n0, which sends it to n1: a loop for n0 and n1.
+    route = n1.overlay.routes.get(n2.node_id, sim.now)
+    assert route is not None
+    route.next_hop = LinkAddr("n0")
+    assert set(route_loops(sim)) == {("n0", "n2"), ("n1", "n2")}
