@@ -185,9 +185,10 @@ class DhtModel:
             self._put(name, op, reach, now)
         elif isinstance(op, DhtGet):
             found = self._found(op.key, reach, now)
-            self._deliver(name, op.token, found, now)
+            at = self._deliver(name, op.token, found, now)
             ok = bool(found) or len(reach) > 1
-            self._push(now + (self._latency() if ok else self.config.op_timeout_s), name,
+            # the values come first, then the completion (as OpenDHT's callbacks)
+            self._push(at if ok else now + self.config.op_timeout_s, name,
                        DhtDone(op.token, ok))
         elif isinstance(op, DhtListen):
             self._listens[(name, op.token)] = op.key
@@ -226,11 +227,13 @@ class DhtModel:
                     seen.setdefault(vid, item.value)
         return list(seen.values())
 
-    def _deliver(self, name: str, token: int, values: list[bytes], now: float) -> None:
+    def _deliver(self, name: str, token: int, values: list[bytes], now: float) -> float:
+        """Hand ``values`` to ``name`` in batches after one latency; returns when."""
         at = now + self._latency()
         for start in range(0, len(values), MAX_VALUES_PER_RESULT):
             self._push(at, name, DhtValues(token,
                                            tuple(values[start:start + MAX_VALUES_PER_RESULT])))
+        return at
 
     def _tick(self, now: float) -> None:
         for name, node in self.nodes.items():

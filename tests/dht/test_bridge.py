@@ -1,0 +1,175 @@
+"""DhtBridge against the in-memory DHT model: islands bridged, refresh, withdrawal, relay
+death, two relays, uplink loss, the miss after a put, bounds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from meshcomm.dht.bridge import NotFound, NotFoundReason, RemoteChanged, Resolved
+from meshcomm.dht.counters import DhtCounter
+from meshcomm.dht.model import ModelConfig
+from meshcomm.dht.port import DhtPut
+from meshcomm.dht.remote import RemoteState
+from meshcomm.dht.uplink import UplinkState
+from meshcomm.journal.payloads import RemoteBindingChanged, UplinkChanged
+
+from .net import CONFIG, Net, identity
+
+AOR = "sip:medic@fire.example"
+MEDIC = identity("medic")
+UP_AT = 10.0
+
+
+def _islands(**kw: object) -> tuple[Net, object, object]:
+    net = Net(**kw)  # type: ignore[arg-type]
+    a, b = net.relay("relay-a"), net.relay("relay-b")
+    net.run(UP_AT)
+    assert a.bridge.uplink_state is UplinkState.UP and b.bridge.uplink_state is UplinkState.UP
+    return net, a, b
+
+
+def test_publish_in_one_island_resolve_in_the_other() -> None:
+    net, a, b = _islands()
+    binding = net.register(a, MEDIC, AOR)
+    assert a.bridge.published == 1
+    answer = net.resolve(b, "SIP:Medic@Fire.Example")
+    assert isinstance(answer, Resolved)
+    (found,) = answer.bindings
+    assert found.binding.envelope.signed_bytes == binding.envelope.signed_bytes
+    assert [att.relay for att in found.relays] == [a.identity.node_id]
+    assert found.relays[0].addrs == CONFIG.uplink_addrs
+    assert b.journal(RemoteBindingChanged)[0].state == RemoteState.REACHABLE  # type: ignore[attr-defined]
+    # a second resolve is answered from the cache, without a DHT get
+    gets = b.bridge.counters[DhtCounter.GETS]
+    assert isinstance(net.resolve(b, AOR, wait_s=0.0), Resolved)
+    assert b.bridge.counters[DhtCounter.GETS] == gets
+    assert b.bridge.counters[DhtCounter.RESOLVED_FROM_CACHE] == 1
+    retries = b.bridge.counters[DhtCounter.MISS_RETRIES]
+    assert isinstance(net.resolve(b, "sip:nobody@fire.example"), NotFound)
+    assert b.bridge.counters[DhtCounter.MISS_RETRIES] == retries + 1   # a miss is retried once
+
+
+def test_refresh_keeps_records_alive_across_several_ttls() -> None:
+    net, a, _ = _islands()
+    net.register(a, MEDIC, AOR)
+    net.run(UP_AT + 6 * CONFIG.record_ttl_s)
+    puts = [op for op in a.ops if isinstance(op, DhtPut)]
+    assert len(puts) >= 6  # refreshed before each TTL ran out
+    late = net.relay("relay-late")
+    net.run(net.now + 5)
+    answer = net.resolve(late, AOR)
+    assert isinstance(answer, Resolved) and answer.bindings[0].reachable
+    gaps = [b.ttl_s for b in puts]
+    assert all(ttl <= CONFIG.record_ttl_s for ttl in gaps)
+
+
+def test_withdrawal_reaches_a_watching_reader() -> None:
+    net, a, b = _islands()
+    net.register(a, MEDIC, AOR)
+    assert isinstance(net.resolve(b, AOR), Resolved)
+    assert b.bridge.watch(AOR, net.now)
+    net.register(a, MEDIC, AOR, lifetime_s=0, hold_s=120)     # de-registration
+    net.run(net.now + 5)
+    changes = [e for e in b.events if isinstance(e, RemoteChanged)]
+    assert changes and changes[-1].bindings == ()
+    assert [p.state for p in b.journal(RemoteBindingChanged)][-1] == RemoteState.WITHDRAWN  # type: ignore[attr-defined]
+    fresh = net.relay("relay-c")
+    net.run(net.now + 5)
+    assert isinstance(net.resolve(fresh, AOR), NotFound)
+    b.bridge.unwatch(AOR, net.now)
+
+
+def test_relay_death_lapses_the_record_then_the_binding_expires() -> None:
+    net, a, b = _islands()
+    net.register(a, MEDIC, AOR, lifetime_s=400)
+    assert isinstance(net.resolve(b, AOR), Resolved)
+    b.bridge.watch(AOR, net.now)
+    net.kill("relay-a")
+    net.run(net.now + CONFIG.record_ttl_s + 5)
+    answer = net.resolve(b, AOR)
+    assert isinstance(answer, Resolved)                # still known ...
+    assert not answer.bindings[0].reachable            # ... but unreachable
+    states = [p.state for p in b.journal(RemoteBindingChanged)]  # type: ignore[attr-defined]
+    assert RemoteState.UNREACHABLE in states
+    net.run(net.now + 400)
+    assert RemoteState.EXPIRED in [p.state for p in b.journal(RemoteBindingChanged)]  # type: ignore[attr-defined]
+    assert isinstance(net.resolve(b, AOR), NotFound)
+
+
+def test_two_relays_both_attach_and_one_survives() -> None:
+    net = Net()
+    a1, a2, b = net.relay("relay-a1"), net.relay("relay-a2"), net.relay("relay-b")
+    net.run(UP_AT)
+    binding = net.register(a1, MEDIC, AOR)
+    net.learn(a2, binding)                      # the island's gossip: both tables hold it
+    net.run(net.now + 1)
+    answer = net.resolve(b, AOR)
+    assert isinstance(answer, Resolved)
+    assert {att.relay for att in answer.bindings[0].relays} == {
+        a1.identity.node_id, a2.identity.node_id}
+    net.kill("relay-a1")
+    net.run(net.now + 2 * CONFIG.record_ttl_s)
+    answer = net.resolve(b, AOR)
+    assert isinstance(answer, Resolved)
+    assert [att.relay for att in answer.bindings[0].relays] == [a2.identity.node_id]
+
+
+def test_uplink_down_stops_publishing_and_up_republishes() -> None:
+    net, a, b = _islands()
+    net.register(a, MEDIC, AOR)
+    net.model.partition([{"relay-a"}])
+    net.run(net.now + 30)
+    assert a.bridge.uplink_state is UplinkState.DOWN
+    states = [p.state for p in a.journal(UplinkChanged)]  # type: ignore[attr-defined]
+    assert states[-2:] == ["grace", "down"]
+    puts = len([op for op in a.ops if isinstance(op, DhtPut)])
+    net.run(net.now + 3 * CONFIG.record_ttl_s)
+    assert len([op for op in a.ops if isinstance(op, DhtPut)]) == puts   # nothing put
+    answer = net.resolve(a, "sip:elsewhere@fire.example", wait_s=0.0)
+    assert isinstance(answer, NotFound) and answer.reason is NotFoundReason.UPLINK_DOWN
+    assert isinstance(net.resolve(b, AOR), NotFound)    # its records lapsed
+    net.model.heal()
+    net.run(net.now + 15)
+    assert a.bridge.uplink_state is UplinkState.UP
+    assert len([op for op in a.ops if isinstance(op, DhtPut)]) > puts    # republished
+    net.run(net.now + 20)                                # past b's negative cache
+    assert isinstance(net.resolve(b, AOR), Resolved)
+
+
+def test_a_get_right_after_its_put_misses_and_the_retry_finds_it() -> None:
+    net, a, b = _islands(model=ModelConfig(miss_after_put=1.0, propagate_s=1.0))
+    net.register(a, MEDIC, AOR)
+    net.run(net.now + 0.5)   # the put has landed, not yet visible
+    answer = net.resolve(b, AOR)
+    assert isinstance(answer, Resolved)
+    assert b.bridge.counters[DhtCounter.MISS_RETRIES] == 1
+
+
+def test_bounded_cache_lookups_and_watches() -> None:
+    config = dataclasses.replace(CONFIG, max_cached_aors=4, max_lookups=2, max_watches=1)
+    net = Net(config=config)
+    a, b = net.relay("relay-a"), net.relay("relay-b")
+    net.run(UP_AT)
+    for n in range(10):
+        net.register(a, identity(f"h{n}"), f"sip:h{n}@fire.example")
+    for n in range(10):
+        assert isinstance(net.resolve(b, f"sip:h{n}@fire.example"), Resolved)
+    assert len(b.bridge.remote) <= 4
+    assert b.bridge.remote.evicted >= 6
+    tokens = [b.bridge.resolve(f"sip:x{n}@fire.example", net.now) for n in range(3)]
+    net.run(net.now + 15)
+    busy = b.answers(tokens[2])
+    assert isinstance(busy[0], NotFound) and busy[0].reason is NotFoundReason.BUSY
+    assert b.bridge.watch("sip:h1@fire.example", net.now)
+    assert not b.bridge.watch("sip:h2@fire.example", net.now)
+    assert b.bridge.counters[DhtCounter.WATCHES_REFUSED] == 1
+
+
+def test_same_seed_same_operations() -> None:
+    def trace(seed: int) -> list[object]:
+        net, a, b = _islands(seed=seed, model=ModelConfig(loss=0.1, jitter_s=0.05))
+        net.register(a, MEDIC, AOR)
+        net.resolve(b, AOR)
+        net.run(net.now + 200)
+        return [*a.ops, *b.ops, *b.events]
+    assert trace(7) == trace(7)
