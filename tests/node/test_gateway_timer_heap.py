@@ -23,6 +23,7 @@ from tools.bench.gateway_timers import (
     answer,
     drain,
     forward_messages,
+    register_request,
     scan_next_timer,
     standalone_gateway,
 )
@@ -169,14 +170,9 @@ def test_due_transactions_fire_as_before_and_only_they_are_visited() -> None:
 
 def _register(gw: SipGateway, user: str, host: str, expires: int, now: float) -> None:
     """REGISTER ``user`` from ``host`` (one host each: the registrar's per-host quota)."""
-    data = (f"REGISTER sip:incident.local SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {host}:5060;branch=z9hG4bKr{user}{now};rport\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:{user}@incident.local>;tag=r{user}\r\n"
-            f"To: <sip:{user}@incident.local>\r\nCall-ID: reg-{user}\r\n"
-            f"CSeq: {int(now) + 1} REGISTER\r\n"
-            f"Contact: <sip:{user}@{host}:5060>\r\nExpires: {expires}\r\n"
-            f"Content-Length: 0\r\n\r\n").encode()
-    gw.receive_local(data, (host, 5060), now)
+    addr = (host, 5060)
+    gw.receive_local(register_request(user, addr, expires=expires, cseq=int(now) + 1), addr,
+                     now)
     drain(gw, now)
 
 

@@ -59,18 +59,20 @@ def standalone_gateway(max_pending: int, *, now: float = 0.0) -> SipGateway:
                     verifier=SignatureVerifier(), rng=random.Random(1), now=now)
     gw = SipGateway(node, GatewayConfig(max_pending_transactions=2 * max_pending + 16),
                     rng=random.Random(2), node_aor=f"sip:node@{DOMAIN}", now=now)
-    gw.receive_local(_register("bob", BOB), BOB, now)
+    gw.receive_local(register_request("bob", BOB), BOB, now)
     drain(gw, now)
     gw.on_timer(now + LINGER_S)
     return gw
 
 
-def _register(user: str, addr: tuple[str, int]) -> bytes:
+def register_request(user: str, addr: tuple[str, int], *, expires: int = 600,
+                     cseq: int = 1) -> bytes:
+    """A REGISTER of ``user`` from the local client at ``addr``."""
     return (f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {addr[0]}:{addr[1]};branch=z9hG4bKreg{user};rport\r\n"
+            f"Via: SIP/2.0/UDP {addr[0]}:{addr[1]};branch=z9hG4bKreg{user}.{cseq};rport\r\n"
             f"Max-Forwards: 70\r\nFrom: <sip:{user}@{DOMAIN}>;tag=r{user}\r\n"
-            f"To: <sip:{user}@{DOMAIN}>\r\nCall-ID: reg-{user}\r\nCSeq: 1 REGISTER\r\n"
-            f"Contact: <sip:{user}@{addr[0]}:{addr[1]}>\r\nExpires: 600\r\n"
+            f"To: <sip:{user}@{DOMAIN}>\r\nCall-ID: reg-{user}\r\nCSeq: {cseq} REGISTER\r\n"
+            f"Contact: <sip:{user}@{addr[0]}:{addr[1]}>\r\nExpires: {expires}\r\n"
             f"Content-Length: 0\r\n\r\n").encode()
 
 
