@@ -14,7 +14,7 @@ import pytest
 
 from meshcomm.sim.engine import Simulator
 from meshcomm.sim.scenario import ScenarioParams, sim_config
-from meshcomm.types import LinkAddr
+from meshcomm.types import LinkAddr, NodeId
 
 
 def route_loops(sim: Simulator) -> list[tuple[str, str]]:
@@ -31,7 +31,7 @@ def route_loops(sim: Simulator) -> list[tuple[str, str]]:
                 seen.add(cur)
                 core = cores[cur]
                 assert core is not None
-                route = core.overlay.routes.get(target.node_id, sim.now)
+                route = core.overlay.routes.get(NodeId(target.node_id), sim.now)
                 if route is None:
                     break
                 cur = route.next_hop
@@ -58,7 +58,7 @@ def test_the_loop_finder_finds_a_loop() -> None:
     n1, n2 = sim.core("n1"), sim.core("n2")
     assert n1 is not None and n2 is not None
     # n1 sends n2's traffic back to n0, which sends it to n1: a loop for n0 and n1.
-    route = n1.overlay.routes.get(n2.node_id, sim.now)
+    route = n1.overlay.routes.get(NodeId(n2.node_id), sim.now)
     assert route is not None
     route.next_hop = LinkAddr("n0")
     assert set(route_loops(sim)) == {("n0", "n2"), ("n1", "n2")}
