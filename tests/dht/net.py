@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from meshcomm.dht.bridge import BridgeConfig, BridgeEvent, DhtBridge, NotFound, Resolved
 from meshcomm.dht.model import DhtModel, ModelConfig
@@ -12,7 +13,7 @@ from meshcomm.dht.port import DhtCancel, DhtGet, DhtListen, DhtPut
 from meshcomm.dht.records import secret_for
 from meshcomm.dht.uplink import UplinkConfig
 from meshcomm.journal.events import JournalRecord
-from meshcomm.journal.payloads import BindingLearned, BindingUpdated
+from meshcomm.journal.payloads import BindingLearned, BindingUpdated, JournalPayload
 from meshcomm.location.binding import Binding, make_binding
 from meshcomm.location.table import LocationTable, MergeOutcome, TrustPolicy
 from meshcomm.security.identity import Identity
@@ -20,6 +21,7 @@ from meshcomm.security.verify import SignatureVerifier
 
 from .helpers import INCIDENT, WALL
 
+P = TypeVar("P", bound=JournalPayload)
 SECRET = secret_for(INCIDENT, b"the incident's configured secret")
 FAST_UPLINK = UplinkConfig(min_peers=1, stable_s=3.0, grace_s=10.0)
 CONFIG = BridgeConfig(uplink_addrs=("192.0.2.1:4222",), record_ttl_s=60, resync_s=20.0,
@@ -44,7 +46,7 @@ class Station:
         return [e for e in self.events
                 if isinstance(e, Resolved | NotFound) and e.token == token]
 
-    def journal(self, kind: type) -> list[object]:
+    def journal(self, kind: type[P]) -> list[P]:
         return [e.payload for e in self.events
                 if isinstance(e, JournalRecord) and isinstance(e.payload, kind)]
 

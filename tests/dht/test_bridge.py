@@ -13,15 +13,16 @@ from meshcomm.dht.remote import RemoteState
 from meshcomm.dht.uplink import UplinkState
 from meshcomm.journal.payloads import RemoteBindingChanged, UplinkChanged
 
-from .net import CONFIG, Net, identity
+from .net import CONFIG, Net, Station, identity
 
 AOR = "sip:medic@fire.example"
 MEDIC = identity("medic")
 UP_AT = 10.0
 
 
-def _islands(**kw: object) -> tuple[Net, object, object]:
-    net = Net(**kw)  # type: ignore[arg-type]
+def _islands(*, seed: int = 1, model: ModelConfig | None = None
+             ) -> tuple[Net, Station, Station]:
+    net = Net(seed=seed, model=model)
     a, b = net.relay("relay-a"), net.relay("relay-b")
     net.run(UP_AT)
     assert a.bridge.uplink_state is UplinkState.UP and b.bridge.uplink_state is UplinkState.UP
@@ -38,7 +39,7 @@ def test_publish_in_one_island_resolve_in_the_other() -> None:
     assert found.binding.envelope.signed_bytes == binding.envelope.signed_bytes
     assert [att.relay for att in found.relays] == [a.identity.node_id]
     assert found.relays[0].addrs == CONFIG.uplink_addrs
-    assert b.journal(RemoteBindingChanged)[0].state == RemoteState.REACHABLE  # type: ignore[attr-defined]
+    assert b.journal(RemoteBindingChanged)[0].state == RemoteState.REACHABLE
     # a second resolve is answered from the cache, without a DHT get
     gets = b.bridge.counters[DhtCounter.GETS]
     assert isinstance(net.resolve(b, AOR, wait_s=0.0), Resolved)
@@ -72,7 +73,7 @@ def test_withdrawal_reaches_a_watching_reader() -> None:
     net.run(net.now + 5)
     changes = [e for e in b.events if isinstance(e, RemoteChanged)]
     assert changes and changes[-1].bindings == ()
-    assert [p.state for p in b.journal(RemoteBindingChanged)][-1] == RemoteState.WITHDRAWN  # type: ignore[attr-defined]
+    assert [p.state for p in b.journal(RemoteBindingChanged)][-1] == RemoteState.WITHDRAWN
     fresh = net.relay("relay-c")
     net.run(net.now + 5)
     assert isinstance(net.resolve(fresh, AOR), NotFound)
@@ -89,10 +90,10 @@ def test_relay_death_lapses_the_record_then_the_binding_expires() -> None:
     answer = net.resolve(b, AOR)
     assert isinstance(answer, Resolved)                # still known ...
     assert not answer.bindings[0].reachable            # ... but unreachable
-    states = [p.state for p in b.journal(RemoteBindingChanged)]  # type: ignore[attr-defined]
+    states = [p.state for p in b.journal(RemoteBindingChanged)]
     assert RemoteState.UNREACHABLE in states
     net.run(net.now + 400)
-    assert RemoteState.EXPIRED in [p.state for p in b.journal(RemoteBindingChanged)]  # type: ignore[attr-defined]
+    assert RemoteState.EXPIRED in [p.state for p in b.journal(RemoteBindingChanged)]
     assert isinstance(net.resolve(b, AOR), NotFound)
 
 
@@ -120,7 +121,7 @@ def test_uplink_down_stops_publishing_and_up_republishes() -> None:
     net.model.partition([{"relay-a"}])
     net.run(net.now + 30)
     assert a.bridge.uplink_state is UplinkState.DOWN
-    states = [p.state for p in a.journal(UplinkChanged)]  # type: ignore[attr-defined]
+    states = [p.state for p in a.journal(UplinkChanged)]
     assert states[-2:] == ["grace", "down"]
     puts = len([op for op in a.ops if isinstance(op, DhtPut)])
     net.run(net.now + 3 * CONFIG.record_ttl_s)
@@ -130,7 +131,7 @@ def test_uplink_down_stops_publishing_and_up_republishes() -> None:
     assert isinstance(net.resolve(b, AOR), NotFound)    # its records lapsed
     net.model.heal()
     net.run(net.now + 15)
-    assert a.bridge.uplink_state is UplinkState.UP
+    assert a.journal(UplinkChanged)[-1].state == "up"
     assert len([op for op in a.ops if isinstance(op, DhtPut)]) > puts    # republished
     net.run(net.now + 20)                                # past b's negative cache
     assert isinstance(net.resolve(b, AOR), Resolved)

@@ -68,10 +68,11 @@ def test_joining_starts_over_on_a_bad_sample() -> None:
     up.on_peers(2, 0.0)
     up.on_peers(0, 9.0)
     assert up.state is UplinkState.DOWN and up.next_timer() is None
-    up.on_peers(2, 9.5)
-    assert up.on_timer(10.0) is None and up.state is UplinkState.JOINING
-    up.on_timer(19.5)
-    assert up.state is UplinkState.UP
+    change = up.on_peers(2, 9.5)
+    assert change is not None and change.state is UplinkState.JOINING
+    assert up.on_timer(10.0) is None
+    change = up.on_timer(19.5)
+    assert change is not None and change.state is UplinkState.UP
 
 
 def _flapping(start_good: bool) -> list[tuple[float, int]]:
