@@ -170,6 +170,9 @@ class BridgeConfig:
             raise ValueError("dht.refresh_fraction must be in (0, 1), refresh_jitter in [0, .5)")
         if self.record_ttl_s < 2 * self.min_put_ttl_s or self.min_put_ttl_s < 1:
             raise ValueError("dht.record_ttl_s must be >= 2 * min_put_ttl_s >= 2")
+        if self.max_watches >= self.max_cached_aors:
+            raise ValueError("dht.max_watches must be < max_cached_aors (watched AoRs stay "
+                             "cached)")
         if min(self.max_published, self.max_cached_aors, self.max_lookups, self.max_waiters,
                self.max_watches, self.max_claims_per_aor, self.max_relays_per_binding,
                self.values_per_lookup, self.verifies_per_lookup) < 1:
@@ -223,6 +226,8 @@ class _Published:
     keys: AorKeys
     due: float | None = None       # next put
     token: int | None = None       # put in flight
+    #: the last put lasts as long as the binding: nothing to refresh
+    final: bool = False
 
 
 @dataclass(slots=True)
@@ -477,7 +482,7 @@ class DhtBridge:
         """Stop publishing, cancel listens, answer the lookups with what is known."""
         self._resync_at = None
         for pub in self._published.values():
-            pub.due, pub.token = None, None
+            pub.due, pub.token, pub.final = None, None, False
         self._puts.clear()
         self._refresh_heap.clear()
         for watch in self._watches.values():
@@ -501,7 +506,7 @@ class DhtBridge:
                 self.withdraw(rid, now)
             elif pub is None or pub.binding.seq != stored.binding.seq:
                 self.publish(stored.binding, now)
-            elif pub.due is None and pub.token is None:
+            elif pub.due is None and pub.token is None and not pub.final:
                 self._schedule(rid, pub, now + self.rng.uniform(0.0, spread_s))
 
     def _put(self, rid: bytes, pub: _Published, now: float) -> None:
@@ -519,6 +524,7 @@ class DhtBridge:
         ttl = int(min(cfg.record_ttl_s, left_s))
         if ttl < cfg.min_put_ttl_s:
             self.counters[DhtCounter.PUT_SKIPPED_SHORT] += 1
+            pub.final = True
             return
         wall = now + self.wall_offset_s
         self._seq += 1
@@ -533,7 +539,8 @@ class DhtBridge:
         self._puts[pub.token] = rid
         self.counters[DhtCounter.PUTS] += 1
         self._events.append(DhtPut(pub.token, pub.keys.dht_key, value, ttl))
-        if left_s > ttl:
+        pub.final = left_s <= ttl
+        if not pub.final:
             jitter = 1.0 + cfg.refresh_jitter * self.rng.uniform(-1.0, 1.0)
             self._schedule(rid, pub, now + ttl * cfg.refresh_fraction * jitter)
 
@@ -566,6 +573,7 @@ class DhtBridge:
                 pub.token = None
                 if not result.ok:
                     self.counters[DhtCounter.PUTS_FAILED] += 1
+                    pub.final = False
                     if self.uplink.is_up:
                         self._schedule(rid, pub, now + self.config.put_retry_s)
             return

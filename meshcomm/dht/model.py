@@ -114,20 +114,23 @@ class DhtModel:
         pos = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=20).digest(), "big")
         self.nodes[name] = _Node(name, pos)
 
-    def kill(self, name: str) -> None:
-        """The node dies: what it stored is lost unless another live node holds it."""
-        node = self.nodes[name]
-        node.alive = False
-        lost, node.store = node.store, {}
-        for listen in [k for k in self._listens if k[0] == name]:
-            del self._listens[listen]
-        for key, values in lost.items():
-            for item in values.values():
-                holders = [n for n in self.nodes.values()
-                           if n.alive and item.vid in n.store.get(key, {})]
-                if holders:
-                    for target in self._closest(key, self._reach(holders[0].name)):
-                        self._store(target, key, item)
+    def kill(self, *names: str) -> None:
+        """The nodes die at once: what they stored is lost unless a live node holds it."""
+        lost: list[tuple[bytes, _Value]] = []
+        for name in names:
+            node = self.nodes[name]
+            node.alive = False
+            lost.extend((key, item) for key, values in node.store.items()
+                        for item in values.values())
+            node.store = {}
+            for listen in [k for k in self._listens if k[0] == name]:
+                del self._listens[listen]
+        for key, item in lost:
+            holders = [n for n in self.nodes.values()
+                       if n.alive and item.vid in n.store.get(key, {})]
+            if holders:
+                for target in self._closest(key, self._reach(holders[0].name)):
+                    self._store(target, key, item)
 
     def restart(self, name: str) -> None:
         self.nodes[name].alive = True

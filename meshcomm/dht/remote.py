@@ -172,6 +172,7 @@ class RemoteView:
         if att_left_s <= 0 and not binding.is_tombstone:
             return RecordReject.ATTACH_EXPIRED, None
         was_reachable = claim is not None and bool(claim.relays)
+        was_live = claim is not None and not claim.binding.is_tombstone
         if claim is None:
             if len(entry.claims) >= self.max_claims and not self._make_room(entry,
                                                                              credentialed):
@@ -185,7 +186,10 @@ class RemoteView:
             claim.relays.clear()  # they attached the older binding
         entry.negative_until = 0.0
         if binding.is_tombstone:
+            # kept until its hold ends, so that older copies stay refused
             self._schedule(entry)
+            if not was_live:
+                return MergeOutcome.CHANGED, None
             return MergeOutcome.CHANGED, StateChange(aor, binding, RemoteState.WITHDRAWN, ())
         outcome = self._attach(claim, att, now + min(att_left_s, life_s))
         self._schedule(entry)
