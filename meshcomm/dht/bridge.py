@@ -212,6 +212,22 @@ class RemoteChanged:
 BridgeEvent = DhtOp | Resolved | NotFound | RemoteChanged | JournalRecord
 
 
+@dataclass(frozen=True, slots=True)
+class BridgeStatus:
+    """For ``ctl status``: the uplink (``since`` on the node's monotonic clock) and sizes;
+    ``private`` False: the records are sealed with a secret derived from the incident id
+    alone (anyone who knows the id can find and read them)."""
+
+    state: str
+    dht_peers: int
+    since: float
+    private: bool
+    published: int
+    cached_aors: int
+    lookups: int
+    watches: int
+
+
 @dataclass(slots=True)
 class _Allowance:
     """Work one operation may cost: values looked at, signatures checked."""
@@ -332,6 +348,12 @@ class DhtBridge:
     @property
     def uplink_state(self) -> UplinkState:
         return self.uplink.state
+
+    def status(self) -> BridgeStatus:
+        up = self.uplink
+        return BridgeStatus(up.state.value, up.peers, up.since, self.secret.private,
+                            len(self._published), len(self.remote), len(self._lookups),
+                            len(self._watches))
 
     # ------------------------------------------------------------ publishing inputs
     def on_overlay_record(self, record: JournalRecord, now: float) -> None:

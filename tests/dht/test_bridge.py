@@ -8,10 +8,11 @@ import dataclasses
 from meshcomm.dht.bridge import NotFound, NotFoundReason, RemoteChanged, Resolved
 from meshcomm.dht.counters import DhtCounter
 from meshcomm.dht.model import ModelConfig
-from meshcomm.dht.port import DhtPut
+from meshcomm.dht.port import DhtCancel, DhtListen, DhtPeers, DhtPut
 from meshcomm.dht.remote import RemoteState
 from meshcomm.dht.uplink import UplinkState
-from meshcomm.journal.payloads import RemoteBindingChanged, UplinkChanged
+from meshcomm.journal.events import JournalRecord
+from meshcomm.journal.payloads import BindingExpired, RemoteBindingChanged, UplinkChanged
 
 from .net import CONFIG, Net, Station, identity
 
@@ -174,3 +175,72 @@ def test_same_seed_same_operations() -> None:
         net.run(net.now + 200)
         return [*a.ops, *b.ops, *b.events]
     assert trace(7) == trace(7)
+
+
+def test_nothing_is_put_before_the_uplink_is_up() -> None:
+    net = Net()
+    a = net.relay("relay-a")
+    net.register(a, MEDIC, AOR)
+    assert a.bridge.status().state == "down" and a.bridge.published == 1
+    assert not [op for op in a.ops if isinstance(op, DhtPut)]
+    net.run(UP_AT)
+    assert len([op for op in a.ops if isinstance(op, DhtPut)]) == 1
+    status = a.bridge.status()
+    assert status.state == "up" and status.dht_peers == 2 and status.private
+
+
+def test_expired_bindings_are_no_longer_refreshed() -> None:
+    net, a, _ = _islands()
+    binding = net.register(a, MEDIC, AOR, lifetime_s=3600)
+    a.table.expire(net.now + 10_000)          # the island's table drops it
+    a.bridge.on_overlay_record(JournalRecord.of(BindingExpired(
+        aor=AOR, node=binding.node_id.hex(), seq=binding.seq, tombstone=False)), net.now)
+    assert a.bridge.published == 0
+    puts = len(a.ops)
+    net.run(net.now + 3 * CONFIG.record_ttl_s)
+    assert not [op for op in a.ops[puts:] if isinstance(op, DhtPut)]
+
+
+def test_short_lived_binding_is_put_once_for_its_life() -> None:
+    net, a, _ = _islands()
+    net.register(a, MEDIC, AOR, lifetime_s=40)    # shorter than one record TTL
+    net.run(net.now + 35)
+    puts = [op for op in a.ops if isinstance(op, DhtPut)]
+    assert len(puts) == 1 and puts[0].ttl_s <= 40
+
+
+def test_uplink_flaps_are_journaled_with_a_bound() -> None:
+    net, a, _ = _islands()
+    for n in range(60):
+        a.bridge.on_dht(DhtPeers(0 if n % 2 == 0 else 3), net.now + n)
+    net.now += 60
+    entries = a.journal(UplinkChanged)
+    flaps = [e for e in entries if {e.state, e.previous} == {"up", "grace"}]
+    assert len(flaps) <= 12
+    assert a.bridge.counters[DhtCounter.UPLINK_JOURNAL_SUPPRESSED] >= 60 - 12
+    assert a.bridge.uplink_state in (UplinkState.UP, UplinkState.GRACE)
+
+
+def test_watch_is_reference_counted_and_listens_again_after_down() -> None:
+    net, a, b = _islands()
+    net.register(a, MEDIC, AOR)
+    net.run(net.now + 1)
+    assert b.bridge.watch(AOR, net.now) and b.bridge.watch(AOR, net.now)
+    net.pump()
+    assert len([op for op in b.ops if isinstance(op, DhtListen)]) == 1
+    b.bridge.unwatch(AOR, net.now)
+    net.pump()
+    assert not [op for op in b.ops if isinstance(op, DhtCancel)]
+    net.run(net.now + 1)
+    assert any(isinstance(e, RemoteChanged) and e.bindings for e in b.events)  # listen news
+    net.model.partition([{"relay-b"}])
+    net.run(net.now + 20)
+    assert [op for op in b.ops if isinstance(op, DhtCancel)]     # down: listen cancelled
+    answer = net.resolve(b, AOR, wait_s=0.0)
+    assert isinstance(answer, Resolved) and not answer.bindings[0].reachable
+    net.model.heal()
+    net.run(net.now + 10)
+    assert len([op for op in b.ops if isinstance(op, DhtListen)]) == 2
+    b.bridge.unwatch(AOR, net.now)
+    net.pump()
+    assert len([op for op in b.ops if isinstance(op, DhtCancel)]) == 2
