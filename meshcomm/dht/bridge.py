@@ -46,11 +46,18 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter, deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Protocol
+from dataclasses import dataclass
 
+from meshcomm.dht.api import (
+    BridgeConfig,
+    BridgeEvent,
+    BridgeStatus,
+    IslandTable,
+    NotFound,
+    NotFoundReason,
+    RemoteChanged,
+    Resolved,
+)
 from meshcomm.dht.counters import DROP_COUNTERS, DhtCounter
 from meshcomm.dht.port import (
     MAX_VALUES_PER_RESULT,
@@ -58,7 +65,6 @@ from meshcomm.dht.port import (
     DhtDone,
     DhtGet,
     DhtListen,
-    DhtOp,
     DhtPeers,
     DhtPut,
     DhtResult,
@@ -71,7 +77,6 @@ from meshcomm.dht.records import (
     DhtSecret,
     RecordReject,
     VerifyContext,
-    check_uplink_addr,
     credentialed,
     decode_dht_value_untrusted,
     encode_dht_value,
@@ -82,7 +87,7 @@ from meshcomm.dht.records import (
     verify_signatures,
 )
 from meshcomm.dht.remote import MergeOutcome, RemoteBinding, RemoteView, StateChange
-from meshcomm.dht.uplink import Uplink, UplinkChange, UplinkConfig, UplinkState
+from meshcomm.dht.uplink import Uplink, UplinkChange, UplinkState
 from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.payloads import (
@@ -94,11 +99,13 @@ from meshcomm.journal.payloads import (
     UplinkChanged,
 )
 from meshcomm.location.binding import Binding
-from meshcomm.location.freshness import FreshnessMemory
-from meshcomm.location.table import BindingState, StoredBinding, TrustPolicy
+from meshcomm.location.table import BindingState
 from meshcomm.overlay.ratelimit import TokenBucket
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
+
+__all__ = ["BridgeConfig", "BridgeEvent", "BridgeStatus", "DhtBridge", "IslandTable",
+           "NotFound", "NotFoundReason", "RemoteChanged", "Resolved"]
 
 #: A drop of the same (reason, AoR) is journaled at most this often (and all drops within
 #: the config's journal budget); the rest are only counted.
@@ -111,121 +118,6 @@ UPLINK_FLAP_JOURNAL_INTERVAL_S = 60.0
 UNPUBLISHED_STATES = frozenset({BindingState.CONFLICT, BindingState.CONTESTED})
 #: Stale refresh-heap entries tolerated beyond twice the publications before a rebuild.
 REFRESH_HEAP_SLACK = 64
-
-
-class IslandTable(Protocol):
-    """What the bridge reads of the island's location table."""
-
-    incident: str
-    policy: TrustPolicy
-    freshness: FreshnessMemory
-
-    def get(self, record_id: bytes) -> StoredBinding | None: ...
-
-    def __iter__(self) -> Iterator[StoredBinding]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class BridgeConfig:
-    """Bridge settings (``uplink_addrs``: this relay's uplink "host:port" addresses)."""
-
-    uplink_addrs: tuple[str, ...] = ()
-    publish: bool = True
-    record_ttl_s: int = 600
-    refresh_fraction: float = 0.6
-    refresh_jitter: float = 0.1
-    republish_spread_s: float = 5.0
-    put_retry_s: float = 15.0
-    min_put_ttl_s: int = 5
-    resync_s: float = 60.0
-    get_timeout_s: float = 10.0
-    miss_retry_s: float = 2.0
-    negative_ttl_s: float = 10.0
-    max_published: int = 4096
-    max_cached_aors: int = 1024
-    max_lookups: int = 256
-    max_waiters: int = 64
-    max_watches: int = 256
-    max_claims_per_aor: int = 8
-    max_relays_per_binding: int = 8
-    values_per_lookup: int = 16384
-    verifies_per_lookup: int = 1024
-    watch_values_per_s: float = 64.0
-    watch_values_burst: int = 1024
-    values_per_s: float = 20000.0
-    values_burst: int = 65536
-    verifies_per_s: float = 1000.0
-    verifies_burst: int = 4096
-    journal_drops_per_s: float = 5.0
-    journal_drops_burst: int = 50
-    uplink: UplinkConfig = field(default_factory=UplinkConfig)
-
-    def __post_init__(self) -> None:
-        for addr in self.uplink_addrs:
-            try:
-                check_uplink_addr(addr)
-            except DecodeError as exc:
-                raise ValueError(f"dht.uplink_addrs: {exc}") from exc
-        if not 0 < self.refresh_fraction < 1 or not 0 <= self.refresh_jitter < 0.5:
-            raise ValueError("dht.refresh_fraction must be in (0, 1), refresh_jitter in [0, .5)")
-        if self.record_ttl_s < 2 * self.min_put_ttl_s or self.min_put_ttl_s < 1:
-            raise ValueError("dht.record_ttl_s must be >= 2 * min_put_ttl_s >= 2")
-        if self.max_watches >= self.max_cached_aors:
-            raise ValueError("dht.max_watches must be < max_cached_aors (watched AoRs stay "
-                             "cached)")
-        if min(self.max_published, self.max_cached_aors, self.max_lookups, self.max_waiters,
-               self.max_watches, self.max_claims_per_aor, self.max_relays_per_binding,
-               self.values_per_lookup, self.verifies_per_lookup) < 1:
-            raise ValueError("dht bounds must be >= 1")
-
-
-class NotFoundReason(StrEnum):
-    NOT_FOUND = "not_found"        # the DHT holds no live binding for it
-    UPLINK_DOWN = "uplink_down"    # no uplink, and nothing known
-    BUSY = "busy"                  # too many lookups at once
-
-
-@dataclass(frozen=True, slots=True)
-class Resolved:
-    """The answer to ``resolve`` (token): the AoR's claims, reachable ones with relays."""
-
-    token: int
-    aor: str
-    bindings: tuple[RemoteBinding, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class NotFound:
-    token: int
-    aor: str
-    reason: NotFoundReason
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteChanged:
-    """What is known of a cached AoR changed (a relay came or lapsed, a withdrawal)."""
-
-    aor: str
-    bindings: tuple[RemoteBinding, ...]
-
-
-BridgeEvent = DhtOp | Resolved | NotFound | RemoteChanged | JournalRecord
-
-
-@dataclass(frozen=True, slots=True)
-class BridgeStatus:
-    """For ``ctl status``: the uplink (``since`` on the node's monotonic clock) and sizes;
-    ``private`` False: the records are sealed with a secret derived from the incident id
-    alone (anyone who knows the id can find and read them)."""
-
-    state: str
-    dht_peers: int
-    since: float
-    private: bool
-    published: int
-    cached_aors: int
-    lookups: int
-    watches: int
 
 
 @dataclass(slots=True)
