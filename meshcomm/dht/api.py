@@ -51,7 +51,7 @@ class BridgeConfig:
     max_lookups: int = 256
     max_waiters: int = 64
     max_watches: int = 256
-    max_claims_per_aor: int = 8
+    max_claims_per_aor: int = 16
     max_relays_per_binding: int = 8
     values_per_lookup: int = 16384
     verifies_per_lookup: int = 1024

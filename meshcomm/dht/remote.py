@@ -72,6 +72,8 @@ class _Claim:
     credentialed: bool
     order: int
     relays: dict[bytes, _Relay] = field(default_factory=dict)
+    #: eviction rank: 2 credentialed, 1 a key accepted here before, 0 a stranger
+    rank: int = 0
 
 
 @dataclass(slots=True)
@@ -174,15 +176,16 @@ class RemoteView:
         was_reachable = claim is not None and bool(claim.relays)
         was_live = claim is not None and not claim.binding.is_tombstone
         if claim is None:
-            if len(entry.claims) >= self.max_claims and not self._make_room(entry,
-                                                                             credentialed):
+            rank = 2 if credentialed else 1 if remembered is not None else 0
+            if len(entry.claims) >= self.max_claims and not self._make_room(entry, rank):
                 return RecordReject.CLAIMS_FULL, None
             self._order += 1
-            claim = _Claim(binding, now + life_s, credentialed, self._order)
+            claim = _Claim(binding, now + life_s, credentialed, self._order, rank=rank)
             entry.claims[binding.record_id] = claim
         elif binding.seq > claim.binding.seq:
             claim.binding, claim.expires_at, claim.credentialed = (binding, now + life_s,
                                                                    credentialed)
+            claim.rank = max(claim.rank, 2 if credentialed else 1)
             claim.relays.clear()  # they attached the older binding
         entry.negative_until = 0.0
         if binding.is_tombstone:
@@ -213,15 +216,16 @@ class RemoteView:
         claim.relays[att.relay_key] = _Relay(att, lapse_at)
         return MergeOutcome.CHANGED
 
-    def _make_room(self, entry: RemoteAor, credentialed: bool) -> bool:
-        """Room for a new claim: a tombstone or unreachable claim goes first; a
-        credentialed newcomer displaces the newest uncredentialed claim; else refused
-        (the first claims hold, as in gossip)."""
+    def _make_room(self, entry: RemoteAor, rank: int) -> bool:
+        """Room for a new claim: a tombstone or unreachable claim goes first; else the
+        newcomer displaces the newest claim of a lower rank (credentialed 2, a key this
+        node accepted before 1, others 0), or is refused (the first claims hold, as in
+        gossip): a flood of fresh keys cannot push out a key this node knew."""
         claims = entry.claims
         victim = next((rid for rid, c in claims.items()
                        if c.binding.is_tombstone or not c.relays), None)
-        if victim is None and credentialed:
-            victim = max((rid for rid, c in claims.items() if not c.credentialed),
+        if victim is None:
+            victim = max((rid for rid, c in claims.items() if c.rank < rank),
                          key=lambda rid: claims[rid].order, default=None)
         if victim is None:
             return False
