@@ -446,9 +446,11 @@ class Simulator:
                     slot.edge.armed_at = None
                     slot.pump.timer(when)
             else:
-                self._dispatch(kind, name, payload)
+                self._control(kind, name, payload)
 
-    def _dispatch(self, kind: _Ev, name: str, payload: object) -> None:
+    def _control(self, kind: _Ev, name: str, payload: object) -> None:
+        """Events that are not a node input: actions, injected calls, node lifecycle,
+        the incident (clients and traffic); node inputs go through the pump in _loop."""
         if kind is _Ev.ACTION:
             assert isinstance(payload, Action)
             self._apply(payload)
