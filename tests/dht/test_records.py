@@ -288,3 +288,22 @@ def test_trust_policy_agency() -> None:
     bad = binding(credential=rogue)
     assert _reason(DhtRecord(bad, attach(bad)), mode=TrustMode.AGENCY,
                    agency_keys=agency) is RecordReject.BAD_CREDENTIAL
+
+
+_ADDR = st.one_of(
+    st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(lambda ip: f"[{ip}]")
+).flatmap(lambda host: st.integers(1, 65535).map(lambda port: f"{host}:{port}"))
+
+
+@settings(max_examples=100, deadline=None)
+@given(addrs=st.lists(_ADDR, max_size=MAX_UPLINK_ADDRS), seq=st.integers(0, (1 << 64) - 1),
+       ttl=st.floats(1.0, 3600.0), n=st.integers(0, 1 << 64))
+def test_round_trip_property(addrs: list[str], seq: int, ttl: float, n: int) -> None:
+    b = binding(seq=1 + seq % 1000)
+    rec = DhtRecord(b, make_attachment(RELAY_A, incident=INCIDENT, binding=b,
+                                       addrs=tuple(addrs), issued_at=WALL,
+                                       expires_at=WALL + ttl, seq=seq))
+    got = decode_dht_value_untrusted(encode_dht_value(rec, KEYS, nonce(n % (1 << 192))), KEYS)
+    assert got.attachment == rec.attachment
+    assert got.binding.envelope.signed_bytes == b.envelope.signed_bytes
+    assert verify_record(got, AOR, context(), WALL + ttl / 2) is None
