@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -40,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--duration", type=float, default=60.0, help="simulated seconds")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--scenario", type=Path, metavar="FILE",
-                   help="a TOML scenario (overrides the topology options)")
+                   help="a TOML scenario (overrides the topology options; --messages, "
+                        "--calls and --gateways add to it)")
     p.add_argument("--baseline", choices=["flood"], help="run naive flooding instead")
     p.add_argument("--messages", type=int, default=0, metavar="N",
                    help="N MESSAGEs between random pairs of registered clients, spread "
@@ -58,17 +60,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _config(args: argparse.Namespace) -> Any:
-    if args.scenario is not None:
-        return load_scenario(args.scenario, args.baseline)
-    if args.duration <= 0:
-        raise ConfigError("--duration", "must be > 0")
-    if not 0 <= args.loss <= 1:
-        raise ConfigError("--loss", "must be in [0, 1]")
     for flag, value in (("--messages", args.messages), ("--calls", args.calls)):
         if not 0 <= value <= MAX_TRAFFIC_EVENTS:
             raise ConfigError(flag, f"must be in 0..{MAX_TRAFFIC_EVENTS}")
     if not 0 < args.call_duration <= MAX_CALL_S:
         raise ConfigError("--call-duration", f"must be in (0, {MAX_CALL_S:.0f}]")
+    if args.scenario is not None:
+        config = load_scenario(args.scenario, args.baseline)
+        traffic = config.traffic
+        if args.messages:
+            traffic = dataclasses.replace(traffic, random_messages=args.messages)
+        if args.calls:
+            traffic = dataclasses.replace(traffic, random_calls=args.calls)
+        config.traffic = traffic
+        config.gateways = config.gateways or args.gateways
+        return config
+    if args.duration <= 0:
+        raise ConfigError("--duration", "must be > 0")
+    if not 0 <= args.loss <= 1:
+        raise ConfigError("--loss", "must be in [0, 1]")
     params = ScenarioParams(topology=args.topology, nodes=args.nodes, loss=args.loss,
                             delay_ms=args.delay_ms, radio_range=args.radio_range,
                             duration_s=args.duration, seed=args.seed, messages=args.messages,

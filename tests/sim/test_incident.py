@@ -156,9 +156,13 @@ def test_cli_refuses_bad_traffic_flags(capsys: pytest.CaptureFixture[str]) -> No
 def test_scenario_file_with_traffic(tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "s.toml"
-    path.write_text('[scenario]\ntopology = "chain"\nnodes = 3\nduration_s = 30\nseed = 4\n'
+    path.write_text('[scenario]\ntopology = "chain"\nnodes = 3\nduration_s = 60\nseed = 4\n'
                     '[[traffic]]\nkind = "message"\nfrom = "n0"\nto = "n2"\nat_s = 12\n',
                     encoding="utf-8")
     assert main(["sim", "--scenario", str(path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["messages"]["sent"], out["messages"]["delivered"]) == (1, 1)
+    # --messages adds random ones to the scenario's own
+    assert main(["sim", "--scenario", str(path), "--messages", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["messages"]["sent"], out["messages"]["delivered"]) == (3, 3)
