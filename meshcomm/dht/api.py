@@ -108,7 +108,8 @@ class NotFound:
 
 @dataclass(frozen=True, slots=True)
 class RemoteChanged:
-    """What is known of a cached AoR changed (a relay came or lapsed, a withdrawal)."""
+    """What is known of a watched AoR changed: a new binding or relay, a relay lapsed,
+    a withdrawal or an expiry (a relay's refresh of what is known is no news)."""
 
     aor: str
     bindings: tuple[RemoteBinding, ...]

@@ -572,8 +572,8 @@ class DhtBridge:
         self.counters[DhtCounter.ACCEPTED] += 1
         self.ctx.freshness.accepted(binding, wall, credentialed=cred)
         if change is not None:
-            self._remote_change(change)
-        return True
+            self._remote_change(change, notify=False)  # the batch notifies once
+        return outcome is MergeOutcome.CHANGED
 
     def _drop(self, reason: RecordReject, aor: str, now: float) -> None:
         """Count a dropped value and journal it (rate-limited per reason and AoR, and
@@ -593,12 +593,12 @@ class DhtBridge:
             reason=reason.value, aor=aor, suppressed=self._drops_suppressed)))
         self._drops_suppressed = 0
 
-    def _remote_change(self, change: StateChange) -> None:
+    def _remote_change(self, change: StateChange, *, notify: bool = True) -> None:
         binding = change.binding
         self._events.append(JournalRecord.of(RemoteBindingChanged(
             aor=binding.aor, node=binding.node_id.hex(), seq=binding.seq,
             state=change.state.value, relays=tuple(r.hex() for r in change.relays))))
-        if change.aor in self._watches:
+        if notify and change.aor in self._watches:
             self._events.append(RemoteChanged(change.aor, self.remote.view(change.aor)))
 
     # ------------------------------------------------------------ lookups

@@ -244,3 +244,23 @@ def test_watch_is_reference_counted_and_listens_again_after_down() -> None:
     b.bridge.unwatch(AOR, net.now)
     net.pump()
     assert len([op for op in b.ops if isinstance(op, DhtCancel)]) == 2
+
+
+def test_a_watcher_hears_news_not_refreshes() -> None:
+    net, a, b = _islands()
+    net.register(a, MEDIC, AOR)
+    net.run(net.now + 1)
+    b.bridge.watch(AOR, net.now)
+    net.run(net.now + 1)
+    news = [e for e in b.events if isinstance(e, RemoteChanged)]
+    assert len(news) == 1 and news[0].bindings[0].reachable
+    net.run(net.now + 4 * CONFIG.record_ttl_s)        # a refreshes 6-7 times
+    assert len([e for e in b.events if isinstance(e, RemoteChanged)]) == 1
+    assert b.bridge.counters[DhtCounter.ACCEPTED] >= 5   # the refreshes were merged
+    again = net.register(a, MEDIC, AOR)                # re-registration, a new sequence: news
+    net.run(net.now + 1)
+    news = [e for e in b.events if isinstance(e, RemoteChanged)]
+    assert len(news) == 2 and news[-1].bindings[0].binding.seq == again.seq == 2
+    net.register(a, identity("medic-2"), AOR)          # another key: a conflict in the
+    net.run(net.now + 1)                               # island (open policy), not published
+    assert len([e for e in b.events if isinstance(e, RemoteChanged)]) == 2
