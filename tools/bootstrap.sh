@@ -24,7 +24,13 @@ stamp="$ROOT/.venv/.meshcomm-installed-${1:-base}"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     echo "==> installing meshcomm${1:+[$1]} into .venv" >&2
     "$VENV_PY" -m pip install -q --upgrade pip >&2
-    "$VENV_PY" -m pip install -q -e "$ROOT${1:+[$1]}" >&2
+    # OpenDHT (the uplink DHT) comes as manylinux wheels (glibc >= 2.34: Debian 12,
+    # Ubuntu 22.04 or newer); never try to build it from source.
+    if ! "$VENV_PY" -m pip install -q --only-binary=opendht -e "$ROOT${1:+[$1]}" >&2; then
+        echo "pip install failed; if it was opendht: it needs a manylinux_2_34 wheel" \
+             "(CPython 3.11-3.13 on x86_64/aarch64, glibc 2.34+)" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
