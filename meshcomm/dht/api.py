@@ -43,7 +43,8 @@ class BridgeConfig:
     put_retry_s: float = 15.0
     min_put_ttl_s: int = 5
     resync_s: float = 60.0
-    get_timeout_s: float = 10.0
+    #: a little longer than the runtime port's own get timeout, so its DhtDone decides
+    get_timeout_s: float = 12.0
     miss_retry_s: float = 2.0
     negative_ttl_s: float = 10.0
     max_published: int = 4096

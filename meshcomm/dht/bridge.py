@@ -373,9 +373,6 @@ class DhtBridge:
         was_up = change.previous in (UplinkState.UP, UplinkState.GRACE)
         if self.uplink.is_up and not was_up:
             self._resync(now, spread_s=self.config.republish_spread_s)
-            for aor, watch in self._watches.items():
-                if watch.token is None:
-                    self._listen(aor, watch)
         elif was_up and not self.uplink.is_up:
             self._went_down(now)
 
@@ -406,11 +403,17 @@ class DhtBridge:
 
     # ------------------------------------------------------------ publishing
     def _resync(self, now: float, *, spread_s: float) -> None:
-        """Publish what the table holds and we do not; forget what it no longer holds."""
-        if not self.uplink.is_up or not self.config.publish:
+        """Listen again where the port ended a listen; publish what the table holds and
+        we do not; forget what it no longer holds."""
+        if not self.uplink.is_up:
             self._resync_at = None
             return
         self._resync_at = now + self.config.resync_s
+        for aor, watch in self._watches.items():
+            if watch.token is None:  # the port ended (or refused) its listen: again
+                self._listen(aor, watch)
+        if not self.config.publish:
+            return
         for rid in [r for r in self._published if self.table.get(r) is None]:
             self.withdraw(rid, now)
         for stored in self.table:
@@ -503,7 +506,7 @@ class DhtBridge:
         if aor is not None:
             watch = self._watches.get(aor)
             if watch is not None and watch.token == token:
-                watch.token = None  # the listen ended: listened again at the next UP
+                watch.token = None  # the listen ended: listened again at the next resync
             return
         self.counters[DhtCounter.STRAY_RESULTS] += 1
 

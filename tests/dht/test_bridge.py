@@ -8,7 +8,7 @@ import dataclasses
 from meshcomm.dht.bridge import NotFound, NotFoundReason, RemoteChanged, Resolved
 from meshcomm.dht.counters import DhtCounter
 from meshcomm.dht.model import ModelConfig
-from meshcomm.dht.port import DhtCancel, DhtListen, DhtPeers, DhtPut
+from meshcomm.dht.port import DhtCancel, DhtDone, DhtListen, DhtPeers, DhtPut
 from meshcomm.dht.remote import RemoteState
 from meshcomm.dht.uplink import UplinkState
 from meshcomm.journal.events import JournalRecord
@@ -264,3 +264,18 @@ def test_a_watcher_hears_news_not_refreshes() -> None:
     net.register(a, identity("medic-2"), AOR)          # another key: a conflict in the
     net.run(net.now + 1)                               # island (open policy), not published
     assert len([e for e in b.events if isinstance(e, RemoteChanged)]) == 2
+
+
+def test_a_listen_the_port_ended_is_started_again() -> None:
+    config = dataclasses.replace(CONFIG, publish=False)
+    net = Net(config=config)
+    b = net.relay("relay-b")
+    net.run(UP_AT)
+    assert b.bridge.watch(AOR, net.now)
+    net.pump()
+    listen = next(op for op in b.ops if isinstance(op, DhtListen))
+    b.bridge.on_dht(DhtDone(listen.token, False), net.now)   # refused by the port
+    net.run(net.now + config.resync_s + 1)
+    listens = [op for op in b.ops if isinstance(op, DhtListen)]
+    assert len(listens) == 2 and listens[1].token != listen.token
+    assert b.bridge.published == 0
