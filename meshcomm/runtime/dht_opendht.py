@@ -24,8 +24,10 @@ What OpenDHT does with our operations, and what this edge adds:
   too (``put_timeout_s``). Listens report values until cancelled; a listen or a get/put
   refused by a bound ends at once with ``DhtDone(ok=False)``.
 * Bounds: values over :data:`~meshcomm.dht.port.MAX_VALUE_BYTES` are dropped; a result holds
-  at most :data:`~meshcomm.dht.port.MAX_VALUES_PER_RESULT` values, and a get stops after
-  :data:`MAX_VALUES_PER_GET` values; what is dropped is counted (:class:`DhtPortCounter`).
+  at most :data:`~meshcomm.dht.port.MAX_VALUES_PER_RESULT` values (more come in further
+  batches), a get stops after :data:`MAX_VALUES_PER_GET` values, and a listen holds at most
+  :data:`MAX_LISTEN_BACKLOG` values waiting for the loop; what is dropped is counted
+  (:class:`DhtPortCounter`).
 * Health: every ``peers_interval_s`` a ``DhtPeers`` sample (good IPv4 + IPv6 nodes of the
   routing tables).
 * Peer discovery: with no bootstrap node configured, OpenDHT's local peer discovery
@@ -94,6 +96,8 @@ MAX_PENDING_OPS: Final = 4096
 MAX_LISTENS: Final = 1024
 #: Values one get may produce; the get is stopped after them (a flood under one key).
 MAX_VALUES_PER_GET: Final = 1024
+#: Values of one listen waiting for the loop (beyond: dropped, counted).
+MAX_LISTEN_BACKLOG: Final = 4 * MAX_VALUES_PER_RESULT
 #: Bootstrap nodes accepted.
 MAX_BOOTSTRAP_NODES: Final = 16
 DEFAULT_GET_TIMEOUT_S: Final = 10.0
@@ -185,8 +189,8 @@ class _Op:
     """One get, put or listen in flight. Written by OpenDHT's thread: ``inbox`` (append),
     ``raw_seen``, ``oversize``, ``over_limit``, ``flush_posted``; the rest by the loop."""
 
-    __slots__ = ("flush_posted", "held", "inbox", "key", "kind", "listen_token", "over_limit",
-                 "oversize", "raw_seen", "reported", "timer", "token", "value")
+    __slots__ = ("finished", "flush_posted", "held", "inbox", "key", "kind", "listen_token",
+                 "over_limit", "oversize", "raw_seen", "reported", "timer", "token", "value")
 
     def __init__(self, token: int, kind: _Kind, key: Any) -> None:
         self.token = token
@@ -202,6 +206,7 @@ class _Op:
         self.listen_token: Any = None
         self.value: Any = None
         self.held = False
+        self.finished = False       # done, timed out or cancelled: nothing more is delivered
 
 
 def value_id(data: bytes) -> int:
@@ -394,6 +399,7 @@ class OpenDhtPort:
             return
         self._count(DhtPortCounter.CANCELS)
         self._flush(op)
+        op.finished = True
         self._cancel_listen(op)
 
     def _cancel_listen(self, op: _Op) -> None:
@@ -411,10 +417,12 @@ class OpenDhtPort:
     # ------------------------------------------------------------------ OpenDHT's threads
     def _value_callback(self, op: _Op) -> Callable[[Any], bool]:
         """A value callback for OpenDHT's thread: bound, queue, wake the loop."""
+        # A get's values are bounded in total; a listen's by what waits for the loop.
         limit = MAX_VALUES_PER_GET if op.kind is _Kind.GET else None
+        backlog = MAX_VALUES_PER_GET if op.kind is _Kind.GET else MAX_LISTEN_BACKLOG
 
         def on_value(value: Any) -> bool:
-            if self._closed or (op.timer is None and op.kind is _Kind.GET):
+            if self._closed or op.finished:
                 return False
             op.raw_seen += 1
             if limit is not None and op.raw_seen > limit:
@@ -423,7 +431,7 @@ class OpenDhtPort:
             data = bytes(value.data)
             if len(data) > MAX_VALUE_BYTES:
                 op.oversize += 1
-            elif len(op.inbox) >= MAX_VALUES_PER_RESULT:
+            elif len(op.inbox) >= backlog:
                 op.over_limit += 1
             else:
                 op.inbox.append(data)
@@ -459,6 +467,9 @@ class OpenDhtPort:
         self._count(DhtPortCounter.OVERSIZE_DROPPED, oversize - op.reported[0])
         self._count(DhtPortCounter.OVER_LIMIT_DROPPED, over_limit - op.reported[1])
         op.reported = (oversize, over_limit)
+        if op.finished:             # values that raced a cancel or a timeout: not delivered
+            op.inbox.clear()
+            return
         while op.inbox:
             batch: list[bytes] = []
             while op.inbox and len(batch) < MAX_VALUES_PER_RESULT:
@@ -475,6 +486,7 @@ class OpenDhtPort:
         op.timer = None
         del self._ops[op.token]
         self._flush(op)
+        op.finished = True
         if not ok:
             self._count(DhtPortCounter.GET_FAILED if op.kind is _Kind.GET
                         else DhtPortCounter.PUT_FAILED)
@@ -486,6 +498,7 @@ class OpenDhtPort:
         op.timer = None
         del self._ops[op.token]
         self._flush(op)
+        op.finished = True
         self._count(DhtPortCounter.GET_TIMEOUTS if op.kind is _Kind.GET
                     else DhtPortCounter.PUT_TIMEOUTS)
         self._deliver(DhtDone(op.token, False))

@@ -1,0 +1,452 @@
+"""OpenDhtPort on REAL OpenDHT nodes: a cluster of runners on loopback in this process.
+
+Each test uses its own random OpenDHT network id, so nodes of other tests (or of other
+processes on this machine, found by peer discovery) never join its cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+from opendht import _core as odht  # type: ignore[import-untyped]
+
+from meshcomm.dht.port import (
+    MAX_VALUE_BYTES,
+    MAX_VALUES_PER_RESULT,
+    DhtCancel,
+    DhtDone,
+    DhtGet,
+    DhtListen,
+    DhtPeers,
+    DhtPut,
+    DhtResult,
+    DhtValues,
+)
+from meshcomm.errors import LocalProtocolError
+from meshcomm.runtime.dht_opendht import (
+    MAX_VALUES_PER_GET,
+    DhtBind,
+    DhtPortCounter,
+    DhtStartError,
+    OpenDhtPort,
+    PeerCounts,
+    PortSettings,
+    count_good_nodes,
+    value_id,
+)
+
+LOOPBACK = DhtBind("127.0.0.1", None, 0)
+#: Generous bound on a cluster joining or an operation finishing on loopback (they take ms).
+DEADLINE_S = 20.0
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@dataclass
+class Results:
+    """What one port handed back, and a way to wait for it."""
+
+    items: list[DhtResult] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __call__(self, result: DhtResult) -> None:
+        assert asyncio.get_running_loop()      # on the loop's thread, never OpenDHT's
+        self.items.append(result)
+        self.changed.set()
+
+    def done(self, token: int) -> DhtDone | None:
+        return next((r for r in self.items if isinstance(r, DhtDone) and r.token == token),
+                    None)
+
+    def values(self, token: int) -> list[bytes]:
+        return [v for r in self.items if isinstance(r, DhtValues) and r.token == token
+                for v in r.values]
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        async with asyncio.timeout(DEADLINE_S):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def finished(self, token: int) -> DhtDone:
+        await self.wait_for(lambda: self.done(token) is not None)
+        done = self.done(token)
+        assert done is not None
+        return done
+
+
+@dataclass
+class Cluster:
+    ports: list[OpenDhtPort]
+    results: list[Results]
+    settings: PortSettings
+
+
+def _settings(**changes: object) -> PortSettings:
+    values: dict[str, object] = {"network": random.randrange(1 << 20, 1 << 30),
+                                 "peers_interval_s": None}
+    values.update(changes)
+    return PortSettings(**values)  # type: ignore[arg-type]
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(DEADLINE_S):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def cluster(size: int, **changes: object) -> AsyncIterator[Cluster]:
+    """``size`` ports on loopback, all bootstrapped to the first; joined (every node
+    holds a good peer) before the body runs; closed after it."""
+    loop = asyncio.get_running_loop()
+    settings = _settings(**changes)
+    results = [Results() for _ in range(size)]
+    ports = [OpenDhtPort(loop, LOOPBACK, [], results[0], settings)]
+    try:
+        bootstrap = [("127.0.0.1", ports[0].bound_port())]
+        ports += [OpenDhtPort(loop, LOOPBACK, bootstrap, results[i], settings)
+                  for i in range(1, size)]
+        await _until(lambda: all(p.peers().good > 0 for p in ports))
+        yield Cluster(ports, results, settings)
+    finally:
+        for port in ports:
+            port.close()
+
+
+def _key() -> bytes:
+    return os.urandom(20)
+
+
+# ------------------------------------------------------------------ round trips
+def test_put_then_get_from_another_node_returns_the_bytes() -> None:
+    async def scenario() -> None:
+        async with cluster(8) as c:
+            key, value = _key(), b"binding \x00\xff bytes"
+            c.ports[1].submit(DhtPut(1, key, value, 120))
+            assert await c.results[1].finished(1) == DhtDone(1, True)
+            c.ports[6].submit(DhtGet(2, key))
+            assert await c.results[6].finished(2) == DhtDone(2, True)
+            assert c.results[6].values(2) == [value]
+            # a Done is the last result of a get: nothing of token 2 after it
+            assert isinstance(c.results[6].items[-1], DhtDone)
+            counters = c.ports[6].counters
+            assert counters[DhtPortCounter.GETS] == 1
+            assert counters[DhtPortCounter.VALUES_DELIVERED] == 1
+            # a get of a key nobody wrote finishes with no values
+            c.ports[3].submit(DhtGet(3, _key()))
+            assert (await c.results[3].finished(3)).ok
+            assert c.results[3].values(3) == []
+
+    asyncio.run(scenario())
+
+
+def test_repeated_put_of_the_same_bytes_is_one_value() -> None:
+    async def scenario() -> None:
+        async with cluster(6) as c:
+            key = _key()
+            for token in (1, 2, 3):
+                c.ports[2].submit(DhtPut(token, key, b"same", 60))
+                assert (await c.results[2].finished(token)).ok
+            c.ports[4].submit(DhtPut(4, key, b"other", 60))
+            assert (await c.results[4].finished(4)).ok
+            c.ports[5].submit(DhtGet(5, key))
+            await c.results[5].finished(5)
+            assert sorted(c.results[5].values(5)) == [b"other", b"same"]
+
+    asyncio.run(scenario())
+    assert value_id(b"same") == value_id(b"same") != value_id(b"other")
+    assert value_id(b"") != 0
+
+
+def test_listen_reports_new_values_until_cancelled() -> None:
+    async def scenario() -> None:
+        async with cluster(8) as c:
+            key = _key()
+            listener = c.results[7]
+            c.ports[7].submit(DhtListen(10, key))
+            c.ports[2].submit(DhtPut(1, key, b"first", 60))
+            await listener.wait_for(lambda: b"first" in listener.values(10))
+            c.ports[3].submit(DhtPut(2, key, b"second", 60))
+            await listener.wait_for(lambda: b"second" in listener.values(10))
+            c.ports[7].submit(DhtCancel(10))
+            c.ports[2].submit(DhtPut(3, key, b"after cancel", 60))
+            assert (await c.results[2].finished(3)).ok
+            c.ports[5].submit(DhtGet(4, key))           # the value is there for a get...
+            await c.results[5].finished(4)
+            assert b"after cancel" in c.results[5].values(4)
+            await asyncio.sleep(0.3)
+            assert b"after cancel" not in listener.values(10)   # ...not for the listen
+            assert listener.done(10) is None                    # a listen has no Done
+            counters = c.ports[7].counters
+            assert counters[DhtPortCounter.LISTENS] == counters[DhtPortCounter.CANCELS] == 1
+            c.ports[7].submit(DhtCancel(10))                    # twice: counted, harmless
+            assert c.ports[7].counters[DhtPortCounter.UNKNOWN_CANCELS] == 1
+
+    asyncio.run(scenario())
+
+
+def test_many_listens_cancelled_in_any_order_stay_sound() -> None:
+    """The 4.4 binding alone releases the last listen's callback on every cancel (a
+    use-after-free); the port's work-around keeps each listen's own callback alive."""
+    async def scenario() -> None:
+        async with cluster(5) as c:
+            keys = [_key() for _ in range(12)]
+            for token, key in enumerate(keys):
+                c.ports[1].submit(DhtListen(token, key))
+            for token in (0, 5, 11, 3, 7):
+                c.ports[1].submit(DhtCancel(token))
+            for token, key in enumerate(keys):
+                c.ports[2].submit(DhtPut(100 + token, key, b"v%d" % token, 60))
+            live = [t for t in range(12) if t not in (0, 5, 11, 3, 7)]
+            res = c.results[1]
+            await res.wait_for(lambda: all(res.values(t) == [b"v%d" % t] for t in live))
+            await asyncio.sleep(0.2)
+            assert all(res.values(t) == [] for t in (0, 5, 11, 3, 7))
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------ get right after put
+def test_get_right_after_put_misses_sometimes_but_never_returns_wrong_data() -> None:
+    """A get issued in the same loop turn as its put (not after the put's Done) may not
+    find the value yet; whatever it returns is exactly what was put. After the put's Done a
+    get finds it every time."""
+    async def scenario() -> tuple[int, int]:
+        async with cluster(12) as c:
+            rounds, misses = 60, 0
+            keys = [_key() for _ in range(rounds)]
+            for i, key in enumerate(keys):
+                c.ports[1 + i % 5].submit(DhtPut(i, key, b"value-%d" % i, 60))
+                c.ports[6 + i % 5].submit(DhtGet(1000 + i, key))
+            for i in range(rounds):
+                put_res, get_res = c.results[1 + i % 5], c.results[6 + i % 5]
+                assert (await put_res.finished(i)).ok
+                await get_res.finished(1000 + i)
+                got = get_res.values(1000 + i)
+                assert got in ([], [b"value-%d" % i])
+                misses += not got
+            for i, key in enumerate(keys):          # after Done: found every time
+                c.ports[11].submit(DhtGet(5000 + i, key))
+            for i in range(rounds):
+                await c.results[11].finished(5000 + i)
+                assert c.results[11].values(5000 + i) == [b"value-%d" % i]
+            return rounds, misses
+
+    rounds, misses = asyncio.run(scenario())
+    print(f"get right after put: {misses}/{rounds} missed")
+    assert misses < rounds
+
+
+# ------------------------------------------------------------------ bounds
+def _raw_put(runner: object, key: bytes, data: bytes) -> None:
+    value = odht.Value(data)
+    runner.put(odht.InfoHash(key.hex().encode()), value)  # type: ignore[attr-defined]
+
+
+def test_oversize_and_flooded_values_are_bounded_and_counted() -> None:
+    """A hostile node (a raw OpenDHT runner) writes values larger than the port accepts
+    and more values under one key than one result holds: the port hands back batches of
+    at most MAX_VALUES_PER_RESULT values of at most MAX_VALUE_BYTES each, and counts the
+    rest."""
+    async def scenario() -> None:
+        async with cluster(6) as c:
+            hostile = odht.DhtRunner()
+            config = odht.DhtConfig()
+            config.setNetwork(c.settings.network)
+            hostile.run(port=0, ipv4="127.0.0.1", config=config)
+            try:
+                hostile.bootstrap("127.0.0.1", str(c.ports[0].bound_port()))
+                key, flood = _key(), 150
+                _raw_put(hostile, key, b"x" * (MAX_VALUE_BYTES + 1))
+                _raw_put(hostile, key, b"y" * 20_000)
+                for i in range(flood):
+                    _raw_put(hostile, key, b"junk-%d" % i)
+                seen: set[bytes] = set()
+                res = c.results[4]
+                for attempt in range(40):
+                    c.ports[4].submit(DhtGet(attempt, key))
+                    await res.finished(attempt)
+                    seen = set(res.values(attempt))
+                    if len(seen) == flood:
+                        break
+                    await asyncio.sleep(0.1)
+                assert seen == {b"junk-%d" % i for i in range(flood)}
+                batches = [r for r in res.items if isinstance(r, DhtValues)]
+                assert all(len(b.values) <= MAX_VALUES_PER_RESULT for b in batches)
+                assert all(len(v) <= MAX_VALUE_BYTES for b in batches for v in b.values)
+                assert c.ports[4].counters[DhtPortCounter.OVERSIZE_DROPPED] >= 2
+            finally:
+                hostile.shutdown()
+                hostile.join()
+
+    asyncio.run(scenario())
+
+
+def test_a_get_stops_after_max_values_per_get() -> None:
+    async def scenario() -> None:
+        async with cluster(5) as c:
+            key, flood = _key(), MAX_VALUES_PER_GET + 200
+            for i in range(flood):
+                c.ports[1 + i % 3].submit(DhtPut(i, key, b"f%d" % i, 60))
+            for i in range(flood):
+                await c.results[1 + i % 3].finished(i)
+            res = c.results[4]
+            c.ports[4].submit(DhtGet(9999, key))
+            await res.finished(9999)
+            got = res.values(9999)
+            assert len(got) <= MAX_VALUES_PER_GET
+            assert len(got) == len(set(got))
+            assert c.ports[4].counters[DhtPortCounter.OVER_LIMIT_DROPPED] + len(got) >= min(
+                flood, MAX_VALUES_PER_GET + 1)
+
+    asyncio.run(scenario())
+
+
+def test_misuse_is_a_local_protocol_error() -> None:
+    async def scenario() -> None:
+        async with cluster(2) as c:
+            with pytest.raises(LocalProtocolError, match="20 bytes"):
+                c.ports[1].submit(DhtGet(1, b"short"))
+            with pytest.raises(LocalProtocolError, match="at most"):
+                c.ports[1].submit(DhtPut(2, _key(), b"z" * (MAX_VALUE_BYTES + 1), 60))
+            c.ports[1].submit(DhtListen(3, _key()))
+            with pytest.raises(LocalProtocolError, match="in use"):
+                c.ports[1].submit(DhtGet(3, _key()))
+            c.ports[1].close()
+            with pytest.raises(LocalProtocolError, match="closed"):
+                c.ports[1].submit(DhtGet(4, _key()))
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------ timeouts, health, stop
+def test_get_and_put_time_out_when_the_bootstrap_node_never_answers() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        res = Results()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+            silent.bind(("127.0.0.1", 0))
+            port = OpenDhtPort(loop, LOOPBACK, [("127.0.0.1", silent.getsockname()[1])], res,
+                               _settings(get_timeout_s=0.3, put_timeout_s=0.3))
+            try:
+                port.submit(DhtGet(1, _key()))
+                port.submit(DhtPut(2, _key(), b"v", 60))
+                assert not (await res.finished(1)).ok
+                assert not (await res.finished(2)).ok
+                await asyncio.sleep(0.5)        # no second Done for either, ever
+                dones = sorted((r for r in res.items if isinstance(r, DhtDone)),
+                               key=lambda r: r.token)
+                assert dones == [DhtDone(1, False), DhtDone(2, False)]
+                failed = sum(port.counters[c] for c in (
+                    DhtPortCounter.GET_TIMEOUTS, DhtPortCounter.PUT_TIMEOUTS,
+                    DhtPortCounter.GET_FAILED, DhtPortCounter.PUT_FAILED))
+                assert failed == 2
+            finally:
+                port.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_node_reports_zero_peers_and_a_cluster_node_some() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        lone_results = Results()
+        lone = OpenDhtPort(loop, LOOPBACK, [], lone_results, _settings(peers_interval_s=0.05))
+        try:
+            await lone_results.wait_for(
+                lambda: sum(isinstance(r, DhtPeers) for r in lone_results.items) >= 3)
+            assert {r for r in lone_results.items if isinstance(r, DhtPeers)} == {DhtPeers(0)}
+            assert lone.peers() == PeerCounts(0, 0)
+        finally:
+            lone.close()
+        async with cluster(6, peers_interval_s=0.05) as c:
+            res = c.results[3]
+            await res.wait_for(lambda: any(isinstance(r, DhtPeers) and r.good > 0
+                                           for r in res.items))
+            assert c.ports[3].peers().ipv4 >= 1 and c.ports[3].peers().ipv6 == 0
+
+    asyncio.run(scenario())
+
+
+def test_count_good_nodes_reads_opendht_routing_log() -> None:
+    log = ("0000000000000000000000000000000000000000 count: 3 updated: now\n"
+           "    Node 814de7383046aa8311a69849c07fd17f7aca9910 127.0.0.1:58476"
+           "       updated: 225 ms ago [good]\n"
+           "    Node f7d60245dc4918024ac13e9d579516be558e6d39 127.0.0.1:59739"
+           "       updated: never\n"
+           "    Node 23440ffad3f2bfb04219d5665b3af34b2ecdc445 [::1]:53855"
+           "       updated: 2 s ago, replied: 1.23 s ago [good]\n")
+    assert count_good_nodes(log) == 2
+    assert count_good_nodes("") == 0
+
+
+def test_peer_discovery_joins_two_nodes_without_bootstrap() -> None:
+    """Two vehicles on one LTE router: no bootstrap configured, OpenDHT's local peer
+    discovery (multicast on the segment) joins them."""
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        settings = _settings()
+        results = [Results(), Results()]
+        ports = [OpenDhtPort(loop, DhtBind(None, None, 0), [], r, settings) for r in results]
+        try:
+            await _until(lambda: all(p.peers().good > 0 for p in ports))
+            key = _key()
+            ports[0].submit(DhtPut(1, key, b"found by discovery", 60))
+            assert (await results[0].finished(1)).ok
+            ports[1].submit(DhtGet(2, key))
+            await results[1].finished(2)
+            assert results[1].values(2) == [b"found by discovery"]
+        finally:
+            for port in ports:
+                port.close()
+
+    asyncio.run(scenario())
+
+
+def test_close_leaves_no_thread_and_is_idempotent() -> None:
+    async def one_round() -> None:
+        async with cluster(10) as c:
+            for i, port in enumerate(c.ports):
+                key = _key()
+                port.submit(DhtListen(1, key))
+                port.submit(DhtPut(2, key, b"v%d" % i, 60))
+                port.submit(DhtGet(3, _key()))
+            # closed with a listen, maybe a put and a get still in flight
+        for port in c.ports:
+            assert port.closed and port.peers() == PeerCounts(0, 0)
+            port.close()                            # twice: nothing happens
+
+    asyncio.run(one_round())              # warm-up: process-wide pools, if any, start here
+    before = _threads()
+    asyncio.run(one_round())
+    assert _threads() == before
+
+
+def test_bad_binds_are_refused_before_opendht_sees_them() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+            busy.bind(("127.0.0.1", 0))
+            taken = busy.getsockname()[1]
+            with pytest.raises(DhtStartError, match="cannot bind UDP 127.0.0.1:"):
+                OpenDhtPort(loop, DhtBind("127.0.0.1", None, taken), [], Results())
+        for bind, message in ((DhtBind("nonsense", None, 0), "not an IP address"),
+                              (DhtBind("::1", None, 0), "not an IPv4 address"),
+                              (DhtBind("192.0.2.254", None, 0), "cannot bind"),
+                              (DhtBind("127.0.0.1", None, 70000), "not in 0..65535")):
+            with pytest.raises(DhtStartError, match=message):
+                OpenDhtPort(loop, bind, [], Results())
+        with pytest.raises(DhtStartError, match="bootstrap"):
+            OpenDhtPort(loop, LOOPBACK, [("127.0.0.1", 1)] * 17, Results())
+
+    asyncio.run(scenario())
