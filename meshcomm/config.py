@@ -1,8 +1,8 @@
 """Node configuration: frozen, validated dataclasses loaded from TOML (ARCHITECTURE.md rule 8).
 
 A field config has the sections ``[node]``, ``[trust]``, ``[overlay]``, ``[radio]``,
-``[journal]``, ``[relay]``, ``[sip]`` and ``[media]``; every key is optional and falls back to the
-defaults below.
+``[journal]``, ``[relay]``, ``[sip]``, ``[media]`` and ``[uplink]``; every key is optional
+and falls back to the defaults below.
 One generic, type-hint driven loader turns a TOML mapping into :class:`NodeConfig`: an
 unknown key, a wrong type or a bad value is a :class:`ConfigError` naming the full key
 path (``overlay.helo_interval_s: unknown key``). Every problem in a file is collected, so
@@ -292,6 +292,81 @@ class MediaSettings:
         return problems
 
 
+#: Bootstrap nodes of the uplink DHT accepted in [uplink] bootstrap.
+MAX_DHT_BOOTSTRAP = 16
+#: Upper bound of [uplink] up_stable_s and down_grace_s.
+MAX_UPLINK_HYSTERESIS_S = 3600.0
+#: OpenDHT's usual port.
+DEFAULT_DHT_PORT = 4222
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (an IPv6 address in brackets: ``[2001:db8::1]:4222``) -> (host, port);
+    ConfigError naming the text otherwise. HOST is an IP address or a host name."""
+    host, sep, port = text.strip().rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= MAX_PORT:
+        raise ConfigError(text, "expected HOST:PORT with a port in 1..65535, e.g. "
+                                "203.0.113.7:4222 or [2001:db8::7]:4222")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if bracketed or ":" in host or not _is_domain(host):
+            raise ConfigError(text, f"{host!r} is neither an IP address nor a host name"
+                                    " (IPv6 goes in brackets)") from None
+        return host, int(port)
+    if bracketed != (address.version == 6):
+        raise ConfigError(text, "an IPv6 address goes in brackets, an IPv4 one does not")
+    return str(address), int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkSettings:
+    """``[uplink]``: a relay's uplink (satellite, LTE, wired) and the DHT node on it.
+
+    The relay's DHT node binds only to ``interface``'s addresses. With no ``bootstrap``
+    nodes, OpenDHT's local peer discovery finds the other relays on the uplink segment.
+    ``secret_file`` holds the incident secret that keys the DHT records (keyed hash of the
+    AoR, encryption); left out, the secret is derived from ``node.incident``, which anyone
+    who knows the incident id can do: such records are NOT private on a shared DHT.
+    """
+
+    enabled: bool = False
+    interface: str = ""
+    dht_port: int = DEFAULT_DHT_PORT
+    bootstrap: tuple[str, ...] = ()
+    secret_file: str | None = None
+    up_stable_s: float = 10.0
+    down_grace_s: float = 30.0
+
+    def validate(self) -> Problems:
+        problems: Problems = []
+        if self.interface and not (len(self.interface) <= MAX_IFACE_NAME_LEN
+                                   and _IFACE_RE.fullmatch(self.interface)):
+            problems.append(("interface", f"{self.interface!r} is not an interface name"))
+        elif self.enabled and not self.interface:
+            problems.append(("interface", "an enabled uplink needs its interface, e.g. wwan0"))
+        if not 0 <= self.dht_port <= MAX_PORT:
+            problems.append(("dht_port", f"must be in 0..{MAX_PORT} (0: any free port)"))
+        for index, entry in enumerate(self.bootstrap):
+            try:
+                parse_host_port(entry)
+            except ConfigError as exc:
+                problems.append((f"bootstrap[{index}]", str(exc)))
+        if len(self.bootstrap) > MAX_DHT_BOOTSTRAP:
+            problems.append(("bootstrap", f"at most {MAX_DHT_BOOTSTRAP} nodes"))
+        if len(set(self.bootstrap)) != len(self.bootstrap):
+            problems.append(("bootstrap", "lists a node twice"))
+        if self.secret_file is not None and not self.secret_file.strip():
+            problems.append(("secret_file", "must not be empty (leave it out for the "
+                                            "derived, non-private secret)"))
+        for key in ("up_stable_s", "down_grace_s"):
+            if not 0 < getattr(self, key) <= MAX_UPLINK_HYSTERESIS_S:
+                problems.append((key, f"must be > 0 and <= {MAX_UPLINK_HYSTERESIS_S}"))
+        return problems
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """The whole configuration of one node."""
@@ -304,6 +379,7 @@ class NodeConfig:
     relay: RelaySettings = field(default_factory=RelaySettings)
     sip: SipSettings = field(default_factory=SipSettings)
     media: MediaSettings = field(default_factory=MediaSettings)
+    uplink: UplinkSettings = field(default_factory=UplinkSettings)
 
     def validate(self) -> Problems:
         name = self.node.name or "x" * 12
@@ -549,6 +625,7 @@ def _toml_value(value: Any) -> str:
 _UNSET_NOTES = {
     ("node", "name"): "hostname + short key fingerprint",
     ("node", "data_dir"): "$XDG_DATA_HOME/meshcomm or ~/.local/share/meshcomm",
+    ("uplink", "secret_file"): "secret derived from node.incident (records NOT private)",
 }
 
 

@@ -105,7 +105,8 @@ def test_handset_profile_lists_every_key() -> None:
     data = tomllib.loads((PROFILE_DIR / "handset.toml").read_text())
     for section in dataclasses.fields(NodeConfig):
         listed = set(data[section.name])
-        optional = {"name", "data_dir"} if section.name == "node" else set()
+        optional = {"node": {"name", "data_dir"}, "uplink": {"secret_file"}}.get(
+            section.name, set())
         expected = {f.name for f in dataclasses.fields(getattr(NodeConfig(), section.name))}
         assert listed == expected - optional, section.name
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from meshcomm.cli.config_cmd import parse_overrides, report_config_error
+from meshcomm.cli.uplink_opts import add_uplink_arguments, uplink_overrides
 from meshcomm.config import (
     NodeConfig,
     Role,
@@ -84,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "relay", help="run a vehicle relay node",
         description="Run a relay node (same as handset, with role relay).")
     _add_node_arguments(relay)
+    add_uplink_arguments(relay)
     relay.set_defaults(handler=run_handset, role=Role.RELAY)
 
 
@@ -108,6 +110,7 @@ def build_config(args: argparse.Namespace) -> NodeConfig:
     overrides.update({key: value for key, value in flags.items() if value is not None})
     if args.sip_listen is not None:
         overrides.update(parse_sip_listen(args.sip_listen))
+    overrides.update(uplink_overrides(args))
     role: Role = args.role
     overrides["node.role"] = role.value
     return config_with_overrides(_base_config(args), overrides)
