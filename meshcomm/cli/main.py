@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "meshcomm.cli.demo_cmd",
     "meshcomm.cli.sim_cmd",
     "meshcomm.cli.handset_cmd",
+    "meshcomm.cli.dht_node_cmd",
     "meshcomm.cli.ctl_cmd",
     "meshcomm.cli.keys_cmd",
     "meshcomm.cli.config_cmd",

@@ -1,0 +1,162 @@
+"""``meshcomm dht-node``: a standalone DHT node (no radio) that uplinked relays bootstrap to.
+
+Run it on a command-post server or a cloud VM reachable from every site's uplink:
+``meshcomm dht-node --listen 0.0.0.0:4222 --data-dir /var/lib/meshcomm-dht``. It logs its
+node id and, whenever they change, its good peers; SIGINT/SIGTERM stop it cleanly. With
+``--data-dir`` it keeps its node id across restarts (relays' routing tables stay valid).
+
+Exit status: 0 after a clean stop, 1 when the node cannot start (the address is not local,
+the port is in use, the data dir cannot be written), 2 for a malformed flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from meshcomm.cli.handset_cmd import EXIT_STARTUP, LOG_FORMAT, LOG_LEVELS
+from meshcomm.config import MAX_DHT_BOOTSTRAP, MAX_PORT, parse_host_port
+from meshcomm.dht.port import DHT_KEY_BYTES, DhtPeers, DhtResult
+from meshcomm.errors import ConfigError
+from meshcomm.runtime.dht_opendht import DhtBind, DhtStartError, OpenDhtPort, PortSettings
+
+log = logging.getLogger("meshcomm.dht_node")
+
+EXIT_USAGE = 2
+#: The node id file in --data-dir (20 random bytes, hex; the id is public).
+NODE_ID_FILE = "dht-node-id"
+#: Peer samples logged at least this often even when unchanged, seconds.
+PEER_LOG_INTERVAL_S = 300.0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "dht-node", help="run a standalone DHT bootstrap node (no radio)",
+        description="Run a standalone OpenDHT node that uplinked relays bootstrap to "
+                    "(--dht-bootstrap HOST:PORT); no radio, no SIP. Stop with Ctrl-C or "
+                    "SIGTERM.")
+    parser.add_argument("--listen", metavar="HOST:PORT", required=True,
+                        help="UDP address to listen on: an IPv4 address, [IPv6] or "
+                             "0.0.0.0 / [::] for all (port 0: any free port)")
+    parser.add_argument("--data-dir", metavar="DIR", type=Path,
+                        help="keep the node id here across restarts (default: a new id "
+                             "each start)")
+    parser.add_argument("--bootstrap", metavar="HOST:PORT", action="append", default=[],
+                        help="another DHT node to join (repeatable; none: local peer "
+                             "discovery)")
+    parser.add_argument("--peers-interval", metavar="SECONDS", type=float, default=5.0,
+                        dest="peers_interval_s", help="peer sampling period (default 5)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    parser.set_defaults(handler=run_dht_node)
+
+
+def parse_listen(text: str) -> DhtBind:
+    """``HOST:PORT`` -> a bind (HOST an IP address, IPv6 in brackets; 0.0.0.0 or [::]:
+    every address of both families; port 0: any free port); ConfigError naming the flag."""
+    host, sep, port = text.strip().rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        address = None
+    if (not sep or address is None or not port.isdigit() or int(port) > MAX_PORT
+            or bracketed != (address.version == 6)):
+        raise ConfigError("--listen", f"{text!r}: expected IP:PORT, e.g. 0.0.0.0:4222, "
+                                      "192.0.2.10:4222 or [2001:db8::10]:4222")
+    if address.is_unspecified:
+        return DhtBind(None, None, int(port))
+    if address.version == 6:
+        return DhtBind(None, str(address), int(port))
+    return DhtBind(str(address), None, int(port))
+
+
+def load_node_id(data_dir: Path) -> bytes:
+    """The node id kept in ``data_dir`` (created with a random one on first start)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = data_dir / NODE_ID_FILE
+    try:
+        node_id = bytes.fromhex(path.read_text().strip())
+        if len(node_id) == DHT_KEY_BYTES:
+            return node_id
+        log.warning("%s is malformed: a new node id replaces it", path)
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        log.warning("%s is malformed: a new node id replaces it", path)
+    node_id = os.urandom(DHT_KEY_BYTES)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(node_id.hex() + "\n")
+    tmp.replace(path)
+    return node_id
+
+
+class _PeerLog:
+    """Logs the good-peer count when it changes (and now and then when it does not)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._last: int | None = None
+        self._logged_at = 0.0
+
+    def __call__(self, result: DhtResult) -> None:
+        if not isinstance(result, DhtPeers):
+            return
+        now = self._loop.time()
+        if result.good != self._last or now - self._logged_at >= PEER_LOG_INTERVAL_S:
+            log.info("good DHT peers: %d", result.good)
+            self._last, self._logged_at = result.good, now
+
+
+async def serve(bind: DhtBind, bootstrap: list[tuple[str, int]], node_id: bytes | None,
+                peers_interval_s: float) -> None:
+    """Run the node until SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    settings = PortSettings(peers_interval_s=peers_interval_s, node_id=node_id,
+                            peer_discovery=not bootstrap)
+    port = OpenDhtPort(loop, bind, bootstrap, _PeerLog(loop), settings)
+    try:
+        where = ", ".join(a for a in (bind.ipv4, bind.ipv6 and f"[{bind.ipv6}]") if a) or "all"
+        log.info("DHT node %s listening on UDP %s port %d%s", port.node_id(), where,
+                 port.bound_port(), "" if bootstrap else " (local peer discovery on)")
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        port.close()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(signum)
+
+
+def run_dht_node(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        bind = parse_listen(args.listen)
+        if len(args.bootstrap) > MAX_DHT_BOOTSTRAP:
+            raise ConfigError("--bootstrap", f"at most {MAX_DHT_BOOTSTRAP} nodes")
+        bootstrap = [parse_host_port(b) for b in args.bootstrap]
+        if not 0.05 <= args.peers_interval_s <= 3600:
+            raise ConfigError("--peers-interval", "must be in 0.05..3600 seconds")
+    except ConfigError as exc:
+        print(f"meshcomm dht-node: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        node_id = load_node_id(args.data_dir) if args.data_dir is not None else None
+        asyncio.run(serve(bind, bootstrap, node_id, args.peers_interval_s))
+    except DhtStartError as exc:
+        print(f"meshcomm dht-node: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    except OSError as exc:
+        print(f"meshcomm dht-node: data dir {args.data_dir}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_STARTUP
+    return 0
