@@ -354,7 +354,7 @@ class GossipOverlay:
         current = self.routes.get(env.origin, now)
         if current is not None and current.next_hop in self._silent:
             self.routes.drop(env.origin)
-        changed = self.routes.consider(env.origin, src, via, metric, hops, now)
+        changed = self.routes.consider(env.origin, src, via, metric, hops, now, env.seq)
         if changed is not None:
             self.emit(RouteChanged(dst=env.origin.hex(), next_hop=via.hex() or src,
                                    hops=changed.hops, metric=metric))

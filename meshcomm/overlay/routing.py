@@ -21,6 +21,8 @@ class Route:
     metric: int
     hops: int
     updated_at: float
+    #: sequence number of the envelope (flood) that last set the metric; -1: unknown
+    seq: int = -1
 
 
 class RouteTable:
@@ -47,18 +49,26 @@ class RouteTable:
         return list(self._routes.values())
 
     def consider(self, dst: NodeId, next_hop: LinkAddr, next_hop_id: NodeId, metric: int,
-                 hops: int, now: float) -> Route | None:
-        """Offer a path; returns the route if the next hop changed (for the journal)."""
+                 hops: int, now: float, seq: int = -1) -> Route | None:
+        """Offer a path; returns the route if the next hop changed (for the journal).
+
+        A later copy of the same flood (``seq`` not newer) via the current next hop
+        refreshes the route but does not raise its metric: a neighbour re-sending the flood
+        after it learned a longer path (possibly through us) would otherwise count the
+        metric up within one flood, and a third neighbour's offer then forms a loop."""
         cur = self._routes.get(dst)
         if cur is not None and now - cur.updated_at <= self.timeout_s:
             if cur.next_hop == next_hop:
+                if 0 <= seq <= cur.seq and metric > cur.metric:
+                    metric, hops = cur.metric, cur.hops
                 cur.metric, cur.hops, cur.updated_at = metric, hops, now
+                cur.seq = max(cur.seq, seq)
                 del self._routes[dst]  # most recently refreshed last
                 self._routes[dst] = cur
                 return None
             if metric >= cur.metric:
                 return None
-        route = Route(dst, next_hop, next_hop_id, metric, hops, now)
+        route = Route(dst, next_hop, next_hop_id, metric, hops, now, seq)
         self._routes.pop(dst, None)
         if len(self._routes) >= MAX_ROUTES:
             del self._routes[next(iter(self._routes))]

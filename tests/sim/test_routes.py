@@ -5,8 +5,8 @@ its unicasts and store-and-forward retries circling between two nodes): within o
 a later copy via the current next hop raises the route's metric (RouteTable.consider
 refreshes it whatever it is), so a third neighbour's offer -- a path through this very
 node -- looks better, and the two nodes point at each other until the destination's next
-flood. Marked xfail (strict) until the overlay keeps a route's metric within one flood;
-remove the mark then."""
+flood. The route table now keeps a route's metric within one flood (a later copy of
+the same flood via the current next hop refreshes, never raises it)."""
 
 from __future__ import annotations
 
@@ -40,8 +40,6 @@ def route_loops(sim: Simulator) -> list[tuple[str, str]]:
     return loops
 
 
-@pytest.mark.xfail(strict=True, reason="overlay: a route's metric counts up within one "
-                   "flood (RouteTable.consider), which forms lasting loops")
 @pytest.mark.parametrize("seed", [1, 5])
 def test_no_routing_loops_once_the_mesh_formed(seed: int) -> None:
     sim = Simulator(sim_config(ScenarioParams(topology="random", nodes=100, loss=0.1,
