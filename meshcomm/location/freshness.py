@@ -76,6 +76,11 @@ class FreshnessUpdates:
         return bool(self.upserts or self.removals)
 
 
+#: What :meth:`FreshnessMemory.take_updates` returns when nothing changed (shared: the
+#: pump asks after every input).
+NO_UPDATES = FreshnessUpdates((), ())
+
+
 class FreshnessMemory:
     """Bounded memory of the highest accepted sequence per record id."""
 
@@ -151,7 +156,7 @@ class FreshnessMemory:
     def take_updates(self) -> FreshnessUpdates:
         """Changes since the last call, for the store (upserts and removals)."""
         if not self._dirty:
-            return FreshnessUpdates((), ())
+            return NO_UPDATES
         upserts = tuple(self._entries[rid] for rid, up in self._dirty.items()
                         if up and rid in self._entries)
         removals = tuple(rid for rid, up in self._dirty.items()

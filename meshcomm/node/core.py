@@ -196,6 +196,9 @@ class NodeCore:
     # ------------------------------------------------------------ driving API
     def receive(self, data: bytes, src: LinkAddr, now: float) -> None:
         """A radio frame from link address ``src``."""
+        if self._bare:               # nothing to route: the simulator's hot path
+            self.node.receive(data, src, now)
+            return
         self._clock(now)
         self.node.receive(data, src, now)
         self._settle(now)
@@ -205,6 +208,8 @@ class NodeCore:
 
     def next_timer(self) -> float | None:
         best = self.node.next_timer()
+        if self._bare:
+            return best
         for part_t in (self.gateway.next_timer() if self.gateway is not None else None,
                        self.sf.next_timer() if self.sf is not None else None,
                        self.relay.next_timer() if self.relay is not None else None):
