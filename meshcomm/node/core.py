@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Any, Protocol
 
+from meshcomm.dht.bridge import BridgeEvent, DhtBridge
+from meshcomm.dht.port import DhtResult
 from meshcomm.errors import LocalProtocolError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.location.binding import Binding
@@ -74,7 +76,7 @@ MAX_SETTLE_ROUNDS = 32
 
 #: What comes out of :meth:`NodeCore.next_event` for the edge.
 NodeEvent = (OverlayEvent | GatewayEvent | SfEvent | LocalDatagram | ClientPacket
-             | MediaCallEnded)
+             | MediaCallEnded | BridgeEvent)
 
 
 class Part(Enum):
@@ -84,6 +86,7 @@ class Part(Enum):
     OVERLAY = "overlay"
     STORE_FORWARD = "store_forward"
     MEDIA = "media"
+    DHT = "dht"
 
 
 class Flow(Enum):
@@ -95,7 +98,7 @@ class Flow(Enum):
     SIP_TO_MESH = "sip_to_mesh"              # MeshSip -> node.send_unicast(SIP)
     SF_DELIVER = "sf_deliver"                # SfDeliver -> gateway.deliver_stored
     SF_HOLD_RESULT = "sf_hold_result"        # SfHoldResult -> gateway.hold_done
-    OVERLAY_RECORD = "overlay_record"        # overlay JournalRecord -> sf, then the edge
+    OVERLAY_RECORD = "overlay_record"        # overlay JournalRecord -> sf, dht, then the edge
     TO_EDGE = "to_edge"                      # out through next_event
 
 
@@ -113,14 +116,15 @@ UNICAST_FLOWS: dict[int, Flow] = {
     AppKind.SIP: Flow.SIP_FROM_MESH,
     AppKind.STORE_FORWARD: Flow.SF_FROM_MESH,
 }
-#: Flows whose target part a node may not run: without it the item goes to the edge.
-NEEDS_PART: dict[Flow, Part] = {
-    Flow.SIP_FROM_MESH: Part.GATEWAY,
-    Flow.SF_FROM_MESH: Part.STORE_FORWARD,
-    Flow.MEDIA_FROM_MESH: Part.MEDIA,
-    Flow.SF_DELIVER: Part.GATEWAY,
-    Flow.SF_HOLD_RESULT: Part.GATEWAY,
-    Flow.OVERLAY_RECORD: Part.STORE_FORWARD,
+#: Flows whose target parts a node may not run: without any of them the item goes to the
+#: edge.
+NEEDS_PART: dict[Flow, frozenset[Part]] = {
+    Flow.SIP_FROM_MESH: frozenset({Part.GATEWAY}),
+    Flow.SF_FROM_MESH: frozenset({Part.STORE_FORWARD}),
+    Flow.MEDIA_FROM_MESH: frozenset({Part.MEDIA}),
+    Flow.SF_DELIVER: frozenset({Part.GATEWAY}),
+    Flow.SF_HOLD_RESULT: frozenset({Part.GATEWAY}),
+    Flow.OVERLAY_RECORD: frozenset({Part.STORE_FORWARD, Part.DHT}),
 }
 
 _Route = Callable[[Any, float], bool]
@@ -152,7 +156,8 @@ class NodeCore:
     already wired: the gateway's holder must be ``sf``, its media hooks ``media``)."""
 
     def __init__(self, node: MeshNode, gateway: SipGateway | None = None,
-                 sf: StoreForward | None = None, media: MediaHooks | None = None) -> None:
+                 sf: StoreForward | None = None, media: MediaHooks | None = None,
+                 dht: DhtBridge | None = None) -> None:
         if sf is not None and gateway is not None and gateway.holder is not sf:
             raise LocalProtocolError("the store-and-forward core must be the gateway's holder")
         self.node = node
@@ -160,13 +165,16 @@ class NodeCore:
         self.sf = sf
         self.media = media
         self.relay = media.relay if media is not None else None
+        #: The DHT bridge of a relay with an uplink (issue 10): it publishes the island's
+        #: bindings and resolves remote AoRs; its DHT operations go out as events.
+        self.dht = dht
         self._events: deque[NodeEvent] = deque()
         #: The parts with timers, in the order they fire when due at the same time.
-        self._timed: list[_TimedPart] = [p for p in (node, gateway, sf, self.relay)
+        self._timed: list[_TimedPart] = [p for p in (node, gateway, sf, self.relay, dht)
                                          if p is not None]
         self._present = {Part.OVERLAY} | {part for part, obj in (
-            (Part.GATEWAY, gateway), (Part.STORE_FORWARD, sf), (Part.MEDIA, media))
-            if obj is not None}
+            (Part.GATEWAY, gateway), (Part.STORE_FORWARD, sf), (Part.MEDIA, media),
+            (Part.DHT, dht)) if obj is not None}
         #: A bare gossip node has nothing to route: its events pass straight through.
         self._bare = self._present == {Part.OVERLAY}
         routes: dict[Flow, _Route] = {
@@ -179,8 +187,8 @@ class NodeCore:
             Flow.OVERLAY_RECORD: self._overlay_record,
             Flow.TO_EDGE: self._to_edge,
         }
-        for flow, part in NEEDS_PART.items():
-            if part not in self._present:
+        for flow, parts in NEEDS_PART.items():
+            if not parts & self._present:
                 routes[flow] = self._to_edge
         self._routes = routes
 
@@ -210,9 +218,8 @@ class NodeCore:
         best = self.node.next_timer()
         if self._bare:
             return best
-        for part_t in (self.gateway.next_timer() if self.gateway is not None else None,
-                       self.sf.next_timer() if self.sf is not None else None,
-                       self.relay.next_timer() if self.relay is not None else None):
+        for part in self._timed:
+            part_t = part.next_timer()
             if part_t is not None and (best is None or part_t < best):
                 best = part_t
         return best
@@ -251,6 +258,14 @@ class NodeCore:
         out = self.relay.from_client(call_id, index, channel, data, now)
         if out is not None:
             self.node.send_media(out.dst_node, out.stream, out.payload, now)
+        self._settle(now)
+
+    def receive_dht(self, result: DhtResult, now: float) -> None:
+        """A result of one of the bridge's DHT operations (or a peers sample)."""
+        if self.dht is None:
+            raise LocalProtocolError("this node runs without a DHT bridge")
+        self._clock(now)
+        self.dht.on_dht(result, now)
         self._settle(now)
 
     def persisted(self, msg_ids: Iterable[bytes], ok: bool, now: float) -> None:
@@ -334,6 +349,9 @@ class NodeCore:
             if relay is not None:
                 while (ended := relay.next_event()) is not None:
                     moved = self._route(Part.MEDIA, ended, now) or moved
+            if self.dht is not None:
+                while (dht_event := self.dht.next_event()) is not None:
+                    moved = self._route(Part.DHT, dht_event, now) or moved
             if not moved:
                 return
         log.debug("node core: parts still busy after %d rounds", MAX_SETTLE_ROUNDS)
@@ -387,8 +405,10 @@ class NodeCore:
         return True
 
     def _overlay_record(self, record: JournalRecord, now: float) -> bool:
-        assert self.sf is not None
-        self.sf.on_overlay_record(record, now)
+        if self.sf is not None:
+            self.sf.on_overlay_record(record, now)
+        if self.dht is not None:
+            self.dht.on_overlay_record(record, now)
         self._events.append(record)
         return False
 
@@ -396,7 +416,7 @@ class NodeCore:
 def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
             rng: random.Random | None = None, node_aor: str = "", now: float,
             sf: StoreForward | None = None, relay: MediaRelay | None = None,
-            holder: MessageHolder | None = None) -> NodeCore:
+            holder: MessageHolder | None = None, dht: DhtBridge | None = None) -> NodeCore:
     """Wire a whole node: the gateway (when ``gateway_config`` is given) gets ``sf`` as
     its holder (or ``holder``, a test's) and the relay's SDP hooks."""
     media = MediaHooks(relay, now) if relay is not None else None
@@ -408,7 +428,7 @@ def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
                              holder=holder if holder is not None else sf,
                              rewrite_sdp=media.rewrite_sdp if media else identity_sdp,
                              end_call=media.end_call if media else no_end_call)
-    return NodeCore(node, gateway, sf, media)
+    return NodeCore(node, gateway, sf, media, dht)
 
 
 def _conforms(core: NodeCore, node: MeshNode) -> tuple[SansIOCore, SansIOCore]:

@@ -6,8 +6,9 @@ file or memory, a journal, sockets or simulated clients. The pump calls it; it n
 the core itself.
 
 Inputs go through the pump (:meth:`Pump.radio`, :meth:`Pump.sip`, :meth:`Pump.client_media`,
-:meth:`Pump.timer`, :meth:`Pump.command`): the core takes the input, then the pump runs
-once. One run, in this order (the documented order of the architecture guide):
+:meth:`Pump.dht_result`, :meth:`Pump.timer`, :meth:`Pump.command`): the core takes the
+input, then the pump runs once. One run, in this order (the documented order of the
+architecture guide):
 
 1. **drain** the core's events; ``SfPersist`` events are set aside, the rest kept in order;
 2. **persist** the set-aside batch (``Edge.store``, one transaction) and report the
@@ -16,8 +17,8 @@ once. One run, in this order (the documented order of the architecture guide):
 3. **persist freshness**: the freshness memory's changes (``Edge.store_freshness``); on
    failure they are handed back to the core and retried with the next run;
 4. **deliver** the kept events: journal records, SIP for local clients, media for local
-   clients, anything else (``Edge.record`` / ``to_client`` / ``to_client_media`` /
-   ``other``);
+   clients, the DHT bridge's operations, anything else (``Edge.record`` / ``to_client`` /
+   ``to_client_media`` / ``dht`` / ``other``);
 5. **transmit** the core's datagrams (``Edge.transmit``);
 6. **arm** the edge's one timer for ``core.next_timer()`` (always, whatever failed).
 
@@ -35,6 +36,7 @@ from contextlib import AbstractContextManager, nullcontext
 from enum import Enum
 from typing import Protocol, TypeVar
 
+from meshcomm.dht.port import DhtCancel, DhtGet, DhtListen, DhtOp, DhtPut, DhtResult
 from meshcomm.journal.events import JournalRecord
 from meshcomm.location.freshness import FreshnessUpdates
 from meshcomm.media.packet import Channel
@@ -70,6 +72,11 @@ class Edge(Protocol):
 
     def to_client_media(self, packet: ClientPacket) -> None: ...
 
+    def dht(self, op: DhtOp) -> None:
+        """Carry out a DHT operation of the node's bridge (results come back through
+        :meth:`Pump.dht_result`)."""
+        ...
+
     def other(self, event: object) -> None: ...
 
     def arm(self, deadline: float | None) -> None:
@@ -91,6 +98,7 @@ class Output(Enum):
     JOURNAL = "journal"
     TO_CLIENT = "to_client"
     TO_CLIENT_MEDIA = "to_client_media"
+    DHT = "dht"
     OTHER = "other"
 
 
@@ -99,6 +107,7 @@ OUTPUT_OF: dict[type, Output] = {
     JournalRecord: Output.JOURNAL,
     LocalDatagram: Output.TO_CLIENT,
     ClientPacket: Output.TO_CLIENT_MEDIA,
+    **{op: Output.DHT for op in (DhtPut, DhtGet, DhtListen, DhtCancel)},
 }
 _UNCONTAINED = nullcontext()
 
@@ -114,6 +123,7 @@ class Pump:
             Output.JOURNAL: edge.record,          # type: ignore[dict-item]
             Output.TO_CLIENT: edge.to_client,      # type: ignore[dict-item]
             Output.TO_CLIENT_MEDIA: edge.to_client_media,  # type: ignore[dict-item]
+            Output.DHT: edge.dht,                  # type: ignore[dict-item]
             Output.OTHER: edge.other,
         }
 
@@ -134,6 +144,9 @@ class Pump:
                      now: float) -> None:
         self._input("media_input", now, self.core.receive_client_media, call_id, index,
                     channel, data, now)
+
+    def dht_result(self, result: DhtResult, now: float) -> None:
+        self._input("dht_input", now, self.core.receive_dht, result, now)
 
     def timer(self, now: float) -> None:
         self._input("timer", now, self.core.on_timer, now)

@@ -17,6 +17,7 @@ class RuntimeCounter(StrEnum):
     FRESHNESS_PERSIST_ERRORS = "freshness_persist_errors"
     JOURNAL_RECORDS_NORMALISED = "journal_records_normalised"
     JOURNAL_FLUSH_ERRORS = "journal_flush_errors"
+    DHT_OPS_WITHOUT_PORT = "dht_ops_without_port"
 
 
 class SipSocketCounter(StrEnum):

@@ -20,7 +20,9 @@ moves through the one :class:`~meshcomm.node.pump.Pump`, in its documented order
   whose data the journal cannot store (a peer's out-of-range number) is stored normalised
   (``codec.storable_data``), counted;
 * ``to_client`` / ``to_client_media``: SIP to the gateway's sockets, media from the call's
-  port; other events go to an optional sink, else are logged at debug level;
+  port; ``dht``: the DHT bridge's operations to the DHT port on the uplink (whose results
+  come back through :meth:`NodeDriver.receive_dht`); other events go to an optional sink,
+  else are logged at debug level;
 * ``arm``: exactly one loop timer for ``next_timer()``;
 * the failure of one step never stops the node: the pump runs under the driver's
   :class:`~meshcomm.runtime.containment.Containment` (counted, journaled, logged once per
@@ -37,7 +39,9 @@ import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
+from meshcomm.dht.port import DhtOp, DhtResult
 from meshcomm.errors import LocalProtocolError
 from meshcomm.journal.codec import storable_data
 from meshcomm.journal.events import JournalRecord
@@ -71,7 +75,14 @@ EventSink = Callable[[object], None]
 SipSink = Callable[[LocalDatagram], None]
 #: The driver's own counters (the contained faults' are added when they happen).
 DRIVER_COUNTERS = (R.TX_UNKNOWN_RADIO, R.TX_ERRORS, R.JOURNAL_FLUSH_ERRORS, R.SF_PERSIST_ERRORS,
-                   R.FRESHNESS_PERSIST_ERRORS, R.JOURNAL_RECORDS_NORMALISED)
+                   R.FRESHNESS_PERSIST_ERRORS, R.JOURNAL_RECORDS_NORMALISED,
+                   R.DHT_OPS_WITHOUT_PORT)
+class DhtPortLike(Protocol):
+    """What the driver needs of the runtime's DHT port (``OpenDhtPort``)."""
+
+    def submit(self, op: DhtOp) -> None: ...
+
+
 #: A failing store-and-forward write is logged at most this often (the rest counted).
 PERSIST_ERROR_LOG_INTERVAL_S = 10.0
 
@@ -98,6 +109,8 @@ class NodeDriver:
         self.sf_storage: SfStorage | None = None
         #: The freshness database, set by run_node (the memory's changes go there).
         self.fresh_store: FreshnessStore | None = None
+        #: The DHT node on the uplink (the bridge's operations go there), set by run_node.
+        self.dht_port: DhtPortLike | None = None
         self.journal = journal
         self.loop = loop
         self.wall_offset_s = wall_offset_s
@@ -285,6 +298,18 @@ class NodeDriver:
     def to_client_media(self, packet: ClientPacket) -> None:
         if self.media_ports is not None:
             self.media_ports.send(packet)
+
+    def dht(self, op: DhtOp) -> None:
+        if self.dht_port is None:
+            self.counters[R.DHT_OPS_WITHOUT_PORT] += 1
+            log.debug("DHT operation without a DHT port: %r", op)
+            return
+        self.dht_port.submit(op)
+
+    def receive_dht(self, result: DhtResult) -> None:
+        """A result of the DHT port (on the loop): to the node's bridge."""
+        if not self._closed and self.core.dht is not None:
+            self.pump_.dht_result(result, self.now())
 
     def other(self, event: object) -> None:
         if isinstance(event, MediaCallEnded):

@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from meshcomm.dht.port import DhtOp
 from meshcomm.journal.events import JournalRecord
 from meshcomm.location.freshness import FreshnessUpdates
 from meshcomm.media.session import ClientPacket
@@ -123,6 +124,11 @@ class SimEdge:
             client.from_gateway_media(packet, self.sim.now)
         else:
             self.sim.counters[SimCounter.MEDIA_TO_ABSENT_CLIENT] += 1
+
+    def dht(self, op: DhtOp) -> None:
+        """A DHT operation of the node's bridge: simulated uplinks are not modelled yet
+        (issue 10), so a simulated node runs no bridge and none arrives; counted."""
+        self.sim.counters[SimCounter.DHT_OPS_DROPPED] += 1
 
     def other(self, event: object) -> None:
         sim = self.sim

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from meshcomm.dht.port import DhtOp
 from meshcomm.journal.events import JournalRecord
 from meshcomm.location.freshness import FreshnessUpdates
 from meshcomm.media.session import ClientPacket
@@ -47,6 +48,8 @@ class MemoryEdge:
         self._air: list[Datagram] = []
         self._local: list[LocalDatagram] = []
         self._other: list[object] = []
+        #: The DHT bridge's operations (a node with a bridge), in order.
+        self.dht_ops: list[DhtOp] = []
         self._stored: list[SfPersist] = []
 
     # ------------------------------------------------------------ the Edge
@@ -74,6 +77,9 @@ class MemoryEdge:
 
     def to_client_media(self, packet: ClientPacket) -> None:
         self.to_clients.append(packet)
+
+    def dht(self, op: DhtOp) -> None:
+        self.dht_ops.append(op)
 
     def other(self, event: object) -> None:
         self.events.append(event)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import msgpack
 
+from meshcomm.dht.port import DhtOp
 from meshcomm.journal.codec import normalize_data
 from meshcomm.journal.events import JournalRecord
 from meshcomm.location.freshness import FreshnessUpdates
@@ -204,6 +205,9 @@ class CheckingEdge:
         pass
 
     def to_client_media(self, packet: ClientPacket) -> None:
+        pass
+
+    def dht(self, op: DhtOp) -> None:
         pass
 
     def other(self, event: object) -> None:
