@@ -15,6 +15,10 @@ id of its SDP (``o=`` line), which the gateways pass on unchanged.
 
 The client is a sans-IO core like the node: the simulator moves its datagrams to and
 from the node's pump and keeps its one timer in the event heap.
+
+:class:`ClientMedia` lets a test choose what the clients offer and send in their calls (a
+codec policy, a frame source called at each 20-ms tick) and see every packet a client gets
+from its gateway, with its virtual time (a tap); the default is the CLI's.
 """
 
 from __future__ import annotations
@@ -30,7 +34,13 @@ from meshcomm.errors import DecodeError
 from meshcomm.media.session import ClientPacket
 from meshcomm.node.gateway.types import Address, LocalDatagram
 from meshcomm.sim.metrics import SimCounter, percentile
-from meshcomm.sip.sdp import NotAcceptable, SessionDescription, answer_offer, make_offer
+from meshcomm.sip.sdp import (
+    AudioPolicy,
+    NotAcceptable,
+    SessionDescription,
+    answer_offer,
+    make_offer,
+)
 from meshcomm.sip.ua import UserAgent
 from meshcomm.sip.ua_events import (
     CallEnded,
@@ -95,9 +105,32 @@ class CallRecord:
     established_at: float | None = None
     answered: bool = False
     ended_status: int | None = None
+    bye_status: int | None = None        # final status the caller's BYE got
     sent: list[int] = field(default_factory=lambda: [0, 0])
     received: list[set[int]] = field(default_factory=lambda: [set(), set()])
     duplicate_frames: int = 0
+
+
+#: Makes the frame a client sends at a 20-ms tick of a call: (the call, the direction the
+#: client sends in, the RTP sequence number the frame takes, now) -> the datagram, or None
+#: for silence (nothing sent this tick; the sequence number is not used). The client counts
+#: what it receives per call by SSRC ``2 * call key + direction``, as :func:`rtp_frame`
+#: builds it: a source whose frames should be counted uses that SSRC.
+MediaSource = Callable[[CallRecord, Direction, int, float], bytes | None]
+#: Sees every media packet a client gets from its gateway: (client name, packet, now).
+MediaTap = Callable[[str, ClientPacket, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMedia:
+    """What the simulated clients offer and send in calls, and who watches what they
+    receive (set on the :class:`~meshcomm.sim.incident.Incident` before the run)."""
+
+    #: the codecs a client offers and accepts (RFC 3264), in preference order
+    policy: AudioPolicy = field(default_factory=AudioPolicy)
+    #: None: :func:`rtp_frame` frames
+    source: MediaSource | None = None
+    tap: MediaTap | None = None
 
 
 @dataclass(slots=True)
@@ -188,17 +221,19 @@ class SimClient:
     client's datagrams soon (called when a datagram from the gateway arrived)."""
 
     def __init__(self, name: str, aor: str, rng: random.Random, stats: TrafficStats,
-                 wake: Callable[[], None]) -> None:
+                 wake: Callable[[], None], media: ClientMedia | None = None) -> None:
         self.name = name
         self.aor = aor
         self.stats = stats
         self.wake = wake
+        self.media = media or ClientMedia()
         self.ua = UserAgent(UaConfig(aor=aor, local_host=CLIENT_ADDR[0],
                                      local_port=CLIENT_ADDR[1], outbound_proxy=GATEWAY_ADDR,
                                      register_expires_s=REGISTER_EXPIRES_S), rng)
         self.registered = False
         self._register: RequestHandle | None = None
         self._messages: dict[RequestHandle, MessageRecord] = {}
+        self._byes: dict[RequestHandle, CallRecord] = {}
         self._calls: dict[CallHandle, ClientCall] = {}
         self._next_port = CLIENT_FIRST_RTP_PORT
         #: calls whose media must start (the simulator schedules their frames)
@@ -218,14 +253,14 @@ class SimClient:
 
     def call(self, record: CallRecord, to_aor: str) -> None:
         offer = make_offer(address=CLIENT_ADDR[0], rtp_port=self._port(),
-                           session_id=record.key)
+                           session_id=record.key, policy=self.media.policy)
         handle = self.ua.invite(to_aor, offer)
         self._calls[handle] = ClientCall(record, handle, Direction.FORWARD)
 
     def hang_up(self, call: ClientCall) -> None:
         if call.live:
             call.live = False
-            self.ua.bye(call.handle)
+            self._byes[self.ua.bye(call.handle)] = call.record
 
     def _port(self) -> int:
         port = self._next_port
@@ -243,6 +278,8 @@ class SimClient:
         self.wake()
 
     def from_gateway_media(self, packet: ClientPacket, now: float) -> None:
+        if self.media.tap is not None:
+            self.media.tap(self.name, packet, now)
         try:
             key, direction, seq = parse_frame_untrusted(packet.data)
         except DecodeError:
@@ -270,13 +307,16 @@ class SimClient:
         self._handle_events(now)
         return out
 
-    def next_frame(self, call: ClientCall) -> bytes | None:
-        """The next media frame of ``call``, or None when its media has stopped."""
-        if not call.live:
-            return None
-        call.seq += 1
-        call.record.sent[call.direction.value] += 1
-        return rtp_frame(call.record.key, call.direction, call.seq)
+    def next_frame(self, call: ClientCall, now: float) -> bytes | None:
+        """The frame ``call`` sends at this tick, or None (silence: nothing to send)."""
+        seq = call.seq + 1
+        source = self.media.source
+        frame = (rtp_frame(call.record.key, call.direction, seq) if source is None
+                 else source(call.record, call.direction, seq, now))
+        if frame is not None:
+            call.seq = seq
+            call.record.sent[call.direction.value] += 1
+        return frame
 
     def _handle_events(self, now: float) -> None:
         while (event := self.ua.next_event()) is not None:
@@ -307,6 +347,9 @@ class SimClient:
         record = self._messages.pop(event.request, None)
         if record is not None:
             record.outcome = event.status
+        call = self._byes.pop(event.request, None)
+        if call is not None:
+            call.bye_status = event.status
 
     def _on_message(self, event: IncomingMessage, now: float) -> None:
         text = event.body.decode("utf-8", "replace")
@@ -325,7 +368,7 @@ class SimClient:
             self.ua.reject(event.call, 488)
             return
         result = answer_offer(offer, address=CLIENT_ADDR[0], rtp_port=self._port(),
-                              session_id=record.key)
+                              session_id=record.key, policy=self.media.policy)
         if isinstance(result, NotAcceptable):
             self.ua.reject(event.call, 488)
             return

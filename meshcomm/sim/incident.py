@@ -4,11 +4,11 @@ simulated softphone per node, and the traffic between them.
 :class:`Incident` builds each whole node the way the runtime does (``compose`` with a
 :class:`GatewayConfig`, a :class:`StoreForward` restored from the node slot's SQLite store,
 a :class:`MediaRelay` on a :class:`SequentialPortAllocator`) and runs its client
-(:class:`~meshcomm.sim.clients.SimClient`): the client's SIP goes in through
-``pump.sip``, its media through ``pump.client_media``; the node's edge hands back what the
-gateway sends it. Its events live in the simulator's heap (``_Ev.CLIENT``), tagged with
-what to do (:class:`Do`) and the client they belong to, so a client that died with its
-node is never driven again.
+(:class:`~meshcomm.sim.clients.SimClient`, its calls' media as ``client_media`` says): the
+client's SIP goes in through ``pump.sip``, its media through ``pump.client_media``; the
+node's edge hands back what the gateway sends it. Its events live in the simulator's heap
+(``_Ev.CLIENT``), tagged with what to do (:class:`Do`) and the client they belong to, so
+a client that died with its node is never driven again.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from meshcomm.sim.clients import (
     GATEWAY_ADDR,
     CallRecord,
     ClientCall,
+    ClientMedia,
     Direction,
     MessageRecord,
     SimClient,
@@ -89,6 +90,8 @@ class Incident:
                                             local_port=GATEWAY_ADDR[1])
         self.sf_config = StoreForwardConfig()
         self.media_config = MediaConfig()
+        #: what the clients offer and send in calls (tests set it before the run)
+        self.client_media = ClientMedia()
         self._tmp: str | None = None
         self.store_dir: Path | None = self.config.store_dir
 
@@ -196,7 +199,8 @@ class Incident:
             return
         edge = sim.edge(name)
         rng = random.Random(f"meshcomm-sim-client:{self.config.seed}:{name}:{boot}")
-        client = SimClient(name, self.aor(name), rng, self.stats, lambda: None)
+        client = SimClient(name, self.aor(name), rng, self.stats, lambda: None,
+                           self.client_media)
         client.wake = lambda: self._wake(name, client)
         edge.client = client
         client.register()
@@ -234,15 +238,16 @@ class Incident:
             client.hang_up(call)
             self._flush(name, client)
             return
-        frame = client.next_frame(call)
-        if frame is None:
+        if not call.live:
             return
-        call_id = self._relay_call(name, call)
-        pump = sim.pump(name)
-        if call_id is None or pump is None:
-            self.sim.counters[SimCounter.MEDIA_WITHOUT_SESSION] += 1
-        else:
-            pump.client_media(call_id, 0, Channel.RTP, frame, sim.now)
+        frame = client.next_frame(call, sim.now)
+        if frame is not None:
+            call_id = self._relay_call(name, call)
+            pump = sim.pump(name)
+            if call_id is None or pump is None:
+                self.sim.counters[SimCounter.MEDIA_WITHOUT_SESSION] += 1
+            else:
+                pump.client_media(call_id, 0, Channel.RTP, frame, sim.now)
         sim.push_incident(sim.now + FRAME_INTERVAL_S, name,
                           IncidentEvent(Do.MEDIA, client, call=call))
 
