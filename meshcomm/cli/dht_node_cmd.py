@@ -2,7 +2,8 @@
 
 Run it on a command-post server or a cloud VM reachable from every site's uplink:
 ``meshcomm dht-node --listen 0.0.0.0:4222 --data-dir /var/lib/meshcomm-dht``. It logs its
-node id and, whenever they change, its good peers; SIGINT/SIGTERM stop it cleanly. With
+node id and, whenever they change, its good peers; SIGINT/SIGTERM stop it cleanly (once
+OpenDHT's lookups in flight have ended: up to ~20 s when peers just died). With
 ``--data-dir`` it keeps its node id across restarts (relays' routing tables stay valid).
 
 Exit status: 0 after a clean stop, 1 when the node cannot start (the address is not local,
@@ -129,9 +130,9 @@ async def serve(bind: DhtBind, bootstrap: list[tuple[str, int]], node_id: bytes 
         log.info("DHT node %s listening on UDP %s port %d%s", port.node_id(), where,
                  port.bound_port(), "" if bootstrap else " (local peer discovery on)")
         await stop.wait()
-        log.info("stopping")
+        log.info("stopping (lookups in flight to peers that died may take OpenDHT ~20 s)")
     finally:
-        port.close()
+        await port.aclose()
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(signum)

@@ -28,8 +28,8 @@ What OpenDHT does with our operations, and what this edge adds:
   batches), a get stops after :data:`MAX_VALUES_PER_GET` values, and a listen holds at most
   :data:`MAX_LISTEN_BACKLOG` values waiting for the loop; what is dropped is counted
   (:class:`DhtPortCounter`).
-* Health: every ``peers_interval_s`` a ``DhtPeers`` sample (good IPv4 + IPv6 nodes of the
-  routing tables).
+* Health: every ``peers_interval_s`` a ``DhtPeers`` sample: the distinct nodes that answered
+  a probe lookup (a get of a random key), IPv4 and IPv6 (:meth:`OpenDhtPort.sample_peers`).
 * Peer discovery: with no bootstrap node configured, OpenDHT's local peer discovery
   (multicast on the local segment) finds the other nodes of the same ``network`` id, so two
   vehicles on one LTE router need no set-up.
@@ -50,7 +50,6 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
-import re
 import socket
 import threading
 from collections import deque
@@ -107,13 +106,12 @@ DEFAULT_PEERS_INTERVAL_S: Final = 5.0
 RETIRED_CALLBACK_S: Final = 60.0
 #: ... and at most this many of them (listens cancelled within RETIRED_CALLBACK_S).
 MAX_RETIRED_CALLBACKS: Final = 16 * MAX_LISTENS
-#: How long close() waits for OpenDHT to confirm its shutdown before joining its threads.
-SHUTDOWN_WAIT_S: Final = 5.0
+#: How long close() waits for OpenDHT to confirm its shutdown before joining its threads
+#: (OpenDHT confirms once its gets and puts in flight end: ~17 s against a dead peer).
+SHUTDOWN_WAIT_S: Final = 60.0
 
 _AF_INET: Final = int(socket.AF_INET)
 _AF_INET6: Final = int(socket.AF_INET6)
-#: One node line of OpenDHT's routing-table log that OpenDHT rates good.
-_GOOD_NODE_RE: Final = re.compile(r"^\s+Node [0-9a-f]{40} .*\[good\]\s*$", re.MULTILINE)
 
 ResultCallback = Callable[[DhtResult], None]
 
@@ -252,9 +250,11 @@ def _infohash(key: bytes) -> Any:
     return _odht.InfoHash(key.hex().encode())
 
 
-def count_good_nodes(routing_log: str) -> int:
-    """Good nodes in one of OpenDHT's routing-table logs (``getRoutingTablesLog``)."""
-    return len(_GOOD_NODE_RE.findall(routing_log))
+def count_peers(node_addrs: Sequence[bytes | str]) -> PeerCounts:
+    """IPv4 and IPv6 nodes among OpenDHT node addresses (``1.2.3.4:5``, ``[::1]:5``)."""
+    texts = [a.decode(errors="replace") if isinstance(a, bytes) else a for a in node_addrs]
+    ipv6 = sum(1 for text in set(texts) if text.startswith("["))
+    return PeerCounts(len(set(texts)) - ipv6, ipv6)
 
 
 class OpenDhtPort:
@@ -282,9 +282,15 @@ class OpenDhtPort:
         self._counts = dict.fromkeys(DhtPortCounter, 0)
         self._closed = False
         self._peer_timer: asyncio.TimerHandle | None = None
+        self._peers = PeerCounts(0, 0)
+        self._probe: _Op | None = None
         self._runner = _odht.DhtRunner()
         self._runner.run(port=bind.port, ipv4=bind.ipv4 or "", ipv6=bind.ipv6 or "",
                          config=self._dht_config(bool(bootstrap)))
+        # getBound takes the lock OpenDHT's thread holds while it runs our callbacks (see
+        # sample_peers): read it once now, before any callback of ours exists.
+        family = _AF_INET if bind.ipv4 is not None or bind.ipv6 is None else _AF_INET6
+        self._bound_port = int(self._runner.getBound(family).getPort())
         for host, port in bootstrap:
             self._runner.bootstrap(host, str(port))
         if self.settings.peers_interval_s is not None:
@@ -317,15 +323,30 @@ class OpenDhtPort:
 
     def bound_port(self) -> int:
         """The UDP port the node listens on (the chosen one when asked for port 0)."""
-        family = _AF_INET if self._bind.ipv4 is not None or self._bind.ipv6 is None else _AF_INET6
-        return int(self._runner.getBound(family).getPort())
+        return self._bound_port
 
     def peers(self) -> PeerCounts:
-        """Good nodes in the routing tables now (0 and 0 once closed)."""
-        if self._closed:
-            return PeerCounts(0, 0)
-        return PeerCounts(count_good_nodes(self._runner.getRoutingTablesLog(_AF_INET)),
-                          count_good_nodes(self._runner.getRoutingTablesLog(_AF_INET6)))
+        """Good peers at the last probe (0 and 0 before the first and once closed)."""
+        return PeerCounts(0, 0) if self._closed else self._peers
+
+    def sample_peers(self) -> None:
+        """Probe the DHT now (unless a probe is out): a get of a random key; the distinct
+        nodes that answered it are the good peers, reported as DhtPeers and by peers().
+
+        Why a probe and not OpenDHT's routing-table counts: those are read under the lock
+        OpenDHT's thread holds while it runs our callbacks, and the binding keeps the GIL
+        while it waits for that lock, a deadlock as soon as a callback is due."""
+        if self._closed or self._probe is not None:
+            return
+        probe = self._probe = _Op(0, _Kind.GET, None)
+        probe.timer = self._loop.call_later(self.settings.get_timeout_s, self._probe_done,
+                                            probe, False, ())
+
+        def on_done(ok: bool, nodes: Any) -> None:
+            addrs = [entry.getNode().getAddr() for entry in nodes] if ok else []
+            self._post(self._probe_done, probe, bool(ok), addrs)
+
+        self._runner.get(_odht.InfoHash.getRandom(), lambda _value: False, on_done)
 
     # ------------------------------------------------------------------ operations
     def submit(self, op: DhtOp) -> None:
@@ -512,20 +533,37 @@ class OpenDhtPort:
         if self._closed or self.settings.peers_interval_s is None:
             return
         self._peer_timer = self._loop.call_later(self.settings.peers_interval_s, self._sample)
-        self._deliver(DhtPeers(self.peers().good))
+        self.sample_peers()
+
+    def _probe_done(self, probe: _Op, ok: bool, addrs: Sequence[bytes | str]) -> None:
+        if self._probe is not probe or self._closed:
+            return                  # answered after its timeout, or closed
+        if probe.timer is not None:
+            probe.timer.cancel()
+        self._probe = None
+        self._peers = count_peers(addrs) if ok else PeerCounts(0, 0)
+        self._deliver(DhtPeers(self._peers.good))
 
     def _count(self, counter: DhtPortCounter, amount: int = 1) -> None:
         self._counts[counter] += amount
 
     # ------------------------------------------------------------------ stop
-    def close(self) -> None:
-        """Stop the node: pending operations end silently, OpenDHT's threads are joined.
-        Safe to call twice."""
+    #
+    # OpenDHT confirms a shutdown (its callback) only once every get and put in flight has
+    # ended, which against dead peers takes OpenDHT up to ~20 s. Its join() takes the lock
+    # OpenDHT's thread holds while it runs our callbacks, and the binding keeps the GIL
+    # while it waits: joining while a callback of ours is due deadlocks. So both ways of
+    # stopping wait for the shutdown callback (no callback of ours is due after it; the GIL
+    # is free while waiting), at most SHUTDOWN_WAIT_S, then join.
+    def _begin_close(self) -> bool:
+        """Mark the port closed and drop its work; False if it was already."""
         if self._closed:
-            return
+            return False
         self._closed = True
         if self._peer_timer is not None:
             self._peer_timer.cancel()
+        if self._probe is not None and self._probe.timer is not None:
+            self._probe.timer.cancel()
         for op in [*self._ops.values(), *self._held.values()]:
             if op.timer is not None:
                 op.timer.cancel()
@@ -535,12 +573,40 @@ class OpenDhtPort:
         self._ops.clear()
         self._listens.clear()
         self._held.clear()
-        # OpenDHT's binding holds the GIL in join() while it waits for its thread, and runs
-        # the shutdown callback on that thread under the GIL: join() before that callback
-        # ran deadlocks. Wait for it (Event.wait releases the GIL), then join.
-        stopped = threading.Event()
-        self._runner.shutdown(stopped.set)
-        if not stopped.wait(SHUTDOWN_WAIT_S):
+        return True
+
+    def _join(self, confirmed: bool) -> None:
+        if not confirmed:
             log.warning("OpenDHT did not confirm its shutdown within %.0f s", SHUTDOWN_WAIT_S)
         self._runner.join()
         self._retired.clear()
+
+    def close(self) -> None:
+        """Stop the node, blocking the caller until OpenDHT has stopped (no OpenDHT thread
+        is left). Pending operations end silently. Safe to call twice. In a running loop
+        prefer :meth:`aclose`, which keeps the loop serving meanwhile."""
+        if not self._begin_close():
+            return
+        stopped = threading.Event()
+        self._runner.shutdown(stopped.set)
+        self._join(stopped.wait(SHUTDOWN_WAIT_S))
+
+    async def aclose(self) -> None:
+        """:meth:`close` that awaits OpenDHT's shutdown instead of blocking the loop."""
+        if not self._begin_close():
+            return
+        stopped = asyncio.Event()
+        loop = self._loop
+
+        def on_stopped() -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stopped.set)
+
+        self._runner.shutdown(on_stopped)
+        try:
+            async with asyncio.timeout(SHUTDOWN_WAIT_S):
+                await stopped.wait()
+            confirmed = True
+        except TimeoutError:
+            confirmed = False
+        self._join(confirmed)

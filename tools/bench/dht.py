@@ -59,7 +59,7 @@ class Harness(Protocol):
     async def store(self, origin: int, key: bytes, value: bytes) -> bool: ...
     async def lookup(self, origin: int, key: bytes, value: bytes) -> bool: ...
     def kill(self, nodes: Sequence[int]) -> None: ...
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 # --------------------------------------------------------------------------- OpenDHT
@@ -97,10 +97,12 @@ class OpenDhtHarness:
         for _ in range(size - 1):
             self.ports.append(OpenDhtPort(loop, bind, boot, self._on_result, self.settings))
         deadline = loop.time() + READY_TIMEOUT_S
-        pending = list(self.ports)
+        pending = [p for p in self.ports if p is not None]
         while pending and loop.time() < deadline:
+            for port in pending:
+                port.sample_peers()         # a probe lookup; peers() reads its answer
             await asyncio.sleep(0.2)
-            pending = [p for p in pending if p is not None and p.peers().good == 0]
+            pending = [p for p in pending if p.peers().good == 0]
 
     async def _op(self, origin: int, op: DhtGet | DhtPut, want: bytes | None) -> bool:
         port = self.ports[origin]
@@ -123,8 +125,9 @@ class OpenDhtHarness:
                 port.close()
                 self.ports[index] = None
 
-    def close(self) -> None:
-        self.kill(range(len(self.ports)))
+    async def close(self) -> None:
+        ports, self.ports = [p for p in self.ports if p is not None], []
+        await asyncio.gather(*(port.aclose() for port in ports))
 
 
 # --------------------------------------------------------------------------- kademlia
@@ -167,7 +170,7 @@ class KademliaHarness:
                 self.servers[index].stop()
                 self.servers[index] = None
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.kill(range(len(self.servers)))
 
 
@@ -250,7 +253,7 @@ async def run_one(harness: Harness, size: int, keys: int, seed: int,
             for o, (k, v) in zip(churn_from, items, strict=True)], timeout_s,
             midway=lambda: harness.kill(killed))
     finally:
-        harness.close()
+        await harness.close()
     return Row(harness.name, size, round(setup_s, 2),
                *(_rounded(_summary(stores))), *(_rounded(_summary(lookups))),
                *(_rounded(_summary(churn))), len(killed))
