@@ -25,9 +25,17 @@ class Route:
     seq: int = -1
 
 
+def _better(seq: int, metric: int, cur: Route) -> bool:
+    """An offer via another next hop replaces ``cur``: fresher (sequence), else shorter."""
+    if seq >= 0 and cur.seq >= 0 and seq != cur.seq:
+        return seq > cur.seq
+    return metric < cur.metric
+
+
 class RouteTable:
-    """Best known next hop per destination. A route is replaced when a fresher copy via
-    the same next hop arrives, or a path with a lower metric appears, or it timed out."""
+    """Best known next hop per destination. A route is refreshed by a copy via its next
+    hop, and replaced by a newer envelope of the destination via another next hop, or by
+    a path of the same envelope with a lower metric, or once it timed out."""
 
     def __init__(self, timeout_s: float):
         self.timeout_s = timeout_s
@@ -55,7 +63,16 @@ class RouteTable:
         A later copy of the same flood (``seq`` not newer) via the current next hop
         refreshes the route but does not raise its metric: a neighbour re-sending the flood
         after it learned a longer path (possibly through us) would otherwise count the
-        metric up within one flood, and a third neighbour's offer then forms a loop."""
+        metric up within one flood, and a third neighbour's offer then forms a loop.
+
+        Via another next hop the sequence decides first, as in DSDV: a newer envelope of
+        ``dst`` (its next flood) takes over whatever its metric, an older one never does,
+        and within one sequence the lower metric wins. This node re-sends the first copy
+        of each flood it hears, so its neighbours route along the path that copy took:
+        keeping the previous flood's next hop instead (its metric looked lower) left this
+        node pointing at a neighbour that now points back at it, a loop until the next
+        flood. Along next hops the sequence then never decreases and, within one, the
+        metric strictly falls: no loop (see tests/sim/test_routes.py)."""
         cur = self._routes.get(dst)
         if cur is not None and now - cur.updated_at <= self.timeout_s:
             if cur.next_hop == next_hop:
@@ -66,7 +83,7 @@ class RouteTable:
                 del self._routes[dst]  # most recently refreshed last
                 self._routes[dst] = cur
                 return None
-            if metric >= cur.metric:
+            if not _better(seq, metric, cur):
                 return None
         route = Route(dst, next_hop, next_hop_id, metric, hops, now, seq)
         self._routes.pop(dst, None)

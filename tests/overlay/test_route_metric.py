@@ -40,3 +40,26 @@ def test_without_a_sequence_the_metric_follows_the_copy() -> None:
     routes.consider(DST, A, VIA_A, 5, 5, 0.1)
     route = routes.get(DST, 0.1)
     assert route is not None and route.metric == 5
+
+
+def test_a_newer_flood_via_another_neighbour_takes_over_whatever_its_metric() -> None:
+    """The node re-sends the newer flood's first copy: it must route the way it came (it
+    kept the older flood's next hop before, and a neighbour routing through it along the
+    copy it re-sent then formed a loop: tests/sim/test_routes.py)."""
+    routes = RouteTable(timeout_s=60.0)
+    routes.consider(DST, A, VIA_A, 2, 2, 0.0, seq=10)
+    changed = routes.consider(DST, B, VIA_B, 9, 9, 1.0, seq=11)
+    assert changed is not None and (changed.next_hop, changed.metric, changed.seq) == (B, 9, 11)
+    # The older flood's copy via A, however short, no longer takes it back...
+    assert routes.consider(DST, A, VIA_A, 1, 1, 1.1, seq=10) is None
+    # ...a shorter path of the same (newer) flood does.
+    changed = routes.consider(DST, A, VIA_A, 5, 5, 1.2, seq=11)
+    assert changed is not None and (changed.next_hop, changed.metric) == (A, 5)
+
+
+def test_without_a_sequence_on_either_side_the_metric_decides() -> None:
+    routes = RouteTable(timeout_s=60.0)
+    routes.consider(DST, A, VIA_A, 5, 5, 0.0, seq=10)
+    assert routes.consider(DST, B, VIA_B, 6, 6, 0.1) is None
+    changed = routes.consider(DST, B, VIA_B, 4, 4, 0.2)
+    assert changed is not None and changed.next_hop == B
