@@ -162,6 +162,7 @@ class TrafficStats:
             "duplicates": sum(max(0, len(r.received_at) - 1) for r in recs),
             "held": sum(1 for r in recs if r.outcome == 202),
             "failed": sum(1 for r in recs if r.outcome is not None and r.outcome >= 300),
+            "pending_at_end": sum(1 for r in recs if _pending(r)),
             "latency_s": {"p50": round(percentile(latency, 0.5), 4),
                           "p95": round(percentile(latency, 0.95), 4),
                           "max": round(max(latency, default=0.0), 4)},
@@ -186,6 +187,13 @@ class TrafficStats:
             "media_frames_lost": sent - received,
             "media_frames_duplicated": sum(r.duplicate_frames for r in recs),
         }
+
+
+def _pending(record: MessageRecord) -> bool:
+    """Not delivered when the run ended, yet not lost: held by store-and-forward (202),
+    or still waiting for its final answer. A run too short for a retry reports it here,
+    never as failed."""
+    return not record.received_at and (record.outcome is None or record.outcome == 202)
 
 
 def rtp_frame(key: int, direction: Direction, seq: int) -> bytes:

@@ -186,3 +186,22 @@ def test_a_scenario_file_kills_the_relay_holding_a_message_and_it_arrives_once(
     assert isinstance(messages, dict)
     assert (messages["sent"], messages["delivered"], messages["duplicates"],
             messages["held"]) == (1, 1, 0, 1)
+
+
+def test_a_message_still_held_when_the_run_ends_is_reported_pending(tmp_path: Path) -> None:
+    """The destination never comes back: the MESSAGE is held (202) and still held by the
+    sender's node when the run ends: reported as pending at the end, neither delivered nor
+    failed (a run that ends before a retry must not make an accepted message look lost)."""
+    params = ScenarioParams(topology="chain", nodes=3, loss=0.0, duration_s=40, seed=1)
+    message = TrafficEvent(SEND_AT_S, TrafficKind.MESSAGE, "n0", "n2")
+    config = sim_config(params, actions=[Action(10.0, ActionKind.KILL, ("n2",))],
+                        traffic=([message], []))
+    config.store_dir = tmp_path
+    sim = Simulator(config)
+    messages = sim.run()["messages"]
+    assert isinstance(messages, dict)
+    assert (messages["sent"], messages["held"], messages["delivered"], messages["failed"],
+            messages["pending_at_end"]) == (1, 1, 0, 0, 1)
+    n0 = sim.node_core("n0")
+    assert n0 is not None and n0.sf is not None
+    assert [x.state.value for x in n0.sf.outbox()] == ["queued"]

@@ -119,7 +119,8 @@ def speed_pair(seed: int, quick: bool) -> dict[str, object]:
           f"{'cpu':>6} {gossip['cpu_s']:>11}s {whole['cpu_s']:>11}s {cpu_ratio:>6}\n"
           f"whole nodes: gateways, store-and-forward, media relays, {SPEED_NODES} SIP clients, "
           f"{WHOLE_MESSAGES_PER_S:g} MESSAGE/s: {m['delivered']}/{m['sent']} delivered, "
-          f"{m['duplicates']} duplicates; ratio target <= {WHOLE_RATIO_TARGET}: "
+          f"{m['duplicates']} duplicates, {m['held']} held, {m['pending_at_end']} pending "
+          f"at the end; ratio target <= {WHOLE_RATIO_TARGET}: "
           f"{'yes' if ratio <= WHOLE_RATIO_TARGET else 'NO'}", flush=True)
     return {"gossip": gossip, "whole": whole, "wall_ratio": ratio, "cpu_ratio": cpu_ratio,
             "pass": ratio <= WHOLE_RATIO_TARGET}
