@@ -51,7 +51,7 @@ import hashlib
 import ipaddress
 import logging
 import socket
-import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -109,6 +109,8 @@ MAX_RETIRED_CALLBACKS: Final = 16 * MAX_LISTENS
 #: How long close() waits for OpenDHT to confirm its shutdown before joining its threads
 #: (OpenDHT confirms once its gets and puts in flight end: ~17 s against a dead peer).
 SHUTDOWN_WAIT_S: Final = 60.0
+#: How often a stopping port looks whether OpenDHT confirmed, seconds (GIL free meanwhile).
+SHUTDOWN_POLL_S: Final = 0.01
 
 _AF_INET: Final = int(socket.AF_INET)
 _AF_INET6: Final = int(socket.AF_INET6)
@@ -552,13 +554,16 @@ class OpenDhtPort:
     # OpenDHT confirms a shutdown (its callback) only once every get and put in flight has
     # ended, which against dead peers takes OpenDHT up to ~20 s. Its join() takes the lock
     # OpenDHT's thread holds while it runs our callbacks, and the binding keeps the GIL
-    # while it waits: joining while a callback of ours is due deadlocks. So both ways of
-    # stopping wait for the shutdown callback (no callback of ours is due after it; the GIL
-    # is free while waiting), at most SHUTDOWN_WAIT_S, then join.
-    def _begin_close(self) -> bool:
-        """Mark the port closed and drop its work; False if it was already."""
+    # while it waits: joining while a callback of ours is due or still returning deadlocks.
+    # So both ways of stopping wait, with the GIL free, for the shutdown callback (after it
+    # no callback of ours is due) plus one more poll interval (so it has returned: the
+    # callback only sets a flag, it never releases the GIL itself), at most
+    # SHUTDOWN_WAIT_S, then join.
+    def _begin_close(self) -> list[bool] | None:
+        """Mark the port closed, drop its work and ask OpenDHT to shut down; the returned
+        flag turns True when OpenDHT confirms. None if the port was closed already."""
         if self._closed:
-            return False
+            return None
         self._closed = True
         if self._peer_timer is not None:
             self._peer_timer.cancel()
@@ -573,7 +578,13 @@ class OpenDhtPort:
         self._ops.clear()
         self._listens.clear()
         self._held.clear()
-        return True
+        confirmed = [False]
+
+        def on_stopped() -> None:
+            confirmed[0] = True     # nothing more: no call that could release the GIL
+
+        self._runner.shutdown(on_stopped)
+        return confirmed
 
     def _join(self, confirmed: bool) -> None:
         if not confirmed:
@@ -585,28 +596,22 @@ class OpenDhtPort:
         """Stop the node, blocking the caller until OpenDHT has stopped (no OpenDHT thread
         is left). Pending operations end silently. Safe to call twice. In a running loop
         prefer :meth:`aclose`, which keeps the loop serving meanwhile."""
-        if not self._begin_close():
+        confirmed = self._begin_close()
+        if confirmed is None:
             return
-        stopped = threading.Event()
-        self._runner.shutdown(stopped.set)
-        self._join(stopped.wait(SHUTDOWN_WAIT_S))
+        deadline = time.monotonic() + SHUTDOWN_WAIT_S
+        while not confirmed[0] and time.monotonic() < deadline:
+            time.sleep(SHUTDOWN_POLL_S)
+        time.sleep(SHUTDOWN_POLL_S)
+        self._join(confirmed[0])
 
     async def aclose(self) -> None:
         """:meth:`close` that awaits OpenDHT's shutdown instead of blocking the loop."""
-        if not self._begin_close():
+        confirmed = self._begin_close()
+        if confirmed is None:
             return
-        stopped = asyncio.Event()
-        loop = self._loop
-
-        def on_stopped() -> None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stopped.set)
-
-        self._runner.shutdown(on_stopped)
-        try:
-            async with asyncio.timeout(SHUTDOWN_WAIT_S):
-                await stopped.wait()
-            confirmed = True
-        except TimeoutError:
-            confirmed = False
-        self._join(confirmed)
+        deadline = self._loop.time() + SHUTDOWN_WAIT_S
+        while not confirmed[0] and self._loop.time() < deadline:
+            await asyncio.sleep(SHUTDOWN_POLL_S)
+        await asyncio.sleep(SHUTDOWN_POLL_S)
+        self._join(confirmed[0])

@@ -18,7 +18,8 @@ For each size, in one process on loopback, each implementation in turn:
   random, the bootstrap node may be among them) are stopped half-way through the batch,
   with no time to repair: ``churn_ok`` (the target is >= 99.5%) and its latencies.
   Stopping a node is a crash for both: neither hands its values on (OpenDHT's storage
-  maintenance is off; kademlia has none), the port's close() just ends its threads.
+  maintenance is off; kademlia has none); the stopped OpenDHT nodes are closed together
+  (``aclose``), the lookups in flight go on meanwhile.
 
 Lookups and stores run 32 at a time; each has a deadline of ``--op-timeout`` seconds
 (default 10; kademlia's RPC timeout is 5 s). Needs ``pip install kademlia==2.2.3`` in the
@@ -58,7 +59,7 @@ class Harness(Protocol):
     async def start(self, size: int) -> None: ...
     async def store(self, origin: int, key: bytes, value: bytes) -> bool: ...
     async def lookup(self, origin: int, key: bytes, value: bytes) -> bool: ...
-    def kill(self, nodes: Sequence[int]) -> None: ...
+    async def kill(self, nodes: Sequence[int]) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -118,12 +119,11 @@ class OpenDhtHarness:
     async def lookup(self, origin: int, key: bytes, value: bytes) -> bool:
         return await self._op(origin, DhtGet(next(self.tokens), key), value)
 
-    def kill(self, nodes: Sequence[int]) -> None:
+    async def kill(self, nodes: Sequence[int]) -> None:
+        victims = [p for p in (self.ports[i] for i in nodes) if p is not None]
         for index in nodes:
-            port = self.ports[index]
-            if port is not None:
-                port.close()
-                self.ports[index] = None
+            self.ports[index] = None
+        await asyncio.gather(*(port.aclose() for port in victims))
 
     async def close(self) -> None:
         ports, self.ports = [p for p in self.ports if p is not None], []
@@ -164,14 +164,14 @@ class KademliaHarness:
     async def lookup(self, origin: int, key: bytes, value: bytes) -> bool:
         return bool(await self.servers[origin].get(key.hex()) == value)
 
-    def kill(self, nodes: Sequence[int]) -> None:
+    async def kill(self, nodes: Sequence[int]) -> None:
         for index in nodes:
             if self.servers[index] is not None:
                 self.servers[index].stop()
                 self.servers[index] = None
 
     async def close(self) -> None:
-        self.kill(range(len(self.servers)))
+        await self.kill(range(len(self.servers)))
 
 
 # --------------------------------------------------------------------------- the run
@@ -212,14 +212,15 @@ async def timed(op: Callable[[], Awaitable[bool]], timeout_s: float,
 
 
 async def _batch(ops: list[Callable[[], Awaitable[bool]]], timeout_s: float,
-                 midway: Callable[[], None] | None = None) -> list[tuple[bool, float]]:
+                 midway: Callable[[], Awaitable[None]] | None = None,
+                 ) -> list[tuple[bool, float]]:
     gate = asyncio.Semaphore(CONCURRENCY)
     tasks = []
     async with asyncio.TaskGroup() as group:
         for index, op in enumerate(ops):
             if midway is not None and index == len(ops) // 2:
                 await asyncio.sleep(0)          # let the first half get going
-                midway()
+                await midway()
             tasks.append(group.create_task(timed(op, timeout_s, gate)))
     return [task.result() for task in tasks]
 
@@ -251,7 +252,7 @@ async def run_one(harness: Harness, size: int, keys: int, seed: int,
         churn = await _batch([
             functools.partial(harness.lookup, o, k, v)
             for o, (k, v) in zip(churn_from, items, strict=True)], timeout_s,
-            midway=lambda: harness.kill(killed))
+            midway=functools.partial(harness.kill, killed))
     finally:
         await harness.close()
     return Row(harness.name, size, round(setup_s, 2),
