@@ -32,6 +32,7 @@ from meshcomm.dht.port import (
 from meshcomm.errors import LocalProtocolError
 from meshcomm.runtime.dht_opendht import (
     MAX_VALUES_PER_GET,
+    OPENDHT_VALUE_LIFETIME_S,
     DhtBind,
     DhtPortCounter,
     DhtStartError,
@@ -169,6 +170,21 @@ def test_repeated_put_of_the_same_bytes_is_one_value() -> None:
     asyncio.run(scenario())
     assert value_id(b"same") == value_id(b"same") != value_id(b"other")
     assert value_id(b"") != 0
+
+
+def test_a_put_longer_than_opendht_keeps_values_is_put_permanent() -> None:
+    """OpenDHT keeps a value 10 minutes; a longer TTL is a permanent put (re-announced by
+    this node) that the port cancels when the TTL ends; it is stored and found like any."""
+    async def scenario() -> None:
+        async with cluster(5) as c:
+            key = _key()
+            c.ports[1].submit(DhtPut(1, key, b"long-lived", OPENDHT_VALUE_LIFETIME_S * 6))
+            assert (await c.results[1].finished(1)).ok
+            c.ports[3].submit(DhtGet(2, key))
+            await c.results[3].finished(2)
+            assert c.results[3].values(2) == [b"long-lived"]
+
+    asyncio.run(scenario())
 
 
 def test_listen_reports_new_values_until_cancelled() -> None:
