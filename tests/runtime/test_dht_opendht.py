@@ -154,6 +154,31 @@ def test_put_then_get_from_another_node_returns_the_bytes() -> None:
     asyncio.run(scenario())
 
 
+def test_an_ipv6_only_cluster_round_trips_and_counts_ipv6_peers() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        settings = _settings()
+        bind = DhtBind(None, "::1", 0)
+        results = [Results() for _ in range(5)]
+        ports = [OpenDhtPort(loop, bind, [], results[0], settings)]
+        try:
+            ports += [OpenDhtPort(loop, bind, [("::1", ports[0].bound_port())], r, settings)
+                      for r in results[1:]]
+            await _until(lambda: all(p.peers().ipv6 > 0 for p in ports))
+            assert all(p.peers().ipv4 == 0 for p in ports)
+            key = _key()
+            ports[1].submit(DhtPut(1, key, b"over IPv6", 60))
+            assert (await results[1].finished(1)).ok
+            ports[4].submit(DhtGet(2, key))
+            await results[4].finished(2)
+            assert results[4].values(2) == [b"over IPv6"]
+        finally:
+            for port in ports:
+                await port.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_repeated_put_of_the_same_bytes_is_one_value() -> None:
     async def scenario() -> None:
         async with cluster(6) as c:
