@@ -25,13 +25,6 @@ class Route:
     seq: int = -1
 
 
-def _better(seq: int, metric: int, cur: Route) -> bool:
-    """An offer via another next hop replaces ``cur``: fresher (sequence), else shorter."""
-    if seq >= 0 and cur.seq >= 0 and seq != cur.seq:
-        return seq > cur.seq
-    return metric < cur.metric
-
-
 class RouteTable:
     """Best known next hop per destination. A route is refreshed by a copy via its next
     hop, and replaced by a newer envelope of the destination via another next hop, or by
@@ -83,7 +76,10 @@ class RouteTable:
                 del self._routes[dst]  # most recently refreshed last
                 self._routes[dst] = cur
                 return None
-            if not _better(seq, metric, cur):
+            if seq >= 0 and cur.seq >= 0 and seq != cur.seq:
+                if seq < cur.seq:      # older than what the route knows
+                    return None
+            elif metric >= cur.metric:
                 return None
         route = Route(dst, next_hop, next_hop_id, metric, hops, now, seq)
         self._routes.pop(dst, None)
