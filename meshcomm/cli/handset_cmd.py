@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from meshcomm.cli.config_cmd import parse_overrides, report_config_error
-from meshcomm.cli.uplink_opts import add_uplink_arguments, uplink_overrides
+from meshcomm.cli.uplink_opts import add_uplink_arguments, uplink_overrides, uplink_settings
 from meshcomm.config import (
     NodeConfig,
     Role,
@@ -32,6 +32,7 @@ from meshcomm.config import (
 )
 from meshcomm.errors import ConfigError
 from meshcomm.runtime.app import DEFAULT_SHUTDOWN_GRACE_S, NodeOptions, StartupError, run_node
+from meshcomm.runtime.uplink_addr import UplinkAddressError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -144,13 +145,17 @@ def run_handset(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     try:
         cfg = build_config(args)
+        uplink = uplink_settings(cfg)
     except ConfigError as exc:
         report_config_error(exc, str(args.config) if args.config is not None else command)
         return EXIT_CONFIG
+    except UplinkAddressError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
     options = NodeOptions(config=cfg, data_dir=resolve_data_dir(args, cfg),
                           radio_specs=tuple(args.radio) or cfg.radio.interfaces,
                           hostname=socket.gethostname(),
-                          shutdown_grace_s=max(0.0, args.shutdown_grace_s))
+                          shutdown_grace_s=max(0.0, args.shutdown_grace_s), uplink=uplink)
     try:
         return asyncio.run(run_node(options))
     except StartupError as exc:

@@ -21,9 +21,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from meshcomm.config import NodeConfig, node_aor
+from meshcomm.dht.bridge import BridgeConfig, DhtBridge
+from meshcomm.dht.port import DhtResult
+from meshcomm.dht.records import secret_for
+from meshcomm.dht.uplink import UplinkConfig
 from meshcomm.diskio import disk_problem, is_read_only
 from meshcomm.errors import ConfigError, DecodeError
 from meshcomm.journal.store import FLUSH_RETRY_INTERVAL_S, JournalStore
@@ -36,6 +40,7 @@ from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import RELAY_CAP, RELAY_ROLE, StoreForward, StoreForwardConfig
 from meshcomm.runtime.control import CONTROL_SOCKET_FILE, ControlError, ControlServer
+from meshcomm.runtime.dht_opendht import DhtBind, DhtStartError, OpenDhtPort
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo, control_handlers
 from meshcomm.runtime.localaddr import source_address_toward
@@ -50,6 +55,9 @@ from meshcomm.security.keystore import (
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import short_id
 from radios import Impairment, Radio, open_radio, parse_impairment
+
+if TYPE_CHECKING:
+    from meshcomm.cli.uplink_opts import UplinkPlan
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +115,9 @@ class NodeOptions:
     register_delay_s: float | None = None
     #: Seeds the node's random.Random (tests); None draws one from the OS.
     seed: int | None = None
+    #: A relay's uplink (``meshcomm.cli.uplink_opts.uplink_settings``): it runs a DHT node
+    #: there and the DHT bridge in its core; None: no uplink.
+    uplink: UplinkPlan | None = None
 
 
 @contextlib.contextmanager
@@ -323,7 +334,12 @@ async def _run_locked(options: NodeOptions,
                                                 store_forward_config(cfg), loop.time())
         opened.pop_all()
     core: NodeCore | MeshNode = node
-    ports = None
+    ports = dht_port = None
+    bridge: DhtBridge | None = None
+    if options.uplink is not None:
+        dht_port, bridge = open_uplink(options.uplink, cfg, identity, node, loop,
+                                       seq_base=epoch << 32, wall_offset_s=wall_offset_s,
+                                       on_result=lambda result: driver.receive_dht(result))
     if sockets is not None:
         # The call ports' sink refers to the driver; datagrams arrive only once calls exist.
         ports = UdpMediaPorts(loop, sockets.host,
@@ -331,12 +347,15 @@ async def _run_locked(options: NodeOptions,
                               cfg.media.port_range)
         core = compose(node, gateway_config=gateway_config(cfg, sockets), rng=rng,
                        node_aor=aor, now=loop.time(), sf=sf,
-                       relay=media_relay(cfg, identity, ports))
+                       relay=media_relay(cfg, identity, ports), dht=bridge)
         assert core.gateway is not None
         core.gateway.hosts.resolve = source_address_toward   # listening on 0.0.0.0 / ::
+    elif bridge is not None:
+        core = compose(node, now=loop.time(), dht=bridge)
     driver = NodeDriver(core, radios, journal, loop, wall_offset_s=wall_offset_s,
                         sip_sink=_sip_sink(sockets))
     driver.media_ports = ports
+    driver.dht_port = dht_port
     driver.sf_storage = sf_storage
     driver.fresh_store = fresh_store
     if sockets is not None:
@@ -371,6 +390,8 @@ def _closers(driver: NodeDriver, sf_storage: SfStorage | None,
     closers: list[Closer] = []
     if driver.media_ports is not None:
         closers.append(("media", driver.close_media))
+    if isinstance(driver.dht_port, OpenDhtPort):
+        closers.append(("DHT node", driver.dht_port.close))
     closers.append(("driver", driver.close))
     closers += [(f"radio {name}", radio.close) for name, radio in driver.radios.items()]
     journal = driver.journal
@@ -398,6 +419,34 @@ def close_all(closers: Sequence[Closer]) -> list[str]:
             log.error("%s: close failed: %s: %s", what, type(exc).__name__, exc)
             failed.append(what)
     return failed
+
+
+def open_uplink(plan: UplinkPlan, cfg: NodeConfig, identity: Identity, node: MeshNode,
+                loop: asyncio.AbstractEventLoop, *, seq_base: int, wall_offset_s: float,
+                on_result: Callable[[DhtResult], None]) -> tuple[OpenDhtPort, DhtBridge]:
+    """The relay's DHT node on its uplink addresses and the bridge of its core (issue 10).
+    A DHT node that cannot start (a busy port, an address that is not local) is a one-line
+    StartupError."""
+    addrs = plan.addresses
+    try:
+        port = OpenDhtPort(loop, DhtBind(addrs.ipv4, addrs.ipv6, plan.dht_port),
+                           plan.bootstrap, on_result)
+    except DhtStartError as exc:
+        raise StartupError(f"uplink {addrs.interface}: {exc}") from None
+    secret = secret_for(cfg.node.incident, plan.secret)
+    if not secret.private:
+        log.warning("uplink: no uplink.secret_file: the DHT records are keyed by the incident "
+                    "id alone; anyone who knows it can find and read them")
+    config = BridgeConfig(uplink_addrs=plan.uplink_addrs(port.bound_port()),
+                          uplink=UplinkConfig(stable_s=plan.up_stable_s,
+                                              grace_s=plan.down_grace_s))
+    # The bridge's nonces must be unpredictable: system randomness.
+    bridge = DhtBridge(identity, node.table, secret, config, SignatureVerifier(),
+                       random.SystemRandom(), now=loop.time(), wall_offset_s=wall_offset_s,
+                       seq_base=seq_base)
+    log.info("uplink %s: DHT node %s on udp/%d (%s bootstrap node(s))", addrs.interface,
+             port.node_id(), port.bound_port(), len(plan.bootstrap) or "no")
+    return port, bridge
 
 
 def media_relay(cfg: NodeConfig, identity: Identity, ports: UdpMediaPorts) -> MediaRelay:

@@ -38,7 +38,7 @@ import asyncio
 import functools
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from meshcomm.dht.port import DhtOp, DhtResult
@@ -61,6 +61,7 @@ from meshcomm.node.storeforward import SfPersist
 from meshcomm.overlay.core import WhoEntry
 from meshcomm.runtime.containment import Containment
 from meshcomm.runtime.counters import RuntimeCounter as R
+from meshcomm.runtime.dht_opendht import DhtPortCounter
 from meshcomm.runtime.media_io import UdpMediaPorts
 from meshcomm.runtime.onetimer import OneTimer
 from meshcomm.runtime.sipgw import SipSockets
@@ -78,9 +79,15 @@ DRIVER_COUNTERS = (R.TX_UNKNOWN_RADIO, R.TX_ERRORS, R.JOURNAL_FLUSH_ERRORS, R.SF
                    R.FRESHNESS_PERSIST_ERRORS, R.JOURNAL_RECORDS_NORMALISED,
                    R.DHT_OPS_WITHOUT_PORT)
 class DhtPortLike(Protocol):
-    """What the driver needs of the runtime's DHT port (``OpenDhtPort``)."""
+    """What the driver (and ``ctl status``) needs of the runtime's DHT port
+    (``meshcomm.runtime.dht_opendht.OpenDhtPort``)."""
 
     def submit(self, op: DhtOp) -> None: ...
+
+    def bound_port(self) -> int: ...
+
+    @property
+    def counters(self) -> Mapping[DhtPortCounter, int]: ...
 
 
 #: A failing store-and-forward write is logged at most this often (the rest counted).

@@ -96,9 +96,30 @@ def status(driver: NodeDriver, info: NodeInfo) -> dict[str, object]:
         "sip": sip_status(driver),
         "media": media_status(driver),
         "store_forward": store_forward_status(driver),
+        "uplink": uplink_status(driver),
         "journal": journal.status() if journal is not None else {
             "path": None, "durable_seq": 0, "head_seq": 0},
     }
+
+
+def uplink_status(driver: NodeDriver) -> dict[str, object] | None:
+    """The relay's uplink and DHT bridge (None without an uplink): ``state`` (down,
+    joining, up, grace), ``dht_peers``, ``since`` (wall-clock time of the last change),
+    ``private`` (false: the records are keyed by the incident id alone, anyone who knows
+    it can find and read them), and the bridge's sizes."""
+    bridge = driver.core.dht
+    if bridge is None:
+        return None
+    st = bridge.status()
+    port = driver.dht_port
+    return {"state": st.state, "dht_peers": st.dht_peers,
+            "since": round(driver.wall_time(st.since), REPLY_DECIMALS),
+            "private": st.private, "published": st.published, "cached_aors": st.cached_aors,
+            "lookups": st.lookups, "watches": st.watches,
+            "dht_port": port.bound_port() if port is not None else None,
+            "dht_port_counters": (dict(sorted(port.counters.items())) if port is not None
+                                  else None),
+            "counters": dict(sorted(bridge.counters.items()))}
 
 
 def sip_status(driver: NodeDriver) -> dict[str, object] | None:
