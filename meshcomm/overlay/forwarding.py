@@ -37,6 +37,12 @@ MAX_FRAGMENTS = 16
 MAX_MESSAGE_BYTES = MAX_FRAGMENTS * limits.MAX_UNICAST_BODY_BYTES
 MESSAGE_ID_LEN = 8
 REASSEMBLY_TIMEOUT_S = 30.0
+#: TTL of a unicast at its origin: the wire's maximum, not the flood TTL. A route can be
+#: longer than a flood reaches (anti-entropy hands records on with their hop counts: the
+#: bench's seed-1 run had a 17-hop route under a 16 flood TTL), and the hop before the end
+#: acknowledged, then dropped it (ttl_expired) on every retry. Unicast cannot circle: every
+#: node forwards only the first copy; a scoped flood still takes min(ttl, scoped_flood_ttl).
+UNICAST_TTL = limits.MAX_TTL
 #: Incomplete messages held at once (oldest evicted first).
 MAX_REASSEMBLIES = 64
 
@@ -100,7 +106,7 @@ class Forwarder:
                 frag = [msg_id, index, len(chunks)]
             env = self.ctx.seal(MsgType.UNICAST, [dst, kind, chunk, flags, frag])
             self.ctx.mark_seen(env.digest, True)
-            self._forward(env, Hop(ttl=self.ctx.config.flood_ttl), dst, now, best_effort)
+            self._forward(env, Hop(ttl=UNICAST_TTL), dst, now, best_effort)
             first = first or env.digest
         return first
 

@@ -14,6 +14,7 @@ import pytest
 
 from meshcomm.sim.engine import Simulator
 from meshcomm.sim.scenario import ScenarioParams, sim_config
+from meshcomm.sim.traffic import TrafficEvent, TrafficKind
 from meshcomm.types import LinkAddr, NodeId
 
 
@@ -81,3 +82,22 @@ def test_no_routing_loops_after_the_destinations_refresh_their_bindings() -> Non
         sim.call_at(at, count)
     assert sim.run()["coverage"] == 1.0
     assert loops == {100.0: 0, 160.0: 0, 169.0: 0}
+
+
+def test_a_message_over_a_route_longer_than_the_flood_ttl_arrives() -> None:
+    """Found by the whole-node run at seed 1 (200 nodes, 10% loss): n15's route to n32 was
+    17 hops (anti-entropy hands records on with their hop counts, beyond the 16-hop flood
+    TTL), and n82, one hop from n32, acknowledged then dropped every copy (ttl_expired):
+    the MESSAGE was held and each retry died the same way until n32's next flood. A chain
+    of 18 nodes: n0's route to n17 is 17 hops; the MESSAGE was held for the whole run
+    before unicasts left with the wire's maximum TTL."""
+    params = ScenarioParams(topology="chain", nodes=18, loss=0.0, duration_s=60, seed=1)
+    message = TrafficEvent(30.0, TrafficKind.MESSAGE, "n0", "n17")
+    sim = Simulator(sim_config(params, traffic=([message], [])))
+    messages = sim.run()["messages"]
+    n0, n17 = sim.core("n0"), sim.core("n17")
+    assert n0 is not None and n17 is not None
+    route = n0.overlay.routes.get(NodeId(n17.node_id), sim.now)
+    assert route is not None and route.hops == 17
+    assert isinstance(messages, dict)
+    assert (messages["delivered"], messages["held"], messages["pending_at_end"]) == (1, 0, 0)
