@@ -17,6 +17,9 @@ from meshcomm.journal.events import JournalRecord
 from meshcomm.location.freshness import FreshnessMemory
 from meshcomm.location.table import StoredBinding, TrustPolicy
 
+#: Binding capability of a relay whose uplink runs (its island's other nodes and
+#: ``ctl status`` see which relays bridge the island).
+UPLINK_CAP = "uplink"
 
 class IslandTable(Protocol):
     """What the bridge reads of the island's location table."""

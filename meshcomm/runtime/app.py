@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from meshcomm.config import NodeConfig, node_aor
+from meshcomm.dht.api import UPLINK_CAP
 from meshcomm.dht.bridge import BridgeConfig, DhtBridge
 from meshcomm.dht.port import DhtResult
 from meshcomm.dht.records import secret_for
@@ -159,11 +160,13 @@ def radio_seed(node_id: bytes, spec: str) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def mesh_settings(cfg: NodeConfig) -> NodeSettings:
+def mesh_settings(cfg: NodeConfig, *, uplink: bool = False) -> NodeSettings:
     """The MeshNode's settings; a relay's bindings carry the capability ``relay`` so nodes
-    beyond one hop can offer it messages to hold."""
+    beyond one hop can offer it messages to hold, and ``uplink`` when its uplink runs."""
     role = cfg.node.role.value
-    caps = (RELAY_CAP,) if role == RELAY_ROLE else ()
+    caps: tuple[str, ...] = (RELAY_CAP,) if role == RELAY_ROLE else ()
+    if uplink:
+        caps += (UPLINK_CAP,)
     return NodeSettings(incident=cfg.node.incident, role=role,
                         registration_lifetime_s=cfg.node.registration_lifetime_s,
                         trust=cfg.trust.to_policy(), overlay=cfg.overlay, caps=caps)
@@ -324,7 +327,8 @@ async def _run_locked(options: NodeOptions,
         freshness, fresh_store = open_freshness(data_dir / FRESHNESS_FILE,
                                                 identity.public_key, time.time())
         opened.callback(fresh_store.close)
-        node = MeshNode(identity, mesh_settings(cfg), verifier=SignatureVerifier(), rng=rng,
+        node = MeshNode(identity, mesh_settings(cfg, uplink=options.uplink is not None),
+                        verifier=SignatureVerifier(), rng=rng,
                         now=loop.time(), seq_base=epoch << 32, wall_offset_s=wall_offset_s,
                         credential=credential, freshness=freshness)
         sockets = await _open_sip(cfg)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meshcomm.dht.api import UPLINK_CAP
 from meshcomm.errors import DecodeError
 from meshcomm.node.gateway.types import InboxEntry, SendResult, SendStatus
 from meshcomm.node.storeforward import HeldState, HeldStatus
@@ -24,6 +25,8 @@ MAX_SEND_WAIT_S = 60.0
 SEND_POLL_S = 0.02
 MAX_TEXT_CHARS = 4000
 MAX_AOR_CHARS = 256
+#: Other uplinked relays listed in ``ctl status`` (the rest are not shown).
+MAX_LISTED_RELAYS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +119,24 @@ def uplink_status(driver: NodeDriver) -> dict[str, object] | None:
             "since": round(driver.wall_time(st.since), REPLY_DECIMALS),
             "private": st.private, "published": st.published, "cached_aors": st.cached_aors,
             "lookups": st.lookups, "watches": st.watches,
+            "relays": _uplinked_relays(driver),
             "dht_port": port.bound_port() if port is not None else None,
             "dht_port_counters": (dict(sorted(port.counters.items())) if port is not None
                                   else None),
             "counters": dict(sorted(bridge.counters.items()))}
+
+
+def _uplinked_relays(driver: NodeDriver) -> list[dict[str, object]]:
+    """The island's other relays whose uplink runs (their bindings carry UPLINK_CAP), at
+    most MAX_LISTED_RELAYS."""
+    own = driver.node.node_id
+    found: list[dict[str, object]] = [
+             {"node_id": st.binding.node_id.hex(), "aor": st.binding.aor,
+              "state": st.state.value}
+             for st in driver.node.table
+             if UPLINK_CAP in st.binding.caps and not st.binding.is_tombstone
+             and st.binding.node_id != own]
+    return sorted(found, key=lambda r: str(r["node_id"]))[:MAX_LISTED_RELAYS]
 
 
 def sip_status(driver: NodeDriver) -> dict[str, object] | None:

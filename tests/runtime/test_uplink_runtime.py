@@ -1,8 +1,9 @@
-"""A relay's uplink in real nodes (issue 10): two relays, each alone on its own island's
-radio, run their DHT node (real OpenDHT) on the loopback "uplink"; B joins through A.
-Both uplinks come up (``ctl status`` shows it), each relay publishes its own registration
-through the bridge in its core, and B's bridge resolves A's AoR over the DHT with A's
-relay attachment; the journal records the uplink's transitions."""
+"""A relay's uplink in real nodes (issue 10): island A has two relays (a, a2) on one radio
+chain, island B one relay (b); each runs its DHT node (real OpenDHT) on the loopback
+"uplink", b and a2 joining through a. The uplinks come up (``ctl status`` shows it, and
+a lists a2 as its island's other uplinked relay), each relay publishes its island's
+registrations through the bridge in its core, and b's bridge resolves a's AoR over the
+DHT with island A's relay attachments; the journal records the uplink's transitions."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def test_two_relays_bridge_their_islands_over_a_real_dht(tmp_path: Path) -> None
     events: list[object] = []
 
     async def scenario() -> None:
-        with chain_medium(["a"]) as island_a, chain_medium(["b"]) as island_b:
+        with chain_medium(["a", "a2"]) as island_a, chain_medium(["b"]) as island_b:
             async with asyncio.TaskGroup() as tg:
                 def started(key: str, driver: NodeDriver, info: NodeInfo) -> None:
                     if key == "b":
@@ -64,6 +65,11 @@ def test_two_relays_bridge_their_islands_over_a_real_dht(tmp_path: Path) -> None
                            (f"127.0.0.1:{port_a.bound_port()}",)),
                     lambda d, i: started("b", d, i)))
                 await wait_until(lambda: "b" in up, "relay b up")
+                task_a2 = tg.create_task(run_node(
+                    _relay(tmp_path / "a2", f"mem:{island_a.name}/a2", "relay-a2",
+                           (f"127.0.0.1:{port_a.bound_port()}",)),
+                    lambda d, i: started("a2", d, i)))
+                await wait_until(lambda: "a2" in up, "relay a2 up")
                 for key in ("a", "b"):
                     bridge = up[key][0].core.dht
                     assert bridge is not None
@@ -76,6 +82,18 @@ def test_two_relays_bridge_their_islands_over_a_real_dht(tmp_path: Path) -> None
                 assert isinstance(uplink, dict)
                 assert uplink["state"] == "up" and uplink["dht_peers"] >= 1  # type: ignore[operator]
                 assert uplink["private"] is False and uplink["published"] >= 1  # type: ignore[operator]
+                # Island A's two uplinked relays list each other; B's island has no other.
+                assert uplink["relays"] == []
+                a2_id = up["a2"][1].node_id.hex()
+
+                async def relays_of_a() -> object:
+                    st_a = await _status(tmp_path / "a")
+                    return st_a["uplink"]["relays"]  # type: ignore[index]
+                for _ in range(100):
+                    if [r["node_id"] for r in await relays_of_a()] == [a2_id]:  # type: ignore[attr-defined]
+                        break
+                    await asyncio.sleep(0.1)
+                assert [r["node_id"] for r in await relays_of_a()] == [a2_id]  # type: ignore[attr-defined]
                 driver_b, info_a = up["b"][0], up["a"][1]
                 bridge_b = driver_b.core.dht
                 assert bridge_b is not None
@@ -98,11 +116,17 @@ def test_two_relays_bridge_their_islands_over_a_real_dht(tmp_path: Path) -> None
                     answers, port_a_counters, dict(bridge_b.counters))
                 (found,) = answers[0].bindings
                 assert found.binding.aor == info_a.aor
-                assert [att.relay for att in found.relays] == [info_a.node_id]
-                assert found.relays[0].addrs == (f"127.0.0.1:{port_a.bound_port()}",)
-                for key in ("a", "b"):
+                # Both uplinked relays of island A publish A's binding, each attaching it.
+                island_a_relays = {info_a.node_id: (f"127.0.0.1:{port_a.bound_port()}",),
+                                   up["a2"][1].node_id: None}
+                assert found.relays and {att.relay for att in found.relays} <= set(
+                    island_a_relays)
+                for att in found.relays:
+                    if att.relay == info_a.node_id:
+                        assert att.addrs == island_a_relays[info_a.node_id]
+                for key in ("a", "b", "a2"):
                     await asyncio.to_thread(ctl, tmp_path / key, "stop")
-                assert await task_a == 0 and await task_b == 0
+                assert await task_a == 0 and await task_b == 0 and await task_a2 == 0
 
     asyncio.run(scenario())
     for key in ("a", "b"):
