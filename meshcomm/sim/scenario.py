@@ -53,10 +53,11 @@ from __future__ import annotations
 
 import random
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from meshcomm.errors import ConfigError
 from meshcomm.sim.engine import Action, ActionKind, SimConfig
@@ -83,6 +84,7 @@ _SCENARIO_KEYS = {"duration_s", "seed", "topology", "nodes", "loss", "delay_ms",
                   "register_delay_s", "messages", "calls", "call_duration_s", "gateways"}
 _NODE_KEYS = {"name", "x", "y", "start_s", "role"}
 _LINK_KEYS = {"a", "b", "loss", "delay_ms"}
+_E = TypeVar("_E", bound=Enum)
 _EVENT_KEYS = {"at_s", "action", "nodes", "groups"}
 _TRAFFIC_KEYS = {"kind", "from", "to", "at_s", "duration_s", "rate_per_s", "start_s", "end_s"}
 #: Highest traffic rate of one entry (events per simulated second).
@@ -259,20 +261,31 @@ def _explicit_links(links: Any, topo: Topology, params: ScenarioParams) -> None:
         topo.add_link(str(a), str(b), spec)
 
 
-def _events(events: Any, names: set[str]) -> list[Action]:
-    if not isinstance(events, list):
-        raise ConfigError("event", "must be an array of tables")
-    out: list[Action] = []
-    for i, event in enumerate(events):
-        path = f"event[{i}]"
-        if not isinstance(event, dict):
+def _tables(entries: Any, name: str, keys: set[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, table) of each entry of an array of tables ``name``, keys checked."""
+    if not isinstance(entries, list):
+        raise ConfigError(name, "must be an array of tables")
+    for i, entry in enumerate(entries):
+        path = f"{name}[{i}]"
+        if not isinstance(entry, dict):
             raise ConfigError(path, "must be a table")
-        _check_keys(event, _EVENT_KEYS, path)
-        try:
-            kind = ActionKind(event.get("action"))
-        except ValueError as exc:
-            choices = ", ".join(k.value for k in ActionKind)
-            raise ConfigError(f"{path}.action", f"must be one of {choices}") from exc
+        _check_keys(entry, keys, path)
+        yield path, entry
+
+
+def _choice(table: Mapping[str, Any], key: str, path: str, kinds: type[_E]) -> _E:
+    """The Enum member named by ``table[key]``; ConfigError listing the choices."""
+    try:
+        return kinds(table.get(key))
+    except ValueError as exc:
+        choices = ", ".join(str(k.value) for k in kinds)
+        raise ConfigError(f"{path}.{key}", f"must be one of {choices}") from exc
+
+
+def _events(events: Any, names: set[str]) -> list[Action]:
+    out: list[Action] = []
+    for path, event in _tables(events, "event", _EVENT_KEYS):
+        kind = _choice(event, "action", path, ActionKind)
         nodes = tuple(event.get("nodes", ()))
         groups = tuple(tuple(g) for g in event.get("groups", ()))
         for name in nodes + tuple(n for g in groups for n in g):
@@ -288,20 +301,10 @@ def _events(events: Any, names: set[str]) -> list[Action]:
 
 def _traffic(entries: Any, names: set[str],
              params: ScenarioParams) -> tuple[list[TrafficEvent], list[TrafficRate]]:
-    if not isinstance(entries, list):
-        raise ConfigError("traffic", "must be an array of tables")
     events: list[TrafficEvent] = []
     rates: list[TrafficRate] = []
-    for i, entry in enumerate(entries):
-        path = f"traffic[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(path, "must be a table")
-        _check_keys(entry, _TRAFFIC_KEYS, path)
-        try:
-            kind = TrafficKind(entry.get("kind"))
-        except ValueError as exc:
-            choices = " or ".join(k.value for k in TrafficKind)
-            raise ConfigError(f"{path}.kind", f"must be {choices}") from exc
+    for path, entry in _tables(entries, "traffic", _TRAFFIC_KEYS):
+        kind = _choice(entry, "kind", path, TrafficKind)
         src, dst = _traffic_node(entry, "from", path, names), _traffic_node(entry, "to",
                                                                             path, names)
         if src is not None and src == dst:
