@@ -16,6 +16,14 @@ Aor = NewType("Aor", str)
 #: ``"n17"`` in the simulator). Cores never parse it; they only hand it back to the driver.
 LinkAddr = NewType("LinkAddr", str)
 
+#: Link addresses of a relay's uplink (issue 10) start with this radio name and separator:
+#: ``"uplink|203.0.113.5:4223"``. A core's frames for ``UPLINK_BROADCAST`` go to every
+#: uplink peer the edge knows; frames with ``dst`` None go out on the radios only, never on
+#: the uplink (the island's gossip stays in the island).
+UPLINK_RADIO = "uplink"
+UPLINK_PREFIX = UPLINK_RADIO + "|"
+UPLINK_BROADCAST = LinkAddr(UPLINK_PREFIX)
+
 NODE_ID_LEN = 32
 PUBLIC_KEY_LEN = 32
 SIGNATURE_LEN = 64

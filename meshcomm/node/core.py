@@ -67,10 +67,12 @@ from meshcomm.node.storeforward import SfDeliver, SfEvent, SfHoldResult, StoreFo
 from meshcomm.overlay.core import OverlayEvent
 from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.overlay.media import MediaReceived
-from meshcomm.types import Datagram, LinkAddr, SansIOCore
+from meshcomm.types import UPLINK_BROADCAST, UPLINK_PREFIX, Datagram, LinkAddr, SansIOCore
 
 log = logging.getLogger(__name__)
 
+#: Counter of the island's overlay: uplink frames reached a node without an uplink mesh.
+UPLINK_WITHOUT_MESH = "uplink_frames_without_uplink"
 #: Rounds of exchange between the parts per input before yielding (they settle in 1-2).
 MAX_SETTLE_ROUNDS = 32
 
@@ -87,6 +89,7 @@ class Part(Enum):
     STORE_FORWARD = "store_forward"
     MEDIA = "media"
     DHT = "dht"
+    UPLINK = "uplink"
 
 
 class Flow(Enum):
@@ -157,7 +160,7 @@ class NodeCore:
 
     def __init__(self, node: MeshNode, gateway: SipGateway | None = None,
                  sf: StoreForward | None = None, media: MediaHooks | None = None,
-                 dht: DhtBridge | None = None) -> None:
+                 dht: DhtBridge | None = None, uplink: MeshNode | None = None) -> None:
         if sf is not None and gateway is not None and gateway.holder is not sf:
             raise LocalProtocolError("the store-and-forward core must be the gateway's holder")
         self.node = node
@@ -168,13 +171,16 @@ class NodeCore:
         #: The DHT bridge of a relay with an uplink (issue 10): it publishes the island's
         #: bindings and resolves remote AoRs; its DHT operations go out as events.
         self.dht = dht
+        #: The uplink mesh of a relay with an uplink (issue 10): a second overlay, same
+        #: identity, whose frames travel only on the uplink (link addresses "uplink|...").
+        self.uplink = uplink
         self._events: deque[NodeEvent] = deque()
         #: The parts with timers, in the order they fire when due at the same time.
-        self._timed: list[_TimedPart] = [p for p in (node, gateway, sf, self.relay, dht)
-                                         if p is not None]
+        self._timed: list[_TimedPart] = [p for p in (node, gateway, sf, self.relay, dht,
+                                                     uplink) if p is not None]
         self._present = {Part.OVERLAY} | {part for part, obj in (
             (Part.GATEWAY, gateway), (Part.STORE_FORWARD, sf), (Part.MEDIA, media),
-            (Part.DHT, dht)) if obj is not None}
+            (Part.DHT, dht), (Part.UPLINK, uplink)) if obj is not None}
         #: A bare gossip node has nothing to route: its events pass straight through.
         self._bare = self._present == {Part.OVERLAY}
         routes: dict[Flow, _Route] = {
@@ -203,16 +209,28 @@ class NodeCore:
 
     # ------------------------------------------------------------ driving API
     def receive(self, data: bytes, src: LinkAddr, now: float) -> None:
-        """A radio frame from link address ``src``."""
+        """A radio frame from link address ``src`` (an uplink's: "uplink|host:port")."""
         if self._bare:               # nothing to route: the simulator's hot path
             self.node.receive(data, src, now)
             return
         self._clock(now)
-        self.node.receive(data, src, now)
+        if src.startswith(UPLINK_PREFIX):
+            if self.uplink is None:
+                self.node.counters[UPLINK_WITHOUT_MESH] += 1
+                return
+            self.uplink.receive(data, src, now)
+        else:
+            self.node.receive(data, src, now)
         self._settle(now)
 
     def to_send(self, now: float) -> list[Datagram]:
-        return self.node.to_send(now)
+        """The island's frames (``dst`` None: the radios) and the uplink mesh's (``dst``
+        "uplink|...", a broadcast there is :data:`UPLINK_BROADCAST`: every uplink peer)."""
+        out = self.node.to_send(now)
+        if self.uplink is not None:
+            out.extend(d if d.dst is not None else Datagram(d.data, UPLINK_BROADCAST)
+                       for d in self.uplink.to_send(now))
+        return out
 
     def next_timer(self) -> float | None:
         best = self.node.next_timer()
@@ -352,6 +370,9 @@ class NodeCore:
             if self.dht is not None:
                 while (dht_event := self.dht.next_event()) is not None:
                     moved = self._route(Part.DHT, dht_event, now) or moved
+            if self.uplink is not None:
+                while (up_event := self.uplink.next_event()) is not None:
+                    moved = self._route(Part.UPLINK, up_event, now) or moved
             if not moved:
                 return
         log.debug("node core: parts still busy after %d rounds", MAX_SETTLE_ROUNDS)
@@ -416,7 +437,8 @@ class NodeCore:
 def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
             rng: random.Random | None = None, node_aor: str = "", now: float,
             sf: StoreForward | None = None, relay: MediaRelay | None = None,
-            holder: MessageHolder | None = None, dht: DhtBridge | None = None) -> NodeCore:
+            holder: MessageHolder | None = None, dht: DhtBridge | None = None,
+            uplink: MeshNode | None = None) -> NodeCore:
     """Wire a whole node: the gateway (when ``gateway_config`` is given) gets ``sf`` as
     its holder (or ``holder``, a test's) and the relay's SDP hooks."""
     media = MediaHooks(relay, now) if relay is not None else None
@@ -428,7 +450,7 @@ def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
                              holder=holder if holder is not None else sf,
                              rewrite_sdp=media.rewrite_sdp if media else identity_sdp,
                              end_call=media.end_call if media else no_end_call)
-    return NodeCore(node, gateway, sf, media, dht)
+    return NodeCore(node, gateway, sf, media, dht, uplink)
 
 
 def _conforms(core: NodeCore, node: MeshNode) -> tuple[SansIOCore, SansIOCore]:
