@@ -10,8 +10,12 @@ moves through the one :class:`~meshcomm.node.pump.Pump`, in its documented order
   SIP from the gateway's sockets and datagrams from a call's media ports go to
   ``pump.sip`` / ``pump.sip_batch`` / ``pump.client_media``; the one loop timer to
   ``pump.timer``;
-* ``transmit``: ``dst`` None goes out on every radio, otherwise the link address is split
-  at the first ``"|"`` to pick the radio;
+* ``transmit``: ``dst`` None goes out on every radio except the uplink radio (named
+  ``meshcomm.types.UPLINK_RADIO``: the island's gossip stays in the island), otherwise the
+  link address is split at the first ``"|"`` to pick the radio, and an empty address after
+  it is that radio's broadcast (``"uplink|"``: every uplink peer). A driver built with
+  ``node_on_uplink=True`` (``meshcomm dht-node``, whose node IS an uplink-mesh node) sends
+  ``dst`` None on the uplink radio too;
 * ``store``: store-and-forward's ``SfPersist`` batch in one SQLite transaction (False when
   the write failed: the core then answers 500 instead of 202); ``store_freshness``: the
   freshness memory's changes in one transaction (a failed write is retried next pump);
@@ -21,8 +25,9 @@ moves through the one :class:`~meshcomm.node.pump.Pump`, in its documented order
   (``codec.storable_data``), counted;
 * ``to_client`` / ``to_client_media``: SIP to the gateway's sockets, media from the call's
   port; ``dht``: the DHT bridge's operations to the DHT port on the uplink (whose results
-  come back through :meth:`NodeDriver.receive_dht`); other events go to an optional sink,
-  else are logged at debug level;
+  come back through :meth:`NodeDriver.receive_dht`); an ``UplinkPeers`` event (far relays'
+  uplink addresses, from the DHT) adds them to the uplink radio's peers; other events go
+  to an optional sink, else are logged at debug level;
 * ``arm``: exactly one loop timer for ``next_timer()``;
 * the failure of one step never stops the node: the pump runs under the driver's
   :class:`~meshcomm.runtime.containment.Containment` (counted, journaled, logged once per
@@ -39,7 +44,7 @@ import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from meshcomm.dht.port import DhtOp, DhtResult
 from meshcomm.errors import LocalProtocolError
@@ -65,8 +70,10 @@ from meshcomm.runtime.dht_opendht import DhtPortCounter
 from meshcomm.runtime.media_io import UdpMediaPorts
 from meshcomm.runtime.onetimer import OneTimer
 from meshcomm.runtime.sipgw import SipSockets
-from meshcomm.types import Datagram, LinkAddr
+from meshcomm.types import UPLINK_RADIO, Datagram, LinkAddr
 from radios.base import LINK_ADDR_SEPARATOR, Radio
+from radios.impair import ImpairedRadio
+from radios.uplink import UplinkRadio
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +97,22 @@ class DhtPortLike(Protocol):
     def counters(self) -> Mapping[DhtPortCounter, int]: ...
 
 
+@runtime_checkable
+class UplinkPeersEvent(Protocol):
+    """What the driver reads of the core's ``UplinkPeers`` event (``meshcomm.node.tunnel``):
+    far relays' uplink transport addresses (``host:port``), learned from DHT attachments."""
+
+    addrs: tuple[str, ...]
+
+
+def uplink_radio_of(radios: Mapping[str, Radio]) -> UplinkRadio | None:
+    """The radio named UPLINK_RADIO (under its impairment wrapper, if any), or None."""
+    radio = radios.get(UPLINK_RADIO)
+    if isinstance(radio, ImpairedRadio):
+        radio = radio.inner
+    return radio if isinstance(radio, UplinkRadio) else None
+
+
 #: A failing store-and-forward write is logged at most this often (the rest counted).
 PERSIST_ERROR_LOG_INTERVAL_S = 10.0
 
@@ -100,7 +123,7 @@ class NodeDriver:
     def __init__(self, core: NodeCore | MeshNode, radios: Sequence[Radio],
                  journal: JournalStore | None, loop: asyncio.AbstractEventLoop, *,
                  wall_offset_s: float, event_sink: EventSink | None = None,
-                 sip_sink: SipSink | None = None) -> None:
+                 sip_sink: SipSink | None = None, node_on_uplink: bool = False) -> None:
         names = [radio.name for radio in radios]
         if len(set(names)) != len(names):
             raise LocalProtocolError(f"radio names must be unique: {names}")
@@ -123,6 +146,12 @@ class NodeDriver:
         self.wall_offset_s = wall_offset_s
         self.event_sink = event_sink
         self.radios: dict[str, Radio] = {radio.name: radio for radio in radios}
+        #: Where dst None goes: the island's radios (and the uplink's if the node is an
+        #: uplink-mesh node itself).
+        self._broadcast_radios = [radio for radio in radios
+                                  if node_on_uplink or radio.name != UPLINK_RADIO]
+        #: The uplink transport (UplinkPeers events add peers to it), or None.
+        self.uplink_radio = uplink_radio_of(self.radios)
         self.started_at = loop.time()
         #: Every counter of the driver is reported from the start (0 until it happens).
         self.counters: dict[str, int] = dict.fromkeys(DRIVER_COUNTERS, 0)
@@ -248,7 +277,7 @@ class NodeDriver:
     # ------------------------------------------------------------ the Edge
     def transmit(self, dgram: Datagram) -> None:
         if dgram.dst is None:
-            for radio in self.radios.values():
+            for radio in self._broadcast_radios:
                 self._send(radio, dgram.data, None)
             return
         name, sep, addr = dgram.dst.partition(LINK_ADDR_SEPARATOR)
@@ -257,7 +286,7 @@ class NodeDriver:
             self.counters[R.TX_UNKNOWN_RADIO] += 1
             log.debug("datagram for unknown link address %r dropped", dgram.dst)
             return
-        self._send(target, dgram.data, addr)
+        self._send(target, dgram.data, addr or None)
 
     def store(self, batch: list[SfPersist]) -> bool:
         """Apply a batch in one transaction; False if the write failed (counted, logged
@@ -321,6 +350,10 @@ class NodeDriver:
     def other(self, event: object) -> None:
         if isinstance(event, MediaCallEnded):
             log.info("media of call %s ended (%s)", event.call_id, event.reason.value)
+        elif isinstance(event, UplinkPeersEvent) and self.uplink_radio is not None:
+            new = self.uplink_radio.add_peers(event.addrs)
+            if new:
+                log.debug("uplink: %d new peer(s) from the DHT", new)
         if self.event_sink is not None:
             self.event_sink(event)
         else:
