@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Any, Protocol
 
+from meshcomm.dht.api import NotFound, Resolved
 from meshcomm.dht.bridge import BridgeEvent, DhtBridge
 from meshcomm.dht.port import DhtResult
 from meshcomm.errors import LocalProtocolError
@@ -58,12 +59,15 @@ from meshcomm.node.gateway.types import (
     LocalDatagram,
     MeshSip,
     MessageHolder,
+    ResolveAor,
     identity_sdp,
     no_end_call,
 )
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
 from meshcomm.node.storeforward import SfDeliver, SfEvent, SfHoldResult, StoreForward
+from meshcomm.node.tunnel import ResolveDone, Tunnel, TunnelCounter, TunnelEvent
+from meshcomm.node.tunnel_wire import ResolveStatus
 from meshcomm.overlay.core import OverlayEvent
 from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.overlay.media import MediaReceived
@@ -71,14 +75,12 @@ from meshcomm.types import UPLINK_BROADCAST, UPLINK_PREFIX, Datagram, LinkAddr, 
 
 log = logging.getLogger(__name__)
 
-#: Counter of the island's overlay: uplink frames reached a node without an uplink mesh.
-UPLINK_WITHOUT_MESH = "uplink_frames_without_uplink"
 #: Rounds of exchange between the parts per input before yielding (they settle in 1-2).
 MAX_SETTLE_ROUNDS = 32
 
 #: What comes out of :meth:`NodeCore.next_event` for the edge.
 NodeEvent = (OverlayEvent | GatewayEvent | SfEvent | LocalDatagram | ClientPacket
-             | MediaCallEnded | BridgeEvent)
+             | MediaCallEnded | BridgeEvent | TunnelEvent)
 
 
 class Part(Enum):
@@ -90,6 +92,7 @@ class Part(Enum):
     MEDIA = "media"
     DHT = "dht"
     UPLINK = "uplink"
+    TUNNEL = "tunnel"
 
 
 class Flow(Enum):
@@ -102,6 +105,11 @@ class Flow(Enum):
     SF_DELIVER = "sf_deliver"                # SfDeliver -> gateway.deliver_stored
     SF_HOLD_RESULT = "sf_hold_result"        # SfHoldResult -> gateway.hold_done
     OVERLAY_RECORD = "overlay_record"        # overlay JournalRecord -> sf, dht, then the edge
+    RESOLVE = "resolve"                      # ResolveAor -> tunnel.resolve
+    RESOLVE_DONE = "resolve_done"            # ResolveDone -> gateway.resolved
+    TUNNEL_FROM_MESH = "tunnel_from_mesh"    # UnicastReceived(RESOLVE.. TUNNEL_IN) -> tunnel
+    TUNNEL_FROM_UPLINK = "tunnel_from_uplink"  # the uplink mesh's UnicastReceived -> tunnel
+    DHT_ANSWER = "dht_answer"                # Resolved / NotFound -> tunnel (its tokens)
     TO_EDGE = "to_edge"                      # out through next_event
 
 
@@ -113,11 +121,20 @@ ROUTE_OF: dict[tuple[Part, type], Flow] = {
     (Part.GATEWAY, MeshSip): Flow.SIP_TO_MESH,
     (Part.STORE_FORWARD, SfDeliver): Flow.SF_DELIVER,
     (Part.STORE_FORWARD, SfHoldResult): Flow.SF_HOLD_RESULT,
+    (Part.GATEWAY, ResolveAor): Flow.RESOLVE,
+    (Part.TUNNEL, ResolveDone): Flow.RESOLVE_DONE,
+    (Part.TUNNEL, MediaReceived): Flow.MEDIA_FROM_MESH,
+    (Part.DHT, Resolved): Flow.DHT_ANSWER,
+    (Part.DHT, NotFound): Flow.DHT_ANSWER,
 }
 #: Unicasts delivered to this node, by application kind.
 UNICAST_FLOWS: dict[int, Flow] = {
     AppKind.SIP: Flow.SIP_FROM_MESH,
     AppKind.STORE_FORWARD: Flow.SF_FROM_MESH,
+    AppKind.RESOLVE: Flow.TUNNEL_FROM_MESH,
+    AppKind.RESOLVED: Flow.TUNNEL_FROM_MESH,
+    AppKind.TUNNEL_OUT: Flow.TUNNEL_FROM_MESH,
+    AppKind.TUNNEL_IN: Flow.TUNNEL_FROM_MESH,
 }
 #: Flows whose target parts a node may not run: without any of them the item goes to the
 #: edge.
@@ -128,6 +145,11 @@ NEEDS_PART: dict[Flow, frozenset[Part]] = {
     Flow.SF_DELIVER: frozenset({Part.GATEWAY}),
     Flow.SF_HOLD_RESULT: frozenset({Part.GATEWAY}),
     Flow.OVERLAY_RECORD: frozenset({Part.STORE_FORWARD, Part.DHT}),
+    Flow.RESOLVE: frozenset({Part.TUNNEL}),
+    Flow.RESOLVE_DONE: frozenset({Part.GATEWAY}),
+    Flow.TUNNEL_FROM_MESH: frozenset({Part.TUNNEL}),
+    Flow.TUNNEL_FROM_UPLINK: frozenset({Part.TUNNEL}),
+    Flow.DHT_ANSWER: frozenset({Part.TUNNEL}),
 }
 
 _Route = Callable[[Any, float], bool]
@@ -160,7 +182,8 @@ class NodeCore:
 
     def __init__(self, node: MeshNode, gateway: SipGateway | None = None,
                  sf: StoreForward | None = None, media: MediaHooks | None = None,
-                 dht: DhtBridge | None = None, uplink: MeshNode | None = None) -> None:
+                 dht: DhtBridge | None = None, uplink: MeshNode | None = None,
+                 tunnel: Tunnel | None = None) -> None:
         if sf is not None and gateway is not None and gateway.holder is not sf:
             raise LocalProtocolError("the store-and-forward core must be the gateway's holder")
         self.node = node
@@ -174,13 +197,18 @@ class NodeCore:
         #: The uplink mesh of a relay with an uplink (issue 10): a second overlay, same
         #: identity, whose frames travel only on the uplink (link addresses "uplink|...").
         self.uplink = uplink
+        #: Cross-site traffic and remote resolution (meshcomm.node.tunnel).
+        self.tunnel = tunnel
+        if gateway is not None:
+            gateway.resolves_remote = tunnel is not None
         self._events: deque[NodeEvent] = deque()
         #: The parts with timers, in the order they fire when due at the same time.
         self._timed: list[_TimedPart] = [p for p in (node, gateway, sf, self.relay, dht,
-                                                     uplink) if p is not None]
+                                                     uplink, tunnel) if p is not None]
         self._present = {Part.OVERLAY} | {part for part, obj in (
             (Part.GATEWAY, gateway), (Part.STORE_FORWARD, sf), (Part.MEDIA, media),
-            (Part.DHT, dht), (Part.UPLINK, uplink)) if obj is not None}
+            (Part.DHT, dht), (Part.UPLINK, uplink), (Part.TUNNEL, tunnel))
+            if obj is not None}
         #: A bare gossip node has nothing to route: its events pass straight through.
         self._bare = self._present == {Part.OVERLAY}
         routes: dict[Flow, _Route] = {
@@ -191,6 +219,11 @@ class NodeCore:
             Flow.SF_DELIVER: self._sf_deliver,
             Flow.SF_HOLD_RESULT: self._sf_hold_result,
             Flow.OVERLAY_RECORD: self._overlay_record,
+            Flow.RESOLVE: self._resolve,
+            Flow.RESOLVE_DONE: self._resolve_done,
+            Flow.TUNNEL_FROM_MESH: self._tunnel_from_mesh,
+            Flow.TUNNEL_FROM_UPLINK: self._tunnel_from_uplink,
+            Flow.DHT_ANSWER: self._dht_answer,
             Flow.TO_EDGE: self._to_edge,
         }
         for flow, parts in NEEDS_PART.items():
@@ -216,7 +249,7 @@ class NodeCore:
         self._clock(now)
         if src.startswith(UPLINK_PREFIX):
             if self.uplink is None:
-                self.node.counters[UPLINK_WITHOUT_MESH] += 1
+                self.node.counters[TunnelCounter.UPLINK_FRAMES_WITHOUT_MESH] += 1
                 return
             self.uplink.receive(data, src, now)
         else:
@@ -274,7 +307,8 @@ class NodeCore:
             raise LocalProtocolError("this node runs without a media relay")
         self._clock(now)
         out = self.relay.from_client(call_id, index, channel, data, now)
-        if out is not None:
+        if out is not None and not (self.tunnel is not None and self.tunnel.send_media(
+                out.dst_node, out.stream, out.payload, now)):
             self.node.send_media(out.dst_node, out.stream, out.payload, now)
         self._settle(now)
 
@@ -373,6 +407,9 @@ class NodeCore:
             if self.uplink is not None:
                 while (up_event := self.uplink.next_event()) is not None:
                     moved = self._route(Part.UPLINK, up_event, now) or moved
+            if self.tunnel is not None:
+                while (t_event := self.tunnel.next_event()) is not None:
+                    moved = self._route(Part.TUNNEL, t_event, now) or moved
             if not moved:
                 return
         log.debug("node core: parts still busy after %d rounds", MAX_SETTLE_ROUNDS)
@@ -380,7 +417,8 @@ class NodeCore:
     def _route(self, part: Part, item: object, now: float) -> bool:
         """Hand ``item`` to its flow's route; True if it went to another part."""
         if isinstance(item, UnicastReceived):
-            flow = UNICAST_FLOWS.get(item.kind, Flow.TO_EDGE)
+            flow = (Flow.TUNNEL_FROM_UPLINK if part is Part.UPLINK
+                    else UNICAST_FLOWS.get(item.kind, Flow.TO_EDGE))
         else:
             flow = ROUTE_OF.get((part, type(item)), Flow.TO_EDGE)
         return self._routes[flow](item, now)
@@ -407,6 +445,8 @@ class NodeCore:
         return True
 
     def _sip_to_mesh(self, item: MeshSip, now: float) -> bool:
+        if self.tunnel is not None and self.tunnel.send(item.dst, AppKind.SIP, item.body, now):
+            return True                     # the node is in another island
         try:
             self.node.send_unicast(item.dst, AppKind.SIP, item.body, now)
         except LocalProtocolError as exc:
@@ -423,6 +463,36 @@ class NodeCore:
     def _sf_hold_result(self, event: SfHoldResult, now: float) -> bool:
         assert self.gateway is not None
         self.gateway.hold_done(event.msg_id, event.durable, now)
+        return True
+
+    def _resolve(self, item: ResolveAor, now: float) -> bool:
+        assert self.tunnel is not None
+        self.tunnel.resolve(item.request_id, item.aor, now)
+        return True
+
+    def _resolve_done(self, item: ResolveDone, now: float) -> bool:
+        assert self.gateway is not None
+        self.gateway.resolved(item.request_id, item.node,
+                              item.status is ResolveStatus.NOT_FOUND, now)
+        return True
+
+    def _tunnel_from_mesh(self, event: UnicastReceived, now: float) -> bool:
+        assert self.tunnel is not None
+        self.tunnel.on_unicast(event, False, now)
+        return True
+
+    def _tunnel_from_uplink(self, event: UnicastReceived, now: float) -> bool:
+        assert self.tunnel is not None
+        self.tunnel.on_unicast(event, True, now)
+        return True
+
+    def _dht_answer(self, item: Resolved | NotFound, now: float) -> bool:
+        """The bridge's answer to a resolution the tunnel asked for (others: the edge)."""
+        assert self.tunnel is not None
+        if not self.tunnel.owns(item.token):
+            self._events.append(item)
+            return False
+        self.tunnel.on_bridge(item, now)
         return True
 
     def _overlay_record(self, record: JournalRecord, now: float) -> bool:
@@ -450,7 +520,9 @@ def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
                              holder=holder if holder is not None else sf,
                              rewrite_sdp=media.rewrite_sdp if media else identity_sdp,
                              end_call=media.end_call if media else no_end_call)
-    return NodeCore(node, gateway, sf, media, dht, uplink)
+    tunnel = (Tunnel(node, node.overlay.verifier, dht=dht, uplink=uplink)
+              if gateway is not None or uplink is not None else None)
+    return NodeCore(node, gateway, sf, media, dht, uplink, tunnel)
 
 
 def _conforms(core: NodeCore, node: MeshNode) -> tuple[SansIOCore, SansIOCore]:

@@ -1,4 +1,4 @@
-"""The gateway's timers cost O(log n), not O(n), per call (gateway/deadlines.py,
+"""The gateway's timers cost O(log n), not O(n), per call (meshcomm/deadlines.py,
 gateway/transactions.py): the deadline heap agrees with a scan under random churn and
 stays bounded; a real gateway with 5,000 transactions created, answered and lingered out
 answers ``next_timer`` and ``on_timer`` touching only the due entries (counted with the
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from meshcomm.deadlines import COMPACT_MIN_STALE, DeadlineHeap
 from meshcomm.node.gateway.core import LINGER_S, SipGateway
-from meshcomm.node.gateway.deadlines import COMPACT_MIN_STALE, DeadlineHeap
 from meshcomm.node.gateway.types import MeshSip
 from meshcomm.sip.message import SipResponse, parse_message_untrusted
 from tools.bench.gateway_timers import (

@@ -88,6 +88,7 @@ from meshcomm.node.gateway.types import (
     LocalDatagram,
     MeshSip,
     MessageHolder,
+    ResolveAor,
     SdpRewriter,
     SendResult,
     identity_sdp,
@@ -113,7 +114,7 @@ log = logging.getLogger(__name__)
 CALL_DOES_NOT_EXIST = 481
 
 GatewayEvent = JournalRecord | SendResult | InboxEntry
-Output = LocalDatagram | MeshSip
+Output = LocalDatagram | MeshSip | ResolveAor
 #: Dialog-creating methods get our Record-Route (§16.6 step 4).
 RECORD_ROUTE_METHODS = frozenset({"INVITE", "SUBSCRIBE"})
 #: Proxy state lingers this long after the final answer (absorbs retransmissions).
@@ -152,6 +153,12 @@ class SipGateway(ResponseRelay):
         #: Proxy transactions by server key and branch, and their timers (a heap).
         self.txs = ProxyTxTable(LINGER_FACTOR * config.max_pending_transactions)
         self._out: list[Output] = []
+        #: Set by the node core when it can find AoRs in other islands (a tunnel part):
+        #: a client's request for an AoR the island does not know is then resolved
+        #: (:class:`ResolveAor`, :meth:`resolved`) instead of answered 404.
+        self.resolves_remote = False
+        #: Transactions waiting for :meth:`resolved`, with the request to forward.
+        self._resolving: dict[int, tuple[ProxyTx, SipRequest]] = {}
         self._events: deque[GatewayEvent] = deque()
         #: Our address for Via/Record-Route toward a client, never a wildcard (gateway.rfc).
         self.hosts = OwnHosts(config.local_host, config.local_port)
@@ -228,6 +235,23 @@ class SipGateway(ResponseRelay):
         send_id = self.builtin.send_message(to_aor, text)
         self._pump_builtin(now)
         return send_id
+
+    def resolved(self, request_id: int, node: bytes | None, found_nothing: bool,
+                 now: float) -> None:
+        """The answer to :class:`ResolveAor` ``request_id``: the node that holds the AoR,
+        or None (``found_nothing``: 404; else no uplink or no answer: 480, and a MESSAGE
+        is held)."""
+        self._now = max(self._now, now)
+        waiting = self._resolving.pop(request_id, None)
+        if waiting is None or waiting[0].state is not TxState.RESOLVING:
+            return
+        tx, request = waiting
+        if node is None or node == self.node.node_id:
+            self._respond(tx, 404 if found_nothing else 480, now)
+        else:
+            self.registrar.learn_node(node)
+            self._forward(tx, request, node, now)
+        self._pump_builtin(now)
 
     def send_id_of(self, msg_id: bytes) -> int | None:
         """The ``send_message`` id of the held MESSAGE ``msg_id`` (None: not ours, or sent
@@ -440,7 +464,20 @@ class SipGateway(ResponseRelay):
             self.registrar.learn_node(best.binding.node_id)
             self._forward(tx, request, best.binding.node_id, now)
             return
+        if not bindings and self.resolves_remote and isinstance(tx.upstream, tuple):
+            self._resolve(tx, request, aor, now)
+            return
         self._respond(tx, 480 if bindings else 404, now)
+
+    def _resolve(self, tx: ProxyTx, request: SipRequest, aor: str, now: float) -> None:
+        """§16.5 beyond the island: ask the node (see :meth:`resolved`)."""
+        tx.step(TxIn.RESOLVE)
+        tx.deadline = now + self.config.resolve_timeout_s
+        self._resolving[tx.tx_id] = (tx, request)
+        self.counters[GatewayCounter.REMOTE_RESOLVES] += 1
+        if request.method == "INVITE":
+            self._reply_provisional(tx, 100)
+        self._out.append(ResolveAor(tx.tx_id, aor))
 
     def _pop_own_route(self, request: SipRequest) -> tuple[SipRequest, list[NameAddr]]:
         """§16.4: remove a top Route naming us; the request and the Routes left."""
@@ -577,7 +614,13 @@ class SipGateway(ResponseRelay):
 
     def _timed_out(self, tx: ProxyTx, now: float) -> None:
         """No final answer in time (§16.7 step 6; Timer C once ringing, §16.8): 480, or
-        408 for a ringing INVITE or another request; the INVITE's branch is cancelled."""
+        408 for a ringing INVITE or another request; the INVITE's branch is cancelled.
+        A request still waiting for its remote target gets 480 (a MESSAGE is held)."""
+        if tx.state is TxState.RESOLVING:
+            self._resolving.pop(tx.tx_id, None)
+            self.counters[GatewayCounter.TIMEOUTS] += 1
+            self._respond(tx, 480, now)
+            return
         if tx.state not in (TxState.TRYING, TxState.PROCEEDING):
             return
         self.counters[GatewayCounter.TIMEOUTS] += 1

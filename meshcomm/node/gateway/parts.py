@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from meshcomm.deadlines import DeadlineHeap
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.payloads import SipMessageDropped, SipMessageSeen
-from meshcomm.node.gateway.deadlines import DeadlineHeap
 from meshcomm.node.gateway.proxy_state import (
     ANSWERED_STATES,
     INITIAL_PROXY_TX_STATE,

@@ -10,7 +10,9 @@ from §17.1 (Calling/Trying, Proceeding) and the lingering Completed state from 
 (Timer J: absorb retransmissions of the request). The gateway forwards each request to at
 most one branch, so one state covers both sides.
 
-Two states are the gateway's own, beside the RFC's: ``HOLDING`` (a MESSAGE handed to
+``RESOLVING`` is §16.5's "determine the targets" when the location service is in another
+island (issue 10): the request waits for the node's answer. Two more states are the
+gateway's own, beside the RFC's: ``HOLDING`` (a MESSAGE handed to
 store-and-forward whose 202 waits until the hold is durable) and ``WAITING`` (a copy of a
 MESSAGE for a local client that waits for the answer to the first copy: exactly once, end
 to end). Which copy is the first (``delivery_id``), the final status, the timers and the
@@ -31,6 +33,7 @@ from meshcomm.errors import LocalProtocolError
 
 class ProxyTxState(enum.Enum):
     ROUTING = "routing"          # server transaction created (§16.2), target being found
+    RESOLVING = "resolving"      # the target is being looked up in other islands (§16.5)
     TRYING = "trying"            # forwarded (§16.6), no provisional answer yet (§17.1)
     PROCEEDING = "proceeding"    # a provisional answer came back (§16.7 step 5, §17.1)
     HOLDING = "holding"          # with store-and-forward; the 202 waits for durability
@@ -41,6 +44,7 @@ class ProxyTxState(enum.Enum):
 
 class ProxyTxInput(enum.Enum):
     FORWARD = "forward"              # the request goes to its one branch (§16.6)
+    RESOLVE = "resolve"              # no local target: look the AoR up beyond the island
     WAIT = "wait-first-copy"         # a copy parked behind the first copy's delivery
     RECV_1XX = "recv-1xx"            # a provisional answer from the branch (§16.7)
     RECV_FINAL = "recv-final"        # a final answer from the branch, relayed (§16.7)
@@ -60,6 +64,11 @@ PROXY_TX_TABLE: ProxyTable = {
     (S.ROUTING, I.SEND_FINAL): S.COMPLETED,        # §16.5 (404/480), §10.3, refusals
     (S.ROUTING, I.HOLD): S.HOLDING,                # stopping: a MESSAGE is held at once
     (S.ROUTING, I.WAIT): S.WAITING,                # the same message is with the client
+    (S.ROUTING, I.RESOLVE): S.RESOLVING,           # §16.5: the location service is remote
+    (S.RESOLVING, I.FORWARD): S.TRYING,            # found: §16.6 as from ROUTING
+    (S.RESOLVING, I.SEND_FINAL): S.COMPLETED,      # not found (404), no answer in time (480)
+    (S.RESOLVING, I.HOLD): S.HOLDING,              # a MESSAGE's 480 while no uplink runs
+    (S.RESOLVING, I.CANCEL): S.RESOLVING,          # §16.10: answered 487 at once
     (S.TRYING, I.RECV_1XX): S.PROCEEDING,          # §16.7 steps 2, 5: Timer C armed
     (S.TRYING, I.RECV_FINAL): S.COMPLETED,         # §16.7 steps 5-9: relayed upstream
     (S.TRYING, I.SEND_FINAL): S.COMPLETED,         # §16.7 step 6: no answer in time (480)

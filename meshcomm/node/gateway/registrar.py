@@ -12,10 +12,10 @@ import itertools
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
 
+from meshcomm.deadlines import DeadlineHeap
 from meshcomm.location.table import TrustMode
 from meshcomm.node.gateway.contacts import reachable_address
 from meshcomm.node.gateway.counters import GatewayCounter
-from meshcomm.node.gateway.deadlines import DeadlineHeap
 from meshcomm.node.gateway.parts import LocalRegistration, contact_key, expires_of
 from meshcomm.node.gateway.regquota import RegistrationQuota
 from meshcomm.node.gateway.types import (

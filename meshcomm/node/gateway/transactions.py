@@ -3,7 +3,7 @@ lookup by server key (§17.2.3 matching of retransmissions) and by the branch of
 forwarded request (§17.1.3 matching of responses), the bound on lingering transactions,
 and the transactions' timers.
 
-Timers are on a :class:`~meshcomm.node.gateway.deadlines.DeadlineHeap`: a
+Timers are on a :class:`~meshcomm.deadlines.DeadlineHeap`: a
 :class:`~meshcomm.node.gateway.parts.ProxyTx` in the table re-arms it whenever its
 ``deadline`` or ``retransmit_at`` is set, so :meth:`ProxyTxTable.next_timer` costs O(1)
 amortised and :meth:`ProxyTxTable.due` O(due · log n), where a scan of every transaction
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 
-from meshcomm.node.gateway.deadlines import DeadlineHeap
+from meshcomm.deadlines import DeadlineHeap
 from meshcomm.node.gateway.parts import ProxyTx
 from meshcomm.node.gateway.proxy_state import ProxyTxInput as TxIn
 

@@ -77,6 +77,15 @@ class MeshSip:
 
 
 @dataclass(frozen=True, slots=True)
+class ResolveAor:
+    """The gateway asks the node to find remote ``aor`` (in another island, through the
+    uplink); the answer comes back through ``SipGateway.resolved(request_id, ...)``."""
+
+    request_id: int
+    aor: str
+
+
+@dataclass(frozen=True, slots=True)
 class InboxEntry:
     """A MESSAGE delivered to the node's built-in UA (``ctl inbox``)."""
 
@@ -163,6 +172,9 @@ class GatewayConfig:
     message_timeout_s: float = 6.0
     #: No provisional answer to a forwarded INVITE within this -> 480.
     invite_timeout_s: float = 4.0
+    #: A request for an AoR the island does not know waits this long for the node to
+    #: find it in another island (the DHT, through an uplinked relay) -> 480.
+    resolve_timeout_s: float = 20.0
     #: Proxy transactions pending at once; more are answered 503.
     max_pending_transactions: int = 256
     #: Per-client sustained request rate and burst; beyond it 503.
@@ -178,6 +190,7 @@ class GatewayConfig:
     def __post_init__(self) -> None:
         positive = {"message_timeout_s": self.message_timeout_s,
                     "invite_timeout_s": self.invite_timeout_s,
+                    "resolve_timeout_s": self.resolve_timeout_s,
                     "client_rate_per_s": self.client_rate_per_s}
         for key, value in positive.items():
             if not value > 0:

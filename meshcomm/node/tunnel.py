@@ -1,0 +1,486 @@
+"""Tunnel: cross-site traffic of a node (issue 10), a part of :class:`~meshcomm.node.core.
+NodeCore` (sans-IO).
+
+Remote bindings are not flooded into the island: a node learns where a remote AoR lives on
+demand and keeps it in a bounded table of *remote routes* (destination node -> the far
+island's uplinked relays that attached it). A message for a remote node travels as an
+*item* (:mod:`meshcomm.node.tunnel_wire`), signed end to end by its origin:
+
+1. the origin hands it to an uplinked relay of its own island (``TUNNEL_OUT``, a radio
+   unicast; a relay with the uplink itself skips this leg),
+2. that relay sends it over the uplink mesh to one of the far relays it reaches
+   (``TUNNEL_WAN``),
+3. the far relay passes it to the destination in its island (``TUNNEL_IN``), naming the
+   relay it came from, so the destination's answers go back the same way.
+
+Each leg is an ordinary mesh unicast: signed per hop, acknowledged and retransmitted per
+hop (media items best effort), fragmented as needed. The destination checks the origin's
+signature and the incident, drops a copy it has seen (bounded memory per origin), learns
+the route back, and delivers the item as a ``UnicastReceived`` / ``MediaReceived`` the
+node core routes as any other.
+
+**Resolution** (:meth:`Tunnel.resolve`, asked by the gateway for an AoR the island does
+not know): a relay with a DHT bridge asks it; any other node asks an uplinked relay of its
+island (``RESOLVE``/``RESOLVED``), which asks its bridge. Answers teach remote routes (with
+their TTL) and come back as :class:`ResolveDone`. Relays bound the questions they take in
+(overall and per asking node) and every leg is rate-limited per origin; malformed or
+forged input is dropped and counted (:class:`TunnelCounter`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass
+from enum import StrEnum
+
+from meshcomm.deadlines import DeadlineHeap
+from meshcomm.dht.api import UPLINK_CAP, NotFound, NotFoundReason, Resolved
+from meshcomm.dht.bridge import DhtBridge
+from meshcomm.errors import DecodeError, LocalProtocolError
+from meshcomm.location.table import BindingState
+from meshcomm.node.kinds import AppKind
+from meshcomm.node.mesh import MeshNode
+from meshcomm.node.tunnel_wire import (
+    MAX_ANSWER_BINDINGS,
+    MAX_ANSWER_TTL_S,
+    MAX_FAR_RELAYS,
+    MAX_ITEM_BODY_BYTES,
+    MAX_REQUEST_ID,
+    AnswerEntry,
+    Item,
+    MediaItem,
+    ResolveStatus,
+    decode_resolve_untrusted,
+    decode_resolved_untrusted,
+    decode_tunnel_in_untrusted,
+    decode_tunnel_out_untrusted,
+    decode_tunnel_wan_untrusted,
+    encode_resolve,
+    encode_resolved,
+    encode_tunnel_in,
+    encode_tunnel_out,
+    encode_tunnel_wan,
+    seal_item,
+)
+from meshcomm.overlay.forwarding import UnicastReceived
+from meshcomm.overlay.media import MediaReceived
+from meshcomm.overlay.ratelimit import TokenBuckets
+from meshcomm.security.verify import SignatureVerifier
+from meshcomm.types import NodeId
+
+#: Remote routes kept (least recently used forgotten first).
+MAX_REMOTE_ROUTES = 1024
+#: A route learned from traffic (not from the DHT) lasts this long after its last use.
+LEARNED_ROUTE_TTL_S = 600.0
+#: Resolutions a node waits for at once; questions a relay takes in, overall and per node.
+MAX_PENDING_RESOLVES = 256
+MAX_RELAY_QUESTIONS = 256
+MAX_QUESTIONS_PER_NODE = 16
+#: A node gives up on its island relay's answer after this long.
+RESOLVE_TIMEOUT_S = 15.0
+#: Items seen per origin (exactly once at the destination) and origins remembered.
+SEEN_PER_ORIGIN = 512
+MAX_SEEN_ORIGINS = 1024
+#: Per-origin budget of items a relay passes on (a hostile node cannot flood the uplink).
+RELAY_ITEMS_PER_S = 200.0
+RELAY_ITEMS_BURST = 400
+
+
+class TunnelCounter(StrEnum):
+    SENT = "tunnel_items_sent"
+    SENT_MEDIA = "tunnel_media_sent"
+    NO_RELAY = "tunnel_no_island_relay"
+    TOO_LARGE = "tunnel_item_too_large"
+    RELAYED_OUT = "tunnel_relayed_to_uplink"
+    RELAYED_IN = "tunnel_relayed_to_island"
+    DELIVERED = "tunnel_items_delivered"
+    DUPLICATES = "tunnel_duplicates"
+    DROP_MALFORMED = "tunnel_drop_malformed"
+    DROP_SIGNATURE = "tunnel_drop_bad_signature"
+    DROP_NOT_FOR_US = "tunnel_drop_not_for_us"
+    DROP_NO_UPLINK = "tunnel_drop_no_uplink"
+    DROP_RATE = "tunnel_drop_rate_limited"
+    DROP_UNKNOWN_KIND = "tunnel_drop_unknown_kind"
+    RESOLVES = "tunnel_resolves"
+    RESOLVES_ANSWERED = "tunnel_resolves_answered"
+    RESOLVES_TIMED_OUT = "tunnel_resolves_timed_out"
+    QUESTIONS = "tunnel_questions_taken"
+    QUESTIONS_REFUSED = "tunnel_questions_refused"
+    ANSWERS_UNEXPECTED = "tunnel_answers_unexpected"
+    UPLINK_FRAMES_WITHOUT_MESH = "tunnel_uplink_frames_without_mesh"
+
+
+#: Claims an island relay may be picked from (not those in conflict or contested).
+ROUTABLE_STATES = frozenset({BindingState.VERIFIED, BindingState.UNVERIFIED})
+#: Kinds carried through the tunnel as signed items (media travels as media items).
+TUNNELLED_KINDS = frozenset({AppKind.SIP})
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveDone:
+    """The answer to ``Tunnel.resolve(request_id, aor)``: the node that holds the AoR
+    (None: not found, no uplink, busy or no answer in time)."""
+
+    request_id: int
+    node: NodeId | None
+    status: ResolveStatus
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkPeers:
+    """Uplink transport addresses of far relays, learned from the DHT (for the edge's
+    uplink radio)."""
+
+    addrs: tuple[str, ...]
+
+
+TunnelEvent = ResolveDone | UplinkPeers | UnicastReceived | MediaReceived
+
+
+@dataclass(slots=True)
+class RemoteRoute:
+    far_relays: tuple[NodeId, ...]
+    expires_at: float
+    #: The island relay the last item from this node came through (preferred back).
+    local_relay: NodeId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    request_id: int
+    aor: str
+
+
+class Tunnel:
+    """See the module docstring. ``dht`` is the node's bridge (a relay with an uplink)."""
+
+    def __init__(self, node: MeshNode, verifier: SignatureVerifier, *,
+                 dht: DhtBridge | None = None, uplink: MeshNode | None = None) -> None:
+        self.node = node
+        self.verifier = verifier
+        self.dht = dht
+        self.uplink = uplink
+        self.incident = node.settings.incident
+        self.counters: Counter[str] = Counter()
+        self._routes: OrderedDict[bytes, RemoteRoute] = OrderedDict()
+        self._events: deque[TunnelEvent] = deque()
+        self._seen: OrderedDict[bytes, OrderedDict[int, None]] = OrderedDict()
+        self._req_ids = itertools.count(1)
+        #: Our questions to an island relay: request id -> pending (and their deadlines).
+        self._asked: dict[int, _Pending] = {}
+        self._deadlines: DeadlineHeap[int] = DeadlineHeap()
+        #: Resolutions of our bridge: token -> local request ids and (node, request id)s.
+        self._tokens: dict[int, list[tuple[bytes, int]]] = {}
+        self._questions: Counter[bytes] = Counter()
+        self._budget = TokenBuckets(RELAY_ITEMS_PER_S, RELAY_ITEMS_BURST)
+
+    # ------------------------------------------------------------ driving API
+    def next_timer(self) -> float | None:
+        return self._deadlines.next_time()
+
+    def on_timer(self, now: float) -> None:
+        for wire_id in self._deadlines.pop_due(now):
+            pending = self._asked.pop(wire_id, None)
+            if pending is None:
+                continue
+            self.counters[TunnelCounter.RESOLVES_TIMED_OUT] += 1
+            self._events.append(ResolveDone(pending.request_id, None,
+                                            ResolveStatus.UPLINK_DOWN))
+
+    def next_event(self) -> TunnelEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------ routes
+    def route(self, dst: bytes, now: float) -> RemoteRoute | None:
+        """The remote route to ``dst`` when it is in another island (None: it is ours,
+        or unknown)."""
+        found = self._routes.get(dst)
+        if found is None:
+            return None
+        if found.expires_at <= now or self.node.overlay.routes.get(NodeId(dst), now):
+            return None                     # lapsed, or the node is in our island now
+        self._routes.move_to_end(dst)
+        return found
+
+    def learn(self, dst: bytes, far_relays: tuple[NodeId, ...], ttl_s: float, now: float,
+              local_relay: NodeId | None = None) -> None:
+        if not far_relays or dst == self.node.node_id:
+            return
+        route = self._routes.get(dst)
+        if route is None:
+            while len(self._routes) >= MAX_REMOTE_ROUTES:
+                self._routes.popitem(last=False)
+            self._routes[dst] = RemoteRoute(far_relays, now + ttl_s, local_relay)
+            return
+        self._routes.move_to_end(dst)
+        route.far_relays = far_relays
+        route.expires_at = max(route.expires_at, now + ttl_s)
+        if local_relay is not None:
+            route.local_relay = local_relay
+
+    def remote_count(self) -> int:
+        return len(self._routes)
+
+    # ------------------------------------------------------------ sending
+    def send(self, dst: bytes, kind: int, body: bytes, now: float) -> bool:
+        """Send a unicast of ``kind`` to the remote node ``dst``; False: no remote route
+        (the caller sends it in the island)."""
+        route = self.route(dst, now)
+        if route is None:
+            return False
+        if len(body) > MAX_ITEM_BODY_BYTES:
+            self.counters[TunnelCounter.TOO_LARGE] += 1
+            return True
+        item = seal_item(self.node.identity, self.incident, dst, kind, self.node.overlay.next_seq(),
+                         body)
+        self.counters[TunnelCounter.SENT] += 1
+        self._send_item(route, item, now)
+        return True
+
+    def send_media(self, dst: bytes, stream: bytes, payload: bytes, now: float) -> bool:
+        route = self.route(dst, now)
+        if route is None:
+            return False
+        self.counters[TunnelCounter.SENT_MEDIA] += 1
+        self._send_item(route, MediaItem(NodeId(self.node.node_id), NodeId(dst), stream,
+                                         payload), now)
+        return True
+
+    def _send_item(self, route: RemoteRoute, item: Item, now: float) -> None:
+        media = isinstance(item, MediaItem)
+        if self.uplink is not None:
+            self._to_far_relay(route.far_relays, item, now)
+            return
+        relay = self._island_relay(route.local_relay, now)
+        if relay is None:
+            self.counters[TunnelCounter.NO_RELAY] += 1
+            return
+        self._unicast(self.node, relay, AppKind.TUNNEL_OUT,
+                      encode_tunnel_out(route.far_relays, item), now, media)
+
+    def _to_far_relay(self, far_relays: tuple[NodeId, ...], item: Item, now: float) -> None:
+        assert self.uplink is not None
+        routes = self.uplink.overlay.routes
+        far = next((r for r in far_relays if routes.get(r, now) is not None), far_relays[0])
+        if far == self.node.node_id:           # we attached it: the item is for our island
+            self._to_island(far, item, now)
+            return
+        self.counters[TunnelCounter.RELAYED_OUT] += 1
+        self._unicast(self.uplink, far, AppKind.TUNNEL_WAN, encode_tunnel_wan(item), now,
+                      isinstance(item, MediaItem))
+
+    def _to_island(self, far_relay: bytes, item: Item, now: float) -> None:
+        if item.dst == self.node.node_id:
+            self._deliver(item, far_relay, None, 0, now)
+            return
+        self.counters[TunnelCounter.RELAYED_IN] += 1
+        self._unicast(self.node, item.dst, AppKind.TUNNEL_IN,
+                      encode_tunnel_in(far_relay, item), now, isinstance(item, MediaItem))
+
+    def _unicast(self, mesh: MeshNode, dst: bytes, kind: int, body: bytes, now: float,
+                 best_effort: bool) -> None:
+        try:
+            mesh.send_unicast(dst, kind, body, now, best_effort=best_effort)
+        except LocalProtocolError:
+            self.counters[TunnelCounter.TOO_LARGE] += 1
+
+    def island_relays(self, now: float) -> list[NodeId]:
+        """Uplinked relays of the island (live bindings with the uplink capability),
+        those with a route first, by path metric."""
+        me = self.node.node_id
+        found: dict[bytes, int] = {}
+        for stored in self.node.table:
+            b = stored.binding
+            if (UPLINK_CAP in b.caps and b.node_id != me and not b.is_tombstone
+                    and stored.state in ROUTABLE_STATES and stored.expires_at > now):
+                route = self.node.overlay.routes.get(b.node_id, now)
+                found[b.node_id] = route.metric if route is not None else 1 << 30
+        return [NodeId(n) for n, _ in sorted(found.items(), key=lambda kv: (kv[1], kv[0]))]
+
+    def _island_relay(self, preferred: NodeId | None, now: float) -> NodeId | None:
+        relays = self.island_relays(now)
+        if preferred is not None and preferred in relays[:1]:
+            return preferred
+        if preferred is not None and self.node.overlay.routes.get(preferred, now):
+            return preferred
+        return relays[0] if relays else None
+
+    # ------------------------------------------------------------ receiving
+    def on_unicast(self, event: UnicastReceived, from_uplink: bool, now: float) -> None:
+        """A unicast of one of the tunnel's kinds (from the island, or the uplink mesh)."""
+        try:
+            if from_uplink:
+                if event.kind != AppKind.TUNNEL_WAN:
+                    self.counters[TunnelCounter.DROP_UNKNOWN_KIND] += 1
+                    return
+                self._on_wan(event, decode_tunnel_wan_untrusted(event.body), now)
+                return
+            handler = {AppKind.TUNNEL_OUT: self._on_out, AppKind.TUNNEL_IN: self._on_in,
+                       AppKind.RESOLVE: self._on_resolve,
+                       AppKind.RESOLVED: self._on_resolved}.get(AppKind(event.kind))
+            if handler is None:
+                self.counters[TunnelCounter.DROP_UNKNOWN_KIND] += 1
+                return
+            handler(event, now)
+        except (DecodeError, ValueError):
+            self.counters[TunnelCounter.DROP_MALFORMED] += 1
+
+    def _on_out(self, event: UnicastReceived, now: float) -> None:
+        far_relays, item = decode_tunnel_out_untrusted(event.body)
+        if self.uplink is None:
+            self.counters[TunnelCounter.DROP_NO_UPLINK] += 1
+            return
+        if not self._budget.allow(event.origin.hex(), now):
+            self.counters[TunnelCounter.DROP_RATE] += 1
+            return
+        self._to_far_relay(far_relays, item, now)
+
+    def _on_wan(self, event: UnicastReceived, item: Item, now: float) -> None:
+        if not self._budget.allow(event.origin.hex(), now):
+            self.counters[TunnelCounter.DROP_RATE] += 1
+            return
+        self._to_island(event.origin, item, now)
+
+    def _on_in(self, event: UnicastReceived, now: float) -> None:
+        far_relay, item = decode_tunnel_in_untrusted(event.body)
+        self._deliver(item, far_relay, NodeId(event.origin), event.hops, now)
+
+    def _deliver(self, item: Item, far_relay: bytes, local_relay: NodeId | None, hops: int,
+                 now: float) -> None:
+        if item.dst != self.node.node_id:
+            self.counters[TunnelCounter.DROP_NOT_FOR_US] += 1
+            return
+        if isinstance(item, MediaItem):
+            self._events.append(MediaReceived(item.origin, item.stream, item.payload, hops))
+            return
+        if item.kind not in TUNNELLED_KINDS:
+            self.counters[TunnelCounter.DROP_UNKNOWN_KIND] += 1
+            return
+        if not item.verify(self.incident, self.verifier):
+            self.counters[TunnelCounter.DROP_SIGNATURE] += 1
+            return
+        origin = item.origin
+        if not self._first(origin, item.msg_no):
+            self.counters[TunnelCounter.DUPLICATES] += 1
+            return
+        self.learn(origin, (NodeId(far_relay),), LEARNED_ROUTE_TTL_S, now, local_relay)
+        self.counters[TunnelCounter.DELIVERED] += 1
+        self._events.append(UnicastReceived(origin, item.origin_key, item.kind, item.body,
+                                            hops, item.msg_no))
+
+    def _first(self, origin: bytes, msg_no: int) -> bool:
+        seen = self._seen.get(origin)
+        if seen is None:
+            while len(self._seen) >= MAX_SEEN_ORIGINS:
+                self._seen.popitem(last=False)
+            seen = self._seen[origin] = OrderedDict()
+        else:
+            self._seen.move_to_end(origin)
+        if msg_no in seen:
+            return False
+        seen[msg_no] = None
+        while len(seen) > SEEN_PER_ORIGIN:
+            seen.popitem(last=False)
+        return True
+
+    # ------------------------------------------------------------ resolution
+    def resolve(self, request_id: int, aor: str, now: float) -> None:
+        """Find the node of remote ``aor``; a :class:`ResolveDone` answers (perhaps at
+        once)."""
+        self.counters[TunnelCounter.RESOLVES] += 1
+        if self.dht is not None:
+            self._ask_bridge(aor, (b"", request_id), now)
+            return
+        relay = self._island_relay(None, now)
+        if relay is None or len(self._asked) >= MAX_PENDING_RESOLVES:
+            # No uplinked relay in the island: nobody beyond it can be asked (404).
+            status = ResolveStatus.NOT_FOUND if relay is None else ResolveStatus.BUSY
+            self._events.append(ResolveDone(request_id, None, status))
+            return
+        wire_id = next(self._req_ids) & MAX_REQUEST_ID
+        self._asked[wire_id] = _Pending(request_id, aor)
+        self._deadlines.schedule(wire_id, now + RESOLVE_TIMEOUT_S)
+        self._unicast(self.node, relay, AppKind.RESOLVE, encode_resolve(wire_id, aor), now,
+                      False)
+
+    def _ask_bridge(self, aor: str, asker: tuple[bytes, int], now: float) -> None:
+        assert self.dht is not None
+        token = self.dht.resolve(aor, now)
+        self._tokens.setdefault(token, []).append(asker)
+
+    def _on_resolve(self, event: UnicastReceived, now: float) -> None:
+        request_id, aor = decode_resolve_untrusted(event.body)
+        origin = event.origin
+        if self.dht is None:
+            self._answer(origin, request_id, ResolveStatus.UPLINK_DOWN, (), now)
+            return
+        if (sum(self._questions.values()) >= MAX_RELAY_QUESTIONS
+                or self._questions[origin] >= MAX_QUESTIONS_PER_NODE):
+            self.counters[TunnelCounter.QUESTIONS_REFUSED] += 1
+            self._answer(origin, request_id, ResolveStatus.BUSY, (), now)
+            return
+        self.counters[TunnelCounter.QUESTIONS] += 1
+        self._questions[origin] += 1
+        self._ask_bridge(aor, (origin, request_id), now)
+
+    def _answer(self, node: bytes, request_id: int, status: ResolveStatus,
+                entries: tuple[AnswerEntry, ...], now: float) -> None:
+        self._unicast(self.node, node, AppKind.RESOLVED,
+                      encode_resolved(request_id, status, entries), now, False)
+
+    def owns(self, token: int) -> bool:
+        """Whether the bridge's answer ``token`` is one the tunnel asked for."""
+        return token in self._tokens
+
+    def on_bridge(self, answer: Resolved | NotFound, now: float) -> None:
+        """The bridge answered one of our resolutions."""
+        askers = self._tokens.pop(answer.token, [])
+        if isinstance(answer, Resolved):
+            entries = self._learn_resolved(answer, now)
+            status = ResolveStatus.FOUND if entries else ResolveStatus.NOT_FOUND
+        else:
+            entries = ()
+            status = (ResolveStatus.UPLINK_DOWN if answer.reason is NotFoundReason.UPLINK_DOWN
+                      else ResolveStatus.BUSY if answer.reason is NotFoundReason.BUSY
+                      else ResolveStatus.NOT_FOUND)
+        for node, request_id in askers:
+            if not node:
+                self._events.append(ResolveDone(request_id,
+                                                entries[0].node if entries else None, status))
+                continue
+            self._questions[node] -= 1
+            if self._questions[node] <= 0:
+                del self._questions[node]
+            self._answer(node, request_id, status, entries, now)
+
+    def _learn_resolved(self, answer: Resolved, now: float) -> tuple[AnswerEntry, ...]:
+        """Remote routes (and uplink peers) from the bridge's answer; the reachable
+        bindings, most recently issued first."""
+        reachable = sorted((rb for rb in answer.bindings if rb.reachable),
+                           key=lambda rb: -rb.binding.issued_at)
+        entries = []
+        addrs: list[str] = []
+        for rb in reachable[:MAX_ANSWER_BINDINGS]:
+            relays = tuple(a.relay for a in rb.relays[:MAX_FAR_RELAYS])
+            ttl = int(min(MAX_ANSWER_TTL_S, max(1.0, rb.expires_at - now)))
+            self.learn(rb.binding.node_id, relays, ttl, now)
+            entries.append(AnswerEntry(NodeId(rb.binding.node_id), relays, ttl))
+            addrs.extend(a for att in rb.relays for a in att.addrs)
+        if addrs:
+            self._events.append(UplinkPeers(tuple(dict.fromkeys(addrs))))
+        return tuple(entries)
+
+    def _on_resolved(self, event: UnicastReceived, now: float) -> None:
+        wire_id, status, entries = decode_resolved_untrusted(event.body)
+        pending = self._asked.get(wire_id)
+        if pending is None:
+            self.counters[TunnelCounter.ANSWERS_UNEXPECTED] += 1
+            return
+        del self._asked[wire_id]
+        self._deadlines.discard(wire_id)
+        self.counters[TunnelCounter.RESOLVES_ANSWERED] += 1
+        for entry in entries:
+            self.learn(entry.node, entry.relays, entry.ttl_s, now, NodeId(event.origin))
+        node = entries[0].node if entries and status is ResolveStatus.FOUND else None
+        self._events.append(ResolveDone(pending.request_id, node, status))
