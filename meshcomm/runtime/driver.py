@@ -44,7 +44,7 @@ import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from meshcomm.dht.port import DhtOp, DhtResult
 from meshcomm.errors import LocalProtocolError
@@ -63,6 +63,7 @@ from meshcomm.node.mesh import MeshNode
 from meshcomm.node.pump import Pump
 from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import SfPersist
+from meshcomm.node.tunnel import UplinkPeers
 from meshcomm.overlay.core import WhoEntry
 from meshcomm.runtime.containment import Containment
 from meshcomm.runtime.counters import RuntimeCounter as R
@@ -95,14 +96,6 @@ class DhtPortLike(Protocol):
 
     @property
     def counters(self) -> Mapping[DhtPortCounter, int]: ...
-
-
-@runtime_checkable
-class UplinkPeersEvent(Protocol):
-    """What the driver reads of the core's ``UplinkPeers`` event (``meshcomm.node.tunnel``):
-    far relays' uplink transport addresses (``host:port``), learned from DHT attachments."""
-
-    addrs: tuple[str, ...]
 
 
 def uplink_radio_of(radios: Mapping[str, Radio]) -> UplinkRadio | None:
@@ -350,7 +343,7 @@ class NodeDriver:
     def other(self, event: object) -> None:
         if isinstance(event, MediaCallEnded):
             log.info("media of call %s ended (%s)", event.call_id, event.reason.value)
-        elif isinstance(event, UplinkPeersEvent) and self.uplink_radio is not None:
+        elif isinstance(event, UplinkPeers) and self.uplink_radio is not None:
             new = self.uplink_radio.add_peers(event.addrs)
             if new:
                 log.debug("uplink: %d new peer(s) from the DHT", new)
