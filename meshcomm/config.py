@@ -339,6 +339,9 @@ class UplinkSettings:
     secret_file: str | None = None
     up_stable_s: float = 10.0
     down_grace_s: float = 30.0
+    #: User-space impairment of the uplink transport (as ``[radio] impairment``), e.g.
+    #: ``"delay=300ms,loss=0.02"`` to emulate a satellite hop; empty: none.
+    impairment: str = ""
 
     def validate(self) -> Problems:
         problems: Problems = []
@@ -364,6 +367,9 @@ class UplinkSettings:
         for key in ("up_stable_s", "down_grace_s"):
             if not 0 < getattr(self, key) <= MAX_UPLINK_HYSTERESIS_S:
                 problems.append((key, f"must be > 0 and <= {MAX_UPLINK_HYSTERESIS_S}"))
+        problem = _impairment_problem(self.impairment)
+        if problem:
+            problems.append(("impairment", problem))
         return problems
 
 

@@ -1,11 +1,15 @@
 """The uplink of ``meshcomm relay``: its flags, and what the runtime needs to start the DHT.
 
-``--uplink IFACE``, ``--dht-bootstrap HOST:PORT`` (repeatable) and ``--dht-port N``
-override ``[uplink]`` of the field config (``--uplink`` also enables it).
+``--uplink IFACE``, ``--dht-bootstrap HOST:PORT`` (repeatable), ``--dht-port N`` and
+``--uplink-impair SPEC`` override ``[uplink]`` of the field config (``--uplink`` also
+enables it).
 :func:`uplink_settings` resolves the effective ``[uplink]`` into an :class:`UplinkPlan`:
 the interface's addresses (the DHT node binds there only), the bootstrap nodes, the
 configured incident secret (or None: the bridge derives one from the incident id, which is
-not private) and the hysteresis of the uplink state machine.
+not private), the hysteresis of the uplink state machine and the uplink transport's
+impairment. The uplink transport (the uplink mesh's UDP) listens on the DHT port + 1
+(``meshcomm.runtime.uplink_transport``); its configured peers are the bootstrap nodes
+at their port + 1 (:meth:`UplinkPlan.transport_peers`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from meshcomm.config import NodeConfig, Role, config_with_overrides, parse_host_
 from meshcomm.dht.records import MAX_CONFIGURED_SECRET_BYTES, MIN_CONFIGURED_SECRET_BYTES
 from meshcomm.errors import ConfigError
 from meshcomm.runtime.uplink_addr import UplinkAddresses, uplink_addresses
+from meshcomm.runtime.uplink_transport import transport_peer
+from radios import Impairment, parse_impairment
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +44,12 @@ def add_uplink_arguments(parser: argparse.ArgumentParser) -> None:
                             "(repeatable; replaces uplink.bootstrap; none: local peer "
                             "discovery on the uplink segment)")
     group.add_argument("--dht-port", metavar="N", type=int, dest="dht_port",
-                       help="UDP port of the DHT node (default uplink.dht_port, 4222; 0: any)")
+                       help="UDP port of the DHT node (default uplink.dht_port, 4222; 0: any); "
+                            "the uplink transport listens on this port + 1")
+    group.add_argument("--uplink-impair", metavar="SPEC", dest="uplink_impair",
+                       help="user-space impairment of the uplink transport, like --impair, "
+                            "e.g. delay=300ms,loss=0.02 (a satellite hop); sets "
+                            "uplink.impairment")
 
 
 def uplink_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -54,6 +65,9 @@ def uplink_overrides(args: argparse.Namespace) -> dict[str, Any]:
     port = getattr(args, "dht_port", None)
     if port is not None:
         overrides["uplink.dht_port"] = port
+    impair = getattr(args, "uplink_impair", None)
+    if impair is not None:
+        overrides["uplink.impairment"] = impair
     return overrides
 
 
@@ -69,10 +83,17 @@ class UplinkPlan:
     secret: bytes | None = field(repr=False)
     up_stable_s: float
     down_grace_s: float
+    #: The uplink transport's impairment (``[uplink] impairment``); None: none.
+    impairment: Impairment | None = None
+
+    def transport_peers(self) -> tuple[str, ...]:
+        """The uplink transport's configured peers: each bootstrap node's ``HOST:PORT+1``."""
+        peers = (transport_peer(host, port) for host, port in self.bootstrap)
+        return tuple(peer for peer in peers if peer is not None)
 
     def uplink_addrs(self, port: int) -> tuple[str, ...]:
         """This relay's uplink ``host:port`` addresses (for its attachment records), given
-        the port the DHT node is bound to."""
+        the port its uplink transport is bound to."""
         found = []
         if self.addresses.ipv4 is not None:
             found.append(f"{self.addresses.ipv4}:{port}")
@@ -120,4 +141,6 @@ def uplink_settings(cfg: NodeConfig, args: argparse.Namespace | None = None) -> 
     return UplinkPlan(addresses=uplink_addresses(uplink.interface), dht_port=uplink.dht_port,
                       bootstrap=tuple(parse_host_port(b) for b in uplink.bootstrap),
                       secret=secret, up_stable_s=uplink.up_stable_s,
-                      down_grace_s=uplink.down_grace_s)
+                      down_grace_s=uplink.down_grace_s,
+                      impairment=parse_impairment(uplink.impairment) if uplink.impairment
+                      else None)

@@ -42,11 +42,17 @@ from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import RELAY_CAP, RELAY_ROLE, StoreForward, StoreForwardConfig
 from meshcomm.runtime.control import CONTROL_SOCKET_FILE, ControlError, ControlServer
 from meshcomm.runtime.dht_opendht import DhtBind, DhtStartError, OpenDhtPort
-from meshcomm.runtime.driver import NodeDriver
+from meshcomm.runtime.driver import NodeDriver, as_uplink_radio
 from meshcomm.runtime.handlers import NodeInfo, control_handlers
 from meshcomm.runtime.localaddr import source_address_toward
 from meshcomm.runtime.media_io import UdpMediaPorts
 from meshcomm.runtime.sipgw import SipSockets
+from meshcomm.runtime.uplink_transport import (
+    announce_on_uplink,
+    make_uplink_mesh,
+    open_uplink_radio,
+    transport_port,
+)
 from meshcomm.security.identity import Identity, fingerprint
 from meshcomm.security.keystore import (
     load_credential_bytes,
@@ -54,8 +60,9 @@ from meshcomm.security.keystore import (
     next_boot_epoch,
 )
 from meshcomm.security.verify import SignatureVerifier
-from meshcomm.types import short_id
+from meshcomm.types import UPLINK_RADIO, short_id
 from radios import Impairment, Radio, open_radio, parse_impairment
+from radios.uplink import PORT_MAX
 
 if TYPE_CHECKING:
     from meshcomm.cli.uplink_opts import UplinkPlan
@@ -336,14 +343,18 @@ async def _run_locked(options: NodeOptions,
             opened.callback(sockets.close)
             sf, sf_storage = open_store_forward(data_dir / STORE_FORWARD_FILE, node,
                                                 store_forward_config(cfg), loop.time())
+        uplink: UplinkParts | None = None
+        if options.uplink is not None:
+            uplink = await open_uplink(options.uplink, cfg, identity, node, loop,
+                                       seq_base=epoch << 32, wall_offset_s=wall_offset_s,
+                                       credential=credential, rng=rng,
+                                       on_result=lambda result: driver.receive_dht(result))
+            opened.callback(uplink.dht_port.close)
+            opened.callback(uplink.radio.close)
         opened.pop_all()
     core: NodeCore | MeshNode = node
-    ports = dht_port = None
-    bridge: DhtBridge | None = None
-    if options.uplink is not None:
-        dht_port, bridge = open_uplink(options.uplink, cfg, identity, node, loop,
-                                       seq_base=epoch << 32, wall_offset_s=wall_offset_s,
-                                       on_result=lambda result: driver.receive_dht(result))
+    ports = None
+    bridge, uplink_mesh = (uplink.bridge, uplink.mesh) if uplink is not None else (None, None)
     if sockets is not None:
         # The call ports' sink refers to the driver; datagrams arrive only once calls exist.
         ports = UdpMediaPorts(loop, sockets.host,
@@ -351,15 +362,18 @@ async def _run_locked(options: NodeOptions,
                               cfg.media.port_range)
         core = compose(node, gateway_config=gateway_config(cfg, sockets), rng=rng,
                        node_aor=aor, now=loop.time(), sf=sf,
-                       relay=media_relay(cfg, identity, ports), dht=bridge)
+                       relay=media_relay(cfg, identity, ports), dht=bridge,
+                       uplink=uplink_mesh)
         assert core.gateway is not None
         core.gateway.hosts.resolve = source_address_toward   # listening on 0.0.0.0 / ::
-    elif bridge is not None:
-        core = compose(node, now=loop.time(), dht=bridge)
+    elif uplink is not None:
+        core = compose(node, now=loop.time(), dht=bridge, uplink=uplink_mesh)
+    if uplink is not None:
+        radios.append(uplink.radio)
     driver = NodeDriver(core, radios, journal, loop, wall_offset_s=wall_offset_s,
                         sip_sink=_sip_sink(sockets))
     driver.media_ports = ports
-    driver.dht_port = dht_port
+    driver.dht_port = uplink.dht_port if uplink is not None else None
     driver.sf_storage = sf_storage
     driver.fresh_store = fresh_store
     if sockets is not None:
@@ -368,9 +382,13 @@ async def _run_locked(options: NodeOptions,
         driver.sip_sockets = sockets
         log.info("SIP gateway on %s udp/%d tcp/%d", sockets.host, sockets.udp_port,
                  sockets.tcp_port)
+    announce = (announce_on_uplink(driver, uplink.mesh, register_delay_s(options), loop)
+                if uplink is not None else None)
     try:
         status = await _serve(driver, info, options, on_ready)
     finally:
+        if announce is not None:
+            announce.cancel()
         # Every store is closed even when one close fails (e.g. a full disk at stop).
         failed = close_all([*_closers(driver, sf_storage, sockets),
                             (f"freshness {fresh_store.path}", fresh_store.close)])
@@ -425,32 +443,82 @@ def close_all(closers: Sequence[Closer]) -> list[str]:
     return failed
 
 
-def open_uplink(plan: UplinkPlan, cfg: NodeConfig, identity: Identity, node: MeshNode,
-                loop: asyncio.AbstractEventLoop, *, seq_base: int, wall_offset_s: float,
-                on_result: Callable[[DhtResult], None]) -> tuple[OpenDhtPort, DhtBridge]:
-    """The relay's DHT node on its uplink addresses and the bridge of its core (issue 10).
-    A DHT node that cannot start (a busy port, an address that is not local) is a one-line
-    StartupError."""
+@dataclass(frozen=True, slots=True)
+class UplinkParts:
+    """What a relay runs on its uplink (issue 10)."""
+
+    #: The DHT node on the uplink addresses.
+    dht_port: OpenDhtPort
+    #: The DHT bridge of the relay's core.
+    bridge: DhtBridge
+    #: The uplink transport (an UplinkRadio, maybe under its impairment).
+    radio: Radio
+    #: The uplink mesh's node (same identity and incident as the island's).
+    mesh: MeshNode
+
+
+async def open_uplink(plan: UplinkPlan, cfg: NodeConfig, identity: Identity, node: MeshNode,
+                      loop: asyncio.AbstractEventLoop, *, seq_base: int, wall_offset_s: float,
+                      credential: bytes | None, rng: random.Random,
+                      on_result: Callable[[DhtResult], None]) -> UplinkParts:
+    """The relay's DHT node and uplink transport on its uplink addresses, the bridge of its
+    core and its uplink mesh (issue 10). A DHT node or transport that cannot start (a busy
+    port, an address that is not local) is a one-line StartupError."""
     addrs = plan.addresses
     try:
         port = OpenDhtPort(loop, DhtBind(addrs.ipv4, addrs.ipv6, plan.dht_port),
                            plan.bootstrap, on_result)
     except DhtStartError as exc:
         raise StartupError(f"uplink {addrs.interface}: {exc}") from None
+    try:
+        radio = await _open_transport(plan, port.bound_port(), identity.node_id)
+    except BaseException:
+        port.close()
+        raise
+    transport = as_uplink_radio(radio)
+    assert transport is not None
     secret = secret_for(cfg.node.incident, plan.secret)
     if not secret.private:
         log.warning("uplink: no uplink.secret_file: the DHT records are keyed by the incident "
                     "id alone; anyone who knows it can find and read them")
-    config = BridgeConfig(uplink_addrs=plan.uplink_addrs(port.bound_port()),
+    config = BridgeConfig(uplink_addrs=plan.uplink_addrs(transport.bound_port),
                           uplink=UplinkConfig(stable_s=plan.up_stable_s,
                                               grace_s=plan.down_grace_s))
     # The bridge's nonces must be unpredictable: system randomness.
     bridge = DhtBridge(identity, node.table, secret, config, SignatureVerifier(),
                        random.SystemRandom(), now=loop.time(), wall_offset_s=wall_offset_s,
                        seq_base=seq_base)
-    log.info("uplink %s: DHT node %s on udp/%d (%s bootstrap node(s))", addrs.interface,
-             port.node_id(), port.bound_port(), len(plan.bootstrap) or "no")
-    return port, bridge
+    mesh = make_uplink_mesh(identity, incident=cfg.node.incident, trust=cfg.trust.to_policy(),
+                            overlay=cfg.overlay,
+                            registration_lifetime_s=cfg.node.registration_lifetime_s,
+                            rng=random.Random(rng.getrandbits(64)), now=loop.time(),
+                            seq_base=seq_base, wall_offset_s=wall_offset_s,
+                            credential=credential)
+    log.info("uplink %s: DHT node %s on udp/%d (%s bootstrap node(s)), transport on udp/%d "
+             "(%d configured peer(s))%s", addrs.interface, port.node_id(), port.bound_port(),
+             len(plan.bootstrap) or "no", transport.bound_port, len(transport.peers()),
+             ", impaired" if radio is not transport else "")
+    return UplinkParts(port, bridge, radio, mesh)
+
+
+async def _open_transport(plan: UplinkPlan, dht_port: int, node_id: bytes) -> Radio:
+    """The uplink transport on the uplink addresses at the DHT port + 1 (with --dht-port 0:
+    any free port if that one is busy); a one-line StartupError when it cannot bind."""
+    addrs = plan.addresses
+    port = transport_port(dht_port)
+    if port > PORT_MAX:
+        if plan.dht_port:
+            raise StartupError(f"uplink {addrs.interface}: DHT port {dht_port} leaves no port "
+                               "for the uplink transport (DHT port + 1)")
+        port = 0
+    try:
+        return await open_uplink_radio(
+            tuple(a for a in (addrs.ipv4, addrs.ipv6) if a is not None), port,
+            plan.transport_peers(), any_port_if_busy=plan.dht_port == 0,
+            impairment=plan.impairment, seed=radio_seed(node_id, UPLINK_RADIO))
+    except OSError as exc:
+        raise StartupError(f"uplink {addrs.interface}: cannot open the uplink transport on "
+                           f"udp/{port}: {exc.strerror or exc}") from None
 
 
 def media_relay(cfg: NodeConfig, identity: Identity, ports: UdpMediaPorts) -> MediaRelay:
@@ -507,10 +575,7 @@ async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,
     driver.start()
     log.info("node %s up: %s (%s, incident %r) on %s", short_id(info.node_id), info.aor,
              info.role, info.incident, ", ".join(driver.radios))
-    delay_s = options.register_delay_s
-    if delay_s is None:
-        delay_s = min(REGISTER_DELAY_S,
-                      REGISTER_DELAY_HELLOS * options.config.overlay.hello_interval_s)
+    delay_s = register_delay_s(options)
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
@@ -539,6 +604,13 @@ async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,
         server.close()
     log.info("node %s stopped", short_id(info.node_id))
     return 0
+
+
+def register_delay_s(options: NodeOptions) -> float:
+    """How long after start a node announces itself (see REGISTER_DELAY_S)."""
+    if options.register_delay_s is not None:
+        return options.register_delay_s
+    return min(REGISTER_DELAY_S, REGISTER_DELAY_HELLOS * options.config.overlay.hello_interval_s)
 
 
 async def _departure_grace(driver: NodeDriver, grace_s: float) -> None:

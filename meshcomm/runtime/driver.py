@@ -98,9 +98,8 @@ class DhtPortLike(Protocol):
     def counters(self) -> Mapping[DhtPortCounter, int]: ...
 
 
-def uplink_radio_of(radios: Mapping[str, Radio]) -> UplinkRadio | None:
-    """The radio named UPLINK_RADIO (under its impairment wrapper, if any), or None."""
-    radio = radios.get(UPLINK_RADIO)
+def as_uplink_radio(radio: Radio | None) -> UplinkRadio | None:
+    """``radio`` if it is an UplinkRadio (under its impairment wrapper, if any), or None."""
     if isinstance(radio, ImpairedRadio):
         radio = radio.inner
     return radio if isinstance(radio, UplinkRadio) else None
@@ -144,7 +143,7 @@ class NodeDriver:
         self._broadcast_radios = [radio for radio in radios
                                   if node_on_uplink or radio.name != UPLINK_RADIO]
         #: The uplink transport (UplinkPeers events add peers to it), or None.
-        self.uplink_radio = uplink_radio_of(self.radios)
+        self.uplink_radio = as_uplink_radio(self.radios.get(UPLINK_RADIO))
         self.started_at = loop.time()
         #: Every counter of the driver is reported from the start (0 until it happens).
         self.counters: dict[str, int] = dict.fromkeys(DRIVER_COUNTERS, 0)

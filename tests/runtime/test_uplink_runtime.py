@@ -117,7 +117,10 @@ def test_two_relays_bridge_their_islands_over_a_real_dht(tmp_path: Path) -> None
                 (found,) = answers[0].bindings
                 assert found.binding.aor == info_a.aor
                 # Both uplinked relays of island A publish A's binding, each attaching it.
-                island_a_relays = {info_a.node_id: (f"127.0.0.1:{port_a.bound_port()}",),
+                # The attachment names a's uplink TRANSPORT address (DHT port + 1 if free).
+                transport_a = up["a"][0].uplink_radio
+                assert transport_a is not None
+                island_a_relays = {info_a.node_id: (f"127.0.0.1:{transport_a.bound_port}",),
                                    up["a2"][1].node_id: None}
                 assert found.relays and {att.relay for att in found.relays} <= set(
                     island_a_relays)

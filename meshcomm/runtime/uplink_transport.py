@@ -1,0 +1,113 @@
+"""The uplink transport (issue 10): the uplink mesh's MeshNode and its UDP radio, shared by
+``meshcomm relay`` (with an uplink) and ``meshcomm dht-node``.
+
+* **Port rule.** The transport listens on the DHT node's port + :data:`UPLINK_TRANSPORT_PORT_OFFSET`
+  (a DHT node on 4222: the transport on 4223), on the same addresses. With ``--dht-port 0``
+  that port is tried first and any free port taken when it is busy. A relay's configured
+  peers are its bootstrap nodes with the same offset (``--dht-bootstrap 192.0.2.1:4222``:
+  ``192.0.2.1:4223``), and the addresses a relay publishes in its DHT attachments name
+  the transport port.
+* **Uplink mesh.** A second overlay on the uplink, same identity and incident as the
+  island's node, role ``relay`` and capability ``uplink``; each member registers
+  :func:`uplink_aor` there so the uplink mesh learns a route to it (through a dht-node
+  when two relays cannot reach each other directly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import random
+from typing import Final
+
+from meshcomm.dht.api import UPLINK_CAP
+from meshcomm.location.table import TrustPolicy
+from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.node.storeforward import RELAY_ROLE
+from meshcomm.overlay.config import OverlayConfig
+from meshcomm.runtime.driver import NodeDriver
+from meshcomm.security.identity import Identity
+from meshcomm.security.verify import SignatureVerifier
+from radios import ImpairedRadio, Impairment, Radio
+from radios.uplink import PORT_MAX, UplinkRadio
+
+log = logging.getLogger(__name__)
+
+#: The uplink transport's UDP port is the DHT node's port plus this.
+UPLINK_TRANSPORT_PORT_OFFSET: Final = 1
+#: Domain of the uplink mesh's AoRs (a reserved name: never resolvable in DNS).
+UPLINK_AOR_DOMAIN: Final = "uplink.invalid"
+#: Hex digits of the node id in an uplink AoR (64 bits).
+UPLINK_AOR_ID_HEX: Final = 16
+
+
+def uplink_aor(node_id: bytes) -> str:
+    """The AoR a node registers on the uplink mesh: ``sip:<16 hex of its id>@uplink.invalid``."""
+    return f"sip:{node_id.hex()[:UPLINK_AOR_ID_HEX]}@{UPLINK_AOR_DOMAIN}"
+
+
+def transport_port(dht_port: int) -> int:
+    """The uplink transport's port for a DHT node on ``dht_port`` (0 for 0: any)."""
+    return dht_port + UPLINK_TRANSPORT_PORT_OFFSET if dht_port else 0
+
+
+def transport_peer(host: str, dht_port: int) -> str | None:
+    """``HOST:DHTPORT`` of a DHT node -> its transport's ``HOST:PORT`` (IPv6 in brackets);
+    None when the port would leave the port range."""
+    port = dht_port + UPLINK_TRANSPORT_PORT_OFFSET
+    if not 1 <= port <= PORT_MAX:
+        return None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def make_uplink_mesh(identity: Identity, *, incident: str, trust: TrustPolicy,
+                     overlay: OverlayConfig, registration_lifetime_s: int,
+                     rng: random.Random, now: float, seq_base: int, wall_offset_s: float,
+                     credential: bytes | None) -> MeshNode:
+    """The uplink mesh's node: role relay, capability uplink (see the module docstring)."""
+    settings = NodeSettings(incident=incident, role=RELAY_ROLE,
+                            registration_lifetime_s=registration_lifetime_s, trust=trust,
+                            overlay=overlay, caps=(UPLINK_CAP,))
+    return MeshNode(identity, settings, verifier=SignatureVerifier(), rng=rng, now=now,
+                    seq_base=seq_base, wall_offset_s=wall_offset_s, credential=credential)
+
+
+async def open_uplink_radio(addresses: tuple[str, ...], port: int, peers: tuple[str, ...], *,
+                            any_port_if_busy: bool, impairment: Impairment | None = None,
+                            seed: int = 0) -> Radio:
+    """Open the uplink radio on ``addresses`` at ``port``; when that port is busy and
+    ``any_port_if_busy``, on any free port (logged). Wrapped in the impairment if given.
+    OSError when it cannot bind."""
+    def build(bind_port: int) -> Radio:
+        radio = UplinkRadio(addresses, bind_port, peers=peers)
+        if impairment is None or impairment.is_null:
+            return radio
+        return ImpairedRadio(radio, impairment, random.Random(seed))
+
+    radio = build(port)
+    try:
+        await radio.open()
+    except OSError as exc:
+        if not (any_port_if_busy and port and exc.errno == errno.EADDRINUSE):
+            raise
+        log.warning("uplink transport: udp/%d is in use; taking any free port", port)
+        radio = build(0)
+        await radio.open()
+    return radio
+
+
+def announce_on_uplink(driver: NodeDriver, mesh: MeshNode, delay_s: float,
+                       loop: asyncio.AbstractEventLoop) -> asyncio.TimerHandle:
+    """Register :func:`uplink_aor` on ``mesh`` after ``delay_s`` (its first HELLOs heard,
+    as the island's node does), through the driver's pump."""
+    aor = uplink_aor(mesh.node_id)
+
+    def announce() -> None:
+        if driver.closed:
+            return
+        now = driver.now()
+        driver.pump_.command(now, lambda: mesh.register(aor, (), now))
+        log.info("uplink mesh: announced %s", aor)
+
+    return loop.call_later(delay_s, announce)
