@@ -8,7 +8,11 @@ same way, and the remote binding is never flooded into the local gossip."""
 from __future__ import annotations
 
 from meshcomm.node.gateway.types import SendStatus
-from meshcomm.node.tunnel import TunnelCounter
+from meshcomm.node.kinds import AppKind
+from meshcomm.node.tunnel import RELAY_ITEMS_BURST, TunnelCounter
+from meshcomm.node.tunnel_wire import encode_tunnel_out, seal_item
+from meshcomm.overlay.counters import OverlayCounter
+from meshcomm.overlay.forwarding import UnicastReceived
 from tests.node.cross_site_net import CrossSiteNet
 
 ISLANDS = {"A": ["a0", "a1", "a2"], "B": ["b2", "b1", "b0"]}
@@ -60,3 +64,87 @@ def test_an_unknown_aor_is_404_after_asking_the_dht() -> None:
     assert a0.core.gateway is not None
     result = a0.core.gateway.outbox[send_id]
     assert (result.status, result.code) == (SendStatus.FAILED, 404)
+
+
+def test_hostile_tunnel_input_is_dropped_counted_and_honest_traffic_still_crosses() -> None:
+    from meshcomm.node.tunnel_wire import encode_resolve
+
+    net = _net()
+    a1, a2, b0 = net.stations["a1"], net.stations["a2"], net.stations["b0"]
+    b2 = net.stations["b2"]
+    bad = a1.core.node
+
+    def flood() -> None:
+        now = net.now
+        forged = seal_item(bad.identity, "incident-x", b0.core.node_id, AppKind.SIP, 1,
+                           b"MESSAGE sip:b0@fire.example SIP/2.0\r\n\r\n")
+        for blob in (b"\x00garbage", b"", encode_resolve(1, "sip:a@b")):
+            bad.send_unicast(a2.core.node_id, AppKind.TUNNEL_OUT, blob, now)
+        for i in range(40):              # over the per-node question limit
+            bad.send_unicast(a2.core.node_id, AppKind.RESOLVE,
+                             encode_resolve(i, f"sip:x{i}@fire.example"), now)
+        for _ in range(600):             # over the relay's per-origin budget
+            bad.send_unicast(a2.core.node_id, AppKind.TUNNEL_OUT,
+                             encode_tunnel_out((b2.core.node_id,), forged), now)
+    a1.pump.command(net.now, flood)
+    net.run(net.now + 30.0)
+    relay = a2.core.tunnel
+    assert relay is not None
+    # The flood was cut down on its way (the overlay's per-neighbour limit, then the
+    # tunnel's per-origin budget): far fewer than sent went over the uplink.
+    assert relay.counters[TunnelCounter.RELAYED_OUT] <= RELAY_ITEMS_BURST
+    assert (relay.counters[TunnelCounter.DROP_RATE]
+            + a2.core.node.counters[OverlayCounter.DROP_RATE_LIMITED]) > 0
+    assert relay.counters[TunnelCounter.QUESTIONS_REFUSED] > 0
+    assert relay.counters[TunnelCounter.DROP_MALFORMED] >= 3
+    far = b0.core.tunnel
+    assert far is not None
+    # The forged copies carried one msg_no: delivered at most once, the rest duplicates.
+    assert far.counters[TunnelCounter.DELIVERED] <= 1
+    send_id = net.send("a0", "b0", "still works")
+    net.run(net.now + 20.0)
+    assert b"still works" in [e.body for e in b0.inbox]
+    a0 = net.stations["a0"]
+    assert a0.core.gateway is not None
+    assert a0.core.gateway.outbox[send_id].status is SendStatus.DELIVERED
+
+
+def test_an_item_whose_signature_fails_is_dropped_at_the_destination() -> None:
+    from meshcomm.node.tunnel_wire import SignedItem, encode_tunnel_in
+
+    net = _net()
+    b1, b0 = net.stations["b1"], net.stations["b0"]
+    good = seal_item(b1.core.node.identity, "incident-x", b0.core.node_id, AppKind.SIP, 5,
+                     b"x")
+    forged = SignedItem(good.origin_key, good.dst, good.kind, good.msg_no, b"y",
+                        good.signature)
+    other_incident = seal_item(b1.core.node.identity, "elsewhere", b0.core.node_id,
+                               AppKind.SIP, 6, b"x")
+    relay = net.stations["b2"].core.node_id
+
+    def send() -> None:
+        for item in (forged, other_incident):
+            b1.core.node.send_unicast(b0.core.node_id, AppKind.TUNNEL_IN,
+                                      encode_tunnel_in(relay, item), net.now)
+    b1.pump.command(net.now, send)
+    net.run(net.now + 5.0)
+    assert b0.core.tunnel is not None
+    assert b0.core.tunnel.counters[TunnelCounter.DROP_SIGNATURE] == 2
+    assert b0.core.tunnel.counters[TunnelCounter.DELIVERED] == 0
+
+
+def test_a_relay_passes_on_at_most_its_budget_per_origin() -> None:
+    net = _net()
+    a1, a2, b2 = net.stations["a1"], net.stations["a2"], net.stations["b2"]
+    relay = a2.core.tunnel
+    assert relay is not None
+    item = seal_item(a1.core.node.identity, "incident-x", b2.core.node_id, AppKind.SIP, 1,
+                     b"x")
+    body = encode_tunnel_out((b2.core.node_id,), item)
+    event = UnicastReceived(a1.core.node_id, a1.core.node.identity.public_key,
+                            AppKind.TUNNEL_OUT, body, 1, 1)
+    before = relay.counters[TunnelCounter.RELAYED_OUT]
+    for _ in range(1000):
+        relay.on_unicast(event, False, net.now)
+    assert relay.counters[TunnelCounter.RELAYED_OUT] - before == RELAY_ITEMS_BURST
+    assert relay.counters[TunnelCounter.DROP_RATE] == 1000 - RELAY_ITEMS_BURST
