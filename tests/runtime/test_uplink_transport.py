@@ -1,0 +1,133 @@
+"""The uplink transport end to end (issue 10), real sockets on loopback, real NodeCores and
+MeshNodes, no mocks: relay A (island node + uplink mesh, composed like ``meshcomm relay``)
+and node B each know only C (which plays ``meshcomm dht-node``: its node IS an uplink-mesh
+node); after the HELLOs and B's registration flood, A's uplink mesh routes to B through C
+and a unicast from A reaches B. Configured with each other, A and B talk directly."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from meshcomm.location.table import TrustPolicy
+from meshcomm.node.core import NodeCore, compose
+from meshcomm.node.kinds import AppKind
+from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.overlay.forwarding import UnicastReceived
+from meshcomm.runtime.driver import NodeDriver
+from meshcomm.runtime.uplink_transport import announce_on_uplink, make_uplink_mesh, uplink_aor
+from meshcomm.security.verify import SignatureVerifier
+from radios.uplink import UplinkRadio
+from tests.runtime.helpers import FAST_OVERLAY, identity, wait_until
+
+V4 = "127.0.0.1"
+INCIDENT = "uplink-transport-test"
+WAIT_S = 10.0
+
+
+@dataclass
+class Member:
+    """One member of the uplink mesh on its own UplinkRadio."""
+
+    driver: NodeDriver
+    mesh: MeshNode
+    radio: UplinkRadio
+    events: list[object] = field(default_factory=list)
+
+    @property
+    def addr(self) -> str:
+        return f"{V4}:{self.radio.bound_port}"
+
+    def route_to(self, other: Member) -> tuple[int | None, str | None]:
+        entries = {e.aor: e for e in self.mesh.overlay.who(self.driver.now())}
+        entry = entries.get(uplink_aor(other.mesh.node_id))
+        return (None, None) if entry is None else (entry.hops, entry.next_hop)
+
+
+def _mesh(name: str, loop: asyncio.AbstractEventLoop, seed: int) -> MeshNode:
+    return make_uplink_mesh(identity(name), incident=INCIDENT, trust=TrustPolicy(),
+                            overlay=FAST_OVERLAY, registration_lifetime_s=300,
+                            rng=random.Random(seed), now=loop.time(), seq_base=1 << 32,
+                            wall_offset_s=1.7e9, credential=None)
+
+
+async def _member(name: str, peers: list[str], seed: int, *, relay: bool) -> Member:
+    """A relay (island node + uplink mesh in one NodeCore) or a bare uplink-mesh node (the
+    dht-node's shape: dst None goes to the uplink peers)."""
+    loop = asyncio.get_running_loop()
+    radio = UplinkRadio([V4], 0, peers=peers)
+    await radio.open()
+    mesh = _mesh(name, loop, seed)
+    core: NodeCore | MeshNode = mesh
+    if relay:
+        island = MeshNode(identity(name), NodeSettings(incident=INCIDENT, role="relay",
+                                                       overlay=FAST_OVERLAY),
+                          verifier=SignatureVerifier(), rng=random.Random(seed + 100),
+                          now=loop.time(), seq_base=1 << 32, wall_offset_s=1.7e9)
+        core = compose(island, now=loop.time(), uplink=mesh)
+    member = Member(NodeDriver(core, [radio], None, loop, wall_offset_s=1.7e9,
+                               node_on_uplink=not relay), mesh, radio)
+    member.driver.event_sink = member.events.append
+    member.driver.start()
+    announce_on_uplink(member.driver, mesh, 0.3, loop)
+    return member
+
+
+@contextmanager
+def closing(members: list[Member]) -> Iterator[list[Member]]:
+    try:
+        yield members
+    finally:
+        for member in members:
+            member.driver.close()
+
+
+async def _unicast(src: Member, dst: Member, body: bytes) -> UnicastReceived:
+    now = src.driver.now()
+    src.driver.pump_.command(now, lambda: src.mesh.send_unicast(
+        dst.mesh.node_id, AppKind.TUNNEL_WAN, body, now))
+
+    def arrived() -> list[UnicastReceived]:
+        return [e for e in dst.events if isinstance(e, UnicastReceived) and e.body == body]
+
+    await wait_until(lambda: bool(arrived()), "the unicast at its destination", WAIT_S)
+    return arrived()[0]
+
+
+def test_two_members_that_know_only_the_dht_node_reach_each_other_through_it() -> None:
+    async def scenario() -> None:
+        c = await _member("c", [], 3, relay=False)
+        with closing([c]) as members:
+            a = await _member("a", [c.addr], 1, relay=True)
+            members.append(a)
+            b = await _member("b", [c.addr], 2, relay=False)
+            members.append(b)
+            await wait_until(lambda: a.route_to(b) == (2, c.mesh.node_id.hex()),
+                                    "a route from A to B through C", WAIT_S)
+            assert a.radio.peers() == [c.addr]          # A never learned B's address
+            got = await _unicast(a, b, b"across the WAN")
+            assert got.origin == a.mesh.node_id and got.hops == 2
+            # C learned A and B from hearing them; its frames reached both.
+            assert set(c.radio.peers()) == {a.addr, b.addr}
+            assert a.radio.counters["rx"] > 0 and b.radio.counters["rx"] > 0
+
+    asyncio.run(scenario())
+
+
+def test_members_configured_with_each_other_talk_directly() -> None:
+    async def scenario() -> None:
+        b = await _member("b", [], 2, relay=False)
+        with closing([b]) as members:
+            a = await _member("a", [b.addr], 1, relay=True)
+            members.append(a)
+            await wait_until(lambda: a.route_to(b)[0] == 1, "a direct route from A to B",
+                             WAIT_S)
+            assert a.route_to(b)[1] == b.mesh.node_id.hex()
+            got = await _unicast(a, b, b"direct")
+            assert got.origin == a.mesh.node_id and got.hops == 1
+            assert b.radio.peers() == [a.addr]          # learned by hearing A
+
+    asyncio.run(scenario())
