@@ -1,0 +1,59 @@
+"""A call between stock UAs in two islands (issue 10): the INVITE is resolved through the
+caller's island relay and the DHT, crosses the uplink as a tunnel item, the answer comes
+back the same way, synthetic RTP crosses both ways as media items for the life of the call
+(10 s each way, nothing lost or reordered on these lossless links), and BYE ends it on
+both sides, releasing the ports."""
+
+from __future__ import annotations
+
+from meshcomm.media.relay import MediaConfig
+from meshcomm.node.tunnel import TunnelCounter
+from meshcomm.sip.sdp import make_offer
+from meshcomm.sip.ua_events import CallEnded, CallEstablished, IncomingCall
+from tests.media.helpers import rtp_packet
+from tests.node.cross_site_gateway_net import CrossSiteGatewayNet
+from tests.node.gateway_net import DOMAIN, of_kind, registered
+from tests.node.test_gateway_media import (
+    ALICE_PORT,
+    ALICE_RTP,
+    BOB_PORT,
+    BOB_RTP,
+    PACKET_INTERVAL_S,
+    _answer,
+    _only_call,
+)
+
+
+def test_a_call_across_islands_carries_rtp_both_ways_and_ends_with_bye() -> None:
+    net = CrossSiteGatewayNet(6, media=MediaConfig())
+    net.run_for(10.0)                          # islands, uplink mesh and DHT settle
+    alice = registered(net, 0, ALICE_PORT, "alice")
+    last = len(net.stations) - 1
+    registered(net, last, BOB_PORT, "bob")
+    bob = net.stations[last].uas[("127.0.0.1", BOB_PORT)]
+    net.run_for(5.0)                           # bob's binding published by his relay
+    assert not net.stations[0].node.table.lookup(f"sip:bob@{DOMAIN}")
+    call = alice.invite(f"sip:bob@{DOMAIN}", make_offer(address="127.0.0.1",
+                                                       rtp_port=ALICE_RTP, session_id=1))
+    net.run_until(lambda: bool(of_kind(net.events(last, BOB_PORT), IncomingCall)))
+    _answer(bob, of_kind(net.events(last, BOB_PORT), IncomingCall)[0], BOB_RTP)
+    net.run_until(lambda: bool(of_kind(net.events(0, ALICE_PORT), CallEstablished)))
+    call_id = _only_call(net, 0)
+    assert _only_call(net, last) == call_id
+    sent_a = [rtp_packet(seq, 0xA11CE) for seq in range(500)]
+    sent_b = [rtp_packet(seq, 0xB0B, 880.0) for seq in range(500)]
+    for pa, pb in zip(sent_a, sent_b, strict=True):
+        assert net.client_media(0, call_id, pa)
+        assert net.client_media(last, call_id, pb)
+        net.run_for(PACKET_INTERVAL_S)
+    net.run_for(1.0)
+    assert [p.data for p in net.stations[last].to_clients] == sent_a
+    assert [p.data for p in net.stations[0].to_clients] == sent_b
+    tunnel = net.stations[0].core.tunnel
+    assert tunnel is not None and tunnel.counters[TunnelCounter.SENT_MEDIA] == 500
+    alice.bye(call)
+    net.run_until(lambda: bool(of_kind(net.events(last, BOB_PORT), CallEnded))
+                  and bool(of_kind(net.events(0, ALICE_PORT), CallEnded)))
+    for index in (0, last):
+        relay = net.stations[index].relay
+        assert relay is not None and not relay.sessions
