@@ -34,9 +34,11 @@ from meshcomm.node.gateway.types import InboxEntry, LocalDatagram
 from meshcomm.node.mesh import MeshNode
 from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import SfPersist, StoreForward, StoreForwardConfig
+from meshcomm.node.tunnel import UplinkPeers
 from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.overlay.media import MediaReceived
 from meshcomm.sim.metrics import SimCounter
+from meshcomm.sim.uplinks import WanCounter
 from meshcomm.types import Datagram
 
 if TYPE_CHECKING:
@@ -126,9 +128,13 @@ class SimEdge:
             self.sim.counters[SimCounter.MEDIA_TO_ABSENT_CLIENT] += 1
 
     def dht(self, op: DhtOp) -> None:
-        """A DHT operation of the node's bridge: simulated uplinks are not modelled yet
-        (issue 10), so a simulated node runs no bridge and none arrives; counted."""
-        self.sim.counters[SimCounter.DHT_OPS_DROPPED] += 1
+        """A DHT operation of the node's bridge: into the run's DHT model (an uplinked
+        relay's; a run without uplinks has no bridge, so none arrives: counted)."""
+        wan = self.sim.wan
+        if wan is None:
+            self.sim.counters[SimCounter.DHT_OPS_DROPPED] += 1
+        else:
+            wan.submit(self.name, op)
 
     def other(self, event: object) -> None:
         sim = self.sim
@@ -137,6 +143,8 @@ class SimEdge:
         elif isinstance(event, MediaReceived):
             sim.media.append((sim.now, self.name, event))
         else:
+            if isinstance(event, UplinkPeers) and sim.wan is not None:
+                sim.wan.counters[WanCounter.UPLINK_PEERS_EVENTS] += 1   # a full-mesh WAN
             if isinstance(event, InboxEntry) and sim.incident is not None:
                 sim.incident.stats.to_node_inbox(event.body)
             if sim.other_events is not None:

@@ -46,7 +46,8 @@ from meshcomm.sim.incident import Incident
 from meshcomm.sim.metrics import Metrics, SimCounter
 from meshcomm.sim.topology import LinkSpec, Topology
 from meshcomm.sim.traffic import TrafficPlan
-from meshcomm.types import Datagram, LinkAddr
+from meshcomm.sim.uplinks import UPLINK_AOR_DOMAIN, UplinkSpec, Wan, uplink_aor
+from meshcomm.types import UPLINK_PREFIX, Datagram, LinkAddr
 from meshcomm.wire import codec
 from meshcomm.wire.envelope import Envelope, Hop, decode_frame_untrusted
 
@@ -126,10 +127,13 @@ class SimConfig:
     #: Directory of the nodes' store-and-forward files (kept after the run); None: a
     #: temporary directory removed when the run ends.
     store_dir: Path | None = None
+    #: WANs between uplinked relays of the islands (issue 10); their members run a DHT
+    #: bridge and an uplink mesh (:mod:`meshcomm.sim.uplinks`)
+    uplinks: tuple[UplinkSpec, ...] = ()
 
     @property
     def whole_nodes(self) -> bool:
-        return self.gateways or not self.traffic.empty
+        return self.gateways or bool(self.uplinks) or not self.traffic.empty
 
 
 class _Ev(Enum):
@@ -141,6 +145,7 @@ class _Ev(Enum):
     CALL = 5
     LEFT = 6
     CLIENT = 7          # an incident event (a client's datagrams, timer, media, traffic)
+    WAN = 8             # the WAN's: an uplink's link change, the DHT model's timer
 
 
 Observer = Callable[[float, str, dict[str, object]], None]
@@ -180,6 +185,8 @@ class Simulator:
         self._medium_rng = random.Random(master.getrandbits(64))
         self._verifier = SignatureVerifier(VERIFY_CACHE_ENTRIES)
         self._decoder = MemoDecoder()
+        #: frame decoding shared by every node of the run (uplink meshes too)
+        self.decoder = self._decoder
         self._slots: dict[str, _Slot] = {}
         for name in config.topology.names:
             seed_bytes = hashlib.sha256(f"meshcomm-sim:{config.seed}:{name}".encode()).digest()
@@ -198,6 +205,8 @@ class Simulator:
         self.unicasts: list[tuple[float, str, UnicastReceived]] = []
         #: (time, node, event) of every media frame delivered to a node without a relay
         self.media: list[tuple[float, str, MediaReceived]] = []
+        #: the uplinks' WANs and DHT model; None without [[uplink]] entries
+        self.wan = Wan(self, config.uplinks, config.seed) if config.uplinks else None
         #: the whole-node side (gateways, clients, traffic); None in gossip-only runs
         self.incident = Incident(self) if config.whole_nodes else None
 
@@ -253,6 +262,14 @@ class Simulator:
         """A node's edge armed its timer (stale entries are skipped by generation)."""
         self._push(max(deadline, self.now), _Ev.TIMER, name, gen)
 
+    def push_wan(self, when: float, payload: object) -> None:
+        """A WAN event (see :class:`~meshcomm.sim.uplinks.Wan`) at ``when``."""
+        self._push(max(when, self.now), _Ev.WAN, "", payload)
+
+    def deliver_at(self, when: float, name: str, frame: tuple[bytes, LinkAddr]) -> None:
+        """A frame reaches node ``name`` at ``when`` (the WAN's deliveries)."""
+        self._push(when, _Ev.DELIVER, name, frame)
+
     def push_incident(self, when: float, name: str, payload: object) -> None:
         """An incident event (see :class:`~meshcomm.sim.incident.Incident`) at ``when``."""
         self._push(max(when, self.now), _Ev.CLIENT, name, payload)
@@ -279,6 +296,8 @@ class Simulator:
                 else self.incident.compose(slot.name, slot.identity, node, slot.boots))
         slot.core = core
         slot.pump = pump = Pump(core, slot.edge)
+        if self.wan is not None:
+            self.wan.node_started(slot.name)
         self.metrics.node_up(slot.name)
         self._observe("start", node=slot.name, role=role, boot=slot.boots)
         lo, hi = self.config.register_delay_s
@@ -310,6 +329,8 @@ class Simulator:
         self._gone(slot)
 
     def _gone(self, slot: _Slot) -> None:
+        if self.wan is not None:
+            self.wan.node_stopped(slot.name)
         slot.core = None
         slot.pump = None
         slot.leaving_until = None
@@ -339,6 +360,12 @@ class Simulator:
         else:
             contacts = (f"mesh:{slot.name}",)
         pump.command(now, lambda: core.register(aor, contacts, now))
+        uplink = core.uplink
+        if uplink is not None:          # announced on the uplink mesh too (its routes)
+            def announce() -> None:
+                uplink.register(uplink_aor(uplink.node_id), (), now)
+                core.settle(now)
+            pump.command(now, announce)
         if self.incident is not None:
             self.incident.node_registered(slot.name)
 
@@ -346,6 +373,12 @@ class Simulator:
     def transmit_from(self, src: str, dgram: Datagram) -> None:
         """A node's edge transmits a datagram (to every neighbour, or to link ``dst``)."""
         data, dst = dgram.data, dgram.dst
+        if dst is not None and dst.startswith(UPLINK_PREFIX):
+            if self.wan is None:
+                self.counters[SimCounter.UPLINK_WITHOUT_WAN] += 1
+            else:
+                self.wan.transmit(src, dgram)
+            return
         self.metrics.transmitted(len(data))
         airtime = len(data) * 8 / AIRTIME_BPS
         links = self._links.get(src, {})
@@ -376,6 +409,11 @@ class Simulator:
         self._trace.update(codec.pack([round(self.now, 6), name, rec.type.value,
                                        dict(rec.data)]))
         payload = rec.payload
+        if self.wan is not None:
+            self.wan.on_record(rec)
+            if (isinstance(payload, BindingLearned | BindingUpdated)
+                    and payload.aor.endswith(UPLINK_AOR_DOMAIN)):
+                return                  # the uplink mesh's: not the island's convergence
         if isinstance(payload, BindingLearned | BindingUpdated):
             if payload.via == "":
                 self.metrics.announced(name, payload.record, payload.seq,
@@ -413,6 +451,10 @@ class Simulator:
                 self._push(slot.rng.uniform(0, spread), _Ev.START, name)
         for action in self.config.actions:
             self._push(action.at_s, _Ev.ACTION, "", action)
+        if self.wan is not None:
+            for at, name, up in self.wan.schedule(self.config.duration_s):
+                self._push(at, _Ev.WAN, "", (name, up))
+            self.wan.arm()
         incident = self.incident
         try:
             if incident is not None:
@@ -460,6 +502,9 @@ class Simulator:
         elif kind is _Ev.CLIENT:
             assert self.incident is not None
             self.incident.dispatch(name, payload)
+        elif kind is _Ev.WAN:
+            assert self.wan is not None
+            self.wan.fire(payload)
         elif kind is _Ev.LEFT:
             self._leaving(self._slots[name], payload)
         elif kind is _Ev.START:
@@ -485,4 +530,19 @@ class Simulator:
         result["verifications"] = self._verifier.verified
         if self.incident is not None:
             result.update(self.incident.report())
+        if self.wan is not None and self.incident is not None:
+            result["uplinks"] = self.wan.report(list(self.incident.stats.messages.values()),
+                                                self.config.topology.components(),
+                                                self._part_counters())
         return result
+
+    def _part_counters(self) -> Counter[str]:
+        """The running nodes' tunnel and DHT bridge counters, summed."""
+        out: Counter[str] = Counter()
+        for slot in self._slots.values():
+            core = slot.core
+            if core is not None and core.tunnel is not None:
+                out.update(core.tunnel.counters)
+            if core is not None and core.dht is not None:
+                out.update(core.dht.counters)
+        return out

@@ -45,6 +45,7 @@ from meshcomm.sim.clients import (
 )
 from meshcomm.sim.metrics import SimCounter
 from meshcomm.sim.traffic import TrafficEvent, TrafficKind
+from meshcomm.sim.uplinks import MeasuredTunnel, Wan
 
 if TYPE_CHECKING:
     from meshcomm.sim.engine import Simulator
@@ -131,6 +132,9 @@ class Incident:
                                     registration_lifetime_s=settings.registration_lifetime_s,
                                     trust=settings.trust, overlay=settings.overlay,
                                     caps=(*settings.caps, RELAY_CAP))
+        wan = self.sim.wan
+        if wan is not None and wan.is_member(name):
+            settings = wan.island_settings(settings)
         return MeshNode(identity, settings, verifier=verifier, rng=rng, now=self.sim.now,
                         seq_base=boots << 32, frame_decoder=decoder)
 
@@ -144,9 +148,27 @@ class Incident:
         relay = MediaRelay(identity, SequentialPortAllocator(GATEWAY_ADDR[0], MEDIA_FIRST_PORT,
                                                              MEDIA_LAST_PORT),
                            random.Random(parts_rng.getrandbits(64)), self.media_config)
-        return compose(node, gateway_config=self.gateway_config,
+        core = compose(node, gateway_config=self.gateway_config,
                        rng=random.Random(parts_rng.getrandbits(64)),
                        node_aor=self.aor(name), now=now, sf=sf, relay=relay)
+        wan = self.sim.wan
+        if wan is None:
+            return core
+        return self._uplinked(name, identity, core, boots, wan)
+
+    def _uplinked(self, name: str, identity: Identity, core: NodeCore, boots: int,
+                  wan: Wan) -> NodeCore:
+        """In a run with uplinks: the same parts, a tunnel whose resolutions are timed,
+        and for an uplinked relay its DHT bridge and uplink mesh (compose's wiring)."""
+        node = core.node
+        dht = uplink = None
+        if wan.is_member(name):
+            dht = wan.bridge(name, identity, node, boots)
+            uplink = wan.uplink_mesh(name, identity, node.settings, boots,
+                                     node.overlay.verifier, self.sim.decoder)
+        tunnel = MeasuredTunnel(node, node.overlay.verifier, name=name, probe=wan.probe,
+                                dht=dht, uplink=uplink)
+        return NodeCore(node, core.gateway, core.sf, core.media, dht, uplink, tunnel)
 
     @staticmethod
     def aor(name: str) -> str:

@@ -19,7 +19,8 @@ class SimCounter(StrEnum):
     MEDIA_WITHOUT_SESSION = "media_without_session"    # a client frame no call port took
     SIP_NOT_FOR_CLIENT = "sip_not_for_client"          # gateway SIP for another address
     UNDECODABLE_FRAMES = "undecodable_frames"          # client media that is not ours
-    DHT_OPS_DROPPED = "dht_ops_dropped"                # a bridge's DHT op (no uplinks yet)
+    DHT_OPS_DROPPED = "dht_ops_dropped"                # a bridge's DHT op, no WAN in the run
+    UPLINK_WITHOUT_WAN = "uplink_without_wan"          # an uplink datagram, no WAN in the run
 
 
 #: Counters that are frames carrying binding records (for transmissions per binding).

@@ -45,6 +45,17 @@ class Topology:
                     todo.append(nxt)
         return dist
 
+    def components(self) -> dict[str, int]:
+        """Node -> index of its radio component (an island), in name order."""
+        out: dict[str, int] = {}
+        island = 0
+        for name in self.names:
+            if name not in out:
+                for reached in self.hop_distances(name):
+                    out[reached] = island
+                island += 1
+        return out
+
     def is_connected(self) -> bool:
         return not self.names or len(self.hop_distances(self.names[0])) == len(self.names)
 
@@ -99,3 +110,39 @@ def random_geometric(count: int, spec: LinkSpec, rng: random.Random,
         if topo.is_connected():
             return topo
     raise ConfigError("topology", f"no connected placement of {count} nodes found")
+
+
+#: Islands of one generated incident (named a, b, ... z: nodes a0, a1, ..., b0, ...).
+MAX_ISLANDS = 26
+
+
+def island_names(islands: int, size: int) -> list[list[str]]:
+    return [[f"{chr(ord('a') + k)}{i}" for i in range(size)] for k in range(islands)]
+
+
+def islands(count: int, size: int, spec: LinkSpec, rng: random.Random,
+            radio_range: float = DEFAULT_RANGE) -> Topology:
+    """``count`` islands of ``size`` nodes each: separate radio components, each a random
+    geometric graph (:func:`random_geometric`), placed side by side out of each other's
+    range."""
+    if not 1 <= count <= MAX_ISLANDS:
+        raise ConfigError("islands", f"must be in 1..{MAX_ISLANDS}")
+    topo = Topology([])
+    side = math.sqrt(size / 100.0)
+    for k, names in enumerate(island_names(count, size)):
+        part = random_geometric(size, spec, rng, radio_range)
+        rename = dict(zip(part.names, names, strict=True))
+        topo.names.extend(names)
+        shift = k * (side + 2 * radio_range + 1.0)
+        for old, (x, y) in part.positions.items():
+            topo.positions[rename[old]] = (x + shift, y)
+        for a, peers in part.links.items():
+            for b, link in peers.items():
+                topo.links.setdefault(rename[a], {})[rename[b]] = link
+    return topo
+
+
+def hub(topo: Topology, names: list[str]) -> str:
+    """The most central of ``names`` (least eccentricity, then name): where an island's
+    uplinked relay stands by default."""
+    return min(names, key=lambda n: (max(topo.hop_distances(n).values()), n))
