@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from meshcomm.location.table import TrustPolicy
 from meshcomm.node.core import NodeCore, compose
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.overlay.config import OverlayConfig
 from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.uplink_transport import announce_on_uplink, make_uplink_mesh, uplink_aor
@@ -26,6 +28,9 @@ from tests.runtime.helpers import FAST_OVERLAY, identity, wait_until
 V4 = "127.0.0.1"
 INCIDENT = "uplink-transport-test"
 WAIT_S = 10.0
+#: Wall-clock time = loop time + this (the real one: a dht-node in another process checks
+#: the bindings' issue times against its own clock).
+WALL_OFFSET_S = time.time() - time.monotonic()
 
 
 @dataclass
@@ -47,28 +52,30 @@ class Member:
         return (None, None) if entry is None else (entry.hops, entry.next_hop)
 
 
-def _mesh(name: str, loop: asyncio.AbstractEventLoop, seed: int) -> MeshNode:
+def _mesh(name: str, loop: asyncio.AbstractEventLoop, seed: int,
+          overlay: OverlayConfig) -> MeshNode:
     return make_uplink_mesh(identity(name), incident=INCIDENT, trust=TrustPolicy(),
-                            overlay=FAST_OVERLAY, registration_lifetime_s=300,
+                            overlay=overlay, registration_lifetime_s=300,
                             rng=random.Random(seed), now=loop.time(), seq_base=1 << 32,
-                            wall_offset_s=1.7e9, credential=None)
+                            wall_offset_s=WALL_OFFSET_S, credential=None)
 
 
-async def _member(name: str, peers: list[str], seed: int, *, relay: bool) -> Member:
+async def member(name: str, peers: list[str], seed: int, *, relay: bool,
+                 overlay: OverlayConfig = FAST_OVERLAY) -> Member:
     """A relay (island node + uplink mesh in one NodeCore) or a bare uplink-mesh node (the
     dht-node's shape: dst None goes to the uplink peers)."""
     loop = asyncio.get_running_loop()
     radio = UplinkRadio([V4], 0, peers=peers)
     await radio.open()
-    mesh = _mesh(name, loop, seed)
+    mesh = _mesh(name, loop, seed, overlay)
     core: NodeCore | MeshNode = mesh
     if relay:
         island = MeshNode(identity(name), NodeSettings(incident=INCIDENT, role="relay",
-                                                       overlay=FAST_OVERLAY),
+                                                       overlay=overlay),
                           verifier=SignatureVerifier(), rng=random.Random(seed + 100),
-                          now=loop.time(), seq_base=1 << 32, wall_offset_s=1.7e9)
+                          now=loop.time(), seq_base=1 << 32, wall_offset_s=WALL_OFFSET_S)
         core = compose(island, now=loop.time(), uplink=mesh)
-    member = Member(NodeDriver(core, [radio], None, loop, wall_offset_s=1.7e9,
+    member = Member(NodeDriver(core, [radio], None, loop, wall_offset_s=WALL_OFFSET_S,
                                node_on_uplink=not relay), mesh, radio)
     member.driver.event_sink = member.events.append
     member.driver.start()
@@ -85,7 +92,7 @@ def closing(members: list[Member]) -> Iterator[list[Member]]:
             member.driver.close()
 
 
-async def _unicast(src: Member, dst: Member, body: bytes) -> UnicastReceived:
+async def unicast(src: Member, dst: Member, body: bytes) -> UnicastReceived:
     now = src.driver.now()
     src.driver.pump_.command(now, lambda: src.mesh.send_unicast(
         dst.mesh.node_id, AppKind.TUNNEL_WAN, body, now))
@@ -99,16 +106,16 @@ async def _unicast(src: Member, dst: Member, body: bytes) -> UnicastReceived:
 
 def test_two_members_that_know_only_the_dht_node_reach_each_other_through_it() -> None:
     async def scenario() -> None:
-        c = await _member("c", [], 3, relay=False)
+        c = await member("c", [], 3, relay=False)
         with closing([c]) as members:
-            a = await _member("a", [c.addr], 1, relay=True)
+            a = await member("a", [c.addr], 1, relay=True)
             members.append(a)
-            b = await _member("b", [c.addr], 2, relay=False)
+            b = await member("b", [c.addr], 2, relay=False)
             members.append(b)
             await wait_until(lambda: a.route_to(b) == (2, c.mesh.node_id.hex()),
                                     "a route from A to B through C", WAIT_S)
             assert a.radio.peers() == [c.addr]          # A never learned B's address
-            got = await _unicast(a, b, b"across the WAN")
+            got = await unicast(a, b, b"across the WAN")
             assert got.origin == a.mesh.node_id and got.hops == 2
             # C learned A and B from hearing them; its frames reached both.
             assert set(c.radio.peers()) == {a.addr, b.addr}
@@ -119,14 +126,14 @@ def test_two_members_that_know_only_the_dht_node_reach_each_other_through_it() -
 
 def test_members_configured_with_each_other_talk_directly() -> None:
     async def scenario() -> None:
-        b = await _member("b", [], 2, relay=False)
+        b = await member("b", [], 2, relay=False)
         with closing([b]) as members:
-            a = await _member("a", [b.addr], 1, relay=True)
+            a = await member("a", [b.addr], 1, relay=True)
             members.append(a)
             await wait_until(lambda: a.route_to(b)[0] == 1, "a direct route from A to B",
                              WAIT_S)
             assert a.route_to(b)[1] == b.mesh.node_id.hex()
-            got = await _unicast(a, b, b"direct")
+            got = await unicast(a, b, b"direct")
             assert got.origin == a.mesh.node_id and got.hops == 1
             assert b.radio.peers() == [a.addr]          # learned by hearing A
 
