@@ -201,6 +201,8 @@ class NodeCore:
         self.tunnel = tunnel
         if gateway is not None:
             gateway.resolves_remote = tunnel is not None
+        if tunnel is not None and gateway is not None:
+            tunnel.offers_upstream = gateway.config.upstream is not None
         self._events: deque[NodeEvent] = deque()
         #: The parts with timers, in the order they fire when due at the same time.
         self._timed: list[_TimedPart] = [p for p in (node, gateway, sf, self.relay, dht,

@@ -174,6 +174,9 @@ class Tunnel:
         self._tokens: dict[int, list[tuple[bytes, int]]] = {}
         self._questions: Counter[bytes] = Counter()
         self._budget = TokenBuckets(RELAY_ITEMS_PER_S, RELAY_ITEMS_BURST)
+        #: This relay's gateway forwards what nobody knows to an upstream SIP proxy: an
+        #: island node's question the DHT cannot answer is answered with this node.
+        self.offers_upstream = False
 
     # ------------------------------------------------------------ driving API
     def next_timer(self) -> float | None:
@@ -452,6 +455,11 @@ class Tunnel:
             self._questions[node] -= 1
             if self._questions[node] <= 0:
                 del self._questions[node]
+            if status is ResolveStatus.NOT_FOUND and self.offers_upstream:
+                # Send it here: this relay's gateway takes it to the upstream proxy.
+                self._answer(node, request_id, ResolveStatus.FOUND,
+                             (AnswerEntry(NodeId(self.node.node_id), (), 0),), now)
+                continue
             self._answer(node, request_id, status, entries, now)
 
     def _learn_resolved(self, answer: Resolved, now: float) -> tuple[AnswerEntry, ...]:

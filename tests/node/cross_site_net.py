@@ -58,8 +58,10 @@ class CrossSiteNet:
     neighbours in the list); ``relays``: the uplinked nodes."""
 
     def __init__(self, islands: dict[str, list[str]], relays: set[str], *, seed: int = 1,
-                 delay_s: float = 0.005, loss: float = 0.0, wan_delay_s: float = 0.05) -> None:
+                 delay_s: float = 0.005, loss: float = 0.0, wan_delay_s: float = 0.05,
+                 upstream: dict[str, tuple[str, int]] | None = None) -> None:
         self.now = 0.0
+        self.upstream = upstream or {}
         self.rng = random.Random(seed)
         self.delay_s, self.loss, self.wan_delay_s = delay_s, loss, wan_delay_s
         self.model = DhtModel(random.Random(seed + 1), ModelConfig(), now=0.0)
@@ -97,7 +99,8 @@ class CrossSiteNet:
                               wall_offset_s=WALL)
             uplink.register(f"sip:{ident.node_id.hex()[:16]}@uplink.invalid", (), 0.0)
             self.model.add_node(name)
-        core = compose(node, gateway_config=GatewayConfig(), rng=random.Random(name + "-gw"),
+        config = GatewayConfig(upstream=self.upstream.get(name))
+        core = compose(node, gateway_config=config, rng=random.Random(name + "-gw"),
                        node_aor=f"sip:{name}@{DOMAIN}", now=0.0, dht=bridge, uplink=uplink)
         edge = MemoryEdge()
         return Station(name, island, core, edge, Pump(core, edge), uplinked)

@@ -7,6 +7,7 @@ same way, and the remote binding is never flooded into the local gossip."""
 
 from __future__ import annotations
 
+from meshcomm.node.gateway.counters import GatewayCounter
 from meshcomm.node.gateway.types import SendStatus
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.tunnel import RELAY_ITEMS_BURST, TunnelCounter
@@ -148,3 +149,24 @@ def test_a_relay_passes_on_at_most_its_budget_per_origin() -> None:
         relay.on_unicast(event, False, net.now)
     assert relay.counters[TunnelCounter.RELAYED_OUT] - before == RELAY_ITEMS_BURST
     assert relay.counters[TunnelCounter.DROP_RATE] == 1000 - RELAY_ITEMS_BURST
+
+
+def test_an_aor_nobody_knows_goes_to_the_upstream_proxy_of_the_islands_relay() -> None:
+    proxy = ("192.0.2.50", 5060)
+    net = CrossSiteNet(ISLANDS, {"a2", "b2"}, upstream={"a2": proxy})
+    net.run(15.0)
+    a0, a2 = net.stations["a0"], net.stations["a2"]
+    send_id = a0.pump.command(net.now, lambda: a0.core.send_message(
+        "sip:deskphone@pbx.example", "to the desk", net.now))
+    net.run(net.now + 20.0)
+    to_proxy = [d for d in a2.edge.take_local() if d.dest == proxy]
+    assert to_proxy and to_proxy[0].data.startswith(b"MESSAGE sip:deskphone@pbx.example ")
+    assert a2.core.gateway is not None
+    assert a2.core.gateway.counters[GatewayCounter.TO_UPSTREAM] == 1
+    # Nobody answers upstream: the sender hears a failure, the island keeps working.
+    assert a0.core.gateway is not None
+    assert a0.core.gateway.outbox[send_id].status is SendStatus.FAILED
+    other = net.send("a0", "b0", "still across")
+    net.run(net.now + 10.0)
+    assert b"still across" in [e.body for e in net.stations["b0"].inbox]
+    assert a0.core.gateway.outbox[other].status is SendStatus.DELIVERED

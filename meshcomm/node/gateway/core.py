@@ -246,7 +246,9 @@ class SipGateway(ResponseRelay):
         if waiting is None or waiting[0].state is not TxState.RESOLVING:
             return
         tx, request = waiting
-        if node is None or node == self.node.node_id:
+        if node is None and found_nothing and self._to_upstream(tx, request, now):
+            pass
+        elif node is None or node == self.node.node_id:
             self._respond(tx, 404 if found_nothing else 480, now)
         else:
             self.registrar.learn_node(node)
@@ -467,7 +469,19 @@ class SipGateway(ResponseRelay):
         if not bindings and self.resolves_remote and isinstance(tx.upstream, tuple):
             self._resolve(tx, request, aor, now)
             return
+        if not bindings and self._to_upstream(tx, request, now):
+            return             # from the mesh: the asking node's DHT lookup found nothing
         self._respond(tx, 480 if bindings else 404, now)
+
+    def _to_upstream(self, tx: ProxyTx, request: SipRequest, now: float) -> bool:
+        """§16.5/16.6 with the upstream proxy as the target: True when forwarded there
+        (never back to where the request came from)."""
+        upstream = self.config.upstream
+        if upstream is None or tx.upstream == upstream:
+            return False
+        self.counters[GatewayCounter.TO_UPSTREAM] += 1
+        self._forward(tx, request, upstream, now)
+        return True
 
     def _resolve(self, tx: ProxyTx, request: SipRequest, aor: str, now: float) -> None:
         """§16.5 beyond the island: ask the node (see :meth:`resolved`)."""

@@ -186,6 +186,10 @@ class GatewayConfig:
     #: Timer F; an INVITE ringing without a final answer -> 408 after Timer C (§16.8).
     timers: TimerConfig = RFC3261_TIMERS
     keep_sip_bodies: bool = False
+    #: The upstream SIP proxy (``[upstream]``, issue 10 item 5), or None: an AoR that
+    #: neither the island nor the DHT knows is forwarded there instead of answered 404
+    #: (a request that came from it is never sent back: 404).
+    upstream: Address | None = None
 
     def __post_init__(self) -> None:
         positive = {"message_timeout_s": self.message_timeout_s,
