@@ -60,7 +60,6 @@ from meshcomm.runtime.uplink_transport import (
 )
 from meshcomm.security.identity import Identity, fingerprint
 from meshcomm.security.keystore import load_or_create_identity, next_boot_epoch
-from radios.uplink import PORT_MAX
 
 log = logging.getLogger("meshcomm.dht_node")
 
@@ -177,16 +176,11 @@ async def open_mesh_relay(bind: DhtBind, dht_port: int, who: MeshIdentity,
     --listen: any free port when that one is busy), driven and started; StartupError when
     the transport cannot bind."""
     hosts = (bind.ipv4, bind.ipv6) if bind.ipv4 or bind.ipv6 else ("0.0.0.0", "::")
-    port = transport_port(dht_port)
     try:
-        if port > PORT_MAX:
-            if bind.port:
-                raise OSError(f"DHT port {dht_port} leaves no port for it (DHT port + 1)")
-            port = 0
-        radio = await open_uplink_radio(tuple(h for h in hosts if h), port, (),
+        radio = await open_uplink_radio(tuple(h for h in hosts if h), dht_port, (),
                                         any_port_if_busy=bind.port == 0)
     except OSError as exc:
-        raise StartupError(f"uplink transport on UDP port {port}: "
+        raise StartupError(f"uplink transport on UDP port {transport_port(dht_port)}: "
                            f"{exc.strerror or exc}") from None
     wall_offset_s = time.time() - time.monotonic()
     mesh = make_uplink_mesh(who.identity, incident=who.incident, trust=TrustPolicy(),

@@ -62,7 +62,6 @@ from meshcomm.security.keystore import (
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import UPLINK_RADIO, short_id
 from radios import Impairment, Radio, open_radio, parse_impairment
-from radios.uplink import PORT_MAX
 
 if TYPE_CHECKING:
     from meshcomm.cli.uplink_opts import UplinkPlan
@@ -505,20 +504,14 @@ async def _open_transport(plan: UplinkPlan, dht_port: int, node_id: bytes) -> Ra
     """The uplink transport on the uplink addresses at the DHT port + 1 (with --dht-port 0:
     any free port if that one is busy); a one-line StartupError when it cannot bind."""
     addrs = plan.addresses
-    port = transport_port(dht_port)
-    if port > PORT_MAX:
-        if plan.dht_port:
-            raise StartupError(f"uplink {addrs.interface}: DHT port {dht_port} leaves no port "
-                               "for the uplink transport (DHT port + 1)")
-        port = 0
     try:
         return await open_uplink_radio(
-            tuple(a for a in (addrs.ipv4, addrs.ipv6) if a is not None), port,
+            tuple(a for a in (addrs.ipv4, addrs.ipv6) if a is not None), dht_port,
             plan.transport_peers(), any_port_if_busy=plan.dht_port == 0,
             impairment=plan.impairment, seed=radio_seed(node_id, UPLINK_RADIO))
     except OSError as exc:
         raise StartupError(f"uplink {addrs.interface}: cannot open the uplink transport on "
-                           f"udp/{port}: {exc.strerror or exc}") from None
+                           f"udp/{transport_port(dht_port)}: {exc.strerror or exc}") from None
 
 
 def media_relay(cfg: NodeConfig, identity: Identity, ports: UdpMediaPorts) -> MediaRelay:

@@ -73,12 +73,20 @@ def make_uplink_mesh(identity: Identity, *, incident: str, trust: TrustPolicy,
                     seq_base=seq_base, wall_offset_s=wall_offset_s, credential=credential)
 
 
-async def open_uplink_radio(addresses: tuple[str, ...], port: int, peers: tuple[str, ...], *,
-                            any_port_if_busy: bool, impairment: Impairment | None = None,
+async def open_uplink_radio(addresses: tuple[str, ...], dht_port: int, peers: tuple[str, ...],
+                            *, any_port_if_busy: bool, impairment: Impairment | None = None,
                             seed: int = 0) -> Radio:
-    """Open the uplink radio on ``addresses`` at ``port``; when that port is busy and
-    ``any_port_if_busy``, on any free port (logged). Wrapped in the impairment if given.
-    OSError when it cannot bind."""
+    """Open the uplink radio on ``addresses`` at the port rule's port for a DHT node bound
+    to ``dht_port``; when that port is busy (or past 65535) and ``any_port_if_busy`` (the
+    DHT port was asked for as 0), on any free port (logged). Wrapped in the impairment if
+    given. OSError when it cannot bind."""
+    port = transport_port(dht_port)
+    if port > PORT_MAX:
+        if not any_port_if_busy:
+            raise OSError(errno.ERANGE, f"DHT port {dht_port} leaves no port for the uplink "
+                                        "transport (DHT port + 1)")
+        port = 0
+
     def build(bind_port: int) -> Radio:
         radio = UplinkRadio(addresses, bind_port, peers=peers)
         if impairment is None or impairment.is_null:
