@@ -406,15 +406,12 @@ class Testbed:
         self._procs.append(proc)
         return proc
 
-    def attach(self, node: int, label: str = "x") -> str:
-        """Add a namespace ``<prefix>-<label>`` linked to ``node`` alone: a device beside it
-        (a hostile injector in the hostile tests). ``node`` gets interface ``to<label>``, the
-        new namespace ``to<node>``. Call it before :meth:`start_node` of ``node``, whose
-        radios are the interfaces it has then. Returns the namespace; torn down with the bed.
-        """
+    def add_namespace(self, label: str) -> str:
+        """Add an empty namespace ``<prefix>-<label>`` (1-6 letters), loopback up, IPv6 DAD
+        off, torn down with the bed: a WAN, a NAT box, a device beside a node. Returns it."""
         if not _ATTACH_LABEL_RE.fullmatch(label):
-            raise ValueError(f"attach label {label!r}: 1-6 letters (digits are node indexes)")
-        name, here, there = f"{self.prefix}-{label}", f"to{label}", f"to{node}"
+            raise ValueError(f"namespace label {label!r}: 1-6 letters (digits are node indexes)")
+        name = f"{self.prefix}-{label}"
         if name in self._created:
             raise TestbedError(f"{name} exists already")
         run_ip("netns", "add", name)
@@ -423,6 +420,25 @@ class Testbed:
             for key in ("net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"):
                 _write_sysctl(key, "0")
         run_ip("-n", name, "link", "set", "lo", "up")
+        return name
+
+    def run_in(self, namespace: str, argv: Sequence[str], *, input_text: str | None = None,
+               check: bool = True) -> str:
+        """Run ``argv`` to completion inside this bed's namespace ``namespace``; stdout."""
+        if namespace not in self._created:
+            raise TestbedError(f"{namespace} is not a namespace of this test bed")
+        return _run(["ip", "netns", "exec", namespace, *argv], input_text=input_text,
+                    check=check)
+
+    def attach(self, node: int, label: str = "x") -> str:
+        """Add a namespace ``<prefix>-<label>`` linked to ``node`` alone: a device beside it
+        (a hostile injector in the hostile tests). ``node`` gets interface ``to<label>``, the
+        new namespace ``to<node>``. Call it before :meth:`start_node` of ``node``, whose
+        radios are the interfaces it has then. Returns the namespace; torn down with the bed.
+        """
+        if not _ATTACH_LABEL_RE.fullmatch(label):
+            raise ValueError(f"attach label {label!r}: 1-6 letters (digits are node indexes)")
+        name, here, there = self.add_namespace(label), f"to{label}", f"to{node}"
         run_ip("-n", self.ns(node), "link", "add", here, "type", "veth",
                "peer", "name", there, "netns", name)
         self._ifaces[node].append(here)
