@@ -49,6 +49,7 @@ class JournalEventType(StrEnum):
     UPLINK_CHANGED = "uplink.changed"    # the DHT uplink went up, into grace, or down
     DHT_DROPPED = "dht.dropped"          # a value read from the DHT failed decode/verification
     DHT_REMOTE = "dht.remote"            # a binding learned from the DHT changed reachability
+    UPSTREAM_CHANGED = "upstream.changed"  # the upstream SIP registrar became (un)reachable
 
 
 @dataclass(frozen=True, slots=True)

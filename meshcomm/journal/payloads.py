@@ -321,6 +321,20 @@ class RemoteBindingChanged(JournalPayload):
     relays: tuple[str, ...]        # node ids (hex) of the relays attaching it
 
 
+# ---------------------------------------------------------------- upstream SIP registrar
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamChanged(JournalPayload):
+    """The upstream SIP registrar (``[upstream]``, :mod:`meshcomm.node.upstream`) became
+    reachable or unreachable (UpstreamState values); ``registered``: AoRs registered there
+    at that moment; ``error``: the last failure ("" when none)."""
+
+    TYPE: ClassVar[J] = J.UPSTREAM_CHANGED
+    state: str
+    previous: str
+    registered: int
+    error: str
+
+
 def _registry(*classes: type[JournalPayload]) -> Mapping[J, tuple[type[JournalPayload], ...]]:
     out: dict[J, tuple[type[JournalPayload], ...]] = {}
     for cls in classes:
@@ -333,4 +347,5 @@ PAYLOAD_CLASSES: Final[Mapping[J, tuple[type[JournalPayload], ...]]] = _registry
     NodeStarted, NodeStopped, NodeFault, NeighbourUp, NeighbourDown, RouteChanged,
     EnvelopeDropped, BindingLearned, BindingUpdated, BindingExpired, BindingConflict,
     BindingRejected, SipMessageSeen, SipMessageDropped, SfHeld, SfCustody, SfDelivered,
-    SfReceipt, JournalCheckpoint, UplinkChanged, DhtValueDropped, RemoteBindingChanged)
+    SfReceipt, JournalCheckpoint, UplinkChanged, DhtValueDropped, RemoteBindingChanged,
+    UpstreamChanged)

@@ -46,6 +46,7 @@ STORED_KEYS: dict[type[P.JournalPayload], tuple[str, ...]] = {
     P.UplinkChanged: ("state", "previous", "peers", "suppressed"),
     P.DhtValueDropped: ("reason", "aor", "suppressed"),
     P.RemoteBindingChanged: ("aor", "node", "seq", "state", "relays"),
+    P.UpstreamChanged: ("state", "previous", "registered", "error"),
 }
 
 #: a value per annotation (payload modules use postponed annotations: the types are text)
