@@ -109,7 +109,9 @@ class Incident:
         register_by = (config.start_spread_s + config.register_delay_s[1]
                        + CLIENT_REGISTER_AFTER_S)
         rng = random.Random(f"meshcomm-sim-traffic:{config.seed}")
-        for event in config.traffic.expand(present, rng, config.duration_s, register_by):
+        islands = config.topology.components() if config.traffic.cross_site else None
+        for event in config.traffic.expand(present, rng, config.duration_s, register_by,
+                                           islands):
             self.sim.push_incident(event.at_s, event.src,
                                    IncidentEvent(Do.TRAFFIC, traffic=event))
 

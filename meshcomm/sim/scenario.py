@@ -44,6 +44,26 @@ A scenario file::
     start_s = 15              # default: the traffic window (after registration)
     end_s = 90                # default: long enough before the end for it to complete
 
+Islands and uplinks (issue 10)::
+
+    [scenario]
+    topology = "islands"      # separate radio components: a0..a<n-1>, b0.., c0..
+    islands = 3
+    nodes = 50                # per island
+    cross_site = 1.0          # fraction of random pairs taken across islands
+
+    [[uplink]]                # a WAN between uplinked relays (they become relays)
+    nodes = ["a0", "b0", "c0"]   # default with topology "islands": each island's hub
+    delay_ms = 100            # one way, per WAN datagram
+    loss = 0.02
+    down = [[200, 230]]       # each member's access link is down in these [start, end)
+    flap_period_s = 120       # and in the last flap_down_s of every period...
+    flap_down_s = 60
+    flap_offset_s = 0         # ...from this time, shifted by flap_stagger_s per member
+    flap_stagger_s = 20
+    stable_s = 2              # the bridges' uplink hysteresis (up after stable_s of
+    grace_s = 5               # good DHT peers, down after grace_s without)
+
 Traffic (``[[traffic]]``, or ``messages``/``calls`` in ``[scenario]`` for that many
 random ones) makes every node whole: SIP gateway, store-and-forward, media relay and one
 simulated SIP client; ``gateways = true`` asks for whole nodes without traffic.
@@ -60,13 +80,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from meshcomm.errors import ConfigError
+from meshcomm.node.storeforward import RELAY_ROLE
 from meshcomm.sim.engine import Action, ActionKind, SimConfig
 from meshcomm.sim.topology import (
     DEFAULT_RANGE,
+    MAX_ISLANDS,
     LinkSpec,
     Topology,
     chain,
     grid,
+    hub,
+    islands,
     random_geometric,
 )
 from meshcomm.sim.traffic import (
@@ -77,11 +101,19 @@ from meshcomm.sim.traffic import (
     TrafficPlan,
     TrafficRate,
 )
+from meshcomm.sim.uplinks import UplinkSpec
 
-TOPOLOGIES = ("chain", "grid", "random", "explicit")
+TOPOLOGIES = ("chain", "grid", "random", "islands", "explicit")
 MAX_SIM_NODES = 5000
 _SCENARIO_KEYS = {"duration_s", "seed", "topology", "nodes", "loss", "delay_ms", "range",
-                  "register_delay_s", "messages", "calls", "call_duration_s", "gateways"}
+                  "register_delay_s", "messages", "calls", "call_duration_s", "gateways",
+                  "islands", "cross_site"}
+_UPLINK_KEYS = {"nodes", "delay_ms", "loss", "down", "flap_period_s", "flap_down_s",
+                "flap_offset_s", "flap_stagger_s", "stable_s", "grace_s"}
+#: Longest WAN delay (ms), longest uplink hysteresis (s), down windows per entry.
+MAX_UPLINK_DELAY_MS = 60_000.0
+MAX_UPLINK_HYSTERESIS_S = 3600.0
+MAX_DOWN_WINDOWS = 10_000
 _NODE_KEYS = {"name", "x", "y", "start_s", "role"}
 _LINK_KEYS = {"a", "b", "loss", "delay_ms"}
 _E = TypeVar("_E", bound=Enum)
@@ -110,6 +142,10 @@ class ScenarioParams:
     call_duration_s: float = DEFAULT_CALL_S
     #: whole nodes (gateways, store-and-forward, media relay, clients) without traffic
     gateways: bool = False
+    #: topology "islands": how many (``nodes`` is then per island)
+    islands: int = 3
+    #: fraction of random traffic pairs across islands
+    cross_site: float = 0.0
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], path: str) -> None:
@@ -130,6 +166,13 @@ def _num(table: Mapping[str, Any], key: str, path: str, default: float, lo: floa
 
 def build_topology(params: ScenarioParams) -> Topology:
     spec = LinkSpec(params.loss, params.delay_ms / 1000.0)
+    if params.topology == "islands":
+        if not 1 <= params.islands <= MAX_ISLANDS:
+            raise ConfigError("islands", f"must be in 1..{MAX_ISLANDS}")
+        if not 1 <= params.nodes * params.islands <= MAX_SIM_NODES:
+            raise ConfigError("nodes", f"islands * nodes must be in 1..{MAX_SIM_NODES}")
+        return islands(params.islands, params.nodes, spec,
+                       random.Random(f"topology:{params.seed}"), params.radio_range)
     if not 1 <= params.nodes <= MAX_SIM_NODES:
         raise ConfigError("nodes", f"must be in 1..{MAX_SIM_NODES}")
     if params.topology == "chain":
@@ -139,25 +182,32 @@ def build_topology(params: ScenarioParams) -> Topology:
     if params.topology == "random":
         rng = random.Random(f"topology:{params.seed}")
         return random_geometric(params.nodes, spec, rng, params.radio_range)
-    raise ConfigError("topology", f"must be one of {', '.join(TOPOLOGIES[:3])}")
+    raise ConfigError("topology", f"must be one of {', '.join(TOPOLOGIES[:4])}")
 
 
 def sim_config(params: ScenarioParams, topology: Topology | None = None,
                actions: list[Action] | None = None,
                absent: frozenset[str] = frozenset(), baseline: str | None = None,
                traffic: tuple[list[TrafficEvent], list[TrafficRate]] = ([], []),
-               ) -> SimConfig:
+               uplinks: tuple[UplinkSpec, ...] = ()) -> SimConfig:
     if params.messages < 0 or params.calls < 0:
         raise ConfigError("messages" if params.messages < 0 else "calls", "must be >= 0")
     if params.messages + params.calls > MAX_TRAFFIC_EVENTS:
         raise ConfigError("messages", f"at most {MAX_TRAFFIC_EVENTS} messages and calls")
+    if not 0.0 <= params.cross_site <= 1.0:
+        raise ConfigError("cross_site", "must be in [0, 1]")
     plan = TrafficPlan(events=tuple(traffic[0]), rates=tuple(traffic[1]),
                        random_messages=params.messages, random_calls=params.calls,
-                       call_duration_s=params.call_duration_s)
+                       call_duration_s=params.call_duration_s, cross_site=params.cross_site)
+    roles = dict(params.roles)
+    for spec in uplinks:
+        if baseline is not None:
+            raise ConfigError("uplink", "the flooding baseline runs no uplinks")
+        roles.update(dict.fromkeys(spec.nodes, RELAY_ROLE))   # an uplink makes a relay
     return SimConfig(topology=topology or build_topology(params), duration_s=params.duration_s,
                      seed=params.seed, baseline=baseline, actions=actions or [],
                      absent_at_start=absent, register_delay_s=params.register_delay_s,
-                     roles=dict(params.roles), traffic=plan, gateways=params.gateways)
+                     roles=roles, traffic=plan, gateways=params.gateways, uplinks=uplinks)
 
 
 def load_scenario(path: Path, baseline: str | None = None) -> SimConfig:
@@ -171,7 +221,7 @@ def load_scenario(path: Path, baseline: str | None = None) -> SimConfig:
 
 
 def parse_scenario(data: Mapping[str, Any], baseline: str | None = None) -> SimConfig:
-    _check_keys(data, {"scenario", "node", "link", "event", "traffic"}, "")
+    _check_keys(data, {"scenario", "node", "link", "event", "traffic", "uplink"}, "")
     head = data.get("scenario", {})
     _check_keys(head, _SCENARIO_KEYS, "scenario")
     params = ScenarioParams(
@@ -186,7 +236,11 @@ def parse_scenario(data: Mapping[str, Any], baseline: str | None = None) -> SimC
         calls=int(_num(head, "calls", "scenario", 0, 0, MAX_TRAFFIC_EVENTS)),
         call_duration_s=_num(head, "call_duration_s", "scenario", DEFAULT_CALL_S, 0.1,
                              MAX_CALL_S),
+        islands=int(_num(head, "islands", "scenario", 3, 1, MAX_ISLANDS)),
+        cross_site=_num(head, "cross_site", "scenario", 0.0, 0.0, 1.0),
     )
+    if "islands" in head and head.get("topology") != "islands":
+        raise ConfigError("scenario.islands", 'only with topology = "islands"')
     gateways = head.get("gateways", False)
     if not isinstance(gateways, bool):
         raise ConfigError("scenario.gateways", "must be true or false")
@@ -207,7 +261,8 @@ def parse_scenario(data: Mapping[str, Any], baseline: str | None = None) -> SimC
     _explicit_links(data.get("link", []), topo, params)
     actions.extend(_events(data.get("event", []), set(topo.names)))
     traffic = _traffic(data.get("traffic", []), set(topo.names), params)
-    return sim_config(params, topo, actions, frozenset(absent), baseline, traffic)
+    uplinks = _uplinks(data.get("uplink", []), topo, params)
+    return sim_config(params, topo, actions, frozenset(absent), baseline, traffic, uplinks)
 
 
 def _explicit_nodes(nodes: Any, params: ScenarioParams, absent: set[str],
@@ -350,3 +405,71 @@ def _rate(entry: Mapping[str, Any], path: str, kind: TrafficKind, src: str | Non
     if start is not None and end is not None and end <= start:
         raise ConfigError(f"{path}.end_s", "must be after start_s")
     return TrafficRate(kind, rate, start, end, src, dst, duration)
+
+
+def default_uplink_nodes(topo: Topology) -> tuple[str, ...]:
+    """The hub of every island (radio component): the default uplinked relays."""
+    members: dict[int, list[str]] = {}
+    for name, island in topo.components().items():
+        members.setdefault(island, []).append(name)
+    return tuple(hub(topo, names) for _, names in sorted(members.items()))
+
+
+def _uplinks(entries: Any, topo: Topology, params: ScenarioParams) -> tuple[UplinkSpec, ...]:
+    out: list[UplinkSpec] = []
+    taken: set[str] = set()
+    for path, entry in _tables(entries, "uplink", _UPLINK_KEYS):
+        if "nodes" in entry:
+            nodes = entry["nodes"]
+            if (not isinstance(nodes, list) or len(nodes) < 2
+                    or not all(isinstance(n, str) for n in nodes)):
+                raise ConfigError(f"{path}.nodes", "must be a list of at least two node names")
+        elif params.topology == "islands":
+            nodes = list(default_uplink_nodes(topo))
+        else:
+            raise ConfigError(f"{path}.nodes", 'needed unless topology = "islands"')
+        for name in nodes:
+            if name not in topo.names:
+                raise ConfigError(f"{path}.nodes", f"unknown node {name!r}")
+            if name in taken:
+                raise ConfigError(f"{path}.nodes", f"{name!r} is on two uplinks (or twice)")
+            taken.add(name)
+        out.append(_uplink(entry, path, tuple(nodes), params))
+    return tuple(out)
+
+
+def _uplink(entry: Mapping[str, Any], path: str, nodes: tuple[str, ...],
+            params: ScenarioParams) -> UplinkSpec:
+    period = _num(entry, "flap_period_s", path, 0.0, 0.0, 1e7)
+    flap_down = _num(entry, "flap_down_s", path, 0.0, 0.0, 1e7)
+    if (period > 0) != (flap_down > 0):
+        raise ConfigError(f"{path}.flap_down_s", "flapping needs both flap_period_s and "
+                                                 "flap_down_s > 0")
+    if period and flap_down >= period:
+        raise ConfigError(f"{path}.flap_down_s", "must be less than flap_period_s")
+    return UplinkSpec(
+        nodes, delay_s=_num(entry, "delay_ms", path, 50.0, 0.0, MAX_UPLINK_DELAY_MS) / 1000.0,
+        loss=_num(entry, "loss", path, 0.0, 0.0, 0.99), down=_windows(entry, path, params),
+        flap_period_s=period, flap_down_s=flap_down,
+        flap_offset_s=_num(entry, "flap_offset_s", path, 0.0, 0.0, 1e7),
+        flap_stagger_s=_num(entry, "flap_stagger_s", path, 0.0, 0.0, 1e7),
+        stable_s=_num(entry, "stable_s", path, 2.0, 0.001, MAX_UPLINK_HYSTERESIS_S),
+        grace_s=_num(entry, "grace_s", path, 5.0, 0.001, MAX_UPLINK_HYSTERESIS_S))
+
+
+def _windows(entry: Mapping[str, Any], path: str,
+             params: ScenarioParams) -> tuple[tuple[float, float], ...]:
+    down = entry.get("down", [])
+    if not isinstance(down, list) or len(down) > MAX_DOWN_WINDOWS:
+        raise ConfigError(f"{path}.down", f"must be a list of at most {MAX_DOWN_WINDOWS} "
+                                          "[start, end] pairs")
+    out = []
+    for i, window in enumerate(down):
+        if (not isinstance(window, list) or len(window) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                           for v in window)
+                or not 0 <= window[0] < window[1] <= 1e7):
+            raise ConfigError(f"{path}.down[{i}]", "must be [start, end] seconds, "
+                                                   "0 <= start < end")
+        out.append((float(window[0]), float(window[1])))
+    return tuple(out)

@@ -63,6 +63,9 @@ class TrafficPlan:
     random_messages: int = 0
     random_calls: int = 0
     call_duration_s: float = DEFAULT_CALL_S
+    #: Fraction of the random pairs (random messages and calls, rates without from/to)
+    #: whose two nodes are in different islands (radio components); 0: any pair.
+    cross_site: float = 0.0
 
     @property
     def empty(self) -> bool:
@@ -78,8 +81,11 @@ class TrafficPlan:
         return start, end
 
     def expand(self, names: list[str], rng: random.Random, duration_s: float,
-               register_by_s: float) -> list[TrafficEvent]:
-        """Every planned event, in time order (ties keep plan order)."""
+               register_by_s: float,
+               islands: dict[str, int] | None = None) -> list[TrafficEvent]:
+        """Every planned event, in time order (ties keep plan order). ``islands`` (node
+        -> island) lets :attr:`cross_site` pick pairs across islands."""
+        pair = _Pairs(names, rng, self.cross_site, islands or {})
         out = list(self.events)
         for kind, count in ((TrafficKind.MESSAGE, self.random_messages),
                             (TrafficKind.CALL, self.random_calls)):
@@ -92,24 +98,42 @@ class TrafficPlan:
                                   f"{kind.value} traffic: it would start at {start:.0f} s "
                                   f"and must leave by {end:.0f} s")
             for _ in range(count):
-                src, dst = _pair(names, rng)
+                src, dst = pair()
                 out.append(TrafficEvent(rng.uniform(start, end), kind, src, dst,
                                         self.call_duration_s))
         for rate in self.rates:
-            out.extend(_rate_events(rate, names, rng,
+            out.extend(_rate_events(rate, names, rng, pair,
                                     self.window(duration_s, register_by_s, rate.kind)))
         if len(out) > MAX_TRAFFIC_EVENTS:
             raise ConfigError("traffic", f"more than {MAX_TRAFFIC_EVENTS} events planned")
         return sorted(out, key=lambda e: e.at_s)
 
 
-def _pair(names: list[str], rng: random.Random) -> tuple[str, str]:
-    src, dst = rng.sample(names, 2)
-    return src, dst
+class _Pairs:
+    """Random (src, dst) pairs; a ``cross_site`` fraction across islands."""
+
+    def __init__(self, names: list[str], rng: random.Random, cross_site: float,
+                 islands: dict[str, int]) -> None:
+        self.names = names
+        self.rng = rng
+        self.cross_site = cross_site
+        self.islands = islands
+        if cross_site > 0 and len({islands.get(n) for n in names}) < 2:
+            raise ConfigError("cross_site", "cross-site traffic needs nodes in at least two "
+                                            "islands (radio components)")
+
+    def __call__(self) -> tuple[str, str]:
+        rng = self.rng
+        if self.cross_site > 0 and rng.random() < self.cross_site:
+            src = rng.choice(self.names)
+            home = self.islands.get(src)
+            return src, rng.choice([n for n in self.names if self.islands.get(n) != home])
+        src, dst = rng.sample(self.names, 2)
+        return src, dst
 
 
 def _rate_events(rate: TrafficRate, names: list[str], rng: random.Random,
-                 window: tuple[float, float]) -> list[TrafficEvent]:
+                 pair: _Pairs, window: tuple[float, float]) -> list[TrafficEvent]:
     start = window[0] if rate.start_s is None else rate.start_s
     end = window[1] if rate.end_s is None else rate.end_s
     if rate.rate_per_s <= 0 or end <= start:
@@ -126,7 +150,7 @@ def _rate_events(rate: TrafficRate, names: list[str], rng: random.Random,
         elif rate.dst is not None:
             src, dst = rng.choice([n for n in names if n != rate.dst]), rate.dst
         else:
-            src, dst = _pair(names, rng)
+            src, dst = pair()
         out.append(TrafficEvent(start + i / rate.rate_per_s, rate.kind, src, dst,
                                 rate.duration_s))
     return out
