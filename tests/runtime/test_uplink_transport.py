@@ -53,21 +53,21 @@ class Member:
 
 
 def _mesh(name: str, loop: asyncio.AbstractEventLoop, seed: int,
-          overlay: OverlayConfig) -> MeshNode:
+          overlay: OverlayConfig, epoch: int) -> MeshNode:
     return make_uplink_mesh(identity(name), incident=INCIDENT, trust=TrustPolicy(),
                             overlay=overlay, registration_lifetime_s=300,
-                            rng=random.Random(seed), now=loop.time(), seq_base=1 << 32,
+                            rng=random.Random(seed), now=loop.time(), seq_base=epoch << 32,
                             wall_offset_s=WALL_OFFSET_S, credential=None)
 
 
 async def member(name: str, peers: list[str], seed: int, *, relay: bool,
-                 overlay: OverlayConfig = FAST_OVERLAY) -> Member:
+                 overlay: OverlayConfig = FAST_OVERLAY, epoch: int = 1) -> Member:
     """A relay (island node + uplink mesh in one NodeCore) or a bare uplink-mesh node (the
-    dht-node's shape: dst None goes to the uplink peers)."""
+    dht-node's shape: dst None goes to the uplink peers); ``epoch``: its boot epoch."""
     loop = asyncio.get_running_loop()
     radio = UplinkRadio([V4], 0, peers=peers)
     await radio.open()
-    mesh = _mesh(name, loop, seed, overlay)
+    mesh = _mesh(name, loop, seed, overlay, epoch)
     core: NodeCore | MeshNode = mesh
     if relay:
         island = MeshNode(identity(name), NodeSettings(incident=INCIDENT, role="relay",
@@ -136,5 +136,29 @@ def test_members_configured_with_each_other_talk_directly() -> None:
             got = await unicast(a, b, b"direct")
             assert got.origin == a.mesh.node_id and got.hops == 1
             assert b.radio.peers() == [a.addr]          # learned by hearing A
+
+    asyncio.run(scenario())
+
+
+def test_a_member_restarted_on_another_port_is_reached_again_through_the_dht_node() -> None:
+    async def scenario() -> None:
+        c = await member("c", [], 3, relay=False)
+        with closing([c]) as members:
+            a = await member("a", [c.addr], 1, relay=True)
+            b = await member("b", [c.addr], 2, relay=False)
+            members += [a, b]
+            via_c = (2, c.mesh.node_id.hex())
+            await wait_until(lambda: a.route_to(b) == via_c, "a route A->B", WAIT_S)
+            await unicast(a, b, b"before")
+            old_addr = b.addr
+            b.driver.close()                        # B's process dies...
+            b = await member("b", [c.addr], 2, relay=False, epoch=2)   # ...and restarts
+            members.append(b)
+            assert b.addr != old_addr
+            await wait_until(lambda: a.route_to(b) == via_c and c.route_to(b)[0] == 1,
+                             "the routes to the restarted B", WAIT_S)
+            got = await unicast(a, b, b"after the restart")
+            assert got.origin == a.mesh.node_id and got.hops == 2
+            assert b.addr in c.radio.peers()        # C learned the new address by hearing
 
     asyncio.run(scenario())
