@@ -47,6 +47,7 @@ from meshcomm.dht.bridge import BridgeEvent, DhtBridge
 from meshcomm.dht.port import DhtResult
 from meshcomm.errors import LocalProtocolError
 from meshcomm.journal.events import JournalRecord
+from meshcomm.journal.payloads import UplinkChanged
 from meshcomm.location.binding import Binding
 from meshcomm.location.freshness import FreshnessUpdates
 from meshcomm.media.packet import Channel
@@ -65,6 +66,7 @@ from meshcomm.node.gateway.types import (
 )
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
+from meshcomm.node.sf_remote import SfRemoteTry
 from meshcomm.node.storeforward import SfDeliver, SfEvent, SfHoldResult, StoreForward
 from meshcomm.node.tunnel import ResolveDone, Tunnel, TunnelCounter, TunnelEvent
 from meshcomm.node.tunnel_wire import ResolveStatus
@@ -110,6 +112,8 @@ class Flow(Enum):
     TUNNEL_FROM_MESH = "tunnel_from_mesh"    # UnicastReceived(RESOLVE.. TUNNEL_IN) -> tunnel
     TUNNEL_FROM_UPLINK = "tunnel_from_uplink"  # the uplink mesh's UnicastReceived -> tunnel
     DHT_ANSWER = "dht_answer"                # Resolved / NotFound -> tunnel (its tokens)
+    SF_REMOTE_TRY = "sf_remote_try"          # SfRemoteTry -> gateway.deliver_remote
+    DHT_RECORD = "dht_record"                # the bridge's JournalRecord: uplink up -> sf
     TO_EDGE = "to_edge"                      # out through next_event
 
 
@@ -126,6 +130,8 @@ ROUTE_OF: dict[tuple[Part, type], Flow] = {
     (Part.TUNNEL, MediaReceived): Flow.MEDIA_FROM_MESH,
     (Part.DHT, Resolved): Flow.DHT_ANSWER,
     (Part.DHT, NotFound): Flow.DHT_ANSWER,
+    (Part.DHT, JournalRecord): Flow.DHT_RECORD,
+    (Part.STORE_FORWARD, SfRemoteTry): Flow.SF_REMOTE_TRY,
 }
 #: Unicasts delivered to this node, by application kind.
 UNICAST_FLOWS: dict[int, Flow] = {
@@ -150,6 +156,8 @@ NEEDS_PART: dict[Flow, frozenset[Part]] = {
     Flow.TUNNEL_FROM_MESH: frozenset({Part.TUNNEL}),
     Flow.TUNNEL_FROM_UPLINK: frozenset({Part.TUNNEL}),
     Flow.DHT_ANSWER: frozenset({Part.TUNNEL}),
+    Flow.SF_REMOTE_TRY: frozenset({Part.GATEWAY}),
+    Flow.DHT_RECORD: frozenset({Part.STORE_FORWARD}),
 }
 
 _Route = Callable[[Any, float], bool]
@@ -203,6 +211,11 @@ class NodeCore:
             gateway.resolves_remote = tunnel is not None
         if tunnel is not None and gateway is not None:
             tunnel.offers_upstream = gateway.config.upstream is not None
+        if sf is not None:
+            sf.remote_delivery = tunnel is not None and gateway is not None
+        #: The last resolution found no way beyond the island (a later success wakes
+        #: the messages held for other islands).
+        self._beyond_down = False
         self._events: deque[NodeEvent] = deque()
         #: The parts with timers, in the order they fire when due at the same time.
         self._timed: list[_TimedPart] = [p for p in (node, gateway, sf, self.relay, dht,
@@ -226,6 +239,8 @@ class NodeCore:
             Flow.TUNNEL_FROM_MESH: self._tunnel_from_mesh,
             Flow.TUNNEL_FROM_UPLINK: self._tunnel_from_uplink,
             Flow.DHT_ANSWER: self._dht_answer,
+            Flow.SF_REMOTE_TRY: self._sf_remote_try,
+            Flow.DHT_RECORD: self._dht_record,
             Flow.TO_EDGE: self._to_edge,
         }
         for flow, parts in NEEDS_PART.items():
@@ -474,6 +489,12 @@ class NodeCore:
 
     def _resolve_done(self, item: ResolveDone, now: float) -> bool:
         assert self.gateway is not None
+        if item.status is ResolveStatus.UPLINK_DOWN:
+            self._beyond_down = True
+        elif item.node is not None and self._beyond_down:
+            self._beyond_down = False
+            if self.sf is not None:
+                self.sf.remote_reachable(now)
         self.gateway.resolved(item.request_id, item.node,
                               item.status is ResolveStatus.NOT_FOUND, now)
         return True
@@ -496,6 +517,21 @@ class NodeCore:
             return False
         self.tunnel.on_bridge(item, now)
         return True
+
+    def _sf_remote_try(self, item: SfRemoteTry, now: float) -> bool:
+        assert self.gateway is not None
+        self.gateway.deliver_remote(item.msg_id, item.sip, now)
+        return True
+
+    def _dht_record(self, record: JournalRecord, now: float) -> bool:
+        """The bridge's journal record goes to the edge; the uplink coming up wakes the
+        messages held for other islands."""
+        payload = record.payload
+        if (self.sf is not None and isinstance(payload, UplinkChanged)
+                and payload.state == "up"):
+            self.sf.remote_reachable(now)
+        self._events.append(record)
+        return False
 
     def _overlay_record(self, record: JournalRecord, now: float) -> bool:
         if self.sf is not None:

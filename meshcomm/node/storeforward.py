@@ -9,6 +9,13 @@ then
   becomes ``held_by`` that relay;
 * polls the location table: when a usable binding of the To AoR (re)appears, every holder
   sends the parcel to the bound node (``DELIVER``), retrying with backoff;
+* with :attr:`StoreForward.remote_delivery` (a node that can reach other islands, issue
+  10), a message whose To AoR has no binding in the island is tried beyond it: the holder
+  hands the MESSAGE back to its gateway (:class:`SfRemoteTry`), which resolves the AoR and
+  sends it across; the gateway's verdict comes back through
+  :meth:`StoreForward.remote_delivery_done` (a 2xx settles it as delivered; the far
+  gateway delivers once per message id, so several holders trying is harmless), and
+  :meth:`StoreForward.remote_reachable` (the uplink came up) retries them all at once;
 * the destination node checks the origin's signature, hands the MESSAGE to its gateway
   (:class:`SfDeliver`), remembers the id as delivered (persisted: exactly once, whatever
   the number of holders) and answers every holder with a receipt it signs; holders accept
@@ -52,6 +59,7 @@ from meshcomm.node.sf_counters import (
 )
 from meshcomm.node.sf_delivered import LOCAL_ORIGIN, DeliveredLog, DeliveredRecord
 from meshcomm.node.sf_probe import ReachProbes
+from meshcomm.node.sf_remote import REMOTE_HOLDER, RemoteDelivery, SfRemoteTry
 from meshcomm.node.storeforward_wire import (
     MAX_MSG_ID_BYTES,
     MAX_SIP_BYTES,
@@ -230,7 +238,7 @@ class SfPersist:
     origin: bytes = LOCAL_ORIGIN
 
 
-SfEvent = SfDeliver | SfPersist | SfHoldResult | JournalRecord
+SfEvent = SfDeliver | SfPersist | SfHoldResult | SfRemoteTry | JournalRecord
 
 
 @dataclass(slots=True)
@@ -259,7 +267,7 @@ def _active(entry: _Entry) -> bool:
     return entry.held.state in (HeldState.QUEUED, HeldState.HELD_BY)
 
 
-class StoreForward:
+class StoreForward(RemoteDelivery):
     """Store-and-forward of one node. Commands queue work; drain :meth:`next_event`, and
     the node's ``to_send`` (protocol messages go out through ``node.send_unicast``)."""
 
@@ -279,6 +287,7 @@ class StoreForward:
         self._drop_journal: dict[tuple[str, str], float] = {}
         self._tick_at = now
         self._prune_at = now + PRUNE_INTERVAL_S
+        RemoteDelivery.__init__(self)
         self._handlers: dict[SfMsgType, Callable[[SfMessage, UnicastReceived, float], None]] = {
             SfMsgType.OFFER: self._on_offer,
             SfMsgType.ACCEPT: self._on_accept,
@@ -548,7 +557,11 @@ class StoreForward:
             entry.next_try = now
             entry.backoff_s = self.config.retry_initial_s
         entry.bound_nodes = frozenset(s.binding.node_id for s in bindings)
-        if not bindings or now < entry.next_try:
+        if not bindings:
+            if self.remote_delivery and now >= entry.next_try:
+                self._try_remote(entry, now)
+            return
+        if now < entry.next_try:
             return
         entry.last_try = now
         entry.next_try = now + entry.backoff_s
@@ -560,6 +573,15 @@ class StoreForward:
                 self._deliver_here(held.parcel, None, now)
             else:
                 self._send(dst, body, now)
+
+    def _is_active(self, entry: _Entry) -> bool:
+        return _active(entry)
+
+    def _delivered_remotely(self, entry: _Entry, now: float) -> None:
+        parcel = entry.held.parcel
+        self._journal(SfReceipt(**journal_ids(parcel), dest=REMOTE_HOLDER, own=entry.held.own,
+                                delivered_wall_s=self._wall(now)))
+        self._settle(entry, SfInput.RECEIPT, REMOTE_HOLDER)
 
     def _probe(self, now: float) -> None:
         """Probe the nodes that held messages wait for (longer than a probe interval)."""

@@ -441,7 +441,10 @@ class Tunnel:
         askers = self._tokens.pop(answer.token, [])
         if isinstance(answer, Resolved):
             entries = self._learn_resolved(answer, now)
-            status = ResolveStatus.FOUND if entries else ResolveStatus.NOT_FOUND
+            # Known but with no relay reaching it now (the uplink is down, its relays
+            # lapsed): unreachable, not unknown (480, and a MESSAGE is held).
+            status = (ResolveStatus.FOUND if entries else ResolveStatus.UPLINK_DOWN
+                      if answer.bindings else ResolveStatus.NOT_FOUND)
         else:
             entries = ()
             status = (ResolveStatus.UPLINK_DOWN if answer.reason is NotFoundReason.UPLINK_DOWN

@@ -25,6 +25,7 @@ from meshcomm.node.core import NodeCore, compose
 from meshcomm.node.gateway.types import GatewayConfig, InboxEntry
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.pump import Pump
+from meshcomm.node.storeforward import RELAY_CAP, StoreForward, StoreForwardConfig
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import UPLINK_PREFIX, LinkAddr
@@ -59,9 +60,14 @@ class CrossSiteNet:
 
     def __init__(self, islands: dict[str, list[str]], relays: set[str], *, seed: int = 1,
                  delay_s: float = 0.005, loss: float = 0.0, wan_delay_s: float = 0.05,
-                 upstream: dict[str, tuple[str, int]] | None = None) -> None:
+                 upstream: dict[str, tuple[str, int]] | None = None,
+                 store_forward: bool = False) -> None:
         self.now = 0.0
         self.upstream = upstream or {}
+        self.store_forward = store_forward
+        #: The WAN between the uplinked relays carries frames (False: the uplink is cut;
+        #: the relays are also cut off from the DHT).
+        self.wan_up = True
         self.rng = random.Random(seed)
         self.delay_s, self.loss, self.wan_delay_s = delay_s, loss, wan_delay_s
         self.model = DhtModel(random.Random(seed + 1), ModelConfig(), now=0.0)
@@ -83,7 +89,7 @@ class CrossSiteNet:
 
     def _station(self, name: str, island: str, uplinked: bool) -> Station:
         ident = Identity(hashlib.sha256(name.encode()).digest())
-        caps = (UPLINK_CAP,) if uplinked else ()
+        caps = (RELAY_CAP, UPLINK_CAP) if uplinked else ()     # as the runtime's relays
         settings = NodeSettings(incident=INCIDENT, role="relay" if uplinked else "handset",
                                 caps=caps)
         node = MeshNode(ident, settings, verifier=SignatureVerifier(),
@@ -100,7 +106,9 @@ class CrossSiteNet:
             uplink.register(f"sip:{ident.node_id.hex()[:16]}@uplink.invalid", (), 0.0)
             self.model.add_node(name)
         config = GatewayConfig(upstream=self.upstream.get(name))
-        core = compose(node, gateway_config=config, rng=random.Random(name + "-gw"),
+        sf = (StoreForward(node, StoreForwardConfig(), now=0.0) if self.store_forward
+              else None)
+        core = compose(node, gateway_config=config, sf=sf, rng=random.Random(name + "-gw"),
                        node_aor=f"sip:{name}@{DOMAIN}", now=0.0, dht=bridge, uplink=uplink)
         edge = MemoryEdge()
         return Station(name, island, core, edge, Pump(core, edge), uplinked)
@@ -131,6 +139,8 @@ class CrossSiteNet:
         if not src.up:
             return
         if dst is not None and dst.startswith(UPLINK_PREFIX):
+            if not self.wan_up:
+                return
             far = dst[len(UPLINK_PREFIX):]
             targets = [s for s in self.stations.values() if s.uplinked and s is not src
                        and (not far or s.name == far)]
@@ -162,7 +172,7 @@ class CrossSiteNet:
                 _, _, dst, data, src = heapq.heappop(self._queue)
                 st = self.stations[dst]
                 if st.up and (not src.startswith(UPLINK_PREFIX)
-                              or self.stations[src[len(UPLINK_PREFIX):]].up):
+                              or (self.wan_up and self.stations[src[len(UPLINK_PREFIX):]].up)):
                     st.pump.radio(data, LinkAddr(src), self.now)
             for st in self.stations.values():
                 if st.up and st.edge.deadline is not None and st.edge.deadline <= self.now:
@@ -170,6 +180,16 @@ class CrossSiteNet:
             self.model.on_timer(self.now)
             self._send_all()
         self.now = max(self.now, until)
+
+    def cut_wan(self, cut: bool) -> None:
+        """Cut (or restore) the uplinks: no uplink frames, and each relay alone in the
+        DHT (its peers go, so its uplink goes down after the grace)."""
+        self.wan_up = not cut
+        relays = [s.name for s in self.stations.values() if s.uplinked]
+        if cut:
+            self.model.partition([[name] for name in relays] + [["bootstrap"]])
+        else:
+            self.model.heal()
 
     def send(self, src: str, dst: str, text: str) -> int:
         st = self.stations[src]

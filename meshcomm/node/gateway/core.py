@@ -255,6 +255,29 @@ class SipGateway(ResponseRelay):
             self._forward(tx, request, node, now)
         self._pump_builtin(now)
 
+    def deliver_remote(self, msg_id: bytes, sip: bytes, now: float) -> None:
+        """Send a held MESSAGE (store-and-forward ``SfRemoteTry``) beyond the island: its
+        AoR is resolved and it is forwarded as a client's would be; the holder hears
+        ``remote_delivery_done`` with the final answer (at once when it cannot go)."""
+        self._now = max(self._now, now)
+        try:
+            request = parse_message_untrusted(sip)
+        except DecodeError:
+            request = None
+        if (not isinstance(request, SipRequest) or not self.resolves_remote
+                or self.admission.mesh_full()):
+            if self.holder is not None:
+                self.holder.remote_delivery_done(msg_id, False, now)
+            return
+        # A transaction of its own (a fresh Via of ours): the client's may still linger.
+        via = Via("UDP", self.mesh_host, None, (("branch", new_branch(self.rng)),))
+        request = request.with_headers_replaced("Via", [str(via)])
+        tx = self._new_tx(request, None, 0)
+        tx.msg_id, tx.remote_delivery = msg_id, True
+        self.counters[GatewayCounter.REMOTE_DELIVERY_TRIES] += 1
+        self._route_by_aor(tx, request, now)
+        self._pump_builtin(now)
+
     def send_id_of(self, msg_id: bytes) -> int | None:
         """The ``send_message`` id of the held MESSAGE ``msg_id`` (None: not ours, or sent
         before a restart or too long ago)."""
@@ -459,14 +482,15 @@ class SipGateway(ResponseRelay):
         aor = request.uri.aor.lower()
         bindings = self.node.table.lookup(aor)
         remote = [b for b in bindings if b.binding.node_id != self.node.node_id]
-        if remote and isinstance(tx.upstream, tuple):
+        if remote and (isinstance(tx.upstream, tuple) or tx.remote_delivery):
             if self.stopping and self._hold(tx, now):
                 return
             best = max(remote, key=lambda s: (s.received_at, s.binding.seq))
             self.registrar.learn_node(best.binding.node_id)
             self._forward(tx, request, best.binding.node_id, now)
             return
-        if not bindings and self.resolves_remote and isinstance(tx.upstream, tuple):
+        if not bindings and self.resolves_remote and (isinstance(tx.upstream, tuple)
+                                                      or tx.remote_delivery):
             self._resolve(tx, request, aor, now)
             return
         if not bindings and self._to_upstream(tx, request, now):
@@ -712,7 +736,10 @@ class SipGateway(ResponseRelay):
         if tx.upstream is None:
             ok = 200 <= response.status < 300
             if self.holder is not None and tx.msg_id is not None:
-                self.holder.local_delivery_done(tx.msg_id, ok, now)
+                if tx.remote_delivery:
+                    self.holder.remote_delivery_done(tx.msg_id, ok, now)
+                else:
+                    self.holder.local_delivery_done(tx.msg_id, ok, now)
             self._delivery_finished(tx, response.status, now)
             return
         self._delivery_finished(tx, response.status, now)

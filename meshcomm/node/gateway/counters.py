@@ -86,6 +86,7 @@ class GatewayCounter(StrEnum):
     TIMEOUTS = "timeouts"
     REMOTE_RESOLVES = "remote_resolves"    # an AoR looked up beyond the island (issue 10)
     TO_UPSTREAM = "to_upstream"            # forwarded to the upstream SIP proxy (issue 10)
+    REMOTE_DELIVERY_TRIES = "remote_delivery_tries"  # held MESSAGEs sent beyond the island
     # per journaled direction, shed verdict, drop reason and SDP refusal
     SIP_FROM_CLIENT = "sip_from-client"
     SIP_FROM_MESH = "sip_from-mesh"

@@ -76,6 +76,9 @@ class ProxyTx:
     _retransmit_at: float | None = field(default=None, init=False)
     retransmit_interval_s: float = 0.0
     msg_id: bytes | None = None
+    #: A held MESSAGE the holder sent beyond the island (``deliver_remote``): its final
+    #: answer goes to ``holder.remote_delivery_done``.
+    remote_delivery: bool = False
     hops: int = 0
     #: A MESSAGE being delivered to a local client: its message_id and origin node
     #: (b"" local); copies that arrive meanwhile wait here for its answer.
