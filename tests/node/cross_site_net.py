@@ -61,7 +61,8 @@ class CrossSiteNet:
     def __init__(self, islands: dict[str, list[str]], relays: set[str], *, seed: int = 1,
                  delay_s: float = 0.005, loss: float = 0.0, wan_delay_s: float = 0.05,
                  upstream: dict[str, tuple[str, int]] | None = None,
-                 store_forward: bool = False) -> None:
+                 store_forward: bool = False,
+                 extra_links: tuple[tuple[str, str], ...] = ()) -> None:
         self.now = 0.0
         self.upstream = upstream or {}
         self.store_forward = store_forward
@@ -83,6 +84,9 @@ class CrossSiteNet:
                     self.links[name].add(names[i - 1])
                     self.links[names[i - 1]].add(name)
                 self.stations[name] = self._station(name, island, name in relays)
+        for x, y in extra_links:
+            self.links[x].add(y)
+            self.links[y].add(x)
         for st in self.stations.values():
             st.pump.command(0.0, lambda s=st: s.core.register(s.aor, (f"sip:{s.name}@mesh",),
                                                               0.0))

@@ -198,3 +198,28 @@ def test_messages_sent_while_the_uplink_is_cut_are_held_and_delivered_once_after
     # The island relay held custody copies and tried them the moment its uplink was up
     # again (its stable period here: 1 s).
     assert last - restored_at <= 5.0
+
+
+def test_an_island_with_two_uplinked_relays_keeps_delivering_when_one_dies() -> None:
+    islands = {"A": ["a0", "a1", "a2"], "A2": ["a3"], "B": ["b2", "b1", "b0"]}
+    net = CrossSiteNet(islands, {"a2", "a3", "b2"}, store_forward=True,
+                       extra_links=(("a1", "a3"),))
+    net.run(15.0)
+    a0, b0 = net.stations["a0"], net.stations["b0"]
+    assert a0.core.tunnel is not None
+    assert len(a0.core.tunnel.island_relays(net.now)) == 2
+    first = net.send("a0", "b0", "via either")
+    net.run(net.now + 5.0)
+    assert a0.core.gateway is not None
+    assert a0.core.gateway.outbox[first].status is SendStatus.DELIVERED
+    used = a0.core.tunnel.island_relays(net.now)[0]
+    dead = next(st for st in net.stations.values() if st.core.node_id == used)
+    dead.up = False                                   # the relay a0 used dies
+    net.model.kill(dead.name)
+    sends = [net.send("a0", "b0", f"after {i}") for i in range(10)]
+    net.run(net.now + 90.0)
+    bodies = [e.body for e in b0.inbox]
+    assert sorted(bodies) == sorted([b"via either"] + [f"after {i}".encode()
+                                                        for i in range(10)])
+    outbox = a0.core.gateway.outbox
+    assert {outbox[s].status for s in sends} <= {SendStatus.DELIVERED, SendStatus.HELD}
