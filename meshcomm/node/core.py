@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Any, Protocol
 
-from meshcomm.dht.api import NotFound, Resolved
+from meshcomm.dht.api import NotFound, RemoteChanged, Resolved
 from meshcomm.dht.bridge import BridgeEvent, DhtBridge
 from meshcomm.dht.port import DhtResult
 from meshcomm.errors import LocalProtocolError
@@ -70,6 +70,7 @@ from meshcomm.node.sf_remote import SfRemoteTry
 from meshcomm.node.storeforward import SfDeliver, SfEvent, SfHoldResult, StoreForward
 from meshcomm.node.tunnel import ResolveDone, Tunnel, TunnelCounter, TunnelEvent
 from meshcomm.node.tunnel_wire import ResolveStatus
+from meshcomm.node.upstream import UpstreamConfig, UpstreamRegistrar
 from meshcomm.overlay.core import OverlayEvent
 from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.overlay.media import MediaReceived
@@ -95,6 +96,7 @@ class Part(Enum):
     DHT = "dht"
     UPLINK = "uplink"
     TUNNEL = "tunnel"
+    UPSTREAM = "upstream"      # REGISTERs at the upstream registrar (its outputs: edge)
 
 
 class Flow(Enum):
@@ -114,6 +116,7 @@ class Flow(Enum):
     DHT_ANSWER = "dht_answer"                # Resolved / NotFound -> tunnel (its tokens)
     SF_REMOTE_TRY = "sf_remote_try"          # SfRemoteTry -> gateway.deliver_remote
     DHT_RECORD = "dht_record"                # the bridge's JournalRecord: uplink up -> sf
+    DHT_NEWS = "dht_news"                    # RemoteChanged -> tunnel, then the edge
     TO_EDGE = "to_edge"                      # out through next_event
 
 
@@ -131,6 +134,7 @@ ROUTE_OF: dict[tuple[Part, type], Flow] = {
     (Part.DHT, Resolved): Flow.DHT_ANSWER,
     (Part.DHT, NotFound): Flow.DHT_ANSWER,
     (Part.DHT, JournalRecord): Flow.DHT_RECORD,
+    (Part.DHT, RemoteChanged): Flow.DHT_NEWS,
     (Part.STORE_FORWARD, SfRemoteTry): Flow.SF_REMOTE_TRY,
 }
 #: Unicasts delivered to this node, by application kind.
@@ -158,6 +162,7 @@ NEEDS_PART: dict[Flow, frozenset[Part]] = {
     Flow.DHT_ANSWER: frozenset({Part.TUNNEL}),
     Flow.SF_REMOTE_TRY: frozenset({Part.GATEWAY}),
     Flow.DHT_RECORD: frozenset({Part.STORE_FORWARD}),
+    Flow.DHT_NEWS: frozenset({Part.TUNNEL}),
 }
 
 _Route = Callable[[Any, float], bool]
@@ -191,7 +196,8 @@ class NodeCore:
     def __init__(self, node: MeshNode, gateway: SipGateway | None = None,
                  sf: StoreForward | None = None, media: MediaHooks | None = None,
                  dht: DhtBridge | None = None, uplink: MeshNode | None = None,
-                 tunnel: Tunnel | None = None) -> None:
+                 tunnel: Tunnel | None = None,
+                 upstream: UpstreamRegistrar | None = None) -> None:
         if sf is not None and gateway is not None and gateway.holder is not sf:
             raise LocalProtocolError("the store-and-forward core must be the gateway's holder")
         self.node = node
@@ -207,6 +213,10 @@ class NodeCore:
         self.uplink = uplink
         #: Cross-site traffic and remote resolution (meshcomm.node.tunnel).
         self.tunnel = tunnel
+        #: Registers the island's AoRs at the upstream SIP registrar ([upstream], issue 10
+        #: item 5): its REGISTERs go to the edge as LocalDatagrams, its answers come back
+        #: through receive_sip.
+        self.upstream = upstream
         if gateway is not None:
             gateway.resolves_remote = tunnel is not None
         if tunnel is not None and gateway is not None:
@@ -219,10 +229,12 @@ class NodeCore:
         self._events: deque[NodeEvent] = deque()
         #: The parts with timers, in the order they fire when due at the same time.
         self._timed: list[_TimedPart] = [p for p in (node, gateway, sf, self.relay, dht,
-                                                     uplink, tunnel) if p is not None]
+                                                     uplink, tunnel, upstream)
+                                     if p is not None]
         self._present = {Part.OVERLAY} | {part for part, obj in (
             (Part.GATEWAY, gateway), (Part.STORE_FORWARD, sf), (Part.MEDIA, media),
-            (Part.DHT, dht), (Part.UPLINK, uplink), (Part.TUNNEL, tunnel))
+            (Part.DHT, dht), (Part.UPLINK, uplink), (Part.TUNNEL, tunnel),
+            (Part.UPSTREAM, upstream))
             if obj is not None}
         #: A bare gossip node has nothing to route: its events pass straight through.
         self._bare = self._present == {Part.OVERLAY}
@@ -241,6 +253,7 @@ class NodeCore:
             Flow.DHT_ANSWER: self._dht_answer,
             Flow.SF_REMOTE_TRY: self._sf_remote_try,
             Flow.DHT_RECORD: self._dht_record,
+            Flow.DHT_NEWS: self._dht_news,
             Flow.TO_EDGE: self._to_edge,
         }
         for flow, parts in NEEDS_PART.items():
@@ -313,6 +326,9 @@ class NodeCore:
         if self.gateway is None:
             raise LocalProtocolError("this node runs without a SIP gateway")
         self._clock(now)
+        if self.upstream is not None and self.upstream.offer(data, src, now):
+            self._settle(now)           # an answer to one of the registration client's
+            return
         self.gateway.receive_local(data, src, now)
         self._settle(now)
 
@@ -427,6 +443,11 @@ class NodeCore:
             if self.tunnel is not None:
                 while (t_event := self.tunnel.next_event()) is not None:
                     moved = self._route(Part.TUNNEL, t_event, now) or moved
+            if self.upstream is not None:
+                for dgram in self.upstream.to_send(now):
+                    self._route(Part.UPSTREAM, dgram, now)
+                while (up_rec := self.upstream.next_event()) is not None:
+                    self._route(Part.UPSTREAM, up_rec, now)
             if not moved:
                 return
         log.debug("node core: parts still busy after %d rounds", MAX_SETTLE_ROUNDS)
@@ -533,6 +554,12 @@ class NodeCore:
         self._events.append(record)
         return False
 
+    def _dht_news(self, news: RemoteChanged, now: float) -> bool:
+        assert self.tunnel is not None
+        self.tunnel.on_remote_changed(news, now)
+        self._events.append(news)
+        return False
+
     def _overlay_record(self, record: JournalRecord, now: float) -> bool:
         if self.sf is not None:
             self.sf.on_overlay_record(record, now)
@@ -546,7 +573,8 @@ def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
             rng: random.Random | None = None, node_aor: str = "", now: float,
             sf: StoreForward | None = None, relay: MediaRelay | None = None,
             holder: MessageHolder | None = None, dht: DhtBridge | None = None,
-            uplink: MeshNode | None = None) -> NodeCore:
+            uplink: MeshNode | None = None,
+            upstream: UpstreamConfig | None = None) -> NodeCore:
     """Wire a whole node: the gateway (when ``gateway_config`` is given) gets ``sf`` as
     its holder (or ``holder``, a test's) and the relay's SDP hooks."""
     media = MediaHooks(relay, now) if relay is not None else None
@@ -560,7 +588,12 @@ def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
                              end_call=media.end_call if media else no_end_call)
     tunnel = (Tunnel(node, node.overlay.verifier, dht=dht, uplink=uplink)
               if gateway is not None or uplink is not None else None)
-    return NodeCore(node, gateway, sf, media, dht, uplink, tunnel)
+    registrar = None
+    if upstream is not None:
+        if rng is None:
+            raise LocalProtocolError("the upstream registration client needs an rng")
+        registrar = UpstreamRegistrar(node.table, upstream, rng, now)
+    return NodeCore(node, gateway, sf, media, dht, uplink, tunnel, registrar)
 
 
 def _conforms(core: NodeCore, node: MeshNode) -> tuple[SansIOCore, SansIOCore]:

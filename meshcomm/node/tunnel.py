@@ -19,6 +19,11 @@ signature and the incident, drops a copy it has seen (bounded memory per origin)
 the route back, and delivers the item as a ``UnicastReceived`` / ``MediaReceived`` the
 node core routes as any other.
 
+**Watching** (a relay with a DHT bridge): while items flow through it to a node it resolved,
+the node's AoR is watched (the bridge's ``listen``); news (:class:`RemoteChanged`: another
+relay attached it, one lapsed) updates the remote routes mid-dialog; a watch idle for
+:data:`WATCH_IDLE_S` is dropped.
+
 **Resolution** (:meth:`Tunnel.resolve`, asked by the gateway for an AoR the island does
 not know): a relay with a DHT bridge asks it; any other node asks an uplinked relay of its
 island (``RESOLVE``/``RESOLVED``), which asks its bridge. Answers teach remote routes (with
@@ -35,7 +40,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from meshcomm.deadlines import DeadlineHeap
-from meshcomm.dht.api import UPLINK_CAP, NotFound, NotFoundReason, Resolved
+from meshcomm.dht.api import UPLINK_CAP, NotFound, NotFoundReason, RemoteChanged, Resolved
 from meshcomm.dht.bridge import DhtBridge
 from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.location.table import BindingState
@@ -82,6 +87,8 @@ RESOLVE_TIMEOUT_S = 15.0
 #: Items seen per origin (exactly once at the destination) and origins remembered.
 SEEN_PER_ORIGIN = 512
 MAX_SEEN_ORIGINS = 1024
+#: A watched AoR no item went to for this long is no longer watched.
+WATCH_IDLE_S = 60.0
 #: Per-origin budget of items a relay passes on (a hostile node cannot flood the uplink).
 RELAY_ITEMS_PER_S = 200.0
 RELAY_ITEMS_BURST = 400
@@ -174,15 +181,32 @@ class Tunnel:
         self._tokens: dict[int, list[tuple[bytes, int]]] = {}
         self._questions: Counter[bytes] = Counter()
         self._budget = TokenBuckets(RELAY_ITEMS_PER_S, RELAY_ITEMS_BURST)
+        #: The AoR each resolved remote node was found for (bounded like the routes),
+        #: and the AoRs watched, by their last use (a watch is dropped when idle).
+        self._aor_of: OrderedDict[bytes, str] = OrderedDict()
+        self._watched: dict[str, float] = {}
+        self._watch_idle: DeadlineHeap[str] = DeadlineHeap()
         #: This relay's gateway forwards what nobody knows to an upstream SIP proxy: an
         #: island node's question the DHT cannot answer is answered with this node.
         self.offers_upstream = False
 
     # ------------------------------------------------------------ driving API
     def next_timer(self) -> float | None:
-        return self._deadlines.next_time()
+        times = [t for t in (self._deadlines.next_time(), self._watch_idle.next_time())
+                 if t is not None]
+        return min(times, default=None)
 
     def on_timer(self, now: float) -> None:
+        for aor in self._watch_idle.pop_due(now):
+            last = self._watched.get(aor)
+            if last is None:
+                continue
+            if now - last < WATCH_IDLE_S:
+                self._watch_idle.schedule(aor, last + WATCH_IDLE_S)
+                continue
+            del self._watched[aor]
+            if self.dht is not None:
+                self.dht.unwatch(aor, now)
         for wire_id in self._deadlines.pop_due(now):
             pending = self._asked.pop(wire_id, None)
             if pending is None:
@@ -270,8 +294,36 @@ class Tunnel:
             self._to_island(far, item, now)
             return
         self.counters[TunnelCounter.RELAYED_OUT] += 1
+        self._in_use(item.dst, now)
         self._unicast(self.uplink, far, AppKind.TUNNEL_WAN, encode_tunnel_wan(item), now,
                       isinstance(item, MediaItem))
+
+    def _in_use(self, dst: bytes, now: float) -> None:
+        """Items go to remote node ``dst``: watch its AoR while they do."""
+        aor = self._aor_of.get(dst)
+        if aor is None or self.dht is None:
+            return
+        if aor not in self._watched:
+            if not self.dht.watch(aor, now):
+                return
+            self._watch_idle.schedule(aor, now + WATCH_IDLE_S)
+        self._watched[aor] = now
+
+    def on_remote_changed(self, news: RemoteChanged, now: float) -> None:
+        """News of a watched AoR: the remote routes follow its relays."""
+        for rb in news.bindings:
+            if rb.reachable:
+                ttl = min(MAX_ANSWER_TTL_S, max(1.0, rb.expires_at - now))
+                self._note_route(news.aor, rb.binding.node_id,
+                                 tuple(a.relay for a in rb.relays[:MAX_FAR_RELAYS]), ttl, now)
+
+    def _note_route(self, aor: str, node: bytes, relays: tuple[NodeId, ...], ttl: float,
+                    now: float) -> None:
+        self.learn(node, relays, ttl, now)
+        self._aor_of[node] = aor
+        self._aor_of.move_to_end(node)
+        while len(self._aor_of) > MAX_REMOTE_ROUTES:
+            self._aor_of.popitem(last=False)
 
     def _to_island(self, far_relay: bytes, item: Item, now: float) -> None:
         if item.dst == self.node.node_id:
@@ -475,7 +527,7 @@ class Tunnel:
         for rb in reachable[:MAX_ANSWER_BINDINGS]:
             relays = tuple(a.relay for a in rb.relays[:MAX_FAR_RELAYS])
             ttl = int(min(MAX_ANSWER_TTL_S, max(1.0, rb.expires_at - now)))
-            self.learn(rb.binding.node_id, relays, ttl, now)
+            self._note_route(answer.aor, rb.binding.node_id, relays, ttl, now)
             entries.append(AnswerEntry(NodeId(rb.binding.node_id), relays, ttl))
             addrs.extend(a for att in rb.relays for a in att.addrs)
         if addrs:

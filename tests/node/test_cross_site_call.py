@@ -1,8 +1,9 @@
 """A call between stock UAs in two islands (issue 10): the INVITE is resolved through the
 caller's island relay and the DHT, crosses the uplink as a tunnel item, the answer comes
 back the same way, synthetic RTP crosses both ways as media items for the life of the call
-(10 s each way, nothing lost or reordered on these lossless links), and BYE ends it on
-both sides, releasing the ports."""
+(10 s each way, nothing lost or reordered on these lossless links) while the caller's
+relay watches the callee's AoR in the DHT, and BYE ends it on both sides, releasing the
+ports (and the idle watch)."""
 
 from __future__ import annotations
 
@@ -51,9 +52,15 @@ def test_a_call_across_islands_carries_rtp_both_ways_and_ends_with_bye() -> None
     assert [p.data for p in net.stations[0].to_clients] == sent_b
     tunnel = net.stations[0].core.tunnel
     assert tunnel is not None and tunnel.counters[TunnelCounter.SENT_MEDIA] == 500
+    # While the call's items flow through them, the relays watch the far AoR (a DHT
+    # listen): the remote route follows its relays mid-call.
+    near = net.stations[net.relays[0]].core.dht
+    assert near is not None and near.status().watches == 1
     alice.bye(call)
     net.run_until(lambda: bool(of_kind(net.events(last, BOB_PORT), CallEnded))
                   and bool(of_kind(net.events(0, ALICE_PORT), CallEnded)))
     for index in (0, last):
         relay = net.stations[index].relay
         assert relay is not None and not relay.sessions
+    net.run_for(70.0)                          # idle: the watch is dropped
+    assert near.status().watches == 0
