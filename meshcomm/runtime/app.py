@@ -45,7 +45,7 @@ from meshcomm.runtime.dht_opendht import DhtBind, DhtStartError, OpenDhtPort
 from meshcomm.runtime.driver import NodeDriver, as_uplink_radio
 from meshcomm.runtime.handlers import NodeInfo, control_handlers
 from meshcomm.runtime.localaddr import source_address_toward
-from meshcomm.runtime.media_io import UdpMediaPorts
+from meshcomm.runtime.media_io import DatagramSink, UdpMediaPorts
 from meshcomm.runtime.sipgw import SipSockets
 from meshcomm.runtime.uplink_transport import (
     announce_on_uplink,
@@ -320,6 +320,7 @@ async def _run_locked(options: NodeOptions,
                     cfg.node.incident, data_dir, epoch)
     impairment = parse_impairment(cfg.radio.impairment) if cfg.radio.impairment else None
     sf_storage: SfStorage | None = None
+    sf: StoreForward | None = None
     # Until the driver owns them, what is opened is closed again if a later step fails.
     with contextlib.ExitStack() as opened:
         radios = await open_radios(options.radio_specs, impairment, identity.node_id)
@@ -348,25 +349,11 @@ async def _run_locked(options: NodeOptions,
                                        seq_base=epoch << 32, wall_offset_s=wall_offset_s,
                                        credential=credential, rng=rng,
                                        on_result=lambda result: driver.receive_dht(result))
-            opened.callback(uplink.dht_port.close)
-            opened.callback(uplink.radio.close)
+            opened.callback(uplink.close)
         opened.pop_all()
-    core: NodeCore | MeshNode = node
-    ports = None
-    bridge, uplink_mesh = (uplink.bridge, uplink.mesh) if uplink is not None else (None, None)
-    if sockets is not None:
-        # The call ports' sink refers to the driver; datagrams arrive only once calls exist.
-        ports = UdpMediaPorts(loop, sockets.host,
-                              lambda *datagram: driver.receive_client_media(*datagram),
-                              cfg.media.port_range)
-        core = compose(node, gateway_config=gateway_config(cfg, sockets), rng=rng,
-                       node_aor=aor, now=loop.time(), sf=sf,
-                       relay=media_relay(cfg, identity, ports), dht=bridge,
-                       uplink=uplink_mesh)
-        assert core.gateway is not None
-        core.gateway.hosts.resolve = source_address_toward   # listening on 0.0.0.0 / ::
-    elif uplink is not None:
-        core = compose(node, now=loop.time(), dht=bridge, uplink=uplink_mesh)
+    # The call ports' sink refers to the driver; datagrams arrive only once calls exist.
+    core, ports = _compose_core(node, cfg, identity, rng, aor, sockets, sf, uplink,
+                                lambda *datagram: driver.receive_client_media(*datagram))
     if uplink is not None:
         radios.append(uplink.radio)
     driver = NodeDriver(core, radios, journal, loop, wall_offset_s=wall_offset_s,
@@ -376,11 +363,7 @@ async def _run_locked(options: NodeOptions,
     driver.sf_storage = sf_storage
     driver.fresh_store = fresh_store
     if sockets is not None:
-        sockets.deliver = driver.receive_sip
-        sockets.deliver_batch = driver.receive_sip_batch
-        driver.sip_sockets = sockets
-        log.info("SIP gateway on %s udp/%d tcp/%d", sockets.host, sockets.udp_port,
-                 sockets.tcp_port)
+        _attach_sip(driver, sockets)
     announce = (announce_on_uplink(driver, uplink.mesh, register_delay_s(options), loop)
                 if uplink is not None else None)
     try:
@@ -388,16 +371,53 @@ async def _run_locked(options: NodeOptions,
     finally:
         if announce is not None:
             announce.cancel()
-        # Every store is closed even when one close fails (e.g. a full disk at stop).
-        failed = close_all([*_closers(driver, sf_storage, sockets),
-                            (f"freshness {fresh_store.path}", fresh_store.close)])
-        if driver.journal is not None and driver.journal.lost_at_close:
-            failed.append(f"journal {driver.journal.path} "
-                          f"({driver.journal.lost_at_close} entries not written)")
+        failed = _close_node(driver, sf_storage, sockets, fresh_store)
     if failed:
         log.error("node stopped; could not close cleanly: %s", ", ".join(failed))
         return status or EXIT_CLOSE_FAILED
     return status
+
+
+def _close_node(driver: NodeDriver, sf_storage: SfStorage | None,
+                sockets: SipSockets | None, fresh_store: FreshnessStore) -> list[str]:
+    """Close everything the node runs; what could not be closed (cleanly)."""
+    # Every store is closed even when one close fails (e.g. a full disk at stop).
+    failed = close_all([*_closers(driver, sf_storage, sockets),
+                        (f"freshness {fresh_store.path}", fresh_store.close)])
+    if driver.journal is not None and driver.journal.lost_at_close:
+        failed.append(f"journal {driver.journal.path} "
+                      f"({driver.journal.lost_at_close} entries not written)")
+    return failed
+
+
+def _compose_core(node: MeshNode, cfg: NodeConfig, identity: Identity, rng: random.Random,
+                  aor: str, sockets: SipSockets | None, sf: StoreForward | None,
+                  uplink: UplinkParts | None, media_sink: DatagramSink,
+                  ) -> tuple[NodeCore | MeshNode, UdpMediaPorts | None]:
+    """The node's core: the bare MeshNode, or composed with the gateway (its call ports
+    opened, sending to ``media_sink``) and the uplink's bridge and mesh."""
+    loop = asyncio.get_running_loop()
+    bridge, mesh = (uplink.bridge, uplink.mesh) if uplink is not None else (None, None)
+    if sockets is None:
+        if uplink is None:
+            return node, None
+        return compose(node, now=loop.time(), dht=bridge, uplink=mesh), None
+    ports = UdpMediaPorts(loop, sockets.host, media_sink, cfg.media.port_range)
+    core = compose(node, gateway_config=gateway_config(cfg, sockets), rng=rng, node_aor=aor,
+                   now=loop.time(), sf=sf, relay=media_relay(cfg, identity, ports), dht=bridge,
+                   uplink=mesh)
+    assert core.gateway is not None
+    core.gateway.hosts.resolve = source_address_toward   # listening on 0.0.0.0 / ::
+    return core, ports
+
+
+def _attach_sip(driver: NodeDriver, sockets: SipSockets) -> None:
+    """The gateway's sockets deliver to the driver."""
+    sockets.deliver = driver.receive_sip
+    sockets.deliver_batch = driver.receive_sip_batch
+    driver.sip_sockets = sockets
+    log.info("SIP gateway on %s udp/%d tcp/%d", sockets.host, sockets.udp_port,
+             sockets.tcp_port)
 
 
 #: (what, close) pairs for :func:`close_all`.
@@ -454,6 +474,11 @@ class UplinkParts:
     radio: Radio
     #: The uplink mesh's node (same identity and incident as the island's).
     mesh: MeshNode
+
+    def close(self) -> None:
+        """Close the transport and the DHT node (a start-up step after them failed)."""
+        self.radio.close()
+        self.dht_port.close()
 
 
 async def open_uplink(plan: UplinkPlan, cfg: NodeConfig, identity: Identity, node: MeshNode,
