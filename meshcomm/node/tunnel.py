@@ -42,6 +42,7 @@ from enum import StrEnum
 from meshcomm.deadlines import DeadlineHeap
 from meshcomm.dht.api import UPLINK_CAP, NotFound, NotFoundReason, RemoteChanged, Resolved
 from meshcomm.dht.bridge import DhtBridge
+from meshcomm.dht.records import normalise_aor
 from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.location.table import BindingState
 from meshcomm.node.kinds import AppKind
@@ -87,6 +88,9 @@ RESOLVE_TIMEOUT_S = 15.0
 #: Items seen per origin (exactly once at the destination) and origins remembered.
 SEEN_PER_ORIGIN = 512
 MAX_SEEN_ORIGINS = 1024
+#: A relay's answer is reused at most this long (then the relay is asked again: the AoR
+#: may have moved, or its island may have lost its uplink).
+ANSWER_CACHE_S = 60.0
 #: A watched AoR no item went to for this long is no longer watched.
 WATCH_IDLE_S = 60.0
 #: Per-origin budget of items a relay passes on (a hostile node cannot flood the uplink).
@@ -111,6 +115,7 @@ class TunnelCounter(StrEnum):
     DROP_UNKNOWN_KIND = "tunnel_drop_unknown_kind"
     RESOLVES = "tunnel_resolves"
     RESOLVES_ANSWERED = "tunnel_resolves_answered"
+    RESOLVES_CACHED = "tunnel_resolves_cached"
     RESOLVES_TIMED_OUT = "tunnel_resolves_timed_out"
     QUESTIONS = "tunnel_questions_taken"
     QUESTIONS_REFUSED = "tunnel_questions_refused"
@@ -186,6 +191,9 @@ class Tunnel:
         self._aor_of: OrderedDict[bytes, str] = OrderedDict()
         self._watched: dict[str, float] = {}
         self._watch_idle: DeadlineHeap[str] = DeadlineHeap()
+        #: A node without a bridge: its relay's answers by AoR, kept for their TTL (the
+        #: next request for the AoR goes at once, without asking again).
+        self._answers: OrderedDict[str, tuple[NodeId, float]] = OrderedDict()
         #: This relay's gateway forwards what nobody knows to an upstream SIP proxy: an
         #: island node's question the DHT cannot answer is answered with this node.
         self.offers_upstream = False
@@ -447,6 +455,11 @@ class Tunnel:
         if self.dht is not None:
             self._ask_bridge(aor, (b"", request_id), now)
             return
+        cached = self._answers.get(normalise_aor(aor))
+        if cached is not None and cached[1] > now and self.route(cached[0], now) is not None:
+            self.counters[TunnelCounter.RESOLVES_CACHED] += 1
+            self._events.append(ResolveDone(request_id, cached[0], ResolveStatus.FOUND))
+            return
         relay = self._island_relay(None, now)
         if relay is None or len(self._asked) >= MAX_PENDING_RESOLVES:
             # No uplinked relay in the island: nobody beyond it can be asked (404).
@@ -546,4 +559,10 @@ class Tunnel:
         for entry in entries:
             self.learn(entry.node, entry.relays, entry.ttl_s, now, NodeId(event.origin))
         node = entries[0].node if entries and status is ResolveStatus.FOUND else None
+        if node is not None and entries[0].relays:
+            key = normalise_aor(pending.aor)
+            self._answers[key] = (node, now + min(entries[0].ttl_s, ANSWER_CACHE_S))
+            self._answers.move_to_end(key)
+            while len(self._answers) > MAX_REMOTE_ROUTES:
+                self._answers.popitem(last=False)
         self._events.append(ResolveDone(pending.request_id, node, status))

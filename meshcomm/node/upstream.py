@@ -79,6 +79,8 @@ MAX_ERROR_CHARS: Final = 120
 MIN_REFRESH_MARGIN_S: Final = 5.0
 #: Shortest refresh interval, seconds (a registrar granting 1 s cannot make us flood).
 MIN_REFRESH_INTERVAL_S: Final = 10.0
+#: stale=true challenges answered in a row before it counts as a refusal.
+MAX_STALE_RETRIES: Final = 3
 #: 423 Interval Too Brief answered at most this many times per registration attempt.
 MAX_INTERVAL_RETRIES: Final = 2
 USER_AGENT: Final = "meshcomm-relay"
@@ -180,7 +182,9 @@ class _Reg:
     challenge: Challenge | None = None
     challenge_status: int = 401
     nc: int = 0
-    answered_nonce: str | None = None
+    #: The REGISTER out carried credentials; stale challenges answered in a row.
+    sent_auth: bool = False
+    stale_retries: int = 0
     interval_retries: int = 0
     expires_s: int = 0
     failures: int = 0
@@ -354,8 +358,12 @@ class UpstreamRegistrar:
     def _in_flight(self) -> int:
         return len(self._by_branch)
 
+    def _limit(self) -> int:
+        """REGISTERs out at once: one (a probe) until the registrar has answered."""
+        return self.config.max_in_flight if self.state is UpstreamState.REACHABLE else 1
+
     def _next_send(self) -> float | None:
-        if self._in_flight() >= self.config.max_in_flight:
+        if self._in_flight() >= self._limit():
             return None
         top = self._top()
         if top is None or top.due is None:
@@ -367,7 +375,7 @@ class UpstreamRegistrar:
         return top.due
 
     def _send_due(self, now: float) -> None:
-        while self._in_flight() < self.config.max_in_flight:
+        while self._in_flight() < self._limit():
             if self._gate_until is not None and (now < self._gate_until
                                                  or self._in_flight() > 0):
                 return
@@ -386,7 +394,8 @@ class UpstreamRegistrar:
         expires = 0 if reg.remove else (reg.expires_s or cfg.expires_s)
         reg.sent_zero = expires == 0
         request = self._build(reg, expires)
-        if reg.challenge is not None and cfg.secret is not None:
+        reg.sent_auth = reg.challenge is not None and cfg.secret is not None
+        if reg.sent_auth:
             reg.nc += 1
             request = self._authorize(reg, request)
         self._by_branch[reg.branch] = reg
@@ -411,7 +420,6 @@ class UpstreamRegistrar:
         value = authorization_value(reg.challenge, self.config.secret, method="REGISTER",
                                     uri=str(self._uri), nc=reg.nc,
                                     cnonce=f"{self.rng.getrandbits(64):016x}")
-        reg.answered_nonce = reg.challenge.nonce
         return request.with_header(header, value)
 
     # ------------------------------------------------------------ answers
@@ -505,9 +513,11 @@ class UpstreamRegistrar:
             self._error(f"{response.status}: unusable challenge ({exc})", now)
             self._failed(reg, now)
             return
-        retry = secret is not None and (challenge.stale
-                                        or challenge.nonce != reg.answered_nonce)
-        if not retry:
+        # RFC 7616 §3.3: credentials answered with a fresh challenge were refused, unless
+        # the server says the nonce was only stale.
+        stale = challenge.stale and reg.stale_retries < MAX_STALE_RETRIES
+        reg.stale_retries = reg.stale_retries + 1 if stale else 0
+        if secret is None or (reg.sent_auth and not stale):
             self.counters[UpstreamCounter.AUTH_FAILED] += 1
             reason = "credentials refused" if secret is not None else "no credentials"
             self._error(f"{response.status} {response.reason}: {reason}", now)
