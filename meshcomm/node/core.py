@@ -117,6 +117,7 @@ class Flow(Enum):
     SF_REMOTE_TRY = "sf_remote_try"          # SfRemoteTry -> gateway.deliver_remote
     DHT_RECORD = "dht_record"                # the bridge's JournalRecord: uplink up -> sf
     DHT_NEWS = "dht_news"                    # RemoteChanged -> tunnel, then the edge
+    UPLINK_RECORD = "uplink_record"          # the uplink mesh's JournalRecord -> tunnel
     TO_EDGE = "to_edge"                      # out through next_event
 
 
@@ -135,6 +136,7 @@ ROUTE_OF: dict[tuple[Part, type], Flow] = {
     (Part.DHT, NotFound): Flow.DHT_ANSWER,
     (Part.DHT, JournalRecord): Flow.DHT_RECORD,
     (Part.DHT, RemoteChanged): Flow.DHT_NEWS,
+    (Part.UPLINK, JournalRecord): Flow.UPLINK_RECORD,
     (Part.STORE_FORWARD, SfRemoteTry): Flow.SF_REMOTE_TRY,
 }
 #: Unicasts delivered to this node, by application kind.
@@ -163,6 +165,7 @@ NEEDS_PART: dict[Flow, frozenset[Part]] = {
     Flow.SF_REMOTE_TRY: frozenset({Part.GATEWAY}),
     Flow.DHT_RECORD: frozenset({Part.STORE_FORWARD}),
     Flow.DHT_NEWS: frozenset({Part.TUNNEL}),
+    Flow.UPLINK_RECORD: frozenset({Part.TUNNEL}),
 }
 
 _Route = Callable[[Any, float], bool]
@@ -254,6 +257,7 @@ class NodeCore:
             Flow.SF_REMOTE_TRY: self._sf_remote_try,
             Flow.DHT_RECORD: self._dht_record,
             Flow.DHT_NEWS: self._dht_news,
+            Flow.UPLINK_RECORD: self._uplink_record,
             Flow.TO_EDGE: self._to_edge,
         }
         for flow, parts in NEEDS_PART.items():
@@ -558,6 +562,13 @@ class NodeCore:
         assert self.tunnel is not None
         self.tunnel.on_remote_changed(news, now)
         self._events.append(news)
+        return False
+
+    def _uplink_record(self, record: JournalRecord, now: float) -> bool:
+        """Members' uplink addresses to the edge (UplinkPeers); the record goes on."""
+        assert self.tunnel is not None
+        self.tunnel.on_uplink_record(record, now)
+        self._events.append(record)
         return False
 
     def _overlay_record(self, record: JournalRecord, now: float) -> bool:

@@ -42,8 +42,10 @@ from enum import StrEnum
 from meshcomm.deadlines import DeadlineHeap
 from meshcomm.dht.api import UPLINK_CAP, NotFound, NotFoundReason, RemoteChanged, Resolved
 from meshcomm.dht.bridge import DhtBridge
-from meshcomm.dht.records import normalise_aor
+from meshcomm.dht.records import check_uplink_addr, normalise_aor
 from meshcomm.errors import DecodeError, LocalProtocolError
+from meshcomm.journal.events import JournalRecord
+from meshcomm.journal.payloads import BindingLearned, BindingUpdated
 from meshcomm.location.table import BindingState
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
@@ -121,6 +123,7 @@ class TunnelCounter(StrEnum):
     QUESTIONS_REFUSED = "tunnel_questions_refused"
     ANSWERS_UNEXPECTED = "tunnel_answers_unexpected"
     UPLINK_FRAMES_WITHOUT_MESH = "tunnel_uplink_frames_without_mesh"
+    BAD_UPLINK_CONTACT = "tunnel_bad_uplink_contact"
 
 
 #: Claims an island relay may be picked from (not those in conflict or contested).
@@ -316,6 +319,28 @@ class Tunnel:
                 return
             self._watch_idle.schedule(aor, now + WATCH_IDLE_S)
         self._watched[aor] = now
+
+    def on_uplink_record(self, record: JournalRecord, now: float) -> None:
+        """The uplink mesh learned or updated a member's binding: its contacts are the
+        member's uplink addresses (its own and those its NAT maps it to, as seen by a
+        reachable member): the edge's uplink radio gets them as peers, so two relays
+        behind NATs send to each other's mapped address and punch through where the NATs
+        allow it (the rest of the time the uplink mesh routes through the reachable
+        member)."""
+        payload = record.payload
+        if self.uplink is None or not isinstance(payload, BindingLearned | BindingUpdated):
+            return
+        stored = self.uplink.table.get(payload.record)
+        if stored is None or stored.binding.node_id == self.node.node_id:
+            return
+        addrs = []
+        for contact in stored.binding.contacts:
+            try:
+                addrs.append(check_uplink_addr(contact))
+            except DecodeError:
+                self.counters[TunnelCounter.BAD_UPLINK_CONTACT] += 1
+        if addrs:
+            self._events.append(UplinkPeers(tuple(addrs)))
 
     def on_remote_changed(self, news: RemoteChanged, now: float) -> None:
         """News of a watched AoR: the remote routes follow its relays."""

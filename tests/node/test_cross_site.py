@@ -229,3 +229,20 @@ def test_an_island_with_two_uplinked_relays_keeps_delivering_when_one_dies() -> 
                                                         for i in range(10)])
     outbox = a0.core.gateway.outbox
     assert {outbox[s].status for s in sends} <= {SendStatus.DELIVERED, SendStatus.HELD}
+
+
+def test_a_members_uplink_addresses_reach_the_other_relays_edges_as_peers() -> None:
+    from meshcomm.node.tunnel import UplinkPeers
+
+    net = _net()
+    a2, b2 = net.stations["a2"], net.stations["b2"]
+    assert b2.core.uplink is not None
+    aor = f"sip:{b2.core.node_id.hex()[:16]}@uplink.invalid"
+    mapped = "198.51.100.7:40000"          # what a reachable member saw b2's NAT map to
+    b2.pump.command(net.now, lambda: b2.core.uplink.register(  # type: ignore[union-attr]
+        aor, (mapped, "not an address"), net.now))
+    net.run(net.now + 5.0)
+    peers = [e for e in a2.edge.events if isinstance(e, UplinkPeers)]
+    assert UplinkPeers((mapped,)) in peers
+    assert a2.core.tunnel is not None
+    assert a2.core.tunnel.counters[TunnelCounter.BAD_UPLINK_CONTACT] >= 1
