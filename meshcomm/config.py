@@ -1,7 +1,8 @@
 """Node configuration: frozen, validated dataclasses loaded from TOML (ARCHITECTURE.md rule 8).
 
 A field config has the sections ``[node]``, ``[trust]``, ``[overlay]``, ``[radio]``,
-``[journal]``, ``[relay]``, ``[sip]``, ``[media]`` and ``[uplink]``; every key is optional
+``[journal]``, ``[relay]``, ``[sip]``, ``[media]``, ``[uplink]`` and ``[upstream]``; every key
+is optional
 and falls back to the defaults below.
 One generic, type-hint driven loader turns a TOML mapping into :class:`NodeConfig`: an
 unknown key, a wrong type or a bad value is a :class:`ConfigError` naming the full key
@@ -373,6 +374,84 @@ class UplinkSettings:
         return problems
 
 
+#: Upper/lower bound of [upstream] expires_s (RFC 3261 §10.2.1.1: the registrar may lower it).
+MIN_UPSTREAM_EXPIRES_S = 60
+MAX_UPSTREAM_EXPIRES_S = 86400
+#: Upper bound of [upstream] max_aors.
+MAX_UPSTREAM_AORS = 65536
+_SIP_USER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/%]{1,64}")
+
+
+def parse_registrar(text: str) -> tuple[str, int]:
+    """``sip:host[:port]`` -> (host, port); ConfigError naming the text otherwise."""
+    scheme, sep, rest = text.strip().partition(":")
+    if scheme.lower() != "sip" or not sep or "@" in rest or ";" in rest or "?" in rest:
+        raise ConfigError(text, "expected sip:HOST[:PORT] (no user part, no parameters)")
+    if rest.endswith("]") or ":" not in rest:
+        rest += ":5060"                                 # no port: SIP's default
+    return parse_host_port(rest)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    """``[upstream]``: a conventional SIP registrar/proxy beyond the mesh (issue 10 item 5).
+
+    With ``registrar`` set, an uplinked relay registers its island's AoRs there (with
+    ``username`` and the password in ``password_file``, a file of mode 0600; never inline)
+    and forwards requests for AoRs that neither the island nor the DHT knows to ``proxy``
+    (default: the registrar's host and port). Host names are resolved (A/AAAA) once at
+    start-up; there is no NAPTR/SRV lookup. ``contact`` is the relay's gateway as the
+    upstream reaches it (default: the uplink interface's address and the [sip] port).
+    ``domain``: only AoRs of this domain are registered (default: node.domain).
+    """
+
+    registrar: str = ""
+    proxy: str = ""
+    username: str = ""
+    password_file: str | None = None
+    expires_s: int = 600
+    domain: str = ""
+    contact: str = ""
+    max_aors: int = 256
+
+    def validate(self) -> Problems:
+        problems: Problems = []
+        if not self.registrar:
+            if self.proxy or self.username or self.password_file or self.contact:
+                problems.append(("registrar", "set it (sip:HOST[:PORT]) to use [upstream]"))
+            return problems
+        for key, check in (("registrar", parse_registrar), ("proxy", parse_host_port),
+                           ("contact", parse_host_port)):
+            value = getattr(self, key)
+            try:
+                if value:
+                    check(value)
+            except ConfigError as exc:
+                problems.append((key, str(exc)))
+        if self.username and not _SIP_USER_RE.fullmatch(self.username):
+            problems.append(("username", "1..64 characters of a SIP user part"))
+        if bool(self.username) != (self.password_file is not None):
+            problems.append(("password_file", "username and password_file go together"))
+        if self.password_file is not None and not self.password_file.strip():
+            problems.append(("password_file", "must not be empty"))
+        if not MIN_UPSTREAM_EXPIRES_S <= self.expires_s <= MAX_UPSTREAM_EXPIRES_S:
+            problems.append(("expires_s", f"must be in {MIN_UPSTREAM_EXPIRES_S}.."
+                                          f"{MAX_UPSTREAM_EXPIRES_S}"))
+        if self.domain and not (_is_domain(self.domain) or _is_ip(self.domain)):
+            problems.append(("domain", f"{self.domain!r} is not a domain"))
+        if not 1 <= self.max_aors <= MAX_UPSTREAM_AORS:
+            problems.append(("max_aors", f"must be in 1..{MAX_UPSTREAM_AORS}"))
+        return problems
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """The whole configuration of one node."""
@@ -386,6 +465,7 @@ class NodeConfig:
     sip: SipSettings = field(default_factory=SipSettings)
     media: MediaSettings = field(default_factory=MediaSettings)
     uplink: UplinkSettings = field(default_factory=UplinkSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
 
     def validate(self) -> Problems:
         name = self.node.name or "x" * 12
@@ -632,6 +712,7 @@ _UNSET_NOTES = {
     ("node", "name"): "hostname + short key fingerprint",
     ("node", "data_dir"): "$XDG_DATA_HOME/meshcomm or ~/.local/share/meshcomm",
     ("uplink", "secret_file"): "secret derived from node.incident (records NOT private)",
+    ("upstream", "password_file"): "no credentials (digest challenges are not answered)",
 }
 
 

@@ -105,7 +105,8 @@ def test_handset_profile_lists_every_key() -> None:
     data = tomllib.loads((PROFILE_DIR / "handset.toml").read_text())
     for section in dataclasses.fields(NodeConfig):
         listed = set(data[section.name])
-        optional = {"node": {"name", "data_dir"}, "uplink": {"secret_file"}}.get(
+        optional = {"node": {"name", "data_dir"}, "uplink": {"secret_file"},
+                    "upstream": {"password_file"}}.get(
             section.name, set())
         expected = {f.name for f in dataclasses.fields(getattr(NodeConfig(), section.name))}
         assert listed == expected - optional, section.name
@@ -317,3 +318,37 @@ def test_show_round_trips_any_string_value(data_dir: str) -> None:
         return
     assert tomllib.loads(format_config(cfg))["node"]["data_dir"] == data_dir
     assert parse_toml(format_config(cfg), "shown") == cfg
+
+
+# ------------------------------------------------------------------ [upstream]
+def test_upstream_settings_parse_and_round_trip() -> None:
+    cfg = parse_config({"upstream": {"registrar": "sip:pbx.example.org:5070",
+                                     "proxy": "[2001:db8::5]:5060", "username": "relay-7",
+                                     "password_file": "/etc/meshcomm/upstream.password",
+                                     "expires_s": 300, "domain": "incident.local",
+                                     "contact": "203.0.113.9:5060", "max_aors": 32}})
+    assert cfg.upstream.registrar == "sip:pbx.example.org:5070"
+    assert parse_toml(format_config(cfg), "shown") == cfg
+    assert NodeConfig().upstream.registrar == ""          # off by default
+
+
+@pytest.mark.parametrize(("upstream", "key", "words"), [
+    ({"registrar": "sip:alice@pbx.example.org"}, "upstream.registrar", "no user part"),
+    ({"registrar": "sips:pbx.example.org"}, "upstream.registrar", "sip:HOST"),
+    ({"registrar": "sip:pbx.example.org:0"}, "upstream.registrar", "1..65535"),
+    ({"registrar": "sip:pbx;transport=tcp"}, "upstream.registrar", "no parameters"),
+    ({"registrar": "sip:h", "proxy": "h"}, "upstream.proxy", "HOST:PORT"),
+    ({"registrar": "sip:h", "contact": "::1:5060"}, "upstream.contact", "brackets"),
+    ({"registrar": "sip:h", "username": "u"}, "upstream.password_file", "together"),
+    ({"registrar": "sip:h", "password_file": "/p"}, "upstream.password_file", "together"),
+    ({"registrar": "sip:h", "username": "a b", "password_file": "/p"}, "upstream.username",
+     "user part"),
+    ({"registrar": "sip:h", "expires_s": 59}, "upstream.expires_s", "60..86400"),
+    ({"registrar": "sip:h", "max_aors": 0}, "upstream.max_aors", "1..65536"),
+    ({"registrar": "sip:h", "domain": "-bad-"}, "upstream.domain", "not a domain"),
+    ({"proxy": "10.0.0.1:5060"}, "upstream.registrar", "set it"),
+    ({"registrar": "sip:h", "password": "inline"}, "upstream.password", "unknown key"),
+])
+def test_upstream_errors_name_the_key(upstream: dict[str, Any], key: str, words: str) -> None:
+    problems = problems_of({"upstream": upstream})
+    assert any(path == key and words in message for path, message in problems), problems
