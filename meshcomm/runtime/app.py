@@ -53,6 +53,7 @@ from meshcomm.runtime.uplink_transport import (
     open_uplink_radio,
     transport_port,
 )
+from meshcomm.runtime.upstream_plan import UpstreamPlan, upstream_plan
 from meshcomm.security.identity import Identity, fingerprint
 from meshcomm.security.keystore import (
     load_credential_bytes,
@@ -350,10 +351,12 @@ async def _run_locked(options: NodeOptions,
                                        credential=credential, rng=rng,
                                        on_result=lambda result: driver.receive_dht(result))
             opened.callback(uplink.close)
+        upstream = await _upstream(cfg, sockets, options.uplink)
         opened.pop_all()
     # The call ports' sink refers to the driver; datagrams arrive only once calls exist.
     core, ports = _compose_core(node, cfg, identity, rng, aor, sockets, sf, uplink,
-                                lambda *datagram: driver.receive_client_media(*datagram))
+                                lambda *datagram: driver.receive_client_media(*datagram),
+                                upstream)
     if uplink is not None:
         radios.append(uplink.radio)
     driver = NodeDriver(core, radios, journal, loop, wall_offset_s=wall_offset_s,
@@ -364,7 +367,8 @@ async def _run_locked(options: NodeOptions,
     driver.fresh_store = fresh_store
     if sockets is not None:
         _attach_sip(driver, sockets)
-    announce = (announce_on_uplink(driver, uplink.mesh, register_delay_s(options), loop)
+    announce = (announce_on_uplink(driver, uplink.mesh, register_delay_s(options), loop,
+                                   uplink.bridge.config.uplink_addrs)
                 if uplink is not None else None)
     try:
         status = await _serve(driver, info, options, on_ready)
@@ -393,6 +397,7 @@ def _close_node(driver: NodeDriver, sf_storage: SfStorage | None,
 def _compose_core(node: MeshNode, cfg: NodeConfig, identity: Identity, rng: random.Random,
                   aor: str, sockets: SipSockets | None, sf: StoreForward | None,
                   uplink: UplinkParts | None, media_sink: DatagramSink,
+                  upstream: UpstreamPlan | None = None,
                   ) -> tuple[NodeCore | MeshNode, UdpMediaPorts | None]:
     """The node's core: the bare MeshNode, or composed with the gateway (its call ports
     opened, sending to ``media_sink``) and the uplink's bridge and mesh."""
@@ -403,9 +408,10 @@ def _compose_core(node: MeshNode, cfg: NodeConfig, identity: Identity, rng: rand
             return node, None
         return compose(node, now=loop.time(), dht=bridge, uplink=mesh), None
     ports = UdpMediaPorts(loop, sockets.host, media_sink, cfg.media.port_range)
-    core = compose(node, gateway_config=gateway_config(cfg, sockets), rng=rng, node_aor=aor,
-                   now=loop.time(), sf=sf, relay=media_relay(cfg, identity, ports), dht=bridge,
-                   uplink=mesh)
+    core = compose(node, gateway_config=gateway_config(cfg, sockets, upstream), rng=rng,
+                   node_aor=aor, now=loop.time(), sf=sf, relay=media_relay(cfg, identity, ports),
+                   dht=bridge, uplink=mesh,
+                   upstream=upstream.config if upstream is not None else None)
     assert core.gateway is not None
     core.gateway.hosts.resolve = source_address_toward   # listening on 0.0.0.0 / ::
     return core, ports
@@ -548,14 +554,27 @@ def media_relay(cfg: NodeConfig, identity: Identity, ports: UdpMediaPorts) -> Me
                                   max_calls=settings.max_calls))
 
 
-def gateway_config(cfg: NodeConfig, sockets: SipSockets) -> GatewayConfig:
+async def _upstream(cfg: NodeConfig, sockets: SipSockets | None,
+                    uplink: UplinkPlan | None) -> UpstreamPlan | None:
+    """``[upstream]`` of a relay with a SIP gateway (meshcomm.runtime.upstream_plan)."""
+    if sockets is None or not cfg.upstream.registrar:
+        return None
+    addrs = uplink.addresses if uplink is not None else None
+    uplink_host = None if addrs is None else (addrs.ipv4 or addrs.ipv6)
+    return await upstream_plan(cfg, sip_host=sockets.host, sip_port=sockets.udp_port,
+                               uplink_host=uplink_host)
+
+
+def gateway_config(cfg: NodeConfig, sockets: SipSockets,
+                   upstream: UpstreamPlan | None = None) -> GatewayConfig:
     sip = cfg.sip
     return GatewayConfig(local_host=sockets.host, local_port=sockets.udp_port,
                          message_timeout_s=sip.message_timeout_s,
                          invite_timeout_s=sip.invite_timeout_s,
                          max_pending_transactions=sip.max_pending_transactions,
                          client_rate_per_s=sip.client_rate_per_s, client_burst=sip.client_burst,
-                         timers=sip.timers, keep_sip_bodies=cfg.journal.keep_sip_bodies)
+                         timers=sip.timers, keep_sip_bodies=cfg.journal.keep_sip_bodies,
+                         upstream=upstream.proxy if upstream is not None else None)
 
 
 async def _open_sip(cfg: NodeConfig) -> SipSockets | None:

@@ -100,6 +100,7 @@ def status(driver: NodeDriver, info: NodeInfo) -> dict[str, object]:
         "media": media_status(driver),
         "store_forward": store_forward_status(driver),
         "uplink": uplink_status(driver),
+        "upstream": upstream_status(driver),
         "journal": journal.status() if journal is not None else {
             "path": None, "durable_seq": 0, "head_seq": 0},
     }
@@ -124,6 +125,19 @@ def uplink_status(driver: NodeDriver) -> dict[str, object] | None:
             "dht_port_counters": (dict(sorted(port.counters.items())) if port is not None
                                   else None),
             "counters": dict(sorted(bridge.counters.items()))}
+
+
+def upstream_status(driver: NodeDriver) -> dict[str, object] | None:
+    """The upstream SIP registrar (``[upstream]``; None without one): ``state`` (unknown,
+    reachable, unreachable), ``since`` (wall clock), AoRs ``registered`` there and
+    ``wanted``, ``last_error`` ("" when none), the registrar and the client's counters."""
+    upstream = getattr(driver.core, "upstream", None)
+    if upstream is None:
+        return None
+    st = upstream.status()
+    return {"state": st.state, "since": round(driver.wall_time(st.since), REPLY_DECIMALS),
+            "registered": st.registered, "wanted": st.wanted, "last_error": st.last_error,
+            "registrar": st.registrar, "counters": dict(sorted(upstream.counters.items()))}
 
 
 def _uplinked_relays(driver: NodeDriver) -> list[dict[str, object]]:
