@@ -14,12 +14,17 @@ from meshcomm.errors import ConfigError
 from meshcomm.sim.engine import Simulator
 from meshcomm.sim.scenario import (
     MAX_CALL_S,
+    MAX_UPLINK_DELAY_MS,
     TOPOLOGIES,
     ScenarioParams,
+    build_topology,
+    default_uplink_nodes,
     load_scenario,
     sim_config,
 )
+from meshcomm.sim.topology import Topology
 from meshcomm.sim.traffic import DEFAULT_CALL_S, MAX_TRAFFIC_EVENTS
+from meshcomm.sim.uplinks import UplinkSpec
 
 #: Progress lines start once a run has taken this long in wall time.
 PROGRESS_AFTER_S = 2.0
@@ -32,8 +37,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "radio in virtual time. With --messages/--calls (or traffic in the "
                     "scenario) every node is whole -- SIP gateway, store-and-forward, media "
                     "relay -- with one simulated SIP client. Deterministic for a --seed.")
-    p.add_argument("--topology", choices=TOPOLOGIES[:3], default="random")
-    p.add_argument("--nodes", type=int, default=30)
+    p.add_argument("--topology", choices=TOPOLOGIES[:4], default="random",
+                   help="islands: --islands separate radio islands of --nodes nodes each, "
+                        "their hubs uplinked on one WAN")
+    p.add_argument("--nodes", type=int, default=30, help="nodes (per island for islands)")
+    p.add_argument("--islands", type=int, default=3, metavar="N",
+                   help="islands of --topology islands (default %(default)s)")
+    p.add_argument("--uplink-delay-ms", type=float, default=50.0, metavar="MS",
+                   help="one-way WAN delay between uplinked relays (default %(default)s)")
+    p.add_argument("--uplink-loss", type=float, default=0.0, metavar="P",
+                   help="WAN datagram loss probability")
+    p.add_argument("--uplink-flap", type=float, default=0.0, metavar="S",
+                   help="each uplink is up for S seconds, then down for S, and so on "
+                        "(staggered by S/3 per island); 0: always up")
+    p.add_argument("--cross-site", type=float, default=None, metavar="F",
+                   help="fraction of the random traffic pairs taken across islands")
     p.add_argument("--loss", type=float, default=0.0, help="per-link loss probability")
     p.add_argument("--delay-ms", type=float, default=2.0, help="per-link one-way delay")
     p.add_argument("--range", type=float, default=0.2, dest="radio_range",
@@ -72,6 +90,9 @@ def _config(args: argparse.Namespace) -> Any:
             traffic = dataclasses.replace(traffic, random_messages=args.messages)
         if args.calls:
             traffic = dataclasses.replace(traffic, random_calls=args.calls)
+        if args.cross_site is not None:
+            traffic = dataclasses.replace(traffic, cross_site=_fraction("--cross-site",
+                                                                        args.cross_site))
         config.traffic = traffic
         config.gateways = config.gateways or args.gateways
         return config
@@ -83,8 +104,34 @@ def _config(args: argparse.Namespace) -> Any:
                             delay_ms=args.delay_ms, radio_range=args.radio_range,
                             duration_s=args.duration, seed=args.seed, messages=args.messages,
                             calls=args.calls, call_duration_s=args.call_duration,
-                            gateways=args.gateways)
-    return sim_config(params, baseline=args.baseline)
+                            gateways=args.gateways, islands=args.islands,
+                            cross_site=_fraction("--cross-site", args.cross_site or 0.0))
+    if args.topology != "islands":
+        return sim_config(params, baseline=args.baseline)
+    topo = build_topology(params)
+    return sim_config(params, topo, baseline=args.baseline, uplinks=(_uplink(args, topo),))
+
+
+def _fraction(flag: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(flag, "must be in [0, 1]")
+    return value
+
+
+def _uplink(args: argparse.Namespace, topo: Topology) -> UplinkSpec:
+    """One WAN between the hubs of the islands, as the --uplink-* options say."""
+    if not 0.0 <= args.uplink_delay_ms <= MAX_UPLINK_DELAY_MS:
+        raise ConfigError("--uplink-delay-ms", f"must be in [0, {MAX_UPLINK_DELAY_MS:.0f}]")
+    if not 0.0 <= args.uplink_loss < 1.0:
+        raise ConfigError("--uplink-loss", "must be in [0, 1)")
+    if not 0.0 <= args.uplink_flap <= 1e7:
+        raise ConfigError("--uplink-flap", "must be >= 0")
+    nodes = default_uplink_nodes(topo)
+    if len(nodes) < 2:
+        raise ConfigError("--islands", "uplinks need at least two islands")
+    flap = args.uplink_flap
+    return UplinkSpec(nodes, delay_s=args.uplink_delay_ms / 1000.0, loss=args.uplink_loss,
+                      flap_period_s=2 * flap, flap_down_s=flap, flap_stagger_s=flap / 3)
 
 
 def run_sim(args: argparse.Namespace) -> int:
@@ -136,6 +183,8 @@ def format_result(r: dict[str, Any]) -> str:
     ]
     if "messages" in r:
         lines += _traffic_lines(r["messages"], r["calls"])
+    if "uplinks" in r:
+        lines += _uplink_lines(r["uplinks"])
     lines.append(f"  trace digest        {r['digest']}")
     return "\n".join(lines)
 
@@ -151,4 +200,20 @@ def _traffic_lines(m: dict[str, Any], c: dict[str, Any]) -> list[str]:
         f"{c['media_both_ways']} with media both ways; media frames "
         f"{c['media_frames_received']}/{c['media_frames_sent']} received, "
         f"{c['media_frames_lost']} lost",
+    ]
+
+
+def _uplink_lines(u: dict[str, Any]) -> list[str]:
+    m, res = u["cross_site_messages"], u["resolution"]
+    lat, rlat = m["latency_s"], res["latency_s"]
+    answered = ", ".join(f"{k} {v}" for k, v in res["answered"].items()) or "none"
+    moves = ", ".join(f"{k} {v}" for k, v in u["transitions"].items()) or "none"
+    return [
+        f"  cross-site          {m['delivered_once']}/{m['sent']} delivered exactly once "
+        f"({m['delivered_once_fraction']:.4f}), {m['duplicates']} duplicates, {m['held']} "
+        f"held, {m['failed']} failed, {m['pending_at_end']} pending; latency p50 "
+        f"{lat['p50']:.3f} s p95 {lat['p95']:.3f} s max {lat['max']:.3f} s",
+        f"  resolution          {answered}; found in p50 {rlat['p50']:.3f} s "
+        f"p95 {rlat['p95']:.3f} s",
+        f"  uplink transitions  {moves} (uplinked: {', '.join(u['uplinked'])})",
     ]

@@ -198,7 +198,8 @@ class Simulator:
         self._cut: set[frozenset[str]] = set()
         self._links = config.topology.links
         self.now = 0.0
-        self.metrics = Metrics(self._converged if observer else None)
+        self.metrics = Metrics(self._converged if observer else None,
+                               config.topology.components() if config.uplinks else None)
         self._trace = hashlib.sha256()
         self.counters: Counter[str] = Counter()
         #: (time, node, event) of every unicast delivered to a node that has no part for it

@@ -49,9 +49,16 @@ ConvergedHook = Callable[[str, int, bool, float], None]
 
 
 class Metrics:
-    def __init__(self, on_converged: ConvergedHook | None = None) -> None:
+    """``islands`` (node -> island, for runs with uplinks): a binding is expected, and
+    converges, only in its own island (remote bindings are resolved on demand, never
+    flooded across)."""
+
+    def __init__(self, on_converged: ConvergedHook | None = None,
+                 islands: dict[str, int] | None = None) -> None:
         self.on_converged = on_converged
+        self.islands = islands
         self.live: set[str] = set()
+        self._live_in: dict[int, set[str]] = {}
         self._by_record: dict[bytes, list[_Announcement]] = {}
         self._latest: dict[str, tuple[bytes, int, bool]] = {}
         self.frames = 0
@@ -59,9 +66,19 @@ class Metrics:
 
     def node_up(self, name: str) -> None:
         self.live.add(name)
+        if self.islands is not None:
+            self._live_in.setdefault(self.islands[name], set()).add(name)
 
     def node_down(self, name: str) -> None:
         self.live.discard(name)
+        if self.islands is not None:
+            self._live_in.get(self.islands[name], set()).discard(name)
+
+    def _scope(self, origin: str) -> set[str]:
+        """The live nodes that should learn ``origin``'s bindings."""
+        if self.islands is None:
+            return self.live
+        return self._live_in.get(self.islands[origin], set())
 
     def transmitted(self, size: int) -> None:
         self.frames += 1
@@ -79,7 +96,8 @@ class Metrics:
             if ann.done_at is not None or ann.seq > seq:
                 continue
             ann.holders.add(name)
-            if len(ann.holders) >= len(self.live) and self.live <= ann.holders:
+            scope = self._scope(ann.origin)
+            if len(ann.holders) >= len(scope) and scope <= ann.holders:
                 ann.done_at = now
                 if self.on_converged is not None:
                     self.on_converged(ann.origin, ann.seq, ann.tombstone, now - ann.at)
@@ -88,13 +106,16 @@ class Metrics:
                counters: Counter[str]) -> dict[str, object]:
         announcements = [a for anns in self._by_record.values() for a in anns]
         done = [a.done_at - a.at for a in announcements if a.done_at is not None]
-        live_bindings = [(rec, seq) for origin, (rec, seq, tomb) in self._latest.items()
+        live_bindings = [(origin, rec) for origin, (rec, seq, tomb) in self._latest.items()
                          if origin in self.live and not tomb]
-        pairs = len(holdings) * len(live_bindings)
+        isl = self.islands
+        expected = [(held, rec) for name, held in holdings.items()
+                    for origin, rec in live_bindings
+                    if isl is None or isl[name] == isl[origin]]
+        pairs = len(expected)
         # A node knows a binding when it holds a live (non-tombstone) copy of that
         # (AoR, key) record; a refresh still spreading at the end does not count against it.
-        known = sum(1 for held in holdings.values() for rec, _ in live_bindings
-                    if held.get(rec) is False)
+        known = sum(1 for held, rec in expected if held.get(rec) is False)
         binding_frames = sum(counters.get(c, 0) for c in BINDING_FRAME_COUNTERS)
         rejected = {k.removeprefix("drop_"): v for k, v in sorted(counters.items())
                     if k.startswith("drop_") and k != "drop_journal_suppressed"}
