@@ -55,6 +55,7 @@ from meshcomm.runtime.uplink_transport import (
     announce_on_uplink,
     make_uplink_mesh,
     open_uplink_radio,
+    own_addrs,
     transport_port,
     uplink_aor,
 )
@@ -191,9 +192,9 @@ async def open_mesh_relay(bind: DhtBind, dht_port: int, who: MeshIdentity,
     driver = NodeDriver(mesh, [radio], None, loop, wall_offset_s=wall_offset_s,
                         node_on_uplink=True)
     driver.start()
-    announce_on_uplink(driver, mesh, REGISTER_DELAY_S, loop)
     transport = as_uplink_radio(radio)
     assert transport is not None
+    announce_on_uplink(driver, mesh, REGISTER_DELAY_S, loop, own_addrs(transport))
     log.info("uplink mesh relay %s (%s, incident %r) on UDP port %d", uplink_aor(mesh.node_id),
              fingerprint(who.identity.public_key), who.incident, transport.bound_port)
     return driver

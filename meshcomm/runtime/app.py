@@ -367,7 +367,8 @@ async def _run_locked(options: NodeOptions,
     driver.fresh_store = fresh_store
     if sockets is not None:
         _attach_sip(driver, sockets)
-    announce = (announce_on_uplink(driver, uplink.mesh, register_delay_s(options), loop)
+    announce = (announce_on_uplink(driver, uplink.mesh, register_delay_s(options), loop,
+                                   uplink.bridge.config.uplink_addrs)
                 if uplink is not None else None)
     try:
         status = await _serve(driver, info, options, on_ready)

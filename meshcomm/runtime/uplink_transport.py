@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import random
+import socket
 from typing import Final
 
 from meshcomm.dht.api import UPLINK_CAP
@@ -30,7 +32,7 @@ from meshcomm.runtime.driver import NodeDriver
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from radios import ImpairedRadio, Impairment, Radio
-from radios.uplink import PORT_MAX, UplinkRadio
+from radios.uplink import PORT_MAX, UplinkRadio, format_peer
 
 log = logging.getLogger(__name__)
 
@@ -105,17 +107,27 @@ async def open_uplink_radio(addresses: tuple[str, ...], dht_port: int, peers: tu
     return radio
 
 
+def own_addrs(radio: UplinkRadio) -> tuple[str, ...]:
+    """The transport's own ``HOST:PORT`` addresses (not the unspecified 0.0.0.0 / ::)."""
+    return tuple(format_peer(socket.AF_INET6 if ":" in host else socket.AF_INET, host,
+                             radio.bound_port)
+                 for host in radio.addresses if not ipaddress.ip_address(host).is_unspecified)
+
+
 def announce_on_uplink(driver: NodeDriver, mesh: MeshNode, delay_s: float,
-                       loop: asyncio.AbstractEventLoop) -> asyncio.TimerHandle:
+                       loop: asyncio.AbstractEventLoop,
+                       contacts: tuple[str, ...] = ()) -> asyncio.TimerHandle:
     """Register :func:`uplink_aor` on ``mesh`` after ``delay_s`` (its first HELLOs heard,
-    as the island's node does), through the driver's pump."""
+    as the island's node does), through the driver's pump. ``contacts``: the member's
+    uplink transport addresses (``HOST:PORT``); the other members' edges add them to
+    their uplink radio's peers (``meshcomm.node.tunnel``: UplinkPeers)."""
     aor = uplink_aor(mesh.node_id)
 
     def announce() -> None:
         if driver.closed:
             return
         now = driver.now()
-        driver.pump_.command(now, lambda: mesh.register(aor, (), now))
-        log.info("uplink mesh: announced %s", aor)
+        driver.pump_.command(now, lambda: mesh.register(aor, contacts, now))
+        log.info("uplink mesh: announced %s (contacts %s)", aor, ", ".join(contacts) or "none")
 
     return loop.call_later(delay_s, announce)

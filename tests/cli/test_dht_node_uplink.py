@@ -35,7 +35,8 @@ def test_dht_node_relays_the_uplink_mesh_between_members_that_know_only_it(
             overlay = OverlayConfig()               # the dht-node's timers
             a = await member("a", [peer], 1, relay=True, overlay=overlay)
             with closing([a]) as members:
-                b = await member("b", [peer], 2, relay=False, overlay=overlay)
+                b = await member("b", [peer], 2, relay=False, overlay=overlay,
+                                 reachable=False)     # its address named nowhere
                 members.append(b)
 
                 def via_relay() -> bool:

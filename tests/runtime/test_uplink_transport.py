@@ -20,7 +20,12 @@ from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.overlay.config import OverlayConfig
 from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.runtime.driver import NodeDriver
-from meshcomm.runtime.uplink_transport import announce_on_uplink, make_uplink_mesh, uplink_aor
+from meshcomm.runtime.uplink_transport import (
+    announce_on_uplink,
+    make_uplink_mesh,
+    own_addrs,
+    uplink_aor,
+)
 from meshcomm.security.verify import SignatureVerifier
 from radios.uplink import UplinkRadio
 from tests.runtime.helpers import FAST_OVERLAY, identity, wait_until
@@ -61,9 +66,12 @@ def _mesh(name: str, loop: asyncio.AbstractEventLoop, seed: int,
 
 
 async def member(name: str, peers: list[str], seed: int, *, relay: bool,
-                 overlay: OverlayConfig = FAST_OVERLAY, epoch: int = 1) -> Member:
+                 overlay: OverlayConfig = FAST_OVERLAY, epoch: int = 1,
+                 reachable: bool = True) -> Member:
     """A relay (island node + uplink mesh in one NodeCore) or a bare uplink-mesh node (the
-    dht-node's shape: dst None goes to the uplink peers); ``epoch``: its boot epoch."""
+    dht-node's shape: dst None goes to the uplink peers); ``epoch``: its boot epoch;
+    ``reachable``: its uplink binding names its transport address (else none, as for a
+    member behind a NAT that nobody can reach directly)."""
     loop = asyncio.get_running_loop()
     radio = UplinkRadio([V4], 0, peers=peers)
     await radio.open()
@@ -79,7 +87,8 @@ async def member(name: str, peers: list[str], seed: int, *, relay: bool,
                                node_on_uplink=not relay), mesh, radio)
     member.driver.event_sink = member.events.append
     member.driver.start()
-    announce_on_uplink(member.driver, mesh, 0.3, loop)
+    announce_on_uplink(member.driver, mesh, 0.3, loop,
+                       own_addrs(radio) if reachable else ())
     return member
 
 
@@ -110,7 +119,7 @@ def test_two_members_that_know_only_the_dht_node_reach_each_other_through_it() -
         with closing([c]) as members:
             a = await member("a", [c.addr], 1, relay=True)
             members.append(a)
-            b = await member("b", [c.addr], 2, relay=False)
+            b = await member("b", [c.addr], 2, relay=False, reachable=False)
             members.append(b)
             await wait_until(lambda: a.route_to(b) == (2, c.mesh.node_id.hex()),
                                     "a route from A to B through C", WAIT_S)
@@ -145,14 +154,15 @@ def test_a_member_restarted_on_another_port_is_reached_again_through_the_dht_nod
         c = await member("c", [], 3, relay=False)
         with closing([c]) as members:
             a = await member("a", [c.addr], 1, relay=True)
-            b = await member("b", [c.addr], 2, relay=False)
+            b = await member("b", [c.addr], 2, relay=False, reachable=False)
             members += [a, b]
             via_c = (2, c.mesh.node_id.hex())
             await wait_until(lambda: a.route_to(b) == via_c, "a route A->B", WAIT_S)
             await unicast(a, b, b"before")
             old_addr = b.addr
             b.driver.close()                        # B's process dies...
-            b = await member("b", [c.addr], 2, relay=False, epoch=2)   # ...and restarts
+            b = await member("b", [c.addr], 2, relay=False, epoch=2,  # ...and restarts
+                             reachable=False)
             members.append(b)
             assert b.addr != old_addr
             await wait_until(lambda: a.route_to(b) == via_c and c.route_to(b)[0] == 1,
@@ -160,5 +170,25 @@ def test_a_member_restarted_on_another_port_is_reached_again_through_the_dht_nod
             got = await unicast(a, b, b"after the restart")
             assert got.origin == a.mesh.node_id and got.hops == 2
             assert b.addr in c.radio.peers()        # C learned the new address by hearing
+
+    asyncio.run(scenario())
+
+
+def test_a_relay_learns_a_members_address_from_its_uplink_binding_and_goes_direct() -> None:
+    async def scenario() -> None:
+        c = await member("c", [], 3, relay=False)
+        with closing([c]) as members:
+            a = await member("a", [c.addr], 1, relay=True)
+            b = await member("b", [c.addr], 2, relay=False)     # names its address
+            members += [a, b]
+            # A's tunnel hands B's binding contacts to the edge (UplinkPeers): A adds B as a
+            # peer, B hears A, and the uplink mesh finds the direct link.
+            await wait_until(lambda: b.addr in a.radio.peers(), "A learns B's address",
+                             WAIT_S)
+            await wait_until(lambda: a.route_to(b) == (1, b.mesh.node_id.hex()),
+                             "a direct route from A to B", WAIT_S)
+            got = await unicast(a, b, b"direct after learning")
+            assert got.hops == 1
+            assert a.radio.counters["peers_learned"] >= 1
 
     asyncio.run(scenario())
