@@ -4,11 +4,13 @@ MESSAGEs through the real gateways, tunnels, bridges and uplink meshes."""
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
 import pytest
 
+from meshcomm.cli.main import main
 from meshcomm.dht.api import UPLINK_CAP
 from meshcomm.errors import ConfigError
 from meshcomm.sim.engine import SimConfig, Simulator
@@ -179,3 +181,22 @@ def test_bad_island_settings_are_refused() -> None:
         parse_scenario({"scenario": {"topology": "chain", "nodes": 4}, "uplink": [{}]})
     with pytest.raises(ConfigError, match="baseline runs no uplinks"):
         parse_scenario(SCENARIO, baseline="flood")
+
+
+def test_cli_islands_with_flapping_uplinks(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["sim", "--topology", "islands", "--islands", "2", "--nodes", "4", "--messages",
+            "12", "--cross-site", "1", "--duration", "90", "--uplink-flap", "20",
+            "--uplink-delay-ms", "80", "--seed", "2", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    c = result["uplinks"]["cross_site_messages"]
+    assert c["sent"] == 12 and c["delivered_once"] + c["pending_at_end"] == 12, c
+    assert result["uplinks"]["transitions"].get("up->grace", 0) >= 1
+    assert result["coverage"] == 1.0          # per island: remote bindings are not flooded
+    assert main([a for a in argv if a != "--json"]) == 0
+    assert "cross-site" in capsys.readouterr().out
+    for bad, flag in ((["--uplink-loss", "1"], "--uplink-loss"),
+                      (["--cross-site", "2"], "--cross-site"),
+                      (["--islands", "1"], "--islands")):
+        assert main([*argv[:-1], *bad]) == 2
+        assert flag in capsys.readouterr().err
