@@ -9,11 +9,13 @@ its own loopback, so the node's gateway is always 127.0.0.1:5060 and a client's 
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from tools.testbed import Testbed
+from tools.testbed.audio import match, read_wav
 from tools.testbed.baresip import BaresipClient, TracedSip
 from tools.testbed.nodes import wait_until
 
@@ -138,3 +140,58 @@ def responses_to(client: BaresipClient, call_id: str, method: str, *,
 def final_statuses(client: BaresipClient, call_id: str, method: str, *, sent: bool) -> list[int]:
     return [m.status for m in responses_to(client, call_id, method, sent=sent)
             if m.status is not None and m.status >= 200]
+
+
+# -- a baresip call with audio both ways ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallAudio:
+    """What :func:`call_with_audio` measured: set-up time, and how each side's recording
+    matches what the other side sent (:meth:`tools.testbed.audio.Match.as_dict`)."""
+
+    setup_s: float
+    at_callee: dict[str, float | int]
+    at_caller: dict[str, float | int]
+
+    def check(self, min_recorded_s: float, min_correlation: float) -> None:
+        for who, got in (("callee", self.at_callee), ("caller", self.at_caller)):
+            assert got["received_s"] >= min_recorded_s, f"{who} recorded only {got}"
+            assert got["correlation"] >= min_correlation, f"{who}: {got}"
+
+
+def recorded_match(receiver: BaresipClient, sent_signal: list[int]) -> dict[str, float | int]:
+    """How ``receiver``'s recording of its last call matches ``sent_signal``."""
+    _enc, dec = receiver.recordings()
+    samples, rate = read_wav(dec)
+    return match(sent_signal, samples, rate).as_dict()
+
+
+def call_with_audio(tb: Testbed, caller: BaresipClient, callee: BaresipClient,
+                    caller_signal: list[int], callee_signal: list[int], *, setup_s: float,
+                    call_s: float, hangup_s: float) -> CallAudio:
+    """``caller`` dials ``callee``; both see the call established within ``setup_s``; RTP
+    flows ``call_s``; the caller hangs up: its BYE reaches the callee, is answered 200 and
+    both report the call closed within ``hangup_s`` (asserted). Returns the figures."""
+    a_mark, b_mark = len(caller.events), len(callee.events)
+    t0 = time.monotonic()
+    caller.dial(callee.aor)
+    caller.wait_event("CALL_ESTABLISHED", setup_s, after=a_mark)
+    took = time.monotonic() - t0
+    callee.wait_event("CALL_ESTABLISHED", setup_s, after=b_mark)
+    invite = requests_with(caller, "INVITE", sent=True)[-1]
+    call_id = invite.headers["call-id"]
+    time.sleep(call_s)  # the call itself: RTP flows for its duration
+    caller.hangup()
+    caller.wait_event("CALL_CLOSED", hangup_s, after=a_mark)
+    callee.wait_event("CALL_CLOSED", hangup_s, after=b_mark)
+    assert [m for m in requests_with(caller, "BYE", sent=True)
+            if m.headers.get("call-id") == call_id], "the caller sent no BYE"
+    bye_at_callee = requests_with(callee, "BYE", sent=False)
+    assert bye_at_callee, "the BYE never reached the callee\n" + tb.describe()
+    assert 200 in final_statuses(callee, bye_at_callee[-1].headers["call-id"], "BYE",
+                                 sent=True)
+    assert wait_until(lambda: 200 in final_statuses(caller, call_id, "BYE", sent=False),
+                      hangup_s) is not None, "no 200 for the BYE\n" + caller.log_tail()
+    return CallAudio(took, recorded_match(callee, caller_signal),
+                     recorded_match(caller, callee_signal))

@@ -26,12 +26,13 @@ import pytest
 from tests.envcheck import require_program, require_root
 from tests.interop.clients import (
     DOMAIN,
+    call_with_audio,
     final_statuses,
     requests_with,
     wait_binding,
 )
 from tools.testbed import Testbed, chain
-from tools.testbed.audio import match, read_wav, tone_glides, write_test_signal
+from tools.testbed.audio import match, tone_glides, write_test_signal
 from tools.testbed.baresip import BaresipClient
 from tools.testbed.nodes import wait_until
 
@@ -112,41 +113,12 @@ def test_message_delivered_once_with_200(bed: Bed) -> None:
     assert 200 in final_statuses(bed.bob, bob_call_id, "MESSAGE", sent=True)
 
 
-def _recorded_match(receiver: BaresipClient, sent_signal: list[int]) -> dict[str, float | int]:
-    _enc, dec = receiver.recordings()
-    samples, rate = read_wav(dec)
-    result = match(sent_signal, samples, rate)
-    return result.as_dict()
-
-
 def test_call_carries_audio_both_ways_and_ends_with_bye(bed: Bed) -> None:
-    alice, bob = bed.alice, bed.bob
-    a_mark, b_mark = len(alice.events), len(bob.events)
-    t0 = time.monotonic()
-    alice.dial(f"sip:bob@{DOMAIN}")
-    alice.wait_event("CALL_ESTABLISHED", CALL_SETUP_S, after=a_mark)
-    setup_s = time.monotonic() - t0
-    bob.wait_event("CALL_ESTABLISHED", CALL_SETUP_S, after=b_mark)
-    invite = requests_with(alice, "INVITE", sent=True)[-1]
-    call_id = invite.headers["call-id"]
-    time.sleep(CALL_S)  # the call itself: RTP flows for its duration
-    alice.hangup()
-    alice.wait_event("CALL_CLOSED", HANGUP_S, after=a_mark)
-    bob.wait_event("CALL_CLOSED", HANGUP_S, after=b_mark)
-    assert [m for m in requests_with(alice, "BYE", sent=True)
-            if m.headers.get("call-id") == call_id], "alice sent no BYE"
-    bye_at_bob = [m for m in requests_with(bob, "BYE", sent=False)]
-    assert bye_at_bob, "the BYE never reached bob\n" + bed.tb.describe()
-    assert 200 in final_statuses(bob, bye_at_bob[-1].headers["call-id"], "BYE", sent=True)
-    assert wait_until(lambda: 200 in final_statuses(alice, call_id, "BYE", sent=False),
-                      HANGUP_S) is not None, "alice got no 200 for BYE\n" + alice.log_tail()
-    at_bob = _recorded_match(bob, bed.alice_signal)
-    at_alice = _recorded_match(alice, bed.bob_signal)
-    print(f"\ncall over {N_NODES - 1} hops, {LOSS_PERCENT}% loss: set up in {setup_s:.2f} s; "
-          f"bob heard alice {at_bob}; alice heard bob {at_alice}")
-    for who, got in (("bob", at_bob), ("alice", at_alice)):
-        assert got["received_s"] >= MIN_RECORDED_S, f"{who} recorded only {got}"
-        assert got["correlation"] >= MIN_CORRELATION, f"{who}: {got}"
+    got = call_with_audio(bed.tb, bed.alice, bed.bob, bed.alice_signal, bed.bob_signal,
+                          setup_s=CALL_SETUP_S, call_s=CALL_S, hangup_s=HANGUP_S)
+    print(f"\ncall over {N_NODES - 1} hops, {LOSS_PERCENT}% loss: set up in {got.setup_s:.2f} "
+          f"s; bob heard alice {got.at_callee}; alice heard bob {got.at_caller}")
+    got.check(MIN_RECORDED_S, MIN_CORRELATION)
 
 
 def test_the_correlation_check_can_fail() -> None:
