@@ -20,11 +20,23 @@ For each size, in one process on loopback, each implementation in turn:
   Stopping a node is a crash for both: neither hands its values on (OpenDHT's storage
   maintenance is off; kademlia has none); the stopped OpenDHT nodes are closed together
   (``aclose``), the lookups in flight go on meanwhile.
+* ``opendht-port+retry``: the same OpenDHT lookups under the product's policy (the DHT
+  bridge, :mod:`meshcomm.dht.bridge`, retries a missed get once after
+  ``BridgeConfig.miss_retry_s``, 2 s): a lookup that missed is issued once more from the
+  same node after ``--retry-s``; its latency runs from the first get to the answer. One
+  run, both rows: the plain row counts first tries only.
+* ``misses``: why the lookups that missed (both batches, first tries) missed: OpenDHT
+  finished the get without the value (``no_value``), the port's get failed
+  (``get_failed``) or hit its own timeout (``get_timeout``), or the bench's deadline
+  passed (``deadline``; kademlia's misses are all ``no_value``/``deadline``: its get
+  answers None for both).
 
-Lookups and stores run 32 at a time; each has a deadline of ``--op-timeout`` seconds
-(default 10; kademlia's RPC timeout is 5 s). Needs ``pip install kademlia==2.2.3`` in the
-venv (a benchmark dependency only, not the project's); without it the kademlia rows are
-skipped with a message. Prints a table, then (or with ``--json`` only) one JSON object.
+Lookups and stores run 32 at a time; the port's gets and puts time out after
+``--op-timeout`` seconds (default 10; kademlia's RPC timeout is 5 s) and the bench's own
+deadline is one second later, so the port's outcome is the one counted. Needs ``pip
+install kademlia==2.2.3`` in the venv (a benchmark dependency only, not the project's);
+without it (or with ``--no-kademlia``) the kademlia rows are skipped. Prints a table,
+then (or with ``--json`` only) one JSON object.
 """
 
 from __future__ import annotations
@@ -39,18 +51,24 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from meshcomm.dht.api import BridgeConfig
 from meshcomm.dht.port import DhtDone, DhtGet, DhtPut, DhtResult, DhtValues
-from meshcomm.runtime.dht_opendht import DhtBind, OpenDhtPort, PortSettings
+from meshcomm.runtime.dht_opendht import DhtBind, DhtPortCounter, OpenDhtPort, PortSettings
 
 DEFAULT_SIZES = (100, 300, 1000)
 CONCURRENCY = 32
 KILL_SHARE = 0.2
 VALUE_BYTES = 64
 READY_TIMEOUT_S = 120.0
+#: The bench's deadline for one operation, beyond the port's own timeout (seconds).
+DEADLINE_MARGIN_S = 1.0
+#: Why a lookup missed (see the module docstring).
+NO_VALUE, GET_FAILED, GET_TIMEOUT, DEADLINE = "no_value", "get_failed", "get_timeout", "deadline"
 
 
 class Harness(Protocol):
@@ -61,6 +79,8 @@ class Harness(Protocol):
     async def lookup(self, origin: int, key: bytes, value: bytes) -> bool: ...
     async def kill(self, nodes: Sequence[int]) -> None: ...
     async def close(self) -> None: ...
+    def take_misses(self) -> Counter[str]:
+        """Why lookups missed since the last call (deadlines are counted by the bench)."""
 
 
 # --------------------------------------------------------------------------- OpenDHT
@@ -76,6 +96,9 @@ class OpenDhtHarness:
                                      peers_interval_s=None, peer_discovery=False)
         self.tokens = itertools.count(1)
         self.waiting: dict[int, tuple[asyncio.Future[bool], bytes | None]] = {}
+        self.every_port: list[OpenDhtPort] = []
+        self.misses: Counter[str] = Counter()
+        self._port_misses_taken: Counter[str] = Counter()
 
     def _on_result(self, result: DhtResult) -> None:
         if isinstance(result, DhtValues):
@@ -86,8 +109,19 @@ class OpenDhtHarness:
                     entry[0].set_result(True)
         elif isinstance(result, DhtDone):
             entry = self.waiting.pop(result.token, None)
+            if entry is not None and entry[1] is not None and result.ok:
+                self.misses[NO_VALUE] += 1      # done, and the value never came
             if entry is not None and not entry[0].done():
                 entry[0].set_result(result.ok if entry[1] is None else False)
+
+    def take_misses(self) -> Counter[str]:
+        port_misses: Counter[str] = Counter()
+        for port in self.every_port:
+            port_misses[GET_FAILED] += port.counters[DhtPortCounter.GET_FAILED]
+            port_misses[GET_TIMEOUT] += port.counters[DhtPortCounter.GET_TIMEOUTS]
+        taken = self.misses + (port_misses - self._port_misses_taken)
+        self.misses, self._port_misses_taken = Counter(), port_misses
+        return taken
 
     async def start(self, size: int) -> None:
         loop = asyncio.get_running_loop()
@@ -97,6 +131,7 @@ class OpenDhtHarness:
         boot = [("127.0.0.1", first.bound_port())]
         for _ in range(size - 1):
             self.ports.append(OpenDhtPort(loop, bind, boot, self._on_result, self.settings))
+        self.every_port = [p for p in self.ports if p is not None]
         deadline = loop.time() + READY_TIMEOUT_S
         pending = [p for p in self.ports if p is not None]
         while pending and loop.time() < deadline:
@@ -142,6 +177,7 @@ class KademliaHarness:
         #: Exceptions raised in loop callbacks (rpcudp sets the result of an RPC that
         #: already timed out: InvalidStateError); counted, not printed.
         self.loop_errors = 0
+        self.misses: Counter[str] = Counter()
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         self.loop_errors += 1
@@ -162,7 +198,14 @@ class KademliaHarness:
         return bool(await self.servers[origin].set(key.hex(), value))
 
     async def lookup(self, origin: int, key: bytes, value: bytes) -> bool:
-        return bool(await self.servers[origin].get(key.hex()) == value)
+        found = bool(await self.servers[origin].get(key.hex()) == value)
+        if not found:
+            self.misses[NO_VALUE] += 1
+        return found
+
+    def take_misses(self) -> Counter[str]:
+        taken, self.misses = self.misses, Counter()
+        return taken
 
     async def kill(self, nodes: Sequence[int]) -> None:
         for index in nodes:
@@ -190,6 +233,20 @@ class Row:
     churn_p99_ms: float
     churn_ok: float
     killed: int
+    #: Why lookups missed (both batches; first tries; see the module docstring).
+    misses: dict[str, int]
+    #: Of those, the ones a retry found (the +retry row only).
+    found_on_retry: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One operation: its outcome and latency (ms), and its first try's."""
+
+    ok: bool
+    ms: float
+    first_ok: bool
+    first_ms: float
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -199,21 +256,35 @@ def percentile(values: Sequence[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-async def timed(op: Callable[[], Awaitable[bool]], timeout_s: float,
-                gate: asyncio.Semaphore) -> tuple[bool, float]:
-    """Run ``op`` under ``gate``; (success, latency in ms); a timeout or error fails."""
+async def timed(op: Callable[[], Awaitable[bool]], timeout_s: float, gate: asyncio.Semaphore,
+                misses: Counter[str]) -> tuple[bool, float]:
+    """Run ``op`` under ``gate``; (success, latency in ms); a deadline or error fails."""
     async with gate:
         started = time.perf_counter()
         try:
-            ok = await asyncio.wait_for(op(), timeout_s)
+            ok = await asyncio.wait_for(op(), timeout_s + DEADLINE_MARGIN_S)
         except (TimeoutError, OSError):
+            misses[DEADLINE] += 1
             ok = False
         return ok, (time.perf_counter() - started) * 1000.0
 
 
+async def attempt(op: Callable[[], Awaitable[bool]], timeout_s: float, gate: asyncio.Semaphore,
+                  misses: Counter[str], retry_s: float | None) -> Attempt:
+    """``op``, and with ``retry_s`` once more that long after a miss (the bridge's policy;
+    the gate is not held while waiting)."""
+    started = time.perf_counter()
+    ok, ms = await timed(op, timeout_s, gate, misses)
+    if ok or retry_s is None:
+        return Attempt(ok, ms, ok, ms)
+    await asyncio.sleep(retry_s)
+    again, _ = await timed(op, timeout_s, gate, Counter())
+    return Attempt(again, (time.perf_counter() - started) * 1000.0, ok, ms)
+
+
 async def _batch(ops: list[Callable[[], Awaitable[bool]]], timeout_s: float,
-                 midway: Callable[[], Awaitable[None]] | None = None,
-                 ) -> list[tuple[bool, float]]:
+                 misses: Counter[str], retry_s: float | None = None,
+                 midway: Callable[[], Awaitable[None]] | None = None) -> list[Attempt]:
     gate = asyncio.Semaphore(CONCURRENCY)
     tasks = []
     async with asyncio.TaskGroup() as group:
@@ -221,17 +292,20 @@ async def _batch(ops: list[Callable[[], Awaitable[bool]]], timeout_s: float,
             if midway is not None and index == len(ops) // 2:
                 await asyncio.sleep(0)          # let the first half get going
                 await midway()
-            tasks.append(group.create_task(timed(op, timeout_s, gate)))
+            tasks.append(group.create_task(attempt(op, timeout_s, gate, misses, retry_s)))
     return [task.result() for task in tasks]
 
 
-def _summary(results: list[tuple[bool, float]]) -> tuple[float, float, float]:
-    good = [ms for ok, ms in results if ok]
-    return percentile(good, 0.5), percentile(good, 0.99), len(good) / max(1, len(results))
+def _summary(results: list[Attempt], *, first: bool) -> tuple[float, float, float]:
+    good = [(r.first_ms if first else r.ms) for r in results
+            if (r.first_ok if first else r.ok)]
+    p50, p99 = percentile(good, 0.5), percentile(good, 0.99)
+    return round(p50, 2), round(p99, 2), round(len(good) / max(1, len(results)), 4)
 
 
 async def run_one(harness: Harness, size: int, keys: int, seed: int,
-                  timeout_s: float) -> Row:
+                  timeout_s: float, retry_s: float | None = None) -> list[Row]:
+    """One size: the harness's row, and with ``retry_s`` its ``+retry`` row too."""
     rng = random.Random(seed)
     started = time.perf_counter()
     await harness.start(size)
@@ -242,32 +316,37 @@ async def run_one(harness: Harness, size: int, keys: int, seed: int,
     store_from = [rng.randrange(size) for _ in items]
     lookup_from = [rng.randrange(size) for _ in items]
     churn_from = [rng.choice(alive) for _ in items]
+    misses: Counter[str] = Counter()
     try:
         stores = await _batch([
             functools.partial(harness.store, o, k, v)
-            for o, (k, v) in zip(store_from, items, strict=True)], timeout_s)
+            for o, (k, v) in zip(store_from, items, strict=True)], timeout_s, Counter())
+        harness.take_misses()
         lookups = await _batch([
             functools.partial(harness.lookup, o, k, v)
-            for o, (k, v) in zip(lookup_from, items, strict=True)], timeout_s)
+            for o, (k, v) in zip(lookup_from, items, strict=True)], timeout_s, misses, retry_s)
         churn = await _batch([
             functools.partial(harness.lookup, o, k, v)
-            for o, (k, v) in zip(churn_from, items, strict=True)], timeout_s,
+            for o, (k, v) in zip(churn_from, items, strict=True)], timeout_s, misses, retry_s,
             midway=functools.partial(harness.kill, killed))
+        misses += harness.take_misses()
     finally:
         await harness.close()
-    return Row(harness.name, size, round(setup_s, 2),
-               *(_rounded(_summary(stores))), *(_rounded(_summary(lookups))),
-               *(_rounded(_summary(churn))), len(killed))
-
-
-def _rounded(values: tuple[float, float, float]) -> tuple[float, float, float]:
-    p50, p99, ok = values
-    return round(p50, 2), round(p99, 2), round(ok, 4)
+    store = _summary(stores, first=True)
+    rows = [Row(harness.name, size, round(setup_s, 2), *store,
+                *_summary(lookups, first=True), *_summary(churn, first=True), len(killed),
+                dict(sorted(misses.items())))]
+    if retry_s is not None:
+        rescued = sum(1 for r in [*lookups, *churn] if r.ok and not r.first_ok)
+        rows.append(Row(f"{harness.name}+retry", size, round(setup_s, 2), *store,
+                        *_summary(lookups, first=False), *_summary(churn, first=False),
+                        len(killed), dict(sorted(misses.items())), rescued))
+    return rows
 
 
 def kademlia_server() -> Any | None:
     try:
-        from kademlia.network import Server  # type: ignore[import-not-found]
+        from kademlia.network import Server  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         return None
     logging.getLogger("kademlia").setLevel(logging.CRITICAL)
@@ -275,17 +354,20 @@ def kademlia_server() -> Any | None:
     return Server
 
 
-def format_table(rows: Sequence[Row]) -> str:
-    head = ("impl", "nodes", "setup s", "store p50/p99 ms", "store ok", "lookup p50/p99 ms",
-            "lookup ok", "churn p50/p99 ms", "churn ok")
-    lines = ["{:<15} {:>5} {:>8} {:>18} {:>8} {:>18} {:>9} {:>18} {:>8}".format(*head)]
+def format_table(rows: Sequence[Row], *, head: bool = True) -> str:
+    names = ("impl", "nodes", "setup s", "store p50/p99 ms", "store ok", "lookup p50/p99 ms",
+             "lookup ok", "churn p50/p99 ms", "churn ok", "misses (first tries)")
+    lines = ["{:<19} {:>5} {:>8} {:>18} {:>8} {:>18} {:>9} {:>18} {:>8}  {}".format(*names)]
     for r in rows:
+        why = " ".join(f"{k}={v}" for k, v in r.misses.items()) or "-"
+        if r.found_on_retry:
+            why += f" (retry found {r.found_on_retry})"
         lines.append(
-            f"{r.impl:<15} {r.nodes:>5} {r.setup_s:>8.1f} "
+            f"{r.impl:<19} {r.nodes:>5} {r.setup_s:>8.1f} "
             f"{f'{r.store_p50_ms:.1f}/{r.store_p99_ms:.1f}':>18} {r.store_ok:>8.1%} "
             f"{f'{r.lookup_p50_ms:.1f}/{r.lookup_p99_ms:.1f}':>18} {r.lookup_ok:>9.1%} "
-            f"{f'{r.churn_p50_ms:.1f}/{r.churn_p99_ms:.1f}':>18} {r.churn_ok:>8.1%}")
-    return "\n".join(lines)
+            f"{f'{r.churn_p50_ms:.1f}/{r.churn_p99_ms:.1f}':>18} {r.churn_ok:>8.1%}  {why}")
+    return "\n".join(lines if head else lines[1:])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -295,11 +377,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=200, help="values stored and looked up")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--op-timeout", type=float, default=10.0, dest="op_timeout_s")
+    parser.add_argument("--retry-s", type=float, default=BridgeConfig().miss_retry_s,
+                        help="the +retry row's wait before its one retry (default: the "
+                             "bridge's miss_retry_s, %(default)s s)")
+    parser.add_argument("--no-kademlia", action="store_true",
+                        help="OpenDHT rows only (even when kademlia is installed)")
     parser.add_argument("--json", action="store_true", help="only the JSON object")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    server = kademlia_server()
-    if server is None:
+    server = None if args.no_kademlia else kademlia_server()
+    if server is None and not args.no_kademlia:
         print("kademlia is not installed: `pip install kademlia==2.2.3` into the venv for "
               "the side-by-side rows (a benchmark dependency only); running OpenDHT alone",
               file=sys.stderr)
@@ -309,19 +396,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server is not None:
             harnesses.append(KademliaHarness(server))
         for harness in harnesses:
-            row = asyncio.run(run_one(harness, size, args.keys, args.seed, args.op_timeout_s))
-            rows.append(row)
+            retry_s = args.retry_s if isinstance(harness, OpenDhtHarness) else None
+            new = asyncio.run(run_one(harness, size, args.keys, args.seed, args.op_timeout_s,
+                                      retry_s))
+            if not args.json:
+                print(format_table(new, head=not rows), flush=True)
+            rows.extend(new)
             if isinstance(harness, KademliaHarness) and harness.loop_errors:
                 print(f"({size} nodes: {harness.loop_errors} exceptions in kademlia/rpcudp "
                       "loop callbacks, not printed)", file=sys.stderr)
-            if not args.json:
-                print(format_table([row]).splitlines()[-1] if rows[:-1] else
-                      format_table([row]), flush=True)
     if not args.json:
         print()
     print(json.dumps({"bench": "dht", "keys": args.keys, "seed": args.seed,
                       "cpus": os.cpu_count(), "kill_share": KILL_SHARE,
-                      "rows": [asdict(r) for r in rows]}))
+                      "retry_s": args.retry_s, "rows": [asdict(r) for r in rows]}))
     return 0
 
 
