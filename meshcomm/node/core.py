@@ -390,8 +390,11 @@ class NodeCore:
         return binding
 
     def shutdown(self, now: float) -> None:
-        """Withdraw the node's registrations (tombstones go out) and stop refreshing."""
+        """Withdraw the node's registrations (tombstones go out, on the uplink mesh too)
+        and stop refreshing."""
         self.node.shutdown(now)
+        if self.uplink is not None:
+            self.uplink.shutdown(now)
         self._settle(now)
 
     def send_message(self, to_aor: str, text: str, now: float) -> int:
