@@ -215,6 +215,9 @@ class UpstreamRegistrar:
         self._gate_until: float | None = None
         self._backoff_s = config.retry_min_s
         self._uri = config.registrar_uri
+        #: The contact host as written in a URI or Via (an IPv6 literal in brackets).
+        host = config.contact_host
+        self._host = f"[{host}]" if ":" in host and not host.startswith("[") else host
         self._wanted = 0
 
     # ------------------------------------------------------------ driving API
@@ -273,7 +276,7 @@ class UpstreamRegistrar:
         for aor in wanted:
             reg = self._regs.get(aor)
             if reg is None:
-                reg = _Reg(aor, new_call_id(self.rng, self.config.contact_host),
+                reg = _Reg(aor, new_call_id(self.rng, self._host),
                            new_tag(self.rng))
                 self._regs[aor] = reg
                 self._schedule(reg, now)
@@ -405,8 +408,8 @@ class UpstreamRegistrar:
     def _build(self, reg: _Reg, expires: int) -> SipRequest:
         cfg = self.config
         aor_uri = parse_uri_untrusted(reg.aor)
-        contact = NameAddr(make_sip_uri(aor_uri.user, cfg.contact_host, cfg.contact_port))
-        via = Via("UDP", cfg.contact_host, cfg.contact_port,
+        contact = NameAddr(make_sip_uri(aor_uri.user, self._host, cfg.contact_port))
+        via = Via("UDP", self._host, cfg.contact_port,
                   (("branch", reg.branch), ("rport", None)))
         return build_request(
             "REGISTER", self._uri, from_addr=NameAddr(aor_uri, None, (("tag", reg.from_tag),)),
@@ -494,7 +497,7 @@ class UpstreamRegistrar:
         user = parse_uri_untrusted(reg.aor).user
         for contact in contacts:
             uri = contact.uri
-            if uri.user == user and uri.host == self.config.contact_host:
+            if uri.user == user and uri.host.lower() == self._host.lower():
                 value = contact.param("expires")
                 if value is not None and value.isdigit() and len(value) < 7:
                     return max(1, int(value))
@@ -549,6 +552,12 @@ class UpstreamRegistrar:
     def _reachable(self, now: float) -> None:
         self._gate_until = None
         self._backoff_s = self.config.retry_min_s
+        if self.state is UpstreamState.UNREACHABLE:
+            # Back after an outage (often a restart that lost its bindings): refresh every
+            # registration now, max_in_flight at a time.
+            for reg in self._regs.values():
+                if reg.state is RegState.REGISTERED and not reg.remove:
+                    self._schedule(reg, now)
         self._transition(UpstreamState.REACHABLE, now)
 
     def _unreachable(self, text: str, now: float) -> None:

@@ -142,12 +142,13 @@ class Relay:
 
 
 def _relay(*, password: str = PASSWORD, max_aors: int = 256, seed: int = 1,
-           registrar: Registrar | None = None, domain: str | None = DOMAIN) -> Relay:
+           registrar: Registrar | None = None, domain: str | None = DOMAIN,
+           contact_host: str = "198.51.100.7") -> Relay:
     ident = Identity(hashlib.sha256(f"upstream-relay-{seed}".encode()).digest())
     node = MeshNode(ident, NodeSettings(role="relay"), verifier=SignatureVerifier(),
                     rng=random.Random(seed), now=0.0, seq_base=1 << 32, wall_offset_s=WALL)
     config = UpstreamConfig(registrar=f"sip:{PROXY[0]}", proxy=PROXY,
-                            contact_host="198.51.100.7", contact_port=5060,
+                            contact_host=contact_host, contact_port=5060,
                             secret=Secret("meshcomm", password), expires_s=600,
                             domain=domain, max_aors=max_aors)
     core = compose(node, gateway_config=GatewayConfig(upstream=PROXY),
@@ -310,3 +311,39 @@ def test_other_sip_from_the_upstream_reaches_the_gateway_and_garbage_is_harmless
     relay.do(lambda now: relay.core.receive_sip(stray, PROXY, now))
     assert upstream.counters[UpstreamCounter.BAD_RESPONSES] == 1
     assert gateway.counters[GatewayCounter.TO_UPSTREAM] == 0
+
+
+def test_a_registrar_back_from_an_outage_gets_every_registration_again() -> None:
+    relay = _relay()
+    relay.do(lambda now: relay.core.register(f"sip:alice@{DOMAIN}", ("sip:a@x",), now))
+    relay.run(200.0, step_s=5.0)
+    _foreign(relay, "bob-key", f"sip:bob@{DOMAIN}", lifetime_s=3600)
+    relay.run(210.0)
+    assert len(relay.registrar.live(relay.now)) == 2
+    bob = f"sip:bob@{DOMAIN}"
+    # The registrar restarts (its in-memory bindings are gone) and is silent meanwhile:
+    # alice's refresh (~305 s) times out; bob's is not due before ~510 s.
+    relay.registrar.bindings.clear()
+    relay.reachable = False
+    relay.run(400.0, step_s=2.0)
+    upstream = relay.core.upstream
+    assert upstream is not None
+    assert upstream.state is UpstreamState.UNREACHABLE
+    relay.reachable = True
+    relay.run(460.0, step_s=1.0)
+    assert upstream.status().state == UpstreamState.REACHABLE
+    # Bob is registered again right after the registrar's first answer, not at ~510 s.
+    assert relay.registrar.live(relay.now) == {f"sip:alice@{DOMAIN}", bob}
+    granted_at = relay.registrar.bindings[bob][1] - 600.0
+    assert granted_at < 460.0
+
+
+def test_ipv6_contact_is_bracketed() -> None:
+    relay = _relay(contact_host="2001:db8::7")
+    relay.do(lambda now: relay.core.register(f"sip:alice@{DOMAIN}", ("sip:a@x",), now))
+    relay.run(5.0)
+    contact, _ = relay.registrar.bindings[f"sip:alice@{DOMAIN}"]
+    assert contact == "sip:alice@[2001:db8::7]:5060"
+    assert relay.registrar.requests[-1].top_via.host == "[2001:db8::7]"
+    upstream = relay.core.upstream
+    assert upstream is not None and upstream.status().registered == 1
