@@ -17,6 +17,8 @@ baresip "medic" registered at its node's gateway (auto-answer).
   the relay forwards it to kamailio, which delivers it to SIPp: 200 back at medic.
 * A call desk -> medic (SIPp UAC, baresip auto-answers) with ACK and BYE, and a call
   medic -> desk (baresip dials, SIPp UAS answers, medic hangs up: BYE answered 200).
+* kamailio stopped: a new AoR's REGISTER goes unanswered, a message inside the island is
+  still delivered, and the relay reports the registrar unreachable after Timer F.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ class Bed:
     medic: BaresipClient
     password: str
     kamailio_log: Path
+    kamailio: subprocess.Popen[bytes]
 
 
 @dataclass
@@ -195,7 +198,8 @@ def _upstream_ready(tb: Testbed, relay: MeshProcess, wanted: int) -> bool:
             and uplink.get("state") == "up")
 
 
-def _start_kamailio(tb: Testbed, work: Path, password: str) -> Path:
+def _start_kamailio(tb: Testbed, work: Path,
+                    password: str) -> tuple[subprocess.Popen[bytes], Path]:
     cfg, log = work / "kamailio.cfg", work / "kamailio.log"
     cfg.write_text(KAMAILIO_CFG.format(port=KAMAILIO_PORT, password=password,
                                        modules=_kamailio_modules()))
@@ -207,7 +211,7 @@ def _start_kamailio(tb: Testbed, work: Path, password: str) -> Path:
                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     time.sleep(1.0)
     assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-    return log
+    return proc, log
 
 
 def _start_relay(tb: Testbed, work: Path, password: str) -> MeshProcess:
@@ -237,7 +241,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     password = secrets.token_hex(12)
     with chain(2) as tb:
         tb.use_workdir(work)
-        kamailio_log = _start_kamailio(tb, work, password)
+        kamailio, kamailio_log = _start_kamailio(tb, work, password)
         relay = _start_relay(tb, work, password)
         handset = tb.start_node(1, name="h1")
         # baresip's sine source does not run at 8 kHz: it sends a test signal file.
@@ -245,7 +249,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         write_test_signal(signal, MEDIC_SEED, SIGNAL_S)
         medic = tb.start_baresip(1, "medic", audio_in=signal,
                                  contacts=(f"sip:desk@{DOMAIN}",))
-        bed = Bed(tb, relay, handset, medic, password, kamailio_log)
+        bed = Bed(tb, relay, handset, medic, password, kamailio_log, kamailio)
         desk = start_sipp(tb, "upstream_register", service="desk", port=DESK_PORT,
                           extra=("-au", "desk", "-ap", password))
         _passed(desk, bed)
@@ -324,3 +328,37 @@ def test_responder_calls_the_desk_phone(bed: Bed) -> None:
     _passed(uas, bed)                      # SIPp got the ACK and the BYE and answered 200
     assert wait_until(lambda: 200 in final_statuses(bed.medic, call_id, "BYE", sent=False),
                       HANGUP_S) is not None, bed.medic.log_tail()
+
+
+#: Timer F (32 s) of the REGISTER that finds kamailio gone, plus the scan and slack.
+UNREACHABLE_S: Final = 50.0
+LATE_PORT: Final = 5090
+
+
+def test_the_island_keeps_working_when_kamailio_is_gone(bed: Bed) -> None:
+    """Last (it stops kamailio): a new AoR in the island sends a REGISTER that is never
+    answered; meanwhile messages inside the island are delivered as ever, and the relay
+    reports the registrar unreachable."""
+    bed.kamailio.terminate()
+    bed.kamailio.wait(timeout=10)
+    late = bed.tb.popen(1, ["sipp", f"127.0.0.1:{bed.handset.sip_port}", "-sf",
+                            str(SCENARIOS / "register.xml"), "-s", "late", "-i", "127.0.0.1",
+                            "-p", str(LATE_PORT), "-m", "1", "-nostdin", "-timeout", "30s"],
+                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+    assert late.wait(timeout=40) == 0
+    mark = len(requests_with(bed.medic, "MESSAGE", sent=False))
+    text = f"island only {secrets.token_hex(4)}"
+    out = bed.tb.run(0, ctl_argv(bed.relay, "send", f"sip:medic@{DOMAIN}", text, "--json",
+                                 timeout_s=20.0), check=False)
+    reply = json.loads(out)
+    assert reply["status"] == "delivered", reply
+    assert len(requests_with(bed.medic, "MESSAGE", sent=False)) > mark
+    took = wait_until(lambda: (_status(bed.tb, bed.relay)["upstream"] or {}).get("state")
+                      == "unreachable", UNREACHABLE_S)
+    upstream = _status(bed.tb, bed.relay)["upstream"]
+    assert took is not None, upstream
+    assert upstream["last_error"] == "no answer from the registrar"
+    assert upstream["counters"].get("upstream_timeouts", 0) >= 1
+    print(f"\nkamailio gone: upstream unreachable after {took:.1f} s; island message "
+          "delivered meanwhile")
