@@ -23,6 +23,11 @@ it touches a peer that keeps talking. Datagrams are at most
 :data:`~radios.base.MESH_DATAGRAM_MAX_BYTES`; a longer one received is dropped and counted
 (``dropped_oversize``) and its source is not learned. A ``dst`` that is not an IP
 ``HOST:PORT`` is a :class:`~meshcomm.errors.LocalProtocolError`, as on the other radios.
+
+Behind a NAT: the radio (with ``ask_mapped``) asks its configured peers every
+:data:`~radios.uplink_mapped.PROBE_INTERVAL_S` which address they see it at, answers such
+questions from others (rate-limited), and reports the mapped addresses through
+:attr:`UplinkRadio.on_mapped` when they change (:mod:`radios.uplink_mapped`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,14 @@ from meshcomm.errors import LocalProtocolError
 from meshcomm.types import UPLINK_RADIO
 from radios._sockradio import SOCKET_RCVBUF_BYTES, SocketRadio
 from radios.base import MESH_DATAGRAM_MAX_BYTES, Radio
+from radios.uplink_mapped import (
+    ANSWER,
+    PROBE_INTERVAL_S,
+    QUESTION,
+    MappedAddresses,
+    answer_for,
+    is_control,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +161,7 @@ class UplinkRadio(Radio):
 
     def __init__(self, addresses: Sequence[str], port: int, *,
                  peers: Sequence[str] = (), name: str = UPLINK_RADIO,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, ask_mapped: bool = False) -> None:
         super().__init__(name, MESH_DATAGRAM_MAX_BYTES)
         families = [socket.AF_INET6 if ipaddress.ip_address(a).version == 6 else socket.AF_INET
                     for a in addresses]
@@ -171,8 +184,17 @@ class UplinkRadio(Radio):
         #: Learned peers, least recently heard (or added) first.
         self._learned: OrderedDict[str, _Learned] = OrderedDict()
         self._next_prune = 0.0
+        #: The addresses NATs map us to, as configured peers see them (radios.uplink_mapped),
+        #: and who hears when they change (the runtime: our binding and attachments).
+        self._mapping = MappedAddresses()
+        self._mapped: tuple[str, ...] = ()
+        self.on_mapped: Callable[[tuple[str, ...]], None] | None = None
+        self._probe_handle: asyncio.Handle | None = None
+        #: Ask the configured peers for our mapped address (a relay; a dht-node answers).
+        self.ask_mapped = ask_mapped
         for key in ("peers_learned", "peers_expired", "peers_evicted", "dropped_oversize",
-                    "dropped_own"):
+                    "dropped_own", "mapped_questions", "mapped_answered",
+                    "mapped_answers_limited", "mapped_learned", "dropped_control"):
             self.counters[key] = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -193,6 +215,53 @@ class UplinkRadio(Radio):
             await self._configure(loop, spec)
         logger.info("radio %s: open on %s, udp/%d, %d configured peer(s)", self.name,
                     ", ".join(self.addresses), self.bound_port, len(self._configured))
+        if self._configured and self.ask_mapped:
+            self._probe_handle = loop.call_soon(self._probe, loop)
+
+    def _probe(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Ask every configured peer where it sees us; check the mapped set's freshness."""
+        if not self._sockets:
+            return
+        for text, (family, sockaddr) in self._configured.items():
+            self.count("mapped_questions")
+            self._sockets[family].send_to(self._mapping.question(text), sockaddr, text)
+        self._mapped_changed()
+        self._probe_handle = loop.call_later(PROBE_INTERVAL_S, self._probe, loop)
+
+    def mapped_addrs(self) -> tuple[str, ...]:
+        """The addresses NATs map this transport to, as peers saw them lately."""
+        return self._mapping.fresh(self.now())
+
+    def _mapped_changed(self) -> None:
+        mapped = tuple(a for a in self.mapped_addrs() if a not in self._own)
+        if mapped != self._mapped:
+            self._mapped = mapped
+            if self.on_mapped is not None:
+                self.on_mapped(mapped)
+
+    def _on_control(self, data: bytes, family: int, sockaddr: SockAddr, text: str) -> None:
+        now = self.now()
+        if data.startswith(QUESTION):
+            reply = answer_for(data, text)
+            if reply is None:
+                self.count("dropped_control")
+            elif not self._mapping.may_answer(now):
+                self.count("mapped_answers_limited")
+            else:
+                self.count("mapped_answered")
+                self._sockets[family].send_to(reply, sockaddr, text)
+            return
+        addr = self._mapping.on_answer(data, text, now) if data.startswith(ANSWER) else None
+        if addr is None:
+            self.count("dropped_control")
+            return
+        try:
+            parse_peer(addr)
+        except LocalProtocolError:
+            self.count("dropped_control")
+            return
+        self.count("mapped_learned")
+        self._mapped_changed()
 
     def _bind_all(self, loop: asyncio.AbstractEventLoop) -> None:
         """One socket per address, all on one port (port 0: a free one for all)."""
@@ -238,6 +307,9 @@ class UplinkRadio(Radio):
             self._configured[text] = (family, sockaddr)
 
     def close(self) -> None:
+        if self._probe_handle is not None:
+            self._probe_handle.cancel()
+            self._probe_handle = None
         sockets, self._sockets = self._sockets, {}
         for sock in sockets.values():
             sock.close()
@@ -323,9 +395,12 @@ class UplinkRadio(Radio):
         if len(data) > MESH_DATAGRAM_MAX_BYTES:
             self.count("dropped_oversize")
             return
+        sockaddr: SockAddr = (host, port) if family == socket.AF_INET else (
+            host.partition("%")[0], port, 0, 0)
+        if is_control(data):               # not the mesh's: a NAT mapping question/answer
+            self._on_control(data, family, sockaddr, text)
+            return
         if text not in self._configured:
-            sockaddr: SockAddr = (host, port) if family == socket.AF_INET else (
-                host.partition("%")[0], port, 0, 0)
             now = self.now()
             self._learn(text, family, sockaddr, now + HEARD_PEER_SILENT_S, now, heard=True)
         self.deliver(data, text)

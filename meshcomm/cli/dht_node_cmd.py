@@ -52,7 +52,7 @@ from meshcomm.runtime.app import REGISTER_DELAY_S, StartupError
 from meshcomm.runtime.dht_opendht import DhtBind, DhtStartError, OpenDhtPort, PortSettings
 from meshcomm.runtime.driver import NodeDriver, as_uplink_radio
 from meshcomm.runtime.uplink_transport import (
-    announce_on_uplink,
+    UplinkContacts,
     make_uplink_mesh,
     open_uplink_radio,
     own_addrs,
@@ -194,7 +194,8 @@ async def open_mesh_relay(bind: DhtBind, dht_port: int, who: MeshIdentity,
     driver.start()
     transport = as_uplink_radio(radio)
     assert transport is not None
-    announce_on_uplink(driver, mesh, REGISTER_DELAY_S, loop, own_addrs(transport))
+    UplinkContacts(driver, mesh, own_addrs(transport), None).announce_after(REGISTER_DELAY_S,
+                                                                            loop)
     log.info("uplink mesh relay %s (%s, incident %r) on UDP port %d", uplink_aor(mesh.node_id),
              fingerprint(who.identity.public_key), who.incident, transport.bound_port)
     return driver

@@ -71,12 +71,14 @@ from meshcomm.dht.port import (
     DhtValues,
 )
 from meshcomm.dht.records import (
+    MAX_UPLINK_ADDRS,
     NONCE_BYTES,
     AorKeys,
     DhtRecord,
     DhtSecret,
     RecordReject,
     VerifyContext,
+    check_uplink_addr,
     credentialed,
     decode_dht_value_untrusted,
     encode_dht_value,
@@ -166,6 +168,9 @@ class DhtBridge:
         self.table = table
         self.secret = secret
         self.config = config
+        #: The uplink addresses our attachments name (``set_uplink_addrs`` adds the ones
+        #: a NAT maps us to, as a reachable peer sees them).
+        self.uplink_addrs: tuple[str, ...] = config.uplink_addrs
         self.rng = rng
         self.wall_offset_s = wall_offset_s
         self.ctx = VerifyContext(table.incident, table.policy, verifier, table.freshness)
@@ -300,6 +305,27 @@ class DhtBridge:
                 del self._published_by_aor[pub.keys.aor]
 
     # ------------------------------------------------------------ resolving inputs
+    def set_uplink_addrs(self, addrs: tuple[str, ...], now: float) -> None:
+        """Our uplink addresses changed (a NAT's mapping learned or changed): what we
+        publish names them from now on, every publication is put again (spread over
+        ``republish_spread_s``). Malformed ones raise ValueError; at most
+        MAX_UPLINK_ADDRS are kept, in order."""
+        for addr in addrs:
+            try:
+                check_uplink_addr(addr)
+            except DecodeError as exc:
+                raise ValueError(f"uplink address: {exc}") from exc
+        addrs = tuple(dict.fromkeys(addrs))[:MAX_UPLINK_ADDRS]
+        if addrs == self.uplink_addrs:
+            return
+        self.uplink_addrs = addrs
+        if not self.uplink.is_up:
+            return
+        for rid, pub in self._published.items():
+            if pub.token is None and not pub.final:
+                self._schedule(rid, pub, now + self.rng.uniform(
+                    0.0, self.config.republish_spread_s))
+
     def resolve(self, aor: str, now: float) -> int:
         """Look ``aor`` up; the answer comes as :class:`Resolved` or :class:`NotFound`
         with the returned token."""
@@ -446,7 +472,7 @@ class DhtBridge:
         wall = now + self.wall_offset_s
         self._seq += 1
         att = make_attachment(self.identity, incident=self.ctx.incident, binding=pub.binding,
-                              addrs=cfg.uplink_addrs, issued_at=wall, expires_at=wall + ttl,
+                              addrs=self.uplink_addrs, issued_at=wall, expires_at=wall + ttl,
                               seq=self._seq)
         value = encode_dht_value(DhtRecord(pub.binding, att), pub.keys,
                                  self.rng.randbytes(NONCE_BYTES))

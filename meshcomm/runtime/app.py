@@ -48,7 +48,7 @@ from meshcomm.runtime.localaddr import source_address_toward
 from meshcomm.runtime.media_io import DatagramSink, UdpMediaPorts
 from meshcomm.runtime.sipgw import SipSockets
 from meshcomm.runtime.uplink_transport import (
-    announce_on_uplink,
+    UplinkContacts,
     make_uplink_mesh,
     open_uplink_radio,
     transport_port,
@@ -367,9 +367,14 @@ async def _run_locked(options: NodeOptions,
     driver.fresh_store = fresh_store
     if sockets is not None:
         _attach_sip(driver, sockets)
-    announce = (announce_on_uplink(driver, uplink.mesh, register_delay_s(options), loop,
-                                   uplink.bridge.config.uplink_addrs)
-                if uplink is not None else None)
+    announce = None
+    if uplink is not None:
+        contacts = UplinkContacts(driver, uplink.mesh, uplink.bridge.config.uplink_addrs,
+                                  uplink.bridge.set_uplink_addrs)
+        transport = as_uplink_radio(uplink.radio)
+        if transport is not None:
+            transport.on_mapped = contacts.on_mapped
+        announce = contacts.announce_after(register_delay_s(options), loop)
     try:
         status = await _serve(driver, info, options, on_ready)
     finally:
@@ -539,7 +544,8 @@ async def _open_transport(plan: UplinkPlan, dht_port: int, node_id: bytes) -> Ra
         return await open_uplink_radio(
             tuple(a for a in (addrs.ipv4, addrs.ipv6) if a is not None), dht_port,
             plan.transport_peers(), any_port_if_busy=plan.dht_port == 0,
-            impairment=plan.impairment, seed=radio_seed(node_id, UPLINK_RADIO))
+            impairment=plan.impairment, seed=radio_seed(node_id, UPLINK_RADIO),
+            ask_mapped=True)
     except OSError as exc:
         raise StartupError(f"uplink {addrs.interface}: cannot open the uplink transport on "
                            f"udp/{transport_port(dht_port)}: {exc.strerror or exc}") from None

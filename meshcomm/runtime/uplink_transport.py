@@ -11,6 +11,11 @@
   island's node, role ``relay`` and capability ``uplink``; each member registers
   :func:`uplink_aor` there so the uplink mesh learns a route to it (through a dht-node
   when two relays cannot reach each other directly).
+* **Behind NATs.** A relay's transport asks its configured peers which address they see it
+  at (:mod:`radios.uplink_mapped`); :class:`UplinkContacts` names those mapped addresses,
+  besides its own, in its uplink-mesh binding and its DHT attachments, so a relay behind
+  another NAT sends to them and both NATs open where they allow it (hole punching);
+  otherwise the uplink mesh routes through the dht-node.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ import ipaddress
 import logging
 import random
 import socket
+from collections.abc import Callable
 from typing import Final
 
 from meshcomm.dht.api import UPLINK_CAP
+from meshcomm.dht.records import MAX_UPLINK_ADDRS
 from meshcomm.location.table import TrustPolicy
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.storeforward import RELAY_ROLE
@@ -40,6 +47,8 @@ log = logging.getLogger(__name__)
 UPLINK_TRANSPORT_PORT_OFFSET: Final = 1
 #: Domain of the uplink mesh's AoRs (a reserved name: never resolvable in DNS).
 UPLINK_AOR_DOMAIN: Final = "uplink.invalid"
+#: Contacts of an uplink-mesh binding (own and mapped addresses), within MAX_CONTACTS.
+MAX_UPLINK_CONTACTS: Final = 8
 #: Hex digits of the node id in an uplink AoR (64 bits).
 UPLINK_AOR_ID_HEX: Final = 16
 
@@ -77,7 +86,7 @@ def make_uplink_mesh(identity: Identity, *, incident: str, trust: TrustPolicy,
 
 async def open_uplink_radio(addresses: tuple[str, ...], dht_port: int, peers: tuple[str, ...],
                             *, any_port_if_busy: bool, impairment: Impairment | None = None,
-                            seed: int = 0) -> Radio:
+                            seed: int = 0, ask_mapped: bool = False) -> Radio:
     """Open the uplink radio on ``addresses`` at the port rule's port for a DHT node bound
     to ``dht_port``; when that port is busy (or past 65535) and ``any_port_if_busy`` (the
     DHT port was asked for as 0), on any free port (logged). Wrapped in the impairment if
@@ -90,7 +99,7 @@ async def open_uplink_radio(addresses: tuple[str, ...], dht_port: int, peers: tu
         port = 0
 
     def build(bind_port: int) -> Radio:
-        radio = UplinkRadio(addresses, bind_port, peers=peers)
+        radio = UplinkRadio(addresses, bind_port, peers=peers, ask_mapped=ask_mapped)
         if impairment is None or impairment.is_null:
             return radio
         return ImpairedRadio(radio, impairment, random.Random(seed))
@@ -114,20 +123,49 @@ def own_addrs(radio: UplinkRadio) -> tuple[str, ...]:
                  for host in radio.addresses if not ipaddress.ip_address(host).is_unspecified)
 
 
-def announce_on_uplink(driver: NodeDriver, mesh: MeshNode, delay_s: float,
-                       loop: asyncio.AbstractEventLoop,
-                       contacts: tuple[str, ...] = ()) -> asyncio.TimerHandle:
-    """Register :func:`uplink_aor` on ``mesh`` after ``delay_s`` (its first HELLOs heard,
-    as the island's node does), through the driver's pump. ``contacts``: the member's
-    uplink transport addresses (``HOST:PORT``); the other members' edges add them to
-    their uplink radio's peers (``meshcomm.node.tunnel``: UplinkPeers)."""
-    aor = uplink_aor(mesh.node_id)
+class UplinkContacts:
+    """A relay's uplink addresses as it names them (its uplink-mesh binding's contacts and
+    its DHT attachments' addresses): its own, then those NATs map it to. ``announce``
+    registers the binding (after the register delay); a change of the mapped addresses
+    (the transport's ``on_mapped``) registers it again and re-publishes the attachments."""
 
-    def announce() -> None:
-        if driver.closed:
+    def __init__(self, driver: NodeDriver, mesh: MeshNode, own: tuple[str, ...],
+                 set_dht_addrs: Callable[[tuple[str, ...], float], None] | None) -> None:
+        self.driver = driver
+        self.mesh = mesh
+        self.own = own
+        self.mapped: tuple[str, ...] = ()
+        self.announced = False
+        self._set_dht_addrs = set_dht_addrs
+
+    @property
+    def contacts(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self.own, *self.mapped)))[:MAX_UPLINK_CONTACTS]
+
+    def announce_after(self, delay_s: float, loop: asyncio.AbstractEventLoop
+                       ) -> asyncio.TimerHandle:
+        """:meth:`announce` after ``delay_s`` (its first HELLOs heard, as the island's
+        node does)."""
+        return loop.call_later(delay_s, self.announce)
+
+    def announce(self) -> None:
+        if self.driver.closed:
             return
-        now = driver.now()
-        driver.pump_.command(now, lambda: mesh.register(aor, contacts, now))
+        self.announced = True
+        now = self.driver.now()
+        aor, contacts = uplink_aor(self.mesh.node_id), self.contacts
+        self.driver.pump_.command(now, lambda: self.mesh.register(aor, contacts, now))
         log.info("uplink mesh: announced %s (contacts %s)", aor, ", ".join(contacts) or "none")
 
-    return loop.call_later(delay_s, announce)
+    def on_mapped(self, mapped: tuple[str, ...]) -> None:
+        if mapped == self.mapped or self.driver.closed:
+            return
+        self.mapped = mapped
+        log.info("uplink transport: seen from outside as %s", ", ".join(mapped) or "nothing")
+        if self._set_dht_addrs is not None:
+            now = self.driver.now()
+            addrs = self.contacts[:MAX_UPLINK_ADDRS]
+            setter = self._set_dht_addrs
+            self.driver.pump_.command(now, lambda: setter(addrs, now))
+        if self.announced:
+            self.announce()

@@ -125,3 +125,25 @@ def test_without_a_bridge_dht_input_is_refused_and_records_go_to_the_edge() -> N
     assert edge.dht_ops == [] and edge.journal
     with pytest.raises(LocalProtocolError):
         core.receive_dht(DhtPeers(good=3), 0.0)
+
+
+def test_new_uplink_addresses_are_published_again_and_bad_ones_refused() -> None:
+    net = Incident()
+    a, b = net.relays["relay-a"], net.relays["relay-b"]
+    a.pump.command(net.now, lambda: a.core.register(a.aor, ("sip:a@mesh",), net.now))
+    net.run(10.0)
+    bridge_a, bridge_b = a.core.dht, b.core.dht
+    assert bridge_a is not None and bridge_b is not None
+    mapped = "203.0.113.9:40001"                     # what a NAT maps relay a to
+    with pytest.raises(ValueError):
+        bridge_a.set_uplink_addrs(("not an address",), net.now)
+    a.pump.command(net.now, lambda: bridge_a.set_uplink_addrs(
+        ("192.0.2.1:4222", mapped), net.now))
+    net.run(net.now + 10.0)                          # put again within republish_spread_s
+    token = b.pump.command(net.now, lambda: bridge_b.resolve(a.aor, net.now))
+    net.run(net.now + 15.0)
+    (answer,) = [e for e in b.edge.events
+                 if isinstance(e, Resolved | NotFound) and e.token == token]
+    assert isinstance(answer, Resolved)
+    (found,) = answer.bindings
+    assert [att.addrs for att in found.relays] == [("192.0.2.1:4222", mapped)]

@@ -21,7 +21,7 @@ from meshcomm.overlay.config import OverlayConfig
 from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.uplink_transport import (
-    announce_on_uplink,
+    UplinkContacts,
     make_uplink_mesh,
     own_addrs,
     uplink_aor,
@@ -87,8 +87,8 @@ async def member(name: str, peers: list[str], seed: int, *, relay: bool,
                                node_on_uplink=not relay), mesh, radio)
     member.driver.event_sink = member.events.append
     member.driver.start()
-    announce_on_uplink(member.driver, mesh, 0.3, loop,
-                       own_addrs(radio) if reachable else ())
+    UplinkContacts(member.driver, mesh, own_addrs(radio) if reachable else (),
+                   None).announce_after(0.3, loop)
     return member
 
 
