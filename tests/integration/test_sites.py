@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ HELD_DEADLINE_S: Final = 5.0
 DRAIN_S: Final = 30.0
 INBOX_POLL_S: Final = 0.2
 AFTER_KILL_MESSAGES: Final = 5
+#: Messages after the kill must arrive within this (no figure is asked for: generous).
+AFTER_KILL_S: Final = 60.0
 OK: Final = 200
 NOT_FOUND: Final = 404
 
@@ -86,8 +89,8 @@ class Sites:
     bed: SitesBed
     a0: MeshProcess
     b0: MeshProcess
-    alice: BaresipClient
-    bob: BaresipClient
+    alice: BaresipClient | None
+    bob: BaresipClient | None
     alice_signal: list[int]
     bob_signal: list[int]
     setup_s: float
@@ -204,6 +207,7 @@ def test_ctl_send_crosses_exactly_once(layout: Sites) -> None:
 
 
 def test_baresip_call_crosses_with_audio_both_ways(layout: Sites) -> None:
+    assert layout.alice is not None and layout.bob is not None
     got = call_with_audio(layout.bed, layout.alice, layout.bob, layout.alice_signal,
                           layout.bob_signal, setup_s=CALL_SETUP_S, call_s=CALL_S,
                           hangup_s=HANGUP_S)
@@ -212,3 +216,94 @@ def test_baresip_call_crosses_with_audio_both_ways(layout: Sites) -> None:
           f"{got.setup_s:.2f} s; bob heard alice {got.at_callee}; alice heard bob "
           f"{got.at_caller}")
     got.check(MIN_RECORDED_S, MIN_CORRELATION)
+
+
+# -- the uplink cut and a dead relay ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_relays(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
+    """Island A with two uplinked relays (chain positions 1 and 2), island B with one; no
+    baresip (the message tests only)."""
+    require_root()
+    t0 = time.monotonic()
+    islands = (Island(CHAIN_NODES, uplinked=(1, 2)), Island(CHAIN_NODES))
+    with sites(islands) as bed:
+        a0, b0 = _start(bed, tmp_path_factory.mktemp("sites-two-relays"))
+        yield Sites(bed, a0, b0, None, None, [], [], time.monotonic() - t0)
+
+
+def _send_now(sender: MeshProcess, to: str, text: str) -> None:
+    """Queue a MESSAGE through the control socket (``ctl send`` without waiting)."""
+    reply = sender.request("send", to=to, text=text, wait_s=0.0)
+    assert isinstance(reply, dict) and reply["status"] in ("pending", "held", "delivered"), \
+        reply
+
+
+def _arrivals(receiver: MeshProcess, texts: list[str], marker: str,
+              timeout_s: float) -> dict[str, list[float]]:
+    """Poll the inbox until every text arrived (or the timeout); then watch
+    DUPLICATE_WATCH_S for copies. text -> the wall-clock arrival of each copy."""
+    wait_until(lambda: {e["text"] for e in _inbox_texts(receiver, marker)} >= set(texts),
+               timeout_s, poll_s=INBOX_POLL_S)
+    time.sleep(DUPLICATE_WATCH_S)
+    got: dict[str, list[float]] = {text: [] for text in texts}
+    for entry in _inbox_texts(receiver, marker):
+        got.setdefault(str(entry["text"]), []).append(float(entry["received_at"]))
+    return got
+
+
+def test_uplink_cut_holds_messages_and_delivers_each_once(two_relays: Sites) -> None:
+    bed, a0, b0 = two_relays.bed, two_relays.a0, two_relays.b0
+    relay_b = bed.uplinked_nodes(1)[0]
+    to = _aor(a0)
+    _ctl_send(bed, b0, to, f"before-cut-{secrets.token_hex(4)}")  # the route is known
+    marker = f"cut-{secrets.token_hex(4)}"
+    texts = [f"{marker}-{i:03d}" for i in range(CUT_MESSAGES)]
+    bed.set_uplink(relay_b, False)
+    cut_at = time.monotonic()
+    for index, text in enumerate(texts):  # spread over the cut's first 25 s
+        _send_now(b0, to, text)
+        time.sleep(max(0.0, cut_at + index * (CUT_S - 5.0) / CUT_MESSAGES
+                       - time.monotonic()))
+    during = len(_inbox_texts(a0, marker))
+    time.sleep(max(0.0, cut_at + CUT_S - time.monotonic()))
+    bed.set_uplink(relay_b, True)
+    back_wall = time.time()
+    got = _arrivals(a0, texts, marker, DRAIN_S)
+    lost = [t for t, at in got.items() if not at]
+    extra = {t: len(at) for t, at in got.items() if len(at) > 1 or t not in texts}
+    held = sorted(at[0] - back_wall for at in got.values() if at and at[0] >= back_wall)
+    print(f"\nuplink of island B cut {CUT_S:.0f} s, {CUT_MESSAGES} MESSAGEs b0 -> a0: "
+          f"{during} arrived during the cut, {len(held)} after it, lost {len(lost)}, "
+          f"duplicated {len(extra)}; held ones arrived {held[0] if held else 0:.2f}-"
+          f"{held[-1] if held else 0:.2f} s after the uplink returned "
+          f"(median {held[len(held) // 2] if held else 0:.2f} s)")
+    print("  held, s after the uplink returned: " + " ".join(f"{h:.2f}" for h in held))
+    assert not lost, f"lost {lost}\n{bed.describe()}"
+    assert not extra, f"duplicated {extra}"
+    assert held and held[-1] <= HELD_DEADLINE_S, held
+
+
+def test_island_keeps_delivering_when_one_uplinked_relay_dies(two_relays: Sites) -> None:
+    bed, a0, b0 = two_relays.bed, two_relays.a0, two_relays.b0
+    end_relay = bed.node_index(0, 2)
+    killed_at = time.time()
+    bed.stop_node(end_relay, signal.SIGKILL)
+    figures = []
+    for sender, receiver in ((b0, a0), (a0, b0)):
+        marker = f"after-kill-{secrets.token_hex(4)}"
+        texts = [f"{marker}-{i}" for i in range(AFTER_KILL_MESSAGES)]
+        sent_at = time.time()
+        for text in texts:
+            _send_now(sender, _aor(receiver), text)
+        got = _arrivals(receiver, texts, marker, AFTER_KILL_S)
+        lost = [t for t, at in got.items() if not at]
+        copies = sorted(len(at) for at in got.values())
+        latest = max((at[0] for at in got.values() if at), default=sent_at) - sent_at
+        figures.append(f"{sender.name} -> {receiver.name}: {len(texts) - len(lost)}/"
+                       f"{len(texts)} delivered, copies {copies}, last after {latest:.2f} s")
+        assert not lost, f"{figures[-1]}: lost {lost}\n{bed.describe()}"
+        assert copies == [1] * len(texts), figures[-1]
+    print(f"\nisland A's relay {end_relay} killed at +0 s ({time.time() - killed_at:.1f} s "
+          f"ago); through its other uplinked relay: {'; '.join(figures)}")

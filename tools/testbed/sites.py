@@ -296,6 +296,9 @@ class SitesBed(Testbed):
     def describe(self) -> str:
         return f"{super().describe()}\n--- dht-node\n{self.dht_log_tail()}"
 
+    def __enter__(self) -> SitesBed:
+        return self
+
 
 def _nat_rules() -> str:
     """Masquerade what leaves on the WAN side; forward only from inside and the replies."""
