@@ -101,6 +101,7 @@ def status(driver: NodeDriver, info: NodeInfo) -> dict[str, object]:
         "store_forward": store_forward_status(driver),
         "uplink": uplink_status(driver),
         "upstream": upstream_status(driver),
+        "cross_site": cross_site_status(driver),
         "journal": journal.status() if journal is not None else {
             "path": None, "durable_seq": 0, "head_seq": 0},
     }
@@ -125,6 +126,25 @@ def uplink_status(driver: NodeDriver) -> dict[str, object] | None:
             "dht_port_counters": (dict(sorted(port.counters.items())) if port is not None
                                   else None),
             "counters": dict(sorted(bridge.counters.items()))}
+
+
+def cross_site_status(driver: NodeDriver) -> dict[str, object] | None:
+    """Traffic with other islands (None on a node without a tunnel): ``remote_routes``
+    (remote nodes with a known way there), ``island_relays`` (uplinked relays of the
+    island it would go through, best first, node ids), ``uplink_mesh`` (a relay's: its
+    members with a route and its neighbours there) and the tunnel's counters."""
+    tunnel = driver.core.tunnel
+    if tunnel is None:
+        return None
+    now = driver.now()
+    mesh = driver.core.uplink
+    return {"remote_routes": tunnel.remote_count(),
+            "island_relays": [r.hex() for r in tunnel.island_relays(now)[:MAX_LISTED_RELAYS]],
+            "uplink_mesh": None if mesh is None else {
+                "members": sum(1 for r in mesh.overlay.routes.all()
+                               if mesh.overlay.routes.get(r.dst, now) is not None),
+                "neighbours": len(mesh.overlay.neighbours.by_addr)},
+            "counters": dict(sorted(tunnel.counters.items()))}
 
 
 def upstream_status(driver: NodeDriver) -> dict[str, object] | None:
