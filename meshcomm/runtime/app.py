@@ -419,6 +419,8 @@ def _compose_core(node: MeshNode, cfg: NodeConfig, identity: Identity, rng: rand
                    upstream=upstream.config if upstream is not None else None)
     assert core.gateway is not None
     core.gateway.hosts.resolve = source_address_toward   # listening on 0.0.0.0 / ::
+    if upstream is not None:     # the address the upstream reaches us at is ours
+        core.gateway.hosts.toward(upstream.proxy)
     return core, ports
 
 

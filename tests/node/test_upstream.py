@@ -12,6 +12,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
+
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.payloads import UpstreamChanged
 from meshcomm.location.binding import make_binding
@@ -143,7 +145,7 @@ class Relay:
 
 def _relay(*, password: str = PASSWORD, max_aors: int = 256, seed: int = 1,
            registrar: Registrar | None = None, domain: str | None = DOMAIN,
-           contact_host: str = "198.51.100.7") -> Relay:
+           contact_host: str = "198.51.100.7", local_host: str = "127.0.0.1") -> Relay:
     ident = Identity(hashlib.sha256(f"upstream-relay-{seed}".encode()).digest())
     node = MeshNode(ident, NodeSettings(role="relay"), verifier=SignatureVerifier(),
                     rng=random.Random(seed), now=0.0, seq_base=1 << 32, wall_offset_s=WALL)
@@ -151,7 +153,7 @@ def _relay(*, password: str = PASSWORD, max_aors: int = 256, seed: int = 1,
                             contact_host=contact_host, contact_port=5060,
                             secret=Secret("meshcomm", password), expires_s=600,
                             domain=domain, max_aors=max_aors)
-    core = compose(node, gateway_config=GatewayConfig(upstream=PROXY),
+    core = compose(node, gateway_config=GatewayConfig(local_host=local_host, upstream=PROXY),
                    rng=random.Random(seed + 1), node_aor=f"sip:relay@{DOMAIN}", now=0.0,
                    upstream=config)
     return Relay(core, registrar or Registrar(random.Random(seed + 2)))
@@ -347,3 +349,30 @@ def test_ipv6_contact_is_bracketed() -> None:
     assert relay.registrar.requests[-1].top_via.host == "[2001:db8::7]"
     upstream = relay.core.upstream
     assert upstream is not None and upstream.status().registered == 1
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a gateway listening on 0.0.0.0 does not take the registered contact (its uplink "
+    "address) as its own service address; fixed by /work/notes/patch-upstream-ownhost.diff "
+    "(gateway contacts/core, the coordinator's): remove this mark with it"))
+def test_a_wildcard_gateway_takes_requests_for_the_registered_contact() -> None:
+    relay = _relay(local_host="0.0.0.0", contact_host="198.51.100.7")
+    gateway = relay.core.gateway
+    assert gateway is not None
+    # The runtime's resolver (the kernel's source address toward a peer), and the address
+    # toward the upstream learnt at start-up (meshcomm.runtime.app._compose_core).
+    gateway.hosts.resolve = lambda _peer: "198.51.100.7"
+    gateway.hosts.toward(PROXY)
+    _foreign(relay, "medic-key", f"sip:medic@{DOMAIN}")
+    relay.run(5.0)
+    message = (b"MESSAGE sip:medic@198.51.100.7:5060 SIP/2.0\r\n"
+               b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKpbx2\r\n"
+               b"Max-Forwards: 70\r\nFrom: <sip:desk@pbx.test>;tag=1\r\n"
+               b"To: <sip:medic@" + DOMAIN.encode() + b">\r\nCall-ID: m2@pbx\r\n"
+               b"CSeq: 1 MESSAGE\r\nContent-Length: 2\r\n\r\nhi")
+    before = gateway.counters[GatewayCounter.SIP_TO_MESH]
+    relay.do(lambda now: relay.core.receive_sip(message, PROXY, now))
+    answers = [parse_message_untrusted(d) for d in relay.sent_upstream
+               if not d.startswith(b"REGISTER ")]
+    assert not any(getattr(a, "status", 0) == 404 for a in answers), answers
+    assert gateway.counters[GatewayCounter.SIP_TO_MESH] == before + 1   # on to medic's node
