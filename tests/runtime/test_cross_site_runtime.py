@@ -84,6 +84,15 @@ def test_ctl_send_crosses_between_islands_exactly_once(tmp_path: Path) -> None:
                 assert isinstance(inbox_b, list) and inbox_b[0]["from"] == alice
                 await _send_until_accepted(tmp_path / "hb", alice, "and back")
                 assert await _inbox_texts(tmp_path / "ha", 1) == ["and back"]
+                status = await asyncio.to_thread(ctl, tmp_path / "ha", "status")
+                assert isinstance(status, dict)
+                cross = status["cross_site"]
+                assert cross["island_relays"] == [up["ra"][1].node_id.hex()]
+                assert cross["remote_routes"] >= 1 and cross["uplink_mesh"] is None
+                assert cross["counters"]["tunnel_items_sent"] >= 1
+                relay_status = await asyncio.to_thread(ctl, tmp_path / "ra", "status")
+                assert isinstance(relay_status, dict)
+                assert relay_status["cross_site"]["uplink_mesh"]["members"] >= 1
                 # Island A never learned B's bindings by gossip (resolution is on demand).
                 assert not up["ha"][0].core.node.table.lookup(bob)
                 for key in ("ha", "hb", "ra", "rb"):
