@@ -376,3 +376,12 @@ def test_a_wildcard_gateway_takes_requests_for_the_registered_contact() -> None:
                if not d.startswith(b"REGISTER ")]
     assert not any(getattr(a, "status", 0) == 404 for a in answers), answers
     assert gateway.counters[GatewayCounter.SIP_TO_MESH] == before + 1   # on to medic's node
+
+
+def test_a_registrar_granting_seconds_cannot_make_the_relay_flood_it() -> None:
+    relay = _relay(registrar=Registrar(random.Random(9), max_expires_s=1))
+    relay.do(lambda now: relay.core.register(f"sip:alice@{DOMAIN}", ("sip:a@x",), now))
+    relay.run(101.0)
+    # Refreshes at MIN_REFRESH_INTERVAL_S (10 s), not every second: ~11 authenticated
+    # REGISTERs (plus the first unauthenticated one) in 100 s.
+    assert 10 <= len(relay.registrar.requests) <= 14, len(relay.registrar.requests)
