@@ -25,11 +25,11 @@ For each size, in one process on loopback, each implementation in turn:
   ``BridgeConfig.miss_retry_s``, 2 s): a lookup that missed is issued once more from the
   same node after ``--retry-s``; its latency runs from the first get to the answer. One
   run, both rows: the plain row counts first tries only.
-* ``misses``: why the lookups that missed (both batches, first tries) missed: OpenDHT
-  finished the get without the value (``no_value``), the port's get failed
-  (``get_failed``) or hit its own timeout (``get_timeout``), or the bench's deadline
-  passed (``deadline``; kademlia's misses are all ``no_value``/``deadline``: its get
-  answers None for both).
+* ``misses``: why gets missed (both batches; the +retry row's retries included, so a
+  miss its retry did not rescue counts twice): OpenDHT finished the get without the
+  value (``no_value``), the port's get failed (``get_failed``) or hit its own timeout
+  (``get_timeout``), or the bench's deadline passed on a first try (``deadline``);
+  kademlia's misses are all ``no_value``/``deadline`` (its get answers None for both).
 
 Lookups and stores run 32 at a time; the port's gets and puts time out after
 ``--op-timeout`` seconds (default 10; kademlia's RPC timeout is 5 s) and the bench's own
@@ -233,7 +233,7 @@ class Row:
     churn_p99_ms: float
     churn_ok: float
     killed: int
-    #: Why lookups missed (both batches; first tries; see the module docstring).
+    #: Why gets missed (both batches, retries included; see the module docstring).
     misses: dict[str, int]
     #: Of those, the ones a retry found (the +retry row only).
     found_on_retry: int = 0
@@ -356,7 +356,7 @@ def kademlia_server() -> Any | None:
 
 def format_table(rows: Sequence[Row], *, head: bool = True) -> str:
     names = ("impl", "nodes", "setup s", "store p50/p99 ms", "store ok", "lookup p50/p99 ms",
-             "lookup ok", "churn p50/p99 ms", "churn ok", "misses (first tries)")
+             "lookup ok", "churn p50/p99 ms", "churn ok", "misses (all gets)")
     lines = ["{:<19} {:>5} {:>8} {:>18} {:>8} {:>18} {:>9} {:>18} {:>8}  {}".format(*names)]
     for r in rows:
         why = " ".join(f"{k}={v}" for k, v in r.misses.items()) or "-"
