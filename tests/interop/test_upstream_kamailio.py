@@ -309,11 +309,6 @@ def test_desk_phone_calls_the_responder(bed: Bed) -> None:
                                          sent=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the relay's gateway answers medic's BYE (and drops its ACK) 403: an in-dialog request "
-    "whose next Route is the upstream proxy's Record-Route is not forwarded there; fixed by "
-    "/work/notes/patch-upstream-route.diff (gateway core, the coordinator's): remove this "
-    "mark with it"))
 def test_responder_calls_the_desk_phone(bed: Bed) -> None:
     uas = start_sipp(bed.tb, "invite_uas", service="desk", port=DESK_PORT)
     time.sleep(0.5)

@@ -12,8 +12,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import pytest
-
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.payloads import UpstreamChanged
 from meshcomm.location.binding import make_binding
@@ -351,10 +349,6 @@ def test_ipv6_contact_is_bracketed() -> None:
     assert upstream is not None and upstream.status().registered == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a gateway listening on 0.0.0.0 does not take the registered contact (its uplink "
-    "address) as its own service address; fixed by /work/notes/patch-upstream-ownhost.diff "
-    "(gateway contacts/core, the coordinator's): remove this mark with it"))
 def test_a_wildcard_gateway_takes_requests_for_the_registered_contact() -> None:
     relay = _relay(local_host="0.0.0.0", contact_host="198.51.100.7")
     gateway = relay.core.gateway

@@ -35,6 +35,7 @@ import hashlib
 import ipaddress
 import re
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -113,7 +114,8 @@ class ContactMap:
     """Tokens for local clients' contacts and the dialogs of clients (see module doc)."""
 
     def __init__(self, *, node_hex: str, local_host: str, local_port: int, domain: str,
-                 secret: bytes, counters: Counter[str]) -> None:
+                 secret: bytes, counters: Counter[str],
+                 is_ours: Callable[[str, int], bool] | None = None) -> None:
         self.node_hex = node_hex
         self.mesh_host = node_hex + MESH_HOST_SUFFIX
         self.local_host = local_host
@@ -121,6 +123,9 @@ class ContactMap:
         self.domain = domain
         self._secret = secret
         self.counters = counters
+        #: Further addresses of this gateway (a wildcard listener's interface addresses,
+        #: gateway.rfc.OwnHosts.is_ours): an upstream registrar's requests name one.
+        self.is_ours = is_ours
         self._tokens: OrderedDict[str, ClientContact] = OrderedDict()
         self._tokens_of: dict[Address, OrderedDict[str, None]] = {}
         self._dialogs: OrderedDict[DialogKey, DialogEntry] = OrderedDict()
@@ -139,11 +144,15 @@ class ContactMap:
 
     # ------------------------------------------------------------ own address
     def is_own_host(self, uri: SipUri) -> bool:
-        """The URI names this gateway: its ``.mesh`` name, or its listening address."""
+        """The URI names this gateway: its ``.mesh`` name, its listening address, or an
+        address it knows as its own (``is_ours``)."""
         host = uri.host.lower()
         if host == self.mesh_host:
             return True
-        return host == self.local_host and (uri.port or DEFAULT_SIP_PORT) == self.local_port
+        port = uri.port or DEFAULT_SIP_PORT
+        if host == self.local_host and port == self.local_port:
+            return True
+        return self.is_ours is not None and self.is_ours(host.strip("[]"), port)
 
     def service_target(self, uri: SipUri) -> SipUri | None:
         """``sip:user@<own address>`` -> ``sip:user@<domain>`` (None: not such a URI)."""

@@ -173,7 +173,8 @@ class SipGateway(ResponseRelay):
         self.contacts = ContactMap(
             node_hex=self.node_hex, local_host=config.local_host.lower(),
             local_port=config.local_port, domain=self.node_aor.partition("@")[2],
-            secret=rng.getrandbits(128).to_bytes(16, "big"), counters=self.counters)
+            secret=rng.getrandbits(128).to_bytes(16, "big"), counters=self.counters,
+            is_ours=self.hosts.is_ours)
         self.end_call = self._ending(end_call)
 
     def _ending(self, media_end: CallEnder) -> CallEnder:
@@ -432,6 +433,14 @@ class SipGateway(ResponseRelay):
 
     def _route(self, tx: ProxyTx, now: float) -> None:
         request, routes = self._pop_own_route(tx.request)
+        if routes and self._names_upstream(routes[0], tx.upstream):
+            # §16.12: the upstream proxy's Record-Route is the next hop (an in-dialog
+            # request of a call with a desk phone); its Request-URI is the far contact.
+            found = self._in_dialog_target(request, tx.upstream)
+            upstream = self.config.upstream
+            assert upstream is not None
+            self._forward(tx, found[0] if found is not None else request, upstream, now)
+            return
         if routes:
             node_hex = routes[0].uri.param("mesh")
             node_id = self.registrar.node_of(node_hex) if node_hex else None
@@ -526,6 +535,15 @@ class SipGateway(ResponseRelay):
         if not routes:
             return request.without_header("Route"), routes
         return request.with_headers_replaced("Route", [str(r) for r in routes]), routes
+
+    def _names_upstream(self, route: NameAddr, src: Peer) -> bool:
+        """``route`` (the top Route once ours are gone) names the upstream proxy, and the
+        request did not come from there (never back where it came from)."""
+        upstream = self.config.upstream
+        uri = route.uri
+        return (upstream is not None and src != upstream and uri.param("mesh") is None
+                and uri.host.strip("[]") == upstream[0]
+                and (uri.port or DEFAULT_SIP_PORT) == upstream[1])
 
     def _is_ours(self, route: NameAddr) -> bool:
         """A Route names us when it carries our node (``mesh=``) or, untagged, our own
@@ -680,7 +698,10 @@ class SipGateway(ResponseRelay):
             return
         request, routes = self._pop_own_route(request)
         dest: Address | bytes | None
-        if routes:
+        if routes and self._names_upstream(routes[0], src):
+            found = self._in_dialog_target(request, src)     # §16.12, as in _route
+            request, dest = (found[0] if found is not None else request), self.config.upstream
+        elif routes:
             node_hex = routes[0].uri.param("mesh")
             dest = self.registrar.node_of(node_hex) if node_hex else None
             request = self._far_uri(request, src)
