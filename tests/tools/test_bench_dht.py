@@ -58,7 +58,8 @@ def test_opendht_rows_from_one_small_real_run() -> None:
     plain, retry = rows
     assert plain.nodes == 12 and plain.killed == 2
     assert plain.store_ok == 1.0 and plain.lookup_ok == 1.0
-    assert set(plain.misses) <= {dht.NO_VALUE, dht.GET_FAILED, dht.GET_TIMEOUT, dht.DEADLINE}
+    assert set(plain.misses) <= {dht.NO_VALUE, dht.GET_FAILED, dht.GET_TIMEOUT, dht.REFUSED,
+                                 dht.DEADLINE}
     # The retry row can only add successes to the first tries'.
     assert retry.lookup_ok >= plain.lookup_ok and retry.churn_ok >= plain.churn_ok
     assert retry.misses == plain.misses

@@ -27,8 +27,9 @@ For each size, in one process on loopback, each implementation in turn:
   run, both rows: the plain row counts first tries only.
 * ``misses``: why gets missed (both batches; the +retry row's retries included, so a
   miss its retry did not rescue counts twice): OpenDHT finished the get without the
-  value (``no_value``), the port's get failed (``get_failed``) or hit its own timeout
-  (``get_timeout``), or the bench's deadline passed on a first try (``deadline``);
+  value (``no_value``), the port's get failed (``get_failed``), hit its own timeout
+  (``get_timeout``) or was refused by its bound on gets in flight (``refused``), or the
+  bench's deadline passed on a first try (``deadline``);
   kademlia's misses are all ``no_value``/``deadline`` (its get answers None for both).
 
 Lookups and stores run 32 at a time; the port's gets and puts time out after
@@ -69,6 +70,7 @@ READY_TIMEOUT_S = 120.0
 DEADLINE_MARGIN_S = 1.0
 #: Why a lookup missed (see the module docstring).
 NO_VALUE, GET_FAILED, GET_TIMEOUT, DEADLINE = "no_value", "get_failed", "get_timeout", "deadline"
+REFUSED = "refused"
 
 
 class Harness(Protocol):
@@ -119,6 +121,7 @@ class OpenDhtHarness:
         for port in self.every_port:
             port_misses[GET_FAILED] += port.counters[DhtPortCounter.GET_FAILED]
             port_misses[GET_TIMEOUT] += port.counters[DhtPortCounter.GET_TIMEOUTS]
+            port_misses[REFUSED] += port.counters[DhtPortCounter.REFUSED_PENDING_FULL]
         taken = self.misses + (port_misses - self._port_misses_taken)
         self.misses, self._port_misses_taken = Counter(), port_misses
         return taken
