@@ -45,6 +45,7 @@ from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.media.relay import MediaSetupError, SdpPath
 from meshcomm.node.gateway.admission import FREEING_METHODS, Admission
+from meshcomm.node.gateway.beyond import Beyond
 from meshcomm.node.gateway.builtin import BuiltinUa
 from meshcomm.node.gateway.contacts import ContactMap
 from meshcomm.node.gateway.counters import (
@@ -126,7 +127,7 @@ LINGER_FACTOR = 4
 _M = TypeVar("_M", SipRequest, SipResponse)
 
 
-class SipGateway(ResponseRelay):
+class SipGateway(ResponseRelay, Beyond):
     """See the module docstring."""
 
     def __init__(self, node: MeshNode, config: GatewayConfig, *, rng: random.Random,
@@ -236,48 +237,6 @@ class SipGateway(ResponseRelay):
         send_id = self.builtin.send_message(to_aor, text)
         self._pump_builtin(now)
         return send_id
-
-    def resolved(self, request_id: int, node: bytes | None, found_nothing: bool,
-                 now: float) -> None:
-        """The answer to :class:`ResolveAor` ``request_id``: the node that holds the AoR,
-        or None (``found_nothing``: 404; else no uplink or no answer: 480, and a MESSAGE
-        is held)."""
-        self._now = max(self._now, now)
-        waiting = self._resolving.pop(request_id, None)
-        if waiting is None or waiting[0].state is not TxState.RESOLVING:
-            return
-        tx, request = waiting
-        if node is None and found_nothing and self._to_upstream(tx, request, now):
-            pass
-        elif node is None or node == self.node.node_id:
-            self._respond(tx, 404 if found_nothing else 480, now)
-        else:
-            self.registrar.learn_node(node)
-            self._forward(tx, request, node, now)
-        self._pump_builtin(now)
-
-    def deliver_remote(self, msg_id: bytes, sip: bytes, now: float) -> None:
-        """Send a held MESSAGE (store-and-forward ``SfRemoteTry``) beyond the island: its
-        AoR is resolved and it is forwarded as a client's would be; the holder hears
-        ``remote_delivery_done`` with the final answer (at once when it cannot go)."""
-        self._now = max(self._now, now)
-        try:
-            request = parse_message_untrusted(sip)
-        except DecodeError:
-            request = None
-        if (not isinstance(request, SipRequest) or not self.resolves_remote
-                or self.admission.mesh_full()):
-            if self.holder is not None:
-                self.holder.remote_delivery_done(msg_id, False, now)
-            return
-        # A transaction of its own (a fresh Via of ours): the client's may still linger.
-        via = Via("UDP", self.mesh_host, None, (("branch", new_branch(self.rng)),))
-        request = request.with_headers_replaced("Via", [str(via)])
-        tx = self._new_tx(request, None, 0)
-        tx.msg_id, tx.remote_delivery = msg_id, True
-        self.counters[GatewayCounter.REMOTE_DELIVERY_TRIES] += 1
-        self._route_by_aor(tx, request, now)
-        self._pump_builtin(now)
 
     def send_id_of(self, msg_id: bytes) -> int | None:
         """The ``send_message`` id of the held MESSAGE ``msg_id`` (None: not ours, or sent
@@ -506,26 +465,6 @@ class SipGateway(ResponseRelay):
             return             # from the mesh: the asking node's DHT lookup found nothing
         self._respond(tx, 480 if bindings else 404, now)
 
-    def _to_upstream(self, tx: ProxyTx, request: SipRequest, now: float) -> bool:
-        """§16.5/16.6 with the upstream proxy as the target: True when forwarded there
-        (never back to where the request came from)."""
-        upstream = self.config.upstream
-        if upstream is None or tx.upstream == upstream:
-            return False
-        self.counters[GatewayCounter.TO_UPSTREAM] += 1
-        self._forward(tx, request, upstream, now)
-        return True
-
-    def _resolve(self, tx: ProxyTx, request: SipRequest, aor: str, now: float) -> None:
-        """§16.5 beyond the island: ask the node (see :meth:`resolved`)."""
-        tx.step(TxIn.RESOLVE)
-        tx.deadline = now + self.config.resolve_timeout_s
-        self._resolving[tx.tx_id] = (tx, request)
-        self.counters[GatewayCounter.REMOTE_RESOLVES] += 1
-        if request.method == "INVITE":
-            self._reply_provisional(tx, 100)
-        self._out.append(ResolveAor(tx.tx_id, aor))
-
     def _pop_own_route(self, request: SipRequest) -> tuple[SipRequest, list[NameAddr]]:
         """§16.4: remove a top Route naming us; the request and the Routes left."""
         routes = list(request.routes)
@@ -535,15 +474,6 @@ class SipGateway(ResponseRelay):
         if not routes:
             return request.without_header("Route"), routes
         return request.with_headers_replaced("Route", [str(r) for r in routes]), routes
-
-    def _names_upstream(self, route: NameAddr, src: Peer) -> bool:
-        """``route`` (the top Route once ours are gone) names the upstream proxy, and the
-        request did not come from there (never back where it came from)."""
-        upstream = self.config.upstream
-        uri = route.uri
-        return (upstream is not None and src != upstream and uri.param("mesh") is None
-                and uri.host.strip("[]") == upstream[0]
-                and (uri.port or DEFAULT_SIP_PORT) == upstream[1])
 
     def _is_ours(self, route: NameAddr) -> bool:
         """A Route names us when it carries our node (``mesh=``) or, untagged, our own
