@@ -16,7 +16,7 @@ import meshcomm.node.gateway.parts as parts
 import meshcomm.node.gateway.responses as responses
 import meshcomm.node.gateway.transactions as transactions
 from meshcomm.errors import LocalProtocolError
-from meshcomm.node.gateway import core
+from meshcomm.node.gateway import beyond, core
 from meshcomm.node.gateway.core import LINGER_FACTOR, LINGER_S
 from meshcomm.node.gateway.parts import message_id
 from meshcomm.node.gateway.proxy_state import (
@@ -62,7 +62,7 @@ SF_CONFIG = StoreForwardConfig(poll_interval_s=0.5, retry_initial_s=1.0, retry_m
 def _inputs_named_by_gateway() -> set[ProxyTxInput]:
     """Every ``TxIn.X`` the gateway's source names (what it can apply)."""
     used: set[ProxyTxInput] = set()
-    for module in (core, custody, responses, transactions):
+    for module in (core, beyond, custody, responses, transactions):
         tree = ast.parse(Path(module.__file__ or "").read_text())
         used |= {ProxyTxInput[node.attr] for node in ast.walk(tree)
                  if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
