@@ -15,7 +15,8 @@ An island built with ``nat=True`` has each uplink behind a NAT box of its own: a
 via the box's ``.1``) and the WAN bridge (the box's outside address on the bridge), doing
 nftables masquerade on its WAN side and forwarding only what leaves from inside and the
 replies to it (no port forwarding, no inbound connections): the relay reaches the WAN only
-through it, and nothing on the WAN can reach the relay unasked.
+through it, and nothing on the WAN can reach the relay unasked. NAT boxes are IPv4 only:
+with ``ipv6=True`` only the uplinks directly on the WAN get an IPv6 address too.
 
 :meth:`SitesBed.set_uplink` takes an uplink down (link down, as a pulled cable or a lost
 satellite) and back up (restoring its default route). Everything is torn down with the bed
