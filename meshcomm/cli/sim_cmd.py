@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from meshcomm.errors import ConfigError
+from meshcomm.sim.edge import SimStalled
 from meshcomm.sim.engine import Simulator
 from meshcomm.sim.scenario import (
     MAX_CALL_S,
@@ -153,6 +154,9 @@ def run_sim(args: argparse.Namespace) -> int:
     except ConfigError as exc:         # e.g. a run too short for its traffic
         print(f"meshcomm sim: {exc}", file=sys.stderr)
         return 2
+    except SimStalled as exc:          # a node's timer spun at one virtual instant
+        print(f"meshcomm sim: stalled: {exc}", file=sys.stderr)
+        return 1
     wall = time.monotonic() - started
     result["wall_s"] = round(wall, 3)
     result["simulated_per_wall"] = round(config.duration_s / wall, 2) if wall > 0 else None

@@ -47,6 +47,14 @@ if TYPE_CHECKING:
 
 #: Store-and-forward database file of a node slot, in the run's directory.
 SF_FILE_SUFFIX = ".sf.db"
+#: A node whose timer is re-armed for the current instant this many times in a row without
+#: virtual time moving is spinning (a part's deadline that its on_timer never clears): the
+#: run stops with :class:`SimStalled` instead of hanging.
+MAX_SAME_INSTANT_ARMS = 100_000
+
+
+class SimStalled(RuntimeError):
+    """A node's timer keeps firing at one virtual instant (see MAX_SAME_INSTANT_ARMS)."""
 
 
 class SimEdge:
@@ -66,6 +74,10 @@ class SimEdge:
         self.store_errors = 0
         #: the node's simulated SIP client (whole-node runs)
         self.client: SimClient | None = None
+        #: re-arms for the current instant in a row (the stall guard) and that instant
+        self._spins = 0
+        self._spin_at: float | None = None
+        self.max_same_instant_arms = MAX_SAME_INSTANT_ARMS
         #: Edge.transmit and Edge.record run for every frame: bound to the simulator once
         #: (a C-level partial, no Python frame of the edge's own in the hot path)
         self.transmit: Callable[[Datagram], None] = partial(sim.transmit_from, name)
@@ -151,12 +163,28 @@ class SimEdge:
                 sim.other_events.append((sim.now, self.name, event))
 
     def arm(self, deadline: float | None) -> None:
+        if deadline is not None and deadline <= self.sim.now:
+            self._spin_guard()
         if deadline == self.armed_at:
             return
         self.timer_gen += 1
         self.armed_at = deadline
         if deadline is not None:
             self.sim.push_timer(self.name, deadline, self.timer_gen)
+
+    def _spin_guard(self) -> None:
+        now = self.sim.now
+        if self._spin_at != now:
+            self._spin_at, self._spins = now, 0
+        self._spins += 1
+        if self._spins > self.max_same_instant_arms:
+            core = self.sim.node_core(self.name)
+            timed = (() if core is None else
+                     (core.node, core.gateway, core.sf, core.relay, core.dht, core.uplink,
+                      core.tunnel))
+            parts = [f"{type(p).__name__}={p.next_timer()!r}" for p in timed if p is not None]
+            raise SimStalled(f"node {self.name}: timer due at {now!r} re-armed "
+                             f"{self._spins} times without time moving ({', '.join(parts)})")
 
     def disarm(self) -> None:
         """The node stopped: its pending heap timer goes stale."""

@@ -13,6 +13,7 @@ import pytest
 from meshcomm.cli.main import main
 from meshcomm.dht.api import UPLINK_CAP
 from meshcomm.errors import ConfigError
+from meshcomm.sim.edge import SimStalled
 from meshcomm.sim.engine import SimConfig, Simulator
 from meshcomm.sim.scenario import parse_scenario
 from meshcomm.sim.topology import LinkSpec, hub, island_names, islands
@@ -200,3 +201,21 @@ def test_cli_islands_with_flapping_uplinks(capsys: pytest.CaptureFixture[str]) -
                       (["--islands", "1"], "--islands")):
         assert main([*argv[:-1], *bad]) == 2
         assert flag in capsys.readouterr().err
+
+
+def test_a_node_whose_timer_never_clears_stops_the_run_instead_of_hanging() -> None:
+    """A part that stays due at one instant (its on_timer never clears it) would spin the
+    simulator at one virtual time forever: the edge's guard names the node and its parts."""
+    sim = Simulator(two_islands())
+    for name in sim.node_names():
+        sim.edge(name).max_same_instant_arms = 500
+
+    def break_tunnel(s: Simulator) -> None:
+        core = s.node_core("a1")
+        assert core is not None and core.tunnel is not None
+        stuck = s.now + 1.0
+        core.tunnel.next_timer = lambda: stuck      # type: ignore[method-assign]
+
+    sim.call_at(20.0, break_tunnel)
+    with pytest.raises(SimStalled, match=r"node a1: timer due at 21\.0 .*MeasuredTunnel=21\.0"):
+        sim.run()
