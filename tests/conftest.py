@@ -3,6 +3,9 @@
 Under ``CI=true`` a skipped test is a failure: tests that need root, network namespaces or
 Debian packages must run in CI. Use :func:`tests.envcheck.require` rather than
 ``pytest.skip`` so the reason is uniform.
+
+Property tests (hypothesis) run without a per-example deadline: the machines are shared and
+noisy (a timing belongs in a benchmark, not a test); ``max_examples`` bounds their work.
 """
 
 from __future__ import annotations
@@ -10,6 +13,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("meshcomm", deadline=None)
+settings.load_profile("meshcomm")
 
 
 def _in_ci() -> bool:
