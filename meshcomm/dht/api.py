@@ -44,6 +44,10 @@ class BridgeConfig:
     refresh_jitter: float = 0.1
     republish_spread_s: float = 5.0
     put_retry_s: float = 15.0
+    #: After the first put of a record since the uplink came up, put it once more this
+    #: soon: in a DHT that was still forming, the first put may have landed far from the
+    #: nodes closest to its key, where later lookups look (tools/bench/dht.py found it).
+    early_reput_s: float = 30.0
     min_put_ttl_s: int = 5
     resync_s: float = 60.0
     #: a little longer than the runtime port's own get timeout, so its DhtDone decides

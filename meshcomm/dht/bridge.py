@@ -138,6 +138,8 @@ class _Published:
     token: int | None = None       # put in flight
     #: the last put lasts as long as the binding: nothing to refresh
     final: bool = False
+    #: put again early once since the uplink came up (see BridgeConfig.early_reput_s)
+    settled: bool = False
 
 
 @dataclass(slots=True)
@@ -419,7 +421,7 @@ class DhtBridge:
         """Stop publishing, cancel listens, answer the lookups with what is known."""
         self._resync_at = None
         for pub in self._published.values():
-            pub.due, pub.token, pub.final = None, None, False
+            pub.due, pub.token, pub.final, pub.settled = None, None, False, False
         self._puts.clear()
         self._refresh_heap.clear()
         for watch in self._watches.values():
@@ -519,6 +521,13 @@ class DhtBridge:
                     pub.final = False
                     if self.uplink.is_up:
                         self._schedule(rid, pub, now + self.config.put_retry_s)
+                elif not pub.settled and not pub.final and self.uplink.is_up:
+                    # A put into a young DHT may land far from the key's true neighbours
+                    # (they were not known yet): put it once more soon (tools/bench/dht).
+                    pub.settled = True
+                    early = now + self.config.early_reput_s
+                    if pub.due is None or early < pub.due:
+                        self._schedule(rid, pub, early)
             return
         aor = self._gets.pop(token, None)
         if aor is not None:

@@ -279,3 +279,20 @@ def test_a_listen_the_port_ended_is_started_again() -> None:
     listens = [op for op in b.ops if isinstance(op, DhtListen)]
     assert len(listens) == 2 and listens[1].token != listen.token
     assert b.bridge.published == 0
+
+
+def test_a_record_is_put_again_early_once_after_the_uplink_comes_up() -> None:
+    net, a, _ = _islands()
+    net.register(a, MEDIC, AOR)                       # lives longer than a record TTL
+    start = net.now
+    net.run(start + a.bridge.config.early_reput_s + 5)
+    puts = [op for op in a.ops if isinstance(op, DhtPut)]
+    # The first put, then one early (a young DHT may have placed it far from its key's
+    # neighbours), then only the regular refreshes.
+    assert len(puts) == 2
+    # The next is the regular refresh, a refresh_fraction of the TTL after the early one
+    # (30 s + 0.6 x 60 s +/- 10%: 62-70 s), and there is no second early one.
+    net.run(start + 60.0)
+    assert len([op for op in a.ops if isinstance(op, DhtPut)]) == 2
+    net.run(start + 75.0)
+    assert len([op for op in a.ops if isinstance(op, DhtPut)]) == 3
