@@ -68,7 +68,13 @@ from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
 from meshcomm.node.sf_remote import SfRemoteTry
 from meshcomm.node.storeforward import SfDeliver, SfEvent, SfHoldResult, StoreForward
-from meshcomm.node.tunnel import ResolveDone, Tunnel, TunnelCounter, TunnelEvent
+from meshcomm.node.tunnel import (
+    UPSTREAM_STATUSES,
+    ResolveDone,
+    Tunnel,
+    TunnelCounter,
+    TunnelEvent,
+)
 from meshcomm.node.tunnel_wire import ResolveStatus
 from meshcomm.node.upstream import UpstreamConfig, UpstreamRegistrar
 from meshcomm.overlay.core import OverlayEvent
@@ -517,14 +523,15 @@ class NodeCore:
 
     def _resolve_done(self, item: ResolveDone, now: float) -> bool:
         assert self.gateway is not None
-        if item.status is ResolveStatus.UPLINK_DOWN:
+        if item.status in (ResolveStatus.UPLINK_DOWN, ResolveStatus.UNREACHABLE):
             self._beyond_down = True
         elif item.node is not None and self._beyond_down:
             self._beyond_down = False
             if self.sf is not None:
                 self.sf.remote_reachable(now)
         self.gateway.resolved(item.request_id, item.node,
-                              item.status is ResolveStatus.NOT_FOUND, now)
+                              item.status is ResolveStatus.NOT_FOUND,
+                              item.status in UPSTREAM_STATUSES, now)
         return True
 
     def _tunnel_from_mesh(self, event: UnicastReceived, now: float) -> bool:

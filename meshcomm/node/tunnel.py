@@ -128,6 +128,8 @@ class TunnelCounter(StrEnum):
 
 #: Claims an island relay may be picked from (not those in conflict or contested).
 ROUTABLE_STATES = frozenset({BindingState.VERIFIED, BindingState.UNVERIFIED})
+#: Answers after which a request may go to the upstream proxy (nothing known of the AoR).
+UPSTREAM_STATUSES = frozenset({ResolveStatus.NOT_FOUND, ResolveStatus.UPLINK_DOWN})
 #: Kinds carried through the tunnel as signed items (media travels as media items).
 TUNNELLED_KINDS = frozenset({AppKind.SIP})
 
@@ -533,7 +535,7 @@ class Tunnel:
             entries = self._learn_resolved(answer, now)
             # Known but with no relay reaching it now (the uplink is down, its relays
             # lapsed): unreachable, not unknown (480, and a MESSAGE is held).
-            status = (ResolveStatus.FOUND if entries else ResolveStatus.UPLINK_DOWN
+            status = (ResolveStatus.FOUND if entries else ResolveStatus.UNREACHABLE
                       if answer.bindings else ResolveStatus.NOT_FOUND)
         else:
             entries = ()
@@ -548,7 +550,7 @@ class Tunnel:
             self._questions[node] -= 1
             if self._questions[node] <= 0:
                 del self._questions[node]
-            if status is ResolveStatus.NOT_FOUND and self.offers_upstream:
+            if status in UPSTREAM_STATUSES and self.offers_upstream:
                 # Send it here: this relay's gateway takes it to the upstream proxy.
                 self._answer(node, request_id, ResolveStatus.FOUND,
                              (AnswerEntry(NodeId(self.node.node_id), (), 0),), now)

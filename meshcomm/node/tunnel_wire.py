@@ -56,8 +56,9 @@ class ItemType(IntEnum):
 class ResolveStatus(IntEnum):
     FOUND = 0
     NOT_FOUND = 1
-    UPLINK_DOWN = 2
+    UPLINK_DOWN = 2      # no uplink, and nothing known of the AoR
     BUSY = 3
+    UNREACHABLE = 4      # known, but no relay reaches it now (its island's uplink is down)
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,3 +246,17 @@ def test_a_members_uplink_addresses_reach_the_other_relays_edges_as_peers() -> N
     assert UplinkPeers((mapped,)) in peers
     assert a2.core.tunnel is not None
     assert a2.core.tunnel.counters[TunnelCounter.BAD_UPLINK_CONTACT] >= 1
+
+
+def test_with_the_dht_unreachable_an_unknown_aor_still_goes_upstream() -> None:
+    proxy = ("192.0.2.50", 5060)
+    net = CrossSiteNet(ISLANDS, {"a2", "b2"}, upstream={"a2": proxy})
+    net.run(15.0)
+    net.cut_wan(True)                          # the DHT is gone; the PBX may not be
+    net.run(net.now + 10.0)
+    a0, a2 = net.stations["a0"], net.stations["a2"]
+    assert a2.core.dht is not None and a2.core.dht.uplink_state.value != "up"
+    a0.pump.command(net.now, lambda: a0.core.send_message(
+        "sip:deskphone@pbx.example", "to the desk", net.now))
+    net.run(net.now + 5.0)
+    assert [d for d in a2.edge.take_local() if d.dest == proxy]

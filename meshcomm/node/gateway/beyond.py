@@ -78,16 +78,17 @@ class Beyond:
         raise NotImplementedError
 
     def resolved(self, request_id: int, node: bytes | None, found_nothing: bool,
-                 now: float) -> None:
+                 may_go_upstream: bool, now: float) -> None:
         """The answer to :class:`ResolveAor` ``request_id``: the node that holds the AoR,
-        or None (``found_nothing``: 404; else no uplink or no answer: 480, and a MESSAGE
-        is held)."""
+        or None: then the upstream proxy if there is one and ``may_go_upstream`` (nothing
+        is known of the AoR, found or for lack of an uplink), else 404 when
+        ``found_nothing``, else 480 (unreachable, no answer: a MESSAGE is held)."""
         self._now = max(self._now, now)
         waiting = self._resolving.pop(request_id, None)
         if waiting is None or waiting[0].state is not TxState.RESOLVING:
             return
         tx, request = waiting
-        if node is None and found_nothing and self._to_upstream(tx, request, now):
+        if node is None and may_go_upstream and self._to_upstream(tx, request, now):
             pass
         elif node is None or node == self.node.node_id:
             self._respond(tx, 404 if found_nothing else 480, now)
