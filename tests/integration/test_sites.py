@@ -13,11 +13,11 @@ transport delays what it receives by 100 ms (``--uplink-impair delay=100ms``). H
   ``b0`` is delivered exactly once and answered 200, and a baresip call alice -> bob
   carries audio both ways for 10 s (what each side recorded correlates >= 0.9 with what the
   other sent) and ends with BYE on both sides.
-* Uplink cut: island A has two uplinked relays (chain positions 1 and 2), island B one.
+* Uplink cut: island A has two uplinked relays (two radio hops from a0 each), island B one.
   B's uplink goes down (link down) for 30 s while 100 MESSAGEs flow from ``b0`` to ``a0``:
   each arrives exactly once, and the held ones within 5 s of the uplink returning. Then
-  island A's end relay is killed (SIGKILL): MESSAGEs keep crossing both ways through its
-  other uplinked relay.
+  the uplinked relay of island A that carried the traffic is killed (SIGKILL): MESSAGEs
+  keep crossing both ways, exactly once, through the other one.
 """
 
 from __future__ import annotations
@@ -223,11 +223,13 @@ def test_baresip_call_crosses_with_audio_both_ways(layout: Sites) -> None:
 
 @pytest.fixture(scope="module")
 def two_relays(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
-    """Island A with two uplinked relays (chain positions 1 and 2), island B with one; no
-    baresip (the message tests only)."""
+    """Island A with two uplinked relays, a2 and a3, each two radio hops from a0 (the chain
+    a0-a1-a2-a3 and a radio link a1-a3, so either relay alone still reaches a0), island B
+    with one; no baresip (the message tests only)."""
     require_root()
     t0 = time.monotonic()
-    islands = (Island(CHAIN_NODES, uplinked=(1, 2)), Island(CHAIN_NODES))
+    islands = (Island(CHAIN_NODES + 1, uplinked=(2, 3), extra_links=((1, 3),)),
+               Island(CHAIN_NODES))
     with sites(islands) as bed:
         a0, b0 = _start(bed, tmp_path_factory.mktemp("sites-two-relays"))
         yield Sites(bed, a0, b0, None, None, [], [], time.monotonic() - t0)
@@ -285,11 +287,20 @@ def test_uplink_cut_holds_messages_and_delivers_each_once(two_relays: Sites) -> 
     assert held and held[-1] <= HELD_DEADLINE_S, held
 
 
+def _carried(relay: MeshProcess) -> int:
+    """Items the relay passed between its island and the uplink mesh."""
+    counters = relay.status()["cross_site"]["counters"]
+    return int(counters.get("tunnel_relayed_to_uplink", 0)
+               + counters.get("tunnel_relayed_to_island", 0))
+
+
 def test_island_keeps_delivering_when_one_uplinked_relay_dies(two_relays: Sites) -> None:
     bed, a0, b0 = two_relays.bed, two_relays.a0, two_relays.b0
-    end_relay = bed.node_index(0, 2)
+    _ctl_send(bed, a0, _aor(b0), f"before-kill-{secrets.token_hex(4)}")
+    carried = {node: _carried(bed.node(node)) for node in bed.uplinked_nodes(0)}
+    busiest = max(carried, key=lambda node: carried[node])  # the one traffic goes through
     killed_at = time.time()
-    bed.stop_node(end_relay, signal.SIGKILL)
+    bed.stop_node(busiest, signal.SIGKILL)
     figures = []
     for sender, receiver in ((b0, a0), (a0, b0)):
         marker = f"after-kill-{secrets.token_hex(4)}"
@@ -305,5 +316,8 @@ def test_island_keeps_delivering_when_one_uplinked_relay_dies(two_relays: Sites)
                        f"{len(texts)} delivered, copies {copies}, last after {latest:.2f} s")
         assert not lost, f"{figures[-1]}: lost {lost}\n{bed.describe()}"
         assert copies == [1] * len(texts), figures[-1]
-    print(f"\nisland A's relay {end_relay} killed at +0 s ({time.time() - killed_at:.1f} s "
-          f"ago); through its other uplinked relay: {'; '.join(figures)}")
+    survivor = next(node for node in carried if node != busiest)
+    print(f"\nisland A's uplinked relays carried {carried} items; node {busiest} killed "
+          f"({time.time() - killed_at:.1f} s ago), node {survivor} since carried "
+          f"{_carried(bed.node(survivor)) - carried[survivor]}: {'; '.join(figures)}")
+    assert _carried(bed.node(survivor)) > carried[survivor]

@@ -62,12 +62,14 @@ _PREFIX_LEN: Final = 24
 
 @dataclass(frozen=True, slots=True)
 class Island:
-    """One island: a chain of ``nodes`` namespaces; ``uplinked`` chain positions (empty: the
-    last) have an uplink, behind a NAT box each when ``nat``."""
+    """One island: a chain of ``nodes`` namespaces (plus radio links ``extra_links``
+    between chain positions); ``uplinked`` chain positions (empty: the last) have an
+    uplink, behind a NAT box each when ``nat``."""
 
     nodes: int = 3
     uplinked: tuple[int, ...] = ()
     nat: bool = False
+    extra_links: tuple[tuple[int, int], ...] = ()
 
     def uplinked_positions(self) -> tuple[int, ...]:
         positions = self.uplinked or (self.nodes - 1,)
@@ -148,6 +150,11 @@ class SitesBed(Testbed):
         for island, spec in enumerate(self.islands):
             first = self.node_index(island, 0)
             edges += [(first + p, first + p + 1) for p in range(spec.nodes - 1)]
+            for a, b in spec.extra_links:
+                if not (0 <= a < spec.nodes and 0 <= b < spec.nodes and abs(a - b) > 1):
+                    raise ValueError(f"island {island}: extra link {(a, b)} must join two "
+                                     "chain positions that are not neighbours already")
+                edges.append((first + a, first + b))
         self.build(edges)  # tears down by itself on error
         try:
             self._build_wan()
