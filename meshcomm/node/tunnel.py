@@ -214,7 +214,9 @@ class Tunnel:
             last = self._watched.get(aor)
             if last is None:
                 continue
-            if now - last < WATCH_IDLE_S:
+            if last + WATCH_IDLE_S > now:    # the same sum as scheduled: in floating point
+                # now - last < WATCH_IDLE_S can hold while last + WATCH_IDLE_S == now, and
+                # the watch would be rescheduled at now forever (a spin in virtual time)
                 self._watch_idle.schedule(aor, last + WATCH_IDLE_S)
                 continue
             del self._watched[aor]

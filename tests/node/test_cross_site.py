@@ -260,3 +260,21 @@ def test_with_the_dht_unreachable_an_unknown_aor_still_goes_upstream() -> None:
         "sip:deskphone@pbx.example", "to the desk", net.now))
     net.run(net.now + 5.0)
     assert [d for d in a2.edge.take_local() if d.dest == proxy]
+
+
+def test_an_idle_watch_ends_at_its_deadline_whatever_the_rounding() -> None:
+    """last + 60 == now while now - last < 60 in floating point: the watch must end, not be
+    rescheduled at ``now`` forever (the simulator spun on this)."""
+    net = _net()
+    a2, b0 = net.stations["a2"], net.stations["b0"]
+    tunnel = a2.core.tunnel
+    assert tunnel is not None and a2.core.dht is not None
+    last, now = 43.27670679050534, 103.27670679050533
+    assert now - last < 60.0 and last + 60.0 == now
+    tunnel._aor_of[b0.core.node_id] = b0.aor                      # resolved earlier
+    tunnel._in_use(b0.core.node_id, last)
+    assert a2.core.dht.status().watches == 1
+    assert tunnel.next_timer() == now
+    tunnel.on_timer(now)
+    assert a2.core.dht.status().watches == 0
+    assert tunnel.next_timer() is None
