@@ -63,6 +63,7 @@ Islands and uplinks (issue 10)::
     flap_stagger_s = 20
     stable_s = 2              # the bridges' uplink hysteresis (up after stable_s of
     grace_s = 5               # good DHT peers, down after grace_s without)
+    record_ttl_s = 600        # life of the bridges' DHT records (the runtime's default)
 
 Traffic (``[[traffic]]``, or ``messages``/``calls`` in ``[scenario]`` for that many
 random ones) makes every node whole: SIP gateway, store-and-forward, media relay and one
@@ -101,7 +102,7 @@ from meshcomm.sim.traffic import (
     TrafficPlan,
     TrafficRate,
 )
-from meshcomm.sim.uplinks import UplinkSpec
+from meshcomm.sim.uplinks import SIM_RECORD_TTL_S, UplinkSpec
 
 TOPOLOGIES = ("chain", "grid", "random", "islands", "explicit")
 MAX_SIM_NODES = 5000
@@ -109,7 +110,10 @@ _SCENARIO_KEYS = {"duration_s", "seed", "topology", "nodes", "loss", "delay_ms",
                   "register_delay_s", "messages", "calls", "call_duration_s", "gateways",
                   "islands", "cross_site"}
 _UPLINK_KEYS = {"nodes", "delay_ms", "loss", "down", "flap_period_s", "flap_down_s",
-                "flap_offset_s", "flap_stagger_s", "stable_s", "grace_s"}
+                "flap_offset_s", "flap_stagger_s", "stable_s", "grace_s", "record_ttl_s"}
+#: Shortest and longest life of the bridges' DHT records (s).
+MIN_RECORD_TTL_S = 10
+MAX_RECORD_TTL_S = 86400
 #: Longest WAN delay (ms), longest uplink hysteresis (s), down windows per entry.
 MAX_UPLINK_DELAY_MS = 60_000.0
 MAX_UPLINK_HYSTERESIS_S = 3600.0
@@ -454,7 +458,9 @@ def _uplink(entry: Mapping[str, Any], path: str, nodes: tuple[str, ...],
         flap_offset_s=_num(entry, "flap_offset_s", path, 0.0, 0.0, 1e7),
         flap_stagger_s=_num(entry, "flap_stagger_s", path, 0.0, 0.0, 1e7),
         stable_s=_num(entry, "stable_s", path, 2.0, 0.001, MAX_UPLINK_HYSTERESIS_S),
-        grace_s=_num(entry, "grace_s", path, 5.0, 0.001, MAX_UPLINK_HYSTERESIS_S))
+        grace_s=_num(entry, "grace_s", path, 5.0, 0.001, MAX_UPLINK_HYSTERESIS_S),
+        record_ttl_s=int(_num(entry, "record_ttl_s", path, SIM_RECORD_TTL_S, MIN_RECORD_TTL_S,
+                              MAX_RECORD_TTL_S)))
 
 
 def _windows(entry: Mapping[str, Any], path: str,

@@ -58,8 +58,9 @@ if TYPE_CHECKING:
 #: Domain of the uplink mesh's AoRs (as the runtime's uplink transport: never in DNS).
 UPLINK_AOR_DOMAIN = "uplink.invalid"
 UPLINK_AOR_ID_HEX = 16
-#: The bridges' settings in a run: records live minutes, not the runtime's ten.
-SIM_RECORD_TTL_S = 120
+#: The bridges' DHT records live as long as the runtime's unless a scenario says otherwise
+#: (``record_ttl_s``); the bridges rescan their island's table every SIM_RESYNC_S.
+SIM_RECORD_TTL_S = BridgeConfig().record_ttl_s
 SIM_RESYNC_S = 30.0
 #: DHT port of the simulated uplink addresses named in the attachments.
 SIM_UPLINK_PORT = 4223
@@ -79,7 +80,8 @@ class UplinkSpec:
     A member's access link is down in each of ``down`` ([start, end) seconds), and, with
     ``flap_period_s`` > 0, for the last ``flap_down_s`` of every period (the first period
     starts at ``flap_offset_s`` plus ``flap_stagger_s`` times the member's index in
-    ``nodes``). ``stable_s``/``grace_s`` are the bridges' uplink hysteresis."""
+    ``nodes``). ``stable_s``/``grace_s`` are the bridges' uplink hysteresis,
+    ``record_ttl_s`` the life of their DHT records (refreshed at about 60% of it)."""
 
     nodes: tuple[str, ...]
     delay_s: float = 0.05
@@ -91,6 +93,7 @@ class UplinkSpec:
     flap_stagger_s: float = 0.0
     stable_s: float = 2.0
     grace_s: float = 5.0
+    record_ttl_s: int = SIM_RECORD_TTL_S
 
     def windows(self, index: int, until: float) -> list[tuple[float, float]]:
         """The down windows of member ``index`` that start before ``until``, merged."""
@@ -267,9 +270,11 @@ class Wan:
                         seq_base=boots << 32, frame_decoder=decoder)
 
     def bridge(self, name: str, identity: Identity, node: MeshNode, boots: int) -> DhtBridge:
-        """The member's DHT bridge: small TTLs for a run, the incident's derived secret."""
+        """The member's DHT bridge: the spec's record TTL and hysteresis, the incident's
+        derived secret."""
         member = self.members[name]
-        config = BridgeConfig(uplink_addrs=(member.address,), record_ttl_s=SIM_RECORD_TTL_S,
+        config = BridgeConfig(uplink_addrs=(member.address,),
+                              record_ttl_s=member.spec.record_ttl_s,
                               resync_s=SIM_RESYNC_S,
                               uplink=UplinkConfig(min_peers=1, stable_s=member.spec.stable_s,
                                                   grace_s=member.spec.grace_s))

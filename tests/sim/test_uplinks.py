@@ -143,9 +143,12 @@ def test_scenario_islands_and_uplinks() -> None:
     assert all(config.roles[n] == "relay" for n in spec.nodes)
     assert spec.delay_s == pytest.approx(0.1) and spec.loss == 0.02
     assert spec.flap_period_s == 120 and spec.flap_stagger_s == 20
+    assert spec.record_ttl_s == 600                 # the runtime's default
     assert config.traffic.cross_site == 1.0 and config.whole_nodes
     explicit = parse_scenario({**SCENARIO, "uplink": [{"nodes": ["a1", "b2"],
-                                                       "down": [[10, 20]]}]})
+                                                       "down": [[10, 20]],
+                                                       "record_ttl_s": 120}]})
+    assert explicit.uplinks[0].record_ttl_s == 120
     assert explicit.uplinks[0].nodes == ("a1", "b2")
     assert explicit.uplinks[0].down == ((10.0, 20.0),)
 
@@ -161,6 +164,7 @@ def test_scenario_islands_and_uplinks() -> None:
     ({"loss": 1.0}, r"uplink\[0\].loss"),
     ({"delay_ms": -1}, r"uplink\[0\].delay_ms"),
     ({"grace_s": 0}, r"uplink\[0\].grace_s"),
+    ({"record_ttl_s": 5}, r"uplink\[0\].record_ttl_s"),
     ({"colour": "red"}, "unknown key"),
 ])
 def test_bad_uplinks_are_refused_with_their_path(uplink: dict[str, Any], message: str) -> None:
