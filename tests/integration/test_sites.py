@@ -276,11 +276,13 @@ def test_uplink_cut_holds_messages_and_delivers_each_once(two_relays: Sites) -> 
     lost = [t for t, at in got.items() if not at]
     extra = {t: len(at) for t, at in got.items() if len(at) > 1 or t not in texts}
     held = sorted(at[0] - back_wall for at in got.values() if at and at[0] >= back_wall)
+    uplink = _uplink(bed.node(relay_b))  # when B's relay saw its uplink up again
     print(f"\nuplink of island B cut {CUT_S:.0f} s, {CUT_MESSAGES} MESSAGEs b0 -> a0: "
           f"{during} arrived during the cut, {len(held)} after it, lost {len(lost)}, "
           f"duplicated {len(extra)}; held ones arrived {held[0] if held else 0:.2f}-"
           f"{held[-1] if held else 0:.2f} s after the uplink returned "
-          f"(median {held[len(held) // 2] if held else 0:.2f} s)")
+          f"(median {held[len(held) // 2] if held else 0:.2f} s); B's relay: uplink "
+          f"{uplink['state']} at +{float(uplink['since']) - back_wall:.2f} s")
     print("  held, s after the uplink returned: " + " ".join(f"{h:.2f}" for h in held))
     assert not lost, f"lost {lost}\n{bed.describe()}"
     assert not extra, f"duplicated {extra}"
