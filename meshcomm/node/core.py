@@ -124,6 +124,7 @@ class Flow(Enum):
     DHT_RECORD = "dht_record"                # the bridge's JournalRecord: uplink up -> sf
     DHT_NEWS = "dht_news"                    # RemoteChanged -> tunnel, then the edge
     UPLINK_RECORD = "uplink_record"          # the uplink mesh's JournalRecord -> tunnel
+    MEDIA_FROM_UPLINK = "media_from_uplink"  # the uplink mesh's MediaReceived -> tunnel
     TO_EDGE = "to_edge"                      # out through next_event
 
 
@@ -143,6 +144,7 @@ ROUTE_OF: dict[tuple[Part, type], Flow] = {
     (Part.DHT, JournalRecord): Flow.DHT_RECORD,
     (Part.DHT, RemoteChanged): Flow.DHT_NEWS,
     (Part.UPLINK, JournalRecord): Flow.UPLINK_RECORD,
+    (Part.UPLINK, MediaReceived): Flow.MEDIA_FROM_UPLINK,
     (Part.STORE_FORWARD, SfRemoteTry): Flow.SF_REMOTE_TRY,
 }
 #: Unicasts delivered to this node, by application kind.
@@ -159,7 +161,7 @@ UNICAST_FLOWS: dict[int, Flow] = {
 NEEDS_PART: dict[Flow, frozenset[Part]] = {
     Flow.SIP_FROM_MESH: frozenset({Part.GATEWAY}),
     Flow.SF_FROM_MESH: frozenset({Part.STORE_FORWARD}),
-    Flow.MEDIA_FROM_MESH: frozenset({Part.MEDIA}),
+    Flow.MEDIA_FROM_MESH: frozenset({Part.MEDIA, Part.TUNNEL}),
     Flow.SF_DELIVER: frozenset({Part.GATEWAY}),
     Flow.SF_HOLD_RESULT: frozenset({Part.GATEWAY}),
     Flow.OVERLAY_RECORD: frozenset({Part.STORE_FORWARD, Part.DHT}),
@@ -172,6 +174,7 @@ NEEDS_PART: dict[Flow, frozenset[Part]] = {
     Flow.DHT_RECORD: frozenset({Part.STORE_FORWARD}),
     Flow.DHT_NEWS: frozenset({Part.TUNNEL}),
     Flow.UPLINK_RECORD: frozenset({Part.TUNNEL}),
+    Flow.MEDIA_FROM_UPLINK: frozenset({Part.TUNNEL}),
 }
 
 _Route = Callable[[Any, float], bool]
@@ -264,6 +267,7 @@ class NodeCore:
             Flow.DHT_RECORD: self._dht_record,
             Flow.DHT_NEWS: self._dht_news,
             Flow.UPLINK_RECORD: self._uplink_record,
+            Flow.MEDIA_FROM_UPLINK: self._media_from_uplink,
             Flow.TO_EDGE: self._to_edge,
         }
         for flow, parts in NEEDS_PART.items():
@@ -489,7 +493,12 @@ class NodeCore:
         return True
 
     def _media_from_mesh(self, event: MediaReceived, now: float) -> bool:
-        assert self.relay is not None
+        if self.tunnel is not None and self.tunnel.claims(event.stream):
+            self.tunnel.on_media_frame(event, False, now)     # a media item's leg
+            return True
+        if self.relay is None:
+            self._events.append(event)
+            return False
         packet = self.relay.from_mesh(event.origin, event.stream, event.payload, now)
         if packet is not None:
             self._events.append(packet)
@@ -572,6 +581,14 @@ class NodeCore:
         assert self.tunnel is not None
         self.tunnel.on_remote_changed(news, now)
         self._events.append(news)
+        return False
+
+    def _media_from_uplink(self, event: MediaReceived, now: float) -> bool:
+        assert self.tunnel is not None
+        if self.tunnel.claims(event.stream):
+            self.tunnel.on_media_frame(event, True, now)
+            return True
+        self._events.append(event)
         return False
 
     def _uplink_record(self, record: JournalRecord, now: float) -> bool:

@@ -72,7 +72,7 @@ from meshcomm.node.tunnel_wire import (
     seal_item,
 )
 from meshcomm.overlay.forwarding import UnicastReceived
-from meshcomm.overlay.media import MediaReceived
+from meshcomm.overlay.media import MAX_MEDIA_PAYLOAD_BYTES, MediaReceived
 from meshcomm.overlay.ratelimit import TokenBuckets
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import NodeId
@@ -128,6 +128,14 @@ class TunnelCounter(StrEnum):
 
 #: Claims an island relay may be picked from (not those in conflict or contested).
 ROUTABLE_STATES = frozenset({BindingState.VERIFIED, BindingState.UNVERIFIED})
+#: Media items travel as media frames (per-hop ARQ without backoff, as voice wants) under
+#: these reserved stream ids, one per leg; a larger payload goes as a best-effort unicast.
+TUNNEL_OUT_STREAM = b"\xff\xffTUNOUT"
+TUNNEL_WAN_STREAM = b"\xff\xffTUNWAN"
+TUNNEL_IN_STREAM = b"\xff\xffTUN_IN"
+STREAM_KINDS = {TUNNEL_OUT_STREAM: AppKind.TUNNEL_OUT, TUNNEL_WAN_STREAM: AppKind.TUNNEL_WAN,
+                TUNNEL_IN_STREAM: AppKind.TUNNEL_IN}
+KIND_STREAMS = {kind: stream for stream, kind in STREAM_KINDS.items()}
 #: Answers after which a request may go to the upstream proxy (nothing known of the AoR).
 UPSTREAM_STATUSES = frozenset({ResolveStatus.NOT_FOUND, ResolveStatus.UPLINK_DOWN})
 #: Kinds carried through the tunnel as signed items (media travels as media items).
@@ -298,8 +306,8 @@ class Tunnel:
         if relay is None:
             self.counters[TunnelCounter.NO_RELAY] += 1
             return
-        self._unicast(self.node, relay, AppKind.TUNNEL_OUT,
-                      encode_tunnel_out(route.far_relays, item), now, media)
+        self._leg(self.node, relay, AppKind.TUNNEL_OUT,
+                  encode_tunnel_out(route.far_relays, item), now, media)
 
     def _to_far_relay(self, far_relays: tuple[NodeId, ...], item: Item, now: float) -> None:
         assert self.uplink is not None
@@ -310,8 +318,8 @@ class Tunnel:
             return
         self.counters[TunnelCounter.RELAYED_OUT] += 1
         self._in_use(item.dst, now)
-        self._unicast(self.uplink, far, AppKind.TUNNEL_WAN, encode_tunnel_wan(item), now,
-                      isinstance(item, MediaItem))
+        self._leg(self.uplink, far, AppKind.TUNNEL_WAN, encode_tunnel_wan(item), now,
+                  isinstance(item, MediaItem))
 
     def _in_use(self, dst: bytes, now: float) -> None:
         """Items go to remote node ``dst``: watch its AoR while they do."""
@@ -367,8 +375,16 @@ class Tunnel:
             self._deliver(item, far_relay, None, 0, now)
             return
         self.counters[TunnelCounter.RELAYED_IN] += 1
-        self._unicast(self.node, item.dst, AppKind.TUNNEL_IN,
-                      encode_tunnel_in(far_relay, item), now, isinstance(item, MediaItem))
+        self._leg(self.node, item.dst, AppKind.TUNNEL_IN, encode_tunnel_in(far_relay, item),
+                  now, isinstance(item, MediaItem))
+
+    def _leg(self, mesh: MeshNode, dst: bytes, kind: AppKind, body: bytes, now: float,
+             media: bool) -> None:
+        """One leg: a media item as a media frame when it fits, the rest as a unicast."""
+        if media and len(body) <= MAX_MEDIA_PAYLOAD_BYTES:
+            mesh.send_media(dst, KIND_STREAMS[kind], body, now)
+            return
+        self._unicast(mesh, dst, kind, body, now, media)
 
     def _unicast(self, mesh: MeshNode, dst: bytes, kind: int, body: bytes, now: float,
                  best_effort: bool) -> None:
@@ -417,6 +433,20 @@ class Tunnel:
             handler(event, now)
         except (DecodeError, ValueError):
             self.counters[TunnelCounter.DROP_MALFORMED] += 1
+
+    def claims(self, stream: bytes) -> bool:
+        """Whether a media frame of ``stream`` is a leg of a media item (not a call's)."""
+        return stream in STREAM_KINDS
+
+    def on_media_frame(self, frame: MediaReceived, from_uplink: bool, now: float) -> None:
+        """A media item's leg that came as a media frame (``claims(frame.stream)``); its
+        origin is as claimed (media items are authenticated end to end by the call)."""
+        kind = STREAM_KINDS[frame.stream]
+        if from_uplink != (kind is AppKind.TUNNEL_WAN):
+            self.counters[TunnelCounter.DROP_UNKNOWN_KIND] += 1
+            return
+        self.on_unicast(UnicastReceived(frame.origin, b"", kind, frame.payload, frame.hops, 0),
+                        from_uplink, now)
 
     def _on_out(self, event: UnicastReceived, now: float) -> None:
         far_relays, item = decode_tunnel_out_untrusted(event.body)

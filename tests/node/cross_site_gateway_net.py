@@ -25,8 +25,8 @@ WALL = 1.7e9
 
 class CrossSiteGatewayNet(Net):
     def __init__(self, n_nodes: int, *, media: MediaConfig | None = None,
-                 seed: int = 7) -> None:
-        super().__init__(n_nodes, media=media, seed=seed)
+                 seed: int = 7, loss: float = 0.0) -> None:
+        super().__init__(n_nodes, media=media, seed=seed, loss=loss)
         cut = n_nodes // 2
         self.cut.add(frozenset((cut - 1, cut)))
         self.relays = (cut - 1, cut)
