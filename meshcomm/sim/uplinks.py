@@ -40,6 +40,7 @@ from meshcomm.dht.model import DhtModel, ModelConfig
 from meshcomm.dht.port import DhtOp
 from meshcomm.dht.records import secret_for
 from meshcomm.dht.uplink import UplinkConfig
+from meshcomm.errors import ConfigError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.payloads import UplinkChanged
 from meshcomm.node.mesh import MeshNode, NodeSettings
@@ -197,10 +198,12 @@ class Wan:
         self.members: dict[str, _Member] = {}
         for wan, spec in enumerate(specs):
             for index, name in enumerate(spec.nodes):
+                if name in self.members:
+                    raise ConfigError("uplink", f"{name!r} is on two uplinks (or twice)")
                 self.members[name] = _Member(spec, index, wan,
                                              f"10.{wan % 256}.{index // 256}.{index % 256}"
                                              f":{SIM_UPLINK_PORT}")
-        first = specs[0]
+        first = specs[0]            # the DHT model's latency and loss: the first WAN's
         self.model = DhtModel(random.Random(f"meshcomm-sim-dht:{seed}"), ModelConfig(
             latency_s=2 * first.delay_s, jitter_s=first.delay_s / 2,
             loss=min(first.loss, 0.99)))

@@ -4,6 +4,7 @@ MESSAGEs through the real gateways, tunnels, bridges and uplink meshes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from typing import Any
@@ -14,7 +15,7 @@ from meshcomm.cli.main import main
 from meshcomm.dht.api import UPLINK_CAP
 from meshcomm.errors import ConfigError
 from meshcomm.sim.edge import SimStalled
-from meshcomm.sim.engine import SimConfig, Simulator
+from meshcomm.sim.engine import Action, ActionKind, SimConfig, Simulator
 from meshcomm.sim.scenario import parse_scenario
 from meshcomm.sim.topology import LinkSpec, hub, island_names, islands
 from meshcomm.sim.traffic import TrafficEvent, TrafficKind, TrafficPlan, TrafficRate
@@ -247,3 +248,23 @@ def test_three_islands_with_flapping_uplinks_deliver_every_message_exactly_once(
     assert uplinks["transitions"]["grace->down"] >= 6
     assert uplinks["resolution"]["answered"]["found"] >= 140
     assert uplinks["wan"][WanCounter.LINK_DOWN] > 0 and uplinks["wan"][WanCounter.LOST] > 0
+
+
+def test_an_uplinked_relay_killed_and_restarted_bridges_again() -> None:
+    """b0 is killed at 40 s (its DHT node dies with it in the model) and restarted at
+    50 s: a new bridge and uplink mesh come up and the MESSAGEs at 60..70 s cross."""
+    config = two_islands(messages_at=60.0, duration_s=130.0)
+    config.traffic = TrafficPlan(events=tuple(
+        e if e.src != "b0" else TrafficEvent(e.at_s, e.kind, "b1", e.dst)
+        for e in config.traffic.events))
+    config.actions = [Action(40.0, ActionKind.KILL, ("b0",)),
+                      Action(50.0, ActionKind.RESTART, ("b0",))]
+    sim = Simulator(config)
+    result = sim.run()
+    c = cross(result)
+    assert c["delivered_once"] == 20 and c["duplicates"] == 0, c
+    assert sim.boots("b0") == 2
+    assert result["uplinks"]["transitions"]["joining->up"] >= 3   # b0 up again
+    with pytest.raises(ConfigError, match="on two uplinks"):
+        Simulator(dataclasses.replace(config, uplinks=(UplinkSpec(("a0", "b0")),
+                                                       UplinkSpec(("b0", "a1")))))
