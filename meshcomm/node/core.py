@@ -47,7 +47,7 @@ from meshcomm.dht.bridge import BridgeEvent, DhtBridge
 from meshcomm.dht.port import DhtResult
 from meshcomm.errors import LocalProtocolError
 from meshcomm.journal.events import JournalRecord
-from meshcomm.journal.payloads import UplinkChanged
+from meshcomm.journal.payloads import RouteChanged, UplinkChanged
 from meshcomm.location.binding import Binding
 from meshcomm.location.freshness import FreshnessUpdates
 from meshcomm.media.packet import Channel
@@ -592,9 +592,14 @@ class NodeCore:
         return False
 
     def _uplink_record(self, record: JournalRecord, now: float) -> bool:
-        """Members' uplink addresses to the edge (UplinkPeers); the record goes on."""
+        """Members' uplink addresses to the edge (UplinkPeers); a route to a member (re)
+        appearing wakes the messages held for other islands; the record goes on."""
         assert self.tunnel is not None
         self.tunnel.on_uplink_record(record, now)
+        payload = record.payload
+        if (self.sf is not None and isinstance(payload, RouteChanged)
+                and payload.next_hop is not None):
+            self.sf.remote_reachable(now)
         self._events.append(record)
         return False
 

@@ -88,6 +88,7 @@ class SfCounter(StrEnum):
     PROBES_ANSWERED = "sf_probes_answered"
     PROBES_SENT = "sf_probes_sent"
     PROBES_URGENT = "sf_probes_urgent"
+    REMOTE_DEFERRED = "sf_remote_deferred"
     REMOTE_DELIVERED = "sf_remote_delivered"
     REMOTE_FAILED = "sf_remote_failed"
     REMOTE_TRIES = "sf_remote_tries"

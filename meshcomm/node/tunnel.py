@@ -511,13 +511,15 @@ class Tunnel:
         """Find the node of remote ``aor``; a :class:`ResolveDone` answers (perhaps at
         once)."""
         self.counters[TunnelCounter.RESOLVES] += 1
-        if self.dht is not None:
-            self._ask_bridge(aor, (b"", request_id), now)
-            return
         cached = self._answers.get(normalise_aor(aor))
         if cached is not None and cached[1] > now and self.route(cached[0], now) is not None:
+            # A relay too: while its DHT node is still finding peers again, the uplink
+            # mesh may already carry (the far island answers or the request is held).
             self.counters[TunnelCounter.RESOLVES_CACHED] += 1
             self._events.append(ResolveDone(request_id, cached[0], ResolveStatus.FOUND))
+            return
+        if self.dht is not None:
+            self._ask_bridge(aor, (b"", request_id), now)
             return
         relay = self._island_relay(None, now)
         if relay is None or len(self._asked) >= MAX_PENDING_RESOLVES:
@@ -594,12 +596,14 @@ class Tunnel:
         bindings, most recently issued first."""
         reachable = sorted((rb for rb in answer.bindings if rb.reachable),
                            key=lambda rb: -rb.binding.issued_at)
-        entries = []
+        entries: list[AnswerEntry] = []
         addrs: list[str] = []
         for rb in reachable[:MAX_ANSWER_BINDINGS]:
             relays = tuple(a.relay for a in rb.relays[:MAX_FAR_RELAYS])
             ttl = int(min(MAX_ANSWER_TTL_S, max(1.0, rb.expires_at - now)))
             self._note_route(answer.aor, rb.binding.node_id, relays, ttl, now)
+            if not entries:
+                self._remember_answer(answer.aor, NodeId(rb.binding.node_id), ttl, now)
             entries.append(AnswerEntry(NodeId(rb.binding.node_id), relays, ttl))
             addrs.extend(a for att in rb.relays for a in att.addrs)
         if addrs:
@@ -619,9 +623,12 @@ class Tunnel:
             self.learn(entry.node, entry.relays, entry.ttl_s, now, NodeId(event.origin))
         node = entries[0].node if entries and status is ResolveStatus.FOUND else None
         if node is not None and entries[0].relays:
-            key = normalise_aor(pending.aor)
-            self._answers[key] = (node, now + min(entries[0].ttl_s, ANSWER_CACHE_S))
-            self._answers.move_to_end(key)
-            while len(self._answers) > MAX_REMOTE_ROUTES:
-                self._answers.popitem(last=False)
+            self._remember_answer(pending.aor, node, entries[0].ttl_s, now)
         self._events.append(ResolveDone(pending.request_id, node, status))
+
+    def _remember_answer(self, aor: str, node: NodeId, ttl_s: float, now: float) -> None:
+        key = normalise_aor(aor)
+        self._answers[key] = (node, now + min(ttl_s, ANSWER_CACHE_S))
+        self._answers.move_to_end(key)
+        while len(self._answers) > MAX_REMOTE_ROUTES:
+            self._answers.popitem(last=False)

@@ -28,8 +28,9 @@ What OpenDHT does with our operations, and what this edge adds:
   batches), a get stops after :data:`MAX_VALUES_PER_GET` values, and a listen holds at most
   :data:`MAX_LISTEN_BACKLOG` values waiting for the loop; what is dropped is counted
   (:class:`DhtPortCounter`).
-* Health: every ``peers_interval_s`` a ``DhtPeers`` sample: the distinct nodes that answered
-  a probe lookup (a get of a random key), IPv4 and IPv6 (:meth:`OpenDhtPort.sample_peers`).
+* Health: every ``peers_interval_s`` (``peers_interval_down_s`` while the last found none)
+  a ``DhtPeers`` sample: the distinct nodes that answered a probe lookup (a get of a random
+  key, ``probe_timeout_s`` at most), IPv4 and IPv6 (:meth:`OpenDhtPort.sample_peers`).
 * Peer discovery: with no bootstrap node configured, OpenDHT's local peer discovery
   (multicast on the local segment) finds the other nodes of the same ``network`` id, so two
   vehicles on one LTE router need no set-up.
@@ -102,6 +103,8 @@ MAX_BOOTSTRAP_NODES: Final = 16
 DEFAULT_GET_TIMEOUT_S: Final = 10.0
 DEFAULT_PUT_TIMEOUT_S: Final = 10.0
 DEFAULT_PEERS_INTERVAL_S: Final = 5.0
+DEFAULT_PEERS_INTERVAL_DOWN_S: Final = 1.0
+DEFAULT_PROBE_TIMEOUT_S: Final = 3.0
 #: How long a cancelled listen's callback object is kept referenced, seconds.
 RETIRED_CALLBACK_S: Final = 60.0
 #: ... and at most this many of them (listens cancelled within RETIRED_CALLBACK_S).
@@ -167,6 +170,11 @@ class PortSettings:
     put_timeout_s: float = DEFAULT_PUT_TIMEOUT_S
     #: DhtPeers sample period; None: no samples (benchmarks).
     peers_interval_s: float | None = DEFAULT_PEERS_INTERVAL_S
+    #: ... while the last sample found no peer (an uplink coming back is noticed within
+    #: about this, plus the uplink's stable period)...
+    peers_interval_down_s: float = DEFAULT_PEERS_INTERVAL_DOWN_S
+    #: ... and a probe not answered within this counts as no peer.
+    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
     #: None: on when no bootstrap node is given.
     peer_discovery: bool | None = None
     #: The node's 20-byte id (a bootstrap node keeps its id across restarts); None: random.
@@ -341,7 +349,7 @@ class OpenDhtPort:
         if self._closed or self._probe is not None:
             return
         probe = self._probe = _Op(0, _Kind.GET, None)
-        probe.timer = self._loop.call_later(self.settings.get_timeout_s, self._probe_done,
+        probe.timer = self._loop.call_later(self.settings.probe_timeout_s, self._probe_done,
                                             probe, False, ())
 
         def on_done(ok: bool, nodes: Any) -> None:
@@ -534,7 +542,10 @@ class OpenDhtPort:
     def _sample(self) -> None:
         if self._closed or self.settings.peers_interval_s is None:
             return
-        self._peer_timer = self._loop.call_later(self.settings.peers_interval_s, self._sample)
+        interval = self.settings.peers_interval_s
+        if not self._peers.good:
+            interval = min(interval, self.settings.peers_interval_down_s)
+        self._peer_timer = self._loop.call_later(interval, self._sample)
         self.sample_peers()
 
     def _probe_done(self, probe: _Op, ok: bool, addrs: Sequence[bytes | str]) -> None:
