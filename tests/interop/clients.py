@@ -24,6 +24,16 @@ SIPP_TIMEOUT_S: Final = 60.0
 DOMAIN: Final = "incident.local"
 
 
+def wait_or_kill(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """``proc``'s exit status, or -1 after killing it when it did not end in time."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return -1
+
+
 @dataclass
 class SippRun:
     """One SIPp process in a namespace; ``wait()`` gives its exit status (0: all passed)."""
@@ -34,12 +44,7 @@ class SippRun:
     stem: str
 
     def wait(self, timeout_s: float = SIPP_TIMEOUT_S) -> int:
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return -1
+        return wait_or_kill(self.proc, timeout_s)
 
     def text(self, suffix: str) -> str:
         path = self.log_dir / f"{self.stem}.{suffix}"

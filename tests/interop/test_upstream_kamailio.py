@@ -37,7 +37,7 @@ from typing import Any, Final
 import pytest
 
 from tests.envcheck import require_program, require_root
-from tests.interop.clients import DOMAIN, final_statuses, requests_with
+from tests.interop.clients import DOMAIN, final_statuses, requests_with, wait_or_kill
 from tools.testbed import Testbed, chain
 from tools.testbed.audio import write_test_signal
 from tools.testbed.baresip import BaresipClient
@@ -142,12 +142,7 @@ class Sipp:
     messages: Path
 
     def wait(self, timeout_s: float = SIPP_TIMEOUT_S) -> int:
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return -1
+        return wait_or_kill(self.proc, timeout_s)
 
     def describe(self) -> str:
         def tail(path: Path, chars: int) -> str:

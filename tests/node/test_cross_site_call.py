@@ -11,7 +11,6 @@ from meshcomm.media.relay import MediaConfig
 from meshcomm.node.tunnel import TunnelCounter
 from meshcomm.sip.sdp import make_offer
 from meshcomm.sip.ua_events import CallEnded, CallEstablished, IncomingCall
-from tests.media.helpers import rtp_packet
 from tests.node.cross_site_gateway_net import CrossSiteGatewayNet
 from tests.node.gateway_net import DOMAIN, of_kind, registered
 from tests.node.test_gateway_media import (
@@ -19,9 +18,9 @@ from tests.node.test_gateway_media import (
     ALICE_RTP,
     BOB_PORT,
     BOB_RTP,
-    PACKET_INTERVAL_S,
     _answer,
     _only_call,
+    exchange_rtp,
 )
 
 
@@ -41,13 +40,7 @@ def test_a_call_across_islands_carries_rtp_both_ways_and_ends_with_bye() -> None
     net.run_until(lambda: bool(of_kind(net.events(0, ALICE_PORT), CallEstablished)))
     call_id = _only_call(net, 0)
     assert _only_call(net, last) == call_id
-    sent_a = [rtp_packet(seq, 0xA11CE) for seq in range(500)]
-    sent_b = [rtp_packet(seq, 0xB0B, 880.0) for seq in range(500)]
-    for pa, pb in zip(sent_a, sent_b, strict=True):
-        assert net.client_media(0, call_id, pa)
-        assert net.client_media(last, call_id, pb)
-        net.run_for(PACKET_INTERVAL_S)
-    net.run_for(1.0)
+    sent_a, sent_b = exchange_rtp(net, call_id, 0, last)
     assert [p.data for p in net.stations[last].to_clients] == sent_a
     assert [p.data for p in net.stations[0].to_clients] == sent_b
     tunnel = net.stations[0].core.tunnel
@@ -85,13 +78,7 @@ def test_across_lossy_radios_a_calls_media_is_retransmitted_per_hop() -> None:
     net.run_until(lambda: bool(of_kind(net.events(0, ALICE_PORT), CallEstablished)),
                   timeout_s=60)
     call_id = _only_call(net, 0)
-    sent_a = [rtp_packet(seq, 0xA11CE) for seq in range(500)]
-    sent_b = [rtp_packet(seq, 0xB0B, 880.0) for seq in range(500)]
-    for pa, pb in zip(sent_a, sent_b, strict=True):
-        net.client_media(0, call_id, pa)
-        net.client_media(last, call_id, pb)
-        net.run_for(PACKET_INTERVAL_S)
-    net.run_for(1.0)
+    sent_a, sent_b = exchange_rtp(net, call_id, 0, last)
     got_b = {p.data for p in net.stations[last].to_clients}
     got_a = {p.data for p in net.stations[0].to_clients}
     share_b = len(got_b & set(sent_a)) / len(sent_a)

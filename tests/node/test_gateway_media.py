@@ -42,6 +42,20 @@ def _answer(ua: UserAgent, event: IncomingCall, port: int) -> None:
     ua.answer(event.call, result[0])
 
 
+def exchange_rtp(net: Net, call_id: str, caller: int, callee: int,
+                 packets: int = 500) -> tuple[list[bytes], list[bytes]]:
+    """Both clients send ``packets`` RTP packets, one every PACKET_INTERVAL_S (each must be
+    taken by its call's session), then the net runs 1 s more; what each side sent."""
+    sent_a = [rtp_packet(seq, 0xA11CE) for seq in range(packets)]
+    sent_b = [rtp_packet(seq, 0xB0B, 880.0) for seq in range(packets)]
+    for pa, pb in zip(sent_a, sent_b, strict=True):
+        assert net.client_media(caller, call_id, pa)
+        assert net.client_media(callee, call_id, pb)
+        net.run_for(PACKET_INTERVAL_S)
+    net.run_for(1.0)
+    return sent_a, sent_b
+
+
 def _only_call(net: Net, index: int) -> str:
     relay = net.stations[index].relay
     assert relay is not None
@@ -69,13 +83,7 @@ def test_call_over_two_hops_carries_rtp_both_ways_and_bye_releases_ports() -> No
     call_id = _only_call(net, 0)
     assert _only_call(net, last) == call_id
     assert net.stations[1].relay is not None and not net.stations[1].relay.sessions
-    sent_a = [rtp_packet(seq, 0xA11CE) for seq in range(500)]      # 10 s each way
-    sent_b = [rtp_packet(seq, 0xB0B, 880.0) for seq in range(500)]
-    for pa, pb in zip(sent_a, sent_b, strict=True):
-        assert net.client_media(0, call_id, pa)
-        assert net.client_media(last, call_id, pb)
-        net.run_for(PACKET_INTERVAL_S)
-    net.run_for(1.0)
+    sent_a, sent_b = exchange_rtp(net, call_id, 0, last)           # 10 s each way
     at_bob, at_alice = net.stations[last].to_clients, net.stations[0].to_clients
     assert [p.data for p in at_bob] == sent_a
     assert [p.data for p in at_alice] == sent_b
