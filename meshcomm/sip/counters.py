@@ -32,6 +32,8 @@ class SipDecodeReason(ReasonEnum):
     SDP_LIMIT = "sdp_limit"
     BAD_PIDF = "bad_pidf"
     PIDF_LIMIT = "pidf_limit"
+    #: an authentication scheme, algorithm or qop this side does not implement (digest)
+    UNSUPPORTED = "unsupported"
     #: a parser's reason text no member names
     OTHER = OTHER_REASON
 
@@ -53,6 +55,7 @@ class UaCounter(StrEnum):
     UNDECODABLE_SDP_LIMIT = "undecodable_sdp_limit"
     UNDECODABLE_BAD_PIDF = "undecodable_bad_pidf"
     UNDECODABLE_PIDF_LIMIT = "undecodable_pidf_limit"
+    UNDECODABLE_UNSUPPORTED = "undecodable_unsupported"
     UNDECODABLE_OTHER = "undecodable_other"
     ANSWERED_UNDECODABLE_400 = "answered_undecodable_400"
     ANSWERED_UNDECODABLE_413 = "answered_undecodable_413"
@@ -94,6 +97,7 @@ UNDECODABLE_COUNTERS: Final[Mapping[SipDecodeReason, UaCounter]] = {
     SipDecodeReason.SDP_LIMIT: UaCounter.UNDECODABLE_SDP_LIMIT,
     SipDecodeReason.BAD_PIDF: UaCounter.UNDECODABLE_BAD_PIDF,
     SipDecodeReason.PIDF_LIMIT: UaCounter.UNDECODABLE_PIDF_LIMIT,
+    SipDecodeReason.UNSUPPORTED: UaCounter.UNDECODABLE_UNSUPPORTED,
     SipDecodeReason.OTHER: UaCounter.UNDECODABLE_OTHER,
 }
 #: The counter of each status a refused request is answered with (salvage's statuses).

@@ -108,6 +108,7 @@ class GatewayCounter(StrEnum):
     DROPPED_SDP_LIMIT = "dropped_sdp_limit"
     DROPPED_BAD_PIDF = "dropped_bad_pidf"
     DROPPED_PIDF_LIMIT = "dropped_pidf_limit"
+    DROPPED_UNSUPPORTED = "dropped_unsupported"
     DROPPED_OTHER = "dropped_other"
     SDP_REFUSED_MALFORMED = "sdp_refused_malformed"
     SDP_REFUSED_BAD_SDP = "sdp_refused_bad_sdp"
@@ -132,6 +133,7 @@ DROP_COUNTERS: Final[Mapping[SipDecodeReason, GatewayCounter]] = {
     SipDecodeReason.SDP_LIMIT: GatewayCounter.DROPPED_SDP_LIMIT,
     SipDecodeReason.BAD_PIDF: GatewayCounter.DROPPED_BAD_PIDF,
     SipDecodeReason.PIDF_LIMIT: GatewayCounter.DROPPED_PIDF_LIMIT,
+    SipDecodeReason.UNSUPPORTED: GatewayCounter.DROPPED_UNSUPPORTED,
     SipDecodeReason.OTHER: GatewayCounter.DROPPED_OTHER,
 }
 
