@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from meshcomm.dht.records import MAX_CONFIGURED_SECRET_BYTES, MIN_CONFIGURED_SEC
 from meshcomm.errors import ConfigError
 from meshcomm.runtime.uplink_addr import UplinkAddresses, uplink_addresses
 from meshcomm.runtime.uplink_transport import transport_peer
+from meshcomm.security.keystore import read_secret_file as keystore_secret
 from radios import Impairment, parse_impairment
 
 log = logging.getLogger(__name__)
@@ -103,23 +103,9 @@ class UplinkPlan:
 
 
 def read_secret_file(path: Path) -> bytes:
-    """The incident secret in ``path`` (surrounding whitespace stripped); ConfigError
-    naming ``uplink.secret_file`` when it cannot be read or has a bad length. Never logs
-    the secret."""
-    try:
-        info = path.stat()
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError("uplink.secret_file",
-                          f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("uplink.secret_file %s is readable by others (chmod 600 it)", path)
-    secret = raw.strip()
-    if not MIN_CONFIGURED_SECRET_BYTES <= len(secret) <= MAX_CONFIGURED_SECRET_BYTES:
-        raise ConfigError("uplink.secret_file", f"{str(path)!r} must hold "
-                          f"{MIN_CONFIGURED_SECRET_BYTES}..{MAX_CONFIGURED_SECRET_BYTES} "
-                          f"bytes (it holds {len(secret)})")
-    return secret
+    """The incident secret in ``path`` (see keystore.read_secret_file)."""
+    return keystore_secret(path, "uplink.secret_file", MIN_CONFIGURED_SECRET_BYTES,
+                           MAX_CONFIGURED_SECRET_BYTES)
 
 
 def uplink_settings(cfg: NodeConfig, args: argparse.Namespace | None = None) -> UplinkPlan | None:

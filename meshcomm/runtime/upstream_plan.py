@@ -15,7 +15,6 @@ import asyncio
 import ipaddress
 import logging
 import socket
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -24,6 +23,7 @@ from meshcomm.config import NodeConfig, Role, parse_host_port, parse_registrar
 from meshcomm.errors import ConfigError
 from meshcomm.node.gateway.types import Address
 from meshcomm.node.upstream import UpstreamConfig
+from meshcomm.security.keystore import read_secret_file
 from meshcomm.sip.digest import Secret
 
 log = logging.getLogger(__name__)
@@ -46,18 +46,7 @@ class UpstreamPlan:
 def read_password_file(path: Path) -> str:
     """The password in ``path`` (surrounding whitespace stripped); ConfigError naming
     ``upstream.password_file`` when it cannot be read or is empty or too long."""
-    try:
-        info = path.stat()
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError("upstream.password_file",
-                          f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("upstream.password_file %s is readable by others (chmod 600 it)", path)
-    password = raw.strip()
-    if not 1 <= len(password) <= MAX_PASSWORD_BYTES:
-        raise ConfigError("upstream.password_file", f"{str(path)!r} must hold a password of "
-                          f"1..{MAX_PASSWORD_BYTES} bytes")
+    password = read_secret_file(path, "upstream.password_file", 1, MAX_PASSWORD_BYTES)
     try:
         return password.decode()
     except UnicodeDecodeError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import stat
 import string
 import time
 from pathlib import Path
@@ -171,3 +172,21 @@ def load_credential_bytes(data_dir: Path) -> bytes | None:
                     "enroll the device again", path)
         return None
     return data
+
+
+def read_secret_file(path: Path, key: str, min_bytes: int, max_bytes: int) -> bytes:
+    """The secret in ``path``, surrounding whitespace stripped. ConfigError naming the
+    config ``key`` when the file cannot be read or the secret is not ``min_bytes`` ..
+    ``max_bytes`` long; a file others may read is warned about (the secret never logged)."""
+    try:
+        info = path.stat()
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("%s %s is readable by others (chmod 600 it)", key, path)
+    secret = raw.strip()
+    if not min_bytes <= len(secret) <= max_bytes:
+        raise ConfigError(key, f"{str(path)!r} must hold {min_bytes}..{max_bytes} bytes "
+                               f"(it holds {len(secret)})")
+    return secret
