@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-CORE_PACKAGES = ("overlay", "dht", "location", "sip", "media", "journal", "node", "wire",
+CORE_PACKAGES = ("overlay", "dht", "location", "sip", "media", "journal", "node", "wire", "export",
                  "security")
 FORBIDDEN_MODULES = frozenset(
     {"asyncio", "socket", "threading", "time", "select", "selectors", "subprocess", "sqlite3"}
