@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import socket
 import sys
@@ -38,6 +39,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Exit status for a bad configuration (argparse uses 2 for usage errors as well).
 EXIT_CONFIG = 2
+#: The test option --wall-clock-skew stays within this (a day: bindings issued further
+#: ahead are refused by the mesh anyway).
+MAX_WALL_CLOCK_SKEW_S = 86400.0
 EXIT_STARTUP = 1
 EXIT_INTERRUPTED = 130
 
@@ -67,6 +71,9 @@ def _add_node_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--impair", metavar="SPEC",
                         help="user-space impairment of received frames, e.g. loss=0.1 "
                              "(tests and drills only)")
+    # Tests of the after-action export: a node whose wall clock is wrong by this much.
+    parser.add_argument("--wall-clock-skew", metavar="SECONDS", type=float, default=0.0,
+                        dest="wall_clock_skew_s", help=argparse.SUPPRESS)
     parser.add_argument("--shutdown-grace", metavar="SECONDS", type=float,
                         default=DEFAULT_SHUTDOWN_GRACE_S, dest="shutdown_grace_s",
                         help="keep running this long after de-registering (default "
@@ -152,10 +159,16 @@ def run_handset(args: argparse.Namespace) -> int:
     except UplinkAddressError as exc:
         print(f"{command}: {exc}", file=sys.stderr)
         return EXIT_STARTUP
+    skew = args.wall_clock_skew_s
+    if not math.isfinite(skew) or abs(skew) > MAX_WALL_CLOCK_SKEW_S:
+        print(f"{command}: --wall-clock-skew must be within +/-{MAX_WALL_CLOCK_SKEW_S:.0f} s",
+              file=sys.stderr)
+        return EXIT_CONFIG
     options = NodeOptions(config=cfg, data_dir=resolve_data_dir(args, cfg),
                           radio_specs=tuple(args.radio) or cfg.radio.interfaces,
                           hostname=socket.gethostname(),
-                          shutdown_grace_s=max(0.0, args.shutdown_grace_s), uplink=uplink)
+                          shutdown_grace_s=max(0.0, args.shutdown_grace_s), uplink=uplink,
+                          wall_clock_skew_s=args.wall_clock_skew_s)
     try:
         return asyncio.run(run_node(options))
     except StartupError as exc:

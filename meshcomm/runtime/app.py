@@ -126,6 +126,10 @@ class NodeOptions:
     #: A relay's uplink (``meshcomm.cli.uplink_opts.uplink_settings``): it runs a DHT node
     #: there and the DHT bridge in its core; None: no uplink.
     uplink: UplinkPlan | None = None
+    #: Tests only (after-action clock estimation): the node's wall clock runs this far
+    #: from the system's, as a device with a wrong clock would (journal stamps, binding
+    #: issue times); its monotonic clock is untouched.
+    wall_clock_skew_s: float = 0.0
 
 
 @contextlib.contextmanager
@@ -331,9 +335,10 @@ async def _run_locked(options: NodeOptions,
         opened.callback(journal.close)
         loop = asyncio.get_running_loop()
         rng = random.Random(options.seed if options.seed is not None else secrets.randbits(64))
-        wall_offset_s = time.time() - time.monotonic()
+        wall_offset_s = time.time() - time.monotonic() + options.wall_clock_skew_s
         freshness, fresh_store = open_freshness(data_dir / FRESHNESS_FILE,
-                                                identity.public_key, time.time())
+                                                identity.public_key,
+                                                time.time() + options.wall_clock_skew_s)
         opened.callback(fresh_store.close)
         node = MeshNode(identity, mesh_settings(cfg, uplink=options.uplink is not None),
                         verifier=SignatureVerifier(), rng=rng,
