@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "meshcomm.cli.keys_cmd",
     "meshcomm.cli.config_cmd",
     "meshcomm.cli.journal_cmd",
+    "meshcomm.cli.export_cmd",
 )
 
 

@@ -32,6 +32,8 @@ class TimelineEvent:
     raw_wall_s: float
     corrected_s: float
     offset_known: bool
+    #: False: the device's journal failed verification and was kept (--allow-unverified)
+    verified: bool
     mono_s: float
     data: Mapping[str, object]
     #: the merge key (corrected time, never below the device's previous entry's)
@@ -40,12 +42,13 @@ class TimelineEvent:
     def as_json(self) -> dict[str, object]:
         return {"device": self.device, "seq": self.seq, "type": self.type,
                 "raw_wall_s": self.raw_wall_s, "corrected_s": self.corrected_s,
-                "offset_known": self.offset_known, "mono_s": self.mono_s,
+                "offset_known": self.offset_known, "verified": self.verified,
+                "mono_s": self.mono_s,
                 "data": dict(self.data)}
 
 
-def _placed(device: str, entries: Iterable[JournalEntry],
-            clocks: ClockEstimate | None) -> Iterator[tuple[float, str, int, TimelineEvent]]:
+def _placed(device: str, entries: Iterable[JournalEntry], clocks: ClockEstimate | None,
+            verified: bool) -> Iterator[tuple[float, str, int, TimelineEvent]]:
     offset = clocks.offsets.get(device) if clocks is not None else None
     shift = offset.offset_s if offset is not None else 0.0
     floor = float("-inf")
@@ -53,15 +56,17 @@ def _placed(device: str, entries: Iterable[JournalEntry],
         corrected = entry.wall_s - shift
         floor = max(floor, corrected)
         event = TimelineEvent(device, entry.seq, entry.type, entry.wall_s, corrected,
-                              offset is not None, entry.mono_s, entry.data, floor)
+                              offset is not None, verified, entry.mono_s, entry.data, floor)
         yield floor, device, entry.seq, event
 
 
 def merge(journals: Mapping[str, Iterable[JournalEntry]],
-          clocks: ClockEstimate | None = None) -> Iterator[TimelineEvent]:
+          clocks: ClockEstimate | None = None,
+          unverified: frozenset[str] = frozenset()) -> Iterator[TimelineEvent]:
     """The entries of every device's journal (``device -> entries in seq order``) as one
-    timeline by corrected time (see the module docstring)."""
-    streams = [_placed(device, entries, clocks) for device, entries in sorted(
-        journals.items())]
+    timeline by corrected time (see the module docstring); devices in ``unverified`` are
+    marked so on each of their events."""
+    streams = [_placed(device, entries, clocks, device not in unverified)
+               for device, entries in sorted(journals.items())]
     for _key, _device, _seq, event in heapq.merge(*streams):
         yield event
