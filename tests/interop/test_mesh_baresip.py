@@ -127,3 +127,19 @@ def test_the_correlation_check_can_fail() -> None:
     assert match(bob, alice[:8000]).correlation < MIN_CORRELATION / 2
     shifted = alice[800:4800] + alice[6000:10000]  # two blocks, one frame-aligned gap
     assert match(alice, shifted).correlation > 0.99
+
+
+def test_a_frame_lost_inside_a_block_costs_only_that_frame() -> None:
+    """Frames lost in the middle of blocks (a late packet concealed) shift the rest of the
+    recording; the check aligns such a block in halves, so five losses in ten seconds do
+    not read as bad audio, while a recording of the wrong signal still does."""
+    alice, bob = tone_glides(ALICE_SEED, 12.0), tone_glides(BOB_SEED, 12.0)
+    recording, at = [], 0
+    for lost_at in (6000, 22000, 38000, 54000, 70000):   # mid-block, 2 s apart
+        recording += alice[at:lost_at]
+        at = lost_at + 160                              # one 20 ms frame gone
+    recording += alice[at:88000]
+    got = match(alice, recording)
+    assert got.correlation > 0.97 and got.lag_changes == 5
+    mixed = recording[:40000] + bob[40000:88000]        # the second half is someone else
+    assert match(alice, mixed).correlation < MIN_CORRELATION

@@ -9,8 +9,9 @@ do not correlate with each other.
 (what the other end sent). Packet audio can lose or repeat whole frames, which shifts the
 rest of the recording by a frame; so the recording is cut into blocks, each block is aligned
 by cross-correlation (first around the previous block's lag, in whole-frame steps plus a few
-samples; if that does not fit, over the whole signal with an FFT), and the pooled
-correlation of all aligned blocks is reported. No numpy: a radix-2 FFT in Python is fast
+samples; if that does not fit, over the whole signal with an FFT; a block that still fits
+poorly, a frame lost or repeated inside it, is aligned again in halves), and the pooled
+correlation of all aligned pieces is reported. No numpy: a radix-2 FFT in Python is fast
 enough for the first alignment, and the per-block search is a handful of dot products.
 """
 
@@ -203,17 +204,25 @@ def match(sent: list[int], received: list[int], rate_hz: int = SAMPLE_RATE_HZ) -
             lag, corr = _local_lag(block, sent, max(0, offset + index * size))
         if corr < LOCAL_FIT:
             lag = best_lag_fft(block, sent)
-        if offset is None:
-            first_lag = lag - index * size
-        elif lag - index * size != offset:
-            changes += 1
-        offset = lag - index * size
-        ref = sent[lag:lag + size]
-        if len(ref) < size:
-            continue
-        num += _dot(block, ref)
-        den_a += _dot(block, block)
-        den_b += _dot(ref, ref)
+        start = index * size
+        pieces = [(start, block, lag)]
+        if pearson(block, sent[lag:lag + size]) < GOOD_FIT:
+            # A frame lost or repeated inside the block: align its halves one by one.
+            half = size // 2
+            pieces = [(start + at, part, _local_lag(part, sent, lag + at)[0])
+                      for at, part in ((0, block[:half]), (half, block[half:]))]
+        for piece_start, piece, piece_lag in pieces:
+            if offset is None:
+                first_lag = piece_lag - piece_start
+            elif piece_lag - piece_start != offset:
+                changes += 1
+            offset = piece_lag - piece_start
+            ref = sent[piece_lag:piece_lag + len(piece)]
+            if len(ref) < len(piece):
+                continue
+            num += _dot(piece, ref)
+            den_a += _dot(piece, piece)
+            den_b += _dot(ref, ref)
     correlation = num / math.sqrt(den_a * den_b) if den_a and den_b else 0.0
     return Match(correlation, len(blocks) - skipped, skipped, first_lag, changes,
                  len(received) / rate_hz)
