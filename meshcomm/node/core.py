@@ -53,6 +53,8 @@ from meshcomm.location.freshness import FreshnessUpdates
 from meshcomm.media.packet import Channel
 from meshcomm.media.relay import MediaCallEnded, MediaRelay, SdpPath
 from meshcomm.media.session import ClientPacket
+from meshcomm.node.collect import Collect, CollectConfig, CollectRows
+from meshcomm.node.collect_serve import JournalRead
 from meshcomm.node.gateway.core import GatewayEvent, SipGateway
 from meshcomm.node.gateway.counters import GatewayCounter
 from meshcomm.node.gateway.types import (
@@ -89,7 +91,7 @@ MAX_SETTLE_ROUNDS = 32
 
 #: What comes out of :meth:`NodeCore.next_event` for the edge.
 NodeEvent = (OverlayEvent | GatewayEvent | SfEvent | LocalDatagram | ClientPacket
-             | MediaCallEnded | BridgeEvent | TunnelEvent)
+             | MediaCallEnded | BridgeEvent | TunnelEvent | JournalRead | CollectRows)
 
 
 class Part(Enum):
@@ -103,6 +105,7 @@ class Part(Enum):
     UPLINK = "uplink"
     TUNNEL = "tunnel"
     UPSTREAM = "upstream"      # REGISTERs at the upstream registrar (its outputs: edge)
+    COLLECT = "collect"        # journal collection (its reads and rows: edge)
 
 
 class Flow(Enum):
@@ -125,6 +128,7 @@ class Flow(Enum):
     DHT_NEWS = "dht_news"                    # RemoteChanged -> tunnel, then the edge
     UPLINK_RECORD = "uplink_record"          # the uplink mesh's JournalRecord -> tunnel
     MEDIA_FROM_UPLINK = "media_from_uplink"  # the uplink mesh's MediaReceived -> tunnel
+    COLLECT_FROM_MESH = "collect_from_mesh"  # UnicastReceived(JOURNAL_*) -> collect
     TO_EDGE = "to_edge"                      # out through next_event
 
 
@@ -155,6 +159,8 @@ UNICAST_FLOWS: dict[int, Flow] = {
     AppKind.RESOLVED: Flow.TUNNEL_FROM_MESH,
     AppKind.TUNNEL_OUT: Flow.TUNNEL_FROM_MESH,
     AppKind.TUNNEL_IN: Flow.TUNNEL_FROM_MESH,
+    AppKind.JOURNAL_PULL: Flow.COLLECT_FROM_MESH,
+    AppKind.JOURNAL_CHUNK: Flow.COLLECT_FROM_MESH,
 }
 #: Flows whose target parts a node may not run: without any of them the item goes to the
 #: edge.
@@ -175,6 +181,7 @@ NEEDS_PART: dict[Flow, frozenset[Part]] = {
     Flow.DHT_NEWS: frozenset({Part.TUNNEL}),
     Flow.UPLINK_RECORD: frozenset({Part.TUNNEL}),
     Flow.MEDIA_FROM_UPLINK: frozenset({Part.TUNNEL}),
+    Flow.COLLECT_FROM_MESH: frozenset({Part.COLLECT}),
 }
 
 _Route = Callable[[Any, float], bool]
@@ -209,7 +216,8 @@ class NodeCore:
                  sf: StoreForward | None = None, media: MediaHooks | None = None,
                  dht: DhtBridge | None = None, uplink: MeshNode | None = None,
                  tunnel: Tunnel | None = None,
-                 upstream: UpstreamRegistrar | None = None) -> None:
+                 upstream: UpstreamRegistrar | None = None,
+                 collect: Collect | None = None) -> None:
         if sf is not None and gateway is not None and gateway.holder is not sf:
             raise LocalProtocolError("the store-and-forward core must be the gateway's holder")
         self.node = node
@@ -229,6 +237,8 @@ class NodeCore:
         #: item 5): its REGISTERs go to the edge as LocalDatagrams, its answers come back
         #: through receive_sip.
         self.upstream = upstream
+        #: Journal collection, both sides (meshcomm.node.collect).
+        self.collect = collect
         if gateway is not None:
             gateway.resolves_remote = tunnel is not None
         if tunnel is not None and gateway is not None:
@@ -241,12 +251,12 @@ class NodeCore:
         self._events: deque[NodeEvent] = deque()
         #: The parts with timers, in the order they fire when due at the same time.
         self._timed: list[_TimedPart] = [p for p in (node, gateway, sf, self.relay, dht,
-                                                     uplink, tunnel, upstream)
+                                                     uplink, tunnel, upstream, collect)
                                      if p is not None]
         self._present = {Part.OVERLAY} | {part for part, obj in (
             (Part.GATEWAY, gateway), (Part.STORE_FORWARD, sf), (Part.MEDIA, media),
             (Part.DHT, dht), (Part.UPLINK, uplink), (Part.TUNNEL, tunnel),
-            (Part.UPSTREAM, upstream))
+            (Part.UPSTREAM, upstream), (Part.COLLECT, collect))
             if obj is not None}
         #: A bare gossip node has nothing to route: its events pass straight through.
         self._bare = self._present == {Part.OVERLAY}
@@ -268,6 +278,7 @@ class NodeCore:
             Flow.DHT_NEWS: self._dht_news,
             Flow.UPLINK_RECORD: self._uplink_record,
             Flow.MEDIA_FROM_UPLINK: self._media_from_uplink,
+            Flow.COLLECT_FROM_MESH: self._collect_from_mesh,
             Flow.TO_EDGE: self._to_edge,
         }
         for flow, parts in NEEDS_PART.items():
@@ -388,6 +399,15 @@ class NodeCore:
         """Move queued work between the parts (after an input failed half-way)."""
         self._settle(now)
 
+    def collect_input(self, fn: Callable[[Collect], object], now: float) -> None:
+        """An input or command for the collection part (``fn(core.collect)``: start, rows
+        read by the edge, rows stored), then the parts settle."""
+        if self.collect is None:
+            raise LocalProtocolError("this node runs without journal collection")
+        self._clock(now)
+        fn(self.collect)
+        self._settle(now)
+
     # ------------------------------------------------------------ commands
     def register(self, aor: str, contacts: tuple[str, ...], now: float) -> Binding:
         binding = self.node.register(aor, contacts, now)
@@ -465,6 +485,9 @@ class NodeCore:
                     self._route(Part.UPSTREAM, dgram, now)
                 while (up_rec := self.upstream.next_event()) is not None:
                     self._route(Part.UPSTREAM, up_rec, now)
+            if self.collect is not None:
+                while (c_event := self.collect.next_event()) is not None:
+                    self._events.append(c_event)
             if not moved:
                 return
         log.debug("node core: parts still busy after %d rounds", MAX_SETTLE_ROUNDS)
@@ -485,6 +508,11 @@ class NodeCore:
     def _sip_from_mesh(self, event: UnicastReceived, now: float) -> bool:
         assert self.gateway is not None
         self.gateway.receive_mesh(event.origin, event.body, event.hops, now)
+        return True
+
+    def _collect_from_mesh(self, event: UnicastReceived, now: float) -> bool:
+        assert self.collect is not None
+        self.collect.on_unicast(event, now)
         return True
 
     def _sf_from_mesh(self, event: UnicastReceived, now: float) -> bool:
@@ -617,7 +645,8 @@ def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
             sf: StoreForward | None = None, relay: MediaRelay | None = None,
             holder: MessageHolder | None = None, dht: DhtBridge | None = None,
             uplink: MeshNode | None = None,
-            upstream: UpstreamConfig | None = None) -> NodeCore:
+            upstream: UpstreamConfig | None = None,
+            collect: CollectConfig | None = None) -> NodeCore:
     """Wire a whole node: the gateway (when ``gateway_config`` is given) gets ``sf`` as
     its holder (or ``holder``, a test's) and the relay's SDP hooks."""
     media = MediaHooks(relay, now) if relay is not None else None
@@ -636,7 +665,8 @@ def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
         if rng is None:
             raise LocalProtocolError("the upstream registration client needs an rng")
         registrar = UpstreamRegistrar(node.table, upstream, rng, now)
-    return NodeCore(node, gateway, sf, media, dht, uplink, tunnel, registrar)
+    collector = Collect(node, collect) if collect is not None else None
+    return NodeCore(node, gateway, sf, media, dht, uplink, tunnel, registrar, collector)
 
 
 def _conforms(core: NodeCore, node: MeshNode) -> tuple[SansIOCore, SansIOCore]:

@@ -14,3 +14,5 @@ class AppKind(IntEnum):
     TUNNEL_OUT = 6       # an item for another island, to an uplinked relay of ours
     TUNNEL_WAN = 7       # an item between relays, over the uplink mesh
     TUNNEL_IN = 8        # an item from another island, from the relay it came through
+    JOURNAL_PULL = 9     # a collector asks a device for journal rows (node.collect_wire)
+    JOURNAL_CHUNK = 10   # ... and the device answers with a chunk of them

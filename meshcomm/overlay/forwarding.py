@@ -84,6 +84,12 @@ class Forwarder:
         self._reassembly: dict[tuple[bytes, bytes], _Reassembly] = {}
         self._message_no = 0
 
+    @property
+    def awaiting_ack(self) -> int:
+        """Unicast envelopes sent by this hop and not acknowledged yet: the node's backlog
+        (bulk traffic such as journal collection waits while it is high)."""
+        return len(self._awaiting_ack)
+
     def send(self, dst: NodeId, kind: int, body: bytes, now: float, *,
              best_effort: bool = False) -> bytes:
         """Originate a unicast message; returns the digest of its (first) envelope.
