@@ -46,6 +46,7 @@ class JournalEventType(StrEnum):
     SF_DELIVERED = "sf.delivered"    # a held message reached its destination's client
     SF_RECEIPT = "sf.receipt"        # a signed delivery receipt was accepted
     CHECKPOINT = "journal.checkpoint"
+    WITNESSED = "journal.witnessed"  # another node's signed checkpoint was heard and checked
     UPLINK_CHANGED = "uplink.changed"    # the DHT uplink went up, into grace, or down
     DHT_DROPPED = "dht.dropped"          # a value read from the DHT failed decode/verification
     DHT_REMOTE = "dht.remote"            # a binding learned from the DHT changed reachability

@@ -84,9 +84,14 @@ class JournalPayload:
         values = layout.values(self)
         if layout.plain:
             return dict(zip(layout.keys, values, strict=True))
-        return {key: list(value) if type(value) is tuple else value
+        return {key: _listed(value) if type(value) is tuple else value
                 for key, value, omit in zip(layout.keys, values, layout.omit_none, strict=True)
                 if value is not None or not omit}
+
+
+def _listed(value: tuple[object, ...]) -> list[object]:
+    """A tuple (of tuples) as lists, as msgpack reads it back (SIP headers are pairs)."""
+    return [_listed(item) if type(item) is tuple else item for item in value]
 
 
 # ---------------------------------------------------------------- node
@@ -202,7 +207,16 @@ class BindingRejected(_BindingRef):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SipMessageSeen(JournalPayload):
     """A SIP message the gateway received, relayed or generated (body as SHA-256 unless
-    kept)."""
+    kept).
+
+    ``start`` (the start line), ``headers`` ((name, value) pairs in message order, as the
+    gateway received or sent them: canonical names, Content-Length included) and the body
+    rebuild the message (``start CRLF name: value CRLF ... CRLF body``). A header set too
+    large for one journal entry keeps its first headers and counts the rest in
+    ``headers_truncated``. ``env``: hex id of the overlay envelope that carried it across
+    the mesh (to-mesh / from-mesh; the same on both nodes). The gateway always sets
+    ``start`` and ``headers``; they are optional only for records built elsewhere.
+    """
 
     TYPE: ClassVar[J] = J.SIP_MESSAGE
     direction: str = field(metadata=_stored_as("dir"))     # Direction value
@@ -217,6 +231,12 @@ class SipMessageSeen(JournalPayload):
     body: bytes | None = field(default=None, metadata=OMITTED_IF_NONE)
     body_sha256: str | None = field(default=None, metadata=OMITTED_IF_NONE)
     note: str | None = field(default=None, metadata=OMITTED_IF_NONE)
+    start: str | None = field(default=None, metadata=OMITTED_IF_NONE)
+    headers: tuple[tuple[str, str], ...] | None = field(default=None,
+                                                       metadata=OMITTED_IF_NONE)
+    body_len: int | None = field(default=None, metadata=OMITTED_IF_NONE)   # bytes, if any
+    headers_truncated: int | None = field(default=None, metadata=OMITTED_IF_NONE)
+    env: str | None = field(default=None, metadata=OMITTED_IF_NONE)     # envelope id, hex
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -284,6 +304,19 @@ class JournalCheckpoint(JournalPayload):
     signature: bytes
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalWitnessed(JournalPayload):
+    """This node heard ``node``'s signed journal checkpoint (in a HELLO) and checked its
+    signature: ``node``'s journal had entry hash ``head`` at ``seq``. Journaled when the
+    head moved, at most once per interval per node (:mod:`meshcomm.overlay.witness`)."""
+
+    TYPE: ClassVar[J] = J.WITNESSED
+    node: str                      # full node id, hex
+    seq: int                       # the checkpoint's head_seq
+    head: str                      # its head_hash, hex (64 chars)
+    sig: str                       # its signature, hex, as the checkpoint entry stores it
+
+
 # ---------------------------------------------------------------- DHT bridge
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UplinkChanged(JournalPayload):
@@ -347,5 +380,5 @@ PAYLOAD_CLASSES: Final[Mapping[J, tuple[type[JournalPayload], ...]]] = _registry
     NodeStarted, NodeStopped, NodeFault, NeighbourUp, NeighbourDown, RouteChanged,
     EnvelopeDropped, BindingLearned, BindingUpdated, BindingExpired, BindingConflict,
     BindingRejected, SipMessageSeen, SipMessageDropped, SfHeld, SfCustody, SfDelivered,
-    SfReceipt, JournalCheckpoint, UplinkChanged, DhtValueDropped, RemoteBindingChanged,
-    UpstreamChanged)
+    SfReceipt, JournalCheckpoint, JournalWitnessed, UplinkChanged, DhtValueDropped,
+    RemoteBindingChanged, UpstreamChanged)

@@ -463,6 +463,9 @@ class NodeCore:
             while (event := node.next_event()) is not None:
                 moved = self._route(Part.OVERLAY, event, now) or moved
             if gateway is not None:
+                # Its sends first: a to-mesh record comes out with its envelope's id.
+                for item in gateway.to_send(now):
+                    moved = self._route(Part.GATEWAY, item, now) or moved
                 while (gw_event := gateway.next_event()) is not None:
                     moved = self._route(Part.GATEWAY, gw_event, now) or moved
             if sf is not None:
@@ -507,7 +510,7 @@ class NodeCore:
 
     def _sip_from_mesh(self, event: UnicastReceived, now: float) -> bool:
         assert self.gateway is not None
-        self.gateway.receive_mesh(event.origin, event.body, event.hops, now)
+        self.gateway.receive_mesh(event.origin, event.body, event.hops, now, event.env)
         return True
 
     def _collect_from_mesh(self, event: UnicastReceived, now: float) -> bool:
@@ -536,11 +539,14 @@ class NodeCore:
         if self.tunnel is not None and self.tunnel.send(item.dst, AppKind.SIP, item.body, now):
             return True                     # the node is in another island
         try:
-            self.node.send_unicast(item.dst, AppKind.SIP, item.body, now)
+            env = self.node.send_unicast(item.dst, AppKind.SIP, item.body, now)
         except LocalProtocolError as exc:
             assert self.gateway is not None
             self.gateway.counters[GatewayCounter.MESH_SEND_ERRORS] += 1
             log.warning("SIP message to %s not sent: %s", item.dst[:8].hex(), exc)
+            return True
+        if item.sent is not None:
+            item.sent.env = env             # the gateway's to-mesh record carries it
         return True
 
     def _sf_deliver(self, event: SfDeliver, now: float) -> bool:

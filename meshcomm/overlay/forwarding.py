@@ -57,6 +57,9 @@ class UnicastReceived:
     body: bytes
     hops: int
     seq: int
+    #: Id of the message's (first) envelope (``Envelope.digest``, what ``Forwarder.send``
+    #: returned to the origin): journals on both ends name the message by it.
+    env: bytes = b""
 
 
 @dataclass(slots=True)
@@ -75,6 +78,7 @@ class _Reassembly:
     count: int
     parts: dict[int, bytes]
     hops: int
+    first: bytes = b""              # digest of fragment 0 (the message's envelope id)
 
 
 class Forwarder:
@@ -195,7 +199,7 @@ class Forwarder:
                  frag: tuple[bytes, int, int] | None, hops: int, now: float) -> None:
         if frag is None:
             self.ctx.post_event(UnicastReceived(env.origin, env.origin_key, kind, body, hops,
-                                              env.seq))
+                                              env.seq, env.digest))
             return
         msg_id, index, count = frag
         key = (env.origin, msg_id)
@@ -208,11 +212,13 @@ class Forwarder:
             return
         slot.parts[index] = body
         slot.hops = max(slot.hops, hops)
+        if index == 0:
+            slot.first = env.digest
         if len(slot.parts) == count:
             del self._reassembly[key]
             whole = b"".join(slot.parts[i] for i in range(count))
             self.ctx.post_event(UnicastReceived(env.origin, env.origin_key, kind, whole,
-                                              slot.hops, env.seq))
+                                              slot.hops, env.seq, slot.first))
 
     def _expire_reassembly(self, now: float) -> None:
         for key, slot in list(self._reassembly.items()):

@@ -36,13 +36,15 @@ STORED_KEYS: dict[type[P.JournalPayload], tuple[str, ...]] = {
     P.BindingConflict: ("aor", "node", "seq"),
     P.BindingRejected: ("aor", "node", "seq", "reason", "via"),
     P.SipMessageSeen: ("dir", "method", "status", "call_id", "cseq", "from", "to", "peer",
-                       "hops", "body", "body_sha256", "note"),
+                       "hops", "body", "body_sha256", "note", "start", "headers", "body_len",
+                       "headers_truncated", "env"),
     P.SipMessageDropped: ("dir", "reason", "peer", "size", "hops"),
     P.SfHeld: ("msg_id", "from", "to", "origin", "state", "reason", "own"),
     P.SfCustody: ("msg_id", "from", "to", "origin", "taken", "holder"),
     P.SfDelivered: ("msg_id", "from", "to", "origin", "requesters"),
     P.SfReceipt: ("msg_id", "from", "to", "origin", "dest", "own", "delivered_wall_s"),
     P.JournalCheckpoint: (CHECKPOINT_HEAD_SEQ, CHECKPOINT_HEAD_HASH, CHECKPOINT_SIGNATURE),
+    P.JournalWitnessed: ("node", "seq", "head", "sig"),
     P.UplinkChanged: ("state", "previous", "peers", "suppressed"),
     P.DhtValueDropped: ("reason", "aor", "suppressed"),
     P.RemoteBindingChanged: ("aor", "node", "seq", "state", "relays"),
@@ -54,6 +56,7 @@ _SAMPLE_BY_TYPE: dict[str, object] = {
     "str": "x", "int": 3, "float": 1.5, "bool": True, "bytes": b"\x01\x02",
     "str | None": "y", "int | None": 4, "bytes | None": b"b", "bool | None": False,
     "tuple[str, ...]": ("a", "b"),
+    "tuple[tuple[str, str], ...] | None": (("To", "<sip:b@x>"), ("Content-Length", "0")),
 }
 
 

@@ -56,6 +56,7 @@ from meshcomm.node.gateway.counters import (
     SdpRefusal,
 )
 from meshcomm.node.gateway.parts import (
+    AwaitingEnvelope,
     Peer,
     ProxyTx,
     drop_record,
@@ -84,6 +85,7 @@ from meshcomm.node.gateway.types import (
     Address,
     CallEnder,
     Direction,
+    EnvelopeSlot,
     GatewayConfig,
     InboxEntry,
     LocalDatagram,
@@ -160,7 +162,7 @@ class SipGateway(ResponseRelay, Beyond):
         self.resolves_remote = False
         #: Transactions waiting for :meth:`resolved`, with the request to forward.
         self._resolving: dict[int, tuple[ProxyTx, SipRequest]] = {}
-        self._events: deque[GatewayEvent] = deque()
+        self._events: deque[GatewayEvent | AwaitingEnvelope] = deque()
         #: Our address for Via/Record-Route toward a client, never a wildcard (gateway.rfc).
         self.hosts = OwnHosts(config.local_host, config.local_port)
         self._undecodable = UndecodableAnswers(now)
@@ -192,11 +194,13 @@ class SipGateway(ResponseRelay, Beyond):
         self._input(data, src, now, 0)
         self._pump_builtin(now)
 
-    def receive_mesh(self, origin: bytes, body: bytes, hops: int, now: float) -> None:
-        """A SIP message from node ``origin``'s gateway (UnicastReceived, AppKind.SIP)."""
+    def receive_mesh(self, origin: bytes, body: bytes, hops: int, now: float,
+                     env: bytes = b"") -> None:
+        """A SIP message from node ``origin``'s gateway (UnicastReceived, AppKind.SIP);
+        ``env``: the id of the envelope that carried it (journaled with the message)."""
         self._now = max(self._now, now)
         self.registrar.learn_node(origin)
-        self._input(body, origin, now, hops)
+        self._input(body, origin, now, hops, env)
         self._pump_builtin(now)
 
     def to_send(self, now: float) -> list[Output]:
@@ -228,7 +232,11 @@ class SipGateway(ResponseRelay, Beyond):
         self._pump_builtin(now)
 
     def next_event(self) -> GatewayEvent | None:
-        return self._events.popleft() if self._events else None
+        """The next event; a to-mesh record gets the envelope id its send reported."""
+        if not self._events:
+            return None
+        event = self._events.popleft()
+        return event.record() if isinstance(event, AwaitingEnvelope) else event
 
     # ============================================================ commands
     def send_message(self, to_aor: str, text: str, now: float) -> int:
@@ -272,7 +280,7 @@ class SipGateway(ResponseRelay, Beyond):
                 "counters": dict(sorted(self.counters.items()))}
 
     # ============================================================ input
-    def _input(self, data: bytes, src: Peer, now: float, hops: int) -> None:
+    def _input(self, data: bytes, src: Peer, now: float, hops: int, env: bytes = b"") -> None:
         if len(data) > MAX_SIP_MESSAGE_BYTES:
             self._drop(SipDecodeReason.OVERSIZE, src, len(data), hops)
             self._answer_undecodable(data, None, src, now)          # 513
@@ -288,9 +296,9 @@ class SipGateway(ResponseRelay, Beyond):
             return
         try:
             if isinstance(message, SipResponse):
-                self._on_response(message, src, now, hops)
+                self._on_response(message, src, now, hops, env)
             else:
-                self._on_request(message, src, now, hops)
+                self._on_request(message, src, now, hops, env)
         except DecodeError as exc:                  # a header read on use was malformed
             self._drop(SipDecodeReason.of(exc.reason), src, len(data), hops)
             if isinstance(message, SipRequest):
@@ -311,21 +319,31 @@ class SipGateway(ResponseRelay, Beyond):
         self._events.append(drop_record(reason.value, src, size, hops))
 
     def _journal(self, direction: Direction, message: SipRequest | SipResponse, peer: Peer,
-                 hops: int = 0, note: str = "") -> None:
+                 hops: int = 0, note: str = "", env: bytes = b"") -> EnvelopeSlot | None:
+        """Journal ``message``; a to-mesh record waits for its envelope id in the slot
+        returned (the send's :class:`MeshSip` carries it)."""
         self.counters[DIRECTION_COUNTERS[direction]] += 1
-        self._events.append(journal_safe(sip_record(
+        record = journal_safe(sip_record(
             direction, message, peer, hops=hops, keep_body=self.config.keep_sip_bodies,
-            note=note)))
+            note=note, env=env or None))
+        if direction is not Direction.TO_MESH:
+            self._events.append(record)
+            return None
+        slot = EnvelopeSlot()
+        self._events.append(AwaitingEnvelope(record, slot))
+        return slot
 
     # ============================================================ requests
-    def _on_request(self, request: SipRequest, src: Peer, now: float, hops: int) -> None:
+    def _on_request(self, request: SipRequest, src: Peer, now: float, hops: int,
+                    env: bytes = b"") -> None:
         from_client = isinstance(src, tuple)
+        received = request                          # journaled as it came (Via unstamped)
         if isinstance(src, tuple):
             request = stamp_via(request, src)
             if self._shed(request, src, now):
                 return
         self._journal(Direction.FROM_CLIENT if from_client else Direction.FROM_MESH,
-                      request, src, hops)
+                      received, src, hops, env=env)
         if request.method == "ACK":
             self._on_ack(request, src)
             return
@@ -335,7 +353,7 @@ class SipGateway(ResponseRelay, Beyond):
         if existing is not None:                    # a retransmission (§17.2.3)
             self.counters[GatewayCounter.RETRANSMISSIONS_ABSORBED] += 1
             if existing.last_response is not None:
-                self._send(existing.upstream, existing.last_response)
+                self._resend(existing, existing.last_response)
             return
         if request.method == "CANCEL":
             self._on_cancel(request, src, now)
@@ -694,7 +712,7 @@ class SipGateway(ResponseRelay, Beyond):
             self._delivery_finished(tx, response.status, now)
             return
         self._delivery_finished(tx, response.status, now)
-        tx.last_response = response.serialize()
+        tx.last_response = response
         self._emit(response, tx.upstream, tx.hops)
 
     # ============================================================ answering
@@ -742,14 +760,24 @@ class SipGateway(ResponseRelay, Beyond):
     # ============================================================ output
     def _emit(self, message: SipRequest | SipResponse, dest: Address | bytes, hops: int) -> None:
         direction = Direction.TO_MESH if isinstance(dest, bytes) else Direction.TO_CLIENT
-        self._journal(direction, message, dest, hops)
-        self._send(dest, message.serialize())
+        slot = self._journal(direction, message, dest, hops)
+        self._send(dest, message.serialize(), slot)
 
-    def _send(self, dest: Peer, data: bytes) -> None:
+    def _resend(self, tx: ProxyTx, response: SipResponse) -> None:
+        """The final answer again, for a retransmitted request: a copy over the mesh is a
+        new envelope, journaled (the far node journals its receipt); a client's is not."""
+        if isinstance(tx.upstream, bytes):
+            slot = self._journal(Direction.TO_MESH, response, tx.upstream, tx.hops,
+                                 note="retransmission")
+            self._send(tx.upstream, response.serialize(), slot)
+            return
+        self._send(tx.upstream, response.serialize())
+
+    def _send(self, dest: Peer, data: bytes, slot: EnvelopeSlot | None = None) -> None:
         if dest is None:
             return
         if isinstance(dest, bytes):
-            self._out.append(MeshSip(dest, data))
+            self._out.append(MeshSip(dest, data, slot))
         else:
             self._out.append(LocalDatagram(data, dest))
 

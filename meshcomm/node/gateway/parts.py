@@ -3,10 +3,13 @@ local registrations and the journal record of a SIP message."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
+from typing import Final
 
 from meshcomm.deadlines import DeadlineHeap
+from meshcomm.journal.codec import MAX_CONTAINER_ITEMS, MAX_DATA_BYTES, normalize_data, pack
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.payloads import SipMessageDropped, SipMessageSeen
 from meshcomm.node.gateway.proxy_state import (
@@ -24,6 +27,7 @@ from meshcomm.node.gateway.types import (
     TCP_HOST_PREFIX,
     Address,
     Direction,
+    EnvelopeSlot,
     SdpDirection,
 )
 from meshcomm.sip.message import SipRequest, SipResponse
@@ -69,7 +73,7 @@ class ProxyTx:
     out_bytes: bytes = b""
     #: The status of the final answer sent upstream (set on entering COMPLETED).
     final_status: int | None = None
-    last_response: bytes | None = None
+    last_response: SipResponse | None = None
     #: :attr:`deadline` and :attr:`retransmit_at` (properties: setting one re-arms
     #: :attr:`timers`, the owning table's heap).
     _deadline: float | None = field(default=None, init=False)
@@ -183,11 +187,33 @@ def message_id(request: SipRequest) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()[:16]
 
 
+#: Room a SIP_MESSAGE record keeps below the journal's MAX_DATA_BYTES for the map's keys
+#: and the small fields it adds after the headers were sized (``headers_truncated``).
+SIP_RECORD_SLACK_BYTES: Final = 256
+#: Worst-case msgpack overhead of one [name, value] pair (array header + two str headers).
+_PAIR_OVERHEAD_BYTES: Final = 1 + 2 * 5
+
+
+def storable_text(text: str) -> str:
+    """``text`` as the journal stores it: each code point UTF-8 cannot carry (a byte the
+    parser kept with surrogateescape) becomes "?", as :func:`~meshcomm.journal.codec.
+    storable_data` does for the record's other fields; ASCII is returned as is."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def sip_record(direction: Direction, message: SipRequest | SipResponse, peer: Peer, *,
-               hops: int = 0, keep_body: bool = False, note: str = "") -> JournalRecord:
-    """The SIP_MESSAGE journal record of one message (body as SHA-256 unless kept)."""
+               hops: int = 0, keep_body: bool = False, note: str = "",
+               env: bytes | None = None) -> JournalRecord:
+    """The SIP_MESSAGE journal record of one message: start line and headers as on the
+    wire, body as SHA-256 unless kept, ``env`` the overlay envelope id (hex) when known.
+    Always within the journal's MAX_DATA_BYTES (see :func:`_fit_headers`)."""
     body = message.body or None
-    return JournalRecord.of(SipMessageSeen(
+    wire = message.serialize()
+    end = wire.find(b"\r\n")
+    start = wire[:end if end >= 0 else len(wire)].decode("utf-8", "replace")
+    payload = SipMessageSeen(
         direction=direction.value,
         method=message.method if isinstance(message, SipRequest) else message.cseq.method,
         status=None if isinstance(message, SipRequest) else message.status,
@@ -199,7 +225,63 @@ def sip_record(direction: Direction, message: SipRequest | SipResponse, peer: Pe
         hops=hops,
         body=body if keep_body else None,
         body_sha256=hashlib.sha256(body).hexdigest() if body and not keep_body else None,
-        note=note or None))
+        note=note or None,
+        start=start,
+        headers=message.headers,
+        body_len=len(body) if body else None,
+        env=env.hex() if env else None)
+    return JournalRecord.of(_fit_headers(payload, len(wire)))
+
+
+def _fit_headers(payload: SipMessageSeen, wire_bytes: int) -> SipMessageSeen:
+    """``payload`` with storable header text, cut to fit one journal entry: a kept body
+    that leaves no room for every header is stored as its SHA-256 instead (the headers say
+    more about what happened), then the first headers that fit are kept and the rest
+    counted in ``headers_truncated``. Cheap for an ordinary message (its size bounds the
+    record's)."""
+    headers = payload.headers or ()
+    rough = (wire_bytes + _PAIR_OVERHEAD_BYTES * len(headers) + len(payload.call_id)
+             + len(payload.from_aor) + len(payload.to_aor) + SIP_RECORD_SLACK_BYTES)
+    if (rough <= MAX_DATA_BYTES and len(headers) <= MAX_CONTAINER_ITEMS
+            and all(name.isascii() and value.isascii() for name, value in headers)):
+        return payload
+    headers = tuple((storable_text(n), storable_text(v)) for n, v in headers)
+    base = dataclasses.replace(payload, headers=(), call_id=storable_text(payload.call_id),
+                               from_aor=storable_text(payload.from_aor),
+                               to_aor=storable_text(payload.to_aor),
+                               start=storable_text(payload.start or ""))
+    sizes = [len(pack(list(pair))) for pair in headers[:MAX_CONTAINER_ITEMS]]
+    room = MAX_DATA_BYTES - SIP_RECORD_SLACK_BYTES - len(normalize_data(base.data())[1])
+    if base.body is not None and (sum(sizes) > room or len(sizes) < len(headers)):
+        body = base.body           # the headers say more about what happened than the text
+        base = dataclasses.replace(base, body=None,
+                                   body_sha256=hashlib.sha256(body).hexdigest())
+        room = MAX_DATA_BYTES - SIP_RECORD_SLACK_BYTES - len(normalize_data(base.data())[1])
+    kept: list[tuple[str, str]] = []
+    for pair, size in zip(headers, sizes, strict=False):
+        room -= size
+        if room < 0:
+            break
+        kept.append(pair)
+    cut = len(headers) - len(kept)
+    return dataclasses.replace(base, headers=tuple(kept), headers_truncated=cut or None)
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitingEnvelope:
+    """A to-mesh record whose envelope id the send writes into ``slot`` (the gateway's
+    event queue holds it until then; :meth:`record` is what comes out)."""
+
+    pending: JournalRecord
+    slot: EnvelopeSlot
+
+    def record(self) -> JournalRecord:
+        env = self.slot.env
+        payload = self.pending.payload
+        if not env or not isinstance(payload, SipMessageSeen):
+            return self.pending
+        return dataclasses.replace(self.pending, data={**self.pending.data, "env": env.hex()},
+                                   payload=dataclasses.replace(payload, env=env.hex()))
 
 
 def drop_record(reason: str, peer: Peer, size_bytes: int, hops: int = 0) -> JournalRecord:

@@ -33,6 +33,7 @@ from meshcomm.node.gateway.types import (
     MESH_HOST_SUFFIX,
     Address,
     Direction,
+    EnvelopeSlot,
     GatewayConfig,
 )
 from meshcomm.sip.build import build_ack_for_error, new_branch
@@ -61,7 +62,7 @@ class ResponseRelay(MessageCustody):
 
     # The gateway's own operations (SipGateway defines them).
     def _journal(self, direction: Direction, message: SipRequest | SipResponse, peer: Peer,
-                 hops: int = 0, note: str = "") -> None:
+                 hops: int = 0, note: str = "", env: bytes = b"") -> EnvelopeSlot | None:
         raise NotImplementedError
 
     def _emit(self, message: SipRequest | SipResponse, dest: Address | bytes, hops: int) -> None:
@@ -73,9 +74,10 @@ class ResponseRelay(MessageCustody):
     def _finish(self, tx: ProxyTx, response: SipResponse, now: float, event: TxIn) -> None:
         raise NotImplementedError
 
-    def _on_response(self, response: SipResponse, src: Peer, now: float, hops: int) -> None:
+    def _on_response(self, response: SipResponse, src: Peer, now: float, hops: int,
+                     env: bytes = b"") -> None:
         self._journal(Direction.FROM_CLIENT if isinstance(src, tuple) else Direction.FROM_MESH,
-                      response, src, hops)
+                      response, src, hops, env=env)
         via = response.top_via
         vias = response.header_values("Via")
         if not self._is_our_via(via) or len(vias) < 2:

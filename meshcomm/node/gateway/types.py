@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from meshcomm.errors import ConfigError, LocalProtocolError
@@ -68,12 +68,25 @@ class LocalDatagram:
     dest: Address
 
 
+class EnvelopeSlot:
+    """Where whoever sends a :class:`MeshSip` writes the id of the overlay envelope that
+    carries it (``MeshNode.send_unicast``'s return): the gateway's to-mesh journal record
+    of the message waits for it (it is stored with the record's ``env``)."""
+
+    __slots__ = ("env",)
+
+    def __init__(self) -> None:
+        self.env: bytes | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class MeshSip:
-    """A SIP message for the gateway of node ``dst`` (send with AppKind.SIP)."""
+    """A SIP message for the gateway of node ``dst`` (send with AppKind.SIP); ``sent``:
+    set when the gateway journaled it (write the envelope id there)."""
 
     dst: bytes
     body: bytes
+    sent: EnvelopeSlot | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,188 @@
+"""The gateway's ``sip.message`` journal records hold what an after-action record needs
+(issue 11): the start line and headers that rebuild the message, the body's length (and
+the body only where the profile keeps it), and the id of the overlay envelope that carried
+it across the mesh -- the same id on the sender's to-mesh and the receiver's from-mesh
+record. Every record fits one journal entry, however monstrous the message."""
+
+from __future__ import annotations
+
+import hashlib
+
+from meshcomm.journal.codec import MAX_CONTAINER_ITEMS, MAX_DATA_BYTES, normalize_data
+from meshcomm.node.gateway.parts import sip_record
+from meshcomm.node.gateway.rfc import journal_safe
+from meshcomm.node.gateway.types import Direction, GatewayConfig, MeshSip
+from meshcomm.sip.message import SipRequest, parse_message_untrusted
+from meshcomm.sip.ua_events import IncomingMessage, RequestSucceeded
+from meshcomm.sip.uri import parse_uri_untrusted
+from tests.node.gateway_net import DOMAIN, Net, of_kind, registered
+
+RAW = ("127.0.0.1", 6000)
+
+
+def _raw_message(body: bytes = b"water at sector 4", extra: bytes = b"") -> bytes:
+    head = (f"MESSAGE sip:bob@{DOMAIN} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKm1;rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=a1\r\n"
+            f"To: <sip:bob@{DOMAIN}>\r\nCall-ID: j1@x\r\nCSeq: 7 MESSAGE\r\n")
+    tail = f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + extra + tail.encode() + body
+
+
+def _rebuild(data: dict[str, object], body: bytes) -> bytes:
+    headers = data["headers"]
+    assert isinstance(headers, list)
+    lines = [str(data["start"]), *(f"{name}: {value}" for name, value in headers), "", ""]
+    return "\r\n".join(lines).encode() + body
+
+
+def test_start_line_and_headers_rebuild_the_message_body_as_hash_unless_kept() -> None:
+    raw = _raw_message()
+    message = parse_message_untrusted(raw)
+    hashed = sip_record(Direction.FROM_CLIENT, message, RAW).data
+    assert hashed["start"] == f"MESSAGE sip:bob@{DOMAIN} SIP/2.0"
+    assert hashed["headers"][:2] == [["Via", "SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKm1;rport"],
+                                     ["Max-Forwards", "70"]]
+    assert hashed["headers"][-1] == ["Content-Length", "17"]
+    assert hashed["body_len"] == 17 and "body" not in hashed
+    assert hashed["body_sha256"] == hashlib.sha256(b"water at sector 4").hexdigest()
+    assert "env" not in hashed and "headers_truncated" not in hashed
+    assert _rebuild(dict(hashed), b"water at sector 4") == raw
+    kept = sip_record(Direction.FROM_CLIENT, message, RAW, keep_body=True).data
+    assert kept["body"] == b"water at sector 4" and "body_sha256" not in kept
+    assert _rebuild(dict(kept), kept["body"]) == raw          # type: ignore[arg-type]
+    plain, _ = normalize_data(kept)
+    assert plain == kept                                       # stored as it is
+    empty = sip_record(Direction.FROM_CLIENT, parse_message_untrusted(_raw_message(b"")), RAW)
+    assert "body_len" not in empty.data and "body_sha256" not in empty.data
+
+
+def _monster(n_headers: int, value_len: int, body: bytes = b"") -> SipRequest:
+    headers = [("Via", "SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKbig"),
+               ("From", f"<sip:alice@{DOMAIN}>;tag=a1"), ("To", f"<sip:bob@{DOMAIN}>"),
+               ("Call-ID", "big@x"), ("CSeq", "1 MESSAGE")]
+    headers += [(f"X-H{i}", "v" * value_len) for i in range(n_headers)]
+    return SipRequest("MESSAGE", parse_uri_untrusted(f"sip:bob@{DOMAIN}"), tuple(headers), body)
+
+
+def _stored_size(data: object) -> int:
+    assert isinstance(data, dict)
+    return len(normalize_data(data)[1])
+
+
+def test_a_monstrous_header_set_is_cut_to_one_journal_entry_and_counted() -> None:
+    message = _monster(300, 400)                           # ~120 KB of headers
+    data = sip_record(Direction.FROM_MESH, message, b"\x01" * 32, env=b"\x0e" * 16).data
+    assert _stored_size(data) <= MAX_DATA_BYTES
+    headers = data["headers"]
+    assert isinstance(headers, list)
+    cut = data["headers_truncated"]
+    assert isinstance(cut, int) and cut > 0
+    assert len(headers) + cut == len(message.headers)
+    assert headers == [list(pair) for pair in message.headers[:len(headers)]]   # a prefix
+    assert data["env"] == "0e" * 16
+    assert _stored_size(data) > MAX_DATA_BYTES - 2_000      # cut no more than needed
+
+
+def test_more_headers_than_a_journal_list_holds_are_cut_too() -> None:
+    message = _monster(MAX_CONTAINER_ITEMS + 100, 1)
+    data = sip_record(Direction.FROM_CLIENT, message, RAW).data
+    headers = data["headers"]
+    assert isinstance(headers, list) and len(headers) <= MAX_CONTAINER_ITEMS
+    assert len(headers) + data["headers_truncated"] == len(message.headers)  # type: ignore[operator]
+    assert _stored_size(data) <= MAX_DATA_BYTES
+
+
+def test_a_kept_body_that_leaves_no_room_for_the_headers_is_stored_as_its_hash() -> None:
+    body = b"b" * 60_000
+    data = sip_record(Direction.TO_MESH, _monster(40, 150, body), b"\x01" * 32,
+                      keep_body=True).data
+    assert "body" not in data and data["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert data["body_len"] == len(body) and "headers_truncated" not in data
+    small = sip_record(Direction.TO_MESH, _monster(3, 30, b"short"), b"\x01" * 32,
+                       keep_body=True).data
+    assert small["body"] == b"short"
+
+
+def test_bytes_that_are_not_utf8_in_any_header_are_stored() -> None:
+    message = parse_message_untrusted(_raw_message(extra=b"X-Odd: caf\xe9 \xff\r\n"))
+    record = journal_safe(sip_record(Direction.FROM_CLIENT, message, RAW))
+    assert ["X-Odd", "caf? ?"] in record.data["headers"]      # type: ignore[operator]
+    assert _stored_size(record.data) <= MAX_DATA_BYTES
+    big = journal_safe(sip_record(Direction.FROM_CLIENT, _monster(300, 400), RAW))
+    assert _stored_size(big.data) <= MAX_DATA_BYTES
+
+
+def _records(net: Net, index: int, method: str) -> list[dict[str, object]]:
+    return [r for r in net.stations[index].sip_journal() if r.get("method") == method]
+
+
+def test_the_envelope_id_is_the_same_on_the_sending_and_the_receiving_node() -> None:
+    net = Net(4)
+    net.converge()
+    alice = registered(net, 0, 5070, "alice")
+    registered(net, 3, 5071, "bob")
+    net.run_until(lambda: bool(net.stations[0].node.table.lookup(f"sip:bob@{DOMAIN}")))
+    alice.message(f"sip:bob@{DOMAIN}", "water at sector 4")
+    net.run_until(lambda: bool(of_kind(net.events(0, 5070), RequestSucceeded)[1:]))
+    assert of_kind(net.events(3, 5071), IncomingMessage)
+    sent = [r for r in _records(net, 0, "MESSAGE") if r["dir"] == "to-mesh"]
+    got = [r for r in _records(net, 3, "MESSAGE") if r["dir"] == "from-mesh"]
+    assert len(sent) == 1 and len(got) == 1
+    assert isinstance(sent[0]["env"], str) and len(sent[0]["env"]) == 32
+    assert got[0]["env"] == sent[0]["env"]
+    assert got[0]["start"] == sent[0]["start"] == f"MESSAGE sip:bob@{DOMAIN} SIP/2.0"
+    assert got[0]["headers"] == sent[0]["headers"]          # the mesh changed nothing
+    answers_sent = [r for r in _records(net, 3, "MESSAGE") if r["dir"] == "to-mesh"]
+    answers_got = [r for r in _records(net, 0, "MESSAGE") if r["dir"] == "from-mesh"]
+    assert [r["status"] for r in answers_sent] == [200]
+    assert [r["env"] for r in answers_got] == [answers_sent[0]["env"]]
+    # every to-mesh record of every node names its envelope, and every from-mesh record
+    # names an envelope some node journaled sending: an export pairs them all.
+    envs = {str(r["env"]) for st in net.stations for r in st.sip_journal()
+            if r["dir"] == "to-mesh"}
+    for st in net.stations:
+        for r in st.sip_journal():
+            if r["dir"] == "from-mesh":
+                assert r["env"] in envs
+            if r["dir"] in ("to-client", "from-client", "originated"):
+                assert "env" not in r
+
+
+def test_a_fragmented_message_is_named_by_its_first_envelope() -> None:
+    net = Net(2)
+    net.converge()
+    alice = registered(net, 0, 5070, "alice")
+    registered(net, 1, 5071, "bob")
+    net.run_until(lambda: bool(net.stations[0].node.table.lookup(f"sip:bob@{DOMAIN}")))
+    alice.message(f"sip:bob@{DOMAIN}", "x" * 3_000)         # over one datagram
+    net.run_until(lambda: bool(of_kind(net.events(1, 5071), IncomingMessage)))
+    (sent,) = [r for r in _records(net, 0, "MESSAGE") if r["dir"] == "to-mesh"]
+    (got,) = [r for r in _records(net, 1, "MESSAGE") if r["dir"] == "from-mesh"]
+    assert got["env"] == sent["env"] and got["body_len"] == 3_000
+
+
+def test_an_answer_sent_again_over_the_mesh_is_journaled_with_its_own_envelope() -> None:
+    """A request retransmitted from the mesh gets the final answer again: a new envelope,
+    so a new to-mesh record (noted) that the far node's from-mesh record can pair with."""
+    net = Net(1, config=GatewayConfig())
+    gw = net.stations[0].gw
+    origin = b"\x07" * 32
+    request = _raw_message().replace(b"sip:bob@", b"sip:nobody@")
+    gw.receive_mesh(origin, request, 2, net.now, b"\xaa" * 16)
+    gw.receive_mesh(origin, request, 2, net.now, b"\xbb" * 16)
+    out = [item for item in gw.to_send(net.now) if isinstance(item, MeshSip)]
+    assert len(out) == 2 and all(item.sent is not None for item in out)
+    for n, item in enumerate(out):
+        assert item.sent is not None
+        item.sent.env = bytes([n + 1]) * 16              # what send_unicast returned
+    records = []
+    while (event := gw.next_event()) is not None:
+        data = getattr(event, "data", None)
+        if isinstance(data, dict) and data.get("method") == "MESSAGE":
+            records.append(data)
+    assert [(r["dir"], r.get("env"), r.get("note")) for r in records] == [
+        ("from-mesh", "aa" * 16, None), ("originated", None, None),
+        ("to-mesh", "01" * 16, None), ("from-mesh", "bb" * 16, None),
+        ("to-mesh", "02" * 16, "retransmission")]
+    assert records[2]["status"] == records[4]["status"] == 404
