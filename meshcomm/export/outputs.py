@@ -4,10 +4,16 @@ Both are written to temporary files in the output directory and renamed into pla
 complete and on disk, so a reader never sees half a timeline (a full disk fails the export
 with the half-written files removed). One event per line, in timeline order:
 
-* ``timeline.jsonl``: :meth:`TimelineEvent.as_json` objects (``device``, ``seq``,
-  ``type``, ``raw_wall_s``, ``corrected_s``, ``offset_known``, ``verified``, ``mono_s``,
-  ``data``); bytes in ``data`` are written as lowercase hex strings;
+* ``timeline.jsonl``: one JSON object per event, keys in this order: ``device``,
+  ``seq``, ``type``, ``raw_wall_s``, ``corrected_s``, ``offset_known``, ``verified``,
+  ``mono_s``, ``data`` (:meth:`TimelineEvent.as_json`); bytes in ``data`` are written as
+  lowercase hex strings;
 * ``timeline.csv``: the same columns, ``data`` as one JSON text.
+
+The events a filter turns away (:mod:`.filters`) are not written; a kept message body is
+removed unless bodies are asked for. Each line is formatted directly from the merged entry
+(no object per event) and the files are written through large buffers: the export writes
+millions of lines.
 """
 
 from __future__ import annotations
@@ -15,19 +21,35 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
 
-from meshcomm.export.timeline import TimelineEvent
+from meshcomm.export.filters import EventFilter, without_body
+from meshcomm.export.timeline import Placed
 
 JSONL_FILE: Final = "timeline.jsonl"
 CSV_FILE: Final = "timeline.csv"
 CSV_COLUMNS: Final = ("device", "seq", "type", "raw_wall_s", "corrected_s", "offset_known",
                       "verified", "mono_s", "data")
-#: Progress is reported every this many events.
-PROGRESS_EVERY: Final = 100_000
+#: Progress is reported every this many events read from the merge.
+PROGRESS_EVERY: Final = 25_000
+#: Write buffer of each output file (bytes).
+WRITE_BUFFER_BYTES: Final = 1 << 20
+#: Event type names whose JSON text is kept (a journal has a handful; more are encoded
+#: each time).
+MAX_CACHED_TYPES: Final = 1024
+
+
+def _hex(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"{type(value).__name__} is not journal data")
+
+
+_DATA_JSON = json.JSONEncoder(separators=(",", ":"), default=_hex).encode
 
 
 def jsonable(value: object) -> object:
@@ -41,29 +63,75 @@ def jsonable(value: object) -> object:
     return value
 
 
-def write_timeline(events: Iterable[TimelineEvent], out_dir: Path,
-                   progress: Callable[[int], None] | None = None) -> int:
-    """Write both files; returns the number of events. OSError (a full or read-only
-    disk) leaves neither file behind."""
+@dataclass(frozen=True, slots=True)
+class DeviceMarks:
+    """What every event of one device says about it."""
+
+    offset_known: bool
+    verified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """How many merged events were read, and how many of them written."""
+
+    read: int
+    written: int
+
+
+class _Lines:
+    """Formats one event as a JSONL line and a CSV row."""
+
+    def __init__(self, marks: Mapping[str, DeviceMarks], include_bodies: bool) -> None:
+        self._include_bodies = include_bodies
+        self._device: dict[str, tuple[str, str]] = {}
+        for device, mark in marks.items():
+            flags = (f'"offset_known":{"true" if mark.offset_known else "false"},'
+                     f'"verified":{"true" if mark.verified else "false"},')
+            self._device[device] = (json.dumps(device), flags)
+        self._marks = marks
+        self._types: dict[str, str] = {}
+
+    def _type_json(self, name: str) -> str:
+        text = self._types.get(name)
+        if text is None:
+            text = json.dumps(name)
+            if len(self._types) < MAX_CACHED_TYPES:
+                self._types[name] = text
+        return text
+
+    def format(self, device: str, seq: int, type_name: str, wall: float, corrected: float,
+               mono: float, data: Mapping[str, object]) -> tuple[str, list[object]]:
+        if not self._include_bodies:
+            data = without_body(data)
+        data_json = _DATA_JSON(data)
+        device_json, flags = self._device[device]
+        line = (f'{{"device":{device_json},"seq":{seq},"type":{self._type_json(type_name)},'
+                f'"raw_wall_s":{wall!r},"corrected_s":{corrected!r},{flags}'
+                f'"mono_s":{mono!r},"data":{data_json}}}\n')
+        mark = self._marks[device]
+        return line, [device, seq, type_name, wall, corrected, mark.offset_known,
+                      mark.verified, mono, data_json]
+
+
+def write_timeline(placed: Iterable[Placed], marks: Mapping[str, DeviceMarks],
+                   out_dir: Path, *, keep: EventFilter | None = None,
+                   include_bodies: bool = False,
+                   progress: Callable[[int], None] | None = None) -> Written:
+    """Write both files from the merge (:func:`meshcomm.export.timeline.merge_placed`;
+    ``marks`` holds every device in it). OSError (a full or read-only disk) leaves
+    neither file behind."""
     out_dir.mkdir(parents=True, exist_ok=True)
     final = (out_dir / JSONL_FILE, out_dir / CSV_FILE)
     temps = tuple(path.with_name(f".{path.name}.partial") for path in final)
-    count = 0
     try:
         with ExitStack() as stack:
-            jsonl, csv_file = (stack.enter_context(open(p, "w", encoding="utf-8",
-                                                        newline="")) for p in temps)
-            rows = csv.writer(csv_file)
-            rows.writerow(CSV_COLUMNS)
-            for event in events:
-                record = event.as_json()
-                record["data"] = jsonable(record["data"])
-                jsonl.write(json.dumps(record, separators=(",", ":")) + "\n")
-                rows.writerow([*(record[c] for c in CSV_COLUMNS[:-1]),
-                               json.dumps(record["data"], separators=(",", ":"))])
-                count += 1
-                if progress is not None and count % PROGRESS_EVERY == 0:
-                    progress(count)
+            jsonl, csv_file = (stack.enter_context(open(p, "w", encoding="utf-8", newline="",
+                                                        buffering=WRITE_BUFFER_BYTES))
+                               for p in temps)
+            written = _write_lines(placed, _Lines(marks, include_bodies), jsonl, csv_file,
+                                   keep if keep is not None and not keep.everything else None,
+                                   progress)
             for handle in (jsonl, csv_file):
                 _sync(handle)
         for temp, path in zip(temps, final, strict=True):
@@ -72,7 +140,28 @@ def write_timeline(events: Iterable[TimelineEvent], out_dir: Path,
         for temp in temps:
             temp.unlink(missing_ok=True)
         raise
-    return count
+    return written
+
+
+def _write_lines(placed: Iterable[Placed], lines: _Lines, jsonl: IO[str], csv_file: IO[str],
+                 keep: EventFilter | None,
+                 progress: Callable[[int], None] | None) -> Written:
+    rows = csv.writer(csv_file)
+    rows.writerow(CSV_COLUMNS)
+    write_line, write_row = jsonl.write, rows.writerow
+    read = written = 0
+    for _order, device, _position, entry, corrected in placed:
+        read += 1
+        if progress is not None and read % PROGRESS_EVERY == 0:
+            progress(read)
+        if keep is not None and not keep.keeps(entry.type, corrected, entry.data):
+            continue
+        line, row = lines.format(device, entry.seq, entry.type, entry.wall_s, corrected,
+                                 entry.mono_s, entry.data)
+        write_line(line)
+        write_row(row)
+        written += 1
+    return Written(read, written)
 
 
 def _sync(handle: IO[str]) -> None:

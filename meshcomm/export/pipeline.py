@@ -1,39 +1,63 @@
 """``meshcomm export``'s work (issue 11): journals in, one verified timeline out.
 
-1. Each journal is verified (chain, checkpoints with the device's key when its data
-   directory holds it). A device whose journal has problems is **refused** (its entries
-   stay out of the timeline) unless ``allow_unverified``: then it is merged with every one
-   of its events marked ``verified: false``.
-2. Several copies of one device's journal are compared (:mod:`.forks`): copies that
-   disagree are a fork, named by device and entry, and that device is unverified; the
-   longest copy is the one merged.
-3. The send/receive pairs of the SIP messages the devices journaled (:mod:`.exchanges`)
-   give each device's clock offset against the reference device (:mod:`.clocks`).
-4. The journals are merged by corrected time (:mod:`.timeline`) and written
-   (:mod:`.outputs`), streaming: memory is bounded by the number of devices and the
-   exchange tables, not by the journals' length.
+1. Each journal is opened once, inside one read transaction (:class:`.reader.Snapshot`),
+   and read **twice** in all, whatever else is done:
+
+   * the first pass verifies it (chain, checkpoints with the device's key when one is
+     beside it) and, in the same pass, feeds its SIP records to the send/receipt pairing
+     (:mod:`.exchanges`) that ties the clocks together. A journal with a problem is
+     verified again in full, so its problems are named exactly as ``meshcomm journal
+     verify`` names them. A device whose journal has problems is **refused** (its entries
+     stay out of the timeline, and out of the pairing, which is then done again over the
+     merged journals) unless ``allow_unverified``: then it is merged with every one of its
+     events marked ``verified: false``;
+   * several copies of one device's journal are compared (:mod:`.forks`): copies that
+     disagree are a fork, named by device and entry, and that device is unverified; the
+     longest copy is the one merged;
+   * the pairs give each device's clock offset against the reference device
+     (:mod:`.clocks`);
+   * the second pass merges the journals by corrected time (:mod:`.timeline`) and writes
+     them (:mod:`.outputs`), filtered (:mod:`.filters`): filters never change what is
+     verified or how the clocks are estimated.
+
+2. Memory is bounded by the number of devices (one open journal and one entry each) and
+   the pairing's tables (:mod:`.exchanges`), not by the journals' length.
 """
 
 from __future__ import annotations
 
+import contextlib
+import resource
+import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from meshcomm.export.clocks import ClockEstimate, estimate_offsets
 from meshcomm.export.exchanges import ExchangeFinder
+from meshcomm.export.filters import EventFilter
 from meshcomm.export.forks import find_fork
-from meshcomm.export.outputs import write_timeline
+from meshcomm.export.outputs import DeviceMarks, write_timeline
 from meshcomm.export.reader import (
     ExportInputError,
-    Source,
-    entries,
+    JournalFile,
+    Snapshot,
+    journal_file,
     journal_paths,
-    open_source,
 )
-from meshcomm.export.timeline import merge
+from meshcomm.export.timeline import merge_placed
+from meshcomm.journal.chain import JournalEntry
+from meshcomm.journal.verify import VerifyReport
 
 Progress = Callable[[str], None]
+#: Progress lines about counts come at most this often (seconds); stage lines always.
+PROGRESS_INTERVAL_S: Final = 2.0
+#: Open files one journal may need (the database, its -wal and -shm files).
+FILES_PER_JOURNAL: Final = 3
+#: Open files kept for everything else (outputs, Python, the CLI).
+SPARE_FILES: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,92 +73,199 @@ class ProblemRow:
 @dataclass(slots=True)
 class ExportSummary:
     devices: list[dict[str, object]] = field(default_factory=list)
+    #: events written (after the filters)
     events: int = 0
+    #: events merged (before the filters)
+    events_merged: int = 0
     problems: list[ProblemRow] = field(default_factory=list)
     exchanges: int = 0
+    #: send/receipt records the pairing could not hold (see exchanges.py)
+    exchanges_dropped: int = 0
     clocks_consistent: bool = True
+    filters: dict[str, object] = field(default_factory=dict)
+    include_bodies: bool = False
 
     @property
     def verified(self) -> bool:
         return not self.problems
 
     def as_json(self) -> dict[str, object]:
-        return {"devices": self.devices, "events": self.events, "verified": self.verified,
-                "exchanges": self.exchanges, "clocks_consistent": self.clocks_consistent,
+        return {"devices": self.devices, "events": self.events,
+                "events_merged": self.events_merged, "verified": self.verified,
+                "exchanges": self.exchanges, "exchanges_dropped": self.exchanges_dropped,
+                "clocks_consistent": self.clocks_consistent, "filters": self.filters,
+                "include_bodies": self.include_bodies,
                 "problems": [{"device": p.device, "entry": p.entry, "kind": p.kind,
                               "detail": p.detail} for p in self.problems]}
 
 
+class _Say:
+    """Progress: stage lines always, count lines at most every PROGRESS_INTERVAL_S."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self._progress = progress
+        self._last = time.monotonic()
+
+    def stage(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress(text)
+            self._last = time.monotonic()
+
+    def tick(self, text: Callable[[], str]) -> None:
+        if self._progress is not None and time.monotonic() - self._last >= PROGRESS_INTERVAL_S:
+            self.stage(text())
+
+
+@dataclass(slots=True)
+class _Verified:
+    """What the first pass found."""
+
+    chosen: dict[str, JournalFile] = field(default_factory=dict)
+    reports: dict[Path, VerifyReport] = field(default_factory=dict)
+    unverified: set[str] = field(default_factory=set)
+    #: devices whose chosen copy has been fed to the pairing, in order
+    fed: list[str] = field(default_factory=list)
+
+
 def export(paths: Iterable[Path], out_dir: Path, *, allow_unverified: bool = False,
-           reference: str | None = None, progress: Progress | None = None) -> ExportSummary:
-    """See the module docstring. ExportInputError for a path that holds no journal."""
-    say = progress or (lambda _text: None)
-    summary = ExportSummary()
-    by_device: dict[str, list[Source]] = {}
-    for path in journal_paths(paths):
-        say(f"verifying {path}")
-        source = open_source(path)
-        by_device.setdefault(source.device_hex, []).append(source)
-    chosen, unverified = _choose(by_device, summary)
-    merged = {d: s for d, s in chosen.items() if allow_unverified or d not in unverified}
-    clocks = _clocks(merged, reference, summary, say)
-    say(f"merging {len(merged)} journal(s)")
-    summary.events = write_timeline(
-        merge({d: entries(s.path) for d, s in merged.items()}, clocks,
-              frozenset(unverified)), out_dir,
-        lambda n: say(f"{n} events written"))
-    for device, source in sorted(chosen.items()):
-        offset = clocks.offsets.get(device) if clocks is not None else None
-        summary.devices.append({
-            "device": device, "path": str(source.path), "entries": source.report.count,
-            "verified": device not in unverified, "merged": device in merged,
-            "checkpoints": source.report.checkpoints,
-            "signed": source.public_key is not None,
-            "unsigned_tail": source.report.unsigned_tail,
-            "offset_s": None if offset is None else offset.offset_s,
-            "offset_uncertainty_s": None if offset is None else offset.uncertainty_s})
+           reference: str | None = None, progress: Progress | None = None,
+           keep: EventFilter | None = None, include_bodies: bool = False) -> ExportSummary:
+    """See the module docstring. ExportInputError for a path that holds no journal (or
+    a ``reference`` that names no merged device); OSError when the output cannot be
+    written."""
+    say = _Say(progress)
+    keep = keep or EventFilter()
+    summary = ExportSummary(filters=keep.as_json(), include_bodies=include_bodies)
+    by_device = _inputs(paths)
+    _allow_open_files(sum(len(copies) for copies in by_device.values()))
+    with ExitStack() as stack:
+        snaps = {jf.path: stack.enter_context(Snapshot(jf.path))
+                 for copies in by_device.values() for jf in copies}
+        finder = ExchangeFinder()
+        finder.expect(by_device)
+        found = _verify(by_device, snaps, finder, summary, say)
+        merged = [d for d in sorted(found.chosen)
+                  if allow_unverified or d not in found.unverified]
+        finder = _pairs(found, merged, snaps, finder, say)
+        clocks = _clocks(finder, merged, reference, summary)
+        say.stage(f"merging {len(merged)} journal(s)")
+        total = sum(found.reports[found.chosen[d].path].count for d in merged)
+        marks = {d: DeviceMarks(clocks is not None and d in clocks.offsets,
+                                d not in found.unverified) for d in merged}
+        written = write_timeline(
+            merge_placed({d: snaps[found.chosen[d].path].entries() for d in merged}, clocks),
+            marks, out_dir, keep=keep, include_bodies=include_bodies,
+            progress=lambda n: say.tick(lambda: f"merged {n} of {total} events"))
+    summary.events, summary.events_merged = written.written, written.read
+    _describe(found, merged, clocks, summary)
     return summary
 
 
-def _choose(by_device: dict[str, list[Source]],
-            summary: ExportSummary) -> tuple[dict[str, Source], set[str]]:
-    """The copy of each device to merge (the longest), and the devices not verified."""
-    chosen: dict[str, Source] = {}
-    unverified: set[str] = set()
-    for device, copies in sorted(by_device.items()):
-        for source in copies:
-            for problem in source.report.problems:
+def _inputs(paths: Iterable[Path]) -> dict[str, list[JournalFile]]:
+    """The journals given (each file once), by the device they say they are from."""
+    by_device: dict[str, list[JournalFile]] = {}
+    seen: set[Path] = set()
+    for path in journal_paths(paths):
+        resolved = path.resolve()
+        if resolved in seen:
+            continue
+        seen.add(resolved)
+        found = journal_file(path)
+        by_device.setdefault(found.device_hex, []).append(found)
+    return by_device
+
+
+def _allow_open_files(journals: int) -> None:
+    """Raise the soft limit of open files (up to the hard one) so every journal can be
+    open at once (the merge reads them all together)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = journals * FILES_PER_JOURNAL + SPARE_FILES
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        limit = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        # if refused, a journal that cannot be opened is reported as unreadable
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+
+def _verify(by_device: dict[str, list[JournalFile]], snaps: dict[Path, Snapshot],
+            finder: ExchangeFinder, summary: ExportSummary, say: _Say) -> _Verified:
+    """The first pass: every journal verified; the single copies fed to the pairing."""
+    found = _Verified()
+    say.stage(f"verifying {sum(len(c) for c in by_device.values())} journal(s) of "
+              f"{len(by_device)} device(s)")
+    for index, (device, copies) in enumerate(sorted(by_device.items())):
+        say.tick(lambda: f"verified {index} of {len(by_device)} devices")  # noqa: B023
+        for jf in copies:
+            sink = None
+            if len(copies) == 1:
+                sink = _feeder(finder, device)
+                found.fed.append(device)
+            report = found.reports[jf.path] = snaps[jf.path].scan(jf.public_key, sink)
+            for problem in report.problems:
                 summary.problems.append(ProblemRow(device, problem.seq, problem.kind.value,
-                                                   f"{source.path}: {problem.message}"))
-                unverified.add(device)
+                                                   f"{jf.path}: {problem.message}"))
+                found.unverified.add(device)
         if len(copies) > 1:
-            fork = find_fork({str(s.path): entries(s.path) for s in copies})
+            fork = find_fork({str(jf.path): snaps[jf.path].entries() for jf in copies})
             if fork is not None:
                 sides = "; ".join(" ".join(names) for _, names in fork.sides)
                 summary.problems.append(ProblemRow(device, fork.seq, "fork", sides))
-                unverified.add(device)
-        chosen[device] = max(copies, key=lambda s: s.report.count)
-    return chosen, unverified
+                found.unverified.add(device)
+        found.chosen[device] = max(copies, key=lambda jf: found.reports[jf.path].count)
+    return found
 
 
-def _clocks(merged: dict[str, Source], reference: str | None, summary: ExportSummary,
-            say: Progress) -> ClockEstimate | None:
+def _feeder(finder: ExchangeFinder, device: str) -> Callable[[JournalEntry], None]:
+    add = finder.add
+    return lambda entry: add(device, entry)
+
+
+def _pairs(found: _Verified, merged: list[str], snaps: dict[Path, Snapshot],
+           finder: ExchangeFinder, say: _Say) -> ExchangeFinder:
+    """The pairing over exactly the merged journals: the first pass's, completed with
+    devices that had several copies, or done again when it took in a journal that is
+    not merged."""
+    merged_set, fed = set(merged), set(found.fed)
+    if not fed <= merged_set:
+        say.stage("pairing sends and receipts again without the refused journal(s)")
+        finder = ExchangeFinder()
+        finder.expect(merged)
+        todo = merged
+    else:
+        todo = [d for d in merged if d not in fed]
+    for device in todo:
+        add = _feeder(finder, device)
+        for entry in snaps[found.chosen[device].path].entries():
+            add(entry)
+    return finder
+
+
+def _clocks(finder: ExchangeFinder, merged: list[str], reference: str | None,
+            summary: ExportSummary) -> ClockEstimate | None:
+    summary.exchanges, summary.exchanges_dropped = finder.pairs, finder.dropped
     if not merged:
         return None
-    say("pairing sends and receipts")
-    finder = ExchangeFinder()
-    for device, source in merged.items():
-        for entry in entries(source.path):
-            finder.add(device, entry)
-    pairs = list(finder.exchanges())
-    summary.exchanges = len(pairs)
-    ref = sorted(merged)[0]
+    ref = merged[0]
     if reference:
-        matches = [d for d in sorted(merged) if d.startswith(reference.lower())]
+        matches = [d for d in merged if d.startswith(reference.lower())]
         if len(matches) != 1:
             raise ExportInputError(f"--reference {reference}: {len(matches)} merged devices "
                                    "start so (give enough hex digits for one)")
         ref = matches[0]
-    clocks = estimate_offsets(pairs, ref)
+    clocks = estimate_offsets(finder.exchanges(), ref)
     summary.clocks_consistent = clocks.consistent
     return clocks
+
+
+def _describe(found: _Verified, merged: list[str], clocks: ClockEstimate | None,
+              summary: ExportSummary) -> None:
+    for device, jf in sorted(found.chosen.items()):
+        report = found.reports[jf.path]
+        offset = clocks.offsets.get(device) if clocks is not None else None
+        summary.devices.append({
+            "device": device, "path": str(jf.path), "entries": report.count,
+            "verified": device not in found.unverified, "merged": device in merged,
+            "checkpoints": report.checkpoints, "signed": jf.public_key is not None,
+            "unsigned_tail": report.unsigned_tail,
+            "offset_s": None if offset is None else offset.offset_s,
+            "offset_uncertainty_s": None if offset is None else offset.uncertainty_s})

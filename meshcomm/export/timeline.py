@@ -10,6 +10,8 @@ Within one device the seq order is the truth (its wall clock may step backwards)
 merge key of an entry is never below its predecessor's (``order_s``), so a device's entries
 stay in seq order in the timeline while the reported ``corrected_s`` is the honest value.
 Ties go by device id, then seq: the same input gives the same timeline.
+:func:`merge_placed` yields plain tuples (the export writes millions of them);
+:func:`merge` the same as :class:`TimelineEvent` objects.
 """
 
 from __future__ import annotations
@@ -47,26 +49,40 @@ class TimelineEvent:
                 "data": dict(self.data)}
 
 
-def _placed(device: str, entries: Iterable[JournalEntry], clocks: ClockEstimate | None,
-            verified: bool) -> Iterator[tuple[float, str, int, TimelineEvent]]:
-    offset = clocks.offsets.get(device) if clocks is not None else None
-    shift = offset.offset_s if offset is not None else 0.0
+#: One entry on the timeline, as the merge yields it (cheaper than an object per event):
+#: (merge key, device, position in the device's stream, entry, corrected time). The
+#: position breaks ties within a device, so entries themselves are never compared.
+Placed = tuple[float, str, int, JournalEntry, float]
+
+
+def _placed(device: str, entries: Iterable[JournalEntry],
+            shift: float) -> Iterator[Placed]:
     floor = float("-inf")
-    for entry in entries:
+    for position, entry in enumerate(entries):
         corrected = entry.wall_s - shift
-        floor = max(floor, corrected)
-        event = TimelineEvent(device, entry.seq, entry.type, entry.wall_s, corrected,
-                              offset is not None, verified, entry.mono_s, entry.data, floor)
-        yield floor, device, entry.seq, event
+        if corrected > floor:
+            floor = corrected
+        yield floor, device, position, entry, corrected
+
+
+def merge_placed(journals: Mapping[str, Iterable[JournalEntry]],
+                 clocks: ClockEstimate | None = None) -> Iterator[Placed]:
+    """The entries of every device's journal (``device -> entries in seq order``) as one
+    timeline by corrected time (see the module docstring), as :data:`Placed` tuples."""
+    streams = []
+    for device, entries in sorted(journals.items()):
+        offset = clocks.offsets.get(device) if clocks is not None else None
+        streams.append(_placed(device, entries, offset.offset_s if offset else 0.0))
+    return heapq.merge(*streams)
 
 
 def merge(journals: Mapping[str, Iterable[JournalEntry]],
           clocks: ClockEstimate | None = None,
           unverified: frozenset[str] = frozenset()) -> Iterator[TimelineEvent]:
-    """The entries of every device's journal (``device -> entries in seq order``) as one
-    timeline by corrected time (see the module docstring); devices in ``unverified`` are
-    marked so on each of their events."""
-    streams = [_placed(device, entries, clocks, device not in unverified)
-               for device, entries in sorted(journals.items())]
-    for _key, _device, _seq, event in heapq.merge(*streams):
-        yield event
+    """:func:`merge_placed` as :class:`TimelineEvent` objects; devices in ``unverified``
+    are marked so on each of their events."""
+    known = frozenset(clocks.offsets) if clocks is not None else frozenset()
+    for order, device, _position, entry, corrected in merge_placed(journals, clocks):
+        yield TimelineEvent(device, entry.seq, entry.type, entry.wall_s, corrected,
+                            device in known, device not in unverified, entry.mono_s,
+                            entry.data, order)

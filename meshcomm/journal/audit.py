@@ -226,17 +226,18 @@ def _shape_problem(entry: object) -> str | None:
     return None
 
 
-def _step_entry(walk: _Walk, entry: JournalEntry) -> None:
+def _step_entry(walk: _Walk, entry: JournalEntry, data_bytes: bytes | None = None) -> None:
     if walk.prev is not None and entry.seq <= walk.prev.seq:
         walk.add(entry.seq, ProblemKind.REORDERED,
                  f"entry {entry.seq} comes after entry {walk.prev.seq}")
         return
-    try:
-        data_bytes = canonical_data_untrusted(entry.data)
-    except DecodeError as exc:
-        walk.add(entry.seq, ProblemKind.UNDECODABLE, f"entry {entry.seq}: {exc}")
-        walk.prev = _Prev(entry.seq, entry.entry_hash, flagged=True)
-        return
+    if data_bytes is None:
+        try:
+            data_bytes = canonical_data_untrusted(entry.data)
+        except DecodeError as exc:
+            walk.add(entry.seq, ProblemKind.UNDECODABLE, f"entry {entry.seq}: {exc}")
+            walk.prev = _Prev(entry.seq, entry.entry_hash, flagged=True)
+            return
     if entry.seq == walk.expected_seq:
         walk.expected_found = entry.entry_hash
     if _hash_with_seq(entry, entry.seq, data_bytes) == entry.entry_hash:
@@ -299,33 +300,78 @@ def verify_stream(items: Iterable[JournalEntry | UndecodableRow],
                   expected_head: tuple[int, bytes] | None) -> VerifyReport:
     """One pass over ``items`` (streamed: only hashes and problems are kept);
     ``hash_to_seq`` maps the hash of every decodable entry to its seq (a first pass)."""
-    if public_key is not None and (not isinstance(public_key, bytes)
-                                   or len(public_key) != PUBLIC_KEY_LEN):
-        raise LocalProtocolError(f"public_key must be {PUBLIC_KEY_LEN} raw bytes")
-    walk = _Walk(public_key=public_key, hash_to_seq=hash_to_seq,
-                 expected_seq=expected_head[0] if expected_head is not None else None)
+    verifier = StreamVerifier(public_key, hash_to_seq, expected_head)
     for item in items:
+        verifier.feed(item)
+    return verifier.report()
+
+
+class StreamVerifier:
+    """The verifier as a stream (a hook for readers that do more in the same pass, such as
+    the after-action export): :meth:`feed` each item in stored order, then take
+    :meth:`report`.
+
+    Without ``hash_to_seq`` (the first pass that indexes every entry's hash) the verdict
+    (``ok``, ``count``, ``checkpoints``, ``head``, ``unsigned_tail``) is the same: the index
+    only serves to *name* what went wrong (which entry a bad link points to, where a moved
+    entry came from). A reader that finds problems this way verifies again with the index
+    (:func:`meshcomm.journal.verify.verify_journal`) for the exact account.
+    """
+
+    __slots__ = ("_done", "_expected_head", "_walk")
+
+    def __init__(self, public_key: bytes | None = None,
+                 hash_to_seq: dict[bytes, int] | None = None,
+                 expected_head: tuple[int, bytes] | None = None) -> None:
+        if public_key is not None and (not isinstance(public_key, bytes)
+                                       or len(public_key) != PUBLIC_KEY_LEN):
+            raise LocalProtocolError(f"public_key must be {PUBLIC_KEY_LEN} raw bytes")
+        self._walk = _Walk(public_key=public_key, hash_to_seq=hash_to_seq or {},
+                           expected_seq=expected_head[0] if expected_head else None)
+        self._expected_head = expected_head
+        self._done: VerifyReport | None = None
+
+    @property
+    def clean(self) -> bool:
+        """No problem found so far."""
+        return not self._walk.problems and not self._walk.removed
+
+    def feed(self, item: JournalEntry | UndecodableRow, data_bytes: bytes | None = None) -> None:
+        """The next stored item. ``data_bytes``, when given, must be the canonical
+        encoding of ``item.data`` (what :func:`canonical_data_untrusted` returns for it):
+        a reader that decoded stored bytes it found canonical passes them, saving the
+        re-encoding."""
+        if self._done is not None:
+            raise LocalProtocolError("StreamVerifier: feed after report")
+        walk = self._walk
         walk.count += 1
         if isinstance(item, UndecodableRow):
             walk.add(item.seq, ProblemKind.UNDECODABLE, item.message)
             walk.prev = _Prev(item.seq, None, flagged=True)
             walk.database_error = walk.database_error or item.database
-            continue
+            return
         walk.since_checkpoint += 1
         shape = _shape_problem(item)
         if shape is not None:
             walk.add(walk.prev.seq + 1 if walk.prev else FIRST_SEQ,
                      ProblemKind.UNDECODABLE, shape)
-            continue
-        _step_entry(walk, item)
-    _report_removed(walk)
-    if expected_head is not None:
-        _check_expected_head(walk, expected_head)
-    problems = tuple(sorted(walk.problems, key=lambda p: (p.seq, _KIND_ORDER[p.kind])))
-    head = None
-    if walk.prev is not None and walk.prev.entry_hash is not None:
-        head = (walk.prev.seq, walk.prev.entry_hash)
-    return VerifyReport(ok=not problems, count=walk.count, problems=problems,
-                        checkpoints=walk.checkpoints, head=head,
-                        unsigned_tail=walk.since_checkpoint,
-                        readable=not walk.database_error)
+            return
+        _step_entry(walk, item, data_bytes)
+
+    def report(self) -> VerifyReport:
+        """The verdict on everything fed (the stream ends here)."""
+        if self._done is not None:
+            return self._done
+        walk = self._walk
+        _report_removed(walk)
+        if self._expected_head is not None:
+            _check_expected_head(walk, self._expected_head)
+        problems = tuple(sorted(walk.problems, key=lambda p: (p.seq, _KIND_ORDER[p.kind])))
+        head = None
+        if walk.prev is not None and walk.prev.entry_hash is not None:
+            head = (walk.prev.seq, walk.prev.entry_hash)
+        self._done = VerifyReport(ok=not problems, count=walk.count, problems=problems,
+                                  checkpoints=walk.checkpoints, head=head,
+                                  unsigned_tail=walk.since_checkpoint,
+                                  readable=not walk.database_error)
+        return self._done

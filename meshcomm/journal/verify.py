@@ -26,6 +26,7 @@ from meshcomm.journal.audit import (
     DATABASE_ERROR_PREFIX,
     Problem,
     ProblemKind,
+    StreamVerifier,
     UndecodableRow,
     VerifyReport,
     verify_entries,
@@ -39,10 +40,12 @@ __all__ = [
     "DATABASE_ERROR_PREFIX",
     "Problem",
     "ProblemKind",
+    "StreamVerifier",
     "UndecodableRow",
     "VerifyReport",
     "journal_owner",
     "readable_journal",
+    "verify_connection",
     "verify_entries",
     "verify_journal",
 ]
@@ -112,9 +115,16 @@ def _verify_file(path: Path, public_key: bytes | None,
     conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         conn.text_factory = bytes
-        return verify_stream(_read_items(conn), _hash_index(conn), public_key, expected_head)
+        return verify_connection(conn, public_key, expected_head=expected_head)
     finally:
         conn.close()
+
+
+def verify_connection(conn: sqlite3.Connection, public_key: bytes | None = None, *,
+                      expected_head: tuple[int, bytes] | None = None) -> VerifyReport:
+    """Verify the journal open on ``conn`` (``text_factory = bytes``; e.g. inside a read
+    transaction the caller holds, so both passes see the same rows)."""
+    return verify_stream(_read_items(conn), _hash_index(conn), public_key, expected_head)
 
 
 def _wal_of(path: Path) -> Path:

@@ -31,6 +31,11 @@ from meshcomm.dht.records import secret_for
 from meshcomm.dht.uplink import UplinkConfig
 from meshcomm.diskio import disk_problem, is_read_only
 from meshcomm.errors import ConfigError, DecodeError
+from meshcomm.journal.chain import (
+    CHECKPOINT_HEAD_HASH,
+    CHECKPOINT_HEAD_SEQ,
+    CHECKPOINT_SIGNATURE,
+)
 from meshcomm.journal.store import FLUSH_RETRY_INTERVAL_S, JournalStore
 from meshcomm.location.freshness import FreshnessMemory
 from meshcomm.media.relay import MediaConfig, MediaRelay
@@ -688,7 +693,13 @@ def _checkpoint(driver: NodeDriver) -> None:
     if journal is None or driver.closed:
         return
     now = driver.now()
-    journal.checkpoint(driver.node.identity.sign, now, driver.wall_time(now))
+    entry = journal.checkpoint(driver.node.identity.sign, now, driver.wall_time(now))
+    if entry is not None:
+        seq, head = entry.data[CHECKPOINT_HEAD_SEQ], entry.data[CHECKPOINT_HEAD_HASH]
+        signature = entry.data[CHECKPOINT_SIGNATURE]
+        if (isinstance(seq, int) and seq > 0 and isinstance(head, bytes)
+                and isinstance(signature, bytes)):     # neighbours witness it (issue 11)
+            driver.core.journal_checkpointed(seq, head, signature)
     driver.flush_journal()
 
 

@@ -1,6 +1,8 @@
 """Send/receive pairs from the SIP messages two gateways journaled
 (meshcomm/export/exchanges.py): a receipt pairs with the first send of its message, only
-between the two nodes each names, and the tables are bounded."""
+between the two nodes each names, by envelope id when the records carry one; devices are
+fed one after the other and only records waiting for a device still to come are held,
+within bounds."""
 
 from __future__ import annotations
 
@@ -11,31 +13,91 @@ A, B, C = "aa" * 32, "bb" * 32, "cc" * 32
 
 
 def _sip(seq: int, wall: float, direction: str, peer: str, call_id: str = "c1",
-         status: int | None = None) -> JournalEntry:
-    data = {"dir": direction, "method": "MESSAGE", "status": status, "call_id": call_id,
-            "cseq": 1, "peer": peer[:16] + ".mesh"}
+         status: int | None = None, env: str | None = None) -> JournalEntry:
+    data: dict[str, object] = {"dir": direction, "method": "MESSAGE", "status": status,
+                               "call_id": call_id, "cseq": 1, "peer": peer[:16] + ".mesh"}
+    if env is not None:
+        data["env"] = env
     return JournalEntry(seq, 0.0, wall, b"", "sip.message", data, b"", b"")
 
 
+def _feed(finder: ExchangeFinder, journals: dict[str, list[JournalEntry]],
+          order: list[str]) -> list[tuple[str, str, float, float]]:
+    for device in order:
+        for entry in journals[device]:
+            finder.add(device, entry)
+    return sorted((p.sender, p.receiver, p.send, p.recv) for p in finder.exchanges())
+
+
 def test_a_receipt_pairs_with_the_first_send_and_only_between_the_named_nodes() -> None:
+    journals = {
+        A: [_sip(1, 10.0, "to-mesh", B), _sip(2, 11.0, "to-mesh", B)],   # a retransmission
+        B: [_sip(1, 11.2, "from-mesh", A),                 # the copy that got through
+            _sip(2, 11.9, "from-mesh", A),                 # a duplicate: not paired
+            _sip(3, 12.0, "from-mesh", C, call_id="c2")],  # no send journaled
+        C: [_sip(1, 11.3, "from-mesh", A)],                # C was not sent it: no pair
+    }
+    for order in ([A, B, C], [B, C, A], [C, B, A]):
+        finder = ExchangeFinder()
+        finder.expect(journals)
+        assert _feed(finder, journals, order) == [(A, B, 10.0, 11.2)], order
+        assert finder.pairs == 1
+
+
+def test_the_envelope_id_pairs_exactly() -> None:
+    # The UA retransmitted the MESSAGE: a second envelope; only the second got through.
+    # By Call-ID it would pair with the first send (a bound 2.1 s loose); by envelope id
+    # it pairs with the send that was received.
+    journals = {A: [_sip(1, 10.0, "to-mesh", B, env="e1"), _sip(2, 12.0, "to-mesh", B, env="e2")],
+                B: [_sip(1, 12.1, "from-mesh", A, env="e2")]}
+    for order in ([A, B], [B, A]):
+        assert _feed(ExchangeFinder(), journals, order) == [(A, B, 12.0, 12.1)]
+    without = {A: [_sip(1, 10.0, "to-mesh", B), _sip(2, 12.0, "to-mesh", B)],
+               B: [_sip(1, 12.1, "from-mesh", A)]}
+    assert _feed(ExchangeFinder(), without, [A, B]) == [(A, B, 10.0, 12.1)]
+
+
+def test_only_the_tightest_pair_per_direction_is_kept_and_all_are_counted() -> None:
+    journals = {A: [_sip(i, 10.0 * i, "to-mesh", B, call_id=f"c{i}") for i in range(1, 6)]
+                + [_sip(9, 100.0, "from-mesh", B, call_id="r")],
+                B: [_sip(i, 10.0 * i + 0.1 * i, "from-mesh", A, call_id=f"c{i}")
+                    for i in range(1, 6)] + [_sip(9, 99.0, "to-mesh", A, call_id="r")]}
     finder = ExchangeFinder()
-    finder.add(A, _sip(1, 10.0, "to-mesh", B))
-    finder.add(A, _sip(2, 11.0, "to-mesh", B))          # a retransmission
-    finder.add(B, _sip(1, 11.2, "from-mesh", A))        # the copy that got through
-    finder.add(C, _sip(1, 11.3, "from-mesh", A))        # C was not sent it: no pair
-    finder.add(B, _sip(2, 12.0, "from-mesh", C, call_id="c2"))   # no send journaled
-    pairs = list(finder.exchanges())
-    assert [(p.sender, p.receiver, p.send, p.recv) for p in pairs] == [(A, B, 10.0, 11.2)]
+    assert _feed(finder, journals, [A, B]) == [(A, B, 10.0, 10.1), (B, A, 99.0, 100.0)]
+    assert finder.pairs == 6 and finder.held == 0
 
 
-def test_the_tables_are_bounded_oldest_first() -> None:
-    finder = ExchangeFinder(max_keys=3)
+def test_the_tables_are_bounded_and_hold_only_what_can_still_match() -> None:
+    finder = ExchangeFinder(max_per_peer=3)
+    finder.expect([A, B])
+    sends = [_sip(i + 1, float(i), "to-mesh", B, call_id=f"c{i}") for i in range(10)]
+    strangers = [_sip(20 + i, 50.0, "to-mesh", C, call_id=f"x{i}") for i in range(100)]
+    for entry in sends + strangers:
+        finder.add(A, entry)
+    assert finder.held == 3 and finder.dropped == 7       # C is not in the export
     for i in range(10):
-        finder.add(A, _sip(i + 1, float(i), "to-mesh", B, call_id=f"c{i}"))
         finder.add(B, _sip(i + 1, i + 0.5, "from-mesh", A, call_id=f"c{i}"))
-    assert finder.dropped == 14
-    assert [p.send for p in finder.exchanges()] == [7.0, 8.0, 9.0]
+    assert [p.send for p in finder.exchanges()] == [7.0]    # the tightest of c7..c9
+    assert finder.pairs == 3 and finder.held == 0
+    total = ExchangeFinder(max_keys=4)
+    for i in range(10):
+        total.add(A, _sip(i + 1, float(i), "to-mesh", B if i % 2 else C, call_id=f"c{i}"))
+    assert total.held == 4 and total.dropped == 6
+    note = JournalEntry(1, 0.0, 0.0, b"", "note", {}, b"", b"")
+    total.add(B, note)                        # B's turn: what waits for B may match
+    assert total.held == 4
+    total.add(C, note)                        # B is done: what waited for it goes
+    assert total.held == 2
+
+
+def test_records_that_are_not_mesh_messages_are_ignored() -> None:
+    finder = ExchangeFinder()
     for bad in ({"dir": "to-mesh"}, {"dir": "to-mesh", "call_id": 5, "cseq": 1,
-                                     "method": "M", "peer": "x"}):
+                                     "method": "M", "peer": "x"},
+                {"dir": "to-mesh", "call_id": "c", "cseq": "1", "method": "M", "peer": "x"},
+                {"dir": "local", "call_id": "c", "cseq": 1, "method": "M", "peer": "x"},
+                {"dir": "to-mesh", "call_id": "c", "cseq": 1, "method": "M", "peer": ["x"]},
+                {"dir": "to-mesh", "env": ["e"], "call_id": "c", "cseq": 1, "method": "M",
+                 "peer": 7}):
         finder.add(A, JournalEntry(99, 0.0, 0.0, b"", "sip.message", bad, b"", b""))
-    assert finder.dropped == 14
+    assert finder.held == 0 and finder.dropped == 0
