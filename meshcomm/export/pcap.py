@@ -44,7 +44,7 @@ import json
 import os
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -286,6 +286,9 @@ class PlannedPacket:
     dst: Endpoint
     payload: bytes
     comment: str
+    #: the journal record the packet was written from (its device and data)
+    device: str = field(default="", compare=False)
+    data: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -383,7 +386,8 @@ class PacketPlanner:
         self.stats.minimal += minimal
         return [PlannedPacket(_time_of(event), ends[0], ends[1], payload,
                               f"meshcomm journal device={device} seq={event.get('seq')} "
-                              f"dir={data.get('dir')}" + (" rebuilt=minimal" if minimal else ""))]
+                              f"dir={data.get('dir')}" + (" rebuilt=minimal" if minimal else ""),
+                              device, data)]
 
     def _endpoints(self, device: str, data: Mapping[str, object]
                    ) -> tuple[Endpoint, Endpoint] | None:

@@ -148,6 +148,9 @@ def incident_journals(extra_calls: int = 0, hostile: str = "") -> Journals:
     j.crossing(t + 1.0, "a", "MESSAGE", None, "msg-old@x", 1, body=b"old", old_format=True)
     j.crossing(t + 1.3, "b", "MESSAGE", 200, "msg-old@x", 1, old_format=True)
     _node_a_answers(j, t + 2.0)
+    if hostile:                      # in a drop reason (a chart label) and a Call-ID
+        j.add("c", 1001.5, J.ENVELOPE_DROPPED.value, {"reason": hostile + " $x^{2", "src": "x"})
+        j.crossing(t + 2.5, "a", "MESSAGE", None, hostile, 1, body=b"x")
     j.add("c", 1001.0 + SKEW_S * 0, J.ENVELOPE_DROPPED.value, {"reason": "bad_signature",
                                                               "src": "fe80::66"})
     j.add("a", t + 3.0, J.NEIGHBOUR_DOWN.value, {"neighbour": B.node_id.hex(),
