@@ -395,6 +395,13 @@ class NodeCore:
         """The edge could not write these changes: they are handed out again next time."""
         self.node.table.freshness.requeue(updates)
 
+    def journal_checkpointed(self, seq: int, head: bytes, signature: bytes) -> None:
+        """The edge wrote a signed journal checkpoint: it goes out with the HELLOs of the
+        island's overlay and of the uplink mesh, for neighbours to witness."""
+        self.node.journal_checkpointed(seq, head, signature)
+        if self.uplink is not None:
+            self.uplink.journal_checkpointed(seq, head, signature)
+
     def settle(self, now: float) -> None:
         """Move queued work between the parts (after an input failed half-way)."""
         self._settle(now)

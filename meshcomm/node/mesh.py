@@ -164,6 +164,12 @@ class MeshNode:
         return self.overlay.forwarder.send(NodeId(dst), kind, body, now,
                                            best_effort=best_effort)
 
+    def journal_checkpointed(self, seq: int, head: bytes, signature: bytes) -> None:
+        """The node's journal got a signed checkpoint over entry ``seq`` (hash ``head``):
+        neighbours hear it with our HELLOs and witness it (:mod:`meshcomm.overlay.witness`).
+        LocalProtocolError if the values are not a checkpoint's."""
+        self.overlay.set_checkpoint(seq, head, signature)
+
     def send_media(self, dst: bytes, stream: bytes, payload: bytes, now: float) -> None:
         """Send one media payload (already authenticated by the media layer) to ``dst``."""
         self.overlay.media.send(NodeId(dst), stream, payload, now)

@@ -65,6 +65,9 @@ class OverlayConfig:
     #: Journaled drops per second across all sources (the rest are only counted).
     journal_drops_per_s: float = 5.0
     journal_drops_burst: int = 50
+    #: A neighbour's signed journal checkpoint (heard with its HELLOs) is journaled as
+    #: witnessed when its head moved, at most once per this long per neighbour.
+    witness_interval_s: float = 60.0
 
     def validate(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs; empty when the values are usable."""
@@ -95,6 +98,8 @@ class OverlayConfig:
                 problems.append((name, "must be >= 1"))
         if not 64 <= self.max_bindings <= 1_000_000:
             problems.append(("max_bindings", "must be in 64..1000000"))
+        if not 0 <= self.witness_interval_s <= 86_400:
+            problems.append(("witness_interval_s", "must be in [0, 86400]"))
         if not 0 <= self.min_link_quality <= 1:
             problems.append(("min_link_quality", "must be in [0, 1]"))
         return problems

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshcomm.errors import DecodeError
+from meshcomm.journal.chain import checkpoint_message
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.payloads import (
     BindingConflict,
@@ -25,6 +26,7 @@ from meshcomm.journal.payloads import (
     BindingUpdated,
     EnvelopeDropped,
     JournalPayload,
+    JournalWitnessed,
     NeighbourDown,
     NeighbourUp,
     RouteChanged,
@@ -55,6 +57,14 @@ from meshcomm.overlay.neighbours import NeighbourTable
 from meshcomm.overlay.ratelimit import TokenBucket, TokenBuckets, link_host
 from meshcomm.overlay.routing import RouteTable
 from meshcomm.overlay.timers import TimerKind
+from meshcomm.overlay.witness import (
+    HEARD_COUNTERS,
+    CheckpointBeacon,
+    Heard,
+    SignedCheckpoint,
+    WitnessTable,
+    decode_hello_untrusted,
+)
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import Datagram, LinkAddr, NodeId
@@ -154,6 +164,9 @@ class GossipOverlay:
         self.forwarder = Forwarder(self)
         self.media = MediaForwarder(self)
         self.departures = DepartureEchoes(self)
+        #: Our journal checkpoint on HELLOs, and the neighbours' we journal (witnesses).
+        self.beacon = CheckpointBeacon()
+        self.witnesses = WitnessTable(now, config.witness_interval_s)
         self._handlers: dict[MsgType, Callable[[Envelope, Hop, LinkAddr, float], None]] = {
             MsgType.HELLO: self._on_hello,
             MsgType.BINDING: self._on_binding,
@@ -370,17 +383,27 @@ class GossipOverlay:
         self.learn_route(env, Hop(hops=-2, metric=FALLBACK_ROUTE_METRIC), src, now, via)
 
     # ------------------------------------------------------------ HELLO
+    def set_checkpoint(self, seq: int, head: bytes, signature: bytes) -> None:
+        """The node signed a journal checkpoint over entry ``seq`` (hash ``head``): it
+        rides on the next HELLO, then on every n-th (:mod:`.witness`)."""
+        self.beacon.set(SignedCheckpoint(seq, head, signature))
+
     def _hello_due(self, _key: bytes, now: float) -> None:
         self._hello_no += 1
         report = self.neighbours.hello_report(now, limits.MAX_HELLO_NEIGHBOURS)
-        env = self.seal(MsgType.HELLO, [self._hello_no, self.role, report])
+        payload: list[object] = [self._hello_no, self.role, report]
+        checkpoint = self.beacon.for_hello()
+        if checkpoint is not None:
+            payload.append(checkpoint.wire_value())
+            self.counters[OverlayCounter.TX_HELLO_CHECKPOINT] += 1
+        env = self.seal(MsgType.HELLO, payload)
         self.transmit(env, Hop(), None, TxTag.HELLO)
         jitter = self.config.hello_jitter
         period = self.config.hello_interval_s * self.rng.uniform(1 - jitter, 1 + jitter)
         self.schedule(now + period, TimerKind.HELLO)
 
     def _on_hello(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
-        fields = codec.read_tuple(env.payload, "hello", 3)
+        fields, checkpoint = decode_hello_untrusted(env.payload)
         hello_no = codec.read_int(fields[0], "hello.no")
         role = codec.read_str(fields[1], "hello.role", 16)
         report = codec.read_list(fields[2], "hello.neighbours", limits.MAX_HELLO_NEIGHBOURS)
@@ -407,6 +430,28 @@ class GossipOverlay:
             for route in self.routes.reinstate_via(src, now):
                 self.emit(RouteChanged(dst=route.dst.hex(), next_hop=route.next_hop_id.hex()
                                        or src, hops=route.hops, metric=route.metric))
+        if checkpoint is not None:
+            self._witness(env, checkpoint, now)
+
+    def _witness(self, env: Envelope, checkpoint: SignedCheckpoint, now: float) -> None:
+        """A neighbour's checkpoint (in its verified HELLO): journaled when its head moved
+        (rate-limited per node, see :mod:`.witness`) and its signature, by the key that
+        signed the HELLO, checks out."""
+        table = self.witnesses
+        heard = table.offer(env.origin, checkpoint, now)
+        if heard is not Heard.JOURNAL:
+            self.counters[HEARD_COUNTERS[heard]] += 1
+            return
+        message = checkpoint_message(env.origin, checkpoint.seq, checkpoint.head)
+        if not self.verifier.verify(env.origin_key, message, checkpoint.signature):
+            self.counters[OverlayCounter.WITNESS_BAD_SIGNATURE] += 1
+            return
+        evicted = table.evicted
+        table.witnessed(env.origin, checkpoint, now)
+        self.counters[OverlayCounter.WITNESS_EVICTED] += table.evicted - evicted
+        self.counters[HEARD_COUNTERS[heard]] += 1
+        self.emit(JournalWitnessed(node=env.origin.hex(), seq=checkpoint.seq,
+                                   head=checkpoint.head.hex(), sig=checkpoint.signature.hex()))
 
     def _housekeeping_due(self, _key: bytes, now: float) -> None:
         # Routes via a silent neighbour are kept: HELLOs are lost more often than links

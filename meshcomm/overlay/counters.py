@@ -102,6 +102,7 @@ class OverlayCounter(StrEnum):
     TX_FRAMES = "tx_frames"
     TX_BYTES = "tx_bytes"
     TX_HELLO = "tx_hello"
+    TX_HELLO_CHECKPOINT = "tx_hello_checkpoint"   # HELLOs that carried our checkpoint
     TX_BINDING = "tx_binding"
     TX_BINDING_RESEND = "tx_binding_resend"
     TX_TOMBSTONE_ECHO = "tx_tombstone_echo"
@@ -175,6 +176,13 @@ class OverlayCounter(StrEnum):
     AE_PUSH_DEFERRED = "ae_push_deferred"
     AE_PULL_DEFERRED = "ae_pull_deferred"
     AE_RECORDS_SKIPPED_RECENT = "ae_records_skipped_recent"
+    # checkpoint witnesses (meshcomm.overlay.witness)
+    WITNESS_JOURNALED = "witness_journaled"
+    WITNESS_UNCHANGED = "witness_unchanged"
+    WITNESS_TOO_SOON = "witness_too_soon"
+    WITNESS_NOT_ADMITTED = "witness_not_admitted"
+    WITNESS_BAD_SIGNATURE = "witness_bad_signature"
+    WITNESS_EVICTED = "witness_evicted"
     # departures (tombstones)
     TOMBSTONE_RELAY_UNTRACKED = "tombstone_relay_untracked"
     DEPARTURE_ACKED = "departure_acked"
