@@ -31,8 +31,10 @@ result verifies. The other devices' journals remember what it was:
 Findings are one row per device and kind: the lowest entry, and how many more there were.
 
 Order and memory. The pipeline adds entries device by device, each device in seq order,
-once; a claim may come before or after the journal it is about, and a receipt before or
-after its send. So claims are kept (one per node and seq: a checkpoint many neighbours
+once (a device whose own verification fails is taken back with
+:meth:`CrossCheck.discard` before the next: what its journal says is not evidence); a
+claim may come before or after the journal it is about, and a receipt before or after
+its send. So claims are kept (one per node and seq: a checkpoint many neighbours
 witnessed costs one slot, and its signature is checked once) and resolved in
 :meth:`CrossCheck.problems`; each device keeps the first :data:`HASH_PREFIX_BYTES` bytes
 of every entry hash (forging a rewritten entry whose hash matches a witnessed prefix takes
@@ -52,13 +54,14 @@ import struct
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
 import nacl.exceptions
 import nacl.signing
 
+from meshcomm.errors import LocalProtocolError
 from meshcomm.export.clocks import ClockEstimate
 from meshcomm.export.exchanges import (
     FROM_MESH,
@@ -73,8 +76,7 @@ from meshcomm.journal.events import JournalEventType
 from meshcomm.security.identity import node_id_of
 from meshcomm.types import PUBLIC_KEY_LEN
 
-#: Event type of a witnessed checkpoint (H1 adds it to JournalEventType).
-WITNESSED_TYPE: Final = "journal.witnessed"
+WITNESSED_TYPE: Final = JournalEventType.WITNESSED.value
 #: meshcomm.journal.store.DROPPED_ENTRY_TYPE (the store is an IO adapter: not imported).
 DROPPED_TYPE: Final = "journal.dropped"
 STARTED_TYPE: Final = JournalEventType.NODE_STARTED.value
@@ -190,6 +192,16 @@ class _Device:
         return i < len(self.sends) and self.sends[i] == env
 
 
+@dataclass(slots=True)
+class _Undo:
+    """What the device being fed added, so that :meth:`CrossCheck.discard` can take it
+    back: the claims it was first to make, and where the conflicts and receipts stood."""
+
+    conflicts: int = 0
+    receipts: int = 0
+    claims: list[int] = field(default_factory=list)
+
+
 class _Row:
     __slots__ = ("count", "detail", "entry")
 
@@ -295,9 +307,10 @@ def _finite(value: object) -> float | None:
 
 class CrossCheck:
     """Feed :meth:`add` every entry of every merged device (device by device, each in seq
-    order; :meth:`begin` names a device whose journal is empty), then take
-    :meth:`problems`. ``keys``: device (full node id hex) -> its Ed25519 public key, for
-    the witnessed signatures (a key whose node id is not the device's is ignored)."""
+    order; :meth:`begin` names a device whose journal is empty; :meth:`discard` takes back
+    the device being fed), then take :meth:`problems`. ``keys``: device (full node id
+    hex) -> its Ed25519 public key, for the witnessed signatures (a key whose node id is
+    not the device's is ignored)."""
 
     def __init__(self, keys: Mapping[str, bytes] | None = None,
                  limits: CrossLimits | None = None) -> None:
@@ -306,6 +319,9 @@ class CrossCheck:
         self._names: list[str] = []
         self._devices: dict[int, _Device] = {}
         self._current: _Device | None = None
+        #: a device was fed again after another: receipts are no longer checked at once
+        self._resumed = False
+        self._undo = _Undo()
         self._by_prefix: dict[int, _Device | None] = {}    # None: two devices share it
         self._verifiers: dict[int, nacl.signing.VerifyKey] = {}
         self._claims: dict[int, bytes] = {}
@@ -356,9 +372,35 @@ class CrossCheck:
             prefix = _name_prefix(device_hex)
             if prefix is not None:
                 self._by_prefix[prefix] = None if prefix in self._by_prefix else dev
+        elif dev.finished:
+            self._resumed = True
         dev.finished = False
         self._current = dev
+        self._undo = _Undo(len(self._conflicts), len(self._receipts[0]))
         return dev
+
+    def discard(self, device_hex: str) -> None:
+        """Forget the journal of ``device_hex``, the device being fed (e.g. one whose
+        verification failed and that is refused): as if it had never been added. Only the
+        current device can be discarded (LocalProtocolError otherwise)."""
+        dev = self._current
+        if dev is None or dev.name != device_hex or self._resumed:
+            raise LocalProtocolError(f"only the device being fed can be discarded, "
+                                     f"not {device_hex}")
+        for key in self._undo.claims:
+            del self._claims[key]
+        self._claims_by.pop(dev.node, None)
+        del self._conflicts[self._undo.conflicts:]
+        for column in self._receipts:
+            del column[self._undo.receipts:]
+        self._found.rows.pop((dev.name, CheckKind.BAD_WITNESS), None)
+        self._indexed -= len(dev.times)
+        self._sends -= len(dev.sends)
+        del self._devices[dev.node]
+        prefix = _name_prefix(dev.name)
+        if prefix is not None and self._by_prefix.get(prefix) is dev:
+            del self._by_prefix[prefix]
+        self._current = None
 
     def add(self, device_hex: str, entry: JournalEntry) -> None:
         """One entry of ``device_hex``'s journal (in seq order after the previous one)."""
@@ -466,6 +508,7 @@ class CrossCheck:
             return
         self._claims[key] = value
         self._claims_by[dev.node] = made + 1
+        self._undo.claims.append(key)
 
     def _signature(self, node: int, node_hex: str, seq: int, head: bytes, sig: bytes) -> int:
         verifier = self._verifiers.get(node)
@@ -497,7 +540,8 @@ class CrossCheck:
         if sender is None:
             return
         done = self._by_prefix.get(sender)
-        if done is not None and done.finished and done.sends_complete and done.has_sent(env):
+        if (done is not None and done.finished and not self._resumed
+                and done.sends_complete and done.has_sent(env)):
             return                              # sent: nothing to keep
         devices, seqs, walls, senders, envs = self._receipts
         if len(devices) >= self.limits.receipts:

@@ -31,10 +31,10 @@ from meshcomm.journal.chain import (
     Signer,
 )
 from meshcomm.journal.events import JournalEventType
-from meshcomm.journal.payloads import NodeStarted, SipMessageSeen
+from meshcomm.journal.payloads import JournalWitnessed, NodeStarted, SipMessageSeen
 from meshcomm.security.identity import Identity
 
-WITNESSED: Final = "journal.witnessed"
+WITNESSED: Final = JournalEventType.WITNESSED.value
 T0: Final = 1_800_000_000.0
 #: What a rewritten entry is made of: type, data, mono_s, wall_s.
 Plain = tuple[str, Mapping[str, object], float, float]
@@ -63,11 +63,13 @@ class Incident:
 
 def claim_of(ident: Identity, checkpoint: JournalEntry) -> dict[str, object]:
     """The ``journal.witnessed`` data of ``ident``'s checkpoint entry."""
-    head_hash, signature = (checkpoint.data[CHECKPOINT_HEAD_HASH],
-                            checkpoint.data[CHECKPOINT_SIGNATURE])
-    assert isinstance(head_hash, bytes) and isinstance(signature, bytes)
-    return {"node": ident.node_id.hex(), "seq": checkpoint.data[CHECKPOINT_HEAD_SEQ],
-            "head": head_hash.hex(), "sig": signature.hex()}
+    head_seq, head_hash, signature = (checkpoint.data[CHECKPOINT_HEAD_SEQ],
+                                      checkpoint.data[CHECKPOINT_HEAD_HASH],
+                                      checkpoint.data[CHECKPOINT_SIGNATURE])
+    assert isinstance(head_seq, int) and isinstance(head_hash, bytes)
+    assert isinstance(signature, bytes)
+    return dict(JournalWitnessed(node=ident.node_id.hex(), seq=head_seq,
+                                 head=head_hash.hex(), sig=signature.hex()).data())
 
 
 def sip_data(direction: str, peer: Identity, call_id: str, status: int | None,

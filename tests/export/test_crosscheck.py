@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
+from meshcomm.errors import LocalProtocolError
 from meshcomm.export.clocks import ClockEstimate, Offset
 from meshcomm.export.crosscheck import CrossCheck, CrossLimits
 from meshcomm.journal.chain import JournalChain, JournalEntry, MemoryJournal
@@ -341,3 +342,36 @@ def test_memory_stays_bounded_per_entry() -> None:
     finally:
         tracemalloc.stop()
     assert peak / len(stream) < 40, peak
+
+
+def test_a_refused_journal_is_taken_back_whole() -> None:
+    """A journal that failed its own verification is discarded as it is fed: its forged
+    receipts and unprovable claims blame nobody, and what it was first to claim is gone."""
+    journals, _ = _incident()
+    liar = HEX[3]
+    entries = journals.pop(liar)
+    chain = JournalChain(IDS[3].node_id, (entries[-1].seq, entries[-1].entry_hash))
+    lies = [chain.append(WITNESSED, claim_of(IDS[4], other), 0.0, 1e10)
+            for other in _rewritten(journals[HEX[4]], IDS[4], 2)
+            if other.type == JournalEventType.CHECKPOINT]
+    lies.append(chain.append(SIP, sip_data("from-mesh", IDS[0], "x", None, "cd" * 16),
+                             0.0, entries[5].wall_s))
+    for keys, liar_first in ((KEYS, False), (None, False), (KEYS, True), (None, True)):
+        check = CrossCheck(keys)
+        if not liar_first:
+            for device, others in journals.items():
+                for entry in others:
+                    check.add(device, entry)
+        for entry in entries + lies:
+            check.add(liar, entry)
+        with pytest.raises(LocalProtocolError):
+            check.discard(HEX[0])
+        if not liar_first:
+            assert check.problems(), keys          # what it says blames others
+        check.discard(liar)
+        if liar_first:
+            for device, others in journals.items():
+                for entry in others:
+                    check.add(device, entry)
+        assert check.problems() == [], keys
+        assert check.counts()["devices"] == 4
