@@ -203,6 +203,49 @@ class JournalSettings:
         return []
 
 
+#: Collectors listed in ``[export] collectors`` at most; their roles at most.
+MAX_COLLECTORS = 64
+MAX_COLLECTOR_ROLES = 16
+_ROLE_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
+#: Bounds of ``[export] collect_rate_bytes_per_s``.
+MIN_COLLECT_RATE = 1_000
+MAX_COLLECT_RATE = 100_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSettings:
+    """``[export]``: who may collect this device's journal over the mesh (``meshcomm ctl
+    collect`` on a command post, see docs/collect.md), and how fast it is served."""
+
+    #: Node ids or public keys (64 hex digits each) of authorised collectors.
+    collectors: tuple[str, ...] = ()
+    #: Roles of an agency credential ([trust] agency_keys) that authorise a collector.
+    collector_roles: tuple[str, ...] = ("command",)
+    #: Bytes per second this device sends one collector at most.
+    collect_rate_bytes_per_s: int = 16_000
+
+    def validate(self) -> Problems:
+        problems: Problems = []
+        for index, key in enumerate(self.collectors):
+            if not _HEX_KEY_RE.fullmatch(key):
+                problems.append((f"collectors[{index}]", "not a 64-digit hex node id or key"))
+        if len(self.collectors) > MAX_COLLECTORS:
+            problems.append(("collectors", f"at most {MAX_COLLECTORS}"))
+        for index, role in enumerate(self.collector_roles):
+            if not _ROLE_NAME_RE.fullmatch(role):
+                problems.append((f"collector_roles[{index}]", "1-32 letters, digits or ._-"))
+        if len(self.collector_roles) > MAX_COLLECTOR_ROLES:
+            problems.append(("collector_roles", f"at most {MAX_COLLECTOR_ROLES}"))
+        if not MIN_COLLECT_RATE <= self.collect_rate_bytes_per_s <= MAX_COLLECT_RATE:
+            problems.append(("collect_rate_bytes_per_s",
+                             f"must be in {MIN_COLLECT_RATE}..{MAX_COLLECT_RATE}"))
+        return problems
+
+    def collector_ids(self) -> frozenset[bytes]:
+        """The listed node ids and keys as bytes (call only on a validated config)."""
+        return frozenset(bytes.fromhex(k) for k in self.collectors)
+
+
 @dataclass(frozen=True, slots=True)
 class RelaySettings:
     """``[relay]``: store-and-forward bounds of a relay."""
@@ -466,6 +509,7 @@ class NodeConfig:
     media: MediaSettings = field(default_factory=MediaSettings)
     uplink: UplinkSettings = field(default_factory=UplinkSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
 
     def validate(self) -> Problems:
         name = self.node.name or "x" * 12

@@ -5,8 +5,9 @@ node, its neighbours, routes, counters, journal and SIP gateway, ``ctl send AOR 
 sends a MESSAGE from the node's AoR and prints its outcome (delivered, held or failed),
 ``ctl inbox`` lists MESSAGEs to the node's AoR, ``ctl outbox`` where held MESSAGEs are
 (queued, held by a relay, delivered; a held ``ctl send`` names its outbox id, and the
-outbox names the send id), ``ctl stop`` asks it to de-register and exit. A node
-that is not running gives one line and exit status 1.
+outbox names the send id), ``ctl collect --out DIR`` pulls the journals of every device
+the node reaches into DIR (docs/collect.md), ``ctl stop`` asks it to de-register and exit.
+A node that is not running gives one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from meshcomm.cli.collect_cmd import register_collect
 from meshcomm.cli.handset_cmd import resolve_data_dir
 from meshcomm.config import NodeConfig
 from meshcomm.runtime.app import data_dir_locked
@@ -69,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     outbox.add_argument("--all", action="store_true",
                         help="also list the messages this relay holds for other nodes")
     outbox.set_defaults(handler=run_outbox)
+    register_collect(sub)
     stop = sub.add_parser("stop", help="de-register and stop the node")
     stop.add_argument("--wait", action="store_true",
                       help="return only after the node has exited (up to --timeout)")

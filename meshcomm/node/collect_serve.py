@@ -8,8 +8,9 @@ key (``[trust] agency_keys``) signed for that very device key with a role listed
 ``[export] collector_roles`` (default ``command``) and that has not expired. Anyone else is
 refused: counted, journaled as ``envelope.dropped`` (reason ``collect_unauthorised``, kind
 ``journal_pull``; at most :data:`REFUSAL_JOURNAL_PER_S` across all senders) and answered
-REFUSED at most once per :data:`REFUSAL_REPLY_INTERVAL_S` per sender (so a mis-configured
-command post learns why; a flood earns nothing more).
+REFUSED within a small budget per sender (:data:`REFUSAL_REPLY_BURST`, refilled at
+:data:`REFUSAL_REPLY_PER_S`) and across all senders (so a mis-configured command post
+learns why, also when it asks again at once; a flood earns nothing more).
 
 **Reading.** An accepted pull becomes a :class:`JournalRead` event: the edge reads at most
 ``max_rows`` rows of its journal (bounded by rows and bytes, never the whole file) and hands
@@ -61,8 +62,9 @@ MAX_SERVED: Final = 8
 #: Pulls per second (and burst) accepted from one collector; the rest are dropped, counted.
 PULLS_PER_S: Final = 20.0
 PULLS_BURST: Final = 40
-#: A refused sender is answered REFUSED at most this often.
-REFUSAL_REPLY_INTERVAL_S: Final = 10.0
+#: REFUSED answers to one sender: burst, then this many per second.
+REFUSAL_REPLY_BURST: Final = 3
+REFUSAL_REPLY_PER_S: Final = 0.1
 #: Senders remembered for that (the oldest is forgotten first).
 MAX_REFUSED_REMEMBERED: Final = 256
 #: Refusals journaled per second across all senders (and burst); the rest only counted.
@@ -145,7 +147,7 @@ class CollectServer:
         self._pulls = TokenBuckets(PULLS_PER_S, PULLS_BURST, max_keys=MAX_REFUSED_REMEMBERED)
         burst = max(config.rate_bytes_per_s, float(CHUNK_TARGET_BYTES * 2))
         self._budgets = TokenBuckets(config.rate_bytes_per_s, burst, max_keys=MAX_SERVED * 4)
-        self._refused: OrderedDict[NodeId, float] = OrderedDict()
+        self._refused: OrderedDict[NodeId, TokenBucket] = OrderedDict()
         self._journal_budget = TokenBucket(REFUSAL_JOURNAL_PER_S, REFUSAL_JOURNAL_BURST)
         self._reply_budget = TokenBucket(REFUSAL_REPLIES_PER_S, REFUSAL_REPLIES_BURST)
         #: (dst, body) of chunks to send now (the part drains it).
@@ -249,14 +251,15 @@ class CollectServer:
         if self._journal_budget.take(now):
             self._events.append(JournalRecord.of(EnvelopeDropped(
                 reason=REFUSAL_REASON, src=origin.hex(), kind=REFUSAL_KIND)))
-        last = self._refused.get(origin)
-        if last is not None and now - last < REFUSAL_REPLY_INTERVAL_S:
-            return
-        self._refused[origin] = now
+        bucket = self._refused.get(origin)
+        if bucket is None:
+            bucket = self._refused[origin] = TokenBucket(REFUSAL_REPLY_PER_S,
+                                                         REFUSAL_REPLY_BURST, now)
+            while len(self._refused) > MAX_REFUSED_REMEMBERED:
+                self._refused.popitem(last=False)      # the oldest sender is forgotten
         self._refused.move_to_end(origin)
-        while len(self._refused) > MAX_REFUSED_REMEMBERED:
-            self._refused.popitem(last=False)
-        self._answer_status(origin, ChunkStatus.REFUSED, 1, now)
+        if bucket.take(now):
+            self._answer_status(origin, ChunkStatus.REFUSED, 1, now)
 
     def _answer_status(self, origin: NodeId, status: ChunkStatus, from_seq: int,
                        now: float) -> None:

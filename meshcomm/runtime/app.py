@@ -39,12 +39,14 @@ from meshcomm.journal.chain import (
 from meshcomm.journal.store import FLUSH_RETRY_INTERVAL_S, JournalStore
 from meshcomm.location.freshness import FreshnessMemory
 from meshcomm.media.relay import MediaConfig, MediaRelay
+from meshcomm.node.collect import CollectConfig
 from meshcomm.node.core import NodeCore, compose
 from meshcomm.node.freshness_store import FreshnessStore
 from meshcomm.node.gateway.types import GatewayConfig, LocalDatagram
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import RELAY_CAP, RELAY_ROLE, StoreForward, StoreForwardConfig
+from meshcomm.runtime.collect_edge import CollectEdge, collect_config
 from meshcomm.runtime.control import CONTROL_SOCKET_FILE, ControlError, ControlServer
 from meshcomm.runtime.dht_opendht import DhtBind, DhtStartError, OpenDhtPort
 from meshcomm.runtime.driver import NodeDriver, as_uplink_radio
@@ -366,7 +368,7 @@ async def _run_locked(options: NodeOptions,
     # The call ports' sink refers to the driver; datagrams arrive only once calls exist.
     core, ports = _compose_core(node, cfg, identity, rng, aor, sockets, sf, uplink,
                                 lambda *datagram: driver.receive_client_media(*datagram),
-                                upstream)
+                                upstream, collect_config(cfg, credential))
     if uplink is not None:
         radios.append(uplink.radio)
     driver = NodeDriver(core, radios, journal, loop, wall_offset_s=wall_offset_s,
@@ -375,6 +377,11 @@ async def _run_locked(options: NodeOptions,
     driver.dht_port = uplink.dht_port if uplink is not None else None
     driver.sf_storage = sf_storage
     driver.fresh_store = fresh_store
+    collect_edge = None
+    if isinstance(core, NodeCore) and core.collect is not None:
+        collect_edge = CollectEdge(driver, core.collect, identity.public_key,
+                                   data_dir / JOURNAL_FILE)
+        driver.event_sink = collect_edge.sink
     if sockets is not None:
         _attach_sip(driver, sockets)
     announce = None
@@ -386,8 +393,10 @@ async def _run_locked(options: NodeOptions,
             transport.on_mapped = contacts.on_mapped
         announce = contacts.announce_after(register_delay_s(options), loop)
     try:
-        status = await _serve(driver, info, options, on_ready)
+        status = await _serve(driver, info, options, on_ready, collect_edge)
     finally:
+        if collect_edge is not None:
+            collect_edge.close()
         if announce is not None:
             announce.cancel()
         failed = _close_node(driver, sf_storage, sockets, fresh_store)
@@ -413,20 +422,20 @@ def _compose_core(node: MeshNode, cfg: NodeConfig, identity: Identity, rng: rand
                   aor: str, sockets: SipSockets | None, sf: StoreForward | None,
                   uplink: UplinkParts | None, media_sink: DatagramSink,
                   upstream: UpstreamPlan | None = None,
+                  collect: CollectConfig | None = None,
                   ) -> tuple[NodeCore | MeshNode, UdpMediaPorts | None]:
     """The node's core: the bare MeshNode, or composed with the gateway (its call ports
     opened, sending to ``media_sink``) and the uplink's bridge and mesh."""
     loop = asyncio.get_running_loop()
     bridge, mesh = (uplink.bridge, uplink.mesh) if uplink is not None else (None, None)
     if sockets is None:
-        if uplink is None:
-            return node, None
-        return compose(node, now=loop.time(), dht=bridge, uplink=mesh), None
+        return compose(node, now=loop.time(), dht=bridge, uplink=mesh, collect=collect), None
     ports = UdpMediaPorts(loop, sockets.host, media_sink, cfg.media.port_range)
     core = compose(node, gateway_config=gateway_config(cfg, sockets, upstream), rng=rng,
                    node_aor=aor, now=loop.time(), sf=sf, relay=media_relay(cfg, identity, ports),
                    dht=bridge, uplink=mesh,
-                   upstream=upstream.config if upstream is not None else None)
+                   upstream=upstream.config if upstream is not None else None,
+                   collect=collect)
     assert core.gateway is not None
     core.gateway.hosts.resolve = source_address_toward   # listening on 0.0.0.0 / ::
     if upstream is not None:     # the address the upstream reaches us at is ours
@@ -615,11 +624,12 @@ def _sip_sink(sockets: SipSockets | None) -> Callable[[LocalDatagram], None] | N
 
 
 async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,
-                 on_ready: Callable[[NodeDriver, NodeInfo], None] | None) -> int:
+                 on_ready: Callable[[NodeDriver, NodeInfo], None] | None,
+                 collect_edge: CollectEdge | None = None) -> int:
     loop = driver.loop
     stop = asyncio.Event()
     server = ControlServer(options.data_dir / CONTROL_SOCKET_FILE,
-                           control_handlers(driver, info, stop.set))
+                           control_handlers(driver, info, stop.set, collect_edge))
     try:
         server.bind()
     except ControlError as exc:

@@ -55,6 +55,7 @@ class ControlCommand(StrEnum):
     SEND = "send"        # {"to": AOR, "text": TEXT, "wait_s": seconds}: MESSAGE, its outcome
     INBOX = "inbox"      # {"since": seq}: MESSAGEs delivered to the node's own AoR
     OUTBOX = "outbox"    # MESSAGEs held for store-and-forward (queued / held by / delivered)
+    COLLECT = "collect"  # {"action": "start", "out": DIR} / "status" / "cancel": journals
 
 
 @dataclass(frozen=True, slots=True)

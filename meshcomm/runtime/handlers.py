@@ -15,6 +15,7 @@ from meshcomm.errors import DecodeError
 from meshcomm.node.gateway.types import InboxEntry, SendResult, SendStatus
 from meshcomm.node.storeforward import HeldState, HeldStatus
 from meshcomm.overlay.core import WhoEntry
+from meshcomm.runtime.collect_edge import CollectEdge, parse_out_dir
 from meshcomm.runtime.control import ControlCommand, ControlRequest, Handler
 from meshcomm.runtime.driver import NodeDriver
 
@@ -102,9 +103,19 @@ def status(driver: NodeDriver, info: NodeInfo) -> dict[str, object]:
         "uplink": uplink_status(driver),
         "upstream": upstream_status(driver),
         "cross_site": cross_site_status(driver),
+        "collect": collect_status(driver),
         "journal": journal.status() if journal is not None else {
             "path": None, "durable_seq": 0, "head_seq": 0},
     }
+
+
+def collect_status(driver: NodeDriver) -> dict[str, object] | None:
+    """Journal collection (None without it): collectors served now and the counters of
+    both sides (pulls answered, refused, chunks and bytes sent and received)."""
+    collect = driver.core.collect
+    if collect is None:
+        return None
+    return {"serving": collect.server.serving, "counters": dict(sorted(collect.counters.items()))}
 
 
 def uplink_status(driver: NodeDriver) -> dict[str, object] | None:
@@ -299,8 +310,24 @@ def inbox(driver: NodeDriver, request: ControlRequest) -> object:
     return [inbox_entry_json(e, driver) for e in driver.core.gateway.inbox if e.seq > since]
 
 
+def collect(edge: CollectEdge | None, request: ControlRequest) -> object:
+    """``ctl collect``: ``action`` start (with ``out``, an absolute directory), status or
+    cancel; the reply is the collection's status (meshcomm.runtime.collect_edge)."""
+    if edge is None:
+        raise DecodeError("this node runs without journal collection")
+    action = request.args.get("action", "status")
+    if action == "start":
+        return edge.start(parse_out_dir(request.args.get("out")))
+    if action == "cancel":
+        return edge.cancel()
+    if action == "status":
+        return edge.status()
+    raise DecodeError('"action" must be start, status or cancel')
+
+
 def control_handlers(driver: NodeDriver, info: NodeInfo,
-                     request_stop: Callable[[], None]) -> dict[ControlCommand, Handler]:
+                     request_stop: Callable[[], None],
+                     collect_edge: CollectEdge | None = None) -> dict[ControlCommand, Handler]:
     """The dispatch table of the control socket."""
 
     def on_stop(_request: ControlRequest) -> object:
@@ -314,4 +341,5 @@ def control_handlers(driver: NodeDriver, info: NodeInfo,
         ControlCommand.SEND: lambda request: send(driver, request),
         ControlCommand.INBOX: lambda request: inbox(driver, request),
         ControlCommand.OUTBOX: lambda request: outbox(driver, request),
+        ControlCommand.COLLECT: lambda request: collect(collect_edge, request),
     }
