@@ -114,6 +114,9 @@ def write_public_key(out: Path, node: bytes, public_key: bytes) -> None:
         raise CopyError(f"key of {node.hex()[:16]} does not hash to its node id")
     path = _ensure_dir(out, node) / PUBLIC_KEY_FILE
     text = public_key.hex().encode() + b"\n"
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == text:
+            return                          # written by an earlier chunk or run
     try:
         write_atomic(path, text, mode=PUBLIC_KEY_MODE, replace=False)
     except FileExistsError:

@@ -36,6 +36,7 @@ from meshcomm.runtime.collect_edge import (
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo
 from meshcomm.security.keystore import load_or_create_identity
+from tests.runtime.disk import SmallDisk
 from tests.runtime.helpers import chain_medium, ctl, node_options, wait_until
 
 WAIT_S = 30.0
@@ -82,7 +83,9 @@ def test_ctl_collect_gathers_a_chain_resumes_and_names_a_refusal(tmp_path: Path)
                     tasks.append(tg.create_task(run_node(opts, ready(name))))
                 await wait_until(lambda: len(up) == 4, "four nodes up")
                 post = up["post"][0]
-                await wait_until(lambda: len(post.core.collect.reachable(post.now())) == 3,
+                collect = post.core.collect
+                assert collect is not None
+                await wait_until(lambda: len(collect.reachable(post.now())) == 3,
                                  "routes to the three others", WAIT_S)
                 # an interrupted run (cancelled at once): the next run resumes from it
                 started = await asyncio.to_thread(ctl, dirs["post"], "collect",
@@ -121,7 +124,6 @@ def test_ctl_collect_gathers_a_chain_resumes_and_names_a_refusal(tmp_path: Path)
     bravo1, bravo2 = first[ids["bravo"]], second[ids["bravo"]]
     assert bravo2["held_seq"] > bravo1["held_seq"]
     assert bravo2["rows"] == bravo2["held_seq"] - bravo1["held_seq"]   # only the new ones
-    print(err1)
     print(f"first run {json.loads(json1)['elapsed_s']} s: "
           + ", ".join(f"{n} {first[ids[n]]['rows']} rows {first[ids[n]]['wire_bytes']} B"
                       for n in ("post", "bravo", "charlie")))
@@ -158,6 +160,29 @@ def test_copy_writes_are_whole_or_nothing(tmp_path: Path) -> None:
     report = verify_journal(tmp_path / node.node_id.hex() / COPY_JOURNAL_FILE,
                             node.public_key)
     assert report.ok
+
+
+def test_full_disk_is_a_clear_error_and_never_a_half_written_copy(
+        small_disk: SmallDisk) -> None:
+    from tests.node.test_collect import ident, journal_rows
+
+    out = small_disk.path / "collected"
+    node, other = ident("b"), ident("c")
+    wire = [(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])
+            for r in journal_rows(node, 40)]
+    append_rows(out, node.node_id, wire[:20])  # type: ignore[arg-type]
+    small_disk.fill()
+    with pytest.raises(CopyError) as info:
+        append_rows(out, node.node_id, wire[20:])  # type: ignore[arg-type]
+    assert "no space left on device" in str(info.value), info.value
+    with pytest.raises(CopyError):               # a new device's copy cannot be created:
+        append_rows(out, other.node_id, [])      # nothing is left behind
+    assert not (out / other.node_id.hex() / COPY_JOURNAL_FILE).exists()
+    small_disk.free()
+    assert copy_head(out, node.node_id) == (20, wire[19][7])
+    append_rows(out, node.node_id, wire[20:])  # type: ignore[arg-type]
+    report = verify_journal(out / node.node_id.hex() / COPY_JOURNAL_FILE, node.public_key)
+    assert report.ok and copy_head(out, node.node_id) == (40, wire[39][7])
 
 
 def test_export_settings_are_validated() -> None:
