@@ -543,8 +543,12 @@ class NodeCore:
         return True
 
     def _sip_to_mesh(self, item: MeshSip, now: float) -> bool:
-        if self.tunnel is not None and self.tunnel.send(item.dst, AppKind.SIP, item.body, now):
-            return True                     # the node is in another island
+        if self.tunnel is not None:
+            tunnelled = self.tunnel.send(item.dst, AppKind.SIP, item.body, now)
+            if tunnelled is not None:       # the node is in another island
+                if item.sent is not None and tunnelled:
+                    item.sent.env = tunnelled       # the item's id names it on both ends
+                return True
         try:
             env = self.node.send_unicast(item.dst, AppKind.SIP, item.body, now)
         except LocalProtocolError as exc:

@@ -273,20 +273,21 @@ class Tunnel:
         return len(self._routes)
 
     # ------------------------------------------------------------ sending
-    def send(self, dst: bytes, kind: int, body: bytes, now: float) -> bool:
-        """Send a unicast of ``kind`` to the remote node ``dst``; False: no remote route
-        (the caller sends it in the island)."""
+    def send(self, dst: bytes, kind: int, body: bytes, now: float) -> bytes | None:
+        """Send a unicast of ``kind`` to the remote node ``dst``: the id of the item that
+        carries it (b"": too large, dropped and counted); None: no remote route (the
+        caller sends it in the island)."""
         route = self.route(dst, now)
         if route is None:
-            return False
+            return None
         if len(body) > MAX_ITEM_BODY_BYTES:
             self.counters[TunnelCounter.TOO_LARGE] += 1
-            return True
+            return b""
         item = seal_item(self.node.identity, self.incident, dst, kind, self.node.overlay.next_seq(),
                          body)
         self.counters[TunnelCounter.SENT] += 1
         self._send_item(route, item, now)
-        return True
+        return item.item_id
 
     def send_media(self, dst: bytes, stream: bytes, payload: bytes, now: float) -> bool:
         route = self.route(dst, now)
@@ -489,7 +490,7 @@ class Tunnel:
         self.learn(origin, (NodeId(far_relay),), LEARNED_ROUTE_TTL_S, now, local_relay)
         self.counters[TunnelCounter.DELIVERED] += 1
         self._events.append(UnicastReceived(origin, item.origin_key, item.kind, item.body,
-                                            hops, item.msg_no))
+                                            hops, item.msg_no, item.item_id))
 
     def _first(self, origin: bytes, msg_no: int) -> bool:
         seen = self._seen.get(origin)

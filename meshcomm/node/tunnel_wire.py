@@ -22,6 +22,7 @@ Decoders are ``*_untrusted``: they range-check every field and raise only Decode
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -46,6 +47,8 @@ MAX_ANSWER_BINDINGS = 8
 MAX_ANSWER_TTL_S = 3600
 MAX_REQUEST_ID = (1 << 32) - 1
 MAX_ITEM_KIND = 255
+#: Length of an item's id (as an envelope digest's).
+ITEM_ID_LEN = 16
 
 
 class ItemType(IntEnum):
@@ -73,6 +76,12 @@ class SignedItem:
     @property
     def origin(self) -> NodeId:
         return node_id_of(self.origin_key)
+
+    @property
+    def item_id(self) -> bytes:
+        """The item's id (16 bytes), the same at its origin and its destination: the
+        journals name the message it carries by it (``env``, as a mesh envelope's digest)."""
+        return hashlib.sha256(self.signature).digest()[:ITEM_ID_LEN]
 
     def verify(self, incident: str, verifier: SignatureVerifier) -> bool:
         return verifier.verify(self.origin_key, _item_signed(incident, self.dst, self.kind,

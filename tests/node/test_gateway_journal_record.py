@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 
 from meshcomm.journal.codec import MAX_CONTAINER_ITEMS, MAX_DATA_BYTES, normalize_data
+from meshcomm.journal.events import JournalEventType
 from meshcomm.node.gateway.parts import sip_record
 from meshcomm.node.gateway.rfc import journal_safe
 from meshcomm.node.gateway.types import Direction, GatewayConfig, MeshSip
 from meshcomm.sip.message import SipRequest, parse_message_untrusted
 from meshcomm.sip.ua_events import IncomingMessage, RequestSucceeded
 from meshcomm.sip.uri import parse_uri_untrusted
+from tests.node.cross_site_net import CrossSiteNet
 from tests.node.gateway_net import DOMAIN, Net, of_kind, registered
 
 RAW = ("127.0.0.1", 6000)
@@ -186,3 +188,24 @@ def test_an_answer_sent_again_over_the_mesh_is_journaled_with_its_own_envelope()
         ("to-mesh", "01" * 16, None), ("from-mesh", "bb" * 16, None),
         ("to-mesh", "02" * 16, "retransmission")]
     assert records[2]["status"] == records[4]["status"] == 404
+
+
+def test_a_message_tunnelled_to_another_island_is_named_by_its_item_id() -> None:
+    """Across islands the MESSAGE travels as a tunnel item signed by its origin: the
+    origin's to-mesh and the destination's from-mesh records name it by the item's id."""
+    net = CrossSiteNet({"A": ["a0", "a1", "a2"], "B": ["b2", "b1", "b0"]}, {"a2", "b2"})
+    net.run(15.0)
+    net.send("a0", "b0", "hello from A")
+    net.run(net.now + 10.0)
+    assert [e.body for e in net.stations["b0"].inbox][:1] == [b"hello from A"]
+
+    def sip(name: str, direction: str) -> list[dict[str, object]]:
+        return [dict(r.data) for r in net.stations[name].edge.journal
+                if r.type is JournalEventType.SIP_MESSAGE and r.data["dir"] == direction
+                and r.data.get("method") == "MESSAGE"]
+    (sent,) = [r for r in sip("a0", "to-mesh") if r["status"] is None]
+    (got,) = [r for r in sip("b0", "from-mesh") if r["status"] is None]
+    assert isinstance(sent["env"], str) and len(sent["env"]) == 32
+    assert got["env"] == sent["env"]
+    (answer,) = sip("b0", "to-mesh")
+    assert [r["env"] for r in sip("a0", "from-mesh")] == [answer["env"]]
