@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Final
 
 from meshcomm.export.clocks import ClockEstimate, estimate_offsets
+from meshcomm.export.crosscheck import CheckKind, CrossCheck
 from meshcomm.export.exchanges import ExchangeFinder
 from meshcomm.export.filters import EventFilter
 from meshcomm.export.forks import find_fork
@@ -58,6 +59,11 @@ PROGRESS_INTERVAL_S: Final = 2.0
 FILES_PER_JOURNAL: Final = 3
 #: Open files kept for everything else (outputs, Python, the CLI).
 SPARE_FILES: Final = 64
+#: Cross-journal findings that make the device they name unverified (its journal is a
+#: rewritten history, or contradicts what a witness saw): it is refused like a journal
+#: that fails on its own. The others (a cut tail, a bad witness record, a receipt whose
+#: send is missing) are reported without refusing anyone.
+REFUSING_KINDS: Final = frozenset({CheckKind.FORK.value, CheckKind.WITNESS_CONTRADICTS.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,8 @@ class ExportSummary:
     clocks_consistent: bool = True
     filters: dict[str, object] = field(default_factory=dict)
     include_bodies: bool = False
+    #: the cross-journal check's tables (crosscheck.CrossCheck.counts)
+    crosscheck: dict[str, int] = field(default_factory=dict)
 
     @property
     def verified(self) -> bool:
@@ -94,7 +102,7 @@ class ExportSummary:
                 "events_merged": self.events_merged, "verified": self.verified,
                 "exchanges": self.exchanges, "exchanges_dropped": self.exchanges_dropped,
                 "clocks_consistent": self.clocks_consistent, "filters": self.filters,
-                "include_bodies": self.include_bodies,
+                "include_bodies": self.include_bodies, "crosscheck": self.crosscheck,
                 "problems": [{"device": p.device, "entry": p.entry, "kind": p.kind,
                               "detail": p.detail} for p in self.problems]}
 
@@ -123,8 +131,32 @@ class _Verified:
     chosen: dict[str, JournalFile] = field(default_factory=dict)
     reports: dict[Path, VerifyReport] = field(default_factory=dict)
     unverified: set[str] = field(default_factory=set)
-    #: devices whose chosen copy has been fed to the pairing, in order
+    #: devices whose chosen copy has been fed to the sinks, in order
     fed: list[str] = field(default_factory=list)
+    sinks: _Sinks | None = None
+
+
+class _Sinks:
+    """What the first pass feeds besides the verifier: the send/receipt pairing and
+    (unless ``cross`` is False) the cross-journal check, device after device."""
+
+    def __init__(self, devices: Iterable[str], keys: dict[str, bytes], *,
+                 cross: bool = True) -> None:
+        self.finder = ExchangeFinder()
+        self.finder.expect(devices)
+        self.cross = CrossCheck(keys) if cross else None
+
+    def feeder(self, device: str) -> Callable[[JournalEntry], None]:
+        pair = self.finder.add
+        if self.cross is None:
+            return lambda entry: pair(device, entry)
+        self.cross.begin(device)
+        check = self.cross.add
+
+        def feed(entry: JournalEntry) -> None:
+            pair(device, entry)
+            check(device, entry)
+        return feed
 
 
 def export(paths: Iterable[Path], out_dir: Path, *, allow_unverified: bool = False,
@@ -141,13 +173,18 @@ def export(paths: Iterable[Path], out_dir: Path, *, allow_unverified: bool = Fal
     with ExitStack() as stack:
         snaps = {jf.path: stack.enter_context(Snapshot(jf.path))
                  for copies in by_device.values() for jf in copies}
-        finder = ExchangeFinder()
-        finder.expect(by_device)
-        found = _verify(by_device, snaps, finder, summary, say)
+        keys = _keys(by_device)
+        found = _verify(by_device, snaps, _Sinks(by_device, keys), summary, say)
         merged = [d for d in sorted(found.chosen)
                   if allow_unverified or d not in found.unverified]
-        finder = _pairs(found, merged, snaps, finder, say)
-        clocks = _clocks(finder, merged, reference, summary)
+        sinks = _fed(found, merged, keys, snaps, say)
+        clocks = _clocks(sinks.finder, merged, reference, summary)
+        assert sinks.cross is not None
+        if _cross_problems(sinks.cross, clocks, found, summary) and not allow_unverified:
+            merged = [d for d in merged if d not in found.unverified]
+            say.stage("pairing sends and receipts again without the refused journal(s)")
+            finder = _refeed(_Sinks(merged, {}, cross=False), merged, found, snaps).finder
+            clocks = _clocks(finder, merged, reference, summary)
         say.stage(f"merging {len(merged)} journal(s)")
         total = sum(found.reports[found.chosen[d].path].count for d in merged)
         marks = {d: DeviceMarks(clocks is not None and d in clocks.offsets,
@@ -175,6 +212,17 @@ def _inputs(paths: Iterable[Path]) -> dict[str, list[JournalFile]]:
     return by_device
 
 
+def _keys(by_device: dict[str, list[JournalFile]]) -> dict[str, bytes]:
+    """Each device's public key (any copy's: each was checked against the node id)."""
+    keys: dict[str, bytes] = {}
+    for device, copies in by_device.items():
+        for jf in copies:
+            if jf.public_key is not None:
+                keys[device] = jf.public_key
+                break
+    return keys
+
+
 def _allow_open_files(journals: int) -> None:
     """Raise the soft limit of open files (up to the hard one) so every journal can be
     open at once (the merge reads them all together)."""
@@ -188,9 +236,9 @@ def _allow_open_files(journals: int) -> None:
 
 
 def _verify(by_device: dict[str, list[JournalFile]], snaps: dict[Path, Snapshot],
-            finder: ExchangeFinder, summary: ExportSummary, say: _Say) -> _Verified:
-    """The first pass: every journal verified; the single copies fed to the pairing."""
-    found = _Verified()
+            sinks: _Sinks, summary: ExportSummary, say: _Say) -> _Verified:
+    """The first pass: every journal verified; the single copies fed to the sinks."""
+    found = _Verified(sinks=sinks)
     say.stage(f"verifying {sum(len(c) for c in by_device.values())} journal(s) of "
               f"{len(by_device)} device(s)")
     for index, (device, copies) in enumerate(sorted(by_device.items())):
@@ -198,7 +246,7 @@ def _verify(by_device: dict[str, list[JournalFile]], snaps: dict[Path, Snapshot]
         for jf in copies:
             sink = None
             if len(copies) == 1:
-                sink = _feeder(finder, device)
+                sink = sinks.feeder(device)
                 found.fed.append(device)
             report = found.reports[jf.path] = snaps[jf.path].scan(jf.public_key, sink)
             for problem in report.problems:
@@ -215,29 +263,42 @@ def _verify(by_device: dict[str, list[JournalFile]], snaps: dict[Path, Snapshot]
     return found
 
 
-def _feeder(finder: ExchangeFinder, device: str) -> Callable[[JournalEntry], None]:
-    add = finder.add
-    return lambda entry: add(device, entry)
+def _fed(found: _Verified, merged: list[str], keys: dict[str, bytes],
+         snaps: dict[Path, Snapshot], say: _Say) -> _Sinks:
+    """The sinks fed exactly the merged journals: the first pass's, completed with the
+    devices that had several copies, or fed again when it took in a journal that is not
+    merged."""
+    assert found.sinks is not None
+    fed = set(found.fed)
+    if fed <= set(merged):
+        return _refeed(found.sinks, [d for d in merged if d not in fed], found, snaps)
+    say.stage("pairing sends and receipts again without the refused journal(s)")
+    return _refeed(_Sinks(merged, keys), merged, found, snaps)
 
 
-def _pairs(found: _Verified, merged: list[str], snaps: dict[Path, Snapshot],
-           finder: ExchangeFinder, say: _Say) -> ExchangeFinder:
-    """The pairing over exactly the merged journals: the first pass's, completed with
-    devices that had several copies, or done again when it took in a journal that is
-    not merged."""
-    merged_set, fed = set(merged), set(found.fed)
-    if not fed <= merged_set:
-        say.stage("pairing sends and receipts again without the refused journal(s)")
-        finder = ExchangeFinder()
-        finder.expect(merged)
-        todo = merged
-    else:
-        todo = [d for d in merged if d not in fed]
-    for device in todo:
-        add = _feeder(finder, device)
+def _refeed(sinks: _Sinks, devices: list[str], found: _Verified,
+            snaps: dict[Path, Snapshot]) -> _Sinks:
+    for device in devices:
+        feed = sinks.feeder(device)
         for entry in snaps[found.chosen[device].path].entries():
-            add(entry)
-    return finder
+            feed(entry)
+    return sinks
+
+
+def _cross_problems(cross: CrossCheck, clocks: ClockEstimate | None, found: _Verified,
+                    summary: ExportSummary) -> bool:
+    """The cross-journal findings into the summary; True when one refuses a device
+    (:data:`REFUSING_KINDS`) that was verified until then."""
+    refused = False
+    for problem in cross.problems(clocks):
+        summary.problems.append(ProblemRow(problem.device, problem.entry, problem.kind,
+                                           problem.detail))
+        if problem.kind in REFUSING_KINDS and problem.device in found.chosen and (
+                problem.device not in found.unverified):
+            found.unverified.add(problem.device)
+            refused = True
+    summary.crosscheck = cross.counts()
+    return refused
 
 
 def _clocks(finder: ExchangeFinder, merged: list[str], reference: str | None,

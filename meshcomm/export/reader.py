@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Final
 
 from meshcomm.errors import DecodeError, MeshcommError
-from meshcomm.export.rows import decode_row
+from meshcomm.export.rows import decode_row, decode_seen_row
 from meshcomm.journal.chain import JournalEntry
 from meshcomm.journal.codec import MAX_SEQ
 from meshcomm.journal.store import ROW_COLUMNS
@@ -192,6 +192,8 @@ class Snapshot:
         self._conn: sqlite3.Connection | None = None
         #: why the file could not be opened as a journal (None: it could)
         self.error: str | None = None
+        #: :meth:`scan` found every row stored canonically (so the merge decodes faster)
+        self.canonical = False
         try:
             readable = self._stack.enter_context(readable_journal(path))
             conn = sqlite3.connect(readable.resolve().as_uri() + "?mode=ro", uri=True,
@@ -237,10 +239,11 @@ class Snapshot:
                 batch: int = MERGE_FETCH_ROWS) -> Iterator[JournalEntry]:
         """The decodable entries in seq order (rows that do not decode are skipped: the
         verification named them); a database error ends the stream."""
+        decode = decode_seen_row if self.canonical else _entry_of
         try:
             for row in self.rows(last_seq, batch):
                 try:
-                    yield decode_row(row)[0]
+                    yield decode(row)
                 except DecodeError:
                     continue
         except sqlite3.Error:
@@ -254,6 +257,7 @@ class Snapshot:
         way ``meshcomm journal verify`` does."""
         verifier = StreamVerifier(public_key)
         last_seq = 0
+        all_canonical = True
         try:
             for row in self.rows():
                 seq = row[0] if type(row[0]) is int else last_seq + 1
@@ -261,16 +265,20 @@ class Snapshot:
                 try:
                     entry, canonical = decode_row(row)
                 except DecodeError as exc:
+                    all_canonical = False
                     verifier.feed(UndecodableRow(seq, f"entry {seq} cannot be decoded "
                                                       f"(edited or damaged): {exc}"))
                     continue
+                all_canonical = all_canonical and canonical is not None
                 verifier.feed(entry, canonical)
                 if sink is not None:
                     sink(entry)
         except sqlite3.Error as exc:
+            all_canonical = False
             verifier.feed(UndecodableRow(last_seq + 1, f"{DATABASE_ERROR_PREFIX}{exc}",
                                          database=True))
         report = verifier.report()
+        self.canonical = all_canonical
         return report if report.ok else self.verify_exactly(public_key)
 
     def verify_exactly(self, public_key: bytes | None) -> VerifyReport:
@@ -281,6 +289,10 @@ class Snapshot:
                                          database=True))
             return verifier.report()
         return verify_connection(self._conn, public_key)
+
+
+def _entry_of(row: tuple[object, ...]) -> JournalEntry:
+    return decode_row(row)[0]
 
 
 def entries(path: Path) -> Iterator[JournalEntry]:

@@ -138,3 +138,28 @@ def decode_row(row: Sequence[object]) -> tuple[JournalEntry, bytes | None]:
                 return JournalEntry(seq, mono + 0.0, wall + 0.0, node_id, name, data,
                                     prev_hash, entry_hash), blob
     return decode_row_untrusted(row), None
+
+
+def decode_seen_row(row: Sequence[object]) -> JournalEntry:
+    """A row read again inside the read transaction in which :func:`decode_row` found
+    every row of its journal canonical (the export's merge pass): its data is unpacked
+    without the checks, which hold for these very bytes. Anything unexpected takes
+    :func:`decode_row`'s road; raises only DecodeError."""
+    if len(row) == _ROW_LEN:
+        seq, mono, wall, node_id, type_raw, blob, prev_hash, entry_hash = row
+        name = _type_names.get(type_raw) if type(type_raw) is bytes else None
+        if (name is not None and type(blob) is bytes and type(seq) is int
+                and type(mono) is float and type(wall) is float
+                and type(node_id) is bytes and type(prev_hash) is bytes
+                and type(entry_hash) is bytes):
+            try:
+                data = msgpack.unpackb(
+                    blob, raw=False, strict_map_key=True, max_str_len=MAX_DATA_BYTES,
+                    max_bin_len=MAX_DATA_BYTES, max_array_len=MAX_CONTAINER_ITEMS,
+                    max_map_len=MAX_CONTAINER_ITEMS, max_ext_len=0)
+            except _UNPACK_ERRORS:
+                data = None
+            if type(data) is dict:
+                return JournalEntry(seq, mono + 0.0, wall + 0.0, node_id, name, data,
+                                    prev_hash, entry_hash)
+    return decode_row(row)[0]

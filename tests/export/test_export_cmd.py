@@ -5,6 +5,7 @@ unwritable output are clear errors."""
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from meshcomm.cli.main import main
+from meshcomm.export.outputs import CSV_COLUMNS
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.payloads import SipMessageSeen
 from meshcomm.journal.store import JournalStore
@@ -112,3 +114,113 @@ def test_copies_of_one_device_that_disagree_are_a_fork(
     summary = json.loads(capsys.readouterr().out)
     assert [(p["device"][:8], p["entry"], p["kind"]) for p in summary["problems"]] == [
         (A.node_id[:4].hex(), 1, "fork")]
+
+
+def _collected(root: Path) -> Path:
+    """A ``ctl collect`` output: per device, journal.sqlite and public.key (no identity)."""
+    (root / "data").mkdir()
+    a, b = _two_devices(root / "data")
+    out = root / "collected"
+    for data_dir, who in ((a, A), (b, B)):
+        device = out / who.node_id.hex()
+        device.mkdir(parents=True)
+        (device / "journal.sqlite").write_bytes((data_dir / "journal.sqlite").read_bytes())
+        (device / "public.key").write_text(who.public_key.hex() + "\n")
+    return out
+
+
+def test_a_collection_directory_expands_to_its_devices_with_their_public_keys(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    collected = _collected(tmp_path)
+    assert main(["export", str(collected), "--out", str(tmp_path / "o"), "--json",
+                 "--quiet"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert captured.err == ""
+    assert [(d["device"], d["signed"], d["checkpoints"]) for d in summary["devices"]] == [
+        (A.node_id.hex(), True, 1), (B.node_id.hex(), True, 1)]
+    # A key that is not the device's, or not a key, is not used (checkpoints unsigned).
+    (collected / A.node_id.hex() / "public.key").write_text(B.public_key.hex() + "\n")
+    (collected / B.node_id.hex() / "public.key").write_text("zz" * 32 + "\n")
+    assert main(["export", str(collected), "--out", str(tmp_path / "o"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [d["signed"] for d in summary["devices"]] == [False, False]
+    (tmp_path / "empty").mkdir()
+    assert main(["export", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+
+
+def _with_bodies(root: Path) -> tuple[Path, Path]:
+    body = JournalRecord.of(SipMessageSeen(
+        direction="to-mesh", method="MESSAGE", status=None, call_id="c2@a", cseq=1,
+        from_aor="sip:carol@x", to_aor="sip:Dave@x", peer=B.node_id[:8].hex() + ".mesh",
+        hops=2, body=b"secret,\"text\"", body_len=13))
+    a = _device(root, A, [(1000.0, _sip("to-mesh", B, None)),
+                          (1000.12, _sip("from-mesh", B, 200)), (1001.0, body)])
+    b = _device(root, B, [(1000.05 + SKEW_S, _sip("from-mesh", A, None)),
+                          (1000.06 + SKEW_S, _sip("to-mesh", A, 200))])
+    return a, b
+
+
+def _lines(out: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (out / "timeline.jsonl").read_text().splitlines()]
+
+
+def test_bodies_are_written_only_when_asked_for_and_csv_matches_jsonl(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = _with_bodies(tmp_path)
+    out = tmp_path / "out"
+    assert main(["export", str(a), str(b), "--out", str(out), "--quiet"]) == 0
+    text = (out / "timeline.jsonl").read_text() + (out / "timeline.csv").read_text()
+    assert b"secret".hex() not in text and '"body_len":13' in text
+    assert main(["export", str(a), str(b), "--out", str(out), "--quiet",
+                 "--include-bodies"]) == 0
+    events = _lines(out)
+    kept = [e for e in events if e["data"].get("body")]  # type: ignore[attr-defined]
+    assert [e["data"]["body"] for e in kept] == [b'secret,"text"'.hex()]  # type: ignore[index]
+    with open(out / "timeline.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == len(events) + 1
+    for row, event in zip(rows[1:], events, strict=True):
+        assert row[:8] == [str(event[c]) for c in CSV_COLUMNS[:8]]
+        assert json.loads(row[8]) == event["data"]
+    capsys.readouterr()
+
+
+def test_filters_choose_the_events_written_not_the_verification_or_clocks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = _with_bodies(tmp_path)
+    out = tmp_path / "out"
+    assert main(["export", str(a), str(b), "--out", str(out), "--json", "--quiet"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    runs: dict[str, tuple[list[str], int]] = {
+        "type": (["--type", "journal.checkpoint"], 2),
+        "call": (["--call-id", "c2@a", "--call-id", "other"], 1),
+        "aor": (["--aor", "Dave@X"], 1),
+        "aor, user part differs": (["--aor", "dave@x"], 0),
+        "time": (["--from", "1970-01-01T00:16:40.03Z", "--to", "1000.1"], 2),
+        "all": (["--type", "sip.message", "--from", "1000.0", "--aor", "sip:a@x"], 4),
+    }
+    for name, (options, count) in runs.items():
+        assert main(["export", str(a), str(b), "--out", str(out), "--json", "--quiet",
+                     *options]) == 0, name
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["events"] == len(_lines(out)) == count, name
+        assert summary["events_merged"] == full["events"] == 7
+        assert summary["exchanges"] == full["exchanges"]
+        assert [d["offset_s"] for d in summary["devices"]] == [
+            d["offset_s"] for d in full["devices"]]
+    times = [e["corrected_s"] for e in _lines(out)]
+    assert times == sorted(times)
+    assert main(["export", str(a), "--out", str(out), "--from", "soon"]) == 2
+    assert "neither Unix seconds nor an ISO 8601" in capsys.readouterr().err
+    assert main(["export", str(a), "--out", str(out), "--from", "5", "--to", "4"]) == 2
+
+
+def test_progress_goes_to_stderr_and_json_alone_to_stdout(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = _two_devices(tmp_path)
+    assert main(["export", str(a), str(b), "--out", str(tmp_path / "o"), "--json"]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)
+    assert "export: verifying 2 journal(s)" in captured.err
+    assert "export: merging 2 journal(s)" in captured.err
