@@ -276,6 +276,8 @@ class CollectServer:
         return len(self._slots)
 
 
+#: Share of the chunk target aimed at when the rows compressed so far did not fit.
+PACK_MARGIN: Final = 0.92
 #: A credential issued this far in the future (a clock behind) is still accepted.
 CREDENTIAL_SKEW_S: Final = 300.0
 
@@ -298,7 +300,9 @@ def pack_chunk(pull: JournalPull, rows: list[tuple[object, ...]],
                                 more=last_seq < head_seq, head_seq=head_seq), count
         if count == 1:
             break
-        count = max(1, count // 2)
+        # As many rows as the ratio so far says fit (with a margin), at most half as many.
+        fitting = int(count * CHUNK_TARGET_BYTES * PACK_MARGIN / len(rows_z))
+        count = max(1, min(count // 2 if fitting >= count else fitting, count - 1))
     if pull.part_offset >= len(rows_z):
         raise DecodeError("part offset beyond the row")
     part = rows_z[pull.part_offset:pull.part_offset + CHUNK_TARGET_BYTES]
