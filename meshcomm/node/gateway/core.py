@@ -233,9 +233,7 @@ class SipGateway(ResponseRelay, Beyond):
 
     def next_event(self) -> GatewayEvent | None:
         """The next event; a to-mesh record gets the envelope id its send reported."""
-        if not self._events:
-            return None
-        event = self._events.popleft()
+        event = self._events.popleft() if self._events else None
         return event.record() if isinstance(event, AwaitingEnvelope) else event
 
     # ============================================================ commands
@@ -326,11 +324,8 @@ class SipGateway(ResponseRelay, Beyond):
         record = journal_safe(sip_record(
             direction, message, peer, hops=hops, keep_body=self.config.keep_sip_bodies,
             note=note, env=env or None))
-        if direction is not Direction.TO_MESH:
-            self._events.append(record)
-            return None
-        slot = EnvelopeSlot()
-        self._events.append(AwaitingEnvelope(record, slot))
+        slot = EnvelopeSlot() if direction is Direction.TO_MESH else None
+        self._events.append(record if slot is None else AwaitingEnvelope(record, slot))
         return slot
 
     # ============================================================ requests
@@ -766,12 +761,9 @@ class SipGateway(ResponseRelay, Beyond):
     def _resend(self, tx: ProxyTx, response: SipResponse) -> None:
         """The final answer again, for a retransmitted request: a copy over the mesh is a
         new envelope, journaled (the far node journals its receipt); a client's is not."""
-        if isinstance(tx.upstream, bytes):
-            slot = self._journal(Direction.TO_MESH, response, tx.upstream, tx.hops,
-                                 note="retransmission")
-            self._send(tx.upstream, response.serialize(), slot)
-            return
-        self._send(tx.upstream, response.serialize())
+        slot = (self._journal(Direction.TO_MESH, response, tx.upstream, tx.hops,
+                              note="retransmission") if isinstance(tx.upstream, bytes) else None)
+        self._send(tx.upstream, response.serialize(), slot)
 
     def _send(self, dest: Peer, data: bytes, slot: EnvelopeSlot | None = None) -> None:
         if dest is None:
