@@ -209,3 +209,24 @@ def test_a_message_tunnelled_to_another_island_is_named_by_its_item_id() -> None
     assert got["env"] == sent["env"]
     (answer,) = sip("b0", "to-mesh")
     assert [r["env"] for r in sip("a0", "from-mesh")] == [answer["env"]]
+
+
+def test_over_a_lossy_chain_every_receipt_pairs_with_a_send() -> None:
+    """Five nodes, 10% loss: per-hop retransmissions and scoped floods repeat the same
+    envelope, so every from-mesh record names an envelope its sender journaled."""
+    net = Net(5, loss=0.1, seed=11)
+    net.converge()
+    alice = registered(net, 0, 5070, "alice")
+    registered(net, 4, 5071, "bob")
+    net.run_until(lambda: bool(net.stations[0].node.table.lookup(f"sip:bob@{DOMAIN}")))
+    for n in range(10):
+        alice.message(f"sip:bob@{DOMAIN}", f"report {n}")
+    net.run_for(60.0)
+    assert len(of_kind(net.events(4, 5071), IncomingMessage)) == 10
+    sent = {str(r["env"]): i for i, st in enumerate(net.stations)
+            for r in st.sip_journal() if r["dir"] == "to-mesh"}
+    received = [(i, r) for i, st in enumerate(net.stations) for r in st.sip_journal()
+                if r["dir"] == "from-mesh"]
+    assert len(received) >= 20                      # 10 MESSAGEs and their answers
+    for i, r in received:
+        assert r["env"] in sent and sent[str(r["env"])] != i
