@@ -43,7 +43,7 @@ import ipaddress
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -60,6 +60,8 @@ MAX_ADDRESSES: Final = 100_000
 #: A UDP payload larger than this cannot be one IPv4 datagram: such a record is skipped.
 MAX_UDP_PAYLOAD: Final = 65_507
 NODE_PORT: Final = 5060
+#: Progress is reported every this many packets (or report events).
+PROGRESS_EVERY: Final = 20_000
 PEER_HEX_CHARS: Final = 16
 MESH_SUFFIX: Final = ".mesh"
 SIP_TYPE: Final = "sip.message"
@@ -445,13 +447,16 @@ def _time_of(event: Mapping[str, object]) -> float:
 
 
 # ============================================================ the writer (IO)
-def write_pcap(timeline_jsonl: Path, out: Path) -> int:
+def write_pcap(timeline_jsonl: Path, out: Path, *,
+               progress: Callable[[int], None] | None = None) -> int:
     """Write ``out`` (sip.pcapng) from ``timeline_jsonl``; returns the number of packets.
-    Whole or not at all: a temporary file renamed into place (OSError leaves none)."""
-    return write_pcap_stats(timeline_jsonl, out).packets
+    Whole or not at all: a temporary file renamed into place (OSError leaves none).
+    ``progress`` is called with the number of packets every :data:`PROGRESS_EVERY`."""
+    return write_pcap_stats(timeline_jsonl, out, progress=progress).packets
 
 
-def write_pcap_stats(timeline_jsonl: Path, out: Path) -> PcapStats:
+def write_pcap_stats(timeline_jsonl: Path, out: Path, *,
+                     progress: Callable[[int], None] | None = None) -> PcapStats:
     """:func:`write_pcap` with the counts that explain the number of packets."""
     from scapy.layers.l2 import Ether
     from scapy.utils import PcapNgWriter
@@ -466,6 +471,8 @@ def write_pcap_stats(timeline_jsonl: Path, out: Path) -> PcapStats:
             for event in iter_timeline(timeline_jsonl, read):
                 for packet in planner.add(event):
                     writer.write_packet(_frame(packet))
+                    if progress is not None and planner.stats.packets % PROGRESS_EVERY == 0:
+                        progress(planner.stats.packets)
             for packet in planner.finish():
                 writer.write_packet(_frame(packet))
             writer.flush()
@@ -492,9 +499,12 @@ def _frame(packet: PlannedPacket) -> Packet:
     from scapy.layers.l2 import Ether
 
     (src, sport), (dst, dport) = packet.src, packet.dst
+    udp = UDP(sport=sport, dport=dport)
+    udp.add_payload(packet.payload)
     network = IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst)
-    frame = (Ether(src=_mac(src), dst=_mac(dst)) / network
-             / UDP(sport=sport, dport=dport) / packet.payload)
+    network.add_payload(udp)
+    frame = Ether(src=_mac(src), dst=_mac(dst))
+    frame.add_payload(network)          # (not "/": it copies every layer, 3x slower)
     frame.time = packet.time_s
     frame.comments = [packet.comment.encode("utf-8", "replace")]
     return frame

@@ -35,6 +35,7 @@ from meshcomm.export.pcap import (
     FROM_MESH,
     MESH_SUFFIX,
     ORIGINATED,
+    PROGRESS_EVERY,
     TO_CLIENT,
     TO_MESH,
     PacketPlanner,
@@ -547,12 +548,15 @@ def _environment() -> Environment:
     return environment
 
 
-def render_report(timeline_jsonl: Path, summary: Mapping[str, object]) -> str:
+def render_report(timeline_jsonl: Path, summary: Mapping[str, object], *,
+                  progress: Callable[[int], None] | None = None) -> str:
     """The page as text (the timeline read once, streaming)."""
     data = ReportData()
     read = ReadStats()
     for event in iter_timeline(timeline_jsonl, read):
         data.add(event)
+        if progress is not None and data.events % PROGRESS_EVERY == 0:
+            progress(data.events)
     data.finish()
     context = report_context(data, summary)
     context["lines_skipped"] = read.skipped
@@ -564,10 +568,12 @@ def render_report(timeline_jsonl: Path, summary: Mapping[str, object]) -> str:
     return page
 
 
-def write_report(timeline_jsonl: Path, summary: dict[str, object], out: Path) -> None:
+def write_report(timeline_jsonl: Path, summary: dict[str, object], out: Path, *,
+                 progress: Callable[[int], None] | None = None) -> None:
     """Write ``out`` (report.html) from the timeline and the export summary
-    (``ExportSummary.as_json()``); whole or not at all (a temporary file renamed)."""
-    page = render_report(timeline_jsonl, summary)
+    (``ExportSummary.as_json()``); whole or not at all (a temporary file renamed).
+    ``progress`` is called with the number of events read every PROGRESS_EVERY."""
+    page = render_report(timeline_jsonl, summary, progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = out.with_name(f".{out.name}.partial")
     try:
