@@ -6,8 +6,9 @@
   read-only SQLite connection: at most the rows asked for and :data:`READ_MAX_BYTES` of
   data, committed entries only.
 * **Collector side** (:meth:`CollectEdge.start`, the control socket's ``collect``): the
-  devices the node reaches (routes and bindings) are collected into ``DIR/<node id hex>/``
-  from the head each copy already has (resumable: a second run asks only for newer rows);
+  devices the node reaches (routes and bindings), and those DIR already holds a copy of,
+  are collected into ``DIR/<node id hex>/`` from the head each copy already has
+  (resumable: a second run asks only for newer rows; a device out of reach is reported);
   the node's own journal is copied into ``DIR/<own id hex>/`` the same way, locally. Every
   :class:`~meshcomm.node.collect.CollectRows` (already checked to chain onto that head) is
   appended in one durable SQLite transaction (WAL, ``synchronous=FULL``) to
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 #: Files of one device's copy in DIR/<node id hex>/.
 COPY_JOURNAL_FILE: Final = "journal.sqlite"
 PUBLIC_KEY_FILE: Final = "public.key"
+#: A copy's directory name: the full node id in lower-case hex.
+NODE_HEX_CHARS: Final = 64
 #: Most bytes of row data one JournalRead returns (the part then packs what fits a chunk).
 READ_MAX_BYTES: Final = 512 * 1024
 #: Rows of the node's own journal copied per loop turn.
@@ -106,6 +109,22 @@ def _ensure_dir(out: Path, node: bytes) -> Path:
     except OSError as exc:
         raise CopyError(disk_problem(exc, directory, "creating")) from None
     return directory
+
+
+def held_devices(out: Path) -> list[NodeId]:
+    """Devices DIR already holds a copy of (collected again even if not heard lately: a
+    resumed collection covers them; one out of reach is reported as such)."""
+    found: list[NodeId] = []
+    with contextlib.suppress(OSError):
+        for entry in out.iterdir():
+            if (len(entry.name) == NODE_HEX_CHARS and _is_hex(entry.name)
+                    and (entry / COPY_JOURNAL_FILE).is_file()):
+                found.append(NodeId(bytes.fromhex(entry.name)))
+    return found
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
 
 
 def write_public_key(out: Path, node: bytes, public_key: bytes) -> None:
@@ -304,7 +323,8 @@ class CollectEdge:
         self._started = self.driver.now()
         now = self.driver.now()
         targets: dict[NodeId, tuple[int, bytes] | None] = {}
-        for node in self.collect.reachable(now):
+        for node in sorted({*self.collect.reachable(now), *held_devices(out)}
+                           - {self.driver.node.node_id}):
             try:
                 targets[node] = copy_head(out, node)
             except CopyError as exc:

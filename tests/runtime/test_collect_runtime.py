@@ -23,8 +23,16 @@ import pytest
 from meshcomm.cli.main import main
 from meshcomm.config import ExportSettings, parse_config
 from meshcomm.errors import ConfigError
-from meshcomm.journal.store import ROW_COLUMNS
+from meshcomm.journal.codec import decode_data_untrusted
+from meshcomm.journal.store import ROW_COLUMNS, JournalStore
 from meshcomm.journal.verify import verify_journal
+from meshcomm.node.collect_serve import (
+    REFUSAL_JOURNAL_BURST,
+    REFUSAL_JOURNAL_PER_S,
+    REFUSAL_REASON,
+)
+from meshcomm.node.collect_wire import JournalPull, encode_pull
+from meshcomm.node.kinds import AppKind
 from meshcomm.runtime.app import JOURNAL_FILE, run_node
 from meshcomm.runtime.collect_edge import (
     COPY_JOURNAL_FILE,
@@ -36,6 +44,7 @@ from meshcomm.runtime.collect_edge import (
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo
 from meshcomm.security.keystore import load_or_create_identity
+from meshcomm.types import NodeId
 from tests.runtime.disk import SmallDisk
 from tests.runtime.helpers import chain_medium, ctl, node_options, wait_until
 
@@ -142,6 +151,103 @@ def test_ctl_collect_gathers_a_chain_resumes_and_names_a_refusal(tmp_path: Path)
         own = _rows(dirs[name] / JOURNAL_FILE)
         assert held == own[:len(held)] and len(held) >= second[ids[name]]["held_seq"]
     assert not (out / ids["delta"]).exists()
+
+
+def _prefill(data_dir: Path, entries: int) -> bytes:
+    """A device that already journaled ``entries`` SIP records (its identity created)."""
+    identity = load_or_create_identity(data_dir)[0]
+    with JournalStore.open(data_dir / JOURNAL_FILE, identity.node_id) as store:
+        for i in range(entries):
+            store.append("sip.message", {
+                "dir": "to-mesh", "method": "MESSAGE", "status": None, "call_id": f"c{i}",
+                "cseq": i, "from": "sip:bravo@incident.local", "to": "sip:x@incident.local",
+                "peer": f"{i:016x}.mesh", "hops": 2, "body_sha256": f"{i:064x}",
+                "start": "MESSAGE sip:x@incident.local SIP/2.0",
+                "headers": [["Via", f"SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK{i}"],
+                            ["Call-ID", f"c{i}"], ["CSeq", f"{i} MESSAGE"]]},
+                100.0 + i, 1.7e9 + i)
+    return identity.node_id
+
+
+def test_a_crashed_command_post_resumes_where_its_copy_ends(tmp_path: Path) -> None:
+    """The post crashes mid-collection (its task cancelled: no goodbye) and starts again:
+    the next ``ctl collect`` asks only for what the copy lacks, and the copy ends up
+    identical to the device's journal. Meanwhile an unauthorised neighbour floods the
+    device with pulls: all refused, the journal gets a bounded number of refusal records,
+    and the authorised collection completes anyway."""
+    dirs = {n: tmp_path / n for n in ("post", "bravo", "mallory")}
+    post_id = load_or_create_identity(dirs["post"])[0].node_id.hex()
+    bravo_id = _prefill(dirs["bravo"], 3000)
+    out = tmp_path / "collected"
+    up: dict[str, NodeDriver] = {}
+
+    def ready(key: str) -> Callable[[NodeDriver, NodeInfo], None]:
+        def cb(driver: NodeDriver, _info: NodeInfo) -> None:
+            up[key] = driver
+        return cb
+
+    async def scenario() -> tuple[int, str, dict[str, object]]:
+        with chain_medium(["p", "b", "m"]) as medium:
+            def start(tg: asyncio.TaskGroup, key: str, station: str) -> asyncio.Task[int]:
+                up.pop(key, None)
+                opts = node_options(dirs[key], f"mem:{medium.name}/{station}", key, **{
+                    "export.collectors": [post_id],
+                    "export.collect_rate_bytes_per_s": 2_000_000})
+                return tg.create_task(run_node(opts, ready(key)))
+
+            async with asyncio.TaskGroup() as tg:
+                t_post, t_bravo = start(tg, "post", "p"), start(tg, "bravo", "b")
+                t_mallory = start(tg, "mallory", "m")
+                await wait_until(lambda: len(up) == 3, "three nodes up")
+                collect = up["post"].core.collect
+                assert collect is not None
+                await wait_until(lambda: NodeId(bravo_id) in collect.reachable(
+                    up["post"].now()), "a route to bravo", WAIT_S)
+                await asyncio.to_thread(ctl, dirs["post"], "collect", action="start",
+                                        out=str(out))
+                await wait_until(lambda: (copy_head(out, bravo_id) or (0, b""))[0] >= 300,
+                                 "part of bravo's journal", WAIT_S)
+                t_post.cancel()                          # the command post crashes
+                assert (await asyncio.gather(t_post, return_exceptions=True))[0] is not None
+                held = copy_head(out, bravo_id)
+                assert held is not None and held[0] < 3000
+                mallory = up["mallory"]
+                for _ in range(300):                     # a flood of pulls at bravo
+                    mallory.pump_.command(mallory.now(), lambda: mallory.node.send_unicast(
+                        bravo_id, AppKind.JOURNAL_PULL, encode_pull(JournalPull(1, 256)),
+                        mallory.now()))
+                t_post = start(tg, "post", "p")
+                await wait_until(lambda: "post" in up, "the post up again")
+                code, summary, _err = await asyncio.to_thread(_cli, dirs["post"], "--out",
+                                                              str(out), "--json")
+                status = await asyncio.to_thread(ctl, dirs["bravo"], "status")
+                assert isinstance(status, dict)
+                for key in ("post", "bravo", "mallory"):
+                    await asyncio.to_thread(ctl, dirs[key], "stop")
+                assert (await t_post, await t_bravo, await t_mallory) == (0, 0, 0)
+        return code, summary, status
+
+    code, summary, status = asyncio.run(scenario())
+    devices = {d["node"]: d for d in json.loads(summary)["devices"]}
+    bravo = devices[bravo_id.hex()]
+    assert bravo["complete"] and code == 0, summary
+    assert bravo["rows"] == bravo["held_seq"] - held_before(summary, bravo)
+    copy = out / bravo_id.hex() / COPY_JOURNAL_FILE
+    assert _rows(copy) == _rows(dirs["bravo"] / JOURNAL_FILE)[:len(_rows(copy))]
+    assert len(_rows(copy)) >= 3000 and verify_journal(copy).ok
+    counters = status["collect"]["counters"]  # type: ignore[index]
+    assert counters["collect_refused_unauthorised"] >= 250    # scoped floods may lose some
+    refusals = [row for row in _rows(dirs["bravo"] / JOURNAL_FILE)
+                if row[4] == b"envelope.dropped" and isinstance(row[5], bytes)
+                and decode_data_untrusted(row[5]).get("reason") == REFUSAL_REASON]
+    assert 1 <= len(refusals) <= REFUSAL_JOURNAL_BURST + 30 * REFUSAL_JOURNAL_PER_S
+
+
+def held_before(summary: str, device: dict[str, object]) -> int:
+    """What the copy held when this run began (its held seq minus the rows it added)."""
+    held, rows = device["held_seq"], device["rows"]
+    assert isinstance(held, int) and isinstance(rows, int) and summary
+    return held - rows
 
 
 def test_copy_writes_are_whole_or_nothing(tmp_path: Path) -> None:
