@@ -230,3 +230,25 @@ def test_over_a_lossy_chain_every_receipt_pairs_with_a_send() -> None:
     assert len(received) >= 20                      # 10 MESSAGEs and their answers
     for i, r in received:
         assert r["env"] in sent and sent[str(r["env"])] != i
+
+
+def test_digest_responses_are_not_journaled_the_rest_of_the_credential_is() -> None:
+    """A digest response lets whoever holds the journal try passwords offline: its value
+    is replaced; who authenticated, for which realm and nonce, stays on the record."""
+    auth = ('Digest username="alice", realm="fire.example", nonce="n0nce", '
+            'uri="sip:fire.example", response="6629fae49393a05397450978507c4ef1", qop=auth, '
+            'nc=00000001, cnonce="c1"')
+    extra = (f"Authorization: {auth}\r\nProxy-Authorization: Digest username=\"bob\", "
+             f"RESPONSE=abcdef0123, realm=x\r\n").encode()
+    message = parse_message_untrusted(_raw_message(extra=extra))
+    headers = dict((n, v) for n, v in sip_record(Direction.FROM_CLIENT, message, RAW)
+                   .data["headers"])                  # type: ignore[union-attr]
+    assert headers["Authorization"] == auth.replace("6629fae49393a05397450978507c4ef1",
+                                                    "redacted")
+    assert headers["Proxy-Authorization"] == 'Digest username="bob", RESPONSE="redacted", realm=x'
+    assert "6629fae4" not in str(sip_record(Direction.TO_MESH, message, b"\x01" * 32).data)
+    info = parse_message_untrusted(_raw_message(
+        extra=b'Authentication-Info: qop=auth, rspauth="d3f4", cnonce="c1"\r\n'))
+    (value,) = [v for n, v in sip_record(Direction.FROM_CLIENT, info, RAW).data["headers"]
+                if n == "Authentication-Info"]         # type: ignore[union-attr]
+    assert value == 'qop=auth, rspauth="redacted", cnonce="c1"'

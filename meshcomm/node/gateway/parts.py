@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -227,10 +228,33 @@ def sip_record(direction: Direction, message: SipRequest | SipResponse, peer: Pe
         body_sha256=hashlib.sha256(body).hexdigest() if body and not keep_body else None,
         note=note or None,
         start=start,
-        headers=message.headers,
+        headers=_without_credentials(message.headers),
         body_len=len(body) if body else None,
         env=env.hex() if env else None)
     return JournalRecord.of(_fit_headers(payload, len(wire)))
+
+
+#: Header (canonical name) -> the parameter of it that proves knowledge of a password
+#: (RFC 3261 §22.4 / RFC 2617 §3.2.2-3): its value is not journaled (it would let anyone
+#: holding the journal try passwords offline); the rest of the header is.
+CREDENTIAL_PARAMS: Final = {"Authorization": "response", "Proxy-Authorization": "response",
+                            "Authentication-Info": "rspauth",
+                            "Proxy-Authentication-Info": "rspauth"}
+#: What a credential parameter's value is replaced with.
+REDACTED: Final = '"redacted"'
+
+
+_CREDENTIAL_RES: Final = {
+    name: re.compile(rf'(\b{param}\s*=\s*)("[^"]*"?|[^,\s]*)', re.IGNORECASE)
+    for name, param in CREDENTIAL_PARAMS.items()}
+
+
+def _without_credentials(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """``headers`` with every digest response / rspauth value replaced by REDACTED."""
+    if not any(name in CREDENTIAL_PARAMS for name, _ in headers):
+        return headers
+    return tuple((name, _CREDENTIAL_RES[name].sub(lambda m: m.group(1) + REDACTED, value))
+                 if name in _CREDENTIAL_RES else (name, value) for name, value in headers)
 
 
 def _fit_headers(payload: SipMessageSeen, wire_bytes: int) -> SipMessageSeen:
