@@ -321,6 +321,11 @@ class Collector:
             return
         dev.more = more if more is not None else bool(rows) and rows[-1][0] < head_seq
         if not rows:
+            if dev.head_seq < dev.next_seq - 1:
+                self._fail(dev, DeviceState.FAILED, f"the device's journal ends at entry "
+                           f"{dev.head_seq}, the copy holds up to {dev.next_seq - 1}: "
+                           "truncated or replaced")
+                return
             dev.state = DeviceState.COMPLETE
             return
         self.counters[CollectCounter.ROWS] += len(rows)

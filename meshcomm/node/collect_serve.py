@@ -159,7 +159,7 @@ class CollectServer:
                 wall_now: float) -> None:
         self.counters[ServeCounter.PULLS] += 1
         if not self.authorised(origin, origin_key, pull.credential, wall_now):
-            self._refuse(origin, now)
+            self._refuse(origin, pull.from_seq, now)
             return
         if not self._pulls.bucket(origin.hex(), now).take(now):
             self.counters[ServeCounter.REFUSED_RATE] += 1
@@ -246,7 +246,7 @@ class CollectServer:
                 and wall_now <= cred.expires_at
                 and verify_signature(cred.agency_key, cred.signed_bytes, cred.signature))
 
-    def _refuse(self, origin: NodeId, now: float) -> None:
+    def _refuse(self, origin: NodeId, from_seq: int, now: float) -> None:
         self.counters[ServeCounter.REFUSED] += 1
         if self._journal_budget.take(now):
             self._events.append(JournalRecord.of(EnvelopeDropped(
@@ -259,7 +259,7 @@ class CollectServer:
                 self._refused.popitem(last=False)      # the oldest sender is forgotten
         self._refused.move_to_end(origin)
         if bucket.take(now):
-            self._answer_status(origin, ChunkStatus.REFUSED, 1, now)
+            self._answer_status(origin, ChunkStatus.REFUSED, from_seq, now)
 
     def _answer_status(self, origin: NodeId, status: ChunkStatus, from_seq: int,
                        now: float) -> None:

@@ -319,6 +319,32 @@ def test_a_chunk_that_does_not_chain_on_is_refused_and_named() -> None:
     assert b not in net.hosts["a"].copies
 
 
+def test_a_journal_shorter_than_the_copy_is_named() -> None:
+    rows = {"b": journal_rows(ident("b"), 30)}
+    net = Net(["a", "b"], rows, _serve_to("a"))
+    net.run_for(6.0)
+    b = net.node_id("b")
+    longer = journal_rows(ident("b"), 80)
+    last = longer[79][7]
+    assert isinstance(last, bytes)
+    net.start_collect("a", {b: (80, last)})
+    net.run_for(20.0)
+    prog = net.progress("a")[b]
+    assert prog.state is DeviceState.FAILED
+    assert "ends at entry 30, the copy holds up to 80" in prog.error
+
+
+def test_a_resuming_collector_learns_it_is_refused() -> None:
+    net = Net(["a", "b"], {"b": journal_rows(ident("b"), 30)}, _serve_to("nobody"))
+    net.run_for(6.0)
+    b = net.node_id("b")
+    head = journal_rows(ident("b"), 10)[9][7]
+    assert isinstance(head, bytes)
+    net.start_collect("a", {b: (10, head)})
+    net.run_for(5.0)
+    assert net.progress("a")[b].state is DeviceState.REFUSED
+
+
 def test_full_disk_fails_the_device_with_the_edge_error() -> None:
     net = Net(["a", "b"], {"b": journal_rows(ident("b"), 10)}, _serve_to("a"))
     net.run_for(6.0)
