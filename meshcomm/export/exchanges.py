@@ -38,9 +38,9 @@ from meshcomm.export.clocks import Exchange
 from meshcomm.journal.chain import JournalEntry
 from meshcomm.journal.events import JournalEventType
 
-#: Records waiting for one partner device, and in all.
-MAX_WAITING_PER_PEER: Final = 200_000
-MAX_WAITING: Final = 1_000_000
+#: Records waiting for one partner device, and in all (about 270 bytes each).
+MAX_WAITING_PER_PEER: Final = 50_000
+MAX_WAITING: Final = 300_000
 #: Kept for compatibility with callers that bound the tables as a whole.
 MAX_KEYS: Final = MAX_WAITING
 SIP_TYPE: Final = JournalEventType.SIP_MESSAGE.value
@@ -54,22 +54,26 @@ MAX_ENV_CHARS: Final = 128
 #: Longest Call-ID taken into a key (longer ones are not paired).
 MAX_CALL_ID_CHARS: Final = 1024
 
-_Key = tuple[object, ...]
-#: (own peer name, message key, direction) of a waiting record
-_Waiting = tuple[str, _Key, str]
+#: An envelope id, or (peer holding the record, direction, Call-ID, CSeq, method, status)
+_Key = str | tuple[object, ...]
+#: A waiting record: (its device, wall time, direction)
+_Held = tuple[str, float, str]
 
 
-def _key(data: Mapping[str, object]) -> _Key | None:
+def _key(data: Mapping[str, object], sender_peer: str, direction: str) -> _Key | None:
+    """What a record waits under: its envelope id (unique: who sent it and which way are
+    checked when it is found), else the message's Call-ID, CSeq, method and status with
+    the peer that holds it and the direction (as its partner will look for it)."""
     env = data.get("env")
     if type(env) is str and 0 < len(env) <= MAX_ENV_CHARS:
-        return ("env", env)
+        return env
     call_id, cseq, method, status = (data.get("call_id"), data.get("cseq"),
                                      data.get("method"), data.get("status"))
     if type(call_id) is not str or type(method) is not str or len(call_id) > MAX_CALL_ID_CHARS:
         return None
     if type(cseq) is not int or (status is not None and type(status) is not int):
         return None
-    return call_id, cseq, method, -1 if status is None else status
+    return sender_peer, direction, call_id, cseq, method, -1 if status is None else status
 
 
 def peer_name(device_hex: str) -> str:
@@ -86,7 +90,8 @@ class ExchangeFinder:
         self.max_keys = max_keys
         self.max_per_peer = max_per_peer
         #: partner peer name -> records waiting for it: key -> (device, wall)
-        self._waiting: dict[str, OrderedDict[_Waiting, tuple[str, float]]] = {}
+        self._waiting: dict[str, OrderedDict[_Key, _Held]] = {}
+        self._peers: dict[str, str] = {}
         self._held = 0
         self._expected: frozenset[str] | None = None
         self._done: set[str] = set()
@@ -110,17 +115,24 @@ class ExchangeFinder:
             return
         data = entry.data
         direction, partner = data.get("dir"), data.get("peer")
-        if (direction != TO_MESH and direction != FROM_MESH) or type(partner) is not str:
+        if direction == TO_MESH:
+            direction, other = TO_MESH, FROM_MESH       # the shared constants, not copies
+        elif direction == FROM_MESH:
+            direction, other = FROM_MESH, TO_MESH
+        else:
             return
-        key = _key(data)
-        if key is None or partner == self._current_peer:
+        if type(partner) is not str or partner == self._current_peer:
             return
-        other = FROM_MESH if direction == TO_MESH else TO_MESH
+        key = _key(data, partner, other)
+        if key is None:
+            return
         mine = self._waiting.get(self._current_peer)
-        found = mine.pop((partner, key, other), None) if mine is not None else None
-        if found is not None:
+        found = mine.get(key) if mine is not None else None
+        if (mine is not None and found is not None and found[2] is other
+                and self._peers[found[0]] == partner):
+            del mine[key]
             self._held -= 1
-            if direction == TO_MESH:
+            if direction is TO_MESH:
                 self._pair(device_hex, found[0], entry.wall_s, found[1])
             else:
                 self._pair(found[0], device_hex, found[1], entry.wall_s)
@@ -128,7 +140,8 @@ class ExchangeFinder:
         if partner in self._done or (self._expected is not None
                                      and partner not in self._expected):
             return
-        self._hold(partner, (self._current_peer, key, direction), (device_hex, entry.wall_s))
+        self._hold(partner, _key(data, self._current_peer, direction) or key,
+                   (device_hex, entry.wall_s, direction))
 
     def _switch(self, device_hex: str) -> None:
         """The previous device is complete: what waited for it can no longer match."""
@@ -138,9 +151,9 @@ class ExchangeFinder:
             if finished is not None:
                 self._held -= len(finished)
         self._current = device_hex
-        self._current_peer = peer_name(device_hex)
+        self._current_peer = self._peers.setdefault(device_hex, peer_name(device_hex))
 
-    def _hold(self, partner: str, key: _Waiting, value: tuple[str, float]) -> None:
+    def _hold(self, partner: str, key: _Key, value: _Held) -> None:
         table = self._waiting.get(partner)
         if table is None:
             table = self._waiting[partner] = OrderedDict()

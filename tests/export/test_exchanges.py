@@ -101,3 +101,13 @@ def test_records_that_are_not_mesh_messages_are_ignored() -> None:
                  "peer": 7}):
         finder.add(A, JournalEntry(99, 0.0, 0.0, b"", "sip.message", bad, b"", b""))
     assert finder.held == 0 and finder.dropped == 0
+
+
+def test_an_envelope_id_pairs_only_the_send_and_receipt_of_the_named_nodes() -> None:
+    # Envelope ids are unique in an honest mesh; a journal repeating one (a forged or
+    # confused record) must not pair across the wrong devices or directions.
+    journals = {A: [_sip(1, 10.0, "to-mesh", B, env="e")],
+                B: [_sip(1, 10.2, "to-mesh", A, env="e"),       # same id, wrong way
+                    _sip(2, 10.3, "from-mesh", C, env="e")]}    # same id, wrong sender
+    finder = ExchangeFinder()
+    assert _feed(finder, journals, [A, B]) == [] and finder.pairs == 0
