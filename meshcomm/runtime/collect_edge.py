@@ -4,7 +4,9 @@
 * **Device side**: a :class:`~meshcomm.node.collect_serve.JournalRead` is answered on a
   later loop turn (never inside the pump run) from the node's own journal file through a
   read-only SQLite connection: at most the rows asked for and :data:`READ_MAX_BYTES` of
-  data, committed entries only.
+  data, committed entries only. Before it reads, the node signs its journal's head (a
+  checkpoint, at most every :data:`PULL_CHECKPOINT_INTERVAL_S`), so what is collected
+  ends in a signed checkpoint rather than an unsigned tail.
 * **Collector side** (:meth:`CollectEdge.start`, the control socket's ``collect``): the
   devices the node reaches (routes and bindings), and those DIR already holds a copy of,
   are collected into ``DIR/<node id hex>/`` from the head each copy already has
@@ -62,6 +64,9 @@ NODE_HEX_CHARS: Final = 64
 READ_MAX_BYTES: Final = 512 * 1024
 #: Rows of the node's own journal copied per loop turn.
 OWN_COPY_BATCH_ROWS: Final = 1000
+#: A device answering pulls signs its journal's head (a checkpoint) at most this often,
+#: so a copy ends in a signed checkpoint instead of an unsigned tail.
+PULL_CHECKPOINT_INTERVAL_S: Final = 30.0
 #: Mode of the collection directories (journals may hold personal data).
 DIR_MODE: Final = 0o700
 PUBLIC_KEY_MODE: Final = 0o644
@@ -254,6 +259,8 @@ class CollectEdge:
         self._started_wall = 0.0
         self._started = 0.0
         self._generation = 0
+        self._signed_at = float("-inf")
+        self._signed_seq = 0
 
     # ------------------------------------------------------------ events from the core
     def on_event(self, event: object) -> bool:
@@ -278,7 +285,24 @@ class CollectEdge:
         now = self.driver.now()
         self.driver.pump_.command(now, lambda: self.driver.core.collect_input(fn, now))
 
+    def _sign_head(self) -> None:
+        """A signed checkpoint over the journal's head, unless the head is one already
+        written here or one was written within PULL_CHECKPOINT_INTERVAL_S."""
+        journal, now = self.driver.journal, self.driver.now()
+        if (journal is None or self.driver.closed
+                or now - self._signed_at < PULL_CHECKPOINT_INTERVAL_S):
+            return
+        head = journal.head()
+        if head is None or head[0] == self._signed_seq:
+            return
+        entry = journal.checkpoint(self.driver.node.identity.sign, now,
+                                   self.driver.wall_time(now))
+        self.driver.flush_journal()
+        if entry is not None:
+            self._signed_at, self._signed_seq = now, entry.seq
+
     def _answer_read(self, event: JournalRead) -> None:
+        self._sign_head()
         rows: list[tuple[object, ...]] = []
         head, ok = 0, self.reader is not None
         if self.reader is not None:
@@ -368,6 +392,7 @@ class CollectEdge:
         except CopyError as exc:
             own.state, own.error = DeviceState.FAILED, str(exc)
             return
+        self._sign_head()
         self.driver.flush_journal()
         own.state = DeviceState.PULLING
         self.driver.loop.call_soon(self._copy_own, own, head, self._generation)
