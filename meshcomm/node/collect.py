@@ -245,8 +245,9 @@ class Collector:
             self._pull(dev, now)
 
     def _pull(self, dev: _Device, now: float) -> None:
-        pull = JournalPull(dev.next_seq, MAX_ROWS_PER_CHUNK, len(dev.part),
-                           self.config.credential)
+        # The rest of a row travelling in parts: that one row only.
+        pull = JournalPull(dev.next_seq, 1 if dev.part else MAX_ROWS_PER_CHUNK,
+                           len(dev.part), self.config.credential)
         try:
             self.node.send_unicast(dev.node, AppKind.JOURNAL_PULL, encode_pull(pull), now)
         except LocalProtocolError as exc:

@@ -287,7 +287,7 @@ def pack_chunk(pull: JournalPull, rows: list[tuple[object, ...]],
     """The chunk answering ``pull`` from ``rows`` (read from ``pull.from_seq`` on):
     as many rows as fit :data:`CHUNK_TARGET_BYTES` compressed (halving), or one part of a
     row too large alone. Returns the chunk and its row count (0 when no rows are left)."""
-    wire = [row_to_wire(row) for row in rows[:MAX_ROWS_PER_CHUNK]]
+    wire = [row_to_wire(row) for row in rows[:1 if pull.part_offset else MAX_ROWS_PER_CHUNK]]
     if not wire:
         return JournalChunk(ChunkStatus.OK, pull.from_seq, head_seq=head_seq), 0
     count = len(wire)
