@@ -47,6 +47,9 @@ from meshcomm.journal.events import JournalEventType as J
 
 #: Dialogs (Call-IDs) drawn as ladders; the rest are listed.
 MAX_LADDERS: Final = 20
+#: Dialogs drawn as ladders (by their first request): calls and messages; the rest
+#: (REGISTER, SUBSCRIBE, OPTIONS...) are listed.
+LADDER_KINDS: Final = frozenset({"call", "message"})
 #: Arrows drawn in one ladder (the rest counted under it).
 MAX_LADDER_ARROWS: Final = 60
 #: Columns in one ladder (arrows to further endpoints counted, not drawn).
@@ -383,7 +386,8 @@ class ReportData:
             kind = {"INVITE": "call", "MESSAGE": "message"}.get(method, label(method, 20))
             dialog = self.dialogs[call_id] = Dialog(call_id, kind, packet.time_s,
                                                     packet.time_s)
-            dialog.hidden = -1 if self._drawn[kind] >= MAX_LADDERS else 0
+            drawn = kind in LADDER_KINDS and self._drawn[kind] < MAX_LADDERS
+            dialog.hidden = 0 if drawn else -1
             self._drawn[kind] += dialog.hidden == 0
         assert isinstance(dialog, Dialog)
         dialog.packets += 1
