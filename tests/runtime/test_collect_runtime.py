@@ -37,9 +37,12 @@ from meshcomm.runtime.app import JOURNAL_FILE, run_node
 from meshcomm.runtime.collect_edge import (
     COPY_JOURNAL_FILE,
     PUBLIC_KEY_FILE,
+    READ_MAX_BYTES,
     CopyError,
+    JournalReader,
     append_rows,
     copy_head,
+    held_devices,
 )
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo
@@ -289,6 +292,26 @@ def test_full_disk_is_a_clear_error_and_never_a_half_written_copy(
     append_rows(out, node.node_id, wire[20:])  # type: ignore[arg-type]
     report = verify_journal(out / node.node_id.hex() / COPY_JOURNAL_FILE, node.public_key)
     assert report.ok and copy_head(out, node.node_id) == (40, wire[39][7])
+
+
+def test_a_device_reads_bounded_batches_and_dir_names_its_devices(tmp_path: Path) -> None:
+    node = load_or_create_identity(tmp_path / "dev")[0]
+    with JournalStore.open(tmp_path / "dev" / JOURNAL_FILE, node.node_id) as store:
+        for i in range(40):
+            store.append("sip.message", {"body": bytes(30_000), "i": i}, float(i), 1e9 + i)
+    reader = JournalReader(tmp_path / "dev" / JOURNAL_FILE)
+    try:
+        rows, head = reader.read(3, 256)
+    finally:
+        reader.close()
+    assert head == 40 and rows[0][0] == 3
+    assert len(rows) == -(-READ_MAX_BYTES // 30_000) < 38      # stops at the byte bound
+    out = tmp_path / "out"
+    (out / "notes").mkdir(parents=True)
+    (out / ("ab" * 32)).mkdir()                                # no journal in it
+    (out / ("cd" * 32)).mkdir()
+    (out / ("cd" * 32) / COPY_JOURNAL_FILE).write_bytes(b"")
+    assert held_devices(out) == [bytes.fromhex("cd" * 32)]
 
 
 def test_export_settings_are_validated() -> None:
