@@ -28,8 +28,9 @@ so Wireshark's SIP Flows and VoIP Calls show every conversation across the mesh.
   that differs from what was journaled, an ``X-Meshcomm-Body`` header gives the journaled
   length and SHA-256 so nothing is lost. A record without ``start``/``headers`` (an older
   journal) is rebuilt minimally from method/status/Call-ID/CSeq/From/To and says so in an
-  ``X-Meshcomm-Rebuilt`` header. Each packet's pcapng comment names the journal entry(ies):
-  ``device``, ``seq``, ``dir``.
+  ``X-Meshcomm-Rebuilt`` header. Each packet's pcapng comment names the journal entry:
+  ``device``, ``seq``, ``dir`` (and ``UNVERIFIED`` for a journal merged with
+  ``--allow-unverified``).
 
 Memory is bounded: one line at a time (:data:`MAX_LINE_BYTES`), one pending ``originated``
 record per device, at most :data:`MAX_UNPAIRED` unpaired mesh records (the oldest dropped
@@ -291,6 +292,8 @@ class PlannedPacket:
     #: the journal record the packet was written from (its device and data)
     device: str = field(default="", compare=False)
     data: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
+    #: False: from a journal that failed verification, merged with --allow-unverified
+    verified: bool = True
 
 
 @dataclass(slots=True)
@@ -386,10 +389,12 @@ class PacketPlanner:
         payload, minimal = built
         self.stats.packets += 1
         self.stats.minimal += minimal
-        return [PlannedPacket(_time_of(event), ends[0], ends[1], payload,
-                              f"meshcomm journal device={device} seq={event.get('seq')} "
-                              f"dir={data.get('dir')}" + (" rebuilt=minimal" if minimal else ""),
-                              device, data)]
+        verified = event.get("verified") is not False
+        comment = (f"meshcomm journal device={device} seq={event.get('seq')} "
+                   f"dir={data.get('dir')}" + (" rebuilt=minimal" if minimal else "")
+                   + ("" if verified else " UNVERIFIED"))
+        return [PlannedPacket(_time_of(event), ends[0], ends[1], payload, comment, device,
+                              data, verified)]
 
     def _endpoints(self, device: str, data: Mapping[str, object]
                    ) -> tuple[Endpoint, Endpoint] | None:

@@ -122,6 +122,7 @@ class Arrow:
     dst: str
     text: str
     comment: str
+    verified: bool = True
 
 
 @dataclass(slots=True)
@@ -406,7 +407,7 @@ class ReportData:
             dialog.hidden += 1
             return
         dialog.arrows.append(Arrow(packet.time_s, src, dst, _message_text(data),
-                                   packet.comment))
+                                   packet.comment, packet.verified))
 
 
 def _ends(packet: PlannedPacket) -> tuple[str, str]:
@@ -444,7 +445,7 @@ def ladder_layout(dialog: Dialog) -> dict[str, object]:
     """Positions for the ladder template (columns, arrows; times relative to the first)."""
     x = {name: LADDER_LEFT + i * LADDER_COLUMN for i, name in enumerate(dialog.columns)}
     arrows = [{"x1": x[a.src], "x2": x[a.dst], "y": LADDER_TOP + i * LADDER_ROW,
-               "text": a.text, "comment": a.comment,
+               "text": a.text, "comment": a.comment, "verified": a.verified,
                "at": f"+{(a.time_s - dialog.first_s) * 1000.0:.0f} ms"}
               for i, a in enumerate(dialog.arrows)]
     height = LADDER_TOP + len(arrows) * LADDER_ROW + 20

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from meshcomm.export.pcap import write_pcap
+from meshcomm.export.pipeline import export
 from meshcomm.export.report import (
     MAX_LADDER_ARROWS,
     MAX_LADDERS,
@@ -26,9 +30,13 @@ from meshcomm.export.report import (
 from tests.export.test_pcap_incident import (
     ALICE,
     CALL_ID,
+    A,
+    B,
+    C,
     export_incident,
     incident_journals,
     sip_data,
+    write_device,
 )
 from tools.testbed.browser import find_chromium, load_page, png_colours
 
@@ -148,3 +156,31 @@ def test_the_report_loads_in_chromium_and_shows_the_call_ladder(tmp_path: Path) 
     box = (0, top, width, min(height, top + 560))
     assert png_colours(shot, box) > 50                   # text, arrows, lines: not blank
     Image.open(shot).crop(box).save(tmp_path / "ladder.png")
+
+
+def test_a_tampered_journal_kept_with_allow_unverified_is_marked(tmp_path: Path) -> None:
+    journals = incident_journals()
+    dirs = [write_device(tmp_path / "devices", who, sorted(journals.records[side],
+                                                           key=lambda r: r[0]))
+            for side, who in (("a", A), ("b", B), ("c", C))]
+    conn = sqlite3.connect(dirs[1] / "journal.sqlite")         # B's history edited
+    conn.execute("UPDATE entries SET wall_s = wall_s + 5 WHERE seq = 9")
+    conn.commit()
+    conn.close()
+    out = tmp_path / "out"
+    summary = json.loads(json.dumps(export(dirs, out, allow_unverified=True).as_json()))
+    write_report(out / "timeline.jsonl", summary, out / "report.html")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    row = page[page.index(f'title="{B.node_id.hex()}"'):]
+    row = row[:row.index("</tr>")]
+    assert ">problems<" in row and "entry 9: <b>edited</b>" in row
+    ladder = page[page.index(f'data-call-id="{CALL_ID}"'):]
+    ladder = ladder[:ladder.index("</svg>")]
+    assert ladder.count('stroke-dasharray="6 3"') == ladder.count("(unverified)") > 0
+    assert write_pcap(out / "timeline.jsonl", out / "sip.pcapng") == 33
+    if shutil.which("tshark"):
+        comments = subprocess.run(
+            ["tshark", "-r", str(out / "sip.pcapng"), "-T", "fields", "-e", "frame.comment"],
+            capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+        marked = [c for c in comments if c.endswith(" UNVERIFIED")]
+        assert marked and all(f"device={B.node_id.hex()}" in c for c in marked)
