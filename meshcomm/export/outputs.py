@@ -171,14 +171,13 @@ def _write_lines(placed: Iterable[Placed], lines: _Lines, jsonl: IO[str], csv_fi
     csv.writer(csv_file).writerow(CSV_COLUMNS)
     write_line, write_row = jsonl.write, csv_file.write
     read = written = 0
-    for _order, device, _position, entry, corrected in placed:
+    for _order, device, _position, (seq, mono, wall, type_name, data), corrected in placed:
         read += 1
         if progress is not None and read % PROGRESS_EVERY == 0:
             progress(read)
-        if keep is not None and not keep.keeps(entry.type, corrected, entry.data):
+        if keep is not None and not keep.keeps(type_name, corrected, data):
             continue
-        line, row = lines.format(device, entry.seq, entry.type, entry.wall_s, corrected,
-                                 entry.mono_s, entry.data)
+        line, row = lines.format(device, seq, type_name, wall, corrected, mono, data)
         write_line(line)
         write_row(row)
         written += 1

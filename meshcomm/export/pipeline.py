@@ -190,7 +190,8 @@ def export(paths: Iterable[Path], out_dir: Path, *, allow_unverified: bool = Fal
         marks = {d: DeviceMarks(clocks is not None and d in clocks.offsets,
                                 d not in found.unverified) for d in merged}
         written = write_timeline(
-            merge_placed({d: snaps[found.chosen[d].path].entries() for d in merged}, clocks),
+            merge_placed({d: snaps[found.chosen[d].path].light_entries() for d in merged},
+                         clocks),
             marks, out_dir, keep=keep, include_bodies=include_bodies,
             progress=lambda n: say.tick(lambda: f"merged {n} of {total} events"))
     summary.events, summary.events_merged = written.written, written.read

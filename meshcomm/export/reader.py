@@ -30,7 +30,8 @@ from types import TracebackType
 from typing import Final
 
 from meshcomm.errors import DecodeError, MeshcommError
-from meshcomm.export.rows import decode_row, decode_seen_row
+from meshcomm.export.rows import decode_light, decode_row, decode_seen_row
+from meshcomm.export.timeline import Light
 from meshcomm.journal.chain import JournalEntry
 from meshcomm.journal.codec import MAX_SEQ
 from meshcomm.journal.store import ROW_COLUMNS
@@ -239,7 +240,20 @@ class Snapshot:
                 batch: int = MERGE_FETCH_ROWS) -> Iterator[JournalEntry]:
         """The decodable entries in seq order (rows that do not decode are skipped: the
         verification named them); a database error ends the stream."""
-        decode = decode_seen_row if self.canonical else _entry_of
+        try:
+            for row in self.rows(last_seq, batch):
+                try:
+                    yield decode_row(row)[0]
+                except DecodeError:
+                    continue
+        except sqlite3.Error:
+            return
+
+    def light_entries(self, last_seq: int = MAX_SEQ,
+                      batch: int = MERGE_FETCH_ROWS) -> Iterator[Light]:
+        """:meth:`entries` as the merge needs them (:data:`.timeline.Light`), decoded
+        the short way when :meth:`scan` found every row canonical."""
+        decode = decode_seen_row if self.canonical else decode_light
         try:
             for row in self.rows(last_seq, batch):
                 try:
@@ -289,10 +303,6 @@ class Snapshot:
                                          database=True))
             return verifier.report()
         return verify_connection(self._conn, public_key)
-
-
-def _entry_of(row: tuple[object, ...]) -> JournalEntry:
-    return decode_row(row)[0]
 
 
 def entries(path: Path) -> Iterator[JournalEntry]:

@@ -27,6 +27,7 @@ from typing import Final
 
 import msgpack
 
+from meshcomm.export.timeline import Light
 from meshcomm.journal.chain import JournalEntry
 from meshcomm.journal.codec import (
     FIRST_SEQ,
@@ -140,18 +141,16 @@ def decode_row(row: Sequence[object]) -> tuple[JournalEntry, bytes | None]:
     return decode_row_untrusted(row), None
 
 
-def decode_seen_row(row: Sequence[object]) -> JournalEntry:
+def decode_seen_row(row: Sequence[object]) -> Light:
     """A row read again inside the read transaction in which :func:`decode_row` found
-    every row of its journal canonical (the export's merge pass): its data is unpacked
-    without the checks, which hold for these very bytes. Anything unexpected takes
-    :func:`decode_row`'s road; raises only DecodeError."""
+    every row of its journal canonical (the export's merge pass), as the merge needs it:
+    its data is unpacked without the checks, which hold for these very bytes. Anything
+    unexpected takes :func:`decode_row`'s road; raises only DecodeError."""
     if len(row) == _ROW_LEN:
-        seq, mono, wall, node_id, type_raw, blob, prev_hash, entry_hash = row
+        seq, mono, wall, _node_id, type_raw, blob = row[:6]
         name = _type_names.get(type_raw) if type(type_raw) is bytes else None
         if (name is not None and type(blob) is bytes and type(seq) is int
-                and type(mono) is float and type(wall) is float
-                and type(node_id) is bytes and type(prev_hash) is bytes
-                and type(entry_hash) is bytes):
+                and type(mono) is float and type(wall) is float):
             try:
                 data = msgpack.unpackb(
                     blob, raw=False, strict_map_key=True, max_str_len=MAX_DATA_BYTES,
@@ -160,6 +159,11 @@ def decode_seen_row(row: Sequence[object]) -> JournalEntry:
             except _UNPACK_ERRORS:
                 data = None
             if type(data) is dict:
-                return JournalEntry(seq, mono + 0.0, wall + 0.0, node_id, name, data,
-                                    prev_hash, entry_hash)
-    return decode_row(row)[0]
+                return seq, mono + 0.0, wall + 0.0, name, data
+    return decode_light(row)
+
+
+def decode_light(row: Sequence[object]) -> Light:
+    """:func:`decode_row`'s entry as the merge needs it; raises only DecodeError."""
+    entry = decode_row(row)[0]
+    return entry.seq, entry.mono_s, entry.wall_s, entry.type, entry.data

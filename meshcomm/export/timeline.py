@@ -49,26 +49,34 @@ class TimelineEvent:
                 "data": dict(self.data)}
 
 
+#: An entry as the merge needs it: (seq, mono_s, wall_s, type, data).
+Light = tuple[int, float, float, str, Mapping[str, object]]
 #: One entry on the timeline, as the merge yields it (cheaper than an object per event):
 #: (merge key, device, position in the device's stream, entry, corrected time). The
 #: position breaks ties within a device, so entries themselves are never compared.
-Placed = tuple[float, str, int, JournalEntry, float]
+Placed = tuple[float, str, int, Light, float]
 
 
-def _placed(device: str, entries: Iterable[JournalEntry],
-            shift: float) -> Iterator[Placed]:
+def light(entries: Iterable[JournalEntry]) -> Iterator[Light]:
+    """Entries as :data:`Light` tuples."""
+    for entry in entries:
+        yield entry.seq, entry.mono_s, entry.wall_s, entry.type, entry.data
+
+
+def _placed(device: str, entries: Iterable[Light], shift: float) -> Iterator[Placed]:
     floor = float("-inf")
     for position, entry in enumerate(entries):
-        corrected = entry.wall_s - shift
+        corrected = entry[2] - shift
         if corrected > floor:
             floor = corrected
         yield floor, device, position, entry, corrected
 
 
-def merge_placed(journals: Mapping[str, Iterable[JournalEntry]],
+def merge_placed(journals: Mapping[str, Iterable[Light]],
                  clocks: ClockEstimate | None = None) -> Iterator[Placed]:
-    """The entries of every device's journal (``device -> entries in seq order``) as one
-    timeline by corrected time (see the module docstring), as :data:`Placed` tuples."""
+    """The entries of every device's journal (``device -> entries in seq order``, as
+    :data:`Light` tuples) as one timeline by corrected time (see the module docstring),
+    as :data:`Placed` tuples."""
     streams = []
     for device, entries in sorted(journals.items()):
         offset = clocks.offsets.get(device) if clocks is not None else None
@@ -82,7 +90,7 @@ def merge(journals: Mapping[str, Iterable[JournalEntry]],
     """:func:`merge_placed` as :class:`TimelineEvent` objects; devices in ``unverified``
     are marked so on each of their events."""
     known = frozenset(clocks.offsets) if clocks is not None else frozenset()
-    for order, device, _position, entry, corrected in merge_placed(journals, clocks):
-        yield TimelineEvent(device, entry.seq, entry.type, entry.wall_s, corrected,
-                            device in known, device not in unverified, entry.mono_s,
-                            entry.data, order)
+    placed = merge_placed({d: light(e) for d, e in journals.items()}, clocks)
+    for order, device, _position, (seq, mono, wall, type_name, data), corrected in placed:
+        yield TimelineEvent(device, seq, type_name, wall, corrected, device in known,
+                            device not in unverified, mono, data, order)

@@ -12,6 +12,7 @@ import msgpack
 import pytest
 
 from meshcomm.export.reader import Snapshot
+from meshcomm.export.timeline import light
 from meshcomm.journal.chain import JournalEntry
 from meshcomm.journal.codec import compute_entry_hash
 from meshcomm.journal.store import JournalStore
@@ -87,6 +88,7 @@ def test_the_one_pass_reports_what_journal_verify_reports(tmp_path: Path, name: 
         with Snapshot(path) as snapshot:
             assert snapshot.scan(key, seen.append) == expected, name
             merged = list(snapshot.entries())
+            assert list(snapshot.light_entries()) == list(light(merged))
         assert [e.seq for e in seen] == [e.seq for e in merged]
         assert seen == merged
         assert expected.ok == (name in ("honest", "truncated", "unsorted keys, same hash"))
