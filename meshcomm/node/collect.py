@@ -25,7 +25,7 @@ Wire format: :mod:`meshcomm.node.collect_wire`.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
@@ -192,6 +192,13 @@ class Collector:
         self._in_flight = 0
         #: Devices left out of the last start (over MAX_COLLECT_DEVICES).
         self.left_out = 0
+        #: What a chunk's status means (ARCHITECTURE.md rule 4: a table, keyed by Enum).
+        self._by_status: dict[ChunkStatus, Callable[[_Device, JournalChunk, float], None]] = {
+            ChunkStatus.OK: self._on_ok,
+            ChunkStatus.REFUSED: self._on_refused,
+            ChunkStatus.BUSY: self._on_busy,
+            ChunkStatus.NO_JOURNAL: self._on_no_journal,
+        }
 
     def start(self, targets: Mapping[NodeId, tuple[int, bytes] | None], now: float) -> None:
         if len(self.config.credential) > 1024:
@@ -280,14 +287,20 @@ class Collector:
         dev.head_seq = max(dev.head_seq, chunk.head_seq)
         self.counters[CollectCounter.CHUNKS] += 1
         self.counters[CollectCounter.WIRE_BYTES] += len(event.body)
-        if chunk.status is ChunkStatus.REFUSED:
-            self._fail(dev, DeviceState.REFUSED, "refused: this node is not an authorised "
-                                                 "collector in the device's profile")
-        elif chunk.status is ChunkStatus.NO_JOURNAL:
-            self._fail(dev, DeviceState.FAILED, "the device keeps no readable journal")
-        elif chunk.status is ChunkStatus.BUSY:
-            self._due.schedule(dev.node, now + RETRY_AFTER_S)
-        elif chunk.part_total:
+        self._by_status[chunk.status](dev, chunk, now)
+
+    def _on_refused(self, dev: _Device, _chunk: JournalChunk, _now: float) -> None:
+        self._fail(dev, DeviceState.REFUSED, "refused: this node is not an authorised "
+                                             "collector in the device's profile")
+
+    def _on_no_journal(self, dev: _Device, _chunk: JournalChunk, _now: float) -> None:
+        self._fail(dev, DeviceState.FAILED, "the device keeps no readable journal")
+
+    def _on_busy(self, dev: _Device, _chunk: JournalChunk, now: float) -> None:
+        self._due.schedule(dev.node, now + RETRY_AFTER_S)
+
+    def _on_ok(self, dev: _Device, chunk: JournalChunk, now: float) -> None:
+        if chunk.part_total:
             self._on_part(dev, chunk, now)
         else:
             self._on_rows(dev, chunk.rows_z, chunk.row_count, chunk.more, now)

@@ -30,6 +30,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
@@ -72,6 +73,14 @@ DIR_MODE: Final = 0o700
 PUBLIC_KEY_MODE: Final = 0o644
 _INSERT: Final = (f"INSERT INTO entries ({ROW_COLUMNS}) "
                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+class CollectAction(StrEnum):
+    """The ``action`` of a ``collect`` control request."""
+
+    START = "start"        # with "out": an absolute directory
+    STATUS = "status"
+    CANCEL = "cancel"
 
 
 class CopyError(Exception):

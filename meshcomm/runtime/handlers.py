@@ -15,7 +15,7 @@ from meshcomm.errors import DecodeError
 from meshcomm.node.gateway.types import InboxEntry, SendResult, SendStatus
 from meshcomm.node.storeforward import HeldState, HeldStatus
 from meshcomm.overlay.core import WhoEntry
-from meshcomm.runtime.collect_edge import CollectEdge, parse_out_dir
+from meshcomm.runtime.collect_edge import CollectAction, CollectEdge, parse_out_dir
 from meshcomm.runtime.control import ControlCommand, ControlRequest, Handler
 from meshcomm.runtime.driver import NodeDriver
 
@@ -315,14 +315,16 @@ def collect(edge: CollectEdge | None, request: ControlRequest) -> object:
     cancel; the reply is the collection's status (meshcomm.runtime.collect_edge)."""
     if edge is None:
         raise DecodeError("this node runs without journal collection")
-    action = request.args.get("action", "status")
-    if action == "start":
-        return edge.start(parse_out_dir(request.args.get("out")))
-    if action == "cancel":
-        return edge.cancel()
-    if action == "status":
-        return edge.status()
-    raise DecodeError('"action" must be start, status or cancel')
+    try:
+        action = CollectAction(str(request.args.get("action", CollectAction.STATUS)))
+    except ValueError:
+        raise DecodeError('"action" must be start, status or cancel') from None
+    actions: dict[CollectAction, Callable[[], object]] = {
+        CollectAction.START: lambda: edge.start(parse_out_dir(request.args.get("out"))),
+        CollectAction.STATUS: edge.status,
+        CollectAction.CANCEL: edge.cancel,
+    }
+    return actions[action]()
 
 
 def control_handlers(driver: NodeDriver, info: NodeInfo,

@@ -44,6 +44,7 @@ from meshcomm.runtime.collect_edge import (
     copy_head,
     held_devices,
 )
+from meshcomm.runtime.control import ControlError
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo
 from meshcomm.security.keystore import load_or_create_identity
@@ -115,6 +116,10 @@ def test_ctl_collect_gathers_a_chain_resumes_and_names_a_refusal(tmp_path: Path)
                                             wait_s=5.0)
                 results.append(await asyncio.to_thread(_cli, dirs["post"], "--out", str(out),
                                                        "--json"))
+                for bad in ({"action": "nope"}, {"action": "start", "out": "relative"},
+                            {"action": "start"}):
+                    with pytest.raises(ControlError, match=r"action|out"):
+                        await asyncio.to_thread(ctl, dirs["post"], "collect", **bad)
                 delta_status = await asyncio.to_thread(ctl, dirs["delta"], "status")
                 assert isinstance(delta_status, dict)
                 for name in names:
