@@ -375,3 +375,36 @@ def test_a_refused_journal_is_taken_back_whole() -> None:
                     check.add(device, entry)
         assert check.problems() == [], keys
         assert check.counts()["devices"] == 4
+
+
+def test_devices_fed_interleaved_give_the_same_findings() -> None:
+    """Device after device is the contract; entries of several devices mixed (each still
+    in seq order) give the same answer, the receipts then all resolved at the end."""
+    journals, witnessed = _incident()
+    journals[HEX[2]] = _rewritten(journals[HEX[2]], IDS[2], sorted(witnessed[2])[1])
+    mid = journals[HEX[0]][len(journals[HEX[0]]) // 2].wall_s
+    entries = journals[HEX[3]]                              # a receipt of no send
+    chain = JournalChain(IDS[3].node_id, (entries[-1].seq, entries[-1].entry_hash))
+    forged = sip_data("from-mesh", IDS[0], "forged", None, "cd" * 16)
+    journals[HEX[3]] = [*entries, chain.append(SIP, forged, 0.0, mid)]
+    expected = _check(journals, KEYS)
+    check = CrossCheck(KEYS)
+    streams = {device: iter(entries) for device, entries in journals.items()}
+    while streams:
+        for device in list(streams):
+            entry = next(streams[device], None)
+            if entry is None:
+                del streams[device]
+            else:
+                check.add(device, entry)
+    assert [(p.device, p.entry, p.kind) for p in check.problems()] == expected
+    assert sorted(kind for _, _, kind in expected) == ["fork", "receipt-without-send"]
+
+
+def test_a_key_that_is_not_the_devices_is_not_used() -> None:
+    journals, witnessed = _incident()
+    journals[HEX[2]] = _rewritten(journals[HEX[2]], IDS[2], min(witnessed[2]))
+    wrong = {HEX[2]: IDS[3].public_key, HEX[3]: b"short"}
+    check = CrossCheck(wrong)
+    assert check.counts()["keys_rejected"] == 2
+    assert _check(journals, wrong) == [(HEX[2], min(witnessed[2]), "witness-contradicts")]
