@@ -98,8 +98,11 @@ class Host:
 class Net:
     def __init__(self, names: list[str], rows: dict[str, list[tuple[object, ...]]],
                  serve: Callable[[str], ServeConfig], credential: bytes = b"",
-                 links: list[tuple[str, str]] | None = None) -> None:
+                 links: list[tuple[str, str]] | None = None, loss: float = 0.0) -> None:
         self.now = 0.0
+        #: each datagram is lost on each link with this probability (seeded)
+        self.loss = loss
+        self._loss_rng = random.Random(7)
         self.verifier = SignatureVerifier()
         self.hosts: dict[str, Host] = {}
         for name in names:
@@ -177,6 +180,8 @@ class Net:
                     continue
                 if dgram.dst is not None and dgram.dst != name:
                     continue
+                if self.loss and self._loss_rng.random() < self.loss:
+                    continue
                 host.pump.radio(dgram.data, LinkAddr(src), self.now)
                 self._take(host)
 
@@ -237,6 +242,19 @@ def test_three_node_chain_collects_every_row_verbatim_and_resumes() -> None:
     prog = net.progress("a")
     assert prog[b].state is DeviceState.COMPLETE and prog[b].rows == 300
     assert a.copies[b] == [tuple(row_to_wire(r)) for r in rows["b"]]
+
+
+def test_a_chain_with_ten_percent_loss_is_collected_verbatim() -> None:
+    rows = {"b": journal_rows(ident("b"), 600, seed=4), "c": journal_rows(ident("c"), 600)}
+    net = Net(["a", "b", "c"], rows, _serve_to("a"), loss=0.1)
+    net.run_for(10.0)
+    b, c = net.node_id("b"), net.node_id("c")
+    net.start_collect("a", {b: None, c: None})
+    net.run_for(300.0)
+    prog = net.progress("a")
+    assert {prog[b].state, prog[c].state} == {DeviceState.COMPLETE}, prog
+    for name, node in (("b", b), ("c", c)):
+        assert net.hosts["a"].copies[node] == [tuple(row_to_wire(r)) for r in rows[name]]
 
 
 def test_collection_interrupted_then_resumed_from_what_was_stored() -> None:
