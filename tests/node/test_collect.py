@@ -36,6 +36,7 @@ from meshcomm.node.collect_serve import (
 )
 from meshcomm.node.collect_wire import WireRow, row_to_wire
 from meshcomm.node.core import NodeCore
+from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.pump import Pump
 from meshcomm.overlay.config import OverlayConfig
@@ -255,6 +256,29 @@ def test_a_chain_with_ten_percent_loss_is_collected_verbatim() -> None:
     assert {prog[b].state, prog[c].state} == {DeviceState.COMPLETE}, prog
     for name, node in (("b", b), ("c", c)):
         assert net.hosts["a"].copies[node] == [tuple(row_to_wire(r)) for r in rows[name]]
+
+
+def test_collection_yields_while_live_unicasts_wait_for_acks() -> None:
+    """Ten live unicasts wait for their per-hop ACKs (the link is down for a moment): no
+    pull leaves until the backlog is back at the threshold; then the collection runs."""
+    net = Net(["a", "b"], {"b": journal_rows(ident("b"), 100)}, _serve_to("a"))
+    net.run_for(6.0)
+    b = net.node_id("b")
+    a = net.hosts["a"]
+    net.links.discard(frozenset(("a", "b")))
+    for i in range(10):
+        a.pump.command(net.now, lambda i=i: a.core.node.send_unicast(  # type: ignore[misc]
+            b, AppKind.SIP, f"live {i}".encode(), net.now))
+    assert a.core.node.overlay.forwarder.awaiting_ack == 10
+    net.start_collect("a", {b: None})
+    net.run_for(0.1)
+    collect = a.core.collect
+    assert collect is not None
+    assert collect.counters[CollectCounter.PULLS_SENT] == 0
+    assert collect.counters[CollectCounter.HELD_BACK] > 0
+    net.links.add(frozenset(("a", "b")))
+    net.run_for(30.0)
+    assert net.progress("a")[b].state is DeviceState.COMPLETE
 
 
 def test_collection_interrupted_then_resumed_from_what_was_stored() -> None:
