@@ -63,8 +63,9 @@ PUBLIC_KEY_FILE: Final = "public.key"
 NODE_HEX_CHARS: Final = 64
 #: Most bytes of row data one JournalRead returns (the part then packs what fits a chunk).
 READ_MAX_BYTES: Final = 512 * 1024
-#: Rows of the node's own journal copied per loop turn.
-OWN_COPY_BATCH_ROWS: Final = 1000
+#: Rows of the node's own journal copied per loop turn (a turn stays short: the loop
+#: also carries live traffic).
+OWN_COPY_BATCH_ROWS: Final = 256
 #: A device answering pulls signs its journal's head (a checkpoint) at most this often,
 #: so a copy ends in a signed checkpoint instead of an unsigned tail.
 PULL_CHECKPOINT_INTERVAL_S: Final = 30.0
