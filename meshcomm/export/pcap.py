@@ -43,7 +43,7 @@ import hashlib
 import ipaddress
 import json
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -513,3 +513,47 @@ def _frame(packet: PlannedPacket) -> Packet:
     frame.time = packet.time_s
     frame.comments = [packet.comment.encode("utf-8", "replace")]
     return frame
+
+
+# ============================================================ the rule, counted apart
+def expected_packets(timeline_jsonl: Path) -> int:
+    """The number of packets the counting rule gives for ``timeline_jsonl``, counted
+    apart from :class:`PacketPlanner` (a check for tests and investigators: ``tshark -Y
+    sip`` should show this many). Mesh pairs are counted order-free as, per hop and
+    message, min(sends, receipts); its tables grow with the distinct mesh messages (a
+    checking tool, not part of the export)."""
+    records = no_wire = unbuildable = folded = 0
+    sends: Counter[tuple[object, ...]] = Counter()
+    receipts: Counter[tuple[object, ...]] = Counter()
+    last_originated: dict[str, Mapping[str, object]] = {}
+    for event in iter_timeline(timeline_jsonl):
+        data = sip_data(event)
+        if data is None:
+            continue
+        records += 1
+        device = str(event.get("device", ""))
+        before = last_originated.pop(device, None)
+        if before is not None and _same_response(before, data):
+            folded += 1        # the originated record is this one's packet
+        peer = data.get("peer")
+        if not isinstance(peer, str) or not peer or peer == STORE:
+            no_wire += 1
+            continue
+        built = sip_payload(data)
+        if built is None or len(built[0]) > MAX_UDP_PAYLOAD:
+            unbuildable += 1
+            continue
+        if data.get("dir") == ORIGINATED:
+            last_originated[device] = data
+        if data.get("dir") in (TO_MESH, FROM_MESH) and peer.endswith(MESH_SUFFIX):
+            me, other = device[:PEER_HEX_CHARS].lower(), peer[:-len(MESH_SUFFIX)].lower()
+            env = data.get("env")
+            message = (("env", env) if isinstance(env, str) and env else
+                       ("sip", data.get("call_id"), data.get("cseq"), data.get("method"),
+                        data.get("status")))
+            if data.get("dir") == TO_MESH:
+                sends[(me, other, message)] += 1
+            else:
+                receipts[(other, me, message)] += 1
+    pairs = sum(min(n, receipts[key]) for key, n in sends.items())
+    return records - pairs - folded - no_wire - unbuildable

@@ -18,6 +18,7 @@ import pytest
 from meshcomm.export.pcap import (
     Addressing,
     PacketPlanner,
+    expected_packets,
     iter_timeline,
     sip_payload,
     write_pcap,
@@ -63,6 +64,7 @@ def test_the_capture_has_every_message_once_per_hop_and_the_call(tmp_path: Path)
     assert stats.packets == (stats.records - stats.pairs - stats.originated_folded
                              - stats.no_wire - stats.unbuildable) == 33
     capture = out / "sip.pcapng"
+    assert expected_packets(out / "timeline.jsonl") == 33
     assert len(tshark("-r", str(capture), "-Y", "sip").splitlines()) == 33
     sip_stat = tshark("-r", str(capture), "-q", "-z", "sip,stat")
     assert "Number of SIP messages: 33" in sip_stat
@@ -199,3 +201,20 @@ def test_a_write_that_fails_leaves_no_file_and_keeps_the_old_capture(tmp_path: P
     assert old.read_bytes() == b"previous export"
     assert sorted(p.name for p in out.iterdir()) == ["sip.pcapng", "timeline.csv",
                                                      "timeline.jsonl"]
+
+
+def test_a_response_generated_for_the_mesh_is_one_packet_on_both_counts(
+        tmp_path: Path) -> None:
+    """A 404 node A generates for node B's request: originated, then to-mesh (A); B
+    journals its receipt (from-mesh). One packet, by the planner and by the rule."""
+    a, b = A.node_id.hex(), B.node_id.hex()
+    rows = [(a, 1, "originated", mesh_name(B), None), (a, 2, "to-mesh", mesh_name(B), "e9"),
+            (b, 1, "from-mesh", mesh_name(A), "e9")]
+    timeline = tmp_path / "timeline.jsonl"
+    timeline.write_text("".join(json.dumps({
+        "device": device, "seq": seq, "type": "sip.message", "corrected_s": 10.0 + seq,
+        "data": sip_data(direction, peer, "MESSAGE", 404, call_id="q", cseq=1, env=env)}
+    ) + "\n" for device, seq, direction, peer, env in rows))
+    stats = write_pcap_stats(timeline, tmp_path / "sip.pcapng")
+    assert (stats.records, stats.originated_folded, stats.pairs, stats.packets) == (3, 1, 1, 1)
+    assert expected_packets(timeline) == 1

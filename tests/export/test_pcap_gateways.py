@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from meshcomm.export.pcap import write_pcap_stats
+from meshcomm.export.pcap import expected_packets, write_pcap_stats
 from meshcomm.export.pipeline import export
 from meshcomm.export.report import write_report
 from meshcomm.journal.events import JournalEventType, JournalRecord
@@ -132,6 +132,7 @@ def test_the_packets_are_the_journals_less_the_pairs(
     assert stats.evicted == stats.unbuildable == 0
     assert stats.packets == (stats.records - stats.pairs - stats.originated_folded
                              - stats.no_wire)
+    assert expected_packets(out / "timeline.jsonl") == stats.packets
     if TSHARK is None:
         pytest.skip("tshark not installed")
     lines = subprocess.run([TSHARK, "-r", str(out / "sip.pcapng"), "-Y", "sip"],

@@ -26,6 +26,8 @@ from typing import Final
 #: Chromium's executable names on Debian and elsewhere.
 CHROMIUM_NAMES: Final = ("chromium", "chromium-browser", "google-chrome")
 DEFAULT_TIMEOUT_S: Final = 90.0
+#: Wide as a laptop, tall enough for a report's first ladders to be on the screenshot.
+DEFAULT_WINDOW: Final = (1280, 8000)
 _FLAGS: Final = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--no-default-browser-check", "--disable-extensions", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update",
@@ -42,10 +44,15 @@ class PageLoad:
     console: tuple[tuple[str, str], ...]
     load_s: float
     stderr: str
+    screenshot: Path | None = None
 
     @property
     def console_errors(self) -> list[str]:
         return [text for level, text in self.console if level in ("ERROR", "WARNING")]
+
+    def screenshot_distinct_colours(self, box: tuple[int, int, int, int] | None = None) -> int:
+        """Distinct colours of the screenshot (within ``box``); 0 without one."""
+        return 0 if self.screenshot is None else png_colours(self.screenshot, box)
 
 
 def find_chromium() -> str | None:
@@ -71,11 +78,13 @@ def _run(args: list[str], timeout_s: float) -> tuple[str, str, float]:
     return run.stdout, run.stderr, took
 
 
-def load_page(page: Path, *, screenshot: Path | None = None, anchor: str = "",
-              window: tuple[int, int] = (1280, 1600),
+def load_page(page: Path, screenshot: Path | None = None, *, anchor: str = "",
+              window: tuple[int, int] = DEFAULT_WINDOW,
               timeout_s: float = DEFAULT_TIMEOUT_S) -> PageLoad:
     """Load ``page`` (a local file) headless: DOM, console messages, load time; and a
-    screenshot of the viewport at ``anchor`` when asked."""
+    screenshot of the viewport when asked. Headless Chromium's screenshot does not follow
+    a scroll to ``anchor`` (it comes out blank): the default window is tall instead, and
+    :func:`colour_box` finds a part of the page on the picture."""
     url = page.resolve().as_uri()
     dom, stderr, took = _run(["--dump-dom", url], timeout_s)
     console = tuple((m.group(1), m.group(2)) for m in _CONSOLE.finditer(stderr))
@@ -84,7 +93,7 @@ def load_page(page: Path, *, screenshot: Path | None = None, anchor: str = "",
               url + (f"#{anchor}" if anchor else "")], timeout_s)
         if not screenshot.is_file():
             raise RuntimeError(f"chromium wrote no screenshot to {screenshot}")
-    return PageLoad(dom, console, took, stderr)
+    return PageLoad(dom, console, took, stderr, screenshot)
 
 
 def png_colours(path: Path, box: tuple[int, int, int, int] | None = None) -> int:
@@ -95,3 +104,21 @@ def png_colours(path: Path, box: tuple[int, int, int, int] | None = None) -> int
         region = image.convert("RGB") if box is None else image.convert("RGB").crop(box)
         colours = region.getcolors(maxcolors=1 << 24)
     return len(colours) if colours is not None else 1 << 24
+
+
+def colour_box(path: Path, rgb: tuple[int, int, int], height: int,
+               step: int = 2) -> tuple[int, int, int, int] | None:
+    """The full-width band of ``height`` pixels from just above the first row holding
+    ``rgb`` (e.g. a ladder's arrow colour), or None when no pixel has it."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        picture = image.convert("RGB")
+    width, total = picture.size
+    pixels = picture.load()
+    assert pixels is not None
+    for y in range(0, total, step):
+        if any(pixels[x, y] == rgb for x in range(0, width, step)):
+            top = max(0, y - 80)
+            return (0, top, width, min(total, top + height))
+    return None
