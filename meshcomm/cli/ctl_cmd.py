@@ -177,6 +177,10 @@ def format_status(st: dict[str, Any]) -> str:
                      f"held for others {sf.get('held_for_others')} "
                      f"(max {sf.get('max_held_messages')})")
         lines.append("store counters " + _nonzero(sf.get("counters", {})))
+    collect = st.get("collect")
+    if collect:
+        lines.append(f"collect  serving {collect.get('serving')}; "
+                     + (_nonzero(collect.get("counters", {})) or "nothing yet"))
     return "\n".join(lines)
 
 

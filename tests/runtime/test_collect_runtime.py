@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from meshcomm.cli.ctl_cmd import format_status
 from meshcomm.cli.main import main
 from meshcomm.config import ExportSettings, parse_config
 from meshcomm.errors import ConfigError
@@ -245,6 +246,7 @@ def test_a_crashed_command_post_resumes_where_its_copy_ends(tmp_path: Path) -> N
     assert len(_rows(copy)) >= 3000 and verify_journal(copy).ok
     counters = status["collect"]["counters"]  # type: ignore[index]
     assert counters["collect_refused_unauthorised"] >= 250    # scoped floods may lose some
+    assert "collect_refused_unauthorised=" in format_status(status)   # ctl status text
     refusals = [row for row in _rows(dirs["bravo"] / JOURNAL_FILE)
                 if row[4] == b"envelope.dropped" and isinstance(row[5], bytes)
                 and decode_data_untrusted(row[5]).get("reason") == REFUSAL_REASON]
