@@ -315,6 +315,9 @@ class JournalWitnessed(JournalPayload):
     seq: int                       # the checkpoint's head_seq
     head: str                      # its head_hash, hex (64 chars)
     sig: str                       # its signature, hex, as the checkpoint entry stores it
+    #: ``node``'s wall clock when it sealed the HELLO (this record's own stamp is when we
+    #: heard it): a send/receipt pair for the export's clock estimate
+    sent_wall: float | None = field(default=None, metadata=OMITTED_IF_NONE)
 
 
 # ---------------------------------------------------------------- DHT bridge

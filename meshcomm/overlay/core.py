@@ -64,6 +64,7 @@ from meshcomm.overlay.witness import (
     SignedCheckpoint,
     WitnessTable,
     decode_hello_untrusted,
+    decode_sent_wall_untrusted,
 )
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
@@ -394,7 +395,7 @@ class GossipOverlay:
         payload: list[object] = [self._hello_no, self.role, report]
         checkpoint = self.beacon.for_hello()
         if checkpoint is not None:
-            payload.append(checkpoint.wire_value())
+            payload.append(checkpoint.wire_value(self.wall_time(now)))
             self.counters[OverlayCounter.TX_HELLO_CHECKPOINT] += 1
         env = self.seal(MsgType.HELLO, payload)
         self.transmit(env, Hop(), None, TxTag.HELLO)
@@ -431,9 +432,10 @@ class GossipOverlay:
                 self.emit(RouteChanged(dst=route.dst.hex(), next_hop=route.next_hop_id.hex()
                                        or src, hops=route.hops, metric=route.metric))
         if checkpoint is not None:
-            self._witness(env, checkpoint, now)
+            self._witness(env, checkpoint, decode_sent_wall_untrusted(env.payload[3]), now)
 
-    def _witness(self, env: Envelope, checkpoint: SignedCheckpoint, now: float) -> None:
+    def _witness(self, env: Envelope, checkpoint: SignedCheckpoint, sent_wall: float | None,
+                 now: float) -> None:
         """A neighbour's checkpoint (in its verified HELLO): journaled when its head moved
         (rate-limited per node, see :mod:`.witness`) and its signature, by the key that
         signed the HELLO, checks out."""
@@ -451,7 +453,8 @@ class GossipOverlay:
         self.counters[OverlayCounter.WITNESS_EVICTED] += table.evicted - evicted
         self.counters[HEARD_COUNTERS[heard]] += 1
         self.emit(JournalWitnessed(node=env.origin.hex(), seq=checkpoint.seq,
-                                   head=checkpoint.head.hex(), sig=checkpoint.signature.hex()))
+                                   head=checkpoint.head.hex(), sig=checkpoint.signature.hex(),
+                                   sent_wall=sent_wall))
 
     def _housekeeping_due(self, _key: bytes, now: float) -> None:
         # Routes via a silent neighbour are kept: HELLOs are lost more often than links

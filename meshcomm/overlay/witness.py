@@ -5,12 +5,16 @@ device that later rewrites its history (a fork, a truncation) is contradicted by
 copies its neighbours kept -- the witness idea of RFC 6962 and C2SP checkpoints.
 
 **Wire.** A HELLO's payload is ``[hello_no, role, report]`` or, carrying a checkpoint,
-``[hello_no, role, report, [head_seq, head_hash, signature]]``: ``head_hash`` (32 bytes) is
-the entry hash of the journal's entry ``head_seq``, ``signature`` (64 bytes) exactly the
-one of the checkpoint entry, Ed25519 by the node key over
+``[hello_no, role, report, [head_seq, head_hash, signature, sent_wall]]``: ``head_hash``
+(32 bytes) is the entry hash of the journal's entry ``head_seq``, ``signature`` (64 bytes)
+exactly the one of the checkpoint entry, Ed25519 by the node key over
 :func:`meshcomm.journal.chain.checkpoint_message` (node id, head_seq, head_hash). The key
 is the one that signed the HELLO: node id = SHA-256(key)
 (:func:`meshcomm.security.identity.node_id_of`), so a receiver needs nothing else.
+``sent_wall`` (optional, float seconds) is the sender's wall clock when it sealed the HELLO:
+the witness journals it, so each witness record is also a send/receipt pair between the two
+devices' clocks, which the after-action export uses to estimate the offsets of relays that
+journal no SIP message (:mod:`meshcomm.export.exchanges`).
 Old HELLOs (three fields) still decode; a node without a checkpoint sends none.
 
 **Airtime.** The field costs :data:`CHECKPOINT_FIELD_BYTES` bytes. A node attaches it only
@@ -35,7 +39,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from meshcomm.errors import LocalProtocolError
+from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.journal.chain import SIGNATURE_LEN
 from meshcomm.journal.codec import FIRST_SEQ, HASH_LEN, MAX_SEQ
 from meshcomm.overlay.counters import OverlayCounter
@@ -46,7 +50,12 @@ from meshcomm.wire import codec
 CHECKPOINT_EVERY_HELLOS: Final = 10
 #: Bytes the checkpoint field adds to a HELLO at most (msgpack: array header, a uint64,
 #: bin8 of 32 and of 64 bytes).
-CHECKPOINT_FIELD_BYTES: Final = 1 + 9 + (2 + HASH_LEN) + (2 + SIGNATURE_LEN)
+CHECKPOINT_FIELD_BYTES: Final = 1 + 9 + (2 + HASH_LEN) + (2 + SIGNATURE_LEN) + 9
+#: The checkpoint field: seq, head and signature, and the sender's wall clock (optional).
+CHECKPOINT_FIELDS: Final = 3
+CHECKPOINT_FIELDS_WITH_WALL: Final = 4
+#: Latest wall clock a HELLO may claim (seconds since the epoch, as a binding's issue time).
+MAX_SENT_WALL_S: Final = float(1 << 40)
 #: A node's checkpoint is journaled at most once per this long (the default of
 #: ``interval_s``; the overlay passes ``OverlayConfig.witness_interval_s``).
 WITNESS_INTERVAL_S: Final = 60.0
@@ -77,18 +86,35 @@ class SignedCheckpoint:
         if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_LEN:
             raise LocalProtocolError(f"checkpoint signature must be {SIGNATURE_LEN} bytes")
 
-    def wire_value(self) -> list[object]:
-        return [self.seq, self.head, self.signature]
+    def wire_value(self, sent_wall: float | None = None) -> list[object]:
+        value: list[object] = [self.seq, self.head, self.signature]
+        if sent_wall is not None:
+            value.append(float(sent_wall))
+        return value
 
 
 def decode_checkpoint_untrusted(value: object) -> SignedCheckpoint:
     """The checkpoint field of a HELLO (its decoded msgpack value); raises only
-    DecodeError (not a list of three, a seq outside 1..2^63-2, wrong lengths)."""
-    fields = codec.read_tuple(value, "hello.checkpoint", 3)
+    DecodeError (not a list of three or four, a seq outside 1..2^63-2, wrong lengths, a
+    sent wall clock that is not a number within 0..2^40)."""
+    fields = codec.read_list(value, "hello.checkpoint", CHECKPOINT_FIELDS_WITH_WALL)
+    if len(fields) < CHECKPOINT_FIELDS:
+        raise DecodeError(f"hello.checkpoint: {len(fields)} fields, expected 3 or 4")
+    if len(fields) == CHECKPOINT_FIELDS_WITH_WALL:
+        decode_sent_wall_untrusted(fields)
     seq = codec.read_int(fields[0], "hello.checkpoint.seq", FIRST_SEQ, MAX_SEQ - 1)
     head = codec.read_bytes(fields[1], "hello.checkpoint.head", exact=HASH_LEN)
     signature = codec.read_bytes(fields[2], "hello.checkpoint.signature", exact=SIGNATURE_LEN)
     return SignedCheckpoint(seq, head, signature)
+
+
+def decode_sent_wall_untrusted(value: object) -> float | None:
+    """The sender's wall clock in a HELLO's checkpoint field (None: the field has none);
+    raises only DecodeError."""
+    fields = codec.read_list(value, "hello.checkpoint", CHECKPOINT_FIELDS_WITH_WALL)
+    if len(fields) < CHECKPOINT_FIELDS_WITH_WALL:
+        return None
+    return codec.read_float(fields[3], "hello.checkpoint.sent_wall", 0.0, MAX_SENT_WALL_S)
 
 
 def decode_hello_untrusted(payload: object) -> tuple[list[object], SignedCheckpoint | None]:

@@ -95,6 +95,8 @@ REGISTER_DELAY_S: Final = 1.0
 REGISTER_DELAY_HELLOS: Final = 1.5
 #: A signed journal checkpoint is written this often (and at a clean shutdown).
 CHECKPOINT_INTERVAL_S: Final = 60.0
+#: The first checkpoint comes this long after the start (neighbours heard by then).
+FIRST_CHECKPOINT_S: Final = 5.0
 #: SIP host part of the contact a node registers: ``sip:NAME@<short node id>.mesh``.
 CONTACT_HOST_SUFFIX: Final = "mesh"
 
@@ -704,20 +706,24 @@ def _checkpoint(driver: NodeDriver) -> None:
         return
     now = driver.now()
     entry = journal.checkpoint(driver.node.identity.sign, now, driver.wall_time(now))
-    if entry is not None:
+    durable = driver.flush_journal()
+    # Neighbours witness it (issue 11), only once it is on disk: a checkpoint announced and
+    # then lost with an unwritable disk and a crash would prove an honest node a fork.
+    if entry is not None and durable >= entry.seq:
         seq, head = entry.data[CHECKPOINT_HEAD_SEQ], entry.data[CHECKPOINT_HEAD_HASH]
         signature = entry.data[CHECKPOINT_SIGNATURE]
         if (isinstance(seq, int) and seq > 0 and isinstance(head, bytes)
-                and isinstance(signature, bytes)):     # neighbours witness it (issue 11)
+                and isinstance(signature, bytes)):
             driver.core.journal_checkpointed(seq, head, signature)
-    driver.flush_journal()
 
 
 async def _checkpoints(driver: NodeDriver, stop: asyncio.Event) -> None:
-    """A signed checkpoint every CHECKPOINT_INTERVAL_S. Meanwhile, while the journal cannot
-    be written, retry it every FLUSH_RETRY_INTERVAL_S even when no new event comes, so the
+    """A signed checkpoint FIRST_CHECKPOINT_S after the start (the neighbours witness a new
+    or restarted node's journal at once, and each witness record pairs the two clocks for
+    the export), then every CHECKPOINT_INTERVAL_S. Meanwhile, while the journal cannot be
+    written, retry it every FLUSH_RETRY_INTERVAL_S even when no new event comes, so the
     log and ``ctl status`` see the disk come back and waiting entries reach it."""
-    next_checkpoint = driver.now() + CHECKPOINT_INTERVAL_S
+    next_checkpoint = driver.now() + FIRST_CHECKPOINT_S
     while not stop.is_set():
         await asyncio.sleep(min(FLUSH_RETRY_INTERVAL_S,
                                 max(0.0, next_checkpoint - driver.now())))

@@ -44,7 +44,7 @@ STORED_KEYS: dict[type[P.JournalPayload], tuple[str, ...]] = {
     P.SfDelivered: ("msg_id", "from", "to", "origin", "requesters"),
     P.SfReceipt: ("msg_id", "from", "to", "origin", "dest", "own", "delivered_wall_s"),
     P.JournalCheckpoint: (CHECKPOINT_HEAD_SEQ, CHECKPOINT_HEAD_HASH, CHECKPOINT_SIGNATURE),
-    P.JournalWitnessed: ("node", "seq", "head", "sig"),
+    P.JournalWitnessed: ("node", "seq", "head", "sig", "sent_wall"),
     P.UplinkChanged: ("state", "previous", "peers", "suppressed"),
     P.DhtValueDropped: ("reason", "aor", "suppressed"),
     P.RemoteBindingChanged: ("aor", "node", "seq", "state", "relays"),
@@ -55,6 +55,7 @@ STORED_KEYS: dict[type[P.JournalPayload], tuple[str, ...]] = {
 _SAMPLE_BY_TYPE: dict[str, object] = {
     "str": "x", "int": 3, "float": 1.5, "bool": True, "bytes": b"\x01\x02",
     "str | None": "y", "int | None": 4, "bytes | None": b"b", "bool | None": False,
+    "float | None": 2.5,
     "tuple[str, ...]": ("a", "b"),
     "tuple[tuple[str, str], ...] | None": (("To", "<sip:b@x>"), ("Content-Length", "0")),
 }

@@ -18,6 +18,7 @@ from meshcomm.cli.ctl_cmd import format_journal, format_status
 from meshcomm.cli.main import main
 from meshcomm.journal.store import JournalStore
 from meshcomm.journal.verify import verify_journal
+from meshcomm.runtime import app
 from meshcomm.runtime.app import (
     EXIT_CLOSE_FAILED,
     JOURNAL_FILE,
@@ -241,10 +242,17 @@ def test_full_disk_mid_run_keeps_serving_and_reports_it(
                                  and not drivers["a"].journal.writable, "journal failing")
                 failing = await journal_status()
                 text = format_status(await asyncio.to_thread(ctl, dirs["a"], "status"))
+                # a checkpoint signed while the disk is full is not gossiped to witnesses
+                beacon = drivers["a"].node.overlay.beacon
+                announced = beacon.latest
+                app._checkpoint(drivers["a"])
+                assert beacon.latest == announced
                 await asyncio.sleep(2.5)          # several retries while still full
                 small_disk.free()          # no new event needed: the node retries
                 await wait_until(lambda: drivers["a"].journal is not None
                                  and drivers["a"].journal.writable, "journal written again")
+                app._checkpoint(drivers["a"])
+                assert beacon.latest is not None and beacon.latest != announced
                 for key in "ab":
                     await asyncio.to_thread(ctl, dirs[key], "stop")
                 return await tasks[0], await tasks[1], failing, text
