@@ -24,12 +24,18 @@ counted. A longer export gives fewer pairs, never wrong ones. Records naming a p
 that is not in the export (when the devices are announced, :meth:`ExchangeFinder.expect`)
 are not kept at all.
 
+A ``journal.witnessed`` record with ``sent_wall`` is a pair by itself: the witnessed node
+sealed the HELLO at ``sent_wall`` on its clock, the witness journaled it at the record's
+stamp on its own (:mod:`meshcomm.overlay.witness`). These tie the clocks of neighbours that
+journal no SIP message (relays).
+
 The clocks need only the tightest pair of each ordered device pair; that is what
 :meth:`ExchangeFinder.exchanges` keeps (and :attr:`ExchangeFinder.pairs` counts them all).
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Final
@@ -44,6 +50,9 @@ MAX_WAITING: Final = 300_000
 #: Kept for compatibility with callers that bound the tables as a whole.
 MAX_KEYS: Final = MAX_WAITING
 SIP_TYPE: Final = JournalEventType.SIP_MESSAGE.value
+WITNESSED_TYPE: Final = JournalEventType.WITNESSED.value
+#: A node id in a witness record: 32 bytes, hex.
+NODE_HEX_CHARS: Final = 64
 TO_MESH: Final = "to-mesh"
 FROM_MESH: Final = "from-mesh"
 #: A gateway names a mesh peer by the first 8 bytes of its node id (gateway.parts).
@@ -112,6 +121,8 @@ class ExchangeFinder:
         if device_hex != self._current:
             self._switch(device_hex)
         if entry.type != SIP_TYPE:
+            if entry.type == WITNESSED_TYPE:
+                self._witnessed(device_hex, entry)
             return
         data = entry.data
         direction, partner = data.get("dir"), data.get("peer")
@@ -142,6 +153,16 @@ class ExchangeFinder:
             return
         self._hold(partner, _key(data, self._current_peer, direction) or key,
                    (device_hex, entry.wall_s, direction))
+
+    def _witnessed(self, device_hex: str, entry: JournalEntry) -> None:
+        """A witness record with the sender's sealing time: a pair at once."""
+        node, sent = entry.data.get("node"), entry.data.get("sent_wall")
+        if (type(node) is not str or len(node) != NODE_HEX_CHARS or node == device_hex
+                or type(sent) is not float or not math.isfinite(sent)):
+            return
+        if self._expected is not None and peer_name(node) not in self._expected:
+            return
+        self._pair(node, device_hex, sent, entry.wall_s)
 
     def _switch(self, device_hex: str) -> None:
         """The previous device is complete: what waited for it can no longer match."""

@@ -111,3 +111,28 @@ def test_an_envelope_id_pairs_only_the_send_and_receipt_of_the_named_nodes() -> 
                     _sip(2, 10.3, "from-mesh", C, env="e")]}    # same id, wrong sender
     finder = ExchangeFinder()
     assert _feed(finder, journals, [A, B]) == [] and finder.pairs == 0
+
+
+def _witnessed(seq: int, wall: float, node: str, sent_wall: object) -> JournalEntry:
+    data = {"node": node, "seq": 4, "head": "00" * 32, "sig": "00" * 64,
+            "sent_wall": sent_wall}
+    return JournalEntry(seq, 0.0, wall, b"", "journal.witnessed", data, b"", b"")
+
+
+def test_a_witness_record_with_the_senders_sealing_time_is_a_pair() -> None:
+    """Relays journal no SIP message: a witnessed HELLO ties two neighbours' clocks (the
+    witnessed node sealed it at sent_wall on its clock, the witness journaled it at its
+    stamp); bad or foreign values pair nothing."""
+    journals = {
+        A: [_witnessed(1, 7200.004, B, 0.001), _witnessed(2, 7300.5, B, 100.0)],
+        B: [_witnessed(1, 3.0, A, 7202.998),
+            _witnessed(2, 5.0, B, 1.0),                  # itself
+            _witnessed(3, 6.0, A, float("nan")), _witnessed(4, 6.0, A, "7200"),
+            _witnessed(5, 6.0, A, None),                 # an old record without it
+            _witnessed(6, 6.0, C, 1.0)],                 # C is not in the export
+    }
+    finder = ExchangeFinder()
+    finder.expect([A, B])
+    assert _feed(finder, journals, [A, B]) == [(A, B, 7202.998, 3.0),
+                                               (B, A, 0.001, 7200.004)]
+    assert finder.pairs == 3
