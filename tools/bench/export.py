@@ -13,7 +13,8 @@ Builds ``--devices`` journals (real SQLite journal files, each with its key) hol
 * overlay and binding records (``route.changed``, ``neighbour.up``, ``binding.learned``);
 * a signed checkpoint per device every ``CHECKPOINT_INTERVAL_S`` of simulated time (the
   runtime's interval), and after each round every device journals two other devices'
-  checkpoints as witnessed (``journal.witnessed``).
+  checkpoints as witnessed (``journal.witnessed``, with the sealing time of the HELLO
+  that carried it, a clock pair too).
 
 Then it runs the export (verify, forks, clocks, merge, ``timeline.jsonl`` and
 ``timeline.csv``) in this one process and prints events/s, the process's peak memory
@@ -54,6 +55,8 @@ SPAN_S = 3600.0
 FLUSH_EVERY = 2000
 WITNESSES_PER_ROUND = 2
 BUILT_MARK = "built.json"
+#: Changes when the journals built change shape (a kept DIR of another shape is refused).
+FORMAT = 2
 
 
 def _sip(direction: str, peer: Identity, call: int, status: int | None, wall: float,
@@ -145,7 +148,8 @@ class _Builder:
                 self.add(k, t + 0.5, "journal.witnessed", {
                     "node": self.ids[j].node_id.hex(), "seq": head.data["head_seq"],
                     "head": bytes(head.data["head_hash"]).hex(),  # type: ignore[arg-type]
-                    "sig": bytes(head.data["signature"]).hex()})  # type: ignore[arg-type]
+                    "sig": bytes(head.data["signature"]).hex(),  # type: ignore[arg-type]
+                    "sent_wall": t + 0.2 + self.skews[j]})     # j sealed its HELLO then
 
     def close(self) -> None:
         for store in self.stores:
@@ -177,16 +181,18 @@ def build(root: Path, devices: int, events: int, seed: int) -> int:
 def _build_child(root: str, devices: int, events: int, seed: int) -> None:
     written = build(Path(root), devices, events, seed)
     (Path(root) / BUILT_MARK).write_text(json.dumps({"devices": devices, "events": events,
-                                                     "seed": seed, "written": written}))
+                                                     "seed": seed, "format": FORMAT,
+                                                     "written": written}))
 
 
 def _inputs(root: Path, args: argparse.Namespace) -> float:
     """Build the journals under ``root`` in a child process (unless already there)."""
     mark = root / BUILT_MARK
-    wanted = {"devices": args.devices, "events": args.events, "seed": args.seed}
+    wanted = {"devices": args.devices, "events": args.events, "seed": args.seed,
+              "format": FORMAT}
     if mark.is_file():
         built = json.loads(mark.read_text())
-        if {k: built[k] for k in wanted} == wanted:
+        if {k: built.get(k) for k in wanted} == wanted:
             return 0.0
         raise SystemExit(f"{root} holds journals built with {built}, not {wanted}")
     root.mkdir(parents=True, exist_ok=True)
