@@ -69,6 +69,14 @@ RETRY_AFTER_S: Final = 1.0
 SPARE_POLL_S: Final = 0.2
 
 
+#: Sends one collection message: (destination node id, unicast kind, body, now).
+SendFn = Callable[[bytes, int, bytes, float], None]
+
+
+def _no_remote_nodes(_now: float) -> list[NodeId]:
+    return []
+
+
 class CollectCounter(StrEnum):
     PULLS_SENT = "collect_pulls_sent"
     CHUNKS = "collect_chunks_received"
@@ -182,11 +190,12 @@ class Collector:
     """The collector side (see the module docstring)."""
 
     def __init__(self, node: MeshNode, config: CollectConfig, counters: Counter[str],
-                 events: deque[object]) -> None:
+                 events: deque[object], send: SendFn) -> None:
         self.node = node
         self.config = config
         self.counters = counters
         self._events = events
+        self.send = send
         self._devices: dict[NodeId, _Device] = {}
         self._due: DeadlineHeap[NodeId] = DeadlineHeap()
         self._in_flight = 0
@@ -256,7 +265,7 @@ class Collector:
         pull = JournalPull(dev.next_seq, 1 if dev.part else MAX_ROWS_PER_CHUNK,
                            len(dev.part), self.config.credential)
         try:
-            self.node.send_unicast(dev.node, AppKind.JOURNAL_PULL, encode_pull(pull), now)
+            self.send(dev.node, AppKind.JOURNAL_PULL, encode_pull(pull), now)
         except LocalProtocolError as exc:
             self._fail(dev, DeviceState.FAILED, f"cannot send: {exc}")
             return
@@ -374,8 +383,17 @@ class Collect:
         self.config = config
         self.counters: Counter[str] = Counter()
         self._events: deque[object] = deque()
-        self.collector = Collector(node, config, self.counters, self._events)
+        #: Sends a collection message; the node core routes it through its tunnel to
+        #: nodes of other islands (:meth:`NodeCore._collect_send`).
+        self.send: SendFn = self._send_in_island
+        #: Nodes of other islands reachable now (the node core's tunnel; none without).
+        self.remote_nodes: Callable[[float], list[NodeId]] = _no_remote_nodes
+        self.collector = Collector(node, config, self.counters, self._events,
+                                   lambda *args: self.send(*args))
         self.server = CollectServer(config.serve, self.counters, self._events)
+
+    def _send_in_island(self, dst: bytes, kind: int, body: bytes, now: float) -> None:
+        self.node.send_unicast(dst, kind, body, now)
 
     # ------------------------------------------------------------ inputs
     def on_unicast(self, event: UnicastReceived, now: float) -> None:
@@ -409,12 +427,14 @@ class Collect:
         self._work(now)
 
     def reachable(self, now: float) -> list[NodeId]:
-        """Devices this node can reach: live routes and the nodes of live bindings."""
+        """Devices this node can reach: live routes, the nodes of live bindings, and nodes
+        of other islands with a live remote route (cross-site traffic went through)."""
         own = self.node.node_id
         overlay = self.node.overlay
         found = {r.dst for r in overlay.routes.all() if overlay.routes.get(r.dst, now)}
         found.update(NodeId(s.binding.node_id) for s in self.node.table
                      if not s.binding.is_tombstone)
+        found.update(self.remote_nodes(now))
         found.discard(NodeId(own))
         return sorted(found)[:MAX_COLLECT_DEVICES]
 
@@ -442,7 +462,7 @@ class Collect:
         self.server.flush(now, self.spare)
         for dst, body in self.server.outbox:
             try:
-                self.node.send_unicast(dst, AppKind.JOURNAL_CHUNK, body, now)
+                self.send(dst, AppKind.JOURNAL_CHUNK, body, now)
             except LocalProtocolError:
                 self.counters[CollectCounter.DROP_UNEXPECTED] += 1
         self.server.outbox.clear()

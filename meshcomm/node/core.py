@@ -239,6 +239,9 @@ class NodeCore:
         self.upstream = upstream
         #: Journal collection, both sides (meshcomm.node.collect).
         self.collect = collect
+        if collect is not None and tunnel is not None:
+            collect.send = self._collect_send         # devices of other islands too
+            collect.remote_nodes = tunnel.remote_nodes
         if gateway is not None:
             gateway.resolves_remote = tunnel is not None
         if tunnel is not None and gateway is not None:
@@ -524,6 +527,13 @@ class NodeCore:
         assert self.collect is not None
         self.collect.on_unicast(event, now)
         return True
+
+    def _collect_send(self, dst: bytes, kind: int, body: bytes, now: float) -> None:
+        """A collection message: through the tunnel to a node of another island, else in
+        the island."""
+        assert self.tunnel is not None
+        if self.tunnel.send(dst, kind, body, now) is None:
+            self.node.send_unicast(dst, kind, body, now)
 
     def _sf_from_mesh(self, event: UnicastReceived, now: float) -> bool:
         assert self.sf is not None

@@ -139,7 +139,7 @@ KIND_STREAMS = {kind: stream for stream, kind in STREAM_KINDS.items()}
 #: Answers after which a request may go to the upstream proxy (nothing known of the AoR).
 UPSTREAM_STATUSES = frozenset({ResolveStatus.NOT_FOUND, ResolveStatus.UPLINK_DOWN})
 #: Kinds carried through the tunnel as signed items (media travels as media items).
-TUNNELLED_KINDS = frozenset({AppKind.SIP})
+TUNNELLED_KINDS = frozenset({AppKind.SIP, AppKind.JOURNAL_PULL, AppKind.JOURNAL_CHUNK})
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +271,12 @@ class Tunnel:
 
     def remote_count(self) -> int:
         return len(self._routes)
+
+    def remote_nodes(self, now: float) -> list[NodeId]:
+        """Nodes of other islands with a live remote route (journal collection's
+        targets beyond the island)."""
+        return [NodeId(dst) for dst, route in self._routes.items()
+                if route.expires_at > now and not self.node.overlay.routes.get(NodeId(dst), now)]
 
     # ------------------------------------------------------------ sending
     def send(self, dst: bytes, kind: int, body: bytes, now: float) -> bytes | None:
