@@ -42,6 +42,7 @@ from meshcomm.journal.codec import (
 from meshcomm.journal.events import JournalRecord
 from meshcomm.node.collect_serve import CollectServer, JournalRead, ServeConfig
 from meshcomm.node.collect_wire import (
+    MAX_CREDENTIAL_BYTES,
     MAX_PART_TOTAL,
     MAX_ROWS_PER_CHUNK,
     ChunkStatus,
@@ -210,7 +211,7 @@ class Collector:
         }
 
     def start(self, targets: Mapping[NodeId, tuple[int, bytes] | None], now: float) -> None:
-        if len(self.config.credential) > 1024:
+        if len(self.config.credential) > MAX_CREDENTIAL_BYTES:
             raise LocalProtocolError("credential too large for a pull")
         self._devices.clear()
         self._due = DeadlineHeap()
@@ -287,8 +288,8 @@ class Collector:
             self.counters[CollectCounter.DROP_MALFORMED] += 1
             return
         if (dev is None or dev.state is not DeviceState.PULLING
-                or chunk.from_seq != dev.next_seq):
-            self.counters[CollectCounter.DROP_UNEXPECTED] += 1
+                or chunk.from_seq != dev.next_seq or chunk.part_offset != len(dev.part)):
+            self.counters[CollectCounter.DROP_UNEXPECTED] += 1   # e.g. a late duplicate
             return
         self._in_flight -= 1
         dev.state, dev.tries, dev.key = DeviceState.WAITING, 0, event.origin_key
@@ -315,8 +316,8 @@ class Collector:
             self._on_rows(dev, chunk.rows_z, chunk.row_count, chunk.more, now)
 
     def _on_part(self, dev: _Device, chunk: JournalChunk, now: float) -> None:
-        if (len(dev.part) + len(chunk.rows_z) > min(chunk.part_total, MAX_PART_TOTAL)
-                or not chunk.rows_z):
+        if (not chunk.rows_z
+                or len(dev.part) + len(chunk.rows_z) > min(chunk.part_total, MAX_PART_TOTAL)):
             dev.part.clear()
             self._fail(dev, DeviceState.FAILED, f"entry {dev.next_seq}: inconsistent parts")
             return

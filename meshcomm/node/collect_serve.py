@@ -307,4 +307,5 @@ def pack_chunk(pull: JournalPull, rows: list[tuple[object, ...]],
         raise DecodeError("part offset beyond the row")
     part = rows_z[pull.part_offset:pull.part_offset + CHUNK_TARGET_BYTES]
     return JournalChunk(ChunkStatus.OK, pull.from_seq, part, 1, more=True,
-                        part_total=len(rows_z), head_seq=head_seq), 1
+                        part_total=len(rows_z), head_seq=head_seq,
+                        part_offset=pull.part_offset), 1

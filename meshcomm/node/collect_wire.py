@@ -10,14 +10,15 @@ from a sequence number on; the device answers with one chunk of rows at a time:
   ``part_offset`` is non-zero only while a row too large for one chunk travels in parts.
 * ``JOURNAL_CHUNK`` (device -> collector):
   ``msgpack([COLLECT_VERSION, status, from_seq, rows_z, row_count, more, part_total,
-  head_seq])``. ``rows_z`` is ``zlib(msgpack([row, ...]))``, each row the journal's SQLite
-  row verbatim: ``[seq, mono_s, wall_s, node_id, type, data, prev_hash, entry_hash]``
-  (``type`` as its UTF-8 bytes, ``data`` the stored canonical msgpack bytes). A row whose
-  compressed form exceeds one chunk travels alone in parts: ``part_total`` is the length
-  of its compressed form and ``rows_z`` the slice at the pull's ``part_offset``;
-  ``row_count`` is then 1. ``more`` says the device holds rows after these; ``head_seq`` is
-  its newest durable seq (progress). ``status`` is :class:`ChunkStatus` (REFUSED, BUSY,
-  NO_JOURNAL carry no rows).
+  head_seq, part_offset])``. ``rows_z`` is ``zlib(msgpack([row, ...]))``, each row the
+  journal's SQLite row verbatim: ``[seq, mono_s, wall_s, node_id, type, data, prev_hash,
+  entry_hash]`` (``type`` as its UTF-8 bytes, ``data`` the stored canonical msgpack
+  bytes). A row whose compressed form exceeds one chunk travels alone in parts:
+  ``part_total`` is the length of its compressed form and ``rows_z`` the slice at
+  ``part_offset`` (the pull's, repeated so a late duplicate answer to an earlier part is
+  recognised); ``row_count`` is then 1. ``more`` says the device holds rows after these;
+  ``head_seq`` is its newest durable seq (progress). ``status`` is :class:`ChunkStatus`
+  (REFUSED, BUSY, NO_JOURNAL carry no rows).
 
 The device's public key is not repeated: the unicast envelope around every chunk is signed
 by the device and checked at every hop; the collector takes the key from it.
@@ -92,6 +93,7 @@ class JournalChunk:
     more: bool = False
     part_total: int = 0
     head_seq: int = 0
+    part_offset: int = 0
 
 
 #: One journal row as SQLite stores it (columns of meshcomm.journal.store.ROW_COLUMNS).
@@ -117,12 +119,13 @@ def decode_pull_untrusted(data: bytes) -> JournalPull:
 
 def encode_chunk(chunk: JournalChunk) -> bytes:
     return codec.pack([COLLECT_VERSION, int(chunk.status), chunk.from_seq, chunk.rows_z,
-                       chunk.row_count, chunk.more, chunk.part_total, chunk.head_seq])
+                       chunk.row_count, chunk.more, chunk.part_total, chunk.head_seq,
+                       chunk.part_offset])
 
 
 def decode_chunk_untrusted(data: bytes) -> JournalChunk:
     fields = codec.read_tuple(codec.unpack_untrusted(data, max_bytes=MAX_MESSAGE_BYTES),
-                              "chunk", 8)
+                              "chunk", 9)
     _version(fields[0])
     status_no = codec.read_int(fields[1], "chunk.status", 0, max(ChunkStatus))
     more = fields[5]
@@ -135,9 +138,13 @@ def decode_chunk_untrusted(data: bytes) -> JournalChunk:
         row_count=codec.read_int(fields[4], "chunk.row_count", 0, MAX_ROWS_PER_CHUNK),
         more=more,
         part_total=codec.read_int(fields[6], "chunk.part_total", 0, MAX_PART_TOTAL),
-        head_seq=codec.read_int(fields[7], "chunk.head_seq", 0, MAX_SEQ))
-    if chunk.part_total and (chunk.row_count != 1 or len(chunk.rows_z) > chunk.part_total):
+        head_seq=codec.read_int(fields[7], "chunk.head_seq", 0, MAX_SEQ),
+        part_offset=codec.read_int(fields[8], "chunk.part_offset", 0, MAX_PART_TOTAL))
+    if chunk.part_total and (chunk.row_count != 1
+                             or chunk.part_offset + len(chunk.rows_z) > chunk.part_total):
         raise DecodeError("chunk: a row part must be one row within its total")
+    if chunk.part_offset and not chunk.part_total:
+        raise DecodeError("chunk: a part offset without a part")
     if chunk.status is not ChunkStatus.OK and (chunk.rows_z or chunk.row_count):
         raise DecodeError("chunk: rows in a chunk that is not OK")
     return chunk

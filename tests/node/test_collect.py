@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import random
 import zlib
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from meshcomm.node.collect import (
     Collect,
     CollectConfig,
     CollectCounter,
+    Collector,
     CollectRows,
     DeviceProgress,
     DeviceState,
@@ -34,12 +36,23 @@ from meshcomm.node.collect_serve import (
     ServeConfig,
     ServeCounter,
 )
-from meshcomm.node.collect_wire import WireRow, row_to_wire
+from meshcomm.node.collect_wire import (
+    CHUNK_TARGET_BYTES,
+    ChunkStatus,
+    JournalChunk,
+    JournalPull,
+    WireRow,
+    compress_rows,
+    decode_pull_untrusted,
+    encode_chunk,
+    row_to_wire,
+)
 from meshcomm.node.core import NodeCore
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.pump import Pump
 from meshcomm.overlay.config import OverlayConfig
+from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.security.credentials import issue_credential
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
@@ -306,6 +319,40 @@ def test_large_rows_travel_in_parts() -> None:
     net.run_for(60.0)
     assert net.progress("a")[b].state is DeviceState.COMPLETE
     assert net.hosts["a"].copies[b] == [tuple(row_to_wire(r)) for r in rows["b"]]
+
+
+def test_a_late_duplicate_of_an_earlier_part_is_dropped_not_assembled() -> None:
+    b = ident("b")
+    rows = journal_rows(b, 1, big_every=1)
+    rows_z = compress_rows([row_to_wire(rows[0])])
+    total = len(rows_z)
+    assert total > 2 * CHUNK_TARGET_BYTES
+    node = MeshNode(ident("a"), NodeSettings(incident="collect", overlay=FAST),
+                    verifier=SignatureVerifier(), rng=random.Random(1), now=0.0)
+    pulls: list[JournalPull] = []
+    events: deque[object] = deque()
+    collector = Collector(node, CollectConfig(), Counter(), events,
+                          lambda _d, _k, body, _n: pulls.append(decode_pull_untrusted(body)))
+
+    def part(offset: int) -> UnicastReceived:
+        chunk = JournalChunk(ChunkStatus.OK, 1, rows_z[offset:offset + CHUNK_TARGET_BYTES], 1,
+                             True, total, 1, offset)
+        return UnicastReceived(b.node_id, b.public_key, AppKind.JOURNAL_CHUNK,
+                               encode_chunk(chunk), 1, 0)
+
+    collector.start({b.node_id: None}, 0.0)
+    collector.send_due(0.0, True)
+    offset = 0
+    while offset < total:
+        assert pulls[-1].part_offset == offset and (offset == 0 or pulls[-1].max_rows == 1)
+        collector.on_chunk(part(offset), 1.0)
+        if offset:
+            collector.on_chunk(part(0), 1.0)        # a late duplicate of the first part
+        offset = min(total, offset + CHUNK_TARGET_BYTES)
+        collector.send_due(1.0, True)
+    assert collector.counters[CollectCounter.DROP_UNEXPECTED] >= 1
+    stored = [e for e in events if isinstance(e, CollectRows)]
+    assert len(stored) == 1 and stored[0].rows == (tuple(row_to_wire(rows[0])),)
 
 
 def test_unauthorised_collector_is_refused_counted_and_journaled() -> None:

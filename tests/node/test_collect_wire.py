@@ -40,8 +40,8 @@ pulls = st.builds(JournalPull, from_seq=st.integers(1, 2**63 - 1),
 chunks = st.builds(JournalChunk, status=st.just(ChunkStatus.OK),
                    from_seq=st.integers(1, 2**63 - 1), rows_z=st.binary(max_size=2000),
                    row_count=st.integers(1, 1), more=st.booleans(),
-                   part_total=st.integers(2000, MAX_PART_TOTAL),
-                   head_seq=st.integers(0, 2**63 - 1))
+                   part_total=st.integers(4000, MAX_PART_TOTAL),
+                   head_seq=st.integers(0, 2**63 - 1), part_offset=st.integers(0, 2000))
 
 
 @given(pulls)
@@ -72,7 +72,7 @@ def test_any_bytes_are_rows_or_decode_error(data: bytes, count: int) -> None:
 
 def test_truncated_messages_are_refused() -> None:
     pull = encode_pull(JournalPull(5, 10, 0, b"c" * 40))
-    chunk = encode_chunk(JournalChunk(ChunkStatus.OK, 3, b"z" * 50, 1, True, 0, 9))
+    chunk = encode_chunk(JournalChunk(ChunkStatus.OK, 3, b"z" * 50, 1, True, 90, 9, 20))
     for cut in range(len(pull)):
         with pytest.raises(DecodeError):
             decode_pull_untrusted(pull[:cut])
@@ -94,12 +94,15 @@ def test_oversize_and_out_of_range_fields_are_refused() -> None:
         with pytest.raises(DecodeError):
             decode_pull_untrusted(msgpack.packb(fields, use_bin_type=True))
     bad_chunks = [
-        [1, 9, 1, b"", 0, False, 0, 0],               # unknown status
-        [1, 0, 1, b"x" * (MAX_ROWS_Z_BYTES + 1), 1, True, 0, 0],
-        [1, 0, 1, b"x", 2, True, 10, 0],              # a part of two rows
-        [1, 0, 1, b"x" * 20, 1, True, 10, 0],         # a part longer than its total
-        [1, 1, 1, b"x", 1, False, 0, 0],              # rows in a REFUSED chunk
-        [1, 0, 1, b"", 0, 1, 0, 0],                   # more not a boolean
+        [1, 9, 1, b"", 0, False, 0, 0, 0],            # unknown status
+        [1, 0, 1, b"x" * (MAX_ROWS_Z_BYTES + 1), 1, True, 0, 0, 0],
+        [1, 0, 1, b"x", 2, True, 10, 0, 0],           # a part of two rows
+        [1, 0, 1, b"x" * 20, 1, True, 10, 0, 0],      # a part longer than its total
+        [1, 0, 1, b"x" * 5, 1, True, 10, 0, 6],       # ... from its offset
+        [1, 0, 1, b"x", 1, True, 0, 0, 3],            # an offset without a part
+        [1, 1, 1, b"x", 1, False, 0, 0, 0],           # rows in a REFUSED chunk
+        [1, 0, 1, b"", 0, 1, 0, 0, 0],                # more not a boolean
+        [1, 0, 1, b"", 0, False, 0, 0],               # eight fields
     ]
     for fields in bad_chunks:
         with pytest.raises(DecodeError):
