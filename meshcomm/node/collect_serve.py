@@ -26,8 +26,9 @@ chunks are retried every :data:`SPARE_POLL_S`.
 
 **Bounds.** At most :data:`MAX_SERVED` collectors are served at once, one read each (a new
 pull of a collector replaces its old one); when all slots are taken by others the pull is
-answered BUSY (the collector asks again later). Pulls per collector are rate-limited
-(:data:`PULLS_PER_S`), senders remembered for refusals are bounded (oldest forgotten).
+answered BUSY (the collector asks again later). Pulls per sender are rate-limited
+(:data:`PULLS_PER_S`) before anything else (before a credential's signature is checked);
+senders remembered for refusals are bounded (oldest forgotten).
 """
 
 from __future__ import annotations
@@ -158,11 +159,11 @@ class CollectServer:
     def on_pull(self, origin: NodeId, origin_key: bytes, pull: JournalPull, now: float,
                 wall_now: float) -> None:
         self.counters[ServeCounter.PULLS] += 1
+        if not self._pulls.bucket(origin.hex(), now).take(now):    # before any signature
+            self.counters[ServeCounter.REFUSED_RATE] += 1          # check (a credential's)
+            return
         if not self.authorised(origin, origin_key, pull.credential, wall_now):
             self._refuse(origin, pull.from_seq, now)
-            return
-        if not self._pulls.bucket(origin.hex(), now).take(now):
-            self.counters[ServeCounter.REFUSED_RATE] += 1
             return
         self._expire(now)
         if origin in self._slots:
