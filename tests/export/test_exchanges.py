@@ -6,10 +6,13 @@ within bounds."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 from meshcomm.export.exchanges import ExchangeFinder
 from meshcomm.journal.chain import JournalEntry
 
 A, B, C = "aa" * 32, "bb" * 32, "cc" * 32
+E1, E2 = "e1" * 16, "e2" * 16                 # envelope ids (hex)
 
 
 def _sip(seq: int, wall: float, direction: str, peer: str, call_id: str = "c1",
@@ -48,8 +51,8 @@ def test_the_envelope_id_pairs_exactly() -> None:
     # The UA retransmitted the MESSAGE: a second envelope; only the second got through.
     # By Call-ID it would pair with the first send (a bound 2.1 s loose); by envelope id
     # it pairs with the send that was received.
-    journals = {A: [_sip(1, 10.0, "to-mesh", B, env="e1"), _sip(2, 12.0, "to-mesh", B, env="e2")],
-                B: [_sip(1, 12.1, "from-mesh", A, env="e2")]}
+    journals = {A: [_sip(1, 10.0, "to-mesh", B, env=E1), _sip(2, 12.0, "to-mesh", B, env=E2)],
+                B: [_sip(1, 12.1, "from-mesh", A, env=E2)]}
     for order in ([A, B], [B, A]):
         assert _feed(ExchangeFinder(), journals, order) == [(A, B, 12.0, 12.1)]
     without = {A: [_sip(1, 10.0, "to-mesh", B), _sip(2, 12.0, "to-mesh", B)],
@@ -76,8 +79,8 @@ def test_the_tables_are_bounded_and_hold_only_what_can_still_match() -> None:
         finder.add(A, entry)
     assert finder.held == 3 and finder.dropped == 7       # C is not in the export
     for i in range(10):
-        finder.add(B, _sip(i + 1, i + 0.5, "from-mesh", A, call_id=f"c{i}"))
-    assert [p.send for p in finder.exchanges()] == [7.0]    # the tightest of c7..c9
+        finder.add(B, _sip(i + 1, i + 0.5 + i / 100, "from-mesh", A, call_id=f"c{i}"))
+    assert [p.send for p in finder.exchanges()] == [0.0]    # the tightest of c0..c2
     assert finder.pairs == 3 and finder.held == 0
     total = ExchangeFinder(max_keys=4)
     for i in range(10):
@@ -106,9 +109,9 @@ def test_records_that_are_not_mesh_messages_are_ignored() -> None:
 def test_an_envelope_id_pairs_only_the_send_and_receipt_of_the_named_nodes() -> None:
     # Envelope ids are unique in an honest mesh; a journal repeating one (a forged or
     # confused record) must not pair across the wrong devices or directions.
-    journals = {A: [_sip(1, 10.0, "to-mesh", B, env="e")],
-                B: [_sip(1, 10.2, "to-mesh", A, env="e"),       # same id, wrong way
-                    _sip(2, 10.3, "from-mesh", C, env="e")]}    # same id, wrong sender
+    journals = {A: [_sip(1, 10.0, "to-mesh", B, env=E1)],
+                B: [_sip(1, 10.2, "to-mesh", A, env=E1),       # same id, wrong way
+                    _sip(2, 10.3, "from-mesh", C, env=E1)]}    # same id, wrong sender
     finder = ExchangeFinder()
     assert _feed(finder, journals, [A, B]) == [] and finder.pairs == 0
 
@@ -136,3 +139,50 @@ def test_a_witness_record_with_the_senders_sealing_time_is_a_pair() -> None:
     assert _feed(finder, journals, [A, B]) == [(A, B, 7202.998, 3.0),
                                                (B, A, 0.001, 7200.004)]
     assert finder.pairs == 3
+
+
+def test_with_envelope_ids_the_first_send_and_first_receipt_pair_in_either_order() -> None:
+    journals = {A: [_sip(1, 10.0, "to-mesh", B, env=E1), _sip(2, 11.0, "to-mesh", B, env=E1)],
+                B: [_sip(1, 11.2, "from-mesh", A, env=E1),
+                    _sip(2, 11.9, "from-mesh", A, env=E1)]}
+    for order in ([A, B], [B, A]):
+        finder = ExchangeFinder()
+        finder.expect(journals)
+        assert _feed(finder, journals, order) == [(A, B, 10.0, 11.2)] and finder.pairs == 1
+    # An id that is not hex is matched as a record without one (by Call-ID...).
+    odd = {A: [_sip(1, 10.0, "to-mesh", B, env="-1" * 16)],
+           B: [_sip(1, 10.5, "from-mesh", A, env="+1" * 16)]}
+    assert _feed(ExchangeFinder(), odd, [A, B]) == [(A, B, 10.0, 10.5)]
+
+
+def test_records_with_envelope_ids_wait_compactly_and_within_bounds() -> None:
+    finder = ExchangeFinder(max_per_peer=3)
+    finder.expect([A, B, C])
+    for i in range(10):
+        finder.add(A, _sip(i + 1, float(i), "to-mesh", B, env=f"{i:016x}ab{i:014x}"))
+    assert finder.held == 3 and finder.dropped == 7
+    for i in range(10):
+        finder.add(B, _sip(i + 1, i + 0.5, "from-mesh", A, env=f"{i:016x}ab{i:014x}"))
+    assert finder.pairs == 3
+    finder.add(C, JournalEntry(1, 0.0, 0.0, b"", "note", {}, b"", b""))   # B done
+    assert finder.held == 0
+    total = ExchangeFinder(max_keys=5)
+    for i in range(8):
+        total.add(A, _sip(i + 1, float(i), "to-mesh", B if i % 2 else C,
+                          env=f"{i:016x}ab{i:014x}"))
+    assert total.held == 5 and total.dropped == 3
+    many = ExchangeFinder()
+    many.expect([A, B, C])
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(50_000):
+            many.add(A, _sip(i + 1, float(i), "to-mesh", B, env=f"{i:016x}ab{i:014x}"))
+        many.add(C, JournalEntry(1, 0.0, 0.0, b"", "note", {}, b"", b""))   # A done: sealed
+        held_bytes = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert many.held == 50_000 and held_bytes < 50_000 * 40      # ~18 bytes a record
+    for i in range(50_000):
+        many.add(B, _sip(i + 1, i + 0.25, "from-mesh", A, env=f"{i:016x}ab{i:014x}"))
+    assert many.pairs == 50_000
