@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Final
 
 from meshcomm.export.filters import EventFilter, FilterError, parse_time
-from meshcomm.export.pipeline import ExportSummary, export
+from meshcomm.export.pipeline import PCAP_FILE, ExportSummary, export
 from meshcomm.export.reader import ExportInputError
 
 EXIT_OK: Final = 0
@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="only events of this type, e.g. sip.message (repeatable)")
     parser.add_argument("--include-bodies", action="store_true",
                         help="write the message bodies the journals kept")
+    parser.add_argument("--no-capture", action="store_true",
+                        help="do not write sip.pcapng")
+    parser.add_argument("--no-report", action="store_true", help="do not write report.html")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(handler=run_export)
@@ -86,7 +89,8 @@ def run_export(args: argparse.Namespace) -> int:
         summary = export(args.paths, args.out, allow_unverified=args.allow_unverified,
                          reference=args.reference,
                          progress=None if args.quiet else progress, keep=keep,
-                         include_bodies=args.include_bodies)
+                         include_bodies=args.include_bodies,
+                         capture=not args.no_capture, report=not args.no_report)
     except (ExportInputError, FilterError) as exc:
         print(f"meshcomm export: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -117,3 +121,5 @@ def _print_text(summary: ExportSummary, out: Path) -> None:
     print(f"{shown} from {len(summary.devices)} device(s) written to {out} "
           f"({summary.exchanges} send/receive pairs for the clocks"
           f"{'' if summary.clocks_consistent else '; their bounds contradict'})")
+    if summary.sip_packets is not None:
+        print(f"{summary.sip_packets} SIP packets in {out / PCAP_FILE}")

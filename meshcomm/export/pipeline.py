@@ -40,7 +40,8 @@ from meshcomm.export.crosscheck import CheckKind, CrossCheck
 from meshcomm.export.exchanges import ExchangeFinder
 from meshcomm.export.filters import EventFilter
 from meshcomm.export.forks import find_fork
-from meshcomm.export.outputs import DeviceMarks, write_timeline
+from meshcomm.export.outputs import JSONL_FILE, DeviceMarks, write_timeline
+from meshcomm.export.pcap import write_pcap
 from meshcomm.export.reader import (
     ExportInputError,
     JournalFile,
@@ -48,11 +49,15 @@ from meshcomm.export.reader import (
     journal_file,
     journal_paths,
 )
+from meshcomm.export.report import write_report
 from meshcomm.export.timeline import merge_placed
 from meshcomm.journal.chain import JournalEntry
 from meshcomm.journal.verify import VerifyReport
 
 Progress = Callable[[str], None]
+#: The capture and the report, beside timeline.jsonl / timeline.csv (outputs.py).
+PCAP_FILE: Final = "sip.pcapng"
+REPORT_FILE: Final = "report.html"
 #: Progress lines about counts come at most this often (seconds); stage lines always.
 PROGRESS_INTERVAL_S: Final = 2.0
 #: Open files one journal may need (the database, its -wal and -shm files).
@@ -92,6 +97,8 @@ class ExportSummary:
     include_bodies: bool = False
     #: the cross-journal check's tables (crosscheck.CrossCheck.counts)
     crosscheck: dict[str, int] = field(default_factory=dict)
+    #: packets in sip.pcapng (None: not written)
+    sip_packets: int | None = None
 
     @property
     def verified(self) -> bool:
@@ -103,6 +110,7 @@ class ExportSummary:
                 "exchanges": self.exchanges, "exchanges_dropped": self.exchanges_dropped,
                 "clocks_consistent": self.clocks_consistent, "filters": self.filters,
                 "include_bodies": self.include_bodies, "crosscheck": self.crosscheck,
+                "sip_packets": self.sip_packets,
                 "problems": [{"device": p.device, "entry": p.entry, "kind": p.kind,
                               "detail": p.detail} for p in self.problems]}
 
@@ -161,10 +169,12 @@ class _Sinks:
 
 def export(paths: Iterable[Path], out_dir: Path, *, allow_unverified: bool = False,
            reference: str | None = None, progress: Progress | None = None,
-           keep: EventFilter | None = None, include_bodies: bool = False) -> ExportSummary:
+           keep: EventFilter | None = None, include_bodies: bool = False,
+           capture: bool = True, report: bool = True) -> ExportSummary:
     """See the module docstring. ExportInputError for a path that holds no journal (or
     a ``reference`` that names no merged device); OSError when the output cannot be
-    written."""
+    written. ``capture``/``report``: also write sip.pcapng / report.html (from
+    timeline.jsonl, once it is written)."""
     say = _Say(progress)
     keep = keep or EventFilter()
     summary = ExportSummary(filters=keep.as_json(), include_bodies=include_bodies)
@@ -196,6 +206,16 @@ def export(paths: Iterable[Path], out_dir: Path, *, allow_unverified: bool = Fal
             progress=lambda n: say.tick(lambda: f"merged {n} of {total} events"))
     summary.events, summary.events_merged = written.written, written.read
     _describe(found, merged, clocks, summary)
+    timeline = out_dir / JSONL_FILE
+    if capture:
+        say.stage("writing sip.pcapng")
+        summary.sip_packets = write_pcap(
+            timeline, out_dir / PCAP_FILE,
+            progress=lambda n: say.tick(lambda: f"{n} SIP packets written"))
+    if report:
+        say.stage("writing report.html")
+        write_report(timeline, summary.as_json(), out_dir / REPORT_FILE,
+                     progress=lambda n: say.tick(lambda: f"report: {n} events read"))
     return summary
 
 

@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu_started = time.process_time()
         if profiler is not None:
             profiler.enable()
-        summary = export(dirs, Path(tmp) / "out")
+        summary = export(dirs, Path(tmp) / "out", capture=False, report=False)
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
