@@ -121,6 +121,8 @@ class CollectRows:
     node: NodeId
     public_key: bytes
     rows: tuple[WireRow, ...]
+    #: the head of the device's journal when it answered (its chunk said so)
+    head_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +356,8 @@ class Collector:
             return
         self.counters[CollectCounter.ROWS] += len(rows)
         dev.state, dev.pending, dev.pending_rows = DeviceState.STORING, head, len(rows)
-        self._events.append(CollectRows(dev.node, dev.key, tuple(rows)))
+        self._events.append(CollectRows(dev.node, dev.key, tuple(rows),
+                                        max(dev.head_seq, int(rows[-1][0]))))
 
     def stored(self, node: NodeId, ok: bool, error: str, now: float) -> None:
         """The edge wrote (``ok``) or could not write the last :class:`CollectRows`."""

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 #: Files of one device's copy in DIR/<node id hex>/.
 COPY_JOURNAL_FILE: Final = "journal.sqlite"
 PUBLIC_KEY_FILE: Final = "public.key"
+#: When the collector last heard the device and what head it reported (copy_info()).
+COPY_INFO_FILE: Final = "copy.json"
 #: A copy's directory name: the full node id in lower-case hex.
 NODE_HEX_CHARS: Final = 64
 #: Most bytes of row data one JournalRead returns (the part then packs what fits a chunk).
@@ -156,6 +159,21 @@ def write_public_key(out: Path, node: bytes, public_key: bytes) -> None:
     except FileExistsError:
         if path.read_bytes() != text:
             raise CopyError(f"{path} holds another key; move it aside") from None
+    except OSError as exc:
+        raise CopyError(disk_problem(exc, path)) from None
+
+
+def write_copy_info(out: Path, node: bytes, collector: bytes, heard_wall_s: float,
+                    head_seq: int) -> None:
+    """``copy.json`` of ``node``'s copy (atomic): the collector's node id, its wall clock
+    when it last stored rows of the device, and the device's journal head then. The export
+    judges a witnessed checkpoint beyond the copy's end as a cut tail only when it was
+    witnessed before that moment (a checkpoint made after the copy is no evidence)."""
+    path = _ensure_dir(out, node) / COPY_INFO_FILE
+    text = json.dumps({"collector": collector.hex(), "heard_wall_s": heard_wall_s,
+                       "head_seq": head_seq}, sort_keys=True).encode() + b"\n"
+    try:
+        write_atomic(path, text, mode=PUBLIC_KEY_MODE, replace=True)
     except OSError as exc:
         raise CopyError(disk_problem(exc, path)) from None
 
@@ -333,6 +351,8 @@ class CollectEdge:
         try:
             write_public_key(out, event.node, event.public_key)
             append_rows(out, event.node, event.rows)
+            write_copy_info(out, event.node, self.driver.node.node_id,
+                            self.driver.wall_time(self.driver.now()), event.head_seq)
         except CopyError as exc:
             error = str(exc)
             log.error("collect %s: %s", event.node.hex()[:16], error)
@@ -419,6 +439,9 @@ class CollectEdge:
             new_head = check_rows(rows, own.node, head)
             if rows:
                 append_rows(out, own.node, rows)
+                write_copy_info(out, own.node, own.node,
+                                self.driver.wall_time(self.driver.now()),
+                                max(own.head_seq, new_head[0]))
         except (sqlite3.Error, DecodeError, ChainBroken, CopyError) as exc:
             own.state, own.error = DeviceState.FAILED, _own_error(exc, reader.path)
             return

@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from meshcomm.node.collect_wire import JournalPull, encode_pull
 from meshcomm.node.kinds import AppKind
 from meshcomm.runtime.app import JOURNAL_FILE, run_node
 from meshcomm.runtime.collect_edge import (
+    COPY_INFO_FILE,
     COPY_JOURNAL_FILE,
     PUBLIC_KEY_FILE,
     READ_MAX_BYTES,
@@ -159,6 +161,10 @@ def test_ctl_collect_gathers_a_chain_resumes_and_names_a_refusal(tmp_path: Path)
         held = _rows(copy / COPY_JOURNAL_FILE)
         own = _rows(dirs[name] / JOURNAL_FILE)
         assert held == own[:len(held)] and len(held) >= second[ids[name]]["held_seq"]
+        # when the post last heard the device (its clock) and the head it reported
+        info = json.loads((copy / COPY_INFO_FILE).read_text())
+        assert info["collector"] == ids["post"] and info["head_seq"] >= len(held)
+        assert abs(info["heard_wall_s"] - time.time()) < 120.0
     assert not (out / ids["delta"]).exists()
 
 
