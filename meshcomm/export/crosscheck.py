@@ -332,12 +332,26 @@ class CrossCheck:
         self._indexed = self._sends = 0
         self._counts = dict.fromkeys((
             "keys_rejected", "claims_dropped", "conflicts_dropped", "receipts_dropped",
-            "sends_dropped", "entries_out_of_order", "index_stopped"), 0)
+            "sends_dropped", "entries_out_of_order", "index_stopped",
+            "claims_after_copy"), 0)
+        #: device -> (collector, the collector's wall clock when it last heard the
+        #: device, the head the device reported then): from a collection's copy.json
+        self._copies: dict[str, tuple[str, float, int]] = {}
         self._handlers: dict[str, Callable[[_Device, JournalEntry], None]] = {
             WITNESSED_TYPE: self._on_witnessed, SIP_TYPE: self._on_sip,
             DROPPED_TYPE: self._on_dropped, STARTED_TYPE: self._on_started}
         for device, key in (keys or {}).items():
             self._add_key(device, key)
+
+    def copied(self, device_hex: str, collector_hex: str, heard_wall_s: float,
+               head_seq: int) -> None:
+        """``device_hex``'s journal is a copy a collector (``collector_hex``, one of the
+        devices) took while the device kept writing: it last heard the device at
+        ``heard_wall_s`` on its own clock, when the device's head was ``head_seq``. A
+        checkpoint witnessed beyond the copy's end is then a cut tail only when it was
+        witnessed before that moment and lies beyond that head."""
+        if math.isfinite(heard_wall_s) and head_seq >= 0:
+            self._copies[device_hex] = (collector_hex, heard_wall_s, head_seq)
 
     def _add_key(self, device: str, key: bytes) -> None:
         name = device.lower()
@@ -568,9 +582,9 @@ class CrossCheck:
             self._current.finished = True
         found = _Findings()
         for key, value in self._claims.items():
-            self._resolve_claim(found, key, value)
+            self._resolve_claim(found, key, value, clocks)
         for key, value in self._conflicts:
-            self._resolve_claim(found, key, value)
+            self._resolve_claim(found, key, value, clocks)
             self._equivocation(found, key, value)
         self._resolve_receipts(found, clocks)
         return self._found.merged(found).problems()
@@ -580,13 +594,17 @@ class CrossCheck:
         head, _digest, witness, witness_seq, state = _CLAIM.unpack(value)
         return head, state == _SIGNED, f"{self._names[witness][:16]} entry {witness_seq}"
 
-    def _resolve_claim(self, found: _Findings, key: int, value: bytes) -> None:
+    def _resolve_claim(self, found: _Findings, key: int, value: bytes,
+                       clocks: ClockEstimate | None = None) -> None:
         dev = self._devices.get(key >> _SEQ_BITS)
         if dev is None:
             return                              # that node's journal is not in the export
         seq = key & _SEQ_MASK
         head, signed, witness = self._witness(value)
         what = f"{'signed ' if signed else ''}checkpoint of entry {seq} (head {head.hex()})"
+        if seq > dev.last_seq and not self._before_copy(dev, seq, value, clocks):
+            self._counts["claims_after_copy"] += 1
+            return
         if seq > dev.last_seq:
             first = dev.last_seq + 1
             found.add(dev.name, first, CheckKind.TRUNCATED,
@@ -605,6 +623,30 @@ class CrossCheck:
             found.add(dev.name, seq, CheckKind.WITNESS_CONTRADICTS,
                       f"entry {seq} differs from the {what} {witness} holds (no key to "
                       "tell whether the journal or the witness lies)")
+
+    def _before_copy(self, dev: _Device, seq: int, value: bytes,
+                     clocks: ClockEstimate | None) -> bool:
+        """Whether a claim beyond ``dev``'s end can tell a cut tail: always for a journal
+        that is no collected copy; for a copy, only when the device's head then was below
+        the claimed entry and the claim was witnessed (corrected time, with margins)
+        before the collector last heard the device."""
+        copy = self._copies.get(dev.name)
+        if copy is None:
+            return True
+        collector, heard_wall, head_seq = copy
+        if seq <= head_seq:
+            return False                # the device had it: the copy is incomplete
+        _head, _digest, witness_node, witness_seq, _state = _CLAIM.unpack(value)
+        witness = self._devices.get(witness_node)
+        shift_w, shift_c = _shift(clocks, self._names[witness_node]), _shift(clocks, collector)
+        if witness is None or shift_w is None or shift_c is None:
+            return False                # cannot place the two moments: no judgement
+        pos = witness_seq - witness.first_seq
+        if not 0 <= pos < len(witness.times):
+            return False
+        witnessed = witness.first_wall + float(witness.times[pos]) - shift_w[0]
+        heard = heard_wall - shift_c[0]
+        return witnessed < heard - COVER_MARGIN_S - shift_w[1] - shift_c[1]
 
     def _equivocation(self, found: _Findings, key: int, value: bytes) -> None:
         first = self._claims.get(key)

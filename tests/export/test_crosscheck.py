@@ -408,3 +408,42 @@ def test_a_key_that_is_not_the_devices_is_not_used() -> None:
     check = CrossCheck(wrong)
     assert check.counts()["keys_rejected"] == 2
     assert _check(journals, wrong) == [(HEX[2], min(witnessed[2]), "witness-contradicts")]
+
+
+def _check_copied(journals: Journals, copies: Mapping[str, tuple[str, float, int]]
+                  ) -> list[tuple[str, int, str]]:
+    check = CrossCheck(KEYS)
+    for device, copy in copies.items():
+        check.copied(device, *copy)
+    for device in sorted(journals):
+        check.begin(device)
+        for entry in journals[device]:
+            check.add(device, entry)
+    return [(p.device, p.entry, p.kind) for p in check.problems()]
+
+
+def test_a_live_copy_taken_before_a_later_witnessed_checkpoint_is_not_truncated() -> None:
+    """ctl collect copies journals that keep growing: device 1's copy ends at entry L, and
+    a neighbour collected later witnessed a checkpoint past L made after that copy. With
+    the copy's moment (copy.json) that is no cut tail; a claim witnessed before the moment
+    still is, and so is one past the head the device reported then."""
+    journals, witnessed = _incident()
+    last_head = max(witnessed[1])
+    cut = last_head - 10
+    claim_walls = [e.wall_s for e in journals[HEX[1]] if e.seq == last_head]
+    journals[HEX[1]] = journals[HEX[1]][:cut]
+    made = claim_walls[0]
+    claimed = sorted({e.wall_s for device in HEX if device != HEX[1]
+                      for e in journals[device]
+                      if e.type == WITNESSED and e.data.get("node") == HEX[1]
+                      and e.data.get("seq") == last_head})
+    # copied (heard by collector 0) before the checkpoint was made: no finding
+    assert _check_copied(journals, {HEX[1]: (HEX[0], made - 30.0, cut)}) == []
+    # copied long after every witness heard it, the device then reporting head `cut`
+    late = claimed[-1] + 60.0
+    assert _check_copied(journals, {HEX[1]: (HEX[0], late, cut)}) == [
+        (HEX[1], cut + 1, "truncated")]
+    # the device reported a head past the claim: an incomplete copy, no finding
+    assert _check_copied(journals, {HEX[1]: (HEX[0], late, last_head + 1)}) == []
+    # without copy.json (a file copied off the device) the cut is named as before
+    assert _check_copied(journals, {}) == [(HEX[1], cut + 1, "truncated")]
