@@ -48,6 +48,7 @@ from meshcomm.export.reader import (
     Snapshot,
     journal_file,
     journal_paths,
+    read_copy_info,
 )
 from meshcomm.export.report import write_report
 from meshcomm.export.timeline import merge_placed
@@ -190,6 +191,10 @@ def export(paths: Iterable[Path], out_dir: Path, *, allow_unverified: bool = Fal
         sinks = _fed(found, merged, keys, snaps, say)
         clocks = _clocks(sinks.finder, merged, reference, summary)
         assert sinks.cross is not None
+        for device in merged:              # collected copies of journals that kept growing
+            copy = read_copy_info(found.chosen[device].path)
+            if copy is not None:
+                sinks.cross.copied(device, *copy)
         if _cross_problems(sinks.cross, clocks, found, summary) and not allow_unverified:
             merged = [d for d in merged if d not in found.unverified]
             say.stage("pairing sends and receipts again without the refused journal(s)")

@@ -22,6 +22,8 @@ the journal is still appending to it. Rows come as stored; the export decodes th
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -55,6 +57,10 @@ JOURNAL_FILE: Final = "journal.sqlite"
 PUBLIC_KEY_FILE: Final = "public.key"
 #: Largest public.key file read (64 hex digits, a newline, maybe a CR).
 MAX_PUBLIC_KEY_FILE_BYTES: Final = 80
+#: A collected copy's record of when it was taken (meshcomm.runtime.collect_edge).
+COPY_INFO_FILE: Final = "copy.json"
+#: Largest copy.json read.
+MAX_COPY_INFO_BYTES: Final = 4096
 #: Most journals one collection directory may expand to.
 MAX_COLLECTED_DEVICES: Final = 10_000
 #: SQLite page cache of each open journal (KiB): the export reads each one front to back
@@ -132,6 +138,29 @@ def _collected(directory: Path) -> list[Path]:
         raise ExportInputError(f"{directory}: {len(journals)} device directories, at most "
                                f"{MAX_COLLECTED_DEVICES}")
     return journals
+
+
+def read_copy_info(journal: Path) -> tuple[str, float, int] | None:
+    """(collector node id hex, its wall clock when it last heard the device, the head the
+    device reported then) from the ``copy.json`` beside a collected journal; None when
+    missing, unreadable, oversized or not in that form (the copy is judged as a plain
+    file then)."""
+    try:
+        with (journal.parent / COPY_INFO_FILE).open("rb") as handle:
+            raw = handle.read(MAX_COPY_INFO_BYTES + 1)
+        info = json.loads(raw) if len(raw) <= MAX_COPY_INFO_BYTES else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    collector, heard, head = info.get("collector"), info.get("heard_wall_s"), info.get("head_seq")
+    if (not isinstance(collector, str) or len(collector) != 64
+            or any(c not in "0123456789abcdef" for c in collector)
+            or isinstance(heard, bool) or not isinstance(heard, int | float)
+            or not math.isfinite(heard) or isinstance(head, bool) or not isinstance(head, int)
+            or not 0 <= head < 2**63):
+        return None
+    return collector, float(heard), head
 
 
 def read_public_key_file(path: Path) -> bytes | None:
