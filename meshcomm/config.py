@@ -34,6 +34,7 @@ from meshcomm.errors import ConfigError
 from meshcomm.location.table import TrustMode, TrustPolicy
 from meshcomm.overlay.config import OverlayConfig
 from meshcomm.security.identity import fingerprint
+from meshcomm.security.roles import DEFAULT_ROLE_ADDRESSES, parse_role_addresses
 from meshcomm.sip.timers import RFC3261_TIMERS, TimerConfig, timer_problems
 from meshcomm.types import Aor
 from meshcomm.wire import limits
@@ -135,9 +136,29 @@ class TrustSettings:
 
     policy: TrustMode = TrustMode.OPEN
     agency_keys: tuple[str, ...] = ()
+    #: Role addresses and the credential roles that may hold them, as
+    #: ``"user=role,role"`` (``["ops-chief=command", "safety=command,safety"]``); empty:
+    #: the defaults of :data:`meshcomm.security.roles.DEFAULT_ROLE_ADDRESSES`.
+    role_addresses: tuple[str, ...] = ()
+
+    def role_table(self) -> dict[str, tuple[str, ...]]:
+        """The role-address table (raises ValueError when malformed)."""
+        if not self.role_addresses:
+            return dict(DEFAULT_ROLE_ADDRESSES)
+        raw: dict[str, object] = {}
+        for entry in self.role_addresses:
+            user, sep, roles = entry.partition("=")
+            if not sep or user.strip().lower() in raw:
+                raise ValueError(f"{entry!r}: expected a distinct 'user=role,role'")
+            raw[user.strip().lower()] = [r.strip() for r in roles.split(",")]
+        return parse_role_addresses(raw)
 
     def validate(self) -> Problems:
         problems: Problems = []
+        try:
+            self.role_table()
+        except ValueError as exc:
+            problems.append(("role_addresses", str(exc)))
         for index, key in enumerate(self.agency_keys):
             if not _HEX_KEY_RE.fullmatch(key):
                 problems.append((f"agency_keys[{index}]", "not a 64-digit hex key"))
@@ -151,7 +172,8 @@ class TrustSettings:
 
     def to_policy(self) -> TrustPolicy:
         """The location-table policy (call only on a validated config)."""
-        return TrustPolicy(self.policy, frozenset(bytes.fromhex(k) for k in self.agency_keys))
+        return TrustPolicy(self.policy, frozenset(bytes.fromhex(k) for k in self.agency_keys),
+                           tuple(self.role_table().items()))
 
 
 def _impairment_problem(spec: str) -> str:

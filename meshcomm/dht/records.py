@@ -45,8 +45,8 @@ from meshcomm.location.binding import (
 )
 from meshcomm.location.freshness import FreshEntry, FreshnessMemory
 from meshcomm.location.table import TrustMode, TrustPolicy
-from meshcomm.security.credentials import check_credential, decode_credential_untrusted
 from meshcomm.security.identity import Identity, node_id_of
+from meshcomm.security.roles import check_trust_field
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import SIGNATURE_LEN, NodeId
 from meshcomm.wire import codec, limits
@@ -357,11 +357,11 @@ def credentialed(binding: Binding, policy: TrustPolicy, wall_now: float) -> bool
     """True if a valid agency credential vouches for ``binding``."""
     if binding.credential is None:
         return False
-    try:
-        cred = decode_credential_untrusted(binding.credential)
-        check_credential(cred, trusted_agency_keys=policy.agency_keys, device_key=binding.key,
-                         aor=binding.aor, wall_time_s=wall_now)
-    except (DecodeError, TrustError):
+    try:   # pattern and role too (a hand-over's signer is the location table's to check)
+        check_trust_field(binding.credential, trusted_agency_keys=policy.agency_keys,
+                          role_table=policy.role_table(), device_key=binding.key,
+                          aor=binding.aor, wall_time_s=wall_now)
+    except TrustError:
         return False
     return True
 

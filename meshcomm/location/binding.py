@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from meshcomm.errors import DecodeError
 from meshcomm.security.identity import Identity
+from meshcomm.security.roles import MAX_TRUST_FIELD_BYTES
 from meshcomm.types import Aor, NodeId
 from meshcomm.wire import codec, limits
 from meshcomm.wire.envelope import Envelope, MsgType, seal
@@ -109,7 +110,7 @@ def binding_from_envelope_untrusted(env: Envelope) -> Binding:
     credential = fields[6]
     if credential is not None:
         credential = codec.read_bytes(credential, "binding.credential",
-                                      max_len=limits.MAX_CREDENTIAL_BYTES)
+                                      max_len=MAX_TRUST_FIELD_BYTES)
     return Binding(
         aor=Aor(aor),
         contacts=codec.read_str_list(fields[1], "binding.contacts", limits.MAX_CONTACTS,

@@ -32,12 +32,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
-from meshcomm.errors import DecodeError, TrustError
+from meshcomm.errors import TrustError
 from meshcomm.location.binding import CLOCK_SKEW_TOLERANCE_S, Binding
 from meshcomm.location.freshness import FreshEntry, FreshnessMemory
 from meshcomm.location.holder import HOLDER_LOCK_S, UNSETTLED_MAX_S, HolderVotes
 from meshcomm.location.standing import NEWCOMER_TIERS, StandingIndex, Tier
-from meshcomm.security.credentials import check_credential, decode_credential_untrusted
+from meshcomm.security.roles import DEFAULT_ROLE_ADDRESSES, check_trust_field, roles_for
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.wire import limits
 
@@ -59,6 +59,13 @@ class TrustMode(StrEnum):
 class TrustPolicy:
     mode: TrustMode = TrustMode.OPEN
     agency_keys: frozenset[bytes] = frozenset()
+    #: Role addresses (user part) and the credential roles that may hold them
+    #: (:mod:`meshcomm.security.roles`); pairs, so that the policy stays hashable.
+    role_addresses: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+        DEFAULT_ROLE_ADDRESSES.items())
+
+    def role_table(self) -> dict[str, tuple[str, ...]]:
+        return dict(self.role_addresses)
 
 
 class BindingState(StrEnum):
@@ -93,6 +100,8 @@ class StoredBinding:
     admitted_at: float = 0.0
     #: Since when this node has held this claim as the AoR's holder (open policy), or None.
     holder_since: float | None = None
+    #: The signed hand-over time of a role-address claim (-1: it carries none).
+    handover_from: int = -1
 
     def age_s(self, now: float) -> float:
         """Age to report when passing this binding on: lifetime already used up."""
@@ -233,7 +242,7 @@ class LocationTable:
         if reason:
             return MergeResult(MergeOutcome.REJECTED, reason=reason)
         try:
-            credentialed = self._credential_ok(binding, wall_now)
+            credentialed, handover_from = self._credential_ok(binding, wall_now)
         except TrustError as exc:
             return MergeResult(MergeOutcome.REJECTED, reason=exc.reason)
         left_s = _remaining_life_s(binding, wall_now, age_s, remembered)
@@ -244,7 +253,8 @@ class LocationTable:
             if reason:
                 return MergeResult(MergeOutcome.REJECTED, reason=reason)
         stored = StoredBinding(binding, now, now + left_s, BindingState.VERIFIED,
-                               credentialed=credentialed, admitted_at=now)
+                               credentialed=credentialed, admitted_at=now,
+                               handover_from=handover_from)
         self.freshness.accepted(binding, wall_now, credentialed=credentialed)
         previous = existing.state if existing else None
         tier = self._tier_for(stored, existing, now)
@@ -279,26 +289,59 @@ class LocationTable:
             return "expired"
         return ""
 
-    def _credential_ok(self, binding: Binding, wall_now: float) -> bool:
-        """True if a valid agency credential vouches for the binding.
+    def _credential_ok(self, binding: Binding, wall_now: float) -> tuple[bool, int]:
+        """Whether a valid agency credential vouches for the binding (pattern and role,
+        :mod:`meshcomm.security.roles`), and the time of the hand-over it carries (-1).
 
-        Raises TrustError when the agency policy requires one and it is missing or bad.
-        """
-        required = self.policy.mode is TrustMode.AGENCY
-        if binding.credential is None:
-            if required:
-                raise TrustError("binding carries no credential", reason="no_credential")
-            return False
+        Raises TrustError when the agency policy requires one and it is missing or bad."""
+        reason, handover_from = self._trust_check(binding.aor, binding.key, binding.credential,
+                                                  wall_now)
+        if reason and self.policy.mode is TrustMode.AGENCY:
+            raise TrustError(f"binding refused: {reason}", reason=reason)
+        return (False, -1) if reason else (True, handover_from)
+
+    def trust_reason(self, aor: str, key: bytes, field: bytes | None, wall_now: float) -> str:
+        """Why a binding of ``aor`` by ``key`` with credential field ``field`` would not be
+        vouched for ('' if it would): the gateway asks before answering a REGISTER."""
+        return self._trust_check(aor, key, field, wall_now)[0]
+
+    def _trust_check(self, aor: str, key: bytes, field: bytes | None,
+                     wall_now: float) -> tuple[str, int]:
+        if field is None:
+            return "no_credential", -1
         try:
-            cred = decode_credential_untrusted(binding.credential)
-            check_credential(cred, trusted_agency_keys=self.policy.agency_keys,
-                             device_key=binding.key, aor=binding.aor, wall_time_s=wall_now)
-        except (DecodeError, TrustError) as exc:
-            if required:
-                reason = exc.reason if isinstance(exc, TrustError) else "bad_credential"
-                raise TrustError(str(exc), reason=reason) from exc
-            return False
-        return True
+            _, handover = check_trust_field(
+                field, trusted_agency_keys=self.policy.agency_keys,
+                role_table=self.policy.role_table(), device_key=key, aor=aor,
+                wall_time_s=wall_now)
+        except TrustError as exc:
+            return exc.reason or "bad_credential", -1
+        if handover is None or roles_for(aor, self.policy.role_table()) is None:
+            return "", -1
+        if not self._may_hand_over(aor, handover.signer_key, key):
+            return "handover_signer", -1
+        return "", handover.from_time
+
+    def _may_hand_over(self, aor: str, signer: bytes, new_key: bytes) -> bool:
+        """A hand-over is signed by a trusted agency key or by the key of a credentialed
+        live claim on the address (the holder's node; anti-entropy offers the new holder's
+        binding again once the holder's has arrived here)."""
+        if signer in self.policy.agency_keys:
+            return True
+        return any(s.binding.key == signer and s.credentialed and s.binding.key != new_key
+                   and not s.binding.is_tombstone
+                   for s in (self._records[r] for r in self._by_aor.get(aor.lower(), ())))
+
+    def role_holder(self, aor: str) -> StoredBinding | None:
+        """The claim holding a role address under the agency policy (None: not one, or
+        nobody holds it): the latest hand-over, else the earliest claim."""
+        return self._role_holder(aor, [self._records[r] for r in self._by_aor.get(aor.lower(), ())])
+
+    def _role_holder(self, aor: str, claims: list[StoredBinding]) -> StoredBinding | None:
+        if roles_for(aor, self.policy.role_table()) is None:
+            return None
+        live = [s for s in claims if not s.binding.is_tombstone and s.credentialed]
+        return max(live, key=lambda s: (s.handover_from, -s.claim_order), default=None)
 
     def _settle_aor(self, aor: str, now: float) -> None:
         """Recompute holder/conflict states of every live claim on ``aor``."""
@@ -315,8 +358,12 @@ class LocationTable:
             return
         claims = sorted((self._records[r] for r in ids), key=lambda s: s.claim_order)
         if self.policy.mode is TrustMode.AGENCY:
-            for s in claims:  # every credentialed key is accepted (one responder, many devices)
-                s.state = BindingState.VERIFIED
+            # every credentialed key is accepted (one responder, many devices), except on a
+            # role address: one holder (security.roles), the other claims are conflicts
+            holder = self._role_holder(aor, claims)
+            for s in claims:
+                s.state = (BindingState.CONFLICT if holder is not None and s is not holder
+                           and not s.binding.is_tombstone else BindingState.VERIFIED)
             return
         live = [s for s in claims if not s.binding.is_tombstone]
         holder = self._choose_holder(aor.lower(), live, now)

@@ -49,6 +49,9 @@ class DropReason(ReasonEnum):
     UNTRUSTED_AGENCY = "untrusted_agency"
     BAD_CREDENTIAL = "bad_credential"
     CREDENTIAL_SCOPE = "credential_scope"
+    ROLE_SCOPE = "role_scope"
+    BAD_HANDOVER = "bad_handover"
+    HANDOVER_SIGNER = "handover_signer"
     CREDENTIAL_EXPIRED = "credential_expired"
     # the location table's merge
     REPLAYED_OLD_SEQ = "replayed_old_seq"
@@ -142,6 +145,9 @@ class OverlayCounter(StrEnum):
     DROP_UNTRUSTED_AGENCY = "drop_untrusted_agency"
     DROP_BAD_CREDENTIAL = "drop_bad_credential"
     DROP_CREDENTIAL_SCOPE = "drop_credential_scope"
+    DROP_ROLE_SCOPE = "drop_role_scope"
+    DROP_BAD_HANDOVER = "drop_bad_handover"
+    DROP_HANDOVER_SIGNER = "drop_handover_signer"
     DROP_CREDENTIAL_EXPIRED = "drop_credential_expired"
     DROP_REPLAYED_OLD_SEQ = "drop_replayed_old_seq"
     DROP_FUTURE_DATED = "drop_future_dated"
@@ -214,6 +220,9 @@ DROP_COUNTERS: Final[Mapping[DropReason, OverlayCounter]] = {
     D.UNTRUSTED_AGENCY: C.DROP_UNTRUSTED_AGENCY,
     D.BAD_CREDENTIAL: C.DROP_BAD_CREDENTIAL,
     D.CREDENTIAL_SCOPE: C.DROP_CREDENTIAL_SCOPE,
+    D.ROLE_SCOPE: C.DROP_ROLE_SCOPE,
+    D.BAD_HANDOVER: C.DROP_BAD_HANDOVER,
+    D.HANDOVER_SIGNER: C.DROP_HANDOVER_SIGNER,
     D.CREDENTIAL_EXPIRED: C.DROP_CREDENTIAL_EXPIRED,
     D.REPLAYED_OLD_SEQ: C.DROP_REPLAYED_OLD_SEQ,
     D.FUTURE_DATED: C.DROP_FUTURE_DATED,

@@ -12,6 +12,7 @@ from meshcomm.location.binding import (
     binding_from_envelope_untrusted,
     record_id_of,
 )
+from meshcomm.security.roles import MAX_TRUST_FIELD_BYTES
 from meshcomm.wire import limits
 from meshcomm.wire.envelope import (
     MsgType,
@@ -88,7 +89,7 @@ def test_round_trip_through_a_frame() -> None:
     ["sip:a@b", ["c"] * (limits.MAX_CONTACTS + 1), WALL, 60, 0, [], None],
     ["sip:a@b", [], WALL, 60, 0, ["x" * (limits.MAX_CAP_LEN + 1)], None],
     ["sip:a@b", [], WALL, 60, 0, [], "credential-as-text"],
-    ["sip:a@b", [], WALL, 60, 0, [], b"c" * (limits.MAX_CREDENTIAL_BYTES + 1)],
+    ["sip:a@b", [], WALL, 60, 0, [], b"c" * (MAX_TRUST_FIELD_BYTES + 1)],
     ["sip:a@b", [], WALL, 60, 0, []],
 ])
 def test_invalid_payloads_are_rejected(payload: list[object]) -> None:
