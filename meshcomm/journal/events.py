@@ -51,6 +51,7 @@ class JournalEventType(StrEnum):
     DHT_DROPPED = "dht.dropped"          # a value read from the DHT failed decode/verification
     DHT_REMOTE = "dht.remote"            # a binding learned from the DHT changed reachability
     UPSTREAM_CHANGED = "upstream.changed"  # the upstream SIP registrar became (un)reachable
+    TRUST_CHANGED = "trust.changed"  # a revocation or agency-key addition was stored
 
 
 @dataclass(frozen=True, slots=True)

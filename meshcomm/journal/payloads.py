@@ -371,6 +371,24 @@ class UpstreamChanged(JournalPayload):
     error: str
 
 
+# ---------------------------------------------------------------- trust records
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrustChanged(JournalPayload):
+    """A trust record (a revocation or an agency-key addition, :mod:`meshcomm.security.
+    revocation`) was stored: its ``kind``, ``subject`` (a key or credential id, hex),
+    ``signer`` key, ``record`` id, the link it came from ("" if issued here), how many
+    bindings it ``removed`` and how many records are ``held`` now."""
+
+    TYPE: ClassVar[J] = J.TRUST_CHANGED
+    kind: str
+    subject: str
+    signer: str
+    record: str
+    via: str
+    removed: int
+    held: int
+
+
 def _registry(*classes: type[JournalPayload]) -> Mapping[J, tuple[type[JournalPayload], ...]]:
     out: dict[J, tuple[type[JournalPayload], ...]] = {}
     for cls in classes:
@@ -384,4 +402,4 @@ PAYLOAD_CLASSES: Final[Mapping[J, tuple[type[JournalPayload], ...]]] = _registry
     EnvelopeDropped, BindingLearned, BindingUpdated, BindingExpired, BindingConflict,
     BindingRejected, SipMessageSeen, SipMessageDropped, SfHeld, SfCustody, SfDelivered,
     SfReceipt, JournalCheckpoint, JournalWitnessed, UplinkChanged, DhtValueDropped,
-    RemoteBindingChanged, UpstreamChanged)
+    RemoteBindingChanged, UpstreamChanged, TrustChanged)

@@ -189,6 +189,17 @@ class LocationTable:
     def get(self, record_id: bytes) -> StoredBinding | None:
         return self._records.get(record_id)
 
+    def remove(self, record_id: bytes, now: float) -> StoredBinding | None:
+        """Take a record out at once (a revoked signer's, :mod:`meshcomm.overlay.trustsync`);
+        its sequence stays remembered, so a replay of it is still stale."""
+        stored = self._records.get(record_id)
+        if stored is None:
+            return None
+        self._remove(stored)
+        self._settle_aor(stored.binding.aor, now)
+        self._forget_if_unclaimed(stored.binding.aor)
+        return stored
+
     def lookup(self, aor: str) -> list[StoredBinding]:
         """Usable bindings for an AoR: live, not tombstones, not in conflict, not a
         provisional holder of a contest this node cannot settle yet."""

@@ -30,6 +30,7 @@ from meshcomm.overlay.config import OverlayConfig
 from meshcomm.overlay.core import FrameDecoder, GossipOverlay, OverlayEvent
 from meshcomm.overlay.counters import OverlayCounter, TxTag
 from meshcomm.security.identity import Identity
+from meshcomm.security.revocation import TrustStore
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import Aor, Datagram, LinkAddr, NodeId
 from meshcomm.wire.envelope import Envelope, Hop, decode_frame_untrusted
@@ -70,7 +71,8 @@ class MeshNode:
                  credential: bytes | None = None,
                  overlay_class: type[GossipOverlay] = GossipOverlay,
                  frame_decoder: FrameDecoder = decode_frame_untrusted,
-                 freshness: FreshnessMemory | None = None) -> None:
+                 freshness: FreshnessMemory | None = None,
+                 trust: TrustStore | None = None) -> None:
         self.identity = identity
         self.settings = settings
         self.rng = rng
@@ -84,7 +86,7 @@ class MeshNode:
         self.overlay = overlay_class(identity, settings.incident, settings.overlay, self.table,
                                      verifier, rng, now=now, role=settings.role,
                                      seq_base=seq_base, wall_offset_s=wall_offset_s,
-                                     frame_decoder=frame_decoder)
+                                     frame_decoder=frame_decoder, trust=trust)
         self._registrations: dict[str, _Registration] = {}
         self._stopped = False
         self._next_refresh = float("inf")

@@ -95,11 +95,18 @@ class AntiEntropy:
         if len(self.ctx.neighbours) == 0 or now - self._last_digest_at < MIN_EARLY_DIGEST_GAP_S:
             return
         self._last_digest_at = now
-        env = self.ctx.seal(MsgType.DIGEST, [len(self.ctx.table), self.ctx.table.bucket_hashes()])
+        env = self.ctx.seal(MsgType.DIGEST, [len(self.ctx.table), self.ctx.table.bucket_hashes(),
+                                             *self.ctx.trust.digest_field()])
         self.ctx.transmit(env, Hop(), None, TxTag.DIGEST)
 
     def on_digest(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
-        fields = codec.read_tuple(env.payload, "digest", 2)
+        fields = env.payload
+        if not isinstance(fields, list) or len(fields) not in (2, 3):
+            raise DecodeError("digest: expected 2 or 3 fields")
+        if len(fields) == 3 and (type(fields[2]) is not int or not 0 <= fields[2] < 1 << 64):
+            raise DecodeError("digest: trust hash is not an unsigned 64-bit integer")
+        if len(fields) == 3 or self.ctx.trust.active:  # trust records (.trustsync)
+            self.ctx.trust.on_digest_field(fields[2:], env, src, now)
         theirs = fields[1]
         mine = self.ctx.table.bucket_hashes()
         if theirs == mine:  # the common case; equal to our ints means well-formed

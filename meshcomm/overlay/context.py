@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from meshcomm.overlay.neighbours import NeighbourTable
     from meshcomm.overlay.routing import RouteTable
     from meshcomm.overlay.timers import TimerKind
+    from meshcomm.overlay.trustsync import TrustSync
+    from meshcomm.security.identity import Identity
     from meshcomm.types import Datagram, LinkAddr, NodeId
     from meshcomm.wire.envelope import Envelope, Hop, MsgType
 
@@ -60,6 +62,11 @@ class OverlayContext(Protocol):
     def admission(self) -> Admission: ...
     @property
     def anti_entropy(self) -> AntiEntropy: ...
+    @property
+    def trust(self) -> TrustSync: ...
+    @property
+    def identity(self) -> Identity: ...
+    def wall_time(self, now: float) -> float: ...
 
     # ------------------------------------------------------------ output: frames, timers, events
     def seal(self, msg_type: MsgType, payload: object) -> Envelope: ...

@@ -57,6 +57,7 @@ from meshcomm.overlay.neighbours import NeighbourTable
 from meshcomm.overlay.ratelimit import TokenBucket, TokenBuckets, link_host
 from meshcomm.overlay.routing import RouteTable
 from meshcomm.overlay.timers import TimerKind
+from meshcomm.overlay.trustsync import TrustSync
 from meshcomm.overlay.witness import (
     HEARD_COUNTERS,
     CheckpointBeacon,
@@ -67,6 +68,7 @@ from meshcomm.overlay.witness import (
     decode_sent_wall_untrusted,
 )
 from meshcomm.security.identity import Identity
+from meshcomm.security.revocation import TrustStore
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import Datagram, LinkAddr, NodeId
 from meshcomm.wire import codec, limits
@@ -126,7 +128,8 @@ class GossipOverlay:
                  table: LocationTable, verifier: SignatureVerifier, rng: random.Random, *,
                  now: float, role: str = "handset", seq_base: int = 0,
                  wall_offset_s: float = 0.0,
-                 frame_decoder: FrameDecoder = decode_frame_untrusted) -> None:
+                 frame_decoder: FrameDecoder = decode_frame_untrusted,
+                 trust: TrustStore | None = None) -> None:
         self.identity = identity
         self._decode_frame = frame_decoder
         self.node_id: NodeId = identity.node_id
@@ -165,6 +168,9 @@ class GossipOverlay:
         self.forwarder = Forwarder(self)
         self.media = MediaForwarder(self)
         self.departures = DepartureEchoes(self)
+        #: Revocations and agency-key additions (meshcomm.overlay.trustsync).
+        self.trust = TrustSync(self, trust if trust is not None else TrustStore(
+            incident, table.policy.agency_keys, verifier))
         #: Our journal checkpoint on HELLOs, and the neighbours' we journal (witnesses).
         self.beacon = CheckpointBeacon()
         self.witnesses = WitnessTable(now, config.witness_interval_s)
@@ -177,6 +183,9 @@ class GossipOverlay:
             MsgType.RECORDS: self.anti_entropy.on_records,
             MsgType.UNICAST: self.forwarder.on_unicast,
             MsgType.ACK: self.forwarder.on_ack,
+            MsgType.TRUST: self.trust.on_trust,
+            MsgType.TRUST_IDS: self.trust.on_ids,
+            MsgType.TRUST_PULL: self.trust.on_pull,
         }
         self._timer_handlers: dict[TimerKind, Callable[[bytes, float], None]] = {
             TimerKind.HELLO: self._hello_due,
@@ -186,6 +195,7 @@ class GossipOverlay:
             TimerKind.HOUSEKEEPING: self._housekeeping_due,
             TimerKind.MEDIA_RETRANSMIT: self.media.retransmit_due,
             TimerKind.TOMBSTONE_RESEND: self.departures.resend_due,
+            TimerKind.TRUST_REBROADCAST: self.trust.rebroadcast_due,
         }
         self.schedule(now + rng.uniform(0, config.hello_interval_s * 0.1), TimerKind.HELLO)
         self.schedule(now + config.anti_entropy_interval_s * rng.uniform(0.5, 1.0),
@@ -216,6 +226,9 @@ class GossipOverlay:
             return
         if env.incident != self.incident:
             self.drop(DropReason.WRONG_INCIDENT, src, now)
+            return
+        if self.trust.active and self.trust.refuses_frame(env, src):
+            self.drop(DropReason.REVOKED, src, now)
             return
         try:
             self._handlers[env.msg_type](env, hop, src, now)
@@ -516,7 +529,9 @@ class GossipOverlay:
     def offer_binding(self, binding: Binding, now: float, age_s: float,
                       src: LinkAddr | None, hop: Hop | None = None) -> MergeResult:
         """Merge a received binding; ``hop`` when it came flooded (else anti-entropy)."""
-        result = self.table.offer(binding, now, self.wall_time(now), age_s)
+        revoked = self.trust.binding_refusal(binding) if self.trust.active else ""
+        result = (MergeResult(MergeOutcome.REJECTED, reason=revoked) if revoked
+                  else self.table.offer(binding, now, self.wall_time(now), age_s))
         self.journal_merge(result, binding, src)
         if result.outcome is MergeOutcome.REJECTED or result.outcome is MergeOutcome.STALE:
             self.drop(DropReason.of(result.reason), src, now)

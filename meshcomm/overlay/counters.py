@@ -53,6 +53,12 @@ class DropReason(ReasonEnum):
     BAD_HANDOVER = "bad_handover"
     HANDOVER_SIGNER = "handover_signer"
     CREDENTIAL_EXPIRED = "credential_expired"
+    # revocation and trust records (meshcomm.security.revocation)
+    REVOKED = "revoked"
+    CREDENTIAL_REVOKED = "credential_revoked"
+    TRUST_UNAUTHORISED = "trust_unauthorised"
+    TRUST_QUOTA = "trust_quota"
+    TRUST_NOT_DURABLE = "trust_not_durable"
     # the location table's merge
     REPLAYED_OLD_SEQ = "replayed_old_seq"
     FUTURE_DATED = "future_dated"
@@ -96,6 +102,9 @@ class TxTag(StrEnum):
     SUMMARY = "summary"
     PULL = "pull"
     RECORDS = "records"
+    TRUST = "trust"
+    TRUST_IDS = "trust_ids"
+    TRUST_PULL = "trust_pull"
 
 
 class OverlayCounter(StrEnum):
@@ -117,6 +126,9 @@ class OverlayCounter(StrEnum):
     TX_SUMMARY = "tx_summary"
     TX_PULL = "tx_pull"
     TX_RECORDS = "tx_records"
+    TX_TRUST = "tx_trust"
+    TX_TRUST_IDS = "tx_trust_ids"
+    TX_TRUST_PULL = "tx_trust_pull"
     # received
     RX_FRAMES = "rx_frames"
     RX_BYTES = "rx_bytes"
@@ -149,6 +161,11 @@ class OverlayCounter(StrEnum):
     DROP_BAD_HANDOVER = "drop_bad_handover"
     DROP_HANDOVER_SIGNER = "drop_handover_signer"
     DROP_CREDENTIAL_EXPIRED = "drop_credential_expired"
+    DROP_REVOKED = "drop_revoked"
+    DROP_CREDENTIAL_REVOKED = "drop_credential_revoked"
+    DROP_TRUST_UNAUTHORISED = "drop_trust_unauthorised"
+    DROP_TRUST_QUOTA = "drop_trust_quota"
+    DROP_TRUST_NOT_DURABLE = "drop_trust_not_durable"
     DROP_REPLAYED_OLD_SEQ = "drop_replayed_old_seq"
     DROP_FUTURE_DATED = "drop_future_dated"
     DROP_EXPIRED = "drop_expired"
@@ -224,6 +241,11 @@ DROP_COUNTERS: Final[Mapping[DropReason, OverlayCounter]] = {
     D.BAD_HANDOVER: C.DROP_BAD_HANDOVER,
     D.HANDOVER_SIGNER: C.DROP_HANDOVER_SIGNER,
     D.CREDENTIAL_EXPIRED: C.DROP_CREDENTIAL_EXPIRED,
+    D.REVOKED: C.DROP_REVOKED,
+    D.CREDENTIAL_REVOKED: C.DROP_CREDENTIAL_REVOKED,
+    D.TRUST_UNAUTHORISED: C.DROP_TRUST_UNAUTHORISED,
+    D.TRUST_QUOTA: C.DROP_TRUST_QUOTA,
+    D.TRUST_NOT_DURABLE: C.DROP_TRUST_NOT_DURABLE,
     D.REPLAYED_OLD_SEQ: C.DROP_REPLAYED_OLD_SEQ,
     D.FUTURE_DATED: C.DROP_FUTURE_DATED,
     D.EXPIRED: C.DROP_EXPIRED,
@@ -253,6 +275,9 @@ TX_COUNTERS: Final[Mapping[TxTag, OverlayCounter]] = {
     TxTag.SUMMARY: C.TX_SUMMARY,
     TxTag.PULL: C.TX_PULL,
     TxTag.RECORDS: C.TX_RECORDS,
+    TxTag.TRUST: C.TX_TRUST,
+    TxTag.TRUST_IDS: C.TX_TRUST_IDS,
+    TxTag.TRUST_PULL: C.TX_TRUST_PULL,
 }
 
 del C, D

@@ -13,3 +13,4 @@ class TimerKind(Enum):
     HOUSEKEEPING = "housekeeping"
     MEDIA_RETRANSMIT = "media_retransmit"
     TOMBSTONE_RESEND = "tombstone_resend"
+    TRUST_REBROADCAST = "trust_rebroadcast"

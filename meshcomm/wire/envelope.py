@@ -41,6 +41,9 @@ class MsgType(IntEnum):
     RECORDS = 6    # anti-entropy: binding envelopes carried inside
     UNICAST = 7    # routed data for one destination node
     ACK = 8        # per-hop acknowledgement of a UNICAST
+    TRUST = 9      # a signed revocation or agency-key addition (flooded, stored, pulled)
+    TRUST_IDS = 10  # trust anti-entropy: ids of the trust records the sender holds
+    TRUST_PULL = 11  # trust anti-entropy: ids of trust records wanted
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,271 @@
+"""Trust records on the gossip overlay: flooding, anti-entropy and enforcement.
+
+Trust records (:mod:`meshcomm.security.revocation`) spread like bindings:
+
+* **Flooding.** A new record (``TRUST`` envelope, signed by its signer) is stored, made
+  durable, enforced, then re-broadcast once after a random assessment delay with the TTL
+  decremented. Copies of a record already held cost a dictionary lookup.
+* **Anti-entropy.** While a node holds trust records its DIGEST carries a third field,
+  the XOR of their ids (absent when it holds none, so a mesh without trust records sends
+  the same frames as before). A neighbour whose own hash differs answers, rate-limited per
+  sender, with ``TRUST_IDS`` pages (every id it holds); the digest's sender pulls the ids
+  it lacks (``TRUST_PULL``), answered by broadcasting the records (TTL 1). Both sides send
+  digests, so both learn what the other holds: a node that joins later gets every record.
+* **Enforcement** (every node, at every change): a revoked device's bindings leave the
+  location table (journaled as expired, so the DHT bridge withdraws them) and new ones
+  are refused; envelopes whose origin key is revoked are dropped on receipt, as is
+  everything a revoked neighbour sends; routes through it are dropped. Store-and-forward
+  finds no binding of a revoked device and so delivers nothing to it. Agency keys added
+  or revoked change the table's trust policy at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import StrEnum
+from typing import TYPE_CHECKING, Final
+
+from meshcomm.errors import DecodeError
+from meshcomm.journal.payloads import BindingExpired, TrustChanged
+from meshcomm.location.table import TrustMode
+from meshcomm.overlay.counters import DropReason, TxTag
+from meshcomm.overlay.ratelimit import link_host
+from meshcomm.overlay.timers import TimerKind
+from meshcomm.security.credentials import Credential, decode_credential_untrusted
+from meshcomm.security.identity import node_id_of
+from meshcomm.security.revocation import (
+    KIND_NAMES,
+    TRUST_ID_LEN,
+    TrustRecord,
+    TrustStore,
+    credential_id,
+    trust_record_from_envelope_untrusted,
+)
+from meshcomm.types import LinkAddr, NodeId
+from meshcomm.wire import codec
+from meshcomm.wire.envelope import Envelope, Hop, MsgType
+
+if TYPE_CHECKING:
+    from meshcomm.location.binding import Binding
+    from meshcomm.overlay.context import OverlayContext
+
+#: Ids per TRUST_IDS or TRUST_PULL frame (8 bytes each: a page fits a datagram).
+MAX_TRUST_IDS: Final = 64
+#: A neighbour's digest is answered with our ids at most this often.
+TRUST_ANSWER_INTERVAL_S: Final = 1.0
+#: A record asked for (or sent) this recently is not asked for (sent) again.
+TRUST_PULL_PATIENCE_S: Final = 1.0
+TRUST_RECENT_SEND_S: Final = 0.5
+MAX_TRACKED: Final = 1024
+#: Link addresses of revoked neighbours whose frames are dropped (relayed ones too).
+MAX_REVOKED_ADDRS: Final = 256
+
+
+class TrustCounter(StrEnum):
+    LEARNED = "trust_learned"
+    DUPLICATES = "trust_duplicates"
+    DROP_REVOKED_ORIGIN = "drop_revoked_origin"
+    BINDINGS_REVOKED = "bindings_revoked"
+
+
+class TrustSync:
+    """The overlay's trust part (one per overlay; see the module docstring)."""
+
+    def __init__(self, ctx: OverlayContext, store: TrustStore) -> None:
+        self.ctx = ctx
+        self.store = store
+        #: True once any record is held: until then every hook is one attribute test
+        self.active = len(store) > 0
+        self._answered: dict[str, float] = {}
+        self._pulling: dict[bytes, float] = {}
+        self._sent: dict[bytes, float] = {}
+        self._pending: dict[bytes, tuple[Envelope, Hop]] = {}
+        self._revoked_addrs: set[LinkAddr] = set()
+        self._enforced_keys: frozenset[bytes] = frozenset()
+
+    # ------------------------------------------------------------ hooks of the overlay
+    def refuses_frame(self, env: Envelope, src: LinkAddr) -> bool:
+        """A frame from a revoked origin or a revoked neighbour (call when ``active``)."""
+        if src in self._revoked_addrs or self.store.key_revoked(env.origin_key):
+            self.ctx.counters[TrustCounter.DROP_REVOKED_ORIGIN] += 1
+            return True
+        return False
+
+    def binding_refusal(self, binding: Binding) -> str:
+        """Why the table must refuse ``binding`` ('' if not; call when ``active``)."""
+        reason = self.store.binding_refusal(binding.key, None)
+        if reason or binding.credential is None:
+            return reason
+        cred = credential_in_field(binding.credential)
+        if cred is None:
+            return ""
+        if credential_id(cred) in self.store.state.revoked_credentials:
+            return "credential_revoked"
+        if (self.ctx.table.policy.mode is TrustMode.AGENCY
+                and cred.agency_key in self.store.state.revoked_agencies):
+            return "untrusted_agency"
+        return ""
+
+    def digest_field(self) -> list[int]:
+        """The DIGEST's trust field: [hash] while records are held, else nothing."""
+        return [self.store.set_hash] if self.active else []
+
+    # ------------------------------------------------------------ records
+    def on_trust(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
+        record = trust_record_from_envelope_untrusted(env)
+        if self.accept(record, src, now) and hop.ttl > 1 and len(self._pending) < MAX_TRACKED:
+            delay = self.ctx.rng.uniform(self.ctx.config.rad_min_s, self.ctx.config.rad_max_s)
+            self._pending[record.record_id] = (env, hop)
+            self.ctx.schedule(now + delay, TimerKind.TRUST_REBROADCAST, record.record_id)
+
+    def originate(self, record: TrustRecord, now: float) -> str | None:
+        """A record issued here (``ctl revoke``, a record file): stored durably, enforced
+        and flooded at once. Returns None, ``"duplicate"`` or the refusal."""
+        outcome = self._offer(record, None, now)
+        if outcome is None:
+            self.ctx.transmit(record.envelope, Hop(ttl=self.ctx.config.flood_ttl), None,
+                              TxTag.TRUST)
+        return outcome
+
+    def accept(self, record: TrustRecord, src: LinkAddr | None, now: float) -> bool:
+        return self._offer(record, src, now) is None
+
+    def _offer(self, record: TrustRecord, src: LinkAddr | None, now: float) -> str | None:
+        outcome = self.store.offer(record, self.ctx.wall_time(now))
+        if outcome == "duplicate":
+            self.ctx.counters[TrustCounter.DUPLICATES] += 1
+            return outcome
+        if outcome is not None:
+            self.ctx.drop(DropReason.of(str(outcome)), src, now)
+            return outcome
+        self.active = True
+        self.ctx.counters[TrustCounter.LEARNED] += 1
+        removed = self.enforce(now)
+        self.ctx.emit(TrustChanged(kind=KIND_NAMES[record.kind], subject=record.subject.hex(),
+                                   signer=record.signer.hex(), record=record.record_id.hex(),
+                                   via=src or "", removed=removed, held=len(self.store)))
+        self.ctx.anti_entropy.soon(now)
+        return None
+
+    def rebroadcast_due(self, rid: bytes, now: float) -> None:
+        pending = self._pending.pop(rid, None)
+        if pending is None or self.store.get(rid) is None:
+            return
+        env, hop = pending
+        self.ctx.transmit(env, Hop(ttl=hop.ttl - 1, hops=hop.hops + 1), None, TxTag.TRUST)
+
+    # ------------------------------------------------------------ enforcement
+    def enforce(self, now: float) -> int:
+        """Apply the store's state: the table's agency keys, revoked bindings removed,
+        revoked neighbours and routes dropped. Returns the bindings removed."""
+        state, table = self.store.state, self.ctx.table
+        if table.policy.agency_keys != state.trusted_agencies:
+            table.policy = dataclasses.replace(table.policy,
+                                               agency_keys=state.trusted_agencies)
+        removed = 0
+        for stored in table:
+            binding = stored.binding
+            if binding.key == self.ctx.identity.public_key or not self.binding_refusal(binding):
+                continue
+            if table.remove(binding.record_id, now) is not None:
+                removed += 1
+                self.ctx.emit(BindingExpired(aor=binding.aor, node=binding.node_id.hex(),
+                                             seq=binding.seq, tombstone=binding.is_tombstone))
+        self.ctx.counters[TrustCounter.BINDINGS_REVOKED] += removed
+        keys = state.revoked_devices | state.revoked_agencies
+        for key in keys - self._enforced_keys:
+            self._cut_off(node_id_of(key))
+        self._enforced_keys = keys
+        return removed
+
+    def _cut_off(self, node: NodeId) -> None:
+        nb = self.ctx.neighbours.by_id.get(node)
+        if nb is not None:
+            if len(self._revoked_addrs) < MAX_REVOKED_ADDRS:
+                self._revoked_addrs.add(nb.addr)
+            self.ctx.neighbours.remove(nb)
+        self.ctx.routes.drop(node)
+        for route in self.ctx.routes.all():
+            if route.next_hop_id == node or route.next_hop in self._revoked_addrs:
+                self.ctx.routes.drop(route.dst)
+
+    # ------------------------------------------------------------ anti-entropy
+    def on_digest_field(self, field: list[object], env: Envelope, src: LinkAddr,
+                        now: float) -> None:
+        """A neighbour's DIGEST trust field (``[]`` or ``[hash]``, already range-checked)."""
+        theirs = field[0] if field else 0
+        if not self.active or theirs == self.store.set_hash:
+            return
+        host = link_host(src)
+        last = self._answered.get(host)
+        if last is not None and now - last < TRUST_ANSWER_INTERVAL_S:
+            return
+        if not self.ctx.verified(env, src, now):
+            return
+        _remember(self._answered, host, now)
+        ids = self.store.ids()
+        for i in range(0, len(ids), MAX_TRUST_IDS):
+            page = self.ctx.seal(MsgType.TRUST_IDS, ids[i:i + MAX_TRUST_IDS])
+            self.ctx.transmit(page, Hop(), src, TxTag.TRUST_IDS)
+
+    def on_ids(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
+        ids = read_ids_untrusted(env.payload, "trust_ids")
+        if not self.ctx.verified(env, src, now):
+            return
+        wanted = [rid for rid in ids if self.store.get(rid) is None
+                  and now - self._pulling.get(rid, -1e9) >= TRUST_PULL_PATIENCE_S]
+        for rid in wanted:
+            _remember(self._pulling, rid, now)
+        if wanted:
+            self.ctx.transmit(self.ctx.seal(MsgType.TRUST_PULL, wanted), Hop(), src,
+                              TxTag.TRUST_PULL)
+
+    def on_pull(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
+        ids = read_ids_untrusted(env.payload, "trust_pull")
+        if not self.ctx.verified(env, src, now):
+            return
+        for rid in ids:
+            record = self.store.get(rid)
+            if record is None or now - self._sent.get(rid, -1e9) < TRUST_RECENT_SEND_S:
+                continue
+            _remember(self._sent, rid, now)
+            self.ctx.transmit(record.envelope, Hop(ttl=1), None, TxTag.TRUST)
+
+    # ------------------------------------------------------------ status
+    def status(self) -> dict[str, object]:
+        state = self.store.state
+        return {"records": len(self.store),
+                "revoked_devices": len(state.revoked_devices),
+                "revoked_credentials": len(state.revoked_credentials),
+                "revoked_agencies": len(state.revoked_agencies),
+                "trusted_agencies": sorted(k.hex() for k in state.trusted_agencies),
+                "refused": {str(k): v for k, v in sorted(self.store.refused.items())},
+                "latest": [r.describe() for r in reversed(self.store.latest())]}
+
+
+def credential_in_field(field: bytes) -> Credential | None:
+    """The credential in a binding's credential field: the credential alone, or the
+    credential of a bundle ``[domain, credential, extra]`` (a role hand-over)."""
+    try:
+        return decode_credential_untrusted(field)
+    except DecodeError:
+        pass
+    try:
+        outer = codec.unpack_untrusted(field)
+        if isinstance(outer, list) and len(outer) == 3 and isinstance(outer[1], bytes):
+            return decode_credential_untrusted(outer[1])
+    except DecodeError:
+        return None
+    return None
+
+
+def read_ids_untrusted(payload: object, name: str) -> list[bytes]:
+    return [codec.read_bytes(r, f"{name}.id", exact=TRUST_ID_LEN)
+            for r in codec.read_list(payload, name, MAX_TRUST_IDS)]
+
+
+def _remember(stamps: dict[bytes, float] | dict[str, float], key: object, now: float) -> None:
+    if len(stamps) >= MAX_TRACKED:
+        stamps.clear()
+    stamps[key] = now  # type: ignore[index]
+
