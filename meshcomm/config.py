@@ -58,6 +58,9 @@ MAX_PORT = 65535
 MAX_SIP_TIMEOUT_S = 3600.0
 #: Upper bound of [sip] queue sizes and connection counts.
 MAX_SIP_QUEUE = 100_000
+#: Digest algorithms [sip] auth_algorithms may name (RFC 8760), and the realm's shape.
+SIP_AUTH_ALGORITHMS = frozenset({"sha-256", "md5"})
+_AUTH_REALM_RE = re.compile(r"[A-Za-z0-9.\-_:\[\]]{1,253}")
 #: Lowest port of a [media] port range (below are the well-known/system ports).
 MIN_MEDIA_PORT = 1024
 #: Upper bound of [media] idle_timeout_s (a day) and of max_calls.
@@ -302,6 +305,14 @@ class SipSettings:
     #: RFC 3261 T1/T2 of the gateway toward its clients (retransmission, Timer F).
     t1_s: float = RFC3261_TIMERS.t1_s
     t2_s: float = RFC3261_TIMERS.t2_s
+    #: Digest authentication of local clients (docs/sip-auth.md): always on when
+    #: listen_host is not a loopback address; require_auth turns it on for loopback too.
+    require_auth: bool = False
+    #: The digest realm (default: node.domain); offered algorithms, strongest first.
+    auth_realm: str = ""
+    auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    #: Extra users: a file of HA1 lines (``meshcomm ctl user hash``), never passwords.
+    users_file: str | None = None
 
     @property
     def timers(self) -> TimerConfig:
@@ -323,6 +334,18 @@ class SipSettings:
         for key in ("max_pending_transactions", "max_tcp_connections", "client_burst"):
             if not 1 <= getattr(self, key) <= MAX_SIP_QUEUE:
                 problems.append((key, f"must be in 1..{MAX_SIP_QUEUE}"))
+        return problems + self._auth_problems()
+
+    def _auth_problems(self) -> Problems:
+        problems: Problems = []
+        names = [a.lower() for a in self.auth_algorithms]
+        if not names or len(set(names)) != len(names) or not set(names) <= SIP_AUTH_ALGORITHMS:
+            problems.append(("auth_algorithms", 'one or both of "SHA-256" and "MD5", '
+                                                "each once"))
+        if self.auth_realm and not _AUTH_REALM_RE.fullmatch(self.auth_realm):
+            problems.append(("auth_realm", "a domain like incident.local (default: node.domain)"))
+        if self.users_file is not None and not self.users_file.strip():
+            problems.append(("users_file", "must not be empty (leave it out for none)"))
         return problems
 
 
@@ -779,6 +802,7 @@ _UNSET_NOTES = {
     ("node", "data_dir"): "$XDG_DATA_HOME/meshcomm or ~/.local/share/meshcomm",
     ("uplink", "secret_file"): "secret derived from node.incident (records NOT private)",
     ("upstream", "password_file"): "no credentials (digest challenges are not answered)",
+    ("sip", "users_file"): "only the users of meshcomm ctl user add",
 }
 
 

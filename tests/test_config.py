@@ -106,7 +106,7 @@ def test_handset_profile_lists_every_key() -> None:
     for section in dataclasses.fields(NodeConfig):
         listed = set(data[section.name])
         optional = {"node": {"name", "data_dir"}, "uplink": {"secret_file"},
-                    "upstream": {"password_file"}}.get(
+                    "upstream": {"password_file"}, "sip": {"users_file"}}.get(
             section.name, set())
         expected = {f.name for f in dataclasses.fields(getattr(NodeConfig(), section.name))}
         assert listed == expected - optional, section.name

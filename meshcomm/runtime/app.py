@@ -54,6 +54,7 @@ from meshcomm.runtime.handlers import NodeInfo, control_handlers
 from meshcomm.runtime.localaddr import source_address_toward
 from meshcomm.runtime.media_io import DatagramSink, UdpMediaPorts
 from meshcomm.runtime.sipgw import SipSockets
+from meshcomm.runtime.sipusers import SipUsers
 from meshcomm.runtime.uplink_transport import (
     UplinkContacts,
     make_uplink_mesh,
@@ -335,6 +336,7 @@ async def _run_locked(options: NodeOptions,
     impairment = parse_impairment(cfg.radio.impairment) if cfg.radio.impairment else None
     sf_storage: SfStorage | None = None
     sf: StoreForward | None = None
+    sip_users: SipUsers | None = None
     # Until the driver owns them, what is opened is closed again if a later step fails.
     with contextlib.ExitStack() as opened:
         radios = await open_radios(options.radio_specs, impairment, identity.node_id)
@@ -356,6 +358,7 @@ async def _run_locked(options: NodeOptions,
         sockets = await _open_sip(cfg)
         if sockets is not None:
             opened.callback(sockets.close)
+            sip_users = SipUsers.open(cfg, data_dir, sockets.host, loop.time())
             sf, sf_storage = open_store_forward(data_dir / STORE_FORWARD_FILE, node,
                                                 store_forward_config(cfg), loop.time())
         uplink: UplinkParts | None = None
@@ -371,6 +374,8 @@ async def _run_locked(options: NodeOptions,
     core, ports = _compose_core(node, cfg, identity, rng, aor, sockets, sf, uplink,
                                 lambda *datagram: driver.receive_client_media(*datagram),
                                 upstream, collect_config(cfg, credential))
+    if sip_users is not None and isinstance(core, NodeCore) and core.gateway is not None:
+        sip_users.attach(core.gateway, core.gateway.counters)      # issue 12.2 digest auth
     if uplink is not None:
         radios.append(uplink.radio)
     driver = NodeDriver(core, radios, journal, loop, wall_offset_s=wall_offset_s,
@@ -395,7 +400,7 @@ async def _run_locked(options: NodeOptions,
             transport.on_mapped = contacts.on_mapped
         announce = contacts.announce_after(register_delay_s(options), loop)
     try:
-        status = await _serve(driver, info, options, on_ready, collect_edge)
+        status = await _serve(driver, info, options, on_ready, collect_edge, sip_users)
     finally:
         if collect_edge is not None:
             collect_edge.close()
@@ -627,11 +632,12 @@ def _sip_sink(sockets: SipSockets | None) -> Callable[[LocalDatagram], None] | N
 
 async def _serve(driver: NodeDriver, info: NodeInfo, options: NodeOptions,
                  on_ready: Callable[[NodeDriver, NodeInfo], None] | None,
-                 collect_edge: CollectEdge | None = None) -> int:
+                 collect_edge: CollectEdge | None = None,
+                 sip_users: SipUsers | None = None) -> int:
     loop = driver.loop
     stop = asyncio.Event()
     server = ControlServer(options.data_dir / CONTROL_SOCKET_FILE,
-                           control_handlers(driver, info, stop.set, collect_edge))
+                           control_handlers(driver, info, stop.set, collect_edge, sip_users))
     try:
         server.bind()
     except ControlError as exc:

@@ -18,6 +18,7 @@ from meshcomm.overlay.core import WhoEntry
 from meshcomm.runtime.collect_edge import CollectAction, CollectEdge, parse_out_dir
 from meshcomm.runtime.control import ControlCommand, ControlRequest, Handler
 from meshcomm.runtime.driver import NodeDriver
+from meshcomm.runtime.sipusers import SipUsers
 
 #: Digits kept of floating-point figures in replies.
 REPLY_DECIMALS = 3
@@ -189,6 +190,8 @@ def sip_status(driver: NodeDriver) -> dict[str, object] | None:
     if driver.core.gateway is None:
         return None
     out = driver.core.gateway.status()
+    auth = driver.core.gateway.auth
+    out["auth"] = None if auth is None else auth.status()
     sockets = driver.sip_sockets
     if sockets is not None:
         out["listen"] = {"host": sockets.host, "udp_port": sockets.udp_port,
@@ -327,9 +330,29 @@ def collect(edge: CollectEdge | None, request: ControlRequest) -> object:
     return actions[action]()
 
 
+def user(sip_users: SipUsers | None, request: ControlRequest) -> object:
+    """``ctl user``: ``action`` add (``aor``, ``password``), remove (``aor``) or list;
+    the password is hashed at once and never echoed, logged or journaled."""
+    if sip_users is None:
+        raise DecodeError("this node runs without a SIP gateway ([sip] enabled = false)")
+    action = request.args.get("action", "list")
+    if action == "list":
+        return {"users": sip_users.rows(), **sip_users.status()}
+    aor = _text_arg(request, "aor", MAX_AOR_CHARS)
+    if action == "remove":
+        return sip_users.remove(aor)
+    if action == "add":
+        password = request.args.get("password")
+        if not isinstance(password, str):
+            raise DecodeError('"password" must be a string')
+        return {**sip_users.add(aor, password), "required": sip_users.auth is not None}
+    raise DecodeError('"action" must be add, remove or list')
+
+
 def control_handlers(driver: NodeDriver, info: NodeInfo,
                      request_stop: Callable[[], None],
-                     collect_edge: CollectEdge | None = None) -> dict[ControlCommand, Handler]:
+                     collect_edge: CollectEdge | None = None,
+                     sip_users: SipUsers | None = None) -> dict[ControlCommand, Handler]:
     """The dispatch table of the control socket."""
 
     def on_stop(_request: ControlRequest) -> object:
@@ -344,4 +367,5 @@ def control_handlers(driver: NodeDriver, info: NodeInfo,
         ControlCommand.INBOX: lambda request: inbox(driver, request),
         ControlCommand.OUTBOX: lambda request: outbox(driver, request),
         ControlCommand.COLLECT: lambda request: collect(collect_edge, request),
+        ControlCommand.USER: lambda request: user(sip_users, request),
     }

@@ -45,6 +45,7 @@ from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.media.relay import MediaSetupError, SdpPath
 from meshcomm.node.gateway.admission import FREEING_METHODS, Admission
+from meshcomm.node.gateway.authgate import LocalAuth
 from meshcomm.node.gateway.beyond import Beyond
 from meshcomm.node.gateway.builtin import BuiltinUa
 from meshcomm.node.gateway.contacts import ContactMap
@@ -129,7 +130,7 @@ LINGER_FACTOR = 4
 _M = TypeVar("_M", SipRequest, SipResponse)
 
 
-class SipGateway(ResponseRelay, Beyond):
+class SipGateway(ResponseRelay, Beyond, LocalAuth):
     """See the module docstring."""
 
     def __init__(self, node: MeshNode, config: GatewayConfig, *, rng: random.Random,
@@ -359,6 +360,8 @@ class SipGateway(ResponseRelay, Beyond):
                                   self._retry_after(status) + refusal_headers(request, status))
             return
         tx = self._new_tx(request, src, hops)
+        if self._unauthenticated(tx, now):           # digest auth (gateway.authgate)
+            return
         if request.method == "REGISTER":
             self._on_register(tx, now)
             return
