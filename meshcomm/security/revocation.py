@@ -317,6 +317,11 @@ class TrustStore:
     def latest(self, count: int = STATUS_LATEST) -> list[TrustRecord]:
         return [self._records[rid] for rid in self._order[-count:]]
 
+    def set_roots(self, roots: frozenset[bytes]) -> None:
+        """Change the configured agency keys (the records are judged again)."""
+        self.roots = roots
+        self._recompute()
+
     # ------------------------------------------------------------ admission
     def restore(self, records: Iterable[TrustRecord]) -> int:
         """Records read back from disk: admitted without writing again (untrusted input:
@@ -335,7 +340,8 @@ class TrustStore:
                 record.signer in trusted and record.subject not in self.roots))
             return record.signer if ok else None
         if record.kind is TrustKind.ADD_AGENCY:
-            return record.signer if record.signer in trusted else None
+            ok = record.signer in trusted and record.subject not in self.state.revoked_agencies
+            return record.signer if ok else None
         if record.signer in trusted:
             return record.signer
         authority = command_authority(record, trusted)

@@ -1,0 +1,192 @@
+"""Trust records on the overlay: flooding, anti-entropy, enforcement (simulated chains)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from meshcomm.location.table import TrustMode, TrustPolicy
+from meshcomm.node.mesh import MeshNode
+from meshcomm.security.credentials import issue_credential
+from meshcomm.security.identity import Identity
+from meshcomm.security.revocation import TrustKind, TrustRecord, make_trust_record
+from meshcomm.sim.engine import Action, ActionKind, Simulator
+from meshcomm.sim.scenario import ScenarioParams, sim_config
+from meshcomm.types import LinkAddr
+from meshcomm.wire.envelope import Hop, encode_frame
+
+ROOT = Identity(b"R" * 32)
+STRANGER = Identity(b"X" * 32)
+
+
+def chain(nodes: int = 6, loss: float = 0.0, seed: int = 1, duration_s: float = 60.0,
+          absent: frozenset[str] = frozenset(),
+          actions: list[Action] | None = None) -> Simulator:
+    config = sim_config(ScenarioParams(topology="chain", nodes=nodes, loss=loss,
+                                       duration_s=duration_s, seed=seed),
+                        absent=absent, actions=actions)
+    policy = TrustPolicy(TrustMode.OPEN, frozenset({ROOT.public_key}))
+    config.settings = dataclasses.replace(config.settings, trust=policy)
+    return Simulator(config)
+
+
+def node(sim: Simulator, name: str) -> MeshNode:
+    core = sim.core(name)
+    assert core is not None
+    return core
+
+
+def revoke_at(sim: Simulator, when: float, at: str, victim: str,
+              signer: Identity = ROOT) -> list[TrustRecord]:
+    made: list[TrustRecord] = []
+
+    def go(s: Simulator) -> None:
+        key = node(s, victim).identity.public_key
+        record = make_trust_record(signer, incident=node(s, at).settings.incident,
+                                   kind=TrustKind.REVOKE_DEVICE, subject=key,
+                                   issued_at=int(s.now))
+        made.append(record)
+        node(s, at).overlay.trust.originate(record, s.now)
+        s.after_command(at)
+    sim.call_at(when, go)
+    return made
+
+
+def bound_keys(n: MeshNode) -> set[bytes]:
+    return {s.binding.key for s in n.table if not s.binding.is_tombstone}
+
+
+def checkpoint(sim: Simulator, when: float, out: dict[float, dict[str, set[bytes]]]) -> None:
+    def go(s: Simulator) -> None:
+        out[when] = {name: bound_keys(node(s, name)) for name in s.node_names()
+                     if s.core(name) is not None}
+    sim.call_at(when, go)
+
+
+def test_revocation_crosses_a_six_node_chain_and_removes_the_bindings() -> None:
+    sim = chain(duration_s=45.0)
+    seen: dict[float, dict[str, set[bytes]]] = {}
+    checkpoint(sim, 29.0, seen)
+    revoke_at(sim, 30.0, "n0", "n5")
+    checkpoint(sim, 32.0, seen)
+    checkpoint(sim, 44.0, seen)
+    sim.run()
+    victim = node(sim, "n5").identity.public_key
+    assert all(victim in keys for name, keys in seen[29.0].items())     # before: known
+    for when in (32.0, 44.0):   # within 2 s and still after refreshes
+        assert all(victim not in keys for name, keys in seen[when].items() if name != "n5")
+    for name in ("n0", "n1", "n2", "n3", "n4"):
+        n = node(sim, name)
+        assert n.overlay.trust.store.key_revoked(victim)
+        assert n.counters["bindings_revoked"] == 1
+    # n5 keeps sending (HELLOs, refreshed bindings): n4 drops them all
+    assert node(sim, "n4").counters["drop_revoked"] > 0
+
+
+def test_revocation_survives_loss_within_ten_seconds() -> None:
+    for seed in (1, 2, 3):
+        sim = chain(loss=0.2, seed=seed, duration_s=42.0)
+        seen: dict[float, dict[str, set[bytes]]] = {}
+        revoke_at(sim, 30.0, "n0", "n5")
+        checkpoint(sim, 40.0, seen)
+        sim.run()
+        victim = node(sim, "n5").identity.public_key
+        assert all(victim not in keys for name, keys in seen[40.0].items() if name != "n5")
+
+
+def test_traffic_of_a_revoked_node_is_dropped() -> None:
+    sim = chain(duration_s=50.0)
+    revoke_at(sim, 30.0, "n0", "n5")
+
+    def send(s: Simulator) -> None:
+        node(s, "n5").send_unicast(node(s, "n0").node_id, 7, b"from a lost handset", s.now)
+        node(s, "n4").send_unicast(node(s, "n0").node_id, 7, b"from a good one", s.now)
+        s.after_command("n5")
+        s.after_command("n4")
+    sim.call_at(40.0, send)
+    sim.run()
+    got = [ev.body for _, name, ev in sim.unicasts if name == "n0"]
+    assert got == [b"from a good one"]
+
+
+def test_a_node_that_joins_later_gets_the_revocation_by_anti_entropy() -> None:
+    sim = chain(duration_s=60.0, absent=frozenset({"n5"}),
+                actions=[Action(40.0, ActionKind.JOIN, ("n5",))])
+    revoke_at(sim, 20.0, "n1", "n0")
+    sim.run()
+    late = node(sim, "n5")
+    victim = node(sim, "n0").identity.public_key
+    assert late.overlay.trust.store.key_revoked(victim)
+    assert victim not in bound_keys(late)
+    assert late.counters["tx_trust_pull"] >= 1
+
+
+def test_unauthorised_revocation_is_refused_and_not_flooded() -> None:
+    sim = chain(duration_s=40.0)
+    records = revoke_at(sim, 30.0, "n0", "n5", signer=STRANGER)
+
+    def replay(s: Simulator) -> None:
+        frame = encode_frame(records[0].envelope, Hop(ttl=8))
+        for _ in range(50):
+            node(s, "n2").receive(frame, LinkAddr("wlan0|[fe80::bad]:1"), s.now)
+        s.after_command("n2")
+    sim.call_at(31.0, replay)
+    sim.run()
+    victim = node(sim, "n5").identity.public_key
+    for name in sim.node_names():
+        n = node(sim, name)
+        assert len(n.overlay.trust.store) == 0 and not n.overlay.trust.active
+        assert n.counters["tx_trust"] == 0
+        assert name == "n5" or victim in bound_keys(n)
+    assert node(sim, "n2").counters["drop_trust_unauthorised"] >= 1
+
+
+def test_no_trust_records_no_change_on_the_wire() -> None:
+    """Without trust records, digests carry no trust field (the simulator's trace digests
+    stay as they were)."""
+    sim = chain(duration_s=20.0)
+    sim.run()
+    for name in sim.node_names():
+        n = node(sim, name)
+        assert not n.overlay.trust.active and n.overlay.trust.digest_field() == []
+        assert n.counters["tx_trust_ids"] == 0
+
+
+def test_mutual_aid_agency_added_by_a_signed_update_lets_its_handsets_register() -> None:
+    aid = Identity(b"A" * 32)
+    sim = chain(duration_s=50.0)
+    sim.config.settings = dataclasses.replace(
+        sim.config.settings, trust=TrustPolicy(TrustMode.AGENCY, frozenset({ROOT.public_key})))
+    aor = "sip:crew1@aid.example"
+    seen: dict[float, list[bool]] = {}
+
+    def arrive(s: Simulator) -> None:
+        crew = node(s, "n5")     # started with its own agency's key in its profile
+        crew.overlay.trust.store.set_roots(frozenset({ROOT.public_key, aid.public_key}))
+        crew.overlay.trust.enforce(s.now)
+        crew.credential = issue_credential(
+            aid, aor_pattern="sip:*@aid.example", role="firefighter",
+            device_key=crew.identity.public_key, issued_at=0, expires_at=10**7).to_bytes()
+        crew.register(aor, ("sip:crew1@10.0.0.5",), s.now)
+        s.after_command("n5")
+
+    def look(when: float) -> None:
+        def go(s: Simulator) -> None:
+            seen[when] = [bool(node(s, f"n{i}").table.lookup(aor)) for i in range(5)]
+        sim.call_at(when, go)
+
+    def add(s: Simulator) -> None:
+        record = make_trust_record(ROOT, incident=node(s, "n0").settings.incident,
+                                   kind=TrustKind.ADD_AGENCY, subject=aid.public_key,
+                                   issued_at=int(s.now))
+        assert node(s, "n0").overlay.trust.originate(record, s.now) is None
+        s.after_command("n0")
+
+    sim.call_at(20.0, arrive)
+    look(29.0)
+    sim.call_at(30.0, add)
+    look(40.0)
+    sim.run()
+    assert seen[29.0] == [False] * 5           # an unknown agency's handset: refused
+    assert seen[40.0] == [True] * 5            # everywhere within 10 s of the update
+    for i in range(6):
+        assert aid.public_key in node(sim, f"n{i}").table.policy.agency_keys
