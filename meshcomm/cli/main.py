@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "meshcomm.cli.dht_node_cmd",
     "meshcomm.cli.ctl_cmd",
     "meshcomm.cli.keys_cmd",
+    "meshcomm.cli.revoke_cmd",
     "meshcomm.cli.config_cmd",
     "meshcomm.cli.journal_cmd",
     "meshcomm.cli.export_cmd",

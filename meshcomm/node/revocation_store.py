@@ -23,8 +23,10 @@ from meshcomm.errors import ConfigError, DecodeError, LocalProtocolError
 from meshcomm.security.revocation import (
     MAX_TRUST_RECORDS,
     TrustRecord,
+    TrustStore,
     decode_trust_record_untrusted,
 )
+from meshcomm.security.verify import SignatureVerifier
 from meshcomm.sqlitefile import WalRefused, open_durable
 
 log = logging.getLogger(__name__)
@@ -114,3 +116,22 @@ class TrustDb:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def open_trust_store(path: Path, incident: str, roots: frozenset[bytes],
+                     verifier: SignatureVerifier) -> tuple[TrustDb, TrustStore]:
+    """Open the node's trust database and the store restored from it (each row checked
+    again as if it came from the mesh: a record of another incident or trust root, or
+    whose signer lost authority, is not restored)."""
+    db = TrustDb.open(path)
+    try:
+        store = TrustStore(incident, roots, verifier, persist=db.persist, forget=db.forget)
+        rows = db.load()
+        kept = store.restore(rows)
+    except BaseException:
+        db.close()
+        raise
+    if rows or db.skipped_rows:
+        log.info("trust: restored %d of %d record(s)%s", kept, len(rows),
+                 f", {db.skipped_rows} corrupt row(s) skipped" if db.skipped_rows else "")
+    return db, store

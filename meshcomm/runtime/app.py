@@ -44,6 +44,7 @@ from meshcomm.node.core import NodeCore, compose
 from meshcomm.node.freshness_store import FreshnessStore
 from meshcomm.node.gateway.types import GatewayConfig, LocalDatagram
 from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.node.revocation_store import TRUST_FILE, open_trust_store
 from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import RELAY_CAP, RELAY_ROLE, StoreForward, StoreForwardConfig
 from meshcomm.runtime.collect_edge import CollectEdge, collect_config
@@ -351,10 +352,14 @@ async def _run_locked(options: NodeOptions,
                                                 identity.public_key,
                                                 time.time() + options.wall_clock_skew_s)
         opened.callback(fresh_store.close)
+        trust_db, trust = open_trust_store(data_dir / TRUST_FILE, cfg.node.incident,
+                                           cfg.trust.to_policy().agency_keys,
+                                           SignatureVerifier())
+        opened.callback(trust_db.close)
         node = MeshNode(identity, mesh_settings(cfg, uplink=options.uplink is not None),
                         verifier=SignatureVerifier(), rng=rng,
                         now=loop.time(), seq_base=epoch << 32, wall_offset_s=wall_offset_s,
-                        credential=credential, freshness=freshness)
+                        credential=credential, freshness=freshness, trust=trust)
         sockets = await _open_sip(cfg)
         if sockets is not None:
             opened.callback(sockets.close)
@@ -407,6 +412,7 @@ async def _run_locked(options: NodeOptions,
         if announce is not None:
             announce.cancel()
         failed = _close_node(driver, sf_storage, sockets, fresh_store)
+        failed += close_all([(f"trust {trust_db.path}", trust_db.close)])
     if failed:
         log.error("node stopped; could not close cleanly: %s", ", ".join(failed))
         return status or EXIT_CLOSE_FAILED

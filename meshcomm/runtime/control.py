@@ -56,6 +56,7 @@ class ControlCommand(StrEnum):
     INBOX = "inbox"      # {"since": seq}: MESSAGEs delivered to the node's own AoR
     OUTBOX = "outbox"    # MESSAGEs held for store-and-forward (queued / held by / delivered)
     COLLECT = "collect"  # {"action": "start", "out": DIR} / "status" / "cancel": journals
+    REVOKE = "revoke"    # {"record": HEX} / {"kind", "subject", "note"}: a trust record
     USER = "user"        # {"action": "add", "aor", "password"} / "remove" / "list": SIP users
 
 

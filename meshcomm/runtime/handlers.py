@@ -19,6 +19,7 @@ from meshcomm.runtime.collect_edge import CollectAction, CollectEdge, parse_out_
 from meshcomm.runtime.control import ControlCommand, ControlRequest, Handler
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.sipusers import SipUsers
+from meshcomm.runtime.trust_ctl import revoke, trust_status
 
 #: Digits kept of floating-point figures in replies.
 REPLY_DECIMALS = 3
@@ -105,6 +106,7 @@ def status(driver: NodeDriver, info: NodeInfo) -> dict[str, object]:
         "upstream": upstream_status(driver),
         "cross_site": cross_site_status(driver),
         "collect": collect_status(driver),
+        "trust": trust_status(driver),
         "journal": journal.status() if journal is not None else {
             "path": None, "durable_seq": 0, "head_seq": 0},
     }
@@ -367,5 +369,6 @@ def control_handlers(driver: NodeDriver, info: NodeInfo,
         ControlCommand.INBOX: lambda request: inbox(driver, request),
         ControlCommand.OUTBOX: lambda request: outbox(driver, request),
         ControlCommand.COLLECT: lambda request: collect(collect_edge, request),
+        ControlCommand.REVOKE: lambda request: revoke(driver, request),
         ControlCommand.USER: lambda request: user(sip_users, request),
     }
