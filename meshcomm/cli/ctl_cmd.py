@@ -6,7 +6,9 @@ sends a MESSAGE from the node's AoR and prints its outcome (delivered, held or f
 ``ctl inbox`` lists MESSAGEs to the node's AoR, ``ctl outbox`` where held MESSAGEs are
 (queued, held by a relay, delivered; a held ``ctl send`` names its outbox id, and the
 outbox names the send id), ``ctl collect --out DIR`` pulls the journals of every device
-the node reaches into DIR (docs/collect.md), ``ctl stop`` asks it to de-register and exit.
+the node reaches into DIR (docs/collect.md), ``ctl user add|remove|list|hash`` manages the
+SIP users its gateway authenticates (docs/sip-auth.md), ``ctl stop`` asks it to
+de-register and exit.
 A node that is not running gives one line and exit status 1.
 """
 
@@ -22,6 +24,7 @@ from typing import Any
 
 from meshcomm.cli.collect_cmd import register_collect
 from meshcomm.cli.handset_cmd import resolve_data_dir
+from meshcomm.cli.user_cmd import register_user
 from meshcomm.config import NodeConfig
 from meshcomm.runtime.app import data_dir_locked
 from meshcomm.runtime.control import (
@@ -72,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="also list the messages this relay holds for other nodes")
     outbox.set_defaults(handler=run_outbox)
     register_collect(sub)
+    register_user(sub)
     stop = sub.add_parser("stop", help="de-register and stop the node")
     stop.add_argument("--wait", action="store_true",
                       help="return only after the node has exited (up to --timeout)")
@@ -170,6 +174,10 @@ def format_status(st: dict[str, Any]) -> str:
                      f", inbox {sip.get('inbox')}, outbox pending {sip.get('outbox_pending')}, "
                      f"clients {', '.join(sip.get('local_registrations', [])) or '-'}")
         lines.append("sip counters " + _nonzero(sip.get("counters", {})))
+        auth = sip.get("auth")
+        lines.append("sip auth " + ("off (loopback listener)" if not auth else
+                                    f"required, realm {auth.get('realm')}, "
+                                    f"{auth.get('users')} user(s)"))
     sf = st.get("store_forward")
     if sf:
         own = sf.get("own", {})
