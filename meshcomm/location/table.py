@@ -316,6 +316,22 @@ class LocationTable:
         vouched for ('' if it would): the gateway asks before answering a REGISTER."""
         return self._trust_check(aor, key, field, wall_now)[0]
 
+    def claim_refusal(self, aor: str, key: bytes, field: bytes | None, wall_now: float) -> str:
+        """Why this table would not let ``key`` hold ``aor`` with credential field
+        ``field`` ('' if it would): the agency policy's checks, and a role address another
+        key holds with a hand-over at least as recent. The gateway answers a REGISTER
+        with 403 instead of 200 when this is not empty."""
+        if self.policy.mode is not TrustMode.AGENCY:
+            return ""
+        reason, handover_from = self._trust_check(aor, key, field, wall_now)
+        if reason:
+            return reason
+        holder = self.role_holder(aor)
+        if holder is not None and holder.binding.key != key and (
+                holder.handover_from >= handover_from):
+            return "role_address_held"
+        return ""
+
     def _trust_check(self, aor: str, key: bytes, field: bytes | None,
                      wall_now: float) -> tuple[str, int]:
         if field is None:

@@ -31,6 +31,7 @@ from meshcomm.overlay.core import FrameDecoder, GossipOverlay, OverlayEvent
 from meshcomm.overlay.counters import OverlayCounter, TxTag
 from meshcomm.security.identity import Identity
 from meshcomm.security.revocation import TrustStore
+from meshcomm.security.roles import MAX_ROLE_ADDRESSES, Handover, pack_trust_bundle
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import Aor, Datagram, LinkAddr, NodeId
 from meshcomm.wire.envelope import Envelope, Hop, decode_frame_untrusted
@@ -63,6 +64,10 @@ class _Registration:
     refresh_at: float
 
 
+#: Hand-overs a node keeps (one per role address it may be given).
+MAX_HANDOVERS = MAX_ROLE_ADDRESSES
+
+
 class MeshNode:
     """One node: driving API of the architecture guide, plus register/deregister."""
 
@@ -77,6 +82,8 @@ class MeshNode:
         self.settings = settings
         self.rng = rng
         self.credential = credential
+        #: Signed hand-overs of role addresses to this node, by AoR (security.roles).
+        self.handovers: dict[str, Handover] = {}
         if freshness is None:
             freshness = FreshnessMemory(own_key=identity.public_key)
         # Never sign below what the mesh already accepted from us (a lost boot epoch).
@@ -123,7 +130,7 @@ class MeshNode:
         binding = make_binding(self.identity, incident=self.settings.incident,
                                seq=self.overlay.next_seq(), aor=reg.aor, contacts=(),
                                issued_at=self.overlay.wall_time(now), lifetime_s=0,
-                               hold_s=lifetime, caps=(), credential=self.credential)
+                               hold_s=lifetime, caps=(), credential=self.trust_field(reg.aor))
         self.overlay.announce(binding, now, copies)
         return binding
 
@@ -176,12 +183,32 @@ class MeshNode:
         """Send one media payload (already authenticated by the media layer) to ``dst``."""
         self.overlay.media.send(NodeId(dst), stream, payload, now)
 
+    def trust_field(self, aor: str) -> bytes | None:
+        """The credential field of this node's bindings of ``aor``: the credential, with
+        the signed hand-over of ``aor`` when one names this node (security.roles)."""
+        if self.credential is None:
+            return None
+        return pack_trust_bundle(self.credential, self.handovers.get(aor.lower()))
+
+    def accept_handover(self, handover: Handover, now: float) -> None:
+        """Hold ``handover`` (of a role address to this node's key) and announce the
+        address again with it, if this node registers it."""
+        if handover.new_key != self.identity.public_key:
+            raise ValueError("the hand-over names another key")
+        self.handovers.pop(handover.aor, None)
+        self.handovers[handover.aor] = handover
+        while len(self.handovers) > MAX_HANDOVERS:
+            del self.handovers[next(iter(self.handovers))]
+        reg = self._registrations.get(handover.aor)
+        if reg is not None:
+            self._announce(reg, now)
+
     def _announce(self, reg: _Registration, now: float) -> Binding:
         lifetime = self.settings.registration_lifetime_s
         binding = make_binding(self.identity, incident=self.settings.incident,
                                seq=self.overlay.next_seq(), aor=reg.aor, contacts=reg.contacts,
                                issued_at=self.overlay.wall_time(now), lifetime_s=lifetime,
-                               caps=self.settings.caps, credential=self.credential)
+                               caps=self.settings.caps, credential=self.trust_field(reg.aor))
         factor = REFRESH_FRACTION * self.rng.uniform(1 - REFRESH_JITTER, 1 + REFRESH_JITTER)
         reg.refresh_at = now + lifetime * factor
         self.overlay.announce(binding, now)

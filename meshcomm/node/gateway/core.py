@@ -56,6 +56,7 @@ from meshcomm.node.gateway.counters import (
     GatewayCounter,
     SdpRefusal,
 )
+from meshcomm.node.gateway.identity import IdentityChecks
 from meshcomm.node.gateway.parts import (
     AwaitingEnvelope,
     Peer,
@@ -130,7 +131,7 @@ LINGER_FACTOR = 4
 _M = TypeVar("_M", SipRequest, SipResponse)
 
 
-class SipGateway(ResponseRelay, Beyond, LocalAuth):
+class SipGateway(ResponseRelay, Beyond, IdentityChecks, LocalAuth):
     """See the module docstring."""
 
     def __init__(self, node: MeshNode, config: GatewayConfig, *, rng: random.Random,
@@ -365,7 +366,8 @@ class SipGateway(ResponseRelay, Beyond, LocalAuth):
         if request.method == "REGISTER":
             self._on_register(tx, now)
             return
-        self._route(tx, now)
+        if not self._identity_refused(tx, now):          # issue 12.1 (gateway.identity)
+            self._route(tx, now)
 
     def _admission(self, request: SipRequest, src: Peer, now: float) -> int | None:
         """§16.3 checks and overload protection; the status to refuse with, or None."""
@@ -558,7 +560,7 @@ class SipGateway(ResponseRelay, Beyond, LocalAuth):
                                             [rr, *out.header_values("Record-Route")])
         if isinstance(upstream, tuple):
             self.registrar.learn_contacts(request.contacts, upstream)
-        return self.contacts.rewrite(out, upstream, dest)
+        return self.contacts.rewrite(self._asserted(out, request, upstream, dest), upstream, dest)
 
     # ------------------------------------------------------------ media hook
     def _rewrite_or_status(self, message: _M, src: Peer, dest: Peer) -> _M | int:

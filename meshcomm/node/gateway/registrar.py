@@ -78,7 +78,7 @@ class Registrar:
         if not aor_uri.is_sip or aor_uri.user is None:
             return 400, []
         aor = aor_uri.aor.lower()
-        if self._held_elsewhere(aor):
+        if self._held_elsewhere(aor) or self._mesh_refuses(aor, now):
             self.counters[GatewayCounter.REGISTER_CONFLICTS] += 1
             return 403, []
         contacts = request.contacts
@@ -116,6 +116,20 @@ class Registrar:
             return False
         own_key = self.node.identity.public_key
         return any(s.binding.key != own_key for s in self.node.table.lookup(aor))
+
+    def _mesh_refuses(self, aor: str, now: float) -> bool:
+        """Agency policy: the binding we would announce is one the mesh refuses (the
+        credential's pattern or role, a role address held by another key): issue 12.3."""
+        node = self.node
+        return bool(node.table.claim_refusal(aor, node.identity.public_key,
+                                             node.trust_field(aor),
+                                             node.overlay.wall_time(now)))
+
+    def source_of(self, aor: str) -> Address | None:
+        """Where the REGISTER of the local registration of ``aor`` came from (None: no
+        client holds it here): the gateway's identity check (gateway.identity)."""
+        reg = self._regs.get(aor)
+        return None if reg is None else reg.source
 
     @staticmethod
     def _reply(reg: LocalRegistration | None, now: float) -> RegisterReply:
