@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from meshcomm.journal.events import JournalEventType, JournalRecord
+from meshcomm.location.table import TrustPolicy
 from meshcomm.media.packet import Channel
 from meshcomm.media.relay import MediaConfig, MediaRelay, SequentialPortAllocator
 from meshcomm.media.session import TO_MESH_COUNTERS, ClientPacket
@@ -128,7 +129,11 @@ class Net:
     def __init__(self, n_nodes: int, *, config: GatewayConfig | None = None,
                  holders: dict[int, MessageHolder] | None = None, seed: int = 7,
                  media: MediaConfig | None = None, media_ports: int = 100,
-                 media_at: set[int] | None = None, loss: float = 0.0) -> None:
+                 media_at: set[int] | None = None, loss: float = 0.0,
+                 trust: TrustPolicy | None = None,
+                 credential: Callable[[int, Identity], bytes | None] | None = None) -> None:
+        """``trust`` and ``credential`` (node index, identity -> its credential): the
+        agency policy's nodes (issue 12)."""
         self.now = 0.0
         self.rng = random.Random(seed)
         self.loss = loss
@@ -139,9 +144,11 @@ class Net:
         holders = holders or {}
         for i in range(n_nodes):
             ident = Identity(hashlib.sha256(f"gw-test-{seed}-{i}".encode()).digest())
-            node = MeshNode(ident, NodeSettings(overlay=FAST_OVERLAY),
+            node = MeshNode(ident, NodeSettings(overlay=FAST_OVERLAY,
+                                                trust=trust or TrustPolicy()),
                             verifier=SignatureVerifier(), rng=random.Random(seed * 100 + i),
-                            now=self.now, seq_base=1 << 32, wall_offset_s=1.7e9)
+                            now=self.now, seq_base=1 << 32, wall_offset_s=1.7e9,
+                            credential=credential(i, ident) if credential else None)
             relay = None
             if media is not None and (media_at is None or i in media_at):
                 first = 20000 + 1000 * i
