@@ -50,7 +50,8 @@ def who_entry_json(entry: WhoEntry) -> dict[str, object]:
     """The ``ctl who --json`` object of one binding."""
     return {"aor": entry.aor, "node_id": entry.node_id, "hops": entry.hops,
             "next_hop": entry.next_hop, "state": entry.state,
-            "expires": round(entry.expires_s, 1), "contacts": list(entry.contacts)}
+            "expires": round(entry.expires_s, 1), "contacts": list(entry.contacts),
+            "handover_from": entry.handover_from}
 
 
 def who(driver: NodeDriver) -> list[dict[str, object]]:
@@ -339,7 +340,7 @@ def user(sip_users: SipUsers | None, request: ControlRequest) -> object:
         raise DecodeError("this node runs without a SIP gateway ([sip] enabled = false)")
     action = request.args.get("action", "list")
     if action == "list":
-        return {"users": sip_users.rows(), **sip_users.status()}
+        return {**sip_users.status(), "users": sip_users.rows()}
     aor = _text_arg(request, "aor", MAX_AOR_CHARS)
     if action == "remove":
         return sip_users.remove(aor)

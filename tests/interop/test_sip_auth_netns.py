@@ -1,0 +1,178 @@
+"""Digest authentication at a gateway listening on a namespace address (issue 12 item 2).
+
+Two namespaces in a chain, a ``meshcomm handset`` in each; node 0's SIP gateway listens on
+10.77.0.1 (a LAN beside it, namespace ``lan``), so digest authentication is on without any
+setting; node 1 keeps the default loopback listener (no authentication). In ``lan``:
+
+* baresip (a stock client) registers ``sip:alice@incident.local`` with ``auth_pass``
+  (challenged 401 first, then 200), and a MESSAGE from node 1 (``ctl send``) reaches it;
+* sipvicious ``svwar`` scans the gateway with REGISTER, OPTIONS and INVITE for a
+  dictionary holding every registered name (alice, both nodes' AoRs) and others: it finds
+  none (forced past its first check, which already gives up on a gateway that
+  challenges an unknown name). The same OPTIONS scan against node 1's open loopback
+  gateway finds node 1's AoR: the scanner works, the authentication is what hides names;
+* an unauthenticated REGISTER for alice from another port, and baresip's own captured
+  Authorization replayed, get 401 and take nothing over: a second MESSAGE still reaches
+  baresip.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.envcheck import require_program, require_root
+from tools.testbed import chain
+from tools.testbed.baresip import CTRL_PORT, BaresipClient, write_config
+from tools.testbed.netns import in_netns, run_ip
+from tools.testbed.nodes import wait_until
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+SVWAR = Path(sys.executable).parent / "sipvicious_svwar"
+DOMAIN = "incident.local"
+GW_IP, LAN_IP, PREFIX = "10.77.0.1", "10.77.0.2", 24
+GW_PORT, BARESIP_PORT = 5060, 5070
+REGISTER_S = 15.0
+MESSAGE_S = 20.0
+SCAN_TIMEOUT_S = 120
+#: Names the scans try: every registered one and some that are not.
+NAMES = ("alice", "n0", "n1", "bob", "admin", "100", "1000", "ops-chief", "medic-7",
+         "test", "operator", "guest")
+
+
+def _ctl(data_dir: Path, *args: str, input_text: str | None = None) -> str:
+    done = subprocess.run([sys.executable, "-m", "meshcomm.cli.main", "ctl", "--data-dir",
+                           str(data_dir), *args], input=input_text, capture_output=True,
+                          text=True, cwd=REPO, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _svwar(tb_run: object, namespace: str, target: str, method: str, words: Path,
+           *extra: str) -> tuple[int, str]:
+    argv = ["ip", "netns", "exec", namespace, str(SVWAR), "-m", method, "-d", str(words),
+            "--domain", DOMAIN, "-t", "0.1", *extra, f"udp://{target}:{GW_PORT}"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=SCAN_TIMEOUT_S,
+                          check=False)
+    return done.returncode, done.stdout + done.stderr
+
+
+def _found(output: str) -> list[str]:
+    """The extensions svwar reports (its log lines and its result table)."""
+    logged = re.findall(r"extension '([^']+)' (?:exists|probably exists)", output)
+    table = re.findall(r"^\|\s*(\S+)\s*\|\s*(?:reqauth|noauth|weird)\s*\|$", output, re.M)
+    return sorted(set(logged + table))
+
+
+def _raw_register(namespace: str, authorization: str | None) -> str:
+    """A REGISTER for alice from another socket in the LAN; the status line answered."""
+    with in_netns(namespace):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((LAN_IP, 0))
+    sock.settimeout(5.0)
+    port = sock.getsockname()[1]
+    lines = [f"REGISTER sip:{DOMAIN} SIP/2.0",
+             f"Via: SIP/2.0/UDP {LAN_IP}:{port};branch=z9hG4bK{secrets.token_hex(6)};rport",
+             "Max-Forwards: 70", f"From: <sip:alice@{DOMAIN}>;tag={secrets.token_hex(4)}",
+             f"To: <sip:alice@{DOMAIN}>", f"Call-ID: {secrets.token_hex(8)}@evil",
+             "CSeq: 1 REGISTER", f"Contact: <sip:alice@{LAN_IP}:{port}>", "Expires: 600"]
+    if authorization is not None:
+        lines.append(f"Authorization: {authorization}")
+    lines.append("Content-Length: 0")
+    try:
+        sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), (GW_IP, GW_PORT))
+        return sock.recv(65536).decode(errors="replace").split("\r\n", 1)[0]
+    finally:
+        sock.close()
+
+
+def _messages_to(client: BaresipClient, text: str) -> int:
+    return sum(1 for m in client.trace()
+               if not m.sent and m.first_line.startswith("MESSAGE") and text in m.body)
+
+
+def test_svwar_finds_nothing_and_takeover_fails(tmp_path: Path) -> None:
+    require_root()
+    require_program("baresip", "baresip-core")
+    if not SVWAR.exists():
+        pytest.fail(f"{SVWAR} missing: pip install sipvicious (the test extras)")
+    words = tmp_path / "names.txt"
+    words.write_text("\n".join(NAMES) + "\n")
+    with chain(2) as tb:
+        tb.use_workdir(tmp_path / "bed")
+        lan = tb.attach(0, "lan")
+        run_ip("-n", tb.ns(0), "addr", "add", f"{GW_IP}/{PREFIX}", "dev", "tolan")
+        run_ip("-n", lan, "addr", "add", f"{LAN_IP}/{PREFIX}", "dev", "to0")
+        # baresip 1.0 (libre 1.1) refuses a SHA-256 challenge: offer MD5 alone for it.
+        n0 = tb.start_node(0, name="n0", extra_args=[
+            "--sip-listen", f"{GW_IP}:{GW_PORT}", "--set", 'sip.auth_algorithms=["MD5"]'])
+        n1 = tb.start_node(1, name="n1")
+        password = secrets.token_urlsafe(12)
+        out = _ctl(n0.data_dir, "user", "add", f"sip:alice@{DOMAIN}", input_text=password + "\n")
+        assert "added sip:alice@incident.local" in out
+        assert password not in (n0.log_path.read_text() + out)
+        stored = (n0.data_dir / "sip-users").read_text()
+        assert password not in stored and (n0.data_dir / "sip-users").stat().st_mode & 0o077 == 0
+        listing = _ctl(n0.data_dir, "user", "list")
+        assert "digest authentication required" in listing and "sip:alice@" in listing
+
+        conf = tb.workdir / "baresip-alice"
+        write_config(conf, "alice", node_sip_port=GW_PORT, sip_port=BARESIP_PORT, audio_in=None)
+        config = (conf / "config").read_text()
+        config = config.replace(f"sip_listen 127.0.0.1:{BARESIP_PORT}",
+                                f"sip_listen {LAN_IP}:{BARESIP_PORT}")
+        (conf / "config").write_text(config.replace("net_interface 127.0.0.1",
+                                                    f"net_interface {LAN_IP}"))
+        (conf / "accounts").write_text(
+            f'<sip:alice@{DOMAIN}>;auth_pass={password};outbound="sip:{GW_IP}:{GW_PORT};'
+            'transport=udp";regint=600;answermode=auto\n')
+        alice = BaresipClient(0, "alice", conf, tb.workdir / "baresip-alice.log",
+                              BARESIP_PORT, DOMAIN)
+        with alice.log_path.open("ab") as log:
+            alice.proc = tb.popen_in(lan, ["baresip", "-s", "-f", str(conf)],
+                                     stdin=subprocess.PIPE, stdout=log,
+                                     stderr=subprocess.STDOUT)
+
+        def opener() -> socket.socket:
+            with in_netns(lan):
+                return socket.create_connection(("127.0.0.1", CTRL_PORT), timeout=1.0)
+
+        alice.connect(opener)
+        try:
+            assert wait_until(alice.registered, REGISTER_S) is not None, alice.log_tail()
+            regs = [m for m in alice.trace() if m.method == "REGISTER"]
+            assert [m.status for m in regs if not m.sent][:2] == [401, 200]
+            sent_auth = [m.headers["authorization"] for m in regs
+                         if m.sent and "authorization" in m.headers]
+            assert sent_auth
+
+            _ctl(n1.data_dir, "send", f"sip:alice@{DOMAIN}", "first")
+            assert wait_until(lambda: _messages_to(alice, "first") == 1, MESSAGE_S) is not None
+
+            for method in ("REGISTER", "OPTIONS", "INVITE"):
+                code, output = _svwar(tb, lan, GW_IP, method, words)
+                assert _found(output) == [], output         # gives up at once, finds nothing
+                code, output = _svwar(tb, lan, GW_IP, method, words, "--force")
+                assert _found(output) == [] and "found nothing" in output, output
+                assert code != 40, output
+            # The control: the same scan against node 1's open loopback gateway finds n1.
+            code, output = _svwar(tb, tb.ns(1), "127.0.0.1", "OPTIONS", words)
+            assert "n1" in _found(output), output
+
+            assert _raw_register(lan, None).startswith("SIP/2.0 401")
+            assert _raw_register(lan, sent_auth[-1]).startswith("SIP/2.0 401")
+            _ctl(n1.data_dir, "send", f"sip:alice@{DOMAIN}", "second")
+            assert wait_until(lambda: _messages_to(alice, "second") == 1, MESSAGE_S) \
+                is not None, alice.log_tail()
+            status = _ctl(n0.data_dir, "status", "--json")
+            assert '"auth_challenged"' in status and '"auth_accepted"' in status
+        finally:
+            alice.close()
