@@ -112,10 +112,19 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def format_who(entries: Sequence[dict[str, Any]]) -> str:
     rows = [[str(e.get("aor")), _short(e.get("node_id")),
              "-" if e.get("hops") is None else str(e.get("hops")),
-             _short(e.get("next_hop")), str(e.get("state")), f"{e.get('expires', 0):.0f} s"]
+             _short(e.get("next_hop")), _who_state(e), f"{e.get('expires', 0):.0f} s"]
             for e in entries]
     table = format_table(["AOR", "NODE", "HOPS", "NEXT HOP", "STATE", "EXPIRES"], rows)
     return f"{table}\n{len(entries)} binding(s)"
+
+
+def _who_state(entry: dict[str, Any]) -> str:
+    """The state, and for a role address held by hand-over, since when (issue 12.3)."""
+    since = entry.get("handover_from")
+    if not isinstance(since, int):
+        return str(entry.get("state"))
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(since))
+    return f"{entry.get('state')} (handed over {stamp})"
 
 
 def run_who(args: argparse.Namespace) -> int:

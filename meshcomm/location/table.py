@@ -208,6 +208,10 @@ class LocationTable:
                 if not s.binding.is_tombstone and s.state is not BindingState.CONFLICT
                 and s.state is not BindingState.CONTESTED]
 
+    def lookup_all(self, aor: str) -> list[StoredBinding]:
+        """Every claim on ``aor`` (conflicts, contested and tombstones too)."""
+        return [self._records[r] for r in self._by_aor.get(aor.lower(), ())]
+
     def bucket_hashes(self) -> list[int]:
         return list(self._buckets)
 

@@ -119,6 +119,8 @@ class WhoEntry:
     state: str
     expires_s: float
     contacts: tuple[str, ...]
+    #: The signed hand-over time (wall clock) of a role address's claim, else None.
+    handover_from: int | None = None
 
 
 class GossipOverlay:
@@ -562,6 +564,11 @@ class GossipOverlay:
         if state == "conflict":
             self.emit(BindingConflict(aor=binding.aor, node=binding.node_id.hex(),
                                       seq=binding.seq))
+        elif result.stored.handover_from >= 0:     # a role address handed over: the
+            for other in self.table.lookup_all(binding.aor):   # claims it displaced
+                if other.state.value == "conflict" and other.binding.key != binding.key:
+                    self.emit(BindingConflict(aor=binding.aor, node=other.binding.node_id.hex(),
+                                              seq=other.binding.seq))
 
     def _rebroadcast_due(self, digest: bytes, now: float) -> None:
         pending = self._pending_floods.pop(digest, None)
@@ -594,7 +601,8 @@ class GossipOverlay:
                                                    else None)),
                 next_hop=None if own or via is None else via.node_id.hex(),
                 state=stored.state.value, expires_s=max(0.0, stored.expires_at - now),
-                contacts=b.contacts))
+                contacts=b.contacts,
+                handover_from=stored.handover_from if stored.handover_from >= 0 else None))
         out.sort(key=lambda e: (e.aor, e.node_id))
         return out
 

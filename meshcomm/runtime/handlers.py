@@ -50,7 +50,8 @@ def who_entry_json(entry: WhoEntry) -> dict[str, object]:
     """The ``ctl who --json`` object of one binding."""
     return {"aor": entry.aor, "node_id": entry.node_id, "hops": entry.hops,
             "next_hop": entry.next_hop, "state": entry.state,
-            "expires": round(entry.expires_s, 1), "contacts": list(entry.contacts)}
+            "expires": round(entry.expires_s, 1), "contacts": list(entry.contacts),
+            "handover_from": entry.handover_from}
 
 
 def who(driver: NodeDriver) -> list[dict[str, object]]:

@@ -5,9 +5,11 @@ ops-chief@ and calls to it follow within 5 s."""
 
 from __future__ import annotations
 
+from meshcomm.cli.ctl_cmd import format_who
 from meshcomm.location.binding import make_binding
 from meshcomm.location.table import TrustMode, TrustPolicy
 from meshcomm.overlay.counters import TxTag
+from meshcomm.runtime.handlers import who_entry_json
 from meshcomm.security.credentials import issue_credential
 from meshcomm.security.identity import Identity
 from meshcomm.security.roles import sign_handover
@@ -90,3 +92,12 @@ def test_signed_handover_moves_ops_chief_and_calls_follow_within_5_s() -> None:
     held = [s.state.value for s in net.stations[2].node.table
             if s.binding.aor.lower() == OPS]
     assert sorted(held) == ["conflict", "verified"]
+    # ctl who shows the hand-over, the journal the displaced holder
+    (entry,) = [e for e in net.stations[2].node.overlay.who(net.now)
+                if e.aor.lower() == OPS and e.state == "verified"]
+    assert entry.node_id == new.node.node_id.hex()
+    assert entry.handover_from == handover.from_time
+    assert "handed over" in format_who([who_entry_json(entry)])
+    displaced = [r.data for r in net.stations[2].journal
+                 if r.type.value == "binding.conflict" and r.data.get("aor", "").lower() == OPS]
+    assert displaced and displaced[-1]["node"] == old.node.node_id.hex()
