@@ -15,6 +15,7 @@ from meshcomm.overlay.config import OverlayConfig
 from meshcomm.overlay.core import FrameDecoder, GossipOverlay
 from meshcomm.overlay.counters import TxTag
 from meshcomm.security.identity import Identity
+from meshcomm.security.revocation import TrustStore
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import LinkAddr
 from meshcomm.wire.envelope import Envelope, Hop, decode_frame_untrusted
@@ -25,10 +26,11 @@ class NaiveFloodOverlay(GossipOverlay):
                  table: LocationTable, verifier: SignatureVerifier, rng: random.Random, *,
                  now: float, role: str = "handset", seq_base: int = 0,
                  wall_offset_s: float = 0.0,
-                 frame_decoder: FrameDecoder = decode_frame_untrusted) -> None:
+                 frame_decoder: FrameDecoder = decode_frame_untrusted,
+                 trust: TrustStore | None = None) -> None:
         super().__init__(identity, incident, config, table, verifier, rng, now=now, role=role,
                          seq_base=seq_base, wall_offset_s=wall_offset_s,
-                         frame_decoder=frame_decoder)
+                         frame_decoder=frame_decoder, trust=trust)
         self._timers.clear()  # no beacons, no digests, no housekeeping
 
     def _on_binding(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
