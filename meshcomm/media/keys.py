@@ -1,12 +1,20 @@
 """Per-call media keys agreed in the signed signalling (sans-IO).
 
-Each gateway of a call picks a random media nonce and carries it in the SDP it sends over
-the mesh (``a=x-meshcomm-nonce:<hex>``); the SIP message is signed at its origin node, so
-the nonce is bound to that node's key. Both gateways then compute
+Each gateway of a call picks a random media nonce and an ephemeral X25519 key pair for
+the call and carries the nonce and the ephemeral public key in the SDP it sends over the
+mesh (``a=x-meshcomm-nonce:<hex>``, ``a=x-meshcomm-eph:<hex>``); the SIP message is signed
+at its origin node (and sealed to the far node, meshcomm.security.e2e), so both are bound
+to that node's key. Both gateways then compute
 
-* ``shared = X25519(own Ed25519 key as Curve25519, peer Ed25519 key as Curve25519)``;
-* one key per direction: ``BLAKE2b(key=shared, person=KEY_PERSON)`` over the Call-ID and
-  (sender public key, sender nonce, receiver public key, receiver nonce).
+* ``static = X25519(own Ed25519 key as Curve25519, peer Ed25519 key as Curve25519)``;
+* ``ephemeral = X25519(own ephemeral secret, peer ephemeral public key)``;
+* one key per direction: ``BLAKE2b(key=static | ephemeral, person=KEY_PERSON)`` over the
+  Call-ID and (sender public key, nonce, ephemeral key, receiver public key, nonce,
+  ephemeral key).
+
+The ephemeral secret is dropped as soon as the call keys are computed and the call keys
+when the call ends, so a node key captured later does not open a recorded call (forward
+secrecy per call); the static part keeps the keys bound to the two nodes.
 
 Two directional keys (not one shared one) mean a packet reflected back to its sender never
 verifies. A third party knows the Call-ID, both nonces and both public keys but not
@@ -34,14 +42,36 @@ from meshcomm.types import PUBLIC_KEY_LEN
 
 NONCE_SIZE_BYTES = 16
 KEY_SIZE_BYTES = 32
+EPHEMERAL_KEY_BYTES = 32
 #: Media stream ids are the overlay's MEDIA frame stream field.
 STREAM_ID_SIZE_BYTES = STREAM_ID_LEN
 #: Call-IDs longer than this are refused (RFC 3261 sets no bound; our SIP core does).
 MAX_CALL_ID_BYTES = 1024
 #: m-line indexes are carried in one byte of the stream-id derivation.
 MAX_STREAM_INDEX = 255
-KEY_PERSON = b"meshcomm-mkey-v1"
+KEY_PERSON = b"meshcomm-mkey-v2"
 STREAM_PERSON = b"meshcomm-strm-v1"
+
+
+def new_ephemeral_secret(rng: random.Random) -> bytes:
+    """A fresh X25519 secret for one call (use a ``random.SystemRandom`` outside tests)."""
+    return rng.getrandbits(EPHEMERAL_KEY_BYTES * 8).to_bytes(EPHEMERAL_KEY_BYTES, "little")
+
+
+def ephemeral_public(secret: bytes) -> bytes:
+    public: bytes = nacl.bindings.crypto_scalarmult_base(secret)
+    return public
+
+
+def parse_ephemeral_untrusted(text: str) -> bytes:
+    """The key of an ``a=x-meshcomm-eph`` attribute value (hex). Raises DecodeError."""
+    value = text.strip()
+    if len(value) != EPHEMERAL_KEY_BYTES * 2:
+        raise DecodeError("ephemeral media key has the wrong length", reason="bad_media_key")
+    try:
+        return bytes.fromhex(value)
+    except ValueError as exc:
+        raise DecodeError("ephemeral media key is not hex", reason="bad_media_key") from exc
 
 
 def new_media_nonce(rng: random.Random) -> bytes:
@@ -105,21 +135,33 @@ class KeyAgreement:
         return shared
 
     def call_keys(self, peer_public_key: bytes, call_id: str, local_nonce: bytes,
-                  peer_nonce: bytes) -> CallKeys:
-        """Both directional keys of the call ``call_id`` with the peer node."""
+                  peer_nonce: bytes, *, local_eph_secret: bytes,
+                  peer_eph: bytes) -> CallKeys:
+        """Both directional keys of the call ``call_id`` with the peer node. Raises
+        TrustError for an unusable peer key or ephemeral key (a small-order point)."""
         if len(local_nonce) != NONCE_SIZE_BYTES or len(peer_nonce) != NONCE_SIZE_BYTES:
             raise LocalProtocolError("media nonces must be NONCE_SIZE_BYTES long")
-        shared = self.shared_secret(peer_public_key)
+        if len(local_eph_secret) != EPHEMERAL_KEY_BYTES:
+            raise LocalProtocolError("ephemeral secret must be 32 bytes")
+        if len(peer_eph) != EPHEMERAL_KEY_BYTES:
+            raise TrustError("peer ephemeral key has the wrong size", reason="bad_media_key")
+        try:
+            ephemeral: bytes = nacl.bindings.crypto_scalarmult(local_eph_secret, peer_eph)
+        except (nacl.exceptions.CryptoError, nacl.exceptions.RuntimeError) as exc:
+            raise TrustError("peer ephemeral key is not usable",
+                             reason="bad_media_key") from exc
+        shared = self.shared_secret(peer_public_key) + ephemeral
+        local_eph = ephemeral_public(local_eph_secret)
         cid = _call_id_bytes(call_id)
-        send = _direction_key(shared, cid, self.public_key, local_nonce,
-                              peer_public_key, peer_nonce)
-        receive = _direction_key(shared, cid, peer_public_key, peer_nonce,
-                                 self.public_key, local_nonce)
+        send = _direction_key(shared, cid, self.public_key + local_nonce + local_eph,
+                              peer_public_key + peer_nonce + peer_eph)
+        receive = _direction_key(shared, cid, peer_public_key + peer_nonce + peer_eph,
+                                 self.public_key + local_nonce + local_eph)
         return CallKeys(send_key=send, receive_key=receive)
 
 
-def _direction_key(shared: bytes, call_id: bytes, sender_key: bytes, sender_nonce: bytes,
-                   receiver_key: bytes, receiver_nonce: bytes) -> bytes:
-    digest = hashlib.blake2b(call_id + sender_key + sender_nonce + receiver_key + receiver_nonce,
-                             key=shared, digest_size=KEY_SIZE_BYTES, person=KEY_PERSON)
+def _direction_key(shared: bytes, call_id: bytes, sender: bytes, receiver: bytes) -> bytes:
+    """``shared`` is static | ephemeral (64 bytes, BLAKE2b's largest key)."""
+    digest = hashlib.blake2b(call_id + sender + receiver, key=shared,
+                             digest_size=KEY_SIZE_BYTES, person=KEY_PERSON)
     return digest.digest()

@@ -1,23 +1,30 @@
-"""The MEDIA payload: one authenticated RTP or RTCP packet (sans-IO).
+"""The MEDIA payload: one encrypted and authenticated RTP or RTCP packet (sans-IO).
 
 Layout (the payload of an overlay MEDIA frame, after its 8-byte stream id)::
 
     counter  8 bytes   big-endian, per stream, strictly increasing at the sender
     channel  1 byte    0 = RTP, 1 = RTCP
-    packet   n bytes   the RTP/RTCP packet exactly as the client sent it
-    tag     16 bytes   BLAKE2b(key=direction key, person=TAG_PERSON,
-                       stream id | counter | channel | packet)
+    packet   n bytes   the RTP/RTCP packet as the client sent it, encrypted
+    tag     16 bytes   the AEAD's tag
 
-Relays cannot check the tag (they do not hold the call key); the receiving gateway
-checks it, then the sliding replay window (RFC 4303 §3.4.3 style, 1024 packets).
+The AEAD is XChaCha20-Poly1305 (IETF) under the call's direction key; its nonce is the
+frame's sequence: ``stream id (8) | counter (8) | 8 zero bytes``, unique per key because a
+stream's counter never repeats at its sender and stream ids differ per m-line; the
+associated data is ``stream id | counter | channel``. The payload is exactly as long as
+before encryption was added (the tag replaced a BLAKE2b tag of the same size).
+
+Relays cannot read or check it (they do not hold the call key); the receiving gateway
+checks the sliding replay window (RFC 4303 §3.4.3 style, 1024 packets), opens the packet,
+then records the counter.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
 from dataclasses import dataclass
+
+import nacl.bindings
+import nacl.exceptions
 
 from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.media.keys import STREAM_ID_SIZE_BYTES
@@ -36,7 +43,8 @@ MIN_RTCP_BYTES = 8
 MIN_MEDIA_PAYLOAD_BYTES = HEADER_SIZE_BYTES + MIN_RTCP_BYTES + TAG_SIZE_BYTES
 MAX_COUNTER = 2**64 - 1
 REPLAY_WINDOW_PACKETS = 1024
-TAG_PERSON = b"meshcomm-mtag-v1"
+AEAD_NONCE_PAD = bytes(nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+                       - STREAM_ID_SIZE_BYTES - COUNTER_SIZE_BYTES)
 
 
 class Channel(enum.IntEnum):
@@ -56,11 +64,8 @@ class MediaPacket:
     tag: bytes
 
 
-def _tag(key: bytes, stream: bytes, header: bytes, packet: bytes) -> bytes:
-    mac = hashlib.blake2b(stream, key=key, digest_size=TAG_SIZE_BYTES, person=TAG_PERSON)
-    mac.update(header)
-    mac.update(packet)
-    return mac.digest()
+def _nonce(stream: bytes, header: bytes) -> bytes:
+    return stream + header[:COUNTER_SIZE_BYTES] + AEAD_NONCE_PAD
 
 
 def encode_media(key: bytes, stream: bytes, counter: int, channel: Channel,
@@ -73,7 +78,9 @@ def encode_media(key: bytes, stream: bytes, counter: int, channel: Channel,
     if not MIN_PACKET_BYTES[channel] <= len(packet) <= MAX_PACKET_BYTES:
         raise LocalProtocolError(f"{channel.name} packet size {len(packet)} out of range")
     header = counter.to_bytes(COUNTER_SIZE_BYTES, "big") + bytes([channel])
-    return header + packet + _tag(key, stream, header, packet)
+    sealed: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        packet, stream + header, _nonce(stream, header), key)
+    return header + sealed
 
 
 def decode_media_untrusted(payload: bytes) -> MediaPacket:
@@ -94,18 +101,29 @@ def decode_media_untrusted(payload: bytes) -> MediaPacket:
                        channel=channel, packet=packet, tag=payload[size - TAG_SIZE_BYTES:])
 
 
-def verify_media(key: bytes, stream: bytes, media: MediaPacket) -> bool:
-    """True if ``media`` carries the right tag for ``key`` and ``stream``."""
+def decrypt_media(key: bytes, stream: bytes, media: MediaPacket) -> bytes | None:
+    """The client's packet inside ``media`` (decoded, still encrypted); None if it does
+    not authenticate under ``key`` and ``stream`` (forged, corrupted, another call)."""
     header = media.counter.to_bytes(COUNTER_SIZE_BYTES, "big") + bytes([media.channel])
-    return hmac.compare_digest(_tag(key, stream, header, media.packet), media.tag)
+    try:
+        plain: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            media.packet + media.tag, stream + header, _nonce(stream, header), key)
+    except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError,
+            nacl.exceptions.TypeError):
+        return None
+    return plain
 
 
 def open_media_untrusted(key: bytes, stream: bytes, payload: bytes) -> MediaPacket:
-    """Decode and authenticate; raises only DecodeError (reason ``bad_tag`` on forgery)."""
+    """Decode, authenticate and decrypt (the result's ``packet`` is the client's packet);
+    raises only DecodeError (reason ``bad_tag`` on forgery)."""
     media = decode_media_untrusted(payload)
-    if not verify_media(key, stream, media):
+    if len(stream) != STREAM_ID_SIZE_BYTES or len(key) != 32:
+        raise DecodeError("bad media key or stream id", reason="bad_tag")
+    plain = decrypt_media(key, stream, media)
+    if plain is None:
         raise DecodeError("media tag does not verify", reason="bad_tag")
-    return media
+    return MediaPacket(media.counter, media.channel, plain, media.tag)
 
 
 class ReplayVerdict(enum.Enum):

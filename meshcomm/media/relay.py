@@ -35,7 +35,12 @@ from meshcomm.errors import (
     TrustError,
 )
 from meshcomm.media.counters import MediaCounter
-from meshcomm.media.keys import MAX_CALL_ID_BYTES, KeyAgreement, new_media_nonce
+from meshcomm.media.keys import (
+    MAX_CALL_ID_BYTES,
+    KeyAgreement,
+    new_ephemeral_secret,
+    new_media_nonce,
+)
 from meshcomm.media.packet import Channel
 from meshcomm.media.sdp_rewrite import (
     NOT_ACCEPTABLE_HERE,
@@ -200,7 +205,8 @@ class MediaRelay:
             session.last_activity_s = now      # None: stamped by the next on_timer
             session.clients = client_endpoints(sdp)
             self.counters[MediaCounter.SDP_TO_MESH] += 1
-            return for_mesh(sdp, self.agreement.public_key, session.local_nonce).serialize()
+            return for_mesh(sdp, self.agreement.public_key, session.local_nonce,
+                            session.eph_public).serialize()
         peer = peer_media_untrusted(sdp)
         session = self._session(call_id)
         session.last_activity_s = now
@@ -242,7 +248,8 @@ class MediaRelay:
         if len(self.sessions) - self.calls_with_ports >= self.config.offer_limit:
             self.counters[MediaCounter.OFFERS_REFUSED] += 1
             raise MediaSetupError("too many call offers waiting for an answer")
-        session = MediaSession(call_id, new_media_nonce(self.rng))
+        session = MediaSession(call_id, new_media_nonce(self.rng),
+                               new_ephemeral_secret(self.rng))
         self.sessions[call_id] = session
         self.counters[MediaCounter.CALLS_STARTED] += 1
         return session

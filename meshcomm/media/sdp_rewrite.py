@@ -22,7 +22,12 @@ import ipaddress
 from dataclasses import replace
 
 from meshcomm.errors import DecodeError, LocalProtocolError
-from meshcomm.media.keys import NONCE_SIZE_BYTES, parse_nonce_untrusted
+from meshcomm.media.keys import (
+    EPHEMERAL_KEY_BYTES,
+    NONCE_SIZE_BYTES,
+    parse_ephemeral_untrusted,
+    parse_nonce_untrusted,
+)
 from meshcomm.media.session import ClientEndpoint, LocalPorts, PeerMedia
 from meshcomm.sip.sdp import (
     MAX_PORT,
@@ -38,7 +43,9 @@ from meshcomm.types import PUBLIC_KEY_LEN
 NONCE_ATTRIBUTE = "x-meshcomm-nonce"
 #: Session-level attribute: the sending gateway's Ed25519 node key (hex).
 KEY_ATTRIBUTE = "x-meshcomm-key"
-_OURS = frozenset({NONCE_ATTRIBUTE, KEY_ATTRIBUTE})
+#: Session-level attribute: the sending gateway's ephemeral X25519 key for this call (hex).
+EPH_ATTRIBUTE = "x-meshcomm-eph"
+_OURS = frozenset({NONCE_ATTRIBUTE, KEY_ATTRIBUTE, EPH_ATTRIBUTE})
 #: Removed toward the local client: they describe the far client's reachability.
 _FAR_ONLY = frozenset({"rtcp", "candidate", "remote-candidates", "ice-ufrag", "ice-pwd",
                        "ice-options", "ice-lite", "ice-mismatch", "end-of-candidates"})
@@ -123,6 +130,11 @@ def _single(attributes: tuple[Attribute, ...], name: str) -> str:
 def peer_media_untrusted(sdp: SessionDescription) -> PeerMedia:
     """The far gateway's key and nonce from a mesh SDP. Raises only DecodeError."""
     nonce = parse_nonce_untrusted(_single(sdp.attributes, NONCE_ATTRIBUTE))
+    try:
+        eph = parse_ephemeral_untrusted(_single(sdp.attributes, EPH_ATTRIBUTE))
+    except DecodeError as exc:
+        raise DecodeError(str(exc), status_hint=NOT_ACCEPTABLE_HERE,
+                          reason="bad_media_attribute") from exc
     key_text = _single(sdp.attributes, KEY_ATTRIBUTE).strip()
     if len(key_text) != PUBLIC_KEY_LEN * 2:
         raise DecodeError("media key has the wrong length", status_hint=NOT_ACCEPTABLE_HERE,
@@ -132,19 +144,22 @@ def peer_media_untrusted(sdp: SessionDescription) -> PeerMedia:
     except ValueError as exc:
         raise DecodeError("media key is not hex", status_hint=NOT_ACCEPTABLE_HERE,
                           reason="bad_media_attribute") from exc
-    return PeerMedia(public_key=key, nonce=nonce)
+    return PeerMedia(public_key=key, nonce=nonce, eph_key=eph)
 
 
 def _without(attributes: tuple[Attribute, ...], names: frozenset[str]) -> tuple[Attribute, ...]:
     return tuple((k, v) for k, v in attributes if k not in names)
 
 
-def for_mesh(sdp: SessionDescription, public_key: bytes, nonce: bytes) -> SessionDescription:
-    """The client's SDP as it goes over the mesh: plus our key and nonce, nothing else."""
-    if len(nonce) != NONCE_SIZE_BYTES or len(public_key) != PUBLIC_KEY_LEN:
-        raise LocalProtocolError("bad media key or nonce size")
+def for_mesh(sdp: SessionDescription, public_key: bytes, nonce: bytes,
+             eph_public: bytes) -> SessionDescription:
+    """The client's SDP as it goes over the mesh: plus our key, nonce and ephemeral key
+    for the call, nothing else."""
+    if (len(nonce) != NONCE_SIZE_BYTES or len(public_key) != PUBLIC_KEY_LEN
+            or len(eph_public) != EPHEMERAL_KEY_BYTES):
+        raise LocalProtocolError("bad media key, nonce or ephemeral key size")
     attrs = (*_without(sdp.attributes, _OURS), (KEY_ATTRIBUTE, public_key.hex()),
-             (NONCE_ATTRIBUTE, nonce.hex()))
+             (NONCE_ATTRIBUTE, nonce.hex()), (EPH_ATTRIBUTE, eph_public.hex()))
     media = tuple(replace(m, attributes=_without(m.attributes, _OURS)) for m in sdp.media)
     return replace(sdp, attributes=attrs, media=media)
 

@@ -26,7 +26,7 @@ from typing import Final
 
 from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.media.counters import MediaCounter
-from meshcomm.media.keys import CallKeys, KeyAgreement, stream_id
+from meshcomm.media.keys import CallKeys, KeyAgreement, ephemeral_public, stream_id
 from meshcomm.media.packet import (
     MAX_COUNTER,
     MAX_PACKET_BYTES,
@@ -36,8 +36,8 @@ from meshcomm.media.packet import (
     ReplayVerdict,
     ReplayWindow,
     decode_media_untrusted,
+    decrypt_media,
     encode_media,
-    verify_media,
 )
 from meshcomm.security.identity import node_id_of
 
@@ -111,10 +111,12 @@ class ClientEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class PeerMedia:
-    """The far gateway of a call: its node key and its media nonce (from signed SDP)."""
+    """The far gateway of a call: its node key, its media nonce and its ephemeral X25519
+    key for the call (from signed SDP)."""
 
     public_key: bytes
     nonce: bytes
+    eph_key: bytes = b""
     #: SHA-256 of ``public_key``, computed once: every packet to the peer is addressed by it.
     node_id: bytes = field(init=False, repr=False, compare=False)
 
@@ -166,9 +168,13 @@ def classify_local(arrived_on: Channel, data: bytes) -> Channel | None:
 class MediaSession:
     """The media state of one call at one gateway."""
 
-    def __init__(self, call_id: str, local_nonce: bytes) -> None:
+    def __init__(self, call_id: str, local_nonce: bytes, eph_secret: bytes) -> None:
         self.call_id = call_id
         self.local_nonce = local_nonce
+        #: This gateway's ephemeral key for the call: the secret lives until the call keys
+        #: are computed (then None: forward secrecy), the public part goes in the SDP.
+        self._eph_secret: bytes | None = eph_secret
+        self.eph_public = ephemeral_public(eph_secret)
         self.peer: PeerMedia | None = None
         self.keys: CallKeys | None = None
         self.legs: dict[int, StreamLeg] = {}
@@ -200,8 +206,12 @@ class MediaSession:
                 raise DecodeError("media peer changed within the call",
                                   status_hint=488, reason="media_peer_changed")
             return False
+        if self._eph_secret is None:
+            raise LocalProtocolError("the call's ephemeral secret is gone")
         self.keys = agreement.call_keys(peer.public_key, self.call_id, self.local_nonce,
-                                        peer.nonce)
+                                        peer.nonce, local_eph_secret=self._eph_secret,
+                                        peer_eph=peer.eph_key)
+        self._eph_secret = None
         self.peer = peer
         for leg in self.legs.values():
             leg.receive_stream = stream_id(self.call_id, peer.nonce, leg.index)
@@ -254,12 +264,13 @@ class MediaSession:
         if verdict is not ReplayVerdict.FRESH:
             self.drop(_REPLAY_REASONS[verdict])
             return None
-        if not verify_media(self.keys.receive_key, leg.receive_stream, media):
+        packet = decrypt_media(self.keys.receive_key, leg.receive_stream, media)
+        if packet is None:
             self.drop(DropReason.BAD_TAG)
             return None
         leg.window.accept(media.counter)
         self.last_activity_s = now
-        return self._to_client(leg, media.channel, media.packet)
+        return self._to_client(leg, media.channel, packet)
 
     def _to_client(self, leg: StreamLeg, channel: Channel, data: bytes) -> ClientPacket | None:
         client = self.clients.get(leg.index)

@@ -55,6 +55,7 @@ from meshcomm.media.relay import MediaCallEnded, MediaRelay, SdpPath
 from meshcomm.media.session import ClientPacket
 from meshcomm.node.collect import Collect, CollectConfig, CollectRows
 from meshcomm.node.collect_serve import JournalRead
+from meshcomm.node.e2e_sip import SEALED_KINDS, SipSealing
 from meshcomm.node.gateway.core import GatewayEvent, SipGateway
 from meshcomm.node.gateway.counters import GatewayCounter
 from meshcomm.node.gateway.types import (
@@ -217,7 +218,7 @@ class NodeCore:
                  dht: DhtBridge | None = None, uplink: MeshNode | None = None,
                  tunnel: Tunnel | None = None,
                  upstream: UpstreamRegistrar | None = None,
-                 collect: Collect | None = None) -> None:
+                 collect: Collect | None = None, e2e: SipSealing | None = None) -> None:
         if sf is not None and gateway is not None and gateway.holder is not sf:
             raise LocalProtocolError("the store-and-forward core must be the gateway's holder")
         self.node = node
@@ -239,6 +240,12 @@ class NodeCore:
         self.upstream = upstream
         #: Journal collection, both sides (meshcomm.node.collect).
         self.collect = collect
+        #: End-to-end sealing of SIP unicasts and held MESSAGEs (meshcomm.node.e2e_sip).
+        self.e2e = e2e
+        if sf is not None:
+            sf.e2e = e2e
+        if tunnel is not None and e2e is not None:
+            tunnel.learn_key = e2e.learn
         if collect is not None and tunnel is not None:
             collect.send = self._collect_send         # devices of other islands too
             collect.remote_nodes = tunnel.remote_nodes
@@ -520,6 +527,11 @@ class NodeCore:
 
     def _sip_from_mesh(self, event: UnicastReceived, now: float) -> bool:
         assert self.gateway is not None
+        if self.e2e is not None and event.kind in SEALED_KINDS:
+            opened = self.e2e.open(event)
+            if opened is None:          # forged, tampered or not for us: counted, dropped
+                return True
+            event = opened
         self.gateway.receive_mesh(event.origin, event.body, event.hops, now, event.env)
         return True
 
@@ -553,14 +565,23 @@ class NodeCore:
         return True
 
     def _sip_to_mesh(self, item: MeshSip, now: float) -> bool:
+        body = item.body
+        if self.e2e is not None:
+            sealed = self.e2e.seal(item.dst, AppKind.SIP, body)
+            if sealed is None:              # no key for the node: never sent in clear
+                assert self.gateway is not None
+                self.gateway.counters[GatewayCounter.MESH_SEND_ERRORS] += 1
+                log.warning("SIP message to %s not sent: its key is unknown", item.dst[:8].hex())
+                return True
+            body = sealed
         if self.tunnel is not None:
-            tunnelled = self.tunnel.send(item.dst, AppKind.SIP, item.body, now)
+            tunnelled = self.tunnel.send(item.dst, AppKind.SIP, body, now)
             if tunnelled is not None:       # the node is in another island
                 if item.sent is not None and tunnelled:
                     item.sent.env = tunnelled       # the item's id names it on both ends
                 return True
         try:
-            env = self.node.send_unicast(item.dst, AppKind.SIP, item.body, now)
+            env = self.node.send_unicast(item.dst, AppKind.SIP, body, now)
         except LocalProtocolError as exc:
             assert self.gateway is not None
             self.gateway.counters[GatewayCounter.MESH_SEND_ERRORS] += 1
@@ -611,6 +632,9 @@ class NodeCore:
     def _dht_answer(self, item: Resolved | NotFound, now: float) -> bool:
         """The bridge's answer to a resolution the tunnel asked for (others: the edge)."""
         assert self.tunnel is not None
+        if self.e2e is not None and isinstance(item, Resolved):
+            for found in item.bindings:         # verified by the bridge: keys to seal to
+                self.e2e.learn(found.binding.key)
         if not self.tunnel.owns(item.token):
             self._events.append(item)
             return False
@@ -673,9 +697,12 @@ def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
             holder: MessageHolder | None = None, dht: DhtBridge | None = None,
             uplink: MeshNode | None = None,
             upstream: UpstreamConfig | None = None,
-            collect: CollectConfig | None = None) -> NodeCore:
+            collect: CollectConfig | None = None,
+            key_rng: random.Random | None = None) -> NodeCore:
     """Wire a whole node: the gateway (when ``gateway_config`` is given) gets ``sf`` as
-    its holder (or ``holder``, a test's) and the relay's SDP hooks."""
+    its holder (or ``holder``, a test's) and the relay's SDP hooks. ``key_rng`` draws the
+    ephemeral keys of end-to-end sealing (the runtime passes ``random.SystemRandom``;
+    without it a generator seeded from ``rng`` is used, for tests and the simulator)."""
     media = MediaHooks(relay, now) if relay is not None else None
     gateway = None
     if gateway_config is not None:
@@ -693,7 +720,12 @@ def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
             raise LocalProtocolError("the upstream registration client needs an rng")
         registrar = UpstreamRegistrar(node.table, upstream, rng, now)
     collector = Collect(node, collect) if collect is not None else None
-    return NodeCore(node, gateway, sf, media, dht, uplink, tunnel, registrar, collector)
+    e2e = None
+    if gateway is not None:
+        assert rng is not None
+        tables = [node.table] + ([uplink.table] if uplink is not None else [])
+        e2e = SipSealing(node.identity, key_rng or random.Random(rng.getrandbits(64)), tables)
+    return NodeCore(node, gateway, sf, media, dht, uplink, tunnel, registrar, collector, e2e)
 
 
 def _conforms(core: NodeCore, node: MeshNode) -> tuple[SansIOCore, SansIOCore]:

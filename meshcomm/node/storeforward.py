@@ -47,6 +47,7 @@ from meshcomm.journal.payloads import (
     SfHeld,
     SfReceipt,
 )
+from meshcomm.node.e2e_sip import SipSealing, is_sealed
 from meshcomm.node.gateway.types import HoldRefused
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
@@ -278,6 +279,9 @@ class StoreForward(RemoteDelivery):
             raise ConfigError(f"store_forward.{key}", problem)
         self.node = node
         self.config = config
+        #: Seals held MESSAGEs to the To AoR's node and opens those delivered here (the
+        #: node core sets it; None: held and delivered as given).
+        self.e2e: SipSealing | None = None
         self.counters: Counter[str] = Counter()
         self._events: deque[SfEvent] = deque()
         self._entries: dict[bytes, _Entry] = {}
@@ -354,6 +358,8 @@ class StoreForward(RemoteDelivery):
         if msg_id in self._entries:
             return msg_id not in self._unconfirmed
         self._evict_own_if_full()
+        if self.e2e is not None:
+            sip = self.e2e.seal_for_aor(to_aor, sip)
         parcel = make_parcel(self.node.identity, incident=self.node.settings.incident,
                              msg_id=msg_id, from_aor=from_aor, to_aor=to_aor,
                              created_wall_s=self._wall(now), sip=sip)
@@ -558,7 +564,9 @@ class StoreForward(RemoteDelivery):
             entry.backoff_s = self.config.retry_initial_s
         entry.bound_nodes = frozenset(s.binding.node_id for s in bindings)
         if not bindings:
-            if self.remote_delivery and now >= entry.next_try:
+            # A sealed MESSAGE opens only at its node: no other island's gateway reads it.
+            if (self.remote_delivery and now >= entry.next_try
+                    and not is_sealed(held.parcel.sip)):
                 self._try_remote(entry, now)
             return
         if now < entry.next_try:
@@ -766,9 +774,15 @@ class StoreForward(RemoteDelivery):
         if len(self._pending) >= MAX_PENDING_LOCAL:
             self.counters[SfCounter.PENDING_LOCAL_FULL] += 1
             return
+        sip = parcel.sip
+        if self.e2e is not None:
+            opened = self.e2e.open_parcel(sip, parcel.origin_key)
+            if opened is None:          # sealed to another node (or forged): no receipt
+                return
+            sip = opened
         deadline = now + self.config.local_delivery_timeout_s
         self._pending[msg_id] = _PendingLocal(parcel, wanted, deadline)
-        self._events.append(SfDeliver(msg_id, parcel.sip, parcel.to_aor, parcel.from_aor))
+        self._events.append(SfDeliver(msg_id, sip, parcel.to_aor, parcel.from_aor))
 
     def _send_receipts(self, parcel: Parcel, wall_s: float, dsts: set[NodeId],
                        now: float) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -210,6 +211,8 @@ class Tunnel:
         #: This relay's gateway forwards what nobody knows to an upstream SIP proxy: an
         #: island node's question the DHT cannot answer is answered with this node.
         self.offers_upstream = False
+        #: Told the keys of nodes a relay's answer named (the node core sets it).
+        self.learn_key: Callable[[bytes], None] | None = None
 
     # ------------------------------------------------------------ driving API
     def next_timer(self) -> float | None:
@@ -594,7 +597,8 @@ class Tunnel:
             if status in UPSTREAM_STATUSES and self.offers_upstream:
                 # Send it here: this relay's gateway takes it to the upstream proxy.
                 self._answer(node, request_id, ResolveStatus.FOUND,
-                             (AnswerEntry(NodeId(self.node.node_id), (), 0),), now)
+                             (AnswerEntry(NodeId(self.node.node_id), (), 0,
+                                          self.node.identity.public_key),), now)
                 continue
             self._answer(node, request_id, status, entries, now)
 
@@ -611,7 +615,8 @@ class Tunnel:
             self._note_route(answer.aor, rb.binding.node_id, relays, ttl, now)
             if not entries:
                 self._remember_answer(answer.aor, NodeId(rb.binding.node_id), ttl, now)
-            entries.append(AnswerEntry(NodeId(rb.binding.node_id), relays, ttl))
+            entries.append(AnswerEntry(NodeId(rb.binding.node_id), relays, ttl,
+                                       rb.binding.key))
             addrs.extend(a for att in rb.relays for a in att.addrs)
         if addrs:
             self._events.append(UplinkPeers(tuple(dict.fromkeys(addrs))))
@@ -628,6 +633,8 @@ class Tunnel:
         self.counters[TunnelCounter.RESOLVES_ANSWERED] += 1
         for entry in entries:
             self.learn(entry.node, entry.relays, entry.ttl_s, now, NodeId(event.origin))
+            if entry.key and self.learn_key is not None:
+                self.learn_key(entry.key)       # to seal SIP to it (node.e2e_sip)
         node = entries[0].node if entries and status is ResolveStatus.FOUND else None
         if node is not None and entries[0].relays:
             self._remember_answer(pending.aor, node, entries[0].ttl_s, now)

@@ -105,6 +105,9 @@ class AnswerEntry:
     node: NodeId
     relays: tuple[NodeId, ...]
     ttl_s: int
+    #: The node's public key (from its verified binding), so the asker can seal to it
+    #: (meshcomm.node.e2e_sip); empty when the answering relay does not know it.
+    key: bytes = b""
 
 
 def _item_signed(incident: str, dst: bytes, kind: int, msg_no: int, body: bytes) -> bytes:
@@ -200,7 +203,7 @@ def decode_resolve_untrusted(body: bytes) -> tuple[int, str]:
 def encode_resolved(request_id: int, status: ResolveStatus,
                     entries: tuple[AnswerEntry, ...]) -> bytes:
     return codec.pack([request_id, int(status),
-                       [[e.node, list(e.relays[:MAX_FAR_RELAYS]), e.ttl_s]
+                       [[e.node, list(e.relays[:MAX_FAR_RELAYS]), e.ttl_s, e.key]
                         for e in entries[:MAX_ANSWER_BINDINGS]]])
 
 
@@ -212,10 +215,13 @@ def decode_resolved_untrusted(body: bytes) -> tuple[int, ResolveStatus,
                                           max(ResolveStatus)))
     entries = []
     for raw in codec.read_list(fields[2], "resolved.bindings", MAX_ANSWER_BINDINGS):
-        entry = codec.read_tuple(raw, "resolved.binding", 3)
+        entry = codec.read_tuple(raw, "resolved.binding", 4)
         relays = codec.read_list(entry[1], "resolved.relays", MAX_FAR_RELAYS)
-        entries.append(AnswerEntry(_node(entry[0], "resolved.node"),
-                                   tuple(_node(r, "resolved.relay") for r in relays),
+        node = _node(entry[0], "resolved.node")
+        key = codec.read_bytes(entry[3], "resolved.key", max_len=PUBLIC_KEY_LEN)
+        if key and (len(key) != PUBLIC_KEY_LEN or node_id_of(key) != node):
+            raise DecodeError("resolved.key: not the node's key", reason="bad_key")
+        entries.append(AnswerEntry(node, tuple(_node(r, "resolved.relay") for r in relays),
                                    codec.read_int(entry[2], "resolved.ttl", 0,
-                                                  MAX_ANSWER_TTL_S)))
+                                                  MAX_ANSWER_TTL_S), key))
     return request_id, status, tuple(entries)

@@ -448,7 +448,7 @@ def _compose_core(node: MeshNode, cfg: NodeConfig, identity: Identity, rng: rand
                    node_aor=aor, now=loop.time(), sf=sf, relay=media_relay(cfg, identity, ports),
                    dht=bridge, uplink=mesh,
                    upstream=upstream.config if upstream is not None else None,
-                   collect=collect)
+                   collect=collect, key_rng=random.SystemRandom())   # ephemeral keys
     assert core.gateway is not None
     core.gateway.hosts.resolve = source_address_toward   # listening on 0.0.0.0 / ::
     if upstream is not None:     # the address the upstream reaches us at is ours

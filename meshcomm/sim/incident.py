@@ -152,7 +152,8 @@ class Incident:
                            random.Random(parts_rng.getrandbits(64)), self.media_config)
         core = compose(node, gateway_config=self.gateway_config,
                        rng=random.Random(parts_rng.getrandbits(64)),
-                       node_aor=self.aor(name), now=now, sf=sf, relay=relay)
+                       node_aor=self.aor(name), now=now, sf=sf, relay=relay,
+                       key_rng=random.Random(f"meshcomm-sim-keys:{self.config.seed}:{name}:{boots}"))
         wan = self.sim.wan
         if wan is None:
             return core

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshcomm.errors import DecodeError
+from meshcomm.media.counters import MediaCounter
 from meshcomm.media.packet import Channel
 from meshcomm.media.relay import (
     EndReason,
@@ -18,7 +19,7 @@ from meshcomm.media.relay import (
     SdpPath,
     SequentialPortAllocator,
 )
-from meshcomm.media.sdp_rewrite import KEY_ATTRIBUTE, NONCE_ATTRIBUTE
+from meshcomm.media.sdp_rewrite import EPH_ATTRIBUTE, KEY_ATTRIBUTE, NONCE_ATTRIBUTE
 from meshcomm.media.session import ClientPacket, MeshMedia
 from meshcomm.security.identity import Identity
 from meshcomm.sip.sdp import Direction, parse_sdp_untrusted
@@ -73,9 +74,31 @@ def test_mesh_body_carries_key_and_nonce_and_keeps_client_address() -> None:
     a = make_relay(1)
     on_mesh = parse_sdp_untrusted(a.rewrite_sdp(SdpPath.CLIENT_TO_MESH, CALL,
                                                  client_sdp(*A_CLIENT)))
-    assert on_mesh.attributes[-2] == (KEY_ATTRIBUTE, a.agreement.public_key.hex())
-    assert on_mesh.attributes[-1][0] == NONCE_ATTRIBUTE
+    assert on_mesh.attributes[-3] == (KEY_ATTRIBUTE, a.agreement.public_key.hex())
+    assert on_mesh.attributes[-2][0] == NONCE_ATTRIBUTE
+    session = a.sessions[CALL]
+    assert on_mesh.attributes[-1] == (EPH_ATTRIBUTE, session.eph_public.hex())
     assert on_mesh.media[0].port == A_CLIENT[1]
+
+
+def test_payloads_are_encrypted_and_the_call_secret_is_dropped_once_keyed() -> None:
+    a, b, _, _ = pair()
+    assert a.sessions[CALL]._eph_secret is None and b.sessions[CALL]._eph_secret is None
+    packet = rtp_packet(7, 0xA)
+    out = a.from_client(CALL, 0, Channel.RTP, packet, 0.0)
+    assert out is not None
+    assert packet[12:] not in out.payload and len(out.payload) == len(packet) + 9 + 16
+    # a replay of the same frame is refused; a changed byte does not open
+    assert b.from_mesh(a.node_id, out.stream, out.payload, 0.0) is not None
+    assert b.from_mesh(a.node_id, out.stream, out.payload, 0.0) is None
+    assert b.counters[MediaCounter.DROP_REPLAY] + b.sessions[CALL].counters[
+        MediaCounter.DROP_REPLAY] == 1
+    out2 = a.from_client(CALL, 0, Channel.RTP, rtp_packet(8, 0xA), 0.0)
+    assert out2 is not None
+    forged = bytearray(out2.payload)
+    forged[20] ^= 1
+    assert b.from_mesh(a.node_id, out2.stream, bytes(forged), 0.0) is None
+    assert b.from_mesh(a.node_id, out2.stream, out2.payload, 0.0) is not None
 
 
 def test_rtp_flows_both_ways_to_the_clients_sdp_addresses() -> None:

@@ -46,8 +46,9 @@ def test_host_names_and_null_addresses_give_no_endpoint() -> None:
 def test_for_mesh_replaces_attributes_a_client_smuggled_in() -> None:
     body = (b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\n"
             b"a=x-meshcomm-nonce:" + b"00" * 16 + b"\r\nm=audio 7000 RTP/AVP 0\r\n"
-            b"a=x-meshcomm-key:" + b"11" * 32 + b"\r\n")
-    sdp = for_mesh(parse_sdp_untrusted(body), b"\x22" * 32, b"\x33" * 16)
+            b"a=x-meshcomm-key:" + b"11" * 32 + b"\r\na=x-meshcomm-eph:" + b"55" * 32 + b"\r\n")
+    sdp = for_mesh(parse_sdp_untrusted(body), b"\x22" * 32, b"\x33" * 16, b"\x44" * 32)
     assert [(k, v) for k, v in sdp.attributes if k.startswith("x-meshcomm")] == [
-        ("x-meshcomm-key", "22" * 32), ("x-meshcomm-nonce", "33" * 16)]
+        ("x-meshcomm-key", "22" * 32), ("x-meshcomm-nonce", "33" * 16),
+        ("x-meshcomm-eph", "44" * 32)]
     assert sdp.media[0].attributes == ()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from meshcomm.journal.events import JournalEventType as J
+from meshcomm.node.e2e_sip import is_sealed
 from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import HeldState, StoreForward, StoreForwardConfig
 from meshcomm.sip.message import SipResponse, parse_message_untrusted
@@ -57,6 +58,17 @@ def _held_on_disk(db: Path) -> list[bytes]:
         return [h.parcel.sip for h in storage.load()[0]]
 
 
+def _held_read_by_bob(db: Path, net: Net) -> list[bytes]:
+    """The held MESSAGEs as bob's node (station 2) reads them: on disk they are sealed
+    to it (issue 12), never in clear."""
+    e2e = net.stations[2].sip.e2e
+    assert e2e is not None
+    with SfStorage.open(db) as storage:
+        parcels = [h.parcel for h in storage.load()[0]]
+    assert all(is_sealed(p.sip) and b"MESSAGE" not in p.sip for p in parcels)
+    return [e2e.open_parcel(p.sip, p.origin_key) or b"" for p in parcels]
+
+
 def test_full_disk_answers_500_not_202_and_nothing_answered_202_is_lost(
         tmp_path: Path) -> None:
     with small_disk(tmp_path) as disk:
@@ -75,7 +87,8 @@ def test_full_disk_answers_500_not_202_and_nothing_answered_202_is_lost(
         # the node's software restarts: what was answered 202 comes back from disk
         attach_store_forward(net, 0, CONFIG, db)
         assert [s.state for s in _sf0(net).outbox()] == [HeldState.QUEUED]
-        assert [b"written once there is room" in sip for sip in _held_on_disk(db)] == [True]
+        assert [b"written once there is room" in sip
+                for sip in _held_read_by_bob(db, net)] == [True]
         net.stations[2].up = True
         net.run_until(lambda: [s.state for s in _sf0(net).outbox()] == [HeldState.DELIVERED],
                       timeout_s=60)
@@ -138,7 +151,7 @@ def test_message_pending_when_the_node_stops_is_held_durably(tmp_path: Path) -> 
     assert net.stations[0].sip.hold_pending(net.now) == 1
     net.run_for(0.1)
     assert _finals(net) == [202]
-    assert [b"sent just before SIGTERM" in s for s in _held_on_disk(db)] == [True]
+    assert [b"sent just before SIGTERM" in s for s in _held_read_by_bob(db, net)] == [True]
     # while stopping, a MESSAGE for another node is held at once, not forwarded
     alice.message(BOB, "sent while stopping")
     net.run_for(0.2)
