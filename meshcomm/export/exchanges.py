@@ -159,6 +159,7 @@ class ExchangeFinder:
         self._devices_by_peer: dict[str, str | None] = {}
         self._held = 0
         self._expected: frozenset[str] | None = None
+        self._expected_devices: frozenset[str] = frozenset()
         self._done: set[str] = set()
         self._current: str | None = None
         self._current_peer = ""
@@ -171,7 +172,8 @@ class ExchangeFinder:
 
     def expect(self, devices: Iterable[str]) -> None:
         """The devices that will be fed: records naming any other partner are not kept."""
-        self._expected = frozenset(peer_name(d) for d in devices)
+        self._expected_devices = frozenset(devices)
+        self._expected = frozenset(peer_name(d) for d in self._expected_devices)
 
     def add(self, device_hex: str, entry: JournalEntry) -> None:
         if device_hex != self._current:
@@ -256,8 +258,8 @@ class ExchangeFinder:
         if (type(node) is not str or len(node) != NODE_HEX_CHARS or node == device_hex
                 or type(sent) is not float or not math.isfinite(sent)):
             return
-        if self._expected is not None and peer_name(node) not in self._expected:
-            return
+        if self._expected is not None and node not in self._expected_devices:
+            return                          # the full id: a shared 8-byte prefix is not it
         self._pair(node, device_hex, sent, entry.wall_s)
 
     def _switch(self, device_hex: str) -> None:

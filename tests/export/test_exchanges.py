@@ -186,3 +186,13 @@ def test_records_with_envelope_ids_wait_compactly_and_within_bounds() -> None:
     for i in range(50_000):
         many.add(B, _sip(i + 1, i + 0.25, "from-mesh", A, env=f"{i:016x}ab{i:014x}"))
     assert many.pairs == 50_000
+
+
+def test_a_witness_record_pairs_only_a_device_of_the_export_by_its_full_id() -> None:
+    lookalike = B[:16] + "00" * 24                       # B's mesh peer name, not B
+    finder = ExchangeFinder()
+    finder.expect([A, B])
+    finder.add(A, _witnessed(1, 10.0, lookalike, 9.0))
+    assert finder.pairs == 0
+    finder.add(A, _witnessed(2, 10.0, B, 9.0))
+    assert finder.pairs == 1
