@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from meshcomm.cli.collect_cmd import register_collect
+from meshcomm.cli.handover_cmd import register_handover
 from meshcomm.cli.handset_cmd import resolve_data_dir
 from meshcomm.cli.user_cmd import register_user
 from meshcomm.config import NodeConfig
@@ -76,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     outbox.set_defaults(handler=run_outbox)
     register_collect(sub)
     register_user(sub)
+    register_handover(sub)
     stop = sub.add_parser("stop", help="de-register and stop the node")
     stop.add_argument("--wait", action="store_true",
                       help="return only after the node has exited (up to --timeout)")

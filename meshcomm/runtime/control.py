@@ -58,6 +58,7 @@ class ControlCommand(StrEnum):
     COLLECT = "collect"  # {"action": "start", "out": DIR} / "status" / "cancel": journals
     REVOKE = "revoke"    # {"record": HEX} / {"kind", "subject", "note"}: a trust record
     USER = "user"        # {"action": "add", "aor", "password"} / "remove" / "list": SIP users
+    HANDOVER = "handover"  # {"action": "give", "aor", "to"} / "accept", "handover": role address
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from meshcomm.overlay.core import WhoEntry
 from meshcomm.runtime.collect_edge import CollectAction, CollectEdge, parse_out_dir
 from meshcomm.runtime.control import ControlCommand, ControlRequest, Handler
 from meshcomm.runtime.driver import NodeDriver
+from meshcomm.runtime.handover_ctl import handover
 from meshcomm.runtime.sipusers import SipUsers
 from meshcomm.runtime.trust_ctl import revoke, trust_status
 
@@ -372,4 +373,5 @@ def control_handlers(driver: NodeDriver, info: NodeInfo,
         ControlCommand.COLLECT: lambda request: collect(collect_edge, request),
         ControlCommand.REVOKE: lambda request: revoke(driver, request),
         ControlCommand.USER: lambda request: user(sip_users, request),
+        ControlCommand.HANDOVER: lambda request: handover(driver, request),
     }
