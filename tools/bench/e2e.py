@@ -28,19 +28,33 @@ Figures:
 
 Targets: call setup p95 <= 300 ms at 4 hops, software time per hop <= 2 ms, zero-config
 start to visible 4 hops away <= 3 s. Prints a table, then one JSON object.
+
+Before/after (issue 12, end-to-end encryption): ``--before DIR`` names a checkout of the
+code before the change (``git worktree add --detach DIR <commit>``). Two chains then run at
+once, one whose nodes run DIR's code (``python -P`` with ``PYTHONPATH=DIR``), one this
+tree's; samples alternate between them (which goes first alternates too), so both see
+the same machine load. Printed: both tables, and for MESSAGE and call set-up p50 at the
+largest hop count and the software time per hop, after/before ratios and whether each is
+within 10 % (``--within``). The software time per hop is a difference of medians of a
+few milliseconds over 15 ms hops, so its ratio is noisy; its absolute change is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from meshcomm.sim.metrics import percentile as sim_percentile
@@ -55,6 +69,8 @@ TARGET_ZERO_CONFIG_S: Final = 3.0
 CONVERGE_S: Final = 30.0
 RTP_PACKETS: Final = 25
 RTP_INTERVAL_S: Final = 0.02
+#: Default bound of the before/after comparison (issue 12: within 10 %).
+WITHIN_FRACTION: Final = 0.10
 
 
 @dataclass
@@ -122,6 +138,113 @@ def measure_hops(tb: Testbed, uac: SipUac, hops: int, samples: int) -> HopResult
     return result
 
 
+def _use_code(tb: Testbed, root: Path) -> None:
+    """Make the bed's meshcomm processes run the code of checkout ``root`` (``-P``: the
+    working directory is not put first on the path; ``PYTHONPATH`` names ``root``)."""
+    original = tb.popen
+    prefix = [sys.executable, "-m", "meshcomm.cli.main"]
+
+    def popen(node: int, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        if list(argv[:3]) == prefix:
+            argv = [sys.executable, "-P", *argv[1:]]
+            kwargs["env"] = dict(os.environ, PYTHONPATH=str(root))
+        return original(node, argv, **kwargs)
+
+    tb.popen = popen  # type: ignore[method-assign]
+
+
+@dataclass
+class Variant:
+    """One chain of the before/after comparison."""
+
+    name: str
+    tb: Testbed
+    results: dict[int, HopResult] = field(default_factory=dict)
+    zero_s: float | None = None
+    uac: SipUac | None = None
+
+
+def _one_sample(v: Variant, hops: int, aor: str, uas: SipUas) -> None:
+    assert v.uac is not None
+    result = v.results.setdefault(hops, HopResult(hops))
+    took = v.uac.message(aor)
+    if took is None:
+        result.failures += 1
+    else:
+        result.message_s.append(took)
+    call = v.uac.invite(aor)
+    if call is None:
+        result.failures += 1
+        return
+    result.setup_s.append(call.setup_s)
+    result.rtp_s += v.uac.rtp_probe(call, uas, RTP_PACKETS, RTP_INTERVAL_S)
+    v.uac.bye(call)
+
+
+@contextmanager
+def _serving(v: Variant, hops: int) -> Iterator[tuple[str, SipUas]]:
+    uas = SipUas(_udp_in(v.tb, hops), f"bench-h{hops}", _udp_in(v.tb, hops))
+    if not uas.register():
+        raise RuntimeError(f"{v.name}: UAS at node {hops}: REGISTER failed")
+    thread = threading.Thread(target=uas.serve, daemon=True)
+    thread.start()
+    try:
+        aor = uas.aor
+        if wait_until(lambda: aor in (v.tb.node(0).who_aors() or ()), CONVERGE_S) is None:
+            raise RuntimeError(f"{v.name}: node 0 never listed {aor}")
+        yield aor, uas
+    finally:
+        uas.stop()
+        thread.join(timeout=2)
+
+
+def _converged(tb: Testbed) -> bool:
+    return all(len(tb.node(i).who_aors() or ()) >= N_NODES for i in range(N_NODES))
+
+
+def compare(before: Path, hop_counts: list[int], samples: int, impair: str) -> list[Variant]:
+    """Both chains at once; samples interleaved (see the module docstring)."""
+    with ExitStack() as stack:
+        variants = [Variant("before", stack.enter_context(chain(N_NODES))),
+                    Variant("after", stack.enter_context(chain(N_NODES)))]
+        _use_code(variants[0].tb, before)
+        for v in variants:
+            v.zero_s = zero_config_start(v.tb, impair)
+        for v in variants:
+            if wait_until(functools.partial(_converged, v.tb), CONVERGE_S) is None:
+                print(f"warning: the {v.name} chain did not converge", file=sys.stderr)
+            v.uac = SipUac(_udp_in(v.tb, 0), _udp_in(v.tb, 0))
+        for hops in hop_counts:
+            with _serving(variants[0], hops) as one, _serving(variants[1], hops) as two:
+                served = [one, two]
+                for i in range(samples):
+                    order = [0, 1] if i % 2 == 0 else [1, 0]
+                    for k in order:
+                        _one_sample(variants[k], hops, *served[k])
+    return variants
+
+
+def ratios(before: dict[str, Any], after: dict[str, Any], within: float) -> dict[str, Any]:
+    """after/before of the figures the issue bounds, and whether each is within bounds."""
+    hi = str(max(int(h) for h in before["hops"]))
+    pairs = {f"message_p50_{hi}_hops": (before["hops"][hi]["message_p50_ms"],
+                                        after["hops"][hi]["message_p50_ms"]),
+             f"setup_p50_{hi}_hops": (before["hops"][hi]["setup_p50_ms"],
+                                      after["hops"][hi]["setup_p50_ms"]),
+             "signalling_software_per_hop": (before["signalling_software_per_hop_ms"],
+                                             after["signalling_software_per_hop_ms"]),
+             "rtp_software_per_hop": (before["rtp_software_per_hop_ms"],
+                                      after["rtp_software_per_hop_ms"])}
+    out: dict[str, Any] = {}
+    for name, (b, a) in pairs.items():
+        if b is None or a is None or b <= 0:
+            out[name] = {"before_ms": b, "after_ms": a, "ratio": None, "within": False}
+            continue
+        out[name] = {"before_ms": b, "after_ms": a, "ratio": round(a / b, 3),
+                     "delta_ms": round(a - b, 2), "within": a <= b * (1 + within)}
+    return out
+
+
 def summarize(results: list[HopResult], zero_s: float | None, delay_s: float) -> dict[str, Any]:
     by_hops = {r.hops: r for r in results}
     out: dict[str, Any] = {"bench": "e2e", "delay_per_hop_ms": delay_s * 1000, "hops": {}}
@@ -166,16 +289,40 @@ def print_table(summary: dict[str, Any]) -> None:
     print(f"targets met: {summary['targets']}")
 
 
+def _main_compare(before: Path, hop_counts: list[int], samples: int, delay_s: float,
+                  impair: str, within: float) -> int:
+    variants = compare(before, hop_counts, samples, impair)
+    summaries = {v.name: summarize([v.results[h] for h in hop_counts], v.zero_s, delay_s)
+                 for v in variants}
+    for name, summary in summaries.items():
+        print(f"== {name} ({before if name == 'before' else 'this tree'})")
+        print_table(summary)
+    compared = ratios(summaries["before"], summaries["after"], within)
+    print(f"== after/before (within {within:.0%}):")
+    for name, row in compared.items():
+        print(f"{name}: before {row['before_ms']} ms, after {row['after_ms']} ms, "
+              f"ratio {row['ratio']}, within: {row['within']}")
+    print(json.dumps({"bench": "e2e-compare", "before_code": str(before), **summaries,
+                      "after_over_before": compared}))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.e2e", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--delay-ms", type=float, default=15.0)
     parser.add_argument("--hops", default="1,2,4")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="checkout of the code before the change: compare side by side")
+    parser.add_argument("--within", type=float, default=WITHIN_FRACTION)
     args = parser.parse_args(argv)
     hop_counts = [int(h) for h in args.hops.split(",")]
     delay_s = args.delay_ms / 1000
     impair = f"delay={args.delay_ms:g}ms"
+    if args.before is not None:
+        return _main_compare(args.before.resolve(), hop_counts, args.samples, delay_s,
+                             impair, args.within)
     with chain(N_NODES) as tb:
         zero_s = zero_config_start(tb, impair)
         if wait_until(lambda: all(len(tb.node(i).who_aors() or ()) >= N_NODES
