@@ -8,7 +8,12 @@ from meshcomm.location.table import TrustMode, TrustPolicy
 from meshcomm.node.mesh import MeshNode
 from meshcomm.security.credentials import issue_credential
 from meshcomm.security.identity import Identity
-from meshcomm.security.revocation import TrustKind, TrustRecord, make_trust_record
+from meshcomm.security.revocation import (
+    MAX_RECORDS_PER_AUTHORITY,
+    TrustKind,
+    TrustRecord,
+    make_trust_record,
+)
 from meshcomm.sim.engine import Action, ActionKind, Simulator
 from meshcomm.sim.scenario import ScenarioParams, sim_config
 from meshcomm.types import LinkAddr
@@ -190,3 +195,29 @@ def test_mutual_aid_agency_added_by_a_signed_update_lets_its_handsets_register()
     assert seen[40.0] == [True] * 5            # everywhere within 10 s of the update
     for i in range(6):
         assert aid.public_key in node(sim, f"n{i}").table.policy.agency_keys
+
+
+def test_a_flood_of_valid_records_from_one_agency_key_is_bounded() -> None:
+    """An agency key (captured, or buggy tooling) signs 400 revocations of random keys: each
+    node stores its per-authority quota, the same records everywhere, and sends each
+    stored record at most about twice (its flood, and an answer to a pull that came while
+    the flood waited for its assessment delay)."""
+    sim = chain(nodes=3, duration_s=40.0)
+    records = [make_trust_record(ROOT, incident="default", kind=TrustKind.REVOKE_DEVICE,
+                                 subject=n.to_bytes(32, "big"), issued_at=10)
+               for n in range(400)]
+
+    def flood(s: Simulator) -> None:
+        n0 = node(s, "n0")
+        for record in records:
+            n0.receive(encode_frame(record.envelope, Hop(ttl=8)),
+                       LinkAddr("wlan0|[fe80::bad]:1"), s.now)
+        s.after_command("n0")
+    sim.call_at(25.0, flood)
+    sim.run()
+    for name in sim.node_names():
+        n = node(sim, name)
+        assert len(n.overlay.trust.store) == MAX_RECORDS_PER_AUTHORITY
+        assert n.counters["tx_trust"] <= 2 * MAX_RECORDS_PER_AUTHORITY
+        assert n.overlay.trust.store.ids() == node(sim, "n0").overlay.trust.store.ids()
+    assert node(sim, "n0").counters["drop_trust_quota"] == 400 - MAX_RECORDS_PER_AUTHORITY
