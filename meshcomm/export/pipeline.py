@@ -4,24 +4,31 @@
    and read **twice** in all, whatever else is done:
 
    * the first pass verifies it (chain, checkpoints with the device's key when one is
-     beside it) and, in the same pass, feeds its SIP records to the send/receipt pairing
-     (:mod:`.exchanges`) that ties the clocks together. A journal with a problem is
-     verified again in full, so its problems are named exactly as ``meshcomm journal
-     verify`` names them. A device whose journal has problems is **refused** (its entries
-     stay out of the timeline, and out of the pairing, which is then done again over the
-     merged journals) unless ``allow_unverified``: then it is merged with every one of its
-     events marked ``verified: false``;
+     beside it) and, in the same pass, feeds its entries to the send/receipt pairing
+     (:mod:`.exchanges`: SIP records by envelope id, witness records) that ties the clocks
+     together and to the cross-journal check (:mod:`.crosscheck`). A journal with a
+     problem is verified again in full, so its problems are named exactly as ``meshcomm
+     journal verify`` names them. A device whose journal has problems is **refused** (its
+     entries stay out of the timeline, the pairing and the cross-journal check, which are
+     then fed again with the merged journals only) unless ``allow_unverified``: then it is
+     merged with every one of its events marked ``verified: false``;
    * several copies of one device's journal are compared (:mod:`.forks`): copies that
      disagree are a fork, named by device and entry, and that device is unverified; the
      longest copy is the one merged;
    * the pairs give each device's clock offset against the reference device
-     (:mod:`.clocks`);
+     (:mod:`.clocks`); the cross-journal findings follow, and a device they show to have
+     rewritten its history (:data:`REFUSING_KINDS`) is refused like one that fails alone
+     (the clocks are then estimated again without it);
    * the second pass merges the journals by corrected time (:mod:`.timeline`) and writes
      them (:mod:`.outputs`), filtered (:mod:`.filters`): filters never change what is
      verified or how the clocks are estimated.
 
-2. Memory is bounded by the number of devices (one open journal and one entry each) and
-   the pairing's tables (:mod:`.exchanges`), not by the journals' length.
+   Then ``sip.pcapng`` (:mod:`.pcap`) and ``report.html`` (:mod:`.report`) are written
+   from ``timeline.jsonl``.
+
+2. Memory is bounded by the number of devices (one open journal and one batch of rows
+   each), the pairing's and the cross-journal check's bounded tables, not by the
+   journals' length.
 """
 
 from __future__ import annotations
