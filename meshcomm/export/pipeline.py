@@ -281,7 +281,8 @@ def _verify(by_device: dict[str, list[JournalFile]], snaps: dict[Path, Snapshot]
             if len(copies) == 1:
                 sink = sinks.feeder(device)
                 found.fed.append(device)
-            report = found.reports[jf.path] = snaps[jf.path].scan(jf.public_key, sink)
+            report = found.reports[jf.path] = snaps[jf.path].scan(
+                jf.public_key, sink, _scan_progress(say, jf.path))
             for problem in report.problems:
                 summary.problems.append(ProblemRow(device, problem.seq, problem.kind.value,
                                                    f"{jf.path}: {problem.message}"))
@@ -294,6 +295,10 @@ def _verify(by_device: dict[str, list[JournalFile]], snaps: dict[Path, Snapshot]
                 found.unverified.add(device)
         found.chosen[device] = max(copies, key=lambda jf: found.reports[jf.path].count)
     return found
+
+
+def _scan_progress(say: _Say, path: Path) -> Callable[[int], None]:
+    return lambda n: say.tick(lambda: f"verifying {path}: {n} entries read")
 
 
 def _fed(found: _Verified, merged: list[str], keys: dict[str, bytes],

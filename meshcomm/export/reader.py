@@ -68,6 +68,8 @@ MAX_COLLECTED_DEVICES: Final = 10_000
 READ_CACHE_KIB: Final = 128
 #: Rows fetched from SQLite per call while one journal is read alone (verification).
 FETCH_ROWS: Final = 1024
+#: A long journal's verification reports progress every this many rows.
+SCAN_PROGRESS_ROWS: Final = 65_536
 #: Rows fetched per call while every journal is read at once (the merge holds one batch
 #: per device: this times the devices times a row's size is its memory).
 MERGE_FETCH_ROWS: Final = 32
@@ -293,18 +295,23 @@ class Snapshot:
             return
 
     def scan(self, public_key: bytes | None,
-             sink: Callable[[JournalEntry], None] | None = None) -> VerifyReport:
+             sink: Callable[[JournalEntry], None] | None = None,
+             progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Verify the journal in one pass, handing each decodable entry to ``sink`` as it
-        goes (the export pairs sends and receipts meanwhile). A journal with a problem is
+        goes (the export pairs sends and receipts meanwhile) and the number of rows read
+        to ``progress`` every :data:`SCAN_PROGRESS_ROWS`. A journal with a problem is
         verified again with :meth:`verify_exactly`, whose report names every problem the
         way ``meshcomm journal verify`` does."""
         verifier = StreamVerifier(public_key)
-        last_seq = 0
+        last_seq = read = 0
         all_canonical = True
         try:
             for row in self.rows():
                 seq = row[0] if type(row[0]) is int else last_seq + 1
                 last_seq = seq
+                read += 1
+                if progress is not None and read % SCAN_PROGRESS_ROWS == 0:
+                    progress(read)
                 try:
                     entry, canonical = decode_row(row)
                 except DecodeError as exc:

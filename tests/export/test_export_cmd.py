@@ -224,3 +224,23 @@ def test_progress_goes_to_stderr_and_json_alone_to_stdout(
     json.loads(captured.out)
     assert "export: verifying 2 journal(s)" in captured.err
     assert "export: merging 2 journal(s)" in captured.err
+
+
+def test_long_exports_report_progress_while_verifying_and_merging(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import meshcomm.export.outputs as outputs
+    import meshcomm.export.pipeline as pipeline
+    import meshcomm.export.reader as reader
+
+    monkeypatch.setattr(pipeline, "PROGRESS_INTERVAL_S", 0.0)   # every tick is a line
+    monkeypatch.setattr(reader, "SCAN_PROGRESS_ROWS", 2)
+    monkeypatch.setattr(outputs, "PROGRESS_EVERY", 2)
+    a, b = _two_devices(tmp_path)
+    assert main(["export", str(a), str(b), "--out", str(tmp_path / "o"), "--no-capture",
+                 "--no-report"]) == 0
+    err = capsys.readouterr().err
+    assert "entries read" in err and "merged 4 of 6 events" in err
+    assert main(["export", str(a), str(b), "--out", str(tmp_path / "o"), "--quiet",
+                 "--no-capture", "--no-report"]) == 0
+    assert capsys.readouterr().err == ""
