@@ -331,11 +331,6 @@ class StreamVerifier:
         self._expected_head = expected_head
         self._done: VerifyReport | None = None
 
-    @property
-    def clean(self) -> bool:
-        """No problem found so far."""
-        return not self._walk.problems and not self._walk.removed
-
     def feed(self, item: JournalEntry | UndecodableRow, data_bytes: bytes | None = None) -> None:
         """The next stored item. ``data_bytes``, when given, must be the canonical
         encoding of ``item.data`` (what :func:`canonical_data_untrusted` returns for it):
