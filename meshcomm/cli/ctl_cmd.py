@@ -200,6 +200,15 @@ def format_status(st: dict[str, Any]) -> str:
     if collect:
         lines.append(f"collect  serving {collect.get('serving')}; "
                      + (_nonzero(collect.get("counters", {})) or "nothing yet"))
+    trust = st.get("trust")
+    if trust and trust.get("records"):
+        lines.append(f"trust    {trust['records']} record(s): revoked {trust.get('revoked_devices')} "
+                     f"device(s), {trust.get('revoked_credentials')} credential(s), "
+                     f"{trust.get('revoked_agencies')} agency key(s); "
+                     f"{len(trust.get('trusted_agencies', []))} trusted agency key(s)")
+        for rec in trust.get("latest", []):
+            lines.append(f"  {rec.get('kind')} {str(rec.get('subject'))[:16]} by "
+                         f"{rec.get('signer')} at {rec.get('issued_at')} {rec.get('note')!r}")
     return "\n".join(lines)
 
 
