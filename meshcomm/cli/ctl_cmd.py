@@ -202,8 +202,9 @@ def format_status(st: dict[str, Any]) -> str:
                      + (_nonzero(collect.get("counters", {})) or "nothing yet"))
     trust = st.get("trust")
     if trust and trust.get("records"):
-        lines.append(f"trust    {trust['records']} record(s): revoked {trust.get('revoked_devices')} "
-                     f"device(s), {trust.get('revoked_credentials')} credential(s), "
+        lines.append(f"trust    {trust['records']} record(s): revoked "
+                     f"{trust.get('revoked_devices')} device(s), "
+                     f"{trust.get('revoked_credentials')} credential(s), "
                      f"{trust.get('revoked_agencies')} agency key(s); "
                      f"{len(trust.get('trusted_agencies', []))} trusted agency key(s)")
         for rec in trust.get("latest", []):
