@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -15,8 +16,14 @@ from meshcomm.node.revocation_store import TRUST_FILE, TrustDb
 from meshcomm.runtime.app import JOURNAL_FILE, NodeOptions, run_node
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.runtime.handlers import NodeInfo
-from meshcomm.security.identity import Identity
-from meshcomm.security.keystore import load_or_create_identity, write_key_file
+from meshcomm.security.credentials import issue_credential
+from meshcomm.security.identity import Identity, fingerprint
+from meshcomm.security.keystore import (
+    CREDENTIAL_FILE,
+    load_or_create_identity,
+    write_credential_file,
+    write_key_file,
+)
 from tests.runtime.helpers import chain_medium, ctl, node_options, wait_until
 
 
@@ -118,3 +125,61 @@ def test_revoke_cli_enforced_along_a_chain_and_kept_across_restart(tmp_path: Pat
     with JournalStore.open(dirs["b"] / JOURNAL_FILE, ident_b.node_id) as journal:
         changes = [e for e in journal.entries() if e.type == JournalEventType.TRUST_CHANGED]
     assert len(changes) == 1 and changes[0].data["removed"] == 1
+
+
+def test_a_command_node_signs_a_revocation_a_medic_node_cannot(tmp_path: Path) -> None:
+    agency = Identity(secrets.token_bytes(32))
+    dirs = {n: tmp_path / n for n in "abm"}
+    for name, role in (("a", "command"), ("m", "medic")):
+        device = load_or_create_identity(dirs[name])[0]
+        cred = issue_credential(agency, aor_pattern="sip:*@incident.local", role=role,
+                                device_key=device.public_key, issued_at=int(time.time()) - 60,
+                                expires_at=int(time.time()) + 3600)
+        write_credential_file(dirs[name] / CREDENTIAL_FILE, cred.to_bytes())
+    infos: dict[str, NodeInfo] = {}
+
+    def ready(driver: NodeDriver, info: NodeInfo) -> None:
+        infos[info.aor] = info
+
+    async def scenario() -> dict[str, object]:
+        out: dict[str, object] = {}
+        with chain_medium(["m", "a", "b"]) as medium:
+            async with asyncio.TaskGroup() as tg:
+                for n in "mab":
+                    tg.create_task(run_node(_options(
+                        dirs[n], f"mem:{medium.name}/{n}", n, agency.public_key), ready))
+                await wait_until(lambda: len(infos) == 3, "three nodes up")
+                b_key = load_or_create_identity(dirs["b"])[0].public_key
+                b_id = next(i for i in infos.values() if i.aor.startswith("sip:b@")).node_id
+
+                async def a_knows_b() -> bool:
+                    return b_id.hex() in await _who_keys(dirs["a"])
+
+                async def b_gone() -> bool:
+                    known = [b_id.hex() in await _who_keys(dirs[n]) for n in "am"]
+                    return not any(known)
+                await _until_async("a knows b", a_knows_b)
+                out["medic"] = await asyncio.to_thread(cli_main, [
+                    "revoke", "--device-key", b_key.hex(), "--data-dir", str(dirs["m"])])
+                out["medic_records"] = (await _actl(dirs["m"], "status"))["trust"]
+                out["command"] = await asyncio.to_thread(cli_main, [
+                    "revoke", "--device-key", b_key.hex(), "--note", "stolen",
+                    "--data-dir", str(dirs["a"])])
+                out["took_s"] = await _until_async("b gone at a and m", b_gone)
+                out["trust_m"] = (await _actl(dirs["m"], "status"))["trust"]
+                for n in "mab":
+                    await _actl(dirs[n], "stop")
+        return out
+
+    out = asyncio.run(scenario())
+    assert out["medic"] == 1 and out["command"] == 0
+    medic_records = out["medic_records"]
+    assert isinstance(medic_records, dict) and medic_records["records"] == 0
+    trust_m = out["trust_m"]
+    assert isinstance(trust_m, dict) and trust_m["revoked_devices"] == 1
+    latest = trust_m["latest"][0]
+    assert latest["note"] == "stolen" and latest["signer"] == infos_signer(dirs["a"])
+
+
+def infos_signer(data_dir: Path) -> str:
+    return fingerprint(load_or_create_identity(data_dir)[0].public_key)
