@@ -391,3 +391,44 @@ def test_authenticated_message_goes_on_without_our_credentials() -> None:
     ours = [v for r in net.stations[0].sip_journal() for n, v in r.get("headers") or ()
             if n == "Proxy-Authorization"]
     assert ours and all('response="redacted"' in v for v in ours)
+
+
+def test_a_scan_floods_neither_the_journal_nor_any_table() -> None:
+    """300 names from 300 sources, unauthenticated and with wrong credentials: every
+    answer a challenge, the journal keeps at most the burst of authentication answers,
+    the failure table stays bounded, and no secret reaches the journal."""
+    net = gateway_net()
+    gw = net.stations[0].gw
+    auth = gw.auth
+    assert auth is not None
+    statuses = set()
+    for i in range(300):
+        src = (f"10.1.{i // 200}.{i % 200 + 1}", 5060)
+        data = raw_request("REGISTER", f"u{i}", src, from_user=f"u{i}", branch=f"s{i}",
+                           call_id=f"scan{i}", uri=f"sip:{DOMAIN}",
+                           headers=(f"Contact: <sip:u{i}@{src[0]}>",))
+        gw.receive_local(data, src, net.now)
+        first = [o for o in gw.to_send(net.now)]
+        reply = parse_message_untrusted(first[-1].data)  # type: ignore[union-attr]
+        assert isinstance(reply, SipResponse)
+        value = answer(reply.header_values("WWW-Authenticate"), "REGISTER", f"sip:{DOMAIN}",
+                       password="guess", user=f"u{i}")
+        gw.receive_local(raw_request("REGISTER", f"u{i}", src, from_user=f"u{i}",
+                                     branch=f"t{i}", call_id=f"scan{i}", cseq=2,
+                                     uri=f"sip:{DOMAIN}",
+                                     headers=(f"Authorization: {value}",)), src, net.now)
+        statuses |= {parse_message_untrusted(o.data).status  # type: ignore[union-attr]
+                     for o in gw.to_send(net.now)}
+    assert statuses == {401}
+    records = []
+    while (event := gw.next_event()) is not None:
+        records.append(event)
+    originated = [r for r in records if getattr(r, "data", {}).get("dir") == "originated"]
+    assert len(originated) <= 20 + 1
+    assert gw.counters["auth_journal_suppressed"] >= 600 - 21
+    assert gw.counters["auth_failed"] == 300 and len(auth.failures) == 300
+    assert not gw.registrar._regs
+    text = repr([getattr(r, "data", None) for r in records])
+    user = auth.users.get(ALICE)
+    assert user is not None and PASSWORD not in text
+    assert all(ha1 not in text for _, ha1 in user.ha1s) and "guess" not in text
