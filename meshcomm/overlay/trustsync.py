@@ -96,13 +96,16 @@ class TrustSync:
         reason = self.store.binding_refusal(binding.key, None)
         if reason or binding.credential is None:
             return reason
+        state = self.store.state
+        agency = self.ctx.table.policy.mode is TrustMode.AGENCY and state.revoked_agencies
+        if not state.revoked_credentials and not agency:
+            return ""      # the common case: nothing a credential could match
         cred = credential_in_field(binding.credential)
         if cred is None:
             return ""
-        if credential_id(cred) in self.store.state.revoked_credentials:
+        if credential_id(cred) in state.revoked_credentials:
             return "credential_revoked"
-        if (self.ctx.table.policy.mode is TrustMode.AGENCY
-                and cred.agency_key in self.store.state.revoked_agencies):
+        if agency and cred.agency_key in state.revoked_agencies:
             return "untrusted_agency"
         return ""
 

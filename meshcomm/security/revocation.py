@@ -182,6 +182,11 @@ def decode_trust_record_untrusted(data: bytes) -> TrustRecord:
 
 
 # --------------------------------------------------------------------------- state
+#: Checks a signature (key, message, signature); the store passes its caching verifier, so
+#: a command credential is checked once, not at every recomputation.
+Verify = Callable[[bytes, bytes, bytes], bool]
+
+
 @dataclass(frozen=True, slots=True)
 class TrustState:
     """What the stored records amount to (see the module docstring)."""
@@ -194,7 +199,8 @@ class TrustState:
     valid: frozenset[bytes]
 
     @classmethod
-    def compute(cls, roots: frozenset[bytes], records: Iterable[TrustRecord]) -> TrustState:
+    def compute(cls, roots: frozenset[bytes], records: Iterable[TrustRecord],
+                verify: Verify = verify_signature) -> TrustState:
         recs = sorted(records, key=lambda r: r.record_id)
         by_kind: dict[TrustKind, list[TrustRecord]] = {k: [] for k in TrustKind}
         for r in recs:
@@ -225,7 +231,7 @@ class TrustState:
         gone_devices = {r.subject for r in by_agency if r.kind is TrustKind.REVOKE_DEVICE}
         gone_creds = {r.subject for r in by_agency if r.kind is TrustKind.REVOKE_CREDENTIAL}
         by_command = [r for r in device_revs if r.signer not in trusted
-                      and command_authority(r, frozenset(trusted)) is not None
+                      and command_authority(r, frozenset(trusted), verify) is not None
                       and r.signer not in gone_devices
                       and credential_id_of_record(r) not in gone_creds]
         valid |= {r.record_id for r in by_agency + by_command}
@@ -246,7 +252,8 @@ def credential_id_of_record(record: TrustRecord) -> bytes:
         return b""
 
 
-def command_authority(record: TrustRecord, trusted: frozenset[bytes]) -> bytes | None:
+def command_authority(record: TrustRecord, trusted: frozenset[bytes],
+                      verify: Verify = verify_signature) -> bytes | None:
     """The agency a command device's record speaks for (its credential's issuer), or None
     if the record carries no usable command credential (signatures of the credential are
     checked here; the record's own by the caller)."""
@@ -260,7 +267,7 @@ def command_authority(record: TrustRecord, trusted: frozenset[bytes]) -> bytes |
     if (cred.agency_key not in trusted or cred.device_key != record.signer
             or cred.role not in COMMAND_ROLES
             or not cred.issued_at <= record.issued_at <= cred.expires_at
-            or not verify_signature(cred.agency_key, cred.signed_bytes, cred.signature)):
+            or not verify(cred.agency_key, cred.signed_bytes, cred.signature)):
         return None
     return cred.agency_key
 
@@ -344,7 +351,7 @@ class TrustStore:
             return record.signer if ok else None
         if record.signer in trusted:
             return record.signer
-        authority = command_authority(record, trusted)
+        authority = command_authority(record, trusted, self._verifier.verify)
         if authority is None or record.signer in self.state.revoked_devices:
             return None
         if credential_id_of_record(record) in self.state.revoked_credentials:
@@ -426,7 +433,8 @@ class TrustStore:
     def _recompute(self) -> None:
         """Recompute the state; drop records whose signer lost its authority."""
         while True:
-            self.state = TrustState.compute(self.roots, self._records.values())
+            self.state = TrustState.compute(self.roots, self._records.values(),
+                                            self._verifier.verify)
             void = [rid for rid in self._records if rid not in self.state.valid]
             if not void:
                 return
