@@ -562,7 +562,7 @@ async def open_uplink(plan: UplinkPlan, cfg: NodeConfig, identity: Identity, nod
                             registration_lifetime_s=cfg.node.registration_lifetime_s,
                             rng=random.Random(rng.getrandbits(64)), now=loop.time(),
                             seq_base=seq_base, wall_offset_s=wall_offset_s,
-                            credential=credential)
+                            credential=credential, trust_store=node.overlay.trust.store)
     log.info("uplink %s: DHT node %s on udp/%d (%s bootstrap node(s)), transport on udp/%d "
              "(%d configured peer(s))%s", addrs.interface, port.node_id(), port.bound_port(),
              len(plan.bootstrap) or "no", transport.bound_port, len(transport.peers()),

@@ -37,6 +37,7 @@ from meshcomm.node.storeforward import RELAY_ROLE
 from meshcomm.overlay.config import OverlayConfig
 from meshcomm.runtime.driver import NodeDriver
 from meshcomm.security.identity import Identity
+from meshcomm.security.revocation import TrustStore
 from meshcomm.security.verify import SignatureVerifier
 from radios import ImpairedRadio, Impairment, Radio
 from radios.uplink import PORT_MAX, UplinkRadio, format_peer
@@ -75,13 +76,16 @@ def transport_peer(host: str, dht_port: int) -> str | None:
 def make_uplink_mesh(identity: Identity, *, incident: str, trust: TrustPolicy,
                      overlay: OverlayConfig, registration_lifetime_s: int,
                      rng: random.Random, now: float, seq_base: int, wall_offset_s: float,
-                     credential: bytes | None) -> MeshNode:
-    """The uplink mesh's node: role relay, capability uplink (see the module docstring)."""
+                     credential: bytes | None,
+                     trust_store: TrustStore | None = None) -> MeshNode:
+    """The uplink mesh's node: role relay, capability uplink (see the module docstring).
+    ``trust_store``: the island node's, shared, so revocations cross sites both ways."""
     settings = NodeSettings(incident=incident, role=RELAY_ROLE,
                             registration_lifetime_s=registration_lifetime_s, trust=trust,
                             overlay=overlay, caps=(UPLINK_CAP,))
     return MeshNode(identity, settings, verifier=SignatureVerifier(), rng=rng, now=now,
-                    seq_base=seq_base, wall_offset_s=wall_offset_s, credential=credential)
+                    seq_base=seq_base, wall_offset_s=wall_offset_s, credential=credential,
+                    trust=trust_store)
 
 
 async def open_uplink_radio(addresses: tuple[str, ...], dht_port: int, peers: tuple[str, ...],

@@ -13,12 +13,17 @@ node 2.
   node 0 with an unregistered From (as a stock SIPp uac) claiming the ops chief in PAI
   reaches bob without any asserted identity.
 
-The node built to sign a spoofed From is tested around the real node core in
-``tests/node/test_gateway_identity.py`` (the destination gateway refuses it with 403).
+* A node built to sign a spoofed From: a real node core (MeshNode, gateway, end-to-end
+  sealing) run by the runtime's driver in a device namespace beside node 2 joins the mesh
+  with its own key, learns the bindings, and sends bob's node a MESSAGE ``From:
+  ops-chief@`` through the core's own to-mesh path (signed with its key): node 4's
+  gateway refuses it (identity_refused_mesh counted) and bob receives nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import secrets
 import socket
 import sqlite3
@@ -29,11 +34,20 @@ from pathlib import Path
 
 import pytest
 
+from meshcomm.location.table import TrustPolicy
+from meshcomm.node.core import compose
+from meshcomm.node.gateway.types import GatewayConfig, MeshSip
+from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.runtime.app import JOURNAL_FILE
+from meshcomm.runtime.driver import NodeDriver
+from meshcomm.security.identity import Identity
+from meshcomm.security.verify import SignatureVerifier
+from radios import open_radio
 from tests.envcheck import require_program, require_root
 from tests.interop.clients import DOMAIN, requests_with, wait_binding
 from tools.testbed import Testbed, chain
 from tools.testbed.baresip import BaresipClient
+from tools.testbed.netns import in_netns
 from tools.testbed.nodes import wait_until
 from tools.testbed.sipclient import GATEWAY, SipUas, build, parse
 
@@ -41,6 +55,8 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 N_NODES = 5
 CHIEF_NODE = 2
+ROGUE_NEXT_TO = 2
+ROGUE_LEARN_S = 30.0
 CONVERGE_S = 30.0
 REGISTER_S = 10.0
 ANSWER_S = 15.0
@@ -54,6 +70,7 @@ class Bed:
     tb: Testbed
     alice: BaresipClient
     bob: BaresipClient
+    device_ns: str
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +79,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     require_program("baresip", "baresip-core")
     with chain(N_NODES) as tb:
         tb.use_workdir(tmp_path_factory.mktemp("mesh-identity"))
+        device_ns = tb.attach(ROGUE_NEXT_TO, "rogue")
         for i in range(N_NODES):
             tb.start_node(i, name=f"n{i}")
         alice = tb.start_baresip(0, "alice", contacts=[BOB])
@@ -73,7 +91,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         for node, aor in ((0, BOB), (0, CHIEF), (N_NODES - 1, f"sip:alice@{DOMAIN}"),
                           (N_NODES - 1, CHIEF)):
             assert wait_binding(tb, node, aor, CONVERGE_S) is not None, tb.describe()
-        yield Bed(tb, alice, bob)
+        yield Bed(tb, alice, bob, device_ns)
 
 
 def _message(sock: socket.socket, from_user: str, text: str,
@@ -141,3 +159,54 @@ def test_callee_sees_the_verified_caller_and_never_a_client_supplied_pai(bed: Be
     assert status == 200, bed.tb.describe()
     (copy, *_) = requests_with(bed.bob, "MESSAGE", sent=False, body_has=forged)
     assert "p-asserted-identity" not in copy.headers, copy.headers
+
+
+def test_a_node_built_to_sign_a_spoofed_from_is_refused_at_the_destination(bed: Bed) -> None:
+    asyncio.run(_rogue_node(bed))
+
+
+async def _refused_at_bob(bed: Bed) -> int:
+    status = await asyncio.to_thread(bed.tb.node(N_NODES - 1).status)
+    return int(status["sip"]["counters"].get("identity_refused_mesh", 0))
+
+
+async def _rogue_node(bed: Bed) -> None:
+    loop = asyncio.get_running_loop()
+    offset = time.time() - loop.time()
+    with in_netns(bed.device_ns):          # the radio's sockets live beside node 2
+        radio = open_radio(f"udp:to{ROGUE_NEXT_TO}")
+        await radio.open()
+    node = MeshNode(Identity(secrets.token_bytes(32)), NodeSettings(trust=TrustPolicy()),
+                    verifier=SignatureVerifier(), rng=random.Random(5), now=loop.time(),
+                    wall_offset_s=offset)
+    core = compose(node, gateway_config=GatewayConfig(), rng=random.Random(6),
+                   node_aor=f"sip:rogue@{DOMAIN}", now=loop.time())
+    driver = NodeDriver(core, [radio], None, loop, wall_offset_s=offset)
+    driver.start()
+    try:
+        deadline = loop.time() + ROGUE_LEARN_S
+        while not (node.table.lookup(BOB) and node.table.lookup(CHIEF)):
+            assert loop.time() < deadline, "the rogue node never learned the bindings"
+            await asyncio.sleep(0.2)
+        bob_node = node.table.lookup(BOB)[0].binding.node_id
+        before = await _refused_at_bob(bed)
+        text = f"rogue-{secrets.token_hex(6)}"
+        assert core.gateway is not None
+        mesh_host = core.gateway.mesh_host
+        data = build(f"MESSAGE {BOB} SIP/2.0", [
+            ("Via", f"SIP/2.0/UDP {mesh_host};branch=z9hG4bK{secrets.token_hex(6)}"),
+            ("Max-Forwards", "70"), ("From", f"<{CHIEF}>;tag={secrets.token_hex(4)}"),
+            ("To", f"<{BOB}>"), ("Call-ID", secrets.token_hex(6)), ("CSeq", "1 MESSAGE"),
+            ("Content-Type", "text/plain")], text)
+        now = loop.time()
+        driver.pump_.command(now, lambda: core._sip_to_mesh(MeshSip(bob_node, data, None), now))
+        deadline = loop.time() + ANSWER_S
+        while await _refused_at_bob(bed) <= before:
+            assert loop.time() < deadline, "node 4 did not refuse the spoofed From"
+            await asyncio.sleep(0.3)
+        print(f"\nrogue node beside node {ROGUE_NEXT_TO} signing From {CHIEF}: refused at "
+              f"node {N_NODES - 1}'s gateway")
+        await asyncio.sleep(2.0)
+        assert requests_with(bed.bob, "MESSAGE", sent=False, body_has=text) == []
+    finally:
+        driver.close()
