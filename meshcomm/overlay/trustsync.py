@@ -74,14 +74,21 @@ class TrustSync:
     def __init__(self, ctx: OverlayContext, store: TrustStore) -> None:
         self.ctx = ctx
         self.store = store
-        #: True once any record is held: until then every hook is one attribute test
-        self.active = len(store) > 0
+        #: A relay's uplink mesh shares the island's store: a record either overlay
+        #: learns is enforced and spread by the other too (:meth:`learned_elsewhere`).
+        store.observers.append(self.learned_elsewhere)
+        self._apply_policy()   # records restored from disk: added agencies trusted at once
         self._answered: dict[str, float] = {}
         self._pulling: dict[bytes, float] = {}
         self._sent: dict[bytes, float] = {}
         self._pending: dict[bytes, tuple[Envelope, Hop]] = {}
         self._revoked_addrs: set[LinkAddr] = set()
         self._enforced_keys: frozenset[bytes] = frozenset()
+
+    @property
+    def active(self) -> bool:
+        """True once any record is held: until then every hook is one length test."""
+        return len(self.store) > 0
 
     # ------------------------------------------------------------ hooks of the overlay
     def refuses_frame(self, env: Envelope, src: LinkAddr) -> bool:
@@ -141,14 +148,24 @@ class TrustSync:
         if outcome is not None:
             self.ctx.drop(DropReason.of(str(outcome)), src, now)
             return outcome
-        self.active = True
         self.ctx.counters[TrustCounter.LEARNED] += 1
         removed = self.enforce(now)
         self.ctx.emit(TrustChanged(kind=KIND_NAMES[record.kind], subject=record.subject.hex(),
                                    signer=record.signer.hex(), record=record.record_id.hex(),
                                    via=src or "", removed=removed, held=len(self.store)))
         self.ctx.anti_entropy.soon(now)
+        for observer in self.store.observers:
+            if observer != self.learned_elsewhere:
+                observer(record, now)
         return None
+
+    def learned_elsewhere(self, record: TrustRecord, now: float) -> None:
+        """The other overlay sharing the store stored ``record``: enforce it here and
+        flood it on this overlay's links (journaled once, by the overlay that learned it)."""
+        self.enforce(now)
+        self.ctx.transmit(record.envelope, Hop(ttl=self.ctx.config.flood_ttl), None,
+                          TxTag.TRUST)
+        self.ctx.anti_entropy.soon(now)
 
     def rebroadcast_due(self, rid: bytes, now: float) -> None:
         pending = self._pending.pop(rid, None)
@@ -162,9 +179,7 @@ class TrustSync:
         """Apply the store's state: the table's agency keys, revoked bindings removed,
         revoked neighbours and routes dropped. Returns the bindings removed."""
         state, table = self.store.state, self.ctx.table
-        if table.policy.agency_keys != state.trusted_agencies:
-            table.policy = dataclasses.replace(table.policy,
-                                               agency_keys=state.trusted_agencies)
+        self._apply_policy()
         removed = 0
         for stored in table:
             binding = stored.binding
@@ -180,6 +195,12 @@ class TrustSync:
             self._cut_off(node_id_of(key))
         self._enforced_keys = keys
         return removed
+
+    def _apply_policy(self) -> None:
+        """The table trusts the agency keys the records leave trusted."""
+        table, trusted = self.ctx.table, self.store.state.trusted_agencies
+        if table.policy.agency_keys != trusted:
+            table.policy = dataclasses.replace(table.policy, agency_keys=trusted)
 
     def _cut_off(self, node: NodeId) -> None:
         nb = self.ctx.neighbours.by_id.get(node)

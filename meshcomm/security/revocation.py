@@ -301,6 +301,8 @@ class TrustStore:
         self.state = TrustState.compute(roots, ())
         self._hash = 0
         self.refused: Counter[str] = Counter()
+        #: called with (record, now) when a record was stored (see overlay.trustsync)
+        self.observers: list[Callable[[TrustRecord, float], None]] = []
         #: records accepted, in arrival order (bounded by the store)
         self._order: list[bytes] = []
 

@@ -1,0 +1,57 @@
+"""One trust store, two overlays (a relay's island mesh and its uplink mesh), and a store
+restored from disk: what each overlay enforces and sends."""
+
+from __future__ import annotations
+
+import random
+
+from meshcomm.location.binding import make_binding
+from meshcomm.location.table import TrustMode, TrustPolicy
+from meshcomm.node.mesh import MeshNode, NodeSettings
+from meshcomm.security.identity import Identity
+from meshcomm.security.revocation import TrustKind, TrustStore, make_trust_record
+from meshcomm.security.verify import SignatureVerifier
+from meshcomm.types import LinkAddr
+from meshcomm.wire.envelope import Hop, MsgType, decode_frame_untrusted, encode_frame
+
+ROOT = Identity(b"R" * 32)
+AID = Identity(b"A" * 32)
+FAR = Identity(b"F" * 32)
+POLICY = TrustPolicy(TrustMode.OPEN, frozenset({ROOT.public_key}))
+
+
+def _node(seed: int, store: TrustStore | None, policy: TrustPolicy = POLICY) -> MeshNode:
+    return MeshNode(Identity(bytes([seed]) * 32), NodeSettings(incident="inc", trust=policy),
+                    verifier=SignatureVerifier(), rng=random.Random(seed), now=0.0,
+                    trust=store)
+
+
+def test_a_record_learned_on_one_overlay_is_enforced_and_flooded_on_the_other() -> None:
+    store = TrustStore("inc", POLICY.agency_keys, SignatureVerifier())
+    island, uplink = _node(1, store), _node(2, store)
+    far = make_binding(FAR, incident="inc", seq=1, aor="sip:far@other.site",
+                       contacts=("sip:far@x",), issued_at=0.0, lifetime_s=600)
+    uplink.receive(encode_frame(far.envelope, Hop(ttl=4)), LinkAddr("uplink|10.0.0.9:1"), 0.0)
+    assert uplink.table.lookup("sip:far@other.site")
+    uplink.to_send(0.0)
+    record = make_trust_record(ROOT, incident="inc", kind=TrustKind.REVOKE_DEVICE,
+                               subject=FAR.public_key, issued_at=0)
+    island.receive(encode_frame(record.envelope, Hop(ttl=4)), LinkAddr("wlan0|[fe80::1]:1"),
+                   1.0)
+    assert not uplink.table.lookup("sip:far@other.site")      # enforced on the uplink too
+    sent = [decode_frame_untrusted(d.data)[0] for d in uplink.to_send(1.0)]
+    assert any(env.msg_type is MsgType.TRUST for env in sent)   # and flooded there
+    assert uplink.overlay.trust.active and uplink.overlay.trust.digest_field() != []
+
+
+def test_an_agency_added_before_a_restart_is_trusted_at_start() -> None:
+    store = TrustStore("inc", POLICY.agency_keys, SignatureVerifier())
+    store.restore([make_trust_record(ROOT, incident="inc", kind=TrustKind.ADD_AGENCY,
+                                     subject=AID.public_key, issued_at=0)])
+    node = _node(3, store)
+    assert node.table.policy.agency_keys == {ROOT.public_key, AID.public_key}
+
+
+def test_without_records_the_policy_is_left_alone() -> None:
+    node = _node(4, None)
+    assert node.table.policy is node.settings.trust
