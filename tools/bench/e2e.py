@@ -37,6 +37,10 @@ the same machine load. Printed: both tables, and for MESSAGE and call set-up p50
 largest hop count and the software time per hop, after/before ratios and whether each is
 within 10 % (``--within``). The software time per hop is a difference of medians of a
 few milliseconds over 15 ms hops, so its ratio is noisy; its absolute change is printed.
+The precise figure comes in process: ``tools/bench/e2e_hop.py`` (a chain of 5 node cores
+in virtual time, every call into a core timed) runs ``--hop-rounds`` times on each side,
+alternating; printed are the medians of its per-MESSAGE figures (time of one relay hop,
+of the origin and destination gateways, end to end) and their ratios.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ RTP_PACKETS: Final = 25
 RTP_INTERVAL_S: Final = 0.02
 #: Default bound of the before/after comparison (issue 12: within 10 %).
 WITHIN_FRACTION: Final = 0.10
+#: MESSAGEs per round of the in-process worker.
+HOP_MESSAGES: Final = 200
 
 
 @dataclass
@@ -289,8 +295,28 @@ def print_table(summary: dict[str, Any]) -> None:
     print(f"targets met: {summary['targets']}")
 
 
+HOP_WORKER = Path(__file__).with_name("e2e_hop.py")
+HOP_FIGURES = ("relay_per_hop_us", "origin_us", "destination_us", "e2e_us")
+
+
+def in_process(before: Path, rounds: int, messages: int) -> dict[str, dict[str, float]]:
+    """Medians of the in-process worker's figures on both sides, rounds alternating."""
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    roots = {"before": before, "after": Path(__file__).resolve().parents[2]}
+    for i in range(rounds):
+        for name in (("before", "after") if i % 2 == 0 else ("after", "before")):
+            done = subprocess.run(
+                [sys.executable, "-P", str(HOP_WORKER), "--messages", str(messages)],
+                capture_output=True, text=True, check=True, timeout=600,
+                env=dict(os.environ, PYTHONPATH=str(roots[name])))
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {name: {f: round(statistics.median(r[f] for r in rs), 1) for f in HOP_FIGURES}
+            for name, rs in runs.items()}
+
+
 def _main_compare(before: Path, hop_counts: list[int], samples: int, delay_s: float,
-                  impair: str, within: float) -> int:
+                  impair: str, within: float, hop_rounds: int) -> int:
+    hop = in_process(before, hop_rounds, HOP_MESSAGES) if hop_rounds else None
     variants = compare(before, hop_counts, samples, impair)
     summaries = {v.name: summarize([v.results[h] for h in hop_counts], v.zero_s, delay_s)
                  for v in variants}
@@ -302,8 +328,16 @@ def _main_compare(before: Path, hop_counts: list[int], samples: int, delay_s: fl
     for name, row in compared.items():
         print(f"{name}: before {row['before_ms']} ms, after {row['after_ms']} ms, "
               f"ratio {row['ratio']}, within: {row['within']}")
+    if hop is not None:
+        print(f"== in process, medians of {hop_rounds} rounds each (us per MESSAGE):")
+        for fig in HOP_FIGURES:
+            b, a = hop["before"][fig], hop["after"][fig]
+            compared[f"inproc_{fig}"] = {"before_us": b, "after_us": a,
+                                         "ratio": round(a / b, 3),
+                                         "within": a <= b * (1 + within)}
+            print(f"{fig}: before {b}, after {a}, ratio {a / b:.3f}")
     print(json.dumps({"bench": "e2e-compare", "before_code": str(before), **summaries,
-                      "after_over_before": compared}))
+                      "in_process_us": hop, "after_over_before": compared}))
     return 0
 
 
@@ -316,13 +350,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, default=None,
                         help="checkout of the code before the change: compare side by side")
     parser.add_argument("--within", type=float, default=WITHIN_FRACTION)
+    parser.add_argument("--hop-rounds", type=int, default=6,
+                        help="rounds of the in-process per-hop worker per side (0: none)")
     args = parser.parse_args(argv)
     hop_counts = [int(h) for h in args.hops.split(",")]
     delay_s = args.delay_ms / 1000
     impair = f"delay={args.delay_ms:g}ms"
     if args.before is not None:
         return _main_compare(args.before.resolve(), hop_counts, args.samples, delay_s,
-                             impair, args.within)
+                             impair, args.within, args.hop_rounds)
     with chain(N_NODES) as tb:
         zero_s = zero_config_start(tb, impair)
         if wait_until(lambda: all(len(tb.node(i).who_aors() or ()) >= N_NODES
