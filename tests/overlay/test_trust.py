@@ -12,6 +12,7 @@ from meshcomm.security.revocation import (
     MAX_RECORDS_PER_AUTHORITY,
     TrustKind,
     TrustRecord,
+    credential_id,
     make_trust_record,
 )
 from meshcomm.sim.engine import Action, ActionKind, Simulator
@@ -221,3 +222,45 @@ def test_a_flood_of_valid_records_from_one_agency_key_is_bounded() -> None:
         assert n.counters["tx_trust"] <= 2 * MAX_RECORDS_PER_AUTHORITY
         assert n.overlay.trust.store.ids() == node(sim, "n0").overlay.trust.store.ids()
     assert node(sim, "n0").counters["drop_trust_quota"] == 400 - MAX_RECORDS_PER_AUTHORITY
+
+
+def test_a_revoked_credential_drops_its_bindings_and_a_new_one_registers_again() -> None:
+    sim = chain(duration_s=60.0)
+    sim.config.settings = dataclasses.replace(
+        sim.config.settings, trust=TrustPolicy(TrustMode.AGENCY, frozenset({ROOT.public_key})))
+    aor = "sip:medic4@fire.example"
+    seen: dict[float, list[bool]] = {}
+    creds: list[bytes] = []
+
+    def enroll(s: Simulator) -> None:
+        crew = node(s, "n5")
+        creds.append(issue_credential(
+            ROOT, aor_pattern="sip:*@fire.example", role="medic",
+            device_key=crew.identity.public_key, issued_at=len(creds),
+            expires_at=10**7).to_bytes())
+        crew.credential = creds[-1]
+        crew.register(aor, ("sip:medic4@10.0.0.5",), s.now)
+        s.after_command("n5")
+
+    def look(when: float) -> None:
+        def go(s: Simulator) -> None:
+            seen[when] = [bool(node(s, f"n{i}").table.lookup(aor)) for i in range(5)]
+        sim.call_at(when, go)
+
+    def revoke(s: Simulator) -> None:
+        record = make_trust_record(ROOT, incident=node(s, "n0").settings.incident,
+                                   kind=TrustKind.REVOKE_CREDENTIAL,
+                                   subject=credential_id(creds[0]), issued_at=int(s.now))
+        assert node(s, "n0").overlay.trust.originate(record, s.now) is None
+        s.after_command("n0")
+
+    sim.call_at(20.0, enroll)
+    look(29.0)
+    sim.call_at(30.0, revoke)
+    look(35.0)
+    sim.call_at(40.0, enroll)        # re-enrolled: same device key, a new credential
+    look(50.0)
+    sim.run()
+    assert seen[29.0] == [True] * 5
+    assert seen[35.0] == [False] * 5
+    assert seen[50.0] == [True] * 5
