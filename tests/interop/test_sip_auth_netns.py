@@ -5,7 +5,8 @@ Two namespaces in a chain, a ``meshcomm handset`` in each; node 0's SIP gateway 
 setting; node 1 keeps the default loopback listener (no authentication). In ``lan``:
 
 * baresip (a stock client) registers ``sip:alice@incident.local`` with ``auth_pass``
-  (challenged 401 first, then 200), and a MESSAGE from node 1 (``ctl send``) reaches it;
+  (challenged 401 first, then 200), a MESSAGE from node 1 (``ctl send``) reaches it, and
+  its MESSAGE to node 1 is challenged 407, sent again with credentials and answered 200;
 * sipvicious ``svwar`` scans the gateway with REGISTER, OPTIONS and INVITE for a
   dictionary holding every registered name (alice, both nodes' AoRs) and others: it finds
   none (forced past its first check, which already gives up on a gateway that
@@ -125,7 +126,8 @@ def test_svwar_finds_nothing_and_takeover_fails(tmp_path: Path) -> None:
         assert "digest authentication required" in listing and "sip:alice@" in listing
 
         conf = tb.workdir / "baresip-alice"
-        write_config(conf, "alice", node_sip_port=GW_PORT, sip_port=BARESIP_PORT, audio_in=None)
+        write_config(conf, "alice", node_sip_port=GW_PORT, sip_port=BARESIP_PORT,
+                     audio_in=None, contacts=(f"sip:n1@{DOMAIN}",))
         config = (conf / "config").read_text()
         config = config.replace(f"sip_listen 127.0.0.1:{BARESIP_PORT}",
                                 f"sip_listen {LAN_IP}:{BARESIP_PORT}")
@@ -156,6 +158,13 @@ def test_svwar_finds_nothing_and_takeover_fails(tmp_path: Path) -> None:
 
             _ctl(n1.data_dir, "send", f"sip:alice@{DOMAIN}", "first")
             assert wait_until(lambda: _messages_to(alice, "first") == 1, MESSAGE_S) is not None
+            # alice sends through her gateway: 407, then with credentials, 200 from n1.
+            alice.message(f"sip:n1@{DOMAIN}", "from alice")
+            assert wait_until(lambda: "from alice" in _ctl(n1.data_dir, "inbox"),
+                              MESSAGE_S) is not None, alice.log_tail()
+            answers = [m.status for m in alice.trace()
+                   if not m.sent and m.method == "MESSAGE" and m.status is not None]
+            assert answers[:2] == [407, 200], answers
 
             for method in ("REGISTER", "OPTIONS", "INVITE"):
                 code, output = _svwar(tb, lan, GW_IP, method, words)
