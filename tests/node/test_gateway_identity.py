@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from meshcomm.node.gateway.identity import IdentityCounter
 from meshcomm.node.gateway.types import MeshSip
-from meshcomm.sip.message import SipRequest
+from meshcomm.sip.build import build_response
+from meshcomm.sip.message import SipRequest, SipResponse
 from tests.node.gateway_net import DOMAIN, Net
 from tests.node.raw_sip import raw_register, raw_request, received, statuses
 
@@ -102,3 +103,31 @@ def test_a_node_signing_a_spoofed_from_is_refused_at_the_destination() -> None:
     answers = [r for r in target.sip_journal()
                if r.get("dir") == "originated" and r.get("status") == 403]
     assert answers
+
+
+def message_answers(net: Net) -> list[SipResponse]:
+    return [m for m in received(net, 0, ALICE_AT)
+            if isinstance(m, SipResponse) and m.cseq.method == "MESSAGE" and m.status >= 200]
+
+
+def test_responses_only_from_the_asked_node_and_without_foreign_identity_headers() -> None:
+    """A 200 for node 0's transaction signed by node 1 (not the node asked) is dropped;
+    the genuine 200 from carol's node reaches alice without the PAI carol's client put in."""
+    net = chain()
+    send(net, 0, ALICE_AT, "alice", "answer me")
+    copy = messages_at(net, 3, CAROL_AT)[0]
+    towards_node0 = copy.with_headers_replaced("Via", copy.header_values("Via")[1:])
+    forged = build_response(towards_node0, 200, to_tag="forged").serialize()
+    intruder, origin = net.stations[1], net.stations[0]
+    intruder.pump.command(net.now, lambda: intruder.sip._sip_to_mesh(
+        MeshSip(origin.node.node_id, forged, None), net.now))
+    net.run_for(1.0)
+    assert origin.gw.counters[IdentityCounter.FOREIGN_RESPONSES] == 1
+    assert message_answers(net) == []
+    answer = build_response(copy, 200, to_tag="carol1").with_headers_replaced(
+        "P-Asserted-Identity", [f"<{CHIEF}>"])
+    net.stations[3].sip.receive_sip(answer.serialize(), CAROL_AT, net.now)
+    net.run_for(3.0)
+    (final,) = message_answers(net)
+    assert final.status == 200
+    assert final.header_values("P-Asserted-Identity") == []

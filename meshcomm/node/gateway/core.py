@@ -131,7 +131,7 @@ LINGER_FACTOR = 4
 _M = TypeVar("_M", SipRequest, SipResponse)
 
 
-class SipGateway(ResponseRelay, Beyond, IdentityChecks, LocalAuth):
+class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth):
     """See the module docstring."""
 
     def __init__(self, node: MeshNode, config: GatewayConfig, *, rng: random.Random,

@@ -19,10 +19,11 @@ The identity a request claims is its From AoR. Who vouches for it:
   through the DHT or a tunnel arrives with an AoR unknown here), and the origin gateway
   already refuses unbound Froms under ``agency``; an unverified request gets no
   P-Asserted-Identity, so the callee's phone never shows it as verified.
-* Responses are not checked by AoR: a response is only accepted from the node the
-  transaction's request went to (the response relay matches branch and peer), and its To
-  may legitimately name another address than the one bound (a service URI). In-dialog
-  requests carry the sender's own AoR in From and are checked as above.
+* Responses are not checked by AoR (their To may legitimately name another address than
+  the one bound, a service URI): a response over the mesh is accepted only from the node
+  the transaction's request went to (:meth:`IdentityChecks._foreign_response`), and
+  identity headers in it are removed before it reaches a client. In-dialog requests carry
+  the sender's own AoR in From and are checked as above.
 
 Each refusal is counted (:class:`IdentityCounter`) and journaled (a ``sip.drop`` record
 with the reason, plus the 403 sent). RFC 3325: the mesh is the trust domain. Toward a
@@ -49,7 +50,7 @@ from meshcomm.node.gateway.types import (
     SendResult,
 )
 from meshcomm.node.mesh import MeshNode
-from meshcomm.sip.message import SipRequest
+from meshcomm.sip.message import SipRequest, SipResponse
 
 #: Headers that assert or request an identity (RFC 3325 §9.1, §9.2).
 IDENTITY_HEADERS = ("P-Asserted-Identity", "P-Preferred-Identity")
@@ -70,6 +71,7 @@ class IdentityCounter(StrEnum):
     UNVERIFIED = "identity_unverified"            # From bound nowhere: passed, not asserted
     ASSERTED = "identity_asserted"                # P-Asserted-Identity set toward a client
     STRIPPED = "identity_headers_stripped"        # client-supplied PAI/PPI removed
+    FOREIGN_RESPONSES = "identity_foreign_responses"  # a response from another node
 
 
 class IdentityChecks:
@@ -144,6 +146,28 @@ class IdentityChecks:
         self.counters[IdentityCounter.ASSERTED] += 1
         aor = request.from_addr.uri.aor
         return out.with_headers_replaced("P-Asserted-Identity", [f"<{aor}>"])
+
+
+    def _foreign_response(self, tx: ProxyTx, src: Peer) -> bool:
+        """A response over the mesh from another node than the one the request went to
+        (it matched a branch it should not know): dropped, counted."""
+        if not isinstance(src, bytes) or not isinstance(tx.downstream, bytes):
+            return False
+        if src == tx.downstream:
+            return False
+        self.counters[IdentityCounter.FOREIGN_RESPONSES] += 1
+        return True
+
+    def _response_unasserted(self, response: SipResponse, dest: Peer) -> SipResponse:
+        """RFC 3325 on responses: identity headers from beyond the trust domain's edge are
+        removed before a response reaches a client or the upstream."""
+        if not isinstance(dest, tuple) or dest == BUILTIN_ADDR:
+            return response
+        for name in IDENTITY_HEADERS:
+            if response.header_values(name):
+                self.counters[IdentityCounter.STRIPPED] += 1
+                response = response.without_header(name)
+        return response
 
 
 def _same_client(source: Address, src: Address) -> bool:

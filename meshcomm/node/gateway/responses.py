@@ -90,7 +90,9 @@ class ResponseRelay(MessageCustody):
         if tx is None:
             self._stateless_response(out, src)
             return
-        out = self.contacts.rewrite(out, src, tx.upstream)
+        if self._foreign_response(tx, src):           # gateway.identity (issue 12.1)
+            return
+        out = self._response_unasserted(self.contacts.rewrite(out, src, tx.upstream), tx.upstream)
         if response.status < 200 and not tx.allows(TxIn.RECV_1XX):
             # A provisional overtaken on the mesh by the final answer: the client's
             # transaction has moved on; relaying it now would confuse it (§16.7 step 5).
@@ -154,6 +156,12 @@ class ResponseRelay(MessageCustody):
             self.counters[GatewayCounter.RESPONSES_DROPPED_SDP] += 1
             return
         self._emit(out, dest, 0)
+
+    def _foreign_response(self, tx: ProxyTx, src: Peer) -> bool:
+        raise NotImplementedError                    # gateway.identity
+
+    def _response_unasserted(self, response: SipResponse, dest: Peer) -> SipResponse:
+        raise NotImplementedError                    # gateway.identity
 
     def _via_destination(self, via: Via) -> Address | bytes | None:
         if via.host.endswith(MESH_HOST_SUFFIX):
