@@ -31,6 +31,7 @@ IO_ADAPTERS = frozenset({
     "security/keystore.py",      # the node's key file
     "node/storage.py",           # store-and-forward's SQLite file
     "node/freshness_store.py",   # the freshness memory's SQLite file
+    "node/revocation_store.py",  # the trust records' SQLite file
     "export/reader.py",          # reads journal files for `meshcomm export`
     "export/outputs.py",         # writes the export's timeline files
     "export/pipeline.py",        # `meshcomm export`: reader, core parts, outputs

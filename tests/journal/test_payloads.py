@@ -49,6 +49,7 @@ STORED_KEYS: dict[type[P.JournalPayload], tuple[str, ...]] = {
     P.DhtValueDropped: ("reason", "aor", "suppressed"),
     P.RemoteBindingChanged: ("aor", "node", "seq", "state", "relays"),
     P.UpstreamChanged: ("state", "previous", "registered", "error"),
+    P.TrustChanged: ("kind", "subject", "signer", "record", "via", "removed", "held"),
 }
 
 #: a value per annotation (payload modules use postponed annotations: the types are text)
