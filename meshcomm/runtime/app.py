@@ -52,6 +52,7 @@ from meshcomm.runtime.control import CONTROL_SOCKET_FILE, ControlError, ControlS
 from meshcomm.runtime.dht_opendht import DhtBind, DhtStartError, OpenDhtPort
 from meshcomm.runtime.driver import NodeDriver, as_uplink_radio
 from meshcomm.runtime.handlers import NodeInfo, control_handlers
+from meshcomm.runtime.handover_ctl import load_handovers
 from meshcomm.runtime.localaddr import source_address_toward
 from meshcomm.runtime.media_io import DatagramSink, UdpMediaPorts
 from meshcomm.runtime.sipgw import SipSockets
@@ -360,6 +361,7 @@ async def _run_locked(options: NodeOptions,
                         verifier=SignatureVerifier(), rng=rng,
                         now=loop.time(), seq_base=epoch << 32, wall_offset_s=wall_offset_s,
                         credential=credential, freshness=freshness, trust=trust)
+        load_handovers(data_dir, node, loop.time())               # issue 12.3
         sockets = await _open_sip(cfg)
         if sockets is not None:
             opened.callback(sockets.close)

@@ -373,5 +373,5 @@ def control_handlers(driver: NodeDriver, info: NodeInfo,
         ControlCommand.COLLECT: lambda request: collect(collect_edge, request),
         ControlCommand.REVOKE: lambda request: revoke(driver, request),
         ControlCommand.USER: lambda request: user(sip_users, request),
-        ControlCommand.HANDOVER: lambda request: handover(driver, request),
+        ControlCommand.HANDOVER: lambda request: handover(driver, request, info.data_dir),
     }
