@@ -29,7 +29,7 @@ from meshcomm.errors import DecodeError
 from meshcomm.journal.payloads import BindingExpired, TrustChanged
 from meshcomm.location.table import TrustMode
 from meshcomm.overlay.counters import DropReason, TxTag
-from meshcomm.overlay.ratelimit import link_host
+from meshcomm.overlay.ratelimit import TokenBuckets, link_host
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.security.credentials import Credential, decode_credential_untrusted
 from meshcomm.security.identity import node_id_of
@@ -59,6 +59,10 @@ TRUST_RECENT_SEND_S: Final = 0.5
 MAX_TRACKED: Final = 1024
 #: Link addresses of revoked neighbours whose frames are dropped (relayed ones too).
 MAX_REVOKED_ADDRS: Final = 256
+#: Records sent in answer to one host's pulls: a small PULL cannot make a node broadcast
+#: its whole store again and again (a joiner's first full pull fits the burst).
+PULL_ANSWER_RATE_PER_S: Final = 64.0
+PULL_ANSWER_BURST: Final = 256.0
 
 
 class TrustCounter(StrEnum):
@@ -66,6 +70,7 @@ class TrustCounter(StrEnum):
     DUPLICATES = "trust_duplicates"
     DROP_REVOKED_ORIGIN = "drop_revoked_origin"
     BINDINGS_REVOKED = "bindings_revoked"
+    PULL_ANSWERS_LIMITED = "trust_pull_answers_limited"
 
 
 class TrustSync:
@@ -83,6 +88,7 @@ class TrustSync:
         self._sent: dict[bytes, float] = {}
         self._pending: dict[bytes, tuple[Envelope, Hop]] = {}
         self._revoked_addrs: set[LinkAddr] = set()
+        self._pull_answers = TokenBuckets(PULL_ANSWER_RATE_PER_S, PULL_ANSWER_BURST)
         self._enforced_keys: frozenset[bytes] = frozenset()
 
     @property
@@ -248,10 +254,14 @@ class TrustSync:
         ids = read_ids_untrusted(env.payload, "trust_pull")
         if not self.ctx.verified(env, src, now):
             return
+        budget = self._pull_answers.bucket(link_host(src), now)
         for rid in ids:
             record = self.store.get(rid)
             if record is None or now - self._sent.get(rid, -1e9) < TRUST_RECENT_SEND_S:
                 continue
+            if not budget.take(now):
+                self.ctx.counters[TrustCounter.PULL_ANSWERS_LIMITED] += 1
+                return
             _remember(self._sent, rid, now)
             self.ctx.transmit(record.envelope, Hop(ttl=1), None, TxTag.TRUST)
 

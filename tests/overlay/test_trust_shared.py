@@ -12,7 +12,7 @@ from meshcomm.security.identity import Identity
 from meshcomm.security.revocation import TrustKind, TrustStore, make_trust_record
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import LinkAddr
-from meshcomm.wire.envelope import Hop, MsgType, decode_frame_untrusted, encode_frame
+from meshcomm.wire.envelope import Hop, MsgType, decode_frame_untrusted, encode_frame, seal
 
 ROOT = Identity(b"R" * 32)
 AID = Identity(b"A" * 32)
@@ -55,3 +55,26 @@ def test_an_agency_added_before_a_restart_is_trusted_at_start() -> None:
 def test_without_records_the_policy_is_left_alone() -> None:
     node = _node(4, None)
     assert node.table.policy is node.settings.trust
+
+
+def test_pull_answers_are_rate_limited_per_host() -> None:
+    """A neighbour asking again and again for the whole store gets a burst, then a trickle:
+    a small PULL does not make the node rebroadcast everything each time."""
+    store = TrustStore("inc", POLICY.agency_keys, SignatureVerifier())
+    for n in range(200):
+        assert store.offer(make_trust_record(ROOT, incident="inc", kind=TrustKind.REVOKE_DEVICE,
+                                             subject=n.to_bytes(32, "big"), issued_at=0),
+                           1e6) is None
+    holder = _node(5, store)
+    asker = Identity(b"Q" * 32)
+    ids = store.ids()
+    sent = 0
+    for round_no in range(20):
+        now = 1.0 + round_no          # past the per-record repeat gap each time
+        for i in range(0, len(ids), 64):
+            pull = seal(asker, MsgType.TRUST_PULL, "inc", round_no * 10 + i, ids[i:i + 64])
+            holder.receive(encode_frame(pull), LinkAddr(f"wlan0|[fe80::9]:{i + 1}"), now)
+        sent += sum(1 for d in holder.to_send(now)
+                    if decode_frame_untrusted(d.data)[0].msg_type is MsgType.TRUST)
+    assert 200 <= sent <= 256 + 20 * 64     # the first full answer, then 64 a second
+    assert holder.counters["trust_pull_answers_limited"] > 0
