@@ -12,6 +12,8 @@ setting; node 1 keeps the default loopback listener (no authentication). In ``la
   none (forced past its first check, which already gives up on a gateway that
   challenges an unknown name). The same OPTIONS scan against node 1's open loopback
   gateway finds node 1's AoR: the scanner works, the authentication is what hides names;
+* alice calls bob (baresip beside node 1): her INVITE is challenged 407 and sent again
+  with credentials, her BYE carries them too; the call is set up and ended;
 * an unauthenticated REGISTER for alice from another port, and baresip's own captured
   Authorization replayed, get 401 and take nothing over: a second MESSAGE still reaches
   baresip.
@@ -24,12 +26,15 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.envcheck import require_program, require_root
-from tools.testbed import chain
+from tests.interop.clients import requests_with
+from tools.testbed import Testbed, chain
+from tools.testbed.audio import write_test_signal
 from tools.testbed.baresip import CTRL_PORT, BaresipClient, write_config
 from tools.testbed.netns import in_netns, run_ip
 from tools.testbed.nodes import wait_until
@@ -43,6 +48,9 @@ GW_IP, LAN_IP, PREFIX = "10.77.0.1", "10.77.0.2", 24
 GW_PORT, BARESIP_PORT = 5060, 5070
 REGISTER_S = 15.0
 MESSAGE_S = 20.0
+CALL_S = 20.0
+#: The test signals outlast the call (baresip hangs up at the end of its source file).
+SIGNAL_S = 30.0
 SCAN_TIMEOUT_S = 120
 #: Names the scans try: every registered one and some that are not.
 NAMES = ("alice", "n0", "n1", "bob", "admin", "100", "1000", "ops-chief", "medic-7",
@@ -95,6 +103,41 @@ def _raw_register(namespace: str, authorization: str | None) -> str:
         sock.close()
 
 
+def _call_through_auth(tb: Testbed, alice: BaresipClient) -> None:
+    """alice (authenticating) calls bob beside node 1 and hangs up: her INVITE is
+    challenged 407 and sent again with credentials, her BYE (an in-dialog request) carries
+    credentials; the call is established, the BYE reaches bob and is answered 200."""
+    write_test_signal(tb.workdir / "bob.wav", 2002, SIGNAL_S)
+    bob = tb.start_baresip(1, "bob", audio_in=tb.workdir / "bob.wav")
+    try:
+        assert wait_until(bob.registered, REGISTER_S) is not None, bob.log_tail()
+        a_mark, b_mark = len(alice.events), len(bob.events)
+        alice.dial(bob.aor)
+        alice.wait_event("CALL_ESTABLISHED", CALL_S, after=a_mark)
+        bob.wait_event("CALL_ESTABLISHED", CALL_S, after=b_mark)
+        call_id = requests_with(alice, "INVITE", sent=True)[-1].headers["call-id"]
+        time.sleep(1.0)
+        alice.hangup()
+        alice.wait_event("CALL_CLOSED", CALL_S, after=a_mark)
+        bob.wait_event("CALL_CLOSED", CALL_S, after=b_mark)
+        assert requests_with(bob, "BYE", sent=False), "the BYE never reached bob"
+        def finals(method: str) -> list[int | None]:
+            return [m.status for m in alice.trace() if not m.sent and m.method == method
+                    and m.status is not None and m.status >= 200
+                    and m.headers.get("call-id") == call_id]
+
+        invite = finals("INVITE")
+        assert invite[:1] == [407] and 200 in invite, invite
+        assert wait_until(lambda: 200 in finals("BYE"), CALL_S) is not None, alice.log_tail()
+        # libre answers the dialog's BYE with the INVITE's credentials at once (next nc),
+        # or after a 407: either way the BYE that got its 200 was authenticated.
+        byes = [m for m in requests_with(alice, "BYE", sent=True)
+                if m.headers.get("call-id") == call_id]
+        assert byes and "proxy-authorization" in byes[-1].headers
+    finally:
+        bob.close()
+
+
 def _messages_to(client: BaresipClient, text: str) -> int:
     return sum(1 for m in client.trace()
                if not m.sent and m.first_line.startswith("MESSAGE") and text in m.body)
@@ -126,8 +169,9 @@ def test_svwar_finds_nothing_and_takeover_fails(tmp_path: Path) -> None:
         assert "digest authentication required" in listing and "sip:alice@" in listing
 
         conf = tb.workdir / "baresip-alice"
+        write_test_signal(tb.workdir / "alice.wav", 1001, SIGNAL_S)
         write_config(conf, "alice", node_sip_port=GW_PORT, sip_port=BARESIP_PORT,
-                     audio_in=None, contacts=(f"sip:n1@{DOMAIN}",))
+                     audio_in=tb.workdir / "alice.wav", contacts=(f"sip:n1@{DOMAIN}",))
         config = (conf / "config").read_text()
         config = config.replace(f"sip_listen 127.0.0.1:{BARESIP_PORT}",
                                 f"sip_listen {LAN_IP}:{BARESIP_PORT}")
@@ -181,6 +225,7 @@ def test_svwar_finds_nothing_and_takeover_fails(tmp_path: Path) -> None:
             _ctl(n1.data_dir, "send", f"sip:alice@{DOMAIN}", "second")
             assert wait_until(lambda: _messages_to(alice, "second") == 1, MESSAGE_S) \
                 is not None, alice.log_tail()
+            _call_through_auth(tb, alice)
             status = _ctl(n0.data_dir, "status", "--json")
             assert '"auth_challenged"' in status and '"auth_accepted"' in status
         finally:

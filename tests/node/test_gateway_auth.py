@@ -423,8 +423,9 @@ def test_a_scan_floods_neither_the_journal_nor_any_table() -> None:
     records = []
     while (event := gw.next_event()) is not None:
         records.append(event)
-    originated = [r for r in records if getattr(r, "data", {}).get("dir") == "originated"]
-    assert len(originated) <= 20 + 1
+    answers = [r for r in records
+               if getattr(r, "data", {}).get("dir") in ("originated", "to-client")]
+    assert len(answers) <= 20 + 1
     assert gw.counters["auth_journal_suppressed"] >= 600 - 21
     assert gw.counters["auth_failed"] == 300 and len(auth.failures) == 300
     assert not gw.registrar._regs
@@ -432,3 +433,17 @@ def test_a_scan_floods_neither_the_journal_nor_any_table() -> None:
     user = auth.users.get(ALICE)
     assert user is not None and PASSWORD not in text
     assert all(ha1 not in text for _, ha1 in user.ha1s) and "guess" not in text
+
+
+def test_a_challenge_ends_no_call() -> None:
+    """A challenged INVITE (its retry with credentials goes on with the same Call-ID) and
+    an unauthenticated BYE naming a live call end nothing (media, dialogs)."""
+    net = gateway_net()
+    gw = net.stations[0].gw
+    ended: list[str] = []
+    gw.end_call = lambda call_id: ended.append(call_id)
+    for method in ("INVITE", "BYE"):
+        data = raw_request(method, "node0", ATTACKER, from_user="alice", branch=method,
+                           call_id="call-1")
+        assert send(net, data, ATTACKER).status == 407
+    assert ended == [] and not gw.contacts.call_ended("call-1")

@@ -14,7 +14,9 @@ built-in UA and the configured upstream proxy are not challenged.
 from __future__ import annotations
 
 import random
+from typing import Final
 
+from meshcomm.node.gateway.admission import Admission
 from meshcomm.node.gateway.auth import DigestAuthenticator
 from meshcomm.node.gateway.parts import Peer, ProxyTx
 from meshcomm.node.gateway.proxy_state import ProxyTxInput as TxIn
@@ -27,12 +29,22 @@ from meshcomm.node.gateway.types import (
 from meshcomm.sip.build import build_response
 from meshcomm.sip.message import SipRequest, SipResponse
 
+#: Reason phrases of the answers given here (RFC 3261 §21.4.2, §21.4.8, §21.5.4).
+STATUS_REASONS: Final = {401: "Unauthorized", 407: "Proxy Authentication Required",
+                         503: "Service Unavailable"}
+
+
+#: A challenged request's transaction answers its retransmissions this long (the
+#: gateway's linger).
+CHALLENGE_LINGER_S: Final = 8.0
+
 
 class LocalAuth:
     """Mixin: needs the gateway's config, rng, journal and final-answer path."""
 
     config: GatewayConfig
     rng: random.Random
+    admission: Admission
     #: The authenticator, or None: local clients are not authenticated (loopback default).
     auth: DigestAuthenticator | None = None
 
@@ -41,7 +53,7 @@ class LocalAuth:
                  hops: int = 0, note: str = "", env: bytes = b"") -> EnvelopeSlot | None:
         raise NotImplementedError
 
-    def _finish(self, tx: ProxyTx, response: SipResponse, now: float, event: TxIn) -> None:
+    def _send(self, dest: Peer, data: bytes, slot: EnvelopeSlot | None = None) -> None:
         raise NotImplementedError
 
     def _to_tag(self, request: SipRequest) -> str | None:
@@ -59,9 +71,19 @@ class LocalAuth:
             tx.request = decision.request
             return False
         response = build_response(tx.request, decision.status,
+                                  STATUS_REASONS.get(decision.status),
                                   to_tag=self._to_tag(tx.request),
                                   extra_headers=decision.headers)
         if self.auth.may_journal(now):
             self._journal(Direction.ORIGINATED, response, src, tx.hops, note=decision.reason)
-        self._finish(tx, response, now, TxIn.SEND_FINAL)
+        # Not the gateway's _finish: a challenged INVITE or BYE must not end the call (the
+        # retry with credentials, or the dialog an unauthenticated BYE names, goes on),
+        # and the answer is journaled only within the budget above.
+        tx.step(TxIn.SEND_FINAL)
+        tx.final_status = response.status
+        self.admission.closed(tx.tx_id)
+        tx.retransmit_at = None
+        tx.deadline = now + CHALLENGE_LINGER_S
+        tx.last_response = response        # a retransmitted request gets it again
+        self._send(src, response.serialize())
         return True
