@@ -567,7 +567,7 @@ class NodeCore:
     def _sip_to_mesh(self, item: MeshSip, now: float) -> bool:
         body = item.body
         if self.e2e is not None:
-            sealed = self.e2e.seal(item.dst, AppKind.SIP, body)
+            sealed = self.e2e.seal(item.dst, AppKind.SIP, body, now)
             if sealed is None:              # no key for the node: never sent in clear
                 assert self.gateway is not None
                 self.gateway.counters[GatewayCounter.MESH_SEND_ERRORS] += 1

@@ -99,7 +99,7 @@ class SipSealing:
         return None
 
     # ------------------------------------------------------------ unicast
-    def seal(self, dst: bytes, kind: int, body: bytes) -> bytes | None:
+    def seal(self, dst: bytes, kind: int, body: bytes, now: float) -> bytes | None:
         """``body`` sealed to node ``dst``; None (counted) when its key is unknown or the
         sealed form would not fit one unicast message."""
         key = self.key_of(dst)
@@ -107,7 +107,7 @@ class SipSealing:
             self.counters[E2eCounter.NO_KEY] += 1
             return None
         try:
-            sealed = self.sealer.seal(body, key, kind)
+            sealed = self.sealer.seal(body, key, kind, now)
         except LocalProtocolError:
             self.counters[E2eCounter.NO_KEY] += 1
             return None
@@ -127,7 +127,7 @@ class SipSealing:
                                event.hops, event.seq, event.env)
 
     # ------------------------------------------------------------ store-and-forward
-    def seal_for_aor(self, to_aor: str, sip: bytes) -> bytes:
+    def seal_for_aor(self, to_aor: str, sip: bytes, now: float) -> bytes:
         """A MESSAGE to hold: sealed to the node of the latest binding of ``to_aor`` this
         node knows (tombstones included: a departed node keeps its key), else as is."""
         latest = None
@@ -137,7 +137,7 @@ class SipSealing:
                     latest = stored.binding
         if latest is not None:
             try:
-                sealed = self.sealer.seal(sip, latest.key, PARCEL_KIND)
+                sealed = self.sealer.seal(sip, latest.key, PARCEL_KIND, now)
             except LocalProtocolError:
                 sealed = None
             if sealed is not None:

@@ -359,7 +359,7 @@ class StoreForward(RemoteDelivery):
             return msg_id not in self._unconfirmed
         self._evict_own_if_full()
         if self.e2e is not None:
-            sip = self.e2e.seal_for_aor(to_aor, sip)
+            sip = self.e2e.seal_for_aor(to_aor, sip, now)
         parcel = make_parcel(self.node.identity, incident=self.node.settings.incident,
                              msg_id=msg_id, from_aor=from_aor, to_aor=to_aor,
                              created_wall_s=self._wall(now), sip=sip)
