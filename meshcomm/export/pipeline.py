@@ -57,7 +57,6 @@ from meshcomm.export.reader import (
     journal_paths,
     read_copy_info,
 )
-from meshcomm.export.report import write_report
 from meshcomm.export.timeline import merge_placed
 from meshcomm.journal.chain import JournalEntry
 from meshcomm.journal.verify import VerifyReport
@@ -225,6 +224,9 @@ def export(paths: Iterable[Path], out_dir: Path, *, allow_unverified: bool = Fal
             timeline, out_dir / PCAP_FILE,
             progress=lambda n: say.tick(lambda: f"{n} SIP packets written"))
     if report:
+        # matplotlib and Jinja2 load here, not with the module: 50 MiB and 0.4 s that an
+        # export without the report (tools/bench/export.py, --no-report) never needs
+        from meshcomm.export.report import write_report
         say.stage("writing report.html")
         write_report(timeline, summary.as_json(), out_dir / REPORT_FILE,
                      progress=lambda n: say.tick(lambda: f"report: {n} events read"))
