@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshcomm.cli.main import main
 from meshcomm.config import NodeConfig, SipSettings
 from meshcomm.errors import ConfigError, DecodeError
 from meshcomm.node.gateway.users import (
@@ -20,6 +22,7 @@ from meshcomm.node.gateway.users import (
     decode_users_untrusted,
     encode_users,
     format_user,
+    ha1_of,
     make_user,
 )
 from meshcomm.runtime.control import ControlCommand, ControlRequest
@@ -159,3 +162,22 @@ def test_truncated_and_oversized_files() -> None:
         decode_users_untrusted(b"x" * 2000, "f")
     with pytest.raises(DecodeError, match="larger"):
         decode_users_untrusted(b"#" * (MAX_SIP_USERS * 1024 + 1), "f")
+
+
+def test_ctl_user_hash_prints_a_users_file_line(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw from stdin\n"))
+    assert main(["ctl", "user", "hash", "alice@incident.local", "--realm", "incident.local"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert "pw from stdin" not in out
+    user = decode_users_untrusted(out.encode(), "stdout")[0]
+    assert user.aor == ALICE and user.ha1(DigestAlgorithm.MD5) == ha1_of(
+        DigestAlgorithm.MD5, "alice", "incident.local", "pw from stdin")
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert main(["ctl", "user", "hash", ALICE, "--realm", "incident.local"]) == 2
+    assert "empty password" in capsys.readouterr().err
+
+
+def test_ctl_user_without_a_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ctl", "--data-dir", str(tmp_path), "user", "list"]) == 1
+    assert "no node is running" in capsys.readouterr().err
