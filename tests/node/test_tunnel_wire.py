@@ -89,3 +89,14 @@ def test_an_item_body_over_the_limit_is_refused_both_ways() -> None:
     value = [1, ME.public_key, DST, 1, 1, b"x" * (MAX_ITEM_BODY_BYTES + 1), b"s" * 64]
     with pytest.raises(DecodeError):
         decode_tunnel_wan_untrusted(codec.pack([value]))
+
+
+def test_an_answer_carries_the_nodes_key_and_a_key_not_matching_the_id_is_refused() -> None:
+    """The key lets the asker seal SIP to the remote node (issue 12, meshcomm.node.e2e_sip)."""
+    entry = AnswerEntry(ME.node_id, (RELAY,), 60, ME.public_key)
+    assert decode_resolved_untrusted(encode_resolved(4, ResolveStatus.FOUND, (entry,))) == (
+        4, ResolveStatus.FOUND, (entry,))
+    for bad in (AnswerEntry(DST, (RELAY,), 60, ME.public_key),      # another node's key
+                AnswerEntry(ME.node_id, (RELAY,), 60, ME.public_key[:31])):
+        with pytest.raises(DecodeError):
+            decode_resolved_untrusted(encode_resolved(4, ResolveStatus.FOUND, (bad,)))
