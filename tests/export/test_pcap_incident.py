@@ -192,12 +192,14 @@ def write_device(root: Path, who: Identity,
 
 def export_incident(root: Path, journals: Journals | None = None
                     ) -> tuple[Path, dict[str, Any]]:
-    """Write the journals and run the real export; (out dir, summary as --json prints)."""
+    """Write the journals and run the real export of the timeline (the capture and the
+    report are written by the tests that look at them); (out dir, summary as --json
+    prints)."""
     j = journals or incident_journals()
     dirs = [write_device(root / "devices", who, sorted(j.records[side], key=lambda r: r[0]))
             for side, who in (("a", A), ("b", B), ("c", C))]
     out = root / "out"
-    summary = export(dirs, out)
+    summary = export(dirs, out, capture=False, report=False)
     return out, json.loads(json.dumps(summary.as_json()))
 
 

@@ -111,7 +111,8 @@ def honest(tmp_path_factory: pytest.TempPathFactory) -> Honest:
 
 def findings(paths: list[Path], out: Path) -> set[Finding]:
     """What ``meshcomm export`` finds in these journals (data directories)."""
-    return {(p.device, p.entry, p.kind) for p in export(paths, out).problems}
+    return {(p.device, p.entry, p.kind)
+            for p in export(paths, out, capture=False, report=False).problems}
 
 
 def _inputs(honest: Honest, tampered: Path | None = None, device: int = -1) -> list[Path]:
@@ -122,7 +123,7 @@ def _inputs(honest: Honest, tampered: Path | None = None, device: int = -1) -> l
 
 
 def test_the_untampered_set_reports_no_problem(honest: Honest, tmp_path: Path) -> None:
-    summary = export(_inputs(honest), tmp_path)
+    summary = export(_inputs(honest), tmp_path, capture=False, report=False)
     assert summary.problems == [] and summary.verified
     assert len(summary.devices) == len(IDS) and all(
         d["signed"] and d["merged"] and int(str(d["checkpoints"])) >= 3
