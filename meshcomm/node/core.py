@@ -724,7 +724,8 @@ def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
     if gateway is not None:
         assert rng is not None
         tables = [node.table] + ([uplink.table] if uplink is not None else [])
-        e2e = SipSealing(node.identity, key_rng or random.Random(rng.getrandbits(64)), tables)
+        e2e = SipSealing(node.identity, key_rng or random.Random(rng.getrandbits(64)), tables,
+                         node.counters)
     return NodeCore(node, gateway, sf, media, dht, uplink, tunnel, registrar, collector, e2e)
 
 

@@ -65,11 +65,14 @@ class SipSealing:
     """Seals and opens one node's SIP payloads; remembers verified node keys."""
 
     def __init__(self, identity: Identity, rng: random.Random,
-                 tables: Iterable[LocationTable] = ()) -> None:
+                 tables: Iterable[LocationTable] = (),
+                 counters: Counter[str] | None = None) -> None:
         self.sealer = Sealer(identity.public_key, rng)
         self.opener = Opener(identity)
         self.tables = list(tables)
-        self.counters: Counter[str] = Counter()
+        #: :class:`E2eCounter` counts (the node core passes the node's counters, which
+        #: ``ctl status`` shows).
+        self.counters: Counter[str] = Counter() if counters is None else counters
         self._keys: OrderedDict[bytes, bytes] = OrderedDict()
         self.learn(identity.public_key)
 
