@@ -16,6 +16,7 @@ from meshcomm.journal.events import JournalEventType, JournalRecord
 from meshcomm.journal.store import JournalStore
 from meshcomm.journal.verify import verify_journal
 from meshcomm.node.core import NodeCore
+from meshcomm.node.e2e_sip import SipSealing, is_sealed
 from meshcomm.node.gateway.core import SipGateway
 from meshcomm.node.gateway.types import GatewayConfig, LocalDatagram
 from meshcomm.node.mesh import MeshNode, NodeSettings
@@ -231,8 +232,14 @@ def _sf_options(data_dir: Path, spec: str, name: str, timeout_s: float) -> NodeO
 
 
 def _held_texts(db: Path) -> list[bytes]:
+    """The held MESSAGEs' texts as bravo's node reads them: on disk they are sealed to it
+    (issue 12, end to end)."""
     with SfStorage.open(db) as storage:
-        return [h.parcel.sip.rpartition(b"\r\n\r\n")[2] for h in storage.load()[0]]
+        parcels = [h.parcel for h in storage.load()[0]]
+    assert all(is_sealed(p.sip) and b"MESSAGE" not in p.sip for p in parcels)
+    bravo = SipSealing(identity("bravo"), random.Random(0))
+    return [(bravo.open_parcel(p.sip, p.origin_key) or b"").rpartition(b"\r\n\r\n")[2]
+            for p in parcels]
 
 
 async def _real_clock_driver(name: str, spec: str) -> NodeDriver:
