@@ -44,7 +44,7 @@ from meshcomm.node.core import NodeCore, compose
 from meshcomm.node.freshness_store import FreshnessStore
 from meshcomm.node.gateway.types import GatewayConfig, LocalDatagram
 from meshcomm.node.mesh import MeshNode, NodeSettings
-from meshcomm.node.revocation_store import TRUST_FILE, open_trust_store
+from meshcomm.node.revocation_store import TRUST_FILE, TrustDb, open_trust_store
 from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import RELAY_CAP, RELAY_ROLE, StoreForward, StoreForwardConfig
 from meshcomm.runtime.collect_edge import CollectEdge, collect_config
@@ -70,6 +70,7 @@ from meshcomm.security.keystore import (
     load_or_create_identity,
     next_boot_epoch,
 )
+from meshcomm.security.revocation import TrustStore
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import UPLINK_RADIO, short_id
 from radios import Impairment, Radio, open_radio, parse_impairment
@@ -226,6 +227,17 @@ def open_store_forward(path: Path, node: MeshNode, config: StoreForwardConfig,
     return sf, storage
 
 
+def _open_trust(path: Path, cfg: NodeConfig) -> tuple[TrustDb, TrustStore]:
+    """The node's trust records (issue 12.4); a disk that refuses them is one line."""
+    try:
+        return open_trust_store(path, cfg.node.incident, cfg.trust.to_policy().agency_keys,
+                                SignatureVerifier())
+    except ConfigError as exc:
+        raise StartupError(f"trust {path}: {exc}") from None
+    except (sqlite3.Error, OSError) as exc:
+        raise disk_startup_error(path.parent, exc, path, what="trust") from None
+
+
 def open_freshness(path: Path, own_key: bytes,
                    wall_now: float) -> tuple[FreshnessMemory, FreshnessStore]:
     """Open the node's freshness database and restore the memory from it."""
@@ -353,9 +365,7 @@ async def _run_locked(options: NodeOptions,
                                                 identity.public_key,
                                                 time.time() + options.wall_clock_skew_s)
         opened.callback(fresh_store.close)
-        trust_db, trust = open_trust_store(data_dir / TRUST_FILE, cfg.node.incident,
-                                           cfg.trust.to_policy().agency_keys,
-                                           SignatureVerifier())
+        trust_db, trust = _open_trust(data_dir / TRUST_FILE, cfg)
         opened.callback(trust_db.close)
         node = MeshNode(identity, mesh_settings(cfg, uplink=options.uplink is not None),
                         verifier=SignatureVerifier(), rng=rng,
