@@ -9,6 +9,8 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
+from meshcomm.errors import ConfigError
+
 PRIVATE_FILE_MODE: Final = 0o600
 
 
@@ -42,3 +44,17 @@ def open_durable(path: Path, schema: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def open_store(path: Path, schema: str, section: str, what: str) -> sqlite3.Connection:
+    """:func:`open_durable` for one of the node's stores: a file that refuses WAL mode or
+    is no database is a ConfigError of ``section`` naming it as not ``what``;
+    sqlite3.OperationalError and OSError (the disk refused) pass through."""
+    try:
+        return open_durable(path, schema)
+    except WalRefused as exc:
+        raise ConfigError(section, str(exc)) from None
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(section, f"{path}: not {what} ({exc})") from None

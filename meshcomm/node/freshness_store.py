@@ -30,7 +30,7 @@ from meshcomm.location.freshness import (
     FreshnessUpdates,
     Standing,
 )
-from meshcomm.sqlitefile import WalRefused, open_durable
+from meshcomm.sqlitefile import open_store
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +98,7 @@ class FreshnessStore:
         """Open or create the database (mode 0600). ConfigError if it is not one of ours;
         sqlite3.OperationalError or OSError when the disk refuses."""
         p = Path(path)
-        try:
-            conn = open_durable(p, _SCHEMA)
-        except WalRefused as exc:
-            raise ConfigError("freshness", str(exc)) from None
-        except sqlite3.OperationalError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError("freshness", f"{p}: not a freshness database ({exc})") from None
+        conn = open_store(p, _SCHEMA, "freshness", "a freshness database")
         try:
             row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
             if row is None:

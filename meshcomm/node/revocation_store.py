@@ -19,7 +19,7 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
-from meshcomm.errors import ConfigError, DecodeError, LocalProtocolError
+from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.security.revocation import (
     MAX_TRUST_RECORDS,
     TrustRecord,
@@ -27,7 +27,7 @@ from meshcomm.security.revocation import (
     decode_trust_record_untrusted,
 )
 from meshcomm.security.verify import SignatureVerifier
-from meshcomm.sqlitefile import WalRefused, open_durable
+from meshcomm.sqlitefile import open_store
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,7 @@ class TrustDb:
         """Open or create the database (mode 0600). ConfigError if it is not one;
         sqlite3.OperationalError or OSError when the disk refuses."""
         p = Path(path)
-        try:
-            conn = open_durable(p, _SCHEMA)
-        except WalRefused as exc:
-            raise ConfigError("trust", str(exc)) from None
-        except sqlite3.OperationalError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError("trust", f"{p}: not a trust database ({exc})") from None
+        conn = open_store(p, _SCHEMA, "trust", "a trust database")
         return cls(conn, p)
 
     def _db(self) -> sqlite3.Connection:

@@ -34,7 +34,7 @@ from meshcomm.node.storeforward_wire import (
     decode_parcel_untrusted,
     parcel_signature_ok,
 )
-from meshcomm.sqlitefile import WalRefused, open_durable
+from meshcomm.sqlitefile import open_store
 from meshcomm.wire import limits
 
 log = logging.getLogger(__name__)
@@ -150,15 +150,7 @@ class SfStorage:
     def open(cls, path: str | Path) -> SfStorage:
         """Open or create the database (mode 0600). ConfigError if it is not one of ours."""
         p = Path(path)
-        try:
-            conn = open_durable(p, _SCHEMA)
-        except WalRefused as exc:
-            raise ConfigError("store_forward", str(exc)) from None
-        except sqlite3.OperationalError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError("store_forward",
-                              f"{p}: not a store-and-forward database ({exc})") from None
+        conn = open_store(p, _SCHEMA, "store_forward", "a store-and-forward database")
         try:
             cls._check_format(conn, p)
         except BaseException:
