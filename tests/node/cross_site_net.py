@@ -15,6 +15,7 @@ import heapq
 import itertools
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from meshcomm.dht.api import UPLINK_CAP
 from meshcomm.dht.bridge import BridgeConfig, DhtBridge
@@ -113,9 +114,18 @@ class CrossSiteNet:
         sf = (StoreForward(node, StoreForwardConfig(), now=0.0) if self.store_forward
               else None)
         core = compose(node, gateway_config=config, sf=sf, rng=random.Random(name + "-gw"),
-                       node_aor=f"sip:{name}@{DOMAIN}", now=0.0, dht=bridge, uplink=uplink)
-        edge = MemoryEdge()
+                       node_aor=f"sip:{name}@{DOMAIN}", now=0.0, dht=bridge, uplink=uplink,
+                       **self._more_parts(name, ident))
+        edge = self._edge(name, ident)
         return Station(name, island, core, edge, Pump(core, edge), uplinked)
+
+    def _more_parts(self, _name: str, _ident: Identity) -> dict[str, Any]:
+        """More keyword arguments of ``compose`` for a station (a subclass adds parts)."""
+        return {}
+
+    def _edge(self, _name: str, _ident: Identity) -> MemoryEdge:
+        """The memory edge of a station (a subclass may answer more of its events)."""
+        return MemoryEdge()
 
     # ------------------------------------------------------------ the medium
     def _send_all(self) -> None:

@@ -7,24 +7,16 @@ the post a remote route to the device.
 from __future__ import annotations
 
 import hashlib
-import random
+from typing import Any
 
-from meshcomm.dht.api import UPLINK_CAP
-from meshcomm.dht.bridge import DhtBridge
-from meshcomm.dht.records import secret_for
 from meshcomm.node.collect import CollectConfig, CollectRows, DeviceState
 from meshcomm.node.collect_serve import JournalRead, ServeConfig
 from meshcomm.node.collect_wire import WireRow, row_to_wire
-from meshcomm.node.core import NodeCore, compose
-from meshcomm.node.gateway.types import GatewayConfig
-from meshcomm.node.mesh import MeshNode, NodeSettings
-from meshcomm.node.pump import Pump
-from meshcomm.node.storeforward import RELAY_CAP
+from meshcomm.node.core import NodeCore
 from meshcomm.node.tunnel import TunnelCounter
 from meshcomm.security.identity import Identity
-from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import NodeId
-from tests.node.cross_site_net import BRIDGE, DOMAIN, INCIDENT, WALL, CrossSiteNet, Station
+from tests.node.cross_site_net import CrossSiteNet, Station
 from tests.node.memory_edge import MemoryEdge
 from tests.node.test_collect import journal_rows
 
@@ -55,31 +47,13 @@ class CollectingNet(CrossSiteNet):
         self.copies: dict[bytes, list[WireRow]] = {}
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
-    def _station(self, name: str, island: str, uplinked: bool) -> Station:
-        ident = Identity(hashlib.sha256(name.encode()).digest())
+    def _more_parts(self, name: str, ident: Identity) -> dict[str, Any]:
         post_id = Identity(hashlib.sha256(self.post.encode()).digest()).node_id
-        caps = (RELAY_CAP, UPLINK_CAP) if uplinked else ()
-        settings = NodeSettings(incident=INCIDENT, role="relay" if uplinked else "handset",
-                                caps=caps)
-        node = MeshNode(ident, settings, verifier=SignatureVerifier(),
-                        rng=random.Random(name), now=0.0, seq_base=1 << 32,
-                        wall_offset_s=WALL)
-        bridge = uplink = None
-        if uplinked:
-            bridge = DhtBridge(ident, node.table, secret_for(INCIDENT, None), BRIDGE,
-                               SignatureVerifier(), random.Random(name + "-dht"), now=0.0,
-                               wall_offset_s=WALL, seq_base=1 << 32)
-            uplink = MeshNode(ident, settings, verifier=SignatureVerifier(),
-                              rng=random.Random(name + "-up"), now=0.0, seq_base=1 << 32,
-                              wall_offset_s=WALL)
-            uplink.register(f"sip:{ident.node_id.hex()[:16]}@uplink.invalid", (), 0.0)
-            self.model.add_node(name)
-        core = compose(node, gateway_config=GatewayConfig(), rng=random.Random(name + "-gw"),
-                       node_aor=f"sip:{name}@{DOMAIN}", now=0.0, dht=bridge, uplink=uplink,
-                       collect=CollectConfig(ServeConfig(collectors=frozenset({post_id}))))
         self.rows[name] = journal_rows(ident, 400, seed=len(name) + ord(name[0]))
-        edge = CollectEdge()
-        return Station(name, island, core, edge, Pump(core, edge), uplinked)
+        return {"collect": CollectConfig(ServeConfig(collectors=frozenset({post_id})))}
+
+    def _edge(self, _name: str, _ident: Identity) -> CollectEdge:
+        return CollectEdge()
 
     def _send_all(self) -> None:
         while True:
