@@ -63,15 +63,20 @@ def ephemeral_public(secret: bytes) -> bytes:
     return public
 
 
-def parse_ephemeral_untrusted(text: str) -> bytes:
-    """The key of an ``a=x-meshcomm-eph`` attribute value (hex). Raises DecodeError."""
+def _hex_untrusted(text: str, size: int, what: str, reason: str) -> bytes:
+    """``size`` bytes written as hex in an SDP attribute value. Raises DecodeError."""
     value = text.strip()
-    if len(value) != EPHEMERAL_KEY_BYTES * 2:
-        raise DecodeError("ephemeral media key has the wrong length", reason="bad_media_key")
+    if len(value) != size * 2:
+        raise DecodeError(f"{what} has the wrong length", reason=reason)
     try:
         return bytes.fromhex(value)
     except ValueError as exc:
-        raise DecodeError("ephemeral media key is not hex", reason="bad_media_key") from exc
+        raise DecodeError(f"{what} is not hex", reason=reason) from exc
+
+
+def parse_ephemeral_untrusted(text: str) -> bytes:
+    """The key of an ``a=x-meshcomm-eph`` attribute value (hex). Raises DecodeError."""
+    return _hex_untrusted(text, EPHEMERAL_KEY_BYTES, "ephemeral media key", "bad_media_key")
 
 
 def new_media_nonce(rng: random.Random) -> bytes:
@@ -81,13 +86,7 @@ def new_media_nonce(rng: random.Random) -> bytes:
 
 def parse_nonce_untrusted(text: str) -> bytes:
     """The nonce of an ``a=x-meshcomm-nonce`` attribute value (hex). Raises DecodeError."""
-    value = text.strip()
-    if len(value) != NONCE_SIZE_BYTES * 2:
-        raise DecodeError("media nonce has the wrong length", reason="bad_media_nonce")
-    try:
-        return bytes.fromhex(value)
-    except ValueError as exc:
-        raise DecodeError("media nonce is not hex", reason="bad_media_nonce") from exc
+    return _hex_untrusted(text, NONCE_SIZE_BYTES, "media nonce", "bad_media_nonce")
 
 
 def _call_id_bytes(call_id: str) -> bytes:
