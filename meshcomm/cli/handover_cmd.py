@@ -17,21 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from typing import Any, Final
+from typing import Any
 
-from meshcomm.cli.handset_cmd import resolve_data_dir
-from meshcomm.config import NodeConfig
-from meshcomm.runtime.control import (
-    CONTROL_SOCKET_FILE,
-    ControlCommand,
-    ControlError,
-    NodeNotRunning,
-    control_request,
-)
-
-EXIT_NOT_RUNNING: Final = 1
-EXIT_REFUSED: Final = 2
+from meshcomm.cli.ctl_ask import ask_node
+from meshcomm.runtime.control import ControlCommand
 
 
 def register_handover(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,15 +42,8 @@ def run_handover(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = ({"action": "give", "aor": args.aor, "to": args.to}
                              if args.handover_action == "give"
                              else {"action": "accept", "handover": args.handover})
-    path = resolve_data_dir(args, NodeConfig()) / CONTROL_SOCKET_FILE
-    try:
-        result = control_request(path, ControlCommand.HANDOVER, timeout_s=args.timeout_s,
-                                 **extra)
-    except NodeNotRunning as exc:
-        print(f"meshcomm ctl handover: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-    except ControlError as exc:
-        print(f"meshcomm ctl handover {args.handover_action}: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+    code, result = ask_node(args, ControlCommand.HANDOVER, args.handover_action, **extra)
+    if code:
+        return code
     print(json.dumps(result, indent=2))
     return 0

@@ -18,22 +18,12 @@ import argparse
 import getpass
 import json
 import sys
-from typing import Any, Final
+from typing import Any
 
-from meshcomm.cli.handset_cmd import resolve_data_dir
-from meshcomm.config import NodeConfig
+from meshcomm.cli.ctl_ask import EXIT_REFUSED, ask_node
 from meshcomm.errors import DecodeError
 from meshcomm.node.gateway.users import MAX_PASSWORD_CHARS, format_user, make_user
-from meshcomm.runtime.control import (
-    CONTROL_SOCKET_FILE,
-    ControlCommand,
-    ControlError,
-    NodeNotRunning,
-    control_request,
-)
-
-EXIT_NOT_RUNNING: Final = 1
-EXIT_REFUSED: Final = 2
+from meshcomm.runtime.control import ControlCommand
 
 
 def register_user(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,16 +63,7 @@ def read_password(prompt_tty: bool) -> str:
 
 
 def _ask(args: argparse.Namespace, **extra: Any) -> tuple[int, Any]:
-    path = resolve_data_dir(args, NodeConfig()) / CONTROL_SOCKET_FILE
-    try:
-        return 0, control_request(path, ControlCommand.USER, timeout_s=args.timeout_s,
-                                  **extra)
-    except NodeNotRunning as exc:
-        print(f"meshcomm ctl user: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING, None
-    except ControlError as exc:
-        print(f"meshcomm ctl user {args.user_action}: {exc}", file=sys.stderr)
-        return EXIT_REFUSED, None
+    return ask_node(args, ControlCommand.USER, args.user_action, **extra)
 
 
 def run_add(args: argparse.Namespace) -> int:
