@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from opendht import _core as odht  # type: ignore[import-untyped]
@@ -292,6 +293,18 @@ def test_get_right_after_put_misses_sometimes_but_never_returns_wrong_data() -> 
 
 
 # ------------------------------------------------------------------ bounds
+async def _stop_raw_runner(runner: Any) -> None:
+    """Stop a raw OpenDHT runner the way OpenDhtPort.aclose does: the binding's join()
+    keeps the GIL while OpenDHT's thread may still need it for a put's done callback, so a
+    bare shutdown(); join() can deadlock the whole process (pytest's signal timeout cannot
+    fire in native code). Wait, with the GIL free, for the shutdown callback first."""
+    confirmed: list[bool] = []
+    runner.shutdown(lambda: confirmed.append(True))
+    await _until(lambda: bool(confirmed))
+    await asyncio.sleep(0.05)
+    runner.join()
+
+
 def _raw_put(runner: object, key: bytes, data: bytes) -> None:
     value = odht.Value(data)
     runner.put(odht.InfoHash(key.hex().encode()), value)  # type: ignore[attr-defined]
@@ -330,8 +343,7 @@ def test_oversize_and_flooded_values_are_bounded_and_counted() -> None:
                 assert all(len(v) <= MAX_VALUE_BYTES for b in batches for v in b.values)
                 assert c.ports[4].counters[DhtPortCounter.OVERSIZE_DROPPED] >= 2
             finally:
-                hostile.shutdown()
-                hostile.join()
+                await _stop_raw_runner(hostile)
 
     asyncio.run(scenario())
 
