@@ -43,6 +43,7 @@ never on a copy of an attachment already merged.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from collections import Counter, deque
@@ -89,6 +90,7 @@ from meshcomm.dht.records import (
     verify_signatures,
 )
 from meshcomm.dht.remote import MergeOutcome, RemoteBinding, RemoteView, StateChange
+from meshcomm.dht.revocations import NO_REVOCATIONS, Revocations, revocation_reject
 from meshcomm.dht.uplink import Uplink, UplinkChange, UplinkState
 from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalRecord
@@ -165,7 +167,8 @@ class DhtBridge:
 
     def __init__(self, identity: Identity, table: IslandTable, secret: DhtSecret,
                  config: BridgeConfig, verifier: SignatureVerifier, rng: random.Random, *,
-                 now: float, wall_offset_s: float = 0.0, seq_base: int = 0) -> None:
+                 now: float, wall_offset_s: float = 0.0, seq_base: int = 0,
+                 revocations: Revocations = NO_REVOCATIONS) -> None:
         self.identity = identity
         self.table = table
         self.secret = secret
@@ -205,6 +208,10 @@ class DhtBridge:
                                         UPLINK_FLAP_JOURNAL_BURST, now)
         self._flaps_suppressed = 0
         self._keys_cache: dict[str, AorKeys] = {}
+        #: The node's trust records (meshcomm.dht.revocations; the node core sets it),
+        #: and when the remote view is next checked against them (they changed).
+        self.revocations = revocations
+        self._trust_check_at: float | None = None
 
     # ------------------------------------------------------------ driving API
     def next_event(self) -> BridgeEvent | None:
@@ -212,10 +219,12 @@ class DhtBridge:
 
     def next_timer(self) -> float | None:
         times = [self.uplink.next_timer(), self.remote.next_timer(), self._resync_at,
-                 self._next_refresh(), self._next_lookup()]
+                 self._next_refresh(), self._next_lookup(), self._trust_check_at]
         return min((t for t in times if t is not None), default=None)
 
     def on_timer(self, now: float) -> None:
+        if self._trust_check_at is not None:
+            self._forget_revoked()
         due = self.uplink.next_timer()
         if due is not None and due <= now:
             self._uplink_changed(self.uplink.on_timer(now), now)
@@ -238,6 +247,24 @@ class DhtBridge:
             self._on_values(result, now)
         else:
             self._on_done(result, now)
+
+    def trust_changed(self, _record: object, now: float) -> None:
+        """A trust record was stored (an observer of the node's trust store): what the
+        remote view holds is checked against the records at the next timer (once for a
+        batch of records; at once when a resolution is answered before)."""
+        if self._trust_check_at is None:
+            self._trust_check_at = now
+
+    def _forget_revoked(self) -> None:
+        """Claims the records now refuse leave the remote view, and so do attachments of
+        revoked relays (journaled; watchers hear the news)."""
+        self._trust_check_at = None
+        revocations = self.revocations
+        changes, forgotten = self.remote.forget_refused(
+            lambda b: bool(revocations.binding_refusal(b)), revocations.key_revoked)
+        self.counters[DhtCounter.REVOKED_FORGOTTEN] += forgotten
+        for change in changes:
+            self._remote_change(change)
 
     # ------------------------------------------------------------ status
     @property
@@ -333,6 +360,8 @@ class DhtBridge:
         with the returned token."""
         token = self._next_token()
         norm = normalise_aor(aor)
+        if self._trust_check_at is not None:
+            self._forget_revoked()           # never answer from what the records refuse
         if not self.uplink.is_up:
             known = self.remote.view(norm, reachable=False)
             self._answer(token, norm, known, NotFoundReason.UPLINK_DOWN)
@@ -582,7 +611,10 @@ class DhtBridge:
         except DecodeError:
             self._drop(RecordReject.UNDECODABLE, keys.aor, now)
             return False
-        reason = precheck_record(record, keys.aor, self.ctx, wall)
+        ctx = self._context()
+        reason = (precheck_record(record, keys.aor, ctx, wall)
+                  or revocation_reject(self.revocations, record.binding,
+                                       record.attachment.relay_key))
         if reason is not None:
             self._drop(reason, keys.aor, now)
             return False
@@ -592,12 +624,12 @@ class DhtBridge:
         if not (allowance.verifies.take(now) and self._verify_budget.take(now)):
             self.counters[DhtCounter.VERIFY_OVER_BUDGET] += 1
             return False
-        reason = verify_signatures(record, self.ctx, wall)
+        reason = verify_signatures(record, ctx, wall)
         if reason is not None:
             self._drop(reason, keys.aor, now)
             return False
         binding = record.binding
-        cred = credentialed(binding, self.ctx.policy, wall)
+        cred = credentialed(binding, ctx.policy, wall)
         outcome, change = self.remote.merge(
             keys.aor, record, now, wall, credentialed=cred,
             remembered=self.ctx.freshness.floor(binding.record_id, wall))
@@ -612,6 +644,13 @@ class DhtBridge:
         if change is not None:
             self._remote_change(change, notify=False)  # the batch notifies once
         return outcome is MergeOutcome.CHANGED
+
+    def _context(self) -> VerifyContext:
+        """The verify context with the table's trust policy as it is now (trust records
+        change its agency keys: an added mutual-aid agency, a revoked one)."""
+        if self.ctx.policy is not self.table.policy:
+            self.ctx = dataclasses.replace(self.ctx, policy=self.table.policy)
+        return self.ctx
 
     def _drop(self, reason: RecordReject, aor: str, now: float) -> None:
         """Count a dropped value and journal it (rate-limited per reason and AoR, and
@@ -667,6 +706,8 @@ class DhtBridge:
         self._finish(aor, lookup, now)
 
     def _finish(self, aor: str, lookup: _Lookup, now: float) -> None:
+        if self._trust_check_at is not None:
+            self._forget_revoked()
         del self._lookups[aor]
         if lookup.get_token is not None:
             self._gets.pop(lookup.get_token, None)

@@ -49,6 +49,10 @@ class DhtCounter(StrEnum):
     DROP_ATTACH_FUTURE_DATED = "dht_drop_attach_future_dated"
     DROP_CLAIMS_FULL = "dht_drop_claims_full"
     DROP_RELAYS_FULL = "dht_drop_relays_full"
+    DROP_REVOKED = "dht_drop_revoked"
+    DROP_CREDENTIAL_REVOKED = "dht_drop_credential_revoked"
+    DROP_RELAY_REVOKED = "dht_drop_relay_revoked"
+    REVOKED_FORGOTTEN = "dht_revoked_forgotten"  # claims or relays left the view: revoked
     DROP_OTHER = "dht_drop_other"
 
 
@@ -71,5 +75,8 @@ DROP_COUNTERS: Final[dict[RecordReject, DhtCounter]] = {
     R.ATTACH_FUTURE_DATED: C.DROP_ATTACH_FUTURE_DATED,
     R.CLAIMS_FULL: C.DROP_CLAIMS_FULL,
     R.RELAYS_FULL: C.DROP_RELAYS_FULL,
+    R.REVOKED: C.DROP_REVOKED,
+    R.CREDENTIAL_REVOKED: C.DROP_CREDENTIAL_REVOKED,
+    R.RELAY_REVOKED: C.DROP_RELAY_REVOKED,
     R.OTHER: C.DROP_OTHER,
 }

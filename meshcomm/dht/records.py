@@ -290,6 +290,9 @@ class RecordReject(ReasonEnum):
     ATTACH_FUTURE_DATED = "attach_future_dated"
     CLAIMS_FULL = "claims_full"
     RELAYS_FULL = "relays_full"
+    REVOKED = "revoked"                      # the binding's key (or agency) is revoked
+    CREDENTIAL_REVOKED = "credential_revoked"
+    RELAY_REVOKED = "relay_revoked"          # the attaching relay's key is revoked
     OTHER = "other"
 
 

@@ -37,6 +37,7 @@ class RemoteState(StrEnum):
     UNREACHABLE = "unreachable"    # known, but every attachment lapsed
     WITHDRAWN = "withdrawn"        # a tombstone of a higher sequence arrived
     EXPIRED = "expired"            # the binding's own time is up: forgotten
+    REVOKED = "revoked"            # a trust record refuses it now: forgotten
 
 
 class MergeOutcome(Enum):
@@ -231,6 +232,36 @@ class RemoteView:
             return False
         del claims[victim]
         return True
+
+    def forget_refused(self, refused: Callable[[Binding], bool],
+                       relay_refused: Callable[[bytes], bool]) -> tuple[list[StateChange], int]:
+        """Drop the claims whose binding is now ``refused`` and the relays whose key is
+        ``relay_refused`` (trust records changed). The state changes of live claims, and
+        how many claims and relays left."""
+        changes: list[StateChange] = []
+        forgotten = 0
+        for aor, entry in list(self._aors.items()):
+            before = forgotten
+            for rid, claim in list(entry.claims.items()):
+                if refused(claim.binding):
+                    del entry.claims[rid]
+                    forgotten += 1
+                    if not claim.binding.is_tombstone:
+                        changes.append(StateChange(aor, claim.binding, RemoteState.REVOKED, ()))
+                    continue
+                gone = [key for key in claim.relays if relay_refused(key)]
+                for key in gone:
+                    del claim.relays[key]
+                forgotten += len(gone)
+                if gone and not claim.relays:
+                    changes.append(StateChange(aor, claim.binding, RemoteState.UNREACHABLE, ()))
+            if forgotten == before:
+                continue
+            if not entry.claims and not self.pinned(aor):
+                del self._aors[aor]
+            else:
+                self._schedule(entry)
+        return changes, forgotten
 
     # ------------------------------------------------------------ time
     def next_timer(self) -> float | None:

@@ -244,6 +244,7 @@ class NodeCore:
         self.e2e = e2e
         if sf is not None:
             sf.e2e = e2e
+        self._wire_trust(node, dht)
         if tunnel is not None and e2e is not None:
             tunnel.learn_key = e2e.learn
         if collect is not None and tunnel is not None:
@@ -295,6 +296,17 @@ class NodeCore:
             if not parts & self._present:
                 routes[flow] = self._to_edge
         self._routes = routes
+
+    @staticmethod
+    def _wire_trust(node: MeshNode, dht: DhtBridge | None) -> None:
+        """Revocations (issue 12.4): the gateway's and ``ctl status``' view of this node's
+        own standing, and the DHT bridge's checks of remote bindings and relays."""
+        trust = node.overlay.trust
+        trust.own_credential = lambda: node.credential
+        if dht is not None:
+            dht.revocations = trust
+            if dht.trust_changed not in trust.store.observers:
+                trust.store.observers.append(dht.trust_changed)
 
     # ------------------------------------------------------------ convenience views
     @property

@@ -75,6 +75,7 @@ from meshcomm.node.tunnel_wire import (
 from meshcomm.overlay.forwarding import UnicastReceived
 from meshcomm.overlay.media import MAX_MEDIA_PAYLOAD_BYTES, MediaReceived
 from meshcomm.overlay.ratelimit import TokenBuckets
+from meshcomm.overlay.trustsync import TrustSync
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import NodeId
 
@@ -116,6 +117,7 @@ class TunnelCounter(StrEnum):
     DROP_NO_UPLINK = "tunnel_drop_no_uplink"
     DROP_RATE = "tunnel_drop_rate_limited"
     DROP_UNKNOWN_KIND = "tunnel_drop_unknown_kind"
+    DROP_REVOKED = "tunnel_drop_revoked"     # from or to a revoked node, or via one
     RESOLVES = "tunnel_resolves"
     RESOLVES_ANSWERED = "tunnel_resolves_answered"
     RESOLVES_CACHED = "tunnel_resolves_cached"
@@ -253,11 +255,44 @@ class Tunnel:
             return None
         if found.expires_at <= now or self.node.overlay.routes.get(NodeId(dst), now):
             return None                     # lapsed, or the node is in our island now
+        if self._trust.active and not self._still_trusted(dst, found):
+            return None
         self._routes.move_to_end(dst)
         return found
 
+    def _still_trusted(self, dst: bytes, route: RemoteRoute) -> bool:
+        """Revocations (issue 12.4): a route to a revoked node is forgotten, revoked far
+        relays leave a route (a route with none left is forgotten)."""
+        trust = self._trust
+        relays = tuple(r for r in route.far_relays if not trust.node_revoked(r))
+        if trust.node_revoked(dst) or not relays:
+            del self._routes[dst]
+            self._aor_of.pop(dst, None)
+            return False
+        route.far_relays = relays
+        return True
+
+    @property
+    def _trust(self) -> TrustSync:
+        return self.node.overlay.trust
+
+    def _refuses(self, item: Item, *via: bytes) -> bool:
+        """An item from or to a revoked node, or carried by a revoked relay (``via``):
+        dropped and counted, at relays and at the destination."""
+        trust = self._trust
+        if not trust.active or not any(trust.node_revoked(n)
+                                       for n in (item.origin, item.dst, *via)):
+            return False
+        self.counters[TunnelCounter.DROP_REVOKED] += 1
+        return True
+
     def learn(self, dst: bytes, far_relays: tuple[NodeId, ...], ttl_s: float, now: float,
               local_relay: NodeId | None = None) -> None:
+        if self._trust.active:
+            trust = self._trust
+            far_relays = tuple(r for r in far_relays if not trust.node_revoked(r))
+            if trust.node_revoked(dst):
+                return
         if not far_relays or dst == self.node.node_id:
             return
         route = self._routes.get(dst)
@@ -321,6 +356,11 @@ class Tunnel:
 
     def _to_far_relay(self, far_relays: tuple[NodeId, ...], item: Item, now: float) -> None:
         assert self.uplink is not None
+        if self._trust.active:
+            far_relays = tuple(r for r in far_relays if not self._trust.node_revoked(r))
+            if not far_relays:
+                self.counters[TunnelCounter.DROP_REVOKED] += 1
+                return
         routes = self.uplink.overlay.routes
         far = next((r for r in far_relays if routes.get(r, now) is not None), far_relays[0])
         if far == self.node.node_id:           # we attached it: the item is for our island
@@ -466,11 +506,15 @@ class Tunnel:
         if not self._budget.allow(event.origin.hex(), now):
             self.counters[TunnelCounter.DROP_RATE] += 1
             return
+        if self._refuses(item, event.origin):
+            return
         self._to_far_relay(far_relays, item, now)
 
     def _on_wan(self, event: UnicastReceived, item: Item, now: float) -> None:
         if not self._budget.allow(event.origin.hex(), now):
             self.counters[TunnelCounter.DROP_RATE] += 1
+            return
+        if self._refuses(item, event.origin):
             return
         self._to_island(event.origin, item, now)
 
@@ -482,6 +526,8 @@ class Tunnel:
                  now: float) -> None:
         if item.dst != self.node.node_id:
             self.counters[TunnelCounter.DROP_NOT_FOR_US] += 1
+            return
+        if self._refuses(item, far_relay, *(() if local_relay is None else (local_relay,))):
             return
         if isinstance(item, MediaItem):
             self._events.append(MediaReceived(item.origin, item.stream, item.payload, hops))
@@ -631,6 +677,11 @@ class Tunnel:
         del self._asked[wire_id]
         self._deadlines.discard(wire_id)
         self.counters[TunnelCounter.RESOLVES_ANSWERED] += 1
+        if self._trust.active:          # a relay that has not heard of a revocation yet
+            entries = tuple(e for e in entries if not self._trust.node_revoked(e.node))
+            if not entries and status is ResolveStatus.FOUND:
+                self.counters[TunnelCounter.DROP_REVOKED] += 1
+                status = ResolveStatus.NOT_FOUND
         for entry in entries:
             self.learn(entry.node, entry.relays, entry.ttl_s, now, NodeId(event.origin))
             if entry.key and self.learn_key is not None:

@@ -22,6 +22,7 @@ Trust records (:mod:`meshcomm.security.revocation`) spread like bindings:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
@@ -37,6 +38,7 @@ from meshcomm.security.revocation import (
     KIND_NAMES,
     TRUST_ID_LEN,
     TrustRecord,
+    TrustState,
     TrustStore,
     credential_id,
     trust_record_from_envelope_untrusted,
@@ -90,6 +92,11 @@ class TrustSync:
         self._revoked_addrs: set[LinkAddr] = set()
         self._pull_answers = TokenBuckets(PULL_ANSWER_RATE_PER_S, PULL_ANSWER_BURST)
         self._enforced_keys: frozenset[bytes] = frozenset()
+        self._nodes_state: TrustState | None = None
+        self._revoked_nodes: frozenset[bytes] = frozenset()
+        self._own_verdict: tuple[TrustState, bytes | None, str] | None = None
+        #: The credential this node's bindings carry (the node core sets it: MeshNode's).
+        self.own_credential: Callable[[], bytes | None] = lambda: None
 
     @property
     def active(self) -> bool:
@@ -106,14 +113,43 @@ class TrustSync:
 
     def binding_refusal(self, binding: Binding) -> str:
         """Why the table must refuse ``binding`` ('' if not; call when ``active``)."""
-        reason = self.store.binding_refusal(binding.key, None)
-        if reason or binding.credential is None:
+        return self.refusal_of(binding.key, binding.credential)
+
+    def key_revoked(self, key: bytes) -> bool:
+        """A revoked device or agency key (the DHT bridge's check of a relay's key)."""
+        return self.store.key_revoked(key)
+
+    def node_revoked(self, node: bytes) -> bool:
+        """Whether ``node`` is the id of a revoked key (tunnel items name nodes by id)."""
+        state = self.store.state
+        if state is not self._nodes_state:
+            self._revoked_nodes = frozenset(node_id_of(key) for key in
+                                            state.revoked_devices | state.revoked_agencies)
+            self._nodes_state = state
+        return node in self._revoked_nodes
+
+    def own_refusal(self) -> str:
+        """Why every other node refuses this node's bindings ('' if it does not): its own
+        key, the credential it runs with, or (agency policy) that credential's agency was
+        revoked. Cached per trust state: the gateway asks at every client request."""
+        state, credential = self.store.state, self.own_credential()
+        verdict = self._own_verdict
+        if verdict is None or verdict[0] is not state or verdict[1] is not credential:
+            key = self.ctx.identity.public_key
+            reason = self.refusal_of(key, credential) if self.active else ""
+            verdict = self._own_verdict = (state, credential, reason)
+        return verdict[2]
+
+    def refusal_of(self, key: bytes, credential_field: bytes | None) -> str:
+        """Why a binding of ``key`` carrying ``credential_field`` is refused ('' if not)."""
+        reason = self.store.binding_refusal(key, None)
+        if reason or credential_field is None:
             return reason
         state = self.store.state
         agency = self.ctx.table.policy.mode is TrustMode.AGENCY and state.revoked_agencies
         if not state.revoked_credentials and not agency:
             return ""      # the common case: nothing a credential could match
-        cred = credential_in_field(binding.credential)
+        cred = credential_in_field(credential_field)
         if cred is None:
             return ""
         if credential_id(cred) in state.revoked_credentials:
@@ -274,6 +310,7 @@ class TrustSync:
                 "revoked_agencies": len(state.revoked_agencies),
                 "trusted_agencies": sorted(k.hex() for k in state.trusted_agencies),
                 "refused": {str(k): v for k, v in sorted(self.store.refused.items())},
+                "this_node_revoked": self.own_refusal(),
                 "latest": [r.describe() for r in reversed(self.store.latest())]}
 
 
