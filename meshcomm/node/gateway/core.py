@@ -70,6 +70,7 @@ from meshcomm.node.gateway.proxy_state import ProxyTxInput as TxIn
 from meshcomm.node.gateway.proxy_state import ProxyTxState as TxState
 from meshcomm.node.gateway.registrar import Registrar
 from meshcomm.node.gateway.responses import ResponseRelay
+from meshcomm.node.gateway.revoked import RevokedGate
 from meshcomm.node.gateway.rfc import (
     OwnHosts,
     UndecodableAnswers,
@@ -131,7 +132,7 @@ LINGER_FACTOR = 4
 _M = TypeVar("_M", SipRequest, SipResponse)
 
 
-class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth):
+class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth, RevokedGate):
     """See the module docstring."""
 
     def __init__(self, node: MeshNode, config: GatewayConfig, *, rng: random.Random,
@@ -361,6 +362,8 @@ class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth):
                                   self._retry_after(status) + refusal_headers(request, status))
             return
         tx = self._new_tx(request, src, hops)
+        if self._refused_revoked(tx, now):           # this node revoked (gateway.revoked)
+            return
         if self._unauthenticated(tx, now):           # digest auth (gateway.authgate)
             return
         if request.method == "REGISTER":
