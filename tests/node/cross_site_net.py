@@ -22,6 +22,7 @@ from meshcomm.dht.bridge import BridgeConfig, DhtBridge
 from meshcomm.dht.model import DhtModel, ModelConfig
 from meshcomm.dht.records import secret_for
 from meshcomm.dht.uplink import UplinkConfig
+from meshcomm.location.table import TrustPolicy
 from meshcomm.node.core import NodeCore, compose
 from meshcomm.node.gateway.types import GatewayConfig, InboxEntry
 from meshcomm.node.mesh import MeshNode, NodeSettings
@@ -63,8 +64,11 @@ class CrossSiteNet:
                  delay_s: float = 0.005, loss: float = 0.0, wan_delay_s: float = 0.05,
                  upstream: dict[str, tuple[str, int]] | None = None,
                  store_forward: bool = False,
-                 extra_links: tuple[tuple[str, str], ...] = ()) -> None:
+                 extra_links: tuple[tuple[str, str], ...] = (),
+                 trust: TrustPolicy | None = None) -> None:
         self.now = 0.0
+        #: The nodes' trust policy (agency keys that may sign revocations, issue 12.4).
+        self.trust = trust or TrustPolicy()
         self.upstream = upstream or {}
         self.store_forward = store_forward
         #: The WAN between the uplinked relays carries frames (False: the uplink is cut;
@@ -96,7 +100,7 @@ class CrossSiteNet:
         ident = Identity(hashlib.sha256(name.encode()).digest())
         caps = (RELAY_CAP, UPLINK_CAP) if uplinked else ()     # as the runtime's relays
         settings = NodeSettings(incident=INCIDENT, role="relay" if uplinked else "handset",
-                                caps=caps)
+                                caps=caps, trust=self.trust)
         node = MeshNode(ident, settings, verifier=SignatureVerifier(),
                         rng=random.Random(name), now=0.0, seq_base=1 << 32,
                         wall_offset_s=WALL)
@@ -107,7 +111,7 @@ class CrossSiteNet:
                                wall_offset_s=WALL, seq_base=1 << 32)
             uplink = MeshNode(ident, settings, verifier=SignatureVerifier(),
                               rng=random.Random(name + "-up"), now=0.0, seq_base=1 << 32,
-                              wall_offset_s=WALL)
+                              wall_offset_s=WALL, trust=node.overlay.trust.store)
             uplink.register(f"sip:{ident.node_id.hex()[:16]}@uplink.invalid", (), 0.0)
             self.model.add_node(name)
         config = GatewayConfig(upstream=self.upstream.get(name))
