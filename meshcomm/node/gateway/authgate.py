@@ -7,8 +7,9 @@ local client goes through :class:`~meshcomm.node.gateway.auth.DigestAuthenticato
 after its transaction is opened and before anything looks at its names: unauthenticated,
 it is answered 401/407 (or 503 for a host over its failure budget) through the
 transaction (a retransmission gets the same answer); authenticated, it goes on with its
-credentials for our realm removed. Requests from the mesh (signed envelopes), the
-built-in UA and the configured upstream proxy are not challenged.
+credentials for our realm removed (and, when its AoR is registered here from another
+source, the registration follows it: gateway.identity). Requests from the mesh (signed
+envelopes), the built-in UA and the configured upstream proxy are not challenged.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from meshcomm.node.gateway.parts import Peer, ProxyTx
 from meshcomm.node.gateway.proxy_state import ProxyTxInput as TxIn
 from meshcomm.node.gateway.types import (
     BUILTIN_ADDR,
+    Address,
     Direction,
     EnvelopeSlot,
     GatewayConfig,
@@ -59,6 +61,9 @@ class LocalAuth:
     def _to_tag(self, request: SipRequest) -> str | None:
         raise NotImplementedError
 
+    def client_authenticated(self, aor: str, src: Address) -> None:
+        raise NotImplementedError         # gateway.identity
+
     def _unauthenticated(self, tx: ProxyTx, now: float) -> bool:
         """Authenticate a new request's client: True when it was answered here (challenge
         or 503), False when it goes on (``tx.request`` without our credentials)."""
@@ -69,6 +74,8 @@ class LocalAuth:
         decision = self.auth.check(tx.request, src[0], now)
         if decision.status == 0:
             tx.request = decision.request
+            if decision.aor and tx.method != "REGISTER":
+                self.client_authenticated(decision.aor, src)
             return False
         response = build_response(tx.request, decision.status,
                                   STATUS_REASONS.get(decision.status),

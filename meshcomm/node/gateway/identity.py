@@ -5,7 +5,12 @@ The identity a request claims is its From AoR. Who vouches for it:
 
 * **At the origin gateway** (a request from a local client): the client must hold the
   AoR here -- a local registration whose REGISTER came from the request's source (same
-  address, or the same host over UDP). An AoR bound in the location table to another
+  address, or the same host over UDP). Without digest authentication a TCP connection is
+  the client's only proof: a client that reconnects registers again. With it, a request
+  authenticated as its From AoR proves the client holds the AoR's credentials, so the
+  registration follows it to its new source (:meth:`IdentityChecks.client_authenticated`:
+  a new TCP connection, another port or host); a client without them is challenged
+  before it gets here. An AoR bound in the location table to another
   node's key, or to this node's key with no client registered for it (the node's own AoR
   belongs to the built-in UA: ``ctl send``), is refused with 403. An AoR bound nowhere
   passes *unverified* under the ``open`` policy (zero configuration: a stock SIPp
@@ -72,6 +77,7 @@ class IdentityCounter(StrEnum):
     ASSERTED = "identity_asserted"                # P-Asserted-Identity set toward a client
     STRIPPED = "identity_headers_stripped"        # client-supplied PAI/PPI removed
     FOREIGN_RESPONSES = "identity_foreign_responses"  # a response from another node
+    FOLLOWED = "identity_client_followed"         # a registration moved to its client's new source
 
 
 class IdentityChecks:
@@ -112,6 +118,18 @@ class IdentityChecks:
         if self.node.table.policy.mode is TrustMode.AGENCY and src != self.config.upstream:
             return IdentityState.REFUSED, "from_unbound"
         return IdentityState.UNVERIFIED, ""
+
+    def client_authenticated(self, aor: str, src: Address) -> None:
+        """The local client at ``src`` authenticated (digest) a request as ``aor``: it
+        holds the AoR's credentials. When ``aor`` is registered here from another source
+        (a TCP client on a new connection once its old one closed, another port or host),
+        the registration follows the client: its requests are verified from there and,
+        when both are TCP connections, requests for the AoR go to the new one."""
+        source = self.registrar.source_of(aor)
+        if source is None or _same_client(source, src):
+            return
+        if self.registrar.follow_client(aor, src, flow=is_tcp(source) and is_tcp(src)):
+            self.counters[IdentityCounter.FOLLOWED] += 1
 
     def _identity_refused(self, tx: ProxyTx, now: float) -> bool:
         """Refuse ``tx`` with 403 when its From is not vouched for (counted, journaled)."""

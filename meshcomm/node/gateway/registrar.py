@@ -17,7 +17,7 @@ from meshcomm.location.table import TrustMode
 from meshcomm.node.gateway.contacts import reachable_address
 from meshcomm.node.gateway.counters import GatewayCounter
 from meshcomm.node.gateway.parts import LocalRegistration, contact_key, expires_of
-from meshcomm.node.gateway.regquota import RegistrationQuota
+from meshcomm.node.gateway.regquota import MAX_AORS_PER_CLIENT, RegistrationQuota
 from meshcomm.node.gateway.types import (
     BUILTIN_ADDR,
     MAX_KNOWN_CONTACTS,
@@ -130,6 +130,21 @@ class Registrar:
         client holds it here): the gateway's identity check (gateway.identity)."""
         reg = self._regs.get(aor)
         return None if reg is None else reg.source
+
+    def follow_client(self, aor: str, src: Address, *, flow: bool) -> bool:
+        """Move the registration of ``aor`` to the client at ``src``, which authenticated
+        as its AoR (gateway.identity); with ``flow``, requests for it go there too (a TCP
+        client's new connection). False: no registration, or ``src`` holds its quota."""
+        reg = self._regs.get(aor)
+        if reg is None or sum(r.source == src for r in self._regs.values()) \
+                >= MAX_AORS_PER_CLIENT:
+            return False
+        self.quota.removed(reg)
+        reg.source = src
+        if flow:
+            reg.peer = src
+        self.quota.added(reg)
+        return True
 
     @staticmethod
     def _reply(reg: LocalRegistration | None, now: float) -> RegisterReply:
