@@ -210,6 +210,10 @@ def format_status(st: dict[str, Any]) -> str:
         for rec in trust.get("latest", []):
             lines.append(f"  {rec.get('kind')} {str(rec.get('subject'))[:16]} by "
                          f"{rec.get('signer')} at {rec.get('issued_at')} {rec.get('note')!r}")
+        if trust.get("this_node_revoked"):
+            lines.append(f"trust    THIS NODE IS REVOKED ({trust['this_node_revoked']}): "
+                         "other nodes drop its bindings and traffic; its gateway answers "
+                         "its clients 403")
     return "\n".join(lines)
 
 

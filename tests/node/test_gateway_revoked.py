@@ -7,6 +7,7 @@ within a dialog and the other nodes' clients are not affected; ``ctl status`` sa
 
 from __future__ import annotations
 
+from meshcomm.cli.ctl_cmd import format_status
 from meshcomm.location.table import TrustMode, TrustPolicy
 from meshcomm.node.gateway.revoked import JOURNAL_BURST, RevokedCounter
 from meshcomm.node.gateway.types import Address
@@ -48,7 +49,9 @@ def test_a_revoked_node_answers_its_clients_403_device_revoked() -> None:
     alice = registered(net, 2, 5062, "alice")             # 200 before the revocation
     _revoke(net, TrustKind.REVOKE_DEVICE, net.stations[2].node.identity.public_key)
     gw = net.stations[2].gw
-    assert net.stations[2].node.overlay.trust.status()["this_node_revoked"] == "revoked"
+    trust = net.stations[2].node.overlay.trust.status()
+    assert trust["this_node_revoked"] == "revoked"
+    assert "THIS NODE IS REVOKED (revoked)" in format_status({"trust": trust})   # ctl status
     alice.register(expires_s=600)
     alice.message(f"sip:node0@{DOMAIN}", "are you there?")
     net.run_for(2.0)
@@ -67,7 +70,9 @@ def test_a_revoked_node_answers_its_clients_403_device_revoked() -> None:
     bob = registered(net, 1, 5061, "bob")
     assert of_kind(net.events(1, 5061), RequestSucceeded)
     assert bob is not None
-    assert net.stations[1].node.overlay.trust.status()["this_node_revoked"] == ""
+    fine = net.stations[1].node.overlay.trust.status()
+    assert fine["this_node_revoked"] == ""
+    assert "REVOKED" not in format_status({"trust": fine})
     assert net.stations[1].gw.counters[RevokedCounter.REFUSED] == 0
 
 
