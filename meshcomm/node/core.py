@@ -151,6 +151,7 @@ ROUTE_OF: dict[tuple[Part, type], Flow] = {
     (Part.UPLINK, JournalRecord): Flow.UPLINK_RECORD,
     (Part.UPLINK, MediaReceived): Flow.MEDIA_FROM_UPLINK,
     (Part.STORE_FORWARD, SfRemoteTry): Flow.SF_REMOTE_TRY,
+    (Part.STORE_FORWARD, ResolveAor): Flow.RESOLVE,   # a held message's To AoR
 }
 #: Unicasts delivered to this node, by application kind.
 UNICAST_FLOWS: dict[int, Flow] = {
@@ -256,6 +257,7 @@ class NodeCore:
             tunnel.offers_upstream = gateway.config.upstream is not None
         if sf is not None:
             sf.remote_delivery = tunnel is not None and gateway is not None
+            sf.far = tunnel             # parcels and receipts for other islands
         #: The last resolution found no way beyond the island (a later success wakes
         #: the messages held for other islands).
         self._beyond_down = False
@@ -626,6 +628,9 @@ class NodeCore:
             self._beyond_down = False
             if self.sf is not None:
                 self.sf.remote_reachable(now)
+        if self.sf is not None and self.sf.owns_resolution(item.request_id):
+            self.sf.resolved(item.request_id, item.node, item.status, now)
+            return True
         self.gateway.resolved(item.request_id, item.node,
                               item.status is ResolveStatus.NOT_FOUND,
                               item.status in UPSTREAM_STATUSES, now)

@@ -9,8 +9,12 @@
 * **Store-and-forward parcels**: the origin seals the MESSAGE to the node of the latest
   binding of the To AoR it knows when it holds it (:meth:`SipSealing.seal_for_aor`); relays
   take custody of sealed parcels only. A parcel for an AoR the node has never seen a
-  binding of stays in clear in the origin's own store (its own endpoint) and is not offered
-  to relays. The destination opens it before delivery (:meth:`SipSealing.open_parcel`).
+  binding of stays in clear in the origin's own store (its own endpoint), is neither
+  offered to relays nor sent to any node, and is sealed (:meth:`SipSealing.seal_parcel`)
+  as soon as the origin learns a key for the AoR: a binding in its tables
+  (:meth:`SipSealing.parcel_key`) or a resolution across sites
+  (:mod:`meshcomm.node.sf_remote`). The destination opens it before delivery
+  (:meth:`SipSealing.open_parcel`).
 
 Destination keys come from what this node has verified: the location tables' bindings
 (the island's and the uplink mesh's), origins of envelopes and tunnelled items that
@@ -133,21 +137,32 @@ class SipSealing:
     def seal_for_aor(self, to_aor: str, sip: bytes, now: float) -> bytes:
         """A MESSAGE to hold: sealed to the node of the latest binding of ``to_aor`` this
         node knows (tombstones included: a departed node keeps its key), else as is."""
+        key = self.parcel_key(to_aor)
+        sealed = self.seal_parcel(sip, key, now) if key is not None else None
+        if sealed is not None:
+            return sealed
+        self.counters[E2eCounter.PARCEL_CLEAR] += 1
+        return sip
+
+    def parcel_key(self, to_aor: str) -> bytes | None:
+        """The key of the latest binding of ``to_aor`` in the location tables (None: the
+        node has seen no binding of it)."""
         latest = None
         for table in self.tables:
             for stored in table.lookup(to_aor):
                 if latest is None or stored.binding.issued_at > latest.issued_at:
                     latest = stored.binding
-        if latest is not None:
-            try:
-                sealed = self.sealer.seal(sip, latest.key, PARCEL_KIND, now)
-            except LocalProtocolError:
-                sealed = None
-            if sealed is not None:
-                self.counters[E2eCounter.PARCEL_SEALED] += 1
-                return sealed
-        self.counters[E2eCounter.PARCEL_CLEAR] += 1
-        return sip
+        return latest.key if latest is not None else None
+
+    def seal_parcel(self, sip: bytes, key: bytes, now: float) -> bytes | None:
+        """A held MESSAGE sealed to node key ``key`` (a binding's, or the key a
+        resolution named); None if it does not fit."""
+        try:
+            sealed = self.sealer.seal(sip, key, PARCEL_KIND, now)
+        except LocalProtocolError:
+            return None
+        self.counters[E2eCounter.PARCEL_SEALED] += 1
+        return sealed
 
     def open_parcel(self, sip: bytes, origin_key: bytes) -> bytes | None:
         """The MESSAGE of a parcel delivered here (opened if sealed); None if it does not

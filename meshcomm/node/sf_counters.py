@@ -42,6 +42,7 @@ class CustodyRefusal(StrEnum):
     EXPIRED = "expired"
     DELIVERED = "delivered"
     FULL = "full"
+    CLEAR = "clear"             # a MESSAGE in clear: relays of a sealing node hold none
 
 
 class SfCounter(StrEnum):
@@ -70,6 +71,7 @@ class SfCounter(StrEnum):
     DROP_WRONG_INCIDENT = "sf_drop_wrong_incident"
     DUPLICATE_SUPPRESSED = "sf_duplicate_suppressed"
     EXPIRED = "sf_expired"
+    FAR_DELIVERIES = "sf_far_deliveries"        # DELIVERs through the tunnel
     HEAL_RETRIES = "sf_heal_retries"
     HELD_OWN = "sf_held_own"
     HOLD_NOT_DURABLE = "sf_hold_not_durable"
@@ -79,6 +81,7 @@ class SfCounter(StrEnum):
     OFFER_NOT_RELAY = "sf_offer_not_relay"
     OFFER_REFUSED_DELIVERED = "sf_offer_refused_delivered"
     OFFER_REFUSED_EXPIRED = "sf_offer_refused_expired"
+    OFFER_REFUSED_CLEAR = "sf_offer_refused_clear"
     OFFER_REFUSED_FULL = "sf_offer_refused_full"
     OFFER_REFUSED_FUTURE_DATED = "sf_offer_refused_future_dated"
     OFFERS_SENT = "sf_offers_sent"
@@ -97,6 +100,9 @@ class SfCounter(StrEnum):
     RECEIPTS_ACCEPTED = "sf_receipts_accepted"
     REFUSED_FULL = "sf_refused_full"
     RESTORE_WRONG_INCIDENT = "sf_restore_wrong_incident"
+    RESEALED = "sf_resealed"                    # own clear parcels sealed once a key was known
+    RESOLVES = "sf_resolves"                    # questions to the tunnel about To AoRs
+    RESOLVES_FAILED = "sf_resolves_failed"      # ... answered with no usable node
     RESTORED = "sf_restored"
     RX = "sf_rx"
     STATUS_IGNORED = "sf_status_ignored"
@@ -125,4 +131,5 @@ CUSTODY_REFUSAL_COUNTERS: Final[Mapping[CustodyRefusal, SfCounter]] = {
     CustodyRefusal.EXPIRED: SfCounter.OFFER_REFUSED_EXPIRED,
     CustodyRefusal.DELIVERED: SfCounter.OFFER_REFUSED_DELIVERED,
     CustodyRefusal.FULL: SfCounter.OFFER_REFUSED_FULL,
+    CustodyRefusal.CLEAR: SfCounter.OFFER_REFUSED_CLEAR,
 }

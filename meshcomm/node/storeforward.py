@@ -11,11 +11,8 @@ then
   sends the parcel to the bound node (``DELIVER``), retrying with backoff;
 * with :attr:`StoreForward.remote_delivery` (a node that can reach other islands, issue
   10), a message whose To AoR has no binding in the island is tried beyond it: the holder
-  hands the MESSAGE back to its gateway (:class:`SfRemoteTry`), which resolves the AoR and
-  sends it across; the gateway's verdict comes back through
-  :meth:`StoreForward.remote_delivery_done` (a 2xx settles it as delivered; the far
-  gateway delivers once per message id, so several holders trying is harmless), and
-  :meth:`StoreForward.remote_reachable` (the uplink came up) retries them all at once;
+  resolves the AoR across sites and sends the sealed parcel through the tunnel
+  (:mod:`meshcomm.node.sf_remote`, which also covers the origin's parcels in clear);
 * the destination node checks the origin's signature, hands the MESSAGE to its gateway
   (:class:`SfDeliver`), remembers the id as delivered (persisted: exactly once, whatever
   the number of holders) and answers every holder with a receipt it signs; holders accept
@@ -33,7 +30,6 @@ import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
 from meshcomm.errors import ConfigError, DecodeError, LocalProtocolError
 from meshcomm.journal.events import JournalRecord
@@ -47,8 +43,8 @@ from meshcomm.journal.payloads import (
     SfHeld,
     SfReceipt,
 )
-from meshcomm.node.e2e_sip import SipSealing, is_sealed
-from meshcomm.node.gateway.types import HoldRefused
+from meshcomm.node.e2e_sip import SipSealing
+from meshcomm.node.gateway.types import HoldRefused, ResolveAor
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
 from meshcomm.node.sf_counters import (
@@ -58,9 +54,20 @@ from meshcomm.node.sf_counters import (
     SfCounter,
     SfDropReason,
 )
-from meshcomm.node.sf_delivered import LOCAL_ORIGIN, DeliveredLog, DeliveredRecord
+from meshcomm.node.sf_delivered import DeliveredLog, DeliveredRecord
 from meshcomm.node.sf_probe import ReachProbes
 from meshcomm.node.sf_remote import REMOTE_HOLDER, RemoteDelivery, SfRemoteTry
+from meshcomm.node.sf_types import (
+    TRANSITIONS,
+    HeldMessage,
+    HeldState,
+    HeldStatus,
+    PersistOp,
+    SfDeliver,
+    SfHoldResult,
+    SfInput,
+    SfPersist,
+)
 from meshcomm.node.storeforward_wire import (
     MAX_MSG_ID_BYTES,
     MAX_SIP_BYTES,
@@ -85,7 +92,9 @@ from meshcomm.wire import limits
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HoldRefused", "SfHoldResult", "StoreForward", "StoreForwardConfig"]
+__all__ = ["TRANSITIONS", "HeldMessage", "HeldState", "HeldStatus", "HoldRefused",
+           "PersistOp", "SfDeliver", "SfEvent", "SfHoldResult", "SfInput", "SfPersist",
+           "StoreForward", "StoreForwardConfig"]
 
 #: Binding capability by which a relay beyond one hop advertises that it holds messages.
 RELAY_CAP = "relay"
@@ -99,31 +108,6 @@ MAX_DROP_JOURNAL_KEYS = 256
 PRUNE_INTERVAL_S = 60.0
 #: Deliveries handed to the gateway and not yet answered (more are refused until then).
 MAX_PENDING_LOCAL = 256
-
-
-class HeldState(StrEnum):
-    QUEUED = "queued"          # held by this node only
-    HELD_BY = "held_by"        # a relay took custody (the origin keeps its copy too)
-    DELIVERED = "delivered"    # the destination node signed a receipt
-    EXPIRED = "expired"        # dropped undelivered (too old, or evicted when full)
-
-
-#: Status transitions of a message seen from its origin node (docs/gateway-design.md,
-#: "Store-and-forward"): custody accepted by a relay, a valid receipt, expiry.
-class SfInput(StrEnum):
-    ACCEPTED = "accepted"
-    RECEIPT = "receipt"
-    EXPIRY = "expiry"
-
-
-TRANSITIONS: dict[tuple[HeldState, SfInput], HeldState] = {
-    (HeldState.QUEUED, SfInput.ACCEPTED): HeldState.HELD_BY,
-    (HeldState.QUEUED, SfInput.RECEIPT): HeldState.DELIVERED,
-    (HeldState.QUEUED, SfInput.EXPIRY): HeldState.EXPIRED,
-    (HeldState.HELD_BY, SfInput.ACCEPTED): HeldState.HELD_BY,
-    (HeldState.HELD_BY, SfInput.RECEIPT): HeldState.DELIVERED,
-    (HeldState.HELD_BY, SfInput.EXPIRY): HeldState.EXPIRED,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,74 +156,7 @@ class StoreForwardConfig:
         return problems
 
 
-@dataclass(frozen=True, slots=True)
-class HeldMessage:
-    """A message this node holds: its own client's (``own``) or in custody for another."""
-
-    parcel: Parcel
-    own: bool
-    state: HeldState
-    holder: str
-
-    @property
-    def msg_id(self) -> bytes:
-        return self.parcel.msg_id
-
-    def status(self) -> HeldStatus:
-        return HeldStatus(self.parcel.msg_id, self.parcel.to_aor, self.state, self.holder,
-                          self.parcel.created_wall_s)
-
-
-@dataclass(frozen=True, slots=True)
-class HeldStatus:
-    """Where a message is: ``holder`` is a relay's AoR (or node hex), or the destination."""
-
-    msg_id: bytes
-    to_aor: str
-    state: HeldState
-    holder: str
-    created: float
-
-
-@dataclass(frozen=True, slots=True)
-class SfDeliver:
-    """Deliver ``sip`` to the local client (or inbox) of ``to_aor``; answer with
-    :meth:`StoreForward.local_delivery_done`. ``sip`` was signed by the origin node but
-    its content is untrusted: parse it with the SIP ``_untrusted`` parser."""
-
-    msg_id: bytes
-    sip: bytes
-    to_aor: str = ""
-    from_aor: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SfHoldResult:
-    """Whether a :meth:`StoreForward.hold` is durable (``durable``) or was dropped because
-    its write failed; emitted once per hold after :meth:`StoreForward.persisted`."""
-
-    msg_id: bytes
-    durable: bool
-
-
-class PersistOp(StrEnum):
-    STORE = "store"            # insert or replace ``held``
-    REMOVE = "remove"          # forget the held message ``msg_id``
-    DELIVERED = "delivered"    # remember ``msg_id`` as delivered here (at ``wall_s``)
-    FORGET = "forget"          # forget the delivered id ``msg_id``
-
-
-@dataclass(frozen=True, slots=True)
-class SfPersist:
-    op: PersistOp
-    msg_id: bytes
-    held: HeldMessage | None = None
-    wall_s: float = 0.0
-    #: DELIVERED: the node the request came from (fair eviction of the delivered log).
-    origin: bytes = LOCAL_ORIGIN
-
-
-SfEvent = SfDeliver | SfPersist | SfHoldResult | SfRemoteTry | JournalRecord
+SfEvent = SfDeliver | SfPersist | SfHoldResult | SfRemoteTry | ResolveAor | JournalRecord
 
 
 @dataclass(slots=True)
@@ -254,6 +171,8 @@ class _Entry:
     #: Nodes bound to the To AoR at the last look, and when a DELIVER last went out.
     bound_nodes: frozenset[NodeId] = frozenset()
     last_try: float = float("-inf")
+    #: Nodes beyond the island the parcel was sent to (see sf_remote).
+    far_nodes: tuple[NodeId, ...] = ()
 
 
 @dataclass(slots=True)
@@ -526,9 +445,9 @@ class StoreForward(RemoteDelivery):
             if _active(entry):
                 self._service(entry, now)
         self._probe(now)
-        probe_due = self._probes.next_due()
-        if probe_due is not None:
-            self._tick_at = max(now, min(self._tick_at, probe_due))
+        for due in (self._probes.next_due(), self._far_aors.next_due()):
+            if due is not None:
+                self._tick_at = max(now, min(self._tick_at, due))
 
     def next_event(self) -> SfEvent | None:
         return self._events.popleft() if self._events else None
@@ -553,9 +472,11 @@ class StoreForward(RemoteDelivery):
                                  reason="max_age", own=held.own))
             self._settle(entry, SfInput.EXPIRY, held.holder)
             return
-        if held.own and now >= entry.next_offer:
-            entry.next_offer = now + self.config.offer_interval_s
-            self._offer(entry, now)
+        if held.own:
+            self._seal_from_tables(entry, now)
+            if now >= entry.next_offer:
+                entry.next_offer = now + self.config.offer_interval_s
+                self._offer(entry, now)
         bindings = self.node.table.lookup(held.parcel.to_aor)
         seen = tuple(sorted((s.binding.record_id, s.binding.seq) for s in bindings))
         if seen != entry.bindings_seen:
@@ -564,9 +485,7 @@ class StoreForward(RemoteDelivery):
             entry.backoff_s = self.config.retry_initial_s
         entry.bound_nodes = frozenset(s.binding.node_id for s in bindings)
         if not bindings:
-            # A sealed MESSAGE opens only at its node: no other island's gateway reads it.
-            if (self.remote_delivery and now >= entry.next_try
-                    and not is_sealed(held.parcel.sip)):
+            if self.remote_delivery:
                 self._try_remote(entry, now)
             return
         if now < entry.next_try:
@@ -574,12 +493,13 @@ class StoreForward(RemoteDelivery):
         entry.last_try = now
         entry.next_try = now + entry.backoff_s
         entry.backoff_s = min(entry.backoff_s * 2, self.config.retry_max_s)
-        body = encode_message(SfMsgType.DELIVER, held.parcel.signed, held.parcel.signature)
+        parcel = entry.held.parcel
+        body = encode_message(SfMsgType.DELIVER, parcel.signed, parcel.signature)
         for dst in sorted({s.binding.node_id for s in bindings}):
             self.counters[SfCounter.DELIVERY_ATTEMPTS] += 1
             if dst == self.node.node_id:
-                self._deliver_here(held.parcel, None, now)
-            else:
+                self._deliver_here(parcel, None, now)
+            elif self._carriable(parcel):       # a clear parcel never leaves its origin
                 self._send(dst, body, now)
 
     def _is_active(self, entry: _Entry) -> bool:
@@ -621,7 +541,7 @@ class StoreForward(RemoteDelivery):
 
     def _offer(self, entry: _Entry, now: float) -> None:
         wanted = self.config.max_custody_relays - len(entry.accepted)
-        if wanted <= 0:
+        if wanted <= 0 or not self._carriable(entry.held.parcel):
             return
         candidates = [r for r in self._relay_candidates() if r not in entry.accepted]
         candidates.sort(key=lambda r: r in entry.offered)  # new relays first
@@ -696,6 +616,8 @@ class StoreForward(RemoteDelivery):
         self._service(entry, now)
 
     def _custody_refusal(self, parcel: Parcel, now: float) -> CustodyRefusal | None:
+        if not self._carriable(parcel):
+            return CustodyRefusal.CLEAR
         wall = self._wall(now)
         if parcel.created_wall_s > wall + limits.MAX_FUTURE_SKEW_S:
             return CustodyRefusal.FUTURE_DATED
@@ -740,8 +662,7 @@ class StoreForward(RemoteDelivery):
         if (receipt.incident != parcel.incident
                 or receipt.to_aor.lower() != parcel.to_aor.lower()
                 or not receipt_signature_ok(receipt, self.node.overlay.verifier)
-                or not any(s.binding.key == receipt.dest_key
-                           for s in self.node.table.lookup(parcel.to_aor))):
+                or not self._receipt_signer_ok(entry, receipt)):
             self._drop(SfDropReason.FORGED_RECEIPT, event.origin, now)
             return
         self.counters[SfCounter.RECEIPTS_ACCEPTED] += 1
@@ -805,14 +726,20 @@ class StoreForward(RemoteDelivery):
                 self._forget(entry)
         for msg_id in self._delivered.prune(wall):
             self._persist(SfPersist(PersistOp.FORGET, msg_id))
+        self._prune_far()
 
     # ------------------------------------------------------------ output helpers
     def _send(self, dst: NodeId, body: bytes, now: float) -> None:
+        """To ``dst``: through the tunnel when it is in another island, else the mesh."""
         self.counters[SfCounter.TX] += 1
-        self.node.send_unicast(dst, AppKind.STORE_FORWARD, body, now)
+        if not self._send_far(dst, body, now):
+            self.node.send_unicast(dst, AppKind.STORE_FORWARD, body, now)
 
     def _persist(self, event: SfPersist) -> None:
         self._events.append(event)
+
+    def _store(self, entry: _Entry) -> None:
+        self._persist(SfPersist(PersistOp.STORE, entry.held.msg_id, entry.held))
 
     def _journal(self, payload: JournalPayload) -> None:
         """A store-and-forward state change for the journal (ids as hex, no SIP body)."""

@@ -142,7 +142,8 @@ KIND_STREAMS = {kind: stream for stream, kind in STREAM_KINDS.items()}
 #: Answers after which a request may go to the upstream proxy (nothing known of the AoR).
 UPSTREAM_STATUSES = frozenset({ResolveStatus.NOT_FOUND, ResolveStatus.UPLINK_DOWN})
 #: Kinds carried through the tunnel as signed items (media travels as media items).
-TUNNELLED_KINDS = frozenset({AppKind.SIP, AppKind.JOURNAL_PULL, AppKind.JOURNAL_CHUNK})
+TUNNELLED_KINDS = frozenset({AppKind.SIP, AppKind.JOURNAL_PULL, AppKind.JOURNAL_CHUNK,
+                             AppKind.STORE_FORWARD})   # sealed parcels, receipts
 
 
 @dataclass(frozen=True, slots=True)
