@@ -65,7 +65,7 @@ def test_a_revoked_node_answers_its_clients_403_device_revoked() -> None:
     send_id = net.stations[2].pump.command(net.now, lambda: net.stations[2].core.send_message(
         f"sip:node0@{DOMAIN}", "ctl send", net.now))
     net.run_for(1.0)
-    assert gw.outbox[send_id].code == 403
+    assert (gw.outbox[send_id].code, gw.outbox[send_id].reason) == (403, "Device Revoked")
     # The other nodes' clients are served as before; their status says they are fine.
     bob = registered(net, 1, 5061, "bob")
     assert of_kind(net.events(1, 5061), RequestSucceeded)
