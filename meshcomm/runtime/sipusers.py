@@ -37,6 +37,7 @@ from meshcomm.node.gateway.users import (
     make_user,
     parse_aor,
 )
+from meshcomm.sip.digest import DigestAlgorithm
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,10 @@ class SipUsers:
                      f"listener {listen_host} is beyond loopback", realm,
                      "/".join(a.value for a in settings.algorithms), len(table),
                      "" if len(table) else ": add one with meshcomm ctl user add AOR")
+            if DigestAlgorithm.SHA256 in settings.algorithms:
+                log.info("clients on libre 1.x (baresip 1.0, Debian 12) and SIPp 3.6 cannot "
+                         "answer a SHA-256 challenge: set [sip] auth_algorithms = [\"MD5\"] "
+                         "for them (docs/sip-auth.md)")
         return cls(path, table, realm, auth)
 
     def attach(self, gateway: LocalAuth, counters: Counter[str]) -> None:

@@ -181,3 +181,19 @@ def test_ctl_user_hash_prints_a_users_file_line(monkeypatch: pytest.MonkeyPatch,
 def test_ctl_user_without_a_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ctl", "--data-dir", str(tmp_path), "user", "list"]) == 1
     assert "no node is running" in capsys.readouterr().err
+
+
+def test_start_log_names_the_setting_old_clients_need(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A SHA-256 offer stops baresip 1.0 and SIPp 3.6 (tests/interop/test_sip_auth_clients):
+    the start-up log says which setting serves them; an MD5-only offer needs no hint."""
+    hint = 'auth_algorithms = ["MD5"]'
+    with caplog.at_level("INFO", logger="meshcomm.runtime.sipusers"):
+        SipUsers.open(config(), tmp_path, "10.0.0.1", 0.0)
+    assert hint in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="meshcomm.runtime.sipusers"):
+        users = SipUsers.open(config(auth_algorithms=("MD5",)), tmp_path, "10.0.0.1", 0.0)
+        SipUsers.open(config(), tmp_path, "127.0.0.1", 0.0)        # auth off: no offer
+    assert users.auth is not None and users.status()["algorithms"] == ["MD5"]
+    assert hint not in caplog.text and "MD5" in caplog.text
