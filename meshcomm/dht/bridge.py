@@ -39,6 +39,11 @@ fails is dropped, counted (:class:`~meshcomm.dht.counters.DhtCounter`) and journ
 ``verifies_per_lookup`` signature checks, per watch a rate, and global rates for both;
 signature checks are spent only on values that decrypt and pass every cheap check, and
 never on a copy of an attachment already merged.
+
+**Revocations** (issue 12.4, :mod:`meshcomm.dht.revocations`): a value whose binding the
+node's trust records refuse, or whose attaching relay is revoked, is dropped like other
+hostile input (before its signatures are checked); when records arrive
+(:meth:`DhtBridge.trust_changed`) the remote view forgets what they now refuse.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ one a relay's uplink mesh shares). With it the bridge
   a resolution never returns a revoked device;
 * when the records change (:meth:`~meshcomm.dht.bridge.DhtBridge.trust_changed`), drops
   what its remote view already holds of them: refused claims leave it (journaled
-  ``remote.binding`` with state ``revoked``, and watchers hear a
+  ``dht.remote`` with state ``revoked``, and watchers hear a
   :class:`~meshcomm.dht.api.RemoteChanged`), attachments of revoked relays are removed.
 """
 

@@ -30,6 +30,11 @@ island (``RESOLVE``/``RESOLVED``), which asks its bridge. Answers teach remote r
 their TTL) and come back as :class:`ResolveDone`. Relays bound the questions they take in
 (overall and per asking node) and every leg is rate-limited per origin; malformed or
 forged input is dropped and counted (:class:`TunnelCounter`).
+
+**Revocations** (issue 12.4): items from or to a revoked node, or carried by a revoked
+relay, are dropped and counted (``tunnel_drop_revoked``) at relays and at the destination
+(an overlay sees only the relay's envelope); remote routes to revoked nodes are forgotten
+and none is learned.
 """
 
 from __future__ import annotations

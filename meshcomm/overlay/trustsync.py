@@ -17,6 +17,11 @@ Trust records (:mod:`meshcomm.security.revocation`) spread like bindings:
   everything a revoked neighbour sends; routes through it are dropped. Store-and-forward
   finds no binding of a revoked device and so delivers nothing to it. Agency keys added
   or revoked change the table's trust policy at once.
+* **Beyond the overlay**: the DHT bridge asks :meth:`TrustSync.binding_refusal` and
+  :meth:`TrustSync.key_revoked` about what it reads (meshcomm.dht.revocations), the tunnel
+  :meth:`TrustSync.node_revoked` about items, and the gateway
+  :meth:`TrustSync.own_refusal` whether this node itself is revoked (``ctl status``:
+  ``this_node_revoked``).
 """
 
 from __future__ import annotations
