@@ -12,6 +12,7 @@ from meshcomm.node.gateway.regquota import MAX_AORS_PER_CLIENT
 from meshcomm.node.gateway.types import Address
 from meshcomm.node.gateway.users import make_user
 from meshcomm.sip.message import SipRequest, SipResponse
+from meshcomm.sip.uri import parse_uri_untrusted
 from tests.node.gateway_net import DOMAIN, Net
 from tests.node.raw_sip import raw_request, received
 from tests.node.test_gateway_auth import ALICE, PASSWORD, answer, gateway_net, send
@@ -86,6 +87,9 @@ def test_tcp_client_on_a_new_connection_is_served_and_reached_there() -> None:
     assert _authed(net, "MESSAGE", TCP_NEW, "alice", "m") == 200
     assert gw.counters[IdentityCounter.FOLLOWED] == 1
     assert gw.registrar.source_of(ALICE) == TCP_NEW
+    # An in-dialog request to the contact she registered goes to the new connection too.
+    contact = parse_uri_untrusted(f"sip:alice@127.0.0.1:{TCP_OLD[1]}")
+    assert gw.registrar.contact_peer(contact) == TCP_NEW
     assert _delivered_to(net, TCP_NEW, "to the new connection")
     # Back on the first connection (it was alive after all): it follows again.
     assert _authed(net, "MESSAGE", TCP_OLD, "alice", "m2") == 200

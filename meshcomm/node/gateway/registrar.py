@@ -143,6 +143,7 @@ class Registrar:
         reg.source = src
         if flow:
             reg.peer = src
+            self.learn_contacts((NameAddr(reg.contact),), src)
         self.quota.added(reg)
         return True
 
