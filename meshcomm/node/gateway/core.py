@@ -132,7 +132,7 @@ LINGER_FACTOR = 4
 _M = TypeVar("_M", SipRequest, SipResponse)
 
 
-class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth, RevokedGate):
+class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth):
     """See the module docstring."""
 
     def __init__(self, node: MeshNode, config: GatewayConfig, *, rng: random.Random,
@@ -153,6 +153,8 @@ class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth, RevokedGate):
         self._ids = itertools.count(1)
         self.registrar = Registrar(node, node_aor=self.node_aor, mesh_host=self.mesh_host,
                                    retry_after_s=config.retry_after_s, counters=self.counters)
+        self.revoked = RevokedGate(node, self.counters, lambda r: self._events.append(r),
+                                   self._to_tag, now)        # issue 12.4 (gateway.revoked)
         #: Fair load shedding and the store-and-forward quota (gateway.admission).
         self.admission = Admission(config.client_rate_per_s, config.client_burst,
                                    config.max_pending_transactions, self.counters, now)
@@ -362,7 +364,8 @@ class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth, RevokedGate):
                                   self._retry_after(status) + refusal_headers(request, status))
             return
         tx = self._new_tx(request, src, hops)
-        if self._refused_revoked(tx, now):           # this node revoked (gateway.revoked)
+        if (refused := self.revoked.refusal(tx, now)) is not None:     # this node revoked
+            self._finish(tx, refused, now, TxIn.SEND_FINAL)
             return
         if self._unauthenticated(tx, now):           # digest auth (gateway.authgate)
             return
