@@ -57,6 +57,8 @@ def with_gateway(data_dir: Path, body: Callable[[Gateway], None], **overrides: o
     """Run ``body`` (blocking, in a worker thread) beside a real node (run_node on the main
     thread's loop, a mem radio of its own) whose gateway requires digest authentication on
     a free loopback port, with user alice; the node is stopped afterwards."""
+    require_program("baresip", "baresip-core")
+    require_program("sipp", "sip-tester")
     ready: list[int] = []
 
     def on_ready(driver: NodeDriver, _info: NodeInfo) -> None:
@@ -164,9 +166,13 @@ def _statuses(trace: str) -> list[int]:
     return [int(s) for s in re.findall(r"^SIP/2\.0 (\d{3}) ", trace, re.M)]
 
 
+def _counters(gw: Gateway) -> dict[str, int]:
+    status = ctl(gw.data_dir, "status")
+    assert isinstance(status, dict)
+    return dict(status["sip"]["counters"])
+
+
 def test_default_offer_sha256_then_md5_stops_the_old_clients(tmp_path: Path) -> None:
-    require_program("baresip", "baresip-core")
-    require_program("sipp", "sip-tester")
     def body(gw: Gateway) -> None:
         with baresip(tmp_path, gw) as client:
             assert client.wait_for(r"Register: Function not implemented"), client.text()
@@ -184,16 +190,12 @@ def test_default_offer_sha256_then_md5_stops_the_old_clients(tmp_path: Path) -> 
         code, errors, messages = sipp(tmp_path, gw, "register_auth", DOMAIN)
         assert code != 0 and "authentication must use MD5" in errors, errors
         assert "Authorization:" not in messages
-        status = ctl(gw.data_dir, "status")
-        assert isinstance(status, dict)
-        assert status["sip"]["counters"].get("auth_accepted", 0) == 0
+        assert _counters(gw).get("auth_accepted", 0) == 0
 
     with_gateway(tmp_path / "n-default", body)
 
 
 def test_md5_offer_serves_baresip_and_sipp_over_udp_and_tcp(tmp_path: Path) -> None:
-    require_program("baresip", "baresip-core")
-    require_program("sipp", "sip-tester")
     def body(gw: Gateway) -> None:
         with baresip(tmp_path, gw) as client:
             assert client.wait_for(r"200 OK \(.*\) \[\d+ binding\]"), client.text()
@@ -218,9 +220,7 @@ def test_md5_offer_serves_baresip_and_sipp_over_udp_and_tcp(tmp_path: Path) -> N
         assert isinstance(inbox, list)
         assert [(e["from"], e["text"].strip()) for e in inbox] == [
             (ALICE, "sipp on a new connection")]
-        status = ctl(gw.data_dir, "status")
-        assert isinstance(status, dict)
-        counters = status["sip"]["counters"]
+        counters = _counters(gw)
         assert counters["identity_client_followed"] == 1
         assert counters.get("auth_failed", 0) == 0
 
