@@ -15,6 +15,7 @@ import heapq
 import itertools
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from meshcomm.dht.api import UPLINK_CAP
@@ -27,6 +28,7 @@ from meshcomm.node.core import NodeCore, compose
 from meshcomm.node.gateway.types import GatewayConfig, InboxEntry
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.pump import Pump
+from meshcomm.node.storage import SfStorage
 from meshcomm.node.storeforward import RELAY_CAP, StoreForward, StoreForwardConfig
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
@@ -49,6 +51,7 @@ class Station:
     pump: Pump
     uplinked: bool
     up: bool = True
+    boots: int = 1
     inbox: list[InboxEntry] = field(default_factory=list)
 
     @property
@@ -65,12 +68,15 @@ class CrossSiteNet:
                  upstream: dict[str, tuple[str, int]] | None = None,
                  store_forward: bool = False,
                  extra_links: tuple[tuple[str, str], ...] = (),
-                 trust: TrustPolicy | None = None) -> None:
+                 trust: TrustPolicy | None = None, sf_dir: Path | None = None) -> None:
         self.now = 0.0
+        #: Each station's store-and-forward database is ``<sf_dir>/<name>.sf.db`` (real
+        #: SQLite, restored by :meth:`restart`); None: held in memory only.
+        self.sf_dir = sf_dir
         #: The nodes' trust policy (agency keys that may sign revocations, issue 12.4).
         self.trust = trust or TrustPolicy()
         self.upstream = upstream or {}
-        self.store_forward = store_forward
+        self.store_forward = store_forward or sf_dir is not None
         #: The WAN between the uplinked relays carries frames (False: the uplink is cut;
         #: the relays are also cut off from the DHT).
         self.wan_up = True
@@ -96,32 +102,51 @@ class CrossSiteNet:
             st.pump.command(0.0, lambda s=st: s.core.register(s.aor, (f"sip:{s.name}@mesh",),
                                                               0.0))
 
-    def _station(self, name: str, island: str, uplinked: bool) -> Station:
+    def _station(self, name: str, island: str, uplinked: bool, boots: int = 1) -> Station:
         ident = Identity(hashlib.sha256(name.encode()).digest())
+        now, seq_base = self.now, boots << 32
+        seed = name if boots == 1 else f"{name}:{boots}"      # a restart: a new boot
         caps = (RELAY_CAP, UPLINK_CAP) if uplinked else ()     # as the runtime's relays
         settings = NodeSettings(incident=INCIDENT, role="relay" if uplinked else "handset",
                                 caps=caps, trust=self.trust)
         node = MeshNode(ident, settings, verifier=SignatureVerifier(),
-                        rng=random.Random(name), now=0.0, seq_base=1 << 32,
+                        rng=random.Random(seed), now=now, seq_base=seq_base,
                         wall_offset_s=WALL)
         bridge = uplink = None
         if uplinked:
             bridge = DhtBridge(ident, node.table, secret_for(INCIDENT, None), BRIDGE,
-                               SignatureVerifier(), random.Random(name + "-dht"), now=0.0,
-                               wall_offset_s=WALL, seq_base=1 << 32)
+                               SignatureVerifier(), random.Random(name + "-dht"), now=now,
+                               wall_offset_s=WALL, seq_base=seq_base)
             uplink = MeshNode(ident, settings, verifier=SignatureVerifier(),
-                              rng=random.Random(name + "-up"), now=0.0, seq_base=1 << 32,
+                              rng=random.Random(name + "-up"), now=now, seq_base=seq_base,
                               wall_offset_s=WALL, trust=node.overlay.trust.store)
-            uplink.register(f"sip:{ident.node_id.hex()[:16]}@uplink.invalid", (), 0.0)
+            uplink.register(f"sip:{ident.node_id.hex()[:16]}@uplink.invalid", (), now)
             self.model.add_node(name)
         config = GatewayConfig(upstream=self.upstream.get(name))
-        sf = (StoreForward(node, StoreForwardConfig(), now=0.0) if self.store_forward
-              else None)
-        core = compose(node, gateway_config=config, sf=sf, rng=random.Random(name + "-gw"),
-                       node_aor=f"sip:{name}@{DOMAIN}", now=0.0, dht=bridge, uplink=uplink,
+        storage = (SfStorage.open(self.sf_dir / f"{name}.sf.db") if self.sf_dir is not None
+                   else None)
+        held, _, _ = storage.load() if storage is not None else ([], [], [])
+        sf = (StoreForward(node, StoreForwardConfig(), now=now, restored=held,
+                           delivered_ids=storage.load_delivered() if storage else ())
+              if self.store_forward else None)
+        core = compose(node, gateway_config=config, sf=sf, rng=random.Random(seed + "-gw"),
+                       node_aor=f"sip:{name}@{DOMAIN}", now=now, dht=bridge, uplink=uplink,
                        **self._more_parts(name, ident))
         edge = self._edge(name, ident)
-        return Station(name, island, core, edge, Pump(core, edge), uplinked)
+        edge.storage = storage
+        return Station(name, island, core, edge, Pump(core, edge), uplinked, boots=boots)
+
+    def restart(self, name: str) -> Station:
+        """Stop station ``name`` (its database closed) and start it again from its
+        store-and-forward database (a new core, a new boot); it registers again."""
+        old = self.stations[name]
+        if old.edge.storage is not None:
+            old.edge.storage.close()
+        st = self.stations[name] = self._station(name, old.island, old.uplinked,
+                                                 boots=old.boots + 1)
+        st.pump.command(self.now, lambda: st.core.register(st.aor, (f"sip:{name}@mesh",),
+                                                           self.now))
+        return st
 
     def _more_parts(self, _name: str, _ident: Identity) -> dict[str, Any]:
         """More keyword arguments of ``compose`` for a station (a subclass adds parts)."""

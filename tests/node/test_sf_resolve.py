@@ -1,0 +1,86 @@
+"""Resolution state of held messages' To AoRs (meshcomm.node.sf_resolve): one question
+per AoR, bounded questions in flight and per second, backoff, kept answers, wake-ups,
+bounded state under a flood of AoRs."""
+
+from __future__ import annotations
+
+from meshcomm.node.sf_resolve import (
+    ANSWER_TIMEOUT_S,
+    ASKS_PER_S,
+    FOUND_KEEP_S,
+    MAX_FAR_AORS,
+    MAX_RESOLVING,
+    RETRY_INITIAL_S,
+    RETRY_MAX_S,
+    FarAors,
+)
+from meshcomm.types import NodeId
+
+NODE = NodeId(b"\x01" * 32)
+OTHER = NodeId(b"\x02" * 32)
+
+
+def test_one_question_per_aor_and_ids_apart_from_the_gateways() -> None:
+    far = FarAors()
+    first = far.want("sip:Bob@b.example", 0.0)
+    assert first is not None and first < 0 and far.owns(first)
+    assert far.want("sip:bob@B.example", 0.0) is None      # same AoR, any case
+    assert far.answered(first, NODE, False, 0.1) == "sip:bob@b.example"
+    assert not far.owns(first)
+    assert far.node("SIP:BOB@b.example") == NODE
+    assert far.want("sip:bob@b.example", 0.2) is None      # the answer is kept
+    again = far.want("sip:bob@b.example", 0.1 + FOUND_KEEP_S)
+    assert again is not None
+    assert far.answered(again, NODE, False, 61.0) is None   # the same node: nothing new
+    third = far.want("sip:bob@b.example", 61.0 + FOUND_KEEP_S)
+    assert third is not None and far.answered(third, OTHER, False, 122.0) is not None
+
+
+def test_failed_questions_back_off_up_to_the_maximum_and_a_wake_asks_at_once() -> None:
+    far = FarAors()
+    now, gaps = 0.0, []
+    for _ in range(6):
+        rid = far.want("sip:x@y", now)
+        assert rid is not None
+        assert far.answered(rid, None, True, now) is None
+        assert far.may_go_upstream("sip:x@y")
+        due = far.next_due()
+        assert due is not None
+        gaps.append(due - now)
+        assert far.want("sip:x@y", due - 0.01) is None
+        now = due
+    assert gaps == [RETRY_INITIAL_S, 2.0, RETRY_MAX_S, RETRY_MAX_S, RETRY_MAX_S, RETRY_MAX_S]
+    far.wake(now - 1.0)
+    assert far.want("sip:x@y", now - 1.0) is not None
+
+
+def test_questions_in_flight_and_per_second_are_bounded() -> None:
+    far = FarAors()
+    asked = [far.want(f"sip:u{i}@y", 0.0) for i in range(50)]
+    assert sum(r is not None for r in asked) == MAX_RESOLVING
+    for rid in asked[:MAX_RESOLVING]:
+        assert rid is not None
+        far.answered(rid, None, False, 0.0)
+    # The burst is spent: ASKS_PER_S more each second.
+    assert sum(far.want(f"sip:u{i}@y", 1.0) is not None for i in range(8, 50)) == int(
+        ASKS_PER_S)
+
+
+def test_an_unanswered_question_stops_blocking_after_the_timeout() -> None:
+    far = FarAors()
+    rid = far.want("sip:x@y", 0.0)
+    assert rid is not None
+    assert far.want("sip:x@y", ANSWER_TIMEOUT_S - 0.1) is None
+    later = far.want("sip:x@y", ANSWER_TIMEOUT_S)
+    assert later is not None and later != rid and not far.owns(rid)
+    assert far.answered(rid, NODE, False, ANSWER_TIMEOUT_S) is None    # a late answer
+    assert far.node("sip:x@y") is None
+
+
+def test_a_flood_of_aors_keeps_the_state_bounded_and_retain_forgets() -> None:
+    far = FarAors()
+    for i in range(3 * MAX_FAR_AORS):
+        far.want(f"sip:flood{i}@y", float(i))
+    assert len(far) <= MAX_FAR_AORS
+    far.retain({"sip:flood0@y"})
+    assert len(far) <= MAX_RESOLVING + 1                    # those being asked stay
