@@ -319,8 +319,10 @@ class Tunnel:
     def remote_nodes(self, now: float) -> list[NodeId]:
         """Nodes of other islands with a live remote route (journal collection's
         targets beyond the island)."""
+        trust = self._trust
         return [NodeId(dst) for dst, route in self._routes.items()
-                if route.expires_at > now and not self.node.overlay.routes.get(NodeId(dst), now)]
+                if route.expires_at > now and not self.node.overlay.routes.get(NodeId(dst), now)
+                and not (trust.active and trust.node_revoked(dst))]
 
     # ------------------------------------------------------------ sending
     def send(self, dst: bytes, kind: int, body: bytes, now: float) -> bytes | None:

@@ -65,6 +65,7 @@ def test_a_device_revoked_while_its_route_is_in_use_becomes_unreachable() -> Non
     assert a0.core.gateway.outbox[first].status is SendStatus.DELIVERED
     assert a0.core.tunnel is not None and a2.core.dht is not None
     assert a0.core.tunnel.route(b0.core.node_id, net.now) is not None    # in use
+    assert b0.core.node_id in a0.core.tunnel.remote_nodes(net.now)
     assert a2.core.dht.remote.view(b0.aor)                                # known at the relay
 
     _revoke(net, "a0", b0)
@@ -78,6 +79,7 @@ def test_a_device_revoked_while_its_route_is_in_use_becomes_unreachable() -> Non
     changes = [e.payload for e in a2.edge.journal if isinstance(e, JournalRecord)
                and isinstance(e.payload, RemoteBindingChanged)]
     assert changes and changes[-1].state == RemoteState.REVOKED
+    assert b0.core.node_id not in a0.core.tunnel.remote_nodes(net.now)  # no journal pulls
     assert a0.core.tunnel.route(b0.core.node_id, net.now) is None
     # A new MESSAGE: the DHT's copy of b0's record (its relay no longer refreshes it, but
     # it has not lapsed) is dropped at a2, so a0's gateway answers 404.
