@@ -472,6 +472,7 @@ def _attach_sip(driver: NodeDriver, sockets: SipSockets) -> None:
     """The gateway's sockets deliver to the driver."""
     sockets.deliver = driver.receive_sip
     sockets.deliver_batch = driver.receive_sip_batch
+    sockets.keep_open = driver.sip_client_registered
     driver.sip_sockets = sockets
     log.info("SIP gateway on %s udp/%d tcp/%d", sockets.host, sockets.udp_port,
              sockets.tcp_port)

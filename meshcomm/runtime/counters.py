@@ -34,6 +34,7 @@ class SipSocketCounter(StrEnum):
     TCP_CLOSED_PEER = "tcp_closed_peer"
     TCP_ACCEPT_ERRORS = "tcp_accept_errors"
     TCP_IDLE_CLOSED = "tcp_idle_closed"
+    TCP_IDLE_KEPT = "tcp_idle_kept"          # idle, kept open: a live registration's
     TCP_HANDLER_ERRORS = "tcp_handler_errors"
     UDP_BATCHES = "udp_batches"
     UDP_LARGEST_BATCH = "udp_largest_batch"

@@ -211,6 +211,12 @@ class NodeDriver:
         if not self._closed and self.core.gateway is not None:
             self.pump_.sip(data, src, self.now())
 
+    def sip_client_registered(self, src: Address) -> bool:
+        """Whether a live local registration's REGISTER came from ``src`` (the SIP
+        sockets keep such a TCP connection open past its idle timeout)."""
+        gateway = self.core.gateway
+        return not self._closed and gateway is not None and gateway.registrar.is_client(src)
+
     def receive_sip_batch(self, batch: Sequence[tuple[bytes, Address]]) -> None:
         """Datagrams read from the SIP socket in one go (sipgw drains it in batches so
         the kernel queue does not overflow under a flood): one pump for the batch."""

@@ -79,8 +79,10 @@ def content_length_untrusted(head: bytes) -> int:
     return length
 
 
-async def read_framed(reader: asyncio.StreamReader) -> bytes | None:
-    """One SIP message from a stream; None at a clean end of stream."""
+async def read_head(reader: asyncio.StreamReader) -> bytes | None:
+    """The header section of the next SIP message on a stream (CRLF keep-alives skipped);
+    None at a clean end of stream. Cancelled while waiting, it consumes nothing of the
+    message (StreamReader.readuntil takes bytes only once the separator is there)."""
     while True:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -91,7 +93,14 @@ async def read_framed(reader: asyncio.StreamReader) -> bytes | None:
         except asyncio.LimitOverrunError:
             raise FramingError("header section too large") from None
         if head.strip(b"\r\n"):
-            break                                    # skip CRLF keep-alives (RFC 5626)
+            return head                              # skip CRLF keep-alives (RFC 5626)
+
+
+async def read_framed(reader: asyncio.StreamReader) -> bytes | None:
+    """One SIP message from a stream; None at a clean end of stream."""
+    head = await read_head(reader)
+    if head is None:
+        return None
     body = await reader.readexactly(content_length_untrusted(head))
     return head + body
 
@@ -111,6 +120,9 @@ class SipSockets:
         self.deliver = deliver
         #: Set by the runtime: a whole batch of datagrams at once (one pump per batch).
         self.deliver_batch: DeliverBatch | None = None
+        #: Set by the runtime: whether a connection carries a live registration (its
+        #: client's calls come this way); such a connection outlives the idle timeout.
+        self.keep_open: Callable[[Address], bool] | None = None
         self.max_tcp_connections = max_tcp_connections
         self.tcp_idle_timeout_s = tcp_idle_timeout_s
         self.counters: dict[str, int] = dict.fromkeys(SipSocketCounter, 0)
@@ -269,12 +281,13 @@ class SipSockets:
     async def _read_messages(self, reader: asyncio.StreamReader, addr: Address) -> None:
         try:
             while True:
-                async with asyncio.timeout(self.tcp_idle_timeout_s):
-                    message = await read_framed(reader)
-                if message is None:
+                head = await self._next_head(reader, addr)
+                if head is None:
                     return
+                async with asyncio.timeout(self.tcp_idle_timeout_s):
+                    body = await reader.readexactly(content_length_untrusted(head))
                 self.counters[SipSocketCounter.TCP_RX] += 1
-                self.deliver(message, addr)
+                self.deliver(head + body, addr)
         except FramingError as exc:
             self.counters[SipSocketCounter.TCP_FRAMING_ERRORS] += 1
             log.info("SIP TCP %s: %s; closing", addr[0], exc)
@@ -282,6 +295,22 @@ class SipSockets:
             self.counters[SipSocketCounter.TCP_IDLE_CLOSED] += 1
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+
+    async def _next_head(self, reader: asyncio.StreamReader, addr: Address) -> bytes | None:
+        """The next header section; TimeoutError after the idle timeout, unless the
+        connection carries a live registration (:attr:`keep_open`): a registered TCP
+        client is reached over its connection until its registration ends (it got 403 or
+        nothing once the gateway had closed it, until it connected and registered again).
+        The wait restarts then, so the connection closes one idle period after the
+        registration is gone."""
+        while True:
+            try:
+                async with asyncio.timeout(self.tcp_idle_timeout_s):
+                    return await read_head(reader)
+            except TimeoutError:
+                if self.keep_open is None or not self.keep_open(addr):
+                    raise
+                self.counters[SipSocketCounter.TCP_IDLE_KEPT] += 1
 
     # ------------------------------------------------------------ output
     def send(self, dgram: LocalDatagram) -> None:

@@ -218,3 +218,38 @@ def test_unauthenticated_tcp_client_is_served_again_after_its_register(tmp_path:
             client.close()
 
     _run(tmp_path, body)
+
+
+IDLE_S = 0.3
+
+
+def test_a_registered_connection_outlives_the_idle_timeout(tmp_path: Path) -> None:
+    """The gateway closed every TCP connection silent for 300 s, registered or not, and
+    requests for its client were dropped until it connected and registered again. Now
+    a connection that carries a live registration stays open (tcp_idle_kept), and a
+    request for its client arrives on it after several idle periods; an unregistered
+    one still closes, and the registered one closes one idle period after the client
+    de-registers. A header section cut by an idle period is read whole afterwards."""
+    async def body(driver: NodeDriver, data_dir: Path) -> None:
+        sockets = driver.sip_sockets
+        assert sockets is not None
+        sockets.tcp_idle_timeout_s = IDLE_S
+        dave = await _connect(driver, "dave", None)
+        idle = await _connect(driver, "erin", None)
+        assert await _register(dave) == [200]
+        await asyncio.sleep(4 * IDLE_S)
+        assert await asyncio.wait_for(idle.reader.read(), READ_S) == b""   # closed
+        assert sockets.counters["tcp_idle_kept"] >= 2
+        await _delivered_to(dave, data_dir, "after four idle periods")
+        # Half a header section, an idle period, then the rest: one message.
+        data = dave.request("MESSAGE", to=NODE_AOR, body=b"cut")
+        dave.writer.write(data[:30])
+        await asyncio.sleep(2 * IDLE_S)
+        assert (await dave.final(data[30:])).status == 200
+        assert await dave.send("REGISTER", f"sip:dave@{DOMAIN}", extra=("Expires: 0",)) \
+            == [200]
+        assert await asyncio.wait_for(dave.reader.read(), 4 * IDLE_S + READ_S) == b""
+        for client in (dave, idle):
+            client.close()
+
+    _run(tmp_path, body)
