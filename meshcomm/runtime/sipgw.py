@@ -96,15 +96,6 @@ async def read_head(reader: asyncio.StreamReader) -> bytes | None:
             return head                              # skip CRLF keep-alives (RFC 5626)
 
 
-async def read_framed(reader: asyncio.StreamReader) -> bytes | None:
-    """One SIP message from a stream; None at a clean end of stream."""
-    head = await read_head(reader)
-    if head is None:
-        return None
-    body = await reader.readexactly(content_length_untrusted(head))
-    return head + body
-
-
 class SipSockets:
     """UDP and TCP listeners of the gateway on ``host`` (ports 0: any free port).
 
