@@ -7,7 +7,8 @@ enroll``. Two checks, each within 10 s of the record being issued with the real 
 node 0 (``meshcomm revoke`` / ``meshcomm add-agency --agency-key ... --data-dir``):
 
 * a revoked handset (node 5) disappears from every other node's ``ctl who`` and its
-  traffic is dropped (a MESSAGE it sends to node 0 never arrives; node 4 counts drops);
+  traffic is dropped (node 4 counts drops); node 5 itself says it is revoked in ``ctl
+  status`` and its gateway answers ``ctl send`` 403 Device Revoked (nothing arrives);
 * a mutual-aid agency's handset (node 5, whose profile trusts its own agency too) is
   refused everywhere until the home agency signs the addition of its key, then is listed
   by every node.
@@ -113,9 +114,18 @@ def test_revoked_handset_vanishes_and_is_cut_off_within_10_s(tmp_path: Path) -> 
         print(f"\nmeshcomm revoke took {issued_s:.2f} s (process start included); unit5 gone "
               f"from all five other nodes {took:.2f} s after it returned, {took_s:.2f} s "
               "after it started")
-        # its traffic is dropped: a MESSAGE from the revoked handset never reaches node 0
-        nodes[5].request("send", to=f"sip:unit0@{DOMAIN}", text="from the lost handset",
-                         wait_s=2.0, timeout_s=10.0)
+        # the revoked handset learns it too: its ctl status says so, and its gateway
+        # refuses its clients (ctl send here) 403 instead of sending into a mesh that
+        # drops everything it sends
+        knows = wait_until(lambda: nodes[5].status()["trust"].get("this_node_revoked")
+                           == "revoked", LIMIT_S)
+        assert knows is not None
+        reply = nodes[5].request("send", to=f"sip:unit0@{DOMAIN}",
+                                 text="from the lost handset", wait_s=2.0, timeout_s=10.0)
+        assert (reply["code"], reply["reason"]) == (403, "Device Revoked"), reply
+        print(f"unit5's own ctl status said it is revoked {time.monotonic() - t0:.2f} s after "
+              "meshcomm revoke started; its ctl send was answered 403 Device Revoked")
+        # its traffic is dropped: nothing from the revoked handset reaches node 0
         time.sleep(2.0)
         assert "from the lost handset" not in _inbox(nodes[0])
         counters = nodes[4].status()["counters"]
