@@ -210,9 +210,7 @@ class RemoteDelivery:
             self.counters[SfCounter.RESOLVES_FAILED] += 1
         upstream = status in UPSTREAM_STATUSES or (status is ResolveStatus.FOUND and not routed)
         aor = self._far_aors.answered(request_id, usable, upstream, now)
-        retry_at = self._far_aors.next_due()
-        if retry_at is not None:                # asked again when due, not at a later poll
-            self._tick_at = min(self._tick_at, max(now, retry_at))
+        self._wake_for_far(now)
         if aor is None:
             return
         for entry in self._entries.values():
@@ -220,6 +218,13 @@ class RemoteDelivery:
                 entry.next_try = now
                 entry.backoff_s = self.config.retry_initial_s
         self._tick_at = min(self._tick_at, now)
+
+    def _wake_for_far(self, now: float) -> None:
+        """Poll when the next AoR may be asked again, not at a later poll (one already
+        due waits for the next poll: asking may be what holds it back)."""
+        due = self._far_aors.next_due(after=now)
+        if due is not None:
+            self._tick_at = min(self._tick_at, due)
 
     def _receipt_signer_ok(self, entry: _Entry, receipt: Receipt) -> bool:
         """A receipt's signer holds a usable binding of the To AoR in the island, or is a

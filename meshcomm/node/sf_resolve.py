@@ -125,10 +125,10 @@ class FarAors:
         far.node = node
         return key if changed else None
 
-    def next_due(self) -> float | None:
-        """When the next AoR may be asked again (None: none waits)."""
-        return min((f.next_ask for f in self._aors.values() if f.asking is None),
-                   default=None)
+    def next_due(self, after: float) -> float | None:
+        """When the next AoR may be asked again, later than ``after`` (None: none)."""
+        return min((f.next_ask for f in self._aors.values()
+                    if f.asking is None and f.next_ask > after), default=None)
 
     def wake(self, now: float) -> None:
         """Other islands may be reachable again: every AoR is asked again at once."""

@@ -5,8 +5,9 @@ then
 
 * keeps it (state ``queued``) and offers custody to relays (neighbours whose HELLO says
   ``relay``, and nodes whose binding carries the capability :data:`RELAY_CAP`) with a
-  parcel signed by this node; a relay that takes it answers ``ACCEPT`` and the status
-  becomes ``held_by`` that relay;
+  parcel signed by this node, sealed to the destination node (``e2e``, issue 12: a parcel
+  still in clear leaves no node and relays refuse one); a relay that takes it answers
+  ``ACCEPT`` and the status becomes ``held_by`` that relay;
 * polls the location table: when a usable binding of the To AoR (re)appears, every holder
   sends the parcel to the bound node (``DELIVER``), retrying with backoff;
 * with :attr:`StoreForward.remote_delivery` (a node that can reach other islands, issue
@@ -16,7 +17,8 @@ then
 * the destination node checks the origin's signature, hands the MESSAGE to its gateway
   (:class:`SfDeliver`), remembers the id as delivered (persisted: exactly once, whatever
   the number of holders) and answers every holder with a receipt it signs; holders accept
-  a receipt only if its signer holds a usable binding of the To AoR, then drop their copy;
+  a receipt only if its signer holds a usable binding of the To AoR (or, beyond the
+  island, a resolution named it), then drop their copy;
   the origin's status becomes ``delivered``.
 
 Persistence is out of the core: it emits :class:`SfPersist` events that the runtime applies
@@ -445,9 +447,10 @@ class StoreForward(RemoteDelivery):
             if _active(entry):
                 self._service(entry, now)
         self._probe(now)
-        for due in (self._probes.next_due(), self._far_aors.next_due()):
-            if due is not None:
-                self._tick_at = max(now, min(self._tick_at, due))
+        probe_due = self._probes.next_due()
+        if probe_due is not None:
+            self._tick_at = max(now, min(self._tick_at, probe_due))
+        self._wake_for_far(now)
 
     def next_event(self) -> SfEvent | None:
         return self._events.popleft() if self._events else None

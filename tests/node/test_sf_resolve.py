@@ -44,13 +44,15 @@ def test_failed_questions_back_off_up_to_the_maximum_and_a_wake_asks_at_once() -
         assert rid is not None
         assert far.answered(rid, None, True, now) is None
         assert far.may_go_upstream("sip:x@y")
-        due = far.next_due()
+        due = far.next_due(now)
         assert due is not None
         gaps.append(due - now)
         assert far.want("sip:x@y", due - 0.01) is None
         now = due
     assert gaps == [RETRY_INITIAL_S, 2.0, RETRY_MAX_S, RETRY_MAX_S, RETRY_MAX_S, RETRY_MAX_S]
     far.wake(now - 1.0)
+    # Due now: the next poll asks it; no timer at or before now (a spin in virtual time).
+    assert far.next_due(now - 1.0) is None
     assert far.want("sip:x@y", now - 1.0) is not None
 
 
