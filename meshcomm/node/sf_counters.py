@@ -50,6 +50,7 @@ class SfCounter(StrEnum):
 
     ACCEPT_UNSOLICITED = "sf_accept_unsolicited"
     CUSTODY_ACCEPTED = "sf_custody_accepted"
+    CUSTODY_CLEAR_DROPPED = "sf_custody_clear_dropped"   # restored custody in clear
     CUSTODY_TAKEN = "sf_custody_taken"
     DELIVER_NOT_BOUND_HERE = "sf_deliver_not_bound_here"
     DELIVERED_DIRECT = "sf_delivered_direct"

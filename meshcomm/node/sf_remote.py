@@ -165,7 +165,7 @@ class RemoteDelivery:
                 self._via_gateway(entry, now)
             return
         node = self._far_node(parcel.to_aor, now)
-        if not is_sealed(parcel.sip):
+        if not is_sealed(parcel.sip):           # an own parcel (custody is sealed)
             key = self.e2e.key_of(node) if node is not None and self.e2e else None
             if key is None or not self._reseal(entry, key, now):
                 if now >= entry.next_try and self._far_aors.may_go_upstream(parcel.to_aor):

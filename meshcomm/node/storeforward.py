@@ -475,6 +475,12 @@ class StoreForward(RemoteDelivery):
                                  reason="max_age", own=held.own))
             self._settle(entry, SfInput.EXPIRY, held.holder)
             return
+        if not held.own and not self._carriable(held.parcel):
+            # Custody in clear (restored from a store written before sealing): dropped;
+            # its origin keeps its own copy.
+            self.counters[SfCounter.CUSTODY_CLEAR_DROPPED] += 1
+            self._forget(entry)
+            return
         if held.own:
             self._seal_from_tables(entry, now)
             if now >= entry.next_offer:

@@ -5,15 +5,17 @@ through the tunnel; no relay's database, journal or radio frame ever holds its t
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from meshcomm.node.e2e_sip import is_sealed
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.sf_counters import SfCounter
 from meshcomm.node.storage import SfStorage
-from meshcomm.node.storeforward import HeldState
+from meshcomm.node.storeforward import HeldMessage, HeldState, PersistOp, SfPersist
 from meshcomm.node.storeforward_wire import SfMsgType, encode_message, make_parcel
 from meshcomm.overlay.forwarding import UnicastReceived
+from meshcomm.security.identity import Identity
 from meshcomm.types import NodeId
 from tests.node.cross_site_net import INCIDENT, WALL, CrossSiteNet
 
@@ -142,3 +144,21 @@ def test_a_relay_refuses_custody_of_a_parcel_in_clear(tmp_path: Path) -> None:
     assert not a2.core.sf.held_for_others()
     with SfStorage.open(tmp_path / "a2.sf.db") as store:
         assert store.load()[0] == []
+
+
+def test_custody_in_clear_restored_from_an_older_store_is_dropped(tmp_path: Path) -> None:
+    origin = Identity(hashlib.sha256(b"a0").digest())
+    parcel = make_parcel(origin, incident=INCIDENT, msg_id=b"old-clear-custody",
+                         from_aor="sip:a0@fire.example", to_aor="sip:b0@fire.example",
+                         created_wall_s=WALL, sip=b"MESSAGE sip:b0 " + TEXT.encode())
+    with SfStorage.open(tmp_path / "a2.sf.db") as store:     # written before sealing
+        store.apply(SfPersist(PersistOp.STORE, parcel.msg_id,
+                              HeldMessage(parcel, False, HeldState.QUEUED, "a2")))
+    net = CrossSiteNet(ISLANDS, {"a2", "b2"}, sf_dir=tmp_path)
+    a2 = net.stations["a2"]
+    assert a2.core.sf is not None and len(a2.core.sf.held_for_others()) == 1
+    net.run(5.0)
+    assert a2.core.sf.counters[SfCounter.CUSTODY_CLEAR_DROPPED] == 1
+    assert not a2.core.sf.held_for_others()
+    assert a2.edge.storage is not None and a2.edge.storage.load()[0] == []
+    assert not net.stations["b0"].inbox          # not carried, in clear or otherwise
