@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Final
+
+#: The uplink mesh's HELLO timing (see OverlayConfig.for_uplink): every member of an uplink
+#: mesh, relays and dht-nodes alike, uses these whatever its island radio's tuning.
+UPLINK_HELLO_INTERVAL_S: Final = 1.0
+UPLINK_HELLO_JITTER: Final = 0.25
+#: ... three HELLOs missed (the longest jittered gap, 1.25 s, and then some).
+UPLINK_NEIGHBOUR_TIMEOUT_S: Final = 3.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +52,10 @@ class OverlayConfig:
     #: useless), and their own per-neighbour budget (frames/s and burst).
     media_ack_timeout_s: float = 0.03
     media_retries: int = 3
+    #: ... and no retransmission of a frame this long after its first send on that hop
+    #: (the per-link timeout grows with the hop's round trip: on a slow uplink a frame gets
+    #: fewer tries, since voice later than the receiver's playout is useless).
+    media_max_late_s: float = 0.3
     media_rate_limit_fps: float = 1000.0
     media_rate_burst: int = 500
     #: Bound of the binding table (records and tombstones; see location.table).
@@ -69,12 +81,29 @@ class OverlayConfig:
     #: witnessed when its head moved, at most once per this long per neighbour.
     witness_interval_s: float = 60.0
 
+    def for_uplink(self) -> OverlayConfig:
+        """This configuration as the uplink mesh uses it: the HELLO interval and neighbour
+        timeout replaced by the uplink's own (UPLINK_*), the rest kept.
+
+        A node judges a neighbour dead against its *own* neighbour timeout, while the
+        neighbour sends HELLOs at *its* interval: on the uplink, where relays meet
+        dht-nodes and relays of other agencies, members must agree, so an island's radio
+        tuning (say HELLOs every 0.3 s, dead after 1.5 s) must not reach it. Such a relay
+        declared a default dht-node (HELLOs every 2 s) dead every 1.7 s, and each time
+        its routes across sites vanished for up to a second, voice included. The
+        acknowledgement timeouts need no uplink values: they follow each link's round
+        trip (meshcomm.overlay.rtt)."""
+        return replace(self, hello_interval_s=UPLINK_HELLO_INTERVAL_S,
+                       hello_jitter=UPLINK_HELLO_JITTER,
+                       neighbour_timeout_s=UPLINK_NEIGHBOUR_TIMEOUT_S)
+
     def validate(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs; empty when the values are usable."""
         problems: list[tuple[str, str]] = []
         positive = ("hello_interval_s", "neighbour_timeout_s", "anti_entropy_interval_s",
                     "ack_timeout_s", "route_timeout_s", "rate_limit_fps",
-                    "media_ack_timeout_s", "media_rate_limit_fps", "admit_neighbour_per_s",
+                    "media_ack_timeout_s", "media_max_late_s", "media_rate_limit_fps",
+                    "admit_neighbour_per_s",
                     "admit_stranger_per_s", "admit_global_per_s", "reflood_per_s",
                     "journal_drops_per_s")
         for name in positive:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from meshcomm.overlay.media import MediaReceived
     from meshcomm.overlay.neighbours import NeighbourTable
     from meshcomm.overlay.routing import RouteTable
+    from meshcomm.overlay.rtt import LinkRtt
     from meshcomm.overlay.timers import TimerKind
     from meshcomm.overlay.trustsync import TrustSync
     from meshcomm.security.identity import Identity
@@ -56,6 +57,8 @@ class OverlayContext(Protocol):
     def neighbours(self) -> NeighbourTable: ...
     @property
     def routes(self) -> RouteTable: ...
+    @property
+    def rtt(self) -> LinkRtt: ...
     @property
     def rng(self) -> random.Random: ...
     @property

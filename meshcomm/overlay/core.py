@@ -56,6 +56,7 @@ from meshcomm.overlay.media import MEDIA_MARKERS, MediaForwarder, MediaReceived
 from meshcomm.overlay.neighbours import NeighbourTable
 from meshcomm.overlay.ratelimit import TokenBucket, TokenBuckets, link_host
 from meshcomm.overlay.routing import RouteTable
+from meshcomm.overlay.rtt import LinkRtt
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.overlay.trustsync import TrustSync
 from meshcomm.overlay.witness import (
@@ -148,6 +149,8 @@ class GossipOverlay:
         self.neighbours = NeighbourTable(config.hello_interval_s, config.neighbour_timeout_s,
                                          1.0 / max(1, config.link_window))
         self.routes = RouteTable(config.route_timeout_s)
+        #: Round-trip time per link, for the per-hop retransmission timers.
+        self.rtt = LinkRtt()
         self.counters: Counter[str] = Counter()
         self._out: list[Datagram] = []
         self._events: deque[OverlayEvent] = deque()

@@ -192,6 +192,7 @@ class OverlayCounter(StrEnum):
     MEDIA_DUPLICATES = "media_duplicates"
     MEDIA_RETRANSMITS = "media_retransmits"
     MEDIA_HOP_FAILED = "media_hop_failed"
+    MEDIA_TOO_LATE = "media_too_late"
     MEDIA_NO_ROUTE = "media_no_route"
     # anti-entropy
     AE_LEARNED = "ae_learned"

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 MAX_UNICAST_KIND = 255
 BACKOFF_FACTOR = 1.5
+#: Ceiling of a link's acknowledgement timeout before backoff, seconds (a satellite hop's
+#: round trip with room; see meshcomm.overlay.rtt).
+MAX_ACK_TIMEOUT_S = 3.0
 FLAG_BEST_EFFORT = 0x01
 MAX_FRAGMENTS = 16
 #: Largest unicast message, in bytes, after reassembly.
@@ -70,6 +73,9 @@ class PendingHop:
     next_hop: LinkAddr
     tries: int
     due: float
+    #: When it was first sent to ``next_hop`` (its acknowledgement, if it was sent once,
+    #: is a round-trip sample of that link).
+    sent_at: float
 
 
 @dataclass(slots=True)
@@ -132,8 +138,8 @@ class Forwarder:
         self.ctx.transmit(env, out, next_addr, TxTag.UNICAST)
         if best_effort:
             return
-        due = now + self.ctx.config.ack_timeout_s
-        self._awaiting_ack[env.digest] = PendingHop(env, dst, out, next_addr, 0, due)
+        due = now + self._rto(next_addr)
+        self._awaiting_ack[env.digest] = PendingHop(env, dst, out, next_addr, 0, due, now)
         self.ctx.schedule(due, TimerKind.RETRANSMIT, env.digest)
 
     def _scoped_flood(self, env: Envelope, hop: Hop, now: float) -> None:
@@ -149,7 +155,7 @@ class Forwarder:
             pending.tries += 1
             self.ctx.counters[OverlayCounter.UNICAST_RETRANSMITS] += 1
             self.ctx.transmit(pending.envelope, pending.hop, pending.next_hop, TxTag.UNICAST)
-            pending.due = now + self.ctx.config.ack_timeout_s * BACKOFF_FACTOR ** pending.tries
+            pending.due = now + self._rto(pending.next_hop) * BACKOFF_FACTOR ** pending.tries
             self.ctx.schedule(pending.due, TimerKind.RETRANSMIT, digest)
             return
         del self._awaiting_ack[digest]
@@ -170,6 +176,12 @@ class Forwarder:
             return
         del self._awaiting_ack[digest]
         self.ctx.counters[OverlayCounter.UNICAST_ACKED] += 1
+        self.ctx.rtt.acked(src, pending.sent_at, pending.tries > 0, now)
+
+    def _rto(self, next_hop: LinkAddr) -> float:
+        """The acknowledgement timeout towards ``next_hop``: its round trip's (the
+        configured ack_timeout_s at least; see meshcomm.overlay.rtt)."""
+        return self.ctx.rtt.rto(next_hop, self.ctx.config.ack_timeout_s, MAX_ACK_TIMEOUT_S)
 
     def on_unicast(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         dst, kind, body, flags, frag = _read_unicast(env.payload)

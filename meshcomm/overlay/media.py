@@ -11,7 +11,10 @@ Wire shapes (msgpack):
   frame's end-to-end fields (the same at every hop).
 
 Each hop sends to the next hop of its route and retransmits after a short timeout a few
-times (no backoff, no flood fallback: late voice is useless). Frames have their own
+times (no backoff, no flood fallback: late voice is useless). The timeout follows the
+hop's round trip (:mod:`meshcomm.overlay.rtt`, from acknowledgements of frames sent once),
+and no copy leaves ``media_max_late_s`` after the first: on a slow uplink hop a frame gets
+one retransmission or none instead of several that all arrive too late. Frames have their own
 per-neighbour rate budget so media cannot starve signalling and vice versa.
 """
 
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING
 from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.overlay.counters import MEDIA_DECODE_DROPS, DropReason, OverlayCounter, TxTag
 from meshcomm.overlay.ratelimit import TokenBuckets
+from meshcomm.overlay.rtt import GRANULARITY_S
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.types import NODE_ID_LEN, Datagram, LinkAddr, NodeId
 from meshcomm.wire import codec, limits
@@ -41,6 +45,9 @@ FRAME_ID_LEN = 8
 MAX_MEDIA_PAYLOAD_BYTES = 1000
 MEDIA_TTL = 16
 SEEN_FRAMES = 4096
+#: How long a frame given up on waits for its acknowledgement while its hop has no
+#: round-trip estimate (a satellite hop's round trip, with room), seconds.
+MEDIA_SAMPLE_WAIT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,10 @@ class _Pending:
     frame: bytes
     next_hop: LinkAddr
     tries: int
+    #: First sent on this hop at (round-trip sample, lateness bound).
+    sent_at: float
+    #: No more copies; only waiting for the acknowledgement (see MediaForwarder._give_up).
+    given_up: bool = False
 
 
 def _frame_id(dst: bytes, origin: bytes, stream: bytes, payload: bytes) -> bytes:
@@ -126,9 +137,19 @@ class MediaForwarder:
         frame = codec.pack([MEDIA_TAG, dst, origin, stream, ttl, payload])
         self._send(frame, next_hop)
         if len(self._pending) < self.ctx.config.max_pending_unicast * 4:
-            self._pending[fid] = _Pending(frame, next_hop, 0)
-            self.ctx.schedule(now + self.ctx.config.media_ack_timeout_s,
-                            TimerKind.MEDIA_RETRANSMIT, fid)
+            self._pending[fid] = _Pending(frame, next_hop, 0, now)
+            self.ctx.schedule(now + self._rto(next_hop), TimerKind.MEDIA_RETRANSMIT, fid)
+
+    def _rto(self, next_hop: LinkAddr, tries: int = 0) -> float:
+        """The per-hop ack timeout towards ``next_hop``: its round trip's (meshcomm.overlay.
+        rtt), media_ack_timeout_s at least, media_max_late_s at most. While the hop has no
+        round-trip estimate yet, it doubles with each retransmission (Karn's backoff), so
+        the first frames on a hop slower than the floor stay pending until their
+        acknowledgement arrives and give the first sample."""
+        cfg = self.ctx.config
+        rto = self.ctx.rtt.rto(next_hop, cfg.media_ack_timeout_s,
+                               max(cfg.media_ack_timeout_s, cfg.media_max_late_s))
+        return rto if self.ctx.rtt.srtt(next_hop) is not None else rto * 2 ** tries
 
     def _send(self, frame: bytes, dst: LinkAddr) -> None:
         self.ctx.queue_raw(Datagram(frame, dst), TxTag.MEDIA)
@@ -137,15 +158,33 @@ class MediaForwarder:
         pending = self._pending.get(fid)
         if pending is None:
             return
-        if pending.tries >= self.ctx.config.media_retries:
+        if pending.given_up:                # it waited for its ack long enough
             del self._pending[fid]
-            self.ctx.counters[OverlayCounter.MEDIA_HOP_FAILED] += 1
+            return
+        if pending.tries >= self.ctx.config.media_retries:
+            self._give_up(fid, pending, OverlayCounter.MEDIA_HOP_FAILED)
+            return
+        if now - pending.sent_at >= self.ctx.config.media_max_late_s - GRANULARITY_S:
+            # a copy sent now would come too late to play
+            self._give_up(fid, pending, OverlayCounter.MEDIA_TOO_LATE)
             return
         pending.tries += 1
         self.ctx.counters[OverlayCounter.MEDIA_RETRANSMITS] += 1
         self._send(pending.frame, pending.next_hop)
-        self.ctx.schedule(now + self.ctx.config.media_ack_timeout_s, TimerKind.MEDIA_RETRANSMIT,
-                        fid)
+        self.ctx.schedule(now + self._rto(pending.next_hop, pending.tries),
+                          TimerKind.MEDIA_RETRANSMIT, fid)
+
+    def _give_up(self, fid: bytes, pending: _Pending, counter: OverlayCounter) -> None:
+        """No more copies of this frame. While its hop has no round-trip estimate, the
+        frame still waits (up to MEDIA_SAMPLE_WAIT_S) for its acknowledgement: on a hop
+        slower than every retransmission, that is where the first sample comes from."""
+        self.ctx.counters[counter] += 1
+        if self.ctx.rtt.srtt(pending.next_hop) is not None:
+            del self._pending[fid]
+            return
+        pending.given_up = True
+        self.ctx.schedule(pending.sent_at + MEDIA_SAMPLE_WAIT_S, TimerKind.MEDIA_RETRANSMIT,
+                          fid)
 
     def receive(self, data: bytes, src: LinkAddr, now: float) -> None:
         if not self._limits.allow(src, now):
@@ -161,6 +200,7 @@ class MediaForwarder:
             pending = self._pending.get(frame.frame_id)
             if pending is not None and pending.next_hop == src:
                 del self._pending[frame.frame_id]
+                self.ctx.rtt.acked(src, pending.sent_at, pending.tries > 0, now)
             return
         dst, origin, stream, ttl, payload = (frame.dst, frame.origin, frame.stream, frame.ttl,
                                              frame.payload)

@@ -148,7 +148,8 @@ def cross_site_status(driver: NodeDriver) -> dict[str, object] | None:
     """Traffic with other islands (None on a node without a tunnel): ``remote_routes``
     (remote nodes with a known way there), ``island_relays`` (uplinked relays of the
     island it would go through, best first, node ids), ``uplink_mesh`` (a relay's: its
-    members with a route and its neighbours there) and the tunnel's counters."""
+    members with a route, its neighbours there and its counters) and the tunnel's
+    counters."""
     tunnel = driver.core.tunnel
     if tunnel is None:
         return None
@@ -159,7 +160,8 @@ def cross_site_status(driver: NodeDriver) -> dict[str, object] | None:
             "uplink_mesh": None if mesh is None else {
                 "members": sum(1 for r in mesh.overlay.routes.all()
                                if mesh.overlay.routes.get(r.dst, now) is not None),
-                "neighbours": len(mesh.overlay.neighbours.by_addr)},
+                "neighbours": len(mesh.overlay.neighbours.by_addr),
+                "counters": dict(sorted(mesh.counters.items()))},
             "counters": dict(sorted(tunnel.counters.items()))}
 
 

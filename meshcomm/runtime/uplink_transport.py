@@ -78,11 +78,12 @@ def make_uplink_mesh(identity: Identity, *, incident: str, trust: TrustPolicy,
                      rng: random.Random, now: float, seq_base: int, wall_offset_s: float,
                      credential: bytes | None,
                      trust_store: TrustStore | None = None) -> MeshNode:
-    """The uplink mesh's node: role relay, capability uplink (see the module docstring).
+    """The uplink mesh's node: role relay, capability uplink (see the module docstring),
+    ``overlay`` as the uplink uses it (:meth:`OverlayConfig.for_uplink`).
     ``trust_store``: the island node's, shared, so revocations cross sites both ways."""
     settings = NodeSettings(incident=incident, role=RELAY_ROLE,
                             registration_lifetime_s=registration_lifetime_s, trust=trust,
-                            overlay=overlay, caps=(UPLINK_CAP,))
+                            overlay=overlay.for_uplink(), caps=(UPLINK_CAP,))
     return MeshNode(identity, settings, verifier=SignatureVerifier(), rng=rng, now=now,
                     seq_base=seq_base, wall_offset_s=wall_offset_s, credential=credential,
                     trust=trust_store)

@@ -266,7 +266,8 @@ class Wan:
         """The member's uplink mesh node (role relay, capability uplink)."""
         mesh_settings = NodeSettings(incident=settings.incident, role=RELAY_ROLE,
                                      registration_lifetime_s=settings.registration_lifetime_s,
-                                     trust=settings.trust, overlay=settings.overlay,
+                                     trust=settings.trust,
+                                     overlay=settings.overlay.for_uplink(),
                                      caps=(UPLINK_CAP,))
         rng = random.Random(f"meshcomm-sim-uplink-mesh:{self.seed}:{name}:{boots}")
         return MeshNode(identity, mesh_settings, verifier=verifier, rng=rng, now=self.sim.now,
