@@ -1,6 +1,7 @@
 """Durable private SQLite files (an IO adapter shared by the journal and the
 store-and-forward storage): created mode 0600, WAL journal, ``synchronous=FULL`` (a commit
-is on disk when it returns), bytes for TEXT so hand-edited rows cannot break decoding."""
+is on disk when it returns), ``secure_delete`` (freed content zeroed), bytes for TEXT so
+hand-edited rows cannot break decoding."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ def open_durable(path: Path, schema: str) -> sqlite3.Connection:
         if mode is None or bytes(mode[0]).lower() != b"wal":
             raise WalRefused(f"{path}: SQLite refused WAL mode")
         conn.execute("PRAGMA synchronous=FULL")
+        # Freed content is overwritten with zeros: a held MESSAGE sealed in place, a
+        # parcel delivered, a row deleted leave no readable copy in the file's free pages.
+        conn.execute("PRAGMA secure_delete=ON")
         conn.executescript(f"BEGIN IMMEDIATE; {schema} COMMIT;")
     except BaseException:
         conn.close()
