@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "meshcomm.cli.ctl_cmd",
     "meshcomm.cli.keys_cmd",
     "meshcomm.cli.revoke_cmd",
+    "meshcomm.cli.role_handover_cmd",
     "meshcomm.cli.config_cmd",
     "meshcomm.cli.journal_cmd",
     "meshcomm.cli.export_cmd",

@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from meshcomm.diskio import disk_problem, write_atomic
-from meshcomm.errors import ConfigError, DecodeError
+from meshcomm.errors import ConfigError, DecodeError, TrustError
 from meshcomm.runtime.control import (
     CONTROL_SOCKET_FILE,
     DEFAULT_CLIENT_TIMEOUT_S,
@@ -82,7 +83,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         default=DEFAULT_CLIENT_TIMEOUT_S, dest="timeout_s")
 
 
-def _key32(text: str, option: str) -> bytes:
+def key32(text: str, option: str) -> bytes:
+    """A 32-byte key given as 64 hex digits (UsageError naming ``option`` otherwise)."""
     try:
         key = bytes.fromhex(text)
     except ValueError:
@@ -94,16 +96,16 @@ def _key32(text: str, option: str) -> bytes:
 
 def _target(args: argparse.Namespace) -> tuple[TrustKind, bytes]:
     if args.device_key is not None:
-        return TrustKind.REVOKE_DEVICE, _key32(args.device_key, "--device-key")
+        return TrustKind.REVOKE_DEVICE, key32(args.device_key, "--device-key")
     if args.credential_id is not None:
-        return TrustKind.REVOKE_CREDENTIAL, _key32(args.credential_id, "--credential-id")
+        return TrustKind.REVOKE_CREDENTIAL, key32(args.credential_id, "--credential-id")
     if args.credential is not None:
         try:
             return TrustKind.REVOKE_CREDENTIAL, credential_id(args.credential.read_bytes())
         except DecodeError as exc:
             raise UsageError(f"--credential {args.credential}: not a credential ({exc})") \
                 from None
-    return TrustKind.REVOKE_AGENCY, _key32(args.agency, "--agency")
+    return TrustKind.REVOKE_AGENCY, key32(args.agency, "--agency")
 
 
 def _sign(args: argparse.Namespace, kind: TrustKind, subject: bytes) -> TrustRecord:
@@ -139,40 +141,45 @@ def _deliver(args: argparse.Namespace, record: TrustRecord | None,
     return 0 if reply.get("outcome") in ("stored", "duplicate") else 1
 
 
-def run_revoke(args: argparse.Namespace) -> int:
+def guarded(command: str, body: Callable[[], int]) -> int:
+    """Run ``body``; a usage, config, decode, control or disk error is one line on stderr
+    (``meshcomm COMMAND: ...``) and exit status 1."""
     try:
-        if args.record is not None:
-            record: TrustRecord | None = decode_trust_record_untrusted(args.record.read_bytes())
-            return _deliver(args, record, {})
-        kind, subject = _target(args)
-        if args.agency_key is not None:
-            return _deliver(args, _sign(args, kind, subject), {})
-        if kind is TrustKind.REVOKE_AGENCY:
-            raise UsageError("--agency: agency keys are revoked with --agency-key only")
-        if args.out is not None:
-            raise UsageError("--out needs --agency-key (a node signs only for itself)")
-        ask: dict[str, object] = {"kind": "device" if kind is TrustKind.REVOKE_DEVICE
-                                  else "credential", "subject": subject.hex(),
-                                  "note": args.note}
-        return _deliver(args, None, ask)
-    except (UsageError, ConfigError, DecodeError, ControlError) as exc:
-        print(f"meshcomm revoke: {exc}", file=sys.stderr)
+        return body()
+    except (UsageError, ConfigError, DecodeError, TrustError, ControlError) as exc:
+        print(f"meshcomm {command}: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"meshcomm revoke: {disk_problem(exc, exc.filename or 'file')}", file=sys.stderr)
+        print(f"meshcomm {command}: {disk_problem(exc, exc.filename or 'file')}",
+              file=sys.stderr)
         return 1
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    return guarded("revoke", lambda: _revoke(args))
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    if args.record is not None:
+        record: TrustRecord | None = decode_trust_record_untrusted(args.record.read_bytes())
+        return _deliver(args, record, {})
+    kind, subject = _target(args)
+    if args.agency_key is not None:
+        return _deliver(args, _sign(args, kind, subject), {})
+    if kind is TrustKind.REVOKE_AGENCY:
+        raise UsageError("--agency: agency keys are revoked with --agency-key only")
+    if args.out is not None:
+        raise UsageError("--out needs --agency-key (a node signs only for itself)")
+    ask: dict[str, object] = {"kind": "device" if kind is TrustKind.REVOKE_DEVICE
+                              else "credential", "subject": subject.hex(),
+                              "note": args.note}
+    return _deliver(args, None, ask)
 
 
 def run_add_agency(args: argparse.Namespace) -> int:
-    try:
+    def body() -> int:
         if args.agency_key is None:
             raise UsageError("--agency-key is required: a trusted agency key signs additions")
-        record = _sign(args, TrustKind.ADD_AGENCY, _key32(args.key, "--key"))
+        record = _sign(args, TrustKind.ADD_AGENCY, key32(args.key, "--key"))
         return _deliver(args, record, {})
-    except (UsageError, ConfigError, DecodeError, ControlError) as exc:
-        print(f"meshcomm add-agency: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"meshcomm add-agency: {disk_problem(exc, exc.filename or 'file')}",
-              file=sys.stderr)
-        return 1
+    return guarded("add-agency", body)

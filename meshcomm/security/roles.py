@@ -130,6 +130,20 @@ def check_handover(handover: Handover, *, aor: str, new_key: bytes,
         raise TrustError("hand-over signature invalid", reason="bad_handover")
 
 
+def verify_handover_bytes(data: bytes, *, aor: str, new_key: bytes, signer_key: bytes,
+                          wall_time_s: float) -> Handover:
+    """Decode a hand-over's bytes as a node will and check them against what was meant to
+    be signed (AoR, new key, signer): the offline tools check a record before writing it.
+
+    Raises DecodeError (malformed) or TrustError (another AoR, key or signer; bad
+    signature; dated in the future)."""
+    handover = decode_handover_untrusted(data)
+    check_handover(handover, aor=aor, new_key=new_key, wall_time_s=wall_time_s)
+    if handover.signer_key != signer_key:
+        raise TrustError("hand-over signed by another key", reason="bad_handover")
+    return handover
+
+
 def pack_trust_bundle(credential: bytes, handover: Handover | None) -> bytes:
     """A binding's credential field: the credential alone, or with a hand-over."""
     if handover is None:
