@@ -27,14 +27,19 @@ relay attached it, one lapsed) updates the remote routes mid-dialog; a watch idl
 **Resolution** (:meth:`Tunnel.resolve`, asked by the gateway for an AoR the island does
 not know): a relay with a DHT bridge asks it; any other node asks an uplinked relay of its
 island (``RESOLVE``/``RESOLVED``), which asks its bridge. Answers teach remote routes (with
-their TTL) and come back as :class:`ResolveDone`. Relays bound the questions they take in
+their TTL) and come back as :class:`ResolveDone`. An island relay's answer carries each
+node's owner-signed binding, checked here as gossip checks a binding
+(:mod:`meshcomm.node.tunnel_answer`) before a route or key is learned from it: a lying
+relay cannot name a node of its choice (an entry that fails is dropped, counted
+``tunnel_drop_bad_answer`` and journaled). Relays bound the questions they take in
 (overall and per asking node) and every leg is rate-limited per origin; malformed or
 forged input is dropped and counted (:class:`TunnelCounter`).
 
 **Revocations** (issue 12.4): items from or to a revoked node, or carried by a revoked
 relay, are dropped and counted (``tunnel_drop_revoked``) at relays and at the destination
 (an overlay sees only the relay's envelope); remote routes to revoked nodes are forgotten
-and none is learned.
+and none is learned. So are those of a device whose latest binding seen here carries a
+revoked credential (or, under ``agency``, one of a revoked agency): ``TrustSync.node_revoked``.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from meshcomm.journal.payloads import BindingLearned, BindingUpdated
 from meshcomm.location.table import BindingState
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
+from meshcomm.node.tunnel_answer import AnswerChecks, AnswerDrops, entry_refusal
 from meshcomm.node.tunnel_wire import (
     MAX_ANSWER_BINDINGS,
     MAX_ANSWER_TTL_S,
@@ -123,6 +129,7 @@ class TunnelCounter(StrEnum):
     DROP_RATE = "tunnel_drop_rate_limited"
     DROP_UNKNOWN_KIND = "tunnel_drop_unknown_kind"
     DROP_REVOKED = "tunnel_drop_revoked"     # from or to a revoked node, or via one
+    DROP_BAD_ANSWER = "tunnel_drop_bad_answer"   # a RESOLVED entry not believed
     RESOLVES = "tunnel_resolves"
     RESOLVES_ANSWERED = "tunnel_resolves_answered"
     RESOLVES_CACHED = "tunnel_resolves_cached"
@@ -169,7 +176,7 @@ class UplinkPeers:
     addrs: tuple[str, ...]
 
 
-TunnelEvent = ResolveDone | UplinkPeers | UnicastReceived | MediaReceived
+TunnelEvent = ResolveDone | UplinkPeers | UnicastReceived | MediaReceived | JournalRecord
 
 
 @dataclass(slots=True)
@@ -221,6 +228,8 @@ class Tunnel:
         self.offers_upstream = False
         #: Told the keys of nodes a relay's answer named (the node core sets it).
         self.learn_key: Callable[[bytes], None] | None = None
+        self._checks = AnswerChecks(self.incident, node.table, verifier, node.overlay.trust)
+        self._answer_drops = AnswerDrops()
 
     # ------------------------------------------------------------ driving API
     def next_timer(self) -> float | None:
@@ -651,8 +660,7 @@ class Tunnel:
             if status in UPSTREAM_STATUSES and self.offers_upstream:
                 # Send it here: this relay's gateway takes it to the upstream proxy.
                 self._answer(node, request_id, ResolveStatus.FOUND,
-                             (AnswerEntry(NodeId(self.node.node_id), (), 0,
-                                          self.node.identity.public_key),), now)
+                             (AnswerEntry(NodeId(self.node.node_id), (), 0),), now)
                 continue
             self._answer(node, request_id, status, entries, now)
 
@@ -669,8 +677,7 @@ class Tunnel:
             self._note_route(answer.aor, rb.binding.node_id, relays, ttl, now)
             if not entries:
                 self._remember_answer(answer.aor, NodeId(rb.binding.node_id), ttl, now)
-            entries.append(AnswerEntry(NodeId(rb.binding.node_id), relays, ttl,
-                                       rb.binding.key))
+            entries.append(AnswerEntry(NodeId(rb.binding.node_id), relays, ttl, rb.binding))
             addrs.extend(a for att in rb.relays for a in att.addrs)
         if addrs:
             self._events.append(UplinkPeers(tuple(dict.fromkeys(addrs))))
@@ -685,19 +692,35 @@ class Tunnel:
         del self._asked[wire_id]
         self._deadlines.discard(wire_id)
         self.counters[TunnelCounter.RESOLVES_ANSWERED] += 1
-        if self._trust.active:          # a relay that has not heard of a revocation yet
-            entries = tuple(e for e in entries if not self._trust.node_revoked(e.node))
-            if not entries and status is ResolveStatus.FOUND:
-                self.counters[TunnelCounter.DROP_REVOKED] += 1
-                status = ResolveStatus.NOT_FOUND
+        entries = self._believed(entries, pending.aor, event, now)
+        if not entries and status is ResolveStatus.FOUND:
+            status = ResolveStatus.NOT_FOUND
         for entry in entries:
             self.learn(entry.node, entry.relays, entry.ttl_s, now, NodeId(event.origin))
-            if entry.key and self.learn_key is not None:
-                self.learn_key(entry.key)       # to seal SIP to it (node.e2e_sip)
+            key = entry.key or event.origin_key         # the relay itself: its own key
+            if self.learn_key is not None:
+                self.learn_key(key)             # to seal SIP to it (node.e2e_sip)
         node = entries[0].node if entries and status is ResolveStatus.FOUND else None
         if node is not None and entries[0].relays:
             self._remember_answer(pending.aor, node, entries[0].ttl_s, now)
         self._events.append(ResolveDone(pending.request_id, node, status))
+
+    def _believed(self, entries: tuple[AnswerEntry, ...], aor: str, event: UnicastReceived,
+                  now: float) -> tuple[AnswerEntry, ...]:
+        """The entries whose owner-signed binding holds (:mod:`.tunnel_answer`); the
+        others dropped, counted and journaled (rate-limited)."""
+        wall_now = self.node.overlay.wall_time(now)
+        kept = []
+        for entry in entries:
+            reason = entry_refusal(entry, aor, event.origin_key, self._checks, wall_now)
+            if reason is None:
+                kept.append(entry)
+                continue
+            self.counters[TunnelCounter.DROP_BAD_ANSWER] += 1
+            record = self._answer_drops.record(reason, event.origin, now)
+            if record is not None:
+                self._events.append(record)
+        return tuple(kept)
 
     def _remember_answer(self, aor: str, node: NodeId, ttl_s: float, now: float) -> None:
         key = normalise_aor(aor)

@@ -4,7 +4,11 @@ through uplinked relays, and the resolution of a remote AoR through an island's 
 Every body is a msgpack array carried in a mesh unicast of its :class:`AppKind`:
 
 * ``RESOLVE``   node -> an uplinked relay of its island: ``[request id, aor]``
-* ``RESOLVED``  relay -> node: ``[request id, status, [[node id, [relay ids], ttl_s], ...]]``
+* ``RESOLVED``  relay -> node: ``[request id, status, [entry, ...]]``, each entry
+  ``[node id, [relay ids], ttl_s, binding signed bytes, binding signature]``: the node's
+  owner-signed BINDING envelope exactly as the DHT holds it (the asker checks it as gossip
+  checks a binding, :mod:`meshcomm.node.tunnel_answer`); both empty only in the answering
+  relay's entry naming itself (its gateway takes the request to an upstream proxy)
 * ``TUNNEL_OUT`` node -> an uplinked relay of its island: ``[[far relay ids], item]``
 * ``TUNNEL_WAN`` relay -> relay over the uplink mesh: ``[item]``
 * ``TUNNEL_IN`` relay -> the destination node in its island: ``[far relay id, item]``
@@ -28,12 +32,14 @@ from enum import IntEnum
 from typing import Any
 
 from meshcomm.errors import DecodeError
+from meshcomm.location.binding import Binding, binding_from_envelope_untrusted
 from meshcomm.overlay.forwarding import MAX_MESSAGE_BYTES
 from meshcomm.overlay.media import MAX_MEDIA_PAYLOAD_BYTES, STREAM_ID_LEN
 from meshcomm.security.identity import Identity, node_id_of
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import NODE_ID_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN, NodeId
 from meshcomm.wire import codec, limits
+from meshcomm.wire.envelope import decode_signed_untrusted
 
 ITEM_DOMAIN = b"meshcomm-tunnel-item-v1\x00"
 #: Room for the tunnel's own fields around an item's body inside one mesh message.
@@ -45,6 +51,10 @@ MAX_FAR_RELAYS = 8
 #: Bindings in one RESOLVED answer, relays per binding, and the largest TTL given.
 MAX_ANSWER_BINDINGS = 8
 MAX_ANSWER_TTL_S = 3600
+#: An entry's binding: one BINDING envelope's signed bytes (it fits a datagram). Eight
+#: of the largest entries still fit one unicast (:data:`MAX_RESOLVED_BYTES`).
+MAX_ANSWER_BINDING_BYTES = limits.MAX_DATAGRAM_BYTES
+MAX_RESOLVED_BYTES = MAX_MESSAGE_BYTES
 MAX_REQUEST_ID = (1 << 32) - 1
 MAX_ITEM_KIND = 255
 #: Length of an item's id (as an envelope digest's).
@@ -105,9 +115,15 @@ class AnswerEntry:
     node: NodeId
     relays: tuple[NodeId, ...]
     ttl_s: int
-    #: The node's public key (from its verified binding), so the asker can seal to it
-    #: (meshcomm.node.e2e_sip); empty when the answering relay does not know it.
-    key: bytes = b""
+    #: The node's owner-signed binding of the AoR asked for, as the DHT holds it (not yet
+    #: verified when decoded); None only in a relay's entry naming itself.
+    binding: Binding | None = None
+
+    @property
+    def key(self) -> bytes:
+        """The key of the entry's binding (b"": none; the asker seals SIP to it once the
+        binding is verified, meshcomm.node.e2e_sip)."""
+        return self.binding.key if self.binding is not None else b""
 
 
 def _item_signed(incident: str, dst: bytes, kind: int, msg_no: int, body: bytes) -> bytes:
@@ -200,28 +216,47 @@ def decode_resolve_untrusted(body: bytes) -> tuple[int, str]:
             codec.read_str(fields[1], "resolve.aor", limits.MAX_AOR_LEN))
 
 
+def _entry_value(entry: AnswerEntry) -> list[Any]:
+    env = entry.binding.envelope if entry.binding is not None else None
+    return [entry.node, list(entry.relays[:MAX_FAR_RELAYS]), entry.ttl_s,
+            env.signed_bytes if env is not None else b"",
+            env.signature if env is not None else b""]
+
+
 def encode_resolved(request_id: int, status: ResolveStatus,
                     entries: tuple[AnswerEntry, ...]) -> bytes:
+    """The answer; entries beyond :data:`MAX_ANSWER_BINDINGS` are left out."""
     return codec.pack([request_id, int(status),
-                       [[e.node, list(e.relays[:MAX_FAR_RELAYS]), e.ttl_s, e.key]
-                        for e in entries[:MAX_ANSWER_BINDINGS]]])
+                       [_entry_value(e) for e in entries[:MAX_ANSWER_BINDINGS]]])
+
+
+def _read_entry(raw: object) -> AnswerEntry:
+    entry = codec.read_tuple(raw, "resolved.binding", 5)
+    relays = codec.read_list(entry[1], "resolved.relays", MAX_FAR_RELAYS)
+    signed = codec.read_bytes(entry[3], "resolved.binding_signed",
+                              max_len=MAX_ANSWER_BINDING_BYTES)
+    signature = codec.read_bytes(entry[4], "resolved.binding_signature",
+                                 max_len=SIGNATURE_LEN)
+    binding = None
+    if signed or signature:
+        if len(signature) != SIGNATURE_LEN:
+            raise DecodeError("resolved.binding_signature: wrong length", reason="malformed")
+        binding = binding_from_envelope_untrusted(decode_signed_untrusted(signed, signature))
+    return AnswerEntry(_node(entry[0], "resolved.node"),
+                       tuple(_node(r, "resolved.relay") for r in relays),
+                       codec.read_int(entry[2], "resolved.ttl", 0, MAX_ANSWER_TTL_S), binding)
 
 
 def decode_resolved_untrusted(body: bytes) -> tuple[int, ResolveStatus,
                                                     tuple[AnswerEntry, ...]]:
+    """The answer's fields and entries, bindings decoded but not verified (the asker
+    checks each, :func:`meshcomm.node.tunnel_answer.entry_refusal`)."""
+    if len(body) > MAX_RESOLVED_BYTES:
+        raise DecodeError(f"{len(body)}-byte answer", reason="oversized")
     fields = _unpack(body, "resolved", 3)
     request_id = codec.read_int(fields[0], "resolved.id", 0, MAX_REQUEST_ID)
     status = ResolveStatus(codec.read_int(fields[1], "resolved.status", 0,
                                           max(ResolveStatus)))
-    entries = []
-    for raw in codec.read_list(fields[2], "resolved.bindings", MAX_ANSWER_BINDINGS):
-        entry = codec.read_tuple(raw, "resolved.binding", 4)
-        relays = codec.read_list(entry[1], "resolved.relays", MAX_FAR_RELAYS)
-        node = _node(entry[0], "resolved.node")
-        key = codec.read_bytes(entry[3], "resolved.key", max_len=PUBLIC_KEY_LEN)
-        if key and (len(key) != PUBLIC_KEY_LEN or node_id_of(key) != node):
-            raise DecodeError("resolved.key: not the node's key", reason="bad_key")
-        entries.append(AnswerEntry(node, tuple(_node(r, "resolved.relay") for r in relays),
-                                   codec.read_int(entry[2], "resolved.ttl", 0,
-                                                  MAX_ANSWER_TTL_S), key))
-    return request_id, status, tuple(entries)
+    entries = tuple(_read_entry(raw) for raw in
+                    codec.read_list(fields[2], "resolved.bindings", MAX_ANSWER_BINDINGS))
+    return request_id, status, entries

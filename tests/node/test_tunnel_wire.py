@@ -9,8 +9,14 @@ import random
 import pytest
 
 from meshcomm.errors import DecodeError
+from meshcomm.location.binding import Binding, make_binding
 from meshcomm.node.tunnel_wire import (
+    MAX_ANSWER_BINDING_BYTES,
+    MAX_ANSWER_BINDINGS,
+    MAX_ANSWER_TTL_S,
     MAX_ITEM_BODY_BYTES,
+    MAX_REQUEST_ID,
+    MAX_RESOLVED_BYTES,
     AnswerEntry,
     MediaItem,
     ResolveStatus,
@@ -65,7 +71,9 @@ def test_a_forged_item_fails_verification() -> None:
 def test_garbage_truncation_and_oversize_raise_only_decode_error(decode: object) -> None:
     rng = random.Random(5)
     good = [encode_tunnel_out((RELAY,), seal_item(ME, "inc", DST, 1, 1, b"x" * 300)),
-            encode_resolved(1, ResolveStatus.FOUND, (AnswerEntry(DST, (RELAY,), 5),)),
+            encode_resolved(1, ResolveStatus.FOUND, (AnswerEntry(DST, (RELAY,), 5),
+                                                     AnswerEntry(ME.node_id, (RELAY,), 5,
+                                                                 _binding()))),
             encode_tunnel_in(RELAY, MediaItem(ME.node_id, DST, b"s" * 8, b"p")),
             encode_resolve(1, "sip:a@b")]
     samples: list[bytes] = [b"", b"\xc1", b"\x93" * 50, codec.pack([1] * 300),
@@ -91,12 +99,53 @@ def test_an_item_body_over_the_limit_is_refused_both_ways() -> None:
         decode_tunnel_wan_untrusted(codec.pack([value]))
 
 
-def test_an_answer_carries_the_nodes_key_and_a_key_not_matching_the_id_is_refused() -> None:
-    """The key lets the asker seal SIP to the remote node (issue 12, meshcomm.node.e2e_sip)."""
-    entry = AnswerEntry(ME.node_id, (RELAY,), 60, ME.public_key)
-    assert decode_resolved_untrusted(encode_resolved(4, ResolveStatus.FOUND, (entry,))) == (
-        4, ResolveStatus.FOUND, (entry,))
-    for bad in (AnswerEntry(DST, (RELAY,), 60, ME.public_key),      # another node's key
-                AnswerEntry(ME.node_id, (RELAY,), 60, ME.public_key[:31])):
+def _binding(aor: str = "sip:me@fire.example", contacts: tuple[str, ...] = ("mesh:me",),
+             credential: bytes | None = None) -> Binding:
+    return make_binding(ME, incident="inc", seq=3, aor=aor, contacts=contacts,
+                        issued_at=1_800_000_000.0, lifetime_s=600, credential=credential)
+
+
+def test_an_answer_carries_the_owner_signed_binding_unchanged() -> None:
+    """The asker checks the binding itself (node.tunnel_answer), and seals SIP to its key."""
+    binding = _binding()
+    entry = AnswerEntry(ME.node_id, (RELAY,), 60, binding)
+    _, _, (got,) = decode_resolved_untrusted(encode_resolved(4, ResolveStatus.FOUND, (entry,)))
+    assert got == entry and got.key == ME.public_key
+    assert got.binding is not None
+    assert got.binding.envelope.signed_bytes == binding.envelope.signed_bytes
+    assert got.binding.envelope.verify(SignatureVerifier())
+    assert AnswerEntry(ME.node_id, (), 0).key == b""
+
+
+def test_a_malformed_binding_in_an_answer_raises_only_decode_error() -> None:
+    env = _binding().envelope
+    for signed, sig in ((b"garbage", env.signature), (env.signed_bytes, env.signature[:63]),
+                        (env.signed_bytes, b""), (b"", env.signature),
+                        (b"x" * (MAX_ANSWER_BINDING_BYTES + 1), env.signature),
+                        (codec.pack([1, 2, 3]), env.signature)):
+        body = codec.pack([4, 0, [[ME.node_id, [RELAY], 60, signed, sig]]])
         with pytest.raises(DecodeError):
-            decode_resolved_untrusted(encode_resolved(4, ResolveStatus.FOUND, (bad,)))
+            decode_resolved_untrusted(body)
+    too_many = codec.pack([4, 0, [[ME.node_id, [RELAY], 60, b"", b""]] * 9])
+    with pytest.raises(DecodeError):
+        decode_resolved_untrusted(too_many)
+    with pytest.raises(DecodeError):
+        decode_resolved_untrusted(b"\x00" * (MAX_RESOLVED_BYTES + 1))
+
+
+def test_the_largest_answer_fits_one_unicast() -> None:
+    """Eight entries, eight relays each, bindings of the largest size a datagram allows."""
+    cred = b"c" * 400
+    binding = _binding("sip:" + "u" * 200 + "@fire.example",
+                       tuple("sip:" + "c" * 50 + f"{i}@mesh" for i in range(8)), cred)
+    assert len(binding.envelope.signed_bytes) <= MAX_ANSWER_BINDING_BYTES
+    entries = tuple(AnswerEntry(ME.node_id, (RELAY,) * 8, MAX_ANSWER_TTL_S, binding)
+                    for _ in range(12))
+    body = encode_resolved(MAX_REQUEST_ID, ResolveStatus.FOUND, entries)
+    assert len(body) <= MAX_RESOLVED_BYTES
+    assert len(decode_resolved_untrusted(body)[2]) == MAX_ANSWER_BINDINGS
+    # The bound holds for the largest binding the decoder takes, too.
+    worst = codec.pack([MAX_REQUEST_ID, 0, [[ME.node_id, [RELAY] * 8, MAX_ANSWER_TTL_S,
+                                             b"x" * MAX_ANSWER_BINDING_BYTES, b"s" * 64]]
+                                           * MAX_ANSWER_BINDINGS])
+    assert len(worst) <= MAX_RESOLVED_BYTES
