@@ -708,6 +708,14 @@ class NodeCore:
         return False
 
 
+#: Builds a node's tunnel from the node, its DHT bridge and its uplink mesh.
+TunnelFactory = Callable[[MeshNode, DhtBridge | None, MeshNode | None], Tunnel]
+
+
+def plain_tunnel(node: MeshNode, dht: DhtBridge | None, uplink: MeshNode | None) -> Tunnel:
+    return Tunnel(node, node.overlay.verifier, dht=dht, uplink=uplink)
+
+
 def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
             rng: random.Random | None = None, node_aor: str = "", now: float,
             sf: StoreForward | None = None, relay: MediaRelay | None = None,
@@ -715,11 +723,14 @@ def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
             uplink: MeshNode | None = None,
             upstream: UpstreamConfig | None = None,
             collect: CollectConfig | None = None,
-            key_rng: random.Random | None = None) -> NodeCore:
+            key_rng: random.Random | None = None,
+            make_tunnel: TunnelFactory | None = None) -> NodeCore:
     """Wire a whole node: the gateway (when ``gateway_config`` is given) gets ``sf`` as
     its holder (or ``holder``, a test's) and the relay's SDP hooks. ``key_rng`` draws the
     ephemeral keys of end-to-end sealing (the runtime passes ``random.SystemRandom``;
-    without it a generator seeded from ``rng`` is used, for tests and the simulator)."""
+    without it a generator seeded from ``rng`` is used, for tests and the simulator).
+    ``make_tunnel`` builds the tunnel (default :func:`plain_tunnel`; the simulator's
+    times its resolutions): the runtime and the simulator build every core here."""
     media = MediaHooks(relay, now) if relay is not None else None
     gateway = None
     if gateway_config is not None:
@@ -729,7 +740,7 @@ def compose(node: MeshNode, *, gateway_config: GatewayConfig | None = None,
                              holder=holder if holder is not None else sf,
                              rewrite_sdp=media.rewrite_sdp if media else identity_sdp,
                              end_call=media.end_call if media else no_end_call)
-    tunnel = (Tunnel(node, node.overlay.verifier, dht=dht, uplink=uplink)
+    tunnel = ((make_tunnel or plain_tunnel)(node, dht, uplink)
               if gateway is not None or uplink is not None else None)
     registrar = None
     if upstream is not None:

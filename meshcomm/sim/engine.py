@@ -6,10 +6,12 @@ Every simulated node is a :class:`~meshcomm.node.core.NodeCore` driven through t
 runtime drives a real node: every input (a frame from the medium, a timer, a command, SIP
 and media from the node's simulated client) goes in through the pump, and what the pump
 hands the edge goes onto the medium, into the trace, into the node's store or to its
-client. Gossip-only runs (no traffic, no gateways asked for) run bare ``NodeCore(node)``
-nodes; with traffic every node is whole -- SIP gateway, store-and-forward (custody on
-"relay" nodes, persisted to a real SQLite store that survives kills) and media relay --
-and carries one simulated softphone (:mod:`meshcomm.sim.incident`, :mod:`.clients`).
+client. Every core is built by the runtime's :func:`~meshcomm.node.core.compose`.
+Gossip-only runs (no traffic, no gateways asked for) run bare nodes (overlay and location,
+as the runtime without a SIP listener); with traffic every node is whole -- SIP gateway,
+end-to-end sealing, store-and-forward (custody on "relay" nodes, persisted to a real
+SQLite store that survives kills) and media relay -- and carries one simulated softphone
+(:mod:`meshcomm.sim.incident`, :mod:`.clients`).
 
 The medium delivers each broadcast independently to every node that hears the sender,
 losing it with the link's loss probability, after the link delay plus airtime. Scenario
@@ -31,7 +33,7 @@ from pathlib import Path
 from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.payloads import BindingLearned, BindingUpdated
-from meshcomm.node.core import NodeCore
+from meshcomm.node.core import NodeCore, compose
 from meshcomm.node.mesh import MeshNode, NodeSettings
 from meshcomm.node.pump import Pump
 from meshcomm.node.storeforward import SfPersist
@@ -293,7 +295,7 @@ class Simulator:
             node = MeshNode(slot.identity, settings, verifier=self._verifier, rng=slot.rng,
                             now=self.now, seq_base=slot.boots << 32,
                             frame_decoder=self._decoder)
-        core = (NodeCore(node) if self.incident is None
+        core = (compose(node, now=self.now) if self.incident is None
                 else self.incident.compose(slot.name, slot.identity, node, slot.boots))
         slot.core = core
         slot.pump = pump = Pump(core, slot.edge)

@@ -45,7 +45,6 @@ from meshcomm.sim.clients import (
 )
 from meshcomm.sim.metrics import SimCounter
 from meshcomm.sim.traffic import TrafficEvent, TrafficKind
-from meshcomm.sim.uplinks import MeasuredTunnel, Wan
 
 if TYPE_CHECKING:
     from meshcomm.sim.engine import Simulator
@@ -141,8 +140,10 @@ class Incident:
                         seq_base=boots << 32, frame_decoder=decoder)
 
     def compose(self, name: str, identity: Identity, node: MeshNode, boots: int) -> NodeCore:
-        """The whole node: gateway, store-and-forward restored from the slot's store,
-        media relay (the runtime's composition)."""
+        """The whole node, built by the runtime's ``compose``: gateway, end-to-end sealing,
+        store-and-forward restored from the slot's store, media relay, and in a run with
+        uplinks a tunnel whose resolutions are timed, plus an uplinked relay's DHT bridge
+        and uplink mesh. Only the edge and the randomness are the simulator's."""
         assert self.store_dir is not None, "Incident.open() first"
         now = self.sim.now
         parts_rng = random.Random(f"meshcomm-sim-parts:{self.config.seed}:{name}:{boots}")
@@ -150,28 +151,19 @@ class Incident:
         relay = MediaRelay(identity, SequentialPortAllocator(GATEWAY_ADDR[0], MEDIA_FIRST_PORT,
                                                              MEDIA_LAST_PORT),
                            random.Random(parts_rng.getrandbits(64)), self.media_config)
-        core = compose(node, gateway_config=self.gateway_config,
+        dht = uplink = make_tunnel = None
+        wan = self.sim.wan
+        if wan is not None:
+            if wan.is_member(name):
+                dht = wan.bridge(name, identity, node, boots)
+                uplink = wan.uplink_mesh(name, identity, node.settings, boots,
+                                         node.overlay.verifier, self.sim.decoder)
+            make_tunnel = wan.tunnel_factory(name)
+        return compose(node, gateway_config=self.gateway_config,
                        rng=random.Random(parts_rng.getrandbits(64)),
                        node_aor=self.aor(name), now=now, sf=sf, relay=relay,
+                       dht=dht, uplink=uplink, make_tunnel=make_tunnel,
                        key_rng=random.Random(f"meshcomm-sim-keys:{self.config.seed}:{name}:{boots}"))
-        wan = self.sim.wan
-        if wan is None:
-            return core
-        return self._uplinked(name, identity, core, boots, wan)
-
-    def _uplinked(self, name: str, identity: Identity, core: NodeCore, boots: int,
-                  wan: Wan) -> NodeCore:
-        """In a run with uplinks: the same parts, a tunnel whose resolutions are timed,
-        and for an uplinked relay its DHT bridge and uplink mesh (compose's wiring)."""
-        node = core.node
-        dht = uplink = None
-        if wan.is_member(name):
-            dht = wan.bridge(name, identity, node, boots)
-            uplink = wan.uplink_mesh(name, identity, node.settings, boots,
-                                     node.overlay.verifier, self.sim.decoder)
-        tunnel = MeasuredTunnel(node, node.overlay.verifier, name=name, probe=wan.probe,
-                                dht=dht, uplink=uplink)
-        return NodeCore(node, core.gateway, core.sf, core.media, dht, uplink, tunnel)
 
     @staticmethod
     def aor(name: str) -> str:

@@ -54,6 +54,7 @@ from meshcomm.sim.metrics import percentile
 from meshcomm.types import UPLINK_PREFIX, Datagram, LinkAddr
 
 if TYPE_CHECKING:
+    from meshcomm.node.core import TunnelFactory
     from meshcomm.sim.engine import Simulator
 
 #: Domain of the uplink mesh's AoRs (as the runtime's uplink transport: never in DNS).
@@ -286,6 +287,15 @@ class Wan:
         return DhtBridge(identity, node.table, secret_for(node.settings.incident, None),
                          config, node.overlay.verifier, rng, now=self.sim.now,
                          seq_base=boots << 32)
+
+    def tunnel_factory(self, name: str) -> TunnelFactory:
+        """How ``compose`` builds the tunnel of node ``name``: timed by the run's probe."""
+        probe = self.probe
+
+        def make(node: MeshNode, dht: DhtBridge | None, uplink: MeshNode | None) -> Tunnel:
+            return MeasuredTunnel(node, node.overlay.verifier, name=name, probe=probe,
+                                  dht=dht, uplink=uplink)
+        return make
 
     # ------------------------------------------------------------ the WAN
     def transmit(self, src: str, dgram: Datagram) -> None:
