@@ -57,6 +57,7 @@ from meshcomm.dht.records import check_uplink_addr, normalise_aor
 from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.payloads import BindingLearned, BindingUpdated
+from meshcomm.location.binding import Binding
 from meshcomm.location.table import BindingState
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.mesh import MeshNode
@@ -185,6 +186,9 @@ class RemoteRoute:
     expires_at: float
     #: The island relay the last item from this node came through (preferred back).
     local_relay: NodeId | None = None
+    #: The verified binding the route was learned from (DHT, or a relay's answer): checked
+    #: again when the trust records change (a revoked credential).
+    binding: Binding | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +234,8 @@ class Tunnel:
         self.learn_key: Callable[[bytes], None] | None = None
         self._checks = AnswerChecks(self.incident, node.table, verifier, node.overlay.trust)
         self._answer_drops = AnswerDrops()
+        #: The trust state the routes' bindings were last checked against.
+        self._checked: object = None
 
     # ------------------------------------------------------------ driving API
     def next_timer(self) -> float | None:
@@ -270,8 +276,10 @@ class Tunnel:
             return None
         if found.expires_at <= now or self.node.overlay.routes.get(NodeId(dst), now):
             return None                     # lapsed, or the node is in our island now
-        if self._trust.active and not self._still_trusted(dst, found):
-            return None
+        if self._trust.active:
+            self._recheck()
+            if not self._still_trusted(dst, found):
+                return None
         self._routes.move_to_end(dst)
         return found
 
@@ -287,6 +295,17 @@ class Tunnel:
         route.far_relays = relays
         return True
 
+    def _recheck(self) -> None:
+        """Once per change of the trust records, the bindings routes were learned from
+        are checked again: a device whose credential is revoked is then refused by
+        ``TrustSync.node_revoked`` (its routes and items)."""
+        state = self._trust.store.state
+        if state is not self._checked:
+            self._checked = state
+            for route in self._routes.values():
+                if route.binding is not None:
+                    self._trust.binding_refusal(route.binding)
+
     @property
     def _trust(self) -> TrustSync:
         return self.node.overlay.trust
@@ -295,6 +314,8 @@ class Tunnel:
         """An item from or to a revoked node, or carried by a revoked relay (``via``):
         dropped and counted, at relays and at the destination."""
         trust = self._trust
+        if trust.active:
+            self._recheck()
         if not trust.active or not any(trust.node_revoked(n)
                                        for n in (item.origin, item.dst, *via)):
             return False
@@ -302,7 +323,7 @@ class Tunnel:
         return True
 
     def learn(self, dst: bytes, far_relays: tuple[NodeId, ...], ttl_s: float, now: float,
-              local_relay: NodeId | None = None) -> None:
+              local_relay: NodeId | None = None, binding: Binding | None = None) -> None:
         if self._trust.active:
             trust = self._trust
             far_relays = tuple(r for r in far_relays if not trust.node_revoked(r))
@@ -314,13 +335,16 @@ class Tunnel:
         if route is None:
             while len(self._routes) >= MAX_REMOTE_ROUTES:
                 self._routes.popitem(last=False)
-            self._routes[dst] = RemoteRoute(far_relays, now + ttl_s, local_relay)
+            self._routes[dst] = RemoteRoute(far_relays, now + ttl_s, local_relay, binding)
             return
         self._routes.move_to_end(dst)
         route.far_relays = far_relays
         route.expires_at = max(route.expires_at, now + ttl_s)
         if local_relay is not None:
             route.local_relay = local_relay
+        if binding is not None and (route.binding is None
+                                    or binding.issued_at >= route.binding.issued_at):
+            route.binding = binding
 
     def remote_count(self) -> int:
         return len(self._routes)
@@ -426,12 +450,13 @@ class Tunnel:
         for rb in news.bindings:
             if rb.reachable:
                 ttl = min(MAX_ANSWER_TTL_S, max(1.0, rb.expires_at - now))
-                self._note_route(news.aor, rb.binding.node_id,
+                self._note_route(news.aor, rb.binding,
                                  tuple(a.relay for a in rb.relays[:MAX_FAR_RELAYS]), ttl, now)
 
-    def _note_route(self, aor: str, node: bytes, relays: tuple[NodeId, ...], ttl: float,
+    def _note_route(self, aor: str, binding: Binding, relays: tuple[NodeId, ...], ttl: float,
                     now: float) -> None:
-        self.learn(node, relays, ttl, now)
+        node = binding.node_id
+        self.learn(node, relays, ttl, now, binding=binding)
         self._aor_of[node] = aor
         self._aor_of.move_to_end(node)
         while len(self._aor_of) > MAX_REMOTE_ROUTES:
@@ -674,7 +699,7 @@ class Tunnel:
         for rb in reachable[:MAX_ANSWER_BINDINGS]:
             relays = tuple(a.relay for a in rb.relays[:MAX_FAR_RELAYS])
             ttl = int(min(MAX_ANSWER_TTL_S, max(1.0, rb.expires_at - now)))
-            self._note_route(answer.aor, rb.binding.node_id, relays, ttl, now)
+            self._note_route(answer.aor, rb.binding, relays, ttl, now)
             if not entries:
                 self._remember_answer(answer.aor, NodeId(rb.binding.node_id), ttl, now)
             entries.append(AnswerEntry(NodeId(rb.binding.node_id), relays, ttl, rb.binding))
@@ -696,7 +721,8 @@ class Tunnel:
         if not entries and status is ResolveStatus.FOUND:
             status = ResolveStatus.NOT_FOUND
         for entry in entries:
-            self.learn(entry.node, entry.relays, entry.ttl_s, now, NodeId(event.origin))
+            self.learn(entry.node, entry.relays, entry.ttl_s, now, NodeId(event.origin),
+                       entry.binding)
             key = entry.key or event.origin_key         # the relay itself: its own key
             if self.learn_key is not None:
                 self.learn_key(key)             # to seal SIP to it (node.e2e_sip)

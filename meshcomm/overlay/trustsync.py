@@ -27,6 +27,7 @@ Trust records (:mod:`meshcomm.security.revocation`) spread like bindings:
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
@@ -70,6 +71,11 @@ MAX_REVOKED_ADDRS: Final = 256
 #: its whole store again and again (a joiner's first full pull fits the burst).
 PULL_ANSWER_RATE_PER_S: Final = 64.0
 PULL_ANSWER_BURST: Final = 256.0
+#: Devices whose latest binding seen here was refused for its credential (revoked, or
+#: under ``agency`` of a revoked agency), remembered for node_revoked (oldest forgotten).
+MAX_REFUSED_NODES: Final = 4096
+#: The refusals that name a credential, not the key.
+CREDENTIAL_REFUSALS: Final = frozenset({"credential_revoked", "untrusted_agency"})
 
 
 class TrustCounter(StrEnum):
@@ -100,6 +106,8 @@ class TrustSync:
         self._nodes_state: TrustState | None = None
         self._revoked_nodes: frozenset[bytes] = frozenset()
         self._own_verdict: tuple[TrustState, bytes | None, str] | None = None
+        #: node id -> issue time of the binding that got it refused for its credential.
+        self._refused_nodes: OrderedDict[bytes, float] = OrderedDict()
         #: The credential this node's bindings carry (the node core sets it: MeshNode's).
         self.own_credential: Callable[[], bytes | None] = lambda: None
 
@@ -117,21 +125,36 @@ class TrustSync:
         return False
 
     def binding_refusal(self, binding: Binding) -> str:
-        """Why the table must refuse ``binding`` ('' if not; call when ``active``)."""
-        return self.refusal_of(binding.key, binding.credential)
+        """Why the table must refuse ``binding`` ('' if not; call when ``active``). A
+        device whose latest binding seen is refused for a credential issued to its own
+        key is then refused by :meth:`node_revoked` too (its tunnel items are dropped)."""
+        reason, cred = self._refusal(binding.key, binding.credential)
+        node, known = binding.node_id, self._refused_nodes.get(binding.node_id)
+        if known is not None and binding.issued_at < known:
+            return reason                   # an older binding says nothing new
+        if reason in CREDENTIAL_REFUSALS and cred is not None and cred.device_key == binding.key:
+            self._refused_nodes[node] = binding.issued_at
+            self._refused_nodes.move_to_end(node)
+            while len(self._refused_nodes) > MAX_REFUSED_NODES:
+                self._refused_nodes.popitem(last=False)
+        elif not reason and known is not None:
+            del self._refused_nodes[node]   # registered again with a credential in force
+        return reason
 
     def key_revoked(self, key: bytes) -> bool:
         """A revoked device or agency key (the DHT bridge's check of a relay's key)."""
         return self.store.key_revoked(key)
 
     def node_revoked(self, node: bytes) -> bool:
-        """Whether ``node`` is the id of a revoked key (tunnel items name nodes by id)."""
+        """Whether ``node`` is the id of a revoked key, or of a device whose latest binding
+        seen here carries its own credential, revoked (or, under ``agency``, of a revoked
+        agency): tunnel items name nodes by id."""
         state = self.store.state
         if state is not self._nodes_state:
             self._revoked_nodes = frozenset(node_id_of(key) for key in
                                             state.revoked_devices | state.revoked_agencies)
             self._nodes_state = state
-        return node in self._revoked_nodes
+        return node in self._revoked_nodes or node in self._refused_nodes
 
     def own_refusal(self) -> str:
         """Why every other node refuses this node's bindings ('' if it does not): its own
@@ -147,21 +170,25 @@ class TrustSync:
 
     def refusal_of(self, key: bytes, credential_field: bytes | None) -> str:
         """Why a binding of ``key`` carrying ``credential_field`` is refused ('' if not)."""
+        return self._refusal(key, credential_field)[0]
+
+    def _refusal(self, key: bytes, credential_field: bytes | None) -> tuple[str, Credential | None]:
+        """:meth:`refusal_of`, and the credential it refused (None: not decoded)."""
         reason = self.store.binding_refusal(key, None)
         if reason or credential_field is None:
-            return reason
+            return reason, None
         state = self.store.state
         agency = self.ctx.table.policy.mode is TrustMode.AGENCY and state.revoked_agencies
         if not state.revoked_credentials and not agency:
-            return ""      # the common case: nothing a credential could match
+            return "", None      # the common case: nothing a credential could match
         cred = credential_in_field(credential_field)
         if cred is None:
-            return ""
+            return "", None
         if credential_id(cred) in state.revoked_credentials:
-            return "credential_revoked"
+            return "credential_revoked", cred
         if agency and cred.agency_key in state.revoked_agencies:
-            return "untrusted_agency"
-        return ""
+            return "untrusted_agency", cred
+        return "", cred
 
     def digest_field(self) -> list[int]:
         """The DIGEST's trust field: [hash] while records are held, else nothing."""
