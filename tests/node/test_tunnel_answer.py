@@ -13,7 +13,7 @@ import dataclasses
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.payloads import EnvelopeDropped
 from meshcomm.location.binding import Binding, make_binding
-from meshcomm.location.table import TrustMode, TrustPolicy
+from meshcomm.location.table import TrustMode
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.tunnel import Tunnel, TunnelCounter
 from meshcomm.node.tunnel_answer import (
@@ -29,16 +29,7 @@ from meshcomm.security.identity import Identity
 from meshcomm.security.revocation import TrustKind, make_trust_record
 from meshcomm.types import NodeId
 from tests.node.cross_site_net import INCIDENT, WALL, CrossSiteNet, Station
-
-ROOT = Identity(b"R" * 32)
-ISLANDS = {"A": ["a0", "a1", "a2"], "B": ["b2", "b1", "b0"]}
-
-
-def _net() -> CrossSiteNet:
-    net = CrossSiteNet(ISLANDS, {"a2", "b2"},
-                       trust=TrustPolicy(TrustMode.OPEN, frozenset({ROOT.public_key})))
-    net.run(15.0)
-    return net
+from tests.node.test_cross_site_revocation import ROOT, _net
 
 
 def _tunnel(st: Station) -> Tunnel:

@@ -8,7 +8,6 @@ relays and the destination; honest items still cross; a new credential lets b0 b
 from __future__ import annotations
 
 from meshcomm.location.binding import make_binding
-from meshcomm.location.table import TrustMode, TrustPolicy
 from meshcomm.node.gateway.types import SendStatus
 from meshcomm.node.kinds import AppKind
 from meshcomm.node.tunnel import TunnelCounter
@@ -25,9 +24,7 @@ from meshcomm.security.identity import Identity
 from meshcomm.security.revocation import TrustKind, credential_id, make_trust_record
 from meshcomm.types import NodeId
 from tests.node.cross_site_net import INCIDENT, WALL, CrossSiteNet, Station
-
-ROOT = Identity(b"R" * 32)
-ISLANDS = {"A": ["a0", "a1", "a2"], "B": ["b2", "b1", "b0"]}
+from tests.node.test_cross_site_revocation import ROOT, _net
 
 
 def _credential(st: Station, net: CrossSiteNet) -> Credential:
@@ -53,9 +50,7 @@ def _drops(st: Station) -> int:
 
 
 def _net_with_credentialed_b0() -> tuple[CrossSiteNet, Credential]:
-    net = CrossSiteNet(ISLANDS, {"a2", "b2"},
-                       trust=TrustPolicy(TrustMode.OPEN, frozenset({ROOT.public_key})))
-    net.run(15.0)
+    net = _net()        # two islands, a root agency key (test_cross_site_revocation)
     b0 = net.stations["b0"]
     cred = _credential(b0, net)
     _register_with(net, b0, cred)
@@ -97,23 +92,20 @@ def test_a_revoked_credential_cuts_off_the_devices_tunnel_items() -> None:
     before = {st.name: _drops(st) for st in (a0, a2, b2)}
     assert a2.core.tunnel is not None and b2.core.tunnel is not None
     delivered = a0.core.tunnel.counters[TunnelCounter.DELIVERED]
-    # At the far relay: from b0 in its own island (TUNNEL_OUT), as b0 itself would send.
-    b0.pump.command(net.now, lambda: b0.core.node.send_unicast(
-        b2.core.node_id, AppKind.TUNNEL_OUT, encode_tunnel_out((a2.core.node_id,), from_lost),
-        net.now))
-    # At the island relay: over the uplink, an item from b0; from a1, one to b0.
-    a2.pump.command(net.now, lambda: a2.core.tunnel.on_unicast(  # type: ignore[union-attr]
-        UnicastReceived(NodeId(b2.core.node_id), b"", AppKind.TUNNEL_WAN,
-                        encode_tunnel_wan(from_lost), 1, 0), True, net.now))
-
-    def island_sends() -> None:
-        node, now = a1.core.node, net.now
-        node.send_unicast(a2.core.node_id, AppKind.TUNNEL_OUT,
-                          encode_tunnel_out((b2.core.node_id,), to_lost), now)
-        for item in (from_lost, honest):          # at the destination
-            node.send_unicast(a0.core.node_id, AppKind.TUNNEL_IN,
-                              encode_tunnel_in(b2.core.node_id, item), now)
-    a1.pump.command(net.now, island_sends)
+    # Sent in the islands: at the far relay from b0 itself (TUNNEL_OUT), at the island
+    # relay from a1 to b0, at the destination from b0 and an honest one (TUNNEL_IN).
+    sends = ((b0, b2, AppKind.TUNNEL_OUT, encode_tunnel_out((a2.core.node_id,), from_lost)),
+             (a1, a2, AppKind.TUNNEL_OUT, encode_tunnel_out((b2.core.node_id,), to_lost)),
+             (a1, a0, AppKind.TUNNEL_IN, encode_tunnel_in(b2.core.node_id, from_lost)),
+             (a1, a0, AppKind.TUNNEL_IN, encode_tunnel_in(b2.core.node_id, honest)))
+    for src, dst, kind, body in sends:
+        src.pump.command(net.now, lambda s=src, d=dst, k=kind, b=body: s.core.node.send_unicast(
+            d.core.node_id, k, b, net.now))
+    # Over the uplink at the island relay, from b2: an item from b0.
+    wan = UnicastReceived(NodeId(b2.core.node_id), b"", AppKind.TUNNEL_WAN,
+                          encode_tunnel_wan(from_lost), 1, 0)
+    relay = a2.core.tunnel
+    a2.pump.command(net.now, lambda: relay.on_unicast(wan, True, net.now))
     net.run(net.now + 5.0)
     assert _drops(b2) - before["b2"] == 1
     assert _drops(a2) - before["a2"] == 2
