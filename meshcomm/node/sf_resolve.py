@@ -5,6 +5,9 @@ A held message whose To AoR has no binding in the island is looked up across sit
 store-and-forward core asks the node's tunnel (``ResolveAor`` -> ``Tunnel.resolve``: an
 uplinked relay of the island, which asks its DHT bridge) and hears the answer through
 :meth:`FarAors.answered`. One question per AoR serves every message held for it.
+The node an answer names is one whose owner-signed binding of the AoR the tunnel verified
+(an island relay's answer is checked, not believed: :mod:`meshcomm.node.tunnel_answer`),
+so a parcel is sealed, and a receipt accepted, only for a node that holds the AoR.
 
 * A found node (one the tunnel has a remote route to) is used for :data:`FOUND_KEEP_S`,
   then asked again while messages still wait for it (the AoR may have moved).
