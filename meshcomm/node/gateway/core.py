@@ -35,15 +35,12 @@ the first's answer.
 from __future__ import annotations
 
 import itertools
-import logging
 import random
 from collections import Counter, deque
 from collections.abc import Sequence
-from typing import TypeVar
 
 from meshcomm.errors import DecodeError
 from meshcomm.journal.events import JournalRecord
-from meshcomm.media.relay import MediaSetupError, SdpPath
 from meshcomm.node.gateway.admission import FREEING_METHODS, Admission
 from meshcomm.node.gateway.authgate import LocalAuth
 from meshcomm.node.gateway.beyond import Beyond
@@ -52,10 +49,9 @@ from meshcomm.node.gateway.contacts import ContactMap
 from meshcomm.node.gateway.counters import (
     DIRECTION_COUNTERS,
     DROP_COUNTERS,
-    SDP_REFUSAL_COUNTERS,
     GatewayCounter,
-    SdpRefusal,
 )
+from meshcomm.node.gateway.edge_identity import EdgeIdentity
 from meshcomm.node.gateway.identity import IdentityChecks
 from meshcomm.node.gateway.parts import (
     AwaitingEnvelope,
@@ -63,7 +59,6 @@ from meshcomm.node.gateway.parts import (
     ProxyTx,
     drop_record,
     is_tcp,
-    sdp_direction,
     sip_record,
 )
 from meshcomm.node.gateway.proxy_state import ProxyTxInput as TxIn
@@ -78,6 +73,7 @@ from meshcomm.node.gateway.rfc import (
     refusal_headers,
     unsupported_proxy_require,
 )
+from meshcomm.node.gateway.sdp_gate import SdpGate
 from meshcomm.node.gateway.transactions import ProxyTxTable
 from meshcomm.node.gateway.types import (
     BUILTIN_ADDR,
@@ -115,10 +111,6 @@ from meshcomm.sip.timers import TimerName
 from meshcomm.sip.transaction import DEFAULT_SIP_PORT, server_key
 from meshcomm.sip.ua_base import stamp_via
 
-log = logging.getLogger(__name__)
-#: RFC 3261 §21.4.19 481 Call/Transaction Does Not Exist.
-CALL_DOES_NOT_EXIST = 481
-
 GatewayEvent = JournalRecord | SendResult | InboxEntry
 Output = LocalDatagram | MeshSip | ResolveAor
 #: Dialog-creating methods get our Record-Route (§16.6 step 4).
@@ -129,7 +121,6 @@ LINGER_S = 8.0
 MAX_BUILTIN_ROUNDS = 16
 #: Lingering transactions kept beyond the pending limit (oldest dropped).
 LINGER_FACTOR = 4
-_M = TypeVar("_M", SipRequest, SipResponse)
 
 
 class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth):
@@ -144,7 +135,6 @@ class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth):
         self.rng = rng
         self.node_aor = node_aor.lower()
         self.holder = holder
-        self.rewrite_sdp = rewrite_sdp
         self.node_hex = node.node_id.hex()[:NODE_HEX_CHARS]
         self.mesh_host = self.node_hex + MESH_HOST_SUFFIX
         self.end_call = end_call
@@ -183,6 +173,8 @@ class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth):
             local_port=config.local_port, domain=self.node_aor.partition("@")[2],
             secret=rng.getrandbits(128).to_bytes(16, "big"), counters=self.counters,
             is_ours=self.hosts.is_ours)
+        self.sdp_gate = SdpGate(rewrite_sdp, self.contacts, self.counters)   # media hook
+        self.edge_identity = EdgeIdentity(node, config, self.counters)    # RFC 3325 edges
         self.end_call = self._ending(end_call)
 
     def _ending(self, media_end: CallEnder) -> CallEnder:
@@ -517,7 +509,7 @@ class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth):
             self._respond(tx, 503, now, self._retry_after(503))   # the client is not answering
             return
         branch = new_branch(self.rng)
-        out = self._rewrite_or_status(self._prepare(request, dest, branch, tx.upstream),
+        out = self.sdp_gate.check(self._prepare(request, dest, branch, tx.upstream),
                                       tx.upstream, dest)
         if isinstance(out, int):                    # the media layer refused the SDP
             self._respond(tx, out, now, self._retry_after(out))
@@ -567,27 +559,6 @@ class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth):
         if isinstance(upstream, tuple):
             self.registrar.learn_contacts(request.contacts, upstream)
         return self.contacts.rewrite(self._asserted(out, request, upstream, dest), upstream, dest)
-
-    # ------------------------------------------------------------ media hook
-    def _rewrite_or_status(self, message: _M, src: Peer, dest: Peer) -> _M | int:
-        """Pass an SDP body crossing between a client and the mesh through rewrite_sdp.
-        Returns the message to send on, or the SIP status to refuse it with when the media
-        layer refuses the SDP (400/488 bad SDP, 503 no media resources); counted."""
-        direction = sdp_direction(message, src, dest)
-        if direction is None:
-            return message
-        if direction is SdpPath.MESH_TO_CLIENT and self.contacts.call_ended(message.call_id):
-            # A late 2xx (or its retransmission) from the far side of a call that ended
-            # here: no media session again; refusing it ends the far side (ACK + BYE).
-            self.counters[GatewayCounter.SDP_AFTER_END_REFUSED] += 1
-            return CALL_DOES_NOT_EXIST
-        try:
-            body = self.rewrite_sdp(direction, message.call_id, message.body)
-        except (DecodeError, MediaSetupError) as exc:
-            self.counters[SDP_REFUSAL_COUNTERS[SdpRefusal.of(exc.reason)]] += 1
-            log.info("SDP of call %s refused (%s): %s", message.call_id, direction.value, exc)
-            return exc.status_hint
-        return message if body == message.body else message.with_body(body)
 
     def _retry_after(self, status: int) -> list[tuple[str, str]]:
         return [("Retry-After", str(self.config.retry_after_s))] if status == 503 else []
@@ -668,7 +639,7 @@ class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth):
         if isinstance(src, bytes) and isinstance(dest, tuple) and not self.contacts.first_ack(
                 request):
             return
-        out = self._rewrite_or_status(self._prepare(request, dest, new_branch(self.rng), src),
+        out = self.sdp_gate.check(self._prepare(request, dest, new_branch(self.rng), src),
                                       src, dest)
         if isinstance(out, int):
             self.counters[GatewayCounter.ACKS_DROPPED_SDP] += 1

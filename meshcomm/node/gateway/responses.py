@@ -8,7 +8,7 @@ upstream, with the gateway's own rules around it:
 * a response with no transaction left (it lingered out) is relayed by its Via only when it
   is a 2xx to INVITE (§16.7 step 3 has no state for it), and a late 2xx of a call that
   failed or ended is answered by ending the far side (ACK + BYE, §9.1) instead;
-* an SDP the media layer refuses (see ``SipGateway._rewrite_or_status``) drops a
+* an SDP the media layer refuses (see :class:`meshcomm.node.gateway.sdp_gate.SdpGate`) drops a
   provisional and turns a 2xx into 488/503 upstream, the far side being ended;
 * a MESSAGE answered 480/408 is handed to store-and-forward (:mod:`.custody`).
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import TypeVar
 
 from meshcomm.node.gateway.contacts import ContactMap
 from meshcomm.node.gateway.counters import GatewayCounter
@@ -27,6 +26,7 @@ from meshcomm.node.gateway.proxy_state import ProxyTxInput as TxIn
 from meshcomm.node.gateway.proxy_state import ProxyTxState as TxState
 from meshcomm.node.gateway.registrar import Registrar
 from meshcomm.node.gateway.rfc import OwnHosts
+from meshcomm.node.gateway.sdp_gate import SdpGate
 from meshcomm.node.gateway.transactions import ProxyTxTable
 from meshcomm.node.gateway.types import (
     BUILTIN_ADDR,
@@ -45,7 +45,6 @@ UNAVAILABLE_STATUSES = frozenset({408, 480})
 BAD_REQUEST = 400
 #: A 2xx whose SDP answer was refused goes upstream as this (RFC 3261 §21.4.26).
 NOT_ACCEPTABLE_HERE = 488
-_M = TypeVar("_M", SipRequest, SipResponse)
 
 
 class ResponseRelay(MessageCustody):
@@ -59,6 +58,7 @@ class ResponseRelay(MessageCustody):
     mesh_host: str
     rng: random.Random
     txs: ProxyTxTable
+    sdp_gate: SdpGate
 
     # The gateway's own operations (SipGateway defines them).
     def _journal(self, direction: Direction, message: SipRequest | SipResponse, peer: Peer,
@@ -66,9 +66,6 @@ class ResponseRelay(MessageCustody):
         raise NotImplementedError
 
     def _emit(self, message: SipRequest | SipResponse, dest: Address | bytes, hops: int) -> None:
-        raise NotImplementedError
-
-    def _rewrite_or_status(self, message: _M, src: Peer, dest: Peer) -> _M | int:
         raise NotImplementedError
 
     def _finish(self, tx: ProxyTx, response: SipResponse, now: float, event: TxIn) -> None:
@@ -108,7 +105,7 @@ class ResponseRelay(MessageCustody):
         if isinstance(src, tuple) and 100 < response.status < 300:
             self.registrar.learn_contacts(response.contacts, src)
         if response.status < 300:                      # 18x (early media) and 2xx
-            rewritten = self._rewrite_or_status(out, src, tx.upstream)
+            rewritten = self.sdp_gate.check(out, src, tx.upstream)
             if isinstance(rewritten, int):
                 self._refused_answer(tx, response, rewritten, now)
                 return
@@ -151,7 +148,7 @@ class ResponseRelay(MessageCustody):
                 and not self.contacts.has_dialog(response)):
             self._abandon_far(response, src)   # a late 2xx of a call that failed or ended
             return
-        out = self._rewrite_or_status(self.contacts.rewrite(response, src, dest), src, dest)
+        out = self.sdp_gate.check(self.contacts.rewrite(response, src, dest), src, dest)
         if isinstance(out, int):
             self.counters[GatewayCounter.RESPONSES_DROPPED_SDP] += 1
             return
