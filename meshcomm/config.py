@@ -491,6 +491,9 @@ class UpstreamSettings:
     start-up; there is no NAPTR/SRV lookup. ``contact`` is the relay's gateway as the
     upstream reaches it (default: the uplink interface's address and the [sip] port).
     ``domain``: only AoRs of this domain are registered (default: node.domain).
+    ``trusted``: the upstream is inside the RFC 3325 trust domain, so the
+    P-Asserted-Identity of its requests is kept (foreign identities only; needs the agency
+    policy); false (the default): removed, the relay asserts nothing for its callers.
     """
 
     registrar: str = ""
@@ -501,11 +504,13 @@ class UpstreamSettings:
     domain: str = ""
     contact: str = ""
     max_aors: int = 256
+    trusted: bool = False
 
     def validate(self) -> Problems:
         problems: Problems = []
         if not self.registrar:
-            if self.proxy or self.username or self.password_file or self.contact:
+            if (self.proxy or self.username or self.password_file or self.contact
+                    or self.trusted):
                 problems.append(("registrar", "set it (sip:HOST[:PORT]) to use [upstream]"))
             return problems
         for key, check in (("registrar", parse_registrar), ("proxy", parse_host_port),

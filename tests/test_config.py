@@ -326,8 +326,10 @@ def test_upstream_settings_parse_and_round_trip() -> None:
                                      "proxy": "[2001:db8::5]:5060", "username": "relay-7",
                                      "password_file": "/etc/meshcomm/upstream.password",
                                      "expires_s": 300, "domain": "incident.local",
-                                     "contact": "203.0.113.9:5060", "max_aors": 32}})
-    assert cfg.upstream.registrar == "sip:pbx.example.org:5070"
+                                     "contact": "203.0.113.9:5060", "max_aors": 32,
+                                     "trusted": True}})
+    assert cfg.upstream.registrar == "sip:pbx.example.org:5070" and cfg.upstream.trusted
+    assert not NodeConfig().upstream.trusted               # outside the trust domain
     assert parse_toml(format_config(cfg), "shown") == cfg
     assert NodeConfig().upstream.registrar == ""          # off by default
 
@@ -347,6 +349,7 @@ def test_upstream_settings_parse_and_round_trip() -> None:
     ({"registrar": "sip:h", "max_aors": 0}, "upstream.max_aors", "1..65536"),
     ({"registrar": "sip:h", "domain": "-bad-"}, "upstream.domain", "not a domain"),
     ({"proxy": "10.0.0.1:5060"}, "upstream.registrar", "set it"),
+    ({"trusted": True}, "upstream.registrar", "set it"),
     ({"registrar": "sip:h", "password": "inline"}, "upstream.password", "unknown key"),
 ])
 def test_upstream_errors_name_the_key(upstream: dict[str, Any], key: str, words: str) -> None:

@@ -627,7 +627,8 @@ def gateway_config(cfg: NodeConfig, sockets: SipSockets,
                          max_pending_transactions=sip.max_pending_transactions,
                          client_rate_per_s=sip.client_rate_per_s, client_burst=sip.client_burst,
                          timers=sip.timers, keep_sip_bodies=cfg.journal.keep_sip_bodies,
-                         upstream=upstream.proxy if upstream is not None else None)
+                         upstream=upstream.proxy if upstream is not None else None,
+                         upstream_trusted=upstream is not None and upstream.trusted)
 
 
 async def _open_sip(cfg: NodeConfig) -> SipSockets | None:

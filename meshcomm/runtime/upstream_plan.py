@@ -21,6 +21,7 @@ from typing import Final
 
 from meshcomm.config import NodeConfig, Role, parse_host_port, parse_registrar
 from meshcomm.errors import ConfigError
+from meshcomm.location.table import TrustMode
 from meshcomm.node.gateway.types import Address
 from meshcomm.node.upstream import UpstreamConfig
 from meshcomm.security.keystore import read_secret_file
@@ -41,6 +42,8 @@ class UpstreamPlan:
 
     proxy: Address
     config: UpstreamConfig
+    #: ``[upstream] trusted`` (GatewayConfig.upstream_trusted): keep its asserted identities.
+    trusted: bool = False
 
 
 def read_password_file(path: Path) -> str:
@@ -97,6 +100,10 @@ async def upstream_plan(cfg: NodeConfig, *, sip_host: str, sip_port: int,
         return None
     if cfg.node.role is not Role.RELAY:
         raise ConfigError("upstream.registrar", "only a relay talks to an upstream registrar")
+    if up.trusted and cfg.trust.policy is not TrustMode.AGENCY:
+        raise ConfigError("upstream.trusted", 'needs [trust] policy = "agency": under "open" '
+                          "any device may join the mesh, so no node honours an identity "
+                          "asserted for a caller beyond it")
     reg_host, reg_port = parse_registrar(up.registrar)
     proxy_host, proxy_port = parse_host_port(up.proxy) if up.proxy else (reg_host, reg_port)
     proxy = await resolve_address(proxy_host, proxy_port,
@@ -109,7 +116,8 @@ async def upstream_plan(cfg: NodeConfig, *, sip_host: str, sip_port: int,
                             contact_port=port, secret=secret, expires_s=up.expires_s,
                             domain=up.domain or cfg.node.domain, max_aors=up.max_aors,
                             timers=cfg.sip.timers)
-    log.info("upstream: registering the island's %s AoRs at %s via %s:%d as %s:%d%s",
-             config.domain, up.registrar, proxy[0], proxy[1], host, port,
-             " (digest credentials set)" if secret is not None else "")
-    return UpstreamPlan(proxy, config)
+    log.info("upstream: registering the island's %s AoRs at %s via %s:%d as %s:%d%s; its "
+             "asserted identities are %s", config.domain, up.registrar, proxy[0], proxy[1],
+             host, port, " (digest credentials set)" if secret is not None else "",
+             "kept (trusted)" if up.trusted else "removed")
+    return UpstreamPlan(proxy, config, up.trusted)

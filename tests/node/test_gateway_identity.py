@@ -5,6 +5,7 @@ destination asserts a verified caller (RFC 3325 P-Asserted-Identity)."""
 
 from __future__ import annotations
 
+from meshcomm.node.gateway.edge_identity import EdgeCounter
 from meshcomm.node.gateway.identity import IdentityCounter
 from meshcomm.node.gateway.types import MeshSip
 from meshcomm.sip.build import build_response
@@ -58,7 +59,8 @@ def test_client_spoofing_an_aor_bound_at_another_node_gets_403_journaled() -> No
     got = messages_at(net, 3, CAROL_AT)[0]    # (then retransmitted: carol never answers)
     assert got.body == b"genuine"
     assert got.header_values("P-Asserted-Identity") == [f"<sip:alice@{DOMAIN}>"]
-    assert net.stations[3].gw.counters[IdentityCounter.STRIPPED] >= 1
+    # the client's PAI is removed where it would enter the mesh (gateway.edge_identity)
+    assert net.stations[0].gw.counters[EdgeCounter.INGRESS_STRIPPED] >= 1
 
 
 def test_another_host_or_the_nodes_own_aor_is_refused_at_the_origin() -> None:

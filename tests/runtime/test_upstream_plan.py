@@ -108,3 +108,19 @@ def test_no_plan_without_a_registrar_and_none_on_a_handset(tmp_path: Path) -> No
         asyncio.run(upstream_plan(handset, sip_host="127.0.0.1", sip_port=5060,
                                   uplink_host=None))
     assert info.value.key_path == "upstream.registrar"
+
+
+def test_a_trusted_upstream_needs_the_agency_policy(tmp_path: Path) -> None:
+    """Under ``open`` no node honours an identity asserted for a caller beyond the mesh,
+    so ``trusted`` there would only mislead: refused, naming the key."""
+    assert not asyncio.run(upstream_plan(_cfg(tmp_path), sip_host="127.0.0.1", sip_port=5060,
+                                         uplink_host="127.0.0.1")).trusted  # type: ignore[union-attr]
+    with pytest.raises(ConfigError) as info:
+        asyncio.run(upstream_plan(_cfg(tmp_path, trusted=True), sip_host="127.0.0.1",
+                                  sip_port=5060, uplink_host="127.0.0.1"))
+    assert info.value.key_path == "upstream.trusted"
+    agency = config_with_overrides(_cfg(tmp_path, trusted=True), {
+        "trust.policy": "agency", "trust.agency_keys": ["ab" * 32]})
+    plan = asyncio.run(upstream_plan(agency, sip_host="127.0.0.1", sip_port=5060,
+                                     uplink_host="127.0.0.1"))
+    assert plan is not None and plan.trusted

@@ -34,8 +34,9 @@ Each refusal is counted (:class:`IdentityCounter`) and journaled (a ``sip.drop``
 with the reason, plus the 403 sent). RFC 3325: the mesh is the trust domain. Toward a
 local client the gateway removes any P-Asserted-Identity / P-Preferred-Identity the
 request carried and, for a verified From (and no ``Privacy: id``), asserts it; toward the
-upstream proxy both are removed (it is outside the domain; configuring it as trusted is
-not supported yet).
+upstream proxy both are removed. Identities that enter from beyond the mesh (a client's
+headers toward the mesh, the upstream's with ``[upstream] trusted``, a member relay's for
+a foreign caller) are :mod:`meshcomm.node.gateway.edge_identity`'s.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from enum import Enum, StrEnum
 
 from meshcomm.journal.events import JournalRecord
 from meshcomm.location.table import TrustMode
+from meshcomm.node.gateway.edge_identity import EdgeIdentity
 from meshcomm.node.gateway.parts import AwaitingEnvelope, Peer, ProxyTx, drop_record, is_tcp
 from meshcomm.node.gateway.registrar import Registrar
 from meshcomm.node.gateway.types import (
@@ -87,6 +89,7 @@ class IdentityChecks:
     node_aor: str
     registrar: Registrar
     config: GatewayConfig
+    edge_identity: EdgeIdentity
     counters: Counter[str]
     _events: deque[JournalRecord | SendResult | InboxEntry | AwaitingEnvelope]
 
@@ -148,19 +151,24 @@ class IdentityChecks:
 
     def _asserted(self, out: SipRequest, request: SipRequest, src: Peer,
                   dest: Address | bytes) -> SipRequest:
-        """RFC 3325 at the edge of the trust domain: toward a local client or the
-        upstream, client-supplied identity headers go; a verified From is asserted to a
-        local client."""
-        if isinstance(dest, bytes) or dest == BUILTIN_ADDR:
+        """RFC 3325 at the edges of the trust domain: toward the mesh, identity headers
+        from a client or the upstream go (gateway.edge_identity); toward a local client or
+        the upstream, identity headers go, a verified From is asserted to a local client,
+        else what a trusted upstream or a member relay asserted for a foreign caller."""
+        if dest == BUILTIN_ADDR:
             return out
+        if isinstance(dest, bytes):
+            return self.edge_identity.toward_mesh(out, src)
+        relayed = self.edge_identity.relayed(request, src) if dest != self.config.upstream \
+            else []
         for name in IDENTITY_HEADERS:
-            if out.header_values(name):
+            if out.get_header(name) is not None:      # (a malformed value goes as well)
                 self.counters[IdentityCounter.STRIPPED] += 1
                 out = out.without_header(name)
         if dest == self.config.upstream or request.method in UNCHECKED_METHODS or _private(out):
             return out
         if self.identity_of(request, src)[0] is not IdentityState.VERIFIED:
-            return out
+            return out.with_headers_replaced("P-Asserted-Identity", relayed) if relayed else out
         self.counters[IdentityCounter.ASSERTED] += 1
         aor = request.from_addr.uri.aor
         return out.with_headers_replaced("P-Asserted-Identity", [f"<{aor}>"])

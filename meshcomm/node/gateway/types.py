@@ -205,6 +205,10 @@ class GatewayConfig:
     #: neither the island nor the DHT knows is forwarded there instead of answered 404
     #: (a request that came from it is never sent back: 404).
     upstream: Address | None = None
+    #: ``[upstream] trusted``: the upstream is inside the RFC 3325 trust domain, so the
+    #: P-Asserted-Identity of its requests is kept (foreign identities only; see
+    #: :mod:`meshcomm.node.gateway.edge_identity`). False: removed, nothing asserted.
+    upstream_trusted: bool = False
 
     def __post_init__(self) -> None:
         positive = {"message_timeout_s": self.message_timeout_s,
