@@ -277,6 +277,9 @@ def test_desk_phone_messages_the_responder(bed: Bed) -> None:
     got = requests_with(bed.medic, "MESSAGE", sent=False, body_has="sipp message")
     assert len(got) == mark + 1, bed.medic.log_tail()
     assert "desk@" in got[-1].headers.get("from", "")
+    # RFC 3325: the upstream is outside the trust domain by default; its PAI went at the relay
+    assert "p-asserted-identity" not in got[-1].headers, got[-1].headers
+    assert _status(bed.tb, bed.relay)["sip"]["counters"].get("upstream_identity_stripped", 0) >= 1
 
 
 def test_responder_messages_the_desk_phone(bed: Bed) -> None:
