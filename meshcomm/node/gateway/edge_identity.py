@@ -100,11 +100,12 @@ class EdgeIdentity:
             return self.from_upstream(request)
         if not isinstance(src, bytes) or not _has(request, ASSERTED):
             return []
-        if self.node.table.policy.mode is not TrustMode.AGENCY or not self._member(src):
+        if self.node.table.policy.mode is not TrustMode.AGENCY:
             return []
-        kept = self._foreign(request)
-        if kept:
-            self.counters[EdgeCounter.RELAYED] += 1
+        kept = self._foreign(request)            # cheap first: at most two values
+        if not kept or not self._member(src):
+            return []
+        self.counters[EdgeCounter.RELAYED] += 1
         return kept
 
     def _member(self, node_id: bytes) -> bool:
