@@ -349,19 +349,25 @@ class LocationTable:
             return exc.reason or "bad_credential", -1
         if handover is None or roles_for(aor, self.policy.role_table()) is None:
             return "", -1
-        if not self._may_hand_over(aor, handover.signer_key, key):
+        if not self._may_hand_over(aor, handover.signer_key, key, handover.from_time):
             return "handover_signer", -1
         return "", handover.from_time
 
-    def _may_hand_over(self, aor: str, signer: bytes, new_key: bytes) -> bool:
-        """A hand-over is signed by a trusted agency key or by the key of a credentialed
-        live claim on the address (the holder's node; anti-entropy offers the new holder's
-        binding again once the holder's has arrived here)."""
+    def _may_hand_over(self, aor: str, signer: bytes, new_key: bytes, from_time: int) -> bool:
+        """A hand-over is signed by a trusted agency key or by the *current holder* of the
+        address (the holder among the other keys' claims: a losing claimant, or a holder
+        that already handed the address on, cannot hand it to anyone). A node that has not
+        seen the holder's binding yet refuses it; anti-entropy offers the new holder's
+        binding again once the holder's has arrived. A refresh of a claim already holding
+        by this very hand-over keeps it, whatever became of the old holder's claim."""
         if signer in self.policy.agency_keys:
             return True
-        return any(s.binding.key == signer and s.credentialed and s.binding.key != new_key
-                   and not s.binding.is_tombstone
-                   for s in (self._records[r] for r in self._by_aor.get(aor.lower(), ())))
+        claims = [self._records[r] for r in self._by_aor.get(aor.lower(), ())]
+        if any(s.binding.key == new_key and s.handover_from == from_time and s.credentialed
+               and not s.binding.is_tombstone for s in claims):
+            return True
+        holder = self._role_holder(aor, [s for s in claims if s.binding.key != new_key])
+        return holder is not None and holder.binding.key == signer
 
     def role_holder(self, aor: str) -> StoredBinding | None:
         """The claim holding a role address under the agency policy (None: not one, or

@@ -110,3 +110,44 @@ def test_open_policy_keeps_role_addresses_first_come() -> None:
     t = table()
     assert t.offer(binding(ALICE, 1, aor=OPS), 0.0, WALL).outcome is MergeOutcome.NEW
     assert [s.binding.key for s in t.lookup(OPS)] == [ALICE.public_key]
+
+
+def test_only_the_current_holder_may_hand_over() -> None:
+    """A losing claimant (a second command credential on the address, in conflict) and a
+    holder that already handed the address on sign hand-overs that move nothing."""
+    t = agency_table()
+    t.offer(binding(ALICE, 1, aor=OPS, credential=cred(ALICE, "command")), 0.0, WALL)
+    loser = t.offer(binding(CAROL, 1, aor=OPS, credential=cred(CAROL, "command")), 1.0, WALL)
+    assert loser.stored is not None and loser.stored.state is BindingState.CONFLICT
+    by_loser = t.offer(binding(BOB, 1, aor=OPS, credential=handed(CAROL, BOB, int(WALL))),
+                       2.0, WALL)
+    assert by_loser.reason == "handover_signer"
+    assert t.role_holder(OPS) is not None and t.role_holder(OPS).binding.key == ALICE.public_key
+    # Alice hands it to Bob; then Alice (no longer the holder) tries to hand it to Carol
+    assert t.offer(binding(BOB, 2, aor=OPS, credential=handed(ALICE, BOB, int(WALL))), 3.0,
+                   WALL).outcome is MergeOutcome.NEW
+    again = t.offer(binding(CAROL, 2, aor=OPS, credential=handed(ALICE, CAROL, int(WALL) + 5)),
+                    4.0, WALL)
+    assert again.reason == "handover_signer"
+    assert t.role_holder(OPS) is not None and t.role_holder(OPS).binding.key == BOB.public_key
+    # Bob, the holder now, may pass it on
+    assert t.offer(binding(CAROL, 3, aor=OPS, credential=pack_trust_bundle(
+        cred(CAROL, "command"), sign_handover(BOB, aor=OPS, new_key=CAROL.public_key,
+                                               from_time=int(WALL) + 6))), 5.0,
+        WALL).outcome is MergeOutcome.UPDATED        # Carol's earlier claim, now holding
+    assert t.role_holder(OPS) is not None and t.role_holder(OPS).binding.key == CAROL.public_key
+
+
+def test_a_holder_by_hand_over_keeps_it_when_refreshing_after_the_old_claim_is_gone() -> None:
+    t = agency_table()
+    old = binding(ALICE, 1, aor=OPS, credential=cred(ALICE, "command"))
+    t.offer(old, 0.0, WALL)
+    t.offer(binding(BOB, 1, aor=OPS, credential=handed(ALICE, BOB, int(WALL))), 1.0, WALL)
+    # Alice de-registers (tombstone); Bob's refresh with the same hand-over still holds
+    t.offer(binding(ALICE, 2, aor=OPS, credential=cred(ALICE, "command"), lifetime_s=0,
+                    hold_s=60),
+            2.0, WALL)
+    refresh = t.offer(binding(BOB, 2, aor=OPS, credential=handed(ALICE, BOB, int(WALL))),
+                      3.0, WALL)
+    assert refresh.reason == "", refresh
+    assert [s.binding.key for s in t.lookup(OPS)] == [BOB.public_key]
