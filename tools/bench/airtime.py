@@ -74,7 +74,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from meshcomm.sim.metrics import percentile
-from tools.bench.airtime_report import ratios, render
+from tools.bench.airtime_report import ratios, render, targets
 from tools.bench.airtime_stacks import (
     BenchError,
     Count,
@@ -205,7 +205,8 @@ def repetition(stacks: list[Stack], rep: int, run: str, opts: Options) -> dict[s
         progress(f"rep {rep + 1}: cold start of {s.name}")
         cold = cold_start(s, rep)
         result[s.name]["cold_start_s"] = cold
-        progress(f"rep {rep + 1}: {s.name} far end reachable after {cold} s")
+        progress(f"rep {rep + 1}: {s.name} far end reachable after "
+                 f"{'-' if cold is None else round(cold, 2)} s")
         if cold is None:
             raise BenchError(f"{s.name}: node 0 never reached node 4 within "
                              f"{COLD_START_LIMIT_S:.0f} s (logs in {s.tb.workdir})")
@@ -282,11 +283,11 @@ def run_bench(opts: Options) -> dict[str, Any]:
                                         opts.rns_announce_s)]
         for rep in range(opts.reps):
             reps.append(repetition(stacks, rep, run, opts))
-    names = [s.name for s in stacks]
-    summary = summarize(reps, names)
+    summary = summarize(reps, [s.name for s in stacks])
+    ratio = ratios(summary)
     return {"bench": "airtime", "nodes": N_NODES, "hops": N_NODES - 1,
-            "options": _options_json(opts),
-            "stacks": summary, "ratio_meshcomm_over_reticulum": ratios(summary),
+            "options": _options_json(opts), "stacks": summary,
+            "ratio_meshcomm_over_reticulum": ratio, "targets": targets(summary, ratio),
             "repetitions": reps}
 
 
