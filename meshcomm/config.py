@@ -562,10 +562,17 @@ class NodeConfig:
     export: ExportSettings = field(default_factory=ExportSettings)
 
     def validate(self) -> Problems:
+        """Checks across sections (each section checks its own keys)."""
+        problems: Problems = []
         name = self.node.name or "x" * 12
         if len(f"sip:{name}@{self.node.domain}") > limits.MAX_AOR_LEN:
-            return [("node.domain", f"the AoR would exceed {limits.MAX_AOR_LEN} characters")]
-        return []
+            problems.append(("node.domain",
+                             f"the AoR would exceed {limits.MAX_AOR_LEN} characters"))
+        if self.upstream.trusted and self.trust.policy is not TrustMode.AGENCY:
+            problems.append(("upstream.trusted", 'needs [trust] policy = "agency": under '
+                             '"open" any device may join the mesh, so no node honours an '
+                             "identity asserted for a caller beyond it"))
+        return problems
 
 
 # --------------------------------------------------------------------------- generic loader
@@ -779,50 +786,3 @@ def default_data_dir(settings: NodeSettings, env: Mapping[str, str], home: str) 
     if xdg and PurePosixPath(xdg).is_absolute():
         return str(PurePosixPath(xdg) / "meshcomm")
     return str(PurePosixPath(home) / ".local" / "share" / "meshcomm")
-
-
-# --------------------------------------------------------------------------- show
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = []
-        for ch in value:
-            if ch in '"\\':
-                escaped.append("\\" + ch)
-            elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-                escaped.append(f"\\u{ord(ch):04x}")
-            else:
-                escaped.append(ch)
-        return '"' + "".join(escaped) + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot format {type(value).__name__}")
-
-
-_UNSET_NOTES = {
-    ("node", "name"): "hostname + short key fingerprint",
-    ("node", "data_dir"): "$XDG_DATA_HOME/meshcomm or ~/.local/share/meshcomm",
-    ("uplink", "secret_file"): "secret derived from node.incident (records NOT private)",
-    ("upstream", "password_file"): "no credentials (digest challenges are not answered)",
-    ("sip", "users_file"): "only the users of meshcomm ctl user add",
-}
-
-
-def format_config(cfg: NodeConfig) -> str:
-    """The effective configuration as TOML text (parses back to an equal config)."""
-    lines: list[str] = []
-    data = to_mapping(cfg)
-    for section in (f.name for f in dataclasses.fields(cfg)):
-        if lines:
-            lines.append("")
-        lines.append(f"[{section}]")
-        for f in dataclasses.fields(getattr(cfg, section)):
-            if f.name in data[section]:
-                lines.append(f"{f.name} = {_toml_value(data[section][f.name])}")
-            else:
-                note = _UNSET_NOTES.get((section, f.name), "unset")
-                lines.append(f"# {f.name} unset: {note}")
-    return "\n".join(lines) + "\n"

@@ -45,14 +45,9 @@ _watchdog_out: list[TextIO] = []
 def pytest_configure(config: pytest.Config) -> None:
     """Keep a copy of the real stderr for the watchdog: while a test runs, pytest's fd
     capture points fd 2 at a file that is lost when the watchdog ends the process."""
-    capman = config.pluginmanager.getplugin("capturemanager")
-    if capman is not None:
-        capman.suspend_global_capture(in_=True)
-    try:
-        _watchdog_out.append(os.fdopen(os.dup(2), "w"))
-    finally:
-        if capman is not None:
-            capman.resume_global_capture()
+    # pytest suspends its capture once the initial conftests are loaded, so fd 2 is the
+    # real stderr here (resuming the capture from here would break pytest's own output)
+    _watchdog_out.append(os.fdopen(os.dup(2), "w"))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -19,7 +19,6 @@ from meshcomm.config import (
     config_with_overrides,
     default_data_dir,
     default_node_name,
-    format_config,
     load_config,
     load_profile,
     node_aor,
@@ -28,6 +27,7 @@ from meshcomm.config import (
     parse_toml,
     profile_names,
 )
+from meshcomm.config_show import format_config
 from meshcomm.errors import ConfigError
 from meshcomm.location.table import TrustMode
 from meshcomm.security.identity import fingerprint
@@ -327,7 +327,8 @@ def test_upstream_settings_parse_and_round_trip() -> None:
                                      "password_file": "/etc/meshcomm/upstream.password",
                                      "expires_s": 300, "domain": "incident.local",
                                      "contact": "203.0.113.9:5060", "max_aors": 32,
-                                     "trusted": True}})
+                                     "trusted": True},
+                        "trust": {"policy": "agency", "agency_keys": ["ab" * 32]}})
     assert cfg.upstream.registrar == "sip:pbx.example.org:5070" and cfg.upstream.trusted
     assert not NodeConfig().upstream.trusted               # outside the trust domain
     assert parse_toml(format_config(cfg), "shown") == cfg
@@ -355,3 +356,10 @@ def test_upstream_settings_parse_and_round_trip() -> None:
 def test_upstream_errors_name_the_key(upstream: dict[str, Any], key: str, words: str) -> None:
     problems = problems_of({"upstream": upstream})
     assert any(path == key and words in message for path, message in problems), problems
+
+
+def test_a_trusted_upstream_under_the_open_policy_is_refused_by_config_check() -> None:
+    problems = problems_of({"upstream": {"registrar": "sip:pbx.example.org",
+                                         "trusted": True}})
+    assert any(path == "upstream.trusted" and "agency" in message
+               for path, message in problems), problems

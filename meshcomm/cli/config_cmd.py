@@ -15,13 +15,13 @@ from meshcomm.config import (
     InvalidConfig,
     NodeConfig,
     config_with_overrides,
-    format_config,
     load_config,
     load_profile,
     parse_override,
     profile_names,
     profile_path,
 )
+from meshcomm.config_show import format_config
 from meshcomm.errors import ConfigError
 
 

@@ -17,12 +17,12 @@ from meshcomm.config import (
     InvalidConfig,
     NodeConfig,
     Role,
-    format_config,
     load_profile,
     parse_config,
     parse_host_port,
     parse_toml,
 )
+from meshcomm.config_show import format_config
 from meshcomm.errors import ConfigError
 from meshcomm.runtime.uplink_addr import (
     UplinkAddressError,

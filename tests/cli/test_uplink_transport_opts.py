@@ -8,7 +8,8 @@ import pytest
 
 from meshcomm.cli import handset_cmd
 from meshcomm.cli.uplink_opts import uplink_settings
-from meshcomm.config import InvalidConfig, format_config, parse_config, parse_toml
+from meshcomm.config import InvalidConfig, parse_config, parse_toml
+from meshcomm.config_show import format_config
 from meshcomm.runtime.uplink_transport import transport_peer, transport_port, uplink_aor
 from radios import Impairment
 from tests.cli.test_uplink_opts import parse
