@@ -1,9 +1,10 @@
 """The whole-node side of the simulator: gateways, store-and-forward, media relays, one
 simulated softphone per node, and the traffic between them.
 
-:class:`Incident` builds each whole node the way the runtime does (``compose`` with a
+:class:`Incident` builds each whole node with the runtime's builder (``compose`` with a
 :class:`GatewayConfig`, a :class:`StoreForward` restored from the node slot's SQLite store,
-a :class:`MediaRelay` on a :class:`SequentialPortAllocator`) and runs its client
+a :class:`MediaRelay` on a :class:`SequentialPortAllocator`, end-to-end sealing, and with
+uplinks the WAN's bridge, uplink mesh and timed tunnel) and runs its client
 (:class:`~meshcomm.sim.clients.SimClient`, its calls' media as ``client_media`` says): the
 client's SIP goes in through ``pump.sip``, its media through ``pump.client_media``; the
 node's edge hands back what the gateway sends it. Its events live in the simulator's heap
