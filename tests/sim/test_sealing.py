@@ -75,7 +75,7 @@ def test_an_uplinked_run_carries_and_holds_messages_only_sealed(tmp_path: Path) 
     assert counters[E2eCounter.SEALED] >= 16 and counters[E2eCounter.OPENED] >= 16, counters
     assert counters[E2eCounter.PARCEL_SEALED] == 16, counters
     assert counters[E2eCounter.OPEN_FAILED] == counters[E2eCounter.NO_KEY] == 0
-    assert frames and sum(1 for f in frames if PREFIX in f) == 0
+    assert len(frames) > 1000 and sum(1 for f in frames if PREFIX in f) == 0
     assert sim.incident is not None
     ends = {(r.src, r.dst) for r in sim.incident.stats.messages.values()}
     endpoints = {n for pair in ends for n in pair}
@@ -84,7 +84,11 @@ def test_an_uplinked_run_carries_and_holds_messages_only_sealed(tmp_path: Path) 
     # The relays took custody of sealed parcels only, and nothing of the text reached
     # their databases (with WAL), journals or store writes.
     assert sim.persisted is not None and sim.journal is not None
-    custody = [e for t, n, e in sim.persisted if n in carriers and e.held is not None]
+    # (the grep finds the text where it is: the origins' own clear copies of their held
+    # MESSAGEs, kept until sealed)
+    assert {n for _t, n, e in sim.persisted if MESSAGE_PREFIX in repr(e)} <= endpoints
+    assert [n for _t, n, e in sim.persisted if MESSAGE_PREFIX in repr(e)]
+    custody = [e for _t, n, e in sim.persisted if n in carriers and e.held is not None]
     assert custody and all(is_sealed(e.held.parcel.sip) for e in custody if e.held)
     assert not [(n, e) for _t, n, e in sim.persisted
                 if n in carriers and MESSAGE_PREFIX in repr(e)]
