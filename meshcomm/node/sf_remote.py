@@ -209,7 +209,9 @@ class RemoteDelivery:
         if usable is None:
             self.counters[SfCounter.RESOLVES_FAILED] += 1
         upstream = status in UPSTREAM_STATUSES or (status is ResolveStatus.FOUND and not routed)
-        aor = self._far_aors.answered(request_id, usable, upstream, now)
+        aor = self._far_aors.answered(request_id, usable, upstream, now,
+                                      beyond_down=status is ResolveStatus.UPLINK_DOWN,
+                                      unreachable=status is ResolveStatus.UNREACHABLE)
         self._wake_for_far(now)
         if aor is None:
             return

@@ -11,10 +11,15 @@ so a parcel is sealed, and a receipt accepted, only for a node that holds the Ao
 
 * A found node (one the tunnel has a remote route to) is used for :data:`FOUND_KEEP_S`,
   then asked again while messages still wait for it (the AoR may have moved).
-* A failed question (no uplink, not found, busy, no answer) is asked again after a
-  backoff per AoR, :data:`RETRY_INITIAL_S` doubling up to :data:`RETRY_MAX_S`, so a
-  returning uplink is noticed within that; :meth:`FarAors.wake` (the uplink came back)
-  asks every AoR again at once.
+* A failed question (not found, busy, no answer) is asked again after a backoff per
+  AoR, :data:`RETRY_INITIAL_S` doubling up to :data:`RETRY_MAX_S`.
+* An answer that says the other islands cannot be reached at all (no uplink up, no way
+  to the far relays) is about every AoR at once: until one succeeds, the node asks *one*
+  question every :data:`DOWN_PROBE_S` (whichever AoR is due first), not one per AoR, so
+  a handset holding messages for many AoRs costs the radio one small exchange per probe
+  while the uplink is down, and a returning uplink is still noticed within
+  :data:`DOWN_PROBE_S`; :meth:`FarAors.wake` (the uplink came back, or a probe found a
+  node) asks every AoR again at once.
 
 Bounds: one question per AoR at a time, :data:`MAX_RESOLVING` at once and
 :data:`ASKS_PER_S` overall (the others wait for a later poll); state for at most
@@ -41,7 +46,12 @@ MAX_FAR_AORS: Final = 2048
 ASKS_PER_S: Final = 4.0
 #: Backoff of the questions about one AoR that found nothing usable.
 RETRY_INITIAL_S: Final = 1.0
-RETRY_MAX_S: Final = 2.0
+RETRY_MAX_S: Final = 8.0
+#: ... when the answer was that the AoR's island is known but cut off now (its uplink
+#: down): asked again soon, as nothing here tells this node when it comes back.
+RETRY_UNREACHABLE_MAX_S: Final = 2.0
+#: While the other islands are unreachable: one question per this long, for all AoRs.
+DOWN_PROBE_S: Final = 2.0
 #: A found node is used this long before the AoR is asked again.
 FOUND_KEEP_S: Final = 60.0
 #: A question unanswered this long no longer counts (the tunnel's own timeout is 15 s).
@@ -69,6 +79,9 @@ class FarAors:
         self._asking: dict[int, str] = {}
         self._ids = itertools.count(1)
         self._budget = TokenBucket(ASKS_PER_S, MAX_RESOLVING)
+        #: While the last answer said the other islands are unreachable: when the next
+        #: probe may go (None: not down).
+        self._down_probe_at: float | None = None
 
     def __len__(self) -> int:
         return len(self._aors)
@@ -100,27 +113,39 @@ class FarAors:
             self._asking.pop(far.asking, None)
             far.asking = None
         if (now < far.next_ask or len(self._asking) >= MAX_RESOLVING
+                or (self._down_probe_at is not None and now < self._down_probe_at)
                 or not self._budget.take(now)):
             return None
+        if self._down_probe_at is not None:
+            self._down_probe_at = now + DOWN_PROBE_S        # this question is the probe
         request_id = -next(self._ids)
         far.asking, far.asked_at = request_id, now
         self._asking[request_id] = key
         return request_id
 
     def answered(self, request_id: int, node: NodeId | None, upstream: bool,
-                 now: float) -> str | None:
+                 now: float, *, beyond_down: bool = False,
+                 unreachable: bool = False) -> str | None:
         """The answer to question ``request_id``: ``node`` (usable: it has a remote
-        route) or None. Returns the AoR key when the answer names a node other than the
-        last one (its messages may go at once), else None."""
+        route) or None; ``beyond_down``: the answer says no other island can be reached
+        now (probe mode, see the module docstring); ``unreachable``: the AoR's island is
+        cut off now (short backoff). Returns the AoR key when the answer
+        names a node other than the last one (its messages may go at once), else None."""
         key = self._asking.pop(request_id, None)
         far = self._aors.get(key) if key is not None else None
         if far is None or far.asking != request_id:
             return None
         far.asking = None
         far.upstream = node is None and upstream
+        if beyond_down and node is None:
+            if self._down_probe_at is None:
+                self._down_probe_at = now + DOWN_PROBE_S
+        elif node is not None and self._down_probe_at is not None:
+            self.wake(now)                   # a probe got through: everyone may go
         if node is None:
             far.next_ask = now + far.backoff_s
-            far.backoff_s = min(far.backoff_s * 2, RETRY_MAX_S)
+            cap = RETRY_UNREACHABLE_MAX_S if unreachable else RETRY_MAX_S
+            far.backoff_s = min(far.backoff_s * 2, cap)
             return None
         far.next_ask = now + FOUND_KEEP_S
         far.backoff_s = RETRY_INITIAL_S
@@ -130,11 +155,21 @@ class FarAors:
 
     def next_due(self, after: float) -> float | None:
         """When the next AoR may be asked again, later than ``after`` (None: none)."""
-        return min((f.next_ask for f in self._aors.values()
-                    if f.asking is None and f.next_ask > after), default=None)
+        waiting = [f.next_ask for f in self._aors.values() if f.asking is None]
+        probe = self._down_probe_at
+        if probe is not None and waiting:
+            first = max(min(waiting), probe)        # nothing goes before the probe
+            return first if first > after else None
+        return min((t for t in waiting if t > after), default=None)
+
+    @property
+    def beyond_down(self) -> bool:
+        """Whether the last answers said no other island can be reached (probe mode)."""
+        return self._down_probe_at is not None
 
     def wake(self, now: float) -> None:
         """Other islands may be reachable again: every AoR is asked again at once."""
+        self._down_probe_at = None
         for far in self._aors.values():
             far.next_ask = now
             far.backoff_s = RETRY_INITIAL_S
