@@ -14,7 +14,7 @@ independently, :meth:`tools.testbed.Testbed.set_loss_everywhere`).
   ``meshcomm ctl send`` does, ``wait_s`` 0); node 4's inbox is read incrementally.
 * **Reticulum + LXMF** (``rns==1.5.7``, ``lxmf==1.2.1`` from PyPI, installed by this
   benchmark into its own venv, ``~/.cache/meshcomm-bench/rns-venv``; the first install
-  takes about 6 s here): ``airtime_rns_node.py`` in every namespace, an rnsd-style
+  takes about 10 s here): ``airtime_rns_node.py`` in every namespace, an rnsd-style
   instance of its own (no shared instance) with one AutoInterface (all interfaces of the
   namespace, Reticulum's defaults, ingress control included), transport enabled on nodes
   1..3, and an LXMF router whose delivery destination is announced when the node comes up
