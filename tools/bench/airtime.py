@@ -113,7 +113,7 @@ class Options:
 
 
 QUICK: Final = {"reps": 1, "messages": 5, "gap_s": 0.05, "warmup_s": 0.5, "idle_s": 2.0,
-                "deliver_s": 3.0, "tail_s": 0.3}
+                "deliver_s": 2.0, "tail_s": 0.3}
 
 
 def progress(text: str) -> None:
