@@ -56,6 +56,12 @@ class OverlayConfig:
     #: (the per-link timeout grows with the hop's round trip: on a slow uplink a frame gets
     #: fewer tries, since voice later than the receiver's playout is useless).
     media_max_late_s: float = 0.3
+    #: Per-hop ack timeouts follow each link's measured round trip (meshcomm.overlay.rtt)
+    #: instead of staying at ack_timeout_s / media_ack_timeout_s. On for the uplink mesh
+    #: (for_uplink: WAN round trips are long and unknown); off on the radio, where one
+    #: round trip stretched by a busy CPU early on (a link carries few acks) held the
+    #: timeouts at seconds for minutes and a lost fragment of an INVITE cost 15 s.
+    adaptive_rto: bool = False
     media_rate_limit_fps: float = 1000.0
     media_rate_burst: int = 500
     #: Bound of the binding table (records and tombstones; see location.table).
@@ -91,11 +97,11 @@ class OverlayConfig:
         tuning (say HELLOs every 0.3 s, dead after 1.5 s) must not reach it. Such a relay
         declared a default dht-node (HELLOs every 2 s) dead every 1.7 s, and each time
         its routes across sites vanished for up to a second, voice included. The
-        acknowledgement timeouts need no uplink values: they follow each link's round
-        trip (meshcomm.overlay.rtt)."""
+        acknowledgement timeouts follow each link's round trip there (``adaptive_rto``,
+        meshcomm.overlay.rtt): a satellite hop's is unknown in advance."""
         return replace(self, hello_interval_s=UPLINK_HELLO_INTERVAL_S,
                        hello_jitter=UPLINK_HELLO_JITTER,
-                       neighbour_timeout_s=UPLINK_NEIGHBOUR_TIMEOUT_S)
+                       neighbour_timeout_s=UPLINK_NEIGHBOUR_TIMEOUT_S, adaptive_rto=True)
 
     def validate(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs; empty when the values are usable."""

@@ -33,7 +33,7 @@ MAX_UNICAST_KIND = 255
 BACKOFF_FACTOR = 1.5
 #: Ceiling of a link's acknowledgement timeout before backoff, seconds (a satellite hop's
 #: round trip with room; see meshcomm.overlay.rtt).
-MAX_ACK_TIMEOUT_S = 3.0
+MAX_ACK_TIMEOUT_S = 2.0
 FLAG_BEST_EFFORT = 0x01
 MAX_FRAGMENTS = 16
 #: Largest unicast message, in bytes, after reassembly.
@@ -179,9 +179,12 @@ class Forwarder:
         self.ctx.rtt.acked(src, pending.sent_at, pending.tries > 0, now)
 
     def _rto(self, next_hop: LinkAddr) -> float:
-        """The acknowledgement timeout towards ``next_hop``: its round trip's (the
-        configured ack_timeout_s at least; see meshcomm.overlay.rtt)."""
-        return self.ctx.rtt.rto(next_hop, self.ctx.config.ack_timeout_s, MAX_ACK_TIMEOUT_S)
+        """The acknowledgement timeout towards ``next_hop``: ack_timeout_s, or with
+        ``adaptive_rto`` its round trip's (ack_timeout_s at least; meshcomm.overlay.rtt)."""
+        cfg = self.ctx.config
+        if not cfg.adaptive_rto:
+            return cfg.ack_timeout_s
+        return self.ctx.rtt.rto(next_hop, cfg.ack_timeout_s, MAX_ACK_TIMEOUT_S)
 
     def on_unicast(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         dst, kind, body, flags, frag = _read_unicast(env.payload)

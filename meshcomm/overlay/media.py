@@ -141,12 +141,15 @@ class MediaForwarder:
             self.ctx.schedule(now + self._rto(next_hop), TimerKind.MEDIA_RETRANSMIT, fid)
 
     def _rto(self, next_hop: LinkAddr, tries: int = 0) -> float:
-        """The per-hop ack timeout towards ``next_hop``: its round trip's (meshcomm.overlay.
-        rtt), media_ack_timeout_s at least, media_max_late_s at most. While the hop has no
+        """The per-hop ack timeout towards ``next_hop``: media_ack_timeout_s, or with
+        ``adaptive_rto`` its round trip's (meshcomm.overlay.rtt), media_ack_timeout_s at
+        least, media_max_late_s at most. While the hop has no
         round-trip estimate yet, it doubles with each retransmission (Karn's backoff), so
         the first frames on a hop slower than the floor stay pending until their
         acknowledgement arrives and give the first sample."""
         cfg = self.ctx.config
+        if not cfg.adaptive_rto:
+            return cfg.media_ack_timeout_s
         rto = self.ctx.rtt.rto(next_hop, cfg.media_ack_timeout_s,
                                max(cfg.media_ack_timeout_s, cfg.media_max_late_s))
         return rto if self.ctx.rtt.srtt(next_hop) is not None else rto * 2 ** tries
@@ -179,7 +182,7 @@ class MediaForwarder:
         frame still waits (up to MEDIA_SAMPLE_WAIT_S) for its acknowledgement: on a hop
         slower than every retransmission, that is where the first sample comes from."""
         self.ctx.counters[counter] += 1
-        if self.ctx.rtt.srtt(pending.next_hop) is not None:
+        if not self.ctx.config.adaptive_rto or self.ctx.rtt.srtt(pending.next_hop) is not None:
             del self._pending[fid]
             return
         pending.given_up = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from meshcomm.overlay.rtt import GRANULARITY_S, MAX_SAMPLE_S, LinkRtt
 from meshcomm.sim.engine import Simulator
 from meshcomm.sim.scenario import ScenarioParams, sim_config
@@ -60,9 +62,17 @@ def test_the_table_is_bounded_least_recently_sampled_first() -> None:
     assert rtt.srtt(LinkAddr("l8")) is None
 
 
-def _chain(delay_ms: float, seed: int = 2) -> Simulator:
-    return Simulator(sim_config(ScenarioParams(topology="chain", nodes=2, loss=0.0,
-                                               delay_ms=delay_ms, duration_s=60, seed=seed)))
+def _sim(params: ScenarioParams, *, adaptive: bool = True) -> Simulator:
+    """A simulated chain whose overlay has ``adaptive_rto`` (as a relay's uplink mesh)."""
+    config = sim_config(params)
+    overlay = dataclasses.replace(config.settings.overlay, adaptive_rto=adaptive)
+    config.settings = dataclasses.replace(config.settings, overlay=overlay)
+    return Simulator(config)
+
+
+def _chain(delay_ms: float, seed: int = 2, *, adaptive: bool = True) -> Simulator:
+    return _sim(ScenarioParams(topology="chain", nodes=2, loss=0.0, delay_ms=delay_ms,
+                               duration_s=60, seed=seed), adaptive=adaptive)
 
 
 def _media_counters(sim: Simulator) -> tuple[int, int]:
@@ -91,8 +101,7 @@ def test_a_slow_hop_learns_its_round_trip_and_stops_resending_every_frame() -> N
 def test_on_a_fast_hop_media_retransmits_as_before() -> None:
     """On a 2 ms hop the learned timeout stays at the configured floor: a lost frame is
     retransmitted after media_ack_timeout_s, as before (loss is hidden)."""
-    sim = Simulator(sim_config(ScenarioParams(topology="chain", nodes=2, loss=0.1,
-                                              duration_s=60, seed=5)))
+    sim = _sim(ScenarioParams(topology="chain", nodes=2, loss=0.1, duration_s=60, seed=5))
     stream_packets(sim, "n0", "n1", 300)
     sim.run()
     got = {int.from_bytes(ev.payload[:4], "big") for _, name, ev in sim.media if name == "n1"}
@@ -129,3 +138,20 @@ def test_karn_first_sample_from_a_retransmitted_frame_then_only_clean_ones() -> 
     rtt.acked(B, 2.0, False, 2.25)
     srtt = rtt.srtt(B)
     assert srtt is not None and abs(srtt - (0.2 + 0.05 / 8)) < 1e-9
+
+
+def test_without_adaptive_rto_the_configured_timeouts_stay() -> None:
+    """The island radio's default: fixed timeouts (a slow hop retransmits every frame
+    media_retries times, as before), whatever the round trips measured."""
+    sim = _chain(delay_ms=100, adaptive=False)
+    stream_packets(sim, "n0", "n1", 50)
+    sim.run()
+    got, retransmits = _media_counters(sim)
+    assert got == 50
+    assert retransmits == 50 * 3
+
+
+def test_the_uplink_mesh_config_has_adaptive_timeouts() -> None:
+    from meshcomm.overlay.config import OverlayConfig
+    assert not OverlayConfig().adaptive_rto
+    assert OverlayConfig().for_uplink().adaptive_rto
