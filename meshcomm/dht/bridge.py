@@ -109,7 +109,7 @@ from meshcomm.journal.payloads import (
 )
 from meshcomm.location.binding import Binding
 from meshcomm.location.table import BindingState
-from meshcomm.overlay.ratelimit import TokenBucket
+from meshcomm.overlay.ratelimit import JournalGate, TokenBucket
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 
@@ -205,9 +205,9 @@ class DhtBridge:
         self._resync_at: float | None = None
         self._values_budget = TokenBucket(config.values_per_s, config.values_burst, now)
         self._verify_budget = TokenBucket(config.verifies_per_s, config.verifies_burst, now)
-        self._drop_budget = TokenBucket(config.journal_drops_per_s, config.journal_drops_burst,
-                                        now)
-        self._drop_journal: dict[tuple[str, str], float] = {}
+        self._drop_journal = JournalGate(DROP_JOURNAL_INTERVAL_S, MAX_DROP_JOURNAL_KEYS,
+                                         TokenBucket(config.journal_drops_per_s,
+                                                     config.journal_drops_burst, now))
         self._drops_suppressed = 0
         self._flap_budget = TokenBucket(1.0 / UPLINK_FLAP_JOURNAL_INTERVAL_S,
                                         UPLINK_FLAP_JOURNAL_BURST, now)
@@ -661,16 +661,10 @@ class DhtBridge:
         """Count a dropped value and journal it (rate-limited per reason and AoR, and
         globally: a flood cannot grow the journal)."""
         self.counters[DROP_COUNTERS[reason]] += 1
-        key = (reason.value, aor)
-        last = self._drop_journal.get(key)
-        if ((last is not None and now - last < DROP_JOURNAL_INTERVAL_S)
-                or not self._drop_budget.take(now)):
+        if not self._drop_journal.allow((reason.value, aor), now):
             self.counters[DhtCounter.DROP_JOURNAL_SUPPRESSED] += 1
             self._drops_suppressed += 1
             return
-        if len(self._drop_journal) >= MAX_DROP_JOURNAL_KEYS:
-            self._drop_journal.clear()
-        self._drop_journal[key] = now
         self._events.append(JournalRecord.of(DhtValueDropped(
             reason=reason.value, aor=aor, suppressed=self._drops_suppressed)))
         self._drops_suppressed = 0

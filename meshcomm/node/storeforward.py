@@ -89,6 +89,7 @@ from meshcomm.node.storeforward_wire import (
     receipt_signature_ok,
 )
 from meshcomm.overlay.forwarding import UnicastReceived
+from meshcomm.overlay.ratelimit import JournalGate
 from meshcomm.types import NodeId
 from meshcomm.wire import limits
 
@@ -209,7 +210,7 @@ class StoreForward(RemoteDelivery):
         self._pending: dict[bytes, _PendingLocal] = {}
         #: Own holds whose STORE is not yet known to be on disk (see :meth:`persisted`).
         self._unconfirmed: set[bytes] = set()
-        self._drop_journal: dict[tuple[str, str], float] = {}
+        self._drop_journal = JournalGate(DROP_JOURNAL_INTERVAL_S, MAX_DROP_JOURNAL_KEYS)
         self._tick_at = now
         self._prune_at = now + PRUNE_INTERVAL_S
         RemoteDelivery.__init__(self)
@@ -757,12 +758,7 @@ class StoreForward(RemoteDelivery):
     def _drop(self, reason: SfDropReason, src: NodeId, now: float) -> None:
         """Count a refused protocol message and journal it (rate-limited per source)."""
         self.counters[SF_DROP_COUNTERS[reason]] += 1
-        key = (reason, src.hex())
-        last = self._drop_journal.get(key)
-        if last is not None and now - last < DROP_JOURNAL_INTERVAL_S:
+        if not self._drop_journal.allow((reason, src.hex()), now):
             self.counters[SfCounter.DROP_JOURNAL_SUPPRESSED] += 1
             return
-        if len(self._drop_journal) >= MAX_DROP_JOURNAL_KEYS:
-            self._drop_journal.clear()
-        self._drop_journal[key] = now
         self._journal(EnvelopeDropped(reason=reason.value, src=src.hex(), kind="store_forward"))

@@ -33,7 +33,7 @@ from meshcomm.journal.payloads import EnvelopeDropped
 from meshcomm.location.binding import CLOCK_SKEW_TOLERANCE_S, Binding
 from meshcomm.location.table import LocationTable
 from meshcomm.node.tunnel_wire import AnswerEntry
-from meshcomm.overlay.ratelimit import TokenBucket
+from meshcomm.overlay.ratelimit import JournalGate, TokenBucket
 from meshcomm.overlay.trustsync import TrustSync
 from meshcomm.security.identity import node_id_of
 from meshcomm.security.verify import SignatureVerifier
@@ -125,21 +125,15 @@ class AnswerDrops:
     (a relay answering garbage cannot grow the journal)."""
 
     def __init__(self, now: float = 0.0) -> None:
-        self._last: dict[tuple[str, bytes], float] = {}
-        self._budget = TokenBucket(DROP_JOURNAL_PER_S, DROP_JOURNAL_BURST, now)
+        self._gate = JournalGate(DROP_JOURNAL_INTERVAL_S, MAX_DROP_JOURNAL_KEYS,
+                                 TokenBucket(DROP_JOURNAL_PER_S, DROP_JOURNAL_BURST, now))
         #: Drops only counted (not journaled) since the start.
         self.suppressed = 0
 
     def record(self, reason: AnswerReject, relay: bytes, now: float) -> JournalRecord | None:
         """The journal record of one drop, or None when the limits leave it out."""
-        key = (reason.value, relay)
-        last = self._last.get(key)
-        if (last is not None and now - last < DROP_JOURNAL_INTERVAL_S) or not \
-                self._budget.take(now):
+        if not self._gate.allow((reason.value, relay), now):
             self.suppressed += 1
             return None
-        if len(self._last) >= MAX_DROP_JOURNAL_KEYS:
-            self._last.clear()
-        self._last[key] = now
         return JournalRecord.of(EnvelopeDropped(reason=reason.value, src=relay.hex(),
                                                 kind=DROP_KIND))

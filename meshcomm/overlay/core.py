@@ -54,7 +54,7 @@ from meshcomm.overlay.departure import DepartureEchoes
 from meshcomm.overlay.forwarding import Forwarder, UnicastReceived
 from meshcomm.overlay.media import MEDIA_MARKERS, MediaForwarder, MediaReceived
 from meshcomm.overlay.neighbours import NeighbourTable
-from meshcomm.overlay.ratelimit import TokenBucket, TokenBuckets, link_host
+from meshcomm.overlay.ratelimit import JournalGate, TokenBucket, TokenBuckets, link_host
 from meshcomm.overlay.routing import RouteTable
 from meshcomm.overlay.rtt import LinkRtt
 from meshcomm.overlay.timers import TimerKind
@@ -158,12 +158,12 @@ class GossipOverlay:
         self._timer_no = 0
         self._seen: dict[bytes, bool] = {}
         self._pending_floods: dict[bytes, PendingFlood] = {}
-        self._drop_journal: dict[tuple[str, str], float] = {}
         #: link addresses of neighbours that went silent (routes via them yield to others)
         self._silent: set[LinkAddr] = set()
         self._limits = TokenBuckets(config.rate_limit_fps, config.rate_burst)
-        self._drop_budget = TokenBucket(config.journal_drops_per_s, config.journal_drops_burst,
-                                        now)
+        self._drop_journal = JournalGate(DROP_JOURNAL_INTERVAL_S, MAX_DROP_JOURNAL_KEYS,
+                                         TokenBucket(config.journal_drops_per_s,
+                                                     config.journal_drops_burst, now))
         self.admission = Admission(config, self.neighbours.has_host)
         table.max_records = config.max_bindings
         table.protect_key(identity.public_key)
@@ -300,15 +300,9 @@ class GossipOverlay:
         """Count a dropped input and journal it (rate-limited per reason and sending host,
         and globally: rotating source ports or addresses cannot grow the journal)."""
         self.counters[DROP_COUNTERS[reason]] += 1
-        key = (reason, link_host(src) if src else "")
-        last = self._drop_journal.get(key)
-        if ((last is not None and now - last < DROP_JOURNAL_INTERVAL_S)
-                or not self._drop_budget.take(now)):
+        if not self._drop_journal.allow((reason, link_host(src) if src else ""), now):
             self.counters[OverlayCounter.DROP_JOURNAL_SUPPRESSED] += 1
             return
-        if len(self._drop_journal) >= MAX_DROP_JOURNAL_KEYS:
-            self._drop_journal.clear()
-        self._drop_journal[key] = now
         self.emit(EnvelopeDropped(reason=reason.value, src=src or ""))
 
     def _reachable(self, node: bytes, now: float) -> bool:

@@ -10,6 +10,8 @@ sends, from whatever port, is charged to the same bucket.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from meshcomm.types import LinkAddr
 
 #: Hosts tracked at once; past this the least recently refilled bucket is forgotten.
@@ -103,3 +105,31 @@ class TokenBuckets:
             return True
         b.tokens = tokens
         return False
+
+
+class JournalGate:
+    """Whether a dropped input gets a journal record: at most once per ``key`` (a reason
+    and a source) every ``interval_s``, and, with a ``budget``, within that bucket overall,
+    so a flood from rotating sources cannot grow the journal. At most ``max_keys`` keys are
+    remembered (all forgotten when full: at worst a few more records)."""
+
+    def __init__(self, interval_s: float, max_keys: int,
+                 budget: TokenBucket | None = None) -> None:
+        self.interval_s = interval_s
+        self.max_keys = max_keys
+        self.budget = budget
+        self._last: dict[Hashable, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def allow(self, key: Hashable, now: float) -> bool:
+        """True: journal this drop (remembered); False: only count it."""
+        last = self._last.get(key)
+        if ((last is not None and now - last < self.interval_s)
+                or (self.budget is not None and not self.budget.take(now))):
+            return False
+        if len(self._last) >= self.max_keys:
+            self._last.clear()
+        self._last[key] = now
+        return True
