@@ -176,7 +176,8 @@ class Forwarder:
             return
         del self._awaiting_ack[digest]
         self.ctx.counters[OverlayCounter.UNICAST_ACKED] += 1
-        self.ctx.rtt.acked(src, pending.sent_at, pending.tries > 0, now)
+        if self.ctx.config.adaptive_rto:     # (the radio's relay path samples nothing)
+            self.ctx.rtt.acked(src, pending.sent_at, pending.tries > 0, now)
 
     def _rto(self, next_hop: LinkAddr) -> float:
         """The acknowledgement timeout towards ``next_hop``: ack_timeout_s, or with

@@ -203,7 +203,8 @@ class MediaForwarder:
             pending = self._pending.get(frame.frame_id)
             if pending is not None and pending.next_hop == src:
                 del self._pending[frame.frame_id]
-                self.ctx.rtt.acked(src, pending.sent_at, pending.tries > 0, now)
+                if self.ctx.config.adaptive_rto:     # (the radio's relay path samples nothing)
+                    self.ctx.rtt.acked(src, pending.sent_at, pending.tries > 0, now)
             return
         dst, origin, stream, ttl, payload = (frame.dst, frame.origin, frame.stream, frame.ttl,
                                              frame.payload)
