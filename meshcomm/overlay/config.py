@@ -11,6 +11,10 @@ UPLINK_HELLO_INTERVAL_S: Final = 1.0
 UPLINK_HELLO_JITTER: Final = 0.25
 #: ... three HELLOs missed (the longest jittered gap, 1.25 s, and then some).
 UPLINK_NEIGHBOUR_TIMEOUT_S: Final = 3.5
+#: Trickle (issue 13): bounds of the doublings, of Imax (s) and of the redundancy constant.
+MAX_TRICKLE_DOUBLINGS: Final = 10
+MAX_TRICKLE_INTERVAL_S: Final = 600.0
+MAX_TRICKLE_K: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,20 @@ class OverlayConfig:
     #: A neighbour's signed journal checkpoint (heard with its HELLOs) is journaled as
     #: witnessed when its head moved, at most once per this long per neighbour.
     witness_interval_s: float = 60.0
+    # Trickle (issue 13) ------------------------------------------------------------
+    #: HELLO beacons and anti-entropy digests follow Trickle timers (RFC 6206,
+    #: meshcomm.overlay.trickle): from hello_interval_s / anti_entropy_interval_s (Imin)
+    #: the interval doubles while neighbours agree, up to Imin * 2**doublings (Imax), and
+    #: falls back to Imin when anything changes. Off: the fixed periods (the uplink mesh).
+    trickle: bool = True
+    #: Doublings of the HELLO interval (Imax = hello_interval_s * 2**n; 2 s -> 32 s). A
+    #: neighbour's timeout follows the interval it advertises (3.5x, capped at our Imax).
+    trickle_hello_doublings: int = 4
+    #: Doublings of the digest interval (Imax = anti_entropy_interval_s * 2**n; 2 s -> 64 s).
+    trickle_digest_doublings: int = 5
+    #: Redundancy constant k: a digest is not sent when k equal ones were heard in its
+    #: interval (per-node digest traffic stays bounded however many neighbours).
+    trickle_digest_k: int = 2
 
     def for_uplink(self) -> OverlayConfig:
         """This configuration as the uplink mesh uses it: the HELLO interval and neighbour
@@ -98,10 +116,12 @@ class OverlayConfig:
         declared a default dht-node (HELLOs every 2 s) dead every 1.7 s, and each time
         its routes across sites vanished for up to a second, voice included. The
         acknowledgement timeouts follow each link's round trip there (``adaptive_rto``,
-        meshcomm.overlay.rtt): a satellite hop's is unknown in advance."""
+        meshcomm.overlay.rtt): a satellite hop's is unknown in advance. Trickle is off
+        there (fixed HELLOs: members of other agencies judge us by the fixed timeout)."""
         return replace(self, hello_interval_s=UPLINK_HELLO_INTERVAL_S,
                        hello_jitter=UPLINK_HELLO_JITTER,
-                       neighbour_timeout_s=UPLINK_NEIGHBOUR_TIMEOUT_S, adaptive_rto=True)
+                       neighbour_timeout_s=UPLINK_NEIGHBOUR_TIMEOUT_S, adaptive_rto=True,
+                       trickle=False)
 
     def validate(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs; empty when the values are usable."""
@@ -137,4 +157,19 @@ class OverlayConfig:
             problems.append(("witness_interval_s", "must be in [0, 86400]"))
         if not 0 <= self.min_link_quality <= 1:
             problems.append(("min_link_quality", "must be in [0, 1]"))
+        problems.extend(self._trickle_problems())
+        return problems
+
+    def _trickle_problems(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        for name, imin in (("trickle_hello_doublings", self.hello_interval_s),
+                           ("trickle_digest_doublings", self.anti_entropy_interval_s)):
+            doublings = getattr(self, name)
+            if isinstance(doublings, bool) or not 0 <= doublings <= MAX_TRICKLE_DOUBLINGS:
+                problems.append((name, f"must be in 0..{MAX_TRICKLE_DOUBLINGS}"))
+            elif imin * (1 << doublings) > MAX_TRICKLE_INTERVAL_S:
+                problems.append((name, f"Imax (interval * 2**n) must be <= "
+                                       f"{MAX_TRICKLE_INTERVAL_S:g} s"))
+        if not 1 <= self.trickle_digest_k <= MAX_TRICKLE_K:
+            problems.append(("trickle_digest_k", f"must be in 1..{MAX_TRICKLE_K}"))
         return problems
