@@ -11,6 +11,9 @@ UPLINK_HELLO_INTERVAL_S: Final = 1.0
 UPLINK_HELLO_JITTER: Final = 0.25
 #: ... three HELLOs missed (the longest jittered gap, 1.25 s, and then some).
 UPLINK_NEIGHBOUR_TIMEOUT_S: Final = 3.5
+#: The uplink's round-trip window (per-hop reliability, issue 13): WAN links carry sparse
+#: acks and their round trips (a satellite's 600 ms) exceed the initial timeout.
+UPLINK_RTO_WINDOW_S: Final = 30.0
 #: Trickle (issue 13): bounds of the doublings, of Imax (s) and of the redundancy constant.
 MAX_TRICKLE_DOUBLINGS: Final = 10
 MAX_TRICKLE_INTERVAL_S: Final = 600.0
@@ -40,9 +43,24 @@ class OverlayConfig:
     anti_entropy_interval_s: float = 2.0
     #: Duplicate-suppression cache size (envelope digests).
     seen_cache_entries: int = 8192
-    #: Per-hop unicast reliability.
+    # per-hop reliability (issue 13)
+    #: Per-hop unicast reliability. The acknowledgement timeout follows each link's
+    #: measured round trip (meshcomm.overlay.rtt: a windowed minimum plus a capped
+    #: deviation), never below ``rto_min_s``; ``ack_timeout_s`` is the timeout before a
+    #: link has a sample, and the most a stale estimate (none in ``rto_window_s``) holds.
     ack_timeout_s: float = 0.15
+    rto_min_s: float = 0.005
+    rto_window_s: float = 5.0
+    #: Retransmissions of a frame on one hop (doubling the timeout each time): at least
+    #: ``max_retransmits``, and more (up to forwarding.MAX_TRIES) until
+    #: ``retransmit_span_s`` has passed since its first copy -- a fast link's short
+    #: timeouts must not give up on a hop that is busy for a moment.
     max_retransmits: int = 4
+    retransmit_span_s: float = 1.5
+    #: A receiver holds a per-hop acknowledgement up to this long for a frame going back
+    #: to that neighbour to carry it (a SIP response often does within milliseconds),
+    #: then sends it alone, batched with any others owed to that neighbour (0: at once).
+    ack_delay_s: float = 0.01
     #: Hop limit of the scoped flood used when no route is known.
     scoped_flood_ttl: int = 8
     #: A route not refreshed by a flood for this long is dropped.
@@ -60,11 +78,10 @@ class OverlayConfig:
     #: (the per-link timeout grows with the hop's round trip: on a slow uplink a frame gets
     #: fewer tries, since voice later than the receiver's playout is useless).
     media_max_late_s: float = 0.3
-    #: Per-hop ack timeouts follow each link's measured round trip (meshcomm.overlay.rtt)
-    #: instead of staying at ack_timeout_s / media_ack_timeout_s. On for the uplink mesh
-    #: (for_uplink: WAN round trips are long and unknown); off on the radio, where one
-    #: round trip stretched by a busy CPU early on (a link carries few acks) held the
-    #: timeouts at seconds for minutes and a lost fragment of an INVITE cost 15 s.
+    #: Media's per-hop ack timeouts follow each link's measured round trip
+    #: (meshcomm.overlay.rtt) instead of staying at media_ack_timeout_s. On for the uplink
+    #: mesh (for_uplink: WAN round trips are long and unknown); off on the radio. (Unicast
+    #: timeouts always follow the link's round trip, with the robust estimator.)
     adaptive_rto: bool = False
     media_rate_limit_fps: float = 1000.0
     media_rate_burst: int = 500
@@ -121,7 +138,8 @@ class OverlayConfig:
         return replace(self, hello_interval_s=UPLINK_HELLO_INTERVAL_S,
                        hello_jitter=UPLINK_HELLO_JITTER,
                        neighbour_timeout_s=UPLINK_NEIGHBOUR_TIMEOUT_S, adaptive_rto=True,
-                       trickle=False)
+                       trickle=False, rto_min_s=max(self.rto_min_s, self.ack_timeout_s),
+                       rto_window_s=max(self.rto_window_s, UPLINK_RTO_WINDOW_S))
 
     def validate(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs; empty when the values are usable."""
@@ -158,6 +176,22 @@ class OverlayConfig:
         if not 0 <= self.min_link_quality <= 1:
             problems.append(("min_link_quality", "must be in [0, 1]"))
         problems.extend(self._trickle_problems())
+        problems.extend(self._reliability_problems())
+        return problems
+
+    def _reliability_problems(self) -> list[tuple[str, str]]:
+        # per-hop reliability (issue 13)
+        problems: list[tuple[str, str]] = []
+        if not 0.0005 <= self.rto_min_s <= self.ack_timeout_s:
+            problems.append(("rto_min_s", "must be in [0.0005, ack_timeout_s]"))
+        if not 0.1 <= self.rto_window_s <= 600:
+            problems.append(("rto_window_s", "must be in [0.1, 600]"))
+        if not 0 <= self.ack_delay_s <= 0.2:
+            problems.append(("ack_delay_s", "must be in [0, 0.2]"))
+        if not 0 <= self.retransmit_span_s <= 60:
+            problems.append(("retransmit_span_s", "must be in [0, 60]"))
+        if not 0 <= self.max_retransmits <= 10:
+            problems.append(("max_retransmits", "must be in 0..10"))
         return problems
 
     def _trickle_problems(self) -> list[tuple[str, str]]:
