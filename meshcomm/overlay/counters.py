@@ -35,6 +35,8 @@ class DropReason(ReasonEnum):
     NEIGHBOURS_FULL = "neighbours_full"
     TTL_EXPIRED = "ttl_expired"
     BAD_FRAGMENT = "bad_fragment"
+    #: a per-hop ack whose link MAC does not check out, or from a link with no key
+    FORGED_ACK = "forged_ack"
     # decoding (wire codecs, envelope, binding)
     MALFORMED = "malformed"
     TRUNCATED = "truncated"
@@ -145,6 +147,7 @@ class OverlayCounter(StrEnum):
     DROP_NEIGHBOURS_FULL = "drop_neighbours_full"
     DROP_TTL_EXPIRED = "drop_ttl_expired"
     DROP_BAD_FRAGMENT = "drop_bad_fragment"
+    DROP_FORGED_ACK = "drop_forged_ack"
     DROP_MALFORMED = "drop_malformed"
     DROP_TRUNCATED = "drop_truncated"
     DROP_TRAILING = "drop_trailing"
@@ -181,6 +184,13 @@ class OverlayCounter(StrEnum):
     DROP_OTHER = "drop_other"
     # unicast forwarding
     UNICAST_ACKED = "unicast_acked"
+    #: per-hop ack ids sent riding on a frame to that neighbour / in standalone ack frames
+    ACK_IDS_PIGGYBACKED = "ack_ids_piggybacked"
+    ACK_IDS_STANDALONE = "ack_ids_standalone"
+    #: acks sent as signed envelopes (the link has no key: the sender's HELLO not heard)
+    ACKS_SIGNED = "acks_signed"
+    #: unicasts sent untracked: their ack id was already pending for another envelope
+    UNICAST_ACK_ID_CLASH = "unicast_ack_id_clash"
     UNICAST_RETRANSMITS = "unicast_retransmits"
     UNICAST_NEXT_HOP_FAILED = "unicast_next_hop_failed"
     UNICAST_SCOPED_FLOOD = "unicast_scoped_flood"
@@ -226,6 +236,7 @@ DROP_COUNTERS: Final[Mapping[DropReason, OverlayCounter]] = {
     D.NEIGHBOURS_FULL: C.DROP_NEIGHBOURS_FULL,
     D.TTL_EXPIRED: C.DROP_TTL_EXPIRED,
     D.BAD_FRAGMENT: C.DROP_BAD_FRAGMENT,
+    D.FORGED_ACK: C.DROP_FORGED_ACK,
     D.MALFORMED: C.DROP_MALFORMED,
     D.TRUNCATED: C.DROP_TRUNCATED,
     D.TRAILING: C.DROP_TRAILING,

@@ -14,3 +14,4 @@ class TimerKind(Enum):
     MEDIA_RETRANSMIT = "media_retransmit"
     TOMBSTONE_RESEND = "tombstone_resend"
     TRUST_REBROADCAST = "trust_rebroadcast"
+    ACK_FLUSH = "ack_flush"
