@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from meshcomm.journal.payloads import JournalPayload
     from meshcomm.location.binding import Binding
     from meshcomm.location.table import LocationTable, MergeResult
+    from meshcomm.overlay.acks import OwedAcks
     from meshcomm.overlay.admission import Admission
     from meshcomm.overlay.antientropy import AntiEntropy
     from meshcomm.overlay.config import OverlayConfig
@@ -59,6 +60,8 @@ class OverlayContext(Protocol):
     def routes(self) -> RouteTable: ...
     @property
     def rtt(self) -> LinkRtt: ...
+    @property
+    def acks(self) -> OwedAcks: ...
     @property
     def rng(self) -> random.Random: ...
     @property

@@ -39,6 +39,7 @@ from meshcomm.location.table import (
     MergeResult,
     TrustMode,
 )
+from meshcomm.overlay.acks import LinkKeys, OwedAcks
 from meshcomm.overlay.admission import Admission
 from meshcomm.overlay.antientropy import AntiEntropy
 from meshcomm.overlay.config import OverlayConfig
@@ -74,12 +75,15 @@ from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import Datagram, LinkAddr, NodeId
 from meshcomm.wire import codec, limits
 from meshcomm.wire.envelope import (
+    LINK_ACK_MARKER,
     Envelope,
     Hop,
     MsgType,
     decode_frame_untrusted,
+    decode_link_ack_untrusted,
     encode_frame,
     seal,
+    split_ack_ids,
 )
 
 OverlayEvent = JournalRecord | UnicastReceived | MediaReceived
@@ -150,7 +154,9 @@ class GossipOverlay:
                                          1.0 / max(1, config.link_window))
         self.routes = RouteTable(config.route_timeout_s)
         #: Round-trip time per link, for the per-hop retransmission timers.
-        self.rtt = LinkRtt()
+        self.rtt = LinkRtt(window_s=config.rto_window_s)
+        #: Per-hop acks owed to neighbours, and the link keys that authenticate them.
+        self.acks = OwedAcks(self, LinkKeys(identity, incident))
         self.counters: Counter[str] = Counter()
         self._out: list[Datagram] = []
         self._events: deque[OverlayEvent] = deque()
@@ -201,6 +207,7 @@ class GossipOverlay:
             TimerKind.MEDIA_RETRANSMIT: self.media.retransmit_due,
             TimerKind.TOMBSTONE_RESEND: self.departures.resend_due,
             TimerKind.TRUST_REBROADCAST: self.trust.rebroadcast_due,
+            TimerKind.ACK_FLUSH: self.acks.flush_due,
         }
         self.schedule(now + rng.uniform(0, config.hello_interval_s * 0.1), TimerKind.HELLO)
         self.schedule(now + config.anti_entropy_interval_s * rng.uniform(0.5, 1.0),
@@ -220,11 +227,16 @@ class GossipOverlay:
         if not self._limits.allow(src, now):
             self.drop(DropReason.RATE_LIMITED, src, now)
             return
+        if data[:1] == LINK_ACK_MARKER:
+            self._on_link_ack(data, src, now)
+            return
         try:
             env, hop = self._decode_frame(data)
         except DecodeError as exc:
             self.drop(DropReason.of(exc.reason), src, now)
             return
+        if hop.acks and self.acks.authentic(hop.acks, hop.mac, src, now):
+            self.forwarder.acked(split_ack_ids(hop.acks), src, now)
         if env.origin == self.node_id:
             self.counters[OverlayCounter.RX_OWN] += 1
             self.departures.on_own_copy(env, src)
@@ -239,6 +251,16 @@ class GossipOverlay:
             self._handlers[env.msg_type](env, hop, src, now)
         except DecodeError as exc:
             self.drop(DropReason.of(exc.reason), src, now)
+
+    def _on_link_ack(self, data: bytes, src: LinkAddr, now: float) -> None:
+        """A standalone per-hop ack (:mod:`.acks`): ack ids under the link's MAC."""
+        try:
+            ids, mac = decode_link_ack_untrusted(data)
+        except DecodeError as exc:
+            self.drop(DropReason.of(exc.reason), src, now)
+            return
+        if self.acks.authentic(ids, mac, src, now):
+            self.forwarder.acked(split_ack_ids(ids), src, now)
 
     def to_send(self, now: float) -> list[Datagram]:
         out, self._out = self._out, []
@@ -291,7 +313,12 @@ class GossipOverlay:
         self.counters[TX_COUNTERS[tag]] += 1
 
     def transmit(self, env: Envelope, hop: Hop, dst: LinkAddr | None, tag: TxTag) -> None:
-        self.queue_raw(Datagram(encode_frame(env, hop), dst), tag)
+        """Queue ``env`` with ``hop``; a frame to one neighbour carries the acks owed to
+        it (:mod:`.acks`)."""
+        data = encode_frame(env, hop)
+        if dst is not None and self.acks.owes(dst):
+            data = self.acks.attached(env, hop, dst, data)
+        self.queue_raw(Datagram(data, dst), tag)
 
     def seal(self, msg_type: MsgType, payload: object) -> Envelope:
         return seal(self.identity, msg_type, self.incident, self.next_seq(), payload)

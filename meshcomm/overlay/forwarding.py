@@ -6,11 +6,20 @@ per-hop acknowledgement or retransmission. A body larger than one datagram is sp
 fragments (``frag = [message id, index, count]``, each fragment signed on its own) and
 reassembled at the destination within ``REASSEMBLY_TIMEOUT_S``.
 
-Each hop sends it to the next hop of its route and waits for an ACK
-(signed by the next hop, naming the envelope digest); it retransmits after
-``ack_timeout_s`` with backoff, and after ``max_retransmits`` drops that route and falls
-back to a scoped flood (a TTL-limited broadcast that the destination recognises). With no
-route at all the scoped flood is used at once.
+Each hop sends it to the next hop of its route and waits for that hop's acknowledgement:
+the envelope's ack id (6 bytes of its digest) under the link's MAC, alone or riding on a
+frame coming back (:mod:`.acks`; a signed ACK envelope only where the link has no key
+yet). It retransmits after the link's timeout (:mod:`.rtt`: its measured round trip,
+``rto_min_s`` at least, plus the receiver's ``ack_delay_s``), doubling it each time, and
+after ``max_retransmits`` (and ``retransmit_span_s``) drops that route and falls back to a
+scoped flood (a TTL-limited broadcast that the destination recognises). With no route at
+all the scoped flood is used at once.
+
+No passive acknowledgement: the radio edge sends a routed unicast as UDP unicast to the
+next hop's address, which the previous hop does not receive (802.11 filters unicast frames
+by MAC address), so it cannot overhear the forwarding. The one frame it could overhear, a
+scoped flood (broadcast) of the next hop, is not counted as an acknowledgement either: the
+next hop acknowledges explicitly anyway, and these floods are the rare fallback.
 """
 
 from __future__ import annotations
@@ -30,7 +39,11 @@ if TYPE_CHECKING:
     from meshcomm.overlay.context import OverlayContext
 
 MAX_UNICAST_KIND = 255
-BACKOFF_FACTOR = 1.5
+BACKOFF_FACTOR = 2.0
+#: Copies of one frame on one hop at most (see OverlayConfig.retransmit_span_s).
+MAX_TRIES = 10
+#: Ceiling of a backed-off timeout, seconds.
+MAX_BACKED_OFF_S = 3.0
 #: Ceiling of a link's acknowledgement timeout before backoff, seconds (a satellite hop's
 #: round trip with room; see meshcomm.overlay.rtt).
 MAX_ACK_TIMEOUT_S = 2.0
@@ -90,6 +103,7 @@ class _Reassembly:
 class Forwarder:
     def __init__(self, ctx: OverlayContext) -> None:
         self.ctx = ctx
+        #: ack id -> the frame sent to its next hop and not acknowledged yet
         self._awaiting_ack: dict[bytes, PendingHop] = {}
         self._reassembly: dict[tuple[bytes, bytes], _Reassembly] = {}
         self._message_no = 0
@@ -138,27 +152,34 @@ class Forwarder:
         self.ctx.transmit(env, out, next_addr, TxTag.UNICAST)
         if best_effort:
             return
-        due = now + self._rto(next_addr)
-        self._awaiting_ack[env.digest] = PendingHop(env, dst, out, next_addr, 0, due, now)
-        self.ctx.schedule(due, TimerKind.RETRANSMIT, env.digest)
+        ack_id = env.ack_id
+        if ack_id in self._awaiting_ack:      # 2^-48 by chance; an origin's own doing
+            self.ctx.counters[OverlayCounter.UNICAST_ACK_ID_CLASH] += 1
+            return
+        due = now + self._rto(next_addr, now)
+        self._awaiting_ack[ack_id] = PendingHop(env, dst, out, next_addr, 0, due, now)
+        self.ctx.schedule(due, TimerKind.RETRANSMIT, ack_id)
 
     def _scoped_flood(self, env: Envelope, hop: Hop, now: float) -> None:
         ttl = min(hop.ttl, self.ctx.config.scoped_flood_ttl)
         self.ctx.counters[OverlayCounter.UNICAST_SCOPED_FLOOD] += 1
         self.ctx.transmit(env, Hop(ttl=ttl, hops=hop.hops, metric=hop.metric), None, TxTag.UNICAST)
 
-    def retransmit_due(self, digest: bytes, now: float) -> None:
-        pending = self._awaiting_ack.get(digest)
+    def retransmit_due(self, ack_id: bytes, now: float) -> None:
+        pending = self._awaiting_ack.get(ack_id)
         if pending is None or pending.due > now:
             return
-        if pending.tries < self.ctx.config.max_retransmits:
+        cfg = self.ctx.config
+        if pending.tries < cfg.max_retransmits or (
+                pending.tries < MAX_TRIES and now - pending.sent_at < cfg.retransmit_span_s):
             pending.tries += 1
             self.ctx.counters[OverlayCounter.UNICAST_RETRANSMITS] += 1
             self.ctx.transmit(pending.envelope, pending.hop, pending.next_hop, TxTag.UNICAST)
-            pending.due = now + self._rto(pending.next_hop) * BACKOFF_FACTOR ** pending.tries
-            self.ctx.schedule(pending.due, TimerKind.RETRANSMIT, digest)
+            backed_off = self._rto(pending.next_hop, now) * BACKOFF_FACTOR ** pending.tries
+            pending.due = now + min(MAX_BACKED_OFF_S, backed_off)
+            self.ctx.schedule(pending.due, TimerKind.RETRANSMIT, ack_id)
             return
-        del self._awaiting_ack[digest]
+        del self._awaiting_ack[ack_id]
         self.ctx.counters[OverlayCounter.UNICAST_NEXT_HOP_FAILED] += 1
         dst = pending.dst
         route = self.ctx.routes.get(dst, now)
@@ -168,24 +189,33 @@ class Forwarder:
         self._scoped_flood(pending.envelope, pending.hop, now)
 
     def on_ack(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
+        """A signed ACK envelope (the fallback of a link without a key): its payload is
+        the 16-byte digest of the acknowledged envelope."""
         digest = codec.read_bytes(env.payload, "ack", exact=16)
-        pending = self._awaiting_ack.get(digest)
-        if pending is None or pending.next_hop != src:
+        pending = self._awaiting_ack.get(digest[:limits.ACK_ID_LEN])
+        if pending is None or pending.next_hop != src or pending.envelope.digest != digest:
             return
-        if not self.ctx.verified(env, src, now):
-            return
-        del self._awaiting_ack[digest]
-        self.ctx.counters[OverlayCounter.UNICAST_ACKED] += 1
-        if self.ctx.config.adaptive_rto:     # (the radio's relay path samples nothing)
+        if self.ctx.verified(env, src, now):
+            self.acked([digest[:limits.ACK_ID_LEN]], src, now)
+
+    def acked(self, ack_ids: list[bytes], src: LinkAddr, now: float) -> None:
+        """The neighbour at ``src`` acknowledged ``ack_ids`` (authenticated by the caller):
+        each frame sent to it among them is done, and gives a round-trip sample."""
+        for ack_id in ack_ids:
+            pending = self._awaiting_ack.get(ack_id)
+            if pending is None or pending.next_hop != src:
+                continue
+            del self._awaiting_ack[ack_id]
+            self.ctx.counters[OverlayCounter.UNICAST_ACKED] += 1
             self.ctx.rtt.acked(src, pending.sent_at, pending.tries > 0, now)
 
-    def _rto(self, next_hop: LinkAddr) -> float:
-        """The acknowledgement timeout towards ``next_hop``: ack_timeout_s, or with
-        ``adaptive_rto`` its round trip's (ack_timeout_s at least; meshcomm.overlay.rtt)."""
+    def _rto(self, next_hop: LinkAddr, now: float) -> float:
+        """The acknowledgement timeout towards ``next_hop`` (before backoff): its measured
+        round trip's (meshcomm.overlay.rtt) plus the time the receiver may hold the ack."""
         cfg = self.ctx.config
-        if not cfg.adaptive_rto:
-            return cfg.ack_timeout_s
-        return self.ctx.rtt.rto(next_hop, cfg.ack_timeout_s, MAX_ACK_TIMEOUT_S)
+        return cfg.ack_delay_s + self.ctx.rtt.timeout(
+            next_hop, now, initial_s=cfg.ack_timeout_s, floor_s=cfg.rto_min_s,
+            ceiling_s=MAX_ACK_TIMEOUT_S)
 
     def on_unicast(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         dst, kind, body, flags, frag = _read_unicast(env.payload)
@@ -193,8 +223,7 @@ class Forwarder:
         addressed = hop.to == self.ctx.short_id
         first = self.ctx.verified_first_copy(env, src, now)
         if addressed and not best_effort and self.ctx.seen(env.digest):
-            ack = self.ctx.seal(MsgType.ACK, env.digest)
-            self.ctx.transmit(ack, Hop(), src, TxTag.ACK)
+            self._acknowledge(env, src, now, at_once=not first)
         if not first:
             return
         self.ctx.learn_route(env, hop, src, now)
@@ -210,6 +239,18 @@ class Forwarder:
             self._forward(env, nxt, dst, now, best_effort)
         else:
             self._scoped_flood(env, nxt, now)
+
+    def _acknowledge(self, env: Envelope, src: LinkAddr, now: float, *,
+                     at_once: bool) -> None:
+        """Owe ``src`` the ack of ``env`` (:mod:`.acks`); a duplicate is acked at once
+        (our ack, or the frame that carried it, was lost). Without a key for the link
+        (its HELLO not heard yet) the ack is a signed envelope, as before."""
+        nb = self.ctx.neighbours.get(src)
+        if nb is not None and self.ctx.acks.keys.usable(nb.key):
+            self.ctx.acks.owe(src, nb.key, env.ack_id, now, at_once=at_once)
+            return
+        self.ctx.counters[OverlayCounter.ACKS_SIGNED] += 1
+        self.ctx.transmit(self.ctx.seal(MsgType.ACK, env.digest), Hop(), src, TxTag.ACK)
 
     def _deliver(self, env: Envelope, kind: int, body: bytes,
                  frag: tuple[bytes, int, int] | None, hops: int, now: float) -> None:

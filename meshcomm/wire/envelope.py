@@ -5,9 +5,17 @@ A frame on the radio is ``msgpack([signed_bytes, signature, hop])`` where
 * ``signed_bytes = msgpack([version, type, incident, origin_key, seq, payload])`` is signed
   by the origin with Ed25519 (over a domain prefix plus ``signed_bytes``) and never changes
   in transit, and
-* ``hop = [ttl, hops, metric, age_ms, to]`` holds the hop-mutable fields, outside the
-  signature (``to`` is the 4-byte short id of the intended next hop of a routed unicast,
-  empty otherwise).
+* ``hop = [ttl, hops, metric, age_ms, to]`` or ``[ttl, hops, metric, age_ms, to, acks,
+  mac]`` holds the hop-mutable fields, outside the signature (``to`` is the 4-byte short
+  id of the intended next hop of a routed unicast, empty otherwise). ``acks`` are
+  per-hop acknowledgements piggybacked on a frame sent to one neighbour: 1..MAX_ACK_IDS
+  ack ids (ACK_ID_LEN bytes each, concatenated) of frames that neighbour sent us, and
+  ``mac`` their LINK_MAC_LEN-byte MAC under the key of this link (meshcomm.overlay.acks).
+
+A standalone per-hop acknowledgement is no envelope but a *link ack frame*:
+``LINK_ACK_MARKER || ids || mac`` (raw bytes, 1 + 6n + 8: 15 bytes for one frame).
+``LINK_ACK_MARKER`` is 0xC1, the one byte msgpack never uses, so it cannot be mistaken for
+an envelope frame or a media frame (both msgpack arrays).
 
 Decoding checks structure and limits only; the signature is checked by the caller through
 a :class:`~meshcomm.security.verify.SignatureVerifier` so that it is done once per envelope.
@@ -30,6 +38,8 @@ SIGNATURE_DOMAIN = b"meshcomm-envelope-v1\x00"
 MAX_METRIC = 1 << 20
 MAX_AGE_MS = limits.MAX_LIFETIME_S * 1000
 SHORT_ID_LEN = 4
+#: First byte of a link ack frame (msgpack's "never used" code).
+LINK_ACK_MARKER = b"\xc1"
 
 
 class MsgType(IntEnum):
@@ -64,6 +74,12 @@ class Envelope:
         """Identity of these exact envelope bytes, for duplicate suppression (16 bytes)."""
         return hashlib.sha256(self.signature + self.signed_bytes).digest()[:16]
 
+    @property
+    def ack_id(self) -> bytes:
+        """The short name of this envelope in per-hop acknowledgements (ACK_ID_LEN bytes
+        of its digest)."""
+        return self.digest[:limits.ACK_ID_LEN]
+
     def verify(self, verifier: SignatureVerifier) -> bool:
         return verifier.verify(self.origin_key, SIGNATURE_DOMAIN + self.signed_bytes,
                                self.signature)
@@ -72,13 +88,16 @@ class Envelope:
 @dataclass(frozen=True, slots=True)
 class Hop:
     """Hop-mutable fields: remaining TTL, hops so far, path metric (1/16 units), age of
-    the carried record, and the short id of the intended next hop (unicast only)."""
+    the carried record, the short id of the intended next hop (unicast only), and
+    piggybacked acknowledgements with their link MAC (both empty, or both set)."""
 
     ttl: int = 0
     hops: int = 0
     metric: int = 0
     age_ms: int = 0
     to: bytes = b""
+    acks: bytes = b""
+    mac: bytes = b""
 
 
 NO_HOP = Hop()
@@ -94,8 +113,43 @@ def seal(identity: Identity, msg_type: MsgType, incident: str, seq: int,
 
 
 def encode_frame(envelope: Envelope, hop: Hop = NO_HOP) -> bytes:
-    return codec.pack([envelope.signed_bytes, envelope.signature,
-                       [hop.ttl, hop.hops, hop.metric, hop.age_ms, hop.to]])
+    fields: list[object] = [hop.ttl, hop.hops, hop.metric, hop.age_ms, hop.to]
+    if hop.acks:
+        fields += [hop.acks, hop.mac]
+    return codec.pack([envelope.signed_bytes, envelope.signature, fields])
+
+
+def split_ack_ids(data: bytes) -> list[bytes]:
+    """The ack ids in concatenated ``data`` (its length a checked multiple of ACK_ID_LEN)."""
+    n = limits.ACK_ID_LEN
+    return [data[i:i + n] for i in range(0, len(data), n)]
+
+
+def _read_ack_ids(value: object) -> bytes:
+    ids = codec.read_bytes(value, "hop.acks", max_len=limits.MAX_ACK_IDS * limits.ACK_ID_LEN)
+    if not ids or len(ids) % limits.ACK_ID_LEN:
+        raise DecodeError("hop.acks: not a whole number of ack ids")
+    return ids
+
+
+def encode_link_ack(ids: bytes, mac: bytes) -> bytes:
+    """A standalone link ack frame (see the module docstring)."""
+    return LINK_ACK_MARKER + ids + mac
+
+
+def decode_link_ack_untrusted(data: bytes) -> tuple[bytes, bytes]:
+    """Split a link ack frame into (concatenated ack ids, MAC); raises only DecodeError.
+    The MAC is checked by the caller, who knows the link's key."""
+    body = len(data) - 1 - limits.LINK_MAC_LEN
+    if data[:1] != LINK_ACK_MARKER:
+        raise DecodeError("link ack: wrong marker", reason="unknown_type")
+    if body < limits.ACK_ID_LEN:
+        raise DecodeError("link ack: too short", reason="truncated")
+    if body > limits.MAX_ACK_IDS * limits.ACK_ID_LEN:
+        raise DecodeError("link ack: too many ids", reason="oversized")
+    if body % limits.ACK_ID_LEN:
+        raise DecodeError("link ack: not a whole number of ack ids", reason="malformed")
+    return data[1:1 + body], data[1 + body:]
 
 
 def decode_signed_untrusted(signed: bytes, signature: bytes) -> Envelope:
@@ -129,12 +183,19 @@ def decode_frame_untrusted(data: bytes) -> tuple[Envelope, Hop]:
     outer = codec.read_tuple(codec.unpack_untrusted(data, check_depth=False), "frame", 3)
     signed = codec.read_bytes(outer[0], "signed", max_len=limits.MAX_DATAGRAM_BYTES)
     signature = codec.read_bytes(outer[1], "signature", exact=SIGNATURE_LEN)
-    raw_hop = codec.read_tuple(outer[2], "hop", 5)
+    raw_hop = codec.read_list(outer[2], "hop", 7)
+    if len(raw_hop) not in (5, 7):
+        raise DecodeError("hop: expected 5 or 7 fields")
+    acks = mac = b""
+    if len(raw_hop) == 7:
+        acks = _read_ack_ids(raw_hop[5])
+        mac = codec.read_bytes(raw_hop[6], "hop.mac", exact=limits.LINK_MAC_LEN)
     hop = Hop(
         ttl=codec.read_int(raw_hop[0], "ttl", 0, limits.MAX_TTL),
         hops=codec.read_int(raw_hop[1], "hops", 0, limits.MAX_HOPS),
         metric=codec.read_int(raw_hop[2], "metric", 0, MAX_METRIC),
         age_ms=codec.read_int(raw_hop[3], "age_ms", 0, MAX_AGE_MS),
         to=codec.read_bytes(raw_hop[4], "to", max_len=SHORT_ID_LEN),
+        acks=acks, mac=mac,
     )
     return decode_signed_untrusted(signed, signature), hop

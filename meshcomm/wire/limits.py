@@ -42,3 +42,10 @@ MAX_SUMMARY_PAGES_PER_ANSWER = 16
 #: Records pushed in answer to one summary page (the rest wait for the next round).
 MAX_PUSH_PER_SUMMARY = 24
 MAX_UNICAST_BODY_BYTES = 900
+
+# Per-hop acknowledgements (issue 13): a frame is named by the first ACK_ID_LEN bytes of
+# its envelope digest; one ack (standalone or piggybacked on a frame to that neighbour)
+# names 1..MAX_ACK_IDS frames and carries a LINK_MAC_LEN-byte MAC under the link's key.
+ACK_ID_LEN = 6
+MAX_ACK_IDS = 16
+LINK_MAC_LEN = 8

@@ -111,7 +111,9 @@ def test_far_future_binding_is_rejected() -> None:
 
 @pytest.mark.parametrize("frame,reason", [
     (b"", "truncated"),
-    (b"\xc1garbage", "malformed"),
+    (b"\xc1garbage", "truncated"),         # a link ack frame, too short (issue 13)
+    (b"\xc1" + b"g" * 16, "malformed"),    # ... whose ids are no multiple of 6 bytes
+    (b"\x94\xc1garbage", "malformed"),
     (b"\xff\x00garbage", "trailing"),
     (b"\x93\xc4\x01a", "truncated"),
     (b"\x00" * (MAX_DATAGRAM_BYTES + 1), "oversized"),
