@@ -191,6 +191,10 @@ class OverlayCounter(StrEnum):
     ACKS_SIGNED = "acks_signed"
     #: unicasts sent untracked: their ack id was already pending for another envelope
     UNICAST_ACK_ID_CLASH = "unicast_ack_id_clash"
+    #: unicasts whose first copy carried acks (no ack of their own, see overlay.acks),
+    #: and copies re-sent because a frame they acknowledged came again
+    UNICAST_CARRIERS = "unicast_carriers"
+    UNICAST_CARRIERS_RESENT = "unicast_carriers_resent"
     UNICAST_RETRANSMITS = "unicast_retransmits"
     UNICAST_NEXT_HOP_FAILED = "unicast_next_hop_failed"
     UNICAST_SCOPED_FLOOD = "unicast_scoped_flood"
