@@ -14,6 +14,17 @@ digest) under a MAC of the link:
   (``Hop.acks``, ``Hop.mac``, outside the origin's signature) -- a SIP response going
   back usually does. Otherwise one standalone link ack frame (1 + 6n + 8 bytes) carries
   all of them. A duplicate (the sender did not get our ack) is acknowledged at once.
+* **Carriers.** A tracked unicast whose first copy carries acks (the response going back
+  that a request's ack rode on) needs no ack of its own: its receiver does not send one
+  and its sender does not retransmit it on a timer. Its loss is repaired by the frames it
+  acknowledged: their sender, missing the ack, retransmits them, and each such duplicate
+  makes this node send the carrier again (kept :data:`CARRIER_HOLD_S`, longer than any
+  frame is retried; at most :data:`MAX_CARRIER_IDS` ids; beyond, a unicast carries no
+  acks and is tracked as usual). That saves the response's ack on every hop. Only the
+  first copy of a frame carries acks: a retransmission never does, so a frame that needs
+  an ack never looks like a carrier. A carrier is lost for good only if every copy of
+  the frames it acknowledged, or every copy of it, is lost, as a tracked frame is only
+  if every copy or every ack is.
 * **Checks.** An ack from a link address with no neighbour key, or whose MAC fails, is
   dropped and counted (``forged_ack``). A replayed ack is harmless: an id only ends the
   wait for a frame this node sent to that very neighbour, which that neighbour had
@@ -52,6 +63,11 @@ ACK_MAC_PERSON: Final = b"meshcomm-ack-mac"
 MAX_LINK_KEYS: Final = 512
 #: Links with acks owed at once; beyond it an ack is sent at once, not held.
 MAX_OWED_LINKS: Final = 256
+#: A carrier is re-sent for a duplicate of a frame it acknowledged for this long, seconds
+#: (a frame is retried for at most retransmit_span_s plus one backed-off timeout, 3 s).
+CARRIER_HOLD_S: Final = 6.0
+#: (link, ack id) pairs whose carrier is kept at once.
+MAX_CARRIER_IDS: Final = 256
 
 
 class LinkKeys:
@@ -125,6 +141,9 @@ class OwedAcks:
         self.keys = keys
         #: link address -> (the neighbour's public key, ack ids owed, in order)
         self._owed: dict[LinkAddr, tuple[bytes, list[bytes]]] = {}
+        #: (link address, ack id carried) -> (kept until, the carrier frame), oldest first
+        self._carriers: OrderedDict[tuple[LinkAddr, bytes], tuple[float, bytes]] = (
+            OrderedDict())
 
     def __len__(self) -> int:
         return len(self._owed)
@@ -173,21 +192,69 @@ class OwedAcks:
     def attached(self, env: Envelope, hop: Hop, dst: LinkAddr, plain: bytes) -> bytes:
         """The frame of ``env`` to ``dst`` with the acks owed to ``dst`` riding in its hop
         part (they are then paid), or ``plain`` (its encoding without) if they do not fit
-        in a datagram."""
+        in a datagram. Not for unicasts: see :meth:`carrier`."""
         entry = self._owed.get(dst)
-        if entry is None or not entry[1]:
+        data = None if entry is None else self._with_acks(env, hop, entry[0], entry[1])
+        if data is None or entry is None:
             return plain
-        joined = b"".join(entry[1])
-        mac = self.keys.mac_out(entry[0], joined)
-        if mac is None:
-            return plain
-        data = encode_frame(env, Hop(hop.ttl, hop.hops, hop.metric, hop.age_ms, hop.to,
-                                     joined, mac))
-        if len(data) > limits.MAX_DATAGRAM_BYTES:
-            return plain                     # (the flush timer sends them alone)
         del self._owed[dst]
         self.ctx.counters[OverlayCounter.ACK_IDS_PIGGYBACKED] += len(entry[1])
         return data
+
+    def _with_acks(self, env: Envelope, hop: Hop, peer_key: bytes,
+                   ids: list[bytes]) -> bytes | None:
+        if not ids:
+            return None
+        joined = b"".join(ids)
+        mac = self.keys.mac_out(peer_key, joined)
+        if mac is None:
+            return None
+        data = encode_frame(env, Hop(hop.ttl, hop.hops, hop.metric, hop.age_ms, hop.to,
+                                     joined, mac))
+        return data if len(data) <= limits.MAX_DATAGRAM_BYTES else None
+
+    def carrier(self, env: Envelope, hop: Hop, dst: LinkAddr, now: float) -> bytes | None:
+        """The first copy of a tracked unicast ``env`` to ``dst`` carrying the acks owed
+        to ``dst``, kept as their carrier; None if nothing is owed there, or it does not
+        fit (the datagram, or the carrier bound): then it goes without, tracked."""
+        entry = self._owed.get(dst)
+        if entry is None:
+            return None
+        self._expire_carriers(now)
+        if len(self._carriers) + len(entry[1]) > MAX_CARRIER_IDS:
+            return None
+        data = self._with_acks(env, hop, entry[0], entry[1])
+        if data is None:
+            return None
+        del self._owed[dst]
+        for ack_id in entry[1]:
+            self._carriers[(dst, ack_id)] = (now + CARRIER_HOLD_S, data)
+        self.ctx.counters[OverlayCounter.ACK_IDS_PIGGYBACKED] += len(entry[1])
+        self.ctx.counters[OverlayCounter.UNICAST_CARRIERS] += 1
+        return data
+
+    def resend_carrier(self, src: LinkAddr, ack_id: bytes, now: float) -> bool:
+        """A frame with ``ack_id`` came again from ``src``: if its ack rode on a carrier,
+        send that carrier again (it, or what it carried, was lost) and say so."""
+        if not self._carriers:
+            return False
+        self._expire_carriers(now)
+        kept = self._carriers.get((src, ack_id))
+        if kept is None:
+            return False
+        self.ctx.counters[OverlayCounter.UNICAST_CARRIERS_RESENT] += 1
+        self.ctx.queue_raw(Datagram(kept[1], src), TxTag.UNICAST)
+        return True
+
+    def _expire_carriers(self, now: float) -> None:
+        carriers = self._carriers
+        while carriers and next(iter(carriers.values()))[0] <= now:
+            carriers.popitem(last=False)
+
+    @property
+    def carriers(self) -> int:
+        """(link, ack id) pairs whose carrier is kept."""
+        return len(self._carriers)
 
     def authentic(self, ids: bytes, mac: bytes, src: LinkAddr, now: float) -> bool:
         """Whether the acks ``ids`` came from the neighbour at ``src`` (counted if not)."""

@@ -314,9 +314,9 @@ class GossipOverlay:
 
     def transmit(self, env: Envelope, hop: Hop, dst: LinkAddr | None, tag: TxTag) -> None:
         """Queue ``env`` with ``hop``; a frame to one neighbour carries the acks owed to
-        it (:mod:`.acks`)."""
+        it (:mod:`.acks`; a unicast only if the forwarder makes it their carrier)."""
         data = encode_frame(env, hop)
-        if dst is not None and self.acks.owes(dst):
+        if dst is not None and env.msg_type is not MsgType.UNICAST and self.acks.owes(dst):
             data = self.acks.attached(env, hop, dst, data)
         self.queue_raw(Datagram(data, dst), tag)
 

@@ -31,7 +31,7 @@ from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.journal.payloads import RouteChanged
 from meshcomm.overlay.counters import DropReason, OverlayCounter, TxTag
 from meshcomm.overlay.timers import TimerKind
-from meshcomm.types import NODE_ID_LEN, LinkAddr, NodeId
+from meshcomm.types import NODE_ID_LEN, Datagram, LinkAddr, NodeId
 from meshcomm.wire import codec, limits
 from meshcomm.wire.envelope import Envelope, Hop, MsgType
 
@@ -149,13 +149,17 @@ class Forwarder:
         next_id = self.ctx.neighbours.get(next_addr)
         to = next_id.node_id[:4] if next_id is not None else b""
         out = Hop(ttl=hop.ttl, hops=hop.hops, metric=hop.metric, age_ms=0, to=to)
-        self.ctx.transmit(env, out, next_addr, TxTag.UNICAST)
-        if best_effort:
-            return
         ack_id = env.ack_id
-        if ack_id in self._awaiting_ack:      # 2^-48 by chance; an origin's own doing
-            self.ctx.counters[OverlayCounter.UNICAST_ACK_ID_CLASH] += 1
+        if best_effort or ack_id in self._awaiting_ack:
+            # (a clash of ack ids: 2^-48 by chance, else an origin's own doing)
+            self.ctx.counters[OverlayCounter.UNICAST_ACK_ID_CLASH] += not best_effort
+            self.ctx.transmit(env, out, next_addr, TxTag.UNICAST)
             return
+        carried = self.ctx.acks.carrier(env, out, next_addr, now)
+        if carried is not None:     # no ack of its own: see meshcomm.overlay.acks
+            self.ctx.queue_raw(Datagram(carried, next_addr), TxTag.UNICAST)
+            return
+        self.ctx.transmit(env, out, next_addr, TxTag.UNICAST)
         due = now + self._rto(next_addr, now)
         self._awaiting_ack[ack_id] = PendingHop(env, dst, out, next_addr, 0, due, now)
         self.ctx.schedule(due, TimerKind.RETRANSMIT, ack_id)
@@ -222,7 +226,10 @@ class Forwarder:
         best_effort = bool(flags & FLAG_BEST_EFFORT)
         addressed = hop.to == self.ctx.short_id
         first = self.ctx.verified_first_copy(env, src, now)
-        if addressed and not best_effort and self.ctx.seen(env.digest):
+        if not first and self.ctx.acks.resend_carrier(src, env.ack_id, now):
+            return          # our ack rode on a frame back, and that was lost: again
+        # A unicast that carries acks is their carrier: it needs no ack (.acks).
+        if addressed and not best_effort and not hop.acks and self.ctx.seen(env.digest):
             self._acknowledge(env, src, now, at_once=not first)
         if not first:
             return
