@@ -59,6 +59,7 @@ from meshcomm.node.e2e_sip import SEALED_KINDS, SipSealing
 from meshcomm.node.gateway.core import GatewayEvent, SipGateway
 from meshcomm.node.gateway.counters import GatewayCounter
 from meshcomm.node.gateway.types import (
+    EnvelopeSlot,
     GatewayConfig,
     LocalDatagram,
     MeshSip,
@@ -542,8 +543,13 @@ class NodeCore:
     def _sip_from_mesh(self, event: UnicastReceived, now: float) -> bool:
         assert self.gateway is not None
         if self.e2e is not None and event.kind in SEALED_KINDS:
-            opened = self.e2e.open(event)
-            if opened is None:          # forged, tampered or not for us: counted, dropped
+            opened = self.e2e.open(event, now)
+            for out in self.e2e.take_outgoing():   # NACKs and re-sends (node.e2e_sip)
+                if out.seal:
+                    self._sip_to_mesh(MeshSip(out.dst, out.body), now)
+                else:
+                    self._send_sip(out.dst, out.body, None, now)
+            if opened is None:          # forged, tampered, not for us or a NACK: counted
                 return True
             event = opened
         self.gateway.receive_mesh(event.origin, event.body, event.hops, now, event.env)
@@ -588,22 +594,28 @@ class NodeCore:
                 log.warning("SIP message to %s not sent: its key is unknown", item.dst[:8].hex())
                 return True
             body = sealed
+        self._send_sip(item.dst, body, item.sent, now)
+        return True
+
+    def _send_sip(self, dst: bytes, body: bytes, sent: EnvelopeSlot | None,
+                  now: float) -> None:
+        """A SIP unicast (sealed, or an e2e NACK) to node ``dst``: through the tunnel to
+        another island, else in the island."""
         if self.tunnel is not None:
-            tunnelled = self.tunnel.send(item.dst, AppKind.SIP, body, now)
+            tunnelled = self.tunnel.send(dst, AppKind.SIP, body, now)
             if tunnelled is not None:       # the node is in another island
-                if item.sent is not None and tunnelled:
-                    item.sent.env = tunnelled       # the item's id names it on both ends
-                return True
+                if sent is not None and tunnelled:
+                    sent.env = tunnelled    # the item's id names it on both ends
+                return
         try:
-            env = self.node.send_unicast(item.dst, AppKind.SIP, body, now)
+            env = self.node.send_unicast(dst, AppKind.SIP, body, now)
         except LocalProtocolError as exc:
             assert self.gateway is not None
             self.gateway.counters[GatewayCounter.MESH_SEND_ERRORS] += 1
-            log.warning("SIP message to %s not sent: %s", item.dst[:8].hex(), exc)
-            return True
-        if item.sent is not None:
-            item.sent.env = env             # the gateway's to-mesh record carries it
-        return True
+            log.warning("SIP message to %s not sent: %s", dst[:8].hex(), exc)
+            return
+        if sent is not None:
+            sent.env = env                  # the gateway's to-mesh record carries it
 
     def _sf_deliver(self, event: SfDeliver, now: float) -> bool:
         assert self.gateway is not None

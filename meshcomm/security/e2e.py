@@ -12,17 +12,32 @@ destination node's key, libsodium "sealed box" style but with an AEAD and associ
   the simulator and tests: never ``os.urandom`` inside a core); a session lasts at most
   :data:`SESSION_LIFETIME_S` or :data:`SESSION_MAX_MESSAGES` messages, then a new
   ephemeral key is drawn;
-* ``key = BLAKE2b-256(X25519(eph, dst) | eph_pub | dst_pub, person=KEY_PERSON)``; every
-  message has its own random 24-byte nonce (XChaCha20's nonce is large enough to draw at
-  random under one key);
+* ``key = BLAKE2b-256(X25519(eph, dst) | eph_pub | dst_pub, person=KEY_PERSON)``; the
+  message's nonce is its number in the session (a 2-byte counter, expanded to XChaCha20's
+  24 bytes with zeros): the key is new with every session, so (key, nonce) never repeats,
+  also across a sender restart (a restarted sender has no sessions and draws new ephemeral
+  keys; the key source must be a CSPRNG at the runtime, as it is);
 * XChaCha20-Poly1305 (IETF) over the message, the associated data binding the sender's
   Ed25519 key, the destination node id and the application kind
   (:func:`associated_data`). The destination keeps the keys of recent ephemeral keys
   (bounded, least recently used evicted), so within a session it does no X25519 either.
 
-Sealed form (``SEAL_OVERHEAD_BYTES`` = 73 bytes more than the message)::
+Sealed forms (the first byte, :class:`SealForm`; issue 13: no field the receiver holds)::
 
-    version 1 | ephemeral public key 32 | nonce 24 | ciphertext n | tag 16
+    FULL   2 | ephemeral public key 32 | counter 2 | ciphertext n | tag 16   (51 bytes more)
+    SHORT  3 | session id 4 | counter 2 | ciphertext n | tag 16             (23 bytes more)
+    LEGACY 1 | ephemeral public key 32 | nonce 24 | ciphertext n | tag 16   (opened, not made)
+
+The session id is ``BLAKE2b-32(eph_pub)``; the destination keeps session keys by (sender
+key, session id), least recently used evicted. A sender uses the SHORT form only once the
+session is *confirmed*: it sent the session's key in a FULL message and has since opened a
+message from that destination (:meth:`Sealer.confirm`). A destination that cannot open a
+SHORT message (it restarted, evicted the session, or the FULL one has not arrived yet)
+answers with a small unsealed signal (``NACK 4 | session id 4 | counter 2``, inside the
+destination's signed envelope; :mod:`meshcomm.node.e2e_sip`), and the sender sends that
+message again in the FULL form (:meth:`Sealer.unconfirm`) from the copy it keeps of its
+recent SHORT messages: nothing is lost. Store-and-forward parcels, opened days later, are
+always FULL.
 
 The envelope around it is still signed by the origin (the signature covers the
 ciphertext); the associated data makes a box that another node re-signs under its own key
@@ -36,9 +51,11 @@ costs two X25519 operations at the origin and one at the destination per message
 4-hop MESSAGE; ``tools/bench/e2e_hop.py``); within a session the cost is the AEAD alone.
 Sealing to the destination's static key gives no forward secrecy whatever the sender does
 (the destination's key opens every message), so a per-message ephemeral key buys nothing
-a session does not, and a ratchet would add state that must survive restarts and
-store-and-forward delays of days. Only the session secret's lifetime grows (to
-:data:`SESSION_LIFETIME_S` in the sender's memory); it is never stored.
+a session does not (and a static-static key, which would need no session state at the
+destination, would let a stolen sender key read what that sender sent: not done), and a
+ratchet would add state that must survive restarts and store-and-forward delays of days.
+Only the session secret's lifetime grows (to :data:`SESSION_LIFETIME_S` in the sender's
+memory); it is never stored.
 """
 
 from __future__ import annotations
@@ -47,6 +64,7 @@ import hashlib
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Final
 
 import nacl.bindings
@@ -57,14 +75,33 @@ from meshcomm.security.identity import Identity, node_id_of
 from meshcomm.types import NODE_ID_LEN, PUBLIC_KEY_LEN
 from meshcomm.wire import limits
 
-E2E_VERSION: Final = 1
+
+class SealForm(IntEnum):
+    LEGACY = 1      # eph 32 | random nonce 24 (before issue 13; opened, never made)
+    FULL = 2        # eph 32 | counter 2
+    SHORT = 3       # session id 4 | counter 2
+    NACK = 4        # unsealed signal: session id 4 | counter 2 (meshcomm.node.e2e_sip)
+
+
+#: The first byte of a legacy sealed message (kept for parcels held before issue 13).
+E2E_VERSION: Final = SealForm.LEGACY
+#: First bytes of sealed messages (SIP text never starts with any of them).
+SEALED_FORMS: Final = frozenset({SealForm.LEGACY, SealForm.FULL, SealForm.SHORT})
 EPHEMERAL_KEY_BYTES: Final = 32
+SESSION_ID_BYTES: Final = 4
+COUNTER_BYTES: Final = 2
 TAG_BYTES: Final = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
 NONCE_BYTES: Final = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 KEY_BYTES: Final = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_KEYBYTES
-HEADER_BYTES: Final = 1 + EPHEMERAL_KEY_BYTES + NONCE_BYTES
-#: What sealing adds to a message.
-SEAL_OVERHEAD_BYTES: Final = HEADER_BYTES + TAG_BYTES
+LEGACY_HEADER_BYTES: Final = 1 + EPHEMERAL_KEY_BYTES + NONCE_BYTES
+FULL_HEADER_BYTES: Final = 1 + EPHEMERAL_KEY_BYTES + COUNTER_BYTES
+SHORT_HEADER_BYTES: Final = 1 + SESSION_ID_BYTES + COUNTER_BYTES
+#: What sealing adds to a message (at most: the FULL form; SHORT adds
+#: :data:`SHORT_OVERHEAD_BYTES`).
+SEAL_OVERHEAD_BYTES: Final = FULL_HEADER_BYTES + TAG_BYTES
+SHORT_OVERHEAD_BYTES: Final = SHORT_HEADER_BYTES + TAG_BYTES
+#: The unsealed signal a destination sends for a SHORT message it could not open.
+NACK_BYTES: Final = SHORT_HEADER_BYTES
 #: Largest sealed message: the largest unicast message (16 fragments of a unicast body;
 #: a test checks it equals ``meshcomm.overlay.forwarding.MAX_MESSAGE_BYTES``).
 MAX_SEALED_BYTES: Final = 16 * limits.MAX_UNICAST_BODY_BYTES
@@ -72,14 +109,16 @@ MAX_PLAINTEXT_BYTES: Final = MAX_SEALED_BYTES - SEAL_OVERHEAD_BYTES
 MAX_KIND: Final = 255
 #: Destination sessions kept by a sender (least recently used evicted beyond).
 MAX_CACHED_PEERS: Final = 512
-#: Keys of senders' ephemeral keys kept by a destination (least recently used evicted).
+#: Session keys kept by a destination (least recently used evicted).
 MAX_CACHED_EPHEMERALS: Final = 512
 #: A sender draws a new ephemeral key for a destination after this long or this many
-#: messages.
+#: messages (the counter must not wrap: 2 bytes).
 SESSION_LIFETIME_S: Final = 60.0
 SESSION_MAX_MESSAGES: Final = 1000
+assert SESSION_MAX_MESSAGES < 1 << (8 * COUNTER_BYTES)
 AD_DOMAIN: Final = b"meshcomm-e2e-ad-v1\x00"
 KEY_PERSON: Final = b"meshcomm-e2ek-v1"
+SESSION_ID_PERSON: Final = b"meshcomm-e2esid1"
 
 
 def curve_public_key(ed25519_public: bytes) -> bytes:
@@ -117,12 +156,46 @@ def random_secret(rng: random.Random) -> bytes:
     return rng.getrandbits(EPHEMERAL_KEY_BYTES * 8).to_bytes(EPHEMERAL_KEY_BYTES, "little")
 
 
+def session_id_of(eph_public: bytes) -> bytes:
+    """The short name of a session: BLAKE2b-32 of its ephemeral public key."""
+    return hashlib.blake2b(eph_public, digest_size=SESSION_ID_BYTES,
+                           person=SESSION_ID_PERSON).digest()
+
+
+def counter_nonce(counter: int) -> bytes:
+    """The 24-byte nonce of message ``counter`` of a session (its key is the session's)."""
+    return counter.to_bytes(NONCE_BYTES, "big")
+
+
 @dataclass(slots=True)
 class _Session:
     eph_public: bytes
+    session_id: bytes
     key: bytes = field(repr=False)
     started_s: float
     messages: int = 0
+    full_sent: bool = False     # a FULL message of the session went out
+    confirmed: bool = False     # ... and a message from the destination opened since
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A sealed message and its name in the session (for a NACK's re-send)."""
+
+    data: bytes
+    session_id: bytes
+    counter: int
+    form: SealForm
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """An opened message: its form (LEGACY carries plain SIP), session and counter."""
+
+    message: bytes
+    form: SealForm
+    session_id: bytes
+    counter: int
 
 
 class Sealer:
@@ -146,7 +219,8 @@ class Sealer:
             shared: bytes = nacl.bindings.crypto_scalarmult(eph_secret, dst_curve)
         except (nacl.exceptions.CryptoError, nacl.exceptions.RuntimeError) as exc:
             raise LocalProtocolError("destination key gives no shared secret") from exc
-        session = _Session(eph_public, _session_key(shared, eph_public, dst_curve), now)
+        session = _Session(eph_public, session_id_of(eph_public),
+                           _session_key(shared, eph_public, dst_curve), now)
         self._sessions.pop(dst_key, None)
         while len(self._sessions) >= MAX_CACHED_PEERS:
             self._sessions.popitem(last=False)
@@ -154,17 +228,46 @@ class Sealer:
         return session
 
     def seal(self, message: bytes, dst_key: bytes, kind: int, now: float) -> bytes:
-        """``message`` sealed to the node of Ed25519 key ``dst_key``. LocalProtocolError
-        if it is too long or the key is unusable."""
+        """``message`` sealed to the node of Ed25519 key ``dst_key`` in the FULL form
+        (opens without session state: parcels). LocalProtocolError if it is too long or
+        the key is unusable."""
+        return self.seal_session(message, dst_key, kind, now, short_ok=False).data
+
+    def seal_session(self, message: bytes, dst_key: bytes, kind: int, now: float, *,
+                     short_ok: bool) -> Sealed:
+        """``message`` sealed to ``dst_key``: SHORT when ``short_ok`` and the session is
+        confirmed, else FULL."""
         if len(message) > MAX_PLAINTEXT_BYTES:
             raise LocalProtocolError(f"message over {MAX_PLAINTEXT_BYTES} bytes")
         session = self._session(dst_key, now)
+        counter = session.messages
         session.messages += 1
-        nonce = self._rng.getrandbits(NONCE_BYTES * 8).to_bytes(NONCE_BYTES, "little")
         sealed: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-            message, associated_data(self.sender_key, node_id_of(dst_key), kind), nonce,
-            session.key)
-        return bytes([E2E_VERSION]) + session.eph_public + nonce + sealed
+            message, associated_data(self.sender_key, node_id_of(dst_key), kind),
+            counter_nonce(counter), session.key)
+        name = counter.to_bytes(COUNTER_BYTES, "big")
+        if short_ok and session.confirmed:
+            return Sealed(bytes([SealForm.SHORT]) + session.session_id + name + sealed,
+                          session.session_id, counter, SealForm.SHORT)
+        session.full_sent = True
+        return Sealed(bytes([SealForm.FULL]) + session.eph_public + name + sealed,
+                      session.session_id, counter, SealForm.FULL)
+
+    def confirm(self, dst_key: bytes) -> None:
+        """A message from ``dst_key``'s node opened here: a session whose key went out
+        FULL is taken as held there (a NACK corrects a wrong guess)."""
+        session = self._sessions.get(dst_key)
+        if session is not None and session.full_sent:
+            session.confirmed = True
+
+    def unconfirm(self, dst_key: bytes, session_id: bytes) -> bool:
+        """``dst_key``'s node could not open a SHORT message of ``session_id``: FULL again
+        until confirmed. False if that is not the current session."""
+        session = self._sessions.get(dst_key)
+        if session is None or session.session_id != session_id:
+            return False
+        session.confirmed = session.full_sent = False
+        return True
 
 
 class Opener:
@@ -174,43 +277,81 @@ class Opener:
         self.node_id = identity.node_id
         self._secret = curve_secret_key(identity)
         self._public: bytes = nacl.bindings.crypto_scalarmult_base(self._secret)
+        #: Session keys by ephemeral key (LEGACY) or sender key + session id.
         self._keys: OrderedDict[bytes, bytes] = OrderedDict()
 
+    def _remember(self, name: bytes, key: bytes) -> None:
+        self._keys.pop(name, None)
+        while len(self._keys) >= MAX_CACHED_EPHEMERALS:
+            self._keys.popitem(last=False)
+        self._keys[name] = key
+
     def _key_for(self, eph_public: bytes) -> bytes:
-        """The session key of a sender's ephemeral key (cached; raises nacl errors)."""
+        """The session key of a sender's ephemeral key (raises nacl errors)."""
         key = self._keys.get(eph_public)
         if key is not None:
             self._keys.move_to_end(eph_public)
             return key
         shared: bytes = nacl.bindings.crypto_scalarmult(self._secret, eph_public)
-        key = _session_key(shared, eph_public, self._public)
-        while len(self._keys) >= MAX_CACHED_EPHEMERALS:
-            self._keys.popitem(last=False)
-        self._keys[eph_public] = key
-        return key
+        return _session_key(shared, eph_public, self._public)
 
     def open_untrusted(self, sealed: bytes, sender_key: bytes, kind: int) -> bytes:
-        """The message inside ``sealed``, sent by the holder of Ed25519 ``sender_key``
-        (the envelope's verified origin) as application ``kind``. Raises only DecodeError
-        (reason ``truncated``, ``malformed``, ``oversized``, ``version``, or ``bad_signature``
-        when it does not authenticate)."""
+        """The message inside ``sealed`` (any form), sent by the holder of Ed25519
+        ``sender_key`` (the envelope's verified origin) as application ``kind``."""
+        return self.open_frame_untrusted(sealed, sender_key, kind).message
+
+    def open_frame_untrusted(self, sealed: bytes, sender_key: bytes, kind: int) -> Opened:
+        """``sealed`` opened. Raises only DecodeError (reason ``truncated``, ``malformed``,
+        ``oversized``, ``version``, ``unknown_session`` for a SHORT message of a session
+        not held here, or ``bad_signature`` when it does not authenticate)."""
         size = len(sealed)
         if size > MAX_SEALED_BYTES:
             raise DecodeError("sealed message too large", reason="oversized")
-        if size < SEAL_OVERHEAD_BYTES:
+        if size < 1 or sealed[0] not in SEALED_FORMS:
+            raise DecodeError(f"unknown sealing form {sealed[:1].hex()}", reason="version")
+        form = SealForm(sealed[0])
+        header = {SealForm.LEGACY: LEGACY_HEADER_BYTES, SealForm.FULL: FULL_HEADER_BYTES,
+                  SealForm.SHORT: SHORT_HEADER_BYTES}[form]
+        if size < header + TAG_BYTES:
             raise DecodeError("sealed message truncated", reason="truncated")
-        if sealed[0] != E2E_VERSION:
-            raise DecodeError(f"unknown sealing version {sealed[0]}", reason="version")
         if len(sender_key) != PUBLIC_KEY_LEN or not 0 <= kind <= MAX_KIND:
             raise DecodeError("bad sender key or kind", reason="malformed")
-        eph_public = sealed[1:1 + EPHEMERAL_KEY_BYTES]
-        nonce = sealed[1 + EPHEMERAL_KEY_BYTES:HEADER_BYTES]
         try:
-            key = self._key_for(eph_public)
-            message: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-                sealed[HEADER_BYTES:], AD_DOMAIN + sender_key + self.node_id + bytes([kind]),
-                nonce, key)
+            opened = self._open(form, sealed, header, sender_key, kind)
         except (nacl.exceptions.CryptoError, nacl.exceptions.RuntimeError,
                 nacl.exceptions.ValueError, nacl.exceptions.TypeError) as exc:
             raise DecodeError("sealed message does not open", reason="bad_signature") from exc
+        return opened
+
+    def _open(self, form: SealForm, sealed: bytes, header: int, sender_key: bytes,
+              kind: int) -> Opened:
+        """The AEAD step (raises nacl errors, or DecodeError for an unknown session)."""
+        ad = AD_DOMAIN + sender_key + self.node_id + bytes([kind])
+        if form is SealForm.SHORT:
+            session_id = sealed[1:1 + SESSION_ID_BYTES]
+            key = self._keys.get(sender_key + session_id)
+            if key is None:
+                raise DecodeError("sealed message of an unknown session",
+                                  reason="unknown_session")
+            self._keys.move_to_end(sender_key + session_id)
+            counter = int.from_bytes(sealed[1 + SESSION_ID_BYTES:header], "big")
+            return Opened(self._decrypt(sealed[header:], ad, counter_nonce(counter), key),
+                          form, session_id, counter)
+        eph_public = sealed[1:1 + EPHEMERAL_KEY_BYTES]
+        key = self._key_for(eph_public)
+        session_id = session_id_of(eph_public)
+        if form is SealForm.LEGACY:
+            message = self._decrypt(sealed[header:], ad, sealed[1 + EPHEMERAL_KEY_BYTES:header],
+                                    key)
+            self._remember(eph_public, key)
+            return Opened(message, form, session_id, 0)
+        counter = int.from_bytes(sealed[1 + EPHEMERAL_KEY_BYTES:header], "big")
+        message = self._decrypt(sealed[header:], ad, counter_nonce(counter), key)
+        self._remember(sender_key + session_id, key)       # authenticated: SHORT may follow
+        return Opened(message, form, session_id, counter)
+
+    @staticmethod
+    def _decrypt(ciphertext: bytes, ad: bytes, nonce: bytes, key: bytes) -> bytes:
+        message: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            ciphertext, ad, nonce, key)
         return message

@@ -15,8 +15,15 @@ from meshcomm.sip.uri import SipUri
 BRANCH_MAGIC_COOKIE = "z9hG4bK"
 #: RFC 3261 §8.1.1.6: the default Max-Forwards.
 DEFAULT_MAX_FORWARDS = 70
-#: Bits of randomness in tags, branches and Call-IDs (§19.3 asks for at least 32).
+#: Bits of randomness in a Call-ID (§8.1.1.4: globally unique; cryptographically random
+#: identifiers RECOMMENDED).
 ID_RANDOM_BITS = 96
+#: Bits of randomness in a branch after the magic cookie (§8.1.1.7: unique across space and
+#: time for all requests a UA or proxy sends) and in a tag (§19.3: at least 32). 64 bits make
+#: a collision among even a million live transactions a 1-in-30-million event; as lower-case
+#: hex they cost 8 bytes on the mesh (compact SIP carries hex runs as bytes, issue 13).
+BRANCH_RANDOM_BITS = 64
+TAG_RANDOM_BITS = 64
 
 REASON_PHRASES: dict[int, str] = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
@@ -41,11 +48,11 @@ def _random_token(rng: random.Random) -> str:
 
 
 def new_branch(rng: random.Random) -> str:
-    return BRANCH_MAGIC_COOKIE + _random_token(rng)
+    return f"{BRANCH_MAGIC_COOKIE}{rng.getrandbits(BRANCH_RANDOM_BITS):016x}"
 
 
 def new_tag(rng: random.Random) -> str:
-    return _random_token(rng)[:16]
+    return f"{rng.getrandbits(TAG_RANDOM_BITS):016x}"
 
 
 def new_call_id(rng: random.Random, host: str) -> str:
