@@ -20,6 +20,17 @@ holder adopts the one its neighbours agree on (see :mod:`meshcomm.location.holde
 asks its neighbours (a broadcast PULL of the contested claims) when it meets a contest.
 
 A change learned this way triggers an early digest, so repairs travel quickly.
+
+**Trickle (issue 13).** Digests follow a Trickle timer (RFC 6206 section 4.2,
+:mod:`.trickle`): the interval starts at ``anti_entropy_interval_s`` (Imin) and doubles
+up to Imin * 2**``trickle_digest_doublings`` while every digest heard equals ours (a
+*consistent* one: same bucket hashes and trust hash); a digest is sent at a random time
+in the second half of its interval unless ``trickle_digest_k`` consistent ones were heard
+in it. Back to Imin on any inconsistency: a digest that differs from ours (verified), a
+binding or tombstone new to our table (flooded, pulled or our own), a trust record
+learned, a new neighbour. At Imin a reset changes nothing, so a neighbour sending
+differing digests costs at most the fixed rate of before. SUMMARY/PULL/RECORDS after a
+mismatch are as before.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from meshcomm.location.table import DIGEST_BUCKETS, MergeOutcome, TrustMode, buc
 from meshcomm.overlay.counters import DropReason, OverlayCounter, TxTag
 from meshcomm.overlay.ratelimit import link_host
 from meshcomm.overlay.timers import TimerKind
+from meshcomm.overlay.trickle import Beacon, Fired, TrickleCounter
 from meshcomm.types import SIGNATURE_LEN, LinkAddr, NodeId
 from meshcomm.wire import codec, limits
 from meshcomm.wire.envelope import (
@@ -50,6 +62,9 @@ if TYPE_CHECKING:
 PAYLOAD_BUDGET_BYTES = limits.MAX_DATAGRAM_BYTES - 220
 #: An early digest is sent at most this often.
 MIN_EARLY_DIGEST_GAP_S = 0.25
+#: Two digests of the Trickle timer are never closer than this fraction of Imin (the
+#: shortest jittered period of the fixed digests of before).
+MIN_DIGEST_GAP = 0.75
 EARLY_DIGEST_DELAY_S = (0.02, 0.12)
 #: A record broadcast (pushed or pulled) this recently is not sent again: every
 #: neighbour heard it. The same holds for a record already being pulled.
@@ -75,10 +90,31 @@ class AntiEntropy:
         self._pulling: dict[bytes, float] = {}
         self._asked: dict[str, float] = {}
         self._cursor = 0
+        #: The digest timer (armed by :meth:`start`).
+        self.timer: Beacon | None = None
 
     # -------------------------------------------------------------- digests
+    def start(self, now: float) -> None:
+        """Arm the digest timer (the first digest in the second half of Imin)."""
+        cfg = self.ctx.config
+        interval = cfg.anti_entropy_interval_s
+        self.timer = timer = Beacon(interval, self.ctx.rng, now, trickle=cfg.trickle,
+                                    doublings=cfg.trickle_digest_doublings,
+                                    k=cfg.trickle_digest_k,
+                                    first_s=(interval * 0.5, interval),
+                                    min_gap_s=interval * MIN_DIGEST_GAP)
+        self.ctx.schedule(timer.next_at(), TimerKind.DIGEST, timer.timer_key())
+
+    def changed(self, now: float) -> None:
+        """Something new to our table or a neighbour's differs: Trickle reset."""
+        timer = self.timer
+        if timer is not None and timer.inconsistent(now):
+            self.ctx.counters[TrickleCounter.DIGEST_RESETS] += 1
+            self.ctx.schedule(timer.next_at(), TimerKind.DIGEST, timer.timer_key())
+
     def soon(self, now: float) -> None:
-        """Ask for an early digest (rate-limited)."""
+        """Ask for an early digest (rate-limited), and reset the digest timer."""
+        self.changed(now)
         if self._early_pending:
             return
         self._early_pending = True
@@ -90,8 +126,15 @@ class AntiEntropy:
         if key == b"early":
             self._early_pending = False
         else:
-            interval = self.ctx.config.anti_entropy_interval_s
-            self.ctx.schedule(now + interval * self.ctx.rng.uniform(0.75, 1.25), TimerKind.DIGEST)
+            timer = self.timer
+            if timer is None or not timer.is_current(key):
+                return                      # armed for a deadline a reset replaced
+            fired = timer.due(now)
+            self.ctx.schedule(timer.next_at(), TimerKind.DIGEST, timer.timer_key())
+            if fired is Fired.SUPPRESSED:
+                self.ctx.counters[TrickleCounter.DIGEST_SUPPRESSED] += 1
+            if fired is not Fired.TRANSMIT:
+                return
         if len(self.ctx.neighbours) == 0 or now - self._last_digest_at < MIN_EARLY_DIGEST_GAP_S:
             return
         self._last_digest_at = now
@@ -110,17 +153,25 @@ class AntiEntropy:
         theirs = fields[1]
         mine = self.ctx.table.bucket_hashes()
         if theirs == mine:  # the common case; equal to our ints means well-formed
+            if fields[2:] == self.ctx.trust.digest_field():
+                if self.timer is not None:
+                    self.timer.heard_consistent()
+            else:               # trust records differ (either side may hold none)
+                self._trust_differs(env, src, now)
             return
         if (type(theirs) is not list or len(theirs) != DIGEST_BUCKETS
                 or not all(type(h) is int and 0 <= h < 1 << 64 for h in theirs)):
             raise DecodeError("digest: expected 16 unsigned 64-bit bucket hashes")
         differing = [i for i in range(DIGEST_BUCKETS) if theirs[i] != mine[i]]
+        if self.timer is not None and self.timer.current_s <= self.timer.interval_s:
+            self.changed(now)       # at Imin: only unsuppresses (see _differs)
         host = link_host(src)
         last = self._answered.get(host)
         if last is not None and now - last < self.ctx.config.anti_entropy_interval_s * 0.4:
             return
         if not self.ctx.verified(env, src, now):
             return
+        self.changed(now)
         if len(self._answered) >= MAX_ANSWERED:
             self._answered.clear()
         self._answered[host] = now
@@ -132,6 +183,19 @@ class AntiEntropy:
         for page in pages:
             env = self.ctx.seal(MsgType.SUMMARY, list(page))
             self.ctx.transmit(env, Hop(), src, TxTag.SUMMARY)
+
+    def _trust_differs(self, env: Envelope, src: LinkAddr, now: float) -> None:
+        """A digest whose trust hash differs from ours: our digest goes out soon (an
+        urgent Trickle reset), since only the side that hears the other's digest answers
+        with its trust ids (.trustsync). Checked only above Imin; at Imin an urgent reset
+        brings this interval's digest forward, no more than one per interval and never
+        closer than the minimum gap: at most the fixed rate of before."""
+        timer = self.timer
+        if (timer is not None and (timer.current_s <= timer.interval_s
+                                   or self.ctx.verified(env, src, now))
+                and timer.inconsistent(now, urgent=True)):
+            self.ctx.counters[TrickleCounter.DIGEST_RESETS] += 1
+            self.ctx.schedule(timer.next_at(), TimerKind.DIGEST, timer.timer_key())
 
     def _summary_pages(self, buckets: list[int]) -> list[SummaryPage]:
         """Pages covering ``buckets`` in order."""

@@ -59,6 +59,7 @@ from meshcomm.overlay.ratelimit import JournalGate, TokenBucket, TokenBuckets, l
 from meshcomm.overlay.routing import RouteTable
 from meshcomm.overlay.rtt import LinkRtt
 from meshcomm.overlay.timers import TimerKind
+from meshcomm.overlay.trickle import Beacon, Fired, TrickleCounter
 from meshcomm.overlay.trustsync import TrustSync
 from meshcomm.overlay.witness import (
     HEARD_COUNTERS,
@@ -68,6 +69,8 @@ from meshcomm.overlay.witness import (
     WitnessTable,
     decode_hello_untrusted,
     decode_sent_wall_untrusted,
+    hello_interval_untrusted,
+    hello_payload,
 )
 from meshcomm.security.identity import Identity
 from meshcomm.security.revocation import TrustStore
@@ -104,6 +107,11 @@ DROP_JOURNAL_INTERVAL_S = 1.0
 MAX_DROP_JOURNAL_KEYS = 1024
 #: Rebroadcasts waiting for their assessment delay, at most.
 MAX_PENDING_FLOODS = 1024
+#: The first HELLO goes out within this fraction of the HELLO interval after start, and
+#: two HELLOs are never closer than MIN_HELLO_GAP of it (the shortest jittered period of
+#: the fixed beacons: Trickle resets cannot make HELLOs more frequent than before).
+FIRST_HELLO_FRACTION = 0.1
+MIN_HELLO_GAP = 0.75
 
 
 @dataclass(slots=True)
@@ -150,8 +158,18 @@ class GossipOverlay:
         self.wall_offset_s = wall_offset_s
         self._seq = seq_base
         self._hello_no = 0
+        #: HELLO beacons: a Trickle timer (issue 13) or the fixed period (config.trickle)
+        self.hello_timer = Beacon(config.hello_interval_s, rng, now, trickle=config.trickle,
+                                  doublings=config.trickle_hello_doublings,
+                                  jitter=config.hello_jitter,
+                                  first_s=(0.0, config.hello_interval_s * FIRST_HELLO_FRACTION),
+                                  min_gap_s=config.hello_interval_s * MIN_HELLO_GAP)
+        max_interval = (self.hello_timer.trickle.imax_s if self.hello_timer.trickle is not None
+                        else config.hello_interval_s)
         self.neighbours = NeighbourTable(config.hello_interval_s, config.neighbour_timeout_s,
-                                         1.0 / max(1, config.link_window))
+                                         1.0 / max(1, config.link_window),
+                                         max_interval_s=max_interval,
+                                         min_quality=config.min_link_quality)
         self.routes = RouteTable(config.route_timeout_s)
         #: Round-trip time per link, for the per-hop retransmission timers.
         self.rtt = LinkRtt(window_s=config.rto_window_s)
@@ -209,9 +227,8 @@ class GossipOverlay:
             TimerKind.TRUST_REBROADCAST: self.trust.rebroadcast_due,
             TimerKind.ACK_FLUSH: self.acks.flush_due,
         }
-        self.schedule(now + rng.uniform(0, config.hello_interval_s * 0.1), TimerKind.HELLO)
-        self.schedule(now + config.anti_entropy_interval_s * rng.uniform(0.5, 1.0),
-                      TimerKind.DIGEST)
+        self.schedule(self.hello_timer.next_at(), TimerKind.HELLO, self.hello_timer.timer_key())
+        self.anti_entropy.start(now)
         self.schedule(now + config.hello_interval_s, TimerKind.HOUSEKEEPING)
 
     # ------------------------------------------------------------ driving API
@@ -428,19 +445,34 @@ class GossipOverlay:
         rides on the next HELLO, then on every n-th (:mod:`.witness`)."""
         self.beacon.set(SignedCheckpoint(seq, head, signature))
 
-    def _hello_due(self, _key: bytes, now: float) -> None:
+    def _hello_due(self, key: bytes, now: float) -> None:
+        timer = self.hello_timer
+        if not timer.is_current(key):
+            return                          # armed for a deadline a reset replaced
+        if timer.due(now) is Fired.TRANSMIT:
+            self._send_hello(now)
+        self.schedule(timer.next_at(), TimerKind.HELLO, timer.timer_key())
+
+    def _send_hello(self, now: float) -> None:
         self._hello_no += 1
         report = self.neighbours.hello_report(now, limits.MAX_HELLO_NEIGHBOURS)
-        payload: list[object] = [self._hello_no, self.role, report]
         checkpoint = self.beacon.for_hello()
+        wire_cp = None
         if checkpoint is not None:
-            payload.append(checkpoint.wire_value(self.wall_time(now)))
+            wire_cp = checkpoint.wire_value(self.wall_time(now))
             self.counters[OverlayCounter.TX_HELLO_CHECKPOINT] += 1
+        payload = hello_payload(self._hello_no, self.role, report, wire_cp,
+                                self.hello_timer.announced_s())
         env = self.seal(MsgType.HELLO, payload)
         self.transmit(env, Hop(), None, TxTag.HELLO)
-        jitter = self.config.hello_jitter
-        period = self.config.hello_interval_s * self.rng.uniform(1 - jitter, 1 + jitter)
-        self.schedule(now + period, TimerKind.HELLO)
+
+    def hello_inconsistent(self, now: float, *, urgent: bool = False) -> None:
+        """Something changed among the neighbours: HELLOs back to their fast rate
+        (Trickle reset; ``urgent``: the next one as soon as the minimum gap allows)."""
+        if self.hello_timer.inconsistent(now, urgent=urgent):
+            self.counters[TrickleCounter.HELLO_RESETS] += 1
+            self.schedule(self.hello_timer.next_at(), TimerKind.HELLO,
+                          self.hello_timer.timer_key())
 
     def _on_hello(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         fields, checkpoint = decode_hello_untrusted(env.payload)
@@ -448,6 +480,7 @@ class GossipOverlay:
         role = codec.read_str(fields[1], "hello.role", 16)
         report = codec.read_list(fields[2], "hello.neighbours", limits.MAX_HELLO_NEIGHBOURS)
         q_rev = _our_quality_in_report(report, self.short_id)  # validates every entry
+        announced = hello_interval_untrusted(env.payload)
         known = self.neighbours.get(src)
         if known is not None and known.node_id == env.origin and env.seq <= known.last_seq:
             self.drop(DropReason.REPLAYED, src, now)
@@ -455,7 +488,8 @@ class GossipOverlay:
         if not self.verified(env, src, now):
             return
         nb, is_new = self.neighbours.upsert(node_id=env.origin, key=env.origin_key, addr=src,
-                                            role=role, hello_no=hello_no, seq=env.seq, now=now)
+                                            role=role, hello_no=hello_no, seq=env.seq, now=now,
+                                            interval_s=announced)
         if nb is None:
             self.drop(DropReason.NEIGHBOURS_FULL, src, now)
             return
@@ -464,7 +498,13 @@ class GossipOverlay:
         if is_new:
             self._silent.discard(src)
             self.emit(NeighbourUp(neighbour=env.origin.hex(), addr=src, role=role))
+            self.hello_inconsistent(now, urgent=True)
             self.anti_entropy.soon(now)
+        elif self.neighbours.reclass(nb, now) or (
+                q_rev is None and len(report) < limits.MAX_HELLO_NEIGHBOURS):
+            # its link changed class, or it does not list us while we hear it (a full
+            # report may leave us out: that is no sign it misses us)
+            self.hello_inconsistent(now)
         self.learn_route(env, Hop(), src, now)
         if self.routes.has_suspended_via(src):
             for route in self.routes.reinstate_via(src, now):
@@ -501,6 +541,7 @@ class GossipOverlay:
         # dropped when unicast over it goes unacknowledged.
         for nb in self.neighbours.expire(now):
             self.emit(NeighbourDown(neighbour=nb.node_id.hex(), addr=nb.addr))
+            self.hello_inconsistent(now)
             if len(self._silent) < MAX_SILENT_TRACKED:
                 self._silent.add(nb.addr)
         self.schedule(now + self.config.hello_interval_s, TimerKind.HOUSEKEEPING)
@@ -559,6 +600,8 @@ class GossipOverlay:
         result = (MergeResult(MergeOutcome.REJECTED, reason=revoked) if revoked
                   else self.table.offer(binding, now, self.wall_time(now), age_s))
         self.journal_merge(result, binding, src)
+        if result.changed:   # a new binding or tombstone: digests back to their fast rate
+            self.anti_entropy.changed(now)
         if result.outcome is MergeOutcome.REJECTED or result.outcome is MergeOutcome.STALE:
             self.drop(DropReason.of(result.reason), src, now)
         elif result.outcome is MergeOutcome.DEREGISTERED and src is not None:

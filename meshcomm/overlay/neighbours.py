@@ -4,6 +4,16 @@ Each HELLO carries a counter; the receiver keeps an exponentially weighted deliv
 (missed counters count as failures). HELLOs also list the neighbours the sender hears and
 how well, which gives the reverse direction; a link's cost is its ETX, 1 / (q_fwd * q_rev),
 in 1/16 units.
+
+**Variable beacon intervals (issue 13).** HELLOs follow a Trickle timer: a quiet mesh
+sends them up to Imax apart. A HELLO announces the longest its sender's next interval may
+be (:mod:`.witness`), capped here at our own Imax (``max_interval_s``): a hostile HELLO
+cannot announce a huge interval to stay alive forever. A neighbour is gone after
+``max(timeout_s, TIMEOUT_INTERVALS x its interval)`` without a HELLO, and its delivery
+ratio counts missed HELLOs by their counter and decays for HELLOs overdue by its own
+interval, so a quiet neighbour is neither declared dead nor rated poor for being quiet.
+Each link has a class (:func:`link_class`: unusable, weak, good); a change of class is an
+inconsistency that resets our HELLO timer.
 """
 
 from __future__ import annotations
@@ -22,6 +32,11 @@ MAX_NEIGHBOURS_PER_HOST = 4
 MAX_LINK_COST = 16 * COST_UNIT
 #: Quality a neighbour starts with before its HELLO history says more.
 INITIAL_QUALITY = 0.5
+#: A neighbour is gone after this many of its announced intervals without a HELLO (its
+#: next HELLO is due within 1.5 intervals: this leaves room for one or two lost ones).
+TIMEOUT_INTERVALS = 3.5
+#: Link classes (see link_class): below the configured minimum quality, weak, good.
+WEAK_LINK_QUALITY = 0.5
 
 
 @dataclass(slots=True)
@@ -36,6 +51,10 @@ class Neighbour:
     q_fwd: float = INITIAL_QUALITY   # how well we hear them
     q_rev: float = 0.0               # how well they hear us (from their HELLO)
     alpha: float = 0.125
+    #: the beacon interval it announced (capped), or our own HELLO interval
+    interval_s: float = 2.0
+    #: link_class of the link when last rated
+    link_class: int = 1
 
     def heard_hello(self, hello_no: int, now: float) -> None:
         gap = hello_no - self.last_hello_no
@@ -46,8 +65,9 @@ class Neighbour:
         self.last_heard = now
 
     def quality(self, now: float, hello_interval_s: float) -> float:
-        """Forward delivery ratio, decayed for HELLOs overdue right now."""
-        overdue = int((now - self.last_heard) / hello_interval_s) - 1
+        """Forward delivery ratio, decayed for HELLOs overdue right now (by the longer of
+        ``hello_interval_s`` and the neighbour's announced interval)."""
+        overdue = int((now - self.last_heard) / max(hello_interval_s, self.interval_s)) - 1
         q = self.q_fwd
         if overdue > 0:
             q *= (1 - self.alpha) ** min(overdue, 64)
@@ -62,11 +82,22 @@ class Neighbour:
         return min(MAX_LINK_COST, max(COST_UNIT, round(COST_UNIT / q)))
 
 
+def link_class(quality: float, min_quality: float) -> int:
+    """0: below ``min_quality`` (not used for routes), 1: weak, 2: good."""
+    if quality < min_quality:
+        return 0
+    return 1 if quality < WEAK_LINK_QUALITY else 2
+
+
 class NeighbourTable:
-    def __init__(self, hello_interval_s: float, timeout_s: float, alpha: float):
+    def __init__(self, hello_interval_s: float, timeout_s: float, alpha: float, *,
+                 max_interval_s: float | None = None, min_quality: float = 0.2) -> None:
         self.hello_interval_s = hello_interval_s
         self.timeout_s = timeout_s
         self.alpha = alpha
+        #: the longest announced interval believed (our own Imax)
+        self.max_interval_s = hello_interval_s if max_interval_s is None else max_interval_s
+        self.min_quality = min_quality
         self.by_addr: dict[LinkAddr, Neighbour] = {}
         self.by_id: dict[NodeId, Neighbour] = {}
         #: neighbours per link host (see ratelimit.link_host)
@@ -82,9 +113,29 @@ class NeighbourTable:
         """Whether a neighbour heard in a verified HELLO sends from ``host``."""
         return host in self.hosts
 
+    def interval_of(self, announced_s: float | None) -> float:
+        """The interval believed for a HELLO that announced ``announced_s`` (None: our
+        own HELLO interval), capped at ``max_interval_s``."""
+        if announced_s is None:
+            return self.hello_interval_s
+        return min(announced_s, self.max_interval_s)
+
+    def timeout_of(self, nb: Neighbour) -> float:
+        """How long ``nb`` may stay silent before it is gone."""
+        return max(self.timeout_s, TIMEOUT_INTERVALS * nb.interval_s)
+
+    def reclass(self, nb: Neighbour, now: float) -> bool:
+        """Rate the link again; True when its class changed."""
+        cls = link_class(nb.quality(now, self.hello_interval_s), self.min_quality)
+        changed, nb.link_class = cls != nb.link_class, cls
+        return changed
+
     def upsert(self, *, node_id: NodeId, key: bytes, addr: LinkAddr, role: str,
-               hello_no: int, seq: int, now: float) -> tuple[Neighbour | None, bool]:
-        """Record a HELLO; returns (neighbour, is_new), (None, False) if refused (full)."""
+               hello_no: int, seq: int, now: float,
+               interval_s: float | None = None) -> tuple[Neighbour | None, bool]:
+        """Record a HELLO (announcing ``interval_s``, None: none); returns (neighbour,
+        is_new), (None, False) if refused (full)."""
+        believed = self.interval_of(interval_s)
         nb = self.by_addr.get(addr)
         if nb is not None and nb.node_id != node_id:
             self.remove(nb)  # another device took over that link address
@@ -97,7 +148,9 @@ class NeighbourTable:
             if (len(self.by_addr) >= MAX_NEIGHBOURS
                     or self.hosts.get(host, 0) >= MAX_NEIGHBOURS_PER_HOST):
                 return None, False
-            nb = Neighbour(node_id, key, addr, role, now, hello_no, seq, alpha=self.alpha)
+            nb = Neighbour(node_id, key, addr, role, now, hello_no, seq, alpha=self.alpha,
+                           interval_s=believed)
+            nb.link_class = link_class(nb.q_fwd, self.min_quality)
             self.by_addr[addr] = nb
             self.by_id[node_id] = nb
             self.hosts[host] = self.hosts.get(host, 0) + 1
@@ -105,6 +158,7 @@ class NeighbourTable:
         nb.heard_hello(hello_no, now)
         nb.last_seq = seq
         nb.role = role
+        nb.interval_s = believed
         return nb, False
 
     def remove(self, nb: Neighbour) -> None:
@@ -120,7 +174,7 @@ class NeighbourTable:
             del self.by_id[nb.node_id]
 
     def expire(self, now: float) -> list[Neighbour]:
-        gone = [nb for nb in self.by_addr.values() if now - nb.last_heard > self.timeout_s]
+        gone = [nb for nb in self.by_addr.values() if now - nb.last_heard > self.timeout_of(nb)]
         for nb in gone:
             self.remove(nb)
         return gone

@@ -17,6 +17,14 @@ devices' clocks, which the after-action export uses to estimate the offsets of r
 journal no SIP message (:mod:`meshcomm.export.exchanges`).
 Old HELLOs (three fields) still decode; a node without a checkpoint sends none.
 
+**Beacon interval (issue 13).** A node whose HELLOs follow a Trickle timer
+(:mod:`meshcomm.overlay.trickle`) appends a fifth field, ``interval_ms``: the longest its
+next Trickle interval may be (its next HELLO comes within 1.5x that), an integer
+1..:data:`MAX_HELLO_INTERVAL_MS`; the checkpoint field is then nil when it carries none:
+``[hello_no, role, report, checkpoint | nil, interval_ms]``. The receiver caps the value at
+its own Imax (:mod:`meshcomm.overlay.neighbours`): a hostile HELLO cannot stay "alive"
+for longer by announcing a huge interval.
+
 **Airtime.** The field costs :data:`CHECKPOINT_FIELD_BYTES` bytes. A node attaches it only
 to the first HELLO after its checkpoint changed and, unchanged, to every
 :data:`CHECKPOINT_EVERY_HELLOS`-th HELLO (for neighbours that arrived since)
@@ -66,6 +74,10 @@ WITNESS_ADMIT_PER_S: Final = 1.0
 WITNESS_ADMIT_BURST: Final = 32
 #: Length of a HELLO that carries a checkpoint (``[hello_no, role, report, checkpoint]``).
 HELLO_FIELDS_WITH_CHECKPOINT: Final = 4
+#: ... and one that also announces its beacon interval (the checkpoint may then be nil).
+HELLO_FIELDS_WITH_INTERVAL: Final = 5
+#: Range of the announced beacon interval (ms): the Trickle bound (one hour).
+MAX_HELLO_INTERVAL_MS: Final = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +132,35 @@ def decode_sent_wall_untrusted(value: object) -> float | None:
 def decode_hello_untrusted(payload: object) -> tuple[list[object], SignedCheckpoint | None]:
     """A HELLO payload's three base fields and its checkpoint (None in an old HELLO or
     one without); raises only DecodeError."""
-    fields = codec.read_list(payload, "hello", HELLO_FIELDS_WITH_CHECKPOINT)
+    fields = codec.read_list(payload, "hello", HELLO_FIELDS_WITH_INTERVAL)
+    if len(fields) == HELLO_FIELDS_WITH_INTERVAL:
+        hello_interval_untrusted(fields)
+        cp = None if fields[3] is None else decode_checkpoint_untrusted(fields[3])
+        return list(fields[:3]), cp
     if len(fields) == HELLO_FIELDS_WITH_CHECKPOINT:
         return list(fields[:3]), decode_checkpoint_untrusted(fields[3])
     return list(codec.read_tuple(fields, "hello", 3)), None
+
+
+def hello_interval_untrusted(payload: object) -> float | None:
+    """The beacon interval (s) a HELLO announces, None if it announces none (an old or
+    fixed-rate sender); raises only DecodeError (not an integer 1..MAX_HELLO_INTERVAL_MS)."""
+    fields = codec.read_list(payload, "hello", HELLO_FIELDS_WITH_INTERVAL)
+    if len(fields) < HELLO_FIELDS_WITH_INTERVAL:
+        return None
+    return codec.read_int(fields[4], "hello.interval_ms", 1, MAX_HELLO_INTERVAL_MS) / 1000.0
+
+
+def hello_payload(hello_no: int, role: str, report: list[list[object]],
+                  checkpoint: list[object] | None, interval_s: float | None) -> list[object]:
+    """A HELLO's payload (see the module docstring for the shapes)."""
+    payload: list[object] = [hello_no, role, report]
+    if interval_s is not None:
+        ms = min(MAX_HELLO_INTERVAL_MS, max(1, round(interval_s * 1000)))
+        payload.extend((checkpoint, ms))
+    elif checkpoint is not None:
+        payload.append(checkpoint)
+    return payload
 
 
 class CheckpointBeacon:

@@ -181,7 +181,9 @@ def test_a_flood_of_identities_cannot_push_out_neighbours_heard_regularly() -> N
 
 
 # ------------------------------------------------------------------ two nodes
-FAST = OverlayConfig(hello_interval_s=1.0, neighbour_timeout_s=3.5)
+#: Fixed HELLOs (Trickle off): these tests count the 1-in-N cadence of the checkpoint over
+#: HELLOs; with Trickle a quiet pair sends few HELLOs (see tests/overlay/test_trickle.py).
+FAST = OverlayConfig(hello_interval_s=1.0, neighbour_timeout_s=3.5, trickle=False)
 
 
 class Pair:
