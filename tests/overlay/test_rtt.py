@@ -1,10 +1,20 @@
-"""Per-link round-trip estimate (RFC 6298) and the retransmission timers that follow it."""
+"""Per-link round-trip estimate (a windowed minimum plus a capped deviation, Karn's rule)
+and the retransmission timers that follow it."""
 
 from __future__ import annotations
 
 import dataclasses
+import random
+from collections.abc import Callable
 
-from meshcomm.overlay.rtt import GRANULARITY_S, MAX_SAMPLE_S, LinkRtt
+from meshcomm.overlay.config import OverlayConfig
+from meshcomm.overlay.rtt import (
+    GRANULARITY_S,
+    MAX_SAMPLE_S,
+    VAR_CAP_FACTOR,
+    VAR_CAP_MIN_S,
+    LinkRtt,
+)
 from meshcomm.sim.engine import Simulator
 from meshcomm.sim.scenario import ScenarioParams, sim_config
 from meshcomm.types import LinkAddr
@@ -19,21 +29,101 @@ def test_before_a_sample_the_timeout_is_the_floor() -> None:
     assert rtt.srtt(A) is None
 
 
-def test_first_sample_then_smoothing_as_rfc_6298() -> None:
+def test_first_sample_then_the_windowed_minimum_and_a_capped_deviation() -> None:
+    """The first sample gets a wide margin (deviation R/2, as RFC 6298), capped at one
+    base (so 2R, not RFC 6298's 3R); steady samples bring it down to base + G; a slower
+    sample moves the smoothed RTT by 1/8 (RFC 6298) but the timeout by at most the cap."""
     rtt = LinkRtt()
     rtt.sample(B, 0.2)
-    # SRTT = R, RTTVAR = R/2: RTO = 0.2 + 4 * 0.1
-    assert abs(rtt.rto(B, 0.01, 3.0) - 0.6) < 1e-9
+    assert abs(rtt.rto(B, 0.01, 3.0) - 0.4) < 1e-9
     for _ in range(200):
         rtt.sample(B, 0.2)
     srtt = rtt.srtt(B)
     assert srtt is not None and abs(srtt - 0.2) < 1e-9
-    # the variance decays: the timeout comes down to SRTT + G
     assert abs(rtt.rto(B, 0.01, 3.0) - (0.2 + GRANULARITY_S)) < 1e-3
-    # a slower sample moves it up, by 1/8 of the difference
     rtt.sample(B, 1.0)
     srtt = rtt.srtt(B)
     assert srtt is not None and abs(srtt - 0.3) < 1e-9
+    assert rtt.base(B) == 0.2
+    assert rtt.rto(B, 0.01, 3.0) <= 0.2 + 0.2 * VAR_CAP_FACTOR + 1e-9
+
+
+RADIO = LinkAddr("radio|n1")
+INITIAL_S, FLOOR_S, CEILING_S = 0.15, 0.005, 2.0
+
+
+def _timeout(rtt: LinkRtt, now: float) -> float:
+    return rtt.timeout(RADIO, now, initial_s=INITIAL_S, floor_s=FLOOR_S,
+                       ceiling_s=CEILING_S)
+
+
+def test_a_stretched_first_sample_is_forgotten_at_the_next_normal_one() -> None:
+    """The CI failure: a busy CPU stretched the first round trip of a radio link to
+    1.5 s. One normal sample later the timeout is back to milliseconds."""
+    rtt = LinkRtt(window_s=5.0)
+    rtt.sample(RADIO, 1.5, now=10.0)
+    assert _timeout(rtt, 10.0) == CEILING_S
+    rtt.sample(RADIO, 0.003, now=10.5)
+    assert _timeout(rtt, 10.5) <= 0.003 + VAR_CAP_MIN_S + 1e-9
+
+
+def test_stretched_samples_on_a_quiet_link_hold_the_timeout_for_one_window_only() -> None:
+    """A few stretched samples and then no traffic (a radio link carries few acks): the
+    timeout stays high only while they are fresh; after the window (5 s) it is no more
+    than the initial timeout, for as long as the link stays quiet."""
+    rtt = LinkRtt(window_s=5.0)
+    for i, stretched in enumerate((1.0, 1.2, 0.9)):
+        rtt.sample(RADIO, stretched, now=10.0 + i)
+    assert _timeout(rtt, 12.5) >= 0.9
+    for now in (17.01, 60.0, 600.0):
+        assert _timeout(rtt, now) <= INITIAL_S
+    # ... and the next frame's acknowledgement (even of a retransmitted copy: no fresh
+    # estimate, Karn's exception) starts a fresh estimate
+    rtt.acked(RADIO, 600.0, True, 600.004)
+    assert _timeout(rtt, 600.004) <= 0.004 + VAR_CAP_MIN_S + 1e-9
+
+
+def test_a_stretched_sample_amid_traffic_moves_the_timeout_by_the_cap_at_most() -> None:
+    rtt = LinkRtt(window_s=5.0)
+    now = 0.0
+    for _ in range(100):
+        now += 0.1
+        rtt.sample(RADIO, 0.003, now)
+    before = _timeout(rtt, now)
+    assert before < 0.006
+    rtt.sample(RADIO, 2.0, now + 0.01)                 # one round trip stretched 2 s
+    assert _timeout(rtt, now + 0.01) <= 0.003 + VAR_CAP_MIN_S + 1e-9
+    for i in range(20):                                 # it decays with normal samples
+        rtt.sample(RADIO, 0.003, now + 0.02 + i * 0.1)
+    assert _timeout(rtt, now + 2.1) < 0.01
+
+
+def _spurious(jitter: Callable[[random.Random], float], ack_delay_s: float) -> float:
+    """Fraction of 20,000 frames (one per 10 ms) whose ack came later than the timeout
+    the forwarder computed when it sent them (estimate + the receiver's ack delay): each
+    such frame is retransmitted needlessly. Round trips are 2 ms plus ``jitter``, one in
+    200 stretched by a busy CPU (20-60 ms); the receiver holds each ack ``ack_delay_s``."""
+    rng = random.Random(3)
+    rtt = LinkRtt(window_s=5.0)
+    spurious = 0
+    now = 0.0
+    for _ in range(20_000):
+        now += 0.01
+        sample = 0.002 + jitter(rng) + ack_delay_s
+        if rng.random() < 1 / 200:
+            sample += rng.uniform(0.02, 0.06)
+        spurious += sample > _timeout(rtt, now) + ack_delay_s
+        rtt.sample(RADIO, sample, now + sample)
+    assert _timeout(rtt, now) < 0.03 + ack_delay_s      # still fast
+    return spurious / 20_000
+
+
+def test_spurious_retransmissions_stay_rare_on_a_link_with_jitter() -> None:
+    assert _spurious(lambda rng: rng.uniform(0, 0.005), 0.0) < 0.01
+    # a heavy tail (exponential jitter, mean 3 ms: 1 in 50 above 4 times the mean) with
+    # the radio's ack delay, as the forwarder runs it
+    assert _spurious(lambda rng: rng.expovariate(1 / 0.003), OverlayConfig().ack_delay_s) \
+        < 0.01
 
 
 def test_floor_and_ceiling_bound_the_timeout() -> None:
