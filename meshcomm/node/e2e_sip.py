@@ -56,6 +56,7 @@ from meshcomm.overlay.forwarding import MAX_MESSAGE_BYTES, UnicastReceived
 from meshcomm.security.e2e import (
     COUNTER_BYTES,
     E2E_VERSION,
+    HELD_FLAG,
     MAX_SEALED_BYTES,
     NACK_BYTES,
     SEALED_FORMS,
@@ -279,7 +280,8 @@ class SipSealing:
         self._plain_next.pop(digest, None)
         try:
             compacted = self._compact(body, dst, stateless)
-            sealed = self.sealer.seal_session(compacted, key, kind, now, short_ok=True)
+            sealed = self.sealer.seal_session(compacted, key, kind, now, short_ok=True,
+                                              held=self.opener.holds_from(key))
         except LocalProtocolError:
             self.counters[E2eCounter.NO_KEY] += 1
             return None
@@ -290,7 +292,7 @@ class SipSealing:
             self._keep((key, sealed.session_id, sealed.counter), body, now)
         return sealed.data
 
-    def open(self, event: UnicastReceived, now: float = 0.0) -> UnicastReceived | None:
+    def open(self, event: UnicastReceived, now: float) -> UnicastReceived | None:
         """The event with its body opened and expanded; None (counted) if it does not
         open, or if it was a NACK (handled here: see :meth:`take_outgoing`)."""
         if event.body[:1] == bytes([SealForm.NACK]):
@@ -300,12 +302,13 @@ class SipSealing:
             opened = self.opener.open_frame_untrusted(event.body, event.origin_key, event.kind)
         except DecodeError as exc:
             self.counters[E2eCounter.OPEN_FAILED] += 1
-            if event.body[:1] == bytes([SealForm.SHORT]):
+            if event.body and event.body[0] & ~HELD_FLAG == SealForm.SHORT:
                 self._nack(event, exc, now)
             return None
         self.counters[E2eCounter.OPENED] += 1
         self.learn(event.origin_key)
-        self.sealer.confirm(event.origin_key)
+        if opened.held:
+            self.sealer.confirm(event.origin_key)
         try:
             body = self._expand(opened, event.origin)
         except UnknownReference:

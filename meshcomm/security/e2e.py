@@ -18,8 +18,8 @@ destination node's key, libsodium "sealed box" style but with an AEAD and associ
   also across a sender restart (a restarted sender has no sessions and draws new ephemeral
   keys; the key source must be a CSPRNG at the runtime, as it is);
 * XChaCha20-Poly1305 (IETF) over the message, the associated data binding the sender's
-  Ed25519 key, the destination node id and the application kind
-  (:func:`associated_data`). The destination keeps the keys of recent ephemeral keys
+  Ed25519 key, the destination node id, the application kind (:func:`associated_data`)
+  and the form byte (FULL, SHORT). The destination keeps the keys of recent sessions
   (bounded, least recently used evicted), so within a session it does no X25519 either.
 
 Sealed forms (the first byte, :class:`SealForm`; issue 13: no field the receiver holds)::
@@ -31,13 +31,14 @@ Sealed forms (the first byte, :class:`SealForm`; issue 13: no field the receiver
 The session id is ``BLAKE2b-32(eph_pub)``; the destination keeps session keys by (sender
 key, session id), least recently used evicted. A sender uses the SHORT form only once the
 session is *confirmed*: it sent the session's key in a FULL message and has since opened a
-message from that destination (:meth:`Sealer.confirm`). A destination that cannot open a
-SHORT message (it restarted, evicted the session, or the FULL one has not arrived yet)
-answers with a small unsealed signal (``NACK 4 | session id 4 | counter 2``, inside the
-destination's signed envelope; :mod:`meshcomm.node.e2e_sip`), and the sender sends that
-message again in the FULL form (:meth:`Sealer.unconfirm`) from the copy it keeps of its
-recent SHORT messages: nothing is lost. Store-and-forward parcels, opened days later, are
-always FULL.
+message from that destination whose form byte carries :data:`HELD_FLAG` (0x80: "I hold
+the session of the last message of yours I opened"; :meth:`Sealer.confirm`). A
+destination that cannot open a SHORT message (it restarted, evicted the session, or the
+FULL one has not arrived yet) answers with a small unsealed signal (``NACK 4 | session
+id 4 | counter 2``, inside the destination's signed envelope; meshcomm.node.e2e_sip),
+and the sender sends that message again in the FULL form (:meth:`Sealer.unconfirm`) from
+the copy it keeps of its recent SHORT messages: nothing is lost. Store-and-forward
+parcels, opened days later, are always FULL.
 
 The envelope around it is still signed by the origin (the signature covers the
 ciphertext); the associated data makes a box that another node re-signs under its own key
@@ -85,8 +86,12 @@ class SealForm(IntEnum):
 
 #: The first byte of a legacy sealed message (kept for parcels held before issue 13).
 E2E_VERSION: Final = SealForm.LEGACY
+#: Flag on a FULL or SHORT form byte: the sender holds the session of the destination's
+#: that it last opened a message of (the destination may then send SHORT).
+HELD_FLAG: Final = 0x80
 #: First bytes of sealed messages (SIP text never starts with any of them).
-SEALED_FORMS: Final = frozenset({SealForm.LEGACY, SealForm.FULL, SealForm.SHORT})
+SEALED_FORMS: Final = frozenset({SealForm.LEGACY, SealForm.FULL, SealForm.SHORT,
+                                 SealForm.FULL | HELD_FLAG, SealForm.SHORT | HELD_FLAG})
 EPHEMERAL_KEY_BYTES: Final = 32
 SESSION_ID_BYTES: Final = 4
 COUNTER_BYTES: Final = 2
@@ -190,12 +195,14 @@ class Sealed:
 
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """An opened message: its form (LEGACY carries plain SIP), session and counter."""
+    """An opened message: its form (LEGACY carries plain SIP), session and counter;
+    ``held``: its sender holds a session of ours (:data:`HELD_FLAG`)."""
 
     message: bytes
     form: SealForm
     session_id: bytes
     counter: int
+    held: bool = False
 
 
 class Sealer:
@@ -234,28 +241,32 @@ class Sealer:
         return self.seal_session(message, dst_key, kind, now, short_ok=False).data
 
     def seal_session(self, message: bytes, dst_key: bytes, kind: int, now: float, *,
-                     short_ok: bool) -> Sealed:
+                     short_ok: bool, held: bool = False) -> Sealed:
         """``message`` sealed to ``dst_key``: SHORT when ``short_ok`` and the session is
-        confirmed, else FULL."""
+        confirmed, else FULL; ``held`` sets :data:`HELD_FLAG` (we hold a session of
+        theirs: :meth:`Opener.holds_from`)."""
         if len(message) > MAX_PLAINTEXT_BYTES:
             raise LocalProtocolError(f"message over {MAX_PLAINTEXT_BYTES} bytes")
         session = self._session(dst_key, now)
         counter = session.messages
         session.messages += 1
+        form = SealForm.SHORT if short_ok and session.confirmed else SealForm.FULL
+        first = bytes([form | (HELD_FLAG if held else 0)])     # authenticated too
         sealed: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-            message, associated_data(self.sender_key, node_id_of(dst_key), kind),
+            message, associated_data(self.sender_key, node_id_of(dst_key), kind) + first,
             counter_nonce(counter), session.key)
         name = counter.to_bytes(COUNTER_BYTES, "big")
-        if short_ok and session.confirmed:
-            return Sealed(bytes([SealForm.SHORT]) + session.session_id + name + sealed,
-                          session.session_id, counter, SealForm.SHORT)
+        if form is SealForm.SHORT:
+            return Sealed(first + session.session_id + name + sealed, session.session_id,
+                          counter, form)
         session.full_sent = True
-        return Sealed(bytes([SealForm.FULL]) + session.eph_public + name + sealed,
-                      session.session_id, counter, SealForm.FULL)
+        return Sealed(first + session.eph_public + name + sealed, session.session_id,
+                      counter, form)
 
     def confirm(self, dst_key: bytes) -> None:
-        """A message from ``dst_key``'s node opened here: a session whose key went out
-        FULL is taken as held there (a NACK corrects a wrong guess)."""
+        """A message from ``dst_key``'s node with :data:`HELD_FLAG` opened here: a session
+        whose key went out FULL is taken as held there (a NACK corrects the rare wrong
+        guess: the flag named the previous session, rotated meanwhile)."""
         session = self._sessions.get(dst_key)
         if session is not None and session.full_sent:
             session.confirmed = True
@@ -279,6 +290,20 @@ class Opener:
         self._public: bytes = nacl.bindings.crypto_scalarmult_base(self._secret)
         #: Session keys by ephemeral key (LEGACY) or sender key + session id.
         self._keys: OrderedDict[bytes, bytes] = OrderedDict()
+        #: The session id of the latest FULL or SHORT message opened, by sender key.
+        self._latest: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def holds_from(self, sender_key: bytes) -> bool:
+        """Whether this node still holds the session of ``sender_key``'s latest message
+        it opened (so that node may send SHORT)."""
+        session_id = self._latest.get(sender_key)
+        return session_id is not None and sender_key + session_id in self._keys
+
+    def _opened_from(self, sender_key: bytes, session_id: bytes) -> None:
+        self._latest.pop(sender_key, None)
+        while len(self._latest) >= MAX_CACHED_EPHEMERALS:
+            self._latest.popitem(last=False)
+        self._latest[sender_key] = session_id
 
     def _remember(self, name: bytes, key: bytes) -> None:
         self._keys.pop(name, None)
@@ -309,7 +334,7 @@ class Opener:
             raise DecodeError("sealed message too large", reason="oversized")
         if size < 1 or sealed[0] not in SEALED_FORMS:
             raise DecodeError(f"unknown sealing form {sealed[:1].hex()}", reason="version")
-        form = SealForm(sealed[0])
+        form = SealForm(sealed[0] & ~HELD_FLAG)
         header = {SealForm.LEGACY: LEGACY_HEADER_BYTES, SealForm.FULL: FULL_HEADER_BYTES,
                   SealForm.SHORT: SHORT_HEADER_BYTES}[form]
         if size < header + TAG_BYTES:
@@ -318,15 +343,21 @@ class Opener:
             raise DecodeError("bad sender key or kind", reason="malformed")
         try:
             opened = self._open(form, sealed, header, sender_key, kind)
+            if form is not SealForm.LEGACY:
+                self._opened_from(sender_key, opened.session_id)
         except (nacl.exceptions.CryptoError, nacl.exceptions.RuntimeError,
                 nacl.exceptions.ValueError, nacl.exceptions.TypeError) as exc:
             raise DecodeError("sealed message does not open", reason="bad_signature") from exc
+        if sealed[0] & HELD_FLAG:
+            return Opened(opened.message, form, opened.session_id, opened.counter, True)
         return opened
 
     def _open(self, form: SealForm, sealed: bytes, header: int, sender_key: bytes,
               kind: int) -> Opened:
         """The AEAD step (raises nacl errors, or DecodeError for an unknown session)."""
         ad = AD_DOMAIN + sender_key + self.node_id + bytes([kind])
+        if form is not SealForm.LEGACY:
+            ad += sealed[:1]                # the form byte, HELD_FLAG included
         if form is SealForm.SHORT:
             session_id = sealed[1:1 + SESSION_ID_BYTES]
             key = self._keys.get(sender_key + session_id)
