@@ -226,7 +226,8 @@ class Forwarder:
         best_effort = bool(flags & FLAG_BEST_EFFORT)
         addressed = hop.to == self.ctx.short_id
         first = self.ctx.verified_first_copy(env, src, now)
-        if not first and self.ctx.acks.resend_carrier(src, env.ack_id, now):
+        if (not first and self.ctx.seen(env.digest)
+                and self.ctx.acks.resend_carrier(src, env.ack_id, now)):
             return          # our ack rode on a frame back, and that was lost: again
         # A unicast that carries acks is their carrier: it needs no ack (.acks).
         if addressed and not best_effort and not hop.acks and self.ctx.seen(env.digest):
