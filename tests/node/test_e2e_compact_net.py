@@ -28,7 +28,7 @@ def test_a_100_byte_message_and_its_200_ok_are_small_on_the_radio() -> None:
     for k, text in enumerate(TEXTS):
         before = len(heard)
         alice.message(BOB, text)
-        net.run_until(lambda k=k: len(_messages_at_bob(net)) == k + 1)
+        net.run_until(lambda: len(_messages_at_bob(net)) == len(sizes) + 1)
         net.run_for(1.0)
         new = heard[before:]
         sizes.append((sorted({len(b) for b in _sip_bodies(new, net.stations[4].core.node_id)}),
