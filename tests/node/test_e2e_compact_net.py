@@ -24,8 +24,8 @@ def test_a_100_byte_message_and_its_200_ok_are_small_on_the_radio() -> None:
     registered(net, 4, 5074, "bob")
     net.run_until(lambda: bool(net.stations[0].node.table.lookup(BOB)), timeout_s=60)
     heard = _heard(net, 2)
-    sizes = []
-    for k, text in enumerate(TEXTS):
+    sizes: list[tuple[list[int], list[int]]] = []
+    for text in TEXTS:
         before = len(heard)
         alice.message(BOB, text)
         net.run_until(lambda: len(_messages_at_bob(net)) == len(sizes) + 1)
