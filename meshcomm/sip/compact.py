@@ -230,15 +230,18 @@ def compact(message: bytes, ctx: CompactContext, ref: Reference | None = None) -
         candidates.append(bytes([Form.RAW_Z]) + _deflate(message))
     else:
         text = head.decode("latin-1")
-        tokenised = _tokenise_head(text, len(body), ctx.words, len(ctx.words)) + b"\x00" + body
-        candidates += [bytes([Form.TOKENS]) + tokenised,
-                       bytes([Form.TOKENS_Z]) + _deflate(tokenised)]
         if ref is not None and 0 < len(ref.ref) <= MAX_REFERENCE_BYTES and ref.words:
+            # a response's copied lines make REF shorter than TOKENS by far: only REF
             words = ctx.words + ref.words[:MAX_REFERENCE_WORDS]
             tokenised = _tokenise_head(text, len(body), words, len(ctx.words)) + b"\x00" + body
             name = bytes([len(ref.ref)]) + ref.ref
             candidates += [bytes([Form.REF]) + name + tokenised,
                            bytes([Form.REF_Z]) + name + _deflate(tokenised)]
+        else:
+            tokenised = (_tokenise_head(text, len(body), ctx.words, len(ctx.words)) + b"\x00"
+                         + body)
+            candidates += [bytes([Form.TOKENS]) + tokenised,
+                           bytes([Form.TOKENS_Z]) + _deflate(tokenised)]
     lookup = (lambda _name: ref.words) if ref is not None else None
     for form in sorted(candidates, key=len):
         try:
