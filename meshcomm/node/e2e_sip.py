@@ -102,6 +102,11 @@ MAX_PLAIN_NEXT: Final = 256
 #: The gateway's own top Via branch (meshcomm.node.gateway.core._prepare) names a request.
 _GATEWAY_BRANCH: Final = re.compile(
     rb"\r\n(?:Via|v): SIP/2\.0/UDP [0-9a-f]{16}\.mesh;branch=z9hG4bK([0-9a-f]{16})\r\n")
+#: A reference names a request by its branch and this digest of its lines; requests of
+#: one branch kept (an INVITE, its CANCEL, an ACK).
+REFERENCE_DIGEST_BYTES: Final = 2
+MAX_REQUESTS_PER_BRANCH: Final = 4
+_CSEQ_LINE: Final = re.compile(rb"\r\nCSeq: [^\r\n]*")
 _SENT: Final = b"s"
 _RECEIVED: Final = b"r"
 
@@ -190,8 +195,9 @@ class SipSealing:
         self._kept_bytes = 0
         self._nacked: OrderedDict[bytes, float] = OrderedDict()
         self._outgoing: list[E2eOutgoing] = []
-        self._references: OrderedDict[tuple[bytes, bytes, bytes], tuple[str, ...]] = (
-            OrderedDict())
+        #: Requests by (peer, gateway branch, sent or received): their lines by digest.
+        self._references: OrderedDict[tuple[bytes, bytes, bytes],
+                                      dict[bytes, tuple[str, ...]]] = OrderedDict()
         #: Digests of (destination, message) to seal FULL and without a reference next.
         self._plain_next: OrderedDict[bytes, None] = OrderedDict()
         self.learn(identity.public_key)
@@ -236,24 +242,50 @@ class SipSealing:
         """``sip`` compacted for ``dst``: a response against its request when both hold
         it (not ``stateless``); a request is remembered for its responses."""
         ref = None
-        name = _reference_name(sip)
-        if name is not None and sip.startswith(b"SIP/2.0 "):
-            words = None if stateless else self._references.get((dst, name, _RECEIVED))
-            ref = Reference(name, words) if words else None
-        elif name is not None:
-            self._remember_request(dst, name, _SENT, sip)
+        branch = _reference_name(sip)
+        if branch is not None and sip.startswith(b"SIP/2.0 "):
+            ref = None if stateless else self._reference_for(dst, branch, sip)
+        elif branch is not None:
+            self._remember_request(dst, branch, _SENT, sip)
         compacted = compact(sip, self._context(self.node_id, dst), ref)
         if compacted[0] in (Form.REF, Form.REF_Z):
             self.counters[E2eCounter.REFERENCED] += 1
         self.counters[E2eCounter.COMPACT_SAVED] += len(sip) - len(compacted)
         return compacted
 
-    def _remember_request(self, peer: bytes, name: bytes, way: bytes, sip: bytes) -> None:
-        key = (peer, name, way)
-        self._references.pop(key, None)
+    def _reference_for(self, dst: bytes, branch: bytes, response: bytes) -> Reference | None:
+        """The request from ``dst`` that ``response`` answers: same gateway branch and
+        the same CSeq line (an INVITE and its CANCEL share the branch). Its name is the
+        branch and a digest of its lines, so a peer holding another request of that
+        branch finds nothing (and NACKs) rather than the wrong lines."""
+        held = self._references.get((dst, branch, _RECEIVED))
+        match = _CSEQ_LINE.search(response.partition(b"\r\n\r\n")[0])
+        if held is None or match is None:
+            return None
+        cseq = match.group().decode("latin-1")
+        for digest, words in held.items():
+            if cseq in words:
+                return Reference(branch + digest, words)
+        return None
+
+    def _remember_request(self, peer: bytes, branch: bytes, way: bytes, sip: bytes) -> None:
+        key = (peer, branch, way)
+        held = self._references.pop(key, {})
+        words = reference_words(sip)
+        digest = hashlib.blake2b("".join(words).encode("latin-1"),
+                                 digest_size=REFERENCE_DIGEST_BYTES).digest()
+        held.pop(digest, None)
+        held[digest] = words
+        while len(held) > MAX_REQUESTS_PER_BRANCH:
+            del held[next(iter(held))]
         while len(self._references) >= MAX_REFERENCES:
             self._references.popitem(last=False)
-        self._references[key] = reference_words(sip)
+        self._references[key] = held
+
+    def _sent_request(self, origin: bytes, name: bytes) -> tuple[str, ...] | None:
+        """The lines of our request to ``origin`` named ``name`` (branch + digest)."""
+        held = self._references.get((origin, name[:-REFERENCE_DIGEST_BYTES], _SENT))
+        return None if held is None else held.get(name[-REFERENCE_DIGEST_BYTES:])
 
     def _expand(self, opened: Opened, origin: bytes) -> bytes:
         """The SIP message an opened plaintext stands for (LEGACY: itself); a request
@@ -261,7 +293,7 @@ class SipSealing:
         if opened.form is SealForm.LEGACY:
             return opened.message
         sip = expand_untrusted(opened.message, self._context(origin, self.node_id),
-                               lambda name: self._references.get((origin, name, _SENT)))
+                               lambda name: self._sent_request(origin, name))
         name = _reference_name(sip)
         if name is not None and not sip.startswith(b"SIP/2.0 "):
             self._remember_request(origin, name, _RECEIVED, sip)

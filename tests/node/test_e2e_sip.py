@@ -178,3 +178,32 @@ def test_parcels_are_compacted_sealed_full_and_open_later() -> None:
     assert b.open_parcel(request, A.public_key) == request                # held in clear
     assert b.open_parcel(parcel[:-1], A.public_key) is None
     assert b.counters[E2eCounter.PARCEL_OPEN_FAILED] == 1
+
+
+def _with_method(request: bytes, method: str) -> bytes:
+    head, _, _ = request.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    lines[0] = lines[0].replace(b"MESSAGE", method.encode())
+    lines = [x.replace(b" MESSAGE", f" {method}".encode()) if x.startswith(b"CSeq") else x
+             for x in lines if not x.startswith(b"Content-")]
+    return b"\r\n".join(lines) + b"\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_an_invite_and_its_cancel_share_a_branch_and_each_answer_finds_its_own() -> None:
+    """The gateway's CANCEL reuses the INVITE's branch: a response names its request by
+    branch and a digest of its lines, so the INVITE's 180 decodes against the INVITE even
+    when the CANCEL went out meanwhile (lost before the far side), never against it."""
+    a, b = _sealing(A, 1), _sealing(B, 2)
+    invite = _with_method(_request(20), "INVITE")
+    cancel = _with_method(_request(20), "CANCEL")
+    assert _deliver(a, A, b, invite, 0.0) == invite
+    assert a.seal(B.node_id, SIP, cancel, 0.1) is not None          # lost on the way
+    ringing = _ok(invite).replace(b"200 OK", b"180 Ringing")
+    assert _deliver(b, B, a, ringing, 0.2) == ringing
+    assert _deliver(a, A, b, cancel, 0.3) == cancel               # the retransmission
+    ok_cancel = _ok(cancel)
+    assert b"CSeq: 20 CANCEL" in ok_cancel
+    assert _deliver(b, B, a, ok_cancel, 0.4) == ok_cancel
+    terminated = _ok(invite).replace(b"200 OK", b"487 Request Terminated")
+    assert _deliver(b, B, a, terminated, 0.5) == terminated
+    assert b.counters[E2eCounter.REFERENCED] == 3 and not a.take_outgoing()
