@@ -39,9 +39,13 @@ if TYPE_CHECKING:
     from meshcomm.overlay.context import OverlayContext
 
 MAX_UNICAST_KIND = 255
-BACKOFF_FACTOR = 2.0
-#: Copies of one frame on one hop at most (see OverlayConfig.retransmit_span_s).
-MAX_TRIES = 10
+#: Growth of a frame's timeout with each retransmission. Radio loss is mostly random, not
+#: congestion: 1.5 (not TCP's 2) keeps a frame lost three times on a 25 ms hop under 0.2 s
+#: (sim, 5-chain at 30% loss: p95 405 / 153 ms against 483 / 582 ms with 2, no more bytes).
+BACKOFF_FACTOR = 1.5
+#: Copies of one frame on one hop at most (see OverlayConfig.retransmit_span_s): a dead
+#: next hop costs at most this many frames before the scoped flood.
+MAX_TRIES = 8
 #: Ceiling of a backed-off timeout, seconds.
 MAX_BACKED_OFF_S = 3.0
 #: Ceiling of a link's acknowledgement timeout before backoff, seconds (a satellite hop's

@@ -18,13 +18,17 @@ failed. The estimate here is built to forget such samples quickly:
   still shorten the timeout but never hold it above the caller's initial timeout (the
   value used before any sample): a link that went quiet after stretched samples starts
   afresh instead of keeping them;
-* Karn's rule (see :meth:`LinkRtt.acked`): the acknowledgement of a retransmitted frame
-  gives no sample, except while the link has no fresh estimate.
+* Karn's rule and algorithm (see :meth:`LinkRtt.acked`): the acknowledgement of a
+  retransmitted frame gives no sample (except on a link never sampled), but it backs the
+  link's timeout off (x :data:`AMBIGUOUS_BACKOFF`, up to :data:`MAX_LINK_BACKOFF`) until a
+  clean sample comes: a link whose round trip grew past its timeout, or a stale one
+  slower than the initial timeout (a satellite hop after a quiet spell), gets there in a
+  few frames instead of retransmitting every one for ever.
 
-The timeout is ``base + max(G, min(K * deviation, cap))`` within the caller's floor and
-ceiling (a radio's floor is a few milliseconds). Exponential backoff on repeated loss is
-the caller's (meshcomm.overlay.forwarding). :meth:`LinkRtt.srtt` keeps RFC 6298's smoothed
-round trip for callers that want the typical value.
+The timeout is ``(base + max(G, min(K * deviation, cap))) * backoff`` within the
+caller's floor and ceiling (a radio's floor is a few milliseconds). The backoff of one
+frame's retransmissions is the caller's (meshcomm.overlay.forwarding).
+:meth:`LinkRtt.srtt` keeps RFC 6298's smoothed round trip for callers that want it.
 
 Sans-IO (times are given); bounded: at most :data:`MAX_LINKS` links, least recently
 sampled forgotten first, and at most :data:`MAX_WINDOW_SAMPLES` window entries per link.
@@ -58,6 +62,10 @@ MAX_WINDOW_SAMPLES: Final = 32
 #: The deviation term is at most this many times the base, or VAR_CAP_MIN_S if more.
 VAR_CAP_FACTOR: Final = 1.0
 VAR_CAP_MIN_S: Final = 0.02
+#: A link's timeout grows by this for each ambiguous acknowledgement (of a retransmitted
+#: frame) until a clean sample, by at most MAX_LINK_BACKOFF in all.
+AMBIGUOUS_BACKOFF: Final = 1.5
+MAX_LINK_BACKOFF: Final = 16.0
 
 
 @dataclass(slots=True)
@@ -65,6 +73,8 @@ class _Link:
     srtt: float
     deviation: float
     last_at: float
+    #: Karn's backoff, reset by a clean sample
+    backoff: float = 1.0
     #: (time, sample), times and samples both increasing: the front is the window's min.
     window: deque[tuple[float, float]] = field(default_factory=deque)
 
@@ -103,6 +113,7 @@ class LinkRtt:
         if not first:
             known.deviation = (1 - BETA) * known.deviation + BETA * (rtt_s - known.base)
         known.last_at = now
+        known.backoff = 1.0
         self._links[link] = known
         while len(self._links) > self._max:
             self._links.popitem(last=False)
@@ -117,13 +128,17 @@ class LinkRtt:
         """A frame first sent to ``link`` at ``first_sent_s`` was acknowledged at ``now``.
 
         Karn's rule: the acknowledgement of a retransmitted frame may answer any copy, so
-        it is no sample -- except while the link has no fresh estimate, where it counts
-        as measured from the first copy (an upper bound). Without that, a link slower
-        than the initial timeout would never be sampled: every frame is retransmitted
-        before its acknowledgement can arrive. (A too-high upper bound is forgotten by
-        the windowed minimum at the next clean sample.)"""
-        if not retransmitted or not self.fresh(link, now):
+        it is no sample -- except while the link has no estimate at all, where it counts
+        as measured from the first copy (an upper bound: a link slower than the initial
+        timeout is sampled at once; a too-high bound is forgotten by the windowed minimum
+        at the next clean sample). Otherwise it backs the link's timeout off until a
+        clean sample (Karn's algorithm): if the timeout was too short, it grows until a
+        frame is acknowledged before its retransmission."""
+        known = self._links.get(link)
+        if not retransmitted or known is None:
             self.sample(link, now - first_sent_s, now)
+        else:
+            known.backoff = min(MAX_LINK_BACKOFF, known.backoff * AMBIGUOUS_BACKOFF)
 
     def srtt(self, link: LinkAddr) -> float | None:
         """The smoothed round-trip time to ``link`` (None before its first sample)."""
@@ -156,12 +171,16 @@ class LinkRtt:
                 ceiling_s: float) -> float:
         """The timeout for a frame to ``link`` sent at ``now``: ``initial_s`` before any
         sample; :meth:`estimate` within ``[floor_s, ceiling_s]`` while fresh; once stale,
-        that but at most ``initial_s`` (see the module docstring)."""
+        that but at most ``initial_s``; times the link's Karn backoff (see the module
+        docstring)."""
+        known = self._links.get(link)
         estimate = self.estimate(link)
-        if estimate is None:
+        if known is None or estimate is None:
             return initial_s
         rto = min(ceiling_s, max(floor_s, estimate))
-        return rto if self.fresh(link, now) else min(rto, max(initial_s, floor_s))
+        if not self.fresh(link, now):
+            rto = min(rto, max(initial_s, floor_s))
+        return min(ceiling_s, rto * known.backoff)
 
     def forget(self, link: LinkAddr) -> None:
         self._links.pop(link, None)

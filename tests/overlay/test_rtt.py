@@ -77,10 +77,28 @@ def test_stretched_samples_on_a_quiet_link_hold_the_timeout_for_one_window_only(
     assert _timeout(rtt, 12.5) >= 0.9
     for now in (17.01, 60.0, 600.0):
         assert _timeout(rtt, now) <= INITIAL_S
-    # ... and the next frame's acknowledgement (even of a retransmitted copy: no fresh
-    # estimate, Karn's exception) starts a fresh estimate
-    rtt.acked(RADIO, 600.0, True, 600.004)
+    # ... and the next clean acknowledgement starts a fresh estimate
+    rtt.acked(RADIO, 600.0, False, 600.004)
     assert _timeout(rtt, 600.004) <= 0.004 + VAR_CAP_MIN_S + 1e-9
+
+
+def test_karn_backoff_reaches_a_round_trip_that_outgrew_the_timeout() -> None:
+    """A stale link slower than the initial timeout (a satellite hop after a quiet
+    spell: 600 ms): every frame is retransmitted and each ambiguous ack backs the
+    link's timeout off, until a frame is acknowledged before its retransmission; that
+    clean sample ends the backoff."""
+    rtt = LinkRtt(window_s=5.0)
+    rtt.sample(RADIO, 0.6, now=0.0)
+    now, frames = 100.0, 0
+    while _timeout(rtt, now) < 0.6:
+        rtt.acked(RADIO, now, True, now + 0.6)      # retransmitted: no sample
+        now += 1.0
+        frames += 1
+        assert frames < 10
+    assert frames <= 4                              # 0.15 * 1.5**4 > 0.6
+    rtt.acked(RADIO, now, False, now + 0.6)
+    assert _timeout(rtt, now + 0.6) == rtt.rto(RADIO, FLOOR_S, CEILING_S)   # backoff 1
+    assert abs((rtt.base(RADIO) or 0.0) - 0.6) < 1e-9
 
 
 def test_a_stretched_sample_amid_traffic_moves_the_timeout_by_the_cap_at_most() -> None:
