@@ -46,6 +46,11 @@ IDLE_TIMEOUT_S: Final = 30.0
 MAX_SOCKET_PATH_BYTES: Final = 107
 DEFAULT_CLIENT_TIMEOUT_S: Final = 5.0
 LISTEN_BACKLOG: Final = 16
+#: What is read and thrown away after refusing an over-long line, at most, before closing.
+DISCARD_MAX_BYTES: Final = 1 << 20
+DISCARD_TIMEOUT_S: Final = 1.0
+#: Connections accepted per readiness callback before yielding to the loop.
+ACCEPT_BATCH: Final = 16
 
 
 class ControlCommand(StrEnum):
@@ -157,63 +162,115 @@ class ControlServer:
                             (exc.strerror or str(exc)).lower())
 
     async def serve(self, tg: asyncio.TaskGroup) -> None:
-        """Accept connections until cancelled; each connection is a task in ``tg``."""
+        """Accept connections until cancelled; each connection is a task in ``tg``.
+
+        Accepting is a reader callback, not a task: a request already waiting on a new
+        connection (``meshcomm ctl`` writes it right after connecting) is handled in that
+        same callback, so a ``send`` has its MESSAGE on the radio before the loop turns;
+        the reply and any further requests are the connection's task."""
         if self._sock is None:
             self.bind()
         assert self._sock is not None
         loop = asyncio.get_running_loop()
         listener = self._sock
+        loop.add_reader(listener.fileno(), self._on_acceptable, listener, tg)
         try:
-            while True:
-                conn, _ = await loop.sock_accept(listener)
-                tg.create_task(self._connection(conn))
+            await loop.create_future()          # until cancelled
         finally:
+            if not loop.is_closed():
+                loop.remove_reader(listener.fileno())
             self.close()
 
-    async def _connection(self, conn: socket.socket) -> None:
-        reader, writer = await asyncio.open_unix_connection(sock=conn, limit=MAX_REQUEST_BYTES)
-        try:
-            if self._connections >= MAX_CONNECTIONS:
-                self.counters[ControlCounter.REFUSED_CONNECTIONS] += 1
-                writer.write(encode_reply({"ok": False, "error": "too many connections"}))
-                await writer.drain()
-                return
-            self._connections += 1
+    def _on_acceptable(self, listener: socket.socket, tg: asyncio.TaskGroup) -> None:
+        for _ in range(ACCEPT_BATCH):
             try:
-                await self._serve_lines(reader, writer)
-            finally:
-                self._connections -= 1
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors: the backlog waits for the next try
+                self.counters[ControlCounter.REFUSED_CONNECTIONS] += 1
+                log.warning("control socket: accept failed: %s", exc.strerror or exc)
+                return
+            conn.setblocking(False)
+            self._start(conn, tg)
+
+    def _start(self, conn: socket.socket, tg: asyncio.TaskGroup) -> None:
+        """A new connection: refused when there are too many, else its first request
+        handled now if it is already there, and a task for the rest."""
+        if self._connections >= MAX_CONNECTIONS:
+            self.counters[ControlCounter.REFUSED_CONNECTIONS] += 1
+            with contextlib.suppress(OSError):
+                conn.send(encode_reply({"ok": False, "error": "too many connections"}))
+            conn.close()
+            return
+        self._connections += 1
+        buf = bytearray()
+        first: dict[str, object] | None = None
+        with contextlib.suppress(OSError):     # nothing there yet, or an error: the task
+            buf += conn.recv(MAX_REQUEST_BYTES + 1)
+        end = buf.find(b"\n")
+        if 0 <= end < MAX_REQUEST_BYTES and buf[:end].strip():
+            first = self.handle_line(bytes(buf[:end + 1]))
+            del buf[:end + 1]
+        tg.create_task(self._connection(conn, buf, first))
+
+    async def _connection(self, conn: socket.socket, buf: bytearray,
+                          first: dict[str, object] | None) -> None:
+        try:
+            if first is not None:
+                await self._reply(conn, await self._complete(first))
+            await self._serve_lines(conn, buf)
         except (ConnectionError, TimeoutError):
             pass
         finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+            self._connections -= 1
+            conn.close()
 
-    async def _serve_lines(self, reader: asyncio.StreamReader,
-                           writer: asyncio.StreamWriter) -> None:
+    async def _serve_lines(self, conn: socket.socket, buf: bytearray) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                async with asyncio.timeout(IDLE_TIMEOUT_S):
-                    line = await reader.readuntil(b"\n")
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial.strip():
-                    writer.write(encode_reply(await self.handle_line_async(exc.partial)))
-                    await writer.drain()
-                return
-            except asyncio.LimitOverrunError:
+            end = buf.find(b"\n")
+            if end >= MAX_REQUEST_BYTES or (end < 0 and len(buf) > MAX_REQUEST_BYTES):
                 self.counters[ControlCounter.BAD_REQUESTS] += 1
-                writer.write(encode_reply({"ok": False, "error": "request line too long"}))
-                await writer.drain()
+                await self._reply(conn, {"ok": False, "error": "request line too long"})
+                await self._discard_rest(conn)
                 return
-            if not line.strip():
+            if end >= 0:
+                line = bytes(buf[:end + 1])
+                del buf[:end + 1]
+                if line.strip():
+                    await self._reply(conn, await self.handle_line_async(line))
                 continue
-            writer.write(encode_reply(await self.handle_line_async(line)))
-            await writer.drain()
+            async with asyncio.timeout(IDLE_TIMEOUT_S):
+                data = await loop.sock_recv(conn, MAX_REQUEST_BYTES + 1)
+            if not data:
+                if buf.strip():
+                    await self._reply(conn, await self.handle_line_async(bytes(buf)))
+                return
+            buf += data
+
+    @staticmethod
+    async def _discard_rest(conn: socket.socket) -> None:
+        """After the last reply: read what the client is still sending (bounded in bytes
+        and time) so that closing does not reset the connection before it reads the
+        reply."""
+        conn.shutdown(socket.SHUT_WR)
+        loop = asyncio.get_running_loop()
+        left = DISCARD_MAX_BYTES
+        async with asyncio.timeout(DISCARD_TIMEOUT_S):
+            while left > 0 and (data := await loop.sock_recv(conn, min(left, 65536))):
+                left -= len(data)
+
+    @staticmethod
+    async def _reply(conn: socket.socket, reply: Mapping[str, object]) -> None:
+        await asyncio.get_running_loop().sock_sendall(conn, encode_reply(reply))
 
     async def handle_line_async(self, line: bytes) -> dict[str, object]:
         """Like :meth:`handle_line`, awaiting a handler's awaitable result."""
-        reply = self.handle_line(line)
+        return await self._complete(self.handle_line(line))
+
+    async def _complete(self, reply: dict[str, object]) -> dict[str, object]:
+        """``reply`` of :meth:`handle_line` with an awaitable result awaited."""
         result = reply.get("result")
         if not reply.get("ok") or not inspect.isawaitable(result):
             return reply

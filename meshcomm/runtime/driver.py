@@ -19,8 +19,12 @@ moves through the one :class:`~meshcomm.node.pump.Pump`, in its documented order
 * ``store``: store-and-forward's ``SfPersist`` batch in one SQLite transaction (False when
   the write failed: the core then answers 500 instead of 202); ``store_freshness``: the
   freshness memory's changes in one transaction (a failed write is retried next pump);
-* ``record``: journal records are stamped with monotonic and wall-clock time and appended; the
-  journal is flushed (one durable SQLite transaction) at most once per loop turn; a record
+* ``record``: journal records are stamped with monotonic and wall-clock time when the core
+  produced them and appended (hashed into the chain) just after the run's datagrams went
+  out, at the start of the next loop turn together with the flush (one durable SQLite
+  transaction at most once per loop turn): building an entry costs tens of microseconds,
+  and the journal was never flushed before a transmit, so durability is unchanged; whoever
+  reads :attr:`NodeDriver.journal` gets the store with every record appended; a record
   whose data the journal cannot store (a peer's out-of-range number) is stored normalised
   (``codec.storable_data``), counted;
 * ``to_client`` / ``to_client_media``: SIP to the gateway's sockets, media from the call's
@@ -105,6 +109,9 @@ def as_uplink_radio(radio: Radio | None) -> UplinkRadio | None:
     return radio if isinstance(radio, UplinkRadio) else None
 
 
+#: Journal records held for appending after the transmit (see ``record`` above); more in
+#: one loop turn are appended at once (the journal's own buffer bounds then apply).
+MAX_DEFERRED_RECORDS = 256
 #: A failing store-and-forward write is logged at most this often (the rest counted).
 PERSIST_ERROR_LOG_INTERVAL_S = 10.0
 
@@ -133,7 +140,9 @@ class NodeDriver:
         self.fresh_store: FreshnessStore | None = None
         #: The DHT node on the uplink (the bridge's operations go there), set by run_node.
         self.dht_port: DhtPortLike | None = None
-        self.journal = journal
+        self._journal = journal
+        #: Records (and their loop time) not yet appended to the journal (see ``record``).
+        self._records: list[tuple[JournalRecord, float]] = []
         self.loop = loop
         self.wall_offset_s = wall_offset_s
         self.event_sink = event_sink
@@ -167,12 +176,13 @@ class NodeDriver:
         """Cancel the timer, close the radios, flush and close the journal. Idempotent."""
         if self._closed:
             return
+        journal = self.journal      # every pending record appended, then written by close
         self._closed = True
         self._timer.cancel()
         for radio in self.radios.values():
             radio.close()
-        if self.journal is not None:
-            self.journal.close()
+        if journal is not None:
+            journal.close()
 
     def close_media(self) -> None:
         """End every call's media (the relay's sessions) and close every call port."""
@@ -369,27 +379,44 @@ class NodeDriver:
             self.counters[R.TX_ERRORS] += 1
             log.warning("radio %s: %s", radio.name, exc)
 
+    @property
+    def journal(self) -> JournalStore | None:
+        """The node's journal, every record produced so far appended (none pending)."""
+        if self._records and not self._closed:
+            self._append_records()
+        return self._journal
+
     def _journal_now(self, record: JournalRecord, now: float) -> None:
-        if self.journal is None:
+        if self._journal is None or self._closed:
             log.debug("journal: %s %s", record.type.value, dict(record.data))
             return
-        try:
-            self.journal.append_record(record, now, self.wall_time(now))
-        except LocalProtocolError:
-            # A value from outside the data model (a peer's number): stored as text.
-            self.counters[R.JOURNAL_RECORDS_NORMALISED] += 1
-            self.journal.append_record(JournalRecord(record.type, storable_data(record.data)),
-                                       now, self.wall_time(now))
+        self._records.append((record, now))
+        if len(self._records) >= MAX_DEFERRED_RECORDS:
+            self._append_records()
         if not self._flush_pending:
             self._flush_pending = True
             self.loop.call_soon(self._flush)
 
+    def _append_records(self) -> None:
+        journal, records, self._records = self._journal, self._records, []
+        assert journal is not None
+        for record, now in records:
+            try:
+                journal.append_record(record, now, self.wall_time(now))
+            except LocalProtocolError:
+                # A value from outside the data model (a peer's number): stored as text.
+                self.counters[R.JOURNAL_RECORDS_NORMALISED] += 1
+                journal.append_record(JournalRecord(record.type, storable_data(record.data)),
+                                      now, self.wall_time(now))
+
     def _flush(self) -> None:
         self._flush_pending = False
-        if self.journal is None or self._closed:
+        if self._journal is None or self._closed:
             return
+        journal = self.journal
+        assert journal is not None
         try:
-            self.journal.flush_due()
+            journal.flush_due()
         except sqlite3.Error:
             # Entries stay buffered (bounded) and are retried; the store logs the failure
             # rate-limited and reports it in status(), so nothing is logged per flush here.
@@ -397,7 +424,8 @@ class NodeDriver:
 
     def flush_journal(self) -> int:
         """Flush now; return the durable seq (0 without a journal)."""
-        if self.journal is None:
+        journal = self.journal
+        if journal is None:
             return 0
         self._flush()
-        return self.journal.durable_seq
+        return journal.durable_seq

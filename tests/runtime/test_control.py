@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from meshcomm.runtime.control import (
     MAX_REQUEST_BYTES,
     ControlCommand,
     ControlError,
+    ControlRequest,
     ControlServer,
     NodeNotRunning,
     control_request,
@@ -211,3 +213,42 @@ def test_decode_request_round_trip(command: ControlCommand, args: dict[str, obje
     request = decode_request_untrusted(line)
     assert request.command is command
     assert dict(request.args) == args
+
+
+def test_a_waiting_request_is_handled_when_accepted_without_a_task(tmp_path: Path) -> None:
+    """A request already there when the connection is accepted (``meshcomm ctl`` writes
+    it right after connecting) runs in the accepting callback, before the loop turns (a
+    ``send`` has its MESSAGE on the radio at once); its awaitable result and the next
+    requests on the connection are still served, and the reply order holds."""
+    ran_in: list[asyncio.Task[object] | None] = []
+
+    async def later(value: str) -> str:
+        await asyncio.sleep(0)
+        return value
+
+    def handler(request: ControlRequest) -> object:
+        ran_in.append(asyncio.current_task())
+        return later(str(request.args.get("n")))
+
+    async def scenario() -> None:
+        server = ControlServer(tmp_path / "c.sock", {ControlCommand.WHO: handler})
+        server.bind()
+        async with asyncio.TaskGroup() as tg:
+            serving = tg.create_task(server.serve(tg))
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.connect(os.fsencode(server.path))    # the backlog takes it: no loop turn
+            client.sendall(b'{"cmd":"who","n":1}\n{"cmd":"who","n":2}\n')
+            client.shutdown(socket.SHUT_WR)
+            client.setblocking(False)
+            data = b""
+            while chunk := await asyncio.get_running_loop().sock_recv(client, 4096):
+                data += chunk
+            client.close()
+            replies = [json.loads(line) for line in data.splitlines()]
+            serving.cancel()
+        assert replies == [{"ok": True, "result": "1"}, {"ok": True, "result": "2"}]
+        assert ran_in[0] is None                      # the accepting callback, no task
+        assert ran_in[1] is not None                  # the connection's task
+        assert server.counters["requests"] == 2
+
+    asyncio.run(scenario())

@@ -102,7 +102,9 @@ def test_journal_is_flushed_once_per_loop_turn(tmp_path: Path) -> None:
                 assert journal is not None
                 driver.register(_aor("a"), ())
                 driver.register(_aor("a2"), ())
-                assert journal.pending_count >= 2  # buffered, not yet written
+                # Appended once driver.journal is read (records wait for the transmit),
+                # buffered, not yet written.
+                assert driver.journal is journal and journal.pending_count >= 2
                 head = journal.head()
                 assert head is not None
                 await asyncio.sleep(0)  # one loop turn: the coalesced flush runs
@@ -110,6 +112,42 @@ def test_journal_is_flushed_once_per_loop_turn(tmp_path: Path) -> None:
                 assert journal.durable_seq == head[0]
             finally:
                 driver.close()
+
+    asyncio.run(scenario())
+
+
+def test_journal_records_are_appended_after_the_transmit(tmp_path: Path) -> None:
+    """A run's records are hashed into the journal after its datagrams went out (not
+    before the transmit), stamped with the time the core produced them; closing the
+    driver before the next loop turn writes them all the same."""
+    async def scenario() -> None:
+        with chain_medium(["a", "b"]) as medium:
+            driver = await make_driver("a", [f"mem:{medium.name}/a"], tmp_path)
+            store = driver.journal       # the start-up's records appended
+            assert store is not None
+            head_before = store.head()
+            appended_at_send: list[tuple[int, bytes] | None] = []
+            radio = driver.radios[f"mem:{medium.name}/a"]
+            send = radio.send
+
+            def watching_send(data: bytes, dst: str | None) -> None:
+                appended_at_send.append(store.head())
+                send(data, dst)
+
+            radio.send = watching_send  # type: ignore[method-assign]
+            produced_at = driver.now()
+            driver.register(_aor("a"), ())
+            produced_by = driver.now()
+            assert appended_at_send and set(appended_at_send) == {head_before}
+            driver.close()               # no loop turn: close appends and writes them
+            reread = JournalStore.open(tmp_path / "a.sqlite", driver.node.node_id)
+            try:
+                new = [e for e in reread.entries() if head_before is None
+                       or e.seq > head_before[0]]
+                assert new and all(produced_at <= e.mono_s <= produced_by for e in new)
+                assert any(e.type == JournalEventType.BINDING_LEARNED.value for e in new)
+            finally:
+                reread.close()
 
     asyncio.run(scenario())
 
