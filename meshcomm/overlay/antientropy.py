@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 PAYLOAD_BUDGET_BYTES = limits.MAX_DATAGRAM_BYTES - 220
 #: An early digest is sent at most this often.
 MIN_EARLY_DIGEST_GAP_S = 0.25
+#: After a change learned, our digest goes out after a delay in this range (s): past
+#: the random assessment delay of the flood's rebroadcasts (rad_max_s, 60 ms by default).
+CHANGE_DIGEST_DELAY_S = (0.15, 0.35)
 #: Two digests of the Trickle timer are never closer than this fraction of Imin (the
 #: shortest jittered period of the fixed digests of before).
 MIN_DIGEST_GAP = 0.75
@@ -78,6 +81,8 @@ ASK_INTERVAL_S = 2.0
 MAX_ASKED = 256
 
 SummaryPage = tuple[list[int], list[list[object]], bytes, bytes]
+#: Timer key of a Trickle digest put off because an early one had just gone out.
+_DEFERRED = b"deferred"
 
 
 class AntiEntropy:
@@ -105,16 +110,21 @@ class AntiEntropy:
                                     min_gap_s=interval * MIN_DIGEST_GAP)
         self.ctx.schedule(timer.next_at(), TimerKind.DIGEST, timer.timer_key())
 
-    def changed(self, now: float) -> None:
-        """Something new to our table or a neighbour's differs: Trickle reset."""
+    def changed(self, now: float, *, learned: bool = False) -> None:
+        """Something new to our table (``learned``) or a neighbour's differs: Trickle
+        reset. After something learned our digest goes out once the flood that brought
+        it has passed (CHANGE_DIGEST_DELAY_S, gap allowing): a neighbour that missed the
+        flood hears at once that it differs, as with the fixed digests of before, where
+        its own periodic digest also told us."""
         timer = self.timer
-        if timer is not None and timer.inconsistent(now):
+        if timer is not None and timer.inconsistent(now, urgent=learned,
+                                                    delay_s=CHANGE_DIGEST_DELAY_S):
             self.ctx.counters[TrickleCounter.DIGEST_RESETS] += 1
             self.ctx.schedule(timer.next_at(), TimerKind.DIGEST, timer.timer_key())
 
     def soon(self, now: float) -> None:
         """Ask for an early digest (rate-limited), and reset the digest timer."""
-        self.changed(now)
+        self.changed(now, learned=True)
         if self._early_pending:
             return
         self._early_pending = True
@@ -125,7 +135,7 @@ class AntiEntropy:
     def digest_due(self, key: bytes, now: float) -> None:
         if key == b"early":
             self._early_pending = False
-        else:
+        elif key != _DEFERRED:
             timer = self.timer
             if timer is None or not timer.is_current(key):
                 return                      # armed for a deadline a reset replaced
@@ -135,7 +145,12 @@ class AntiEntropy:
                 self.ctx.counters[TrickleCounter.DIGEST_SUPPRESSED] += 1
             if fired is not Fired.TRANSMIT:
                 return
-        if len(self.ctx.neighbours) == 0 or now - self._last_digest_at < MIN_EARLY_DIGEST_GAP_S:
+        if len(self.ctx.neighbours) == 0:
+            return
+        if now - self._last_digest_at < MIN_EARLY_DIGEST_GAP_S:
+            if key not in (b"early", _DEFERRED):     # the timer's own: later, not never
+                self.ctx.schedule(self._last_digest_at + MIN_EARLY_DIGEST_GAP_S,
+                                  TimerKind.DIGEST, _DEFERRED)
             return
         self._last_digest_at = now
         env = self.ctx.seal(MsgType.DIGEST, [len(self.ctx.table), self.ctx.table.bucket_hashes(),
@@ -296,7 +311,7 @@ class AntiEntropy:
                 continue
             env = stored.binding.envelope
             age_ms = min(MAX_AGE_MS, int(stored.age_s(now) * 1000))
-            metric, hops, via = self._route_to(stored.binding.node_id, now)
+            metric, hops, via = self._route_to(stored.binding.node_id, env.seq, now)
             item_size = len(env.signed_bytes) + len(env.signature) + 30
             if page and (size + item_size > PAYLOAD_BUDGET_BYTES
                          or len(page) >= limits.MAX_RECORDS_PER_FRAME):
@@ -308,16 +323,20 @@ class AntiEntropy:
         if page:
             self._send_page(page)
 
-    def _route_to(self, node: NodeId, now: float) -> tuple[int, int, bytes]:
+    def _route_to(self, node: NodeId, seq: int, now: float) -> tuple[int, int, bytes]:
         """Our path metric, hop count and next hop (short id) to a record's origin, so the
         receiver also learns a route, not only the binding ((-1, -1, b"") if unknown).
         The next hop lets a receiver that is that next hop ignore the offer (split
-        horizon: a route through the receiver itself would loop)."""
+        horizon: a route through the receiver itself would loop). A route learned from an
+        older envelope of the origin than the record (``seq``) is not offered: the
+        receiver takes a newer envelope's path whatever its metric (RouteTable.consider),
+        and the old flood's metric with the new seq made two nodes point at each other
+        (seen once digests went out while a refresh's flood was still spreading)."""
         if node == self.ctx.node_id:
             return 0, 0, b""
         route = self.ctx.routes.get(node, now)
-        if route is None or route.hops < 0:  # unknown, or a fallback pointer
-            return -1, -1, b""
+        if route is None or route.hops < 0 or 0 <= route.seq < seq:
+            return -1, -1, b""    # unknown, a fallback pointer, or an older flood's
         return route.metric, route.hops, route.next_hop_id[:4]
 
     def _send_page(self, page: list[list[object]]) -> None:

@@ -107,6 +107,11 @@ DROP_JOURNAL_INTERVAL_S = 1.0
 MAX_DROP_JOURNAL_KEYS = 1024
 #: Rebroadcasts waiting for their assessment delay, at most.
 MAX_PENDING_FLOODS = 1024
+#: HELLOs stay at Imin this long at most while a route waits on a silent neighbour,
+#: and this long after a neighbour was lost (so a link that comes back is found again
+#: as fast as with fixed HELLOs: the other side hears us, a new neighbour, and answers).
+BROKEN_LINK_WATCH_S = 300.0
+LOST_NEIGHBOUR_WATCH_S = 60.0
 #: The first HELLO goes out within this fraction of the HELLO interval after start, and
 #: two HELLOs are never closer than MIN_HELLO_GAP of it (the shortest jittered period of
 #: the fixed beacons: Trickle resets cannot make HELLOs more frequent than before).
@@ -184,6 +189,9 @@ class GossipOverlay:
         self._pending_floods: dict[bytes, PendingFlood] = {}
         #: link addresses of neighbours that went silent (routes via them yield to others)
         self._silent: set[LinkAddr] = set()
+        #: silent neighbours with suspended routes via them, since when (Trickle watch)
+        self._broken_since: dict[LinkAddr, float] = {}
+        self._lost_neighbour_at = -1e18
         self._limits = TokenBuckets(config.rate_limit_fps, config.rate_burst)
         self._drop_journal = JournalGate(DROP_JOURNAL_INTERVAL_S, MAX_DROP_JOURNAL_KEYS,
                                          TokenBucket(config.journal_drops_per_s,
@@ -421,6 +429,11 @@ class GossipOverlay:
             via, cost = via or NodeId(b""), UNKNOWN_LINK_COST
         metric = hop.metric + cost
         hops = hop.hops + 1 if hop.hops >= 0 else -1
+        # A neighbour we hear again is not silent (a HELLO timeout is no proof of death:
+        # with quiet Trickle HELLOs, two lost in a row time it out while it still floods;
+        # its route, just learned from this very frame, must not then yield to an offer
+        # from a node that routes through us).
+        self._silent.discard(src)
         current = self.routes.get(env.origin, now)
         if current is not None and current.next_hop in self._silent:
             self.routes.drop(env.origin)
@@ -500,11 +513,12 @@ class GossipOverlay:
             self.emit(NeighbourUp(neighbour=env.origin.hex(), addr=src, role=role))
             self.hello_inconsistent(now, urgent=True)
             self.anti_entropy.soon(now)
-        elif self.neighbours.reclass(nb, now) or (
-                q_rev is None and len(report) < limits.MAX_HELLO_NEIGHBOURS):
-            # its link changed class, or it does not list us while we hear it (a full
-            # report may leave us out: that is no sign it misses us)
-            self.hello_inconsistent(now)
+        elif q_rev is None and len(report) < limits.MAX_HELLO_NEIGHBOURS:
+            # it does not list us while we hear it (a full report may leave us out: no
+            # sign it misses us): it should hear us soon (the minimum gap allowing)
+            self.hello_inconsistent(now, urgent=True)
+        elif self.neighbours.reclass(nb, now):
+            self.hello_inconsistent(now)        # its link changed class
         self.learn_route(env, Hop(), src, now)
         if self.routes.has_suspended_via(src):
             for route in self.routes.reinstate_via(src, now):
@@ -542,9 +556,31 @@ class GossipOverlay:
         for nb in self.neighbours.expire(now):
             self.emit(NeighbourDown(neighbour=nb.node_id.hex(), addr=nb.addr))
             self.hello_inconsistent(now)
+            self._lost_neighbour_at = now
             if len(self._silent) < MAX_SILENT_TRACKED:
                 self._silent.add(nb.addr)
+        if self._watching_broken_links(now):
+            self.hello_inconsistent(now)
         self.schedule(now + self.config.hello_interval_s, TimerKind.HOUSEKEEPING)
+
+    def _watching_broken_links(self, now: float) -> bool:
+        """Whether a neighbour was lost less than LOST_NEIGHBOUR_WATCH_S ago (walked
+        behind a wall: it is likely back soon), or a route waits on a silent neighbour
+        (unicast over it failed: traffic for that direction is held) since less than
+        BROKEN_LINK_WATCH_S: our HELLOs then stay at Imin, so a healed partition is
+        found as fast as with fixed HELLOs (the other side hears us, a new neighbour,
+        and answers at once)."""
+        if now - self._lost_neighbour_at < LOST_NEIGHBOUR_WATCH_S:
+            return True
+        broken = self._broken_since
+        for addr in [a for a in broken if a not in self._silent
+                     or not self.routes.has_suspended_via(a)]:
+            del broken[addr]
+        watching = False
+        for addr in self._silent:
+            if self.routes.has_suspended_via(addr):
+                watching |= now - broken.setdefault(addr, now) < BROKEN_LINK_WATCH_S
+        return watching
 
     # ------------------------------------------------------------ bindings and flooding
     def announce(self, binding: Binding, now: float, copies: int = 1) -> MergeResult:
@@ -601,7 +637,7 @@ class GossipOverlay:
                   else self.table.offer(binding, now, self.wall_time(now), age_s))
         self.journal_merge(result, binding, src)
         if result.changed:   # a new binding or tombstone: digests back to their fast rate
-            self.anti_entropy.changed(now)
+            self.anti_entropy.changed(now, learned=True)
         if result.outcome is MergeOutcome.REJECTED or result.outcome is MergeOutcome.STALE:
             self.drop(DropReason.of(result.reason), src, now)
         elif result.outcome is MergeOutcome.DEREGISTERED and src is not None:

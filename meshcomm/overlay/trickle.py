@@ -14,8 +14,10 @@ its anti-entropy DIGESTs). RFC 6206 section 4.2, with this module's names:
    heard a neighbour differ must speak even when others agree with it (its digest is
    what the differing neighbour answers; anti-entropy needs both sides' digests).
 4. At the end of the interval the next one is twice as long, at most ``imax_s`` (an
-   addition: not when an inconsistency was heard in it -- a node still hearing its
-   neighbours differ stays at ``imin_s`` until they agree).
+   addition: not when an inconsistency was heard in it, nor for ``hold_intervals``
+   intervals after that -- a node stays at ``imin_s`` while its neighbours differ and a
+   little longer, so one lost message after a change costs one Imin, not a doubled wait;
+   RFC 6206 assumes a shared broadcast domain, a multi-hop chain is not one).
 5. An inconsistency heard while the interval is longer than ``imin_s`` starts a new
    interval of ``imin_s`` at once (:meth:`Trickle.inconsistent`); at ``imin_s`` it does
    nothing, so however many inconsistencies a neighbour makes up, the message is sent no
@@ -49,6 +51,8 @@ from meshcomm.errors import LocalProtocolError
 MAX_INTERVAL_S: Final = 3600.0
 #: Doublings of Imin allowed at most (RFC 6206: Imax is given as a number of doublings).
 MAX_DOUBLINGS: Final = 16
+#: Intervals kept at Imin after the last one in which an inconsistency was heard.
+HOLD_INTERVALS: Final = 2
 #: An urgent transmission goes out after a random delay in this range (s), gap allowing.
 URGENT_DELAY_S: Final = (0.01, 0.1)
 _KEY_PREFIX: Final = b"tk"
@@ -73,11 +77,28 @@ class Fired(Enum):
 class Trickle:
     """One Trickle timer (see the module docstring)."""
 
-    __slots__ = ("_differs", "_pending", "counter", "fire_at", "generation", "imax_s", "imin_s",
-                 "interval_s", "k", "last_tx", "min_gap_s", "resets", "rng", "started_at")
+    __slots__ = (
+        "_differs",
+        "_hold",
+        "_pending",
+        "counter",
+        "fire_at",
+        "generation",
+        "hold_intervals",
+        "imax_s",
+        "imin_s",
+        "interval_s",
+        "k",
+        "last_tx",
+        "min_gap_s",
+        "resets",
+        "rng",
+        "started_at",
+    )
 
     def __init__(self, imin_s: float, doublings: int, k: int, rng: random.Random, now: float,
-                 *, first_within_s: float | None = None, min_gap_s: float = 0.0) -> None:
+                 *, first_within_s: float | None = None, min_gap_s: float = 0.0,
+                 hold_intervals: int = HOLD_INTERVALS) -> None:
         if not 0 < imin_s <= MAX_INTERVAL_S or not 0 <= doublings <= MAX_DOUBLINGS:
             raise LocalProtocolError("trickle: imin_s in (0, 3600], doublings in 0..16")
         if k < 0 or min_gap_s < 0 or min_gap_s > imin_s:
@@ -96,6 +117,8 @@ class Trickle:
         self.fire_at = now
         self._pending = True
         self._differs = False
+        self.hold_intervals = hold_intervals
+        self._hold = hold_intervals
         self._begin(now, None if first_within_s is None
                     else now + rng.uniform(0, first_within_s))
 
@@ -123,7 +146,11 @@ class Trickle:
             return Fired.TRANSMIT
         if not self._pending and now >= self.started_at + self.interval_s:
             end = self.started_at + self.interval_s
-            if not self._differs:       # still inconsistent: stay at this length
+            if self._differs:           # still inconsistent: stay at this length
+                self._hold = self.hold_intervals
+            elif self._hold > 0:
+                self._hold -= 1
+            else:
                 self.interval_s = min(self.interval_s * 2, self.imax_s)
             self._begin(end, None)
         return Fired.NOTHING
@@ -131,22 +158,25 @@ class Trickle:
     def heard_consistent(self) -> None:
         self.counter += 1
 
-    def inconsistent(self, now: float, *, urgent: bool = False) -> bool:
+    def inconsistent(self, now: float, *, urgent: bool = False,
+                     delay_s: tuple[float, float] = URGENT_DELAY_S) -> bool:
         """An inconsistency was heard: back to ``imin_s`` (RFC 6206 rule 6). Returns True
         when the deadline changed (the owner arms a timer for :meth:`next_at`). At
-        ``imin_s`` nothing changes, unless ``urgent`` and the transmission of this
-        interval is still ahead and more than the gap allows away. Either way this
-        interval's transmission is no longer suppressed."""
+        ``imin_s`` nothing changes, unless ``urgent``: then a transmission comes as soon
+        as the minimum gap allows (one more in this interval if its own was made; never
+        closer than ``min_gap_s`` to the last). Either way this interval's transmission
+        is no longer suppressed."""
         changed = False
         if self.interval_s > self.imin_s:
             self.interval_s = self.imin_s
             self.resets += 1
-            self._begin(now, self._urgent_at(now) if urgent else None)
+            self._begin(now, self._urgent_at(now, delay_s) if urgent else None)
             changed = True
-        elif urgent and self._pending:
-            at = self._urgent_at(now)
-            if at < self.fire_at:
+        elif urgent:        # this interval's transmission now (or again), gap allowing
+            at = self._urgent_at(now, delay_s)
+            if not self._pending or at < self.fire_at:
                 self.fire_at = at
+                self._pending = True
                 self.generation += 1
                 changed = True
         self._differs = True
@@ -159,8 +189,8 @@ class Trickle:
         return min(self.interval_s * 2, self.imax_s)
 
     # ------------------------------------------------------------ internals
-    def _urgent_at(self, now: float) -> float:
-        return max(now + self.rng.uniform(*URGENT_DELAY_S), self.last_tx + self.min_gap_s)
+    def _urgent_at(self, now: float, delay_s: tuple[float, float]) -> float:
+        return max(now + self.rng.uniform(*delay_s), self.last_tx + self.min_gap_s)
 
     def _begin(self, now: float, fire_at: float | None) -> None:
         """RFC 6206 rule 2: a new interval starting ``now``."""
@@ -218,9 +248,11 @@ class Beacon:
         if self.trickle is not None:
             self.trickle.heard_consistent()
 
-    def inconsistent(self, now: float, *, urgent: bool = False) -> bool:
+    def inconsistent(self, now: float, *, urgent: bool = False,
+                     delay_s: tuple[float, float] = URGENT_DELAY_S) -> bool:
         """See :meth:`Trickle.inconsistent` (fixed periods: nothing changes)."""
-        return self.trickle is not None and self.trickle.inconsistent(now, urgent=urgent)
+        return self.trickle is not None and self.trickle.inconsistent(
+            now, urgent=urgent, delay_s=delay_s)
 
     def announced_s(self) -> float | None:
         """The interval to announce with the message now (None: fixed, announce none)."""

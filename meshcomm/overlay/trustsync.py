@@ -292,7 +292,7 @@ class TrustSync:
                         now: float) -> None:
         """A neighbour's DIGEST trust field (``[]`` or ``[hash]``, already range-checked)."""
         theirs = field[0] if field else 0
-        if not self.active or theirs == self.store.set_hash:
+        if theirs == (self.store.set_hash if self.active else 0):
             return
         host = link_host(src)
         last = self._answered.get(host)
@@ -301,8 +301,8 @@ class TrustSync:
         if not self.ctx.verified(env, src, now):
             return
         _remember(self._answered, host, now)
-        ids = self.store.ids()
-        for i in range(0, len(ids), MAX_TRUST_IDS):
+        ids = self.store.ids()      # (none held: one empty page, "send me yours")
+        for i in range(0, max(1, len(ids)), MAX_TRUST_IDS):
             page = self.ctx.seal(MsgType.TRUST_IDS, ids[i:i + MAX_TRUST_IDS])
             self.ctx.transmit(page, Hop(), src, TxTag.TRUST_IDS)
 
@@ -310,6 +310,12 @@ class TrustSync:
         ids = read_ids_untrusted(env.payload, "trust_ids")
         if not self.ctx.verified(env, src, now):
             return
+        if len(ids) < MAX_TRUST_IDS and self.active:
+            # a short page lists all the sender holds: push what it lacks (Trickle: the
+            # side that heard our digest answers, we need not wait for its digest)
+            listed = set(ids)
+            self.send_records([rid for rid in self.store.ids() if rid not in listed], src,
+                              now)
         wanted = [rid for rid in ids if self.store.get(rid) is None
                   and now - self._pulling.get(rid, -1e9) >= TRUST_PULL_PATIENCE_S]
         for rid in wanted:
@@ -322,6 +328,11 @@ class TrustSync:
         ids = read_ids_untrusted(env.payload, "trust_pull")
         if not self.ctx.verified(env, src, now):
             return
+        self.send_records(ids, src, now)
+
+    def send_records(self, ids: list[bytes], src: LinkAddr, now: float) -> None:
+        """Broadcast (TTL 1) the records ``src`` asked for or lacks, within its budget;
+        one sent within TRUST_RECENT_SEND_S is not sent again."""
         budget = self._pull_answers.bucket(link_host(src), now)
         for rid in ids:
             record = self.store.get(rid)
