@@ -50,6 +50,10 @@ V4_OVERHEAD_BYTES = 28
 #: Linux socket options not exported by the socket module.
 IPV6_MULTICAST_ALL = 29
 PORT_MAX = 65535
+#: Neighbour addresses remembered per radio, each way (sender -> address string, address
+#: string -> socket address), so a datagram costs no parsing or formatting; emptied when
+#: full (an outsider sending from many addresses only costs the parsing again).
+ADDR_CACHE_MAX = 1024
 
 
 def parse_udp_arg(spec: str, arg: str) -> tuple[str, int]:
@@ -97,6 +101,10 @@ class UdpRadio(SocketRadio):
         self.own_address: str | None = None
         self._index = 0
         self._broadcast_addr: tuple[str, int] | tuple[str, int, int, int] = ("", 0)
+        #: address string -> socket address (``send``); (host, port) as received -> the
+        #: address string, None for our own (``_handle_datagram``). See ADDR_CACHE_MAX.
+        self._dst_cache: dict[str, tuple[str, int] | tuple[str, int, int, int]] = {}
+        self._src_cache: dict[tuple[str, int], str | None] = {}
 
     async def open(self) -> None:
         self._check_not_open()
@@ -108,6 +116,8 @@ class UdpRadio(SocketRadio):
             V6_OVERHEAD_BYTES if family == socket.AF_INET6 else V4_OVERHEAD_BYTES
         )
         self.family, self.own_address = family, own
+        self._dst_cache.clear()
+        self._src_cache.clear()
         if family == socket.AF_INET6:
             self._broadcast_addr = (MULTICAST_GROUP_V6, self.port, 0, self._index)
         else:
@@ -167,19 +177,42 @@ class UdpRadio(SocketRadio):
     def send(self, data: bytes, dst: str | None) -> None:
         self.check_send(data)
         assert self._sock is not None and self.family is not None
-        addr = self._broadcast_addr if dst is None else _parse_dst(dst, self.family, self._index)
+        if dst is None:
+            addr = self._broadcast_addr
+        elif (cached := self._dst_cache.get(dst)) is not None:
+            addr = cached
+        else:
+            addr = _parse_dst(dst, self.family, self._index)
+            if len(self._dst_cache) >= ADDR_CACHE_MAX:
+                self._dst_cache.clear()
+            self._dst_cache[dst] = addr
         self._sendto(data, addr, len(data), dst)
 
     def _handle_received(self, data: bytes, addr: Any) -> None:
         self._handle_datagram(data, addr[0], addr[1])
 
     def _handle_datagram(self, data: bytes, host: str, port: int) -> None:
-        assert self.family is not None
-        host = host.partition("%")[0]
-        if host == self.own_address and port == self.port:
+        key = (host, port)
+        cache = self._src_cache
+        if key in cache:
+            src = cache[key]
+        else:
+            src = self._source_of(host, port)
+            if len(cache) >= ADDR_CACHE_MAX:
+                cache.clear()
+            cache[key] = src
+        if src is None:
             self.count("dropped_own")
             return
         if len(data) > self.mtu_bytes:
             self.count("dropped_oversize")
             return
-        self.deliver(data, _format_addr(self.family, host, port))
+        self.deliver(data, src)
+
+    def _source_of(self, host: str, port: int) -> str | None:
+        """The address string of a sender (None: our own transmission)."""
+        assert self.family is not None
+        host = host.partition("%")[0]
+        if host == self.own_address and port == self.port:
+            return None
+        return _format_addr(self.family, host, port)

@@ -9,6 +9,7 @@ import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import given
@@ -18,7 +19,7 @@ from meshcomm.errors import ConfigError, DecodeError, LocalProtocolError
 from radios import _netutil, open_radio
 from radios.ether import ETHERTYPE, decode_frame_untrusted, encode_frame
 from radios.mem import MemRadio, drop_medium, get_medium
-from radios.udp import DEFAULT_PORT, MULTICAST_GROUP_V6, UdpRadio
+from radios.udp import ADDR_CACHE_MAX, DEFAULT_PORT, MULTICAST_GROUP_V6, UdpRadio
 from tests.radios.conftest import Inbox
 from tools.testbed import Testbed, in_netns
 
@@ -273,3 +274,34 @@ def test_mem_misuse_is_a_local_protocol_error() -> None:
             drop_medium("misuse-test")
 
     asyncio.run(scenario())
+
+
+def test_udp_sender_and_destination_addresses_are_cached_within_a_bound() -> None:
+    """A datagram costs no address parsing or formatting once its neighbour is known; a
+    flood from many senders keeps the caches within ADDR_CACHE_MAX and every datagram
+    still carries its own sender's address; our own datagrams are dropped, a malformed
+    destination is still refused."""
+    radio = UdpRadio("udp:eth0", "eth0")
+    radio.family, radio.own_address, radio._index = socket.AF_INET6, "fe80::1", 3
+    heard: list[str] = []
+    radio.set_receiver(lambda _data, src: heard.append(src))
+    senders = [f"fe80::{i + 2:x}" for i in range(3 * ADDR_CACHE_MAX)]
+    for _ in range(2):
+        for host in senders:
+            radio._handle_datagram(b"x", f"{host}%eth0", 4000)
+    assert heard == [f"[{host}]:4000" for host in senders] * 2
+    assert len(radio._src_cache) <= ADDR_CACHE_MAX
+    radio._handle_datagram(b"x", "fe80::1%eth0", DEFAULT_PORT)
+    radio._handle_datagram(b"x", "fe80::1%eth0", DEFAULT_PORT)
+    assert radio.counters["dropped_own"] == 2 and len(heard) == 2 * len(senders)
+    sent: list[object] = []
+    radio._sock = cast(socket.socket, object())        # send() checks only is_open
+    radio._sendto = lambda _d, addr, _n, _dst: sent.append(addr)  # type: ignore[method-assign,assignment]
+    for host in senders:
+        radio.send(b"x", f"[{host}]:4000")
+        radio.send(b"x", f"[{host}]:4000")
+    assert sent == [(host, 4000, 0, 3) for host in senders for _ in range(2)]
+    assert len(radio._dst_cache) <= ADDR_CACHE_MAX
+    with pytest.raises(LocalProtocolError):
+        radio.send(b"x", "[not-an-address]:4000")
+    assert "[not-an-address]:4000" not in radio._dst_cache
