@@ -246,3 +246,25 @@ def test_every_flipped_bit_of_a_short_message_is_refused() -> None:
         tampered[i] ^= 0x40
         with pytest.raises(DecodeError):
             opener.open_untrusted(bytes(tampered), ALICE.public_key, SIP)
+
+
+def test_the_held_flag_says_whether_the_sender_holds_our_session() -> None:
+    """Bob sets HELD when he holds the session of Alice's last message he opened; Alice
+    goes SHORT only after such a message. After Bob restarts he holds nothing: no flag."""
+    from meshcomm.security.e2e import HELD_FLAG
+    alice, bob_sealer, bob = _sealer(1), Sealer(BOB.public_key, random.Random(2)), Opener(BOB)
+    assert not bob.holds_from(ALICE.public_key)
+    first = alice.seal_session(TEXT, BOB.public_key, SIP, 0.0, short_ok=True)
+    bob.open_untrusted(first.data, ALICE.public_key, SIP)
+    assert bob.holds_from(ALICE.public_key)
+    reply = bob_sealer.seal_session(TEXT, ALICE.public_key, SIP, 0.1, short_ok=True,
+                                    held=bob.holds_from(ALICE.public_key))
+    assert reply.data[0] == SealForm.FULL | HELD_FLAG
+    opened = Opener(ALICE).open_frame_untrusted(reply.data, BOB.public_key, SIP)
+    assert opened.held and opened.message == TEXT
+    alice.confirm(BOB.public_key)
+    assert alice.seal_session(TEXT, BOB.public_key, SIP, 0.2, short_ok=True).form is (
+        SealForm.SHORT)
+    assert not Opener(BOB).holds_from(ALICE.public_key)          # restarted: nothing held
+    plain = bob_sealer.seal_session(TEXT, ALICE.public_key, SIP, 0.3, short_ok=True)
+    assert not Opener(ALICE).open_frame_untrusted(plain.data, BOB.public_key, SIP).held
