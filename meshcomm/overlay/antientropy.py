@@ -117,7 +117,7 @@ class AntiEntropy:
         flood hears at once that it differs, as with the fixed digests of before, where
         its own periodic digest also told us."""
         timer = self.timer
-        if timer is not None and timer.inconsistent(now, urgent=learned,
+        if timer is not None and timer.inconsistent(now, urgent=learned, local=learned,
                                                     delay_s=CHANGE_DIGEST_DELAY_S):
             self.ctx.counters[TrickleCounter.DIGEST_RESETS] += 1
             self.ctx.schedule(timer.next_at(), TimerKind.DIGEST, timer.timer_key())

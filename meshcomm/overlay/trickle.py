@@ -80,6 +80,7 @@ class Trickle:
     __slots__ = (
         "_differs",
         "_hold",
+        "_inconsistent",
         "_pending",
         "counter",
         "fire_at",
@@ -117,6 +118,7 @@ class Trickle:
         self.fire_at = now
         self._pending = True
         self._differs = False
+        self._inconsistent = False
         self.hold_intervals = hold_intervals
         self._hold = hold_intervals
         self._begin(now, None if first_within_s is None
@@ -146,7 +148,7 @@ class Trickle:
             return Fired.TRANSMIT
         if not self._pending and now >= self.started_at + self.interval_s:
             end = self.started_at + self.interval_s
-            if self._differs:           # still inconsistent: stay at this length
+            if self._inconsistent:      # still inconsistent: stay at this length
                 self._hold = self.hold_intervals
             elif self._hold > 0:
                 self._hold -= 1
@@ -158,14 +160,15 @@ class Trickle:
     def heard_consistent(self) -> None:
         self.counter += 1
 
-    def inconsistent(self, now: float, *, urgent: bool = False,
+    def inconsistent(self, now: float, *, urgent: bool = False, local: bool = False,
                      delay_s: tuple[float, float] = URGENT_DELAY_S) -> bool:
         """An inconsistency was heard: back to ``imin_s`` (RFC 6206 rule 6). Returns True
         when the deadline changed (the owner arms a timer for :meth:`next_at`). At
         ``imin_s`` nothing changes, unless ``urgent``: then a transmission comes as soon
         as the minimum gap allows (one more in this interval if its own was made; never
-        closer than ``min_gap_s`` to the last). Either way this interval's transmission
-        is no longer suppressed."""
+        closer than ``min_gap_s`` to the last). Unless ``local`` (our own state changed:
+        neighbours that already agree with it make ours redundant), this interval's
+        transmission is no longer suppressed: a neighbour differs from us."""
         changed = False
         if self.interval_s > self.imin_s:
             self.interval_s = self.imin_s
@@ -179,7 +182,8 @@ class Trickle:
                 self._pending = True
                 self.generation += 1
                 changed = True
-        self._differs = True
+        self._inconsistent = True
+        self._differs = self._differs or not local
         return changed
 
     def bound_s(self) -> float:
@@ -197,6 +201,7 @@ class Trickle:
         self.started_at = now
         self.counter = 0
         self._differs = False
+        self._inconsistent = False
         half = self.interval_s / 2
         at = now + half + self.rng.uniform(0, half) if fire_at is None else fire_at
         self.fire_at = max(at, self.last_tx + self.min_gap_s)
@@ -248,11 +253,11 @@ class Beacon:
         if self.trickle is not None:
             self.trickle.heard_consistent()
 
-    def inconsistent(self, now: float, *, urgent: bool = False,
+    def inconsistent(self, now: float, *, urgent: bool = False, local: bool = False,
                      delay_s: tuple[float, float] = URGENT_DELAY_S) -> bool:
         """See :meth:`Trickle.inconsistent` (fixed periods: nothing changes)."""
         return self.trickle is not None and self.trickle.inconsistent(
-            now, urgent=urgent, delay_s=delay_s)
+            now, urgent=urgent, local=local, delay_s=delay_s)
 
     def announced_s(self) -> float | None:
         """The interval to announce with the message now (None: fixed, announce none)."""

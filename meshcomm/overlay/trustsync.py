@@ -301,7 +301,7 @@ class TrustSync:
         if not self.ctx.verified(env, src, now):
             return
         _remember(self._answered, host, now)
-        ids = self.store.ids()      # (none held: one empty page, "send me yours")
+        ids = self.store.ids()      # (none held: one empty page, "send me all")
         for i in range(0, max(1, len(ids)), MAX_TRUST_IDS):
             page = self.ctx.seal(MsgType.TRUST_IDS, ids[i:i + MAX_TRUST_IDS])
             self.ctx.transmit(page, Hop(), src, TxTag.TRUST_IDS)
@@ -310,12 +310,11 @@ class TrustSync:
         ids = read_ids_untrusted(env.payload, "trust_ids")
         if not self.ctx.verified(env, src, now):
             return
-        if len(ids) < MAX_TRUST_IDS and self.active:
-            # a short page lists all the sender holds: push what it lacks (Trickle: the
-            # side that heard our digest answers, we need not wait for its digest)
-            listed = set(ids)
-            self.send_records([rid for rid in self.store.ids() if rid not in listed], src,
-                              now)
+        if not ids and self.active:
+            # an empty page: the sender holds no records (its answer to our digest's
+            # trust hash): send them all (Trickle: it need not wait for its own digest to
+            # be answered); a partial holder pulls what it lacks from our ids instead
+            self.send_records(self.store.ids(), src, now)
         wanted = [rid for rid in ids if self.store.get(rid) is None
                   and now - self._pulling.get(rid, -1e9) >= TRUST_PULL_PATIENCE_S]
         for rid in wanted:

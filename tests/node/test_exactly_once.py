@@ -46,7 +46,10 @@ def _chain(tmp_path: Path, n: int, *, loss: float = 0.0, seed: int = 7) -> Net:
 
 def test_300_messages_over_4_hops_at_30pct_loss_each_delivered_exactly_once(
         tmp_path: Path) -> None:
-    net = _chain(tmp_path, 5, loss=0.3, seed=11)
+    # seed 12 (was 11): with Trickle HELLOs/digests (issue 13) seed 11's run delivered
+    # all 300 with no late answer, so it no longer exercised the held-then-answered path
+    # the last assertions check; seeds 12-17 all do (and all deliver exactly once)
+    net = _chain(tmp_path, 5, loss=0.3, seed=12)
     alice = registered(net, 0, 5070, "alice")
     registered(net, 4, 5074, "bob")
     net.run_until(lambda: bool(net.stations[0].node.table.lookup(BOB)), timeout_s=60)

@@ -14,6 +14,10 @@ headers, as tools/bench/airtime.py counts; note airtime.py counts a frame once p
 leaves on, this once per transmission). The dense case is compared with 1% of a 1 Mbit/s
 channel (1250 B/s) per node and for the sum over all nodes.
 
+Cold start (``--cold N``): a 5-node chain powered on at once (within 1 s), each node
+registering 2-4 s after start as in every simulation; seconds until n0 holds a route to
+n4 at 4 hops (checked every 50 ms), over N seeds.
+
 ``--before DIR`` runs this script's scenarios with the code in DIR (its own defaults), in a
 subprocess, and prints both side by side. The last line is one JSON object.
 """
@@ -99,6 +103,30 @@ def measure(name: str, settle_s: float, window_s: float, seed: int, loss: float,
                                      for k, v in sorted(sizes.items())}}
 
 
+def cold_start(seeds: int) -> dict[str, Any]:
+    """Seconds until n0 of a 5-chain holds a 4-hop route to n4, per seed."""
+    took: list[float] = []
+    for seed in range(1, seeds + 1):
+        params = ScenarioParams(topology="chain", nodes=5, duration_s=30.0, seed=seed)
+        sim = Simulator(sim_config(params, build_topology(params)))
+        found: list[float] = []
+
+        def poll(s: Simulator, found: list[float] = found) -> None:
+            n0, n4 = s.core("n0"), s.core("n4")
+            if not found and n0 is not None and n4 is not None:
+                route = n0.overlay.routes.get(n4.node_id, s.now)
+                if route is not None and route.hops == 4:
+                    found.append(s.now)
+        for k in range(1, 600):
+            sim.call_at(k * 0.05, poll)
+        sim.run()
+        took.append(found[0] if found else float("inf"))
+    ordered = sorted(took)
+    return {"seeds": seeds, "took_s": [round(t, 2) for t in took],
+            "median_s": round(ordered[len(ordered) // 2], 2),
+            "max_s": round(ordered[-1], 2)}
+
+
 def _print(label: str, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         line = (f"{label:>8} {r['scenario']:>8} | payload {r['payload_Bps_per_node']:>8.1f} B/s"
@@ -114,6 +142,12 @@ def _print(label: str, rows: list[dict[str, Any]]) -> None:
               flush=True)
 
 
+def _print_cold(label: str, cold: dict[str, Any]) -> None:
+    print(f"{label:>8} cold start, 5-chain, n0 -> n4 route at 4 hops: median "
+          f"{cold['median_s']} s, max {cold['max_s']} s over {cold['seeds']} seeds "
+          f"{cold['took_s']}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,17 +159,23 @@ def main() -> int:
     ap.add_argument("--no-trickle", action="store_true", help="this code, Trickle off")
     ap.add_argument("--before", type=Path, help="also run the code in this tree")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
+    ap.add_argument("--cold", type=int, default=10, help="cold-start seeds (0: none)")
     args = ap.parse_args()
     names = args.scenario or list(SCENARIOS)
     trickle = False if args.no_trickle else None
     rows = [measure(n, args.settle, args.window, args.seed, args.loss, trickle) for n in names]
     out: dict[str, Any] = {"bench": "control", "code": _CODE, "rows": rows}
+    if args.cold:
+        out["cold_start"] = cold_start(args.cold)
     if not args.json:
         _print("after" if args.before else "this", rows)
+        if args.cold:
+            _print_cold("after" if args.before else "this", out["cold_start"])
     if args.before is not None:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--json", "--settle",
                str(args.settle), "--window", str(args.window), "--seed", str(args.seed),
-               "--loss", str(args.loss)] + [a for n in names for a in ("--scenario", n)]
+               "--loss", str(args.loss), "--cold", str(args.cold)] + [
+                   a for n in names for a in ("--scenario", n)]
         env = {**os.environ, "MESHCOMM_CODE": str(args.before.resolve())}
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True,
                               cwd=args.before)
@@ -143,6 +183,8 @@ def main() -> int:
         out["before"] = before
         if not args.json:
             _print("before", before["rows"])
+            if "cold_start" in before:
+                _print_cold("before", before["cold_start"])
     print(json.dumps(out))
     return 0
 
