@@ -22,6 +22,12 @@ def send(sim: Simulator, src: str, dst: str, body: bytes, forget_routes: bool = 
     sim.call_at(40.0, go)
 
 
+def total(sim: Simulator, counter: str) -> int:
+    """``counter`` summed over the nodes."""
+    cores = [sim.core(n) for n in sim.node_names()]
+    return sum(core.counters[counter] for core in cores if core is not None)
+
+
 def deliveries(sim: Simulator, node: str) -> list[bytes]:
     return [ev.body for _, name, ev in sim.unicasts if name == node]
 
@@ -34,7 +40,7 @@ def test_unicast_crosses_five_hops_once() -> None:
     (_, _, ev), = [u for u in sim.unicasts if u[1] == "n5"]
     assert ev.hops == 5 and ev.kind == 7
     assert ev.origin == sim.core("n0").node_id  # type: ignore[union-attr]
-    acked = sum(sim.core(n).counters["unicast_acked"] for n in sim.node_names())  # type: ignore[union-attr]
+    acked = total(sim, "unicast_acked")
     assert acked == 5
 
 
@@ -48,8 +54,7 @@ def test_unicast_survives_30pct_loss_by_retransmission() -> None:
         got = deliveries(sim, "n5")
         assert len(got) <= 1  # never delivered twice
         delivered += len(got)
-        retransmits += sum(sim.core(n).counters["unicast_retransmits"]  # type: ignore[union-attr]
-                           for n in sim.node_names())
+        retransmits += total(sim, "unicast_retransmits")
     assert retransmits > 0
     assert delivered >= 9
 
@@ -82,7 +87,7 @@ def test_best_effort_unicast_is_not_acknowledged() -> None:
     sim.call_at(40.0, go)
     sim.run()
     assert deliveries(sim, "n3") == [bytes([i]) * 100 for i in range(5)]
-    total_acks = sum(sim.core(n).counters["tx_ack"] for n in sim.node_names())  # type: ignore[union-attr]
+    total_acks = total(sim, "tx_ack")
     assert total_acks == 0
 
 
@@ -124,7 +129,6 @@ def test_a_lost_frame_costs_milliseconds_not_a_fixed_timeout() -> None:
     p95 = latencies[int(0.95 * len(latencies)) - 1]
     assert p95 <= 0.1, latencies[-10:]
     frames = 100 * 4
-    retransmits = sum(sim.core(n).counters["unicast_retransmits"]  # type: ignore[union-attr]
-                      for n in sim.node_names())
+    retransmits = total(sim, "unicast_retransmits")
     # a frame or its ack is lost with p = 1 - 0.9 * 0.9 = 0.19 per try
     assert retransmits < frames * 0.19 / 0.81 * 1.6, retransmits
