@@ -20,7 +20,10 @@ architecture guide):
    clients, the DHT bridge's operations, anything else (``Edge.record`` / ``to_client`` /
    ``to_client_media`` / ``dht`` / ``other``);
 5. **transmit** the core's datagrams (``Edge.transmit``);
-6. **arm** the edge's one timer for ``core.next_timer()`` (always, whatever failed).
+6. **arm** the edge's one timer for ``core.next_timer()`` (always, whatever failed). An
+   edge built with ``arm_later`` is told instead and calls :meth:`Pump.arm` itself, once for
+   many runs (the runtime: once per loop turn, so a batch of datagrams read in one go costs
+   one ``next_timer()``, asked after the datagrams went out).
 
 So nothing a core produced leaves the node -- no receipt, no 200, no re-flooded binding --
 before the state it depends on is durable. Steps run under the edge's fault containment
@@ -115,10 +118,13 @@ _UNCONTAINED = nullcontext()
 class Pump:
     """Drives one :class:`NodeCore` on one :class:`Edge` (see the module docstring)."""
 
-    def __init__(self, core: NodeCore, edge: Edge, faults: Faults | None = None) -> None:
+    def __init__(self, core: NodeCore, edge: Edge, faults: Faults | None = None, *,
+                 arm_later: Callable[[], None] | None = None) -> None:
         self.core = core
         self.edge = edge
         self.faults = faults
+        #: Called after a run instead of arming (the edge then calls :meth:`arm`).
+        self.arm_later = arm_later
         self._deliver: dict[Output, Callable[[NodeEvent], None]] = {
             Output.JOURNAL: edge.record,          # type: ignore[dict-item]
             Output.TO_CLIENT: edge.to_client,      # type: ignore[dict-item]
@@ -170,7 +176,10 @@ class Pump:
                     break
                 self._deliver_and_transmit(kept, now)
         finally:
-            self._arm(now)
+            if self.arm_later is None:
+                self.arm(now)
+            else:
+                self.arm_later()
 
     def _deliver_and_transmit(self, kept: list[NodeEvent], now: float) -> None:
         edge, step, deliver = self.edge, self._step, self._deliver
@@ -209,7 +218,8 @@ class Pump:
         if updates and not self.edge.store_freshness(updates):
             self.core.requeue_freshness(updates)
 
-    def _arm(self, now: float) -> None:
+    def arm(self, now: float) -> None:
+        """Step 6: arm the edge's timer for ``core.next_timer()``."""
         try:
             deadline = self.core.next_timer()
         except Exception as exc:

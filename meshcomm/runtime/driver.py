@@ -32,7 +32,8 @@ moves through the one :class:`~meshcomm.node.pump.Pump`, in its documented order
   come back through :meth:`NodeDriver.receive_dht`); an ``UplinkPeers`` event (far relays'
   uplink addresses, from the DHT) adds them to the uplink radio's peers; other events go
   to an optional sink, else are logged at debug level;
-* ``arm``: exactly one loop timer for ``next_timer()``;
+* ``arm``: exactly one loop timer for ``next_timer()``, re-armed once per loop turn after the
+  turn's runs (the pump's ``arm_later``), not after every input;
 * the failure of one step never stops the node: the pump runs under the driver's
   :class:`~meshcomm.runtime.containment.Containment` (counted, journaled, logged once per
   kind then rate-limited), and the rest of the run, the transmit and the timer always run.
@@ -158,8 +159,9 @@ class NodeDriver:
         self.counters: dict[str, int] = dict.fromkeys(DRIVER_COUNTERS, 0)
         #: Failures of one step, contained (see the module docstring).
         self.faults = Containment(self.counters, clock=loop.time, journal=self._journal_now)
-        self.pump_ = Pump(self.core, self, self.faults)
+        self.pump_ = Pump(self.core, self, self.faults, arm_later=self._arm_later)
         self._timer = OneTimer(loop, self._on_timer)
+        self._arm_pending = False
         self._flush_pending = False
         self._closed = False
         self._persist_error_logged_at = float("-inf")
@@ -178,6 +180,7 @@ class NodeDriver:
             return
         journal = self.journal      # every pending record appended, then written by close
         self._closed = True
+        self._arm_pending = False
         self._timer.cancel()
         for radio in self.radios.values():
             radio.close()
@@ -201,7 +204,10 @@ class NodeDriver:
 
     @property
     def armed_at(self) -> float | None:
-        """Loop time the one timer is armed for (None: no timer)."""
+        """Loop time the one timer is armed for (None: no timer); an arm still due is
+        done first."""
+        if self._arm_pending:
+            self._arm_due()
         return self._timer.armed_at
 
     def now(self) -> float:
@@ -369,6 +375,20 @@ class NodeDriver:
 
     def arm(self, deadline: float | None) -> None:
         self._timer.arm(deadline)
+
+    def _arm_later(self) -> None:
+        """After a run: the timer is re-armed once at the start of the next loop turn, for
+        every run of this turn (a batch of datagrams costs one ``next_timer()``, asked
+        after they went out). Until then the old timer stands: at worst it fires early
+        (the parts check what is due) or one loop turn late."""
+        if not self._arm_pending:
+            self._arm_pending = True
+            self.loop.call_soon(self._arm_due)
+
+    def _arm_due(self) -> None:
+        if self._arm_pending and not self._closed:
+            self._arm_pending = False
+            self.pump_.arm(self.now())
 
     # ------------------------------------------------------------ IO helpers
     def _send(self, radio: Radio, data: bytes, dst: str | None) -> None:

@@ -172,6 +172,35 @@ def test_exactly_one_timer_follows_next_timer(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_a_batch_of_inputs_in_one_loop_turn_asks_next_timer_once(tmp_path: Path) -> None:
+    """Datagrams read in one go (a radio's batch) each run the pump at once, but the timer
+    is re-armed once, at the next loop turn, for all of them, and follows next_timer()."""
+    async def scenario() -> None:
+        with chain_medium(["a"]) as medium:
+            driver = await make_driver("a", [f"mem:{medium.name}/a"])
+            try:
+                asked = [0]
+                next_timer = driver.core.next_timer
+
+                def counting() -> float | None:
+                    asked[0] += 1
+                    return next_timer()
+
+                driver.core.next_timer = counting  # type: ignore[method-assign]
+                await asyncio.sleep(0)
+                asked[0] = 0
+                for i in range(10):
+                    driver.receive(f"mem:{medium.name}/a", b"\x00junk %d" % i, "b")
+                assert asked[0] == 0 and driver.node.counters["rx_frames"] >= 10
+                await asyncio.sleep(0)
+                assert asked[0] == 1
+                assert driver.armed_at == next_timer()
+            finally:
+                driver.close()
+
+    asyncio.run(scenario())
+
+
 def test_unicast_goes_out_on_the_radio_of_its_link_address() -> None:
     """b has two radios on two media; a's unicast to c must cross b's second radio."""
     m1, m2 = "rt-uni-1", "rt-uni-2"
