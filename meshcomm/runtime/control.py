@@ -356,11 +356,12 @@ def control_request(path: Path, command: ControlCommand | str, *,
     Raises NodeNotRunning when nobody listens there, ControlError for an error reply,
     a timeout or a malformed reply.
     """
-    request = {"cmd": str(command), **args}
+    # Encoded before connecting: the node reads the request as it accepts (see serve).
+    line = json.dumps({"cmd": str(command), **args}).encode() + b"\n"
     sock = _connect(path, timeout_s)
     try:
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        line = _read_line(sock)
+        sock.sendall(line)
+        reply_line = _read_line(sock)
     except TimeoutError:
         raise ControlError(f"no reply from {path} within {timeout_s} s") from None
     except OSError as exc:
@@ -368,7 +369,7 @@ def control_request(path: Path, command: ControlCommand | str, *,
     finally:
         sock.close()
     try:
-        reply = json.loads(line)
+        reply = json.loads(reply_line)
     except ValueError as exc:
         raise ControlError(f"malformed reply from the node: {exc}") from None
     if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
