@@ -37,6 +37,15 @@ class DropReason(ReasonEnum):
     BAD_FRAGMENT = "bad_fragment"
     #: a per-hop ack whose link MAC does not check out, or from a link with no key
     FORGED_ACK = "forged_ack"
+    #: a frame naming its origin by a short id whose key this node does not hold, or
+    #: holds two of (unacknowledged: the retransmission carries the key)
+    UNKNOWN_ORIGIN = "unknown_origin"
+    AMBIGUOUS_ORIGIN = "ambiguous_origin"
+    #: a UNICAST whose destination prefix matches two known nodes (never forwarded)
+    AMBIGUOUS_DST = "ambiguous_dst"
+    #: A SHORT-header sealed message of an end-to-end session this node does not hold
+    #: (meshcomm.security.e2e; the node layer counts and signals it, see e2e_sip).
+    UNKNOWN_SESSION = "unknown_session"
     # decoding (wire codecs, envelope, binding)
     MALFORMED = "malformed"
     TRUNCATED = "truncated"
@@ -136,6 +145,8 @@ class OverlayCounter(StrEnum):
     RX_BYTES = "rx_bytes"
     RX_OWN = "rx_own"
     RX_DUPLICATES = "rx_duplicates"
+    #: first copies of unicasts sent naming their origin by short id (issue 13)
+    UNICAST_KEY_ELIDED = "unicast_key_elided"
     FLOOD_SUPPRESSED = "flood_suppressed"
     # dropped
     DROP_JOURNAL_SUPPRESSED = "drop_journal_suppressed"
@@ -148,6 +159,10 @@ class OverlayCounter(StrEnum):
     DROP_TTL_EXPIRED = "drop_ttl_expired"
     DROP_BAD_FRAGMENT = "drop_bad_fragment"
     DROP_FORGED_ACK = "drop_forged_ack"
+    DROP_UNKNOWN_ORIGIN = "drop_unknown_origin"
+    DROP_AMBIGUOUS_ORIGIN = "drop_ambiguous_origin"
+    DROP_AMBIGUOUS_DST = "drop_ambiguous_dst"
+    DROP_UNKNOWN_SESSION = "drop_unknown_session"
     DROP_MALFORMED = "drop_malformed"
     DROP_TRUNCATED = "drop_truncated"
     DROP_TRAILING = "drop_trailing"
@@ -241,6 +256,10 @@ DROP_COUNTERS: Final[Mapping[DropReason, OverlayCounter]] = {
     D.TTL_EXPIRED: C.DROP_TTL_EXPIRED,
     D.BAD_FRAGMENT: C.DROP_BAD_FRAGMENT,
     D.FORGED_ACK: C.DROP_FORGED_ACK,
+    D.UNKNOWN_ORIGIN: C.DROP_UNKNOWN_ORIGIN,
+    D.AMBIGUOUS_ORIGIN: C.DROP_AMBIGUOUS_ORIGIN,
+    D.AMBIGUOUS_DST: C.DROP_AMBIGUOUS_DST,
+    D.UNKNOWN_SESSION: C.DROP_UNKNOWN_SESSION,
     D.MALFORMED: C.DROP_MALFORMED,
     D.TRUNCATED: C.DROP_TRUNCATED,
     D.TRAILING: C.DROP_TRAILING,
