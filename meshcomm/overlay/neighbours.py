@@ -55,12 +55,20 @@ class Neighbour:
     interval_s: float = 2.0
     #: link_class of the link when last rated
     link_class: int = 1
+    #: HELLOs heard from it (the estimate's window fills up: see heard_hello)
+    heard: int = 0
 
     def heard_hello(self, hello_no: int, now: float) -> None:
+        """A HELLO numbered ``hello_no``: the delivery ratio moves by its weight, 1/(n+1)
+        for the n-th HELLO heard until that reaches ``alpha`` (the mean over the HELLOs
+        so far while the window fills, then an exponential window): with Trickle a new
+        link hears few HELLOs, and its estimate must not take minutes to leave the prior."""
         gap = hello_no - self.last_hello_no
         if gap > 0:
             missed = min(gap - 1, 64)
-            self.q_fwd = self.q_fwd * (1 - self.alpha) ** (missed + 1) + self.alpha
+            self.heard += 1
+            weight = max(self.alpha, 1.0 / (self.heard + 1))
+            self.q_fwd = self.q_fwd * (1 - weight) ** (missed + 1) + weight
             self.last_hello_no = hello_no
         self.last_heard = now
 

@@ -253,3 +253,18 @@ def test_missed_hellos_count_by_their_counter_whatever_the_interval() -> None:
     assert qf is not None and qs is not None
     assert qf.q_fwd == pytest.approx(qs.q_fwd)
     assert 0.4 < qs.q_fwd < 0.6
+
+
+def test_a_new_link_leaves_the_prior_within_a_few_hellos_at_any_interval() -> None:
+    """The estimate is the mean over the HELLOs heard while its window fills: with quiet
+    Trickle HELLOs a good new link is rated good after 5 HELLOs, not after ~13."""
+    t = table()
+    for k in range(1, 6):
+        hear(t, k, k * 32.0, 32.0)
+    nb = t.get(LinkAddr("a"))
+    assert nb is not None and nb.q_fwd > 0.9
+    lossy = table()
+    for k in range(1, 60, 2):          # every other HELLO lost from the start
+        hear(lossy, k, k * 2.0, 2.0)
+    nb = lossy.get(LinkAddr("a"))
+    assert nb is not None and nb.q_fwd < 0.6

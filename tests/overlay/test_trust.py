@@ -89,14 +89,24 @@ def test_revocation_crosses_a_six_node_chain_and_removes_the_bindings() -> None:
 
 
 def test_revocation_survives_loss_within_ten_seconds() -> None:
-    for seed in (1, 2, 3):
-        sim = chain(loss=0.2, seed=seed, duration_s=42.0)
+    """20% loss on every link of a 6-chain: over 20 seeds, at least 18 have every node rid
+    of the revoked binding within 10 s, all within 20 s. (Was: three fixed seeds within
+    10 s. The Trickle timers of issue 13 and the wire changes of the same issue draw the
+    simulator's random numbers differently; over 20 seeds 1 now takes longer than 10 s
+    (14 s), where the code before issue 13 had 6 of 20 over 10 s, one over 40 s.)"""
+    within_10 = 0
+    for seed in range(1, 21):
+        sim = chain(loss=0.2, seed=seed, duration_s=52.0)
         seen: dict[float, dict[str, set[bytes]]] = {}
         revoke_at(sim, 30.0, "n0", "n5")
         checkpoint(sim, 40.0, seen)
+        checkpoint(sim, 50.0, seen)
         sim.run()
         victim = node(sim, "n5").identity.public_key
-        assert all(victim not in keys for name, keys in seen[40.0].items() if name != "n5")
+        within_10 += all(victim not in keys for name, keys in seen[40.0].items()
+                         if name != "n5")
+        assert all(victim not in keys for name, keys in seen[50.0].items() if name != "n5")
+    assert within_10 >= 18
 
 
 def test_traffic_of_a_revoked_node_is_dropped() -> None:
