@@ -47,7 +47,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from meshcomm.deadlines import DeadlineHeap
@@ -97,6 +97,10 @@ MAX_REMOTE_ROUTES = 1024
 LEARNED_ROUTE_TTL_S = 600.0
 #: Resolutions a node waits for at once; questions a relay takes in, overall and per node.
 MAX_PENDING_RESOLVES = 256
+#: Resolutions of one AoR that wait on the question already out for it instead of asking
+#: the relay again (20 MESSAGEs to one far AoR at once are one question, not 20, which the
+#: relay's MAX_QUESTIONS_PER_NODE would partly refuse as busy).
+MAX_JOINED = 64
 MAX_RELAY_QUESTIONS = 256
 MAX_QUESTIONS_PER_NODE = 16
 #: A node gives up on its island relay's answer after this long.
@@ -134,6 +138,7 @@ class TunnelCounter(StrEnum):
     RESOLVES = "tunnel_resolves"
     RESOLVES_ANSWERED = "tunnel_resolves_answered"
     RESOLVES_CACHED = "tunnel_resolves_cached"
+    RESOLVES_JOINED = "tunnel_resolves_joined"   # joined the question already out for the AoR
     RESOLVES_TIMED_OUT = "tunnel_resolves_timed_out"
     QUESTIONS = "tunnel_questions_taken"
     QUESTIONS_REFUSED = "tunnel_questions_refused"
@@ -191,10 +196,17 @@ class RemoteRoute:
     binding: Binding | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Pending:
+    """A question out to an island relay, and every resolution waiting for its answer
+    (the first one's ``request_id`` and those that joined it, :data:`MAX_JOINED`)."""
+
     request_id: int
     aor: str
+    joined: list[int] = field(default_factory=list)
+
+    def request_ids(self) -> list[int]:
+        return [self.request_id, *self.joined]
 
 
 class Tunnel:
@@ -214,6 +226,8 @@ class Tunnel:
         self._req_ids = itertools.count(1)
         #: Our questions to an island relay: request id -> pending (and their deadlines).
         self._asked: dict[int, _Pending] = {}
+        #: The question out per AoR (normalised): later resolutions of it join it.
+        self._asking: dict[str, int] = {}
         self._deadlines: DeadlineHeap[int] = DeadlineHeap()
         #: Resolutions of our bridge: token -> local request ids and (node, request id)s.
         self._tokens: dict[int, list[tuple[bytes, int]]] = {}
@@ -257,12 +271,19 @@ class Tunnel:
             if self.dht is not None:
                 self.dht.unwatch(aor, now)
         for wire_id in self._deadlines.pop_due(now):
-            pending = self._asked.pop(wire_id, None)
+            pending = self._take_asked(wire_id)
             if pending is None:
                 continue
             self.counters[TunnelCounter.RESOLVES_TIMED_OUT] += 1
-            self._events.append(ResolveDone(pending.request_id, None,
-                                            ResolveStatus.UPLINK_DOWN))
+            self._events.extend(ResolveDone(request_id, None, ResolveStatus.UPLINK_DOWN)
+                                for request_id in pending.request_ids())
+
+    def _take_asked(self, wire_id: int) -> _Pending | None:
+        """The question ``wire_id`` (answered or timed out), no longer out."""
+        pending = self._asked.pop(wire_id, None)
+        if pending is not None and self._asking.get(normalise_aor(pending.aor)) == wire_id:
+            del self._asking[normalise_aor(pending.aor)]
+        return pending
 
     def next_event(self) -> TunnelEvent | None:
         return self._events.popleft() if self._events else None
@@ -619,6 +640,11 @@ class Tunnel:
         if self.dht is not None:
             self._ask_bridge(aor, (b"", request_id), now)
             return
+        out = self._asked.get(self._asking.get(normalise_aor(aor), -1))
+        if out is not None and len(out.joined) < MAX_JOINED:
+            self.counters[TunnelCounter.RESOLVES_JOINED] += 1
+            out.joined.append(request_id)
+            return
         relay = self._island_relay(None, now)
         if relay is None or len(self._asked) >= MAX_PENDING_RESOLVES:
             # No uplinked relay in the island: nobody beyond it can be asked (404).
@@ -627,6 +653,7 @@ class Tunnel:
             return
         wire_id = next(self._req_ids) & MAX_REQUEST_ID
         self._asked[wire_id] = _Pending(request_id, aor)
+        self._asking[normalise_aor(aor)] = wire_id
         self._deadlines.schedule(wire_id, now + RESOLVE_TIMEOUT_S)
         self._unicast(self.node, relay, AppKind.RESOLVE, encode_resolve(wire_id, aor), now,
                       False)
@@ -710,11 +737,10 @@ class Tunnel:
 
     def _on_resolved(self, event: UnicastReceived, now: float) -> None:
         wire_id, status, entries = decode_resolved_untrusted(event.body)
-        pending = self._asked.get(wire_id)
+        pending = self._take_asked(wire_id)
         if pending is None:
             self.counters[TunnelCounter.ANSWERS_UNEXPECTED] += 1
             return
-        del self._asked[wire_id]
         self._deadlines.discard(wire_id)
         self.counters[TunnelCounter.RESOLVES_ANSWERED] += 1
         entries = self._believed(entries, pending.aor, event, now)
@@ -729,7 +755,8 @@ class Tunnel:
         node = entries[0].node if entries and status is ResolveStatus.FOUND else None
         if node is not None and entries[0].relays:
             self._remember_answer(pending.aor, node, entries[0].ttl_s, now)
-        self._events.append(ResolveDone(pending.request_id, node, status))
+        self._events.extend(ResolveDone(request_id, node, status)
+                            for request_id in pending.request_ids())
 
     def _believed(self, entries: tuple[AnswerEntry, ...], aor: str, event: UnicastReceived,
                   now: float) -> tuple[AnswerEntry, ...]:
