@@ -34,7 +34,7 @@ from meshcomm.security.revocation import TrustStore
 from meshcomm.security.roles import MAX_ROLE_ADDRESSES, Handover, pack_trust_bundle
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import Aor, Datagram, LinkAddr, NodeId
-from meshcomm.wire.envelope import Envelope, Hop, decode_frame_untrusted
+from meshcomm.wire.envelope import Envelope, Hop, parse_frame_untrusted
 
 #: Refresh at this fraction of the lifetime, +/- the jitter fraction.
 REFRESH_FRACTION = 0.5
@@ -75,7 +75,7 @@ class MeshNode:
                  rng: random.Random, now: float, seq_base: int = 0, wall_offset_s: float = 0.0,
                  credential: bytes | None = None,
                  overlay_class: type[GossipOverlay] = GossipOverlay,
-                 frame_decoder: FrameDecoder = decode_frame_untrusted,
+                 frame_decoder: FrameDecoder = parse_frame_untrusted,
                  freshness: FreshnessMemory | None = None,
                  trust: TrustStore | None = None) -> None:
         self.identity = identity

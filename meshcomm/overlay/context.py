@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from meshcomm.overlay.config import OverlayConfig
     from meshcomm.overlay.counters import DropReason, TxTag
     from meshcomm.overlay.forwarding import UnicastReceived
+    from meshcomm.overlay.keydir import KeyDirectory
     from meshcomm.overlay.media import MediaReceived
     from meshcomm.overlay.neighbours import NeighbourTable
     from meshcomm.overlay.routing import RouteTable
@@ -62,6 +63,8 @@ class OverlayContext(Protocol):
     def rtt(self) -> LinkRtt: ...
     @property
     def acks(self) -> OwedAcks: ...
+    @property
+    def keys(self) -> KeyDirectory: ...
     @property
     def rng(self) -> random.Random: ...
     @property

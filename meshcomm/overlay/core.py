@@ -53,6 +53,7 @@ from meshcomm.overlay.counters import (
 )
 from meshcomm.overlay.departure import DepartureEchoes
 from meshcomm.overlay.forwarding import Forwarder, UnicastReceived
+from meshcomm.overlay.keydir import KeyDirectory
 from meshcomm.overlay.media import MEDIA_MARKERS, MediaForwarder, MediaReceived
 from meshcomm.overlay.neighbours import NeighbourTable
 from meshcomm.overlay.ratelimit import JournalGate, TokenBucket, TokenBuckets, link_host
@@ -79,21 +80,25 @@ from meshcomm.types import Datagram, LinkAddr, NodeId
 from meshcomm.wire import codec, limits
 from meshcomm.wire.envelope import (
     LINK_ACK_MARKER,
+    ORIGIN_SHORT_LEN,
     Envelope,
     Hop,
     MsgType,
-    decode_frame_untrusted,
+    WireFrame,
     decode_link_ack_untrusted,
     encode_frame,
+    incident_tag,
+    parse_frame_untrusted,
     seal,
     split_ack_ids,
 )
 
 OverlayEvent = JournalRecord | UnicastReceived | MediaReceived
 
-#: Decodes one datagram; raises only DecodeError. The simulator injects a memoising one
-#: (decoding is a pure function, so sharing results across nodes changes no outcome).
-FrameDecoder = Callable[[bytes], tuple[Envelope, Hop]]
+#: Parses one datagram; raises only DecodeError. The simulator injects a memoising one
+#: (parsing is a pure function, so sharing results across nodes changes no outcome); the
+#: node then rebuilds the envelope with its incident and its key directory.
+FrameDecoder = Callable[[bytes], tuple[WireFrame, Hop]]
 
 #: Path metric given to a route learned without one (see learn_fallback_route).
 FALLBACK_ROUTE_METRIC = 64 * 16
@@ -148,13 +153,17 @@ class GossipOverlay:
                  table: LocationTable, verifier: SignatureVerifier, rng: random.Random, *,
                  now: float, role: str = "handset", seq_base: int = 0,
                  wall_offset_s: float = 0.0,
-                 frame_decoder: FrameDecoder = decode_frame_untrusted,
+                 frame_decoder: FrameDecoder = parse_frame_untrusted,
                  trust: TrustStore | None = None) -> None:
         self.identity = identity
         self._decode_frame = frame_decoder
         self.node_id: NodeId = identity.node_id
         self.short_id = identity.node_id[:4]
         self.incident = incident
+        self._incident_tag = incident_tag(incident)
+        self._own_short = identity.node_id[:ORIGIN_SHORT_LEN]
+        #: Keys of the origins this node verified, by short id (frames may elide them).
+        self.keys = KeyDirectory()
         self.config = config
         self.table = table
         self.verifier = verifier
@@ -256,18 +265,14 @@ class GossipOverlay:
             self._on_link_ack(data, src, now)
             return
         try:
-            env, hop = self._decode_frame(data)
+            frame, hop = self._decode_frame(data)
         except DecodeError as exc:
             self.drop(DropReason.of(exc.reason), src, now)
             return
         if hop.acks and self.acks.authentic(hop.acks, hop.mac, src, now):
             self.forwarder.acked(split_ack_ids(hop.acks), src, now)
-        if env.origin == self.node_id:
-            self.counters[OverlayCounter.RX_OWN] += 1
-            self.departures.on_own_copy(env, src)
-            return
-        if env.incident != self.incident:
-            self.drop(DropReason.WRONG_INCIDENT, src, now)
+        env = self._resolve(frame, src, now)
+        if env is None:
             return
         if self.trust.active and self.trust.refuses_frame(env, src):
             self.drop(DropReason.REVOKED, src, now)
@@ -276,6 +281,26 @@ class GossipOverlay:
             self._handlers[env.msg_type](env, hop, src, now)
         except DecodeError as exc:
             self.drop(DropReason.of(exc.reason), src, now)
+
+    def _resolve(self, frame: WireFrame, src: LinkAddr, now: float) -> Envelope | None:
+        """The envelope of a parsed frame, rebuilt with our incident name and the origin's
+        key (carried, or held in the key directory); None if it is our own (an echo), of
+        another incident, or names by short id an origin whose key we do not hold (not
+        acknowledged: the sender's retransmission carries the key)."""
+        if frame.tag != self._incident_tag:
+            self.drop(DropReason.WRONG_INCIDENT, src, now)
+            return None
+        own_key = self.identity.public_key
+        if frame.short_origin == self._own_short and frame.origin_key in (b"", own_key):
+            self.counters[OverlayCounter.RX_OWN] += 1
+            self.departures.on_own_copy(frame.resolve(self.incident, own_key), src)
+            return None
+        key = frame.origin_key or self.keys.key(frame.short_origin)
+        if key is None:
+            self.drop(DropReason.AMBIGUOUS_ORIGIN if self.keys.ambiguous(frame.short_origin)
+                      else DropReason.UNKNOWN_ORIGIN, src, now)
+            return None
+        return frame.resolve(self.incident, key)
 
     def _on_link_ack(self, data: bytes, src: LinkAddr, now: float) -> None:
         """A standalone per-hop ack (:mod:`.acks`): ack ids under the link's MAC."""
@@ -385,6 +410,7 @@ class GossipOverlay:
     def verified(self, env: Envelope, src: LinkAddr, now: float) -> bool:
         """Check an envelope's signature (cached); a forgery is counted and journaled."""
         if env.verify(self.verifier):
+            self.keys.learn(env.origin_key, env.origin)
             return True
         self.drop(DropReason.BAD_SIGNATURE, src, now)
         return False
@@ -409,7 +435,9 @@ class GossipOverlay:
             return False
         ok = env.verify(self.verifier)
         self.mark_seen(digest, ok)
-        if not ok:
+        if ok:
+            self.keys.learn(env.origin_key, env.origin)
+        else:
             self.drop(DropReason.BAD_SIGNATURE, src, now)
         return ok
 
@@ -509,6 +537,7 @@ class GossipOverlay:
         if q_rev is not None:
             nb.q_rev = q_rev / 255
         if is_new:
+            self.forwarder.link_origins.forget(src)    # (a restart holds no keys)
             self._silent.discard(src)
             self.emit(NeighbourUp(neighbour=env.origin.hex(), addr=src, role=role))
             self.hello_inconsistent(now, urgent=True)
@@ -555,6 +584,7 @@ class GossipOverlay:
         # dropped when unicast over it goes unacknowledged.
         for nb in self.neighbours.expire(now):
             self.emit(NeighbourDown(neighbour=nb.node_id.hex(), addr=nb.addr))
+            self.forwarder.link_origins.forget(nb.addr)
             self.hello_inconsistent(now)
             self._lost_neighbour_at = now
             if len(self._silent) < MAX_SILENT_TRACKED:
@@ -638,6 +668,7 @@ class GossipOverlay:
         self.journal_merge(result, binding, src)
         if result.changed:   # a new binding or tombstone: digests back to their fast rate
             self.anti_entropy.changed(now, learned=True)
+            self.keys.learn(binding.key, binding.node_id)
         if result.outcome is MergeOutcome.REJECTED or result.outcome is MergeOutcome.STALE:
             self.drop(DropReason.of(result.reason), src, now)
         elif result.outcome is MergeOutcome.DEREGISTERED and src is not None:

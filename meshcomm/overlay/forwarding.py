@@ -1,10 +1,20 @@
 """Hop-by-hop forwarding of unicast envelopes with per-hop acknowledgement.
 
-A UNICAST envelope (payload ``[dst node id, kind, body, flags, frag]``) is signed by its
-origin and checked at every hop. ``flags`` bit 0 marks best-effort traffic (media): no
-per-hop acknowledgement or retransmission. A body larger than one datagram is split into
-fragments (``frag = [message id, index, count]``, each fragment signed on its own) and
-reassembled at the destination within ``REASSEMBLY_TIMEOUT_S``.
+A UNICAST envelope (payload ``[dst, kind, body, flags, frag]``) is signed by its origin and
+checked at every hop. ``dst`` is the first DST_PREFIX_LEN (8) bytes of the destination's
+NodeId (issue 13, "short on the wire"): the destination compares it with its own; a relay
+finds the full NodeId (its routes are keyed by it) in the key directory, else among its
+routes and neighbours; a prefix that matches two known nodes is refused
+(``drop_ambiguous_dst``), never forwarded to either. A prefix no relay can tell from
+another node's is astronomically unlikely by chance (2^-64) and costs an attacker a
+2^64-step key search; the destination's sealed body is bound to its full NodeId anyway
+(meshcomm.node.e2e_sip). The first copy of a unicast to a neighbour names its origin by
+short id instead of carrying its key once that neighbour acknowledged a frame of that
+origin (:mod:`.keydir`); retransmissions carry the key. ``flags`` bit 0 marks
+best-effort traffic (media): no per-hop acknowledgement or retransmission. A body larger
+than one datagram is split into fragments (``frag = [message id, index, count]``, each
+fragment signed on its own) and reassembled at the destination within
+``REASSEMBLY_TIMEOUT_S``.
 
 Each hop sends it to the next hop of its route and waits for that hop's acknowledgement:
 the envelope's ack id (6 bytes of its digest) under the link's MAC, alone or riding on a
@@ -24,16 +34,17 @@ next hop acknowledges explicitly anyway, and these floods are the rare fallback.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.journal.payloads import RouteChanged
 from meshcomm.overlay.counters import DropReason, OverlayCounter, TxTag
+from meshcomm.overlay.keydir import LinkOrigins
 from meshcomm.overlay.timers import TimerKind
-from meshcomm.types import NODE_ID_LEN, Datagram, LinkAddr, NodeId
+from meshcomm.types import Datagram, LinkAddr, NodeId
 from meshcomm.wire import codec, limits
-from meshcomm.wire.envelope import Envelope, Hop, MsgType
+from meshcomm.wire.envelope import DST_PREFIX_LEN, Envelope, Hop, MsgType
 
 if TYPE_CHECKING:
     from meshcomm.overlay.context import OverlayContext
@@ -85,7 +96,8 @@ class UnicastReceived:
 @dataclass(slots=True)
 class PendingHop:
     envelope: Envelope
-    dst: NodeId
+    #: the destination, None if this relay knows only its prefix (scoped flood)
+    dst: NodeId | None
     hop: Hop
     next_hop: LinkAddr
     tries: int
@@ -111,6 +123,8 @@ class Forwarder:
         self._awaiting_ack: dict[bytes, PendingHop] = {}
         self._reassembly: dict[tuple[bytes, bytes], _Reassembly] = {}
         self._message_no = 0
+        #: per neighbour link, the origins it holds the key of (elided on first copies)
+        self.link_origins = LinkOrigins()
 
     @property
     def awaiting_ack(self) -> int:
@@ -138,21 +152,25 @@ class Forwarder:
         for index, chunk in enumerate(chunks):
             if len(chunks) > 1:
                 frag = [msg_id, index, len(chunks)]
-            env = self.ctx.seal(MsgType.UNICAST, [dst, kind, chunk, flags, frag])
+            env = self.ctx.seal(MsgType.UNICAST,
+                                [dst[:DST_PREFIX_LEN], kind, chunk, flags, frag])
             self.ctx.mark_seen(env.digest, True)
             self._forward(env, Hop(ttl=UNICAST_TTL), dst, now, best_effort)
             first = first or env.digest
         return first
 
-    def _forward(self, env: Envelope, hop: Hop, dst: NodeId, now: float,
+    def _forward(self, env: Envelope, hop: Hop, dst: NodeId | None, now: float,
                  best_effort: bool) -> None:
-        next_addr = self.ctx.next_hop_to(dst, now)
+        next_addr = self.ctx.next_hop_to(dst, now) if dst is not None else None
         if next_addr is None or len(self._awaiting_ack) >= self.ctx.config.max_pending_unicast:
             self._scoped_flood(env, hop, now)
             return
         next_id = self.ctx.neighbours.get(next_addr)
         to = next_id.node_id[:4] if next_id is not None else b""
-        out = Hop(ttl=hop.ttl, hops=hop.hops, metric=hop.metric, age_ms=0, to=to)
+        elide = self.link_origins.holds(next_addr, env.origin)
+        self.ctx.counters[OverlayCounter.UNICAST_KEY_ELIDED] += elide
+        out = Hop(ttl=hop.ttl, hops=hop.hops, metric=hop.metric, age_ms=0, to=to,
+                  key_elided=elide)
         ack_id = env.ack_id
         if best_effort or ack_id in self._awaiting_ack:
             # (a clash of ack ids: 2^-48 by chance, else an origin's own doing)
@@ -182,7 +200,9 @@ class Forwarder:
                 pending.tries < MAX_TRIES and now - pending.sent_at < cfg.retransmit_span_s):
             pending.tries += 1
             self.ctx.counters[OverlayCounter.UNICAST_RETRANSMITS] += 1
-            self.ctx.transmit(pending.envelope, pending.hop, pending.next_hop, TxTag.UNICAST)
+            # a retransmission carries the origin's key (the receiver may have lost it)
+            self.ctx.transmit(pending.envelope, replace(pending.hop, key_elided=False),
+                              pending.next_hop, TxTag.UNICAST)
             backed_off = self._rto(pending.next_hop, now) * BACKOFF_FACTOR ** pending.tries
             pending.due = now + min(MAX_BACKED_OFF_S, backed_off)
             self.ctx.schedule(pending.due, TimerKind.RETRANSMIT, ack_id)
@@ -190,11 +210,11 @@ class Forwarder:
         del self._awaiting_ack[ack_id]
         self.ctx.counters[OverlayCounter.UNICAST_NEXT_HOP_FAILED] += 1
         dst = pending.dst
-        route = self.ctx.routes.get(dst, now)
-        if route is not None and route.next_hop == pending.next_hop:
+        route = self.ctx.routes.get(dst, now) if dst is not None else None
+        if dst is not None and route is not None and route.next_hop == pending.next_hop:
             self.ctx.routes.suspend(dst, now)
             self.ctx.emit(RouteChanged(dst=dst.hex(), next_hop=None, hops=None, metric=None))
-        self._scoped_flood(pending.envelope, pending.hop, now)
+        self._scoped_flood(pending.envelope, replace(pending.hop, key_elided=False), now)
 
     def on_ack(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         """A signed ACK envelope (the fallback of a link without a key): its payload is
@@ -215,6 +235,7 @@ class Forwarder:
                 continue
             del self._awaiting_ack[ack_id]
             self.ctx.counters[OverlayCounter.UNICAST_ACKED] += 1
+            self.link_origins.acked(src, pending.envelope.origin)
             self.ctx.rtt.acked(src, pending.sent_at, pending.tries > 0, now)
 
     def _rto(self, next_hop: LinkAddr, now: float) -> float:
@@ -239,18 +260,36 @@ class Forwarder:
         if not first:
             return
         self.ctx.learn_route(env, hop, src, now)
-        if dst == self.ctx.node_id:
+        if dst == self.ctx.node_id[:DST_PREFIX_LEN]:
             self._deliver(env, kind, body, frag, hop.hops + 1, now)
             return
         if hop.ttl <= 1:
             self.ctx.drop(DropReason.TTL_EXPIRED, src, now)
             return
+        node, ambiguous = self._resolve_dst(dst, now)
+        if ambiguous:
+            self.ctx.drop(DropReason.AMBIGUOUS_DST, src, now)
+            return
         cost = self.ctx.neighbours.cost(src, now)
         nxt = Hop(ttl=hop.ttl - 1, hops=hop.hops + 1, metric=hop.metric + cost)
-        if addressed or self.ctx.routes.get(dst, now) is not None:
-            self._forward(env, nxt, dst, now, best_effort)
+        if node is not None and (addressed or self.ctx.routes.get(node, now) is not None):
+            self._forward(env, nxt, node, now, best_effort)
         else:
             self._scoped_flood(env, nxt, now)
+
+    def _resolve_dst(self, prefix: bytes, now: float) -> tuple[NodeId | None, bool]:
+        """The node a destination prefix names (None if unknown), and whether it is
+        ambiguous (two known nodes match it: refused). The key directory first, else
+        the neighbours and routes (bounded tables; only for a prefix it does not hold)."""
+        keys = self.ctx.keys
+        node = keys.node(prefix)
+        if node is not None or keys.ambiguous(prefix):
+            return node, node is None
+        found = {n for n in self.ctx.neighbours.by_id if n[:DST_PREFIX_LEN] == prefix}
+        found.update(r.dst for r in self.ctx.routes.all() if r.dst[:DST_PREFIX_LEN] == prefix)
+        if len(found) > 1:
+            return None, True
+        return (found.pop() if found else None), False
 
     def _acknowledge(self, env: Envelope, src: LinkAddr, now: float, *,
                      at_once: bool) -> None:
@@ -299,11 +338,11 @@ class Forwarder:
             self.ctx.counters[OverlayCounter.UNICAST_REASSEMBLY_EVICTED] += 1
 
 
-def _read_unicast(payload: object) -> tuple[NodeId, int, bytes, int,
+def _read_unicast(payload: object) -> tuple[bytes, int, bytes, int,
                                             tuple[bytes, int, int] | None]:
-    """Validate a UNICAST payload: [dst, kind, body, flags, frag]."""
+    """Validate a UNICAST payload: [dst prefix, kind, body, flags, frag]."""
     fields = codec.read_tuple(payload, "unicast", 5)
-    dst = NodeId(codec.read_bytes(fields[0], "unicast.dst", exact=NODE_ID_LEN))
+    dst = codec.read_bytes(fields[0], "unicast.dst", exact=DST_PREFIX_LEN)
     kind = codec.read_int(fields[1], "unicast.kind", 0, MAX_UNICAST_KIND)
     body = codec.read_bytes(fields[2], "unicast.body", max_len=limits.MAX_UNICAST_BODY_BYTES)
     flags = codec.read_int(fields[3], "unicast.flags", 0, 0xFF)

@@ -18,7 +18,7 @@ from meshcomm.security.identity import Identity
 from meshcomm.security.revocation import TrustStore
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import LinkAddr
-from meshcomm.wire.envelope import Envelope, Hop, decode_frame_untrusted
+from meshcomm.wire.envelope import Envelope, Hop, parse_frame_untrusted
 
 
 class NaiveFloodOverlay(GossipOverlay):
@@ -26,7 +26,7 @@ class NaiveFloodOverlay(GossipOverlay):
                  table: LocationTable, verifier: SignatureVerifier, rng: random.Random, *,
                  now: float, role: str = "handset", seq_base: int = 0,
                  wall_offset_s: float = 0.0,
-                 frame_decoder: FrameDecoder = decode_frame_untrusted,
+                 frame_decoder: FrameDecoder = parse_frame_untrusted,
                  trust: TrustStore | None = None) -> None:
         super().__init__(identity, incident, config, table, verifier, rng, now=now, role=role,
                          seq_base=seq_base, wall_offset_s=wall_offset_s,
@@ -46,6 +46,6 @@ class NaiveFloodOverlay(GossipOverlay):
 class NaiveFloodNode(MeshNode):
     def __init__(self, identity: Identity, settings: NodeSettings, *,
                  verifier: SignatureVerifier, rng: random.Random, now: float,
-                 frame_decoder: FrameDecoder = decode_frame_untrusted) -> None:
+                 frame_decoder: FrameDecoder = parse_frame_untrusted) -> None:
         super().__init__(identity, settings, verifier=verifier, rng=rng, now=now,
                          overlay_class=NaiveFloodOverlay, frame_decoder=frame_decoder)

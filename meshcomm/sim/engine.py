@@ -51,7 +51,7 @@ from meshcomm.sim.traffic import TrafficPlan
 from meshcomm.sim.uplinks import UPLINK_AOR_DOMAIN, UplinkSpec, Wan, uplink_aor
 from meshcomm.types import UPLINK_PREFIX, Datagram, LinkAddr
 from meshcomm.wire import codec
-from meshcomm.wire.envelope import Envelope, Hop, decode_frame_untrusted
+from meshcomm.wire.envelope import Hop, WireFrame, parse_frame_untrusted
 
 #: Radio bit rate used for airtime (802.11 basic rate for broadcast frames).
 AIRTIME_BPS = 6_000_000
@@ -63,18 +63,19 @@ VERIFY_CACHE_ENTRIES = 1 << 18
 class MemoDecoder:
     """Shares frame decoding among the simulated nodes that hear the same transmission.
 
-    Decoding is a pure function of the bytes and the results are immutable in use, so
-    this changes the simulator's speed, not its outcome."""
+    Parsing is a pure function of the bytes and the results are immutable in use, so
+    this changes the simulator's speed, not its outcome (each node rebuilds the envelope
+    with its own incident and key directory)."""
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._max_entries = max_entries
-        self._cache: dict[bytes, tuple[Envelope, Hop] | DecodeError] = {}
+        self._cache: dict[bytes, tuple[WireFrame, Hop] | DecodeError] = {}
 
-    def __call__(self, data: bytes) -> tuple[Envelope, Hop]:
+    def __call__(self, data: bytes) -> tuple[WireFrame, Hop]:
         hit = self._cache.get(data)
         if hit is None:
             try:
-                hit = decode_frame_untrusted(data)
+                hit = parse_frame_untrusted(data)
             except DecodeError as exc:
                 hit = exc
             if len(self._cache) >= self._max_entries:

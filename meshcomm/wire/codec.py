@@ -17,16 +17,16 @@ def pack(value: object) -> bytes:
     return data
 
 
-def _too_deep(value: list[Any] | dict[Any, Any]) -> bool:
-    """True if any element sits deeper than MAX_NESTING_DEPTH (the top value is depth 0).
+def _too_deep(value: list[Any] | dict[Any, Any], max_depth: int) -> bool:
+    """True if any element sits deeper than ``max_depth`` (the top value is depth 0).
 
     Iterative and breadth-first; only containers are visited."""
     level: list[list[Any] | dict[Any, Any]] = [value]
-    for depth in range(limits.MAX_NESTING_DEPTH + 1):
+    for depth in range(max_depth + 1):
         nxt: list[list[Any] | dict[Any, Any]] = []
         for item in level:
             children = item if type(item) is list else item.values()  # type: ignore[union-attr]
-            if depth == limits.MAX_NESTING_DEPTH and len(item):
+            if depth == max_depth and len(item):
                 return True
             nxt.extend(x for x in children if type(x) is list or type(x) is dict)
         if not nxt:
@@ -36,8 +36,12 @@ def _too_deep(value: list[Any] | dict[Any, Any]) -> bool:
 
 
 def unpack_untrusted(data: bytes, *, max_bytes: int = limits.MAX_DATAGRAM_BYTES,
-                     check_depth: bool = True) -> Any:
+                     check_depth: bool = True,
+                     max_depth: int = limits.MAX_NESTING_DEPTH) -> Any:
     """Unpack msgpack bytes under hard limits; raise only DecodeError.
+
+    ``max_depth``: the deepest nesting accepted (a value carried inside another, such as a
+    frame's payload inside its envelope, is checked with the envelope's remaining depth).
 
     ``check_depth=False`` is for callers that validate the complete shape of the value
     with the typed readers below right away (so no deeper value is ever accepted)."""
@@ -59,7 +63,7 @@ def unpack_untrusted(data: bytes, *, max_bytes: int = limits.MAX_DATAGRAM_BYTES,
         raise DecodeError(f"bad msgpack: {exc}", reason=reason) from exc
     except Exception as exc:  # msgpack may raise other errors on hostile input
         raise DecodeError(f"bad msgpack: {type(exc).__name__}", reason="malformed") from exc
-    if check_depth and (type(value) is list or type(value) is dict) and _too_deep(value):
+    if check_depth and (type(value) is list or type(value) is dict) and _too_deep(value, max_depth):
         raise DecodeError("nesting too deep", reason="malformed")
     return value
 

@@ -1,31 +1,68 @@
 """Signed envelopes, the one shape of everything on the mesh.
 
-A frame on the radio is ``msgpack([signed_bytes, signature, hop])`` where
+Two forms of the same envelope (wire version 2, issue 13 "short on the wire"):
 
-* ``signed_bytes = msgpack([version, type, incident, origin_key, seq, payload])`` is signed
-  by the origin with Ed25519 (over a domain prefix plus ``signed_bytes``) and never changes
-  in transit, and
-* ``hop = [ttl, hops, metric, age_ms, to]`` or ``[ttl, hops, metric, age_ms, to, acks,
-  mac]`` holds the hop-mutable fields, outside the signature (``to`` is the 4-byte short
-  id of the intended next hop of a routed unicast, empty otherwise). ``acks`` are
-  per-hop acknowledgements piggybacked on a frame sent to one neighbour: 1..MAX_ACK_IDS
-  ack ids (ACK_ID_LEN bytes each, concatenated) of frames that neighbour sent us, and
-  ``mac`` their LINK_MAC_LEN-byte MAC under the key of this link (meshcomm.overlay.acks).
+* The **canonical form** ``signed_bytes = msgpack([version, type, incident, origin_key,
+  seq, payload])`` is what the origin signs (Ed25519 over ``SIGNATURE_DOMAIN +
+  signed_bytes``) and what records carry where they travel or rest on their own (a
+  binding inside a RECORDS page, the DHT, the tunnel, the trust store): it holds the full
+  incident name and the full origin key, so the signature binds both. It must be packed
+  canonically (the decoder re-packs the header and refuses anything else), so that every
+  device rebuilds it byte for byte. ``Envelope.digest`` (duplicate suppression, ack ids,
+  the envelope ids that journals and the export pair across devices) is computed from it,
+  so it does not depend on how a frame was shortened on the air.
+
+* The **radio frame** carries neither the incident name nor (often) the key, and no
+  msgpack framing around the header; the receiver rebuilds the canonical form from what it
+  already holds (its own incident name; the origin's key from its key directory)::
+
+      flags  type  tag  origin  seq  signature  [hop]  [to]  [acks]  payload
+       1      1     4   32|8    var     64     2+var+var  4  1+6n+8  msgpack (rest)
+
+  - ``flags``: 0xE0 | bits (0x01 full key carried, 0x02 hop part present, 0x04 ``to``
+    present, 0x08 acks present; 0x10 must be 0). 0xE0..0xEF is a msgpack negative fixint,
+    which no other frame starts with (media frames are msgpack arrays 0x96/0x92, the link
+    ack frame is 0xC1), so one byte tells them apart.
+  - ``tag``: INCIDENT_TAG_LEN bytes of BLAKE2b(domain, incident name): a cheap filter. A
+    frame of another incident whose tag collides is rebuilt with our incident name and
+    fails its signature.
+  - ``origin``: the 32-byte public key, or (key elided) the first ORIGIN_SHORT_LEN bytes of
+    the origin's NodeId. The signature covers the full key, so a short id can never be
+    re-bound to another key; a receiver without the key (or holding two keys under that
+    short id) drops the frame unacknowledged (``drop_unknown_origin`` /
+    ``drop_ambiguous_origin``) and the sender's retransmission, which always carries the
+    key, gets through. Who may elide: :mod:`meshcomm.overlay.keydir`.
+  - ``seq``: unsigned LEB128 varint (<= MAX_SEQ).
+  - hop part (hop-mutable, outside the signature; absent when all zero): ``ttl`` (1 byte,
+    <= MAX_TTL), ``hops`` (1 byte, <= MAX_HOPS), ``metric`` and ``age_ms`` (varints,
+    <= MAX_METRIC / MAX_AGE_MS).
+  - ``to``: the SHORT_ID_LEN-byte short id of the intended next hop of a routed unicast.
+  - ``acks``: per-hop acknowledgements piggybacked on a frame to one neighbour: a count
+    byte (1..MAX_ACK_IDS), the ack ids (ACK_ID_LEN bytes each) and their LINK_MAC_LEN-byte
+    MAC under the key of this link (meshcomm.overlay.acks).
+  - ``payload``: the msgpack payload, byte for byte as in the canonical form.
+
+  A UNICAST's payload is ``[dst, kind, body, flags, frag]`` where ``dst`` is the first
+  DST_PREFIX_LEN bytes of the destination's NodeId (meshcomm.overlay.forwarding).
 
 A standalone per-hop acknowledgement is no envelope but a *link ack frame*:
 ``LINK_ACK_MARKER || ids || mac`` (raw bytes, 1 + 6n + 8: 15 bytes for one frame).
-``LINK_ACK_MARKER`` is 0xC1, the one byte msgpack never uses, so it cannot be mistaken for
-an envelope frame or a media frame (both msgpack arrays).
+``LINK_ACK_MARKER`` is 0xC1, the one byte msgpack never uses.
 
-Decoding checks structure and limits only; the signature is checked by the caller through
-a :class:`~meshcomm.security.verify.SignatureVerifier` so that it is done once per envelope.
+Decoding is in two steps: :func:`parse_frame_untrusted` checks structure and limits (a pure
+function of the bytes, which the simulator memoises across nodes) and
+:meth:`WireFrame.resolve` rebuilds the envelope with the receiver's incident and the
+origin's key. The signature is checked by the caller through a
+:class:`~meshcomm.security.verify.SignatureVerifier` so that it is done once per envelope.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 from typing import Any
 
 from meshcomm.errors import DecodeError
@@ -34,12 +71,30 @@ from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import SIGNATURE_LEN, NodeId
 from meshcomm.wire import codec, limits
 
-SIGNATURE_DOMAIN = b"meshcomm-envelope-v1\x00"
+SIGNATURE_DOMAIN = b"meshcomm-envelope-v2\x00"
+INCIDENT_TAG_DOMAIN = b"meshcomm-incident-tag\x00"
 MAX_METRIC = 1 << 20
 MAX_AGE_MS = limits.MAX_LIFETIME_S * 1000
+#: Short id of a next hop in a unicast's ``to`` (and in HELLO neighbour reports).
 SHORT_ID_LEN = 4
+INCIDENT_TAG_LEN = limits.INCIDENT_TAG_LEN
+ORIGIN_SHORT_LEN = limits.SHORT_NODE_ID_LEN
+DST_PREFIX_LEN = limits.SHORT_NODE_ID_LEN
+KEY_LEN = 32
 #: First byte of a link ack frame (msgpack's "never used" code).
 LINK_ACK_MARKER = b"\xc1"
+#: High bits of an envelope frame's first byte, and its flag bits.
+FRAME_MARK = 0xE0
+FLAG_FULL_KEY = 0x01
+FLAG_HOP = 0x02
+FLAG_TO = 0x04
+FLAG_ACKS = 0x08
+_FLAGS_KNOWN = FLAG_FULL_KEY | FLAG_HOP | FLAG_TO | FLAG_ACKS
+#: msgpack fixarray of 6: the first byte of every canonical signed part.
+_CANONICAL_FIRST = 0x96
+#: Smallest frame: flags, type, tag, short origin, 1-byte seq, signature, 1 payload byte.
+MIN_FRAME_BYTES = 2 + INCIDENT_TAG_LEN + ORIGIN_SHORT_LEN + 1 + SIGNATURE_LEN + 1
+_MAX_VARINT_BYTES = 10
 
 
 class MsgType(IntEnum):
@@ -56,9 +111,26 @@ class MsgType(IntEnum):
     TRUST_PULL = 11  # trust anti-entropy: ids of trust records wanted
 
 
+_MSG_TYPES = {int(t): t for t in MsgType}
+
+
+@lru_cache(maxsize=16)
+def incident_tag(incident: str) -> bytes:
+    """The INCIDENT_TAG_LEN-byte tag of an incident name carried in radio frames."""
+    return hashlib.blake2b(INCIDENT_TAG_DOMAIN + incident.encode(),
+                           digest_size=INCIDENT_TAG_LEN).digest()
+
+
+def _header(msg_type: int, incident: str, origin_key: bytes, seq: int) -> bytes:
+    """The canonical signed part up to the payload, packed as a 5-array (its first byte
+    is replaced by the 6-array's)."""
+    return codec.pack([limits.WIRE_VERSION, int(msg_type), incident, origin_key, seq])
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A decoded envelope. ``signed_bytes`` + ``signature`` are exactly what came in."""
+    """A decoded envelope. ``signed_bytes`` (canonical) + ``signature`` are what the
+    origin signed."""
 
     msg_type: MsgType
     incident: str
@@ -80,6 +152,11 @@ class Envelope:
         of its digest)."""
         return self.digest[:limits.ACK_ID_LEN]
 
+    @property
+    def short_origin(self) -> bytes:
+        """The origin's short id on the wire (ORIGIN_SHORT_LEN bytes of its NodeId)."""
+        return self.origin[:ORIGIN_SHORT_LEN]
+
     def verify(self, verifier: SignatureVerifier) -> bool:
         return verifier.verify(self.origin_key, SIGNATURE_DOMAIN + self.signed_bytes,
                                self.signature)
@@ -88,8 +165,9 @@ class Envelope:
 @dataclass(frozen=True, slots=True)
 class Hop:
     """Hop-mutable fields: remaining TTL, hops so far, path metric (1/16 units), age of
-    the carried record, the short id of the intended next hop (unicast only), and
-    piggybacked acknowledgements with their link MAC (both empty, or both set)."""
+    the carried record, the short id of the intended next hop (unicast only),
+    piggybacked acknowledgements with their link MAC (both empty, or both set), and
+    whether the frame names its origin by short id instead of carrying its key."""
 
     ttl: int = 0
     hops: int = 0
@@ -98,9 +176,37 @@ class Hop:
     to: bytes = b""
     acks: bytes = b""
     mac: bytes = b""
+    key_elided: bool = False
 
 
 NO_HOP = Hop()
+
+
+@dataclass(frozen=True, slots=True)
+class WireFrame:
+    """A radio frame parsed but not yet tied to an incident name and an origin key."""
+
+    msg_type: MsgType
+    tag: bytes
+    #: the carried public key, b"" when elided
+    origin_key: bytes
+    #: the origin's NodeId when the key was carried, else b""
+    origin: bytes
+    short_origin: bytes
+    seq: int
+    payload: Any
+    payload_bytes: bytes
+    signature: bytes
+
+    def resolve(self, incident: str, origin_key: bytes) -> Envelope:
+        """The envelope, its canonical form rebuilt with ``incident`` and ``origin_key``
+        (which must be the carried key, if one was carried)."""
+        header = _header(self.msg_type, incident, origin_key, self.seq)
+        signed = b"\x96" + header[1:] + self.payload_bytes
+        origin = (NodeId(self.origin) if self.origin and origin_key == self.origin_key
+                  else node_id_of(origin_key))
+        return Envelope(self.msg_type, incident, origin_key, origin, self.seq, self.payload,
+                        signed, self.signature)
 
 
 def seal(identity: Identity, msg_type: MsgType, incident: str, seq: int,
@@ -112,24 +218,51 @@ def seal(identity: Identity, msg_type: MsgType, incident: str, seq: int,
                     signed, identity.sign(SIGNATURE_DOMAIN + signed))
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def encode_frame(envelope: Envelope, hop: Hop = NO_HOP) -> bytes:
-    fields: list[object] = [hop.ttl, hop.hops, hop.metric, hop.age_ms, hop.to]
+    """The radio frame of ``envelope`` with ``hop`` (see the module docstring)."""
+    header = _header(envelope.msg_type, envelope.incident, envelope.origin_key, envelope.seq)
+    flags = FRAME_MARK
+    if hop.key_elided:
+        origin = envelope.origin[:ORIGIN_SHORT_LEN]
+    else:
+        origin = envelope.origin_key
+        flags |= FLAG_FULL_KEY
+    out = bytearray((0, int(envelope.msg_type)))
+    out += incident_tag(envelope.incident)
+    out += origin
+    out += _varint(envelope.seq)
+    out += envelope.signature
+    if hop.ttl or hop.hops or hop.metric or hop.age_ms:
+        flags |= FLAG_HOP
+        out += bytes((hop.ttl, min(hop.hops, limits.MAX_HOPS)))
+        out += _varint(hop.metric)
+        out += _varint(hop.age_ms)
+    if hop.to:
+        flags |= FLAG_TO
+        out += hop.to
     if hop.acks:
-        fields += [hop.acks, hop.mac]
-    return codec.pack([envelope.signed_bytes, envelope.signature, fields])
+        flags |= FLAG_ACKS
+        out.append(len(hop.acks) // limits.ACK_ID_LEN)
+        out += hop.acks
+        out += hop.mac
+    out += envelope.signed_bytes[len(header):]
+    out[0] = flags
+    return bytes(out)
 
 
 def split_ack_ids(data: bytes) -> list[bytes]:
     """The ack ids in concatenated ``data`` (its length a checked multiple of ACK_ID_LEN)."""
     n = limits.ACK_ID_LEN
     return [data[i:i + n] for i in range(0, len(data), n)]
-
-
-def _read_ack_ids(value: object) -> bytes:
-    ids = codec.read_bytes(value, "hop.acks", max_len=limits.MAX_ACK_IDS * limits.ACK_ID_LEN)
-    if not ids or len(ids) % limits.ACK_ID_LEN:
-        raise DecodeError("hop.acks: not a whole number of ack ids")
-    return ids
 
 
 def encode_link_ack(ids: bytes, mac: bytes) -> bytes:
@@ -153,49 +286,127 @@ def decode_link_ack_untrusted(data: bytes) -> tuple[bytes, bytes]:
 
 
 def decode_signed_untrusted(signed: bytes, signature: bytes) -> Envelope:
-    """Decode the signed part of an envelope (structure and limits; no signature check)."""
+    """Decode the canonical signed part of an envelope (structure, limits and canonical
+    packing of the header; no signature check)."""
     inner = codec.read_tuple(codec.unpack_untrusted(signed), "envelope", 6)
     version = codec.read_int(inner[0], "version", 0, 255)
     if version != limits.WIRE_VERSION:
         raise DecodeError(f"unsupported wire version {version}", reason="version")
-    raw_type = codec.read_int(inner[1], "type", 0, 255)
-    try:
-        msg_type = MsgType(raw_type)
-    except ValueError as exc:
-        raise DecodeError(f"unknown message type {raw_type}", reason="unknown_type") from exc
-    origin_key = codec.read_bytes(inner[3], "origin", exact=32)
-    return Envelope(
-        msg_type=msg_type,
-        incident=codec.read_str(inner[2], "incident", limits.MAX_INCIDENT_LEN),
-        origin_key=origin_key,
-        origin=node_id_of(origin_key),
-        seq=codec.read_int(inner[4], "seq"),
-        payload=inner[5],
-        signed_bytes=signed,
-        signature=signature,
-    )
+    msg_type = _msg_type(codec.read_int(inner[1], "type", 0, 255))
+    origin_key = codec.read_bytes(inner[3], "origin", exact=KEY_LEN)
+    incident = codec.read_str(inner[2], "incident", limits.MAX_INCIDENT_LEN)
+    seq = codec.read_int(inner[4], "seq")
+    header = _header(msg_type, incident, origin_key, seq)
+    if signed[0] != _CANONICAL_FIRST or signed[1:len(header)] != header[1:]:
+        raise DecodeError("envelope: header not canonically packed")
+    return Envelope(msg_type=msg_type, incident=incident, origin_key=origin_key,
+                    origin=node_id_of(origin_key), seq=seq, payload=inner[5],
+                    signed_bytes=signed, signature=signature)
 
 
-def decode_frame_untrusted(data: bytes) -> tuple[Envelope, Hop]:
-    """Decode one radio datagram into its envelope and hop fields."""
-    # The outer shape is checked completely here (2 byte strings and 5 scalars), so the
-    # generic depth walk is only needed for the signed part, which carries the payload.
-    outer = codec.read_tuple(codec.unpack_untrusted(data, check_depth=False), "frame", 3)
-    signed = codec.read_bytes(outer[0], "signed", max_len=limits.MAX_DATAGRAM_BYTES)
-    signature = codec.read_bytes(outer[1], "signature", exact=SIGNATURE_LEN)
-    raw_hop = codec.read_list(outer[2], "hop", 7)
-    if len(raw_hop) not in (5, 7):
-        raise DecodeError("hop: expected 5 or 7 fields")
-    acks = mac = b""
-    if len(raw_hop) == 7:
-        acks = _read_ack_ids(raw_hop[5])
-        mac = codec.read_bytes(raw_hop[6], "hop.mac", exact=limits.LINK_MAC_LEN)
-    hop = Hop(
-        ttl=codec.read_int(raw_hop[0], "ttl", 0, limits.MAX_TTL),
-        hops=codec.read_int(raw_hop[1], "hops", 0, limits.MAX_HOPS),
-        metric=codec.read_int(raw_hop[2], "metric", 0, MAX_METRIC),
-        age_ms=codec.read_int(raw_hop[3], "age_ms", 0, MAX_AGE_MS),
-        to=codec.read_bytes(raw_hop[4], "to", max_len=SHORT_ID_LEN),
-        acks=acks, mac=mac,
-    )
-    return decode_signed_untrusted(signed, signature), hop
+def _msg_type(raw: int) -> MsgType:
+    msg_type = _MSG_TYPES.get(raw)
+    if msg_type is None:
+        raise DecodeError(f"unknown message type {raw}", reason="unknown_type")
+    return msg_type
+
+
+def _take(data: bytes, pos: int, n: int, name: str) -> int:
+    """The end of ``n`` bytes of ``name`` at ``pos``; DecodeError if the frame ends first."""
+    end = pos + n
+    if end > len(data):
+        raise DecodeError(f"frame: truncated in {name}", reason="truncated")
+    return end
+
+
+def _read_varint(data: bytes, pos: int, hi: int, name: str) -> tuple[int, int]:
+    """An unsigned LEB128 value <= ``hi`` at ``pos``, and the position after it."""
+    value = shift = 0
+    for i in range(pos, min(len(data), pos + _MAX_VARINT_BYTES)):
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            if value > hi:
+                raise DecodeError(f"{name}: {value} above {hi}")
+            return value, i + 1
+        shift += 7
+    if pos + _MAX_VARINT_BYTES <= len(data):
+        raise DecodeError(f"{name}: varint too long")
+    raise DecodeError(f"frame: truncated in {name}", reason="truncated")
+
+
+def _read_hop(data: bytes, pos: int, flags: int) -> tuple[Hop, int]:
+    ttl = hops = metric = age_ms = 0
+    if flags & FLAG_HOP:
+        end = _take(data, pos, 2, "hop")
+        ttl, hops = data[pos], data[pos + 1]
+        if ttl > limits.MAX_TTL or hops > limits.MAX_HOPS:
+            raise DecodeError(f"hop: ttl {ttl} or hops {hops} out of range")
+        metric, pos = _read_varint(data, end, MAX_METRIC, "metric")
+        age_ms, pos = _read_varint(data, pos, MAX_AGE_MS, "age_ms")
+    to = acks = mac = b""
+    if flags & FLAG_TO:
+        end = _take(data, pos, SHORT_ID_LEN, "to")
+        to, pos = data[pos:end], end
+    if flags & FLAG_ACKS:
+        count = data[_take(data, pos, 1, "acks") - 1]
+        if not 1 <= count <= limits.MAX_ACK_IDS:
+            raise DecodeError(f"hop.acks: {count} ids outside 1..{limits.MAX_ACK_IDS}")
+        end = _take(data, pos + 1, count * limits.ACK_ID_LEN, "acks")
+        acks = data[pos + 1:end]
+        pos, end = end, _take(data, end, limits.LINK_MAC_LEN, "mac")
+        mac, pos = data[pos:end], end
+    return Hop(ttl, hops, metric, age_ms, to, acks, mac,
+               key_elided=not flags & FLAG_FULL_KEY), pos
+
+
+def parse_frame_untrusted(data: bytes) -> tuple[WireFrame, Hop]:
+    """Parse one radio datagram (structure and every limit; a pure function of the bytes).
+    Raises only DecodeError."""
+    if len(data) > limits.MAX_DATAGRAM_BYTES:
+        raise DecodeError(f"frame of {len(data)} bytes", reason="oversized")
+    if len(data) < MIN_FRAME_BYTES:
+        raise DecodeError("frame: too short", reason="truncated")
+    flags = data[0]
+    if flags & 0xF0 != FRAME_MARK:
+        raise DecodeError(f"frame: unknown first byte {flags:#x}", reason="unknown_type")
+    msg_type = _msg_type(data[1])
+    tag = data[2:2 + INCIDENT_TAG_LEN]
+    pos = 2 + INCIDENT_TAG_LEN
+    key = origin = b""
+    if flags & FLAG_FULL_KEY:
+        end = _take(data, pos, KEY_LEN, "origin")
+        key = data[pos:end]
+        origin = node_id_of(key)
+        short = origin[:ORIGIN_SHORT_LEN]
+    else:
+        end = pos + ORIGIN_SHORT_LEN
+        short = data[pos:end]
+    seq, pos = _read_varint(data, end, limits.MAX_SEQ, "seq")
+    end = _take(data, pos, SIGNATURE_LEN, "signature")
+    signature = data[pos:end]
+    hop, pos = _read_hop(data, end, flags)
+    payload_bytes = data[pos:]
+    if not payload_bytes:
+        raise DecodeError("frame: no payload", reason="truncated")
+    payload = codec.unpack_untrusted(payload_bytes, max_depth=limits.MAX_NESTING_DEPTH - 1)
+    return WireFrame(msg_type, tag, key, origin, short, seq, payload, payload_bytes,
+                     signature), hop
+
+
+#: Finds the key of an origin short id (None: unknown or ambiguous).
+KeyLookup = Callable[[bytes], bytes | None]
+
+
+def decode_frame_untrusted(data: bytes, incident: str,
+                           keys: KeyLookup | None = None) -> tuple[Envelope, Hop]:
+    """Parse one radio datagram and rebuild its envelope for ``incident``, the origin's
+    key from the frame or (elided) from ``keys``. Raises only DecodeError (reason
+    ``wrong_incident`` or ``unknown_origin`` for a frame that cannot be rebuilt)."""
+    frame, hop = parse_frame_untrusted(data)
+    if frame.tag != incident_tag(incident):
+        raise DecodeError("frame: another incident's tag", reason="wrong_incident")
+    key = frame.origin_key or (keys(frame.short_origin) if keys is not None else None)
+    if not key:
+        raise DecodeError("frame: origin key not held", reason="unknown_origin")
+    return frame.resolve(incident, key), hop

@@ -12,8 +12,15 @@ MAX_MAP_ITEMS = 32
 MAX_STR_BYTES = 512
 MAX_BIN_BYTES = MAX_DATAGRAM_BYTES
 
-WIRE_VERSION = 1
+#: 2: radio frames carry an incident tag, the origin's short id or key, a binary header,
+#: and a UNICAST names its destination by a NodeId prefix (issue 13, "short on the wire").
+WIRE_VERSION = 2
 MAX_INCIDENT_LEN = 64
+#: Bytes of the incident tag in a radio frame (a filter: the signature binds the name).
+INCIDENT_TAG_LEN = 4
+#: Bytes of a NodeId that name a node on the wire: the origin of a frame whose key is
+#: elided, and the destination of a UNICAST.
+SHORT_NODE_ID_LEN = 8
 MAX_TTL = 32
 MAX_HOPS = 64
 #: Largest (seq) value: 64-bit unsigned.

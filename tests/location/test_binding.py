@@ -36,7 +36,7 @@ def from_payload(payload: object) -> Binding | None:
     frame = encode_frame(env)
     if len(frame) > limits.MAX_DATAGRAM_BYTES:
         return None
-    decoded, _ = decode_frame_untrusted(frame)
+    decoded, _ = decode_frame_untrusted(frame, INCIDENT)
     try:
         return binding_from_envelope_untrusted(decoded)
     except DecodeError:
@@ -65,13 +65,13 @@ def test_one_bad_field_gives_binding_or_decode_error(index: int, value: object) 
 @given(st.binary(max_size=limits.MAX_DATAGRAM_BYTES))
 def test_any_frame_bytes_give_binding_or_decode_error(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
-        env, _ = decode_frame_untrusted(data)
+        env, _ = decode_frame_untrusted(data, INCIDENT)
         binding_from_envelope_untrusted(env)
 
 
 def test_round_trip_through_a_frame() -> None:
     original = binding(ALICE, 7, lifetime_s=120, hold_s=0)
-    env, _ = decode_frame_untrusted(encode_frame(original.envelope))
+    env, _ = decode_frame_untrusted(encode_frame(original.envelope), INCIDENT)
     decoded = binding_from_envelope_untrusted(env)
     assert decoded == original
     assert decoded.key == ALICE.public_key and decoded.node_id == ALICE.node_id

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from meshcomm.errors import DecodeError
 from meshcomm.node.e2e_sip import E2eCounter
 from meshcomm.node.kinds import AppKind
 from meshcomm.sip.ua_events import IncomingMessage
-from meshcomm.wire.envelope import MsgType, decode_frame_untrusted
+from meshcomm.wire.envelope import DST_PREFIX_LEN, MsgType, parse_frame_untrusted
 from tests.node.gateway_net import DOMAIN, Net, registered
 
 BOB = f"sip:bob@{DOMAIN}"
@@ -38,10 +39,12 @@ def _messages_at_bob(net: Net) -> list[bytes]:
 def _sip_bodies(frames: list[bytes], dst: bytes) -> list[bytes]:
     bodies = []
     for frame in frames:
-        if frame[:1] != b"\x93":
+        try:        # (media frames, link acks: not envelopes)
+            env, _hop = parse_frame_untrusted(frame)
+        except DecodeError:
             continue
-        env, _hop = decode_frame_untrusted(frame)
-        if env.msg_type is MsgType.UNICAST and env.payload[0] == dst \
+        # (wire v2: a UNICAST names its destination by a NodeId prefix)
+        if env.msg_type is MsgType.UNICAST and env.payload[0] == dst[:DST_PREFIX_LEN] \
                 and env.payload[1] == AppKind.SIP:
             bodies.append(bytes(env.payload[2]))
     return bodies

@@ -29,7 +29,7 @@ from meshcomm.runtime.driver import NodeDriver
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import LinkAddr
-from meshcomm.wire.envelope import MsgType, decode_frame_untrusted
+from meshcomm.wire.envelope import MsgType, parse_frame_untrusted
 from radios.mem import MemRadio, drop_medium, get_medium
 
 WALL = 1_800_000_000.0
@@ -50,7 +50,7 @@ def frames(sender: MeshNode, now: float) -> list[bytes]:
 
 
 def binding_frames(data: list[bytes]) -> list[bytes]:
-    return [f for f in data if decode_frame_untrusted(f)[0].msg_type is MsgType.BINDING]
+    return [f for f in data if parse_frame_untrusted(f)[0].msg_type is MsgType.BINDING]
 
 
 def open_relay(path: Path, wall: float) -> tuple[MeshNode, FreshnessStore]:

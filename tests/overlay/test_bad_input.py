@@ -109,12 +109,21 @@ def test_far_future_binding_is_rejected() -> None:
     assert dropped(sim, "future_dated")
 
 
+_GOOD = encode_frame(seal(Identity(b"\x07" * 32), MsgType.HELLO, "default", 1,
+                         [1, "handset", []]), Hop(ttl=5))
+#: the hop part's ttl (after flags, type, incident tag, key, 1-byte seq, signature)
+_TTL_AT = 2 + 4 + 32 + 1 + 64
+_TTL_TOO_HIGH = _GOOD[:_TTL_AT] + b"\xff" + _GOOD[_TTL_AT + 1:]
+
+
 @pytest.mark.parametrize("frame,reason", [
     (b"", "truncated"),
     (b"\xc1garbage", "truncated"),         # a link ack frame, too short (issue 13)
     (b"\xc1" + b"g" * 16, "malformed"),    # ... whose ids are no multiple of 6 bytes
-    (b"\x94\xc1garbage", "malformed"),
-    (b"\xff\x00garbage", "trailing"),
+    (b"\xe1\x63" + b"g" * 100, "unknown_type"),   # (wire v2: flags, then message type 99)
+    (_TTL_TOO_HIGH, "malformed"),
+    (_GOOD + b"\x00", "trailing"),
+    (b"\x94\xc1" + b"g" * 100, "unknown_type"),  # (a msgpack array: v1 frames)
     (b"\x93\xc4\x01a", "truncated"),
     (b"\x00" * (MAX_DATAGRAM_BYTES + 1), "oversized"),
 ])

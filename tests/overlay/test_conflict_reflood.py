@@ -35,7 +35,7 @@ def reflooded(node: MeshNode, start: float, duration: float) -> list[bytes]:
         node.on_timer(t)
         for dgram in node.to_send(t):
             try:
-                env, _hop = decode_frame_untrusted(dgram.data)
+                env, _hop = decode_frame_untrusted(dgram.data, NodeSettings().incident)
             except DecodeError:  # media frames: not bindings
                 continue
             out.append(env.digest)

@@ -12,7 +12,7 @@ from meshcomm.security.identity import Identity
 from meshcomm.security.revocation import TrustKind, TrustStore, make_trust_record
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import LinkAddr
-from meshcomm.wire.envelope import Hop, MsgType, decode_frame_untrusted, encode_frame, seal
+from meshcomm.wire.envelope import Hop, MsgType, encode_frame, parse_frame_untrusted, seal
 
 ROOT = Identity(b"R" * 32)
 AID = Identity(b"A" * 32)
@@ -39,7 +39,7 @@ def test_a_record_learned_on_one_overlay_is_enforced_and_flooded_on_the_other() 
     island.receive(encode_frame(record.envelope, Hop(ttl=4)), LinkAddr("wlan0|[fe80::1]:1"),
                    1.0)
     assert not uplink.table.lookup("sip:far@other.site")      # enforced on the uplink too
-    sent = [decode_frame_untrusted(d.data)[0] for d in uplink.to_send(1.0)]
+    sent = [parse_frame_untrusted(d.data)[0] for d in uplink.to_send(1.0)]
     assert any(env.msg_type is MsgType.TRUST for env in sent)   # and flooded there
     assert uplink.overlay.trust.active and uplink.overlay.trust.digest_field() != []
 
@@ -75,6 +75,6 @@ def test_pull_answers_are_rate_limited_per_host() -> None:
             pull = seal(asker, MsgType.TRUST_PULL, "inc", round_no * 10 + i, ids[i:i + 64])
             holder.receive(encode_frame(pull), LinkAddr(f"wlan0|[fe80::9]:{i + 1}"), now)
         sent += sum(1 for d in holder.to_send(now)
-                    if decode_frame_untrusted(d.data)[0].msg_type is MsgType.TRUST)
+                    if parse_frame_untrusted(d.data)[0].msg_type is MsgType.TRUST)
     assert 200 <= sent <= 256 + 20 * 64     # the first full answer, then 64 a second
     assert holder.counters["trust_pull_answers_limited"] > 0

@@ -36,7 +36,7 @@ from meshcomm.overlay.witness import (
 from meshcomm.security.identity import Identity
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.types import LinkAddr
-from meshcomm.wire.envelope import Hop, MsgType, decode_frame_untrusted, encode_frame, seal
+from meshcomm.wire.envelope import Hop, MsgType, encode_frame, parse_frame_untrusted, seal
 
 HEAD = hashlib.sha256(b"head").digest()
 SIG = bytes(range(64))
@@ -219,7 +219,7 @@ class Pair:
             for i, node in enumerate(self.nodes):
                 for dgram in node.to_send(self.now):
                     moved = True
-                    if decode_frame_untrusted(dgram.data)[0].msg_type is MsgType.HELLO and i == 1:
+                    if parse_frame_untrusted(dgram.data)[0].msg_type is MsgType.HELLO and i == 1:
                         self.hello_sizes.append(len(dgram.data))
                     self.nodes[1 - i].receive(dgram.data, LinkAddr(f"n{i}"), self.now)
             for i, node in enumerate(self.nodes):

@@ -32,7 +32,7 @@ def test_sybil_frames_are_valid_bindings_from_fresh_keys() -> None:
     frames = [forge.sybil_frame() for _ in range(50)]
     keys = set()
     for frame in frames:
-        env, hop = decode_frame_untrusted(frame)
+        env, hop = decode_frame_untrusted(frame, "default")
         assert env.msg_type is MsgType.BINDING and env.incident == "default"
         assert verify_signature(env.origin_key, SIGNATURE_DOMAIN + env.signed_bytes,
                                 env.signature)
@@ -42,19 +42,19 @@ def test_sybil_frames_are_valid_bindings_from_fresh_keys() -> None:
         keys.add(env.origin_key)
     assert len(keys) == 50 == forge.keys
     again = _forge()
-    assert decode_frame_untrusted(again.sybil_frame())[0].origin_key == \
-        decode_frame_untrusted(frames[0])[0].origin_key  # seeded: reproducible keys
+    assert decode_frame_untrusted(again.sybil_frame(), "default")[0].origin_key == \
+        decode_frame_untrusted(frames[0], "default")[0].origin_key  # seeded: reproducible keys
 
 
 def test_takeover_claims_the_aor_with_rising_seq_or_new_keys() -> None:
     aor = "sip:n4@incident.local"
     same = inject.Claimant(_forge(), aor, rotate=False)
-    envs = [decode_frame_untrusted(same.frame())[0] for _ in range(3)]
+    envs = [decode_frame_untrusted(same.frame(), "default")[0] for _ in range(3)]
     assert [e.seq for e in envs] == [1, 2, 3]
     assert len({e.origin_key for e in envs}) == 1
     assert all(binding_from_envelope_untrusted(e).aor == aor for e in envs)
     rotating = inject.Claimant(_forge(2), aor, rotate=True)
-    assert len({decode_frame_untrusted(rotating.frame())[0].origin_key
+    assert len({decode_frame_untrusted(rotating.frame(), "default")[0].origin_key
                 for _ in range(3)}) == 3
 
 
@@ -76,7 +76,7 @@ def test_replay_keeps_the_signed_part_and_resets_the_hop_fields(tmp_path: Path) 
     records = inject.read_records(path)
     chosen = inject.keep_for_replay(records, "sip:A@incident.local", tombstones=False)
     assert len(chosen) == 1
-    env, hop = decode_frame_untrusted(inject.fresh_hop_frame(*chosen[0]))
+    env, hop = decode_frame_untrusted(inject.fresh_hop_frame(*chosen[0]), "default")
     assert env.signed_bytes == live.envelope.signed_bytes
     assert env.signature == live.envelope.signature
     assert (hop.ttl, hop.hops, hop.age_ms) == (inject.FLOOD_TTL, 0, 0)
@@ -86,13 +86,13 @@ def test_replay_keeps_the_signed_part_and_resets_the_hop_fields(tmp_path: Path) 
 def test_garbage_is_refused_by_the_frame_decoder_or_the_signature() -> None:
     forge = _forge()
     templates = [forge.sybil_frame() for _ in range(4)]
-    template_signed = {decode_frame_untrusted(t)[0].signed_bytes for t in templates}
+    template_signed = {decode_frame_untrusted(t, "default")[0].signed_bytes for t in templates}
     rng = random.Random(3)
     refused = 0
     for _ in range(400):
         frame = inject.garbage_frame(rng, templates)
         try:
-            env, _hop = decode_frame_untrusted(frame)
+            env, _hop = decode_frame_untrusted(frame, "default")
         except DecodeError:
             refused += 1
             continue
@@ -130,14 +130,14 @@ def test_takeover_claimant_says_hello_reporting_the_nodes_it_hears() -> None:
     claimant = inject.Claimant(_forge(), "sip:n0@incident.local", rotate=False)
     fake = inject.FakeNeighbour(claimant)
     assert fake.due(0.0) is None  # no key before the first claim
-    first_claim = decode_frame_untrusted(claimant.frame())[0]
+    first_claim = decode_frame_untrusted(claimant.frame(), "default")[0]
     node = Identity(seed=bytes(range(1, 33)))
     fake.hear(encode_frame(seal(node, MsgType.HELLO, "default", 9, [1, "relay", []])), 1.0)
-    hello, _hop = decode_frame_untrusted(fake.due(1.0) or b"")
+    hello, _hop = decode_frame_untrusted(fake.due(1.0) or b"", "default")
     assert fake.due(1.1) is None  # one per HELLO_INTERVAL_S
     assert hello.msg_type is MsgType.HELLO and hello.origin_key == first_claim.origin_key
     assert hello.seq > first_claim.seq
     assert verify_signature(hello.origin_key, SIGNATURE_DOMAIN + hello.signed_bytes,
                             hello.signature)
     assert hello.payload == [1, "handset", [[node.node_id[:4], 255]]]
-    assert decode_frame_untrusted(claimant.frame())[0].seq > hello.seq
+    assert decode_frame_untrusted(claimant.frame(), "default")[0].seq > hello.seq

@@ -1,8 +1,13 @@
-"""Signed envelopes: decoders never crash; round trips; signatures cover all but hop fields."""
+"""Signed envelopes: decoders never crash; round trips; signatures cover all but hop fields.
+
+Wire version 2 (issue 13): frames carry an incident tag and the origin's key or short id;
+the canonical signed form is rebuilt by the receiver (tests adjusted from msgpack frames to
+the binary header, same intent)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pytest
 from hypothesis import given, settings
@@ -13,8 +18,11 @@ from meshcomm.security.identity import Identity, node_id_of, verify_signature
 from meshcomm.security.verify import SignatureVerifier
 from meshcomm.wire import codec, limits
 from meshcomm.wire.envelope import (
+    FLAG_FULL_KEY,
+    FRAME_MARK,
     MAX_AGE_MS,
     MAX_METRIC,
+    ORIGIN_SHORT_LEN,
     SIGNATURE_DOMAIN,
     Envelope,
     Hop,
@@ -22,6 +30,8 @@ from meshcomm.wire.envelope import (
     decode_frame_untrusted,
     decode_signed_untrusted,
     encode_frame,
+    incident_tag,
+    parse_frame_untrusted,
     seal,
 )
 
@@ -35,17 +45,23 @@ payloads = st.recursive(
     max_leaves=8,
 )
 hops = st.builds(Hop, ttl=st.integers(0, limits.MAX_TTL), hops=st.integers(0, limits.MAX_HOPS),
-                 metric=st.integers(0, MAX_METRIC), age_ms=st.integers(0, MAX_AGE_MS))
+                 metric=st.integers(0, MAX_METRIC), age_ms=st.integers(0, MAX_AGE_MS),
+                 to=st.sampled_from([b"", b"abcd"]))
+INCIDENT = "incident-7"
+
+
+def alice_only(short: bytes) -> bytes | None:
+    return ALICE.public_key if short == ALICE.node_id[:ORIGIN_SHORT_LEN] else None
 
 
 def sample_envelope() -> Envelope:
-    return seal(ALICE, MsgType.BINDING, "incident-7", 42,
+    return seal(ALICE, MsgType.BINDING, INCIDENT, 42,
                 ["sip:a@b.example", ["udp:fe80::1"], 1.0, 300, 0, [], None])
 
 
 def decode_or_error(data: bytes) -> tuple[Envelope, Hop] | DecodeError:
     try:
-        return decode_frame_untrusted(data)
+        return decode_frame_untrusted(data, INCIDENT, alice_only)
     except DecodeError as exc:
         return exc
 
@@ -67,29 +83,35 @@ def test_signed_any_bytes_give_value_or_decode_error(signed: bytes, signature: b
 @given(st.lists(payloads, max_size=7), st.lists(payloads, max_size=5))
 def test_structured_garbage_gives_value_or_decode_error(inner: list[object],
                                                         hop: list[object]) -> None:
-    """Frames that are well-formed msgpack with wrong shapes reach the field checks."""
-    for signed in (codec.pack(inner), codec.pack([1, 2, "i", b"k" * 32, 1, inner])):
-        decode_or_error(codec.pack([signed, b"s" * 64, hop]))
-        decode_or_error(codec.pack([signed, b"s" * 64, [0, 0, 0, 0]]))
+    """Frames with a valid header and any payload, or msgpack where a header belongs,
+    reach the field checks."""
+    head = encode_frame(sample_envelope())[:2 + 4 + 32 + 1 + 64]
+    for payload in (codec.pack(inner), codec.pack(hop), codec.pack([inner, hop])):
+        decode_or_error(head + payload)
+        decode_or_error(codec.pack([payload, b"s" * 64, hop]))
+    for signed in (codec.pack(inner), codec.pack([2, 2, "i", b"k" * 32, 1, inner])):
+        with contextlib.suppress(DecodeError):
+            decode_signed_untrusted(signed, b"s" * 64)
 
 
 def test_every_prefix_of_a_valid_frame_is_rejected() -> None:
     frame = encode_frame(sample_envelope(), Hop(ttl=5, hops=1, metric=16, age_ms=100))
     for end in range(len(frame)):
         with pytest.raises(DecodeError):
-            decode_frame_untrusted(frame[:end])
+            decode_frame_untrusted(frame[:end], INCIDENT)
 
 
 def test_trailing_and_oversized_frames_are_rejected() -> None:
     frame = encode_frame(sample_envelope())
-    with pytest.raises(DecodeError):
-        decode_frame_untrusted(frame + b"\x00")
+    with pytest.raises(DecodeError) as info:
+        decode_frame_untrusted(frame + b"\x00", INCIDENT)
+    assert info.value.reason == "trailing"
     big = seal(ALICE, MsgType.UNICAST, "i", 1, b"x" * limits.MAX_DATAGRAM_BYTES)
     with pytest.raises(DecodeError) as info:
-        decode_frame_untrusted(encode_frame(big))
+        decode_frame_untrusted(encode_frame(big), "i")
     assert info.value.reason == "oversized"
     with pytest.raises(DecodeError) as info:
-        decode_frame_untrusted(b"\x00" * (limits.MAX_DATAGRAM_BYTES + 1))
+        decode_frame_untrusted(b"\x00" * (limits.MAX_DATAGRAM_BYTES + 1), INCIDENT)
     assert info.value.reason == "oversized"
 
 
@@ -102,7 +124,7 @@ def test_seal_encode_decode_round_trip(msg_type: MsgType, incident: str, seq: in
     frame = encode_frame(env, hop)
     if len(frame) > limits.MAX_DATAGRAM_BYTES:
         return
-    decoded, decoded_hop = decode_frame_untrusted(frame)
+    decoded, decoded_hop = decode_frame_untrusted(frame, incident)
     assert decoded == env
     assert decoded_hop == hop
     assert (decoded.msg_type, decoded.incident, decoded.seq, decoded.payload) == \
@@ -111,6 +133,11 @@ def test_seal_encode_decode_round_trip(msg_type: MsgType, incident: str, seq: in
     assert decoded.origin == ALICE.node_id == node_id_of(ALICE.public_key)
     assert decoded.verify(SignatureVerifier())
     assert decoded.digest == env.digest and len(decoded.digest) == 16
+    # the key elided: the same envelope (digest, signature) from the key directory
+    short = encode_frame(env, dataclasses.replace(hop, key_elided=True))
+    assert len(short) == len(frame) - (32 - ORIGIN_SHORT_LEN)
+    again, again_hop = decode_frame_untrusted(short, incident, alice_only)
+    assert again == env and again_hop == dataclasses.replace(hop, key_elided=True)
 
 
 def test_hop_fields_are_outside_the_signature() -> None:
@@ -118,7 +145,7 @@ def test_hop_fields_are_outside_the_signature() -> None:
     verifier = SignatureVerifier()
     for hop in (Hop(), Hop(ttl=limits.MAX_TTL, hops=limits.MAX_HOPS, metric=MAX_METRIC,
                            age_ms=MAX_AGE_MS), Hop(3, 4, 5, 6)):
-        decoded, decoded_hop = decode_frame_untrusted(encode_frame(env, hop))
+        decoded, decoded_hop = decode_frame_untrusted(encode_frame(env, hop), INCIDENT)
         assert decoded_hop == hop
         assert decoded.signed_bytes == env.signed_bytes
         assert decoded.verify(verifier)
@@ -165,20 +192,96 @@ def test_forged_and_wrong_key_envelopes_fail_verification() -> None:
 def test_wrong_version_and_unknown_type_have_reasons() -> None:
     sig = b"\x00" * 64
     cases = {
-        "version": codec.pack([2, 1, "i", ALICE.public_key, 1, None]),
-        "unknown_type": codec.pack([1, 99, "i", ALICE.public_key, 1, None]),
-        "malformed": codec.pack([1, 1, "i", b"short", 1, None]),
+        "version": codec.pack([1, 1, "i", ALICE.public_key, 1, None]),
+        "unknown_type": codec.pack([2, 99, "i", ALICE.public_key, 1, None]),
+        "malformed": codec.pack([2, 1, "i", b"short", 1, None]),
     }
     for reason, signed in cases.items():
         with pytest.raises(DecodeError) as info:
             decode_signed_untrusted(signed, sig)
         assert info.value.reason == reason
+    frame = encode_frame(sample_envelope(), Hop(ttl=5, hops=1, metric=16, age_ms=100))
+    hop_at = 2 + 4 + 32 + 1 + 64
+    bad = {
+        "unknown_type": [bytes([frame[0], 99]) + frame[2:], b"\x93" + frame[1:],
+                         bytes([frame[0] | 0x10]) + frame[1:]],
+        "malformed": [frame[:hop_at] + bytes([limits.MAX_TTL + 1]) + frame[hop_at + 1:],
+                      frame[:hop_at + 1] + bytes([limits.MAX_HOPS + 1]) + frame[hop_at + 2:],
+                      frame[:hop_at + 2] + b"\xff" * 11 + frame[hop_at + 3:],
+                      frame[:hop_at + 2] + b"\x80\x80\x41" + frame[hop_at + 3:]],
+        "truncated": [frame[:hop_at + 1]],
+        "wrong_incident": [frame[:2] + bytes(4) + frame[6:]],
+    }
+    for reason, frames in bad.items():
+        for data in frames:
+            with pytest.raises(DecodeError) as info:
+                decode_frame_untrusted(data, INCIDENT)
+            assert info.value.reason == reason, (reason, data[:8])
+
+
+def test_non_canonical_signed_parts_are_refused() -> None:
+    """The canonical form must be rebuilt byte for byte by every receiver: a signed part
+    packed otherwise (here the seq as a uint64 where a fixint fits) is refused."""
+    env = sample_envelope()
+    header = codec.pack([limits.WIRE_VERSION, int(env.msg_type), INCIDENT, ALICE.public_key])
+    payload = env.signed_bytes[len(header) + 1:]
+    loose = b"\x96" + header[1:] + b"\xcf" + (42).to_bytes(8, "big") + payload
+    assert codec.unpack_untrusted(loose) == codec.unpack_untrusted(env.signed_bytes)
     with pytest.raises(DecodeError):
-        decode_frame_untrusted(codec.pack([cases["version"][:3], sig, [0, 0, 0, 0]]))
-    for bad_hop in ([limits.MAX_TTL + 1, 0, 0, 0], [0, -1, 0, 0], [0, 0, MAX_METRIC + 1, 0],
-                    [0, 0, 0, MAX_AGE_MS + 1], [0, 0, 0], [0, 0, 0, True]):
-        with pytest.raises(DecodeError):
-            decode_frame_untrusted(codec.pack([sample_envelope().signed_bytes, sig, bad_hop]))
+        decode_signed_untrusted(loose, env.signature)
+    assert decode_signed_untrusted(env.signed_bytes, env.signature) == env
+
+
+def test_incident_is_bound_by_the_signature_not_the_tag() -> None:
+    """A frame of another incident whose tag collides with ours is rebuilt with our
+    incident name and fails its signature; the tag alone filters the others."""
+    env = seal(ALICE, MsgType.HELLO, "other-incident", 3, [1, "handset", []])
+    frame = encode_frame(env)
+    with pytest.raises(DecodeError) as info:
+        decode_frame_untrusted(frame, INCIDENT)
+    assert info.value.reason == "wrong_incident"
+    collided = frame[:2] + incident_tag(INCIDENT) + frame[6:]
+    rebuilt, _ = decode_frame_untrusted(collided, INCIDENT)
+    assert rebuilt.incident == INCIDENT and not rebuilt.verify(SignatureVerifier())
+
+
+def test_unknown_or_wrong_short_ids_never_verify() -> None:
+    env = sample_envelope()
+    short = encode_frame(env, Hop(key_elided=True))
+    assert short[0] == FRAME_MARK                            # no full key flag
+    assert encode_frame(env)[0] == FRAME_MARK | FLAG_FULL_KEY
+    with pytest.raises(DecodeError) as info:
+        decode_frame_untrusted(short, INCIDENT)
+    assert info.value.reason == "unknown_origin"
+    with pytest.raises(DecodeError):
+        decode_frame_untrusted(short, INCIDENT, lambda _short: None)
+    # A key directory giving another key under that short id: the rebuilt envelope
+    # names that key, and Alice's signature does not verify for it.
+    wrong, _ = decode_frame_untrusted(short, INCIDENT, lambda _short: MALLORY.public_key)
+    assert not wrong.verify(SignatureVerifier())
+    # Mallory's frame naming Alice's short id (re-binding attempt) fails as well.
+    forged = seal(MALLORY, MsgType.BINDING, INCIDENT, 42, env.payload)
+    frame = bytearray(encode_frame(forged, Hop(key_elided=True)))
+    frame[6:6 + ORIGIN_SHORT_LEN] = ALICE.node_id[:ORIGIN_SHORT_LEN]
+    decoded, _ = decode_frame_untrusted(bytes(frame), INCIDENT, alice_only)
+    assert decoded.origin == ALICE.node_id and not decoded.verify(SignatureVerifier())
+
+
+def test_frame_overhead_is_small() -> None:
+    """Issue 13: a UNICAST with an empty body, key elided, 4 hops from its origin."""
+    payload = [ALICE.node_id[:8], 1, b"", 0, []]
+    env = seal(ALICE, MsgType.UNICAST, INCIDENT, (7 << 32) + 123, payload)
+    hop = Hop(ttl=28, hops=4, metric=80, to=b"abcd")
+    assert len(encode_frame(env, dataclasses.replace(hop, key_elided=True))) <= 110
+    assert len(encode_frame(env, hop)) <= 134
+    assert len(encode_frame(seal(ALICE, MsgType.HELLO, INCIDENT, 1, [1, "handset", []]))) < 120
+
+
+def test_parsing_is_a_pure_function_of_the_bytes() -> None:
+    frame = encode_frame(sample_envelope(), Hop(ttl=5, acks=b"a" * 12, mac=b"m" * 8))
+    one, hop = parse_frame_untrusted(frame)
+    assert parse_frame_untrusted(frame) == (one, hop)
+    assert hop.acks == b"a" * 12 and hop.mac == b"m" * 8 and one.tag == incident_tag(INCIDENT)
 
 
 VALID_FRAME = encode_frame(sample_envelope(), Hop(ttl=5, hops=1, metric=16, age_ms=100))

@@ -41,7 +41,7 @@ sys.path.insert(0, _CODE)
 from meshcomm.sim.engine import Simulator  # noqa: E402
 from meshcomm.sim.scenario import ScenarioParams, build_topology, sim_config  # noqa: E402
 from meshcomm.types import Datagram  # noqa: E402
-from meshcomm.wire.envelope import decode_frame_untrusted  # noqa: E402
+from meshcomm.wire.envelope import parse_frame_untrusted  # noqa: E402
 
 IP_UDP_HEADER_BYTES = 48
 CHANNEL_BPS = 1_000_000
@@ -55,7 +55,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 
 def _kind(data: bytes) -> str:
     try:
-        return decode_frame_untrusted(data)[0].msg_type.name.lower()
+        return parse_frame_untrusted(data)[0].msg_type.name.lower()
     except Exception:   # any frame the decoder refuses (acks, media)
         return "other"
 

@@ -55,7 +55,7 @@ from meshcomm.sip.presence import parse_pidf_untrusted
 from meshcomm.sip.sdp import parse_sdp_untrusted
 from meshcomm.sip.uri import parse_uri_untrusted
 from meshcomm.wire import codec
-from meshcomm.wire.envelope import MsgType, decode_frame_untrusted, decode_signed_untrusted
+from meshcomm.wire.envelope import MsgType, decode_signed_untrusted, parse_frame_untrusted
 from radios.ether import decode_frame_untrusted as ether_decode_frame_untrusted
 from radios.ether import encode_frame as ether_encode_frame
 from tools.fuzz import harness as h
@@ -77,7 +77,8 @@ def wire_frame(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
         codec.unpack_untrusted(data)
     try:
-        env, _hop = decode_frame_untrusted(data)
+        frame, _hop = parse_frame_untrusted(data)
+        env = frame.resolve("fuzz", frame.origin_key or bytes(32))
     except DecodeError:
         return
     try:

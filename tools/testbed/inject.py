@@ -72,6 +72,7 @@ from meshcomm.wire.envelope import (
     decode_frame_untrusted,
     decode_signed_untrusted,
     encode_frame,
+    parse_frame_untrusted,
     seal,
 )
 from radios.udp import DEFAULT_PORT, MULTICAST_GROUP_V6
@@ -194,7 +195,7 @@ def listener(iface: str, port: int) -> socket.socket:
 def fresh_hop_frame(signed: bytes, signature: bytes) -> bytes:
     """A radio frame carrying an existing signed envelope with new hop fields (TTL full,
     age 0): what a replaying attacker sends."""
-    return codec.pack([signed, signature, [FLOOD_TTL, 0, 0, 0, b""]])
+    return encode_frame(decode_signed_untrusted(signed, signature), Hop(ttl=FLOOD_TTL))
 
 
 @dataclass
@@ -244,11 +245,12 @@ def garbage_frame(rng: random.Random, templates: Sequence[bytes]) -> bytes:
 # -- capture files ----------------------------------------------------------------------------
 
 
-def bindings_in_frame(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """(signed bytes, signature) of every binding a radio frame carries: a BINDING frame
-    itself, or the records inside an anti-entropy RECORDS frame."""
+def bindings_in_frame(data: bytes, incident: str = DEFAULT_INCIDENT
+                      ) -> Iterator[tuple[bytes, bytes]]:
+    """(signed bytes, signature) of every binding a radio frame of ``incident`` carries: a
+    BINDING frame itself, or the records inside an anti-entropy RECORDS frame."""
     try:
-        env, _hop = decode_frame_untrusted(data)
+        env, _hop = decode_frame_untrusted(data, incident)
     except DecodeError:
         return
     if env.msg_type is MsgType.BINDING:
@@ -469,11 +471,12 @@ class FakeNeighbour:
 
     def hear(self, data: bytes, now: float) -> None:
         try:
-            env, _hop = decode_frame_untrusted(data)
+            env, _hop = parse_frame_untrusted(data)
         except DecodeError:
             return
         own = self.claimant.identity
-        if env.msg_type is MsgType.HELLO and (own is None or env.origin != own.node_id):
+        if (env.msg_type is MsgType.HELLO and env.origin
+                and (own is None or env.origin != own.node_id)):
             self.heard.pop(env.origin[:SHORT_ID_LEN], None)
             self.heard[env.origin[:SHORT_ID_LEN]] = now
             while len(self.heard) > limits.MAX_HELLO_NEIGHBOURS:
@@ -505,14 +508,15 @@ class RoutedToUs:
 
     def __call__(self, data: bytes) -> None:
         try:
-            env, hop = decode_frame_untrusted(data)
+            env, hop = parse_frame_untrusted(data)
         except DecodeError:
             return
         if env.msg_type is MsgType.UNICAST and hop.to in self.short_ids:
             self.frames += 1
-            if len(self.envelopes) < MAX_CAPTURED and env.digest not in self.envelopes:
-                self.envelopes.add(env.digest)
-                origin = env.origin[:SHORT_ID_LEN].hex()
+            # (an envelope is told apart by its signature: its key may be elided)
+            if len(self.envelopes) < MAX_CAPTURED and env.signature not in self.envelopes:
+                self.envelopes.add(env.signature)
+                origin = env.short_origin[:SHORT_ID_LEN].hex()
                 self.origins[origin] = self.origins.get(origin, 0) + 1
 
 
