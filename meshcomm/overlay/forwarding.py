@@ -1,16 +1,16 @@
 """Hop-by-hop forwarding of unicast envelopes with per-hop acknowledgement.
 
-A UNICAST envelope (payload ``[dst, kind, body, flags, frag]``) is signed by its origin and
-checked at every hop. ``dst`` is the first DST_PREFIX_LEN (8) bytes of the destination's
-NodeId (issue 13, "short on the wire"): the destination compares it with its own; a relay
-finds the full NodeId (its routes are keyed by it) in the key directory, else among its
-routes and neighbours; a prefix that matches two known nodes is refused
-(``drop_ambiguous_dst``), never forwarded to either. A prefix no relay can tell from
-another node's is astronomically unlikely by chance (2^-64) and costs an attacker a
-2^64-step key search; the destination's sealed body is bound to its full NodeId anyway
-(meshcomm.node.e2e_sip). The first copy of a unicast to a neighbour names its origin by
-short id instead of carrying its key once that neighbour acknowledged a frame of that
-origin (:mod:`.keydir`); retransmissions carry the key. ``flags`` bit 0 marks
+A UNICAST envelope (payload ``[dst, kind, body, flags, frag]``, the trailing ``frag`` and
+``flags`` left out while empty / 0) is signed by its origin and checked at every hop.
+``dst`` is the first DST_PREFIX_LEN (8) bytes of the destination's NodeId (issue 13, "short
+on the wire"): the destination compares it with its own; a relay finds the full NodeId (its
+routes are keyed by it) in the key directory, else among its routes and neighbours; a prefix
+that matches two known nodes is refused (``drop_ambiguous_dst``), never forwarded to either.
+A prefix no relay can tell from another node's is astronomically unlikely by chance (2^-64)
+and costs an attacker a 2^64-step key search; the destination's sealed body is bound to its
+full NodeId anyway (meshcomm.node.e2e_sip). The first copy of a unicast to a neighbour names
+its origin by short id instead of carrying its key once that neighbour acknowledged a frame
+of that origin (:mod:`.keydir`); retransmissions carry the key. ``flags`` bit 0 marks
 best-effort traffic (media): no per-hop acknowledgement or retransmission. A body larger
 than one datagram is split into fragments (``frag = [message id, index, count]``, each
 fragment signed on its own) and reassembled at the destination within
@@ -152,8 +152,8 @@ class Forwarder:
         for index, chunk in enumerate(chunks):
             if len(chunks) > 1:
                 frag = [msg_id, index, len(chunks)]
-            env = self.ctx.seal(MsgType.UNICAST,
-                                [dst[:DST_PREFIX_LEN], kind, chunk, flags, frag])
+            fields: list[object] = [dst[:DST_PREFIX_LEN], kind, chunk, flags, frag]
+            env = self.ctx.seal(MsgType.UNICAST, fields[:5 if frag else 4 if flags else 3])
             self.ctx.mark_seen(env.digest, True)
             self._forward(env, Hop(ttl=UNICAST_TTL), dst, now, best_effort)
             first = first or env.digest
@@ -340,13 +340,15 @@ class Forwarder:
 
 def _read_unicast(payload: object) -> tuple[bytes, int, bytes, int,
                                             tuple[bytes, int, int] | None]:
-    """Validate a UNICAST payload: [dst prefix, kind, body, flags, frag]."""
-    fields = codec.read_tuple(payload, "unicast", 5)
+    """Validate a UNICAST payload: [dst prefix, kind, body(, flags(, frag))]."""
+    fields = codec.read_list(payload, "unicast", 5)
+    if len(fields) < 3:
+        raise DecodeError("unicast: expected [dst, kind, body(, flags(, frag))]")
     dst = codec.read_bytes(fields[0], "unicast.dst", exact=DST_PREFIX_LEN)
     kind = codec.read_int(fields[1], "unicast.kind", 0, MAX_UNICAST_KIND)
     body = codec.read_bytes(fields[2], "unicast.body", max_len=limits.MAX_UNICAST_BODY_BYTES)
-    flags = codec.read_int(fields[3], "unicast.flags", 0, 0xFF)
-    raw_frag = codec.read_list(fields[4], "unicast.frag", 3)
+    flags = codec.read_int(fields[3], "unicast.flags", 0, 0xFF) if len(fields) > 3 else 0
+    raw_frag = codec.read_list(fields[4], "unicast.frag", 3) if len(fields) > 4 else []
     if not raw_frag:
         return dst, kind, body, flags, None
     if len(raw_frag) != 3:

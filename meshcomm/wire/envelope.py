@@ -121,10 +121,34 @@ def incident_tag(incident: str) -> bytes:
                            digest_size=INCIDENT_TAG_LEN).digest()
 
 
-def _header(msg_type: int, incident: str, origin_key: bytes, seq: int) -> bytes:
-    """The canonical signed part up to the payload, packed as a 5-array (its first byte
-    is replaced by the 6-array's)."""
-    return codec.pack([limits.WIRE_VERSION, int(msg_type), incident, origin_key, seq])
+@lru_cache(maxsize=16)
+def _packed_incident(incident: str) -> bytes:
+    return codec.pack(incident)
+
+
+#: msgpack: a 6-array, then the version (a positive fixint).
+_HEAD_START = bytes((_CANONICAL_FIRST, limits.WIRE_VERSION))
+#: msgpack bin8 header of a 32-byte key.
+_KEY_HEAD = b"\xc4\x20"
+
+
+def _head(msg_type: int, incident: str, origin_key: bytes, seq: int) -> bytes:
+    """The canonical signed part up to the payload (msgpack, as codec.pack packs it: the
+    type is a positive fixint, the key 32 bytes; a test checks it against codec.pack)."""
+    return b"".join((_HEAD_START, bytes((msg_type,)), _packed_incident(incident), _KEY_HEAD,
+                     origin_key, codec.pack(seq)))
+
+
+def _uint_len(value: int) -> int:
+    """Bytes msgpack packs a non-negative int into."""
+    return (1 if value < 0x80 else 2 if value < 0x100 else 3 if value < 0x10000
+            else 5 if value < 0x100000000 else 9)
+
+
+def _head_len(envelope: Envelope) -> int:
+    """Where the payload starts in a canonical signed part (no packing needed)."""
+    return (len(_HEAD_START) + 1 + len(_packed_incident(envelope.incident)) + len(_KEY_HEAD)
+            + KEY_LEN + _uint_len(envelope.seq))
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +225,7 @@ class WireFrame:
     def resolve(self, incident: str, origin_key: bytes) -> Envelope:
         """The envelope, its canonical form rebuilt with ``incident`` and ``origin_key``
         (which must be the carried key, if one was carried)."""
-        header = _header(self.msg_type, incident, origin_key, self.seq)
-        signed = b"\x96" + header[1:] + self.payload_bytes
+        signed = _head(self.msg_type, incident, origin_key, self.seq) + self.payload_bytes
         origin = (NodeId(self.origin) if self.origin and origin_key == self.origin_key
                   else node_id_of(origin_key))
         return Envelope(self.msg_type, incident, origin_key, origin, self.seq, self.payload,
@@ -219,6 +242,8 @@ def seal(identity: Identity, msg_type: MsgType, incident: str, seq: int,
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return bytes((value,))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -229,7 +254,6 @@ def _varint(value: int) -> bytes:
 
 def encode_frame(envelope: Envelope, hop: Hop = NO_HOP) -> bytes:
     """The radio frame of ``envelope`` with ``hop`` (see the module docstring)."""
-    header = _header(envelope.msg_type, envelope.incident, envelope.origin_key, envelope.seq)
     flags = FRAME_MARK
     if hop.key_elided:
         origin = envelope.origin[:ORIGIN_SHORT_LEN]
@@ -254,7 +278,7 @@ def encode_frame(envelope: Envelope, hop: Hop = NO_HOP) -> bytes:
         out.append(len(hop.acks) // limits.ACK_ID_LEN)
         out += hop.acks
         out += hop.mac
-    out += envelope.signed_bytes[len(header):]
+    out += envelope.signed_bytes[_head_len(envelope):]
     out[0] = flags
     return bytes(out)
 
@@ -296,8 +320,8 @@ def decode_signed_untrusted(signed: bytes, signature: bytes) -> Envelope:
     origin_key = codec.read_bytes(inner[3], "origin", exact=KEY_LEN)
     incident = codec.read_str(inner[2], "incident", limits.MAX_INCIDENT_LEN)
     seq = codec.read_int(inner[4], "seq")
-    header = _header(msg_type, incident, origin_key, seq)
-    if signed[0] != _CANONICAL_FIRST or signed[1:len(header)] != header[1:]:
+    head = _head(msg_type, incident, origin_key, seq)
+    if not signed.startswith(head):
         raise DecodeError("envelope: header not canonically packed")
     return Envelope(msg_type=msg_type, incident=incident, origin_key=origin_key,
                     origin=node_id_of(origin_key), seq=seq, payload=inner[5],

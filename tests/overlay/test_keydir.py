@@ -164,3 +164,24 @@ def test_link_origins_are_bounded_and_forgotten_with_the_neighbour() -> None:
     assert not links.holds(LinkAddr("x"), origins[4])
     links.forget(LinkAddr("y"))
     assert not links.holds(LinkAddr("y"), origins[0]) and links.holds(LinkAddr("z"), origins[0])
+
+
+def test_a_unicast_payload_leaves_out_empty_trailing_fields() -> None:
+    pair = Pair()
+    a, b = pair.nodes["a"], pair.nodes["b"]
+    start = pair.now
+    a.forwarder.send(b.node_id, REQUEST, b"plain", pair.now)
+    a.forwarder.send(b.node_id, REQUEST, b"media", pair.now, best_effort=True)
+    a.forwarder.send(b.node_id, REQUEST, b"x" * 1000, pair.now)         # two fragments
+    pair.run_until(pair.now + 1.0)
+    shapes = [len(parse_frame_untrusted(d)[0].payload) for d in pair.frames("a", start)
+              if d[:1] != LINK_ACK_MARKER
+              and parse_frame_untrusted(d)[0].msg_type is MsgType.UNICAST]
+    assert sorted(set(shapes)) == [3, 4, 5]
+    assert sorted(e.body for e in pair.delivered["b"]) == [b"media", b"plain", b"x" * 1000]
+    for bad in ([b.node_id[:8], REQUEST], [b.node_id, REQUEST, b""],
+                [b.node_id[:8], REQUEST, b"", 0, [], 0]):
+        env = seal(MALLORY, MsgType.UNICAST, INCIDENT, 7, bad)
+        before = b.counters["drop_malformed"] + b.counters["drop_oversized"]
+        b.receive(encode_frame(env, Hop(ttl=5, to=b.short_id)), LinkAddr("a"), pair.now)
+        assert b.counters["drop_malformed"] + b.counters["drop_oversized"] == before + 1

@@ -309,3 +309,19 @@ def test_mutated_valid_frames_give_value_or_decode_error(
     original = sample_envelope()
     if (decoded.signed_bytes, decoded.signature) != (original.signed_bytes, original.signature):
         assert not decoded.verify(SignatureVerifier())
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(list(MsgType)), st.text(max_size=limits.MAX_INCIDENT_LEN),
+       st.integers(0, limits.MAX_SEQ))
+def test_the_canonical_head_is_what_msgpack_packs(msg_type: MsgType, incident: str,
+                                                   seq: int) -> None:
+    """The frame codec builds and measures the canonical header without msgpack (speed):
+    it must be exactly msgpack's packing, the payload starting where it says."""
+    env = seal(ALICE, msg_type, incident, seq, None)
+    assert env.signed_bytes == codec.pack([limits.WIRE_VERSION, int(msg_type), incident,
+                                           ALICE.public_key, seq, None])
+    frame = encode_frame(env)
+    assert frame.endswith(b"\xc0")                   # the payload (None), and nothing else
+    if len(frame) <= limits.MAX_DATAGRAM_BYTES:
+        assert decode_frame_untrusted(frame, incident)[0] == env
