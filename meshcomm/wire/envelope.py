@@ -345,6 +345,8 @@ def _take(data: bytes, pos: int, n: int, name: str) -> int:
 
 def _read_varint(data: bytes, pos: int, hi: int, name: str) -> tuple[int, int]:
     """An unsigned LEB128 value <= ``hi`` at ``pos``, and the position after it."""
+    if pos < len(data) and data[pos] < 0x80 and data[pos] <= hi:   # (one byte: most)
+        return data[pos], pos + 1
     value = shift = 0
     for i in range(pos, min(len(data), pos + _MAX_VARINT_BYTES)):
         byte = data[i]
