@@ -295,12 +295,14 @@ class GossipOverlay:
             self.counters[OverlayCounter.RX_OWN] += 1
             self.departures.on_own_copy(frame.resolve(self.incident, own_key), src)
             return None
-        key = frame.origin_key or self.keys.key(frame.short_origin)
-        if key is None:
+        if frame.origin_key:
+            return frame.resolve(self.incident, frame.origin_key)
+        held = self.keys.entry(frame.short_origin)
+        if held is None:
             self.drop(DropReason.AMBIGUOUS_ORIGIN if self.keys.ambiguous(frame.short_origin)
                       else DropReason.UNKNOWN_ORIGIN, src, now)
             return None
-        return frame.resolve(self.incident, key)
+        return frame.resolve(self.incident, held[0], held[1])
 
     def _on_link_ack(self, data: bytes, src: LinkAddr, now: float) -> None:
         """A standalone per-hop ack (:mod:`.acks`): ack ids under the link's MAC."""

@@ -64,6 +64,11 @@ class KeyDirectory:
             del entries[next(iter(entries))]
         entries[short] = (key, node)
 
+    def entry(self, short: bytes) -> tuple[bytes, NodeId] | None:
+        """The (key, NodeId) held under ``short``; None if unknown or ambiguous."""
+        entry = self._entries.get(short)
+        return entry if entry is not AMBIGUOUS else None
+
     def key(self, short: bytes) -> bytes | None:
         """The key held under ``short``; None if unknown or ambiguous."""
         entry = self._entries.get(short)

@@ -222,12 +222,15 @@ class WireFrame:
     payload_bytes: bytes
     signature: bytes
 
-    def resolve(self, incident: str, origin_key: bytes) -> Envelope:
+    def resolve(self, incident: str, origin_key: bytes, origin_id: bytes = b"") -> Envelope:
         """The envelope, its canonical form rebuilt with ``incident`` and ``origin_key``
-        (which must be the carried key, if one was carried)."""
+        (which must be the carried key, if one was carried; ``origin_id``, if given, is
+        its NodeId, as a key directory holds it)."""
         signed = _head(self.msg_type, incident, origin_key, self.seq) + self.payload_bytes
-        origin = (NodeId(self.origin) if self.origin and origin_key == self.origin_key
-                  else node_id_of(origin_key))
+        if self.origin and origin_key == self.origin_key:
+            origin = NodeId(self.origin)
+        else:
+            origin = NodeId(origin_id) if origin_id else node_id_of(origin_key)
         return Envelope(self.msg_type, incident, origin_key, origin, self.seq, self.payload,
                         signed, self.signature)
 
@@ -254,33 +257,29 @@ def _varint(value: int) -> bytes:
 
 def encode_frame(envelope: Envelope, hop: Hop = NO_HOP) -> bytes:
     """The radio frame of ``envelope`` with ``hop`` (see the module docstring)."""
-    flags = FRAME_MARK
+    seq = envelope.seq
     if hop.key_elided:
-        origin = envelope.origin[:ORIGIN_SHORT_LEN]
+        flags, origin = FRAME_MARK, envelope.origin[:ORIGIN_SHORT_LEN]
     else:
-        origin = envelope.origin_key
-        flags |= FLAG_FULL_KEY
-    out = bytearray((0, int(envelope.msg_type)))
-    out += incident_tag(envelope.incident)
-    out += origin
-    out += _varint(envelope.seq)
-    out += envelope.signature
-    if hop.ttl or hop.hops or hop.metric or hop.age_ms:
+        flags, origin = FRAME_MARK | FLAG_FULL_KEY, envelope.origin_key
+    parts = [b"", incident_tag(envelope.incident), origin,
+             bytes((seq,)) if seq < 0x80 else _varint(seq), envelope.signature]
+    ttl, hops, metric, age_ms = hop.ttl, min(hop.hops, limits.MAX_HOPS), hop.metric, hop.age_ms
+    if ttl or hops or metric or age_ms:
         flags |= FLAG_HOP
-        out += bytes((hop.ttl, min(hop.hops, limits.MAX_HOPS)))
-        out += _varint(hop.metric)
-        out += _varint(hop.age_ms)
+        if metric < 0x80 and age_ms < 0x80:          # (one-byte varints: most frames)
+            parts.append(bytes((ttl, hops, metric, age_ms)))
+        else:
+            parts += (bytes((ttl, hops)), _varint(metric), _varint(age_ms))
     if hop.to:
         flags |= FLAG_TO
-        out += hop.to
+        parts.append(hop.to)
     if hop.acks:
         flags |= FLAG_ACKS
-        out.append(len(hop.acks) // limits.ACK_ID_LEN)
-        out += hop.acks
-        out += hop.mac
-    out += envelope.signed_bytes[_head_len(envelope):]
-    out[0] = flags
-    return bytes(out)
+        parts += (bytes((len(hop.acks) // limits.ACK_ID_LEN,)), hop.acks, hop.mac)
+    parts.append(envelope.signed_bytes[_head_len(envelope):])
+    parts[0] = bytes((flags, envelope.msg_type))
+    return b"".join(parts)
 
 
 def split_ack_ids(data: bytes) -> list[bytes]:
@@ -368,8 +367,13 @@ def _read_hop(data: bytes, pos: int, flags: int) -> tuple[Hop, int]:
         ttl, hops = data[pos], data[pos + 1]
         if ttl > limits.MAX_TTL or hops > limits.MAX_HOPS:
             raise DecodeError(f"hop: ttl {ttl} or hops {hops} out of range")
-        metric, pos = _read_varint(data, end, MAX_METRIC, "metric")
-        age_ms, pos = _read_varint(data, pos, MAX_AGE_MS, "age_ms")
+        if end + 1 < len(data) and data[end] < 0x80 and data[end + 1] < 0x80:
+            metric, age_ms, pos = data[end], data[end + 1], end + 2   # (one byte each)
+        else:
+            metric, pos = _read_varint(data, end, MAX_METRIC, "metric")
+            age_ms, pos = _read_varint(data, pos, MAX_AGE_MS, "age_ms")
+    if not flags & (FLAG_TO | FLAG_ACKS):
+        return Hop(ttl, hops, metric, age_ms, key_elided=not flags & FLAG_FULL_KEY), pos
     to = acks = mac = b""
     if flags & FLAG_TO:
         end = _take(data, pos, SHORT_ID_LEN, "to")
