@@ -145,10 +145,11 @@ def _uint_len(value: int) -> int:
             else 5 if value < 0x100000000 else 9)
 
 
-def _head_len(envelope: Envelope) -> int:
-    """Where the payload starts in a canonical signed part (no packing needed)."""
-    return (len(_HEAD_START) + 1 + len(_packed_incident(envelope.incident)) + len(_KEY_HEAD)
-            + KEY_LEN + _uint_len(envelope.seq))
+@lru_cache(maxsize=16)
+def _incident_wire(incident: str) -> tuple[bytes, int]:
+    """An incident's tag, and the length of a canonical header before its seq."""
+    return incident_tag(incident), (len(_HEAD_START) + 1 + len(_packed_incident(incident))
+                                    + len(_KEY_HEAD) + KEY_LEN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +263,12 @@ def encode_frame(envelope: Envelope, hop: Hop = NO_HOP) -> bytes:
         flags, origin = FRAME_MARK, envelope.origin[:ORIGIN_SHORT_LEN]
     else:
         flags, origin = FRAME_MARK | FLAG_FULL_KEY, envelope.origin_key
-    parts = [b"", incident_tag(envelope.incident), origin,
-             bytes((seq,)) if seq < 0x80 else _varint(seq), envelope.signature]
+    tag, head_len = _incident_wire(envelope.incident)
+    if seq < 0x80:
+        seq_bytes, head_len = bytes((seq,)), head_len + 1
+    else:
+        seq_bytes, head_len = _varint(seq), head_len + _uint_len(seq)
+    parts = [b"", tag, origin, seq_bytes, envelope.signature]
     ttl, hops, metric, age_ms = hop.ttl, min(hop.hops, limits.MAX_HOPS), hop.metric, hop.age_ms
     if ttl or hops or metric or age_ms:
         flags |= FLAG_HOP
@@ -277,7 +282,7 @@ def encode_frame(envelope: Envelope, hop: Hop = NO_HOP) -> bytes:
     if hop.acks:
         flags |= FLAG_ACKS
         parts += (bytes((len(hop.acks) // limits.ACK_ID_LEN,)), hop.acks, hop.mac)
-    parts.append(envelope.signed_bytes[_head_len(envelope):])
+    parts.append(envelope.signed_bytes[head_len:])
     parts[0] = bytes((flags, envelope.msg_type))
     return b"".join(parts)
 
