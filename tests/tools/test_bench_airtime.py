@@ -33,9 +33,13 @@ def test_quick_run_measures_both_stacks(capsys: pytest.CaptureFixture[str]) -> N
         stack = report["stacks"][name]
         # Both stacks came up from cold and reached the far end over 4 hops.
         assert 0 < stack["cold_start_s"] < airtime.COLD_START_LIMIT_S
-        # Idle control traffic was counted on the links (neither stack is silent).
-        assert stack["idle_bytes_per_s_per_node"] > 0
-        assert stack["idle_payload_per_s_per_node"] < stack["idle_bytes_per_s_per_node"]
+        # Idle control traffic is counted on the links. Reticulum's interface discovery
+        # beacons every 1.6 s, so the quick run's 2 s window shows the meter counting;
+        # meshcomm's beacons follow Trickle (issue 13) and a 2 s window may hold none.
+        idle = stack["idle_bytes_per_s_per_node"]
+        assert idle > 0 if name == "reticulum" else idle >= 0
+        assert (stack["idle_payload_per_s_per_node"] < idle if idle > 0
+                else stack["idle_payload_per_s_per_node"] == 0)
         # Without loss every message arrives exactly once, after a positive latency
         # measured in one clock, and it cost bytes on the links.
         clean = rep[name]["phases"]["0"]
