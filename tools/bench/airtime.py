@@ -52,6 +52,11 @@ counted once, when sent, also when the receiver's loss rule drops it. Figures ar
 bytes (IPv6 + UDP headers + payload, what a veth carries without its Ethernet header) and
 UDP payload (bytes - 48 per packet: what a stack puts on a radio that has no IP).
 
+A repetition in which either stack never reaches the far end within
+``COLD_START_LIMIT_S`` is left out (both stacks stopped; listed under
+``failed_repetitions`` with the reason and the logs' directory); the run fails only when no
+repetition completed.
+
 Printed: a table per stack with medians over repetitions (latency percentiles pooled over
 all repetitions' messages) and meshcomm/Reticulum ratios; ``--json`` prints one JSON object
 instead. Progress goes to stderr. Needs root (namespaces, nftables) and PyPI for the first
@@ -197,19 +202,28 @@ def message_phase(stack: Stack, texts: list[str], loss: int, idle_row: dict[str,
     }
 
 
+class RepetitionFailed(BenchError):
+    """A stack never came up in one repetition: that repetition is left out (reported),
+    the others still count."""
+
+
 def repetition(stacks: list[Stack], rep: int, run: str, opts: Options) -> dict[str, Any]:
     order = stacks if rep % 2 == 0 else stacks[::-1]
     result: dict[str, Any] = {s.name: {"phases": {}} for s in stacks}
+    started: list[Stack] = []
     for s in order:
         s.tb.set_loss_everywhere(0)
         progress(f"rep {rep + 1}: cold start of {s.name}")
+        started.append(s)
         cold = cold_start(s, rep)
         result[s.name]["cold_start_s"] = cold
         progress(f"rep {rep + 1}: {s.name} far end reachable after "
                  f"{'-' if cold is None else round(cold, 2)} s")
         if cold is None:
-            raise BenchError(f"{s.name}: node 0 never reached node 4 within "
-                             f"{COLD_START_LIMIT_S:.0f} s (logs in {s.tb.workdir})")
+            for up in started:
+                up.stop()
+            raise RepetitionFailed(f"{s.name}: node 0 never reached node 4 within "
+                                   f"{COLD_START_LIMIT_S:.0f} s (logs in {s.tb.workdir})")
         s.ready_to_measure()
     time.sleep(opts.warmup_s)
     progress(f"rep {rep + 1}: idle for {opts.idle_s:g} s (both chains)")
@@ -274,6 +288,7 @@ def run_bench(opts: Options) -> dict[str, Any]:
     progress(f"venv ready after {time.monotonic() - t_venv:.1f} s")
     run = f"{os.getpid():x}{int(time.time()) % 100000:x}"
     reps = []
+    failed: list[dict[str, Any]] = []
     with ExitStack() as beds:
         mesh_bed, rns_bed = (beds.enter_context(chain(N_NODES)) for _ in range(2))
         for tb in (mesh_bed, rns_bed):
@@ -282,13 +297,19 @@ def run_bench(opts: Options) -> dict[str, Any]:
                                RnsStack(rns_bed, python, opts.lxmf_method,
                                         opts.rns_announce_s)]
         for rep in range(opts.reps):
-            reps.append(repetition(stacks, rep, run, opts))
+            try:
+                reps.append(repetition(stacks, rep, run, opts))
+            except RepetitionFailed as exc:
+                progress(f"rep {rep + 1} left out: {exc}")
+                failed.append({"rep": rep + 1, "reason": str(exc)})
+    if not reps:
+        raise BenchError("no repetition completed: " + "; ".join(f["reason"] for f in failed))
     summary = summarize(reps, [s.name for s in stacks])
     ratio = ratios(summary)
     return {"bench": "airtime", "nodes": N_NODES, "hops": N_NODES - 1,
             "options": _options_json(opts), "stacks": summary,
             "ratio_meshcomm_over_reticulum": ratio, "targets": targets(summary, ratio),
-            "repetitions": reps}
+            "repetitions": reps, "failed_repetitions": failed}
 
 
 def _options_json(opts: Options) -> dict[str, Any]:

@@ -103,4 +103,6 @@ def render(report: dict[str, Any]) -> str:
                      f"{_cell(ratio.get(key), 2):>7}")
     lines.append("issue 13 targets: " + ", ".join(
         f"{name}: {'met' if ok else 'NOT met'}" for name, ok in report["targets"].items()))
+    for failed in report.get("failed_repetitions", ()):
+        lines.append(f"repetition {failed['rep']} left out: {failed['reason']}")
     return "\n".join(lines)
