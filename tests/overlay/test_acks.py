@@ -191,17 +191,24 @@ def test_the_request_ack_rides_on_the_response_which_needs_no_ack() -> None:
     assert pair.nodes["b"].forwarder.awaiting_ack == 0
 
 
-def test_a_lost_carrier_is_sent_again_when_the_request_comes_again() -> None:
-    pair = Pair()
-    pair.answer_after_s = 0.0
+def _lose_first_frame_from(pair: Pair, sender: str) -> list[bytes]:
+    """Make the link lose the first envelope frame (not a link ack) ``sender`` sends from
+    now on; the list it returns holds that frame once it is lost."""
     lost: list[bytes] = []
 
-    def lose_first_response(_t: float, src: str, _dst: str, data: bytes) -> bool:
-        if src == "b" and not lost and data[:1] != LINK_ACK_MARKER:
+    def lose(_t: float, src: str, _dst: str, data: bytes) -> bool:
+        if src == sender and not lost and data[:1] != LINK_ACK_MARKER:
             lost.append(data)
             return True
         return False
-    pair.drop = lose_first_response
+    pair.drop = lose
+    return lost
+
+
+def test_a_lost_carrier_is_sent_again_when_the_request_comes_again() -> None:
+    pair = Pair()
+    pair.answer_after_s = 0.0
+    lost = _lose_first_frame_from(pair, "b")
     start = pair.now
     pair.request()
     pair.run_until(start + 3.0)
@@ -354,14 +361,7 @@ def _repair_after_a_busy_start(clean_frame_between: bool) -> float:
         pair.run_until(start + 2.5)
     else:
         pair.run_until(start + 2.0 + cfg.rto_window_s + 0.1)
-    lost: list[bytes] = []
-
-    def lose_once(_t: float, src: str, _d: str, data: bytes) -> bool:
-        if src == "a" and not lost and data[:1] != LINK_ACK_MARKER:
-            lost.append(data)
-            return True
-        return False
-    pair.drop = lose_once
+    lost = _lose_first_frame_from(pair, "a")
     pair.request(b"lost once")
     pair.run_until(pair.now + 1.0)
     assert pair.count("a", "unicast_acked") == 2 + clean_frame_between
