@@ -242,6 +242,7 @@ class GossipOverlay:
             TimerKind.MEDIA_RETRANSMIT: self.media.retransmit_due,
             TimerKind.TOMBSTONE_RESEND: self.departures.resend_due,
             TimerKind.TRUST_REBROADCAST: self.trust.rebroadcast_due,
+            TimerKind.TRUST_NOTICE: self.trust.notice_due,
             TimerKind.ACK_FLUSH: self.acks.flush_due,
         }
         self.schedule(self.hello_timer.next_at(), TimerKind.HELLO, self.hello_timer.timer_key())
@@ -274,7 +275,7 @@ class GossipOverlay:
         env = self._resolve(frame, src, now)
         if env is None:
             return
-        if self.trust.active and self.trust.refuses_frame(env, src):
+        if self.trust.active and self.trust.refuses_frame(env, src, now):
             self.drop(DropReason.REVOKED, src, now)
             return
         try:

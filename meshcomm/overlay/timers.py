@@ -14,4 +14,5 @@ class TimerKind(Enum):
     MEDIA_RETRANSMIT = "media_retransmit"
     TOMBSTONE_RESEND = "tombstone_resend"
     TRUST_REBROADCAST = "trust_rebroadcast"
+    TRUST_NOTICE = "trust_notice"
     ACK_FLUSH = "ack_flush"

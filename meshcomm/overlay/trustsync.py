@@ -17,6 +17,15 @@ Trust records (:mod:`meshcomm.security.revocation`) spread like bindings:
   everything a revoked neighbour sends; routes through it are dropped. Store-and-forward
   finds no binding of a revoked device and so delivers nothing to it. Agency keys added
   or revoked change the table's trust policy at once.
+* **Telling the revoked.** Anti-entropy cannot reach a revoked node (its digest answers
+  and pulls are dropped like the rest of what it sends), and a record that reached its
+  neighbour by anti-entropy (TTL 1) is not flooded on. So a neighbour that cuts a revoked
+  node off sends it the records that revoke its key at once, and again (rate-limited per
+  sending host and in all, :data:`NOTICE_INTERVAL_S`, :data:`NOTICE_RATE_PER_S`) when a
+  frame of a revoked origin or from a revoked neighbour is dropped: the revoked handset
+  learns it within a round trip and its gateway refuses its users (``403``) instead of
+  sending into a mesh that drops everything. The records are signed by their agency: a
+  node that forwards a revoked device's frames learns them too, nothing more.
 * **Beyond the overlay**: the DHT bridge asks :meth:`TrustSync.binding_refusal` and
   :meth:`TrustSync.key_revoked` about what it reads (meshcomm.dht.revocations), the tunnel
   :meth:`TrustSync.node_revoked` about items, and the gateway
@@ -36,7 +45,7 @@ from meshcomm.errors import DecodeError
 from meshcomm.journal.payloads import BindingExpired, TrustChanged
 from meshcomm.location.table import TrustMode
 from meshcomm.overlay.counters import DropReason, TxTag
-from meshcomm.overlay.ratelimit import TokenBuckets, link_host
+from meshcomm.overlay.ratelimit import TokenBucket, TokenBuckets, link_host
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.security.credentials import Credential, decode_credential_untrusted
 from meshcomm.security.identity import node_id_of
@@ -49,7 +58,7 @@ from meshcomm.security.revocation import (
     credential_id,
     trust_record_from_envelope_untrusted,
 )
-from meshcomm.types import LinkAddr, NodeId
+from meshcomm.types import LinkAddr
 from meshcomm.wire import codec
 from meshcomm.wire.envelope import Envelope, Hop, MsgType
 
@@ -71,6 +80,18 @@ MAX_REVOKED_ADDRS: Final = 256
 #: its whole store again and again (a joiner's first full pull fits the burst).
 PULL_ANSWER_RATE_PER_S: Final = 64.0
 PULL_ANSWER_BURST: Final = 256.0
+#: A host whose frames are dropped as revoked is sent the revoking records at most this
+#: often, and all such notices together at most NOTICE_RATE_PER_S (a flood of replayed
+#: frames of a revoked key from spoofed addresses cannot make a node flood records).
+NOTICE_INTERVAL_S: Final = 2.0
+NOTICE_RATE_PER_S: Final = 4.0
+NOTICE_BURST: Final = 8.0
+#: A neighbour cut off is told at once and again after these delays (the notice is one
+#: unacknowledged frame; the revoked node may send nothing for a Trickle interval, so
+#: it cannot count on its next frame being dropped to be told again).
+NOTICE_REPEATS_S: Final = (1.0, 2.0, 4.0)
+#: Records sent in one notice (a key is revoked by one record per signer authority).
+MAX_NOTICE_RECORDS: Final = 4
 #: Devices whose latest binding seen here was refused for its credential (revoked, or
 #: under ``agency`` of a revoked agency), remembered for node_revoked (oldest forgotten).
 MAX_REFUSED_NODES: Final = 4096
@@ -84,6 +105,8 @@ class TrustCounter(StrEnum):
     DROP_REVOKED_ORIGIN = "drop_revoked_origin"
     BINDINGS_REVOKED = "bindings_revoked"
     PULL_ANSWERS_LIMITED = "trust_pull_answers_limited"
+    NOTICES = "trust_revocation_notices"
+    NOTICES_LIMITED = "trust_revocation_notices_limited"
 
 
 class TrustSync:
@@ -100,7 +123,10 @@ class TrustSync:
         self._pulling: dict[bytes, float] = {}
         self._sent: dict[bytes, float] = {}
         self._pending: dict[bytes, tuple[Envelope, Hop]] = {}
-        self._revoked_addrs: set[LinkAddr] = set()
+        #: revoked neighbours' link addresses -> their revoked key
+        self._revoked_addrs: dict[LinkAddr, bytes] = {}
+        self._noticed: dict[str, float] = {}
+        self._notices = TokenBucket(NOTICE_RATE_PER_S, NOTICE_BURST)
         self._pull_answers = TokenBuckets(PULL_ANSWER_RATE_PER_S, PULL_ANSWER_BURST)
         self._enforced_keys: frozenset[bytes] = frozenset()
         self._nodes_state: TrustState | None = None
@@ -117,12 +143,52 @@ class TrustSync:
         return len(self.store) > 0
 
     # ------------------------------------------------------------ hooks of the overlay
-    def refuses_frame(self, env: Envelope, src: LinkAddr) -> bool:
-        """A frame from a revoked origin or a revoked neighbour (call when ``active``)."""
-        if src in self._revoked_addrs or self.store.key_revoked(env.origin_key):
-            self.ctx.counters[TrustCounter.DROP_REVOKED_ORIGIN] += 1
-            return True
-        return False
+    def refuses_frame(self, env: Envelope, src: LinkAddr, now: float) -> bool:
+        """A frame from a revoked origin or a revoked neighbour (call when ``active``);
+        its sender is told (rate-limited: :meth:`notify`)."""
+        key = self._revoked_addrs.get(src)
+        if key is None and self.store.key_revoked(env.origin_key):
+            key = env.origin_key
+        if key is None:
+            return False
+        self.ctx.counters[TrustCounter.DROP_REVOKED_ORIGIN] += 1
+        self.notify(src, key, now)
+        return True
+
+    def notify(self, dst: LinkAddr, key: bytes, now: float) -> None:
+        """Send ``dst`` the records that revoke ``key``: at most once per
+        NOTICE_INTERVAL_S per host and NOTICE_RATE_PER_S in all."""
+        host = link_host(dst)
+        last = self._noticed.get(host)
+        if last is not None and now - last < NOTICE_INTERVAL_S:
+            return
+        if not self._notices.take(now):
+            self.ctx.counters[TrustCounter.NOTICES_LIMITED] += 1
+            return
+        _remember(self._noticed, host, now)
+        self._tell(dst, key)
+
+    def _tell(self, dst: LinkAddr, key: bytes) -> None:
+        for record in [r for r in self.store if r.subject == key][:MAX_NOTICE_RECORDS]:
+            self.ctx.transmit(record.envelope, Hop(ttl=1), dst, TxTag.TRUST)
+        self.ctx.counters[TrustCounter.NOTICES] += 1
+
+    def notice_due(self, timer_key: bytes, now: float) -> None:
+        """A repeated notice to a neighbour cut off (timer key: repeat number, address)."""
+        repeat, _, addr = timer_key.decode().partition("|")
+        link = LinkAddr(addr)
+        key = self._revoked_addrs.get(link)
+        if key is None:
+            return
+        _remember(self._noticed, link_host(link), now)
+        self._tell(link, key)
+        self._repeat_notice(link, int(repeat) + 1, now)
+
+    def _repeat_notice(self, link: LinkAddr, repeat: int, now: float) -> None:
+        if repeat < len(NOTICE_REPEATS_S):
+            self.ctx.schedule(now + NOTICE_REPEATS_S[repeat] - (NOTICE_REPEATS_S[repeat - 1]
+                                                                 if repeat else 0.0),
+                              TimerKind.TRUST_NOTICE, f"{repeat}|{link}".encode())
 
     def binding_refusal(self, binding: Binding) -> str:
         """Why the table must refuse ``binding`` ('' if not; call when ``active``). A
@@ -266,7 +332,7 @@ class TrustSync:
         self.ctx.counters[TrustCounter.BINDINGS_REVOKED] += removed
         keys = state.revoked_devices | state.revoked_agencies
         for key in keys - self._enforced_keys:
-            self._cut_off(node_id_of(key))
+            self._cut_off(key, now)
         self._enforced_keys = keys
         return removed
 
@@ -276,12 +342,15 @@ class TrustSync:
         if table.policy.agency_keys != trusted:
             table.policy = dataclasses.replace(table.policy, agency_keys=trusted)
 
-    def _cut_off(self, node: NodeId) -> None:
+    def _cut_off(self, key: bytes, now: float) -> None:
+        node = node_id_of(key)
         nb = self.ctx.neighbours.by_id.get(node)
         if nb is not None:
             if len(self._revoked_addrs) < MAX_REVOKED_ADDRS:
-                self._revoked_addrs.add(nb.addr)
+                self._revoked_addrs[nb.addr] = key
             self.ctx.neighbours.remove(nb)
+            self.notify(nb.addr, key, now)
+            self._repeat_notice(nb.addr, 0, now)
         self.ctx.routes.drop(node)
         for route in self.ctx.routes.all():
             if route.next_hop_id == node or route.next_hop in self._revoked_addrs:
