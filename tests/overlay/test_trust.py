@@ -289,7 +289,7 @@ def test_the_revoked_node_learns_it_even_when_its_neighbour_got_the_record_by_an
         sim = chain(loss=0.1, seed=seed, duration_s=46.0)
         first: dict[str, float] = {}
 
-        def look(s: Simulator) -> None:
+        def look(s: Simulator, first: dict[str, float] = first) -> None:
             if "n4" not in first and node(s, "n4").overlay.trust.active:
                 first["n4"] = s.now
             if "n5" not in first and node(s, "n5").overlay.trust.own_refusal() == "revoked":
