@@ -270,9 +270,13 @@ class GossipOverlay:
         except DecodeError as exc:
             self.drop(DropReason.of(exc.reason), src, now)
             return
-        if hop.acks and self.acks.authentic(hop.acks, hop.mac, src, now):
-            self.forwarder.acked(split_ack_ids(hop.acks), src, now)
         env = self._resolve(frame, src, now)
+        # The acks a frame carries count unless it names an origin we cannot resolve: a
+        # carrier dropped so must be sent again, with its key (meshcomm.overlay.acks).
+        if hop.acks and (env is not None or frame.origin_key
+                         or frame.short_origin == self._own_short) \
+                and self.acks.authentic(hop.acks, hop.mac, src, now):
+            self.forwarder.acked(split_ack_ids(hop.acks), src, now)
         if env is None:
             return
         if self.trust.active and self.trust.refuses_frame(env, src, now):

@@ -185,3 +185,31 @@ def test_a_unicast_payload_leaves_out_empty_trailing_fields() -> None:
         before = b.counters["drop_malformed"] + b.counters["drop_oversized"]
         b.receive(encode_frame(env, Hop(ttl=5, to=b.short_id)), LinkAddr("a"), pair.now)
         assert b.counters["drop_malformed"] + b.counters["drop_oversized"] == before + 1
+
+
+def test_a_carrier_names_its_origin_short_and_one_that_cannot_be_named_is_sent_again() -> None:
+    """The response carrying the request's ack leaves its key out on its first copy. A
+    receiver without the key drops it with its acks, retransmits the request, and gets
+    the carrier again with the key: delivered once, nothing lost."""
+    pair = Pair()
+    pair.answer_after_s = 0.0
+    start = pair.now
+    pair.request(b"one")
+    pair.run_until(start + 2.0)
+    ((_sig, hop),) = _unicasts(pair.frames("b", start))
+    assert hop.acks and hop.key_elided
+    assert pair.count("a", "unicast_acked") == 1 and pair.count("a", "drop_unknown_origin") == 0
+    a = pair.nodes["a"]
+    a.keys = KeyDirectory()             # a lost b's key (no HELLO of b heard since)
+    start = pair.now
+    pair.request(b"two")
+    pair.run_until(start + 3.0)
+    sent = _unicasts(pair.frames("b", start))
+    assert [h.key_elided for _, h in sent] == [True, False]
+    assert sent[0][0] == sent[1][0]                         # the same envelope, again
+    assert pair.count("a", "drop_unknown_origin") == 1
+    assert pair.count("a", "unicast_retransmits") == 1
+    assert pair.count("b", "unicast_carriers_resent") == 1
+    assert [e.body for e in pair.delivered["a"]] == [b"200 OK", b"200 OK"]
+    assert [e.body for e in pair.delivered["b"]] == [b"one", b"two"]
+    assert a.forwarder.awaiting_ack == 0
