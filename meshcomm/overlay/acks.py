@@ -217,13 +217,13 @@ class OwedAcks:
         mac = self.keys.mac_out(peer_key, joined)
         if mac is None:
             return None
-        full = encode_frame(env, Hop(hop.ttl, hop.hops, hop.metric, hop.age_ms, hop.to,
+        full = encode_frame(env, Hop(hop.ttl, hop.hops, hop.metric, hop.age_ms, hop.addressed,
                                      joined, mac))
         if len(full) > limits.MAX_DATAGRAM_BYTES:
             return None
         if not hop.key_elided:
             return full, full
-        return encode_frame(env, Hop(hop.ttl, hop.hops, hop.metric, hop.age_ms, hop.to,
+        return encode_frame(env, Hop(hop.ttl, hop.hops, hop.metric, hop.age_ms, hop.addressed,
                                      joined, mac, key_elided=True)), full
 
     def carrier(self, env: Envelope, hop: Hop, dst: LinkAddr, now: float) -> bytes | None:

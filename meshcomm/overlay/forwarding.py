@@ -165,11 +165,9 @@ class Forwarder:
         if next_addr is None or len(self._awaiting_ack) >= self.ctx.config.max_pending_unicast:
             self._scoped_flood(env, hop, now)
             return
-        next_id = self.ctx.neighbours.get(next_addr)
-        to = next_id.node_id[:4] if next_id is not None else b""
         elide = self.link_origins.holds(next_addr, env.origin)
         self.ctx.counters[OverlayCounter.UNICAST_KEY_ELIDED] += elide
-        out = Hop(ttl=hop.ttl, hops=hop.hops, metric=hop.metric, age_ms=0, to=to,
+        out = Hop(ttl=hop.ttl, hops=hop.hops, metric=hop.metric, age_ms=0, addressed=True,
                   key_elided=elide)
         ack_id = env.ack_id
         if best_effort or ack_id in self._awaiting_ack:
@@ -250,7 +248,7 @@ class Forwarder:
     def on_unicast(self, env: Envelope, hop: Hop, src: LinkAddr, now: float) -> None:
         dst, kind, body, flags, frag = _read_unicast(env.payload)
         best_effort = bool(flags & FLAG_BEST_EFFORT)
-        addressed = hop.to == self.ctx.short_id
+        addressed = hop.addressed
         first = self.ctx.verified_first_copy(env, src, now)
         if (not first and self.ctx.seen(env.digest)
                 and self.ctx.acks.resend_carrier(src, env.ack_id, now)):

@@ -16,11 +16,11 @@ Two forms of the same envelope (wire version 2, issue 13 "short on the wire"):
   msgpack framing around the header; the receiver rebuilds the canonical form from what it
   already holds (its own incident name; the origin's key from its key directory)::
 
-      flags  type  tag  origin  seq  signature  [hop]  [to]  [acks]  payload
-       1      1     4   32|8    var     64     2+var+var  4  1+6n+8  msgpack (rest)
+      flags  type  tag  origin  seq  signature  [hop]  [acks]  payload
+       1      1     4   32|8    var     64     2+var+var  1+6n+8  msgpack (rest)
 
-  - ``flags``: 0xE0 | bits (0x01 full key carried, 0x02 hop part present, 0x04 ``to``
-    present, 0x08 acks present; 0x10 must be 0). 0xE0..0xEF is a msgpack negative fixint,
+  - ``flags``: 0xE0 | bits (0x01 full key carried, 0x02 hop part present, 0x04
+    addressed, 0x08 acks present; 0x10 must be 0). 0xE0..0xEF is a msgpack negative fixint,
     which no other frame starts with (media frames are msgpack arrays 0x96/0x92, the link
     ack frame is 0xC1), so one byte tells them apart.
   - ``tag``: INCIDENT_TAG_LEN bytes of BLAKE2b(domain, incident name): a cheap filter. A
@@ -36,7 +36,11 @@ Two forms of the same envelope (wire version 2, issue 13 "short on the wire"):
   - hop part (hop-mutable, outside the signature; absent when all zero): ``ttl`` (1 byte,
     <= MAX_TTL), ``hops`` (1 byte, <= MAX_HOPS), ``metric`` and ``age_ms`` (varints,
     <= MAX_METRIC / MAX_AGE_MS).
-  - ``to``: the SHORT_ID_LEN-byte short id of the intended next hop of a routed unicast.
+  - addressed (a flag, no bytes): a routed unicast sent to the receiving neighbour as its
+    next hop, which acknowledges and forwards it; a scoped flood's copies are not. The
+    link layer names the receiver (UDP to its address, Ethernet to its MAC; the radios
+    drop frames for other hosts), so the 4-byte next-hop id of earlier drafts said
+    nothing the receiver did not know.
   - ``acks``: per-hop acknowledgements piggybacked on a frame to one neighbour: a count
     byte (1..MAX_ACK_IDS), the ack ids (ACK_ID_LEN bytes each) and their LINK_MAC_LEN-byte
     MAC under the key of this link (meshcomm.overlay.acks).
@@ -190,7 +194,8 @@ class Envelope:
 @dataclass(frozen=True, slots=True)
 class Hop:
     """Hop-mutable fields: remaining TTL, hops so far, path metric (1/16 units), age of
-    the carried record, the short id of the intended next hop (unicast only),
+    the carried record, whether it is addressed to the receiver as next hop (routed
+    unicast only),
     piggybacked acknowledgements with their link MAC (both empty, or both set), and
     whether the frame names its origin by short id instead of carrying its key."""
 
@@ -198,7 +203,7 @@ class Hop:
     hops: int = 0
     metric: int = 0
     age_ms: int = 0
-    to: bytes = b""
+    addressed: bool = False
     acks: bytes = b""
     mac: bytes = b""
     key_elided: bool = False
@@ -276,9 +281,8 @@ def encode_frame(envelope: Envelope, hop: Hop = NO_HOP) -> bytes:
             parts.append(bytes((ttl, hops, metric, age_ms)))
         else:
             parts += (bytes((ttl, hops)), _varint(metric), _varint(age_ms))
-    if hop.to:
+    if hop.addressed:
         flags |= FLAG_TO
-        parts.append(hop.to)
     if hop.acks:
         flags |= FLAG_ACKS
         parts += (bytes((len(hop.acks) // limits.ACK_ID_LEN,)), hop.acks, hop.mac)
@@ -377,12 +381,11 @@ def _read_hop(data: bytes, pos: int, flags: int) -> tuple[Hop, int]:
         else:
             metric, pos = _read_varint(data, end, MAX_METRIC, "metric")
             age_ms, pos = _read_varint(data, pos, MAX_AGE_MS, "age_ms")
-    if not flags & (FLAG_TO | FLAG_ACKS):
-        return Hop(ttl, hops, metric, age_ms, key_elided=not flags & FLAG_FULL_KEY), pos
-    to = acks = mac = b""
-    if flags & FLAG_TO:
-        end = _take(data, pos, SHORT_ID_LEN, "to")
-        to, pos = data[pos:end], end
+    addressed = bool(flags & FLAG_TO)
+    if not flags & FLAG_ACKS:
+        return Hop(ttl, hops, metric, age_ms, addressed,
+                   key_elided=not flags & FLAG_FULL_KEY), pos
+    acks = mac = b""
     if flags & FLAG_ACKS:
         count = data[_take(data, pos, 1, "acks") - 1]
         if not 1 <= count <= limits.MAX_ACK_IDS:
@@ -391,7 +394,7 @@ def _read_hop(data: bytes, pos: int, flags: int) -> tuple[Hop, int]:
         acks = data[pos + 1:end]
         pos, end = end, _take(data, end, limits.LINK_MAC_LEN, "mac")
         mac, pos = data[pos:end], end
-    return Hop(ttl, hops, metric, age_ms, to, acks, mac,
+    return Hop(ttl, hops, metric, age_ms, addressed, acks, mac,
                key_elided=not flags & FLAG_FULL_KEY), pos
 
 

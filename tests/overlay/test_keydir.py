@@ -81,7 +81,7 @@ def test_a_forged_frame_naming_a_known_short_id_fails_its_signature() -> None:
     assert b.keys.key(a.node_id[:ORIGIN_SHORT_LEN]) == a.identity.public_key
     forged = seal(MALLORY, MsgType.UNICAST, INCIDENT, 99,
                   [b.node_id[:8], REQUEST, b"evil", 0, []])
-    data = bytearray(encode_frame(forged, Hop(ttl=5, to=b.short_id, key_elided=True)))
+    data = bytearray(encode_frame(forged, Hop(ttl=5, addressed=True, key_elided=True)))
     data[6:6 + ORIGIN_SHORT_LEN] = a.node_id[:ORIGIN_SHORT_LEN]      # a's short id
     before = b.counters["drop_bad_signature"]
     b.receive(bytes(data), LinkAddr("a"), pair.now)
@@ -99,7 +99,7 @@ def test_a_flood_of_unknown_short_ids_costs_no_signature_check_and_no_table_grow
     held, checked = len(b.keys), b.verifier.verified
     n = 5000
     for _ in range(n):
-        data = bytearray(encode_frame(template, Hop(ttl=5, to=b.short_id, key_elided=True)))
+        data = bytearray(encode_frame(template, Hop(ttl=5, addressed=True, key_elided=True)))
         data[6:6 + ORIGIN_SHORT_LEN] = rng.randbytes(ORIGIN_SHORT_LEN)
         b.receive(bytes(data), LinkAddr("a"), pair.now)
     assert b.counters["drop_unknown_origin"] == n
@@ -183,7 +183,7 @@ def test_a_unicast_payload_leaves_out_empty_trailing_fields() -> None:
                 [b.node_id[:8], REQUEST, b"", 0, [], 0]):
         env = seal(MALLORY, MsgType.UNICAST, INCIDENT, 7, bad)
         before = b.counters["drop_malformed"] + b.counters["drop_oversized"]
-        b.receive(encode_frame(env, Hop(ttl=5, to=b.short_id)), LinkAddr("a"), pair.now)
+        b.receive(encode_frame(env, Hop(ttl=5, addressed=True)), LinkAddr("a"), pair.now)
         assert b.counters["drop_malformed"] + b.counters["drop_oversized"] == before + 1
 
 

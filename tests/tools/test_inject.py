@@ -115,13 +115,12 @@ def test_takeover_counts_unicasts_routed_to_the_claimant() -> None:
     claimant = inject.Claimant(_forge(), "sip:n0@incident.local", rotate=False)
     claimant.frame()
     assert claimant.identity is not None
-    routed = inject.RoutedToUs({claimant.identity.node_id[:4]})
+    routed = inject.RoutedToUs()
     sender = Identity(seed=bytes(32))
     to_us = encode_frame(seal(sender, MsgType.UNICAST, "default", 1, [b"x"]),
-                         Hop(ttl=8, to=claimant.identity.node_id[:4]))
-    elsewhere = encode_frame(seal(sender, MsgType.UNICAST, "default", 2, [b"x"]),
-                             Hop(ttl=8, to=b"\x00\x01\x02\x03"))
-    for frame in (to_us, to_us, elsewhere, b"\x00junk"):
+                         Hop(ttl=8, addressed=True))
+    flooded = encode_frame(seal(sender, MsgType.UNICAST, "default", 2, [b"x"]), Hop(ttl=8))
+    for frame in (to_us, to_us, flooded, b"\x00junk"):
         routed(frame)
     assert (routed.frames, len(routed.envelopes)) == (2, 1)
 

@@ -46,7 +46,7 @@ payloads = st.recursive(
 )
 hops = st.builds(Hop, ttl=st.integers(0, limits.MAX_TTL), hops=st.integers(0, limits.MAX_HOPS),
                  metric=st.integers(0, MAX_METRIC), age_ms=st.integers(0, MAX_AGE_MS),
-                 to=st.sampled_from([b"", b"abcd"]))
+                 addressed=st.booleans())
 INCIDENT = "incident-7"
 
 
@@ -271,7 +271,7 @@ def test_frame_overhead_is_small() -> None:
     """Issue 13: a UNICAST with an empty body, key elided, 4 hops from its origin."""
     payload = [ALICE.node_id[:8], 1, b"", 0, []]
     env = seal(ALICE, MsgType.UNICAST, INCIDENT, (7 << 32) + 123, payload)
-    hop = Hop(ttl=28, hops=4, metric=80, to=b"abcd")
+    hop = Hop(ttl=28, hops=4, metric=80, addressed=True)
     assert len(encode_frame(env, dataclasses.replace(hop, key_elided=True))) <= 110
     assert len(encode_frame(env, hop)) <= 134
     assert len(encode_frame(seal(ALICE, MsgType.HELLO, INCIDENT, 1, [1, "handset", []]))) < 120

@@ -66,17 +66,17 @@ def test_link_ack_any_bytes_give_value_or_decode_error(data: bytes) -> None:
 
 
 def test_acks_ride_in_the_hop_part_outside_the_signature() -> None:
-    plain = encode_frame(ENV, Hop(ttl=5, to=b"abcd"))
+    plain = encode_frame(ENV, Hop(ttl=5, addressed=True))
     ids = b"i" * (3 * ID)
-    carrying = encode_frame(ENV, Hop(ttl=5, to=b"abcd", acks=ids, mac=MAC))
+    carrying = encode_frame(ENV, Hop(ttl=5, addressed=True, acks=ids, mac=MAC))
     assert len(carrying) - len(plain) == 1 + 3 * ID + limits.LINK_MAC_LEN
     env, hop = decode_frame_untrusted(carrying, "default")
     assert env.signed_bytes == ENV.signed_bytes and env.signature == ENV.signature
-    assert (hop.acks, hop.mac, hop.ttl, hop.to) == (ids, MAC, 5, b"abcd")
+    assert (hop.acks, hop.mac, hop.ttl, hop.addressed) == (ids, MAC, 5, True)
     assert parse_frame_untrusted(plain)[1].acks == b""
 
 
-PLAIN = encode_frame(ENV, Hop(ttl=5, to=b"abcd"))
+PLAIN = encode_frame(ENV, Hop(ttl=5, addressed=True))
 PAYLOAD_LEN = len(parse_frame_untrusted(PLAIN)[0].payload_bytes)
 
 

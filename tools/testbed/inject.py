@@ -497,10 +497,10 @@ class FakeNeighbour:
 
 @dataclass
 class RoutedToUs:
-    """UNICAST frames a node forwarded to the claimant (their ``to`` is one of its short
-    ids): traffic for the AoR routed toward the attacker. Never acknowledged."""
+    """UNICAST frames a node forwarded to the claimant (addressed to it as next hop: they
+    came to its own sockets as UDP unicast): traffic for the AoR routed toward the
+    attacker. Never acknowledged."""
 
-    short_ids: set[bytes] = field(default_factory=set)
     frames: int = 0
     envelopes: set[bytes] = field(default_factory=set)
     #: who sent them: origin node id (hex, short) -> envelopes
@@ -511,7 +511,7 @@ class RoutedToUs:
             env, hop = parse_frame_untrusted(data)
         except DecodeError:
             return
-        if env.msg_type is MsgType.UNICAST and hop.to in self.short_ids:
+        if env.msg_type is MsgType.UNICAST and hop.addressed:
             self.frames += 1
             # (an envelope is told apart by its signature: its key may be elided)
             if len(self.envelopes) < MAX_CAPTURED and env.signature not in self.envelopes:
@@ -536,11 +536,7 @@ def run_takeover(args: argparse.Namespace, stop: Stopper) -> dict[str, object]:
     fake = FakeNeighbour(claimant)
 
     def make() -> bytes:
-        frame = claimant.frame()
-        assert claimant.identity is not None
-        if len(routed.short_ids) < MAX_CAPTURED:
-            routed.short_ids.add(claimant.identity.node_id[:SHORT_ID_LEN])
-        return frame
+        return claimant.frame()
 
     # Open sockets (not one per datagram), so what is routed to our source ports arrives;
     # HELLOs go out from the first, the address neighbours will route to.
