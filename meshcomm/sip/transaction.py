@@ -17,6 +17,7 @@ Only unreliable transport (UDP and the mesh) is modelled: retransmission timers 
 from __future__ import annotations
 
 import enum
+import heapq
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
@@ -295,6 +296,13 @@ class TransactionLayer:
         self._outgoing: deque[tuple[bytes, Address]] = deque()
         self._notices: deque[TxNotice] = deque()
         self.absorbed_count = 0
+        #: (deadline, tx id, arm number, key, timer) of every timer armed; an entry whose
+        #: transaction is gone or whose timer was stopped or re-armed since is stale and
+        #: dropped when it reaches the top (so next_timer and on_timer cost O(log n) per
+        #: timer, not a walk over every transaction: a flood of requests to the UA
+        #: leaves up to MAX_TRANSACTIONS of them waiting for Timer J)
+        self._heap: list[tuple[float, int, int, tuple[str, ...], TimerName]] = []
+        self._armed = itertools.count()
 
     # ----------------------------------------------------------------- queries
     def __len__(self) -> int:
@@ -314,8 +322,15 @@ class TransactionLayer:
         return self._notices.popleft() if self._notices else None
 
     def next_timer(self) -> float | None:
-        return min((d for tx in self._by_key.values()
-                    if (d := tx.next_deadline_s()) is not None), default=None)
+        heap = self._heap
+        while heap and not self._live(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def _live(self, entry: tuple[float, int, int, tuple[str, ...], TimerName]) -> bool:
+        deadline, tx_id, _, key, timer = entry
+        tx = self._by_key.get(key)
+        return tx is not None and tx.tx_id == tx_id and tx.deadlines_s.get(timer) == deadline
 
     def find(self, key: tuple[str, ...]) -> Transaction | None:
         return self._by_key.get(key)
@@ -349,9 +364,9 @@ class TransactionLayer:
             raise LocalProtocolError("transaction table full")
         state, timers = _INITIAL[kind]
         tx = Transaction(next(self._ids), kind, key, request, peer, state)
+        self._by_key[key] = tx          # (before arming: a compaction keeps live entries)
         for timer in timers:
             self._arm(tx, timer, self.timers.duration_s(timer), now)
-        self._by_key[key] = tx
         return tx
 
     # ------------------------------------------------------------------ inputs
@@ -403,20 +418,25 @@ class TransactionLayer:
         self._apply(tx, TxInput.TRANSPORT_ERROR, now, None)
 
     def on_timer(self, now: float) -> None:
-        """Fire every timer due at ``now`` (in deadline order)."""
-        while True:
-            due = [(deadline, tx.tx_id, tx, timer) for tx in self._by_key.values()
-                   for timer, deadline in tx.deadlines_s.items() if deadline <= now]
-            if not due:
-                return
-            _, _, tx, timer = min(due, key=lambda item: (item[0], item[1]))
+        """Fire every timer due at ``now`` (in deadline order, then transaction age)."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if not self._live(entry):
+                continue
+            tx, timer = self._by_key[entry[3]], entry[4]
             del tx.deadlines_s[timer]
             self._apply(tx, _TIMER_INPUT[timer], now, None)
 
     # ---------------------------------------------------------------- machinery
     def _arm(self, tx: Transaction, timer: TimerName, interval_s: float, now: float) -> None:
         tx.intervals_s[timer] = interval_s
-        tx.deadlines_s[timer] = now + interval_s
+        deadline = tx.deadlines_s[timer] = now + interval_s
+        heap = self._heap
+        heapq.heappush(heap, (deadline, tx.tx_id, next(self._armed), tx.key, timer))
+        if len(heap) > 4 * MAX_TRANSACTIONS:     # stale entries: keep the live ones
+            heap[:] = [e for e in heap if self._live(e)]
+            heapq.heapify(heap)
 
     def _apply(self, tx: Transaction, event: TxInput,  now: float,
                message: SipRequest | SipResponse | None) -> None:

@@ -278,3 +278,70 @@ def test_misuse_raises() -> None:
     assert ctx is not None
     with pytest.raises(LocalProtocolError):
         layer.respond(ctx, build_response(invite, 200), 0.0)
+
+
+def _client_messages(layer: TransactionLayer, n: int, rng: random.Random,
+                     ) -> list[tuple[float, SipRequest]]:
+    starts = sorted(rng.uniform(0.0, 10.0) for _ in range(n))
+    return [(t, make_request("MESSAGE", branch=new_branch(rng))) for t in starts]
+
+
+def test_timers_fire_in_deadline_order_across_many_transactions() -> None:
+    """300 MESSAGE client transactions started over 10 s, half answered at random times
+    (Timers E/F stopped, K started): at every step the layer's next timer is the earliest
+    deadline of any live transaction (checked by walking them all), and timers fire in
+    that order until every transaction is gone."""
+    rng = random.Random(7)
+    layer = TransactionLayer(TIMERS)
+    requests = _client_messages(layer, 300, rng)
+    answers = sorted((t + rng.uniform(0.01, 3.0), req) for t, req in requests[::2])
+    events = sorted([(t, 0, req) for t, req in requests] + [(t, 1, req) for t, req in answers],
+                    key=lambda e: (e[0], e[1]))
+    live: list = []
+    fired_at: list[float] = []
+
+    def earliest() -> float | None:
+        return min((d for tx in live if tx.state is not TxState.TERMINATED
+                    for d in tx.deadlines_s.values()), default=None)
+
+    def fire_until(until: float) -> None:
+        while (deadline := layer.next_timer()) is not None and deadline <= until:
+            assert deadline == earliest()
+            layer.on_timer(deadline)
+            fired_at.append(deadline)
+            layer.take_outgoing()
+
+    for t, kind, req in events:
+        fire_until(t)
+        assert layer.next_timer() == earliest()
+        if kind == 0:
+            live.append(layer.start_client(req, SERVER, t))
+        else:
+            layer.on_response(wire(build_response(req, 200, "OK").serialize()), t)
+        layer.take_outgoing()
+    fire_until(1e9)
+    assert fired_at == sorted(fired_at) and fired_at
+    assert len(layer) == 0 and layer.next_timer() is None
+
+
+def test_stale_timer_entries_stay_bounded_under_churn() -> None:
+    """Transactions created and ended by the thousand, 4,000 every 6 s, each answered at
+    once (its Timer F, 32 s away, stopped: a stale entry; Timer K started and fired): the
+    stale entries are compacted away when the heap reaches its bound (4 x
+    MAX_TRANSACTIONS), and timers still fire right."""
+    rng = random.Random(8)
+    layer = TransactionLayer(TIMERS)
+    now, most = 0.0, 0
+    for _ in range(12):
+        for _ in range(4000):
+            req = make_request("MESSAGE", branch=new_branch(rng))
+            layer.start_client(req, SERVER, now)
+            layer.on_response(wire(build_response(req, 200, "OK").serialize()), now)
+            most = max(most, len(layer._heap))
+        layer.take_outgoing()
+        assert len(layer) == 4000
+        now += 6.0                               # past Timer K (T4 = 5 s)
+        layer.on_timer(now)
+        assert len(layer) == 0
+    assert 4 * 4096 - 8 <= most <= 4 * 4096      # reached the bound, and compacted there
+    assert layer.next_timer() is None and not layer._heap
