@@ -48,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import OrderedDict
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
 import nacl.bindings
@@ -228,15 +229,16 @@ class OwedAcks:
 
     def carrier(self, env: Envelope, hop: Hop, dst: LinkAddr, now: float) -> bytes | None:
         """The first copy of a tracked unicast ``env`` to ``dst`` carrying the acks owed
-        to ``dst``, kept as their carrier; None if nothing is owed there, or it does not
-        fit (the datagram, or the carrier bound): then it goes without, tracked."""
+        to ``dst``, kept as their carrier (it names its origin short; kept with the key,
+        for sending again); None if nothing is owed there, or it does not fit (the
+        datagram, or the carrier bound): then it goes without, tracked."""
         entry = self._owed.get(dst)
         if entry is None:
             return None
         self._expire_carriers(now)
         if len(self._carriers) + len(entry[1]) > MAX_CARRIER_IDS:
             return None
-        frames = self._with_acks(env, hop, entry[0], entry[1])
+        frames = self._with_acks(env, replace(hop, key_elided=True), entry[0], entry[1])
         if frames is None:
             return None
         data, full = frames

@@ -175,8 +175,7 @@ class Forwarder:
             self.ctx.counters[OverlayCounter.UNICAST_ACK_ID_CLASH] += not best_effort
             self.ctx.transmit(env, out, next_addr, TxTag.UNICAST)
             return
-        carried = self.ctx.acks.carrier(env, replace(out, key_elided=True),
-                                        next_addr, now)
+        carried = self.ctx.acks.carrier(env, out, next_addr, now)
         if carried is not None:     # no ack of its own: see meshcomm.overlay.acks
             self.ctx.queue_raw(Datagram(carried, next_addr), TxTag.UNICAST)
             return
