@@ -86,10 +86,10 @@ PULL_ANSWER_BURST: Final = 256.0
 NOTICE_INTERVAL_S: Final = 2.0
 NOTICE_RATE_PER_S: Final = 4.0
 NOTICE_BURST: Final = 8.0
-#: A neighbour cut off is told at once and again after these delays (the notice is one
-#: unacknowledged frame; the revoked node may send nothing for a Trickle interval, so
-#: it cannot count on its next frame being dropped to be told again).
-NOTICE_REPEATS_S: Final = (1.0, 2.0, 4.0)
+#: A neighbour cut off is told at once, then again after each of these gaps (1, 2 and 4 s
+#: after the first: the notice is one unacknowledged frame, and the revoked node may send
+#: nothing for a Trickle interval, so it cannot count on its next frame being dropped).
+NOTICE_REPEAT_GAPS_S: Final = (1.0, 1.0, 2.0)
 #: Records sent in one notice (a key is revoked by one record per signer authority).
 MAX_NOTICE_RECORDS: Final = 4
 #: Devices whose latest binding seen here was refused for its credential (revoked, or
@@ -185,10 +185,9 @@ class TrustSync:
         self._repeat_notice(link, int(repeat) + 1, now)
 
     def _repeat_notice(self, link: LinkAddr, repeat: int, now: float) -> None:
-        if repeat < len(NOTICE_REPEATS_S):
-            self.ctx.schedule(now + NOTICE_REPEATS_S[repeat] - (NOTICE_REPEATS_S[repeat - 1]
-                                                                 if repeat else 0.0),
-                              TimerKind.TRUST_NOTICE, f"{repeat}|{link}".encode())
+        if repeat < len(NOTICE_REPEAT_GAPS_S):
+            self.ctx.schedule(now + NOTICE_REPEAT_GAPS_S[repeat], TimerKind.TRUST_NOTICE,
+                              f"{repeat}|{link}".encode())
 
     def binding_refusal(self, binding: Binding) -> str:
         """Why the table must refuse ``binding`` ('' if not; call when ``active``). A
