@@ -188,10 +188,11 @@ class MediaRelay:
 
     # ------------------------------------------------------------ the SDP hook
     def rewrite_sdp(self, direction: str, call_id: str, body: bytes,
-                    now: float | None = None) -> bytes:
+                    now: float | None = None, *, client_host: str = "") -> bytes:
         """The gateway's hook: the body as it must go on. Raises DecodeError (bad or
         unusable SDP; ``status_hint`` 400 from the client, 488 from the mesh) and
-        MediaSetupError (503: no ports or call slots)."""
+        MediaSetupError (503: no ports or call slots). ``client_host``: the gateway's
+        address toward the local client, written instead of a wildcard bind address."""
         try:
             path = SdpPath(direction)
         except ValueError as exc:
@@ -233,7 +234,7 @@ class MediaRelay:
         self._index_streams(session)
         self.counters[MediaCounter.SDP_TO_CLIENT] += 1
         ports_by_index = {i: leg.ports for i, leg in session.legs.items()}
-        return for_client(sdp, ports_by_index).serialize()
+        return for_client(sdp, ports_by_index, client_host).serialize()
 
     def _session(self, call_id: str) -> MediaSession:
         session = self.sessions.get(call_id)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import replace
+from typing import Final
 
 from meshcomm.errors import DecodeError, LocalProtocolError
 from meshcomm.media.keys import (
@@ -164,8 +165,25 @@ def for_mesh(sdp: SessionDescription, public_key: bytes, nonce: bytes,
     return replace(sdp, attributes=attrs, media=media)
 
 
+#: Bind addresses that name no address a client could send to.
+WILDCARD_ADDRESSES: Final = frozenset({"0.0.0.0", "::"})
+
+
+def advertised_address(bound: str, client_host: str) -> str:
+    """The address our local client is to send media to: the ports' own, or, when they
+    listen on a wildcard, the gateway's address toward that client (``client_host``, as
+    written in a Via: IPv6 in brackets) if the ports' family can receive there (an IPv4
+    wildcard cannot take an IPv6 address). Without one the wildcard stays, as before."""
+    if bound not in WILDCARD_ADDRESSES or not client_host:
+        return bound
+    host = client_host.strip("[]")
+    if bound == "0.0.0.0" and ":" in host:
+        return bound
+    return host
+
+
 def _client_section(sdp: SessionDescription, m: MediaDescription,
-                    ports: LocalPorts | None) -> MediaDescription:
+                    ports: LocalPorts | None, client_host: str) -> MediaDescription:
     if m.port == 0:
         return m
     if ports is None or not relayable(m):   # nothing we carry: disable (RFC 3264 §5.1, §6)
@@ -175,17 +193,22 @@ def _client_section(sdp: SessionDescription, m: MediaDescription,
         attrs = (*attrs, ("rtcp", str(ports.rtcp_port)))
     conn = m.connection or sdp.connection
     held = conn is not None and (conn.is_null or conn.address == "::")
-    address = conn.address if held and conn is not None else ports.address
+    address = (conn.address if held and conn is not None
+               else advertised_address(ports.address, client_host))
     return replace(m, port=ports.rtp_port, port_count=None, attributes=attrs,
                    connection=Connection(address=address, addrtype=_addrtype(address)))
 
 
-def for_client(sdp: SessionDescription, ports: dict[int, LocalPorts]) -> SessionDescription:
-    """The far client's SDP as our local client must see it: our ports, not theirs."""
-    media = tuple(_client_section(sdp, m, ports.get(index)) for index, m in enumerate(sdp.media))
+def for_client(sdp: SessionDescription, ports: dict[int, LocalPorts],
+               client_host: str = "") -> SessionDescription:
+    """The far client's SDP as our local client must see it: our ports, not theirs, at
+    the address it reaches us at (:func:`advertised_address`)."""
+    media = tuple(_client_section(sdp, m, ports.get(index), client_host)
+                  for index, m in enumerate(sdp.media))
     first = next(iter(ports.values()), None)
     conn = sdp.connection
     if first is not None:
-        conn = Connection(address=first.address, addrtype=_addrtype(first.address))
+        address = advertised_address(first.address, client_host)
+        conn = Connection(address=address, addrtype=_addrtype(address))
     return replace(sdp, connection=conn, media=media,
                    attributes=_without(sdp.attributes, _FAR_ONLY | _OURS))

@@ -204,8 +204,10 @@ class MediaHooks:
         self.relay = relay
         self.now = now
 
-    def rewrite_sdp(self, direction: SdpPath, call_id: str, body: bytes) -> bytes:
-        return self.relay.rewrite_sdp(direction, call_id, body, self.now)
+    def rewrite_sdp(self, direction: SdpPath, call_id: str, body: bytes,
+                    client_host: str) -> bytes:
+        return self.relay.rewrite_sdp(direction, call_id, body, self.now,
+                                      client_host=client_host)
 
     def end_call(self, call_id: str) -> None:
         self.relay.end_call(call_id, self.now)

@@ -19,7 +19,12 @@ from meshcomm.media.relay import (
     SdpPath,
     SequentialPortAllocator,
 )
-from meshcomm.media.sdp_rewrite import EPH_ATTRIBUTE, KEY_ATTRIBUTE, NONCE_ATTRIBUTE
+from meshcomm.media.sdp_rewrite import (
+    EPH_ATTRIBUTE,
+    KEY_ATTRIBUTE,
+    NONCE_ATTRIBUTE,
+    advertised_address,
+)
 from meshcomm.media.session import ClientPacket, MeshMedia
 from meshcomm.security.identity import Identity
 from meshcomm.sip.sdp import Direction, parse_sdp_untrusted
@@ -330,3 +335,31 @@ def test_a_hook_call_without_time_never_ends_the_call_early() -> None:
     assert CALL in b.sessions                                  # stamped, not expired
     b.on_timer(stamped_at + b.config.idle_timeout_s)
     assert CALL not in b.sessions
+
+
+def test_ports_on_a_wildcard_are_written_as_the_gateway_address_toward_the_client() -> None:
+    """A relay gateway listening on 0.0.0.0 (LAN softphones, an upstream PBX) wrote c=0.0.0.0
+    into the SDP it gave its client: no media. It writes the address the client reaches
+    the gateway at (what the gateway writes in its Via toward that client) instead."""
+    caller = make_relay(1)
+    callee = MediaRelay(Identity(bytes([2]) * 32),
+                        SequentialPortAllocator("0.0.0.0", 31000, 31100), random.Random(2))
+    on_mesh = caller.rewrite_sdp(SdpPath.CLIENT_TO_MESH, CALL, client_sdp(*A_CLIENT))
+    seen = parse_sdp_untrusted(callee.rewrite_sdp(SdpPath.MESH_TO_CLIENT, CALL, on_mesh,
+                                                  client_host="192.168.7.1"))
+    assert seen.connection is not None and seen.connection.address == "192.168.7.1"
+    m = seen.media[0]
+    assert m.connection is not None and m.connection.address == "192.168.7.1"
+    assert m.port == 31000
+    # without the gateway's address (or one an IPv4 wildcard cannot take) it stays
+    other = parse_sdp_untrusted(callee.rewrite_sdp(SdpPath.MESH_TO_CLIENT, "c2", on_mesh))
+    assert other.connection is not None and other.connection.address == "0.0.0.0"
+
+
+def test_advertised_address_keeps_families_apart() -> None:
+    assert advertised_address("127.0.0.1", "10.0.0.1") == "127.0.0.1"      # not a wildcard
+    assert advertised_address("0.0.0.0", "10.0.0.1") == "10.0.0.1"
+    assert advertised_address("0.0.0.0", "[fe80::1]") == "0.0.0.0"          # v4 socket
+    assert advertised_address("::", "[fd00::7]") == "fd00::7"
+    assert advertised_address("::", "10.0.0.1") == "10.0.0.1"               # dual stack
+    assert advertised_address("0.0.0.0", "") == "0.0.0.0"

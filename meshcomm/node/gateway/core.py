@@ -173,7 +173,8 @@ class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth):
             local_port=config.local_port, domain=self.node_aor.partition("@")[2],
             secret=rng.getrandbits(128).to_bytes(16, "big"), counters=self.counters,
             is_ours=self.hosts.is_ours)
-        self.sdp_gate = SdpGate(rewrite_sdp, self.contacts, self.counters)   # media hook
+        self.sdp_gate = SdpGate(rewrite_sdp, self.contacts, self.counters,    # media hook
+                                self.hosts.toward)
         self.edge_identity = EdgeIdentity(node, config, self.counters)    # RFC 3325 edges
         self.end_call = self._ending(end_call)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Final, TypeVar
 
 from meshcomm.errors import DecodeError
@@ -14,7 +15,7 @@ from meshcomm.media.relay import MediaSetupError, SdpPath
 from meshcomm.node.gateway.contacts import ContactMap
 from meshcomm.node.gateway.counters import SDP_REFUSAL_COUNTERS, GatewayCounter, SdpRefusal
 from meshcomm.node.gateway.parts import Peer, sdp_direction
-from meshcomm.node.gateway.types import SdpRewriter
+from meshcomm.node.gateway.types import Address, SdpRewriter
 from meshcomm.sip.message import SipRequest, SipResponse
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,12 @@ class SdpGate:
     """See the module docstring."""
 
     def __init__(self, rewrite_sdp: SdpRewriter, contacts: ContactMap,
-                 counters: Counter[str]) -> None:
+                 counters: Counter[str], toward: Callable[[Address | None], str]) -> None:
         self.rewrite_sdp = rewrite_sdp
         self.contacts = contacts
         self.counters = counters
+        #: the gateway's address as a client at an address reaches it (OwnHosts.toward)
+        self.toward = toward
 
     def check(self, message: _M, src: Peer, dest: Peer) -> _M | int:
         """The message to send on, or the SIP status to refuse it with when the media
@@ -43,8 +46,9 @@ class SdpGate:
             # here: no media session again; refusing it ends the far side (ACK + BYE).
             self.counters[GatewayCounter.SDP_AFTER_END_REFUSED] += 1
             return CALL_DOES_NOT_EXIST
+        client_host = self.toward(dest) if isinstance(dest, tuple) else ""
         try:
-            body = self.rewrite_sdp(direction, message.call_id, message.body)
+            body = self.rewrite_sdp(direction, message.call_id, message.body, client_host)
         except (DecodeError, MediaSetupError) as exc:
             self.counters[SDP_REFUSAL_COUNTERS[SdpRefusal.of(exc.reason)]] += 1
             log.info("SDP of call %s refused (%s): %s", message.call_id, direction.value, exc)

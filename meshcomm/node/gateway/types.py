@@ -160,12 +160,16 @@ class MessageHolder(Protocol):
 SdpDirection = SdpPath
 
 
-#: ``rewrite_sdp(direction, call_id, body) -> body``; identity by default. It may raise
+#: ``rewrite_sdp(direction, call_id, body, client_host) -> body``; identity by default.
+#: ``client_host`` is the gateway's own address as the local client reaches it (what it
+#: writes in Via and Record-Route toward that client; "" toward the mesh): a media relay
+#: listening on a wildcard writes it into the SDP it gives the client. It may raise
 #: DecodeError or meshcomm.media.relay.MediaSetupError (both with ``status_hint``).
-SdpRewriter = Callable[[SdpDirection, str, bytes], bytes]
+SdpRewriter = Callable[[SdpDirection, str, bytes, str], bytes]
 
 
-def identity_sdp(_direction: SdpDirection, _call_id: str, body: bytes) -> bytes:
+def identity_sdp(_direction: SdpDirection, _call_id: str, body: bytes,
+                 _client_host: str) -> bytes:
     return body
 
 
