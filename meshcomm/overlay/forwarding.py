@@ -10,7 +10,9 @@ A prefix no relay can tell from another node's is astronomically unlikely by cha
 and costs an attacker a 2^64-step key search; the destination's sealed body is bound to its
 full NodeId anyway (meshcomm.node.e2e_sip). The first copy of a unicast to a neighbour names
 its origin by short id instead of carrying its key once that neighbour acknowledged a frame
-of that origin (:mod:`.keydir`); retransmissions carry the key. ``flags`` bit 0 marks
+of that origin (:mod:`.keydir`), and so does a carrier's (:mod:`.acks`); retransmissions
+carry the key. A routed copy is marked addressed (a flag of the frame: the link layer names
+the neighbour it goes to); a scoped flood's copies are not. ``flags`` bit 0 marks
 best-effort traffic (media): no per-hop acknowledgement or retransmission. A body larger
 than one datagram is split into fragments (``frag = [message id, index, count]``, each
 fragment signed on its own) and reassembled at the destination within

@@ -14,11 +14,12 @@ receiver already holds the key (:mod:`meshcomm.wire.envelope`). Two tables make 
   dictionary lookup and add nothing (a flood of them cannot grow the table).
 * :class:`LinkOrigins` (sender): per neighbour link, the origins of which that neighbour
   acknowledged a frame from us (so it verified one and holds the key). Only the first copy
-  of a UNICAST elides the key, and only towards such a link; retransmissions always carry
-  it. Bounded per link and in links; a link's set is emptied when the neighbour goes down
-  or comes back as new (a restart), and a receiver that lost the key anyway (restarted
-  between two HELLOs) drops the frame unacknowledged, so the retransmission, carrying the
-  key, is delivered.
+  of a UNICAST elides the key, and only towards such a link (or when it is a *carrier*,
+  :mod:`.acks`, which always names its origin short on its first copy); retransmissions
+  always carry it. Bounded per link and in links; a link's set is emptied when the
+  neighbour goes down or comes back as new (a restart), and a receiver that lost the key
+  anyway (restarted between two HELLOs) drops the frame unacknowledged, so the
+  retransmission, carrying the key, is delivered.
 """
 
 from __future__ import annotations
