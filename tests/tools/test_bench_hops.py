@@ -55,3 +55,12 @@ def test_a_short_run_times_every_hop_and_sizes_the_frames(
     assert plain >= 6 and frames["UNICAST+acks"][0] >= 6
     count, total = frames["UNICAST+acks"]
     assert 150 < total / count < 300                    # a 200 OK carrier, IP bytes
+
+
+def test_without_root_it_says_so(monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(hops.os, "geteuid", lambda: 1000)
+    assert hops.main(["--messages", "1"]) == 2
+    assert "needs root" in capsys.readouterr().err
+    with pytest.raises(SystemExit):                     # bad arguments: argparse's error
+        hops.main(["--messages", "0"])

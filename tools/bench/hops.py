@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -56,6 +58,10 @@ IP_UDP_HEADER_BYTES: Final = 48
 #: Seconds for the capture processes to come up before traffic starts.
 CAPTURE_START_S: Final = 1.5
 CONVERGE_S: Final = 60.0
+
+
+class HopsError(RuntimeError):
+    """The bench cannot run or a capture failed (printed, exit status 2)."""
 
 
 def _log(msg: str) -> None:
@@ -91,15 +97,22 @@ class Capture:
     def __init__(self, tb: Testbed, node: int, peer: int, path: Path) -> None:
         iface = tb.iface(node, peer)
         source = tb.link_local(node, iface)
-        self.path = path
-        self.proc = tb.popen(node, ["dumpcap", "-q", "-i", iface, "-f",
-                                    f"udp and src host {source}", "-w", str(path)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.path, self.where = path, f"node {node} {iface}"
+        self.errors = path.with_suffix(".err")
+        with self.errors.open("wb") as err:
+            self.proc = tb.popen(node, ["dumpcap", "-q", "-i", iface, "-f",
+                                        f"udp and src host {source}", "-w", str(path)],
+                                 stdout=subprocess.DEVNULL, stderr=err)
 
     def stop(self) -> list[tuple[float, bytes]]:
         """Stop; the (wall time, UDP payload) of every frame captured, in order."""
+        if self.proc.poll() is not None:        # it never ran: say why
+            raise HopsError(f"dumpcap on {self.where} exited: "
+                               f"{self.errors.read_text(errors='replace').strip()}")
         self.proc.terminate()
         self.proc.wait(timeout=10)
+        if not self.path.exists():
+            raise HopsError(f"dumpcap on {self.where} wrote no capture")
         out = subprocess.run(["tshark", "-r", str(self.path), "-T", "fields",
                               "-e", "frame.time_epoch", "-e", "udp.payload"],
                              capture_output=True, text=True, check=True, timeout=60).stdout
@@ -191,6 +204,10 @@ def measure(tb: Testbed, nodes: list[MeshProcess], work: Path, messages: int, ga
 
 
 def run(messages: int, gap_s: float, size: int, warmup_s: float) -> dict[str, Any]:
+    missing = [tool for tool in ("ip", "dumpcap", "tshark") if shutil.which(tool) is None]
+    if os.geteuid() != 0 or missing:
+        raise HopsError("needs root (network namespaces), iproute2 and tshark's dumpcap"
+                        + (f"; missing: {', '.join(missing)}" if missing else ""))
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hops-")))
         tb = stack.enter_context(chain(N_NODES))
@@ -198,7 +215,7 @@ def run(messages: int, gap_s: float, size: int, warmup_s: float) -> dict[str, An
         nodes = [tb.start_node(i, name=f"n{i}", wait=False) for i in range(N_NODES)]
         _log("chain of 5 handsets started; waiting for n0 to know n4")
         if wait_until(lambda: FAR_AOR in (nodes[0].who_aors() or set()), CONVERGE_S) is None:
-            raise RuntimeError(f"n0 did not learn {FAR_AOR} within {CONVERGE_S} s")
+            raise HopsError(f"n0 did not learn {FAR_AOR} within {CONVERGE_S} s")
         _log(f"warm-up {warmup_s} s")
         time.sleep(warmup_s)
         return measure(tb, nodes, work, messages, gap_s, size)
@@ -232,7 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.messages < 1 or args.gap_s <= 0 or not 16 <= args.size <= 1000:
         parser.error("--messages >= 1, --gap-s > 0, --size in 16..1000")
-    result = run(args.messages, args.gap_s, args.size, args.warmup_s)
+    try:
+        result = run(args.messages, args.gap_s, args.size, args.warmup_s)
+    except HopsError as exc:
+        print(f"hops: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(result))
     else:
