@@ -58,7 +58,13 @@ from meshcomm.overlay.counters import DropReason, OverlayCounter, TxTag
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.types import Datagram, LinkAddr
 from meshcomm.wire import limits
-from meshcomm.wire.envelope import Envelope, Hop, encode_frame, encode_link_ack
+from meshcomm.wire.envelope import (
+    ORIGIN_SHORT_LEN,
+    Envelope,
+    Hop,
+    encode_frame,
+    encode_link_ack,
+)
 
 if TYPE_CHECKING:
     from meshcomm.overlay.context import OverlayContext
@@ -148,8 +154,9 @@ class OwedAcks:
         self.keys = keys
         #: link address -> (the neighbour's public key, ack ids owed, in order)
         self._owed: dict[LinkAddr, tuple[bytes, list[bytes]]] = {}
-        #: (link address, ack id carried) -> (kept until, the carrier frame), oldest first
-        self._carriers: OrderedDict[tuple[LinkAddr, bytes], tuple[float, bytes]] = (
+        #: (link address, ack id carried) -> (kept until, the carrier's envelope, its hop
+        #: with the key carried: encoded again only if it must be sent again), oldest first
+        self._carriers: OrderedDict[tuple[LinkAddr, bytes], tuple[float, Envelope, Hop]] = (
             OrderedDict())
 
     def __len__(self) -> int:
@@ -201,31 +208,31 @@ class OwedAcks:
         part (they are then paid), or ``plain`` (its encoding without) if they do not fit
         in a datagram. Not for unicasts: see :meth:`carrier`."""
         entry = self._owed.get(dst)
-        frames = None if entry is None else self._with_acks(env, hop, entry[0], entry[1])
-        if frames is None or entry is None:
+        found = None if entry is None else self._with_acks(env, hop, entry[0], entry[1])
+        if found is None or entry is None:
             return plain
         del self._owed[dst]
         self.ctx.counters[OverlayCounter.ACK_IDS_PIGGYBACKED] += len(entry[1])
-        return frames[0]
+        return found[0]
 
     def _with_acks(self, env: Envelope, hop: Hop, peer_key: bytes,
-                   ids: list[bytes]) -> tuple[bytes, bytes] | None:
-        """The frame with the acks, with the key elided as ``hop`` says, and with the
-        key (the same if ``hop`` carries it); None if it does not fit."""
+                   ids: list[bytes]) -> tuple[bytes, Hop] | None:
+        """The frame with the acks (the key elided as ``hop`` says), and its hop with
+        the key carried (to send it again); None if the frame with the key would not fit
+        in a datagram."""
         if not ids:
             return None
         joined = b"".join(ids)
         mac = self.keys.mac_out(peer_key, joined)
         if mac is None:
             return None
-        full = encode_frame(env, Hop(hop.ttl, hop.hops, hop.metric, hop.age_ms, hop.addressed,
-                                     joined, mac))
-        if len(full) > limits.MAX_DATAGRAM_BYTES:
+        data = encode_frame(env, Hop(hop.ttl, hop.hops, hop.metric, hop.age_ms, hop.addressed,
+                                     joined, mac, key_elided=hop.key_elided))
+        with_key = len(data) + (len(env.origin_key) - ORIGIN_SHORT_LEN if hop.key_elided
+                                else 0)
+        if with_key > limits.MAX_DATAGRAM_BYTES:
             return None
-        if not hop.key_elided:
-            return full, full
-        return encode_frame(env, Hop(hop.ttl, hop.hops, hop.metric, hop.age_ms, hop.addressed,
-                                     joined, mac, key_elided=True)), full
+        return data, Hop(hop.ttl, hop.hops, hop.metric, hop.age_ms, hop.addressed, joined, mac)
 
     def carrier(self, env: Envelope, hop: Hop, dst: LinkAddr, now: float) -> bytes | None:
         """The first copy of a tracked unicast ``env`` to ``dst`` carrying the acks owed
@@ -238,13 +245,13 @@ class OwedAcks:
         self._expire_carriers(now)
         if len(self._carriers) + len(entry[1]) > MAX_CARRIER_IDS:
             return None
-        frames = self._with_acks(env, replace(hop, key_elided=True), entry[0], entry[1])
-        if frames is None:
+        found = self._with_acks(env, replace(hop, key_elided=True), entry[0], entry[1])
+        if found is None:
             return None
-        data, full = frames
+        data, with_key = found
         del self._owed[dst]
         for ack_id in entry[1]:     # (sent again with the key: see the module docstring)
-            self._carriers[(dst, ack_id)] = (now + CARRIER_HOLD_S, full)
+            self._carriers[(dst, ack_id)] = (now + CARRIER_HOLD_S, env, with_key)
         self.ctx.counters[OverlayCounter.ACK_IDS_PIGGYBACKED] += len(entry[1])
         self.ctx.counters[OverlayCounter.UNICAST_CARRIERS] += 1
         return data
@@ -259,7 +266,7 @@ class OwedAcks:
         if kept is None:
             return False
         self.ctx.counters[OverlayCounter.UNICAST_CARRIERS_RESENT] += 1
-        self.ctx.queue_raw(Datagram(kept[1], src), TxTag.UNICAST)
+        self.ctx.queue_raw(Datagram(encode_frame(kept[1], kept[2]), src), TxTag.UNICAST)
         return True
 
     def _expire_carriers(self, now: float) -> None:
