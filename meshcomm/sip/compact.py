@@ -39,6 +39,7 @@ its client is what the near gateway sent.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from collections.abc import Callable
@@ -196,12 +197,22 @@ def _tokenise(text: str, content_length: str, index: dict[str, int],
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _word_tables(words: tuple[str, ...], first_line_word: int
+                 ) -> tuple[dict[str, int], tuple[tuple[str, int], ...]]:
+    """The index of ``words[:first_line_word]`` (first occurrence wins) and the line-start
+    words ``words[first_line_word:]`` longest first, with their indices. Cached: a
+    gateway pair's context words are the same for every message between them."""
+    index = {w: i for i, w in reversed(list(enumerate(words[:first_line_word])))}
+    line_words = tuple(sorted(((w, i) for i, w in enumerate(words) if i >= first_line_word),
+                              key=lambda wi: len(wi[0]), reverse=True))
+    return index, line_words
+
+
 def _tokenise_head(head: str, body_len: int, words: tuple[str, ...],
                    first_line_word: int) -> bytes:
     """The head tokenised; ``words[first_line_word:]`` match only at line starts."""
-    index = {w: i for i, w in reversed(list(enumerate(words[:first_line_word])))}
-    line_words = sorted(((w, i) for i, w in enumerate(words) if i >= first_line_word),
-                        key=lambda wi: len(wi[0]), reverse=True)
+    index, line_words = _word_tables(words, first_line_word)
     lines = head.split("\r\n")
     content_length = str(body_len)
     out = _tokenise(lines[0], content_length, index)
@@ -291,26 +302,45 @@ def _operand(data: bytes, pos: int) -> int:
     return data[pos]
 
 
+def _plain_code(code: int) -> bytes | None:
+    """What a one-byte code without operand stands for (None: a code read by
+    :func:`_expand_head` itself, or an undefined word)."""
+    if code >= WORD_BASE:
+        index = code - WORD_BASE
+        return STATIC_WORDS[index].encode("latin-1") if index < len(STATIC_WORDS) else None
+    if code in (END, ESC, HEX_LONG, CONTENT_LENGTH, CONTEXT_LONG) or code in CONTEXT_CODES \
+            or HEX_SHORT_BASE < code <= HEX_SHORT_BASE + MAX_HEX_SHORT:
+        return None
+    return b"\r\n" if code == CRLF else bytes([code])   # printable ASCII and tab: literal
+
+
+#: Every code that stands for fixed bytes (literals, CRLF, static words), by code.
+_PLAIN: Final = tuple(_plain_code(code) for code in range(256))
+
+
 def _expand_head(data: bytes, words: tuple[str, ...],
                  max_bytes: int) -> tuple[bytes, int, list[int]]:
     """The head of a tokenised message, where its body starts and where the recomputed
     Content-Length headers go."""
     out = bytearray()
     marks: list[int] = []
-    pos, size = 0, len(data)
+    pos, size, plain = 0, len(data), _PLAIN
     while pos < size:
         code = data[pos]
         pos += 1
-        if code == END:
+        piece = plain[code]
+        if piece is not None:
+            out += piece
+        elif code == END:
             return bytes(out), pos, marks
-        if code == CONTENT_LENGTH:
+        elif code == CONTENT_LENGTH:
             marks.append(len(out))          # filled in once the body is known
             continue
-        if code == ESC:
+        elif code == ESC:
             out.append(_operand(data, pos))
             pos += 1
             continue
-        if code == CONTEXT_LONG:
+        elif code == CONTEXT_LONG:
             out += _context_word(_operand(data, pos), words)
             pos += 1
         elif code == HEX_LONG or HEX_SHORT_BASE < code <= HEX_SHORT_BASE + MAX_HEX_SHORT:
@@ -323,7 +353,7 @@ def _expand_head(data: bytes, words: tuple[str, ...],
             out += data[pos:pos + count].hex().encode("ascii")
             pos += count
         else:
-            out += _word(code, words)
+            out += _word(code, words)       # a context word, or an undefined word: raises
         if len(out) > max_bytes:
             raise DecodeError("compact SIP expands beyond the limit", reason="oversize")
     raise DecodeError("compact SIP head without its end", reason="truncated")

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import lru_cache
 from typing import Any
@@ -169,11 +169,17 @@ class Envelope:
     payload: Any
     signed_bytes: bytes
     signature: bytes
+    #: The digest, computed once (a relay reads it several times per frame).
+    _digest: bytes = field(default=b"", init=False, compare=False, repr=False)
 
     @property
     def digest(self) -> bytes:
         """Identity of these exact envelope bytes, for duplicate suppression (16 bytes)."""
-        return hashlib.sha256(self.signature + self.signed_bytes).digest()[:16]
+        digest = self._digest
+        if not digest:
+            digest = hashlib.sha256(self.signature + self.signed_bytes).digest()[:16]
+            object.__setattr__(self, "_digest", digest)
+        return digest
 
     @property
     def ack_id(self) -> bytes:

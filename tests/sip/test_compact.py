@@ -174,6 +174,37 @@ def test_truncations_and_bad_codes_raise_decode_error() -> None:
         expand_untrusted(bytes([Form.TOKENS, CONTEXT_CODES[5], 0]), small)
 
 
+def test_every_one_byte_code_means_what_the_format_says() -> None:
+    """Each code byte alone in a head, against the module docstring's table: printable
+    ASCII and tab literal, 0x0A CRLF, 0x80+i static word i, context codes their word;
+    codes that need an operand or end the head raise on their own."""
+    for code in range(256):
+        data = bytes([Form.TOKENS, code, 0])
+        if code == 0x03:                                     # CRLF Content-Length: 0
+            want: bytes | None = b"\r\nContent-Length: 0\r\n\r\n"
+        elif code == 0x00:                                   # the end; 0 is the body
+            want = b"\r\n\r\n\x00"
+        elif code in (0x01, 0x02, 0x0F) or 0x10 <= code <= 0x1F:
+            want = None                                      # operand missing: truncated
+        elif code == 0x0A:
+            want = b"\r\n\r\n\r\n"
+        elif code in CONTEXT_CODES:                          # undefined beyond the words
+            index = CONTEXT_CODES.index(code)
+            want = (CTX_AB.words[index].encode("latin-1") + b"\r\n\r\n"
+                    if index < len(CTX_AB.words) else None)
+        elif code >= 0x80:
+            index = code - 0x80
+            want = (STATIC_WORDS[index].encode("latin-1") + b"\r\n\r\n"
+                    if index < len(STATIC_WORDS) else None)
+        else:
+            want = bytes([code]) + b"\r\n\r\n"
+        if want is None:
+            with pytest.raises(DecodeError):
+                expand_untrusted(data, CTX_AB)
+        else:
+            assert expand_untrusted(data, CTX_AB) == want, hex(code)
+
+
 def test_a_reference_not_held_is_unknown() -> None:
     message = _message()
     ref = Reference(b"\x01" * 8, reference_words(message))

@@ -325,3 +325,15 @@ def test_the_canonical_head_is_what_msgpack_packs(msg_type: MsgType, incident: s
     assert frame.endswith(b"\xc0")                   # the payload (None), and nothing else
     if len(frame) <= limits.MAX_DATAGRAM_BYTES:
         assert decode_frame_untrusted(frame, incident)[0] == env
+
+
+def test_the_digest_is_computed_once_and_never_outlives_a_change() -> None:
+    """The digest is kept on the envelope (a relay reads it several times per frame); an
+    envelope copied with other bytes gets its own, and equality ignores the cache."""
+    env = sample_envelope()
+    fresh = sample_envelope()
+    assert env.digest == env.digest == fresh.digest
+    assert env == sample_envelope()             # one with its digest computed, one without
+    other = dataclasses.replace(env, signature=bytes(64))
+    assert other.digest != env.digest
+    assert other.digest == dataclasses.replace(fresh, signature=bytes(64)).digest
