@@ -1,7 +1,7 @@
 """tools/bench/hops.py: a short run end to end (root), and its frame classification.
 
-The short run (6 messages, 3 s warm-up) takes about 20 s: a chain of five handsets,
-dumpcap on every link.
+The short run (6 messages, 3 s warm-up, with the floor) takes about 25 s: a chain of five
+handsets, dumpcap on every link, then the floor's minimal forwarders.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def test_frames_are_named_by_type_acks_and_key() -> None:
 def test_a_short_run_times_every_hop_and_sizes_the_frames(
         capsys: pytest.CaptureFixture[str]) -> None:
     require_root()
-    assert hops.main(["--messages", "6", "--gap-s", "0.2", "--warmup-s", "3", "--json"]) == 0
+    assert hops.main(["--messages", "6", "--gap-s", "0.2", "--warmup-s", "3", "--floor",
+                      "--json"]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)
     assert "warm-up" in captured.err                   # progress goes to stderr
@@ -55,6 +56,12 @@ def test_a_short_run_times_every_hop_and_sizes_the_frames(
     assert plain >= 6 and frames["UNICAST+acks"][0] >= 6
     count, total = frames["UNICAST+acks"]
     assert 150 < total / count < 300                    # a 200 OK carrier, IP bytes
+    # the floor: every text crossed the minimal forwarders, in less time than meshcomm
+    # takes (a bare signed forward per hop) yet some (4 hops of kernel and wake-ups)
+    fl = result["floor"]
+    assert fl["n"] == 6 and 0 < fl["p50_ms"] < stages["total"]["p50_ms"]
+    assert result["above_floor_ms"] == pytest.approx(stages["total"]["p50_ms"] - fl["p50_ms"],
+                                                     abs=0.002)
 
 
 def test_without_root_it_says_so(monkeypatch: pytest.MonkeyPatch,

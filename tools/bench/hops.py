@@ -1,7 +1,7 @@
 """Benchmark (root): where a MESSAGE's time and bytes go, hop by hop, on the namespace chain.
 
     python -m tools.bench.hops [--messages 40] [--gap-s 0.25] [--size 100] [--warmup-s 20]
-                               [--json]
+                               [--floor] [--json]
 
 The meshcomm side of ``tools/bench/airtime.py`` taken apart (issue 13): a ``chain(5)`` of
 real ``meshcomm handset`` processes n0..n4 with default settings, no loss. After
@@ -26,8 +26,17 @@ the messages delivered:
 And the frames on link n1-n2 (both directions) by kind (message type; ``+acks`` when acks
 ride on it; ``+key`` when the origin's key is carried), count and IP bytes (UDP payload +
 48 for IPv6 and UDP headers), in a window of the same length before the messages (idle)
-and during them. ``--json`` prints one JSON object instead of the tables. Needs root
-(namespaces) and ``dumpcap`` (Debian ``tshark``).
+and during them.
+
+``--floor`` then stops the handsets and sends the same texts, at the same pace, over the
+same links through a chain of minimal Python forwarders (:mod:`tools.bench.floor_node`: an
+asyncio reader per socket, the origin signs with Ed25519, each relay checks the signature
+before it sends on, the far end stamps the arrival): ``floor`` is its p10 / p50 / p90 from
+handing the text over to its arrival at n4, and ``above_floor_ms`` meshcomm's total p50
+minus the floor's, what meshcomm's own work adds to a message's way across 4 hops.
+
+``--json`` prints one JSON object instead of the tables. Needs root (namespaces) and
+``dumpcap`` (Debian ``tshark``).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import shutil
 import statistics
 import subprocess
@@ -203,7 +213,62 @@ def measure(tb: Testbed, nodes: list[MeshProcess], work: Path, messages: int, ga
             "link_n1_n2": {"idle": _table(idle_frames), "messages": _table(msg_frames)}}
 
 
-def run(messages: int, gap_s: float, size: int, warmup_s: float) -> dict[str, Any]:
+FLOOR_NODE: Final = Path(__file__).with_name("floor_node.py")
+FLOOR_READY_S: Final = 10.0
+
+
+def floor(tb: Testbed, messages: int, gap_s: float, size: int) -> dict[str, float]:
+    """The same texts through a chain of :mod:`tools.bench.floor_node` forwarders; the
+    spread of handed-over -> arrived at n4 (raises HopsError if one never arrives)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i in range(N_NODES):
+            role = "src" if i == 0 else "sink" if i == N_NODES - 1 else "relay"
+            nxt = "-"
+            if i < N_NODES - 1:
+                nxt = f"{tb.link_local(i + 1, tb.iface(i + 1, i))}%{tb.iface(i, i + 1)}"
+            procs.append(tb.popen(i, [sys.executable, str(FLOOR_NODE), role, "--next", nxt],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        for proc in procs:
+            assert proc.stdout is not None
+            if not _ready(proc, FLOOR_READY_S):
+                raise HopsError("a floor node did not come up")
+        src, sink = procs[0], procs[-1]
+        assert src.stdin is not None and sink.stdout is not None
+        handed: dict[str, float] = {}
+        started = time.monotonic()
+        for k in range(messages):
+            text = f"floor {k} ".ljust(size, "x")
+            handed[text] = time.time()
+            src.stdin.write(text.encode() + b"\n")
+            src.stdin.flush()
+            time.sleep(max(0.0, started + (k + 1) * gap_s - time.monotonic()))
+        time.sleep(1.0)
+        for proc in procs:
+            proc.kill()
+        arrived: dict[str, float] = {}
+        for line in sink.stdout.read().splitlines():
+            row = json.loads(line)
+            arrived.setdefault(row["text"], row["t"])
+        lost = [text for text in handed if text not in arrived]
+        if lost:
+            raise HopsError(f"{len(lost)} of {messages} texts never crossed the floor chain")
+        return _spread([arrived[text] - at for text, at in handed.items()])
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def _ready(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """True once ``proc`` printed its ready line within ``timeout_s``."""
+    assert proc.stdout is not None
+    ready = select.select([proc.stdout], [], [], timeout_s)[0]
+    return bool(ready) and b"ready" in proc.stdout.readline()
+
+
+def run(messages: int, gap_s: float, size: int, warmup_s: float,
+        with_floor: bool = False) -> dict[str, Any]:
     missing = [tool for tool in ("ip", "dumpcap", "tshark") if shutil.which(tool) is None]
     if os.geteuid() != 0 or missing:
         raise HopsError("needs root (network namespaces), iproute2 and tshark's dumpcap"
@@ -218,15 +283,28 @@ def run(messages: int, gap_s: float, size: int, warmup_s: float) -> dict[str, An
             raise HopsError(f"n0 did not learn {FAR_AOR} within {CONVERGE_S} s")
         _log(f"warm-up {warmup_s} s")
         time.sleep(warmup_s)
-        return measure(tb, nodes, work, messages, gap_s, size)
+        result = measure(tb, nodes, work, messages, gap_s, size)
+        if with_floor:
+            for i in range(N_NODES):
+                tb.stop_node(i)
+            _log(f"floor: {messages} texts through minimal forwarders on the same links")
+            result["floor"] = floor(tb, messages, gap_s, size)
+            result["above_floor_ms"] = round(result["stages"]["total"]["p50_ms"]
+                                             - result["floor"]["p50_ms"], 3)
+        return result
 
 
 def _print(result: dict[str, Any]) -> None:
     print(f"{result['delivered']}/{result['messages']} delivered, one every "
           f"{result['gap_s']} s, {result['size']}-byte texts, 4 hops")
     print(f"{'stage':12s} {'p10 ms':>8s} {'p50 ms':>8s} {'p90 ms':>8s}")
-    for name, s in result["stages"].items():
+    rows = list(result["stages"].items())
+    if "floor" in result:
+        rows.append(("floor", result["floor"]))
+    for name, s in rows:
         print(f"{name:12s} {s['p10_ms']:8.3f} {s['p50_ms']:8.3f} {s['p90_ms']:8.3f}")
+    if "floor" in result:
+        print(f"meshcomm's total p50 above the floor: {result['above_floor_ms']:.3f} ms")
     print(f"\nlink n1-n2, both directions, windows of {result['window_s']:.1f} s "
           "(count, IP bytes, average)")
     tables = result["link_n1_n2"]
@@ -245,12 +323,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gap-s", type=float, default=0.25)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--warmup-s", type=float, default=20.0)
+    parser.add_argument("--floor", action="store_true",
+                        help="also time minimal signed forwarders on the same links")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.messages < 1 or args.gap_s <= 0 or not 16 <= args.size <= 1000:
         parser.error("--messages >= 1, --gap-s > 0, --size in 16..1000")
     try:
-        result = run(args.messages, args.gap_s, args.size, args.warmup_s)
+        result = run(args.messages, args.gap_s, args.size, args.warmup_s, args.floor)
     except HopsError as exc:
         print(f"hops: {exc}", file=sys.stderr)
         return 2
