@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshcomm.errors import DecodeError
+from meshcomm.node.gateway.types import InboxEntry
 from meshcomm.runtime.control import (
     MAX_REQUEST_BYTES,
     ControlCommand,
@@ -26,7 +27,7 @@ from meshcomm.runtime.control import (
     decode_request_untrusted,
 )
 from meshcomm.runtime.driver import NodeDriver
-from meshcomm.runtime.handlers import NodeInfo, control_handlers
+from meshcomm.runtime.handlers import NodeInfo, control_handlers, inbox_entry_json
 from tests.runtime.helpers import chain_medium, make_driver
 
 AOR = "sip:ctl@test.example"
@@ -252,3 +253,21 @@ def test_a_waiting_request_is_handled_when_accepted_without_a_task(tmp_path: Pat
         assert server.counters["requests"] == 2
 
     asyncio.run(scenario())
+
+
+def test_inbox_times_keep_microseconds() -> None:
+    """``received_at`` is a wall-clock time to the microsecond: a message crosses four hops
+    in a few milliseconds, and the benchmarks take its latency from this field."""
+    async def run() -> float:
+        with chain_medium(["a"]) as medium:
+            driver = await make_driver("inbox-time", [f"mem:{medium.name}/a"])
+            try:
+                at = driver.now() + 0.0012345678
+                entry = InboxEntry(1, "sip:a@x", "sip:b@x", "text/plain", b"hi", at)
+                got = inbox_entry_json(entry, driver)["received_at"]
+                assert isinstance(got, float)
+                return got - driver.wall_time(at)
+            finally:
+                driver.close()
+
+    assert abs(asyncio.run(run())) <= 5e-7
