@@ -52,7 +52,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Final
@@ -267,6 +267,16 @@ def _ready(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
     return bool(ready) and b"ready" in proc.stdout.readline()
 
 
+def start_chain(tb: Testbed, log: Callable[[str], None]) -> list[MeshProcess]:
+    """Handsets n0..n4 started on the chain, once n0 knows n4 (HopsError if it does not
+    within CONVERGE_S)."""
+    nodes = [tb.start_node(i, name=f"n{i}", wait=False) for i in range(N_NODES)]
+    log("chain of 5 handsets started; waiting for n0 to know n4")
+    if wait_until(lambda: FAR_AOR in (nodes[0].who_aors() or set()), CONVERGE_S) is None:
+        raise HopsError(f"n0 did not learn {FAR_AOR} within {CONVERGE_S} s")
+    return nodes
+
+
 def run(messages: int, gap_s: float, size: int, warmup_s: float,
         with_floor: bool = False) -> dict[str, Any]:
     missing = [tool for tool in ("ip", "dumpcap", "tshark") if shutil.which(tool) is None]
@@ -277,10 +287,7 @@ def run(messages: int, gap_s: float, size: int, warmup_s: float,
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hops-")))
         tb = stack.enter_context(chain(N_NODES))
         tb.use_workdir(work)
-        nodes = [tb.start_node(i, name=f"n{i}", wait=False) for i in range(N_NODES)]
-        _log("chain of 5 handsets started; waiting for n0 to know n4")
-        if wait_until(lambda: FAR_AOR in (nodes[0].who_aors() or set()), CONVERGE_S) is None:
-            raise HopsError(f"n0 did not learn {FAR_AOR} within {CONVERGE_S} s")
+        nodes = start_chain(tb, _log)
         _log(f"warm-up {warmup_s} s")
         time.sleep(warmup_s)
         result = measure(tb, nodes, work, messages, gap_s, size)
