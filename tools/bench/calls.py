@@ -154,8 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CallsError, HopsError) as exc:
         print(f"calls: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result) if args.json else "", end="\n" if args.json else "")
-    if not args.json:
+    if args.json:
+        print(json.dumps(result))
+    else:
         _print(result)
     return 0
 
