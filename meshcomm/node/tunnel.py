@@ -48,7 +48,7 @@ import itertools
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 from meshcomm.deadlines import DeadlineHeap
 from meshcomm.dht.api import UPLINK_CAP, NotFound, NotFoundReason, RemoteChanged, Resolved
@@ -145,6 +145,17 @@ class TunnelCounter(StrEnum):
     ANSWERS_UNEXPECTED = "tunnel_answers_unexpected"
     UPLINK_FRAMES_WITHOUT_MESH = "tunnel_uplink_frames_without_mesh"
     BAD_UPLINK_CONTACT = "tunnel_bad_uplink_contact"
+    #: an item sent to a far relay of this relay's own route: none of the sender's was
+    #: reached through a live neighbour of the uplink mesh
+    OWN_FAR_RELAY = "tunnel_own_far_relay"
+
+
+class Reach(IntEnum):
+    """How the uplink mesh reaches a far relay (Tunnel._reach), best first."""
+
+    LIVE = 0            # a neighbour, or a route whose next hop is one
+    SILENT = 1          # a route via a neighbour gone silent (HELLOs lost, or it died)
+    UNREACHED = 2       # no route
 
 
 #: Claims an island relay may be picked from (not those in conflict or contested).
@@ -423,8 +434,7 @@ class Tunnel:
             if not far_relays:
                 self.counters[TunnelCounter.DROP_REVOKED] += 1
                 return
-        routes = self.uplink.overlay.routes
-        far = next((r for r in far_relays if routes.get(r, now) is not None), far_relays[0])
+        far = self._far_relay(far_relays, item.dst, now)
         if far == self.node.node_id:           # we attached it: the item is for our island
             self._to_island(far, item, now)
             return
@@ -432,6 +442,53 @@ class Tunnel:
         self._in_use(item.dst, now)
         self._leg(self.uplink, far, AppKind.TUNNEL_WAN, encode_tunnel_wan(item), now,
                   isinstance(item, MediaItem))
+
+    def _far_relay(self, far_relays: tuple[NodeId, ...], dst: bytes, now: float) -> NodeId:
+        """The far relay to send an item for ``dst`` to, of those named (in order of
+        preference): ourselves, else the first one the uplink mesh reaches through a live
+        neighbour, else the first with a route (its next hop silent: HELLOs may just have
+        been lost), else the first named.
+
+        A sender's list may be stale (a handset learned one relay from the last item that
+        came through it, and that relay died): when none of the named ones is reached
+        through a live neighbour, the relays of this node's own route to ``dst`` are
+        tried as well (learned from the DHT, and kept fresh by its watch)."""
+        me = NodeId(self.node.node_id)
+        if me in far_relays:
+            return me
+        best, rank = self._best_reached(far_relays, now)
+        if rank != Reach.LIVE:
+            own = self._routes.get(dst)
+            if own is not None and own.expires_at > now:
+                other, other_rank = self._best_reached(
+                    tuple(r for r in own.far_relays if r not in far_relays), now)
+                if other_rank < rank:
+                    self.counters[TunnelCounter.OWN_FAR_RELAY] += 1
+                    return other
+        return best
+
+    def _best_reached(self, relays: tuple[NodeId, ...], now: float) -> tuple[NodeId, Reach]:
+        """The first of ``relays`` the uplink mesh reaches best, and how (_reach); the
+        first one, Reach.UNREACHED, when it reaches none (or there are none)."""
+        best, rank = (relays[0] if relays else NodeId(b"")), Reach.UNREACHED
+        for relay in relays:
+            r = self._reach(relay, now)
+            if r < rank:
+                best, rank = relay, r
+                if r == Reach.LIVE:
+                    break
+        return best, rank
+
+    def _reach(self, relay: NodeId, now: float) -> Reach:
+        """How the uplink mesh reaches ``relay`` (see Reach)."""
+        assert self.uplink is not None
+        overlay = self.uplink.overlay
+        if relay in overlay.neighbours.by_id:
+            return Reach.LIVE
+        route = overlay.routes.get(relay, now)
+        if route is None:
+            return Reach.UNREACHED
+        return Reach.LIVE if overlay.neighbours.get(route.next_hop) is not None else Reach.SILENT
 
     def _in_use(self, dst: bytes, now: float) -> None:
         """Items go to remote node ``dst``: watch its AoR while they do."""
@@ -605,10 +662,22 @@ class Tunnel:
         if not self._first(origin, item.msg_no):
             self.counters[TunnelCounter.DUPLICATES] += 1
             return
-        self.learn(origin, (NodeId(far_relay),), LEARNED_ROUTE_TTL_S, now, local_relay)
+        self._came_through(origin, NodeId(far_relay), local_relay, now)
         self.counters[TunnelCounter.DELIVERED] += 1
         self._events.append(UnicastReceived(origin, item.origin_key, item.kind, item.body,
                                             hops, item.msg_no, item.item_id))
+
+    def _came_through(self, origin: bytes, far_relay: NodeId, local_relay: NodeId | None,
+                      now: float) -> None:
+        """An item from ``origin`` came through ``far_relay``: the way back goes there
+        first, and the far relays known before stay behind it (should that one die, its
+        island's other relays are still known: replacing the list left a handset sending
+        through a dead relay until the route lapsed)."""
+        known = self._routes.get(origin)
+        relays: tuple[NodeId, ...] = (far_relay,)
+        if known is not None and known.expires_at > now:
+            relays = (far_relay, *(r for r in known.far_relays if r != far_relay))
+        self.learn(origin, relays[:MAX_FAR_RELAYS], LEARNED_ROUTE_TTL_S, now, local_relay)
 
     def _first(self, origin: bytes, msg_no: int) -> bool:
         seen = self._seen.get(origin)

@@ -14,7 +14,7 @@ from meshcomm.dht.api import UPLINK_CAP
 from meshcomm.errors import DecodeError
 from meshcomm.node.gateway.types import InboxEntry, SendResult, SendStatus
 from meshcomm.node.storeforward import HeldState, HeldStatus
-from meshcomm.overlay.core import WhoEntry
+from meshcomm.overlay.core import GossipOverlay, WhoEntry
 from meshcomm.runtime.collect_edge import CollectAction, CollectEdge, parse_out_dir
 from meshcomm.runtime.control import ControlCommand, ControlRequest, Handler
 from meshcomm.runtime.driver import NodeDriver
@@ -62,8 +62,8 @@ def who(driver: NodeDriver) -> list[dict[str, object]]:
     return [who_entry_json(entry) for entry in driver.who()]
 
 
-def _neighbours(driver: NodeDriver, now: float) -> list[dict[str, object]]:
-    table = driver.node.overlay.neighbours
+def _neighbours(overlay: GossipOverlay, now: float) -> list[dict[str, object]]:
+    table = overlay.neighbours
     out: list[dict[str, object]] = []
     for nb in sorted(table.by_addr.values(), key=lambda n: (n.node_id, n.addr)):
         out.append({"node_id": nb.node_id.hex(), "addr": nb.addr, "role": nb.role,
@@ -74,8 +74,8 @@ def _neighbours(driver: NodeDriver, now: float) -> list[dict[str, object]]:
     return out
 
 
-def _routes(driver: NodeDriver, now: float) -> list[dict[str, object]]:
-    routes = driver.node.overlay.routes
+def _routes(overlay: GossipOverlay, now: float) -> list[dict[str, object]]:
+    routes = overlay.routes
     out: list[dict[str, object]] = []
     for route in sorted(routes.all(), key=lambda r: r.dst):
         if routes.get(route.dst, now) is None:
@@ -100,8 +100,8 @@ def status(driver: NodeDriver, info: NodeInfo) -> dict[str, object]:
         "boot_epoch": info.boot_epoch,
         "uptime_s": round(now - driver.started_at, REPLY_DECIMALS),
         "radios": {name: dict(radio.counters) for name, radio in driver.radios.items()},
-        "neighbours": _neighbours(driver, now),
-        "routes": _routes(driver, now),
+        "neighbours": _neighbours(driver.node.overlay, now),
+        "routes": _routes(driver.node.overlay, now),
         "bindings": len(driver.node.table),
         "counters": {**dict(sorted(driver.node.counters.items())), **driver.counters},
         "sip": sip_status(driver),
@@ -151,8 +151,9 @@ def cross_site_status(driver: NodeDriver) -> dict[str, object] | None:
     """Traffic with other islands (None on a node without a tunnel): ``remote_routes``
     (remote nodes with a known way there), ``island_relays`` (uplinked relays of the
     island it would go through, best first, node ids), ``uplink_mesh`` (a relay's: its
-    members with a route, its neighbours there and its counters) and the tunnel's
-    counters."""
+    members with a route, its neighbours there, the first MAX_LISTED_RELAYS of both as
+    ``links`` and ``routes`` in the form of the island's, and its counters) and the
+    tunnel's counters."""
     tunnel = driver.core.tunnel
     if tunnel is None:
         return None
@@ -164,6 +165,8 @@ def cross_site_status(driver: NodeDriver) -> dict[str, object] | None:
                 "members": sum(1 for r in mesh.overlay.routes.all()
                                if mesh.overlay.routes.get(r.dst, now) is not None),
                 "neighbours": len(mesh.overlay.neighbours.by_addr),
+                "links": _neighbours(mesh.overlay, now)[:MAX_LISTED_RELAYS],
+                "routes": _routes(mesh.overlay, now)[:MAX_LISTED_RELAYS],
                 "counters": dict(sorted(mesh.counters.items()))},
             "counters": dict(sorted(tunnel.counters.items()))}
 

@@ -17,7 +17,7 @@ transport delays what it receives by 100 ms (``--uplink-impair delay=100ms``). H
   B's uplink goes down (link down) for 30 s while 100 MESSAGEs flow from ``b0`` to ``a0``:
   each arrives exactly once, and the held ones within 5 s of the uplink returning. Then
   the uplinked relay of island A that carried the traffic is killed (SIGKILL): MESSAGEs
-  keep crossing both ways, exactly once, through the other one.
+  keep crossing both ways, exactly once, through the other one, each within 15 s.
 """
 
 from __future__ import annotations
@@ -72,8 +72,13 @@ HELD_DEADLINE_S: Final = 5.0
 DRAIN_S: Final = 30.0
 INBOX_POLL_S: Final = 0.2
 AFTER_KILL_MESSAGES: Final = 5
-#: Messages after the kill must arrive within this (no figure is asked for: generous).
+#: Messages after the kill are waited for this long, and must each have arrived within
+#: AFTER_KILL_DEADLINE_S of being sent. The relay that carried the traffic dies: the
+#: first tries go to it, the per-hop retransmissions give up (about 1.5 s) and
+#: store-and-forward's next try (2 s, then 4 s) goes through the other relay; about 6 s
+#: here. A far side that kept sending to the dead relay took 37 s to over 60 s.
 AFTER_KILL_S: Final = 60.0
+AFTER_KILL_DEADLINE_S: Final = 15.0
 OK: Final = 200
 NOT_FOUND: Final = 404
 
@@ -318,6 +323,7 @@ def test_island_keeps_delivering_when_one_uplinked_relay_dies(two_relays: Sites)
                        f"{len(texts)} delivered, copies {copies}, last after {latest:.2f} s")
         assert not lost, f"{figures[-1]}: lost {lost}\n{bed.describe()}"
         assert copies == [1] * len(texts), figures[-1]
+        assert latest <= AFTER_KILL_DEADLINE_S, figures[-1]
     survivor = next(node for node in carried if node != busiest)
     print(f"\nisland A's uplinked relays carried {carried} items; node {busiest} killed "
           f"({time.time() - killed_at:.1f} s ago), node {survivor} since carried "

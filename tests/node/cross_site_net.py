@@ -117,7 +117,12 @@ class CrossSiteNet:
             bridge = DhtBridge(ident, node.table, secret_for(INCIDENT, None), BRIDGE,
                                SignatureVerifier(), random.Random(name + "-dht"), now=now,
                                wall_offset_s=WALL, seq_base=seq_base)
-            uplink = MeshNode(ident, settings, verifier=SignatureVerifier(),
+            # as the runtime's (meshcomm.runtime.uplink_transport): the uplink's own HELLO
+            # timing, so a dead member is gone from it in seconds
+            up_settings = NodeSettings(incident=INCIDENT, role="relay", trust=self.trust,
+                                       overlay=settings.overlay.for_uplink(),
+                                       caps=(UPLINK_CAP,))
+            uplink = MeshNode(ident, up_settings, verifier=SignatureVerifier(),
                               rng=random.Random(name + "-up"), now=now, seq_base=seq_base,
                               wall_offset_s=WALL, trust=node.overlay.trust.store)
             uplink.register(f"sip:{ident.node_id.hex()[:16]}@uplink.invalid", (), now)

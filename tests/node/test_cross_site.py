@@ -250,6 +250,77 @@ def test_an_island_with_two_uplinked_relays_keeps_delivering_when_one_dies() -> 
     assert {outbox[s].status for s in sends} <= {SendStatus.DELIVERED, SendStatus.HELD}
 
 
+def test_when_the_far_islands_relay_that_carried_the_traffic_dies_the_other_takes_over(
+) -> None:
+    """The relay of the *destination's* island dies: b0 learned its way to a0 from the
+    items that came through that relay. Its other relay is still known (from the
+    resolution) and is used as soon as the uplink mesh no longer hears the dead one, at
+    b0's island relay if b0's own list is stale (the relay's own route)."""
+    islands = {"A": ["a0", "a1", "a2"], "A2": ["a3"], "B": ["b2", "b1", "b0"]}
+    net = CrossSiteNet(islands, {"a2", "a3", "b2"}, store_forward=True,
+                       extra_links=(("a1", "a3"),))
+    net.run(15.0)
+    a0, b0, b2 = net.stations["a0"], net.stations["b0"], net.stations["b2"]
+    assert a0.core.gateway is not None and b0.core.gateway is not None
+    assert b0.core.tunnel is not None and b2.core.tunnel is not None
+    for sender, receiver in (("b0", "a0"), ("a0", "b0"), ("b0", "a0")):
+        sent = net.send(sender, receiver, f"{sender} first")
+        net.run(net.now + 5.0)
+        assert net.stations[sender].core.gateway.outbox[sent].status \
+            is SendStatus.DELIVERED   # type: ignore[union-attr]
+    route = b0.core.tunnel.route(a0.core.node_id, net.now)
+    assert route is not None and len(route.far_relays) == 2, route
+    used = route.far_relays[0]                # the relay the last item from a0 came through
+    dead = next(st for st in net.stations.values() if st.core.node_id == used)
+    dead.up = False
+    net.model.kill(dead.name)
+    killed_at = net.now
+    sends = [net.send("b0", "a0", f"after {i}") for i in range(10)]
+    net.run(net.now + 20.0)
+    got = {e.body: e.received_at for e in a0.inbox}
+    late = {text: round(at - killed_at, 1) for text, at in got.items() if b"after" in text}
+    print(f"\nrelay {dead.name} killed: b0's MESSAGEs to a0 arrived after (s) "
+          f"{sorted(late.values())}; b2 sent {b2.core.tunnel.counters[TunnelCounter.OWN_FAR_RELAY]}"
+          " items to a far relay of its own route")
+    assert sorted(late) == sorted(f"after {i}".encode() for i in range(10)), late
+    assert max(late.values()) < 15.0, late
+    assert [e.body for e in a0.inbox].count(b"after 0") == 1
+    outbox = b0.core.gateway.outbox
+    assert {outbox[s].status for s in sends} <= {SendStatus.DELIVERED, SendStatus.HELD}
+
+
+def test_an_island_relay_passes_over_a_dead_far_relay_a_sender_still_names() -> None:
+    """A sender's far relays may be stale: the island relay sends to the first one its
+    uplink mesh reaches through a live neighbour, and when the sender names only dead
+    ones, to a live far relay of its own route to the destination."""
+    islands = {"A": ["a0", "a1", "a2"], "A2": ["a3"], "B": ["b2", "b1", "b0"]}
+    net = CrossSiteNet(islands, {"a2", "a3", "b2"}, extra_links=(("a1", "a3"),))
+    net.run(15.0)
+    a0, b1, b2 = net.stations["a0"], net.stations["b1"], net.stations["b2"]
+    sent = net.send("b2", "a0", "the relay resolves a0 itself")
+    net.run(net.now + 5.0)
+    assert b2.core.gateway is not None and b2.core.tunnel is not None
+    assert b2.core.gateway.outbox[sent].status is SendStatus.DELIVERED
+    own = b2.core.tunnel.route(a0.core.node_id, net.now)
+    assert own is not None and len(own.far_relays) == 2, own
+    dead_st, live_st = net.stations["a3"], net.stations["a2"]
+    dead, live = dead_st.core.node_id, live_st.core.node_id
+    dead_st.up = False
+    net.model.kill(dead_st.name)
+    net.run(net.now + 6.0)              # the uplink mesh's neighbour timeout (3.5 s)
+    relay, far = b2.core.tunnel, a0.core.tunnel
+    assert far is not None
+    for msg_no, named in enumerate(((dead, live), (dead,)), start=100):
+        item = seal_item(b1.core.node.identity, "incident-x", a0.core.node_id, AppKind.SIP,
+                         msg_no, b"x")
+        before = far.counters[TunnelCounter.DELIVERED]
+        b1.pump.command(net.now, lambda n=named, i=item: b1.core.node.send_unicast(  # type: ignore[misc]
+            b2.core.node_id, AppKind.TUNNEL_OUT, encode_tunnel_out(n, i), net.now))
+        net.run(net.now + 3.0)
+        assert far.counters[TunnelCounter.DELIVERED] == before + 1, (named, dict(far.counters))
+    assert relay.counters[TunnelCounter.OWN_FAR_RELAY] == 1
+
+
 def test_a_members_uplink_addresses_reach_the_other_relays_edges_as_peers() -> None:
     from meshcomm.node.tunnel import UplinkPeers
 

@@ -92,7 +92,11 @@ def test_ctl_send_crosses_between_islands_exactly_once(tmp_path: Path) -> None:
                 assert cross["counters"]["tunnel_items_sent"] >= 1
                 relay_status = await asyncio.to_thread(ctl, tmp_path / "ra", "status")
                 assert isinstance(relay_status, dict)
-                assert relay_status["cross_site"]["uplink_mesh"]["members"] >= 1
+                mesh = relay_status["cross_site"]["uplink_mesh"]
+                assert mesh["members"] >= 1
+                far_relay = up["rb"][1].node_id.hex()
+                assert far_relay in [link["node_id"] for link in mesh["links"]], mesh
+                assert far_relay in [route["dst"] for route in mesh["routes"]], mesh
                 # Island A never learned B's bindings by gossip (resolution is on demand).
                 assert not up["ha"][0].core.node.table.lookup(bob)
                 for key in ("ha", "hb", "ra", "rb"):
