@@ -16,10 +16,12 @@ architecture guide):
    MESSAGE's 202, or 500 when the write failed): back to 1 for them;
 3. **persist freshness**: the freshness memory's changes (``Edge.store_freshness``); on
    failure they are handed back to the core and retried with the next run;
-4. **deliver** the kept events: journal records, SIP for local clients, media for local
+4. **transmit** the core's datagrams (``Edge.transmit``);
+5. **deliver** the kept events: journal records, SIP for local clients, media for local
    clients, the DHT bridge's operations, anything else (``Edge.record`` / ``to_client`` /
-   ``to_client_media`` / ``dht`` / ``other``);
-5. **transmit** the core's datagrams (``Edge.transmit``);
+   ``to_client_media`` / ``dht`` / ``other``); a SIP message's record is built now
+   (:class:`~meshcomm.node.gateway.parts.PendingSipRecord`), off the message's way out.
+   Datagrams the edge's handling of them produced are transmitted at once;
 6. **arm** the edge's one timer for ``core.next_timer()`` (always, whatever failed). An
    edge built with ``arm_later`` is told instead and calls :meth:`Pump.arm` itself, once for
    many runs (the runtime: once per loop turn, so a batch of datagrams read in one go costs
@@ -45,6 +47,7 @@ from meshcomm.location.freshness import FreshnessUpdates
 from meshcomm.media.packet import Channel
 from meshcomm.media.session import ClientPacket
 from meshcomm.node.core import NodeCore, NodeEvent
+from meshcomm.node.gateway.parts import PendingSipRecord
 from meshcomm.node.gateway.types import Address, LocalDatagram
 from meshcomm.node.storeforward import SfPersist
 from meshcomm.types import Datagram, LinkAddr
@@ -99,6 +102,7 @@ class Output(Enum):
     """Kinds of events the pump delivers to the edge (:data:`OUTPUT_OF`)."""
 
     JOURNAL = "journal"
+    PENDING_RECORD = "pending_record"     # a journal record built when delivered
     TO_CLIENT = "to_client"
     TO_CLIENT_MEDIA = "to_client_media"
     DHT = "dht"
@@ -108,6 +112,7 @@ class Output(Enum):
 #: Event type -> how the edge takes it (anything else: ``Edge.other``).
 OUTPUT_OF: dict[type, Output] = {
     JournalRecord: Output.JOURNAL,
+    PendingSipRecord: Output.PENDING_RECORD,
     LocalDatagram: Output.TO_CLIENT,
     ClientPacket: Output.TO_CLIENT_MEDIA,
     **{op: Output.DHT for op in (DhtPut, DhtGet, DhtListen, DhtCancel)},
@@ -127,6 +132,7 @@ class Pump:
         self.arm_later = arm_later
         self._deliver: dict[Output, Callable[[NodeEvent], None]] = {
             Output.JOURNAL: edge.record,          # type: ignore[dict-item]
+            Output.PENDING_RECORD: self._pending_record,  # type: ignore[dict-item]
             Output.TO_CLIENT: edge.to_client,      # type: ignore[dict-item]
             Output.TO_CLIENT_MEDIA: edge.to_client_media,  # type: ignore[dict-item]
             Output.DHT: edge.dht,                  # type: ignore[dict-item]
@@ -182,16 +188,25 @@ class Pump:
                 self.arm_later()
 
     def _deliver_and_transmit(self, kept: list[NodeEvent], now: float) -> None:
-        edge, step, deliver = self.edge, self._step, self._deliver
+        step, deliver = self._step, self._deliver
         with step("freshness"):
             self._persist_freshness()
+        self._transmit(now)
         for event in kept:
             with step("event"):
                 deliver[OUTPUT_OF.get(type(event), Output.OTHER)](event)
+        if kept:
+            self._transmit(now)
+
+    def _transmit(self, now: float) -> None:
+        edge, step = self.edge, self._step
         with step("to_send"):
             for dgram in self.core.to_send(now):
                 with step("transmit"):
                     edge.transmit(dgram)
+
+    def _pending_record(self, pending: PendingSipRecord) -> None:
+        self.edge.record(pending.record())
 
     def _drain_and_persist(self, now: float) -> list[NodeEvent]:
         kept: list[NodeEvent] = []

@@ -4,7 +4,7 @@ The driver owns the radios, the node's journal and its SQLite stores, and is the
 :class:`~meshcomm.node.pump.Edge` of the node's sans-IO :class:`~meshcomm.node.core.NodeCore`
 (overlay, and with a gateway: SIP gateway, store-and-forward, media relay). Everything
 moves through the one :class:`~meshcomm.node.pump.Pump`, in its documented order
-(persist, then deliver and transmit); the driver only does the IO of each step:
+(persist, then transmit and deliver); the driver only does the IO of each step:
 
 * a radio callback feeds ``pump.radio(data, LinkAddr(f"{radio.name}|{src}"), loop.time())``;
   SIP from the gateway's sockets and datagrams from a call's media ports go to

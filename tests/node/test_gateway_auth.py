@@ -25,6 +25,7 @@ from meshcomm.node.gateway.auth import (
     NonceCounts,
     response_from_ha1,
 )
+from meshcomm.node.gateway.parts import PendingSipRecord
 from meshcomm.node.gateway.users import UserTable, ha1_of, make_user
 from meshcomm.sip.digest import (
     Challenge,
@@ -422,7 +423,7 @@ def test_a_scan_floods_neither_the_journal_nor_any_table() -> None:
     assert statuses == {401}
     records = []
     while (event := gw.next_event()) is not None:
-        records.append(event)
+        records.append(event.record() if isinstance(event, PendingSipRecord) else event)
     answers = [r for r in records
                if getattr(r, "data", {}).get("dir") in ("originated", "to-client")]
     assert len(answers) <= 20 + 1

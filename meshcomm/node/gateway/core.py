@@ -54,12 +54,11 @@ from meshcomm.node.gateway.counters import (
 from meshcomm.node.gateway.edge_identity import EdgeIdentity
 from meshcomm.node.gateway.identity import IdentityChecks
 from meshcomm.node.gateway.parts import (
-    AwaitingEnvelope,
     Peer,
+    PendingSipRecord,
     ProxyTx,
     drop_record,
     is_tcp,
-    sip_record,
 )
 from meshcomm.node.gateway.proxy_state import ProxyTxInput as TxIn
 from meshcomm.node.gateway.proxy_state import ProxyTxState as TxState
@@ -69,7 +68,6 @@ from meshcomm.node.gateway.revoked import RevokedGate
 from meshcomm.node.gateway.rfc import (
     OwnHosts,
     UndecodableAnswers,
-    journal_safe,
     refusal_headers,
     unsupported_proxy_require,
 )
@@ -111,7 +109,7 @@ from meshcomm.sip.timers import TimerName
 from meshcomm.sip.transaction import DEFAULT_SIP_PORT, server_key
 from meshcomm.sip.ua_base import stamp_via
 
-GatewayEvent = JournalRecord | SendResult | InboxEntry
+GatewayEvent = JournalRecord | PendingSipRecord | SendResult | InboxEntry
 Output = LocalDatagram | MeshSip | ResolveAor
 #: Dialog-creating methods get our Record-Route (§16.6 step 4).
 RECORD_ROUTE_METHODS = frozenset({"INVITE", "SUBSCRIBE"})
@@ -157,7 +155,7 @@ class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth):
         self.resolves_remote = False
         #: Transactions waiting for :meth:`resolved`, with the request to forward.
         self._resolving: dict[int, tuple[ProxyTx, SipRequest]] = {}
-        self._events: deque[GatewayEvent | AwaitingEnvelope] = deque()
+        self._events: deque[GatewayEvent] = deque()
         #: Our address for Via/Record-Route toward a client, never a wildcard (gateway.rfc).
         self.hosts = OwnHosts(config.local_host, config.local_port)
         self._undecodable = UndecodableAnswers(now)
@@ -230,9 +228,9 @@ class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth):
         self._pump_builtin(now)
 
     def next_event(self) -> GatewayEvent | None:
-        """The next event; a to-mesh record gets the envelope id its send reported."""
-        event = self._events.popleft() if self._events else None
-        return event.record() if isinstance(event, AwaitingEnvelope) else event
+        """The next event. SIP messages' journal records come as :class:`PendingSipRecord`
+        (built when delivered, after the node's datagrams went out)."""
+        return self._events.popleft() if self._events else None
 
     # ============================================================ commands
     def send_message(self, to_aor: str, text: str, now: float) -> int:
@@ -319,11 +317,10 @@ class SipGateway(IdentityChecks, ResponseRelay, Beyond, LocalAuth):
         """Journal ``message``; a to-mesh record waits for its envelope id in the slot
         returned (the send's :class:`MeshSip` carries it)."""
         self.counters[DIRECTION_COUNTERS[direction]] += 1
-        record = journal_safe(sip_record(
-            direction, message, peer, hops=hops, keep_body=self.config.keep_sip_bodies,
-            note=note, env=env or None))
         slot = EnvelopeSlot() if direction is Direction.TO_MESH else None
-        self._events.append(record if slot is None else AwaitingEnvelope(record, slot))
+        self._events.append(PendingSipRecord(direction, message, peer, hops,
+                                             self.config.keep_sip_bodies, note, env or None,
+                                             slot))
         return slot
 
     # ============================================================ requests

@@ -47,7 +47,7 @@ from enum import Enum, StrEnum
 from meshcomm.journal.events import JournalRecord
 from meshcomm.location.table import TrustMode
 from meshcomm.node.gateway.edge_identity import EdgeIdentity
-from meshcomm.node.gateway.parts import AwaitingEnvelope, Peer, ProxyTx, drop_record, is_tcp
+from meshcomm.node.gateway.parts import Peer, PendingSipRecord, ProxyTx, drop_record, is_tcp
 from meshcomm.node.gateway.registrar import Registrar
 from meshcomm.node.gateway.types import (
     BUILTIN_ADDR,
@@ -91,7 +91,7 @@ class IdentityChecks:
     config: GatewayConfig
     edge_identity: EdgeIdentity
     counters: Counter[str]
-    _events: deque[JournalRecord | SendResult | InboxEntry | AwaitingEnvelope]
+    _events: deque[JournalRecord | SendResult | InboxEntry | PendingSipRecord]
 
     def _respond(self, tx: ProxyTx, status: int, now: float) -> None:
         raise NotImplementedError          # SipGateway's

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from meshcomm.deadlines import DeadlineHeap
-from meshcomm.journal.codec import MAX_CONTAINER_ITEMS, MAX_DATA_BYTES, normalize_data, pack
+from meshcomm.journal.codec import (
+    MAX_CONTAINER_ITEMS,
+    MAX_DATA_BYTES,
+    normalize_data,
+    pack,
+    storable_data,
+)
 from meshcomm.journal.events import JournalRecord
 from meshcomm.journal.payloads import SipMessageDropped, SipMessageSeen
 from meshcomm.node.gateway.proxy_state import (
@@ -204,6 +210,15 @@ def storable_text(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
+def journal_safe(record: JournalRecord) -> JournalRecord:
+    """``record`` with data the journal stores as it is (cheap when all strings are
+    ASCII, the usual case; else :func:`~meshcomm.journal.codec.storable_data`)."""
+    data = record.data
+    if all(not isinstance(v, str) or v.isascii() for v in data.values()):
+        return record
+    return dataclasses.replace(record, data=storable_data(data))  # the payload stays
+
+
 def sip_record(direction: Direction, message: SipRequest | SipResponse, peer: Peer, *,
                hops: int = 0, keep_body: bool = False, note: str = "",
                env: bytes | None = None) -> JournalRecord:
@@ -292,20 +307,28 @@ def _fit_headers(payload: SipMessageSeen, wire_bytes: int) -> SipMessageSeen:
 
 
 @dataclass(frozen=True, slots=True)
-class AwaitingEnvelope:
-    """A to-mesh record whose envelope id the send writes into ``slot`` (the gateway's
-    event queue holds it until then; :meth:`record` is what comes out)."""
+class PendingSipRecord:
+    """The SIP_MESSAGE journal record of one message, built when :meth:`record` is called:
+    the pump calls it when it hands the journal its records, after the node's datagrams
+    went out, so building the record (serialising the message, hashing its body: about
+    a quarter of a MESSAGE's handling at its origin) is not on the message's way out. The
+    message is immutable; a to-mesh record takes the envelope id the send wrote into
+    ``slot``."""
 
-    pending: JournalRecord
-    slot: EnvelopeSlot
+    direction: Direction
+    message: SipRequest | SipResponse
+    peer: Peer
+    hops: int
+    keep_body: bool
+    note: str
+    env: bytes | None
+    slot: EnvelopeSlot | None = None
 
     def record(self) -> JournalRecord:
-        env = self.slot.env
-        payload = self.pending.payload
-        if not env or not isinstance(payload, SipMessageSeen):
-            return self.pending
-        return dataclasses.replace(self.pending, data={**self.pending.data, "env": env.hex()},
-                                   payload=dataclasses.replace(payload, env=env.hex()))
+        env = self.env or (self.slot.env if self.slot is not None else None)
+        return journal_safe(sip_record(self.direction, self.message, self.peer,
+                                       hops=self.hops, keep_body=self.keep_body,
+                                       note=self.note, env=env))
 
 
 def drop_record(reason: str, peer: Peer, size_bytes: int, hops: int = 0) -> JournalRecord:

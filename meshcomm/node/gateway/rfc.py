@@ -7,8 +7,9 @@
   headers (400, 505 for an unknown SIP version, 513 for an oversized message; RFC 4475
   §3.1.2, §3.3.1), at most :data:`UNDECODABLE_ANSWERS_PER_S` per second over all sources
   (garbage must not turn the gateway into a reflector).
-* :func:`journal_safe`: a SIP journal record whose strings carry bytes that are not UTF-8
-  (the parser keeps them with surrogateescape) is normalised before it reaches the journal.
+* :func:`journal_safe` (defined in :mod:`.parts`, with the records): a SIP journal record
+  whose strings carry bytes that are not UTF-8 (the parser keeps them with
+  surrogateescape) is normalised before it reaches the journal.
 * :class:`OwnHosts`: the gateway's own reachable address for Via and Record-Route. When it
   listens on a wildcard (``0.0.0.0``, ``::``) it writes the address of its interface toward
   the client (an injected ``resolve``; loopback toward a loopback client), never the
@@ -20,12 +21,9 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Final
 
 from meshcomm.errors import DecodeError
-from meshcomm.journal.codec import storable_data
-from meshcomm.journal.events import JournalRecord
 from meshcomm.node.gateway.parts import TokenBucket
 from meshcomm.node.gateway.types import Address
 from meshcomm.sip.message import SipRequest
@@ -63,15 +61,6 @@ def refusal_headers(request: SipRequest, status: int) -> list[tuple[str, str]]:
     if status == 420:
         return [("Unsupported", ", ".join(unsupported_proxy_require(request)))]
     return []
-
-
-def journal_safe(record: JournalRecord) -> JournalRecord:
-    """``record`` with data the journal stores as it is (cheap when all strings are
-    ASCII, the usual case; else :func:`~meshcomm.journal.codec.storable_data`)."""
-    data = record.data
-    if all(not isinstance(v, str) or v.isascii() for v in data.values()):
-        return record
-    return replace(record, data=storable_data(data))     # the payload stays with it
 
 
 class UndecodableAnswers:
