@@ -253,3 +253,49 @@ def test_digest_responses_are_not_journaled_the_rest_of_the_credential_is() -> N
     (value,) = [v for n, v in sip_record(Direction.FROM_CLIENT, info, RAW).data["headers"]
                 if n == "Authentication-Info"]         # type: ignore[union-attr]
     assert value == 'qop=auth, rspauth="redacted", cnonce="c1"'
+
+
+def test_a_message_leaves_before_its_records_are_built_and_they_still_name_its_envelope(
+) -> None:
+    """The pump transmits, then hands the journal its records: the built-in UA's MESSAGE
+    frame is on the air before any of its SIP records is built (building them is most of
+    the journal's cost on the send path), and the to-mesh record still carries the id of
+    the envelope that took it."""
+    net = Net(2)
+    net.converge()
+    st = net.stations[0]
+    to = f"sip:node1@{DOMAIN}"
+    net.run_until(lambda: bool(st.node.table.lookup(to)))
+    order: list[str] = []
+    transmit, record = st.edge.transmit, st.edge.record
+
+    def watched_transmit(dgram: object) -> None:
+        order.append("transmit")
+        transmit(dgram)  # type: ignore[arg-type]
+
+    def watched_record(rec: object) -> None:
+        data = getattr(rec, "data", {})
+        if data.get("method") == "MESSAGE":
+            order.append(f"record {data['dir']}")
+        record(rec)  # type: ignore[arg-type]
+
+    st.edge.transmit = watched_transmit  # type: ignore[method-assign]
+    st.edge.record = watched_record  # type: ignore[method-assign]
+    built: list[PendingSipRecord] = []
+    original = PendingSipRecord.record
+
+    def watched_build(self: PendingSipRecord) -> object:
+        built.append(self)
+        order.append("built")
+        return original(self)
+
+    PendingSipRecord.record = watched_build  # type: ignore[method-assign]
+    try:
+        st.pump.command(net.now, lambda: st.core.send_message(to, "first out", net.now))
+    finally:
+        PendingSipRecord.record = original  # type: ignore[method-assign]
+    assert order and order[0] == "transmit", order
+    assert "record to-mesh" in order and order.index("built") > order.index("transmit")
+    (to_mesh,) = [r.data for r in st.journal if r.data.get("dir") == "to-mesh"
+                  and r.data.get("method") == "MESSAGE"]
+    assert isinstance(to_mesh.get("env"), str) and len(str(to_mesh["env"])) == 32
