@@ -460,16 +460,18 @@ class Tunnel:
         if rank != Reach.LIVE:
             own = self._routes.get(dst)
             if own is not None and own.expires_at > now:
+                trust = self._trust
                 other, other_rank = self._best_reached(
-                    tuple(r for r in own.far_relays if r not in far_relays), now)
+                    tuple(r for r in own.far_relays if r not in far_relays
+                          and not (trust.active and trust.node_revoked(r))), now)
                 if other_rank < rank:
                     self.counters[TunnelCounter.OWN_FAR_RELAY] += 1
                     return other
         return best
 
     def _best_reached(self, relays: tuple[NodeId, ...], now: float) -> tuple[NodeId, Reach]:
-        """The first of ``relays`` the uplink mesh reaches best, and how (_reach); the
-        first one, Reach.UNREACHED, when it reaches none (or there are none)."""
+        """The first of ``relays`` the uplink mesh reaches best, and how (``_reach``); the
+        first one and Reach.UNREACHED when it reaches none (or there are none)."""
         best, rank = (relays[0] if relays else NodeId(b"")), Reach.UNREACHED
         for relay in relays:
             r = self._reach(relay, now)
