@@ -154,7 +154,10 @@ class Reach(IntEnum):
     """How the uplink mesh reaches a far relay (Tunnel._reach), best first."""
 
     LIVE = 0            # a neighbour, or a route whose next hop is one
-    SILENT = 1          # a route via a neighbour gone silent (HELLOs lost, or it died)
+    #: a route via a neighbour gone silent (HELLOs lost, or it died), or two hops via a
+    #: neighbour whose HELLOs no longer list the relay (behind NATs, far relays reach each
+    #: other through a dht-node: its per-hop acks say nothing of the relay's death)
+    SILENT = 1
     UNREACHED = 2       # no route
 
 
@@ -490,7 +493,9 @@ class Tunnel:
         route = overlay.routes.get(relay, now)
         if route is None:
             return Reach.UNREACHED
-        return Reach.LIVE if overlay.neighbours.get(route.next_hop) is not None else Reach.SILENT
+        if overlay.neighbours.get(route.next_hop) is None or overlay.lost_beyond(relay, now):
+            return Reach.SILENT
+        return Reach.LIVE
 
     def _in_use(self, dst: bytes, now: float) -> None:
         """Items go to remote node ``dst``: watch its AoR while they do."""

@@ -430,6 +430,17 @@ class GossipOverlay:
         route = self.routes.get(dst, now)
         return route.next_hop if route is not None else None
 
+    def lost_beyond(self, dst: NodeId, now: float) -> bool:
+        """Whether ``dst``, two hops away by its route, is no longer a neighbour of that
+        route's next hop by the next hop's last HELLO (it would drop what we send there:
+        a per-hop ack from it says nothing of the hop beyond). False when the route is
+        longer, or the report says nothing (see Neighbour.reports)."""
+        route = self.routes.get(dst, now)
+        if route is None or route.hops != 2:
+            return False
+        nb = self.neighbours.get(route.next_hop)
+        return nb is not None and nb.reports(dst[:4], limits.MAX_HELLO_NEIGHBOURS) is False
+
     def verified_first_copy(self, env: Envelope, src: LinkAddr, now: float) -> bool:
         """True for a new envelope whose signature checks out; counts duplicates."""
         digest = env.digest
@@ -543,6 +554,7 @@ class GossipOverlay:
             return
         if q_rev is not None:
             nb.q_rev = q_rev / 255
+        nb.report = report
         if is_new:
             self.forwarder.link_origins.forget(src)    # (a restart holds no keys)
             self._silent.discard(src)

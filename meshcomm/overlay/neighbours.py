@@ -57,6 +57,18 @@ class Neighbour:
     link_class: int = 1
     #: HELLOs heard from it (the estimate's window fills up: see heard_hello)
     heard: int = 0
+    #: the neighbour report of its last HELLO ([[short id, quality], ...], validated;
+    #: at most MAX_HELLO_NEIGHBOURS entries), None before the first
+    report: list[object] | None = None
+
+    def reports(self, short_id: bytes, limit: int) -> bool | None:
+        """Whether its last HELLO listed the node of ``short_id`` among its neighbours;
+        None when that says nothing (no HELLO yet, or a full report, ``limit`` entries,
+        which lists only the best-heard)."""
+        report = self.report
+        if report is None or len(report) >= limit:
+            return None
+        return any(entry[0] == short_id for entry in report)  # type: ignore[index]
 
     def heard_hello(self, hello_no: int, now: float) -> None:
         """A HELLO numbered ``hello_no``: the delivery ratio moves by its weight, 1/(n+1)

@@ -68,8 +68,13 @@ class CrossSiteNet:
                  upstream: dict[str, tuple[str, int]] | None = None,
                  store_forward: bool = False,
                  extra_links: tuple[tuple[str, str], ...] = (),
-                 trust: TrustPolicy | None = None, sf_dir: Path | None = None) -> None:
+                 trust: TrustPolicy | None = None, sf_dir: Path | None = None,
+                 wan_blocked: tuple[tuple[str, str], ...] = ()) -> None:
         self.now = 0.0
+        #: Pairs of uplinked relays that do not hear each other on the WAN (behind NATs
+        #: that do not let them punch through): the uplink mesh routes them through
+        #: another member.
+        self.wan_blocked = {frozenset(pair) for pair in wan_blocked}
         #: Each station's store-and-forward database is ``<sf_dir>/<name>.sf.db`` (real
         #: SQLite, restored by :meth:`restart`); None: held in memory only.
         self.sf_dir = sf_dir
@@ -191,7 +196,8 @@ class CrossSiteNet:
                 return
             far = dst[len(UPLINK_PREFIX):]
             targets = [s for s in self.stations.values() if s.uplinked and s is not src
-                       and (not far or s.name == far)]
+                       and (not far or s.name == far)
+                       and frozenset((src.name, s.name)) not in self.wan_blocked]
             for t in targets:
                 self._push(self.wan_delay_s, t.name, data, UPLINK_PREFIX + src.name)
             return

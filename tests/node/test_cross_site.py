@@ -321,6 +321,40 @@ def test_an_island_relay_passes_over_a_dead_far_relay_a_sender_still_names() -> 
     assert relay.counters[TunnelCounter.OWN_FAR_RELAY] == 1
 
 
+def test_a_far_relay_reached_through_another_member_is_passed_over_once_it_is_gone() -> None:
+    """b2 and a3 do not hear each other on the WAN (NATs): the uplink mesh routes b2's
+    items for a3 through a2, which acknowledges each hop and cannot go further once a3
+    died. b2 sees it in a2's HELLOs (a3 no longer listed) and sends through a2 itself."""
+    islands = {"A": ["a0", "a1", "a2"], "A2": ["a3"], "B": ["b2", "b1", "b0"]}
+    net = CrossSiteNet(islands, {"a2", "a3", "b2"}, extra_links=(("a1", "a3"),),
+                       wan_blocked=(("a3", "b2"),))
+    net.run(15.0)
+    a0, b1, b2 = net.stations["a0"], net.stations["b1"], net.stations["b2"]
+    dead_st, live_st = net.stations["a3"], net.stations["a2"]
+    dead, live = dead_st.core.node_id, live_st.core.node_id
+    assert b2.core.uplink is not None
+    mesh = b2.core.uplink.overlay
+    route = mesh.routes.get(dead, net.now)
+    assert route is not None and route.hops == 2 and dead not in mesh.neighbours.by_id
+    far = a0.core.tunnel
+    assert far is not None
+    delivered = far.counters[TunnelCounter.DELIVERED]
+    for msg_no, killed in ((200, False), (201, True)):
+        if killed:
+            dead_st.up = False
+            net.model.kill(dead_st.name)
+            net.run(net.now + 8.0)        # a2's neighbour timeout, then its next HELLO
+            assert mesh.lost_beyond(dead, net.now)
+        item = seal_item(b1.core.node.identity, "incident-x", a0.core.node_id, AppKind.SIP,
+                         msg_no, b"x")
+        b1.pump.command(net.now, lambda i=item: b1.core.node.send_unicast(  # type: ignore[misc]
+            b2.core.node_id, AppKind.TUNNEL_OUT, encode_tunnel_out((dead, live), i),
+            net.now))
+        net.run(net.now + 3.0)
+        delivered += 1
+        assert far.counters[TunnelCounter.DELIVERED] == delivered, (killed, dict(far.counters))
+
+
 def test_a_members_uplink_addresses_reach_the_other_relays_edges_as_peers() -> None:
     from meshcomm.node.tunnel import UplinkPeers
 
