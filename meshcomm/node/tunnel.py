@@ -493,7 +493,7 @@ class Tunnel:
         route = overlay.routes.get(relay, now)
         if route is None:
             return Reach.UNREACHED
-        if overlay.neighbours.get(route.next_hop) is None or overlay.lost_beyond(relay, now):
+        if overlay.neighbours.get(route.next_hop) is None or overlay.lost_beyond(route):
             return Reach.SILENT
         return Reach.LIVE
 

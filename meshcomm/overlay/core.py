@@ -57,7 +57,7 @@ from meshcomm.overlay.keydir import KeyDirectory
 from meshcomm.overlay.media import MEDIA_MARKERS, MediaForwarder, MediaReceived
 from meshcomm.overlay.neighbours import NeighbourTable
 from meshcomm.overlay.ratelimit import JournalGate, TokenBucket, TokenBuckets, link_host
-from meshcomm.overlay.routing import RouteTable
+from meshcomm.overlay.routing import Route, RouteTable
 from meshcomm.overlay.rtt import LinkRtt
 from meshcomm.overlay.timers import TimerKind
 from meshcomm.overlay.trickle import Beacon, Fired, TrickleCounter
@@ -430,16 +430,15 @@ class GossipOverlay:
         route = self.routes.get(dst, now)
         return route.next_hop if route is not None else None
 
-    def lost_beyond(self, dst: NodeId, now: float) -> bool:
-        """Whether ``dst``, two hops away by its route, is no longer a neighbour of that
-        route's next hop by the next hop's last HELLO (it would drop what we send there:
-        a per-hop ack from it says nothing of the hop beyond). False when the route is
-        longer, or the report says nothing (see Neighbour.reports)."""
-        route = self.routes.get(dst, now)
-        if route is None or route.hops != 2:
+    def lost_beyond(self, route: Route) -> bool:
+        """Whether ``route``'s destination, two hops away, is no longer a neighbour of its
+        next hop by the next hop's last HELLO (it would drop what we send there: a per-hop
+        ack from it says nothing of the hop beyond). False when the route is longer, or
+        the report says nothing (see Neighbour.reports)."""
+        if route.hops != 2:
             return False
         nb = self.neighbours.get(route.next_hop)
-        return nb is not None and nb.reports(dst[:4], limits.MAX_HELLO_NEIGHBOURS) is False
+        return nb is not None and nb.reports(route.dst[:4], limits.MAX_HELLO_NEIGHBOURS) is False
 
     def verified_first_copy(self, env: Envelope, src: LinkAddr, now: float) -> bool:
         """True for a new envelope whose signature checks out; counts duplicates."""

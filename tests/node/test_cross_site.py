@@ -344,7 +344,8 @@ def test_a_far_relay_reached_through_another_member_is_passed_over_once_it_is_go
             dead_st.up = False
             net.model.kill(dead_st.name)
             net.run(net.now + 8.0)        # a2's neighbour timeout, then its next HELLO
-            assert mesh.lost_beyond(dead, net.now)
+            gone = mesh.routes.get(dead, net.now)
+            assert gone is not None and mesh.lost_beyond(gone)
         item = seal_item(b1.core.node.identity, "incident-x", a0.core.node_id, AppKind.SIP,
                          msg_no, b"x")
         b1.pump.command(net.now, lambda i=item: b1.core.node.send_unicast(  # type: ignore[misc]

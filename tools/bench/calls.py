@@ -34,7 +34,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from tools.bench.hops import FAR_AOR, N_NODES, HopsError, start_chain
+from tools.bench.hops import FAR_AOR, N_NODES, HopsError, finish, start_chain
 from tools.testbed import chain
 
 #: Seconds for the wrappers' last dump after the messages (they write every 2 s).
@@ -149,16 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.messages < 1 or args.gap_s <= 0 or not functions or any(
             ":" not in f for f in functions):
         parser.error("--messages >= 1, --gap-s > 0, --functions as module:Qualified.name")
-    try:
-        result = run(args.messages, args.gap_s, args.warmup_s, functions)
-    except (CallsError, HopsError) as exc:
-        print(f"calls: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(result))
-    else:
-        _print(result)
-    return 0
+    return finish("calls", lambda: run(args.messages, args.gap_s, args.warmup_s, functions),
+                  args.json, _print, (CallsError, HopsError))
 
 
 if __name__ == "__main__":

@@ -336,15 +336,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.messages < 1 or args.gap_s <= 0 or not 16 <= args.size <= 1000:
         parser.error("--messages >= 1, --gap-s > 0, --size in 16..1000")
+    return finish("hops", lambda: run(args.messages, args.gap_s, args.size, args.warmup_s,
+                                      args.floor), args.json, _print, (HopsError,))
+
+
+def finish(name: str, bench: Callable[[], dict[str, Any]], as_json: bool,
+           printer: Callable[[dict[str, Any]], None],
+           errors: tuple[type[Exception], ...]) -> int:
+    """Run ``bench`` and print its result (one JSON object, or ``printer``'s table): the
+    exit status, 2 when it could not run (one of ``errors``, printed on stderr)."""
     try:
-        result = run(args.messages, args.gap_s, args.size, args.warmup_s, args.floor)
-    except HopsError as exc:
-        print(f"hops: {exc}", file=sys.stderr)
+        result = bench()
+    except errors as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
-    if args.json:
+    if as_json:
         print(json.dumps(result))
     else:
-        _print(result)
+        printer(result)
     return 0
 
 
